@@ -1,0 +1,79 @@
+/**
+ * Opens the store: PGlite in a data directory (the embedded default) or PostgreSQL through the
+ * `postgres` driver, and applies the migrations in `drizzle/` before anything else runs.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
+import type { PgAsyncDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import postgres from 'postgres';
+
+/** The drizzle handle every service uses; the same type for both stores. */
+export type Database = PgAsyncDatabase<PgQueryResultHKT>;
+
+/** A transaction or the database itself. */
+export type Executor = Parameters<Parameters<Database['transaction']>[0]>[0] | Database;
+
+/** Where the state lives. */
+export type StoreConfig =
+  | { kind: 'pglite'; dataDir?: string }
+  | { kind: 'postgres'; url: string; maxConnections?: number };
+
+/** An open store. */
+export interface Store {
+  readonly db: Database;
+  readonly kind: StoreConfig['kind'];
+  close(): Promise<void>;
+}
+
+/** The folder holding drizzle-kit's migrations (repo root `drizzle/`). */
+export function migrationsFolder(): string {
+  if (process.env.GATEHOUSE_MIGRATIONS_DIR) return resolve(process.env.GATEHOUSE_MIGRATIONS_DIR);
+  // src/db or dist/db → ../../../../drizzle
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, 'drizzle');
+    if (existsSync(join(candidate, 'README.md'))) return candidate;
+    dir = dirname(dir);
+  }
+  throw new Error('drizzle/ migrations folder not found; set GATEHOUSE_MIGRATIONS_DIR');
+}
+
+// Serialises migrations between controller replicas starting at the same time.
+const MIGRATION_LOCK_KEY = 7_201_845_113;
+
+/** Opens the store and migrates it to the latest schema. */
+export async function openStore(config: StoreConfig): Promise<Store> {
+  const folder = migrationsFolder();
+  if (config.kind === 'pglite') {
+    const client = config.dataDir ? new PGlite(config.dataDir) : new PGlite();
+    await client.waitReady;
+    const db = drizzlePglite({ client });
+    await migratePglite(db, { migrationsFolder: folder });
+    return {
+      db: db as unknown as Database,
+      kind: 'pglite',
+      close: () => client.close(),
+    };
+  }
+  const migrationClient = postgres(config.url, { max: 1, onnotice: () => {} });
+  try {
+    await migrationClient`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+    await migratePostgres(drizzlePostgres({ client: migrationClient }), { migrationsFolder: folder });
+    await migrationClient`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
+  } finally {
+    await migrationClient.end();
+  }
+  const client = postgres(config.url, { max: config.maxConnections ?? 10, onnotice: () => {} });
+  const db = drizzlePostgres({ client });
+  return {
+    db: db as unknown as Database,
+    kind: 'postgres',
+    close: () => client.end({ timeout: 5 }),
+  };
+}

@@ -1,0 +1,160 @@
+/**
+ * The controller's tables. drizzle-kit generates the migrations in `drizzle/` from this file;
+ * the same migrations run on PGlite and PostgreSQL.
+ *
+ * Invariants the database itself enforces (so they hold across controller replicas):
+ * - an address or delegated prefix is allocated at most once per pool: unique (pool_id, slot);
+ * - a retried allocation with the same idempotency key finds the first one: unique (owner_id, idempotency_key);
+ * - a MAC address exists once: unique (mac);
+ * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
+ */
+import { sql } from 'drizzle-orm';
+import { check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
+
+const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
+
+/** People and systems that own things; `role` decides what their tokens may do. */
+export const users = pgTable('users', {
+  id: uuid('id').primaryKey(),
+  name: text('name').notNull().unique('users_name_unique'),
+  role: text('role', { enum: ['admin', 'user'] }).notNull(),
+  /** Maximum IPv4 addresses the user may hold; null means unlimited. */
+  quotaIpv4Addresses: integer('quota_ipv4_addresses'),
+  /** Maximum IPv6 addresses or delegated prefixes the user may hold; null means unlimited. */
+  quotaIpv6Prefixes: integer('quota_ipv6_prefixes'),
+  createdAt: createdAt(),
+});
+
+/** API tokens; only a SHA-256 hash of the secret is stored. */
+export const apiTokens = pgTable('api_tokens', {
+  id: uuid('id').primaryKey(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  name: text('name').notNull(),
+  scope: text('scope', { enum: ['admin', 'user', 'agent'] }).notNull(),
+  secretHash: text('secret_hash').notNull().unique('api_tokens_secret_hash_unique'),
+  /** The first characters of the token, to recognise it in listings. */
+  prefix: text('prefix').notNull(),
+  createdAt: createdAt(),
+  lastUsedAt: timestamp('last_used_at', { withTimezone: true, mode: 'date' }),
+  revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
+});
+
+/** A hypervisor host or gateway that an agent manages. */
+export const hosts = pgTable(
+  'hosts',
+  {
+    id: uuid('id').primaryKey(),
+    name: text('name').notNull().unique('hosts_name_unique'),
+    backend: text('backend', { enum: ['linux', 'docker', 'lxd', 'proxmox', 'esxi'] }).notNull(),
+    portRangeStart: integer('port_range_start').notNull(),
+    portRangeEnd: integer('port_range_end').notNull(),
+    /** Host ports never handed out: `[{start, end}]`, inclusive. */
+    reservedPorts: jsonb('reserved_ports').$type<{ start: number; end: number }[]>().notNull(),
+    /** Public addresses of the host, canonical spelling. */
+    publicAddresses: jsonb('public_addresses').$type<string[]>().notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [check('hosts_port_range_check', sql`${t.portRangeStart} between 1 and ${t.portRangeEnd} and ${t.portRangeEnd} <= 65535`)],
+);
+
+/** A VM or container on a host, owned by one user. */
+export const instances = pgTable(
+  'instances',
+  {
+    id: uuid('id').primaryKey(),
+    hostId: uuid('host_id').notNull().references(() => hosts.id, { onDelete: 'restrict' }),
+    ownerId: uuid('owner_id').notNull().references(() => users.id, { onDelete: 'restrict' }),
+    name: text('name').notNull(),
+    /** The backend's own id (container id, VMID, moref); null until discovered. */
+    externalId: text('external_id'),
+    createdAt: createdAt(),
+  },
+  (t) => [unique('instances_host_name_unique').on(t.hostId, t.name), index('instances_owner_idx').on(t.ownerId)],
+);
+
+/** A network interface of an instance. */
+export const nics = pgTable(
+  'nics',
+  {
+    id: uuid('id').primaryKey(),
+    instanceId: uuid('instance_id').notNull().references(() => instances.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    mac: text('mac').notNull().unique('nics_mac_unique'),
+    /** Bridge or network the NIC is attached to; pools bind to the same name. */
+    network: text('network').notNull(),
+    /** Client-chosen key: retrying addNic with it returns this NIC instead of adding another. */
+    idempotencyKey: text('idempotency_key'),
+    createdAt: createdAt(),
+  },
+  (t) => [unique('nics_instance_name_unique').on(t.instanceId, t.name), unique('nics_instance_key_unique').on(t.instanceId, t.idempotencyKey)],
+);
+
+/** A range of addresses (or IPv6 prefixes) handed out on one network. */
+export const ipPools = pgTable(
+  'ip_pools',
+  {
+    id: uuid('id').primaryKey(),
+    name: text('name').notNull().unique('ip_pools_name_unique'),
+    kind: text('kind', { enum: ['public', 'private'] }).notNull(),
+    network: text('network').notNull(),
+    family: integer('family').notNull(),
+    /** The subnet, canonical `address/length`. */
+    subnet: text('subnet').notNull(),
+    rangeStart: text('range_start').notNull(),
+    rangeEnd: text('range_end').notNull(),
+    gateway: text('gateway'),
+    dns: jsonb('dns').$type<string[]>().notNull(),
+    /** Null: global pool. */
+    hostId: uuid('host_id').references(() => hosts.id, { onDelete: 'restrict' }),
+    /** IPv6 only: hand out prefixes of this length instead of single addresses. */
+    delegatedPrefixLength: integer('delegated_prefix_length'),
+    createdAt: createdAt(),
+  },
+  (t) => [check('ip_pools_family_check', sql`${t.family} in (4, 6)`), index('ip_pools_network_idx').on(t.network)],
+);
+
+/** Every taken slot of a pool: an allocation to a NIC, an operator reservation, or a system reservation. */
+export const ipAllocations = pgTable(
+  'ip_allocations',
+  {
+    id: uuid('id').primaryKey(),
+    poolId: uuid('pool_id').notNull().references(() => ipPools.id, { onDelete: 'restrict' }),
+    /** Offset in the pool's range, in units of one address or one delegated prefix. */
+    slot: numeric('slot', { precision: 40, scale: 0, mode: 'string' }).notNull(),
+    address: text('address').notNull(),
+    prefixLength: integer('prefix_length').notNull(),
+    kind: text('kind', { enum: ['allocated', 'reserved', 'system'] }).notNull(),
+    nicId: uuid('nic_id').references(() => nics.id, { onDelete: 'restrict' }),
+    ownerId: uuid('owner_id').references(() => users.id, { onDelete: 'restrict' }),
+    note: text('note').notNull().default(''),
+    idempotencyKey: text('idempotency_key'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    unique('ip_allocations_pool_slot_unique').on(t.poolId, t.slot),
+    unique('ip_allocations_owner_key_unique').on(t.ownerId, t.idempotencyKey),
+    index('ip_allocations_nic_idx').on(t.nicId),
+    index('ip_allocations_owner_idx').on(t.ownerId),
+    check('ip_allocations_nic_check', sql`(${t.kind} = 'allocated') = (${t.nicId} is not null)`),
+  ],
+);
+
+/** One row per change made through the API. */
+export const auditLog = pgTable(
+  'audit_log',
+  {
+    id: uuid('id').primaryKey(),
+    at: timestamp('at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    requestId: text('request_id').notNull(),
+    actorUserId: uuid('actor_user_id'),
+    tokenId: uuid('token_id'),
+    action: text('action').notNull(),
+    objectType: text('object_type').notNull(),
+    objectId: text('object_id').notNull(),
+    /** The user the object belongs to, so tenants can read their own history. */
+    ownerId: uuid('owner_id'),
+    before: jsonb('before'),
+    after: jsonb('after'),
+  },
+  (t) => [index('audit_log_owner_idx').on(t.ownerId, t.id), index('audit_log_object_idx').on(t.objectType, t.objectId)],
+);

@@ -1,0 +1,19 @@
+/**
+ * Events the controller publishes after a transaction commits; GraphQL subscriptions read them.
+ */
+import { createPubSub } from 'graphql-yoga';
+import type { AuditEntry } from './services/audit-service.js';
+
+/** Topics and their payloads. */
+export interface EventTopics {
+  /** An audit entry was written (the change it describes is committed). */
+  audit: [AuditEntry];
+}
+
+/** The pub/sub instance; its type comes from yoga's `createPubSub`. */
+export type EventBus = ReturnType<typeof createEventBus>;
+
+/** Creates the bus. Replicas share events through PostgreSQL later; one process needs nothing more. */
+export function createEventBus() {
+  return createPubSub<{ [K in keyof EventTopics]: EventTopics[K] }>();
+}

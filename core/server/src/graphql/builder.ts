@@ -1,0 +1,66 @@
+/**
+ * The Pothos builder. It defines no types: each domain has its own file in `schema/`.
+ */
+import SchemaBuilder from '@pothos/core';
+import ComplexityPlugin from '@pothos/plugin-complexity';
+import ErrorsPlugin from '@pothos/plugin-errors';
+import RelayPlugin from '@pothos/plugin-relay';
+import {
+  AddressInUseError,
+  ConflictError,
+  ForbiddenError,
+  NotFoundError,
+  PoolExhaustedError,
+  QuotaExceededError,
+  ValidationError,
+} from '../errors.js';
+import type { GraphQLContext } from './context.js';
+
+/** Query limits: deeper or costlier operations are refused before they run. */
+export const QUERY_LIMITS = { depth: 10, breadth: 60, complexity: 5000 } as const;
+
+/** Every expected failure type; each mutation's result union lists them. */
+export const ERROR_CLASSES = [
+  ValidationError,
+  NotFoundError,
+  ForbiddenError,
+  ConflictError,
+  QuotaExceededError,
+  PoolExhaustedError,
+  AddressInUseError,
+];
+
+/** The schema builder. */
+export const builder = new SchemaBuilder<{
+  Context: GraphQLContext;
+  DefaultFieldNullability: false;
+  DefaultEdgesNullability: false;
+  DefaultNodeNullability: false;
+  Scalars: {
+    ID: { Input: string; Output: string };
+    DateTime: { Input: Date; Output: Date };
+    BigInt: { Input: bigint; Output: bigint };
+    JSON: { Input: unknown; Output: unknown };
+  };
+}>({
+  plugins: [ErrorsPlugin, RelayPlugin, ComplexityPlugin],
+  defaultFieldNullability: false,
+  errors: { defaultTypes: ERROR_CLASSES },
+  relay: {
+    clientMutationId: 'omit',
+    cursorType: 'String',
+    nodeQueryOptions: false,
+    nodesQueryOptions: false,
+    edgesFieldOptions: { nullable: false },
+    nodeFieldOptions: { nullable: false },
+  },
+  complexity: {
+    defaultComplexity: 1,
+    defaultListMultiplier: 10,
+    limit: QUERY_LIMITS,
+  },
+});
+
+builder.queryType({});
+builder.mutationType({});
+builder.subscriptionType({});

@@ -1,0 +1,76 @@
+/**
+ * The per-request GraphQL context: who is calling (resolved from the bearer token once), the
+ * request id every audit entry of the request carries, the services, and per-request loaders.
+ */
+import DataLoader from 'dataloader';
+import { GraphQLError } from 'graphql';
+import type { DependencyContainer } from 'tsyringe';
+import type { Actor } from '../auth/actor.js';
+import { AuditService } from '../services/audit-service.js';
+import { HostService } from '../services/host-service.js';
+import { InstanceService, type Nic } from '../services/instance-service.js';
+import { PoolService, type Allocation } from '../services/pool-service.js';
+import { UserService } from '../services/user-service.js';
+
+/** The services resolvers call. */
+export interface Services {
+  users: UserService;
+  hosts: HostService;
+  instances: InstanceService;
+  pools: PoolService;
+  audit: AuditService;
+}
+
+/** GraphQL context. */
+export interface GraphQLContext {
+  /** Null when the request carried no token; resolvers call `requireActor`. */
+  actor: Actor | null;
+  requestId: string;
+  services: Services;
+  loaders: Loaders;
+}
+
+/** Batches the lookups nested lists would otherwise make one by one. */
+export interface Loaders {
+  nicsOfInstance: DataLoader<string, Nic[]>;
+  addressesOfNic: DataLoader<string, Allocation[]>;
+}
+
+/** Resolves the services from the container. */
+export function resolveServices(container: DependencyContainer): Services {
+  return {
+    users: container.resolve(UserService),
+    hosts: container.resolve(HostService),
+    instances: container.resolve(InstanceService),
+    pools: container.resolve(PoolService),
+    audit: container.resolve(AuditService),
+  };
+}
+
+function groupBy<T>(keys: readonly string[], rows: T[], keyOf: (row: T) => string | null): T[][] {
+  const map = new Map<string, T[]>(keys.map((k) => [k, []]));
+  for (const row of rows) {
+    const k = keyOf(row);
+    if (k !== null) map.get(k)?.push(row);
+  }
+  return keys.map((k) => map.get(k) ?? []);
+}
+
+/** Creates the per-request loaders. */
+export function createLoaders(services: Services): Loaders {
+  return {
+    nicsOfInstance: new DataLoader(async (ids) => groupBy(ids, await services.instances.nicsOf(ids), (n) => n.instanceId)),
+    addressesOfNic: new DataLoader(async (ids) => groupBy(ids, await services.pools.addressesOfNics(ids), (a) => a.nicId)),
+  };
+}
+
+/** The caller, or an UNAUTHENTICATED error; agent-scoped tokens are refused for user operations. */
+export function requireActor(ctx: GraphQLContext): Actor {
+  if (!ctx.actor) {
+    throw new GraphQLError('Authentication required: send "Authorization: Bearer <token>"', { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
+  }
+  if (ctx.actor.scope === 'agent') {
+    throw new GraphQLError('Agent tokens may only be used by host agents', { extensions: { code: 'FORBIDDEN' } });
+  }
+  return ctx.actor;
+}

@@ -1,0 +1,23 @@
+/** Assembles the GraphQL schema from the domain files. */
+import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
+import { builder } from './builder.js';
+import './schema/scalars.js';
+import './schema/errors.js';
+import './schema/users.js';
+import './schema/hosts.js';
+import './schema/pools.js';
+import './schema/instances.js';
+import './schema/audit.js';
+
+let built: GraphQLSchema | undefined;
+
+/** The executable schema (built once). */
+export function gatehouseSchema(): GraphQLSchema {
+  built ??= builder.toSchema();
+  return built;
+}
+
+/** The SDL committed as `schema.graphql`. */
+export function printGatehouseSchema(): string {
+  return `${printSchema(lexicographicSortSchema(gatehouseSchema()))}\n`;
+}

@@ -1,0 +1,98 @@
+/** Hosts: hypervisor hosts and gateways. */
+import { builder } from '../builder.js';
+import { requireActor } from '../context.js';
+import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
+import type { Host } from '../../services/host-service.js';
+import { resultOf } from './mutation-result.js';
+
+const HostBackendEnum = builder.enumType('HostBackend', {
+  values: {
+    LINUX: { value: 'linux' },
+    DOCKER: { value: 'docker' },
+    LXD: { value: 'lxd' },
+    PROXMOX: { value: 'proxmox' },
+    ESXI: { value: 'esxi' },
+  } as const,
+});
+
+/** An inclusive port range. */
+export const PortRangeRef = builder.objectRef<{ start: number; end: number }>('PortRange').implement({
+  fields: (t) => ({ start: t.exposeInt('start'), end: t.exposeInt('end') }),
+});
+
+export const HostRef = builder.objectRef<Host>('Host').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    backend: t.field({ type: HostBackendEnum, resolve: (h) => h.backend }),
+    portRange: t.field({ type: PortRangeRef, description: 'Host ports that may be forwarded.', resolve: (h) => ({ start: h.portRangeStart, end: h.portRangeEnd }) }),
+    reservedPorts: t.field({ type: [PortRangeRef], description: 'Ports never handed out.', resolve: (h) => h.reservedPorts }),
+    publicAddresses: t.exposeStringList('publicAddresses'),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  host: t.field({
+    type: HostRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => ctx.services.hosts.get(requireActor(ctx), args.id),
+  }),
+  hosts: t.connection({
+    type: HostRef,
+    complexity: connectionComplexity,
+    resolve: async (_r, args, ctx) => {
+      const page = pageOf(args);
+      return connectionOf(await ctx.services.hosts.list(requireActor(ctx), page), page);
+    },
+  }),
+}));
+
+const CreateHostInput = builder.inputType('CreateHostInput', {
+  fields: (t) => ({
+    name: t.string({ required: true }),
+    backend: t.field({ type: HostBackendEnum, required: true }),
+    portRangeStart: t.int({ description: 'Default 1024.' }),
+    portRangeEnd: t.int({ description: 'Default 65535.' }),
+    reservedPorts: t.stringList({ description: 'Ports or ranges never handed out: ["22", "8000-8100"].' }),
+    publicAddresses: t.stringList({ description: 'IPv4/IPv6 addresses of the host that forwards can use.' }),
+  }),
+});
+
+const UpdateHostInput = builder.inputType('UpdateHostInput', {
+  fields: (t) => ({
+    hostId: t.id({ required: true }),
+    name: t.string(),
+    portRangeStart: t.int(),
+    portRangeEnd: t.int(),
+    reservedPorts: t.stringList({ description: 'Replaces the list.' }),
+    publicAddresses: t.stringList({ description: 'Replaces the list.' }),
+  }),
+});
+
+const DeleteHostInput = builder.inputType('DeleteHostInput', { fields: (t) => ({ hostId: t.id({ required: true }) }) });
+
+builder.mutationFields((t) => ({
+  createHost: t.field({
+    type: HostRef,
+    description: 'Registers a host (admin only).',
+    args: { input: t.arg({ type: CreateHostInput, required: true }) },
+    errors: resultOf('CreateHost', 'host'),
+    resolve: (_r, { input }, ctx) => ctx.services.hosts.create(requireActor(ctx), input),
+  }),
+  updateHost: t.field({
+    type: HostRef,
+    description: 'Changes a host (admin only).',
+    args: { input: t.arg({ type: UpdateHostInput, required: true }) },
+    errors: resultOf('UpdateHost', 'host'),
+    resolve: (_r, { input }, ctx) => ctx.services.hosts.update(requireActor(ctx), input),
+  }),
+  deleteHost: t.field({
+    type: HostRef,
+    description: 'Removes a host without instances or host-scoped pools (admin only).',
+    args: { input: t.arg({ type: DeleteHostInput, required: true }) },
+    errors: resultOf('DeleteHost', 'host'),
+    resolve: (_r, { input }, ctx) => ctx.services.hosts.delete(requireActor(ctx), input.hostId),
+  }),
+}));

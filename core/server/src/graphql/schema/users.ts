@@ -1,0 +1,132 @@
+/** Users, API tokens and quotas. */
+import { builder } from '../builder.js';
+import { requireActor } from '../context.js';
+import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
+import type { ApiToken, User } from '../../services/user-service.js';
+import { resultOf } from './mutation-result.js';
+
+const RoleEnum = builder.enumType('Role', {
+  values: { ADMIN: { value: 'admin' }, USER: { value: 'user' } } as const,
+});
+
+const TokenScopeEnum = builder.enumType('TokenScope', {
+  description: 'ADMIN: everything (admin users only). USER: the owner\'s own objects. AGENT: a host agent.',
+  values: { ADMIN: { value: 'admin' }, USER: { value: 'user' }, AGENT: { value: 'agent' } } as const,
+});
+
+export const UserRef = builder.objectRef<User>('User');
+const ApiTokenRef = builder.objectRef<ApiToken>('ApiToken');
+
+ApiTokenRef.implement({
+  description: 'An API token. The secret is shown only once, in CreateApiTokenPayload.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    scope: t.field({ type: TokenScopeEnum, resolve: (tok) => tok.scope }),
+    prefix: t.exposeString('prefix', { description: 'The first characters of the secret, to recognise it.' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime', nullable: true, description: 'Refreshed at most once a minute.' }),
+    revokedAt: t.expose('revokedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+UserRef.implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    role: t.field({ type: RoleEnum, resolve: (u) => u.role }),
+    quotaIpv4Addresses: t.exposeInt('quotaIpv4Addresses', { nullable: true, description: 'Null: unlimited.' }),
+    quotaIpv6Prefixes: t.exposeInt('quotaIpv6Prefixes', { nullable: true, description: 'IPv6 addresses or delegated prefixes; null: unlimited.' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    tokens: t.field({ type: [ApiTokenRef], resolve: (u, _a, ctx) => ctx.services.users.tokensOf(requireActor(ctx), u.id) }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  me: t.field({ type: UserRef, description: 'The user the token belongs to.', resolve: async (_r, _a, ctx) => {
+    const actor = requireActor(ctx);
+    return (await ctx.services.users.get(actor, actor.userId))!;
+  } }),
+  user: t.field({
+    type: UserRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => ctx.services.users.get(requireActor(ctx), args.id),
+  }),
+  users: t.connection({
+    type: UserRef,
+    description: 'All users (admin only).',
+    complexity: connectionComplexity,
+    resolve: async (_r, args, ctx) => {
+      const page = pageOf(args);
+      return connectionOf(await ctx.services.users.list(requireActor(ctx), page), page);
+    },
+  }),
+}));
+
+const CreateUserInput = builder.inputType('CreateUserInput', {
+  fields: (t) => ({
+    name: t.string({ required: true }),
+    role: t.field({ type: RoleEnum, defaultValue: 'user' }),
+    quotaIpv4Addresses: t.int({ description: 'Null or absent: unlimited.' }),
+    quotaIpv6Prefixes: t.int({ description: 'Null or absent: unlimited.' }),
+  }),
+});
+
+const UpdateUserQuotasInput = builder.inputType('UpdateUserQuotasInput', {
+  fields: (t) => ({
+    userId: t.id({ required: true }),
+    quotaIpv4Addresses: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
+    quotaIpv6Prefixes: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
+  }),
+});
+
+const CreateApiTokenInput = builder.inputType('CreateApiTokenInput', {
+  fields: (t) => ({
+    userId: t.id({ description: 'Default: the caller.' }),
+    name: t.string({ required: true }),
+    scope: t.field({ type: TokenScopeEnum, defaultValue: 'user' }),
+  }),
+});
+
+const RevokeApiTokenInput = builder.inputType('RevokeApiTokenInput', {
+  fields: (t) => ({ tokenId: t.id({ required: true }) }),
+});
+
+const CreatedToken = builder.objectRef<{ token: ApiToken; secret: string }>('CreatedApiToken').implement({
+  fields: (t) => ({
+    token: t.field({ type: ApiTokenRef, resolve: (c) => c.token }),
+    secret: t.exposeString('secret', { description: 'The bearer secret. It is not stored and cannot be shown again.' }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  createUser: t.field({
+    type: UserRef,
+    description: 'Creates a user (admin only).',
+    args: { input: t.arg({ type: CreateUserInput, required: true }) },
+    errors: resultOf('CreateUser', 'user'),
+    resolve: (_r, { input }, ctx) => ctx.services.users.createUser(requireActor(ctx), { ...input, role: input.role ?? 'user' }),
+  }),
+  updateUserQuotas: t.field({
+    type: UserRef,
+    description: 'Changes quotas (admin only). Existing allocations above a lowered quota are kept; new ones are refused.',
+    args: { input: t.arg({ type: UpdateUserQuotasInput, required: true }) },
+    errors: resultOf('UpdateUserQuotas', 'user'),
+    resolve: (_r, { input }, ctx) => ctx.services.users.updateQuotas(requireActor(ctx), input),
+  }),
+  createApiToken: t.field({
+    type: CreatedToken,
+    description: 'Creates a token. Users create USER tokens for themselves; admins any scope for anyone.',
+    args: { input: t.arg({ type: CreateApiTokenInput, required: true }) },
+    errors: resultOf('CreateApiToken', 'created'),
+    resolve: (_r, { input }, ctx) => ctx.services.users.createToken(requireActor(ctx), { ...input, scope: input.scope ?? 'user' }),
+  }),
+  revokeApiToken: t.field({
+    type: ApiTokenRef,
+    description: 'Revokes a token at once; succeeds when already revoked.',
+    args: { input: t.arg({ type: RevokeApiTokenInput, required: true }) },
+    errors: resultOf('RevokeApiToken', 'token'),
+    resolve: (_r, { input }, ctx) => ctx.services.users.revokeToken(requireActor(ctx), input.tokenId),
+  }),
+}));

@@ -1,0 +1,99 @@
+/**
+ * Every mutation runs through `AuditService.transact`: one database transaction in which the
+ * change and its audit entries are written together, and after whose commit the entries are
+ * published. A change is never visible without its audit entry, nor announced before it commits.
+ */
+import { and, desc, eq, lt, type SQL } from 'drizzle-orm';
+import { inject, injectable } from 'tsyringe';
+import { isAdmin, type Actor } from '../auth/actor.js';
+import type { Database, Executor } from '../db/database.js';
+import { auditLog } from '../db/schema.js';
+import type { EventBus } from '../events.js';
+import { newId } from '../ids.js';
+import { DatabaseToken, EventBusToken } from '../tokens.js';
+
+/** One audit row. */
+export type AuditEntry = typeof auditLog.$inferSelect;
+
+/** What a service says about one change. */
+export interface AuditChange {
+  action: string;
+  objectType: string;
+  objectId: string;
+  ownerId?: string | null;
+  before?: unknown;
+  after?: unknown;
+}
+
+/** Writes a change's audit entry inside the running transaction. */
+export type RecordChange = (change: AuditChange) => Promise<void>;
+
+/** The transaction handle passed to a change. */
+export type Tx = Executor;
+
+/** Filters of the audit log query. */
+export interface AuditFilter {
+  objectType?: string;
+  objectId?: string;
+}
+
+@injectable()
+export class AuditService {
+  constructor(
+    @inject(DatabaseToken) private readonly db: Database,
+    @inject(EventBusToken) private readonly events: EventBus,
+  ) {}
+
+  /** Runs `change` in one transaction with audit recording; publishes the entries after commit. */
+  async transact<T>(actor: Actor, change: (tx: Tx, record: RecordChange) => Promise<T>): Promise<T> {
+    const entries: AuditEntry[] = [];
+    const result = await this.db.transaction(async (tx) => {
+      entries.length = 0; // a retried transaction starts over
+      const record: RecordChange = async (c) => {
+        const entry: AuditEntry = {
+          id: newId(),
+          at: new Date(),
+          requestId: actor.requestId,
+          actorUserId: actor.userId,
+          tokenId: actor.tokenId,
+          action: c.action,
+          objectType: c.objectType,
+          objectId: c.objectId,
+          ownerId: c.ownerId ?? null,
+          before: toJson(c.before),
+          after: toJson(c.after),
+        };
+        await tx.insert(auditLog).values(entry);
+        entries.push(entry);
+      };
+      return change(tx, record);
+    });
+    for (const entry of entries) this.events.publish('audit', entry);
+    return result;
+  }
+
+  /** Entries as they are published (after commit). */
+  subscribe(): AsyncIterable<AuditEntry> {
+    return this.events.subscribe('audit');
+  }
+
+  /** Whether the actor may see the entry: admins all, users those about their own objects. */
+  canSee(actor: Actor, entry: AuditEntry): boolean {
+    return isAdmin(actor) || (entry.ownerId !== null && entry.ownerId === actor.userId);
+  }
+
+  /** Newest first, keyset-paginated on id. */
+  async list(actor: Actor, filter: AuditFilter, page: { before?: string; limit: number }): Promise<AuditEntry[]> {
+    const conditions: SQL[] = [];
+    if (!isAdmin(actor)) conditions.push(eq(auditLog.ownerId, actor.userId));
+    if (filter.objectType) conditions.push(eq(auditLog.objectType, filter.objectType));
+    if (filter.objectId) conditions.push(eq(auditLog.objectId, filter.objectId));
+    if (page.before) conditions.push(lt(auditLog.id, page.before));
+    return this.db.select().from(auditLog).where(and(...conditions)).orderBy(desc(auditLog.id)).limit(page.limit);
+  }
+}
+
+function toJson(value: unknown): unknown {
+  if (value === undefined) return null;
+  return JSON.parse(JSON.stringify(value, (key, v: unknown) => (typeof v === 'bigint' ? v.toString() : key === 'secretHash' ? undefined : v)));
+}

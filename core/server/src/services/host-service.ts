@@ -1,0 +1,142 @@
+/**
+ * Hosts: the hypervisor hosts and gateways agents manage. Admins create and change them; every
+ * authenticated user may read them (tenants need a host's public addresses to use it).
+ */
+import { asc, eq, gt } from 'drizzle-orm';
+import { inject, injectable } from 'tsyringe';
+import type { Actor } from '../auth/actor.js';
+import type { Database } from '../db/database.js';
+import { hosts, instances, ipPools } from '../db/schema.js';
+import { ConflictError, NotFoundError, ValidationError, isUniqueViolation } from '../errors.js';
+import { newId } from '../ids.js';
+import { DatabaseToken } from '../tokens.js';
+import { parsePortRanges, validId, validName, validPort, validUnicastIp, type PortRange } from '../validate.js';
+import { AuditService } from './audit-service.js';
+import { requireAdmin } from './user-service.js';
+
+/** A host row. */
+export type Host = typeof hosts.$inferSelect;
+/** Backends a host can run. */
+export type HostBackend = Host['backend'];
+
+/** Default range of host ports that may be forwarded: the non-privileged ports. */
+export const DEFAULT_PORT_RANGE: PortRange = { start: 1024, end: 65535 };
+
+/** Input of `createHost`. */
+export interface CreateHostInput {
+  name: string;
+  backend: HostBackend;
+  portRangeStart?: number | null;
+  portRangeEnd?: number | null;
+  reservedPorts?: readonly string[] | null;
+  publicAddresses?: readonly string[] | null;
+}
+
+/** Input of `updateHost`; absent fields stay as they are. */
+export interface UpdateHostInput {
+  hostId: string;
+  name?: string | null;
+  portRangeStart?: number | null;
+  portRangeEnd?: number | null;
+  reservedPorts?: readonly string[] | null;
+  publicAddresses?: readonly string[] | null;
+}
+
+function validAddresses(field: string, values: readonly string[]): string[] {
+  const out = values.map((v, i) => validUnicastIp(`${field}[${i}]`, v));
+  const dup = out.find((a, i) => out.indexOf(a) !== i);
+  if (dup) throw new ValidationError(field, values, `lists ${dup} twice`);
+  return out;
+}
+
+function validPortRange(start: number, end: number): PortRange {
+  validPort('input.portRangeStart', start);
+  validPort('input.portRangeEnd', end);
+  if (end < start) throw new ValidationError('input.portRangeEnd', end, `is below input.portRangeStart ${start} (reversed range)`);
+  return { start, end };
+}
+
+@injectable()
+export class HostService {
+  constructor(
+    @inject(DatabaseToken) private readonly db: Database,
+    @inject(AuditService) private readonly audit: AuditService,
+  ) {}
+
+  /** Registers a host (admin only). */
+  async create(actor: Actor, input: CreateHostInput): Promise<Host> {
+    requireAdmin(actor, 'createHost');
+    const range = validPortRange(input.portRangeStart ?? DEFAULT_PORT_RANGE.start, input.portRangeEnd ?? DEFAULT_PORT_RANGE.end);
+    const host: Host = {
+      id: newId(),
+      name: validName('input.name', input.name),
+      backend: input.backend,
+      portRangeStart: range.start,
+      portRangeEnd: range.end,
+      reservedPorts: parsePortRanges('input.reservedPorts', input.reservedPorts ?? []),
+      publicAddresses: validAddresses('input.publicAddresses', input.publicAddresses ?? []),
+      createdAt: new Date(),
+    };
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        await tx.insert(hosts).values(host);
+        await record({ action: 'host.create', objectType: 'Host', objectId: host.id, after: host });
+        return host;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'hosts_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another host');
+      throw err;
+    }
+  }
+
+  /** Changes a host's name, port range, reserved ports or public addresses (admin only). */
+  async update(actor: Actor, input: UpdateHostInput): Promise<Host> {
+    requireAdmin(actor, 'updateHost');
+    const id = validId('input.hostId', input.hostId);
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        const [before] = await tx.select().from(hosts).where(eq(hosts.id, id)).for('update');
+        if (!before) throw new NotFoundError('input.hostId', id, 'host');
+        const range = validPortRange(input.portRangeStart ?? before.portRangeStart, input.portRangeEnd ?? before.portRangeEnd);
+        const patch: Partial<Host> = { portRangeStart: range.start, portRangeEnd: range.end };
+        if (input.name != null) patch.name = validName('input.name', input.name);
+        if (input.reservedPorts != null) patch.reservedPorts = parsePortRanges('input.reservedPorts', input.reservedPorts);
+        if (input.publicAddresses != null) patch.publicAddresses = validAddresses('input.publicAddresses', input.publicAddresses);
+        const [after] = await tx.update(hosts).set(patch).where(eq(hosts.id, id)).returning();
+        await record({ action: 'host.update', objectType: 'Host', objectId: id, before, after });
+        return after!;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'hosts_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another host');
+      throw err;
+    }
+  }
+
+  /** Removes a host that has no instances and no host-scoped pools left (admin only). */
+  async delete(actor: Actor, hostId: string): Promise<Host> {
+    requireAdmin(actor, 'deleteHost');
+    const id = validId('input.hostId', hostId);
+    return this.audit.transact(actor, async (tx, record) => {
+      const [before] = await tx.select().from(hosts).where(eq(hosts.id, id)).for('update');
+      if (!before) throw new NotFoundError('input.hostId', id, 'host');
+      const [instance] = await tx.select({ id: instances.id }).from(instances).where(eq(instances.hostId, id)).limit(1);
+      if (instance) throw new ConflictError('input.hostId', id, 'still has instances; delete them first');
+      const [pool] = await tx.select({ id: ipPools.id }).from(ipPools).where(eq(ipPools.hostId, id)).limit(1);
+      if (pool) throw new ConflictError('input.hostId', id, 'still has host-scoped IP pools; delete them first');
+      await tx.delete(hosts).where(eq(hosts.id, id));
+      await record({ action: 'host.delete', objectType: 'Host', objectId: id, before });
+      return before;
+    });
+  }
+
+  /** A host by id. */
+  async get(_actor: Actor, id: string): Promise<Host | undefined> {
+    const [row] = await this.db.select().from(hosts).where(eq(hosts.id, id));
+    return row;
+  }
+
+  /** Hosts in creation order. */
+  async list(_actor: Actor, page: { after?: string; limit: number }): Promise<Host[]> {
+    return this.db.select().from(hosts).where(page.after ? gt(hosts.id, page.after) : undefined).orderBy(asc(hosts.id)).limit(page.limit);
+  }
+}

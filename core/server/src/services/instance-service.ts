@@ -1,0 +1,224 @@
+/**
+ * Instances (VMs and containers) and their NICs. Admins register and delete instances (later,
+ * agents discover them); owners add and remove NICs. Adding a NIC without addresses allocates
+ * one from each address family that has a pool on the NIC's network; removing a NIC or deleting
+ * an instance reclaims its addresses in the same transaction.
+ */
+import { and, asc, eq, gt, inArray } from 'drizzle-orm';
+import { inject, injectable } from 'tsyringe';
+import { isAdmin, type Actor } from '../auth/actor.js';
+import type { Database } from '../db/database.js';
+import { hosts, instances, ipPools, nics, users } from '../db/schema.js';
+import { ConflictError, NotFoundError, ValidationError, isUniqueViolation } from '../errors.js';
+import { newId } from '../ids.js';
+import type { IpFamily } from '../net/ip.js';
+import { DatabaseToken } from '../tokens.js';
+import { generateMac, validId, validIdempotencyKey, validMac, validName, validNetworkName } from '../validate.js';
+import { AuditService, type RecordChange, type Tx } from './audit-service.js';
+import { loadOwnedInstance, loadOwnedNic, type Instance, type Nic } from './ownership.js';
+import { PoolService, type Allocation } from './pool-service.js';
+import { requireAdmin } from './user-service.js';
+
+export type { Instance, Nic } from './ownership.js';
+
+/** Most NICs one instance may have until its driver reports its own limit. */
+export const MAX_NICS_PER_INSTANCE = 32;
+
+const NIC_NAME = /^[a-z][a-z0-9]{0,14}$/;
+
+/** NIC fields shared by `addNic` and `createInstance`. */
+export interface NicSpec {
+  network: string;
+  name?: string | null;
+  mac?: string | null;
+  /** Addresses to assign; each must lie in a pool of the network. */
+  addresses?: readonly string[] | null;
+  /** Families to allocate automatically; default: each family with a pool on the network, when no addresses are given. */
+  allocate?: readonly IpFamily[] | null;
+}
+
+/** Input of `addNic`. */
+export interface AddNicInput extends NicSpec {
+  instanceId: string;
+  idempotencyKey?: string | null;
+}
+
+/** Input of `createInstance`. */
+export interface CreateInstanceInput {
+  hostId: string;
+  name: string;
+  ownerId?: string | null;
+  externalId?: string | null;
+  nics?: readonly NicSpec[] | null;
+}
+
+/** A NIC with the addresses it was given. */
+export interface NicWithAddresses {
+  nic: Nic;
+  addresses: Allocation[];
+}
+
+@injectable()
+export class InstanceService {
+  constructor(
+    @inject(DatabaseToken) private readonly db: Database,
+    @inject(AuditService) private readonly audit: AuditService,
+    @inject(PoolService) private readonly pools: PoolService,
+  ) {}
+
+  /** Registers an instance on a host for an owner (admin only), with optional NICs. */
+  async create(actor: Actor, input: CreateInstanceInput): Promise<Instance> {
+    requireAdmin(actor, 'createInstance');
+    const hostId = validId('input.hostId', input.hostId);
+    const ownerId = input.ownerId != null ? validId('input.ownerId', input.ownerId) : actor.userId;
+    const name = validName('input.name', input.name);
+    const externalId = input.externalId != null ? validName('input.externalId', input.externalId) : null;
+    const specs = input.nics ?? [];
+    if (specs.length > MAX_NICS_PER_INSTANCE) throw new ValidationError('input.nics', `${specs.length} NICs`, `exceeds the limit of ${MAX_NICS_PER_INSTANCE} NICs per instance`);
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        const [host] = await tx.select({ id: hosts.id }).from(hosts).where(eq(hosts.id, hostId));
+        if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+        const [owner] = await tx.select({ id: users.id }).from(users).where(eq(users.id, ownerId));
+        if (!owner) throw new NotFoundError('input.ownerId', ownerId, 'user');
+        const instance: Instance = { id: newId(), hostId, ownerId, name, externalId, createdAt: new Date() };
+        await tx.insert(instances).values(instance);
+        await record({ action: 'instance.create', objectType: 'Instance', objectId: instance.id, ownerId, after: instance });
+        for (const [i, spec] of specs.entries()) await this.addNicTx(tx, record, instance, spec, null, `input.nics[${i}]`);
+        return instance;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'instances_host_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of an instance on this host');
+      throw mapNicConflict(err, 'input.nics');
+    }
+  }
+
+  /** Deletes an instance with its NICs and reclaims their addresses (admin only). */
+  async delete(actor: Actor, instanceId: string): Promise<Instance> {
+    requireAdmin(actor, 'deleteInstance');
+    return this.audit.transact(actor, async (tx, record) => {
+      const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', instanceId, true);
+      const nicRows = await tx.select().from(nics).where(eq(nics.instanceId, instance.id));
+      await this.pools.reclaimNics(tx, record, nicRows.map((n) => n.id), `instance ${instance.id} deleted`);
+      for (const nic of nicRows) {
+        await tx.delete(nics).where(eq(nics.id, nic.id));
+        await record({ action: 'nic.delete', objectType: 'Nic', objectId: nic.id, ownerId: instance.ownerId, before: nic });
+      }
+      await tx.delete(instances).where(eq(instances.id, instance.id));
+      await record({ action: 'instance.delete', objectType: 'Instance', objectId: instance.id, ownerId: instance.ownerId, before: instance });
+      return instance;
+    });
+  }
+
+  /** Adds a NIC to an instance the actor owns; retrying with the same idempotency key returns the first NIC. */
+  async addNic(actor: Actor, input: AddNicInput): Promise<NicWithAddresses> {
+    const key = validIdempotencyKey('input.idempotencyKey', input.idempotencyKey);
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
+        if (key) {
+          const [existing] = await tx.select().from(nics).where(and(eq(nics.instanceId, instance.id), eq(nics.idempotencyKey, key)));
+          if (existing) return { nic: existing, addresses: await this.pools.addressesOfNics([existing.id]) };
+        }
+        return this.addNicTx(tx, record, instance, input, key, 'input');
+      });
+    } catch (err) {
+      throw mapNicConflict(err, 'input');
+    }
+  }
+
+  /** Removes a NIC and reclaims its addresses. */
+  async removeNic(actor: Actor, nicId: string): Promise<Nic> {
+    return this.audit.transact(actor, async (tx, record) => {
+      const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', nicId);
+      await this.pools.reclaimNics(tx, record, [nic.id], `NIC ${nic.id} removed`);
+      await tx.delete(nics).where(eq(nics.id, nic.id));
+      await record({ action: 'nic.delete', objectType: 'Nic', objectId: nic.id, ownerId: instance.ownerId, before: nic });
+      return nic;
+    });
+  }
+
+  /** An instance, if the actor may see it. */
+  async get(actor: Actor, id: string): Promise<Instance | undefined> {
+    const [row] = await this.db.select().from(instances).where(eq(instances.id, id));
+    return row && (isAdmin(actor) || row.ownerId === actor.userId) ? row : undefined;
+  }
+
+  /** Instances the actor may see, in creation order, optionally on one host. */
+  async list(actor: Actor, filter: { hostId?: string | null }, page: { after?: string; limit: number }): Promise<Instance[]> {
+    return this.db
+      .select()
+      .from(instances)
+      .where(
+        and(
+          isAdmin(actor) ? undefined : eq(instances.ownerId, actor.userId),
+          filter.hostId ? eq(instances.hostId, filter.hostId) : undefined,
+          page.after ? gt(instances.id, page.after) : undefined,
+        ),
+      )
+      .orderBy(asc(instances.id))
+      .limit(page.limit);
+  }
+
+  /** NICs of instances, in creation order. */
+  async nicsOf(instanceIds: readonly string[]): Promise<Nic[]> {
+    if (instanceIds.length === 0) return [];
+    return this.db.select().from(nics).where(inArray(nics.instanceId, [...instanceIds])).orderBy(asc(nics.id));
+  }
+
+  private async addNicTx(tx: Tx, record: RecordChange, instance: Instance, spec: NicSpec, key: string | null, field: string): Promise<NicWithAddresses> {
+    const network = validNetworkName(`${field}.network`, spec.network);
+    const existing = await tx.select({ name: nics.name }).from(nics).where(eq(nics.instanceId, instance.id));
+    if (existing.length >= MAX_NICS_PER_INSTANCE) throw new ValidationError(`${field}.instanceId`, instance.id, `already has the maximum of ${MAX_NICS_PER_INSTANCE} NICs`);
+    let name: string;
+    if (spec.name != null) {
+      if (!NIC_NAME.test(spec.name)) throw new ValidationError(`${field}.name`, spec.name, 'must be 1-15 lower-case letters and digits, starting with a letter');
+      if (existing.some((n) => n.name === spec.name)) throw new ConflictError(`${field}.name`, spec.name, 'is already the name of a NIC of this instance');
+      name = spec.name;
+    } else {
+      let i = 0;
+      while (existing.some((n) => n.name === `eth${i}`)) i++;
+      name = `eth${i}`;
+    }
+    let mac: string;
+    if (spec.mac != null) {
+      mac = validMac(`${field}.mac`, spec.mac);
+      const [taken] = await tx.select({ id: nics.id }).from(nics).where(eq(nics.mac, mac));
+      if (taken) throw new ConflictError(`${field}.mac`, spec.mac, 'is already the MAC address of another NIC');
+    } else {
+      mac = generateMac();
+    }
+    const nic: Nic = { id: newId(), instanceId: instance.id, name, mac, network, idempotencyKey: key, createdAt: new Date() };
+    await tx.insert(nics).values(nic);
+    await record({ action: 'nic.create', objectType: 'Nic', objectId: nic.id, ownerId: instance.ownerId, after: nic });
+
+    const addresses: Allocation[] = [];
+    const explicit = spec.addresses ?? [];
+    for (const [i, address] of explicit.entries()) {
+      addresses.push(await this.pools.assignToNic(tx, record, { nic, instance, poolId: null, address, field: `${field}.addresses[${i}]` }));
+    }
+    let families: readonly IpFamily[];
+    if (spec.allocate != null) {
+      families = spec.allocate;
+      if (new Set(families).size !== families.length) throw new ValidationError(`${field}.allocate`, families.map((f) => `IPV${f}`).join(','), 'lists a family twice');
+    } else if (explicit.length === 0) {
+      const pools = await tx.select({ family: ipPools.family, hostId: ipPools.hostId }).from(ipPools).where(eq(ipPools.network, network));
+      const usable = pools.filter((p) => p.hostId === null || p.hostId === instance.hostId).map((p) => p.family as IpFamily);
+      families = ([4, 6] as const).filter((f) => usable.includes(f));
+    } else {
+      families = [];
+    }
+    for (const family of families) {
+      addresses.push(
+        await this.pools.allocateForNic(tx, record, { nic, instance, poolId: null, family, key: key ? `${key}#nic-ipv${family}` : null, fieldPrefix: field }),
+      );
+    }
+    return { nic, addresses };
+  }
+}
+
+function mapNicConflict(err: unknown, field: string): unknown {
+  if (isUniqueViolation(err, 'nics_mac_unique')) return new ConflictError(`${field}.mac`, '', 'is already the MAC address of another NIC');
+  if (isUniqueViolation(err, 'nics_instance_name_unique')) return new ConflictError(`${field}.name`, '', 'is already the name of a NIC of this instance');
+  return err;
+}

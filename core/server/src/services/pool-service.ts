@@ -1,0 +1,514 @@
+/**
+ * IP pools and the addresses taken from them.
+ *
+ * Allocation is correct under concurrency and across replicas because the database decides:
+ * the owner's user row is locked (quota), then the pool row (slot search), and the unique
+ * constraint on (pool_id, slot) makes a duplicate impossible even if a lock were skipped.
+ * Locks are always taken in that order (owner, then pool), so allocations cannot deadlock.
+ */
+import { and, asc, count, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
+import { inject, injectable } from 'tsyringe';
+import { isAdmin, type Actor } from '../auth/actor.js';
+import type { Database, Executor } from '../db/database.js';
+import { hosts, ipAllocations, ipPools } from '../db/schema.js';
+import {
+  AddressInUseError,
+  ConflictError,
+  NotFoundError,
+  PoolExhaustedError,
+  QuotaExceededError,
+  ValidationError,
+  isUniqueViolation,
+} from '../errors.js';
+import { newId } from '../ids.js';
+import { formatCidr, formatIp, type IpFamily } from '../net/ip.js';
+import { DatabaseToken } from '../tokens.js';
+import { validId, validIdempotencyKey, validIp, validName, validNetworkName, validNote } from '../validate.js';
+import { AuditService, type RecordChange, type Tx } from './audit-service.js';
+import { lockOwner, loadOwnedNic, type Instance, type Nic } from './ownership.js';
+import {
+  geometriesOverlap,
+  resolvePoolGeometry,
+  slotAddress,
+  slotOf,
+  storedGeometry,
+  systemReservations,
+  type PoolGeometry,
+  type PoolGeometryInput,
+} from './pool-geometry.js';
+import { requireAdmin } from './user-service.js';
+
+/** A pool row. */
+export type Pool = typeof ipPools.$inferSelect;
+/** An allocation row (allocated, reserved or system). */
+export type Allocation = typeof ipAllocations.$inferSelect;
+
+/** Input of `createPool`. */
+export interface CreatePoolInput extends PoolGeometryInput {
+  name: string;
+  kind: Pool['kind'];
+  network: string;
+  dns?: readonly string[] | null;
+  hostId?: string | null;
+}
+
+/** Input of `updatePool`: only fields that do not move addresses can change. */
+export interface UpdatePoolInput {
+  poolId: string;
+  name?: string | null;
+  kind?: Pool['kind'] | null;
+  dns?: readonly string[] | null;
+}
+
+/** Input of `allocateAddress`. */
+export interface AllocateInput {
+  nicId: string;
+  /** A specific pool; otherwise the pools bound to the NIC's network, host-scoped first. */
+  poolId?: string | null;
+  family?: IpFamily | null;
+  idempotencyKey?: string | null;
+}
+
+/** Input of `assignAddress`. */
+export interface AssignInput {
+  nicId: string;
+  address: string;
+  poolId?: string | null;
+}
+
+/** Used, reserved and free slots of a pool (bigint: IPv6 pools are large). */
+export interface PoolUtilisation {
+  size: bigint;
+  allocated: bigint;
+  reserved: bigint;
+  free: bigint;
+}
+
+const QUOTA_FIELD: Record<IpFamily, 'quotaIpv4Addresses' | 'quotaIpv6Prefixes'> = { 4: 'quotaIpv4Addresses', 6: 'quotaIpv6Prefixes' };
+
+function validDns(values: readonly string[]): string[] {
+  if (values.length > 8) throw new ValidationError('input.dns', values, 'lists more than 8 servers');
+  return values.map((v, i) => formatIp(validIp(`input.dns[${i}]`, v)));
+}
+
+@injectable()
+export class PoolService {
+  constructor(
+    @inject(DatabaseToken) private readonly db: Database,
+    @inject(AuditService) private readonly audit: AuditService,
+  ) {}
+
+  /** Creates a pool and its system reservations (admin only). Overlapping pools on one network are refused. */
+  async create(actor: Actor, input: CreatePoolInput): Promise<Pool> {
+    requireAdmin(actor, 'createIpPool');
+    const name = validName('input.name', input.name);
+    const network = validNetworkName('input.network', input.network);
+    const g = resolvePoolGeometry(input);
+    const dns = validDns(input.dns ?? []);
+    const hostId = input.hostId != null ? validId('input.hostId', input.hostId) : null;
+    const reservations = systemReservations(g);
+    if (BigInt(reservations.length) >= g.slotCount) {
+      throw new ValidationError(input.cidr != null ? 'input.cidr' : 'input.start', input.cidr ?? input.start, 'leaves no usable address once the network, broadcast and gateway addresses are reserved');
+    }
+    const pool: Pool = {
+      id: newId(),
+      name,
+      kind: input.kind,
+      network,
+      family: g.family,
+      subnet: formatCidr(g.subnet),
+      rangeStart: formatIp({ family: g.family, value: g.start }),
+      rangeEnd: formatIp({ family: g.family, value: g.end }),
+      gateway: g.gateway !== undefined ? formatIp({ family: g.family, value: g.gateway }) : null,
+      dns,
+      hostId,
+      delegatedPrefixLength: g.slotPrefixLength < (g.family === 4 ? 32 : 128) ? g.slotPrefixLength : null,
+      createdAt: new Date(),
+    };
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        if (hostId) {
+          const [host] = await tx.select({ id: hosts.id }).from(hosts).where(eq(hosts.id, hostId));
+          if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+        }
+        // one pool creation per network at a time, so the overlap check below cannot race
+        await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${'gatehouse.pool-network:' + network}))`);
+        const siblings = await tx.select().from(ipPools).where(and(eq(ipPools.network, network), eq(ipPools.family, g.family)));
+        for (const other of siblings) {
+          if (geometriesOverlap(g, storedGeometry(other))) {
+            const field = input.cidr != null ? 'input.cidr' : 'input.start';
+            throw new ConflictError(field, input.cidr ?? input.start, `overlaps pool "${other.name}" (${other.rangeStart}-${other.rangeEnd}) on network "${network}"`);
+          }
+        }
+        await tx.insert(ipPools).values(pool);
+        if (reservations.length > 0) {
+          await tx.insert(ipAllocations).values(
+            reservations.map((r) => ({
+              id: newId(),
+              poolId: pool.id,
+              slot: r.slot.toString(),
+              address: slotAddress(g, r.slot),
+              prefixLength: g.slotPrefixLength,
+              kind: 'system' as const,
+              note: r.note,
+            })),
+          );
+        }
+        await record({ action: 'pool.create', objectType: 'IpPool', objectId: pool.id, after: pool });
+        return pool;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'ip_pools_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another pool');
+      throw err;
+    }
+  }
+
+  /** Renames a pool or changes its kind or DNS servers (admin only). */
+  async update(actor: Actor, input: UpdatePoolInput): Promise<Pool> {
+    requireAdmin(actor, 'updateIpPool');
+    const id = validId('input.poolId', input.poolId);
+    const patch: Partial<Pool> = {};
+    if (input.name != null) patch.name = validName('input.name', input.name);
+    if (input.kind != null) patch.kind = input.kind;
+    if (input.dns != null) patch.dns = validDns(input.dns);
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        const before = await this.lockPool(tx, 'input.poolId', id);
+        if (Object.keys(patch).length === 0) return before;
+        const [after] = await tx.update(ipPools).set(patch).where(eq(ipPools.id, id)).returning();
+        await record({ action: 'pool.update', objectType: 'IpPool', objectId: id, before, after });
+        return after!;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'ip_pools_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another pool');
+      throw err;
+    }
+  }
+
+  /** Deletes a pool with no allocated addresses, and its reservations (admin only). */
+  async delete(actor: Actor, poolId: string): Promise<Pool> {
+    requireAdmin(actor, 'deleteIpPool');
+    const id = validId('input.poolId', poolId);
+    return this.audit.transact(actor, async (tx, record) => {
+      const before = await this.lockPool(tx, 'input.poolId', id);
+      const [used] = await tx.select({ n: count() }).from(ipAllocations).where(and(eq(ipAllocations.poolId, id), eq(ipAllocations.kind, 'allocated')));
+      if (used && used.n > 0) throw new ConflictError('input.poolId', id, `still has ${used.n} allocated address(es); release them first`);
+      await tx.delete(ipAllocations).where(eq(ipAllocations.poolId, id));
+      await tx.delete(ipPools).where(eq(ipPools.id, id));
+      await record({ action: 'pool.delete', objectType: 'IpPool', objectId: id, before });
+      return before;
+    });
+  }
+
+  /** Reserves an address so it is never allocated (admin only), e.g. a switch or router. */
+  async reserve(actor: Actor, input: { poolId: string; address: string; note?: string | null }): Promise<Allocation> {
+    requireAdmin(actor, 'reserveAddress');
+    const id = validId('input.poolId', input.poolId);
+    const note = validNote('input.note', input.note);
+    return this.audit.transact(actor, async (tx, record) => {
+      const pool = await this.lockPool(tx, 'input.poolId', id);
+      const g = storedGeometry(pool);
+      const slot = this.slotIn(g, 'input.address', input.address);
+      await this.ensureSlotFree(tx, pool, slot, 'input.address', input.address);
+      const row: Allocation = {
+        id: newId(),
+        poolId: id,
+        slot: slot.toString(),
+        address: slotAddress(g, slot),
+        prefixLength: g.slotPrefixLength,
+        kind: 'reserved',
+        nicId: null,
+        ownerId: null,
+        note,
+        idempotencyKey: null,
+        createdAt: new Date(),
+      };
+      await tx.insert(ipAllocations).values(row);
+      await record({ action: 'address.reserve', objectType: 'IpAddress', objectId: row.id, after: row });
+      return row;
+    });
+  }
+
+  /** Removes an operator reservation (admin only); system reservations stay. */
+  async unreserve(actor: Actor, reservationId: string): Promise<Allocation> {
+    requireAdmin(actor, 'unreserveAddress');
+    const id = validId('input.reservationId', reservationId);
+    return this.audit.transact(actor, async (tx, record) => {
+      const [row] = await tx.select().from(ipAllocations).where(eq(ipAllocations.id, id));
+      if (!row || row.kind === 'allocated') throw new NotFoundError('input.reservationId', id, 'reservation');
+      if (row.kind === 'system') throw new ConflictError('input.reservationId', id, `is the pool's ${row.note} and cannot be unreserved`);
+      await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
+      await record({ action: 'address.unreserve', objectType: 'IpAddress', objectId: id, before: row });
+      return row;
+    });
+  }
+
+  /**
+   * Allocates the lowest free address (or prefix) for a NIC. Retrying with the same idempotency
+   * key returns the first allocation instead of a second one.
+   */
+  async allocate(actor: Actor, input: AllocateInput): Promise<Allocation> {
+    const key = validIdempotencyKey('input.idempotencyKey', input.idempotencyKey);
+    const poolId = input.poolId != null ? validId('input.poolId', input.poolId) : null;
+    return this.audit.transact(actor, async (tx, record) => {
+      const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', input.nicId);
+      return this.allocateForNic(tx, record, { nic, instance, poolId, family: input.family ?? null, key, fieldPrefix: 'input' });
+    });
+  }
+
+  /** Assigns a chosen address to a NIC, checked against the pool. Assigning what the NIC already holds returns it. */
+  async assign(actor: Actor, input: AssignInput): Promise<Allocation> {
+    const poolId = input.poolId != null ? validId('input.poolId', input.poolId) : null;
+    return this.audit.transact(actor, async (tx, record) => {
+      const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', input.nicId);
+      return this.assignToNic(tx, record, { nic, instance, poolId, address: input.address, field: 'input.address' });
+    });
+  }
+
+  /** Releases an address a NIC holds. */
+  async release(actor: Actor, addressId: string): Promise<Allocation> {
+    const id = validId('input.addressId', addressId);
+    return this.audit.transact(actor, async (tx, record) => {
+      const [row] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.id, id), eq(ipAllocations.kind, 'allocated')));
+      if (!row || (!isAdmin(actor) && row.ownerId !== actor.userId)) throw new NotFoundError('input.addressId', id, 'allocated address');
+      await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
+      await record({ action: 'address.release', objectType: 'IpAddress', objectId: id, ownerId: row.ownerId, before: row });
+      return row;
+    });
+  }
+
+  /** Allocation inside a running transaction; also used when a NIC is added. */
+  async allocateForNic(
+    tx: Tx,
+    record: RecordChange,
+    args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; key: string | null; fieldPrefix: string },
+  ): Promise<Allocation> {
+    const { nic, instance, key, fieldPrefix } = args;
+    const owner = await lockOwner(tx, instance.ownerId);
+    if (key) {
+      const [existing] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.ownerId, owner.id), eq(ipAllocations.idempotencyKey, key)));
+      if (existing) {
+        if (existing.nicId !== nic.id) throw new ConflictError(`${fieldPrefix}.idempotencyKey`, key, 'was already used for an allocation to another NIC');
+        return existing;
+      }
+    }
+    const candidates = await this.candidatePools(tx, { nic, instance, poolId: args.poolId, family: args.family, fieldPrefix });
+    const family = candidates[0]!.family as IpFamily;
+    await this.checkQuota(tx, owner, family, `${fieldPrefix}.nicId`, nic.id);
+    let last: Pool | undefined;
+    for (const candidate of candidates) {
+      const pool = await this.lockPool(tx, `${fieldPrefix}.poolId`, candidate.id);
+      const g = storedGeometry(pool);
+      const slot = await this.firstFreeSlot(tx, pool.id, g);
+      last = pool;
+      if (slot === undefined) continue;
+      const row = this.allocationRow(pool, g, slot, nic, instance, key);
+      await tx.insert(ipAllocations).values(row);
+      await record({ action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
+      return row;
+    }
+    throw new PoolExhaustedError(args.poolId ? `${fieldPrefix}.poolId` : `${fieldPrefix}.nicId`, last!.id, last!.name);
+  }
+
+  /** Manual assignment inside a running transaction; also used when a NIC is added with addresses. */
+  async assignToNic(tx: Tx, record: RecordChange, args: { nic: Nic; instance: Instance; poolId: string | null; address: string; field: string }): Promise<Allocation> {
+    const { nic, instance, field } = args;
+    const addr = validIp(field, args.address);
+    const owner = await lockOwner(tx, instance.ownerId);
+    let pool: Pool;
+    if (args.poolId) {
+      pool = await this.visiblePool(tx, field.replace(/address$/, 'poolId'), args.poolId, nic, instance);
+    } else {
+      const pools = await this.poolsForNic(tx, nic, instance, addr.family);
+      const containing = pools.find((p) => {
+        const g = storedGeometry(p);
+        return addr.value >= g.start && addr.value <= g.end;
+      });
+      if (!containing) throw new ValidationError(field, args.address, `is not in any IPv${addr.family} pool of network "${nic.network}" available to this instance's host`);
+      pool = containing;
+    }
+    const g = storedGeometry(pool);
+    const slot = this.slotIn(g, field, args.address, pool);
+    const [existing] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.poolId, pool.id), eq(ipAllocations.slot, slot.toString())));
+    if (existing?.nicId === nic.id) return existing;
+    await this.checkQuota(tx, owner, g.family, field, args.address);
+    await this.lockPool(tx, field, pool.id);
+    await this.ensureSlotFree(tx, pool, slot, field, args.address);
+    const row = this.allocationRow(pool, g, slot, nic, instance, null);
+    await tx.insert(ipAllocations).values(row);
+    await record({ action: 'address.assign', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
+    return row;
+  }
+
+  /** Releases every address of the NICs (reclaim on NIC or instance deletion), with audit entries. */
+  async reclaimNics(tx: Tx, record: RecordChange, nicIds: readonly string[], reason: string): Promise<Allocation[]> {
+    if (nicIds.length === 0) return [];
+    const rows = await tx.delete(ipAllocations).where(inArray(ipAllocations.nicId, [...nicIds])).returning();
+    for (const row of rows) {
+      await record({ action: 'address.reclaim', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, before: row, after: { reason } });
+    }
+    return rows;
+  }
+
+  /** A pool by id (pools are visible to every authenticated user, so they can choose one). */
+  async get(_actor: Actor, id: string): Promise<Pool | undefined> {
+    const [row] = await this.db.select().from(ipPools).where(eq(ipPools.id, id));
+    return row;
+  }
+
+  /** Pools in creation order, optionally of one network. */
+  async list(_actor: Actor, filter: { network?: string | null }, page: { after?: string; limit: number }): Promise<Pool[]> {
+    return this.db
+      .select()
+      .from(ipPools)
+      .where(and(filter.network ? eq(ipPools.network, filter.network) : undefined, page.after ? gt(ipPools.id, page.after) : undefined))
+      .orderBy(asc(ipPools.id))
+      .limit(page.limit);
+  }
+
+  /** Slots of a pool in address order (admin only: it shows every tenant's addresses). */
+  async entries(actor: Actor, poolId: string, kinds: readonly Allocation['kind'][] | null, page: { after?: string; limit: number }): Promise<Allocation[]> {
+    requireAdmin(actor, 'IpPool.entries');
+    const after = page.after ? await this.db.select({ slot: ipAllocations.slot }).from(ipAllocations).where(eq(ipAllocations.id, page.after)) : [];
+    return this.db
+      .select()
+      .from(ipAllocations)
+      .where(
+        and(
+          eq(ipAllocations.poolId, poolId),
+          kinds && kinds.length > 0 ? inArray(ipAllocations.kind, [...kinds]) : undefined,
+          after[0] ? gt(ipAllocations.slot, after[0].slot) : undefined,
+        ),
+      )
+      .orderBy(asc(ipAllocations.slot))
+      .limit(page.limit);
+  }
+
+  /** Addresses held by NICs, in allocation order. */
+  async addressesOfNics(nicIds: readonly string[]): Promise<Allocation[]> {
+    if (nicIds.length === 0) return [];
+    return this.db.select().from(ipAllocations).where(inArray(ipAllocations.nicId, [...nicIds])).orderBy(asc(ipAllocations.id));
+  }
+
+  /** Size, allocated, reserved and free slots. */
+  async utilisation(pool: Pool): Promise<PoolUtilisation> {
+    const rows = await this.db
+      .select({ kind: ipAllocations.kind, n: count() })
+      .from(ipAllocations)
+      .where(eq(ipAllocations.poolId, pool.id))
+      .groupBy(ipAllocations.kind);
+    const size = storedGeometry(pool).slotCount;
+    const allocated = BigInt(rows.find((r) => r.kind === 'allocated')?.n ?? 0);
+    const reserved = BigInt(rows.filter((r) => r.kind !== 'allocated').reduce((s, r) => s + r.n, 0));
+    return { size, allocated, reserved, free: size - allocated - reserved };
+  }
+
+  private allocationRow(pool: Pool, g: PoolGeometry, slot: bigint, nic: Nic, instance: Instance, key: string | null): Allocation {
+    return {
+      id: newId(),
+      poolId: pool.id,
+      slot: slot.toString(),
+      address: slotAddress(g, slot),
+      prefixLength: g.slotPrefixLength,
+      kind: 'allocated',
+      nicId: nic.id,
+      ownerId: instance.ownerId,
+      note: '',
+      idempotencyKey: key,
+      createdAt: new Date(),
+    };
+  }
+
+  /** Pools bound to the NIC's network that its host may use: host-scoped first, then global. */
+  private async poolsForNic(tx: Executor, nic: Nic, instance: Instance, family: IpFamily | null): Promise<Pool[]> {
+    return tx
+      .select()
+      .from(ipPools)
+      .where(
+        and(
+          eq(ipPools.network, nic.network),
+          family ? eq(ipPools.family, family) : undefined,
+          or(isNull(ipPools.hostId), eq(ipPools.hostId, instance.hostId)),
+        ),
+      )
+      .orderBy(sql`${ipPools.hostId} is null`, asc(ipPools.id));
+  }
+
+  private async candidatePools(
+    tx: Executor,
+    args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; fieldPrefix: string },
+  ): Promise<Pool[]> {
+    const { nic, instance, fieldPrefix } = args;
+    if (args.poolId) {
+      const pool = await this.visiblePool(tx, `${fieldPrefix}.poolId`, args.poolId, nic, instance);
+      if (args.family && pool.family !== args.family) {
+        throw new ValidationError(`${fieldPrefix}.family`, `IPV${args.family}`, `does not match pool "${pool.name}", which is IPv${pool.family}`);
+      }
+      return [pool];
+    }
+    const family = args.family ?? 4;
+    const pools = await this.poolsForNic(tx, nic, instance, family);
+    if (pools.length === 0) {
+      throw new ValidationError(`${fieldPrefix}.nicId`, nic.id, `is on network "${nic.network}", which has no IPv${family} pool available to this instance's host`);
+    }
+    return pools;
+  }
+
+  /** A pool the NIC may take addresses from: same network, and global or scoped to the NIC's host. */
+  private async visiblePool(tx: Executor, field: string, poolId: string, nic: Nic, instance: Instance): Promise<Pool> {
+    const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, poolId));
+    if (!pool) throw new NotFoundError(field, poolId, 'IP pool');
+    if (pool.network !== nic.network) throw new ValidationError(field, poolId, `is pool "${pool.name}" on network "${pool.network}", but the NIC is on "${nic.network}"`);
+    if (pool.hostId && pool.hostId !== instance.hostId) throw new ValidationError(field, poolId, `is pool "${pool.name}", scoped to another host`);
+    return pool;
+  }
+
+  private async lockPool(tx: Executor, field: string, id: string): Promise<Pool> {
+    const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, id)).for('update');
+    if (!pool) throw new NotFoundError(field, id, 'IP pool');
+    return pool;
+  }
+
+  private async checkQuota(tx: Executor, owner: { id: string; name: string; quotaIpv4Addresses: number | null; quotaIpv6Prefixes: number | null }, family: IpFamily, field: string, value: string): Promise<void> {
+    const quota = QUOTA_FIELD[family];
+    const limit = owner[quota];
+    if (limit === null) return;
+    const [row] = await tx
+      .select({ n: count() })
+      .from(ipAllocations)
+      .innerJoin(ipPools, eq(ipPools.id, ipAllocations.poolId))
+      .where(and(eq(ipAllocations.ownerId, owner.id), eq(ipAllocations.kind, 'allocated'), eq(ipPools.family, family)));
+    const used = row?.n ?? 0;
+    if (used + 1 > limit) throw new QuotaExceededError(quota, limit, used, field, value);
+  }
+
+  /** Lowest free slot, or undefined when the pool is full. Caller holds the pool lock. */
+  private async firstFreeSlot(tx: Executor, poolId: string, g: PoolGeometry): Promise<bigint | undefined> {
+    const result = await tx.execute<{ slot: string | null }>(sql`
+      select case
+        when not exists (select 1 from ip_allocations where pool_id = ${poolId} and slot = 0) then 0::numeric
+        else (select min(a.slot) + 1 from ip_allocations a
+              where a.pool_id = ${poolId}
+                and not exists (select 1 from ip_allocations b where b.pool_id = ${poolId} and b.slot = a.slot + 1))
+      end as slot`);
+    const rows = (Array.isArray(result) ? result : (result as { rows: { slot: string | null }[] }).rows) as { slot: string | null }[];
+    const text = rows[0]?.slot;
+    if (text === null || text === undefined) return undefined;
+    const slot = BigInt(text);
+    return slot < g.slotCount ? slot : undefined;
+  }
+
+  private slotIn(g: PoolGeometry, field: string, address: string, pool?: Pool): bigint {
+    const addr = validIp(field, address);
+    const slot = slotOf(g, addr);
+    if (typeof slot !== 'bigint') throw new ValidationError(field, address, pool ? `${slot.problem} (pool "${pool.name}")` : slot.problem);
+    return slot;
+  }
+
+  private async ensureSlotFree(tx: Executor, pool: Pool, slot: bigint, field: string, address: string): Promise<void> {
+    const [taken] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.poolId, pool.id), eq(ipAllocations.slot, slot.toString())));
+    if (!taken) return;
+    const by = taken.kind === 'allocated' ? 'allocated to a NIC' : taken.kind === 'system' ? `the pool's ${taken.note}` : `reserved${taken.note ? `: ${taken.note}` : ''}`;
+    throw new AddressInUseError(field, address, by);
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * Users, their quotas and their API tokens. Token secrets are 256-bit random values; only their
+ * SHA-256 is stored (a slow hash adds nothing for secrets of that entropy), and a secret is shown
+ * exactly once, when it is created.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { and, asc, eq, gt, isNull } from 'drizzle-orm';
+import { inject, injectable } from 'tsyringe';
+import { isAdmin, systemActor, type Actor } from '../auth/actor.js';
+import type { Database } from '../db/database.js';
+import { apiTokens, users } from '../db/schema.js';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation } from '../errors.js';
+import { newId } from '../ids.js';
+import { DatabaseToken } from '../tokens.js';
+import { validId, validName, validQuota } from '../validate.js';
+import { AuditService } from './audit-service.js';
+
+/** A user row. */
+export type User = typeof users.$inferSelect;
+/** A token row (never includes the secret). */
+export type ApiToken = typeof apiTokens.$inferSelect;
+/** Token scopes. */
+export type TokenScope = ApiToken['scope'];
+
+const TOKEN_PREFIX = 'gh_';
+// lastUsedAt is refreshed at most this often, so authenticating is not a write per request
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+/** Input of `createUser`. */
+export interface CreateUserInput {
+  name: string;
+  role: 'admin' | 'user';
+  quotaIpv4Addresses?: number | null;
+  quotaIpv6Prefixes?: number | null;
+}
+
+/** Input of `updateUserQuotas`; an absent field is left as it is, null means unlimited. */
+export interface UpdateQuotasInput {
+  userId: string;
+  quotaIpv4Addresses?: number | null;
+  quotaIpv6Prefixes?: number | null;
+}
+
+/** Input of `createToken`. */
+export interface CreateTokenInput {
+  userId?: string | null;
+  name: string;
+  scope: TokenScope;
+}
+
+function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+@injectable()
+export class UserService {
+  constructor(
+    @inject(DatabaseToken) private readonly db: Database,
+    @inject(AuditService) private readonly audit: AuditService,
+  ) {}
+
+  /** Resolves a bearer secret to an actor; undefined for unknown or revoked tokens. */
+  async authenticate(secret: string, requestId: string): Promise<Actor | undefined> {
+    if (!secret.startsWith(TOKEN_PREFIX) || secret.length > 100) return undefined;
+    const [row] = await this.db
+      .select({ token: apiTokens, user: users })
+      .from(apiTokens)
+      .innerJoin(users, eq(users.id, apiTokens.userId))
+      .where(and(eq(apiTokens.secretHash, hashSecret(secret)), isNull(apiTokens.revokedAt)))
+      .limit(1);
+    if (!row) return undefined;
+    const now = Date.now();
+    if (!row.token.lastUsedAt || now - row.token.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
+      await this.db.update(apiTokens).set({ lastUsedAt: new Date(now) }).where(eq(apiTokens.id, row.token.id));
+    }
+    return { userId: row.user.id, userName: row.user.name, role: row.user.role, tokenId: row.token.id, scope: row.token.scope, requestId };
+  }
+
+  /**
+   * On an empty store, creates the user `admin` and an admin token and returns its secret, once.
+   * Returns undefined when any user exists (also when another replica won the race).
+   */
+  async bootstrapAdmin(): Promise<{ user: User; secret: string } | undefined> {
+    const [existing] = await this.db.select({ id: users.id }).from(users).limit(1);
+    if (existing) return undefined;
+    const actor = systemActor(newId());
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        const user: User = { id: newId(), name: 'admin', role: 'admin', quotaIpv4Addresses: null, quotaIpv6Prefixes: null, createdAt: new Date() };
+        await tx.insert(users).values(user);
+        await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
+        const { secret, token } = this.newToken(user.id, 'bootstrap', 'admin');
+        await tx.insert(apiTokens).values(token);
+        await record({ action: 'token.create', objectType: 'ApiToken', objectId: token.id, ownerId: user.id, after: token });
+        return { user, secret };
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'users_name_unique')) return undefined;
+      throw err;
+    }
+  }
+
+  /** Creates a user (admin only). */
+  async createUser(actor: Actor, input: CreateUserInput): Promise<User> {
+    requireAdmin(actor, 'createUser');
+    const user: User = {
+      id: newId(),
+      name: validName('input.name', input.name),
+      role: input.role,
+      quotaIpv4Addresses: validQuota('input.quotaIpv4Addresses', input.quotaIpv4Addresses),
+      quotaIpv6Prefixes: validQuota('input.quotaIpv6Prefixes', input.quotaIpv6Prefixes),
+      createdAt: new Date(),
+    };
+    try {
+      return await this.audit.transact(actor, async (tx, record) => {
+        await tx.insert(users).values(user);
+        await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
+        return user;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'users_name_unique')) throw new ConflictError('input.name', input.name, 'is already taken by another user');
+      throw err;
+    }
+  }
+
+  /** Changes a user's quotas (admin only). Lowering a quota below current use keeps what exists and refuses new allocations. */
+  async updateQuotas(actor: Actor, input: UpdateQuotasInput): Promise<User> {
+    requireAdmin(actor, 'updateUserQuotas');
+    const id = validId('input.userId', input.userId);
+    const patch: Partial<User> = {};
+    if (input.quotaIpv4Addresses !== undefined) patch.quotaIpv4Addresses = validQuota('input.quotaIpv4Addresses', input.quotaIpv4Addresses);
+    if (input.quotaIpv6Prefixes !== undefined) patch.quotaIpv6Prefixes = validQuota('input.quotaIpv6Prefixes', input.quotaIpv6Prefixes);
+    return this.audit.transact(actor, async (tx, record) => {
+      const [before] = await tx.select().from(users).where(eq(users.id, id)).for('update');
+      if (!before) throw new NotFoundError('input.userId', id, 'user');
+      if (Object.keys(patch).length === 0) return before;
+      const [after] = await tx.update(users).set(patch).where(eq(users.id, id)).returning();
+      await record({ action: 'user.updateQuotas', objectType: 'User', objectId: id, ownerId: id, before, after });
+      return after!;
+    });
+  }
+
+  /**
+   * Creates a token and returns its secret (shown once). Admins create any scope for anyone;
+   * a user creates `user`-scoped tokens for themselves. Admin scope needs an admin user.
+   */
+  async createToken(actor: Actor, input: CreateTokenInput): Promise<{ token: ApiToken; secret: string }> {
+    const userId = input.userId ? validId('input.userId', input.userId) : actor.userId;
+    const name = validName('input.name', input.name);
+    if (!isAdmin(actor)) {
+      if (userId !== actor.userId) throw new NotFoundError('input.userId', userId, 'user');
+      if (input.scope !== 'user') throw new ForbiddenError(`input.scope "${input.scope}": only an admin can create ${input.scope} tokens`, 'input.scope', input.scope);
+    }
+    return this.audit.transact(actor, async (tx, record) => {
+      const [user] = await tx.select().from(users).where(eq(users.id, userId));
+      if (!user) throw new NotFoundError('input.userId', userId, 'user');
+      if (input.scope === 'admin' && user.role !== 'admin') {
+        throw new ValidationError('input.scope', input.scope, `cannot be given to user "${user.name}", who is not an admin`);
+      }
+      const { secret, token } = this.newToken(userId, name, input.scope);
+      await tx.insert(apiTokens).values(token);
+      await record({ action: 'token.create', objectType: 'ApiToken', objectId: token.id, ownerId: userId, after: token });
+      return { token, secret };
+    });
+  }
+
+  /** Revokes a token; succeeds when already revoked. Users revoke their own, admins any. */
+  async revokeToken(actor: Actor, tokenId: string): Promise<ApiToken> {
+    const id = validId('input.tokenId', tokenId);
+    return this.audit.transact(actor, async (tx, record) => {
+      const [before] = await tx.select().from(apiTokens).where(eq(apiTokens.id, id)).for('update');
+      if (!before || (!isAdmin(actor) && before.userId !== actor.userId)) throw new NotFoundError('input.tokenId', id, 'token');
+      if (before.revokedAt) return before;
+      const [after] = await tx.update(apiTokens).set({ revokedAt: new Date() }).where(eq(apiTokens.id, id)).returning();
+      await record({ action: 'token.revoke', objectType: 'ApiToken', objectId: id, ownerId: before.userId, before, after });
+      return after!;
+    });
+  }
+
+  /** A user by id, if the actor may see it (admins: all; users: themselves). */
+  async get(actor: Actor, id: string): Promise<User | undefined> {
+    if (!isAdmin(actor) && id !== actor.userId) return undefined;
+    const [row] = await this.db.select().from(users).where(eq(users.id, id));
+    return row;
+  }
+
+  /** Users in creation order (admin only). */
+  async list(actor: Actor, page: { after?: string; limit: number }): Promise<User[]> {
+    requireAdmin(actor, 'users');
+    return this.db.select().from(users).where(page.after ? gt(users.id, page.after) : undefined).orderBy(asc(users.id)).limit(page.limit);
+  }
+
+  /** A user's tokens, newest last. */
+  async tokensOf(actor: Actor, userId: string): Promise<ApiToken[]> {
+    if (!isAdmin(actor) && userId !== actor.userId) return [];
+    return this.db.select().from(apiTokens).where(eq(apiTokens.userId, userId)).orderBy(asc(apiTokens.id));
+  }
+
+  private newToken(userId: string, name: string, scope: TokenScope): { secret: string; token: ApiToken } {
+    const secret = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const token: ApiToken = {
+      id: newId(),
+      userId,
+      name,
+      scope,
+      secretHash: hashSecret(secret),
+      prefix: secret.slice(0, 10),
+      createdAt: new Date(),
+      lastUsedAt: null,
+      revokedAt: null,
+    };
+    return { secret, token };
+  }
+}
+
+/** Throws FORBIDDEN unless the actor is an admin. */
+export function requireAdmin(actor: Actor, operation: string): void {
+  if (!isAdmin(actor)) throw new ForbiddenError(`${operation} requires an admin token`);
+}
