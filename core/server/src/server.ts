@@ -11,6 +11,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { WebSocketServer } from 'ws';
 import type { Actor } from './auth/actor.js';
+import { GatehouseError } from './errors.js';
 import { openStore, type Store, type StoreConfig } from './db/database.js';
 import { createEventBus } from './events.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
@@ -64,6 +65,10 @@ function requestIdOf(header: string | null | undefined): string {
   return header && /^[A-Za-z0-9._-]{1,64}$/.test(header) ? header : newId();
 }
 
+function isGraphQLError(value: unknown): boolean {
+  return value instanceof Error && value.name === 'GraphQLError';
+}
+
 const quietLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
 
 /** Creates the yoga instance for a container (exported for in-process tests). */
@@ -77,9 +82,17 @@ export function createGatehouseYoga(container: DependencyContainer, logger: Logg
     logging: false,
     maskedErrors: {
       maskError(error, message) {
-        const original = error instanceof GraphQLError ? error.originalError : error;
-        // validation, authentication and limit errors we raised ourselves pass unmasked
-        if (error instanceof GraphQLError && (!original || original instanceof GraphQLError)) return error;
+        // duck-typed: a test runner may load graphql twice, and instanceof then fails across copies
+        const original = (error as { originalError?: unknown }).originalError;
+        if (original instanceof GatehouseError) {
+          // expected failures outside mutation results (queries) keep their code and field
+          return new GraphQLError(original.message, {
+            path: (error as GraphQLError).path,
+            extensions: { code: original.code, field: original.field, value: original.value },
+          });
+        }
+        // validation, authentication and limit errors raised as GraphQL errors pass unmasked
+        if (isGraphQLError(error) && (original === undefined || original === null || isGraphQLError(original))) return error as Error;
         logger.error('unexpected error in resolver', original ?? error);
         return new GraphQLError(message, { extensions: { code: 'INTERNAL_SERVER_ERROR' } });
       },

@@ -19,6 +19,11 @@ export type Database = PgAsyncDatabase<PgQueryResultHKT>;
 /** A transaction or the database itself. */
 export type Executor = Parameters<Parameters<Database['transaction']>[0]>[0] | Database;
 
+/** The rows of a raw `db.execute` result: postgres-js returns an array, PGlite an object with `rows`. */
+export function rowsOf<T>(result: unknown): T[] {
+  return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
+}
+
 /** Where the state lives. */
 export type StoreConfig =
   | { kind: 'pglite'; dataDir?: string }

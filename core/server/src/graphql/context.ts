@@ -9,7 +9,7 @@ import type { Actor } from '../auth/actor.js';
 import { AuditService } from '../services/audit-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
-import { PoolService, type Allocation } from '../services/pool-service.js';
+import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
 import { UserService } from '../services/user-service.js';
 
 /** The services resolvers call. */
@@ -34,6 +34,7 @@ export interface GraphQLContext {
 export interface Loaders {
   nicsOfInstance: DataLoader<string, Nic[]>;
   addressesOfNic: DataLoader<string, Allocation[]>;
+  pool: DataLoader<string, Pool | undefined>;
 }
 
 /** Resolves the services from the container. */
@@ -61,6 +62,7 @@ export function createLoaders(services: Services): Loaders {
   return {
     nicsOfInstance: new DataLoader(async (ids) => groupBy(ids, await services.instances.nicsOf(ids), (n) => n.instanceId)),
     addressesOfNic: new DataLoader(async (ids) => groupBy(ids, await services.pools.addressesOfNics(ids), (a) => a.nicId)),
+    pool: new DataLoader(async (ids) => groupBy(ids, await services.pools.getMany(ids), (p) => p.id).map((g) => g[0])),
   };
 }
 

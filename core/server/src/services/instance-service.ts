@@ -118,7 +118,7 @@ export class InstanceService {
         const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
         if (key) {
           const [existing] = await tx.select().from(nics).where(and(eq(nics.instanceId, instance.id), eq(nics.idempotencyKey, key)));
-          if (existing) return { nic: existing, addresses: await this.pools.addressesOfNics([existing.id]) };
+          if (existing) return { nic: existing, addresses: await this.pools.addressesOfNics([existing.id], tx) };
         }
         return this.addNicTx(tx, record, instance, input, key, 'input');
       });

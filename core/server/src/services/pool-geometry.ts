@@ -134,7 +134,7 @@ export function systemReservations(g: PoolGeometry): SystemReservation[] {
     reserveAddress(g.subnet.network, 'network address');
     reserveAddress(cidrLast(g.subnet), 'broadcast address');
   }
-  if (g.family === 6 && g.subnet.prefixLength < 127) reserveAddress(g.subnet.network, 'subnet-router anycast address');
+  if (g.family === 6 && g.step === 1n && g.subnet.prefixLength < 127) reserveAddress(g.subnet.network, 'subnet-router anycast address');
   if (g.gateway !== undefined) reserveAddress(g.gateway, 'gateway');
   return [...out].map(([slot, note]) => ({ slot, note }));
 }

@@ -9,7 +9,7 @@
 import { and, asc, count, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
-import type { Database, Executor } from '../db/database.js';
+import { rowsOf, type Database, type Executor } from '../db/database.js';
 import { hosts, ipAllocations, ipPools } from '../db/schema.js';
 import {
   AddressInUseError,
@@ -356,6 +356,11 @@ export class PoolService {
     return row;
   }
 
+  /** Pools by ids (for batching). */
+  async getMany(ids: readonly string[]): Promise<Pool[]> {
+    return ids.length === 0 ? [] : this.db.select().from(ipPools).where(inArray(ipPools.id, [...ids]));
+  }
+
   /** Pools in creation order, optionally of one network. */
   async list(_actor: Actor, filter: { network?: string | null }, page: { after?: string; limit: number }): Promise<Pool[]> {
     return this.db
@@ -385,9 +390,9 @@ export class PoolService {
   }
 
   /** Addresses held by NICs, in allocation order. */
-  async addressesOfNics(nicIds: readonly string[]): Promise<Allocation[]> {
+  async addressesOfNics(nicIds: readonly string[], executor: Executor = this.db): Promise<Allocation[]> {
     if (nicIds.length === 0) return [];
-    return this.db.select().from(ipAllocations).where(inArray(ipAllocations.nicId, [...nicIds])).orderBy(asc(ipAllocations.id));
+    return executor.select().from(ipAllocations).where(inArray(ipAllocations.nicId, [...nicIds])).orderBy(asc(ipAllocations.id));
   }
 
   /** Size, allocated, reserved and free slots. */
@@ -484,15 +489,14 @@ export class PoolService {
 
   /** Lowest free slot, or undefined when the pool is full. Caller holds the pool lock. */
   private async firstFreeSlot(tx: Executor, poolId: string, g: PoolGeometry): Promise<bigint | undefined> {
-    const result = await tx.execute<{ slot: string | null }>(sql`
+    const result = await tx.execute(sql`
       select case
         when not exists (select 1 from ip_allocations where pool_id = ${poolId} and slot = 0) then 0::numeric
         else (select min(a.slot) + 1 from ip_allocations a
               where a.pool_id = ${poolId}
                 and not exists (select 1 from ip_allocations b where b.pool_id = ${poolId} and b.slot = a.slot + 1))
       end as slot`);
-    const rows = (Array.isArray(result) ? result : (result as { rows: { slot: string | null }[] }).rows) as { slot: string | null }[];
-    const text = rows[0]?.slot;
+    const text = rowsOf<{ slot: string | null }>(result)[0]?.slot;
     if (text === null || text === undefined) return undefined;
     const slot = BigInt(text);
     return slot < g.slotCount ? slot : undefined;

@@ -67,11 +67,19 @@ IpAddressRef.implement({
   fields: (t) => ({
     id: t.exposeID('id'),
     address: t.exposeString('address', { description: 'The address, or the first address of a delegated prefix.' }),
-    prefixLength: t.exposeInt('prefixLength'),
-    cidr: t.string({ resolve: (a) => `${a.address}/${a.prefixLength}` }),
+    prefixLength: t.exposeInt('prefixLength', { description: 'Size of what is held: 32/128 for one address, less for a delegated prefix.' }),
+    cidr: t.string({
+      description: 'Interface form: the address with its subnet\'s prefix length (10.0.0.5/24), or the delegated prefix (2001:db8:0:1::/64).',
+      resolve: async (a, _x, ctx) => {
+        const single = a.prefixLength === 32 || a.prefixLength === 128;
+        const pool = single ? await ctx.loaders.pool.load(a.poolId) : undefined;
+        return `${a.address}/${pool ? pool.subnet.split('/')[1] : a.prefixLength}`;
+      },
+    }),
+    gateway: t.string({ nullable: true, description: 'The pool\'s gateway.', resolve: async (a, _x, ctx) => (await ctx.loaders.pool.load(a.poolId))?.gateway ?? null }),
     kind: t.field({ type: AddressKindEnum, resolve: (a) => a.kind }),
     note: t.exposeString('note'),
-    pool: t.field({ type: IpPoolRef, resolve: async (a, _x, ctx) => (await ctx.services.pools.get(requireActor(ctx), a.poolId))! }),
+    pool: t.field({ type: IpPoolRef, resolve: async (a, _x, ctx) => (await ctx.loaders.pool.load(a.poolId))! }),
     nicId: t.exposeID('nicId', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
