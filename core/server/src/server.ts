@@ -65,8 +65,9 @@ function requestIdOf(header: string | null | undefined): string {
   return header && /^[A-Za-z0-9._-]{1,64}$/.test(header) ? header : newId();
 }
 
+// GraphQL errors we or a plugin raised on purpose (validation, limits); also across graphql copies
 function isGraphQLError(value: unknown): boolean {
-  return value instanceof Error && value.name === 'GraphQLError';
+  return value instanceof GraphQLError || (value instanceof Error && 'extensions' in value && 'locations' in value);
 }
 
 const quietLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
@@ -82,7 +83,6 @@ export function createGatehouseYoga(container: DependencyContainer, logger: Logg
     logging: false,
     maskedErrors: {
       maskError(error, message) {
-        // duck-typed: a test runner may load graphql twice, and instanceof then fails across copies
         const original = (error as { originalError?: unknown }).originalError;
         if (original instanceof GatehouseError) {
           // expected failures outside mutation results (queries) keep their code and field

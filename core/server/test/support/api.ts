@@ -30,8 +30,7 @@ export interface TestApi {
 }
 
 /** Builds the API on an open store. */
-export async function createTestApi(store: Store): Promise<TestApi> {
-  const container = createContainer(store);
+export async function createTestApi(store: Store, container = createContainer(store)): Promise<TestApi> {
   const yoga = createGatehouseYoga(container);
   const boot = await container.resolve(UserService).bootstrapAdmin();
   if (!boot) throw new Error('store is not empty');
