@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// Makes sure the system services the tests use are there: PostgreSQL (DATABASE_URL, default the
+// local server on 127.0.0.1:5432). On a fresh machine, as root, installs Debian's postgresql and
+// starts its cluster. Prints what it did; never fails the run by itself (the tests decide).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import net from 'node:net';
+
+const url = new URL(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+const host = url.hostname || '127.0.0.1';
+const port = Number(url.port || 5432);
+
+function reachable() {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, timeout: 2000 }, () => {
+      socket.end();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+    socket.on('timeout', () => {
+      socket.destroy();
+      resolve(false);
+    });
+  });
+}
+
+function run(cmd, args) {
+  console.log(`[ensure-system] ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  return r.status === 0;
+}
+
+async function ensurePostgres() {
+  if (await reachable()) return console.log(`[ensure-system] PostgreSQL answers on ${host}:${port}`);
+  const isLocal = host === '127.0.0.1' || host === 'localhost';
+  if (!isLocal) return console.log(`[ensure-system] PostgreSQL at ${host}:${port} does not answer; not managing a remote server`);
+  if (process.getuid?.() !== 0) return console.log('[ensure-system] PostgreSQL is not running and this is not root: PostgreSQL tests will skip (and fail in CI)');
+  let clusters = [];
+  try {
+    clusters = readdirSync('/etc/postgresql');
+  } catch {
+    run('apt-get', ['update']);
+    run('apt-get', ['install', '-y', '--no-install-recommends', 'postgresql']);
+    clusters = readdirSync('/etc/postgresql');
+  }
+  for (const version of clusters) run('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', 'start']);
+  for (let i = 0; i < 30 && !(await reachable()); i++) await new Promise((r) => setTimeout(r, 500));
+  if (!(await reachable())) return console.log('[ensure-system] PostgreSQL still does not answer');
+  // trust auth for the local test user, as on the developer machines
+  try {
+    execFileSync('psql', ['-h', host, '-p', String(port), '-U', 'postgres', '-c', 'select 1'], { stdio: 'ignore' });
+  } catch {
+    console.log('[ensure-system] note: connecting as postgres needs a password here; set DATABASE_URL');
+  }
+  console.log('[ensure-system] PostgreSQL started');
+}
+
+await ensurePostgres();

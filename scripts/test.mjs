@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// The test command (`npm test`): prepares system services, runs typecheck and every package's
+// tests through turbo, then prints one closing line `N passed, N failed, N skipped`.
+// With GATEHOUSE_REQUIRE_SYSTEM=1 (CI) a skipped test counts as failed: nothing may be skipped.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const requireSystem = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
+
+spawnSync(process.execPath, [join(root, 'scripts/ensure-system.mjs')], { stdio: 'inherit' });
+
+const workspaces = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).workspaces;
+const packageDirs = workspaces.flatMap((pattern) => {
+  if (!pattern.endsWith('/*')) return [join(root, pattern)];
+  const parent = join(root, pattern.slice(0, -2));
+  return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => join(parent, d.name)) : [];
+});
+const resultFiles = packageDirs.map((dir) => join(dir, '.test-results', 'vitest.json'));
+for (const file of resultFiles) rmSync(file, { force: true });
+
+const turbo = spawnSync('npx', ['turbo', 'run', 'typecheck', 'test', '--continue', '--output-logs=full', '--log-order=grouped'], {
+  cwd: root,
+  stdio: 'inherit',
+  env: process.env,
+});
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+const skippedNames = [];
+for (const file of resultFiles) {
+  if (!existsSync(file)) continue;
+  const report = JSON.parse(readFileSync(file, 'utf8'));
+  for (const suite of report.testResults ?? []) {
+    if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) failed++; // a file that failed to load
+    for (const test of suite.assertionResults ?? []) {
+      if (test.status === 'passed') passed++;
+      else if (test.status === 'failed') failed++;
+      else {
+        skipped++;
+        skippedNames.push(test.fullName);
+      }
+    }
+  }
+}
+let turboFailed = turbo.status !== 0;
+if (requireSystem && skipped > 0) {
+  console.error(`GATEHOUSE_REQUIRE_SYSTEM=1: ${skipped} skipped test(s) count as failed:\n  ${skippedNames.join('\n  ')}`);
+  failed += skipped;
+  skipped = 0;
+}
+if (turboFailed && failed === 0) {
+  console.error('turbo reported a failing task (typecheck or a test run that produced no report)');
+  failed++;
+}
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+process.exit(failed > 0 ? 1 : 0);
