@@ -6,6 +6,7 @@ import 'reflect-metadata';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError } from 'graphql';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
@@ -70,6 +71,14 @@ function isGraphQLError(value: unknown): boolean {
   return value instanceof GraphQLError || (value instanceof Error && 'extensions' in value && 'locations' in value);
 }
 
+const GRAPHIQL_DEFAULT_QUERY = `# Gatehouse GraphiQL. Add your token under Headers below:
+#   {"Authorization": "Bearer gh_..."}
+# The README walks through creating a pool, a host and an instance.
+query Me {
+  me { name role }
+}
+`;
+
 const quietLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
 
 /** Creates the yoga instance for a container (exported for in-process tests). */
@@ -80,6 +89,9 @@ export function createGatehouseYoga(container: DependencyContainer, logger: Logg
     schema: gatehouseSchema(),
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    // GraphiQL with its assets inlined: it works without internet access
+    renderGraphiQL,
+    graphiql: { title: 'Gatehouse GraphiQL', defaultQuery: GRAPHIQL_DEFAULT_QUERY },
     logging: false,
     maskedErrors: {
       maskError(error, message) {

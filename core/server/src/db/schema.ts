@@ -108,6 +108,8 @@ export const ipPools = pgTable(
     hostId: uuid('host_id').references(() => hosts.id, { onDelete: 'restrict' }),
     /** IPv6 only: hand out prefixes of this length instead of single addresses. */
     delegatedPrefixLength: integer('delegated_prefix_length'),
+    /** Every slot below this one is taken: the lowest-free search starts here. Maintained under the pool's row lock. */
+    freeSlotHint: numeric('free_slot_hint', { precision: 40, scale: 0, mode: 'string' }).notNull().default('0'),
     createdAt: createdAt(),
   },
   (t) => [check('ip_pools_family_check', sql`${t.family} in (4, 6)`), index('ip_pools_network_idx').on(t.network)],

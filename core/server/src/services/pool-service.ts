@@ -123,6 +123,7 @@ export class PoolService {
       dns,
       hostId,
       delegatedPrefixLength: g.slotPrefixLength < (g.family === 4 ? 32 : 128) ? g.slotPrefixLength : null,
+      freeSlotHint: '0',
       createdAt: new Date(),
     };
     try {
@@ -224,6 +225,7 @@ export class PoolService {
         createdAt: new Date(),
       };
       await tx.insert(ipAllocations).values(row);
+      await this.moveHint(tx, id, slot, 'chosen');
       await record({ action: 'address.reserve', objectType: 'IpAddress', objectId: row.id, after: row });
       return row;
     });
@@ -238,6 +240,7 @@ export class PoolService {
       if (!row || row.kind === 'allocated') throw new NotFoundError('input.reservationId', id, 'reservation');
       if (row.kind === 'system') throw new ConflictError('input.reservationId', id, `is the pool's ${row.note} and cannot be unreserved`);
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
+      await this.freeSlots(tx, [row]);
       await record({ action: 'address.unreserve', objectType: 'IpAddress', objectId: id, before: row });
       return row;
     });
@@ -272,6 +275,7 @@ export class PoolService {
       const [row] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.id, id), eq(ipAllocations.kind, 'allocated')));
       if (!row || (!isAdmin(actor) && row.ownerId !== actor.userId)) throw new NotFoundError('input.addressId', id, 'allocated address');
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
+      await this.freeSlots(tx, [row]);
       await record({ action: 'address.release', objectType: 'IpAddress', objectId: id, ownerId: row.ownerId, before: row });
       return row;
     });
@@ -299,11 +303,12 @@ export class PoolService {
     for (const candidate of candidates) {
       const pool = await this.lockPool(tx, `${fieldPrefix}.poolId`, candidate.id);
       const g = storedGeometry(pool);
-      const slot = await this.firstFreeSlot(tx, pool.id, g);
+      const slot = await this.firstFreeSlot(tx, pool, g);
       last = pool;
       if (slot === undefined) continue;
       const row = this.allocationRow(pool, g, slot, nic, instance, key);
       await tx.insert(ipAllocations).values(row);
+      await this.moveHint(tx, pool.id, slot, 'allocated');
       await record({ action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
       return row;
     }
@@ -336,6 +341,7 @@ export class PoolService {
     await this.ensureSlotFree(tx, pool, slot, field, args.address);
     const row = this.allocationRow(pool, g, slot, nic, instance, null);
     await tx.insert(ipAllocations).values(row);
+    await this.moveHint(tx, pool.id, slot, 'chosen');
     await record({ action: 'address.assign', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
     return row;
   }
@@ -344,6 +350,7 @@ export class PoolService {
   async reclaimNics(tx: Tx, record: RecordChange, nicIds: readonly string[], reason: string): Promise<Allocation[]> {
     if (nicIds.length === 0) return [];
     const rows = await tx.delete(ipAllocations).where(inArray(ipAllocations.nicId, [...nicIds])).returning();
+    await this.freeSlots(tx, rows);
     for (const row of rows) {
       await record({ action: 'address.reclaim', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, before: row, after: { reason } });
     }
@@ -487,19 +494,50 @@ export class PoolService {
     if (used + 1 > limit) throw new QuotaExceededError(quota, limit, used, field, value);
   }
 
-  /** Lowest free slot, or undefined when the pool is full. Caller holds the pool lock. */
-  private async firstFreeSlot(tx: Executor, poolId: string, g: PoolGeometry): Promise<bigint | undefined> {
-    const result = await tx.execute(sql`
-      select case
-        when not exists (select 1 from ip_allocations where pool_id = ${poolId} and slot = 0) then 0::numeric
-        else (select min(a.slot) + 1 from ip_allocations a
-              where a.pool_id = ${poolId}
-                and not exists (select 1 from ip_allocations b where b.pool_id = ${poolId} and b.slot = a.slot + 1))
-      end as slot`);
-    const text = rowsOf<{ slot: string | null }>(result)[0]?.slot;
-    if (text === null || text === undefined) return undefined;
-    const slot = BigInt(text);
-    return slot < g.slotCount ? slot : undefined;
+  /**
+   * Lowest free slot, or undefined when the pool is full. Caller holds the pool lock. Probes from
+   * the pool's hint (every slot below it is taken) in windows of index lookups, so the cost does
+   * not grow with the number of addresses already allocated.
+   */
+  private async firstFreeSlot(tx: Executor, pool: Pool, g: PoolGeometry): Promise<bigint | undefined> {
+    const WINDOW = 256n;
+    for (let from = BigInt(pool.freeSlotHint); from < g.slotCount; from += WINDOW) {
+      const to = from + WINDOW - 1n < g.slotCount ? from + WINDOW - 1n : g.slotCount - 1n;
+      const result = await tx.execute(sql`
+        select s::text as slot from generate_series(${from.toString()}::numeric, ${to.toString()}::numeric) as s
+        where not exists (select 1 from ip_allocations a where a.pool_id = ${pool.id} and a.slot = s)
+        order by s limit 1`);
+      const text = rowsOf<{ slot: string }>(result)[0]?.slot;
+      if (text !== undefined) return BigInt(text);
+    }
+    return undefined;
+  }
+
+  /**
+   * Keeps "every slot below the hint is taken" true: after the lowest-free allocation at `slot`
+   * the hint moves past it; a chosen slot moves it only when it was the hint itself; a freed slot
+   * below the hint pulls it down.
+   */
+  private async moveHint(tx: Executor, poolId: string, slot: bigint, event: 'allocated' | 'chosen' | 'freed'): Promise<void> {
+    const s = slot.toString();
+    const [value, condition] =
+      event === 'allocated'
+        ? [(slot + 1n).toString(), undefined]
+        : event === 'chosen'
+          ? [(slot + 1n).toString(), sql`${ipPools.freeSlotHint} = ${s}::numeric`]
+          : [s, sql`${ipPools.freeSlotHint} > ${s}::numeric`];
+    await tx.update(ipPools).set({ freeSlotHint: value }).where(and(eq(ipPools.id, poolId), condition));
+  }
+
+  /** Pulls the hints down for freed rows, one pool at a time in id order (a fixed lock order). */
+  private async freeSlots(tx: Executor, rows: readonly Allocation[]): Promise<void> {
+    const lowest = new Map<string, bigint>();
+    for (const row of rows) {
+      const slot = BigInt(row.slot);
+      const current = lowest.get(row.poolId);
+      if (current === undefined || slot < current) lowest.set(row.poolId, slot);
+    }
+    for (const poolId of [...lowest.keys()].sort()) await this.moveHint(tx, poolId, lowest.get(poolId)!, 'freed');
   }
 
   private slotIn(g: PoolGeometry, field: string, address: string, pool?: Pool): bigint {

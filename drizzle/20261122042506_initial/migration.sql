@@ -76,6 +76,7 @@ CREATE TABLE "ip_pools" (
 	"dns" jsonb NOT NULL,
 	"host_id" uuid,
 	"delegated_prefix_length" integer,
+	"free_slot_hint" numeric(40,0) DEFAULT '0' NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "ip_pools_family_check" CHECK ("family" in (4, 6))
 );
