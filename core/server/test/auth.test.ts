@@ -84,6 +84,12 @@ describe('authentication and transports', () => {
     expect(wide.body.errors?.[0]?.message).toMatch(/complexity/i);
   });
 
+  it('accepts the README\'s overview query within the limits', async () => {
+    const r = await post(controller.url, api.adminSecret, 'query { instances { edges { node { name nics { name mac addresses { cidr kind } } } } } auditLog(first: 5) { edges { node { at action objectType objectId } } } }');
+    expect(r.body.errors).toBeUndefined();
+    expect(r.body.data.auditLog.edges.length).toBeGreaterThan(0);
+  });
+
   it('uses the caller\'s X-Request-Id in audit entries', async () => {
     const r = await post(controller.url, api.adminSecret, 'mutation { createHost(input: { name: "req-id-host", backend: DOCKER }) { ... on CreateHostPayload { host { id } } } }', undefined, { 'x-request-id': 'req-abc-123' });
     const hostId = r.body.data.createHost.host.id;

@@ -17,7 +17,7 @@ import {
 import type { GraphQLContext } from './context.js';
 
 /** Query limits: deeper or costlier operations are refused before they run. */
-export const QUERY_LIMITS = { depth: 10, breadth: 60, complexity: 5000 } as const;
+export const QUERY_LIMITS = { depth: 10, breadth: 60, complexity: 20_000 } as const;
 
 /** Every expected failure type; each mutation's result union lists them. */
 export const ERROR_CLASSES = [
@@ -51,12 +51,13 @@ export const builder = new SchemaBuilder<{
     cursorType: 'String',
     nodeQueryOptions: false,
     nodesQueryOptions: false,
-    edgesFieldOptions: { nullable: false },
+    // a connection's page size already multiplies its nodes' cost; its edges list must not again
+    edgesFieldOptions: { nullable: false, complexity: { field: 0, multiplier: 1 } },
     nodeFieldOptions: { nullable: false },
   },
   complexity: {
     defaultComplexity: 1,
-    defaultListMultiplier: 10,
+    defaultListMultiplier: 5,
     limit: QUERY_LIMITS,
   },
 });
