@@ -38,14 +38,19 @@ async function benchStore(name: string, config: StoreConfig, store: Store) {
   // the system actor owns the instance; create its user row so quota locks find it
   await store.db.execute(sql`insert into users (id, name, role) values (${actor.userId}, 'bench-system', 'admin') on conflict do nothing`);
   const rows: { mode: string; rate: number; baseline: number }[] = [];
-  for (const [mode, concurrency] of [['sequential', 1], [`concurrent x${CONCURRENCY}`, CONCURRENCY]] as const) {
+  for (const [mode, concurrency] of [
+    ['sequential', 1],
+    [`concurrent x${CONCURRENCY}`, CONCURRENCY],
+  ] as const) {
     const tag = randomUUID().slice(0, 8);
     await pools.create(actor, { name: `pool-${tag}`, kind: 'private', network: `br-${tag}`, cidr: '10.128.0.0/16' });
     const vm = await instances.create(actor, { hostId: host.id, name: `vm-${tag}`, nics: [{ network: `br-${tag}`, allocate: [] }] });
     const [nic] = await instances.nicsOf([vm.id]);
     await store.db.execute(sql.raw(`create table if not exists bench_baseline (pool_id uuid not null, slot numeric(40,0) not null, unique (pool_id, slot))`));
     const baselinePool = randomUUID();
-    const baseline = await timed(N, concurrency, (i) => store.db.transaction(async (tx) => tx.execute(sql`insert into bench_baseline values (${baselinePool}, ${i})`)));
+    const baseline = await timed(N, concurrency, (i) =>
+      store.db.transaction(async (tx) => tx.execute(sql`insert into bench_baseline values (${baselinePool}, ${i})`)),
+    );
     const rate = await timed(N, concurrency, () => pools.allocate(actor, { nicId: nic!.id }));
     rows.push({ mode, rate, baseline });
   }
@@ -88,5 +93,7 @@ const results: { store: string; mode: string; rate: number; baseline: number }[]
 console.log(`\nallocation benchmark: ${N} allocations per row, lowest-free from a /16 pool`);
 console.log('store       mode            allocations/s   baseline inserts/s   ratio (alloc/baseline)');
 for (const r of results) {
-  console.log(`${r.store.padEnd(11)} ${r.mode.padEnd(15)} ${r.rate.toFixed(0).padStart(13)}   ${r.baseline.toFixed(0).padStart(18)}   ${(r.rate / r.baseline).toFixed(2).padStart(8)}`);
+  console.log(
+    `${r.store.padEnd(11)} ${r.mode.padEnd(15)} ${r.rate.toFixed(0).padStart(13)}   ${r.baseline.toFixed(0).padStart(18)}   ${(r.rate / r.baseline).toFixed(2).padStart(8)}`,
+  );
 }

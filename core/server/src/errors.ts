@@ -6,14 +6,7 @@
  */
 
 /** Stable error codes of the public API. */
-export type ErrorCode =
-  | 'VALIDATION_FAILED'
-  | 'NOT_FOUND'
-  | 'FORBIDDEN'
-  | 'CONFLICT'
-  | 'QUOTA_EXCEEDED'
-  | 'POOL_EXHAUSTED'
-  | 'ADDRESS_IN_USE';
+export type ErrorCode = 'VALIDATION_FAILED' | 'NOT_FOUND' | 'FORBIDDEN' | 'CONFLICT' | 'QUOTA_EXCEEDED' | 'POOL_EXHAUSTED' | 'ADDRESS_IN_USE';
 
 /** Base of every expected failure. */
 export abstract class GatehouseError extends Error {
@@ -120,6 +113,20 @@ export function postgresErrorOf(err: unknown): { code: string; constraint?: stri
     e = candidate.cause;
   }
   return undefined;
+}
+
+/**
+ * Runs `work` and turns a unique-constraint violation of a listed constraint into the expected
+ * failure it stands for; the database, not a prior check, decides what is a duplicate.
+ */
+export async function mapUniqueViolations<T>(work: () => Promise<T>, byConstraint: Record<string, () => GatehouseError>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    const pg = postgresErrorOf(err);
+    const mapped = pg?.code === '23505' && pg.constraint ? byConstraint[pg.constraint] : undefined;
+    throw mapped ? mapped() : err;
+  }
 }
 
 /** Whether the error is a unique-constraint violation, optionally of the named constraint. */

@@ -82,7 +82,10 @@ query Me {
 const quietLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
 
 /** Creates the yoga instance for a container (exported for in-process tests). */
-export function createGatehouseYoga(container: DependencyContainer, logger: Logger = quietLogger): YogaServerInstance<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext> {
+export function createGatehouseYoga(
+  container: DependencyContainer,
+  logger: Logger = quietLogger,
+): YogaServerInstance<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext> {
   const services = resolveServices(container);
   const users = container.resolve(UserService);
   return createYoga<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext>({
@@ -119,7 +122,8 @@ export function createGatehouseYoga(container: DependencyContainer, logger: Logg
         requestId = requestIdOf(initial.request.headers.get('x-request-id'));
         const header = initial.request.headers.get('authorization');
         const secret = bearerOf(header);
-        if (header && !secret) throw new GraphQLError('Authorization header must be "Bearer <token>"', { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
+        if (header && !secret)
+          throw new GraphQLError('Authorization header must be "Bearer <token>"', { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
         actor = secret ? ((await users.authenticate(secret, requestId)) ?? null) : null;
         if (secret && !actor) throw new GraphQLError('Invalid or revoked API token', { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
       }

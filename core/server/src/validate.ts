@@ -120,7 +120,8 @@ export function generateMac(): string {
 /** A non-negative integer quota, or null for unlimited. */
 export function validQuota(field: string, value: number | null | undefined): number | null {
   if (value === null || value === undefined) return null;
-  if (!Number.isInteger(value) || value < 0 || value > 1_000_000_000) throw new ValidationError(field, value, 'must be an integer from 0 to 1000000000, or null for unlimited');
+  if (!Number.isInteger(value) || value < 0 || value > 1_000_000_000)
+    throw new ValidationError(field, value, 'must be an integer from 0 to 1000000000, or null for unlimited');
   return value;
 }
 

@@ -41,7 +41,11 @@ describe('authentication and transports', () => {
   it('refuses requests without a token, with a malformed header, or with an unknown token', async () => {
     const none = await post(controller.url, null, '{ me { id } }');
     expect(none.body.errors?.[0]).toMatchObject({ extensions: { code: 'UNAUTHENTICATED' } });
-    const malformed = await fetch(controller.url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Token abc' }, body: '{"query":"{ me { id } }"}' });
+    const malformed = await fetch(controller.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Token abc' },
+      body: '{"query":"{ me { id } }"}',
+    });
     expect(malformed.status).toBe(401);
     const unknown = await post(controller.url, 'gh_not-a-real-token', '{ me { id } }');
     expect(unknown.status).toBe(401);
@@ -61,46 +65,78 @@ describe('authentication and transports', () => {
     expect((await post(controller.url, dave.secret, '{ me { name } }')).body.data.me.name).toBe('dave');
     const tokens = await post(controller.url, dave.secret, '{ me { tokens { id } } }');
     const tokenId = tokens.body.data.me.tokens[0].id;
-    const revoked = await post(controller.url, dave.secret, `mutation($id: ID!) { revokeApiToken(input: { tokenId: $id }) { ... on RevokeApiTokenPayload { token { revokedAt } } } }`, { id: tokenId });
+    const revoked = await post(
+      controller.url,
+      dave.secret,
+      `mutation($id: ID!) { revokeApiToken(input: { tokenId: $id }) { ... on RevokeApiTokenPayload { token { revokedAt } } } }`,
+      { id: tokenId },
+    );
     expect(revoked.body.data.revokeApiToken.token.revokedAt).toEqual(expect.any(String));
     expect((await post(controller.url, dave.secret, '{ me { name } }')).status).toBe(401);
   });
 
   it('refuses agent-scoped tokens on user operations and admin scope for non-admins', async () => {
     const erin = await api.tenant('erin');
-    const agent = await api.admin(`mutation($u: ID!) { createApiToken(input: { userId: $u, name: "agent-1", scope: AGENT }) { ... on CreateApiTokenPayload { created { secret token { scope } } } } }`, { u: erin.id });
+    const agent = await api.admin(
+      `mutation($u: ID!) { createApiToken(input: { userId: $u, name: "agent-1", scope: AGENT }) { ... on CreateApiTokenPayload { created { secret token { scope } } } } }`,
+      { u: erin.id },
+    );
     expect(agent.data!.createApiToken.created.token.scope).toBe('AGENT');
     const r = await post(controller.url, agent.data!.createApiToken.created.secret, '{ me { id } }');
     expect(r.body.errors?.[0]).toMatchObject({ extensions: { code: 'FORBIDDEN' } });
-    const adminForUser = await api.admin(`mutation($u: ID!) { createApiToken(input: { userId: $u, name: "nope", scope: ADMIN }) { __typename ... on Error { code field } } }`, { u: erin.id });
+    const adminForUser = await api.admin(
+      `mutation($u: ID!) { createApiToken(input: { userId: $u, name: "nope", scope: ADMIN }) { __typename ... on Error { code field } } }`,
+      { u: erin.id },
+    );
     expect(adminForUser.data!.createApiToken).toMatchObject({ code: 'VALIDATION_FAILED', field: 'input.scope' });
   });
 
   it('refuses queries beyond the depth and complexity limits before running them', async () => {
-    const deep = await post(controller.url, api.adminSecret, '{ instances { edges { node { nics { addresses { pool { host { name } entries { edges { node { pool { name } } } } } } } } } } }');
+    const deep = await post(
+      controller.url,
+      api.adminSecret,
+      '{ instances { edges { node { nics { addresses { pool { host { name } entries { edges { node { pool { name } } } } } } } } } } }',
+    );
     expect(deep.body.errors?.[0]?.message).toMatch(/depth|complexity/i);
     expect(deep.body.data ?? null).toBeNull();
-    const wide = await post(controller.url, api.adminSecret, '{ ipPools(first: 500) { edges { node { entries(first: 500) { edges { node { address } } } } } } }');
+    const wide = await post(
+      controller.url,
+      api.adminSecret,
+      '{ ipPools(first: 500) { edges { node { entries(first: 500) { edges { node { address } } } } } } }',
+    );
     expect(wide.body.errors?.[0]?.message).toMatch(/complexity/i);
   });
 
-  it('accepts the README\'s overview query within the limits', async () => {
-    const r = await post(controller.url, api.adminSecret, 'query { instances { edges { node { name nics { name mac addresses { cidr kind } } } } } auditLog(first: 5) { edges { node { at action objectType objectId } } } }');
+  it("accepts the README's overview query within the limits", async () => {
+    const r = await post(
+      controller.url,
+      api.adminSecret,
+      'query { instances { edges { node { name nics { name mac addresses { cidr kind } } } } } auditLog(first: 5) { edges { node { at action objectType objectId } } } }',
+    );
     expect(r.body.errors).toBeUndefined();
     expect(r.body.data.auditLog.edges.length).toBeGreaterThan(0);
   });
 
-  it('uses the caller\'s X-Request-Id in audit entries', async () => {
-    const r = await post(controller.url, api.adminSecret, 'mutation { createHost(input: { name: "req-id-host", backend: DOCKER }) { ... on CreateHostPayload { host { id } } } }', undefined, { 'x-request-id': 'req-abc-123' });
+  it("uses the caller's X-Request-Id in audit entries", async () => {
+    const r = await post(
+      controller.url,
+      api.adminSecret,
+      'mutation { createHost(input: { name: "req-id-host", backend: DOCKER }) { ... on CreateHostPayload { host { id } } } }',
+      undefined,
+      { 'x-request-id': 'req-abc-123' },
+    );
     const hostId = r.body.data.createHost.host.id;
-    const audit = await post(controller.url, api.adminSecret, 'query($id: String!) { auditLog(objectId: $id) { edges { node { requestId action } } } }', { id: hostId });
+    const audit = await post(controller.url, api.adminSecret, 'query($id: String!) { auditLog(objectId: $id) { edges { node { requestId action } } } }', {
+      id: hostId,
+    });
     expect(audit.body.data.auditLog.edges[0].node).toEqual({ requestId: 'req-abc-123', action: 'host.create' });
   });
 
-  it('authenticates graphql-ws connections from connection params and streams only the caller\'s audit entries', async () => {
+  it("authenticates graphql-ws connections from connection params and streams only the caller's audit entries", async () => {
     const frank = await api.tenant('frank');
     const grace = await api.tenant('grace');
-    const hostId = (await api.admin('mutation { createHost(input: { name: "ws-host", backend: LINUX }) { ... on CreateHostPayload { host { id } } } }')).data!.createHost.host.id;
+    const hostId = (await api.admin('mutation { createHost(input: { name: "ws-host", backend: LINUX }) { ... on CreateHostPayload { host { id } } } }')).data!
+      .createHost.host.id;
 
     const received: { action: string; ownerId: string | null }[] = [];
     const client = ws(frank.secret);
@@ -118,8 +154,14 @@ describe('authentication and transports', () => {
       );
     });
     await new Promise((r) => setTimeout(r, 300)); // let the subscription register
-    await api.admin(`mutation($h: ID!, $o: ID!) { createInstance(input: { hostId: $h, name: "grace-vm", ownerId: $o }) { __typename } }`, { h: hostId, o: grace.id });
-    await api.admin(`mutation($h: ID!, $o: ID!) { createInstance(input: { hostId: $h, name: "frank-vm", ownerId: $o }) { __typename } }`, { h: hostId, o: frank.id });
+    await api.admin(`mutation($h: ID!, $o: ID!) { createInstance(input: { hostId: $h, name: "grace-vm", ownerId: $o }) { __typename } }`, {
+      h: hostId,
+      o: grace.id,
+    });
+    await api.admin(`mutation($h: ID!, $o: ID!) { createInstance(input: { hostId: $h, name: "frank-vm", ownerId: $o }) { __typename } }`, {
+      h: hostId,
+      o: frank.id,
+    });
     await done;
     expect(received.every((e) => e.ownerId === frank.id)).toBe(true);
     expect(received.map((e) => e.action)).toContain('instance.create');

@@ -3,41 +3,31 @@
  * pool give 200 distinct addresses; requests beyond capacity get POOL_EXHAUSTED; quotas hold
  * exactly. (Two controller processes on one PostgreSQL: replicas.test.ts.)
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestApi, type TestApi } from './support/api.js';
-import { ALLOCATE, createHost, createNics, createPool } from './support/fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { ALLOCATE, createNics, createPool } from './support/fixtures.js';
 import { storeBackends } from './support/stores.js';
+import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();
 
 describe.each(backends)('concurrent allocation on $name', (backend) => {
-  let api: TestApi;
-  let cleanup: () => Promise<void>;
-  let hostId: string;
-
-  beforeAll(async () => {
-    const opened = await backend.open();
-    cleanup = opened.cleanup;
-    api = await createTestApi(opened.store);
-    hostId = await createHost(api.admin, 'host-c');
-  });
-  afterAll(async () => cleanup?.());
+  const ctx = useStoreApi(backend, 'host-c');
 
   it('gives 200 concurrent requests 200 distinct addresses from a 254-address pool', async () => {
-    const poolId = await createPool(api.admin, { name: 'c200', kind: 'PRIVATE', network: 'br-c200', cidr: '10.1.0.0/24' });
-    const nics = await createNics(api.admin, hostId, undefined, 'vm-c200', 'br-c200', 1);
-    const results = await Promise.all(Array.from({ length: 200 }, () => api.admin(ALLOCATE, { input: { nicId: nics[0] } })));
+    const poolId = await createPool(ctx.api.admin, { name: 'c200', kind: 'PRIVATE', network: 'br-c200', cidr: '10.1.0.0/24' });
+    const nics = await createNics(ctx.api.admin, ctx.hostId, undefined, 'vm-c200', 'br-c200', 1);
+    const results = await Promise.all(Array.from({ length: 200 }, () => ctx.api.admin(ALLOCATE, { input: { nicId: nics[0] } })));
     const addresses = results.map((r) => r.data?.allocateAddress?.address?.address);
     expect(addresses.every((a) => typeof a === 'string')).toBe(true);
     expect(new Set(addresses).size).toBe(200);
-    const pool = await api.admin(`query($id: ID!) { ipPool(id: $id) { utilisation { allocated free } } }`, { id: poolId });
+    const pool = await ctx.api.admin(`query($id: ID!) { ipPool(id: $id) { utilisation { allocated free } } }`, { id: poolId });
     expect(pool.data!.ipPool.utilisation).toEqual({ allocated: '200', free: '54' });
   });
 
   it('answers POOL_EXHAUSTED beyond capacity, never a duplicate', async () => {
-    await createPool(api.admin, { name: 'c300', kind: 'PRIVATE', network: 'br-c300', cidr: '10.2.0.0/24', gateway: '10.2.0.1' });
-    const nics = await createNics(api.admin, hostId, undefined, 'vm-c300', 'br-c300', 4);
-    const results = await Promise.all(Array.from({ length: 300 }, (_, i) => api.admin(ALLOCATE, { input: { nicId: nics[i % 4] } })));
+    await createPool(ctx.api.admin, { name: 'c300', kind: 'PRIVATE', network: 'br-c300', cidr: '10.2.0.0/24', gateway: '10.2.0.1' });
+    const nics = await createNics(ctx.api.admin, ctx.hostId, undefined, 'vm-c300', 'br-c300', 4);
+    const results = await Promise.all(Array.from({ length: 300 }, (_, i) => ctx.api.admin(ALLOCATE, { input: { nicId: nics[i % 4] } })));
     const ok = results.filter((r) => r.data?.allocateAddress?.__typename === 'AllocateAddressPayload').map((r) => r.data!.allocateAddress.address.address);
     const exhausted = results.filter((r) => r.data?.allocateAddress?.code === 'POOL_EXHAUSTED');
     expect(ok.length).toBe(253); // 256 minus network, broadcast and gateway
@@ -47,20 +37,22 @@ describe.each(backends)('concurrent allocation on $name', (backend) => {
   });
 
   it('holds a quota exactly under 40 concurrent requests', async () => {
-    const created = await api.admin(`mutation { createUser(input: { name: "carol", quotaIpv4Addresses: 7 }) { ... on CreateUserPayload { user { id } } } }`);
+    const created = await ctx.api.admin(
+      `mutation { createUser(input: { name: "carol", quotaIpv4Addresses: 7 }) { ... on CreateUserPayload { user { id } } } }`,
+    );
     const carolId = created.data!.createUser.user.id;
-    await createPool(api.admin, { name: 'cq', kind: 'PRIVATE', network: 'br-cq', cidr: '10.3.0.0/24' });
-    const nics = await createNics(api.admin, hostId, carolId, 'vm-cq', 'br-cq', 2);
-    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => api.admin(ALLOCATE, { input: { nicId: nics[i % 2] } })));
+    await createPool(ctx.api.admin, { name: 'cq', kind: 'PRIVATE', network: 'br-cq', cidr: '10.3.0.0/24' });
+    const nics = await createNics(ctx.api.admin, ctx.hostId, carolId, 'vm-cq', 'br-cq', 2);
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => ctx.api.admin(ALLOCATE, { input: { nicId: nics[i % 2] } })));
     const codes = results.map((r) => r.data?.allocateAddress?.code ?? 'OK');
     expect(codes.filter((c) => c === 'OK')).toHaveLength(7);
     expect(codes.filter((c) => c === 'QUOTA_EXCEEDED')).toHaveLength(33);
   });
 
   it('returns one allocation for 20 concurrent retries with the same idempotency key', async () => {
-    await createPool(api.admin, { name: 'ck', kind: 'PRIVATE', network: 'br-ck', cidr: '10.4.0.0/24' });
-    const nics = await createNics(api.admin, hostId, undefined, 'vm-ck', 'br-ck', 1);
-    const results = await Promise.all(Array.from({ length: 20 }, () => api.admin(ALLOCATE, { input: { nicId: nics[0], idempotencyKey: 'same-key' } })));
+    await createPool(ctx.api.admin, { name: 'ck', kind: 'PRIVATE', network: 'br-ck', cidr: '10.4.0.0/24' });
+    const nics = await createNics(ctx.api.admin, ctx.hostId, undefined, 'vm-ck', 'br-ck', 1);
+    const results = await Promise.all(Array.from({ length: 20 }, () => ctx.api.admin(ALLOCATE, { input: { nicId: nics[0], idempotencyKey: 'same-key' } })));
     const ids = new Set(results.map((r) => r.data?.allocateAddress?.address?.id));
     expect(ids.size).toBe(1);
     expect([...ids][0]).toEqual(expect.any(String));

@@ -74,7 +74,9 @@ describe('fuzzing pool and address inputs', () => {
     await fc.assert(
       fc.asyncProperty(address, async (addr) => {
         const before = await api.snapshot();
-        const r = await api.admin(`mutation($input: AssignAddressInput!) { assignAddress(input: $input) { __typename ${ERROR_FIELDS} } }`, { input: { nicId, address: addr } });
+        const r = await api.admin(`mutation($input: AssignAddressInput!) { assignAddress(input: $input) { __typename ${ERROR_FIELDS} } }`, {
+          input: { nicId, address: addr },
+        });
         expect(r.errors).toBeUndefined();
         expectTypedOrPayload(r.data?.assignAddress, 'AssignAddressPayload');
         if (r.data!.assignAddress.__typename !== 'AssignAddressPayload') expect(await api.snapshot()).toEqual(before);

@@ -42,7 +42,9 @@ describe.skipIf(!available)('two controller processes on one PostgreSQL', () => 
       Array.from({ length: 300 }, (_, i) => post(replicas[i % 2]!.url, secret, ALLOCATE, { input: { nicId: nicIds[i % nicIds.length] } })),
     );
     expect(results.every((r) => r.status === 200)).toBe(true);
-    const ok = results.filter((r) => r.body.data?.allocateAddress?.__typename === 'AllocateAddressPayload').map((r) => r.body.data.allocateAddress.address.address);
+    const ok = results
+      .filter((r) => r.body.data?.allocateAddress?.__typename === 'AllocateAddressPayload')
+      .map((r) => r.body.data.allocateAddress.address.address);
     const exhausted = results.filter((r) => r.body.data?.allocateAddress?.code === 'POOL_EXHAUSTED');
     expect(new Set(ok).size).toBe(253);
     expect(ok).toHaveLength(253);

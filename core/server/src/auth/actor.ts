@@ -16,5 +16,12 @@ export function isAdmin(actor: Actor): boolean {
 
 /** An actor for work the controller does on its own (first start, maintenance). */
 export function systemActor(requestId: string): Actor {
-  return { userId: '00000000-0000-0000-0000-000000000000', userName: 'system', role: 'admin', tokenId: '00000000-0000-0000-0000-000000000000', scope: 'admin', requestId };
+  return {
+    userId: '00000000-0000-0000-0000-000000000000',
+    userName: 'system',
+    role: 'admin',
+    tokenId: '00000000-0000-0000-0000-000000000000',
+    scope: 'admin',
+    requestId,
+  };
 }

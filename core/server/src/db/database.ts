@@ -25,9 +25,7 @@ export function rowsOf<T>(result: unknown): T[] {
 }
 
 /** Where the state lives. */
-export type StoreConfig =
-  | { kind: 'pglite'; dataDir?: string }
-  | { kind: 'postgres'; url: string; maxConnections?: number };
+export type StoreConfig = { kind: 'pglite'; dataDir?: string } | { kind: 'postgres'; url: string; maxConnections?: number };
 
 /** An open store. */
 export interface Store {

@@ -28,7 +28,9 @@ export const users = pgTable('users', {
 /** API tokens; only a SHA-256 hash of the secret is stored. */
 export const apiTokens = pgTable('api_tokens', {
   id: uuid('id').primaryKey(),
-  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  userId: uuid('user_id')
+    .notNull()
+    .references(() => users.id, { onDelete: 'cascade' }),
   name: text('name').notNull(),
   scope: text('scope', { enum: ['admin', 'user', 'agent'] }).notNull(),
   secretHash: text('secret_hash').notNull().unique('api_tokens_secret_hash_unique'),
@@ -62,8 +64,12 @@ export const instances = pgTable(
   'instances',
   {
     id: uuid('id').primaryKey(),
-    hostId: uuid('host_id').notNull().references(() => hosts.id, { onDelete: 'restrict' }),
-    ownerId: uuid('owner_id').notNull().references(() => users.id, { onDelete: 'restrict' }),
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'restrict' }),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'restrict' }),
     name: text('name').notNull(),
     /** The backend's own id (container id, VMID, moref); null until discovered. */
     externalId: text('external_id'),
@@ -77,7 +83,9 @@ export const nics = pgTable(
   'nics',
   {
     id: uuid('id').primaryKey(),
-    instanceId: uuid('instance_id').notNull().references(() => instances.id, { onDelete: 'cascade' }),
+    instanceId: uuid('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
     name: text('name').notNull(),
     mac: text('mac').notNull().unique('nics_mac_unique'),
     /** Bridge or network the NIC is attached to; pools bind to the same name. */
@@ -120,7 +128,9 @@ export const ipAllocations = pgTable(
   'ip_allocations',
   {
     id: uuid('id').primaryKey(),
-    poolId: uuid('pool_id').notNull().references(() => ipPools.id, { onDelete: 'restrict' }),
+    poolId: uuid('pool_id')
+      .notNull()
+      .references(() => ipPools.id, { onDelete: 'restrict' }),
     /** Offset in the pool's range, in units of one address or one delegated prefix. */
     slot: numeric('slot', { precision: 40, scale: 0, mode: 'string' }).notNull(),
     address: text('address').notNull(),

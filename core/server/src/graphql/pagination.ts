@@ -26,7 +26,9 @@ export function pageOf(args: ConnectionArgs): { after?: string; limit: number; s
     throw new GraphQLError(`first ${size} must be an integer from 0 to ${MAX_PAGE}`, { extensions: { code: 'VALIDATION_FAILED', field: 'first' } });
   }
   if (args.after != null && !isId(args.after)) {
-    throw new GraphQLError(`after ${JSON.stringify(args.after)} is not a cursor returned by this connection`, { extensions: { code: 'VALIDATION_FAILED', field: 'after' } });
+    throw new GraphQLError(`after ${JSON.stringify(args.after)} is not a cursor returned by this connection`, {
+      extensions: { code: 'VALIDATION_FAILED', field: 'after' },
+    });
   }
   return { after: args.after ?? undefined, limit: size + 1, size };
 }

@@ -89,7 +89,12 @@ export class AuditService {
     if (filter.objectType) conditions.push(eq(auditLog.objectType, filter.objectType));
     if (filter.objectId) conditions.push(eq(auditLog.objectId, filter.objectId));
     if (page.before) conditions.push(lt(auditLog.id, page.before));
-    return this.db.select().from(auditLog).where(and(...conditions)).orderBy(desc(auditLog.id)).limit(page.limit);
+    return this.db
+      .select()
+      .from(auditLog)
+      .where(and(...conditions))
+      .orderBy(desc(auditLog.id))
+      .limit(page.limit);
   }
 }
 

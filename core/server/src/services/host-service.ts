@@ -7,7 +7,7 @@ import { inject, injectable } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { hosts, instances, ipPools } from '../db/schema.js';
-import { ConflictError, NotFoundError, ValidationError, isUniqueViolation } from '../errors.js';
+import { ConflictError, NotFoundError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import { DatabaseToken } from '../tokens.js';
 import { parsePortRanges, validId, validName, validPort, validUnicastIp, type PortRange } from '../validate.js';
@@ -49,6 +49,10 @@ function validAddresses(field: string, values: readonly string[]): string[] {
   return out;
 }
 
+function nameTaken(name: unknown): ConflictError {
+  return new ConflictError('input.name', name, 'is already the name of another host');
+}
+
 function validPortRange(start: number, end: number): PortRange {
   validPort('input.portRangeStart', start);
   validPort('input.portRangeEnd', end);
@@ -77,39 +81,37 @@ export class HostService {
       publicAddresses: validAddresses('input.publicAddresses', input.publicAddresses ?? []),
       createdAt: new Date(),
     };
-    try {
-      return await this.audit.transact(actor, async (tx, record) => {
-        await tx.insert(hosts).values(host);
-        await record({ action: 'host.create', objectType: 'Host', objectId: host.id, after: host });
-        return host;
-      });
-    } catch (err) {
-      if (isUniqueViolation(err, 'hosts_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another host');
-      throw err;
-    }
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          await tx.insert(hosts).values(host);
+          await record({ action: 'host.create', objectType: 'Host', objectId: host.id, after: host });
+          return host;
+        }),
+      { hosts_name_unique: () => nameTaken(input.name) },
+    );
   }
 
   /** Changes a host's name, port range, reserved ports or public addresses (admin only). */
   async update(actor: Actor, input: UpdateHostInput): Promise<Host> {
     requireAdmin(actor, 'updateHost');
     const id = validId('input.hostId', input.hostId);
-    try {
-      return await this.audit.transact(actor, async (tx, record) => {
-        const [before] = await tx.select().from(hosts).where(eq(hosts.id, id)).for('update');
-        if (!before) throw new NotFoundError('input.hostId', id, 'host');
-        const range = validPortRange(input.portRangeStart ?? before.portRangeStart, input.portRangeEnd ?? before.portRangeEnd);
-        const patch: Partial<Host> = { portRangeStart: range.start, portRangeEnd: range.end };
-        if (input.name != null) patch.name = validName('input.name', input.name);
-        if (input.reservedPorts != null) patch.reservedPorts = parsePortRanges('input.reservedPorts', input.reservedPorts);
-        if (input.publicAddresses != null) patch.publicAddresses = validAddresses('input.publicAddresses', input.publicAddresses);
-        const [after] = await tx.update(hosts).set(patch).where(eq(hosts.id, id)).returning();
-        await record({ action: 'host.update', objectType: 'Host', objectId: id, before, after });
-        return after!;
-      });
-    } catch (err) {
-      if (isUniqueViolation(err, 'hosts_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another host');
-      throw err;
-    }
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          const [before] = await tx.select().from(hosts).where(eq(hosts.id, id)).for('update');
+          if (!before) throw new NotFoundError('input.hostId', id, 'host');
+          const range = validPortRange(input.portRangeStart ?? before.portRangeStart, input.portRangeEnd ?? before.portRangeEnd);
+          const patch: Partial<Host> = { portRangeStart: range.start, portRangeEnd: range.end };
+          if (input.name != null) patch.name = validName('input.name', input.name);
+          if (input.reservedPorts != null) patch.reservedPorts = parsePortRanges('input.reservedPorts', input.reservedPorts);
+          if (input.publicAddresses != null) patch.publicAddresses = validAddresses('input.publicAddresses', input.publicAddresses);
+          const [after] = await tx.update(hosts).set(patch).where(eq(hosts.id, id)).returning();
+          await record({ action: 'host.update', objectType: 'Host', objectId: id, before, after });
+          return after!;
+        }),
+      { hosts_name_unique: () => nameTaken(input.name) },
+    );
   }
 
   /** Removes a host that has no instances and no host-scoped pools left (admin only). */
@@ -137,6 +139,11 @@ export class HostService {
 
   /** Hosts in creation order. */
   async list(_actor: Actor, page: { after?: string; limit: number }): Promise<Host[]> {
-    return this.db.select().from(hosts).where(page.after ? gt(hosts.id, page.after) : undefined).orderBy(asc(hosts.id)).limit(page.limit);
+    return this.db
+      .select()
+      .from(hosts)
+      .where(page.after ? gt(hosts.id, page.after) : undefined)
+      .orderBy(asc(hosts.id))
+      .limit(page.limit);
   }
 }

@@ -9,7 +9,7 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { hosts, instances, ipPools, nics, users } from '../db/schema.js';
-import { ConflictError, NotFoundError, ValidationError, isUniqueViolation } from '../errors.js';
+import { ConflictError, NotFoundError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import type { IpFamily } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
@@ -74,23 +74,26 @@ export class InstanceService {
     const name = validName('input.name', input.name);
     const externalId = input.externalId != null ? validName('input.externalId', input.externalId) : null;
     const specs = input.nics ?? [];
-    if (specs.length > MAX_NICS_PER_INSTANCE) throw new ValidationError('input.nics', `${specs.length} NICs`, `exceeds the limit of ${MAX_NICS_PER_INSTANCE} NICs per instance`);
-    try {
-      return await this.audit.transact(actor, async (tx, record) => {
-        const [host] = await tx.select({ id: hosts.id }).from(hosts).where(eq(hosts.id, hostId));
-        if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
-        const [owner] = await tx.select({ id: users.id }).from(users).where(eq(users.id, ownerId));
-        if (!owner) throw new NotFoundError('input.ownerId', ownerId, 'user');
-        const instance: Instance = { id: newId(), hostId, ownerId, name, externalId, createdAt: new Date() };
-        await tx.insert(instances).values(instance);
-        await record({ action: 'instance.create', objectType: 'Instance', objectId: instance.id, ownerId, after: instance });
-        for (const [i, spec] of specs.entries()) await this.addNicTx(tx, record, instance, spec, null, `input.nics[${i}]`);
-        return instance;
-      });
-    } catch (err) {
-      if (isUniqueViolation(err, 'instances_host_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of an instance on this host');
-      throw mapNicConflict(err, 'input.nics');
-    }
+    if (specs.length > MAX_NICS_PER_INSTANCE)
+      throw new ValidationError('input.nics', `${specs.length} NICs`, `exceeds the limit of ${MAX_NICS_PER_INSTANCE} NICs per instance`);
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          const [host] = await tx.select({ id: hosts.id }).from(hosts).where(eq(hosts.id, hostId));
+          if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+          const [owner] = await tx.select({ id: users.id }).from(users).where(eq(users.id, ownerId));
+          if (!owner) throw new NotFoundError('input.ownerId', ownerId, 'user');
+          const instance: Instance = { id: newId(), hostId, ownerId, name, externalId, createdAt: new Date() };
+          await tx.insert(instances).values(instance);
+          await record({ action: 'instance.create', objectType: 'Instance', objectId: instance.id, ownerId, after: instance });
+          for (const [i, spec] of specs.entries()) await this.addNicTx(tx, record, instance, spec, null, `input.nics[${i}]`);
+          return instance;
+        }),
+      {
+        instances_host_name_unique: () => new ConflictError('input.name', input.name, 'is already the name of an instance on this host'),
+        ...nicConflicts('input.nics'),
+      },
+    );
   }
 
   /** Deletes an instance with its NICs and reclaims their addresses (admin only). */
@@ -99,7 +102,12 @@ export class InstanceService {
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', instanceId, true);
       const nicRows = await tx.select().from(nics).where(eq(nics.instanceId, instance.id));
-      await this.pools.reclaimNics(tx, record, nicRows.map((n) => n.id), `instance ${instance.id} deleted`);
+      await this.pools.reclaimNics(
+        tx,
+        record,
+        nicRows.map((n) => n.id),
+        `instance ${instance.id} deleted`,
+      );
       for (const nic of nicRows) {
         await tx.delete(nics).where(eq(nics.id, nic.id));
         await record({ action: 'nic.delete', objectType: 'Nic', objectId: nic.id, ownerId: instance.ownerId, before: nic });
@@ -113,18 +121,21 @@ export class InstanceService {
   /** Adds a NIC to an instance the actor owns; retrying with the same idempotency key returns the first NIC. */
   async addNic(actor: Actor, input: AddNicInput): Promise<NicWithAddresses> {
     const key = validIdempotencyKey('input.idempotencyKey', input.idempotencyKey);
-    try {
-      return await this.audit.transact(actor, async (tx, record) => {
-        const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
-        if (key) {
-          const [existing] = await tx.select().from(nics).where(and(eq(nics.instanceId, instance.id), eq(nics.idempotencyKey, key)));
-          if (existing) return { nic: existing, addresses: await this.pools.addressesOfNics([existing.id], tx) };
-        }
-        return this.addNicTx(tx, record, instance, input, key, 'input');
-      });
-    } catch (err) {
-      throw mapNicConflict(err, 'input');
-    }
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
+          if (key) {
+            const [existing] = await tx
+              .select()
+              .from(nics)
+              .where(and(eq(nics.instanceId, instance.id), eq(nics.idempotencyKey, key)));
+            if (existing) return { nic: existing, addresses: await this.pools.addressesOfNics([existing.id], tx) };
+          }
+          return this.addNicTx(tx, record, instance, input, key, 'input');
+        }),
+      nicConflicts('input'),
+    );
   }
 
   /** Removes a NIC and reclaims its addresses. */
@@ -163,16 +174,22 @@ export class InstanceService {
   /** NICs of instances, in creation order. */
   async nicsOf(instanceIds: readonly string[]): Promise<Nic[]> {
     if (instanceIds.length === 0) return [];
-    return this.db.select().from(nics).where(inArray(nics.instanceId, [...instanceIds])).orderBy(asc(nics.id));
+    return this.db
+      .select()
+      .from(nics)
+      .where(inArray(nics.instanceId, [...instanceIds]))
+      .orderBy(asc(nics.id));
   }
 
   private async addNicTx(tx: Tx, record: RecordChange, instance: Instance, spec: NicSpec, key: string | null, field: string): Promise<NicWithAddresses> {
     const network = validNetworkName(`${field}.network`, spec.network);
     const existing = await tx.select({ name: nics.name }).from(nics).where(eq(nics.instanceId, instance.id));
-    if (existing.length >= MAX_NICS_PER_INSTANCE) throw new ValidationError(`${field}.instanceId`, instance.id, `already has the maximum of ${MAX_NICS_PER_INSTANCE} NICs`);
+    if (existing.length >= MAX_NICS_PER_INSTANCE)
+      throw new ValidationError(`${field}.instanceId`, instance.id, `already has the maximum of ${MAX_NICS_PER_INSTANCE} NICs`);
     let name: string;
     if (spec.name != null) {
-      if (!NIC_NAME.test(spec.name)) throw new ValidationError(`${field}.name`, spec.name, 'must be 1-15 lower-case letters and digits, starting with a letter');
+      if (!NIC_NAME.test(spec.name))
+        throw new ValidationError(`${field}.name`, spec.name, 'must be 1-15 lower-case letters and digits, starting with a letter');
       if (existing.some((n) => n.name === spec.name)) throw new ConflictError(`${field}.name`, spec.name, 'is already the name of a NIC of this instance');
       name = spec.name;
     } else {
@@ -200,7 +217,8 @@ export class InstanceService {
     let families: readonly IpFamily[];
     if (spec.allocate != null) {
       families = spec.allocate;
-      if (new Set(families).size !== families.length) throw new ValidationError(`${field}.allocate`, families.map((f) => `IPV${f}`).join(','), 'lists a family twice');
+      if (new Set(families).size !== families.length)
+        throw new ValidationError(`${field}.allocate`, families.map((f) => `IPV${f}`).join(','), 'lists a family twice');
     } else if (explicit.length === 0) {
       const pools = await tx.select({ family: ipPools.family, hostId: ipPools.hostId }).from(ipPools).where(eq(ipPools.network, network));
       const usable = pools.filter((p) => p.hostId === null || p.hostId === instance.hostId).map((p) => p.family as IpFamily);
@@ -217,8 +235,10 @@ export class InstanceService {
   }
 }
 
-function mapNicConflict(err: unknown, field: string): unknown {
-  if (isUniqueViolation(err, 'nics_mac_unique')) return new ConflictError(`${field}.mac`, '', 'is already the MAC address of another NIC');
-  if (isUniqueViolation(err, 'nics_instance_name_unique')) return new ConflictError(`${field}.name`, '', 'is already the name of a NIC of this instance');
-  return err;
+// a concurrent request took the MAC or name between the check in addNicTx and the insert
+function nicConflicts(field: string) {
+  return {
+    nics_mac_unique: () => new ConflictError(`${field}.mac`, '', 'is already the MAC address of another NIC'),
+    nics_instance_name_unique: () => new ConflictError(`${field}.name`, '', 'is already the name of a NIC of this instance'),
+  };
 }

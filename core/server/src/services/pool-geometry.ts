@@ -79,7 +79,11 @@ export function resolvePoolGeometry(input: PoolGeometryInput): PoolGeometry {
   if (input.gateway != null) {
     const g = inSubnet('input.gateway', input.gateway, subnet, 'outside the subnet');
     if (family === 4 && subnet.prefixLength <= 30 && (g.value === subnet.network || g.value === cidrLast(subnet))) {
-      throw new ValidationError('input.gateway', input.gateway, `is the ${g.value === subnet.network ? 'network' : 'broadcast'} address of ${formatCidr(subnet)}`);
+      throw new ValidationError(
+        'input.gateway',
+        input.gateway,
+        `is the ${g.value === subnet.network ? 'network' : 'broadcast'} address of ${formatCidr(subnet)}`,
+      );
     }
     gateway = g.value;
   }
@@ -88,8 +92,10 @@ export function resolvePoolGeometry(input: PoolGeometryInput): PoolGeometry {
 
 function resolveSubnet(input: PoolGeometryInput): IpCidr {
   if (input.cidr != null) {
-    if (input.netmask != null) throw new ValidationError('input.netmask', input.netmask, 'cannot be combined with input.cidr (the CIDR already gives the prefix length)');
-    if (input.prefixLength != null) throw new ValidationError('input.prefixLength', input.prefixLength, 'cannot be combined with input.cidr (the CIDR already gives the prefix length)');
+    if (input.netmask != null)
+      throw new ValidationError('input.netmask', input.netmask, 'cannot be combined with input.cidr (the CIDR already gives the prefix length)');
+    if (input.prefixLength != null)
+      throw new ValidationError('input.prefixLength', input.prefixLength, 'cannot be combined with input.cidr (the CIDR already gives the prefix length)');
     const cidr = parseCidr(input.cidr);
     if ('error' in cidr) throw new ValidationError('input.cidr', input.cidr, cidr.error);
     return cidr;
@@ -161,7 +167,13 @@ export function geometriesOverlap(a: PoolGeometry, b: PoolGeometry): boolean {
 }
 
 /** Rebuilds a geometry from stored pool columns (already validated when stored). */
-export function storedGeometry(row: { subnet: string; rangeStart: string; rangeEnd: string; gateway: string | null; delegatedPrefixLength: number | null }): PoolGeometry {
+export function storedGeometry(row: {
+  subnet: string;
+  rangeStart: string;
+  rangeEnd: string;
+  gateway: string | null;
+  delegatedPrefixLength: number | null;
+}): PoolGeometry {
   return resolvePoolGeometry({
     cidr: row.subnet,
     start: row.rangeStart,

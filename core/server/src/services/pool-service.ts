@@ -11,15 +11,7 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { rowsOf, type Database, type Executor } from '../db/database.js';
 import { hosts, ipAllocations, ipPools } from '../db/schema.js';
-import {
-  AddressInUseError,
-  ConflictError,
-  NotFoundError,
-  PoolExhaustedError,
-  QuotaExceededError,
-  ValidationError,
-  isUniqueViolation,
-} from '../errors.js';
+import { AddressInUseError, ConflictError, NotFoundError, PoolExhaustedError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import { formatCidr, formatIp, type IpFamily } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
@@ -86,6 +78,10 @@ export interface PoolUtilisation {
 
 const QUOTA_FIELD: Record<IpFamily, 'quotaIpv4Addresses' | 'quotaIpv6Prefixes'> = { 4: 'quotaIpv4Addresses', 6: 'quotaIpv6Prefixes' };
 
+function poolNameTaken(name: unknown): ConflictError {
+  return new ConflictError('input.name', name, 'is already the name of another pool');
+}
+
 function validDns(values: readonly string[]): string[] {
   if (values.length > 8) throw new ValidationError('input.dns', values, 'lists more than 8 servers');
   return values.map((v, i) => formatIp(validIp(`input.dns[${i}]`, v)));
@@ -108,7 +104,11 @@ export class PoolService {
     const hostId = input.hostId != null ? validId('input.hostId', input.hostId) : null;
     const reservations = systemReservations(g);
     if (BigInt(reservations.length) >= g.slotCount) {
-      throw new ValidationError(input.cidr != null ? 'input.cidr' : 'input.start', input.cidr ?? input.start, 'leaves no usable address once the network, broadcast and gateway addresses are reserved');
+      throw new ValidationError(
+        input.cidr != null ? 'input.cidr' : 'input.start',
+        input.cidr ?? input.start,
+        'leaves no usable address once the network, broadcast and gateway addresses are reserved',
+      );
     }
     const pool: Pool = {
       id: newId(),
@@ -126,42 +126,48 @@ export class PoolService {
       freeSlotHint: '0',
       createdAt: new Date(),
     };
-    try {
-      return await this.audit.transact(actor, async (tx, record) => {
-        if (hostId) {
-          const [host] = await tx.select({ id: hosts.id }).from(hosts).where(eq(hosts.id, hostId));
-          if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
-        }
-        // one pool creation per network at a time, so the overlap check below cannot race
-        await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${'gatehouse.pool-network:' + network}))`);
-        const siblings = await tx.select().from(ipPools).where(and(eq(ipPools.network, network), eq(ipPools.family, g.family)));
-        for (const other of siblings) {
-          if (geometriesOverlap(g, storedGeometry(other))) {
-            const field = input.cidr != null ? 'input.cidr' : 'input.start';
-            throw new ConflictError(field, input.cidr ?? input.start, `overlaps pool "${other.name}" (${other.rangeStart}-${other.rangeEnd}) on network "${network}"`);
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          if (hostId) {
+            const [host] = await tx.select({ id: hosts.id }).from(hosts).where(eq(hosts.id, hostId));
+            if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
           }
-        }
-        await tx.insert(ipPools).values(pool);
-        if (reservations.length > 0) {
-          await tx.insert(ipAllocations).values(
-            reservations.map((r) => ({
-              id: newId(),
-              poolId: pool.id,
-              slot: r.slot.toString(),
-              address: slotAddress(g, r.slot),
-              prefixLength: g.slotPrefixLength,
-              kind: 'system' as const,
-              note: r.note,
-            })),
-          );
-        }
-        await record({ action: 'pool.create', objectType: 'IpPool', objectId: pool.id, after: pool });
-        return pool;
-      });
-    } catch (err) {
-      if (isUniqueViolation(err, 'ip_pools_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another pool');
-      throw err;
-    }
+          // one pool creation per network at a time, so the overlap check below cannot race
+          await tx.execute(sql`select pg_advisory_xact_lock(hashtext(${'gatehouse.pool-network:' + network}))`);
+          const siblings = await tx
+            .select()
+            .from(ipPools)
+            .where(and(eq(ipPools.network, network), eq(ipPools.family, g.family)));
+          for (const other of siblings) {
+            if (geometriesOverlap(g, storedGeometry(other))) {
+              const field = input.cidr != null ? 'input.cidr' : 'input.start';
+              throw new ConflictError(
+                field,
+                input.cidr ?? input.start,
+                `overlaps pool "${other.name}" (${other.rangeStart}-${other.rangeEnd}) on network "${network}"`,
+              );
+            }
+          }
+          await tx.insert(ipPools).values(pool);
+          if (reservations.length > 0) {
+            await tx.insert(ipAllocations).values(
+              reservations.map((r) => ({
+                id: newId(),
+                poolId: pool.id,
+                slot: r.slot.toString(),
+                address: slotAddress(g, r.slot),
+                prefixLength: g.slotPrefixLength,
+                kind: 'system' as const,
+                note: r.note,
+              })),
+            );
+          }
+          await record({ action: 'pool.create', objectType: 'IpPool', objectId: pool.id, after: pool });
+          return pool;
+        }),
+      { ip_pools_name_unique: () => poolNameTaken(input.name) },
+    );
   }
 
   /** Renames a pool or changes its kind or DNS servers (admin only). */
@@ -172,18 +178,17 @@ export class PoolService {
     if (input.name != null) patch.name = validName('input.name', input.name);
     if (input.kind != null) patch.kind = input.kind;
     if (input.dns != null) patch.dns = validDns(input.dns);
-    try {
-      return await this.audit.transact(actor, async (tx, record) => {
-        const before = await this.lockPool(tx, 'input.poolId', id);
-        if (Object.keys(patch).length === 0) return before;
-        const [after] = await tx.update(ipPools).set(patch).where(eq(ipPools.id, id)).returning();
-        await record({ action: 'pool.update', objectType: 'IpPool', objectId: id, before, after });
-        return after!;
-      });
-    } catch (err) {
-      if (isUniqueViolation(err, 'ip_pools_name_unique')) throw new ConflictError('input.name', input.name, 'is already the name of another pool');
-      throw err;
-    }
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          const before = await this.lockPool(tx, 'input.poolId', id);
+          if (Object.keys(patch).length === 0) return before;
+          const [after] = await tx.update(ipPools).set(patch).where(eq(ipPools.id, id)).returning();
+          await record({ action: 'pool.update', objectType: 'IpPool', objectId: id, before, after });
+          return after!;
+        }),
+      { ip_pools_name_unique: () => poolNameTaken(input.name) },
+    );
   }
 
   /** Deletes a pool with no allocated addresses, and its reservations (admin only). */
@@ -192,7 +197,10 @@ export class PoolService {
     const id = validId('input.poolId', poolId);
     return this.audit.transact(actor, async (tx, record) => {
       const before = await this.lockPool(tx, 'input.poolId', id);
-      const [used] = await tx.select({ n: count() }).from(ipAllocations).where(and(eq(ipAllocations.poolId, id), eq(ipAllocations.kind, 'allocated')));
+      const [used] = await tx
+        .select({ n: count() })
+        .from(ipAllocations)
+        .where(and(eq(ipAllocations.poolId, id), eq(ipAllocations.kind, 'allocated')));
       if (used && used.n > 0) throw new ConflictError('input.poolId', id, `still has ${used.n} allocated address(es); release them first`);
       await tx.delete(ipAllocations).where(eq(ipAllocations.poolId, id));
       await tx.delete(ipPools).where(eq(ipPools.id, id));
@@ -272,7 +280,10 @@ export class PoolService {
   async release(actor: Actor, addressId: string): Promise<Allocation> {
     const id = validId('input.addressId', addressId);
     return this.audit.transact(actor, async (tx, record) => {
-      const [row] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.id, id), eq(ipAllocations.kind, 'allocated')));
+      const [row] = await tx
+        .select()
+        .from(ipAllocations)
+        .where(and(eq(ipAllocations.id, id), eq(ipAllocations.kind, 'allocated')));
       if (!row || (!isAdmin(actor) && row.ownerId !== actor.userId)) throw new NotFoundError('input.addressId', id, 'allocated address');
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
       await this.freeSlots(tx, [row]);
@@ -290,7 +301,10 @@ export class PoolService {
     const { nic, instance, key, fieldPrefix } = args;
     const owner = await lockOwner(tx, instance.ownerId);
     if (key) {
-      const [existing] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.ownerId, owner.id), eq(ipAllocations.idempotencyKey, key)));
+      const [existing] = await tx
+        .select()
+        .from(ipAllocations)
+        .where(and(eq(ipAllocations.ownerId, owner.id), eq(ipAllocations.idempotencyKey, key)));
       if (existing) {
         if (existing.nicId !== nic.id) throw new ConflictError(`${fieldPrefix}.idempotencyKey`, key, 'was already used for an allocation to another NIC');
         return existing;
@@ -316,7 +330,11 @@ export class PoolService {
   }
 
   /** Manual assignment inside a running transaction; also used when a NIC is added with addresses. */
-  async assignToNic(tx: Tx, record: RecordChange, args: { nic: Nic; instance: Instance; poolId: string | null; address: string; field: string }): Promise<Allocation> {
+  async assignToNic(
+    tx: Tx,
+    record: RecordChange,
+    args: { nic: Nic; instance: Instance; poolId: string | null; address: string; field: string },
+  ): Promise<Allocation> {
     const { nic, instance, field } = args;
     const addr = validIp(field, args.address);
     const owner = await lockOwner(tx, instance.ownerId);
@@ -329,12 +347,16 @@ export class PoolService {
         const g = storedGeometry(p);
         return addr.value >= g.start && addr.value <= g.end;
       });
-      if (!containing) throw new ValidationError(field, args.address, `is not in any IPv${addr.family} pool of network "${nic.network}" available to this instance's host`);
+      if (!containing)
+        throw new ValidationError(field, args.address, `is not in any IPv${addr.family} pool of network "${nic.network}" available to this instance's host`);
       pool = containing;
     }
     const g = storedGeometry(pool);
     const slot = this.slotIn(g, field, args.address, pool);
-    const [existing] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.poolId, pool.id), eq(ipAllocations.slot, slot.toString())));
+    const [existing] = await tx
+      .select()
+      .from(ipAllocations)
+      .where(and(eq(ipAllocations.poolId, pool.id), eq(ipAllocations.slot, slot.toString())));
     if (existing?.nicId === nic.id) return existing;
     await this.checkQuota(tx, owner, g.family, field, args.address);
     await this.lockPool(tx, field, pool.id);
@@ -349,7 +371,10 @@ export class PoolService {
   /** Releases every address of the NICs (reclaim on NIC or instance deletion), with audit entries. */
   async reclaimNics(tx: Tx, record: RecordChange, nicIds: readonly string[], reason: string): Promise<Allocation[]> {
     if (nicIds.length === 0) return [];
-    const rows = await tx.delete(ipAllocations).where(inArray(ipAllocations.nicId, [...nicIds])).returning();
+    const rows = await tx
+      .delete(ipAllocations)
+      .where(inArray(ipAllocations.nicId, [...nicIds]))
+      .returning();
     await this.freeSlots(tx, rows);
     for (const row of rows) {
       await record({ action: 'address.reclaim', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, before: row, after: { reason } });
@@ -365,7 +390,12 @@ export class PoolService {
 
   /** Pools by ids (for batching). */
   async getMany(ids: readonly string[]): Promise<Pool[]> {
-    return ids.length === 0 ? [] : this.db.select().from(ipPools).where(inArray(ipPools.id, [...ids]));
+    return ids.length === 0
+      ? []
+      : this.db
+          .select()
+          .from(ipPools)
+          .where(inArray(ipPools.id, [...ids]));
   }
 
   /** Pools in creation order, optionally of one network. */
@@ -399,7 +429,11 @@ export class PoolService {
   /** Addresses held by NICs, in allocation order. */
   async addressesOfNics(nicIds: readonly string[], executor: Executor = this.db): Promise<Allocation[]> {
     if (nicIds.length === 0) return [];
-    return executor.select().from(ipAllocations).where(inArray(ipAllocations.nicId, [...nicIds])).orderBy(asc(ipAllocations.id));
+    return executor
+      .select()
+      .from(ipAllocations)
+      .where(inArray(ipAllocations.nicId, [...nicIds]))
+      .orderBy(asc(ipAllocations.id));
   }
 
   /** Size, allocated, reserved and free slots. */
@@ -437,11 +471,7 @@ export class PoolService {
       .select()
       .from(ipPools)
       .where(
-        and(
-          eq(ipPools.network, nic.network),
-          family ? eq(ipPools.family, family) : undefined,
-          or(isNull(ipPools.hostId), eq(ipPools.hostId, instance.hostId)),
-        ),
+        and(eq(ipPools.network, nic.network), family ? eq(ipPools.family, family) : undefined, or(isNull(ipPools.hostId), eq(ipPools.hostId, instance.hostId))),
       )
       .orderBy(sql`${ipPools.hostId} is null`, asc(ipPools.id));
   }
@@ -461,7 +491,11 @@ export class PoolService {
     const family = args.family ?? 4;
     const pools = await this.poolsForNic(tx, nic, instance, family);
     if (pools.length === 0) {
-      throw new ValidationError(`${fieldPrefix}.nicId`, nic.id, `is on network "${nic.network}", which has no IPv${family} pool available to this instance's host`);
+      throw new ValidationError(
+        `${fieldPrefix}.nicId`,
+        nic.id,
+        `is on network "${nic.network}", which has no IPv${family} pool available to this instance's host`,
+      );
     }
     return pools;
   }
@@ -470,7 +504,8 @@ export class PoolService {
   private async visiblePool(tx: Executor, field: string, poolId: string, nic: Nic, instance: Instance): Promise<Pool> {
     const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, poolId));
     if (!pool) throw new NotFoundError(field, poolId, 'IP pool');
-    if (pool.network !== nic.network) throw new ValidationError(field, poolId, `is pool "${pool.name}" on network "${pool.network}", but the NIC is on "${nic.network}"`);
+    if (pool.network !== nic.network)
+      throw new ValidationError(field, poolId, `is pool "${pool.name}" on network "${pool.network}", but the NIC is on "${nic.network}"`);
     if (pool.hostId && pool.hostId !== instance.hostId) throw new ValidationError(field, poolId, `is pool "${pool.name}", scoped to another host`);
     return pool;
   }
@@ -481,7 +516,13 @@ export class PoolService {
     return pool;
   }
 
-  private async checkQuota(tx: Executor, owner: { id: string; name: string; quotaIpv4Addresses: number | null; quotaIpv6Prefixes: number | null }, family: IpFamily, field: string, value: string): Promise<void> {
+  private async checkQuota(
+    tx: Executor,
+    owner: { id: string; name: string; quotaIpv4Addresses: number | null; quotaIpv6Prefixes: number | null },
+    family: IpFamily,
+    field: string,
+    value: string,
+  ): Promise<void> {
     const quota = QUOTA_FIELD[family];
     const limit = owner[quota];
     if (limit === null) return;
@@ -526,7 +567,10 @@ export class PoolService {
         : event === 'chosen'
           ? [(slot + 1n).toString(), sql`${ipPools.freeSlotHint} = ${s}::numeric`]
           : [s, sql`${ipPools.freeSlotHint} > ${s}::numeric`];
-    await tx.update(ipPools).set({ freeSlotHint: value }).where(and(eq(ipPools.id, poolId), condition));
+    await tx
+      .update(ipPools)
+      .set({ freeSlotHint: value })
+      .where(and(eq(ipPools.id, poolId), condition));
   }
 
   /** Pulls the hints down for freed rows, one pool at a time in id order (a fixed lock order). */
@@ -548,9 +592,17 @@ export class PoolService {
   }
 
   private async ensureSlotFree(tx: Executor, pool: Pool, slot: bigint, field: string, address: string): Promise<void> {
-    const [taken] = await tx.select().from(ipAllocations).where(and(eq(ipAllocations.poolId, pool.id), eq(ipAllocations.slot, slot.toString())));
+    const [taken] = await tx
+      .select()
+      .from(ipAllocations)
+      .where(and(eq(ipAllocations.poolId, pool.id), eq(ipAllocations.slot, slot.toString())));
     if (!taken) return;
-    const by = taken.kind === 'allocated' ? 'allocated to a NIC' : taken.kind === 'system' ? `the pool's ${taken.note}` : `reserved${taken.note ? `: ${taken.note}` : ''}`;
+    const by =
+      taken.kind === 'allocated'
+        ? 'allocated to a NIC'
+        : taken.kind === 'system'
+          ? `the pool's ${taken.note}`
+          : `reserved${taken.note ? `: ${taken.note}` : ''}`;
     throw new AddressInUseError(field, address, by);
   }
 }

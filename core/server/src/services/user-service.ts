@@ -9,7 +9,7 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, systemActor, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { apiTokens, users } from '../db/schema.js';
-import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation } from '../errors.js';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import { DatabaseToken } from '../tokens.js';
 import { validId, validName, validQuota } from '../validate.js';
@@ -71,7 +71,10 @@ export class UserService {
     if (!row) return undefined;
     const now = Date.now();
     if (!row.token.lastUsedAt || now - row.token.lastUsedAt.getTime() > LAST_USED_RESOLUTION_MS) {
-      await this.db.update(apiTokens).set({ lastUsedAt: new Date(now) }).where(eq(apiTokens.id, row.token.id));
+      await this.db
+        .update(apiTokens)
+        .set({ lastUsedAt: new Date(now) })
+        .where(eq(apiTokens.id, row.token.id));
     }
     return { userId: row.user.id, userName: row.user.name, role: row.user.role, tokenId: row.token.id, scope: row.token.scope, requestId };
   }
@@ -111,16 +114,15 @@ export class UserService {
       quotaIpv6Prefixes: validQuota('input.quotaIpv6Prefixes', input.quotaIpv6Prefixes),
       createdAt: new Date(),
     };
-    try {
-      return await this.audit.transact(actor, async (tx, record) => {
-        await tx.insert(users).values(user);
-        await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
-        return user;
-      });
-    } catch (err) {
-      if (isUniqueViolation(err, 'users_name_unique')) throw new ConflictError('input.name', input.name, 'is already taken by another user');
-      throw err;
-    }
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          await tx.insert(users).values(user);
+          await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
+          return user;
+        }),
+      { users_name_unique: () => new ConflictError('input.name', input.name, 'is already taken by another user') },
+    );
   }
 
   /** Changes a user's quotas (admin only). Lowering a quota below current use keeps what exists and refuses new allocations. */
@@ -149,7 +151,8 @@ export class UserService {
     const name = validName('input.name', input.name);
     if (!isAdmin(actor)) {
       if (userId !== actor.userId) throw new NotFoundError('input.userId', userId, 'user');
-      if (input.scope !== 'user') throw new ForbiddenError(`input.scope "${input.scope}": only an admin can create ${input.scope} tokens`, 'input.scope', input.scope);
+      if (input.scope !== 'user')
+        throw new ForbiddenError(`input.scope "${input.scope}": only an admin can create ${input.scope} tokens`, 'input.scope', input.scope);
     }
     return this.audit.transact(actor, async (tx, record) => {
       const [user] = await tx.select().from(users).where(eq(users.id, userId));
@@ -187,7 +190,12 @@ export class UserService {
   /** Users in creation order (admin only). */
   async list(actor: Actor, page: { after?: string; limit: number }): Promise<User[]> {
     requireAdmin(actor, 'users');
-    return this.db.select().from(users).where(page.after ? gt(users.id, page.after) : undefined).orderBy(asc(users.id)).limit(page.limit);
+    return this.db
+      .select()
+      .from(users)
+      .where(page.after ? gt(users.id, page.after) : undefined)
+      .orderBy(asc(users.id))
+      .limit(page.limit);
   }
 
   /** A user's tokens, newest last. */

@@ -23,7 +23,10 @@ export interface TestApi {
   admin: Client;
   adminSecret: string;
   /** Creates a user with a USER token and returns its client and id. */
-  tenant(name: string, quotas?: { quotaIpv4Addresses?: number | null; quotaIpv6Prefixes?: number | null }): Promise<{ client: Client; id: string; secret: string }>;
+  tenant(
+    name: string,
+    quotas?: { quotaIpv4Addresses?: number | null; quotaIpv6Prefixes?: number | null },
+  ): Promise<{ client: Client; id: string; secret: string }>;
   clientFor(secret: string | null): Client;
   /** Row counts of every table, to prove a refused request changed nothing. */
   snapshot(): Promise<Record<string, number>>;
@@ -34,14 +37,16 @@ export async function createTestApi(store: Store, container = createContainer(st
   const yoga = createGatehouseYoga(container);
   const boot = await container.resolve(UserService).bootstrapAdmin();
   if (!boot) throw new Error('store is not empty');
-  const clientFor = (secret: string | null): Client => async (query, variables) => {
-    const response = await yoga.fetch('http://gatehouse.test/graphql', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(secret ? { authorization: `Bearer ${secret}` } : {}) },
-      body: JSON.stringify({ query, variables }),
-    });
-    return (await response.json()) as GqlResponse;
-  };
+  const clientFor =
+    (secret: string | null): Client =>
+    async (query, variables) => {
+      const response = await yoga.fetch('http://gatehouse.test/graphql', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(secret ? { authorization: `Bearer ${secret}` } : {}) },
+        body: JSON.stringify({ query, variables }),
+      });
+      return (await response.json()) as GqlResponse;
+    };
   const admin = clientFor(boot.secret);
   return {
     store,

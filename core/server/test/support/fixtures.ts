@@ -13,14 +13,24 @@ export async function createHost(client: Client, name: string): Promise<string> 
 
 /** Creates a pool and returns its id. */
 export async function createPool(client: Client, input: Record<string, unknown>): Promise<string> {
-  const r = await client(`mutation($input: CreateIpPoolInput!) { createIpPool(input: $input) { ... on CreateIpPoolPayload { pool { id } } ${ERROR_FIELDS} } }`, { input });
+  const r = await client(
+    `mutation($input: CreateIpPoolInput!) { createIpPool(input: $input) { ... on CreateIpPoolPayload { pool { id } } ${ERROR_FIELDS} } }`,
+    { input },
+  );
   const id = r.data?.createIpPool?.pool?.id;
   if (!id) throw new Error(`createIpPool failed: ${JSON.stringify(r)}`);
   return id;
 }
 
 /** Creates an instance with `nicCount` NICs on `network` (no addresses) and returns the NIC ids. */
-export async function createNics(client: Client, hostId: string, ownerId: string | undefined, name: string, network: string, nicCount: number): Promise<string[]> {
+export async function createNics(
+  client: Client,
+  hostId: string,
+  ownerId: string | undefined,
+  name: string,
+  network: string,
+  nicCount: number,
+): Promise<string[]> {
   const nics = Array.from({ length: nicCount }, () => ({ network, allocate: [] }));
   const r = await client(
     `mutation($input: CreateInstanceInput!) { createInstance(input: $input) { ... on CreateInstancePayload { instance { nics { id } } } ${ERROR_FIELDS} } }`,

@@ -7,7 +7,15 @@ import { ERROR_CLASSES, builder } from '../builder.js';
 
 const ErrorCodeEnum = builder.enumType('ErrorCode', {
   description: 'Stable codes of expected failures.',
-  values: ['VALIDATION_FAILED', 'NOT_FOUND', 'FORBIDDEN', 'CONFLICT', 'QUOTA_EXCEEDED', 'POOL_EXHAUSTED', 'ADDRESS_IN_USE'] as const satisfies readonly ErrorCode[],
+  values: [
+    'VALIDATION_FAILED',
+    'NOT_FOUND',
+    'FORBIDDEN',
+    'CONFLICT',
+    'QUOTA_EXCEEDED',
+    'POOL_EXHAUSTED',
+    'ADDRESS_IN_USE',
+  ] as const satisfies readonly ErrorCode[],
 });
 
 /** The interface all error results implement. */

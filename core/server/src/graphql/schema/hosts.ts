@@ -25,7 +25,11 @@ export const HostRef = builder.objectRef<Host>('Host').implement({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
     backend: t.field({ type: HostBackendEnum, resolve: (h) => h.backend }),
-    portRange: t.field({ type: PortRangeRef, description: 'Host ports that may be forwarded.', resolve: (h) => ({ start: h.portRangeStart, end: h.portRangeEnd }) }),
+    portRange: t.field({
+      type: PortRangeRef,
+      description: 'Host ports that may be forwarded.',
+      resolve: (h) => ({ start: h.portRangeStart, end: h.portRangeEnd }),
+    }),
     reservedPorts: t.field({ type: [PortRangeRef], description: 'Ports never handed out.', resolve: (h) => h.reservedPorts }),
     publicAddresses: t.exposeStringList('publicAddresses'),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),

@@ -26,7 +26,7 @@ InstanceRef.implement({
   fields: (t) => ({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
-    externalId: t.exposeString('externalId', { nullable: true, description: 'The backend\'s own id.' }),
+    externalId: t.exposeString('externalId', { nullable: true, description: "The backend's own id." }),
     host: t.field({ type: HostRef, resolve: async (i, _a, ctx) => (await ctx.services.hosts.get(requireActor(ctx), i.hostId))! }),
     owner: t.field({ type: UserRef, nullable: true, resolve: (i, _a, ctx) => ctx.services.users.get(requireActor(ctx), i.ownerId) }),
     nics: t.field({ type: [NicRef], resolve: (i, _a, ctx) => ctx.loaders.nicsOfInstance.load(i.id) }),
@@ -58,7 +58,7 @@ const nicSpecFields = builder.inputType('NicSpecInput', {
     network: t.string({ required: true, description: 'Bridge or network name.' }),
     name: t.string({ description: 'Default: the lowest free ethN.' }),
     mac: t.string({ description: 'Default: a random locally administered unicast MAC.' }),
-    addresses: t.stringList({ description: 'Addresses to assign from the network\'s pools.' }),
+    addresses: t.stringList({ description: "Addresses to assign from the network's pools." }),
     allocate: t.field({
       type: [AddressFamilyEnum],
       description: 'Families to allocate. Default when no addresses are given: each family with a pool on the network.',
@@ -116,7 +116,7 @@ builder.mutationFields((t) => ({
   }),
   addNic: t.field({
     type: NicWithAddressesRef,
-    description: 'Adds a NIC; without addresses, allocates from the network\'s pools.',
+    description: "Adds a NIC; without addresses, allocates from the network's pools.",
     args: { input: t.arg({ type: AddNicInput, required: true }) },
     errors: resultOf('AddNic', 'added'),
     resolve: (_r, { input }, ctx) => ctx.services.instances.addNic(requireActor(ctx), input),

@@ -47,7 +47,12 @@ IpPoolRef.implement({
     gateway: t.exposeString('gateway', { nullable: true }),
     dns: t.exposeStringList('dns'),
     delegatedPrefixLength: t.exposeInt('delegatedPrefixLength', { nullable: true, description: 'IPv6 prefix pools: the length of each handed-out prefix.' }),
-    host: t.field({ type: HostRef, nullable: true, description: 'Null: a global pool.', resolve: (p, _a, ctx) => (p.hostId ? ctx.services.hosts.get(requireActor(ctx), p.hostId) : null) }),
+    host: t.field({
+      type: HostRef,
+      nullable: true,
+      description: 'Null: a global pool.',
+      resolve: (p, _a, ctx) => (p.hostId ? ctx.services.hosts.get(requireActor(ctx), p.hostId) : null),
+    }),
     utilisation: t.field({ type: PoolUtilisationRef, resolve: (p, _a, ctx) => ctx.services.pools.utilisation(p) }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     entries: t.connection({
@@ -69,14 +74,18 @@ IpAddressRef.implement({
     address: t.exposeString('address', { description: 'The address, or the first address of a delegated prefix.' }),
     prefixLength: t.exposeInt('prefixLength', { description: 'Size of what is held: 32/128 for one address, less for a delegated prefix.' }),
     cidr: t.string({
-      description: 'Interface form: the address with its subnet\'s prefix length (10.0.0.5/24), or the delegated prefix (2001:db8:0:1::/64).',
+      description: "Interface form: the address with its subnet's prefix length (10.0.0.5/24), or the delegated prefix (2001:db8:0:1::/64).",
       resolve: async (a, _x, ctx) => {
         const single = a.prefixLength === 32 || a.prefixLength === 128;
         const pool = single ? await ctx.loaders.pool.load(a.poolId) : undefined;
         return `${a.address}/${pool ? pool.subnet.split('/')[1] : a.prefixLength}`;
       },
     }),
-    gateway: t.string({ nullable: true, description: 'The pool\'s gateway.', resolve: async (a, _x, ctx) => (await ctx.loaders.pool.load(a.poolId))?.gateway ?? null }),
+    gateway: t.string({
+      nullable: true,
+      description: "The pool's gateway.",
+      resolve: async (a, _x, ctx) => (await ctx.loaders.pool.load(a.poolId))?.gateway ?? null,
+    }),
     kind: t.field({ type: AddressKindEnum, resolve: (a) => a.kind }),
     note: t.exposeString('note'),
     pool: t.field({ type: IpPoolRef, resolve: async (a, _x, ctx) => (await ctx.loaders.pool.load(a.poolId))! }),
@@ -145,7 +154,7 @@ const UnreserveAddressInput = builder.inputType('UnreserveAddressInput', { field
 const AllocateAddressInput = builder.inputType('AllocateAddressInput', {
   fields: (t) => ({
     nicId: t.id({ required: true }),
-    poolId: t.id({ description: 'Default: the pools of the NIC\'s network, host-scoped first.' }),
+    poolId: t.id({ description: "Default: the pools of the NIC's network, host-scoped first." }),
     family: t.field({ type: AddressFamilyEnum, description: 'Default IPV4 (ignored when poolId is given).' }),
     idempotencyKey: t.string({ description: 'Retrying with the same key returns the first allocation.' }),
   }),
@@ -154,7 +163,7 @@ const AllocateAddressInput = builder.inputType('AllocateAddressInput', {
 const AssignAddressInput = builder.inputType('AssignAddressInput', {
   fields: (t) => ({
     nicId: t.id({ required: true }),
-    address: t.string({ required: true, description: 'Must lie in a pool of the NIC\'s network and be free.' }),
+    address: t.string({ required: true, description: "Must lie in a pool of the NIC's network and be free." }),
     poolId: t.id(),
   }),
 });

@@ -10,7 +10,7 @@ const RoleEnum = builder.enumType('Role', {
 });
 
 const TokenScopeEnum = builder.enumType('TokenScope', {
-  description: 'ADMIN: everything (admin users only). USER: the owner\'s own objects. AGENT: a host agent.',
+  description: "ADMIN: everything (admin users only). USER: the owner's own objects. AGENT: a host agent.",
   values: { ADMIN: { value: 'admin' }, USER: { value: 'user' }, AGENT: { value: 'agent' } } as const,
 });
 
@@ -43,10 +43,14 @@ UserRef.implement({
 });
 
 builder.queryFields((t) => ({
-  me: t.field({ type: UserRef, description: 'The user the token belongs to.', resolve: async (_r, _a, ctx) => {
-    const actor = requireActor(ctx);
-    return (await ctx.services.users.get(actor, actor.userId))!;
-  } }),
+  me: t.field({
+    type: UserRef,
+    description: 'The user the token belongs to.',
+    resolve: async (_r, _a, ctx) => {
+      const actor = requireActor(ctx);
+      return (await ctx.services.users.get(actor, actor.userId))!;
+    },
+  }),
   user: t.field({
     type: UserRef,
     nullable: true,
