@@ -6,7 +6,7 @@
  */
 
 /** Stable error codes of the public API. */
-export type ErrorCode = 'VALIDATION_FAILED' | 'NOT_FOUND' | 'FORBIDDEN' | 'CONFLICT' | 'QUOTA_EXCEEDED' | 'POOL_EXHAUSTED' | 'ADDRESS_IN_USE';
+export type ErrorCode = 'VALIDATION_FAILED' | 'NOT_FOUND' | 'FORBIDDEN' | 'CONFLICT' | 'QUOTA_EXCEEDED' | 'POOL_EXHAUSTED' | 'ADDRESS_IN_USE' | 'PORT_CONFLICT';
 
 /** Base of every expected failure. */
 export abstract class GatehouseError extends Error {
@@ -83,6 +83,14 @@ export class AddressInUseError extends GatehouseError {
   readonly code = 'ADDRESS_IN_USE' as const;
   constructor(field: string, address: string, by: string) {
     super(`${field} ${quote(address)} is already in use (${by})`, field, address);
+  }
+}
+
+/** A host port (range) is already forwarded for that protocol and address. */
+export class PortConflictError extends GatehouseError {
+  readonly code = 'PORT_CONFLICT' as const;
+  constructor(field: string, value: string, problem: string) {
+    super(`${field} ${quote(value)} ${problem}`, field, value);
   }
 }
 

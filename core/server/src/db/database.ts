@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
+import { btree_gist } from '@electric-sql/pglite/contrib/btree_gist';
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
@@ -54,7 +55,8 @@ const MIGRATION_LOCK_KEY = 7_201_845_113;
 export async function openStore(config: StoreConfig): Promise<Store> {
   const folder = migrationsFolder();
   if (config.kind === 'pglite') {
-    const client = config.dataDir ? new PGlite(config.dataDir) : new PGlite();
+    // btree_gist backs the exclusion constraint on port forwards
+    const client = new PGlite({ dataDir: config.dataDir, extensions: { btree_gist } });
     await client.waitReady;
     const db = drizzlePglite({ client });
     await migratePglite(db, { migrationsFolder: folder });

@@ -9,7 +9,7 @@
  * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
  */
 import { sql } from 'drizzle-orm';
-import { check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
+import { bigint, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 
@@ -22,6 +22,8 @@ export const users = pgTable('users', {
   quotaIpv4Addresses: integer('quota_ipv4_addresses'),
   /** Maximum IPv6 addresses or delegated prefixes the user may hold; null means unlimited. */
   quotaIpv6Prefixes: integer('quota_ipv6_prefixes'),
+  /** Maximum port forwards the user may have; null means unlimited. */
+  quotaPortForwards: integer('quota_port_forwards'),
   createdAt: createdAt(),
 });
 
@@ -54,6 +56,8 @@ export const hosts = pgTable(
     reservedPorts: jsonb('reserved_ports').$type<{ start: number; end: number }[]>().notNull(),
     /** Public addresses of the host, canonical spelling. */
     publicAddresses: jsonb('public_addresses').$type<string[]>().notNull(),
+    /** Bumped in the same transaction as every change to what the host must apply. */
+    desiredRevision: bigint('desired_revision', { mode: 'number' }).notNull().default(0),
     createdAt: createdAt(),
   },
   (t) => [check('hosts_port_range_check', sql`${t.portRangeStart} between 1 and ${t.portRangeEnd} and ${t.portRangeEnd} <= 65535`)],
@@ -169,4 +173,58 @@ export const auditLog = pgTable(
     after: jsonb('after'),
   },
   (t) => [index('audit_log_owner_idx').on(t.ownerId, t.id), index('audit_log_object_idx').on(t.objectType, t.objectId)],
+);
+
+/**
+ * A NAT port forward: host port (range) on one or all public addresses of a host, to an address
+ * of an instance NIC on that host. Overlaps are excluded by the database (see the migration
+ * `port_forward_exclusion`): on one host, two forwards may not share a protocol, an address and a
+ * port, where "all addresses" overlaps every address and "both" overlaps TCP and UDP.
+ */
+export const portForwards = pgTable(
+  'port_forwards',
+  {
+    id: uuid('id').primaryKey(),
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'restrict' }),
+    instanceId: uuid('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'restrict' }),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'restrict' }),
+    protocol: text('protocol', { enum: ['tcp', 'udp', 'both'] }).notNull(),
+    /** Null: every public address of the host. */
+    hostAddress: text('host_address'),
+    hostPortStart: integer('host_port_start').notNull(),
+    hostPortEnd: integer('host_port_end').notNull(),
+    targetAddressId: uuid('target_address_id')
+      .notNull()
+      .references(() => ipAllocations.id, { onDelete: 'restrict' }),
+    targetAddress: text('target_address').notNull(),
+    targetPortStart: integer('target_port_start').notNull(),
+    /** Source prefixes allowed to use the forward; empty: any. */
+    sourceCidrs: jsonb('source_cidrs').$type<string[]>().notNull(),
+    note: text('note').notNull().default(''),
+    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
+      .notNull()
+      .default('pending'),
+    statusError: text('status_error'),
+    /** Exclusion-constraint keys: protocol as 1 (tcp) .. 2 (udp), the address as a number in the IPv6 space. */
+    protoLo: integer('proto_lo').notNull(),
+    protoHi: integer('proto_hi').notNull(),
+    addrLo: numeric('addr_lo', { precision: 40, scale: 0, mode: 'string' }).notNull(),
+    addrHi: numeric('addr_hi', { precision: 40, scale: 0, mode: 'string' }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('port_forwards_instance_idx').on(t.instanceId),
+    index('port_forwards_owner_idx').on(t.ownerId),
+    index('port_forwards_target_idx').on(t.targetAddressId),
+    check(
+      'port_forwards_ports_check',
+      sql`${t.hostPortStart} between 1 and ${t.hostPortEnd} and ${t.hostPortEnd} <= 65535 and ${t.targetPortStart} between 1 and 65535 and ${t.targetPortStart} + (${t.hostPortEnd} - ${t.hostPortStart}) <= 65535`,
+    ),
+  ],
 );

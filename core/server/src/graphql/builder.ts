@@ -5,14 +5,32 @@ import SchemaBuilder from '@pothos/core';
 import ComplexityPlugin from '@pothos/plugin-complexity';
 import ErrorsPlugin from '@pothos/plugin-errors';
 import RelayPlugin from '@pothos/plugin-relay';
-import { AddressInUseError, ConflictError, ForbiddenError, NotFoundError, PoolExhaustedError, QuotaExceededError, ValidationError } from '../errors.js';
+import {
+  AddressInUseError,
+  ConflictError,
+  ForbiddenError,
+  NotFoundError,
+  PoolExhaustedError,
+  PortConflictError,
+  QuotaExceededError,
+  ValidationError,
+} from '../errors.js';
 import type { GraphQLContext } from './context.js';
 
 /** Query limits: deeper or costlier operations are refused before they run. */
 export const QUERY_LIMITS = { depth: 10, breadth: 60, complexity: 20_000 } as const;
 
 /** Every expected failure type; each mutation's result union lists them. */
-export const ERROR_CLASSES = [ValidationError, NotFoundError, ForbiddenError, ConflictError, QuotaExceededError, PoolExhaustedError, AddressInUseError];
+export const ERROR_CLASSES = [
+  ValidationError,
+  NotFoundError,
+  ForbiddenError,
+  ConflictError,
+  QuotaExceededError,
+  PoolExhaustedError,
+  AddressInUseError,
+  PortConflictError,
+];
 
 /** The schema builder. */
 export const builder = new SchemaBuilder<{

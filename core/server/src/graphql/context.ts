@@ -10,6 +10,7 @@ import { AuditService } from '../services/audit-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
+import { PortForwardService } from '../services/port-forward-service.js';
 import { UserService } from '../services/user-service.js';
 
 /** The services resolvers call. */
@@ -18,6 +19,7 @@ export interface Services {
   hosts: HostService;
   instances: InstanceService;
   pools: PoolService;
+  forwards: PortForwardService;
   audit: AuditService;
 }
 
@@ -44,6 +46,7 @@ export function resolveServices(container: DependencyContainer): Services {
     hosts: container.resolve(HostService),
     instances: container.resolve(InstanceService),
     pools: container.resolve(PoolService),
+    forwards: container.resolve(PortForwardService),
     audit: container.resolve(AuditService),
   };
 }

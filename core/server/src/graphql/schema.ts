@@ -7,6 +7,7 @@ import './schema/users.js';
 import './schema/hosts.js';
 import './schema/pools.js';
 import './schema/instances.js';
+import './schema/port-forwards.js';
 import './schema/audit.js';
 
 let built: GraphQLSchema | undefined;

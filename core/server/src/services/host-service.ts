@@ -79,6 +79,7 @@ export class HostService {
       portRangeEnd: range.end,
       reservedPorts: parsePortRanges('input.reservedPorts', input.reservedPorts ?? []),
       publicAddresses: validAddresses('input.publicAddresses', input.publicAddresses ?? []),
+      desiredRevision: 0,
       createdAt: new Date(),
     };
     return mapUniqueViolations(

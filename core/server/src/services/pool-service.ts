@@ -18,6 +18,7 @@ import { DatabaseToken } from '../tokens.js';
 import { validId, validIdempotencyKey, validIp, validName, validNetworkName, validNote } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { lockOwner, loadOwnedNic, type Instance, type Nic } from './ownership.js';
+import { PortForwardService } from './port-forward-service.js';
 import {
   geometriesOverlap,
   resolvePoolGeometry,
@@ -92,6 +93,7 @@ export class PoolService {
   constructor(
     @inject(DatabaseToken) private readonly db: Database,
     @inject(AuditService) private readonly audit: AuditService,
+    @inject(PortForwardService) private readonly forwards: PortForwardService,
   ) {}
 
   /** Creates a pool and its system reservations (admin only). Overlapping pools on one network are refused. */
@@ -285,6 +287,8 @@ export class PoolService {
         .from(ipAllocations)
         .where(and(eq(ipAllocations.id, id), eq(ipAllocations.kind, 'allocated')));
       if (!row || (!isAdmin(actor) && row.ownerId !== actor.userId)) throw new NotFoundError('input.addressId', id, 'allocated address');
+      const forwarded = await this.forwards.countForTarget(tx, id);
+      if (forwarded > 0) throw new ConflictError('input.addressId', id, `is the target of ${forwarded} port forward(s); delete them first`);
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
       await this.freeSlots(tx, [row]);
       await record({ action: 'address.release', objectType: 'IpAddress', objectId: id, ownerId: row.ownerId, before: row });
@@ -371,6 +375,16 @@ export class PoolService {
   /** Releases every address of the NICs (reclaim on NIC or instance deletion), with audit entries. */
   async reclaimNics(tx: Tx, record: RecordChange, nicIds: readonly string[], reason: string): Promise<Allocation[]> {
     if (nicIds.length === 0) return [];
+    const held = await tx
+      .select({ id: ipAllocations.id })
+      .from(ipAllocations)
+      .where(inArray(ipAllocations.nicId, [...nicIds]));
+    await this.forwards.removeForTargets(
+      tx,
+      record,
+      held.map((a) => a.id),
+      reason,
+    );
     const rows = await tx
       .delete(ipAllocations)
       .where(inArray(ipAllocations.nicId, [...nicIds]))

@@ -32,6 +32,7 @@ export interface CreateUserInput {
   role: 'admin' | 'user';
   quotaIpv4Addresses?: number | null;
   quotaIpv6Prefixes?: number | null;
+  quotaPortForwards?: number | null;
 }
 
 /** Input of `updateUserQuotas`; an absent field is left as it is, null means unlimited. */
@@ -39,6 +40,7 @@ export interface UpdateQuotasInput {
   userId: string;
   quotaIpv4Addresses?: number | null;
   quotaIpv6Prefixes?: number | null;
+  quotaPortForwards?: number | null;
 }
 
 /** Input of `createToken`. */
@@ -89,7 +91,15 @@ export class UserService {
     const actor = systemActor(newId());
     try {
       return await this.audit.transact(actor, async (tx, record) => {
-        const user: User = { id: newId(), name: 'admin', role: 'admin', quotaIpv4Addresses: null, quotaIpv6Prefixes: null, createdAt: new Date() };
+        const user: User = {
+          id: newId(),
+          name: 'admin',
+          role: 'admin',
+          quotaIpv4Addresses: null,
+          quotaIpv6Prefixes: null,
+          quotaPortForwards: null,
+          createdAt: new Date(),
+        };
         await tx.insert(users).values(user);
         await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
         const { secret, token } = this.newToken(user.id, 'bootstrap', 'admin');
@@ -112,6 +122,7 @@ export class UserService {
       role: input.role,
       quotaIpv4Addresses: validQuota('input.quotaIpv4Addresses', input.quotaIpv4Addresses),
       quotaIpv6Prefixes: validQuota('input.quotaIpv6Prefixes', input.quotaIpv6Prefixes),
+      quotaPortForwards: validQuota('input.quotaPortForwards', input.quotaPortForwards),
       createdAt: new Date(),
     };
     return mapUniqueViolations(
@@ -132,6 +143,7 @@ export class UserService {
     const patch: Partial<User> = {};
     if (input.quotaIpv4Addresses !== undefined) patch.quotaIpv4Addresses = validQuota('input.quotaIpv4Addresses', input.quotaIpv4Addresses);
     if (input.quotaIpv6Prefixes !== undefined) patch.quotaIpv6Prefixes = validQuota('input.quotaIpv6Prefixes', input.quotaIpv6Prefixes);
+    if (input.quotaPortForwards !== undefined) patch.quotaPortForwards = validQuota('input.quotaPortForwards', input.quotaPortForwards);
     return this.audit.transact(actor, async (tx, record) => {
       const [before] = await tx.select().from(users).where(eq(users.id, id)).for('update');
       if (!before) throw new NotFoundError('input.userId', id, 'user');

@@ -25,7 +25,7 @@ export interface TestApi {
   /** Creates a user with a USER token and returns its client and id. */
   tenant(
     name: string,
-    quotas?: { quotaIpv4Addresses?: number | null; quotaIpv6Prefixes?: number | null },
+    quotas?: { quotaIpv4Addresses?: number | null; quotaIpv6Prefixes?: number | null; quotaPortForwards?: number | null },
   ): Promise<{ client: Client; id: string; secret: string }>;
   clientFor(secret: string | null): Client;
   /** Row counts of every table, to prove a refused request changed nothing. */

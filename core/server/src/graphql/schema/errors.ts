@@ -15,6 +15,7 @@ const ErrorCodeEnum = builder.enumType('ErrorCode', {
     'QUOTA_EXCEEDED',
     'POOL_EXHAUSTED',
     'ADDRESS_IN_USE',
+    'PORT_CONFLICT',
   ] as const satisfies readonly ErrorCode[],
 });
 

@@ -32,6 +32,7 @@ export const HostRef = builder.objectRef<Host>('Host').implement({
     }),
     reservedPorts: t.field({ type: [PortRangeRef], description: 'Ports never handed out.', resolve: (h) => h.reservedPorts }),
     publicAddresses: t.exposeStringList('publicAddresses'),
+    desiredRevision: t.exposeInt('desiredRevision', { description: 'Revision of the state the host must apply; bumped with every change to it.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
 });

@@ -8,7 +8,7 @@ import { AddressFamilyEnum, IpAddressRef } from './pools.js';
 import { resultOf } from './mutation-result.js';
 import { UserRef } from './users.js';
 
-const InstanceRef = builder.objectRef<Instance>('Instance');
+export const InstanceRef = builder.objectRef<Instance>('Instance');
 const NicRef = builder.objectRef<Nic>('Nic');
 
 NicRef.implement({

@@ -37,6 +37,7 @@ UserRef.implement({
     role: t.field({ type: RoleEnum, resolve: (u) => u.role }),
     quotaIpv4Addresses: t.exposeInt('quotaIpv4Addresses', { nullable: true, description: 'Null: unlimited.' }),
     quotaIpv6Prefixes: t.exposeInt('quotaIpv6Prefixes', { nullable: true, description: 'IPv6 addresses or delegated prefixes; null: unlimited.' }),
+    quotaPortForwards: t.exposeInt('quotaPortForwards', { nullable: true, description: 'Null: unlimited.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     tokens: t.field({ type: [ApiTokenRef], resolve: (u, _a, ctx) => ctx.services.users.tokensOf(requireActor(ctx), u.id) }),
   }),
@@ -74,6 +75,7 @@ const CreateUserInput = builder.inputType('CreateUserInput', {
     role: t.field({ type: RoleEnum, defaultValue: 'user' }),
     quotaIpv4Addresses: t.int({ description: 'Null or absent: unlimited.' }),
     quotaIpv6Prefixes: t.int({ description: 'Null or absent: unlimited.' }),
+    quotaPortForwards: t.int({ description: 'Null or absent: unlimited.' }),
   }),
 });
 
@@ -82,6 +84,7 @@ const UpdateUserQuotasInput = builder.inputType('UpdateUserQuotasInput', {
     userId: t.id({ required: true }),
     quotaIpv4Addresses: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
     quotaIpv6Prefixes: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
+    quotaPortForwards: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
   }),
 });
 

@@ -1,0 +1,99 @@
+/** NAT port forwards and the common-ports presets. */
+import { COMMON_PORTS, type PortForward } from '../../services/port-forward-service.js';
+import { builder } from '../builder.js';
+import { requireActor } from '../context.js';
+import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
+import { HostRef, PortRangeRef } from './hosts.js';
+import { InstanceRef } from './instances.js';
+import { resultOf } from './mutation-result.js';
+
+const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
+  values: { TCP: { value: 'tcp' }, UDP: { value: 'udp' }, BOTH: { value: 'both' } } as const,
+});
+
+/** Apply status of an object on its host, reported by the host's agent. */
+export const ApplyStatusEnum = builder.enumType('ApplyStatus', {
+  description: 'PENDING: not yet applied (or the agent is away). APPLIED. FAILED: see statusError. DRIFTED: the host no longer matches.',
+  values: { PENDING: { value: 'pending' }, APPLIED: { value: 'applied' }, FAILED: { value: 'failed' }, DRIFTED: { value: 'drifted' } } as const,
+});
+
+const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    host: t.field({ type: HostRef, resolve: async (f, _a, ctx) => (await ctx.services.hosts.get(requireActor(ctx), f.hostId))! }),
+    instance: t.field({ type: InstanceRef, resolve: async (f, _a, ctx) => (await ctx.services.instances.get(requireActor(ctx), f.instanceId))! }),
+    protocol: t.field({ type: ForwardProtocolEnum, resolve: (f) => f.protocol }),
+    hostAddress: t.exposeString('hostAddress', { nullable: true, description: "Null: every public address of the host (of the target's family)." }),
+    hostPorts: t.field({ type: PortRangeRef, resolve: (f) => ({ start: f.hostPortStart, end: f.hostPortEnd }) }),
+    targetAddress: t.exposeString('targetAddress'),
+    targetPorts: t.field({ type: PortRangeRef, resolve: (f) => ({ start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) }) }),
+    sourceCidrs: t.exposeStringList('sourceCidrs', { description: 'Only these sources may connect; empty: any.' }),
+    note: t.exposeString('note'),
+    status: t.field({ type: ApplyStatusEnum, resolve: (f) => f.status }),
+    statusError: t.exposeString('statusError', { nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+const CommonPortRef = builder.objectRef<(typeof COMMON_PORTS)[number]>('CommonPort').implement({
+  fields: (t) => ({
+    service: t.exposeString('service'),
+    port: t.exposeInt('port'),
+    protocol: t.field({ type: ForwardProtocolEnum, resolve: (p) => p.protocol }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  portForward: t.field({
+    type: PortForwardRef,
+    nullable: true,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => ctx.services.forwards.get(requireActor(ctx), args.id),
+  }),
+  portForwards: t.connection({
+    type: PortForwardRef,
+    description: 'Admins see every forward, users their own.',
+    args: { instanceId: t.arg.id({ required: false }), hostId: t.arg.id({ required: false }) },
+    complexity: connectionComplexity,
+    resolve: async (_r, args, ctx) => {
+      const page = pageOf(args);
+      return connectionOf(await ctx.services.forwards.list(requireActor(ctx), { instanceId: args.instanceId, hostId: args.hostId }, page), page);
+    },
+  }),
+  commonPorts: t.field({
+    type: [CommonPortRef],
+    description: 'Presets for UIs: SSH, HTTP, HTTPS, RDP, MySQL, PostgreSQL, Redis, MongoDB.',
+    resolve: () => [...COMMON_PORTS],
+  }),
+}));
+
+const CreatePortForwardInput = builder.inputType('CreatePortForwardInput', {
+  fields: (t) => ({
+    instanceId: t.id({ required: true }),
+    protocol: t.field({ type: ForwardProtocolEnum, required: true }),
+    hostPort: t.string({ description: '"10022" or "8000-8010". Absent: the lowest free port(s) in the host\'s allowed range.' }),
+    targetPort: t.string({ required: true, description: '"22" or "80-90"; as many ports as hostPort.' }),
+    targetAddress: t.string({ description: 'An address of the instance. Absent: its first IPv4 address.' }),
+    hostAddress: t.string({ description: "One of the host's public addresses. Absent: all of them." }),
+    sourceCidrs: t.stringList({ description: 'Allow only these sources, e.g. ["198.51.100.0/24"].' }),
+    note: t.string(),
+  }),
+});
+
+const DeletePortForwardInput = builder.inputType('DeletePortForwardInput', { fields: (t) => ({ portForwardId: t.id({ required: true }) }) });
+
+builder.mutationFields((t) => ({
+  createPortForward: t.field({
+    type: PortForwardRef,
+    description: 'Forwards a host port (range) to an instance. PORT_CONFLICT when the port is taken for that protocol and address.',
+    args: { input: t.arg({ type: CreatePortForwardInput, required: true }) },
+    errors: resultOf('CreatePortForward', 'portForward'),
+    resolve: (_r, { input }, ctx) => ctx.services.forwards.create(requireActor(ctx), input),
+  }),
+  deletePortForward: t.field({
+    type: PortForwardRef,
+    args: { input: t.arg({ type: DeletePortForwardInput, required: true }) },
+    errors: resultOf('DeletePortForward', 'portForward'),
+    resolve: (_r, { input }, ctx) => ctx.services.forwards.delete(requireActor(ctx), input.portForwardId),
+  }),
+}));
