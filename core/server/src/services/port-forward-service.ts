@@ -13,33 +13,32 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { hosts, instances, ipAllocations, nics, portForwards } from '../db/schema.js';
 import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, ValidationError, postgresErrorOf } from '../errors.js';
-import { newId } from '../ids.js';
-import { formatIp, parseCidr, type IpFamily } from '../net/ip.js';
+import { formatIp } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
-import { parsePortRange, validId, validIp, validNote, type PortRange } from '../validate.js';
+import { validId, validIp, type PortRange } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import type { Host } from './host-service.js';
 import { loadOwnedInstance, lockOwner, type Instance } from './ownership.js';
+import {
+  forwardRow,
+  placeForward,
+  portRangeText,
+  type FieldNamer,
+  type ForwardProtocol,
+  type ForwardSpec,
+  type ForwardTarget,
+  type OverlapKeys,
+} from './port-forward-spec.js';
 
 /** A port forward row. */
 export type PortForward = typeof portForwards.$inferSelect;
-/** Forwarded protocols. */
-export type ForwardProtocol = PortForward['protocol'];
+export type { ForwardProtocol } from './port-forward-spec.js';
 
 /** Input of `createPortForward`. */
-export interface CreatePortForwardInput {
+export interface CreatePortForwardInput extends ForwardSpec {
   instanceId: string;
-  protocol: ForwardProtocol;
-  /** "10022" or "8000-8010"; absent: the lowest free port (range) of the host's allowed range. */
-  hostPort?: string | null;
-  /** "22" or "80-90"; a range must be as long as the host range. */
-  targetPort: string;
   /** An address of the instance; absent: its first IPv4 address (else its first address). */
   targetAddress?: string | null;
-  /** One of the host's public addresses; absent: all of them. */
-  hostAddress?: string | null;
-  sourceCidrs?: readonly string[] | null;
-  note?: string | null;
 }
 
 /** Well-known services a UI offers as presets. */
@@ -54,19 +53,26 @@ export const COMMON_PORTS: readonly { service: string; port: number; protocol: F
   { service: 'MongoDB', port: 27017, protocol: 'tcp' },
 ];
 
-const MAX_SOURCE_CIDRS = 64;
-const PROTOCOL_RANGE: Record<ForwardProtocol, [number, number]> = { tcp: [1, 1], udp: [2, 2], both: [1, 2] };
-// exclusion keys put IPv6 at [0, 2^128) and IPv4 above it, so the families never overlap
-const IPV4_BASE = 1n << 128n;
+const inputField: FieldNamer = (field) => `input.${field}`;
 
-function addressKey(family: IpFamily, address: bigint | null): [string, string] {
-  if (address === null) return family === 6 ? ['0', ((1n << 128n) - 1n).toString()] : [IPV4_BASE.toString(), (IPV4_BASE + (1n << 32n) - 1n).toString()];
-  const v = family === 6 ? address : IPV4_BASE + address;
-  return [v.toString(), v.toString()];
+/** The SQL condition "overlaps these keys" on port_forwards (the exclusion constraint's test, without ports). */
+function overlapCondition(hostId: string, keys: OverlapKeys): SQL {
+  return and(
+    eq(portForwards.hostId, hostId),
+    sql`int4range(${portForwards.protoLo}, ${portForwards.protoHi}, '[]') && int4range(${keys.protoLo}, ${keys.protoHi}, '[]')`,
+    sql`numrange(${portForwards.addrLo}, ${portForwards.addrHi}, '[]') && numrange(${keys.addrLo}::numeric, ${keys.addrHi}::numeric, '[]')`,
+  )!;
 }
 
-function rangeText(r: PortRange): string {
-  return r.start === r.end ? String(r.start) : `${r.start}-${r.end}`;
+/** Lowest free block of `length + 1` ports in the host's allowed range, avoiding `blocked` (sorted by start). */
+export function lowestFreeBlock(host: Host, length: number, blocked: readonly PortRange[]): PortRange | undefined {
+  let start = host.portRangeStart;
+  for (const b of [...blocked, ...host.reservedPorts].sort((x, y) => x.start - y.start)) {
+    if (b.end < start) continue;
+    if (start + length < b.start) break;
+    start = b.end + 1;
+  }
+  return start + length > host.portRangeEnd ? undefined : { start, end: start + length };
 }
 
 @injectable()
@@ -78,87 +84,41 @@ export class PortForwardService {
 
   /** Creates a forward; answers PORT_CONFLICT when the host port is taken for that protocol and address. */
   async create(actor: Actor, input: CreatePortForwardInput): Promise<PortForward> {
-    const protocol = input.protocol;
-    const target = parsePortRange('input.targetPort', input.targetPort);
-    const length = target.end - target.start;
-    const explicit = input.hostPort != null ? parsePortRange('input.hostPort', input.hostPort) : null;
-    if (explicit && explicit.end - explicit.start !== length) {
-      throw new ValidationError(
-        'input.hostPort',
-        input.hostPort,
-        `has ${explicit.end - explicit.start + 1} ports but input.targetPort "${input.targetPort}" has ${length + 1}`,
-      );
-    }
-    const sourceCidrs = this.validSourceCidrs(input.sourceCidrs ?? []);
-    const note = validNote('input.note', input.note);
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId);
       const owner = await lockOwner(tx, instance.ownerId);
-      if (owner.quotaPortForwards !== null) {
-        const [row] = await tx.select({ n: count() }).from(portForwards).where(eq(portForwards.ownerId, owner.id));
-        const used = row?.n ?? 0;
-        if (used + 1 > owner.quotaPortForwards)
-          throw new QuotaExceededError('quotaPortForwards', owner.quotaPortForwards, used, 'input.instanceId', instance.id);
-      }
+      await this.checkQuota(tx, owner, 1, 'input.instanceId', instance.id);
       const host = await this.bumpRevision(tx, instance.hostId);
-      const targetAddress = await this.targetOf(tx, instance, input.targetAddress);
-      const family = targetAddress.family;
-      let hostAddress: bigint | null = null;
-      if (input.hostAddress != null) {
-        const addr = validIp('input.hostAddress', input.hostAddress);
-        const canonical = formatIp(addr);
-        if (!host.publicAddresses.includes(canonical)) {
-          throw new ValidationError(
-            'input.hostAddress',
-            input.hostAddress,
-            `is not a public address of host "${host.name}" (${host.publicAddresses.join(', ') || 'none configured'})`,
+      const target = await this.targetOf(tx, instance, input.targetAddress);
+      const placed = placeForward(input, host, target, inputField);
+      const overlapping = overlapCondition(host.id, placed);
+      let hostPorts: PortRange;
+      if (placed.hostPorts) {
+        hostPorts = placed.hostPorts;
+        await this.checkFree(tx, actor, host, hostPorts, placed.protocol, overlapping);
+      } else {
+        const length = placed.targetPorts.end - placed.targetPorts.start;
+        const used = await tx.select({ start: portForwards.hostPortStart, end: portForwards.hostPortEnd }).from(portForwards).where(overlapping);
+        const free = lowestFreeBlock(host, length, used);
+        if (!free) {
+          throw new ConflictError(
+            'input.hostPort',
+            null,
+            `cannot be chosen: host "${host.name}" has no ${length + 1} free consecutive port(s) left in ${host.portRangeStart}-${host.portRangeEnd}`,
           );
         }
-        if (addr.family !== family)
-          throw new ValidationError('input.hostAddress', input.hostAddress, `is IPv${addr.family} but the target ${targetAddress.address} is IPv${family}`);
-        hostAddress = addr.value;
+        hostPorts = free;
       }
-      const [addrLo, addrHi] = addressKey(family, hostAddress);
-      const [protoLo, protoHi] = PROTOCOL_RANGE[protocol];
-      const overlapping = and(
-        eq(portForwards.hostId, host.id),
-        sql`int4range(${portForwards.protoLo}, ${portForwards.protoHi}, '[]') && int4range(${protoLo}, ${protoHi}, '[]')`,
-        sql`numrange(${portForwards.addrLo}, ${portForwards.addrHi}, '[]') && numrange(${addrLo}::numeric, ${addrHi}::numeric, '[]')`,
-      )!;
-      const hostPorts = explicit
-        ? await this.checkExplicitPort(tx, actor, host, explicit, protocol, overlapping, input.hostPort!)
-        : await this.choosePort(tx, host, length, overlapping);
-      const forward: PortForward = {
-        id: newId(),
-        hostId: host.id,
-        instanceId: instance.id,
-        ownerId: instance.ownerId,
-        protocol,
-        hostAddress: hostAddress === null ? null : formatIp({ family, value: hostAddress }),
-        hostPortStart: hostPorts.start,
-        hostPortEnd: hostPorts.end,
-        targetAddressId: targetAddress.id,
-        targetAddress: targetAddress.address,
-        targetPortStart: target.start,
-        sourceCidrs,
-        note,
-        status: 'pending',
-        statusError: null,
-        protoLo,
-        protoHi,
-        addrLo,
-        addrHi,
-        createdAt: new Date(),
-      };
+      const forward = forwardRow(placed, hostPorts, host.id, target);
       try {
         await tx.insert(portForwards).values(forward);
       } catch (err) {
         // the constraint is the last word even if a check above were ever skipped
         if (postgresErrorOf(err)?.code === '23P01') {
           throw new PortConflictError(
-            explicit ? 'input.hostPort' : 'input.instanceId',
-            rangeText(hostPorts),
-            `/${protocol} on host "${host.name}" is already forwarded`,
+            placed.hostPorts ? 'input.hostPort' : 'input.instanceId',
+            portRangeText(hostPorts),
+            `/${placed.protocol} on host "${host.name}" is already forwarded`,
           );
         }
         throw err;
@@ -166,6 +126,14 @@ export class PortForwardService {
       await record({ action: 'portForward.create', objectType: 'PortForward', objectId: forward.id, ownerId: forward.ownerId, after: forward });
       return forward;
     });
+  }
+
+  /** QUOTA_EXCEEDED unless the owner may have `adding` more forwards. Caller holds the owner lock. */
+  async checkQuota(tx: Executor, owner: { id: string; quotaPortForwards: number | null }, adding: number, field: string, value: string): Promise<void> {
+    if (owner.quotaPortForwards === null || adding === 0) return;
+    const [row] = await tx.select({ n: count() }).from(portForwards).where(eq(portForwards.ownerId, owner.id));
+    const used = row?.n ?? 0;
+    if (used + adding > owner.quotaPortForwards) throw new QuotaExceededError('quotaPortForwards', owner.quotaPortForwards, used, field, value);
   }
 
   /** Deletes a forward the actor owns (admins: any). */
@@ -244,28 +212,23 @@ export class PortForwardService {
     return host;
   }
 
-  private validSourceCidrs(values: readonly string[]): string[] {
-    if (values.length > MAX_SOURCE_CIDRS)
-      throw new ValidationError('input.sourceCidrs', `${values.length} entries`, `lists more than ${MAX_SOURCE_CIDRS} prefixes`);
-    const out = values.map((v, i) => {
-      const cidr = parseCidr(v.includes('/') ? v : `${v}/${v.includes(':') ? 128 : 32}`);
-      if ('error' in cidr) throw new ValidationError(`input.sourceCidrs[${i}]`, v, cidr.error);
-      return `${formatIp({ family: cidr.family, value: cidr.network })}/${cidr.prefixLength}`;
-    });
-    const dup = out.find((c, i) => out.indexOf(c) !== i);
-    if (dup) throw new ValidationError('input.sourceCidrs', values, `lists ${dup} twice`);
-    return out;
-  }
-
   /** The instance address to forward to: one of its single addresses (not a delegated prefix). */
-  private async targetOf(tx: Executor, instance: Instance, requested: string | null | undefined) {
+  /** The instance address to forward to: one of its single addresses (not a delegated prefix). */
+  private async targetOf(tx: Executor, instance: Instance, requested: string | null | undefined): Promise<ForwardTarget> {
     const held = await tx
       .select({ id: ipAllocations.id, address: ipAllocations.address, prefixLength: ipAllocations.prefixLength })
       .from(ipAllocations)
       .innerJoin(nics, eq(nics.id, ipAllocations.nicId))
       .where(and(eq(nics.instanceId, instance.id), inArray(ipAllocations.prefixLength, [32, 128])))
       .orderBy(asc(nics.id), asc(ipAllocations.id));
-    const withFamily = held.map((a) => ({ ...a, family: (a.prefixLength === 32 ? 4 : 6) as IpFamily }));
+    const withFamily: ForwardTarget[] = held.map((a) => ({
+      id: a.id,
+      address: a.address,
+      family: a.prefixLength === 32 ? 4 : 6,
+      instanceId: instance.id,
+      instanceName: instance.name,
+      ownerId: instance.ownerId,
+    }));
     if (requested != null) {
       const canonical = formatIp(validIp('input.targetAddress', requested));
       const found = withFamily.find((a) => a.address === canonical);
@@ -277,20 +240,8 @@ export class PortForwardService {
     return chosen;
   }
 
-  private async checkExplicitPort(
-    tx: Executor,
-    actor: Actor,
-    host: Host,
-    ports: PortRange,
-    protocol: ForwardProtocol,
-    overlapping: SQL,
-    text: string,
-  ): Promise<PortRange> {
-    if (ports.start < host.portRangeStart || ports.end > host.portRangeEnd) {
-      throw new ValidationError('input.hostPort', text, `is outside host "${host.name}"'s allowed range ${host.portRangeStart}-${host.portRangeEnd}`);
-    }
-    const reserved = host.reservedPorts.find((r) => r.start <= ports.end && ports.start <= r.end);
-    if (reserved) throw new ValidationError('input.hostPort', text, `is reserved on host "${host.name}" (${rangeText(reserved)})`);
+  /** PORT_CONFLICT naming what holds the ports (another tenant's forward stays anonymous). */
+  private async checkFree(tx: Executor, actor: Actor, host: Host, ports: PortRange, protocol: ForwardProtocol, overlapping: SQL): Promise<void> {
     const [taken] = await tx
       .select({ forward: portForwards, instanceName: instances.name })
       .from(portForwards)
@@ -299,35 +250,9 @@ export class PortForwardService {
         and(overlapping, sql`int4range(${portForwards.hostPortStart}, ${portForwards.hostPortEnd}, '[]') && int4range(${ports.start}, ${ports.end}, '[]')`),
       )
       .limit(1);
-    if (taken) {
-      const f = taken.forward;
-      const to = isAdmin(actor) || f.ownerId === actor.userId ? `${taken.instanceName} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant';
-      throw new PortConflictError('input.hostPort', text, `/${protocol} on host "${host.name}" is already forwarded to ${to}`);
-    }
-    return ports;
-  }
-
-  /** Lowest free block of `length + 1` ports in the host's allowed range, skipping reserved and forwarded ports. */
-  private async choosePort(tx: Executor, host: Host, length: number, overlapping: SQL): Promise<PortRange> {
-    const used = await tx
-      .select({ start: portForwards.hostPortStart, end: portForwards.hostPortEnd })
-      .from(portForwards)
-      .where(overlapping)
-      .orderBy(asc(portForwards.hostPortStart));
-    const blocked = [...used, ...host.reservedPorts].sort((a, b) => a.start - b.start);
-    let start = host.portRangeStart;
-    for (const b of blocked) {
-      if (b.end < start) continue;
-      if (start + length < b.start) break;
-      start = b.end + 1;
-    }
-    if (start + length > host.portRangeEnd) {
-      throw new ConflictError(
-        'input.hostPort',
-        null,
-        `cannot be chosen: host "${host.name}" has no ${length + 1} free consecutive port(s) left in ${host.portRangeStart}-${host.portRangeEnd}`,
-      );
-    }
-    return { start, end: start + length };
+    if (!taken) return;
+    const f = taken.forward;
+    const to = isAdmin(actor) || f.ownerId === actor.userId ? `${taken.instanceName} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant';
+    throw new PortConflictError('input.hostPort', portRangeText(ports), `/${protocol} on host "${host.name}" is already forwarded to ${to}`);
   }
 }

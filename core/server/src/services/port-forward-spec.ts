@@ -1,0 +1,166 @@
+/**
+ * The pure part of a port forward: turning what a client sent (a GraphQL input or a CSV row)
+ * into a checked forward for a given host and target, and deciding whether two forwards overlap.
+ * `PortForwardService.create` and the CSV import share it, so both refuse exactly the same input.
+ */
+import { ValidationError } from '../errors.js';
+import { newId } from '../ids.js';
+import { formatIp, parseCidr, type IpFamily } from '../net/ip.js';
+import { parsePortRange, validIp, validNote, type PortRange } from '../validate.js';
+import type { Host } from './host-service.js';
+import type { PortForward } from './port-forward-service.js';
+
+/** Forwarded protocols. */
+export type ForwardProtocol = 'tcp' | 'udp' | 'both';
+
+/** What a client asks for. */
+export interface ForwardSpec {
+  protocol: ForwardProtocol;
+  hostPort?: string | null;
+  targetPort: string;
+  hostAddress?: string | null;
+  sourceCidrs?: readonly string[] | null;
+  note?: string | null;
+}
+
+/** Spec fields, named per boundary (`input.hostPort`, `row 7 host_port`). */
+export type SpecField = 'protocol' | 'hostPort' | 'targetPort' | 'targetAddress' | 'hostAddress' | 'sourceCidrs' | 'note';
+/** Maps a spec field to the name the client knows it by. */
+export type FieldNamer = (field: SpecField) => string;
+
+/** An instance address a forward can point to. */
+export interface ForwardTarget {
+  id: string;
+  address: string;
+  family: IpFamily;
+  instanceId: string;
+  instanceName: string;
+  ownerId: string;
+}
+
+/** The keys of the `port_forwards_no_overlap` exclusion constraint, plus the host ports. */
+export interface OverlapKeys {
+  protoLo: number;
+  protoHi: number;
+  addrLo: string;
+  addrHi: string;
+}
+
+/** A spec checked against its host and target; `hostPorts` is null when the host port is to be chosen. */
+export interface PlacedForward extends OverlapKeys {
+  protocol: ForwardProtocol;
+  hostPorts: PortRange | null;
+  targetPorts: PortRange;
+  hostAddress: string | null;
+  sourceCidrs: string[];
+  note: string;
+}
+
+const MAX_SOURCE_CIDRS = 64;
+const PROTOCOL_RANGE: Record<ForwardProtocol, [number, number]> = { tcp: [1, 1], udp: [2, 2], both: [1, 2] };
+// exclusion keys put IPv6 at [0, 2^128) and IPv4 above it, so the families never overlap
+const IPV4_BASE = 1n << 128n;
+
+function addressKey(family: IpFamily, address: bigint | null): [string, string] {
+  if (address === null) return family === 6 ? ['0', ((1n << 128n) - 1n).toString()] : [IPV4_BASE.toString(), (IPV4_BASE + (1n << 32n) - 1n).toString()];
+  const v = family === 6 ? address : IPV4_BASE + address;
+  return [v.toString(), v.toString()];
+}
+
+/** "22" or "8000-8010". */
+export function portRangeText(r: PortRange): string {
+  return r.start === r.end ? String(r.start) : `${r.start}-${r.end}`;
+}
+
+function validSourceCidrs(field: string, values: readonly string[]): string[] {
+  if (values.length > MAX_SOURCE_CIDRS) throw new ValidationError(field, `${values.length} entries`, `lists more than ${MAX_SOURCE_CIDRS} prefixes`);
+  const out = values.map((v, i) => {
+    const cidr = parseCidr(v.includes('/') ? v : `${v}/${v.includes(':') ? 128 : 32}`);
+    if ('error' in cidr) throw new ValidationError(`${field}[${i}]`, v, cidr.error);
+    return `${formatIp({ family: cidr.family, value: cidr.network })}/${cidr.prefixLength}`;
+  });
+  const dup = out.find((c, i) => out.indexOf(c) !== i);
+  if (dup) throw new ValidationError(field, values, `lists ${dup} twice`);
+  return out;
+}
+
+/** Checks a spec against the host it lands on and the target it points to. */
+export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarget, name: FieldNamer): PlacedForward {
+  const targetPorts = parsePortRange(name('targetPort'), spec.targetPort);
+  const length = targetPorts.end - targetPorts.start;
+  let hostPorts: PortRange | null = null;
+  if (spec.hostPort != null) {
+    hostPorts = parsePortRange(name('hostPort'), spec.hostPort);
+    if (hostPorts.end - hostPorts.start !== length) {
+      throw new ValidationError(name('hostPort'), spec.hostPort, `has ${hostPorts.end - hostPorts.start + 1} ports but ${name('targetPort')} "${spec.targetPort}" has ${length + 1}`);
+    }
+    if (hostPorts.start < host.portRangeStart || hostPorts.end > host.portRangeEnd) {
+      throw new ValidationError(name('hostPort'), spec.hostPort, `is outside host "${host.name}"'s allowed range ${host.portRangeStart}-${host.portRangeEnd}`);
+    }
+    const reserved = host.reservedPorts.find((r) => r.start <= hostPorts!.end && hostPorts!.start <= r.end);
+    if (reserved) throw new ValidationError(name('hostPort'), spec.hostPort, `is reserved on host "${host.name}" (${portRangeText(reserved)})`);
+  }
+  let hostAddress: bigint | null = null;
+  if (spec.hostAddress != null) {
+    const addr = validIp(name('hostAddress'), spec.hostAddress);
+    if (!host.publicAddresses.includes(formatIp(addr))) {
+      throw new ValidationError(name('hostAddress'), spec.hostAddress, `is not a public address of host "${host.name}" (${host.publicAddresses.join(', ') || 'none configured'})`);
+    }
+    if (addr.family !== target.family) {
+      throw new ValidationError(name('hostAddress'), spec.hostAddress, `is IPv${addr.family} but the target ${target.address} is IPv${target.family}`);
+    }
+    hostAddress = addr.value;
+  }
+  const [addrLo, addrHi] = addressKey(target.family, hostAddress);
+  const [protoLo, protoHi] = PROTOCOL_RANGE[spec.protocol];
+  return {
+    protocol: spec.protocol,
+    hostPorts,
+    targetPorts,
+    hostAddress: hostAddress === null ? null : formatIp({ family: target.family, value: hostAddress }),
+    sourceCidrs: validSourceCidrs(name('sourceCidrs'), spec.sourceCidrs ?? []),
+    note: validNote(name('note'), spec.note),
+    protoLo,
+    protoHi,
+    addrLo,
+    addrHi,
+  };
+}
+
+/** The row to insert for a placed forward on its final host ports. */
+export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: string, target: ForwardTarget): PortForward {
+  return {
+    id: newId(),
+    hostId,
+    instanceId: target.instanceId,
+    ownerId: target.ownerId,
+    protocol: placed.protocol,
+    hostAddress: placed.hostAddress,
+    hostPortStart: hostPorts.start,
+    hostPortEnd: hostPorts.end,
+    targetAddressId: target.id,
+    targetAddress: target.address,
+    targetPortStart: placed.targetPorts.start,
+    sourceCidrs: placed.sourceCidrs,
+    note: placed.note,
+    status: 'pending',
+    statusError: null,
+    protoLo: placed.protoLo,
+    protoHi: placed.protoHi,
+    addrLo: placed.addrLo,
+    addrHi: placed.addrHi,
+    createdAt: new Date(),
+  };
+}
+
+/** Whether two forwards on one host overlap: the same test as the exclusion constraint. */
+export function forwardsOverlap(a: OverlapKeys & PortRange, b: OverlapKeys & PortRange): boolean {
+  return (
+    a.protoLo <= b.protoHi &&
+    b.protoLo <= a.protoHi &&
+    BigInt(a.addrLo) <= BigInt(b.addrHi) &&
+    BigInt(b.addrLo) <= BigInt(a.addrHi) &&
+    a.start <= b.end &&
+    b.start <= a.end
+  );
+}
