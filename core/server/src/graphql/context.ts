@@ -10,6 +10,7 @@ import { AuditService } from '../services/audit-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
+import { PortForwardImportService } from '../services/port-forward-import-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
 import { UserService } from '../services/user-service.js';
 
@@ -20,6 +21,7 @@ export interface Services {
   instances: InstanceService;
   pools: PoolService;
   forwards: PortForwardService;
+  forwardImport: PortForwardImportService;
   audit: AuditService;
 }
 
@@ -47,6 +49,7 @@ export function resolveServices(container: DependencyContainer): Services {
     instances: container.resolve(InstanceService),
     pools: container.resolve(PoolService),
     forwards: container.resolve(PortForwardService),
+    forwardImport: container.resolve(PortForwardImportService),
     audit: container.resolve(AuditService),
   };
 }

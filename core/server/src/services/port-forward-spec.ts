@@ -92,7 +92,11 @@ export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarge
   if (spec.hostPort != null) {
     hostPorts = parsePortRange(name('hostPort'), spec.hostPort);
     if (hostPorts.end - hostPorts.start !== length) {
-      throw new ValidationError(name('hostPort'), spec.hostPort, `has ${hostPorts.end - hostPorts.start + 1} ports but ${name('targetPort')} "${spec.targetPort}" has ${length + 1}`);
+      throw new ValidationError(
+        name('hostPort'),
+        spec.hostPort,
+        `has ${hostPorts.end - hostPorts.start + 1} ports but ${name('targetPort')} "${spec.targetPort}" has ${length + 1}`,
+      );
     }
     if (hostPorts.start < host.portRangeStart || hostPorts.end > host.portRangeEnd) {
       throw new ValidationError(name('hostPort'), spec.hostPort, `is outside host "${host.name}"'s allowed range ${host.portRangeStart}-${host.portRangeEnd}`);
@@ -104,7 +108,11 @@ export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarge
   if (spec.hostAddress != null) {
     const addr = validIp(name('hostAddress'), spec.hostAddress);
     if (!host.publicAddresses.includes(formatIp(addr))) {
-      throw new ValidationError(name('hostAddress'), spec.hostAddress, `is not a public address of host "${host.name}" (${host.publicAddresses.join(', ') || 'none configured'})`);
+      throw new ValidationError(
+        name('hostAddress'),
+        spec.hostAddress,
+        `is not a public address of host "${host.name}" (${host.publicAddresses.join(', ') || 'none configured'})`,
+      );
     }
     if (addr.family !== target.family) {
       throw new ValidationError(name('hostAddress'), spec.hostAddress, `is IPv${addr.family} but the target ${target.address} is IPv${target.family}`);

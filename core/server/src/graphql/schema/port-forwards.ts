@@ -1,4 +1,5 @@
 /** NAT port forwards and the common-ports presets. */
+import type { ImportResult, ImportRow } from '../../services/port-forward-import-service.js';
 import { COMMON_PORTS, type PortForward } from '../../services/port-forward-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
@@ -97,3 +98,59 @@ builder.mutationFields((t) => ({
     resolve: (_r, { input }, ctx) => ctx.services.forwards.delete(requireActor(ctx), input.portForwardId),
   }),
 }));
+
+const ImportActionEnum = builder.enumType('PortForwardImportAction', {
+  values: { CREATE: { value: 'create' }, UNCHANGED: { value: 'unchanged' }, CONFLICT: { value: 'conflict' }, INVALID: { value: 'invalid' } } as const,
+});
+
+const ImportRowRef = builder.objectRef<ImportRow>('PortForwardImportRow').implement({
+  fields: (t) => ({
+    row: t.exposeInt('row', { description: 'Line in the file; the header is line 1.' }),
+    action: t.field({ type: ImportActionEnum, resolve: (r) => r.action }),
+    reason: t.exposeString('reason', { nullable: true }),
+    column: t.exposeString('column', { nullable: true }),
+    portForward: t.field({ type: PortForwardRef, nullable: true, description: 'As it will be (CREATE) or as it is (UNCHANGED).', resolve: (r) => r.forward }),
+  }),
+});
+
+const ImportResultRef = builder.objectRef<ImportResult>('PortForwardImport').implement({
+  fields: (t) => ({
+    dryRun: t.exposeBoolean('dryRun'),
+    applied: t.exposeBoolean('applied', { description: 'True when the forwards were written (never for a dry run).' }),
+    created: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'create').length }),
+    unchanged: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'unchanged').length }),
+    conflicts: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'conflict').length }),
+    invalid: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'invalid').length }),
+    rows: t.field({ type: [ImportRowRef], complexity: { field: 1, multiplier: 1 }, resolve: (r) => r.rows }),
+  }),
+});
+
+const ImportPortForwardsInput = builder.inputType('ImportPortForwardsInput', {
+  fields: (t) => ({
+    hostId: t.id({ required: true }),
+    csv: t.string({
+      required: true,
+      description:
+        'Header and rows: protocol,host_port,vm_ip,vm_port,note[,host_address][,source_cidrs]. Ports may be ranges; an empty host_port picks free ports.',
+    }),
+    dryRun: t.boolean({ defaultValue: false, description: 'Return the per-row plan and change nothing.' }),
+  }),
+});
+
+builder.queryField('exportPortForwards', (t) =>
+  t.string({
+    description: 'The forwards of a host you may see, as CSV in the import format.',
+    args: { hostId: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => ctx.services.forwardImport.export(requireActor(ctx), args.hostId),
+  }),
+);
+
+builder.mutationField('importPortForwards', (t) =>
+  t.field({
+    type: ImportResultRef,
+    description: 'Bulk import from CSV: all rows in one transaction, or none when any row is invalid or conflicts.',
+    args: { input: t.arg({ type: ImportPortForwardsInput, required: true }) },
+    errors: resultOf('ImportPortForwards', 'result'),
+    resolve: (_r, { input }, ctx) => ctx.services.forwardImport.import(requireActor(ctx), input),
+  }),
+);

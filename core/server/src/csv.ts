@@ -1,0 +1,78 @@
+/**
+ * A strict RFC 4180 CSV reader for bulk imports: comma-separated, optional UTF-8 BOM, LF or CRLF
+ * line ends, double-quoted fields with `""` escapes. Malformed input is reported with its line
+ * number instead of being guessed at.
+ */
+
+/** One record and the line it starts on (1-based; the header is line 1). */
+export interface CsvRecord {
+  line: number;
+  fields: string[];
+}
+
+/** A syntax error at a line. */
+export interface CsvSyntaxError {
+  line: number;
+  problem: string;
+}
+
+/** Splits CSV text into records; blank lines are skipped. */
+export function parseCsv(text: string): { records: CsvRecord[]; errors: CsvSyntaxError[] } {
+  const records: CsvRecord[] = [];
+  const errors: CsvSyntaxError[] = [];
+  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  let line = 1;
+  while (i < text.length) {
+    const startLine = line;
+    const fields: string[] = [];
+    let field = '';
+    let broken: string | undefined;
+    for (;;) {
+      if (text[i] === '"') {
+        i++;
+        let closed = false;
+        while (i < text.length) {
+          const c = text[i]!;
+          if (c === '"') {
+            if (text[i + 1] === '"') {
+              field += '"';
+              i += 2;
+              continue;
+            }
+            i++;
+            closed = true;
+            break;
+          }
+          if (c === '\n') line++;
+          field += c;
+          i++;
+        }
+        if (!closed) broken ??= 'has a quoted field that is never closed';
+        if (i < text.length && text[i] !== ',' && text[i] !== '\n' && text[i] !== '\r') broken ??= 'has characters after a closing quote';
+      }
+      while (i < text.length && text[i] !== ',' && text[i] !== '\n' && text[i] !== '\r') {
+        if (text[i] === '"') broken ??= 'has a quote inside an unquoted field';
+        field += text[i];
+        i++;
+      }
+      fields.push(field);
+      field = '';
+      if (text[i] === ',') {
+        i++;
+        continue;
+      }
+      break;
+    }
+    if (text[i] === '\r') i++;
+    if (text[i] === '\n') i++;
+    line++;
+    if (broken) errors.push({ line: startLine, problem: broken });
+    else if (!(fields.length === 1 && fields[0] === '')) records.push({ line: startLine, fields });
+  }
+  return { records, errors };
+}
+
+/** Quotes a field when it needs it. */
+export function csvField(value: string): string {
+  return /[",\r\n]/.test(value) || value !== value.trim() ? `"${value.replace(/"/g, '""')}"` : value;
+}

@@ -1,0 +1,343 @@
+/**
+ * CSV bulk import and export of port forwards, in the reference format
+ * `protocol,host_port,vm_ip,vm_port,note` plus the optional columns `host_address` and
+ * `source_cidrs` (prefixes separated by spaces or semicolons). Ports may be ranges ("8000-8010");
+ * an empty host_port picks the lowest free port(s).
+ *
+ * The plan is computed in memory against the host's forwards loaded once, so 10,000 rows cost a
+ * few queries, not 10,000 round trips. A dry run returns the per-row plan; the real import writes
+ * everything in one transaction, or nothing when any row is invalid or conflicts.
+ */
+import { and, asc, eq, inArray } from 'drizzle-orm';
+import { inject, injectable } from 'tsyringe';
+import { isAdmin, type Actor } from '../auth/actor.js';
+import { csvField, parseCsv, type CsvRecord } from '../csv.js';
+import type { Database, Executor } from '../db/database.js';
+import { hosts, instances, ipAllocations, nics, portForwards } from '../db/schema.js';
+import { GatehouseError, NotFoundError, ValidationError } from '../errors.js';
+import { formatIp, parseIp } from '../net/ip.js';
+import { DatabaseToken } from '../tokens.js';
+import { validId, type PortRange } from '../validate.js';
+import { AuditService } from './audit-service.js';
+import { lockOwner } from './ownership.js';
+import { PortForwardService, lowestFreeBlock, type PortForward } from './port-forward-service.js';
+import {
+  forwardRow,
+  forwardsOverlap,
+  placeForward,
+  portRangeText,
+  type ForwardProtocol,
+  type ForwardTarget,
+  type PlacedForward,
+  type SpecField,
+} from './port-forward-spec.js';
+
+/** What the import does with a row. */
+export type ImportAction = 'create' | 'unchanged' | 'conflict' | 'invalid';
+
+/** One row of the plan. */
+export interface ImportRow {
+  /** Line number in the file (the header is line 1). */
+  row: number;
+  action: ImportAction;
+  reason: string | null;
+  /** The offending column, for invalid and conflicting rows. */
+  column: string | null;
+  /** The forward as it will be (create), as it is (unchanged), or null. */
+  forward: PortForward | null;
+}
+
+/** The result of an import or a dry run. */
+export interface ImportResult {
+  dryRun: boolean;
+  applied: boolean;
+  rows: ImportRow[];
+}
+
+/** Largest accepted file. */
+export const MAX_CSV_BYTES = 8 * 1024 * 1024;
+/** Most rows in one import. */
+export const MAX_CSV_ROWS = 50_000;
+
+const REQUIRED_COLUMNS = ['protocol', 'host_port', 'vm_ip', 'vm_port'] as const;
+const OPTIONAL_COLUMNS = ['note', 'host_address', 'source_cidrs'] as const;
+const COLUMN_OF: Record<SpecField, string> = {
+  protocol: 'protocol',
+  hostPort: 'host_port',
+  targetPort: 'vm_port',
+  targetAddress: 'vm_ip',
+  hostAddress: 'host_address',
+  sourceCidrs: 'source_cidrs',
+  note: 'note',
+};
+const PROTOCOLS: Record<string, ForwardProtocol> = { tcp: 'tcp', udp: 'udp', both: 'both', 'tcp+udp': 'both' };
+const INSERT_BATCH = 500;
+
+/** Forwards on one host indexed by host port, for overlap checks that cost per port, not per forward. */
+class PortIndex {
+  private readonly byPort = new Map<number, (PortForward & { row?: number })[]>();
+
+  add(forward: PortForward & { row?: number }): void {
+    for (let p = forward.hostPortStart; p <= forward.hostPortEnd; p++) {
+      const list = this.byPort.get(p);
+      if (list) list.push(forward);
+      else this.byPort.set(p, [forward]);
+    }
+  }
+
+  /** Forwards overlapping the keys on any of the ports. */
+  overlapping(keys: PlacedForward, ports: PortRange): (PortForward & { row?: number })[] {
+    const found = new Set<PortForward & { row?: number }>();
+    for (let p = ports.start; p <= ports.end; p++) {
+      for (const f of this.byPort.get(p) ?? []) {
+        if (forwardsOverlap({ ...f, start: f.hostPortStart, end: f.hostPortEnd }, { ...keys, ...ports })) found.add(f);
+      }
+    }
+    return [...found];
+  }
+
+  /** Host port ranges of every forward whose keys overlap (for choosing free ports). */
+  blockedFor(keys: PlacedForward): PortRange[] {
+    const seen = new Set<PortForward>();
+    const out: PortRange[] = [];
+    for (const list of this.byPort.values()) {
+      for (const f of list) {
+        if (seen.has(f)) continue;
+        seen.add(f);
+        if (forwardsOverlap({ ...f, start: 0, end: 0 }, { ...keys, start: 0, end: 0 })) out.push({ start: f.hostPortStart, end: f.hostPortEnd });
+      }
+    }
+    return out;
+  }
+}
+
+@injectable()
+export class PortForwardImportService {
+  constructor(
+    @inject(DatabaseToken) private readonly db: Database,
+    @inject(AuditService) private readonly audit: AuditService,
+    @inject(PortForwardService) private readonly forwards: PortForwardService,
+  ) {}
+
+  /** Plans the CSV against the host and, unless `dryRun`, applies it all or not at all. */
+  async import(actor: Actor, input: { hostId: string; csv: string; dryRun?: boolean | null }): Promise<ImportResult> {
+    const hostId = validId('input.hostId', input.hostId);
+    const dryRun = input.dryRun ?? false;
+    if (typeof input.csv !== 'string' || Buffer.byteLength(input.csv) > MAX_CSV_BYTES) {
+      throw new ValidationError(
+        'input.csv',
+        `${Buffer.byteLength(input.csv ?? '')} bytes`,
+        `is larger than the ${MAX_CSV_BYTES / 1024 / 1024} MiB limit; split the file`,
+      );
+    }
+    const { records, errors } = parseCsv(input.csv);
+    const header = records.shift();
+    if (!header || header.line !== 1)
+      throw new ValidationError('input.csv', 'row 1', `needs a header row: ${[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(',')}`);
+    const columns = this.columnsOf(header);
+    if (records.length > MAX_CSV_ROWS) throw new ValidationError('input.csv', `${records.length} rows`, `has more than ${MAX_CSV_ROWS} rows; split the file`);
+
+    return this.audit.transact(actor, async (tx, record) => {
+      const [host] = await tx
+        .select()
+        .from(hosts)
+        .where(eq(hosts.id, hostId))
+        .for(dryRun ? 'share' : 'update');
+      if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+      const targets = await this.targetsOn(tx, actor, hostId);
+      const index = new PortIndex();
+      const existing = await tx.select().from(portForwards).where(eq(portForwards.hostId, hostId));
+      for (const f of existing) index.add(f);
+      const names = new Map(
+        (await tx.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
+      );
+
+      const rows: ImportRow[] = errors.map((e) => ({ row: e.line, action: 'invalid' as const, reason: e.problem, column: null, forward: null }));
+      for (const rec of records) {
+        rows.push(this.planRow(actor, rec, columns, host, targets, index, names));
+      }
+      rows.sort((a, b) => a.row - b.row);
+      const creates = rows.filter((r) => r.action === 'create');
+      const problems = rows.filter((r) => r.action === 'invalid' || r.action === 'conflict');
+      if (dryRun) return { dryRun, applied: false, rows };
+      if (problems.length > 0) {
+        const first = problems.slice(0, 5).map((p) => `row ${p.row}${p.column ? ` ${p.column}` : ''}: ${p.reason}`);
+        throw new ValidationError(
+          'input.csv',
+          `row ${problems[0]!.row}`,
+          `has ${problems.length} invalid or conflicting row(s), nothing was imported (run with dryRun: true for the full plan): ${first.join('; ')}`,
+        );
+      }
+      const owners = [...new Set(creates.map((r) => r.forward!.ownerId))].sort();
+      for (const ownerId of owners) {
+        const owner = await lockOwner(tx, ownerId);
+        await this.forwards.checkQuota(tx, owner, creates.filter((r) => r.forward!.ownerId === ownerId).length, 'input.csv', `${creates.length} new forwards`);
+      }
+      if (creates.length > 0) {
+        await this.forwards.bumpRevision(tx, hostId);
+        const newRows = creates.map((r) => r.forward!);
+        for (let i = 0; i < newRows.length; i += INSERT_BATCH) await tx.insert(portForwards).values(newRows.slice(i, i + INSERT_BATCH));
+        await record.many(newRows.map((f) => ({ action: 'portForward.create', objectType: 'PortForward', objectId: f.id, ownerId: f.ownerId, after: f })));
+      }
+      return { dryRun, applied: true, rows };
+    });
+  }
+
+  /** The visible forwards of a host as CSV in the import format (ranges as "a-b"). */
+  async export(actor: Actor, hostId: string): Promise<string> {
+    const id = validId('hostId', hostId);
+    const rows = await this.db
+      .select()
+      .from(portForwards)
+      .where(and(eq(portForwards.hostId, id), isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId)))
+      .orderBy(asc(portForwards.hostPortStart), asc(portForwards.protoLo));
+    const lines = [[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(',')];
+    for (const f of rows) {
+      const target = { start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) };
+      lines.push(
+        [
+          f.protocol,
+          portRangeText({ start: f.hostPortStart, end: f.hostPortEnd }),
+          f.targetAddress,
+          portRangeText(target),
+          f.note,
+          f.hostAddress ?? '',
+          f.sourceCidrs.join(' '),
+        ]
+          .map(csvField)
+          .join(','),
+      );
+    }
+    return `${lines.join('\r\n')}\r\n`;
+  }
+
+  private columnsOf(header: CsvRecord): Map<string, number> {
+    const columns = new Map<string, number>();
+    header.fields.forEach((raw, i) => {
+      const name = raw.trim().toLowerCase();
+      if (![...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].includes(name as never)) {
+        throw new ValidationError(
+          'input.csv',
+          `row 1 column ${i + 1}`,
+          `has the unknown column "${raw}" (known: ${[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(', ')})`,
+        );
+      }
+      if (columns.has(name)) throw new ValidationError('input.csv', `row 1 column ${i + 1}`, `names the column "${name}" twice`);
+      columns.set(name, i);
+    });
+    const missing = REQUIRED_COLUMNS.filter((c) => !columns.has(c));
+    if (missing.length > 0) throw new ValidationError('input.csv', 'row 1', `lacks the column(s) ${missing.join(', ')}`);
+    return columns;
+  }
+
+  /** Addresses on the host the actor may forward to, by canonical address. */
+  private async targetsOn(tx: Executor, actor: Actor, hostId: string): Promise<Map<string, ForwardTarget[]>> {
+    const rows = await tx
+      .select({
+        id: ipAllocations.id,
+        address: ipAllocations.address,
+        prefixLength: ipAllocations.prefixLength,
+        instanceId: instances.id,
+        instanceName: instances.name,
+        ownerId: instances.ownerId,
+      })
+      .from(ipAllocations)
+      .innerJoin(nics, eq(nics.id, ipAllocations.nicId))
+      .innerJoin(instances, eq(instances.id, nics.instanceId))
+      .where(
+        and(eq(instances.hostId, hostId), inArray(ipAllocations.prefixLength, [32, 128]), isAdmin(actor) ? undefined : eq(instances.ownerId, actor.userId)),
+      );
+    const map = new Map<string, ForwardTarget[]>();
+    for (const r of rows) {
+      const target: ForwardTarget = {
+        id: r.id,
+        address: r.address,
+        family: r.prefixLength === 32 ? 4 : 6,
+        instanceId: r.instanceId,
+        instanceName: r.instanceName,
+        ownerId: r.ownerId,
+      };
+      map.set(r.address, [...(map.get(r.address) ?? []), target]);
+    }
+    return map;
+  }
+
+  private planRow(
+    actor: Actor,
+    rec: CsvRecord,
+    columns: Map<string, number>,
+    host: typeof hosts.$inferSelect,
+    targets: Map<string, ForwardTarget[]>,
+    index: PortIndex,
+    names: Map<string, string>,
+  ): ImportRow {
+    const row = rec.line;
+    const invalid = (column: string | null, reason: string): ImportRow => ({ row, action: 'invalid', reason, column, forward: null });
+    if (rec.fields.length !== columns.size) return invalid(null, `has ${rec.fields.length} columns, the header has ${columns.size}`);
+    const cell = (name: string) => {
+      const i = columns.get(name);
+      return i === undefined ? '' : rec.fields[i]!.trim();
+    };
+    const protocol = PROTOCOLS[cell('protocol').toLowerCase()];
+    if (!protocol) return invalid('protocol', `"${cell('protocol')}" is not tcp, udp or both`);
+    const vmIp = parseIp(cell('vm_ip'));
+    if ('error' in vmIp) return invalid('vm_ip', `"${cell('vm_ip')}" ${vmIp.error}`);
+    const candidates = targets.get(formatIp(vmIp)) ?? [];
+    if (candidates.length === 0) return invalid('vm_ip', `${cell('vm_ip')} is not an address of an instance you own on host "${host.name}"`);
+    if (candidates.length > 1)
+      return invalid(
+        'vm_ip',
+        `${cell('vm_ip')} is held by several instances on host "${host.name}" (on different networks); forward through the API with an instanceId`,
+      );
+    const target = candidates[0]!;
+    const sources = cell('source_cidrs');
+    let placed: PlacedForward;
+    try {
+      placed = placeForward(
+        {
+          protocol,
+          hostPort: cell('host_port') === '' ? null : cell('host_port'),
+          targetPort: cell('vm_port'),
+          hostAddress: cell('host_address') === '' ? null : cell('host_address'),
+          sourceCidrs: sources === '' ? [] : sources.split(/[\s;]+/).filter(Boolean),
+          note: columns.has('note') ? rec.fields[columns.get('note')!] : null,
+        },
+        host,
+        target,
+        (field) => COLUMN_OF[field],
+      );
+    } catch (err) {
+      if (err instanceof GatehouseError) return invalid(err.field?.replace(/\[\d+\]$/, '') ?? null, err.message);
+      throw err;
+    }
+    let ports = placed.hostPorts;
+    if (!ports) {
+      ports = lowestFreeBlock(host, placed.targetPorts.end - placed.targetPorts.start, index.blockedFor(placed)) ?? null;
+      if (!ports) return { row, action: 'conflict', reason: `no free host port left on host "${host.name}"`, column: 'host_port', forward: null };
+    }
+    const clash = index.overlapping(placed, ports);
+    const forward = forwardRow(placed, ports, host.id, target);
+    const same = clash.find(
+      (f) =>
+        f.row === undefined &&
+        f.protocol === forward.protocol &&
+        f.hostAddress === forward.hostAddress &&
+        f.hostPortStart === forward.hostPortStart &&
+        f.hostPortEnd === forward.hostPortEnd &&
+        f.targetAddressId === forward.targetAddressId &&
+        f.targetPortStart === forward.targetPortStart,
+    );
+    if (same && clash.length === 1) return { row, action: 'unchanged', reason: null, column: null, forward: same };
+    if (clash.length > 0) {
+      const f = clash[0]!;
+      const where = `${portRangeText(ports)}/${placed.protocol} on host "${host.name}"`;
+      const reason =
+        f.row !== undefined
+          ? `${where} is already forwarded by row ${f.row} of this file`
+          : `${where} is already forwarded to ${isAdmin(actor) || f.ownerId === actor.userId ? `${names.get(f.instanceId) ?? f.instanceId} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant'}`;
+      return { row, action: 'conflict', reason, column: 'host_port', forward: null };
+    }
+    index.add({ ...forward, row });
+    return { row, action: 'create', reason: null, column: null, forward };
+  }
+}
