@@ -9,7 +9,7 @@
  * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
  */
 import { sql } from 'drizzle-orm';
-import { bigint, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
+import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 
@@ -77,6 +77,13 @@ export const instances = pgTable(
     name: text('name').notNull(),
     /** The backend's own id (container id, VMID, moref); null until discovered. */
     externalId: text('external_id'),
+    /** What the firewall does with traffic no rule matched. */
+    firewallInboundPolicy: text('firewall_inbound_policy', { enum: ['allow', 'reject', 'drop'] })
+      .notNull()
+      .default('allow'),
+    firewallOutboundPolicy: text('firewall_outbound_policy', { enum: ['allow', 'reject', 'drop'] })
+      .notNull()
+      .default('allow'),
     createdAt: createdAt(),
   },
   (t) => [unique('instances_host_name_unique').on(t.hostId, t.name), index('instances_owner_idx').on(t.ownerId)],
@@ -228,3 +235,66 @@ export const portForwards = pgTable(
     ),
   ],
 );
+
+/** A firewall rule of one instance; rules apply in priority order (lower first, ties by creation). */
+export const firewallRules = pgTable(
+  'firewall_rules',
+  {
+    id: uuid('id').primaryKey(),
+    instanceId: uuid('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'restrict' }),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'restrict' }),
+    direction: text('direction', { enum: ['inbound', 'outbound'] }).notNull(),
+    protocol: text('protocol', { enum: ['tcp', 'udp', 'icmp', 'all'] }).notNull(),
+    /** Canonical prefix, or null for any. */
+    sourceCidr: text('source_cidr'),
+    destinationCidr: text('destination_cidr'),
+    /** Destination ports for tcp/udp; empty: every port. */
+    ports: jsonb('ports').$type<{ start: number; end: number }[]>().notNull(),
+    action: text('action', { enum: ['allow', 'reject', 'drop'] }).notNull(),
+    priority: integer('priority').notNull(),
+    enabled: boolean('enabled').notNull().default(true),
+    note: text('note').notNull().default(''),
+    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
+      .notNull()
+      .default('pending'),
+    statusError: text('status_error'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('firewall_rules_instance_idx').on(t.instanceId, t.direction, t.priority, t.id),
+    check('firewall_rules_priority_check', sql`${t.priority} between 1 and 10000`),
+  ],
+);
+
+/** A user's own firewall template: rules to stamp onto an instance. */
+export const firewallTemplates = pgTable(
+  'firewall_templates',
+  {
+    id: uuid('id').primaryKey(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    inboundPolicy: text('inbound_policy', { enum: ['allow', 'reject', 'drop'] }).notNull(),
+    outboundPolicy: text('outbound_policy', { enum: ['allow', 'reject', 'drop'] }).notNull(),
+    rules: jsonb('rules').$type<FirewallRuleSpecJson[]>().notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [unique('firewall_templates_owner_name_unique').on(t.ownerId, t.name)],
+);
+
+/** A rule as stored in a template. */
+export interface FirewallRuleSpecJson {
+  direction: 'inbound' | 'outbound';
+  protocol: 'tcp' | 'udp' | 'icmp' | 'all';
+  sourceCidr: string | null;
+  destinationCidr: string | null;
+  ports: { start: number; end: number }[];
+  action: 'allow' | 'reject' | 'drop';
+  priority: number;
+  note: string;
+}

@@ -7,6 +7,7 @@ import { GraphQLError } from 'graphql';
 import type { DependencyContainer } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
 import { AuditService } from '../services/audit-service.js';
+import { FirewallService } from '../services/firewall-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
@@ -22,6 +23,7 @@ export interface Services {
   pools: PoolService;
   forwards: PortForwardService;
   forwardImport: PortForwardImportService;
+  firewall: FirewallService;
   audit: AuditService;
 }
 
@@ -50,6 +52,7 @@ export function resolveServices(container: DependencyContainer): Services {
     pools: container.resolve(PoolService),
     forwards: container.resolve(PortForwardService),
     forwardImport: container.resolve(PortForwardImportService),
+    firewall: container.resolve(FirewallService),
     audit: container.resolve(AuditService),
   };
 }

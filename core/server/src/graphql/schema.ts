@@ -8,6 +8,7 @@ import './schema/hosts.js';
 import './schema/pools.js';
 import './schema/instances.js';
 import './schema/port-forwards.js';
+import './schema/firewall.js';
 import './schema/audit.js';
 
 let built: GraphQLSchema | undefined;

@@ -16,7 +16,9 @@ import { DatabaseToken } from '../tokens.js';
 import { generateMac, validId, validIdempotencyKey, validMac, validName, validNetworkName } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { loadOwnedInstance, loadOwnedNic, type Instance, type Nic } from './ownership.js';
+import { FirewallService } from './firewall-service.js';
 import { PoolService, type Allocation } from './pool-service.js';
+import { bumpHostRevision } from './revision.js';
 import { requireAdmin } from './user-service.js';
 
 export type { Instance, Nic } from './ownership.js';
@@ -64,6 +66,7 @@ export class InstanceService {
     @inject(DatabaseToken) private readonly db: Database,
     @inject(AuditService) private readonly audit: AuditService,
     @inject(PoolService) private readonly pools: PoolService,
+    @inject(FirewallService) private readonly firewall: FirewallService,
   ) {}
 
   /** Registers an instance on a host for an owner (admin only), with optional NICs. */
@@ -83,7 +86,16 @@ export class InstanceService {
           if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
           const [owner] = await tx.select({ id: users.id }).from(users).where(eq(users.id, ownerId));
           if (!owner) throw new NotFoundError('input.ownerId', ownerId, 'user');
-          const instance: Instance = { id: newId(), hostId, ownerId, name, externalId, createdAt: new Date() };
+          const instance: Instance = {
+            id: newId(),
+            hostId,
+            ownerId,
+            name,
+            externalId,
+            firewallInboundPolicy: 'allow',
+            firewallOutboundPolicy: 'allow',
+            createdAt: new Date(),
+          };
           await tx.insert(instances).values(instance);
           await record({ action: 'instance.create', objectType: 'Instance', objectId: instance.id, ownerId, after: instance });
           for (const [i, spec] of specs.entries()) await this.addNicTx(tx, record, instance, spec, null, `input.nics[${i}]`);
@@ -101,6 +113,8 @@ export class InstanceService {
     requireAdmin(actor, 'deleteInstance');
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', instanceId, true);
+      await bumpHostRevision(tx, instance.hostId);
+      await this.firewall.removeForInstance(tx, record, instance.id, `instance ${instance.id} deleted`);
       const nicRows = await tx.select().from(nics).where(eq(nics.instanceId, instance.id));
       await this.pools.reclaimNics(
         tx,

@@ -20,6 +20,7 @@ import { DatabaseToken } from '../tokens.js';
 import { validId, type PortRange } from '../validate.js';
 import { AuditService } from './audit-service.js';
 import { lockOwner } from './ownership.js';
+import { bumpHostRevision } from './revision.js';
 import { PortForwardService, lowestFreeBlock, type PortForward } from './port-forward-service.js';
 import {
   forwardRow,
@@ -174,7 +175,7 @@ export class PortForwardImportService {
         await this.forwards.checkQuota(tx, owner, creates.filter((r) => r.forward!.ownerId === ownerId).length, 'input.csv', `${creates.length} new forwards`);
       }
       if (creates.length > 0) {
-        await this.forwards.bumpRevision(tx, hostId);
+        await bumpHostRevision(tx, hostId);
         const newRows = creates.map((r) => r.forward!);
         for (let i = 0; i < newRows.length; i += INSERT_BATCH) await tx.insert(portForwards).values(newRows.slice(i, i + INSERT_BATCH));
         await record.many(newRows.map((f) => ({ action: 'portForward.create', objectType: 'PortForward', objectId: f.id, ownerId: f.ownerId, after: f })));

@@ -19,6 +19,7 @@ import { validId, validIp, type PortRange } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import type { Host } from './host-service.js';
 import { loadOwnedInstance, lockOwner, type Instance } from './ownership.js';
+import { bumpHostRevision } from './revision.js';
 import {
   forwardRow,
   placeForward,
@@ -88,7 +89,7 @@ export class PortForwardService {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId);
       const owner = await lockOwner(tx, instance.ownerId);
       await this.checkQuota(tx, owner, 1, 'input.instanceId', instance.id);
-      const host = await this.bumpRevision(tx, instance.hostId);
+      const host = await bumpHostRevision(tx, instance.hostId);
       const target = await this.targetOf(tx, instance, input.targetAddress);
       const placed = placeForward(input, host, target, inputField);
       const overlapping = overlapCondition(host.id, placed);
@@ -142,7 +143,7 @@ export class PortForwardService {
     return this.audit.transact(actor, async (tx, record) => {
       const [forward] = await tx.select().from(portForwards).where(eq(portForwards.id, id));
       if (!forward || (!isAdmin(actor) && forward.ownerId !== actor.userId)) throw new NotFoundError('input.portForwardId', id, 'port forward');
-      await this.bumpRevision(tx, forward.hostId);
+      await bumpHostRevision(tx, forward.hostId);
       await tx.delete(portForwards).where(eq(portForwards.id, id));
       await record({ action: 'portForward.delete', objectType: 'PortForward', objectId: id, ownerId: forward.ownerId, before: forward });
       return forward;
@@ -157,7 +158,7 @@ export class PortForwardService {
       .from(portForwards)
       .where(inArray(portForwards.targetAddressId, [...allocationIds]))
       .orderBy(asc(portForwards.hostId));
-    for (const hostId of new Set(doomed.map((f) => f.hostId))) await this.bumpRevision(tx, hostId);
+    for (const hostId of new Set(doomed.map((f) => f.hostId))) await bumpHostRevision(tx, hostId);
     for (const forward of doomed) {
       await tx.delete(portForwards).where(eq(portForwards.id, forward.id));
       await record({
@@ -199,17 +200,6 @@ export class PortForwardService {
       )
       .orderBy(asc(portForwards.id))
       .limit(page.limit);
-  }
-
-  /** Locks the host row and bumps its desired-state revision; returns the host as it is now. */
-  async bumpRevision(tx: Executor, hostId: string): Promise<Host> {
-    const [host] = await tx
-      .update(hosts)
-      .set({ desiredRevision: sql`${hosts.desiredRevision} + 1` })
-      .where(eq(hosts.id, hostId))
-      .returning();
-    if (!host) throw new NotFoundError('hostId', hostId, 'host');
-    return host;
   }
 
   /** The instance address to forward to: one of its single addresses (not a delegated prefix). */
