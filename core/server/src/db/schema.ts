@@ -298,3 +298,35 @@ export interface FirewallRuleSpecJson {
   priority: number;
   note: string;
 }
+
+/**
+ * Bandwidth shaping of an instance (nic_id null: every NIC) or of one NIC. Rates are bits per
+ * second; a null burst means "automatic" (see `autoBurstBytes`); a monthly traffic quota either
+ * throttles to `throttle_bps` or only notifies when exceeded.
+ */
+export const bandwidthLimits = pgTable(
+  'bandwidth_limits',
+  {
+    id: uuid('id').primaryKey(),
+    instanceId: uuid('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'restrict' }),
+    nicId: uuid('nic_id').references(() => nics.id, { onDelete: 'restrict' }),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'restrict' }),
+    ingressBps: bigint('ingress_bps', { mode: 'number' }),
+    egressBps: bigint('egress_bps', { mode: 'number' }),
+    ingressBurstBytes: bigint('ingress_burst_bytes', { mode: 'number' }),
+    egressBurstBytes: bigint('egress_burst_bytes', { mode: 'number' }),
+    monthlyQuotaBytes: bigint('monthly_quota_bytes', { mode: 'number' }),
+    quotaAction: text('quota_action', { enum: ['throttle', 'notify'] }),
+    throttleBps: bigint('throttle_bps', { mode: 'number' }),
+    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
+      .notNull()
+      .default('pending'),
+    statusError: text('status_error'),
+    createdAt: createdAt(),
+  },
+  (t) => [unique('bandwidth_limits_target_unique').on(t.instanceId, t.nicId).nullsNotDistinct()],
+);

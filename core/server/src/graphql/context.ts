@@ -7,6 +7,7 @@ import { GraphQLError } from 'graphql';
 import type { DependencyContainer } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
 import { AuditService } from '../services/audit-service.js';
+import { BandwidthService } from '../services/bandwidth-service.js';
 import { FirewallService } from '../services/firewall-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
@@ -24,6 +25,7 @@ export interface Services {
   forwards: PortForwardService;
   forwardImport: PortForwardImportService;
   firewall: FirewallService;
+  bandwidth: BandwidthService;
   audit: AuditService;
 }
 
@@ -53,6 +55,7 @@ export function resolveServices(container: DependencyContainer): Services {
     forwards: container.resolve(PortForwardService),
     forwardImport: container.resolve(PortForwardImportService),
     firewall: container.resolve(FirewallService),
+    bandwidth: container.resolve(BandwidthService),
     audit: container.resolve(AuditService),
   };
 }

@@ -9,6 +9,7 @@ import './schema/pools.js';
 import './schema/instances.js';
 import './schema/port-forwards.js';
 import './schema/firewall.js';
+import './schema/bandwidth.js';
 import './schema/audit.js';
 
 let built: GraphQLSchema | undefined;

@@ -16,6 +16,7 @@ import { DatabaseToken } from '../tokens.js';
 import { generateMac, validId, validIdempotencyKey, validMac, validName, validNetworkName } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { loadOwnedInstance, loadOwnedNic, type Instance, type Nic } from './ownership.js';
+import { BandwidthService } from './bandwidth-service.js';
 import { FirewallService } from './firewall-service.js';
 import { PoolService, type Allocation } from './pool-service.js';
 import { bumpHostRevision } from './revision.js';
@@ -67,6 +68,7 @@ export class InstanceService {
     @inject(AuditService) private readonly audit: AuditService,
     @inject(PoolService) private readonly pools: PoolService,
     @inject(FirewallService) private readonly firewall: FirewallService,
+    @inject(BandwidthService) private readonly bandwidth: BandwidthService,
   ) {}
 
   /** Registers an instance on a host for an owner (admin only), with optional NICs. */
@@ -115,6 +117,7 @@ export class InstanceService {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', instanceId, true);
       await bumpHostRevision(tx, instance.hostId);
       await this.firewall.removeForInstance(tx, record, instance.id, `instance ${instance.id} deleted`);
+      await this.bandwidth.removeFor(tx, record, instance.id, null, `instance ${instance.id} deleted`);
       const nicRows = await tx.select().from(nics).where(eq(nics.instanceId, instance.id));
       await this.pools.reclaimNics(
         tx,
@@ -156,6 +159,8 @@ export class InstanceService {
   async removeNic(actor: Actor, nicId: string): Promise<Nic> {
     return this.audit.transact(actor, async (tx, record) => {
       const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', nicId);
+      await bumpHostRevision(tx, instance.hostId);
+      await this.bandwidth.removeFor(tx, record, instance.id, [nic.id], `NIC ${nic.id} removed`);
       await this.pools.reclaimNics(tx, record, [nic.id], `NIC ${nic.id} removed`);
       await tx.delete(nics).where(eq(nics.id, nic.id));
       await record({ action: 'nic.delete', objectType: 'Nic', objectId: nic.id, ownerId: instance.ownerId, before: nic });
