@@ -24,6 +24,8 @@ export const users = pgTable('users', {
   quotaIpv6Prefixes: integer('quota_ipv6_prefixes'),
   /** Maximum port forwards the user may have; null means unlimited. */
   quotaPortForwards: integer('quota_port_forwards'),
+  /** Maximum web proxies the user may have; null means unlimited. */
+  quotaWebProxies: integer('quota_web_proxies'),
   createdAt: createdAt(),
 });
 
@@ -330,3 +332,52 @@ export const bandwidthLimits = pgTable(
   },
   (t) => [unique('bandwidth_limits_target_unique').on(t.instanceId, t.nicId).nullsNotDistinct()],
 );
+
+/** A domain served by the reverse proxy (Caddy) and forwarded to an instance address and port. */
+export const webProxies = pgTable(
+  'web_proxies',
+  {
+    id: uuid('id').primaryKey(),
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'restrict' }),
+    instanceId: uuid('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'restrict' }),
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'restrict' }),
+    /** Lower-case ASCII (punycode), no trailing dot; `*.` prefix for a wildcard. */
+    domain: text('domain').notNull().unique('web_proxies_domain_unique'),
+    targetAddressId: uuid('target_address_id')
+      .notNull()
+      .references(() => ipAllocations.id, { onDelete: 'restrict' }),
+    targetAddress: text('target_address').notNull(),
+    targetPort: integer('target_port').notNull(),
+    targetProtocol: text('target_protocol', { enum: ['http', 'https'] }).notNull(),
+    tlsMode: text('tls_mode', { enum: ['none', 'self_signed', 'uploaded', 'acme'] }).notNull(),
+    certificatePem: text('certificate_pem'),
+    /** Never returned by any query. */
+    privateKeyPem: text('private_key_pem'),
+    websocket: boolean('websocket').notNull().default(true),
+    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
+      .notNull()
+      .default('pending'),
+    statusError: text('status_error'),
+    createdAt: createdAt(),
+  },
+  (t) => [index('web_proxies_instance_idx').on(t.instanceId), index('web_proxies_target_idx').on(t.targetAddressId)],
+);
+
+/** A user's wildcard template: `*.user1.example.com` gives each of the user's instances `<name>.user1.example.com`. */
+export const proxyDomainTemplates = pgTable('proxy_domain_templates', {
+  id: uuid('id').primaryKey(),
+  ownerId: uuid('owner_id')
+    .notNull()
+    .references(() => users.id, { onDelete: 'cascade' }),
+  /** The wildcard, e.g. `*.user1.example.com`. */
+  pattern: text('pattern').notNull().unique('proxy_domain_templates_pattern_unique'),
+  targetPort: integer('target_port').notNull(),
+  targetProtocol: text('target_protocol', { enum: ['http', 'https'] }).notNull(),
+  createdAt: createdAt(),
+});

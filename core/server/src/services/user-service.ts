@@ -26,21 +26,22 @@ const TOKEN_PREFIX = 'gh_';
 // lastUsedAt is refreshed at most this often, so authenticating is not a write per request
 const LAST_USED_RESOLUTION_MS = 60_000;
 
+/** The per-user quotas; each is a maximum count, null meaning unlimited. */
+export const QUOTA_NAMES = ['quotaIpv4Addresses', 'quotaIpv6Prefixes', 'quotaPortForwards', 'quotaWebProxies'] as const;
+/** One quota's name. */
+export type QuotaName = (typeof QUOTA_NAMES)[number];
+/** Quota values as given by a client. */
+export type QuotaInput = { [K in QuotaName]?: number | null };
+
 /** Input of `createUser`. */
-export interface CreateUserInput {
+export interface CreateUserInput extends QuotaInput {
   name: string;
   role: 'admin' | 'user';
-  quotaIpv4Addresses?: number | null;
-  quotaIpv6Prefixes?: number | null;
-  quotaPortForwards?: number | null;
 }
 
 /** Input of `updateUserQuotas`; an absent field is left as it is, null means unlimited. */
-export interface UpdateQuotasInput {
+export interface UpdateQuotasInput extends QuotaInput {
   userId: string;
-  quotaIpv4Addresses?: number | null;
-  quotaIpv6Prefixes?: number | null;
-  quotaPortForwards?: number | null;
 }
 
 /** Input of `createToken`. */
@@ -95,9 +96,7 @@ export class UserService {
           id: newId(),
           name: 'admin',
           role: 'admin',
-          quotaIpv4Addresses: null,
-          quotaIpv6Prefixes: null,
-          quotaPortForwards: null,
+          ...quotasOf({}),
           createdAt: new Date(),
         };
         await tx.insert(users).values(user);
@@ -120,9 +119,7 @@ export class UserService {
       id: newId(),
       name: validName('input.name', input.name),
       role: input.role,
-      quotaIpv4Addresses: validQuota('input.quotaIpv4Addresses', input.quotaIpv4Addresses),
-      quotaIpv6Prefixes: validQuota('input.quotaIpv6Prefixes', input.quotaIpv6Prefixes),
-      quotaPortForwards: validQuota('input.quotaPortForwards', input.quotaPortForwards),
+      ...quotasOf(input),
       createdAt: new Date(),
     };
     return mapUniqueViolations(
@@ -141,9 +138,7 @@ export class UserService {
     requireAdmin(actor, 'updateUserQuotas');
     const id = validId('input.userId', input.userId);
     const patch: Partial<User> = {};
-    if (input.quotaIpv4Addresses !== undefined) patch.quotaIpv4Addresses = validQuota('input.quotaIpv4Addresses', input.quotaIpv4Addresses);
-    if (input.quotaIpv6Prefixes !== undefined) patch.quotaIpv6Prefixes = validQuota('input.quotaIpv6Prefixes', input.quotaIpv6Prefixes);
-    if (input.quotaPortForwards !== undefined) patch.quotaPortForwards = validQuota('input.quotaPortForwards', input.quotaPortForwards);
+    for (const name of QUOTA_NAMES) if (input[name] !== undefined) patch[name] = validQuota(`input.${name}`, input[name]);
     return this.audit.transact(actor, async (tx, record) => {
       const [before] = await tx.select().from(users).where(eq(users.id, id)).for('update');
       if (!before) throw new NotFoundError('input.userId', id, 'user');
@@ -231,6 +226,11 @@ export class UserService {
     };
     return { secret, token };
   }
+}
+
+/** Every quota validated, absent ones unlimited. */
+function quotasOf(input: QuotaInput): Record<QuotaName, number | null> {
+  return Object.fromEntries(QUOTA_NAMES.map((name) => [name, validQuota(`input.${name}`, input[name])])) as Record<QuotaName, number | null>;
 }
 
 /** Throws FORBIDDEN unless the actor is an admin. */

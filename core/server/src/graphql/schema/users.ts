@@ -2,8 +2,15 @@
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
-import type { ApiToken, User } from '../../services/user-service.js';
+import { QUOTA_NAMES, type ApiToken, type QuotaName, type User } from '../../services/user-service.js';
 import { resultOf } from './mutation-result.js';
+
+const QUOTA_DESCRIPTIONS: Record<QuotaName, string> = {
+  quotaIpv4Addresses: 'IPv4 addresses.',
+  quotaIpv6Prefixes: 'IPv6 addresses or delegated prefixes.',
+  quotaPortForwards: 'Port forwards.',
+  quotaWebProxies: 'Web proxy domains.',
+};
 
 const RoleEnum = builder.enumType('Role', {
   values: { ADMIN: { value: 'admin' }, USER: { value: 'user' } } as const,
@@ -35,9 +42,9 @@ UserRef.implement({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
     role: t.field({ type: RoleEnum, resolve: (u) => u.role }),
-    quotaIpv4Addresses: t.exposeInt('quotaIpv4Addresses', { nullable: true, description: 'Null: unlimited.' }),
-    quotaIpv6Prefixes: t.exposeInt('quotaIpv6Prefixes', { nullable: true, description: 'IPv6 addresses or delegated prefixes; null: unlimited.' }),
-    quotaPortForwards: t.exposeInt('quotaPortForwards', { nullable: true, description: 'Null: unlimited.' }),
+    ...Object.fromEntries(
+      QUOTA_NAMES.map((name) => [name, t.exposeInt(name, { nullable: true, description: `${QUOTA_DESCRIPTIONS[name]} Null: unlimited.` })]),
+    ),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     tokens: t.field({ type: [ApiTokenRef], resolve: (u, _a, ctx) => ctx.services.users.tokensOf(requireActor(ctx), u.id) }),
   }),
@@ -73,18 +80,14 @@ const CreateUserInput = builder.inputType('CreateUserInput', {
   fields: (t) => ({
     name: t.string({ required: true }),
     role: t.field({ type: RoleEnum, defaultValue: 'user' }),
-    quotaIpv4Addresses: t.int({ description: 'Null or absent: unlimited.' }),
-    quotaIpv6Prefixes: t.int({ description: 'Null or absent: unlimited.' }),
-    quotaPortForwards: t.int({ description: 'Null or absent: unlimited.' }),
+    ...Object.fromEntries(QUOTA_NAMES.map((name) => [name, t.int({ description: `${QUOTA_DESCRIPTIONS[name]} Null or absent: unlimited.` })])),
   }),
 });
 
 const UpdateUserQuotasInput = builder.inputType('UpdateUserQuotasInput', {
   fields: (t) => ({
     userId: t.id({ required: true }),
-    quotaIpv4Addresses: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
-    quotaIpv6Prefixes: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
-    quotaPortForwards: t.int({ description: 'Absent: unchanged. Null: unlimited.' }),
+    ...Object.fromEntries(QUOTA_NAMES.map((name) => [name, t.int({ description: `${QUOTA_DESCRIPTIONS[name]} Absent: unchanged. Null: unlimited.` })])),
   }),
 });
 
