@@ -15,6 +15,7 @@ import { PoolService, type Allocation, type Pool } from '../services/pool-servic
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
 import { UserService } from '../services/user-service.js';
+import { WebProxyService } from '../services/web-proxy-service.js';
 
 /** The services resolvers call. */
 export interface Services {
@@ -26,6 +27,7 @@ export interface Services {
   forwardImport: PortForwardImportService;
   firewall: FirewallService;
   bandwidth: BandwidthService;
+  proxies: WebProxyService;
   audit: AuditService;
 }
 
@@ -56,6 +58,7 @@ export function resolveServices(container: DependencyContainer): Services {
     forwardImport: container.resolve(PortForwardImportService),
     firewall: container.resolve(FirewallService),
     bandwidth: container.resolve(BandwidthService),
+    proxies: container.resolve(WebProxyService),
     audit: container.resolve(AuditService),
   };
 }

@@ -10,6 +10,7 @@ import './schema/instances.js';
 import './schema/port-forwards.js';
 import './schema/firewall.js';
 import './schema/bandwidth.js';
+import './schema/web-proxies.js';
 import './schema/audit.js';
 
 let built: GraphQLSchema | undefined;

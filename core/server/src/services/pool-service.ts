@@ -19,6 +19,7 @@ import { validId, validIdempotencyKey, validIp, validName, validNetworkName, val
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { lockOwner, loadOwnedNic, type Instance, type Nic } from './ownership.js';
 import { PortForwardService } from './port-forward-service.js';
+import { WebProxyService } from './web-proxy-service.js';
 import {
   geometriesOverlap,
   resolvePoolGeometry,
@@ -94,6 +95,7 @@ export class PoolService {
     @inject(DatabaseToken) private readonly db: Database,
     @inject(AuditService) private readonly audit: AuditService,
     @inject(PortForwardService) private readonly forwards: PortForwardService,
+    @inject(WebProxyService) private readonly proxies: WebProxyService,
   ) {}
 
   /** Creates a pool and its system reservations (admin only). Overlapping pools on one network are refused. */
@@ -289,6 +291,8 @@ export class PoolService {
       if (!row || (!isAdmin(actor) && row.ownerId !== actor.userId)) throw new NotFoundError('input.addressId', id, 'allocated address');
       const forwarded = await this.forwards.countForTarget(tx, id);
       if (forwarded > 0) throw new ConflictError('input.addressId', id, `is the target of ${forwarded} port forward(s); delete them first`);
+      const proxied = await this.proxies.countForTarget(tx, id);
+      if (proxied > 0) throw new ConflictError('input.addressId', id, `is the target of ${proxied} web prox(ies); delete them first`);
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
       await this.freeSlots(tx, [row]);
       await record({ action: 'address.release', objectType: 'IpAddress', objectId: id, ownerId: row.ownerId, before: row });
@@ -379,12 +383,9 @@ export class PoolService {
       .select({ id: ipAllocations.id })
       .from(ipAllocations)
       .where(inArray(ipAllocations.nicId, [...nicIds]));
-    await this.forwards.removeForTargets(
-      tx,
-      record,
-      held.map((a) => a.id),
-      reason,
-    );
+    const targets = held.map((a) => a.id);
+    await this.forwards.removeForTargets(tx, record, targets, reason);
+    await this.proxies.removeForTargets(tx, record, targets, reason);
     const rows = await tx
       .delete(ipAllocations)
       .where(inArray(ipAllocations.nicId, [...nicIds]))

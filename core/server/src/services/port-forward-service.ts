@@ -11,25 +11,15 @@ import { and, asc, count, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { hosts, instances, ipAllocations, nics, portForwards } from '../db/schema.js';
-import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, ValidationError, postgresErrorOf } from '../errors.js';
-import { formatIp } from '../net/ip.js';
+import { instances, portForwards } from '../db/schema.js';
+import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, postgresErrorOf } from '../errors.js';
 import { DatabaseToken } from '../tokens.js';
-import { validId, validIp, type PortRange } from '../validate.js';
+import { validId, type PortRange } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import type { Host } from './host-service.js';
-import { loadOwnedInstance, lockOwner, type Instance } from './ownership.js';
+import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
-import {
-  forwardRow,
-  placeForward,
-  portRangeText,
-  type FieldNamer,
-  type ForwardProtocol,
-  type ForwardSpec,
-  type ForwardTarget,
-  type OverlapKeys,
-} from './port-forward-spec.js';
+import { forwardRow, placeForward, portRangeText, type FieldNamer, type ForwardProtocol, type ForwardSpec, type OverlapKeys } from './port-forward-spec.js';
 
 /** A port forward row. */
 export type PortForward = typeof portForwards.$inferSelect;
@@ -90,7 +80,7 @@ export class PortForwardService {
       const owner = await lockOwner(tx, instance.ownerId);
       await this.checkQuota(tx, owner, 1, 'input.instanceId', instance.id);
       const host = await bumpHostRevision(tx, instance.hostId);
-      const target = await this.targetOf(tx, instance, input.targetAddress);
+      const target = await instanceTarget(tx, instance, 'input', input.targetAddress);
       const placed = placeForward(input, host, target, inputField);
       const overlapping = overlapCondition(host.id, placed);
       let hostPorts: PortRange;
@@ -200,34 +190,6 @@ export class PortForwardService {
       )
       .orderBy(asc(portForwards.id))
       .limit(page.limit);
-  }
-
-  /** The instance address to forward to: one of its single addresses (not a delegated prefix). */
-  /** The instance address to forward to: one of its single addresses (not a delegated prefix). */
-  private async targetOf(tx: Executor, instance: Instance, requested: string | null | undefined): Promise<ForwardTarget> {
-    const held = await tx
-      .select({ id: ipAllocations.id, address: ipAllocations.address, prefixLength: ipAllocations.prefixLength })
-      .from(ipAllocations)
-      .innerJoin(nics, eq(nics.id, ipAllocations.nicId))
-      .where(and(eq(nics.instanceId, instance.id), inArray(ipAllocations.prefixLength, [32, 128])))
-      .orderBy(asc(nics.id), asc(ipAllocations.id));
-    const withFamily: ForwardTarget[] = held.map((a) => ({
-      id: a.id,
-      address: a.address,
-      family: a.prefixLength === 32 ? 4 : 6,
-      instanceId: instance.id,
-      instanceName: instance.name,
-      ownerId: instance.ownerId,
-    }));
-    if (requested != null) {
-      const canonical = formatIp(validIp('input.targetAddress', requested));
-      const found = withFamily.find((a) => a.address === canonical);
-      if (!found) throw new ValidationError('input.targetAddress', requested, `is not an address of instance "${instance.name}"`);
-      return found;
-    }
-    const chosen = withFamily.find((a) => a.family === 4) ?? withFamily[0];
-    if (!chosen) throw new ValidationError('input.instanceId', instance.id, `is instance "${instance.name}", which has no address to forward to`);
-    return chosen;
   }
 
   /** PORT_CONFLICT naming what holds the ports (another tenant's forward stays anonymous). */

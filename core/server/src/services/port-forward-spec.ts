@@ -8,6 +8,7 @@ import { newId } from '../ids.js';
 import { formatIp, parseCidr, type IpFamily } from '../net/ip.js';
 import { parsePortRange, validIp, validNote, type PortRange } from '../validate.js';
 import type { Host } from './host-service.js';
+import type { InstanceTarget } from './ownership.js';
 import type { PortForward } from './port-forward-service.js';
 
 /** Forwarded protocols. */
@@ -29,14 +30,7 @@ export type SpecField = 'protocol' | 'hostPort' | 'targetPort' | 'targetAddress'
 export type FieldNamer = (field: SpecField) => string;
 
 /** An instance address a forward can point to. */
-export interface ForwardTarget {
-  id: string;
-  address: string;
-  family: IpFamily;
-  instanceId: string;
-  instanceName: string;
-  ownerId: string;
-}
+export type ForwardTarget = InstanceTarget;
 
 /** The keys of the `port_forwards_no_overlap` exclusion constraint, plus the host ports. */
 export interface OverlapKeys {

@@ -6,7 +6,7 @@ import 'reflect-metadata';
 import { sql } from 'drizzle-orm';
 import { rowsOf, type Store } from '../../src/db/database.js';
 import { createContainer, createGatehouseYoga } from '../../src/server.js';
-import { UserService } from '../../src/services/user-service.js';
+import { UserService, type QuotaInput } from '../../src/services/user-service.js';
 
 /** A GraphQL response. */
 export interface GqlResponse<T = any> {
@@ -23,10 +23,7 @@ export interface TestApi {
   admin: Client;
   adminSecret: string;
   /** Creates a user with a USER token and returns its client and id. */
-  tenant(
-    name: string,
-    quotas?: { quotaIpv4Addresses?: number | null; quotaIpv6Prefixes?: number | null; quotaPortForwards?: number | null },
-  ): Promise<{ client: Client; id: string; secret: string }>;
+  tenant(name: string, quotas?: QuotaInput): Promise<{ client: Client; id: string; secret: string }>;
   clientFor(secret: string | null): Client;
   /** Row counts of every table, to prove a refused request changed nothing. */
   snapshot(): Promise<Record<string, number>>;
