@@ -8,6 +8,8 @@ import type { AuditEntry } from './services/audit-service.js';
 export interface EventTopics {
   /** An audit entry was written (the change it describes is committed). */
   audit: [AuditEntry];
+  /** A host's desired state reached a new revision (committed). */
+  hostRevision: [{ hostId: string; revision: number }];
 }
 
 /** The pub/sub instance; its type comes from yoga's `createPubSub`. */

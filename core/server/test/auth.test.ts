@@ -77,10 +77,18 @@ describe('authentication and transports', () => {
 
   it('refuses agent-scoped tokens on user operations and admin scope for non-admins', async () => {
     const erin = await api.tenant('erin');
-    const agent = await api.admin(
-      `mutation($u: ID!) { createApiToken(input: { userId: $u, name: "agent-1", scope: AGENT }) { ... on CreateApiTokenPayload { created { secret token { scope } } } } }`,
+    const hostId = (await api.admin('mutation { createHost(input: { name: "agent-host", backend: LINUX }) { ... on CreateHostPayload { host { id } } } }'))
+      .data!.createHost.host.id;
+    const noHost = await api.admin(
+      `mutation($u: ID!) { createApiToken(input: { userId: $u, name: "agent-0", scope: AGENT }) { __typename ... on Error { code field } } }`,
       { u: erin.id },
     );
+    expect(noHost.data!.createApiToken).toMatchObject({ code: 'VALIDATION_FAILED', field: 'input.hostId' });
+    const agent = await api.admin(
+      `mutation($u: ID!, $h: ID!) { createApiToken(input: { userId: $u, name: "agent-1", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret token { scope hostId } } } } }`,
+      { u: erin.id, h: hostId },
+    );
+    expect(agent.data!.createApiToken.created.token.hostId).toBe(hostId);
     expect(agent.data!.createApiToken.created.token.scope).toBe('AGENT');
     const r = await post(controller.url, agent.data!.createApiToken.created.secret, '{ me { id } }');
     expect(r.body.errors?.[0]).toMatchObject({ extensions: { code: 'FORBIDDEN' } });

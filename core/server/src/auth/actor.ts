@@ -5,6 +5,8 @@ export interface Actor {
   readonly role: 'admin' | 'user';
   readonly tokenId: string;
   readonly scope: 'admin' | 'user' | 'agent';
+  /** For agent tokens: the host the token may act for. */
+  readonly hostId: string | null;
   /** Correlates the audit entries of one request. */
   readonly requestId: string;
 }
@@ -22,6 +24,7 @@ export function systemActor(requestId: string): Actor {
     role: 'admin',
     tokenId: '00000000-0000-0000-0000-000000000000',
     scope: 'admin',
+    hostId: null,
     requestId,
   };
 }

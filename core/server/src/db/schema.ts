@@ -37,6 +37,8 @@ export const apiTokens = pgTable('api_tokens', {
     .references(() => users.id, { onDelete: 'cascade' }),
   name: text('name').notNull(),
   scope: text('scope', { enum: ['admin', 'user', 'agent'] }).notNull(),
+  /** Agent tokens act for exactly this host. */
+  hostId: uuid('host_id').references(() => hosts.id, { onDelete: 'cascade' }),
   secretHash: text('secret_hash').notNull().unique('api_tokens_secret_hash_unique'),
   /** The first characters of the token, to recognise it in listings. */
   prefix: text('prefix').notNull(),

@@ -8,6 +8,7 @@ import type { DependencyContainer } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
 import { AuditService } from '../services/audit-service.js';
 import { BandwidthService } from '../services/bandwidth-service.js';
+import { DesiredStateService } from '../services/desired-state-service.js';
 import { FirewallService } from '../services/firewall-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
@@ -28,6 +29,7 @@ export interface Services {
   firewall: FirewallService;
   bandwidth: BandwidthService;
   proxies: WebProxyService;
+  desiredState: DesiredStateService;
   audit: AuditService;
 }
 
@@ -59,6 +61,7 @@ export function resolveServices(container: DependencyContainer): Services {
     firewall: container.resolve(FirewallService),
     bandwidth: container.resolve(BandwidthService),
     proxies: container.resolve(WebProxyService),
+    desiredState: container.resolve(DesiredStateService),
     audit: container.resolve(AuditService),
   };
 }
@@ -81,12 +84,12 @@ export function createLoaders(services: Services): Loaders {
   };
 }
 
-/** The caller, or an UNAUTHENTICATED error; agent-scoped tokens are refused for user operations. */
-export function requireActor(ctx: GraphQLContext): Actor {
+/** The caller, or an UNAUTHENTICATED error; agent-scoped tokens are refused unless the operation is for agents. */
+export function requireActor(ctx: GraphQLContext, options: { allowAgent?: boolean } = {}): Actor {
   if (!ctx.actor) {
     throw new GraphQLError('Authentication required: send "Authorization: Bearer <token>"', { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
   }
-  if (ctx.actor.scope === 'agent') {
+  if (ctx.actor.scope === 'agent' && !options.allowAgent) {
     throw new GraphQLError('Agent tokens may only be used by host agents', { extensions: { code: 'FORBIDDEN' } });
   }
   return ctx.actor;

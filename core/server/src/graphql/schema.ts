@@ -11,6 +11,7 @@ import './schema/port-forwards.js';
 import './schema/firewall.js';
 import './schema/bandwidth.js';
 import './schema/web-proxies.js';
+import './schema/desired-state.js';
 import './schema/audit.js';
 
 let built: GraphQLSchema | undefined;

@@ -26,7 +26,11 @@ export interface AuditChange {
 }
 
 /** Writes a change's audit entry inside the running transaction; `many` writes a batch in bulk. */
-export type RecordChange = ((change: AuditChange) => Promise<void>) & { many(changes: readonly AuditChange[]): Promise<void> };
+export type RecordChange = ((change: AuditChange) => Promise<void>) & {
+  many(changes: readonly AuditChange[]): Promise<void>;
+  /** Notes that a host's desired state moved to `revision`; announced after commit. */
+  hostChanged(hostId: string, revision: number): void;
+};
 
 /** The transaction handle passed to a change. */
 export type Tx = Executor;
@@ -50,8 +54,10 @@ export class AuditService {
   /** Runs `change` in one transaction with audit recording; publishes the entries after commit. */
   async transact<T>(actor: Actor, change: (tx: Tx, record: RecordChange) => Promise<T>): Promise<T> {
     const entries: AuditEntry[] = [];
+    const revisions = new Map<string, number>();
     const result = await this.db.transaction(async (tx) => {
       entries.length = 0; // a retried transaction starts over
+      revisions.clear();
       const entryOf = (c: AuditChange): AuditEntry => ({
         id: newId(),
         at: new Date(),
@@ -72,6 +78,9 @@ export class AuditService {
           entries.push(entry);
         },
         {
+          hostChanged(hostId: string, revision: number) {
+            revisions.set(hostId, revision);
+          },
           async many(changes: readonly AuditChange[]) {
             const batch = changes.map(entryOf);
             for (let i = 0; i < batch.length; i += AUDIT_BATCH) await tx.insert(auditLog).values(batch.slice(i, i + AUDIT_BATCH));
@@ -82,6 +91,7 @@ export class AuditService {
       return change(tx, record);
     });
     for (const entry of entries) this.events.publish('audit', entry);
+    for (const [hostId, revision] of revisions) this.events.publish('hostRevision', { hostId, revision });
     return result;
   }
 

@@ -111,7 +111,7 @@ export class BandwidthService {
           .where(and(eq(nics.id, nicId), eq(nics.instanceId, instance.id)));
         if (!nic) throw new NotFoundError('input.nicId', nicId, `NIC of instance "${instance.name}"`);
       }
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       const [before] = await tx.select().from(bandwidthLimits).where(this.target(instance.id, nicId));
       const values = {
         ingressBps,
@@ -150,7 +150,7 @@ export class BandwidthService {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
       const [before] = await tx.select().from(bandwidthLimits).where(this.target(instance.id, nicId));
       if (!before) return null;
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       await tx.delete(bandwidthLimits).where(eq(bandwidthLimits.id, before.id));
       await record({ action: 'bandwidth.delete', objectType: 'BandwidthLimit', objectId: before.id, ownerId: before.ownerId, before });
       return before;

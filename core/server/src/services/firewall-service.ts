@@ -166,7 +166,7 @@ export class FirewallService {
     const spec = validRule(input, 'input');
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId);
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       const [row] = await this.insertRules(tx, record, instance, [spec], input.enabled ?? true);
       return row!;
     });
@@ -189,7 +189,7 @@ export class FirewallService {
         note: input.note !== undefined ? input.note : before.note,
       };
       const spec = validRule(merged, 'input');
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       const [after] = await tx
         .update(firewallRules)
         .set({ ...spec, enabled: input.enabled ?? before.enabled, status: 'pending', statusError: null })
@@ -206,7 +206,7 @@ export class FirewallService {
     return this.audit.transact(actor, async (tx, record) => {
       const before = await this.loadRule(tx, actor, id);
       const instance = await loadOwnedInstance(tx, actor, 'input.ruleId', before.instanceId);
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       await tx.delete(firewallRules).where(eq(firewallRules.id, id));
       await record({ action: 'firewallRule.delete', objectType: 'FirewallRule', objectId: id, ownerId: before.ownerId, before });
       return before;
@@ -217,7 +217,7 @@ export class FirewallService {
   async setPolicy(actor: Actor, input: { instanceId: string; inbound?: FirewallAction | null; outbound?: FirewallAction | null }): Promise<Instance> {
     return this.audit.transact(actor, async (tx, record) => {
       const before = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
-      await bumpHostRevision(tx, before.hostId);
+      await bumpHostRevision(tx, record, before.hostId);
       const [after] = await tx
         .update(instances)
         .set({ firewallInboundPolicy: input.inbound ?? before.firewallInboundPolicy, firewallOutboundPolicy: input.outbound ?? before.firewallOutboundPolicy })
@@ -239,7 +239,7 @@ export class FirewallService {
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
       const template = await this.template(tx, actor, input.templateId, input.databaseSource);
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       if (input.replace) await this.removeForInstance(tx, record, instance.id, `template ${template.id} applied`);
       await tx
         .update(instances)

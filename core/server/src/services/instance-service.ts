@@ -15,7 +15,7 @@ import type { IpFamily } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
 import { generateMac, validId, validIdempotencyKey, validMac, validName, validNetworkName } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
-import { loadOwnedInstance, loadOwnedNic, type Instance, type Nic } from './ownership.js';
+import { loadOwnedInstance, loadOwnedNic, lockOwner, type Instance, type Nic } from './ownership.js';
 import { BandwidthService } from './bandwidth-service.js';
 import { FirewallService } from './firewall-service.js';
 import { PoolService, type Allocation } from './pool-service.js';
@@ -88,6 +88,9 @@ export class InstanceService {
           if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
           const [owner] = await tx.select({ id: users.id }).from(users).where(eq(users.id, ownerId));
           if (!owner) throw new NotFoundError('input.ownerId', ownerId, 'user');
+          // lock order everywhere: owner, then host (see PoolService)
+          await lockOwner(tx, ownerId);
+          await bumpHostRevision(tx, record, hostId);
           const instance: Instance = {
             id: newId(),
             hostId,
@@ -115,7 +118,7 @@ export class InstanceService {
     requireAdmin(actor, 'deleteInstance');
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', instanceId, true);
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       await this.firewall.removeForInstance(tx, record, instance.id, `instance ${instance.id} deleted`);
       await this.bandwidth.removeFor(tx, record, instance.id, null, `instance ${instance.id} deleted`);
       const nicRows = await tx.select().from(nics).where(eq(nics.instanceId, instance.id));
@@ -159,7 +162,7 @@ export class InstanceService {
   async removeNic(actor: Actor, nicId: string): Promise<Nic> {
     return this.audit.transact(actor, async (tx, record) => {
       const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', nicId);
-      await bumpHostRevision(tx, instance.hostId);
+      await bumpHostRevision(tx, record, instance.hostId);
       await this.bandwidth.removeFor(tx, record, instance.id, [nic.id], `NIC ${nic.id} removed`);
       await this.pools.reclaimNics(tx, record, [nic.id], `NIC ${nic.id} removed`);
       await tx.delete(nics).where(eq(nics.id, nic.id));
@@ -202,6 +205,8 @@ export class InstanceService {
 
   private async addNicTx(tx: Tx, record: RecordChange, instance: Instance, spec: NicSpec, key: string | null, field: string): Promise<NicWithAddresses> {
     const network = validNetworkName(`${field}.network`, spec.network);
+    await lockOwner(tx, instance.ownerId);
+    await bumpHostRevision(tx, record, instance.hostId);
     const existing = await tx.select({ name: nics.name }).from(nics).where(eq(nics.instanceId, instance.id));
     if (existing.length >= MAX_NICS_PER_INSTANCE)
       throw new ValidationError(`${field}.instanceId`, instance.id, `already has the maximum of ${MAX_NICS_PER_INSTANCE} NICs`);

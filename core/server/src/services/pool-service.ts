@@ -10,7 +10,7 @@ import { and, asc, count, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { rowsOf, type Database, type Executor } from '../db/database.js';
-import { hosts, ipAllocations, ipPools } from '../db/schema.js';
+import { hosts, instances, ipAllocations, ipPools, nics } from '../db/schema.js';
 import { AddressInUseError, ConflictError, NotFoundError, PoolExhaustedError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import { formatCidr, formatIp, type IpFamily } from '../net/ip.js';
@@ -19,6 +19,7 @@ import { validId, validIdempotencyKey, validIp, validName, validNetworkName, val
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { lockOwner, loadOwnedNic, type Instance, type Nic } from './ownership.js';
 import { PortForwardService } from './port-forward-service.js';
+import { bumpHostRevision } from './revision.js';
 import { WebProxyService } from './web-proxy-service.js';
 import {
   geometriesOverlap,
@@ -293,6 +294,12 @@ export class PoolService {
       if (forwarded > 0) throw new ConflictError('input.addressId', id, `is the target of ${forwarded} port forward(s); delete them first`);
       const proxied = await this.proxies.countForTarget(tx, id);
       if (proxied > 0) throw new ConflictError('input.addressId', id, `is the target of ${proxied} web prox(ies); delete them first`);
+      const [holder] = await tx
+        .select({ hostId: instances.hostId })
+        .from(nics)
+        .innerJoin(instances, eq(instances.id, nics.instanceId))
+        .where(eq(nics.id, row.nicId!));
+      if (holder) await bumpHostRevision(tx, record, holder.hostId);
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
       await this.freeSlots(tx, [row]);
       await record({ action: 'address.release', objectType: 'IpAddress', objectId: id, ownerId: row.ownerId, before: row });
@@ -308,6 +315,7 @@ export class PoolService {
   ): Promise<Allocation> {
     const { nic, instance, key, fieldPrefix } = args;
     const owner = await lockOwner(tx, instance.ownerId);
+    await bumpHostRevision(tx, record, instance.hostId);
     if (key) {
       const [existing] = await tx
         .select()
@@ -346,6 +354,7 @@ export class PoolService {
     const { nic, instance, field } = args;
     const addr = validIp(field, args.address);
     const owner = await lockOwner(tx, instance.ownerId);
+    await bumpHostRevision(tx, record, instance.hostId);
     let pool: Pool;
     if (args.poolId) {
       pool = await this.visiblePool(tx, field.replace(/address$/, 'poolId'), args.poolId, nic, instance);

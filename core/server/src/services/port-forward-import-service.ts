@@ -175,7 +175,7 @@ export class PortForwardImportService {
         await this.forwards.checkQuota(tx, owner, creates.filter((r) => r.forward!.ownerId === ownerId).length, 'input.csv', `${creates.length} new forwards`);
       }
       if (creates.length > 0) {
-        await bumpHostRevision(tx, hostId);
+        await bumpHostRevision(tx, record, hostId);
         const newRows = creates.map((r) => r.forward!);
         for (let i = 0; i < newRows.length; i += INSERT_BATCH) await tx.insert(portForwards).values(newRows.slice(i, i + INSERT_BATCH));
         await record.many(newRows.map((f) => ({ action: 'portForward.create', objectType: 'PortForward', objectId: f.id, ownerId: f.ownerId, after: f })));

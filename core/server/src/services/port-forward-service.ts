@@ -79,7 +79,7 @@ export class PortForwardService {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId);
       const owner = await lockOwner(tx, instance.ownerId);
       await this.checkQuota(tx, owner, 1, 'input.instanceId', instance.id);
-      const host = await bumpHostRevision(tx, instance.hostId);
+      const host = await bumpHostRevision(tx, record, instance.hostId);
       const target = await instanceTarget(tx, instance, 'input', input.targetAddress);
       const placed = placeForward(input, host, target, inputField);
       const overlapping = overlapCondition(host.id, placed);
@@ -133,7 +133,7 @@ export class PortForwardService {
     return this.audit.transact(actor, async (tx, record) => {
       const [forward] = await tx.select().from(portForwards).where(eq(portForwards.id, id));
       if (!forward || (!isAdmin(actor) && forward.ownerId !== actor.userId)) throw new NotFoundError('input.portForwardId', id, 'port forward');
-      await bumpHostRevision(tx, forward.hostId);
+      await bumpHostRevision(tx, record, forward.hostId);
       await tx.delete(portForwards).where(eq(portForwards.id, id));
       await record({ action: 'portForward.delete', objectType: 'PortForward', objectId: id, ownerId: forward.ownerId, before: forward });
       return forward;
@@ -148,7 +148,7 @@ export class PortForwardService {
       .from(portForwards)
       .where(inArray(portForwards.targetAddressId, [...allocationIds]))
       .orderBy(asc(portForwards.hostId));
-    for (const hostId of new Set(doomed.map((f) => f.hostId))) await bumpHostRevision(tx, hostId);
+    for (const hostId of new Set(doomed.map((f) => f.hostId))) await bumpHostRevision(tx, record, hostId);
     for (const forward of doomed) {
       await tx.delete(portForwards).where(eq(portForwards.id, forward.id));
       await record({

@@ -6,15 +6,20 @@ import { eq, sql } from 'drizzle-orm';
 import type { Executor } from '../db/database.js';
 import { hosts } from '../db/schema.js';
 import { NotFoundError } from '../errors.js';
+import type { RecordChange } from './audit-service.js';
 import type { Host } from './host-service.js';
 
-/** Locks the host row for the rest of the transaction, bumps its revision and returns the host. */
-export async function bumpHostRevision(tx: Executor, hostId: string): Promise<Host> {
+/**
+ * Locks the host row for the rest of the transaction, bumps its revision and returns the host;
+ * the new revision is announced once the transaction commits.
+ */
+export async function bumpHostRevision(tx: Executor, record: RecordChange, hostId: string): Promise<Host> {
   const [host] = await tx
     .update(hosts)
     .set({ desiredRevision: sql`${hosts.desiredRevision} + 1` })
     .where(eq(hosts.id, hostId))
     .returning();
   if (!host) throw new NotFoundError('hostId', hostId, 'host');
+  record.hostChanged(host.id, host.desiredRevision);
   return host;
 }

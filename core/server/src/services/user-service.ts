@@ -8,7 +8,7 @@ import { and, asc, eq, gt, isNull } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, systemActor, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
-import { apiTokens, users } from '../db/schema.js';
+import { apiTokens, hosts, users } from '../db/schema.js';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import { DatabaseToken } from '../tokens.js';
@@ -49,6 +49,8 @@ export interface CreateTokenInput {
   userId?: string | null;
   name: string;
   scope: TokenScope;
+  /** Required for agent tokens: the host they act for. */
+  hostId?: string | null;
 }
 
 function hashSecret(secret: string): string {
@@ -79,7 +81,15 @@ export class UserService {
         .set({ lastUsedAt: new Date(now) })
         .where(eq(apiTokens.id, row.token.id));
     }
-    return { userId: row.user.id, userName: row.user.name, role: row.user.role, tokenId: row.token.id, scope: row.token.scope, requestId };
+    return {
+      userId: row.user.id,
+      userName: row.user.name,
+      role: row.user.role,
+      tokenId: row.token.id,
+      scope: row.token.scope,
+      hostId: row.token.hostId,
+      requestId,
+    };
   }
 
   /**
@@ -101,7 +111,7 @@ export class UserService {
         };
         await tx.insert(users).values(user);
         await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
-        const { secret, token } = this.newToken(user.id, 'bootstrap', 'admin');
+        const { secret, token } = this.newToken(user.id, 'bootstrap', 'admin', null);
         await tx.insert(apiTokens).values(token);
         await record({ action: 'token.create', objectType: 'ApiToken', objectId: token.id, ownerId: user.id, after: token });
         return { user, secret };
@@ -167,7 +177,16 @@ export class UserService {
       if (input.scope === 'admin' && user.role !== 'admin') {
         throw new ValidationError('input.scope', input.scope, `cannot be given to user "${user.name}", who is not an admin`);
       }
-      const { secret, token } = this.newToken(userId, name, input.scope);
+      let hostId: string | null = null;
+      if (input.scope === 'agent') {
+        if (input.hostId == null) throw new ValidationError('input.hostId', null, 'is required for an AGENT token: the host the agent manages');
+        hostId = validId('input.hostId', input.hostId);
+        const [host] = await tx.select({ id: hosts.id }).from(hosts).where(eq(hosts.id, hostId));
+        if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+      } else if (input.hostId != null) {
+        throw new ValidationError('input.hostId', input.hostId, 'applies to AGENT tokens only');
+      }
+      const { secret, token } = this.newToken(userId, name, input.scope, hostId);
       await tx.insert(apiTokens).values(token);
       await record({ action: 'token.create', objectType: 'ApiToken', objectId: token.id, ownerId: userId, after: token });
       return { token, secret };
@@ -211,13 +230,14 @@ export class UserService {
     return this.db.select().from(apiTokens).where(eq(apiTokens.userId, userId)).orderBy(asc(apiTokens.id));
   }
 
-  private newToken(userId: string, name: string, scope: TokenScope): { secret: string; token: ApiToken } {
+  private newToken(userId: string, name: string, scope: TokenScope, hostId: string | null): { secret: string; token: ApiToken } {
     const secret = TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const token: ApiToken = {
       id: newId(),
       userId,
       name,
       scope,
+      hostId,
       secretHash: hashSecret(secret),
       prefix: secret.slice(0, 10),
       createdAt: new Date(),

@@ -31,6 +31,7 @@ ApiTokenRef.implement({
     name: t.exposeString('name'),
     scope: t.field({ type: TokenScopeEnum, resolve: (tok) => tok.scope }),
     prefix: t.exposeString('prefix', { description: 'The first characters of the secret, to recognise it.' }),
+    hostId: t.exposeID('hostId', { nullable: true, description: 'AGENT tokens: the host they act for.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime', nullable: true, description: 'Refreshed at most once a minute.' }),
     revokedAt: t.expose('revokedAt', { type: 'DateTime', nullable: true }),
@@ -96,6 +97,7 @@ const CreateApiTokenInput = builder.inputType('CreateApiTokenInput', {
     userId: t.id({ description: 'Default: the caller.' }),
     name: t.string({ required: true }),
     scope: t.field({ type: TokenScopeEnum, defaultValue: 'user' }),
+    hostId: t.id({ description: 'Required for AGENT tokens: the host the agent manages.' }),
   }),
 });
 

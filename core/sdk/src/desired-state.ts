@@ -1,0 +1,113 @@
+/**
+ * The desired-state document: everything one host must apply, at one revision. The controller
+ * compiles it from its database; an agent receives the full document (then newer revisions) and
+ * makes its host match it through its plugin. Fields are only ever added, never changed in meaning;
+ * `apiVersion` changes when they must be.
+ */
+
+/** Version of this document's shape. */
+export const DESIRED_STATE_API_VERSION = 1;
+
+/** An inclusive port range. */
+export interface PortRange {
+  start: number;
+  end: number;
+}
+
+/** What the firewall does with a packet. */
+export type FirewallAction = 'allow' | 'reject' | 'drop';
+
+/** One host's desired state at one revision. */
+export interface DesiredState {
+  apiVersion: typeof DESIRED_STATE_API_VERSION;
+  hostId: string;
+  hostName: string;
+  /** Monotonic: every change to anything below increases it. */
+  revision: number;
+  /** Addresses forwards listen on when they name none. */
+  publicAddresses: string[];
+  /** Instances in id order; everything inside is in a stable order too, so equal states serialise equally. */
+  instances: DesiredInstance[];
+}
+
+/** One VM or container and what applies to it. */
+export interface DesiredInstance {
+  id: string;
+  name: string;
+  /** The backend's own id (container id, VMID, moref), when known. */
+  externalId: string | null;
+  nics: DesiredNic[];
+  firewall: DesiredFirewall;
+  /** The instance-wide limit (nicId null) first, then per-NIC limits. */
+  bandwidth: DesiredBandwidth[];
+  portForwards: DesiredPortForward[];
+}
+
+/** A network interface with its static addresses. */
+export interface DesiredNic {
+  id: string;
+  name: string;
+  mac: string;
+  /** Bridge or network name. */
+  network: string;
+  addresses: DesiredAddress[];
+}
+
+/** An address (or delegated IPv6 prefix) held by a NIC. */
+export interface DesiredAddress {
+  address: string;
+  /** Interface form: the subnet's prefix length for single addresses, the delegated length for prefixes. */
+  prefixLength: number;
+  /** True for a delegated prefix rather than one address. */
+  delegated: boolean;
+  gateway: string | null;
+  dns: string[];
+}
+
+/** An instance's firewall: rules in evaluation order (first match decides), then the policies. */
+export interface DesiredFirewall {
+  inboundPolicy: FirewallAction;
+  outboundPolicy: FirewallAction;
+  /** Enabled rules only, ordered by direction, priority, then creation. */
+  rules: DesiredFirewallRule[];
+}
+
+/** One firewall rule. */
+export interface DesiredFirewallRule {
+  id: string;
+  direction: 'inbound' | 'outbound';
+  protocol: 'tcp' | 'udp' | 'icmp' | 'all';
+  sourceCidr: string | null;
+  destinationCidr: string | null;
+  /** Destination ports for tcp/udp; empty: every port. */
+  ports: PortRange[];
+  action: FirewallAction;
+  priority: number;
+}
+
+/** A bandwidth limit; rates in bits per second, bursts in bytes (already resolved when automatic). */
+export interface DesiredBandwidth {
+  id: string;
+  /** Null: every NIC of the instance. */
+  nicId: string | null;
+  ingressBps: number | null;
+  egressBps: number | null;
+  ingressBurstBytes: number | null;
+  egressBurstBytes: number | null;
+  monthlyQuotaBytes: number | null;
+  quotaAction: 'throttle' | 'notify' | null;
+  throttleBps: number | null;
+}
+
+/** A NAT port forward from the host to this instance. */
+export interface DesiredPortForward {
+  id: string;
+  protocol: 'tcp' | 'udp' | 'both';
+  /** Null: every public address of the host of the target's family. */
+  hostAddress: string | null;
+  hostPorts: PortRange;
+  targetAddress: string;
+  targetPorts: PortRange;
+  /** Empty: any source. */
+  sourceCidrs: string[];
+}

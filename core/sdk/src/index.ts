@@ -1,0 +1,2 @@
+/** @gatehouse/sdk: the only package a plugin author imports. */
+export * from './desired-state.js';

@@ -1,0 +1,123 @@
+/**
+ * The desired-state compiler: a pure function from what the database holds for one host to the
+ * document its agent applies. Everything is sorted, so the same rows always give the same JSON.
+ */
+import { DESIRED_STATE_API_VERSION, type DesiredInstance, type DesiredState } from '@gatehouse/sdk';
+import type { BandwidthLimit } from '../services/bandwidth-service.js';
+import { autoBurstBytes } from '../services/bandwidth-service.js';
+import type { FirewallRule } from '../services/firewall-service.js';
+import type { Host } from '../services/host-service.js';
+import type { Instance, Nic } from '../services/ownership.js';
+import type { Allocation, Pool } from '../services/pool-service.js';
+import type { PortForward } from '../services/port-forward-service.js';
+
+/** Everything attached to one host, read in one consistent snapshot. */
+export interface HostSnapshot {
+  host: Host;
+  instances: Instance[];
+  nics: Nic[];
+  addresses: Allocation[];
+  pools: Pool[];
+  firewallRules: FirewallRule[];
+  bandwidth: BandwidthLimit[];
+  portForwards: PortForward[];
+}
+
+const byId = <T extends { id: string }>(a: T, b: T) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+function groupBy<T>(rows: readonly T[], key: (row: T) => string | null): Map<string, T[]> {
+  const map = new Map<string, T[]>();
+  for (const row of rows) {
+    const k = key(row);
+    if (k === null) continue;
+    const list = map.get(k);
+    if (list) list.push(row);
+    else map.set(k, [row]);
+  }
+  return map;
+}
+
+/** Compiles a host's desired state. */
+export function compileDesiredState(s: HostSnapshot): DesiredState {
+  const pools = new Map(s.pools.map((p) => [p.id, p]));
+  const nicsOf = groupBy([...s.nics].sort(byId), (n) => n.instanceId);
+  const addressesOf = groupBy([...s.addresses].sort(byId), (a) => a.nicId);
+  const rulesOf = groupBy(
+    s.firewallRules.filter((r) => r.enabled).sort((a, b) => a.direction.localeCompare(b.direction) || a.priority - b.priority || byId(a, b)),
+    (r) => r.instanceId,
+  );
+  const limitsOf = groupBy(
+    [...s.bandwidth].sort((a, b) => (a.nicId === null ? -1 : b.nicId === null ? 1 : byId(a, b))),
+    (l) => l.instanceId,
+  );
+  const forwardsOf = groupBy(
+    [...s.portForwards].sort((a, b) => a.hostPortStart - b.hostPortStart || a.protoLo - b.protoLo || byId(a, b)),
+    (f) => f.instanceId,
+  );
+
+  const instances: DesiredInstance[] = [...s.instances].sort(byId).map((i) => ({
+    id: i.id,
+    name: i.name,
+    externalId: i.externalId,
+    nics: (nicsOf.get(i.id) ?? []).map((n) => ({
+      id: n.id,
+      name: n.name,
+      mac: n.mac,
+      network: n.network,
+      addresses: (addressesOf.get(n.id) ?? []).map((a) => {
+        const pool = pools.get(a.poolId);
+        const delegated = a.prefixLength !== 32 && a.prefixLength !== 128;
+        return {
+          address: a.address,
+          prefixLength: delegated || !pool ? a.prefixLength : Number(pool.subnet.split('/')[1]),
+          delegated,
+          gateway: pool?.gateway ?? null,
+          dns: pool?.dns ?? [],
+        };
+      }),
+    })),
+    firewall: {
+      inboundPolicy: i.firewallInboundPolicy,
+      outboundPolicy: i.firewallOutboundPolicy,
+      rules: (rulesOf.get(i.id) ?? []).map((r) => ({
+        id: r.id,
+        direction: r.direction,
+        protocol: r.protocol,
+        sourceCidr: r.sourceCidr,
+        destinationCidr: r.destinationCidr,
+        ports: r.ports,
+        action: r.action,
+        priority: r.priority,
+      })),
+    },
+    bandwidth: (limitsOf.get(i.id) ?? []).map((l) => ({
+      id: l.id,
+      nicId: l.nicId,
+      ingressBps: l.ingressBps,
+      egressBps: l.egressBps,
+      ingressBurstBytes: l.ingressBps === null ? null : (l.ingressBurstBytes ?? autoBurstBytes(l.ingressBps)),
+      egressBurstBytes: l.egressBps === null ? null : (l.egressBurstBytes ?? autoBurstBytes(l.egressBps)),
+      monthlyQuotaBytes: l.monthlyQuotaBytes,
+      quotaAction: l.quotaAction,
+      throttleBps: l.throttleBps,
+    })),
+    portForwards: (forwardsOf.get(i.id) ?? []).map((f) => ({
+      id: f.id,
+      protocol: f.protocol,
+      hostAddress: f.hostAddress,
+      hostPorts: { start: f.hostPortStart, end: f.hostPortEnd },
+      targetAddress: f.targetAddress,
+      targetPorts: { start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) },
+      sourceCidrs: f.sourceCidrs,
+    })),
+  }));
+
+  return {
+    apiVersion: DESIRED_STATE_API_VERSION,
+    hostId: s.host.id,
+    hostName: s.host.name,
+    revision: s.host.desiredRevision,
+    publicAddresses: s.host.publicAddresses,
+    instances,
+  };
+}

@@ -1,0 +1,201 @@
+/**
+ * The per-host desired state: every change shows in the next revision, the document is
+ * deterministic, and agents receive it over graphql-ws (full state, then each new revision).
+ */
+import { createClient, type Client as WsClient } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { startController, type Controller } from '../src/server.js';
+import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
+import { createHost, createPool } from './support/fixtures.js';
+import { storeBackends } from './support/stores.js';
+import { useStoreApi } from './support/suite.js';
+
+const backends = await storeBackends();
+const STATE = `query($h: ID!) { hostDesiredState(hostId: $h) { revision apiVersion document } }`;
+
+describe.each(backends)('desired state on $name', (backend) => {
+  const ctx = useStoreApi(backend, 'host-ds');
+  const state = async () => (await ctx.api.admin(STATE, { h: ctx.hostId })).data!.hostDesiredState;
+
+  it('reflects every change in the next revision', async () => {
+    await createPool(ctx.api.admin, { name: 'ds', kind: 'PRIVATE', network: 'br-ds', cidr: '10.12.0.0/24', gateway: '10.12.0.1', dns: ['10.12.0.1'] });
+    let last = (await state()).revision as number;
+    const step = async (label: string, mutation: string, vars: Record<string, unknown>, check: (doc: any) => void) => {
+      const r = await ctx.api.admin(mutation, vars);
+      const payload = Object.values(r.data ?? {})[0] as { __typename?: string; code?: string } | undefined;
+      expect(payload?.code, `${label}: ${JSON.stringify(r)}`).toBeUndefined();
+      const now = await state();
+      expect(now.revision, label).toBeGreaterThan(last);
+      last = now.revision;
+      check(now.document);
+      return r;
+    };
+    const created = await step(
+      'create instance',
+      `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "vm-ds", nics: [{ network: "br-ds" }] }) { __typename ... on CreateInstancePayload { instance { id nics { id } } } ${ERROR_FIELDS} } }`,
+      { h: ctx.hostId },
+      (doc) => {
+        expect(doc.instances).toHaveLength(1);
+        expect(doc.instances[0].nics[0].addresses).toEqual([
+          { address: '10.12.0.2', prefixLength: 24, delegated: false, gateway: '10.12.0.1', dns: ['10.12.0.1'] },
+        ]);
+        expect(doc.instances[0].firewall).toEqual({ inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] });
+      },
+    );
+    const vm = created.data!.createInstance.instance;
+    const fwd = await step(
+      'create forward',
+      `mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "10022", targetPort: "22", sourceCidrs: ["198.51.100.0/24"] }) { __typename ... on CreatePortForwardPayload { portForward { id } } ${ERROR_FIELDS} } }`,
+      { i: vm.id },
+      (doc) =>
+        expect(doc.instances[0].portForwards).toEqual([
+          {
+            id: expect.any(String),
+            protocol: 'tcp',
+            hostAddress: null,
+            hostPorts: { start: 10022, end: 10022 },
+            targetAddress: '10.12.0.2',
+            targetPorts: { start: 22, end: 22 },
+            sourceCidrs: ['198.51.100.0/24'],
+          },
+        ]),
+    );
+    const rule = await step(
+      'add firewall rule',
+      `mutation($i: ID!) { addFirewallRule(input: { instanceId: $i, direction: INBOUND, protocol: TCP, ports: "80,443", action: DROP, priority: 10 }) { __typename ... on AddFirewallRulePayload { rule { id } } ${ERROR_FIELDS} } }`,
+      { i: vm.id },
+      (doc) =>
+        expect(doc.instances[0].firewall.rules).toMatchObject([
+          {
+            direction: 'inbound',
+            protocol: 'tcp',
+            action: 'drop',
+            priority: 10,
+            ports: [
+              { start: 80, end: 80 },
+              { start: 443, end: 443 },
+            ],
+          },
+        ]),
+    );
+    await step(
+      'disable the rule',
+      `mutation($r: ID!) { updateFirewallRule(input: { ruleId: $r, enabled: false }) { __typename ${ERROR_FIELDS} } }`,
+      { r: rule.data!.addFirewallRule.rule.id },
+      (doc) => expect(doc.instances[0].firewall.rules).toEqual([]),
+    );
+    await step(
+      'set a policy',
+      `mutation($i: ID!) { setFirewallPolicy(input: { instanceId: $i, inbound: REJECT }) { __typename ${ERROR_FIELDS} } }`,
+      { i: vm.id },
+      (doc) => expect(doc.instances[0].firewall.inboundPolicy).toBe('reject'),
+    );
+    await step(
+      'limit bandwidth',
+      `mutation($i: ID!) { setBandwidthLimit(input: { instanceId: $i, egressMbps: 8 }) { __typename ${ERROR_FIELDS} } }`,
+      { i: vm.id },
+      (doc) => expect(doc.instances[0].bandwidth).toMatchObject([{ nicId: null, egressBps: 8_000_000, egressBurstBytes: 15_000, ingressBps: null }]),
+    );
+    await step('add a NIC', `mutation($i: ID!) { addNic(input: { instanceId: $i, network: "br-ds" }) { __typename ${ERROR_FIELDS} } }`, { i: vm.id }, (doc) =>
+      expect(doc.instances[0].nics.map((n: { name: string }) => n.name)).toEqual(['eth0', 'eth1']),
+    );
+    await step(
+      'delete the forward',
+      `mutation($f: ID!) { deletePortForward(input: { portForwardId: $f }) { __typename ${ERROR_FIELDS} } }`,
+      { f: fwd.data!.createPortForward.portForward.id },
+      (doc) => expect(doc.instances[0].portForwards).toEqual([]),
+    );
+    await step('delete the instance', `mutation($i: ID!) { deleteInstance(input: { instanceId: $i }) { __typename ${ERROR_FIELDS} } }`, { i: vm.id }, (doc) =>
+      expect(doc.instances).toEqual([]),
+    );
+  });
+
+  it('serialises the same state identically', async () => {
+    const a = await state();
+    const b = await state();
+    expect(JSON.stringify(b)).toBe(JSON.stringify(a));
+  });
+});
+
+describe('hostDesiredState over graphql-ws', () => {
+  let controller: Controller;
+  let api: TestApi;
+  let hostId: string;
+  let otherHostId: string;
+  const clients: WsClient[] = [];
+
+  beforeAll(async () => {
+    controller = await startController({ store: { kind: 'pglite' }, port: 0, bootstrap: false });
+    api = await createTestApi(controller.store, controller.container);
+    hostId = await createHost(api.admin, 'agent-host');
+    otherHostId = await createHost(api.admin, 'other-host');
+    await createPool(api.admin, { name: 'ws', kind: 'PRIVATE', network: 'br-ws', cidr: '10.13.0.0/24' });
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.dispose()));
+    await controller?.close();
+  });
+
+  async function agentToken(host: string): Promise<string> {
+    const me = await api.admin(`{ me { id } }`);
+    const r = await api.admin(
+      `mutation($u: ID!, $h: ID!) { createApiToken(input: { userId: $u, name: "agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } } }`,
+      {
+        u: me.data!.me.id,
+        h: host,
+      },
+    );
+    return r.data!.createApiToken.created.secret;
+  }
+
+  function subscribe(secret: string, host: string) {
+    const client = createClient({
+      url: controller.url.replace('http://', 'ws://'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { Authorization: `Bearer ${secret}` },
+    });
+    clients.push(client);
+    const received: { revision: number; document: { instances: unknown[] } }[] = [];
+    const errors: unknown[] = [];
+    client.subscribe<{ hostDesiredState: { revision: number; document: { instances: unknown[] } } }>(
+      { query: 'subscription($h: ID!) { hostDesiredState(hostId: $h) { revision document } }', variables: { h: host } },
+      { next: (m) => (m.data ? received.push(m.data.hostDesiredState) : errors.push(m.errors)), error: (e) => errors.push(e), complete: () => {} },
+    );
+    return { received, errors };
+  }
+
+  const until = async (check: () => boolean, what: string) => {
+    for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(check(), what).toBe(true);
+  };
+
+  it("streams the full state to the host's agent, then each new revision", async () => {
+    const { received } = subscribe(await agentToken(hostId), hostId);
+    await until(() => received.length === 1, 'initial state');
+    const first = received[0]!.revision;
+    await api.admin(`mutation($h: ID!) { createInstance(input: { hostId: $h, name: "streamed", nics: [{ network: "br-ws" }] }) { __typename } }`, {
+      h: hostId,
+    });
+    await until(() => received.length >= 2, 'a new revision');
+    expect(received.at(-1)!.revision).toBeGreaterThan(first);
+    expect(received.at(-1)!.document.instances).toHaveLength(1);
+    // a change on another host sends nothing here
+    const count = received.length;
+    await api.admin(`mutation($h: ID!) { createInstance(input: { hostId: $h, name: "elsewhere" }) { __typename } }`, { h: otherHostId });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received.length).toBe(count);
+  });
+
+  it("refuses another host's agent and user tokens", async () => {
+    const wrong = subscribe(await agentToken(otherHostId), hostId);
+    await until(() => wrong.errors.length > 0, 'an error for the wrong host');
+    expect(JSON.stringify(wrong.errors)).toContain('FORBIDDEN');
+    expect(wrong.received).toEqual([]);
+    const user = await api.tenant('nosy');
+    const byUser = subscribe(user.secret, hostId);
+    await until(() => byUser.errors.length > 0, 'an error for a user token');
+    expect(byUser.received).toEqual([]);
+  });
+});
