@@ -3,6 +3,7 @@
  */
 import { createPubSub } from 'graphql-yoga';
 import type { AuditEntry } from './services/audit-service.js';
+import type { ObjectStatusChange } from './services/object-status-service.js';
 
 /** Topics and their payloads. */
 export interface EventTopics {
@@ -10,6 +11,8 @@ export interface EventTopics {
   audit: [AuditEntry];
   /** A host's desired state reached a new revision (committed). */
   hostRevision: [{ hostId: string; revision: number }];
+  /** An agent reported a new apply status for an object (committed). */
+  objectStatus: [ObjectStatusChange];
 }
 
 /** The pub/sub instance; its type comes from yoga's `createPubSub`. */

@@ -198,4 +198,71 @@ describe('hostDesiredState over graphql-ws', () => {
     await until(() => byUser.errors.length > 0, 'an error for a user token');
     expect(byUser.received).toEqual([]);
   });
+
+  it("records agent status reports and streams each owner only their own objects' changes", async () => {
+    const owner = await api.tenant('sophie');
+    const mk = async (name: string, ownerId?: string) =>
+      (
+        await api.admin(
+          `mutation($h: ID!, $n: String!, $o: ID) { createInstance(input: { hostId: $h, name: $n, ownerId: $o, nics: [{ network: "br-ws" }] }) { ... on CreateInstancePayload { instance { id } } } }`,
+          { h: hostId, n: name, o: ownerId },
+        )
+      ).data!.createInstance.instance.id as string;
+    const forward = async (instanceId: string, port: string) =>
+      (
+        await api.admin(
+          `mutation($i: ID!, $p: String!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: $p, targetPort: "22" }) { ... on CreatePortForwardPayload { portForward { id } } } }`,
+          { i: instanceId, p: port },
+        )
+      ).data!.createPortForward.portForward.id as string;
+    const hers = await forward(await mk('sophie-vm', owner.id), '20022');
+    const theirs = await forward(await mk('admin-vm'), '20023');
+
+    const client = createClient({
+      url: controller.url.replace('http://', 'ws://'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { Authorization: `Bearer ${owner.secret}` },
+    });
+    clients.push(client);
+    const seen: { objectId: string; status: string; error: string | null }[] = [];
+    client.subscribe<{ objectStatusChanged: { objectId: string; status: string; error: string | null } }>(
+      { query: 'subscription { objectStatusChanged { objectId status error } }' },
+      { next: (m) => m.data && seen.push(m.data.objectStatusChanged), error: () => {}, complete: () => {} },
+    );
+    await new Promise((r) => setTimeout(r, 300));
+
+    const agent = await agentToken(hostId);
+    const revision = (await api.admin(STATE, { h: hostId })).data!.hostDesiredState.revision;
+    const REPORT = `mutation($input: ReportObjectStatusInput!) { reportObjectStatus(input: $input) { __typename ... on ReportObjectStatusPayload { reported { changes { objectId status } } } ${ERROR_FIELDS} } }`;
+    const send = (secret: string, input: Record<string, unknown>) => api.clientFor(secret)(REPORT, { input });
+    const ok = await send(agent, {
+      hostId,
+      revision,
+      objects: [
+        { objectType: 'PORT_FORWARD', objectId: hers, status: 'FAILED', error: 'nft: Could not process rule' },
+        { objectType: 'PORT_FORWARD', objectId: theirs, status: 'APPLIED' },
+      ],
+    });
+    expect(ok.data!.reportObjectStatus.reported.changes).toHaveLength(2);
+    await until(() => seen.length >= 1, 'the owner sees the change');
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen).toEqual([{ objectId: hers, status: 'FAILED', error: 'nft: Could not process rule' }]);
+    const status = await owner.client(`query($id: ID!) { portForward(id: $id) { status statusError } }`, { id: hers });
+    expect(status.data!.portForward).toEqual({ status: 'FAILED', statusError: 'nft: Could not process rule' });
+
+    expect((await send(owner.secret, { hostId, revision, objects: [] })).data!.reportObjectStatus).toMatchObject({ code: 'FORBIDDEN', field: 'input.hostId' });
+    expect((await send(await agentToken(otherHostId), { hostId, revision, objects: [] })).data!.reportObjectStatus).toMatchObject({ code: 'FORBIDDEN' });
+    expect((await send(agent, { hostId, revision: revision + 5, objects: [] })).data!.reportObjectStatus).toMatchObject({
+      code: 'VALIDATION_FAILED',
+      field: 'input.revision',
+    });
+    expect(
+      (await send(agent, { hostId, revision, objects: [{ objectType: 'PORT_FORWARD', objectId: hers, status: 'APPLIED', error: 'x' }] })).data!
+        .reportObjectStatus,
+    ).toMatchObject({
+      code: 'VALIDATION_FAILED',
+      field: 'input.objects[0].error',
+    });
+  });
 });

@@ -12,6 +12,7 @@ import { DesiredStateService } from '../services/desired-state-service.js';
 import { FirewallService } from '../services/firewall-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
+import { ObjectStatusService } from '../services/object-status-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
@@ -30,6 +31,7 @@ export interface Services {
   bandwidth: BandwidthService;
   proxies: WebProxyService;
   desiredState: DesiredStateService;
+  objectStatus: ObjectStatusService;
   audit: AuditService;
 }
 
@@ -62,6 +64,7 @@ export function resolveServices(container: DependencyContainer): Services {
     bandwidth: container.resolve(BandwidthService),
     proxies: container.resolve(WebProxyService),
     desiredState: container.resolve(DesiredStateService),
+    objectStatus: container.resolve(ObjectStatusService),
     audit: container.resolve(AuditService),
   };
 }
