@@ -18,7 +18,10 @@ export interface EventTopics {
 /** The pub/sub instance; its type comes from yoga's `createPubSub`. */
 export type EventBus = ReturnType<typeof createEventBus>;
 
-/** Creates the bus. Replicas share events through PostgreSQL later; one process needs nothing more. */
-export function createEventBus() {
-  return createPubSub<{ [K in keyof EventTopics]: EventTopics[K] }>();
+/**
+ * Creates the bus: in-process by default (PGlite, one controller), or on an event target shared
+ * by all replicas (PostgreSQL LISTEN/NOTIFY, see db/postgres-events.ts).
+ */
+export function createEventBus(eventTarget?: EventTarget) {
+  return createPubSub<{ [K in keyof EventTopics]: EventTopics[K] }>(eventTarget ? { eventTarget: eventTarget as never } : undefined);
 }

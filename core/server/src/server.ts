@@ -52,7 +52,7 @@ export interface Controller {
 export function createContainer(store: Store): DependencyContainer {
   const child = rootContainer.createChildContainer();
   child.registerInstance(DatabaseToken, store.db);
-  child.registerInstance(EventBusToken, createEventBus());
+  child.registerInstance(EventBusToken, createEventBus(store.eventTarget));
   return child;
 }
 

@@ -13,6 +13,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import type { PgAsyncDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import postgres from 'postgres';
+import { PostgresEventTarget } from './postgres-events.js';
 
 /** The drizzle handle every service uses; the same type for both stores. */
 export type Database = PgAsyncDatabase<PgQueryResultHKT>;
@@ -32,6 +33,8 @@ export type StoreConfig = { kind: 'pglite'; dataDir?: string } | { kind: 'postgr
 export interface Store {
   readonly db: Database;
   readonly kind: StoreConfig['kind'];
+  /** PostgreSQL only: events shared by every controller on the database (LISTEN/NOTIFY). */
+  readonly eventTarget?: EventTarget;
   close(): Promise<void>;
 }
 
@@ -75,10 +78,19 @@ export async function openStore(config: StoreConfig): Promise<Store> {
     await migrationClient.end();
   }
   const client = postgres(config.url, { max: config.maxConnections ?? 10, onnotice: () => {} });
-  const db = drizzlePostgres({ client });
+  const db = drizzlePostgres({ client }) as unknown as Database;
+  // LISTEN holds a connection of its own; NOTIFY goes through it too
+  const listenClient = postgres(config.url, { max: 1, onnotice: () => {} });
+  const eventTarget = new PostgresEventTarget(listenClient, db, (err) => console.error('gatehouse events:', err));
+  await eventTarget.start();
   return {
-    db: db as unknown as Database,
+    db,
     kind: 'postgres',
-    close: () => client.end({ timeout: 5 }),
+    eventTarget,
+    async close() {
+      await eventTarget.stop();
+      await listenClient.end({ timeout: 5 });
+      await client.end({ timeout: 5 });
+    },
   };
 }
