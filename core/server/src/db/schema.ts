@@ -13,6 +13,14 @@ import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, 
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 
+/** What the host's agent last reported for an object it applies; every change resets it to pending. */
+const applyStatusColumns = () => ({
+  status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
+    .notNull()
+    .default('pending'),
+  statusError: text('status_error'),
+});
+
 /** People and systems that own things; `role` decides what their tokens may do. */
 export const users = pgTable('users', {
   id: uuid('id').primaryKey(),
@@ -218,10 +226,7 @@ export const portForwards = pgTable(
     /** Source prefixes allowed to use the forward; empty: any. */
     sourceCidrs: jsonb('source_cidrs').$type<string[]>().notNull(),
     note: text('note').notNull().default(''),
-    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
-      .notNull()
-      .default('pending'),
-    statusError: text('status_error'),
+    ...applyStatusColumns(),
     /** Exclusion-constraint keys: protocol as 1 (tcp) .. 2 (udp), the address as a number in the IPv6 space. */
     protoLo: integer('proto_lo').notNull(),
     protoHi: integer('proto_hi').notNull(),
@@ -262,10 +267,7 @@ export const firewallRules = pgTable(
     priority: integer('priority').notNull(),
     enabled: boolean('enabled').notNull().default(true),
     note: text('note').notNull().default(''),
-    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
-      .notNull()
-      .default('pending'),
-    statusError: text('status_error'),
+    ...applyStatusColumns(),
     createdAt: createdAt(),
   },
   (t) => [
@@ -326,10 +328,7 @@ export const bandwidthLimits = pgTable(
     monthlyQuotaBytes: bigint('monthly_quota_bytes', { mode: 'number' }),
     quotaAction: text('quota_action', { enum: ['throttle', 'notify'] }),
     throttleBps: bigint('throttle_bps', { mode: 'number' }),
-    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
-      .notNull()
-      .default('pending'),
-    statusError: text('status_error'),
+    ...applyStatusColumns(),
     createdAt: createdAt(),
   },
   (t) => [unique('bandwidth_limits_target_unique').on(t.instanceId, t.nicId).nullsNotDistinct()],
@@ -362,10 +361,7 @@ export const webProxies = pgTable(
     /** Never returned by any query. */
     privateKeyPem: text('private_key_pem'),
     websocket: boolean('websocket').notNull().default(true),
-    status: text('status', { enum: ['pending', 'applied', 'failed', 'drifted'] })
-      .notNull()
-      .default('pending'),
-    statusError: text('status_error'),
+    ...applyStatusColumns(),
     createdAt: createdAt(),
   },
   (t) => [index('web_proxies_instance_idx').on(t.instanceId), index('web_proxies_target_idx').on(t.targetAddressId)],
