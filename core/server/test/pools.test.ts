@@ -275,6 +275,10 @@ describe.each(backends)('IP pools on $name', (backend) => {
       ['a duplicate name', { cidr: '10.50.0.0/24', name: 'nat-a' }, 'CONFLICT', 'input.name'],
       ['a name with control characters', { cidr: '10.50.0.0/24', name: 'bad\u0000name' }, 'VALIDATION_FAILED', 'input.name'],
       ['a bad network name', { cidr: '10.50.0.0/24', network: 'br pub' }, 'VALIDATION_FAILED', 'input.network'],
+      ['a loopback pool', { cidr: '127.0.0.0/24' }, 'VALIDATION_FAILED', 'input.cidr'],
+      ['a link-local pool', { start: '169.254.0.10', end: '169.254.0.20', prefixLength: 16 }, 'VALIDATION_FAILED', 'input.start'],
+      ['a multicast IPv6 pool', { cidr: 'ff02::/64' }, 'VALIDATION_FAILED', 'input.cidr'],
+      ['a pool spanning everything', { cidr: '0.0.0.0/0' }, 'VALIDATION_FAILED', 'input.cidr'],
     ];
     it.each(cases)('%s', async (_label, overrides, code, field) => {
       const before = await ctx.api.snapshot();

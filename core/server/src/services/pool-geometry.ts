@@ -87,8 +87,31 @@ export function resolvePoolGeometry(input: PoolGeometryInput): PoolGeometry {
     }
     gateway = g.value;
   }
+  const reserved = SPECIAL_RANGES.find((r) => r.family === family && start <= r.last && r.first <= end);
+  if (reserved) {
+    throw new ValidationError(
+      input.cidr != null ? 'input.cidr' : 'input.start',
+      input.cidr ?? input.start ?? '',
+      `overlaps ${reserved.name}, which instances cannot hold`,
+    );
+  }
   return { family, subnet, start, end, slotPrefixLength, step, slotCount: (end - start + 1n) / step, gateway };
 }
+
+// addresses no instance may hold, so no forward, proxy or rule can ever target them through a pool
+const SPECIAL_RANGES: { family: IpFamily; first: bigint; last: bigint; name: string }[] = [
+  ['0.0.0.0/8', 'the "this network" block 0.0.0.0/8'],
+  ['127.0.0.0/8', 'the loopback block 127.0.0.0/8'],
+  ['169.254.0.0/16', 'the link-local block 169.254.0.0/16'],
+  ['224.0.0.0/4', 'the multicast block 224.0.0.0/4'],
+  ['255.255.255.255/32', 'the broadcast address'],
+  ['::/127', 'the unspecified and loopback addresses ::/127'],
+  ['fe80::/10', 'the link-local block fe80::/10'],
+  ['ff00::/8', 'the multicast block ff00::/8'],
+].map(([text, name]) => {
+  const cidr = parseCidr(text!) as IpCidr;
+  return { family: cidr.family, first: cidr.network, last: cidrLast(cidr), name: name! };
+});
 
 function resolveSubnet(input: PoolGeometryInput): IpCidr {
   if (input.cidr != null) {
