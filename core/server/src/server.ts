@@ -18,6 +18,7 @@ import { createEventBus } from './events.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
 import { gatehouseSchema } from './graphql/schema.js';
 import { newId } from './ids.js';
+import { MAX_CSV_BYTES } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
 import { DatabaseToken, EventBusToken } from './tokens.js';
 
@@ -71,6 +72,9 @@ function isGraphQLError(value: unknown): boolean {
   return value instanceof GraphQLError || (value instanceof Error && 'extensions' in value && 'locations' in value);
 }
 
+/** Largest request body accepted (bytes). */
+export const MAX_REQUEST_BYTES = 2 * MAX_CSV_BYTES;
+
 const GRAPHIQL_DEFAULT_QUERY = `# Gatehouse GraphiQL. Add your token under Headers below:
 #   {"Authorization": "Bearer gh_..."}
 # The README walks through creating a pool, a host and an instance.
@@ -92,6 +96,8 @@ export function createGatehouseYoga(
     schema: gatehouseSchema(),
     graphqlEndpoint: '/graphql',
     landingPage: false,
+    // twice the largest CSV import: bigger bodies are refused with 413 before they are parsed
+    maxRequestBodySize: MAX_REQUEST_BYTES,
     // GraphiQL with its assets inlined: it works without internet access
     renderGraphiQL,
     graphiql: { title: 'Gatehouse GraphiQL', defaultQuery: GRAPHIQL_DEFAULT_QUERY },

@@ -125,6 +125,17 @@ describe('authentication and transports', () => {
     expect(r.body.data.auditLog.edges.length).toBeGreaterThan(0);
   });
 
+  it('refuses a request body over 16 MiB with 413 before parsing it (a 50 MB CSV upload)', async () => {
+    const csv = 'protocol,host_port,vm_ip,vm_port,note\n'.padEnd(50_000_000, 'x');
+    const r = await fetch(controller.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${api.adminSecret}` },
+      body: JSON.stringify({ query: 'mutation($c: String!) { importPortForwards(input: { hostId: "x", csv: $c }) { __typename } }', variables: { c: csv } }),
+    });
+    expect(r.status).toBe(413);
+    expect(((await r.json()) as { errors: { extensions: { code: string } }[] }).errors[0]!.extensions.code).toBe('REQUEST_ENTITY_TOO_LARGE');
+  });
+
   it("uses the caller's X-Request-Id in audit entries", async () => {
     const r = await post(
       controller.url,
