@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// Makes sure the system services the tests use are there: PostgreSQL (DATABASE_URL, default the
-// local server on 127.0.0.1:5432). On a fresh machine, as root, installs Debian's postgresql and
-// starts its cluster. Prints what it did; never fails the run by itself (the tests decide).
+// Makes sure the system services and tools the tests use are there: PostgreSQL (DATABASE_URL,
+// default the local server on 127.0.0.1:5432), nft, ip and iperf3. On a fresh machine, as root,
+// installs the missing Debian packages and starts PostgreSQL's cluster. Prints what it did; never
+// fails the run by itself (the tests decide, and in CI a skipped system test fails).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import net from 'node:net';
 
 const url = new URL(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
@@ -39,8 +41,7 @@ async function ensurePostgres() {
   try {
     clusters = readdirSync('/etc/postgresql');
   } catch {
-    run('apt-get', ['update']);
-    run('apt-get', ['install', '-y', '--no-install-recommends', 'postgresql']);
+    aptInstall(['postgresql']);
     clusters = readdirSync('/etc/postgresql');
   }
   for (const version of clusters) run('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', 'start']);
@@ -55,4 +56,24 @@ async function ensurePostgres() {
   console.log('[ensure-system] PostgreSQL started');
 }
 
+let aptUpdated = false;
+function aptInstall(packages) {
+  if (!aptUpdated) aptUpdated = run('apt-get', ['update']);
+  return run('apt-get', ['install', '-y', '--no-install-recommends', ...packages]);
+}
+
+function have(tool) {
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/bin'];
+  return dirs.some((dir) => dir && existsSync(join(dir, tool)));
+}
+
+function ensureTools() {
+  const wanted = { nft: 'nftables', ip: 'iproute2', iperf3: 'iperf3' };
+  const missing = Object.entries(wanted).filter(([tool]) => !have(tool)).map(([, pkg]) => pkg);
+  if (missing.length === 0) return console.log('[ensure-system] nft, ip and iperf3 are installed');
+  if (process.getuid?.() !== 0) return console.log(`[ensure-system] missing ${missing.join(', ')} and not root: namespace tests will skip (and fail in CI)`);
+  aptInstall(missing);
+}
+
+ensureTools();
 await ensurePostgres();

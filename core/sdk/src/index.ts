@@ -1,2 +1,3 @@
 /** @gatehouse/sdk: the only package a plugin author imports. */
 export * from './desired-state.js';
+export { CommandError, run, type ExecTarget } from './exec.js';

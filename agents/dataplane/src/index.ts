@@ -1,0 +1,2 @@
+/** @gatehouse/dataplane: nftables, tc and ip for a Linux host. */
+export { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
