@@ -3,8 +3,9 @@
  * NAT port forwards: per address family, two maps keyed on `daddr . l4proto . dport` (one gives the
  * target address, one the target port), so a new connection costs two lookups however many
  * forwards exist. (nft 1.0.6's JSON parser cannot take a map with concatenated data — it refuses
- * its elements and crashes on the rule — hence two maps with plain data.) Source allow-lists,
- * firewall chains, hairpin and counters come next.
+ * its elements and crashes on the rule — hence two maps with plain data.) Firewalls: a chain per
+ * instance and direction, reached from the forward hook through verdict maps keyed on the
+ * instance's addresses. Source allow-lists of forwards, hairpin and counters come next.
  */
 import type { DesiredState } from '@gatehouse/sdk';
 import type { NftCommand } from './nft.js';
@@ -73,6 +74,84 @@ function dnatRule(family: 4 | 6): NftCommand {
   };
 }
 
+type Instance = DesiredState['instances'][number];
+type Rule = Instance['firewall']['rules'][number];
+type Direction = 'in' | 'out';
+
+/** The chain holding one instance's rules for one direction. */
+export function firewallChainName(instanceId: string, direction: Direction): string {
+  return `fw_${direction}_${instanceId.replace(/-/g, '')}`;
+}
+
+function cidrMatch(cidr: string, field: 'saddr' | 'daddr'): NftCommand {
+  const [addr, len] = cidr.split('/');
+  return { match: { op: '==', left: { payload: { protocol: addr!.includes(':') ? 'ip6' : 'ip', field } }, right: { prefix: { addr, len: Number(len) } } } };
+}
+
+// allowing returns to the forward chain, so traffic between two instances passes both the
+// receiver's inbound and the sender's outbound rules; drop and reject end it at once
+const VERDICT = { allow: { return: null }, drop: { drop: null }, reject: { reject: null } } as const;
+
+function ruleExpr(rule: Rule): NftCommand[] {
+  const expr: NftCommand[] = [];
+  if (rule.protocol === 'tcp' || rule.protocol === 'udp') expr.push({ match: { op: '==', left: { meta: { key: 'l4proto' } }, right: rule.protocol } });
+  if (rule.protocol === 'icmp') expr.push({ match: { op: '==', left: { meta: { key: 'l4proto' } }, right: { set: ['icmp', 'ipv6-icmp'] } } });
+  if (rule.ports.length > 0) {
+    const ports = rule.ports.map((p) => (p.start === p.end ? p.start : { range: [p.start, p.end] }));
+    expr.push({ match: { op: '==', left: { payload: { protocol: 'th', field: 'dport' } }, right: { set: ports } } });
+  }
+  if (rule.sourceCidr) expr.push(cidrMatch(rule.sourceCidr, 'saddr'));
+  if (rule.destinationCidr) expr.push(cidrMatch(rule.destinationCidr, 'daddr'));
+  expr.push(VERDICT[rule.action]);
+  return expr;
+}
+
+function instanceAddresses(instance: Instance, family: 4 | 6): string[] {
+  return instance.nics.flatMap((n) => n.addresses.filter((a) => !a.delegated && a.address.includes(':') === (family === 6)).map((a) => a.address));
+}
+
+/** Per-instance chains for both directions, dispatched from the forward hook by address. */
+function firewall(state: DesiredState): NftCommand[] {
+  const commands: NftCommand[] = [];
+  const dispatch: Record<string, [string, { jump: { target: string } }][]> = { in4: [], in6: [], out4: [], out6: [] };
+  for (const instance of state.instances) {
+    for (const direction of ['in', 'out'] as const) {
+      const chain = firewallChainName(instance.id, direction);
+      commands.push({ add: { chain: { ...TABLE, name: chain } } });
+      for (const rule of instance.firewall.rules.filter((r) => (r.direction === 'inbound') === (direction === 'in'))) {
+        commands.push({ add: { rule: { ...TABLE, chain, expr: ruleExpr(rule) } } });
+      }
+      const policy = direction === 'in' ? instance.firewall.inboundPolicy : instance.firewall.outboundPolicy;
+      commands.push({ add: { rule: { ...TABLE, chain, expr: [VERDICT[policy]] } } });
+      for (const family of [4, 6] as const) {
+        for (const address of instanceAddresses(instance, family)) dispatch[`${direction}${family}`]!.push([address, { jump: { target: chain } }]);
+      }
+    }
+  }
+  commands.push({ add: { chain: { ...TABLE, name: 'forward', type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } } });
+  commands.push({
+    add: {
+      rule: {
+        ...TABLE,
+        chain: 'forward',
+        expr: [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }],
+      },
+    },
+  });
+  for (const [name, elements] of Object.entries(dispatch)) {
+    const family = name.endsWith('4') ? 4 : 6;
+    commands.push({ add: { map: { ...TABLE, name: `fw_${name}`, type: family === 4 ? 'ipv4_addr' : 'ipv6_addr', map: 'verdict' } } });
+    if (elements.length > 0) commands.push({ add: { element: { ...TABLE, name: `fw_${name}`, elem: elements } } });
+    const field = name.startsWith('in') ? 'daddr' : 'saddr';
+    commands.push({
+      add: {
+        rule: { ...TABLE, chain: 'forward', expr: [{ vmap: { key: { payload: { protocol: family === 4 ? 'ip' : 'ip6', field } }, data: `@fw_${name}` } }] },
+      },
+    });
+  }
+  return commands;
+}
+
 /** The table's content for `replaceTable`. */
 export function renderRuleset(state: DesiredState): NftCommand[] {
   return [
@@ -81,5 +160,6 @@ export function renderRuleset(state: DesiredState): NftCommand[] {
     { add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
     dnatRule(4),
     dnatRule(6),
+    ...firewall(state),
   ];
 }

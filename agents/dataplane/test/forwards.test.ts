@@ -11,7 +11,10 @@ import { applyNft, forwardElements, listTable, renderRuleset, replaceTable } fro
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
 
-function stateWith(forwards: DesiredState['instances'][number]['portForwards'], revision = 1): DesiredState {
+type Firewall = DesiredState['instances'][number]['firewall'];
+const OPEN: Firewall = { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] };
+
+function stateWith(forwards: DesiredState['instances'][number]['portForwards'], revision = 1, firewall: Firewall = OPEN): DesiredState {
   return {
     apiVersion: 1,
     hostId: 'h',
@@ -23,8 +26,16 @@ function stateWith(forwards: DesiredState['instances'][number]['portForwards'], 
         id: 'i',
         name: 'vm',
         externalId: null,
-        nics: [],
-        firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
+        nics: [
+          {
+            id: 'n',
+            name: 'eth0',
+            mac: '02:00:00:00:00:05',
+            network: 'br',
+            addresses: [{ address: '10.0.0.5', prefixLength: 24, delegated: false, gateway: '10.0.0.1', dns: [] }],
+          },
+        ],
+        firewall,
         bandwidth: [],
         portForwards: forwards,
       },
@@ -61,9 +72,14 @@ it('expands forwards into one map element per address, protocol and port', () =>
 
 /** What a TCP connection from `from` to host:port reads back, or null when it cannot connect. */
 async function fetchTcp(from: LabNamespace, host: string, port: number): Promise<string | null> {
-  const code = `const s=require('net').connect({host:${JSON.stringify(host)},port:${port},timeout:800});let d='';s.on('data',b=>d+=b);s.on('end',()=>console.log('got:'+d));s.on('timeout',()=>{console.log('none');s.destroy()});s.on('error',()=>console.log('none'))`;
-  const out = (await from.exec(process.execPath, ['-e', code])).trim();
+  const out = await tcpOutcome(from, host, port);
   return out.startsWith('got:') ? out.slice(4) : null;
+}
+
+/** `got:<data>`, `refused` (a reset or ICMP unreachable came back) or `timeout` (silently dropped). */
+async function tcpOutcome(from: LabNamespace, host: string, port: number): Promise<string> {
+  const code = `const s=require('net').connect({host:${JSON.stringify(host)},port:${port},timeout:800});let d='';s.on('data',b=>d+=b);s.on('end',()=>console.log('got:'+d));s.on('timeout',()=>{console.log('timeout');s.destroy()});s.on('error',e=>console.log(e.code==='ECONNREFUSED'||e.code==='EHOSTUNREACH'?'refused':'error:'+e.code))`;
+  return (await from.exec(process.execPath, ['-e', code])).trim();
 }
 
 describe.skipIf(!available && !REQUIRE_SYSTEM)('forwards through the host namespace', () => {
@@ -111,5 +127,45 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forwards through the host namesp
     await applyNft(replaceTable('inet', 'gatehouse', renderRuleset(stateWith([range], 2))), { netns: host.name });
     expect(await fetchTcp(client, '198.51.100.1', 10022)).toBeNull();
     expect(await fetchTcp(client, '198.51.100.1', 10101)).toBe('vm:3001');
+  });
+
+  it('applies an instance firewall in priority order: allow, reject and drop, with a default policy', async () => {
+    const rule = (id: string, priority: number, ports: [number, number], action: 'allow' | 'reject' | 'drop', sourceCidr: string | null = null) => ({
+      id,
+      direction: 'inbound' as const,
+      protocol: 'tcp' as const,
+      sourceCidr,
+      destinationCidr: null,
+      ports: [{ start: ports[0], end: ports[1] }],
+      action,
+      priority,
+    });
+    const apply = (firewall: Firewall, revision: number) =>
+      applyNft(replaceTable('inet', 'gatehouse', renderRuleset(stateWith([ssh, range], revision, firewall))), { netns: host.name });
+    await apply(
+      {
+        inboundPolicy: 'drop',
+        outboundPolicy: 'allow',
+        rules: [rule('r1', 10, [3000, 3002], 'reject'), rule('r2', 20, [2222, 2222], 'allow', '198.51.100.0/24')],
+      },
+      3,
+    );
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm:2222');
+    expect(await tcpOutcome(client, '198.51.100.1', 10101)).toBe('refused');
+    // the allow rule no longer matches the client: the default policy drops silently
+    await apply(
+      {
+        inboundPolicy: 'drop',
+        outboundPolicy: 'allow',
+        rules: [rule('r1', 10, [3000, 3002], 'drop'), rule('r2', 20, [2222, 2222], 'allow', '203.0.113.0/24')],
+      },
+      4,
+    );
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('timeout');
+    expect(await tcpOutcome(client, '198.51.100.1', 10101)).toBe('timeout');
+    // a lower priority number wins: allow before drop for the same port
+    await apply({ inboundPolicy: 'reject', outboundPolicy: 'allow', rules: [rule('r3', 5, [3001, 3001], 'allow'), rule('r1', 10, [3000, 3002], 'drop')] }, 5);
+    expect(await tcpOutcome(client, '198.51.100.1', 10101)).toBe('got:vm:3001');
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('refused');
   });
 });
