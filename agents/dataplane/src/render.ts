@@ -5,7 +5,8 @@
  * forwards exist. (nft 1.0.6's JSON parser cannot take a map with concatenated data — it refuses
  * its elements and crashes on the rule — hence two maps with plain data.) Firewalls: a chain per
  * instance and direction, reached from the forward hook through verdict maps keyed on the
- * instance's addresses. Source allow-lists of forwards, hairpin and counters come next.
+ * instance's addresses. Source allow-lists of forwards: a filter chain before DNAT. Hairpin and
+ * counters come next.
  */
 import type { DesiredState } from '@gatehouse/sdk';
 import type { NftCommand } from './nft.js';
@@ -72,6 +73,43 @@ function dnatRule(family: 4 | 6): NftCommand {
       },
     },
   };
+}
+
+/**
+ * Forwards with a source allow-list: a filter chain before DNAT drops their connections from any
+ * other source. One rule per such forward, host address and protocol (forwards without a list
+ * cost nothing here).
+ */
+function forwardSourceRules(state: DesiredState): NftCommand[] {
+  const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'fwd_sources', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } }];
+  for (const instance of state.instances) {
+    for (const f of instance.portForwards) {
+      if (f.sourceCidrs.length === 0) continue;
+      const v6 = f.targetAddress.includes(':');
+      const protocol = v6 ? 'ip6' : 'ip';
+      const hostAddresses = f.hostAddress ? [f.hostAddress] : state.publicAddresses.filter((a) => a.includes(':') === v6);
+      const allowed = f.sourceCidrs
+        .filter((c) => c.includes(':') === v6)
+        .map((c) => {
+          const [addr, len] = c.split('/');
+          return { prefix: { addr, len: Number(len) } };
+        });
+      for (const address of hostAddresses) {
+        for (const l4 of f.protocol === 'both' ? ['tcp', 'udp'] : [f.protocol]) {
+          const expr: NftCommand[] = [
+            { match: { op: '==', left: { payload: { protocol, field: 'daddr' } }, right: address } },
+            { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: l4 } },
+            { match: { op: '==', left: { payload: { protocol: 'th', field: 'dport' } }, right: { range: [f.hostPorts.start, f.hostPorts.end] } } },
+          ];
+          // no prefix of this family in the list: nobody of this family may connect
+          if (allowed.length > 0) expr.push({ match: { op: '!=', left: { payload: { protocol, field: 'saddr' } }, right: { set: allowed } } });
+          expr.push({ drop: null });
+          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr } } });
+        }
+      }
+    }
+  }
+  return commands;
 }
 
 type Instance = DesiredState['instances'][number];
@@ -160,6 +198,7 @@ export function renderRuleset(state: DesiredState): NftCommand[] {
     { add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
     dnatRule(4),
     dnatRule(6),
+    ...forwardSourceRules(state),
     ...firewall(state),
   ];
 }

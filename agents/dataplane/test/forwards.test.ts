@@ -168,4 +168,14 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forwards through the host namesp
     expect(await tcpOutcome(client, '198.51.100.1', 10101)).toBe('got:vm:3001');
     expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('refused');
   });
+
+  it('lets only the allowed sources use a forward with a source list', async () => {
+    const only = (cidrs: string[], revision: number) =>
+      applyNft(replaceTable('inet', 'gatehouse', renderRuleset(stateWith([{ ...ssh, sourceCidrs: cidrs }, range], revision))), { netns: host.name });
+    await only(['203.0.113.0/24', '2001:db8::/32'], 6);
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('timeout');
+    expect(await tcpOutcome(client, '198.51.100.1', 10101)).toBe('got:vm:3001');
+    await only(['198.51.100.0/24'], 7);
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm:2222');
+  });
 });
