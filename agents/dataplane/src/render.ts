@@ -5,8 +5,8 @@
  * forwards exist. (nft 1.0.6's JSON parser cannot take a map with concatenated data — it refuses
  * its elements and crashes on the rule — hence two maps with plain data.) Firewalls: a chain per
  * instance and direction, reached from the forward hook through verdict maps keyed on the
- * instance's addresses. Source allow-lists of forwards: a filter chain before DNAT. Hairpin and
- * counters come next.
+ * instance's addresses. Source allow-lists of forwards: a filter chain before DNAT. Hairpin:
+ * masquerade of DNATed connections inside an instance subnet. Counters come next.
  */
 import type { DesiredState } from '@gatehouse/sdk';
 import type { NftCommand } from './nft.js';
@@ -112,6 +112,35 @@ function forwardSourceRules(state: DesiredState): NftCommand[] {
   return commands;
 }
 
+/**
+ * Hairpin: an instance reaching a forward on the host's public address is DNATed back into its own
+ * subnet; without SNAT the reply would go straight back from the target and be dropped. Connections
+ * that were DNATed and stay inside an instance subnet are masqueraded behind the host.
+ */
+function hairpinRules(state: DesiredState): NftCommand[] {
+  const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } } }];
+  const subnets = new Set<string>();
+  for (const instance of state.instances) {
+    for (const nic of instance.nics) for (const a of nic.addresses) if (!a.delegated) subnets.add(`${a.address}/${a.prefixLength}`);
+  }
+  for (const subnet of subnets) {
+    const [addr, len] = subnet.split('/');
+    const protocol = addr!.includes(':') ? 'ip6' : 'ip';
+    // nft masks the host bits of the prefix itself
+    const inside = (field: string) => ({ match: { op: '==', left: { payload: { protocol, field } }, right: { prefix: { addr, len: Number(len) } } } });
+    commands.push({
+      add: {
+        rule: {
+          ...TABLE,
+          chain: 'postrouting',
+          expr: [{ match: { op: 'in', left: { ct: { key: 'status' } }, right: 'dnat' } }, inside('saddr'), inside('daddr'), { masquerade: null }],
+        },
+      },
+    });
+  }
+  return commands;
+}
+
 type Instance = DesiredState['instances'][number];
 type Rule = Instance['firewall']['rules'][number];
 type Direction = 'in' | 'out';
@@ -199,6 +228,7 @@ export function renderRuleset(state: DesiredState): NftCommand[] {
     dnatRule(4),
     dnatRule(6),
     ...forwardSourceRules(state),
+    ...hairpinRules(state),
     ...firewall(state),
   ];
 }

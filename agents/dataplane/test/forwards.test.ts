@@ -178,4 +178,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forwards through the host namesp
     await only(['198.51.100.0/24'], 7);
     expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm:2222');
   });
+
+  it("lets an instance reach its own forward on the host's public address (hairpin)", async () => {
+    await applyNft(replaceTable('inet', 'gatehouse', renderRuleset(stateWith([ssh, range], 8))), { netns: host.name });
+    expect(await tcpOutcome(vm, '198.51.100.1', 10022)).toBe('got:vm:2222');
+  });
 });
