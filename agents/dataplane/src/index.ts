@@ -1,3 +1,7 @@
 /** @gatehouse/dataplane: nftables, tc and ip for a Linux host. */
 export { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
-export { TABLE, firewallChainName, forwardElements, renderRuleset } from './render.js';
+export { Dataplane, type DataplaneApplyResult, type DataplaneCounters } from './dataplane.js';
+export { idFromName, observeListing } from './observe.js';
+export { TABLE, firewallChainName, forwardCounterName, forwardElements, instanceCounterName, objectName, renderRuleset } from './render.js';
+export { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
+export * from './tc.js';

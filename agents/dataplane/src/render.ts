@@ -1,12 +1,19 @@
 /**
- * Renders a host's desired state into the content of the `inet gatehouse` table. This step covers
- * NAT port forwards: per address family, two maps keyed on `daddr . l4proto . dport` (one gives the
- * target address, one the target port), so a new connection costs two lookups however many
- * forwards exist. (nft 1.0.6's JSON parser cannot take a map with concatenated data — it refuses
- * its elements and crashes on the rule — hence two maps with plain data.) Firewalls: a chain per
- * instance and direction, reached from the forward hook through verdict maps keyed on the
- * instance's addresses. Source allow-lists of forwards: a filter chain before DNAT. Hairpin:
- * masquerade of DNATed connections inside an instance subnet. Counters come next.
+ * Renders a host's desired state into the content of the `inet gatehouse` table.
+ *
+ * - Port forwards: per address family, maps keyed on `daddr . l4proto . dport` — one gives the
+ *   target address, one the target port, one the forward's named counter — so a new connection
+ *   costs the same few lookups however many forwards exist. (nft 1.0.6's JSON parser cannot take a
+ *   map with concatenated data — it refuses its elements and crashes on the rule — hence separate
+ *   maps with plain data.)
+ * - Source allow-lists of forwards: a filter chain before DNAT drops other sources.
+ * - Hairpin: masquerade of DNATed connections that stay inside an instance subnet.
+ * - Firewalls: a chain per instance and direction, reached from the forward hook through verdict
+ *   maps keyed on the instance's addresses.
+ * - Counters: a named counter per forward (packets towards it, counted before DNAT) and two per
+ *   instance (forwarded traffic to and from its addresses), reached through counter maps.
+ *
+ * Every name is derived from a Gatehouse object id, so the table can be read back and diffed.
  */
 import type { DesiredState } from '@gatehouse/sdk';
 import type { NftCommand } from './nft.js';
@@ -14,12 +21,23 @@ import type { NftCommand } from './nft.js';
 /** The table Gatehouse owns on every host. */
 export const TABLE = { family: 'inet', table: 'gatehouse' } as const;
 
-/** One DNAT entry: host address . protocol . port → target address and port. */
+/** One DNAT entry: host address . protocol . port → target address and port, and the forward's counter. */
 export interface ForwardElement {
   key: { concat: [string, string, number] };
   address: string;
   port: number;
+  counter: string;
 }
+
+/** A Gatehouse object's name inside the table: a prefix and its id without dashes. */
+export function objectName(prefix: string, id: string): string {
+  return `${prefix}_${id.replace(/-/g, '')}`;
+}
+
+/** The named counter of a forward. */
+export const forwardCounterName = (forwardId: string) => objectName('fwd', forwardId);
+/** The named counters of an instance's forwarded traffic, towards it (`in`) and from it (`out`). */
+export const instanceCounterName = (instanceId: string, direction: 'in' | 'out') => objectName(`ctr_${direction}`, instanceId);
 
 /** The DNAT entries of every forward of one address family, one per host address, protocol and port. */
 export function forwardElements(state: DesiredState, family: 4 | 6): ForwardElement[] {
@@ -33,7 +51,12 @@ export function forwardElements(state: DesiredState, family: 4 | 6): ForwardElem
       for (const address of hostAddresses) {
         for (const protocol of protocols) {
           for (let i = 0; i <= f.hostPorts.end - f.hostPorts.start; i++) {
-            elements.push({ key: { concat: [address, protocol, f.hostPorts.start + i] }, address: f.targetAddress, port: f.targetPorts.start + i });
+            elements.push({
+              key: { concat: [address, protocol, f.hostPorts.start + i] },
+              address: f.targetAddress,
+              port: f.targetPorts.start + i,
+              counter: forwardCounterName(f.id),
+            });
           }
         }
       }
@@ -48,11 +71,14 @@ function forwardMaps(family: 4 | 6, elements: ForwardElement[]): NftCommand[] {
   const commands: NftCommand[] = [
     { add: { map: { ...TABLE, name: `fwd${family}_addr`, type, map: addressType } } },
     { add: { map: { ...TABLE, name: `fwd${family}_port`, type, map: 'inet_service' } } },
+    { add: { map: { ...TABLE, name: `fwd${family}_ctr`, type, map: 'counter' } } },
   ];
+  for (const name of new Set(elements.map((e) => e.counter))) commands.push({ add: { counter: { ...TABLE, name } } });
   if (elements.length > 0) {
     commands.push(
       { add: { element: { ...TABLE, name: `fwd${family}_addr`, elem: elements.map((e) => [e.key, e.address]) } } },
       { add: { element: { ...TABLE, name: `fwd${family}_port`, elem: elements.map((e) => [e.key, e.port]) } } },
+      { add: { element: { ...TABLE, name: `fwd${family}_ctr`, elem: elements.map((e) => [e.key, e.counter]) } } },
     );
   }
   return commands;
@@ -82,6 +108,22 @@ function dnatRule(family: 4 | 6): NftCommand {
  */
 function forwardSourceRules(state: DesiredState): NftCommand[] {
   const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'fwd_sources', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } }];
+  for (const family of [4, 6] as const) {
+    const protocol = family === 4 ? 'ip' : 'ip6';
+    const key = { concat: [{ payload: { protocol, field: 'daddr' } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: 'dport' } }] };
+    commands.push({
+      add: {
+        rule: {
+          ...TABLE,
+          chain: 'fwd_sources',
+          expr: [
+            { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: family === 4 ? 'ipv4' : 'ipv6' } },
+            { counter: { map: { key, data: `@fwd${family}_ctr` } } },
+          ],
+        },
+      },
+    });
+  }
   for (const instance of state.instances) {
     for (const f of instance.portForwards) {
       if (f.sourceCidrs.length === 0) continue;
@@ -147,7 +189,7 @@ type Direction = 'in' | 'out';
 
 /** The chain holding one instance's rules for one direction. */
 export function firewallChainName(instanceId: string, direction: Direction): string {
-  return `fw_${direction}_${instanceId.replace(/-/g, '')}`;
+  return objectName(`fw_${direction}`, instanceId);
 }
 
 function cidrMatch(cidr: string, field: 'saddr' | 'daddr'): NftCommand {
@@ -157,7 +199,14 @@ function cidrMatch(cidr: string, field: 'saddr' | 'daddr'): NftCommand {
 
 // allowing returns to the forward chain, so traffic between two instances passes both the
 // receiver's inbound and the sender's outbound rules; drop and reject end it at once
-const VERDICT = { allow: { return: null }, drop: { drop: null }, reject: { reject: null } } as const;
+// reject answers TCP with a reset and everything else with an ICMP(v6) port-unreachable of the
+// packet's own family (icmpx), so IPv4 and IPv6 clients both learn at once
+const VERDICT = {
+  allow: { return: null },
+  drop: { drop: null },
+  reject: { reject: { type: 'icmpx', expr: 'port-unreachable' } },
+} as const;
+const TCP_RESET = { reject: { type: 'tcp reset' } } as const;
 
 function ruleExpr(rule: Rule): NftCommand[] {
   const expr: NftCommand[] = [];
@@ -169,7 +218,7 @@ function ruleExpr(rule: Rule): NftCommand[] {
   }
   if (rule.sourceCidr) expr.push(cidrMatch(rule.sourceCidr, 'saddr'));
   if (rule.destinationCidr) expr.push(cidrMatch(rule.destinationCidr, 'daddr'));
-  expr.push(VERDICT[rule.action]);
+  expr.push(rule.action === 'reject' && rule.protocol === 'tcp' ? TCP_RESET : VERDICT[rule.action]);
   return expr;
 }
 
@@ -181,21 +230,46 @@ function instanceAddresses(instance: Instance, family: 4 | 6): string[] {
 function firewall(state: DesiredState): NftCommand[] {
   const commands: NftCommand[] = [];
   const dispatch: Record<string, [string, { jump: { target: string } }][]> = { in4: [], in6: [], out4: [], out6: [] };
+  const counted: Record<string, [string, string][]> = { in4: [], in6: [], out4: [], out6: [] };
   for (const instance of state.instances) {
     for (const direction of ['in', 'out'] as const) {
       const chain = firewallChainName(instance.id, direction);
-      commands.push({ add: { chain: { ...TABLE, name: chain } } });
+      const counter = instanceCounterName(instance.id, direction);
+      commands.push({ add: { chain: { ...TABLE, name: chain } } }, { add: { counter: { ...TABLE, name: counter } } });
       for (const rule of instance.firewall.rules.filter((r) => (r.direction === 'inbound') === (direction === 'in'))) {
         commands.push({ add: { rule: { ...TABLE, chain, expr: ruleExpr(rule) } } });
       }
       const policy = direction === 'in' ? instance.firewall.inboundPolicy : instance.firewall.outboundPolicy;
       commands.push({ add: { rule: { ...TABLE, chain, expr: [VERDICT[policy]] } } });
       for (const family of [4, 6] as const) {
-        for (const address of instanceAddresses(instance, family)) dispatch[`${direction}${family}`]!.push([address, { jump: { target: chain } }]);
+        for (const address of instanceAddresses(instance, family)) {
+          dispatch[`${direction}${family}`]!.push([address, { jump: { target: chain } }]);
+          counted[`${direction}${family}`]!.push([address, counter]);
+        }
       }
     }
   }
   commands.push({ add: { chain: { ...TABLE, name: 'forward', type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } } });
+  // every forwarded packet is counted for its instance, before established traffic is accepted
+  for (const [name, elements] of Object.entries(counted)) {
+    const family = name.endsWith('4') ? 4 : 6;
+    const protocol = family === 4 ? 'ip' : 'ip6';
+    commands.push({ add: { map: { ...TABLE, name: `ctr_${name}`, type: family === 4 ? 'ipv4_addr' : 'ipv6_addr', map: 'counter' } } });
+    if (elements.length > 0) commands.push({ add: { element: { ...TABLE, name: `ctr_${name}`, elem: elements } } });
+    const field = name.startsWith('in') ? 'daddr' : 'saddr';
+    commands.push({
+      add: {
+        rule: {
+          ...TABLE,
+          chain: 'forward',
+          expr: [
+            { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: family === 4 ? 'ipv4' : 'ipv6' } },
+            { counter: { map: { key: { payload: { protocol, field } }, data: `@ctr_${name}` } } },
+          ],
+        },
+      },
+    });
+  }
   commands.push({
     add: {
       rule: {

@@ -65,8 +65,8 @@ const range = {
 it('expands forwards into one map element per address, protocol and port', () => {
   const elements = forwardElements(stateWith([ssh, range]), 4);
   expect(elements).toHaveLength(1 + 2 * 3);
-  expect(elements[0]).toEqual({ key: { concat: ['198.51.100.1', 'tcp', 10022] }, address: '10.0.0.5', port: 2222 });
-  expect(elements).toContainEqual({ key: { concat: ['198.51.100.1', 'udp', 10102] }, address: '10.0.0.5', port: 3002 });
+  expect(elements[0]).toEqual({ key: { concat: ['198.51.100.1', 'tcp', 10022] }, address: '10.0.0.5', port: 2222, counter: 'fwd_f1' });
+  expect(elements).toContainEqual({ key: { concat: ['198.51.100.1', 'udp', 10102] }, address: '10.0.0.5', port: 3002, counter: 'fwd_f2' });
   expect(forwardElements(stateWith([ssh]), 6)).toEqual([]);
 });
 
@@ -120,7 +120,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forwards through the host namesp
   });
 
   it('re-applies the same state without changing the ruleset, and a removed forward stops carrying traffic', async () => {
-    const strip = (o: unknown) => JSON.stringify(o).replace(/"handle":\d+/g, '');
+    const strip = (o: unknown) => JSON.stringify(o).replace(/"(handle|packets|bytes)":\d+/g, '');
     const before = strip(await listTable('inet', 'gatehouse', { netns: host.name }));
     await applyNft(replaceTable('inet', 'gatehouse', renderRuleset(stateWith([ssh, range]))), { netns: host.name });
     expect(strip(await listTable('inet', 'gatehouse', { netns: host.name }))).toBe(before);

@@ -1,3 +1,6 @@
 /** @gatehouse/sdk: the only package a plugin author imports. */
 export * from './desired-state.js';
+export * from './driver.js';
+export * from './errors.js';
 export { CommandError, run, type ExecTarget } from './exec.js';
+export * from './observed.js';

@@ -38,12 +38,13 @@ export class NetnsLab {
     process.once('exit', this.onExit);
   }
 
-  /** Creates a namespace with its loopback up. */
+  /** Creates a namespace with its loopback up and IPv6 duplicate address detection off (addresses usable at once). */
   async namespace(role: string): Promise<LabNamespace> {
     const name = `${this.prefix}-${role}`;
     await run('ip', ['netns', 'add', name]);
     this.namespaces.push(name);
     await run('ip', ['link', 'set', 'lo', 'up'], { netns: name });
+    await run('sysctl', ['-q', '-w', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0'], { netns: name });
     return { name, exec: (command, args, options) => run(command, args, { ...options, netns: name }) };
   }
 

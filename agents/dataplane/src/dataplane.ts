@@ -1,0 +1,241 @@
+/**
+ * One host's nftables dataplane: keeps the `inet gatehouse` table equal to a desired state.
+ *
+ * The first apply (and any apply after drift or a failed incremental step) replaces the whole
+ * table in one atomic transaction. Later applies send only the difference against what was last
+ * applied: one element per changed forward port, a flushed and refilled chain per changed
+ * firewall, so their cost does not grow with the number of forwards. `drift` compares the live
+ * table with what was last applied (a flushed ruleset, a deleted rule, a foreign element) so the
+ * agent can repair it.
+ */
+import { run, type Counter, type DesiredState, type ExecTarget, type ObservedFirewall, type ObservedForward } from '@gatehouse/sdk';
+import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
+import { idFromName, observeListing } from './observe.js';
+import { TABLE, firewallChainName, instanceCounterName, renderRuleset } from './render.js';
+import { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
+
+/** What an apply did. */
+export interface DataplaneApplyResult {
+  changed: boolean;
+  /** `unchanged`: nothing sent; `incremental`: only the differences; `replace`: the whole table in one transaction. */
+  mode: 'unchanged' | 'incremental' | 'replace';
+  /** nft commands sent. */
+  commands: number;
+}
+
+/** Counters read from the table. */
+export interface DataplaneCounters {
+  /** Packets and bytes towards each forward (before DNAT), by forward id. */
+  forwards: Map<string, Counter>;
+  /** Forwarded traffic to (`in`) and from (`out`) each instance, by instance id. */
+  instances: Map<string, { in: Counter; out: Counter }>;
+}
+
+interface Applied {
+  state: DesiredState;
+  content: TableContent;
+  /** Each chain's rules as nft listed them after Gatehouse last wrote the chain. */
+  listedRules: Map<string, string[]>;
+}
+
+/** The dataplane of one host (or one network namespace, for tests and the sandbox). */
+export class Dataplane {
+  private applied: Applied | undefined;
+
+  constructor(readonly target: ExecTarget = {}) {}
+
+  /** The state last applied, if any. */
+  get appliedState(): DesiredState | undefined {
+    return this.applied?.state;
+  }
+
+  /** Makes the table match `state`. `force` replaces the whole table (after drift, on start). */
+  async apply(state: DesiredState, options: { force?: boolean } = {}): Promise<DataplaneApplyResult> {
+    const rendered = renderRuleset(state);
+    const content = contentOfCommands(rendered);
+    const previous = this.applied;
+    if (previous && !options.force) {
+      const commands = incrementalCommands(previous.content, content);
+      if (commands?.length === 0) {
+        this.applied = { ...previous, state };
+        return { changed: false, mode: 'unchanged', commands: 0 };
+      }
+      if (commands) {
+        try {
+          await applyNft(commands, this.target);
+          this.applied = { state, content, listedRules: await this.relist(previous, content) };
+          return { changed: true, mode: 'incremental', commands: commands.length };
+        } catch (err) {
+          // the transaction changed nothing (the table differs from what we last applied): replace it
+          if (!(err instanceof NftError)) throw err;
+        }
+      }
+    }
+    const before = await listTable(TABLE.family, TABLE.table, this.target);
+    this.applied = undefined;
+    const commands = replaceTable(TABLE.family, TABLE.table, rendered);
+    await applyNft(commands, this.target);
+    const after = (await listTable(TABLE.family, TABLE.table, this.target)) ?? [];
+    const listed = contentOfListing(after);
+    this.applied = { state, content, listedRules: listed.rules };
+    const changed = before === undefined || !sameContent(contentOfListing(before), listed);
+    return { changed, mode: 'replace', commands: commands.length };
+  }
+
+  /**
+   * How the live table differs from what was last applied, in words; empty when it does not.
+   * `elements: false` skips map elements (a terse listing, cheap with tens of thousands of
+   * forwards). Undefined when nothing was applied yet by this process.
+   */
+  async drift(options: { elements: boolean } = { elements: true }): Promise<string[] | undefined> {
+    const applied = this.applied;
+    if (!applied) return undefined;
+    const listing = await listTable(TABLE.family, TABLE.table, this.target, { terse: !options.elements });
+    if (!listing) return [`table ${TABLE.family} ${TABLE.table} is missing`];
+    return driftBetween(applied.content, applied.listedRules, contentOfListing(listing), options);
+  }
+
+  /** Forwards and firewalls as the live table has them. */
+  async observe(): Promise<{ forwards: ObservedForward[]; firewalls: (ObservedFirewall & { unrecognized: number })[] }> {
+    return observeListing((await listTable(TABLE.family, TABLE.table, this.target)) ?? []);
+  }
+
+  /** The table's counters. */
+  async counters(): Promise<DataplaneCounters> {
+    const result: DataplaneCounters = { forwards: new Map(), instances: new Map() };
+    let listed: { nftables: Record<string, { name: string; packets: number; bytes: number }>[] };
+    try {
+      listed = JSON.parse(await run('nft', ['-j', 'list', 'counters', 'table', TABLE.family, TABLE.table], this.target)) as typeof listed;
+    } catch {
+      return result; // no table: no counters
+    }
+    for (const object of listed.nftables) {
+      const counter = object.counter;
+      if (!counter) continue;
+      const value = { packets: counter.packets, bytes: counter.bytes };
+      const fwd = /^fwd_(.+)$/.exec(counter.name);
+      const inst = /^ctr_(in|out)_(.+)$/.exec(counter.name);
+      if (fwd) result.forwards.set(idFromName(fwd[1]!), value);
+      if (inst) {
+        const id = idFromName(inst[2]!);
+        const entry = result.instances.get(id) ?? { in: { packets: 0, bytes: 0 }, out: { packets: 0, bytes: 0 } };
+        entry[inst[1] as 'in' | 'out'] = value;
+        result.instances.set(id, entry);
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Removes one instance's chains, counters, dispatch entries and forwards; succeeds when they
+   * are already gone. Returns whether anything was there.
+   */
+  async release(instanceId: string): Promise<boolean> {
+    if (this.applied) {
+      const { state } = this.applied;
+      if (!state.instances.some((i) => i.id === instanceId)) return false;
+      await this.apply({ ...state, instances: state.instances.filter((i) => i.id !== instanceId) });
+      return true;
+    }
+    const listing = await listTable(TABLE.family, TABLE.table, this.target);
+    if (!listing) return false;
+    const commands = releaseCommands(listing, [instanceId]);
+    await applyNft(commands, this.target);
+    return commands.length > 0;
+  }
+
+  /** Removes what belongs to instances not in `validInstanceIds`; returns their ids. */
+  async gc(validInstanceIds: readonly string[]): Promise<string[]> {
+    const valid = new Set(validInstanceIds);
+    if (this.applied) {
+      const { state } = this.applied;
+      const orphans = state.instances.filter((i) => !valid.has(i.id)).map((i) => i.id);
+      if (orphans.length > 0) await this.apply({ ...state, instances: state.instances.filter((i) => valid.has(i.id)) });
+      return orphans;
+    }
+    const listing = await listTable(TABLE.family, TABLE.table, this.target);
+    if (!listing) return [];
+    const orphans = instancesIn(listing).filter((id) => !valid.has(id));
+    if (orphans.length > 0) await applyNft(releaseCommands(listing, orphans), this.target);
+    return orphans;
+  }
+
+  /** Deletes the whole table; succeeds when it is already gone. */
+  async remove(): Promise<void> {
+    this.applied = undefined;
+    await deleteTable(TABLE.family, TABLE.table, this.target);
+  }
+
+  /** Rule listings after an incremental step: re-read only the chains whose rules changed. */
+  private async relist(previous: Applied, next: TableContent): Promise<Map<string, string[]>> {
+    const listedRules = new Map<string, string[]>();
+    for (const [chain, rules] of next.rules) {
+      const old = previous.content.rules.get(chain);
+      const unchanged = old && JSON.stringify(old) === JSON.stringify(rules) && previous.listedRules.has(chain);
+      listedRules.set(chain, unchanged ? previous.listedRules.get(chain)! : await this.listChainRules(chain));
+    }
+    return listedRules;
+  }
+
+  private async listChainRules(chain: string): Promise<string[]> {
+    const out = JSON.parse(await run('nft', ['-j', 'list', 'chain', TABLE.family, TABLE.table, chain], this.target)) as { nftables: Record<string, unknown>[] };
+    return contentOfListing(out.nftables.filter((o) => !('metainfo' in o))).rules.get(chain) ?? [];
+  }
+}
+
+function sameContent(a: TableContent, b: TableContent): boolean {
+  const key = (c: TableContent) =>
+    JSON.stringify([[...c.defs].sort(), [...c.rules].sort(), [...c.elements].map(([m, e]) => [m, [...e].map(([k, [, d]]) => [k, d]).sort()]).sort()]);
+  return key(a) === key(b);
+}
+
+/** Instance ids that have firewall chains in a listing. */
+function instancesIn(listing: readonly Record<string, unknown>[]): string[] {
+  const ids = new Set<string>();
+  for (const o of listing) {
+    const m = /^fw_(?:in|out)_(.+)$/.exec(((o.chain as { name?: string } | undefined)?.name as string | undefined) ?? '');
+    if (m) ids.add(idFromName(m[1]!));
+  }
+  return [...ids];
+}
+
+/** Commands removing the given instances' objects from a listed table (no render needed). */
+function releaseCommands(listing: readonly Record<string, unknown>[], instanceIds: readonly string[]): NftCommand[] {
+  const content = contentOfListing(listing);
+  const chains = new Set(instanceIds.flatMap((id) => [firewallChainName(id, 'in'), firewallChainName(id, 'out')]));
+  const counters = new Set(instanceIds.flatMap((id) => [instanceCounterName(id, 'in'), instanceCounterName(id, 'out')]));
+  const addresses = new Set<string>();
+  const deletions: NftCommand[] = [];
+  const remove = (map: string, keys: unknown[]) => keys.length > 0 && deletions.push({ delete: { element: { ...TABLE, name: map, elem: keys } } });
+  for (const map of ['fw_in4', 'fw_in6', 'fw_out4', 'fw_out6', 'ctr_in4', 'ctr_in6', 'ctr_out4', 'ctr_out6']) {
+    const gone = [...(content.elements.get(map)?.values() ?? [])].filter(([, data]) => {
+      const target = (data as { jump?: { target: string } }).jump?.target ?? data;
+      return typeof target === 'string' && (chains.has(target) || counters.has(target));
+    });
+    for (const [key] of gone) addresses.add(key as string);
+    remove(
+      map,
+      gone.map(([key]) => key),
+    );
+  }
+  const forwardCounters = new Set<string>();
+  for (const family of [4, 6]) {
+    const keys = [...(content.elements.get(`fwd${family}_addr`)?.values() ?? [])].filter(([, a]) => addresses.has(a as string)).map(([k]) => k);
+    const keySet = new Set(keys.map((k) => JSON.stringify(k)));
+    for (const [k, [, name]] of content.elements.get(`fwd${family}_ctr`) ?? []) if (keySet.has(k)) forwardCounters.add(name as string);
+    for (const suffix of ['addr', 'port', 'ctr']) {
+      const present = content.elements.get(`fwd${family}_${suffix}`) ?? new Map();
+      remove(
+        `fwd${family}_${suffix}`,
+        keys.filter((k) => present.has(JSON.stringify(k))),
+      );
+    }
+  }
+  const commands = [...deletions];
+  for (const chain of chains) {
+    if (!content.defs.has(`chain:${chain}`)) continue;
+    commands.push({ flush: { chain: { ...TABLE, name: chain } } }, { delete: { chain: { ...TABLE, name: chain } } });
+  }
+  for (const name of [...counters, ...forwardCounters]) if (content.defs.has(`counter:${name}`)) commands.push({ delete: { counter: { ...TABLE, name } } });
+  return commands;
+}

@@ -1,0 +1,63 @@
+/**
+ * Real traffic between lab namespaces: small TCP and UDP servers that answer with a fixed text,
+ * and clients that tell what happened — an answer, a refusal (RST or ICMP unreachable), or
+ * silence (dropped). Everything runs as `node -e` inside a namespace, started with an argument
+ * array and stopped by its own PID.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { LabNamespace } from './lab.js';
+
+/** What a client saw: `got:<answer>`, `refused` or `timeout`. */
+export type Outcome = `got:${string}` | 'refused' | 'timeout' | `error:${string}`;
+
+/** A server process in a namespace. */
+export interface LabServer {
+  readonly process: ChildProcess;
+  stop(): void;
+}
+
+/** Starts a TCP server on `port` (all addresses) that answers every connection with `reply`. */
+export function tcpServer(ns: LabNamespace, port: number, reply: string): LabServer {
+  const code = `require('net').createServer(c=>{c.on('error',()=>{});c.end(${JSON.stringify(reply)})}).listen({port:${port},ipv6Only:false})`;
+  return background(ns, code);
+}
+
+/** Starts a UDP server on `port` (IPv4 and IPv6) that answers every datagram with `reply`. */
+export function udpServer(ns: LabNamespace, port: number, reply: string): LabServer {
+  const code = `const d=require('dgram');for(const t of ['udp4','udp6']){const s=d.createSocket({type:t,ipv6Only:t==='udp6'});s.on('message',(m,r)=>s.send(${JSON.stringify(reply)},r.port,r.address));s.bind(${port})}`;
+  return background(ns, code);
+}
+
+function background(ns: LabNamespace, code: string): LabServer {
+  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '-e', code], { stdio: 'ignore' });
+  return {
+    process: child,
+    stop: () => {
+      if (child.exitCode === null && child.pid !== undefined) child.kill('SIGTERM');
+    },
+  };
+}
+
+/** Connects by TCP from `from` to host:port and reads until the server closes. */
+export async function tcpOutcome(from: LabNamespace, host: string, port: number, timeoutMs = 800): Promise<Outcome> {
+  const code = `const s=require('net').connect({host:${JSON.stringify(host)},port:${port},timeout:${timeoutMs}});let d='';s.on('data',b=>d+=b);s.on('end',()=>console.log('got:'+d));s.on('timeout',()=>{console.log('timeout');s.destroy()});s.on('error',e=>console.log(e.code==='ECONNREFUSED'||e.code==='EHOSTUNREACH'||e.code==='ECONNRESET'?'refused':'error:'+e.code))`;
+  return (await from.exec(process.execPath, ['-e', code])).trim() as Outcome;
+}
+
+/** Sends one UDP datagram from `from` to host:port and waits for an answer. */
+export async function udpOutcome(from: LabNamespace, host: string, port: number, timeoutMs = 800): Promise<Outcome> {
+  const type = host.includes(':') ? 'udp6' : 'udp4';
+  const code = `const s=require('dgram').createSocket('${type}');const t=setTimeout(()=>{console.log('timeout');s.close()},${timeoutMs});s.on('message',m=>{clearTimeout(t);console.log('got:'+m);s.close()});s.on('error',e=>{clearTimeout(t);console.log(e.code==='ECONNREFUSED'?'refused':'error:'+e.code);s.close()});s.connect(${port},${JSON.stringify(host)},()=>s.send('ping'))`;
+  return (await from.exec(process.execPath, ['-e', code])).trim() as Outcome;
+}
+
+/** Polls until `probe` answers `got:...` or `ms` pass; returns the last outcome. */
+export async function eventually(probe: () => Promise<Outcome>, ms = 5000): Promise<Outcome> {
+  const until = Date.now() + ms;
+  let last = await probe();
+  while (!last.startsWith('got:') && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 100));
+    last = await probe();
+  }
+  return last;
+}
