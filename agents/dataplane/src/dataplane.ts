@@ -51,6 +51,12 @@ export class Dataplane {
 
   /** Makes the table match `state`. `force` replaces the whole table (after drift, on start). */
   async apply(state: DesiredState, options: { force?: boolean } = {}): Promise<DataplaneApplyResult> {
+    if (state.instances.length === 0) {
+      // nothing to apply: nothing of ours stays behind, not even an empty table
+      const existed = (await listTable(TABLE.family, TABLE.table, this.target, { terse: true })) !== undefined;
+      await this.remove();
+      return { changed: existed, mode: existed ? 'replace' : 'unchanged', commands: existed ? 2 : 0 };
+    }
     const rendered = renderRuleset(state);
     const content = contentOfCommands(rendered);
     const previous = this.applied;

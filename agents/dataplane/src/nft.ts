@@ -41,7 +41,12 @@ export async function applyNft(commands: readonly NftCommand[], target: ExecTarg
  * The objects of one table as nft lists them (rules, chains, sets, maps, counters), or undefined
  * when absent. `terse` leaves out set and map elements.
  */
-export async function listTable(family: string, name: string, target: ExecTarget = {}, options: { terse?: boolean } = {}): Promise<Record<string, unknown>[] | undefined> {
+export async function listTable(
+  family: string,
+  name: string,
+  target: ExecTarget = {},
+  options: { terse?: boolean } = {},
+): Promise<Record<string, unknown>[] | undefined> {
   try {
     const out = await run('nft', ['-j', ...(options.terse ? ['-t'] : []), 'list', 'table', family, name], target);
     const parsed = JSON.parse(out) as { nftables: Record<string, unknown>[] };

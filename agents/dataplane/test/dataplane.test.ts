@@ -235,12 +235,13 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(names).toContain(VM1.replace(/-/g, ''));
   });
 
-  it('an empty state leaves an empty table of ours and nothing foreign touched; remove deletes it', async () => {
+  it('an empty state leaves nothing of ours and nothing foreign touched; remove deletes the table', async () => {
     await host.exec('nft', ['add', 'table', 'ip', 'admin']);
     await host.exec('nft', ['add', 'chain', 'ip', 'admin', 'input', '{ type filter hook input priority 0 ; }']);
-    await dp.apply(state(12, []), { force: true });
-    const observed = await dp.observe();
-    expect(observed).toEqual({ forwards: [], firewalls: [] });
+    expect(await dp.apply(state(12, []))).toMatchObject({ changed: true });
+    expect(await dp.apply(state(13, []))).toMatchObject({ changed: false });
+    expect(await dp.observe()).toEqual({ forwards: [], firewalls: [] });
+    await dp.apply(state(14, base()));
     await dp.remove();
     await dp.remove();
     const ruleset = await run('nft', ['list', 'ruleset'], { netns: host.name });

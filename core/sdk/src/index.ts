@@ -4,3 +4,4 @@ export * from './driver.js';
 export * from './errors.js';
 export { CommandError, run, type ExecTarget } from './exec.js';
 export * from './observed.js';
+export { validateDesiredState } from './validate.js';

@@ -1,0 +1,146 @@
+/**
+ * Structural validation of a desired-state document received from a controller: a driver must
+ * never act on a malformed one. Throws `DriverConfigError` naming the first bad field
+ * (`desired.instances[1].portForwards[0].hostPorts.end`) and its value.
+ */
+import { isIP } from 'node:net';
+import { DESIRED_STATE_API_VERSION, type DesiredState } from './desired-state.js';
+import { DriverConfigError } from './errors.js';
+
+type Check = (value: unknown, path: string) => void;
+
+const fail = (path: string, value: unknown, reason: string): never => {
+  throw new DriverConfigError(path, value, reason);
+};
+
+const str: Check = (v, p) => {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 255) fail(p, v, 'must be a non-empty string of at most 255 characters');
+};
+const nullable =
+  (check: Check): Check =>
+  (v, p) => {
+    if (v !== null) check(v, p);
+  };
+const int =
+  (min: number, max: number): Check =>
+  (v, p) => {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) fail(p, v, `must be an integer from ${min} to ${max}`);
+  };
+const oneOf =
+  (...values: string[]): Check =>
+  (v, p) => {
+    if (typeof v !== 'string' || !values.includes(v)) fail(p, v, `must be one of ${values.join(', ')}`);
+  };
+const ip: Check = (v, p) => {
+  if (typeof v !== 'string' || isIP(v) === 0) fail(p, v, 'must be an IPv4 or IPv6 address');
+};
+const cidr: Check = (v, p) => {
+  const [address, length, extra] = typeof v === 'string' ? v.split('/') : [];
+  const family = address ? isIP(address) : 0;
+  if (family === 0 || extra !== undefined || !/^\d{1,3}$/.test(length ?? '') || Number(length) > (family === 4 ? 32 : 128))
+    fail(p, v, 'must be an address prefix such as 10.0.0.0/8');
+};
+const mac: Check = (v, p) => {
+  if (typeof v !== 'string' || !/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(v)) fail(p, v, 'must be a MAC address such as 02:00:00:00:00:01');
+};
+const bool: Check = (v, p) => {
+  if (typeof v !== 'boolean') fail(p, v, 'must be true or false');
+};
+const list =
+  (item: Check, max = 100_000): Check =>
+  (v, p) => {
+    if (!Array.isArray(v)) return fail(p, v, 'must be a list');
+    if (v.length > max) fail(p, `${v.length} items`, `must have at most ${max} items`);
+    v.forEach((x, i) => item(x, `${p}[${i}]`));
+  };
+const object =
+  (fields: Record<string, Check>, extra?: (o: Record<string, unknown>, p: string) => void): Check =>
+  (v, p) => {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail(p, v, 'must be an object');
+    const o = v as Record<string, unknown>;
+    for (const [name, check] of Object.entries(fields)) check(o[name], `${p}.${name}`);
+    extra?.(o, p);
+  };
+
+const port = int(1, 65_535);
+const range = object({ start: port, end: port }, (o, p) => {
+  if ((o.end as number) < (o.start as number)) fail(`${p}.end`, o.end, `must not be below start ${String(o.start)}`);
+});
+const action = oneOf('allow', 'reject', 'drop');
+const rate = nullable(int(1, 1e12));
+
+const address = object({ address: ip, prefixLength: int(0, 128), delegated: bool, gateway: nullable(ip), dns: list(ip, 8) });
+const nic = object({ id: str, name: str, mac, network: str, addresses: list(address, 64) });
+const rule = object({
+  id: str,
+  direction: oneOf('inbound', 'outbound'),
+  protocol: oneOf('tcp', 'udp', 'icmp', 'all'),
+  sourceCidr: nullable(cidr),
+  destinationCidr: nullable(cidr),
+  ports: list(range, 64),
+  action,
+  priority: int(-1e9, 1e9),
+});
+const bandwidth = object({
+  id: str,
+  nicId: nullable(str),
+  ingressBps: rate,
+  egressBps: rate,
+  ingressBurstBytes: rate,
+  egressBurstBytes: rate,
+  monthlyQuotaBytes: nullable(int(1, Number.MAX_SAFE_INTEGER)),
+  quotaAction: nullable(oneOf('throttle', 'notify')),
+  throttleBps: rate,
+});
+const forward = object(
+  {
+    id: str,
+    protocol: oneOf('tcp', 'udp', 'both'),
+    hostAddress: nullable(ip),
+    hostPorts: range,
+    targetAddress: ip,
+    targetPorts: range,
+    sourceCidrs: list(cidr, 256),
+  },
+  (o, p) => {
+    const host = o.hostPorts as { start: number; end: number };
+    const target = o.targetPorts as { start: number; end: number };
+    if (host.end - host.start !== target.end - target.start) fail(`${p}.targetPorts`, target, `must be as long as hostPorts ${host.start}-${host.end}`);
+    if (o.hostAddress !== null && isIP(o.hostAddress as string) !== isIP(o.targetAddress as string))
+      fail(`${p}.hostAddress`, o.hostAddress, 'must be of the same family as targetAddress');
+  },
+);
+const instance = object({
+  id: str,
+  name: str,
+  externalId: nullable(str),
+  nics: list(nic, 64),
+  firewall: object({ inboundPolicy: action, outboundPolicy: action, rules: list(rule, 10_000) }),
+  bandwidth: list(bandwidth, 65),
+  portForwards: list(forward),
+});
+const document = object(
+  {
+    apiVersion: (v, p) => {
+      if (v !== DESIRED_STATE_API_VERSION) fail(p, v, `must be ${DESIRED_STATE_API_VERSION} (the desired-state version this driver understands)`);
+    },
+    hostId: str,
+    hostName: str,
+    revision: int(0, Number.MAX_SAFE_INTEGER),
+    publicAddresses: list(ip, 256),
+    instances: list(instance),
+  },
+  (o, p) => {
+    const ids = new Set<string>();
+    (o.instances as { id: string }[]).forEach((i, n) => {
+      if (ids.has(i.id)) fail(`${p}.instances[${n}].id`, i.id, 'appears twice');
+      ids.add(i.id);
+    });
+  },
+);
+
+/** Returns `value` as a DesiredState, or throws DriverConfigError naming the first bad field. */
+export function validateDesiredState(value: unknown, path = 'desired'): DesiredState {
+  document(value, path);
+  return value as DesiredState;
+}
