@@ -171,10 +171,20 @@ export interface NetworkDriver {
   readonly capabilities: DriverCapabilities;
   /** Instances on the host with their NICs, MACs and addresses. */
   discover(ctx: DriverContext, input: Record<string, never>): Promise<{ instances: DiscoveredInstance[] }>;
-  /** Converges the host to exactly `desired` for what Gatehouse owns. Idempotent. */
-  apply(ctx: DriverContext, input: { desired: DesiredState }): Promise<ApplyResult>;
+  /**
+   * Converges the host to exactly `desired` for what Gatehouse owns. Idempotent. `repair`: the
+   * host drifted (or the agent just started) — rebuild from scratch rather than trusting what the
+   * driver remembers of its last apply.
+   */
+  apply(ctx: DriverContext, input: { desired: DesiredState; repair?: boolean }): Promise<ApplyResult>;
   /** What is really there, for drift detection. */
   observe(ctx: DriverContext, input: { desired?: DesiredState }): Promise<{ state: ObservedState }>;
+  /**
+   * Optional cheap drift check: how the host differs from the last apply, in words (empty: it
+   * does not). `thorough: false` may skip expensive parts (set elements). Agents without it
+   * compare `observe` with `expectedObservation(desired)`.
+   */
+  drift?(ctx: DriverContext, input: { desired: DesiredState; thorough: boolean }): Promise<{ differences: string[] }>;
   /** Counters per instance NIC and per forward. */
   stats(ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult>;
   /** Removes everything Gatehouse made for one instance; succeeds when already gone. */

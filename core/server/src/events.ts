@@ -13,6 +13,10 @@ export interface EventTopics {
   hostRevision: [{ hostId: string; revision: number }];
   /** An agent reported a new apply status for an object (committed). */
   objectStatus: [ObjectStatusChange];
+  /** A host's agent connected, disconnected or reported its status (committed); receivers read the status back. */
+  hostAgentStatus: [{ hostId: string }];
+  /** An API token was revoked (committed): every replica closes what was authenticated with it. */
+  tokenRevoked: [{ tokenId: string }];
 }
 
 /** The pub/sub instance; its type comes from yoga's `createPubSub`. */

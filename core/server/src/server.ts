@@ -3,31 +3,29 @@
  * WebSocket (graphql-ws) on the same port and path.
  */
 import 'reflect-metadata';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
-import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { WebSocketServer } from 'ws';
 import type { Actor } from './auth/actor.js';
+import { TokenRevocations } from './auth/token-revocations.js';
 import { GatehouseError } from './errors.js';
 import { openStore, type Store, type StoreConfig } from './db/database.js';
 import { createEventBus } from './events.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
 import { gatehouseSchema } from './graphql/schema.js';
 import { newId } from './ids.js';
+import { quietLogger, type Logger } from './logger.js';
+import { DEFAULT_AGENT_PRESENCE, HostAgentService, type AgentPresenceOptions } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
-import { DatabaseToken, EventBusToken } from './tokens.js';
+import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken } from './tokens.js';
 
-/** Minimal logger interface (console satisfies it). */
-export interface Logger {
-  info(message: string, ...rest: unknown[]): void;
-  warn(message: string, ...rest: unknown[]): void;
-  error(message: string, ...rest: unknown[]): void;
-}
+export type { Logger } from './logger.js';
 
 /** Options of `startController`. */
 export interface ControllerOptions {
@@ -37,6 +35,14 @@ export interface ControllerOptions {
   logger?: Logger;
   /** Create the first admin and its token on an empty store (default true). */
   bootstrap?: boolean;
+  /** Agent presence: heartbeat period and offline age (defaults 10 s and 30 s; tests shorten them). */
+  agentPresence?: Partial<AgentPresenceOptions>;
+}
+
+/** Options of `createContainer`. */
+export interface ContainerOptions {
+  logger?: Logger;
+  agentPresence?: Partial<AgentPresenceOptions>;
 }
 
 /** A running controller. */
@@ -49,11 +55,24 @@ export interface Controller {
   close(): Promise<void>;
 }
 
+function validPresence(options: Partial<AgentPresenceOptions> = {}): AgentPresenceOptions {
+  const presence = { ...DEFAULT_AGENT_PRESENCE, ...options };
+  for (const [name, value] of Object.entries(presence)) {
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`agentPresence.${name} ${JSON.stringify(value)} must be a positive number of milliseconds`);
+  }
+  return presence;
+}
+
 /** Builds the DI container for an open store. */
-export function createContainer(store: Store): DependencyContainer {
+export function createContainer(store: Store, options: ContainerOptions = {}): DependencyContainer {
   const child = rootContainer.createChildContainer();
   child.registerInstance(DatabaseToken, store.db);
   child.registerInstance(EventBusToken, createEventBus(store.eventTarget));
+  child.registerInstance(LoggerToken, options.logger ?? quietLogger);
+  child.registerInstance(AgentPresenceToken, validPresence(options.agentPresence));
+  // state everything on this container must share: presence bookkeeping, revocation watchers
+  child.registerSingleton(HostAgentService);
+  child.registerSingleton(TokenRevocations);
   return child;
 }
 
@@ -83,7 +102,21 @@ query Me {
 }
 `;
 
-const quietLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
+/**
+ * Ends HTTP (SSE) subscriptions when their token is revoked. graphql-ws subscriptions are not
+ * wrapped: their whole connection is closed with 4403 instead (see `startController`).
+ */
+function endOnRevocation(revocations: TokenRevocations): Plugin<Record<string, unknown>, GraphQLContext> {
+  return {
+    onSubscribe: () => ({
+      onSubscribeResult: ({ args, result, setResult }) => {
+        const context = args.contextValue as unknown as GraphQLContext & { wsActor?: Actor | null };
+        if (!context.actor || context.wsActor !== undefined || !(Symbol.asyncIterator in Object(result))) return;
+        setResult(revocations.bound(context.actor.tokenId, result as AsyncIterable<never>) as never);
+      },
+    }),
+  };
+}
 
 /** Creates the yoga instance for a container (exported for in-process tests). */
 export function createGatehouseYoga(
@@ -92,6 +125,8 @@ export function createGatehouseYoga(
 ): YogaServerInstance<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext> {
   const services = resolveServices(container);
   const users = container.resolve(UserService);
+  const revocations = container.resolve(TokenRevocations);
+  revocations.start();
   return createYoga<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext>({
     schema: gatehouseSchema(),
     graphqlEndpoint: '/graphql',
@@ -102,6 +137,7 @@ export function createGatehouseYoga(
     renderGraphiQL,
     graphiql: { title: 'Gatehouse GraphiQL', defaultQuery: GRAPHIQL_DEFAULT_QUERY },
     logging: false,
+    plugins: [endOnRevocation(revocations)],
     maskedErrors: {
       maskError(error, message) {
         const original = (error as { originalError?: unknown }).originalError;
@@ -138,20 +174,40 @@ export function createGatehouseYoga(
   });
 }
 
-/** Opens the store, migrates it, and serves GraphQL on HTTP and WebSocket. */
+/** How long a socket closed for a revoked token gets to finish the close handshake before it is cut. */
+const REVOKED_CLOSE_GRACE_MS = 5000;
+
+/** Extra state of a graphql-ws connection. */
+interface WsExtra extends Record<PropertyKey, unknown> {
+  actor?: Actor;
+  /** Unregisters the connection from revocation watching. */
+  unwatch?: () => void;
+}
+
+/**
+ * Opens the store, migrates it, and serves GraphQL on HTTP and WebSocket. A graphql-ws
+ * connection is authenticated once, at connect; revoking its token closes it (4403) on every
+ * replica.
+ */
 export async function startController(options: ControllerOptions): Promise<Controller> {
   const logger = options.logger ?? quietLogger;
   const store = await openStore(options.store);
-  const container = createContainer(store);
+  const container = createContainer(store, { logger, agentPresence: options.agentPresence });
   let bootstrapSecret: string | undefined;
   if (options.bootstrap !== false) {
     bootstrapSecret = (await container.resolve(UserService).bootstrapAdmin())?.secret;
   }
   const yoga = createGatehouseYoga(container, logger);
   const users = container.resolve(UserService);
+  const revocations = container.resolve(TokenRevocations);
+  const hostAgents = container.resolve(HostAgentService);
   const httpServer: Server = createServer(yoga);
+  // Idle keep-alive sockets outlive the clients' own idle timeouts (undici: 4 s), so a client never
+  // reuses a socket the server is closing at that instant (ECONNRESET seen under load at Node's 5 s).
+  httpServer.keepAliveTimeout = 65_000;
+  httpServer.headersTimeout = 66_000;
   const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
-  const wsHandle = useServer<Record<string, unknown>, { actor?: Actor; request: IncomingMessage }>(
+  const wsHandle = useServer<Record<string, unknown>, WsExtra>(
     {
       execute: (args) => (args.rootValue as { execute: (a: unknown) => unknown }).execute(args) as never,
       subscribe: (args) => (args.rootValue as { subscribe: (a: unknown) => unknown }).subscribe(args) as never,
@@ -159,9 +215,25 @@ export async function startController(options: ControllerOptions): Promise<Contr
         const params = ctx.connectionParams ?? {};
         const secret = bearerOf(params.Authorization ?? params.authorization);
         const actor = secret ? await users.authenticate(secret, newId()) : undefined;
-        if (!actor) return false; // closes with 4403 Forbidden
+        const from = ctx.extra.request.socket.remoteAddress ?? 'unknown address';
+        if (!actor) {
+          // the prefix and the token's id and host, never the secret
+          logger.warn(`refused graphql-ws connection from ${from}: ${await users.describeSecret(secret)}`);
+          return false; // closes with 4403 Forbidden
+        }
         ctx.extra.actor = actor;
+        const socket = ctx.extra.socket;
+        ctx.extra.unwatch = revocations.watch(actor.tokenId, () => {
+          logger.warn(
+            `closing graphql-ws connection from ${from}: ${actor.scope} token ${actor.tokenId}${actor.hostId ? ` (host ${actor.hostId})` : ''} was revoked`,
+          );
+          socket.close(4403, 'Forbidden');
+          setTimeout(() => socket.terminate(), REVOKED_CLOSE_GRACE_MS).unref();
+        });
         return true;
+      },
+      onClose: (ctx) => {
+        ctx.extra.unwatch?.();
       },
       onSubscribe: async (ctx, _id, params) => {
         const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
@@ -202,6 +274,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
       closed = true;
       await wsHandle.dispose();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
+      // ended agent subscriptions mark their agents offline before the store goes away
+      await hostAgents.settle();
+      revocations.stop();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
       await store.close();

@@ -5,8 +5,14 @@
 import type { InjectionToken } from 'tsyringe';
 import type { Database } from './db/database.js';
 import type { EventBus } from './events.js';
+import type { Logger } from './logger.js';
+import type { AgentPresenceOptions } from './services/host-agent-service.js';
 
 /** The open drizzle database. */
 export const DatabaseToken: InjectionToken<Database> = Symbol('Database');
 /** The in-process (or replicated) event bus behind subscriptions. */
 export const EventBusToken: InjectionToken<EventBus> = Symbol('EventBus');
+/** Where services log what no caller sees (background work, refused connections). */
+export const LoggerToken: InjectionToken<Logger> = Symbol('Logger');
+/** How often agent presence is refreshed and when an agent counts as offline. */
+export const AgentPresenceToken: InjectionToken<AgentPresenceOptions> = Symbol('AgentPresence');

@@ -39,6 +39,7 @@ const rule = (id: string, direction: 'inbound' | 'outbound', priority: number, e
   note: '',
   status: 'pending' as const,
   statusError: null,
+  changedRevision: 0,
   createdAt: at,
 });
 
@@ -65,6 +66,7 @@ it('sorts instances, rules and limits, drops disabled rules and resolves automat
         throttleBps: null,
         status: 'pending',
         statusError: null,
+        changedRevision: 0,
         createdAt: at,
       },
       {
@@ -81,6 +83,7 @@ it('sorts instances, rules and limits, drops disabled rules and resolves automat
         throttleBps: null,
         status: 'pending',
         statusError: null,
+        changedRevision: 0,
         createdAt: at,
       },
     ],

@@ -25,7 +25,7 @@ import {
   type ObservedShaping,
   type StatsResult,
 } from '@gatehouse/sdk';
-import { Dataplane, applyShaping, readShaping, removeShaping, type ShapingSpec } from '@gatehouse/dataplane';
+import { Dataplane, applyShaping, readShaping, removeShaping, shapingMatches, type ShapingSpec } from '@gatehouse/dataplane';
 import {
   BRIDGE_ALIAS,
   VETH_PREFIX,
@@ -112,7 +112,7 @@ export class LinuxDriver implements NetworkDriver {
     return { instances };
   }
 
-  async apply(ctx: DriverContext, input: { desired: DesiredState }): Promise<ApplyResult> {
+  async apply(ctx: DriverContext, input: { desired: DesiredState; repair?: boolean }): Promise<ApplyResult> {
     const desired = validateDesiredState(input.desired, 'input.desired');
     const results: ObjectResult[] = [];
     let changed = false;
@@ -144,7 +144,7 @@ export class LinuxDriver implements NetworkDriver {
     changed ||= await this.removeStaleLinks(desired, ctx);
     if (desired.instances.length > 0) await this.enableForwarding(desired);
     try {
-      const nft = await this.dataplane.apply(desired);
+      const nft = await this.dataplane.apply(desired, { force: input.repair ?? false });
       changed ||= nft.changed;
       for (const instance of desired.instances) {
         for (const f of instance.portForwards) results.push({ objectType: 'port_forward', objectId: f.id, status: 'applied' });
@@ -191,9 +191,15 @@ export class LinuxDriver implements NetworkDriver {
     return { state: sortObservation({ forwards, firewalls: firewalls.map(({ unrecognized: _, ...f }) => f), shaping }) };
   }
 
-  /** Whether the live table differs from the last apply (see Dataplane.drift). */
-  drift(options?: { elements: boolean }): Promise<string[] | undefined> {
-    return this.dataplane.drift(options);
+  /** How the live table and shaping differ from the last apply (see Dataplane.drift); `thorough` also compares map elements. */
+  async drift(_ctx: DriverContext, input: { desired: DesiredState; thorough: boolean }): Promise<{ differences: string[] }> {
+    const differences = (await this.dataplane.drift({ elements: input.thorough })) ?? [];
+    const instances = new Map(input.desired.instances.map((i) => [i.id, i]));
+    for (const place of await this.places(input.desired)) {
+      const want = shapingFor(instances.get(place.instanceId)!, place.nicId);
+      if (!shapingMatches(want, await readShaping(place.hostInterface, this.host))) differences.push(`shaping of ${place.hostInterface} differs`);
+    }
+    return { differences };
   }
 
   async stats(_ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult> {

@@ -15,6 +15,15 @@ const ctx = { logger: silent, signal: new AbortController().signal, host: { id: 
 
 async function harness(): Promise<ConformanceHarness> {
   const lab = new NetnsLab();
+  try {
+    return await build(lab);
+  } catch (err) {
+    await lab.cleanup();
+    throw err;
+  }
+}
+
+async function build(lab: NetnsLab): Promise<ConformanceHarness> {
   const host = await lab.namespace('host');
   const client = await lab.namespace('cli');
   await lab.link(client, '198.51.100.2/24', host, '198.51.100.1/24');

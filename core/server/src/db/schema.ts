@@ -21,6 +21,13 @@ const applyStatusColumns = () => ({
   statusError: text('status_error'),
 });
 
+/**
+ * The host's desired revision in which an object was created or last changed (set in the same
+ * transaction as the revision bump): a status report for an older revision describes an older
+ * version of the object and is skipped for it.
+ */
+const changedRevisionColumn = () => bigint('changed_revision', { mode: 'number' }).notNull().default(0);
+
 /** People and systems that own things; `role` decides what their tokens may do. */
 export const users = pgTable('users', {
   id: uuid('id').primaryKey(),
@@ -227,6 +234,7 @@ export const portForwards = pgTable(
     sourceCidrs: jsonb('source_cidrs').$type<string[]>().notNull(),
     note: text('note').notNull().default(''),
     ...applyStatusColumns(),
+    changedRevision: changedRevisionColumn(),
     /** Exclusion-constraint keys: protocol as 1 (tcp) .. 2 (udp), the address as a number in the IPv6 space. */
     protoLo: integer('proto_lo').notNull(),
     protoHi: integer('proto_hi').notNull(),
@@ -268,6 +276,7 @@ export const firewallRules = pgTable(
     enabled: boolean('enabled').notNull().default(true),
     note: text('note').notNull().default(''),
     ...applyStatusColumns(),
+    changedRevision: changedRevisionColumn(),
     createdAt: createdAt(),
   },
   (t) => [
@@ -329,6 +338,7 @@ export const bandwidthLimits = pgTable(
     quotaAction: text('quota_action', { enum: ['throttle', 'notify'] }),
     throttleBps: bigint('throttle_bps', { mode: 'number' }),
     ...applyStatusColumns(),
+    changedRevision: changedRevisionColumn(),
     createdAt: createdAt(),
   },
   (t) => [unique('bandwidth_limits_target_unique').on(t.instanceId, t.nicId).nullsNotDistinct()],
@@ -379,3 +389,60 @@ export const proxyDomainTemplates = pgTable('proxy_domain_templates', {
   targetProtocol: text('target_protocol', { enum: ['http', 'https'] }).notNull(),
   createdAt: createdAt(),
 });
+
+/** An instance as a host agent discovered it on its host (the backend's view, not Gatehouse's). */
+export interface DiscoveredInstanceJson {
+  /** The backend's own id (container id, VMID, moref, namespace name). */
+  externalId: string;
+  name: string;
+  nics: { name: string; mac: string | null; addresses: string[] }[];
+}
+
+/**
+ * What a host's agent last reported about itself, one row per host that ever had an agent. Kept
+ * apart from `hosts`, whose row every desired-state change locks and bumps: the agent writes here
+ * every few seconds and must neither wait behind those transactions nor show up in host audit
+ * snapshots.
+ */
+export const hostAgents = pgTable('host_agents', {
+  hostId: uuid('host_id')
+    .primaryKey()
+    .references(() => hosts.id, { onDelete: 'cascade' }),
+  /** Last sign of life: connect, heartbeat, disconnect or report. */
+  lastSeenAt: timestamp('last_seen_at', { withTimezone: true, mode: 'date' }),
+  /** The desired revision the agent last said it applied; null until it says so. */
+  appliedRevision: bigint('applied_revision', { mode: 'number' }),
+  appliedAt: timestamp('applied_at', { withTimezone: true, mode: 'date' }),
+  /** The host-level error of the agent's last apply, null when it succeeded. */
+  lastError: text('last_error'),
+  agentVersion: text('agent_version'),
+  pluginId: text('plugin_id'),
+  discoveredInstances: jsonb('discovered_instances').$type<DiscoveredInstanceJson[]>().notNull().default([]),
+  discoveredAt: timestamp('discovered_at', { withTimezone: true, mode: 'date' }),
+  /** When the agent last found the host differing from what it applied, and repaired it. */
+  lastDriftAt: timestamp('last_drift_at', { withTimezone: true, mode: 'date' }),
+  driftRepairs: integer('drift_repairs').notNull().default(0),
+});
+
+/**
+ * One row per open `hostDesiredState` subscription of an agent token, on any replica. The
+ * replica serving it refreshes `last_seen_at` while it is open and deletes the row when it ends;
+ * a replica that crashes leaves its rows behind, so only rows seen recently count as online.
+ * One row per connection (not a counter on the host) keeps a reconnecting agent online when its
+ * old socket is noticed dead after the new one opened.
+ */
+export const hostAgentConnections = pgTable(
+  'host_agent_connections',
+  {
+    id: uuid('id').primaryKey(),
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'cascade' }),
+    tokenId: uuid('token_id')
+      .notNull()
+      .references(() => apiTokens.id, { onDelete: 'cascade' }),
+    connectedAt: timestamp('connected_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    lastSeenAt: timestamp('last_seen_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [index('host_agent_connections_host_idx').on(t.hostId, t.lastSeenAt)],
+);

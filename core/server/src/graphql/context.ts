@@ -10,6 +10,7 @@ import { AuditService } from '../services/audit-service.js';
 import { BandwidthService } from '../services/bandwidth-service.js';
 import { DesiredStateService } from '../services/desired-state-service.js';
 import { FirewallService } from '../services/firewall-service.js';
+import { HostAgentService, type HostAgentStatus } from '../services/host-agent-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
 import { ObjectStatusService } from '../services/object-status-service.js';
@@ -23,6 +24,7 @@ import { WebProxyService } from '../services/web-proxy-service.js';
 export interface Services {
   users: UserService;
   hosts: HostService;
+  hostAgents: HostAgentService;
   instances: InstanceService;
   pools: PoolService;
   forwards: PortForwardService;
@@ -49,6 +51,7 @@ export interface Loaders {
   nicsOfInstance: DataLoader<string, Nic[]>;
   addressesOfNic: DataLoader<string, Allocation[]>;
   pool: DataLoader<string, Pool | undefined>;
+  hostAgent: DataLoader<string, HostAgentStatus>;
 }
 
 /** Resolves the services from the container. */
@@ -56,6 +59,7 @@ export function resolveServices(container: DependencyContainer): Services {
   return {
     users: container.resolve(UserService),
     hosts: container.resolve(HostService),
+    hostAgents: container.resolve(HostAgentService),
     instances: container.resolve(InstanceService),
     pools: container.resolve(PoolService),
     forwards: container.resolve(PortForwardService),
@@ -84,6 +88,7 @@ export function createLoaders(services: Services): Loaders {
     nicsOfInstance: new DataLoader(async (ids) => groupBy(ids, await services.instances.nicsOf(ids), (n) => n.instanceId)),
     addressesOfNic: new DataLoader(async (ids) => groupBy(ids, await services.pools.addressesOfNics(ids), (a) => a.nicId)),
     pool: new DataLoader(async (ids) => groupBy(ids, await services.pools.getMany(ids), (p) => p.id).map((g) => g[0])),
+    hostAgent: new DataLoader((ids) => services.hostAgents.statuses(ids)),
   };
 }
 

@@ -111,7 +111,7 @@ export class BandwidthService {
           .where(and(eq(nics.id, nicId), eq(nics.instanceId, instance.id)));
         if (!nic) throw new NotFoundError('input.nicId', nicId, `NIC of instance "${instance.name}"`);
       }
-      await bumpHostRevision(tx, record, instance.hostId);
+      const host = await bumpHostRevision(tx, record, instance.hostId);
       const [before] = await tx.select().from(bandwidthLimits).where(this.target(instance.id, nicId));
       const values = {
         ingressBps,
@@ -123,6 +123,7 @@ export class BandwidthService {
         throttleBps,
         status: 'pending' as const,
         statusError: null,
+        changedRevision: host.desiredRevision,
       };
       let after: BandwidthLimit;
       if (before) {

@@ -166,8 +166,8 @@ export class FirewallService {
     const spec = validRule(input, 'input');
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId);
-      await bumpHostRevision(tx, record, instance.hostId);
-      const [row] = await this.insertRules(tx, record, instance, [spec], input.enabled ?? true);
+      const host = await bumpHostRevision(tx, record, instance.hostId);
+      const [row] = await this.insertRules(tx, record, instance, [spec], input.enabled ?? true, host.desiredRevision);
       return row!;
     });
   }
@@ -189,10 +189,10 @@ export class FirewallService {
         note: input.note !== undefined ? input.note : before.note,
       };
       const spec = validRule(merged, 'input');
-      await bumpHostRevision(tx, record, instance.hostId);
+      const host = await bumpHostRevision(tx, record, instance.hostId);
       const [after] = await tx
         .update(firewallRules)
-        .set({ ...spec, enabled: input.enabled ?? before.enabled, status: 'pending', statusError: null })
+        .set({ ...spec, enabled: input.enabled ?? before.enabled, status: 'pending', statusError: null, changedRevision: host.desiredRevision })
         .where(eq(firewallRules.id, id))
         .returning();
       await record({ action: 'firewallRule.update', objectType: 'FirewallRule', objectId: id, ownerId: before.ownerId, before, after });
@@ -239,7 +239,7 @@ export class FirewallService {
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
       const template = await this.template(tx, actor, input.templateId, input.databaseSource);
-      await bumpHostRevision(tx, record, instance.hostId);
+      const host = await bumpHostRevision(tx, record, instance.hostId);
       if (input.replace) await this.removeForInstance(tx, record, instance.id, `template ${template.id} applied`);
       await tx
         .update(instances)
@@ -252,7 +252,7 @@ export class FirewallService {
         ownerId: instance.ownerId,
         after: { templateId: template.id, replace: !!input.replace },
       });
-      return this.insertRules(tx, record, instance, template.rules, true);
+      return this.insertRules(tx, record, instance, template.rules, true, host.desiredRevision);
     });
   }
 
@@ -337,6 +337,7 @@ export class FirewallService {
     instance: Instance,
     specs: readonly FirewallRuleSpecJson[],
     enabled: boolean,
+    changedRevision: number,
   ): Promise<FirewallRule[]> {
     if (specs.length === 0) return [];
     const rows: FirewallRule[] = specs.map((spec) => ({
@@ -347,6 +348,7 @@ export class FirewallService {
       enabled,
       status: 'pending',
       statusError: null,
+      changedRevision,
       createdAt: new Date(),
     }));
     await tx.insert(firewallRules).values(rows);

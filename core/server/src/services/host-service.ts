@@ -132,8 +132,9 @@ export class HostService {
     });
   }
 
-  /** A host by id. */
-  async get(_actor: Actor, id: string): Promise<Host | undefined> {
+  /** A host by id; an agent token sees only its own host. */
+  async get(actor: Actor, id: string): Promise<Host | undefined> {
+    if (actor.scope === 'agent' && actor.hostId !== id) return undefined;
     const [row] = await this.db.select().from(hosts).where(eq(hosts.id, id));
     return row;
   }

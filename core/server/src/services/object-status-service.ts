@@ -1,11 +1,12 @@
 /**
  * Apply status of the objects a host applies (port forwards, firewall rules, bandwidth limits):
  * agents report it for their own host, owners watch it change. A report names the revision it
- * applied, which may not be ahead of the host's; objects of other hosts and objects deleted since
- * are skipped. (Refusing a report older than an object's last change needs a per-object revision;
- * the host agent work adds it.)
+ * applied, which may not be ahead of the host's. Skipped, without an error: objects of other
+ * hosts, objects deleted since, and objects changed after the reported revision (their
+ * `changed_revision` is higher: the agent applied an older version of them, and its report of
+ * the newer revision will follow).
  */
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, eq, inArray, lte } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
@@ -29,6 +30,12 @@ export interface ObjectStatusReport {
   error?: string | null;
 }
 
+/** What a report changed, and the objects it skipped because they changed after the reported revision. */
+export interface ObjectStatusReportResult {
+  changes: ObjectStatusChange[];
+  stale: { objectType: StatusObjectType; objectId: string }[];
+}
+
 /** A status change as subscribers see it. */
 export interface ObjectStatusChange {
   objectType: StatusObjectType;
@@ -50,8 +57,8 @@ export class ObjectStatusService {
     @inject(EventBusToken) private readonly events: EventBus,
   ) {}
 
-  /** Records an agent's report for its host at `revision`; returns the changes it made. */
-  async report(actor: Actor, input: { hostId: string; revision: number; objects: readonly ObjectStatusReport[] }): Promise<ObjectStatusChange[]> {
+  /** Records an agent's report for its host at `revision`; returns the changes it made and the objects it skipped as changed since. */
+  async report(actor: Actor, input: { hostId: string; revision: number; objects: readonly ObjectStatusReport[] }): Promise<ObjectStatusReportResult> {
     const hostId = validId('input.hostId', input.hostId);
     if (!isAdmin(actor) && !(actor.scope === 'agent' && actor.hostId === hostId)) {
       throw new ForbiddenError(`only host ${hostId}'s agent token may report its status`, 'input.hostId', hostId);
@@ -65,7 +72,9 @@ export class ObjectStatusService {
         throw new ValidationError(`input.objects[${i}].error`, `${o.error.length} characters`, 'is longer than 2000 characters');
       if (o.status !== 'failed' && o.error != null) throw new ValidationError(`input.objects[${i}].error`, o.error, 'applies only to FAILED objects');
     });
+    const stale: ObjectStatusReportResult['stale'] = [];
     const changes = await this.db.transaction(async (tx) => {
+      stale.length = 0;
       const [host] = await tx.select({ revision: hosts.desiredRevision }).from(hosts).where(eq(hosts.id, hostId));
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
       if (input.revision > host.revision)
@@ -83,17 +92,30 @@ export class ObjectStatusService {
         for (const report of reports) {
           const row = rows.get(report.objectId);
           if (!row) continue; // deleted since the agent's revision, or another host's: nothing to mark
+          if (input.revision < row.changedRevision) {
+            stale.push({ objectType: type, objectId: report.objectId });
+            continue;
+          }
           const error = report.error ?? null;
           if (row.status === report.status && row.statusError === error) continue;
           const table = TABLES[type];
-          await tx.update(table).set({ status: report.status, statusError: error }).where(eq(table.id, report.objectId));
+          // re-checked by the update itself: a change committing meanwhile wins over this report
+          const updated = await tx
+            .update(table)
+            .set({ status: report.status, statusError: error })
+            .where(and(eq(table.id, report.objectId), lte(table.changedRevision, input.revision)))
+            .returning({ id: table.id });
+          if (updated.length === 0) {
+            stale.push({ objectType: type, objectId: report.objectId });
+            continue;
+          }
           out.push({ objectType: type, objectId: report.objectId, hostId, ownerId: row.ownerId, status: report.status, error, revision: input.revision });
         }
       }
       return out;
     });
     for (const change of changes) this.events.publish('objectStatus', change);
-    return changes;
+    return { changes, stale };
   }
 
   /** Status changes of the actor's objects (admins: all) as they commit. */
@@ -116,17 +138,35 @@ export class ObjectStatusService {
     const rows =
       type === 'port_forward'
         ? await tx
-            .select({ id: portForwards.id, ownerId: portForwards.ownerId, status: portForwards.status, statusError: portForwards.statusError })
+            .select({
+              id: portForwards.id,
+              ownerId: portForwards.ownerId,
+              status: portForwards.status,
+              statusError: portForwards.statusError,
+              changedRevision: portForwards.changedRevision,
+            })
             .from(portForwards)
             .where(and(eq(portForwards.hostId, hostId), inArray(portForwards.id, ids)))
         : type === 'firewall_rule'
           ? await tx
-              .select({ id: firewallRules.id, ownerId: firewallRules.ownerId, status: firewallRules.status, statusError: firewallRules.statusError })
+              .select({
+                id: firewallRules.id,
+                ownerId: firewallRules.ownerId,
+                status: firewallRules.status,
+                statusError: firewallRules.statusError,
+                changedRevision: firewallRules.changedRevision,
+              })
               .from(firewallRules)
               .innerJoin(instances, eq(instances.id, firewallRules.instanceId))
               .where(and(eq(instances.hostId, hostId), inArray(firewallRules.id, ids)))
           : await tx
-              .select({ id: bandwidthLimits.id, ownerId: bandwidthLimits.ownerId, status: bandwidthLimits.status, statusError: bandwidthLimits.statusError })
+              .select({
+                id: bandwidthLimits.id,
+                ownerId: bandwidthLimits.ownerId,
+                status: bandwidthLimits.status,
+                statusError: bandwidthLimits.statusError,
+                changedRevision: bandwidthLimits.changedRevision,
+              })
               .from(bandwidthLimits)
               .innerJoin(instances, eq(instances.id, bandwidthLimits.instanceId))
               .where(and(eq(instances.hostId, hostId), inArray(bandwidthLimits.id, ids)));

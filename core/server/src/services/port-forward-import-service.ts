@@ -175,8 +175,8 @@ export class PortForwardImportService {
         await this.forwards.checkQuota(tx, owner, creates.filter((r) => r.forward!.ownerId === ownerId).length, 'input.csv', `${creates.length} new forwards`);
       }
       if (creates.length > 0) {
-        await bumpHostRevision(tx, record, hostId);
-        const newRows = creates.map((r) => r.forward!);
+        const bumped = await bumpHostRevision(tx, record, hostId);
+        const newRows = creates.map((r) => Object.assign(r.forward!, { changedRevision: bumped.desiredRevision }));
         for (let i = 0; i < newRows.length; i += INSERT_BATCH) await tx.insert(portForwards).values(newRows.slice(i, i + INSERT_BATCH));
         await record.many(newRows.map((f) => ({ action: 'portForward.create', objectType: 'PortForward', objectId: f.id, ownerId: f.ownerId, after: f })));
       }
@@ -317,7 +317,8 @@ export class PortForwardImportService {
       if (!ports) return { row, action: 'conflict', reason: `no free host port left on host "${host.name}"`, column: 'host_port', forward: null };
     }
     const clash = index.overlapping(placed, ports);
-    const forward = forwardRow(placed, ports, host.id, target);
+    // the revision the import commits as; set exactly from the bump when it is applied
+    const forward = forwardRow(placed, ports, host.id, target, host.desiredRevision + 1);
     const same = clash.find(
       (f) =>
         f.row === undefined &&

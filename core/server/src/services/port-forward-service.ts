@@ -100,7 +100,7 @@ export class PortForwardService {
         }
         hostPorts = free;
       }
-      const forward = forwardRow(placed, hostPorts, host.id, target);
+      const forward = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
       try {
         await tx.insert(portForwards).values(forward);
       } catch (err) {

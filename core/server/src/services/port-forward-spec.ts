@@ -129,8 +129,8 @@ export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarge
   };
 }
 
-/** The row to insert for a placed forward on its final host ports. */
-export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: string, target: ForwardTarget): PortForward {
+/** The row to insert for a placed forward on its final host ports, created in the host's desired revision `changedRevision`. */
+export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: string, target: ForwardTarget, changedRevision: number): PortForward {
   return {
     id: newId(),
     hostId,
@@ -147,6 +147,7 @@ export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: 
     note: placed.note,
     status: 'pending',
     statusError: null,
+    changedRevision,
     protoLo: placed.protoLo,
     protoHi: placed.protoHi,
     addrLo: placed.addrLo,

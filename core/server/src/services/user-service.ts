@@ -11,7 +11,8 @@ import type { Database } from '../db/database.js';
 import { apiTokens, hosts, users } from '../db/schema.js';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
-import { DatabaseToken } from '../tokens.js';
+import type { EventBus } from '../events.js';
+import { DatabaseToken, EventBusToken } from '../tokens.js';
 import { validId, validName, validQuota } from '../validate.js';
 import { AuditService } from './audit-service.js';
 
@@ -62,6 +63,7 @@ export class UserService {
   constructor(
     @inject(DatabaseToken) private readonly db: Database,
     @inject(AuditService) private readonly audit: AuditService,
+    @inject(EventBusToken) private readonly events: EventBus,
   ) {}
 
   /** Resolves a bearer secret to an actor; undefined for unknown or revoked tokens. */
@@ -193,10 +195,14 @@ export class UserService {
     });
   }
 
-  /** Revokes a token; succeeds when already revoked. Users revoke their own, admins any. */
+  /**
+   * Revokes a token; succeeds when already revoked. Users revoke their own, admins any. Once it
+   * commits, every replica closes the connections and subscriptions opened with the token (also
+   * when it was already revoked, so repeating the call repeats the announcement).
+   */
   async revokeToken(actor: Actor, tokenId: string): Promise<ApiToken> {
     const id = validId('input.tokenId', tokenId);
-    return this.audit.transact(actor, async (tx, record) => {
+    const token = await this.audit.transact(actor, async (tx, record) => {
       const [before] = await tx.select().from(apiTokens).where(eq(apiTokens.id, id)).for('update');
       if (!before || (!isAdmin(actor) && before.userId !== actor.userId)) throw new NotFoundError('input.tokenId', id, 'token');
       if (before.revokedAt) return before;
@@ -204,6 +210,26 @@ export class UserService {
       await record({ action: 'token.revoke', objectType: 'ApiToken', objectId: id, ownerId: before.userId, before, after });
       return after!;
     });
+    this.events.publish('tokenRevoked', { tokenId: token.id });
+    return token;
+  }
+
+  /**
+   * What a refused secret was, for the log: its listing prefix (never the secret), and for a
+   * known token its id, scope, host and whether it is revoked.
+   */
+  async describeSecret(secret: string | undefined): Promise<string> {
+    if (!secret) return 'no bearer token';
+    if (!secret.startsWith(TOKEN_PREFIX) || secret.length > 100) return 'a malformed token';
+    const prefix = secret.slice(0, 10);
+    const [row] = await this.db
+      .select()
+      .from(apiTokens)
+      .where(eq(apiTokens.secretHash, hashSecret(secret)))
+      .limit(1);
+    if (!row) return `unknown token ${prefix}…`;
+    const state = row.revokedAt ? 'revoked' : 'valid';
+    return `${state} ${row.scope} token ${row.prefix}… (token ${row.id}${row.hostId ? `, host ${row.hostId}` : ''})`;
   }
 
   /** A user by id, if the actor may see it (admins: all; users: themselves). */

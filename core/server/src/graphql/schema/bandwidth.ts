@@ -34,6 +34,9 @@ const BandwidthLimitRef = builder.objectRef<BandwidthLimit>('BandwidthLimit').im
     throttleMbps: t.float({ nullable: true, resolve: (l) => mbps(l.throttleBps) }),
     status: t.field({ type: ApplyStatusEnum, resolve: (l) => l.status }),
     statusError: t.exposeString('statusError', { nullable: true }),
+    changedRevision: t.exposeInt('changedRevision', {
+      description: "The host's desired revision in which this was created or last changed; status reports for older revisions do not apply to it.",
+    }),
   }),
 });
 

@@ -1,6 +1,6 @@
 /** For host agents: their host's desired state (query and live subscription) and status reports; for owners: status changes. */
 import type { DesiredState } from '@gatehouse/sdk';
-import type { ObjectStatusChange } from '../../services/object-status-service.js';
+import type { ObjectStatusChange, ObjectStatusReportResult } from '../../services/object-status-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { resultOf } from './mutation-result.js';
@@ -28,9 +28,14 @@ builder.queryField('hostDesiredState', (t) =>
 builder.subscriptionField('hostDesiredState', (t) =>
   t.field({
     type: DesiredStateRef,
-    description: 'The full desired state, then each newer revision as it commits.',
+    description:
+      "The full desired state, then each newer revision as it commits. While the host's AGENT token holds this subscription (on any replica), the host's agent counts as online (Host.agent).",
     args: { hostId: t.arg.id({ required: true }) },
-    subscribe: (_r, args, ctx) => ctx.services.desiredState.stream(requireActor(ctx, { allowAgent: true }), args.hostId),
+    subscribe: (_r, args, ctx) => {
+      const actor = requireActor(ctx, { allowAgent: true });
+      // the stream authorizes first: a refused subscription never marks the agent connected
+      return ctx.services.hostAgents.track(actor, args.hostId, ctx.services.desiredState.stream(actor, args.hostId));
+    },
     resolve: (state) => state,
   }),
 );
@@ -62,13 +67,32 @@ const ObjectStatusInput = builder.inputType('ObjectStatusInput', {
 const ReportObjectStatusInput = builder.inputType('ReportObjectStatusInput', {
   fields: (t) => ({
     hostId: t.id({ required: true }),
-    revision: t.int({ required: true, description: 'The desired-state revision these statuses are for.' }),
+    revision: t.int({
+      required: true,
+      description:
+        'The desired-state revision these statuses are for. Objects changed in a later revision are skipped (they stay PENDING until that revision is reported).',
+    }),
     objects: t.field({ type: [ObjectStatusInput], required: true }),
   }),
 });
 
-const ReportedRef = builder.objectRef<{ changes: ObjectStatusChange[] }>('ReportedObjectStatus').implement({
-  fields: (t) => ({ changes: t.field({ type: [ObjectStatusChangeRef], description: 'The statuses that changed.', resolve: (r) => r.changes }) }),
+const StaleObjectRef = builder.objectRef<ObjectStatusReportResult['stale'][number]>('StaleObjectStatus').implement({
+  description: 'An object a report skipped: it changed after the reported revision.',
+  fields: (t) => ({
+    objectType: t.field({ type: ObjectTypeEnum, resolve: (o) => o.objectType }),
+    objectId: t.exposeID('objectId'),
+  }),
+});
+
+const ReportedRef = builder.objectRef<ObjectStatusReportResult>('ReportedObjectStatus').implement({
+  fields: (t) => ({
+    changes: t.field({ type: [ObjectStatusChangeRef], description: 'The statuses that changed.', resolve: (r) => r.changes }),
+    stale: t.field({
+      type: [StaleObjectRef],
+      description: 'Objects not recorded because they changed after the reported revision; report them again for that revision.',
+      resolve: (r) => r.stale,
+    }),
+  }),
 });
 
 builder.mutationField('reportObjectStatus', (t) =>
@@ -77,7 +101,7 @@ builder.mutationField('reportObjectStatus', (t) =>
     description: 'For host agents: the apply status of objects on their host.',
     args: { input: t.arg({ type: ReportObjectStatusInput, required: true }) },
     errors: resultOf('ReportObjectStatus', 'reported'),
-    resolve: async (_r, { input }, ctx) => ({ changes: await ctx.services.objectStatus.report(requireActor(ctx, { allowAgent: true }), input) }),
+    resolve: (_r, { input }, ctx) => ctx.services.objectStatus.report(requireActor(ctx, { allowAgent: true }), input),
   }),
 );
 

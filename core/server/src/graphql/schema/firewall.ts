@@ -33,6 +33,9 @@ const FirewallRuleRef = builder.objectRef<FirewallRule>('FirewallRule').implemen
     note: t.exposeString('note'),
     status: t.field({ type: ApplyStatusEnum, resolve: (r) => r.status }),
     statusError: t.exposeString('statusError', { nullable: true }),
+    changedRevision: t.exposeInt('changedRevision', {
+      description: "The host's desired revision in which this was created or last changed; status reports for older revisions do not apply to it.",
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
 });

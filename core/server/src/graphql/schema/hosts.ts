@@ -41,8 +41,18 @@ builder.queryFields((t) => ({
   host: t.field({
     type: HostRef,
     nullable: true,
+    description: 'A host; an AGENT token may read its own host (and its agent status), no other.',
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_r, args, ctx) => ctx.services.hosts.get(requireActor(ctx), args.id),
+    resolve: (_r, args, ctx) => ctx.services.hosts.get(requireActor(ctx, { allowAgent: true }), args.id),
+  }),
+  agentHost: t.field({
+    type: HostRef,
+    nullable: true,
+    description: 'For an AGENT token: the host it acts for (how an agent started without --host finds its host). Null for other tokens.',
+    resolve: (_r, _a, ctx) => {
+      const actor = requireActor(ctx, { allowAgent: true });
+      return actor.scope === 'agent' && actor.hostId ? ctx.services.hosts.get(actor, actor.hostId) : null;
+    },
   }),
   hosts: t.connection({
     type: HostRef,

@@ -32,6 +32,9 @@ const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
     note: t.exposeString('note'),
     status: t.field({ type: ApplyStatusEnum, resolve: (f) => f.status }),
     statusError: t.exposeString('statusError', { nullable: true }),
+    changedRevision: t.exposeInt('changedRevision', {
+      description: "The host's desired revision in which this was created or last changed; status reports for older revisions do not apply to it.",
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
 });

@@ -1,0 +1,310 @@
+/**
+ * The host agent: keeps one host equal to its desired state.
+ *
+ * - Receives the full desired state when it (re)connects, then every new revision; applies them
+ *   one at a time, always the newest (revisions that arrive during an apply are coalesced).
+ * - The first apply after start and after each reconnect is a repair (rebuild from scratch), so a
+ *   host that changed while the agent was away converges.
+ * - Reports what happened: per-object status (`reportObjectStatus`) and the host's applied
+ *   revision, last error, discovered instances and drift (`reportHostStatus`).
+ * - Polls for drift (the driver's cheap check every `driftIntervalMs`, a thorough one every
+ *   `thoroughEvery` polls) and repairs it: an admin's `nft flush ruleset` is undone within
+ *   seconds.
+ * - A malformed document is refused (nothing applied, the error reported); a failed apply is
+ *   retried with backoff.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  DriverConfigError,
+  diffObservation,
+  expectedObservation,
+  toDriverError,
+  validateDesiredState,
+  type ApplyResult,
+  type DesiredState,
+  type DriverContext,
+  type NetworkDriver,
+  type ObjectResult,
+} from '@gatehouse/sdk';
+import { ControllerConnection, type AgentLogger, type DesiredStateEvent, type TokenRefusedError } from './controller.js';
+
+export interface HostAgentOptions {
+  controllerUrl: string;
+  token: string;
+  /** The host this agent manages; looked up from the token when absent. */
+  hostId?: string;
+  driver: NetworkDriver;
+  logger?: AgentLogger;
+  version?: string;
+  /** Cheap drift check interval (default 2,000 ms). */
+  driftIntervalMs?: number;
+  /** Every how many drift polls the check is thorough (map elements too; default 15). */
+  thoroughEvery?: number;
+  /** How often discovered instances are reported again (default 60,000 ms). */
+  discoverIntervalMs?: number;
+  /** Reconnect backoff bounds. */
+  backoff?: { minMs: number; maxMs: number };
+}
+
+/** What the agent knows about itself; also emitted as events. */
+export interface HostAgentState {
+  connected: boolean;
+  hostId: string | null;
+  appliedRevision: number | null;
+  lastError: string | null;
+  repairs: number;
+}
+
+interface Job {
+  event: DesiredStateEvent;
+  repair: boolean;
+  drift: string[];
+}
+
+const STATUS_TYPES = { port_forward: 'PORT_FORWARD', firewall_rule: 'FIREWALL_RULE', bandwidth_limit: 'BANDWIDTH_LIMIT' } as const;
+
+const REPORT_OBJECTS = `mutation ($input: ReportObjectStatusInput!) { reportObjectStatus(input: $input) { __typename ... on Error { message } } }`;
+const REPORT_HOST = `mutation ($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ... on Error { message } } }`;
+
+const consoleLogger: AgentLogger = {
+  info: (m, f) => console.info(`[agent] ${m}${f ? ` ${JSON.stringify(f)}` : ''}`),
+  warn: (m, f) => console.warn(`[agent] ${m}${f ? ` ${JSON.stringify(f)}` : ''}`),
+  error: (m, f) => console.error(`[agent] ${m}${f ? ` ${JSON.stringify(f)}` : ''}`),
+};
+
+export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { result: ApplyResult }]; drift: [string[]]; refused: [TokenRefusedError]; state: [HostAgentState] }> {
+  readonly state: HostAgentState = { connected: false, hostId: null, appliedRevision: null, lastError: null, repairs: 0 };
+  private readonly logger: AgentLogger;
+  private connection: ControllerConnection | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private readonly abort = new AbortController();
+  private pending: Job | undefined;
+  private working = false;
+  private repairNext = true;
+  private last: { event: DesiredStateEvent; desired: DesiredState } | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private polls = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private lastDiscoveredAt = 0;
+
+  constructor(private readonly options: HostAgentOptions) {
+    super();
+    this.logger = options.logger ?? consoleLogger;
+  }
+
+  /** Connects and starts converging; resolves once the subscription is requested. */
+  async start(): Promise<void> {
+    const o = this.options;
+    this.connection = new ControllerConnection({
+      url: o.controllerUrl,
+      token: o.token,
+      logger: this.logger,
+      backoff: o.backoff,
+      onConnected: () => {
+        this.state.connected = true;
+        this.repairNext = true; // re-converge from scratch after every (re)connect
+        this.logger.info('connected to the controller', { url: o.controllerUrl });
+        this.emit('state', { ...this.state });
+      },
+      onClosed: (code, reason) => {
+        if (this.state.connected) this.logger.warn('connection to the controller closed; reconnecting', { code, reason });
+        this.state.connected = false;
+        this.emit('state', { ...this.state });
+      },
+      onRefused: (error) => {
+        this.logger.error(error.message);
+        this.emit('refused', error);
+      },
+    });
+    const hostId = o.hostId ?? (await this.lookUpHost());
+    this.state.hostId = hostId;
+    this.unsubscribe = this.connection.desiredState(
+      hostId,
+      (event) => this.receive(event),
+      (error) => {
+        this.state.lastError = String((error as Error)?.message ?? error);
+        this.logger.error('desired-state subscription failed', { error: this.state.lastError });
+      },
+    );
+    const interval = o.driftIntervalMs ?? 2000;
+    this.timers.push(setInterval(() => void this.pollDrift(), interval));
+  }
+
+  /** Stops: no more applies or reports; what was applied stays on the host. */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    for (const t of this.timers) clearInterval(t);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.unsubscribe?.();
+    await this.connection?.close();
+    await this.options.driver.close?.();
+  }
+
+  private async lookUpHost(): Promise<string> {
+    const data = await this.connection!.request<{ agentHost: { id: string } | null }>(`query { agentHost { id } }`, {});
+    if (!data.agentHost) throw new Error('this token is not an agent token bound to a host; pass --host');
+    return data.agentHost.id;
+  }
+
+  private receive(event: DesiredStateEvent): void {
+    this.pending = { event, repair: this.repairNext, drift: [] };
+    this.repairNext = false;
+    void this.work();
+  }
+
+  private async work(): Promise<void> {
+    if (this.working) return;
+    this.working = true;
+    try {
+      while (this.pending && !this.abort.signal.aborted) {
+        const job = this.pending;
+        this.pending = undefined;
+        await this.converge(job);
+      }
+    } finally {
+      this.working = false;
+    }
+  }
+
+  private ctx(desired?: DesiredState): DriverContext {
+    const log = this.logger;
+    return {
+      logger: { debug: () => undefined, info: log.info.bind(log), warn: log.warn.bind(log), error: log.error.bind(log) },
+      signal: this.abort.signal,
+      host: { id: this.state.hostId ?? '', name: desired?.hostName ?? '', publicAddresses: desired?.publicAddresses ?? [] },
+    };
+  }
+
+  private async converge(job: Job): Promise<void> {
+    const { event } = job;
+    let desired: DesiredState;
+    try {
+      desired = validateDesiredState(event.document, 'document');
+      if (desired.hostId !== this.state.hostId) throw new DriverConfigError('document.hostId', desired.hostId, `is not this agent's host ${this.state.hostId}`);
+    } catch (err) {
+      // a misbehaving controller: apply nothing, say why
+      const message = `refused desired state revision ${event.revision}: ${(err as Error).message}`;
+      this.logger.error(message);
+      this.state.lastError = message;
+      this.report(REPORT_HOST, { ...this.hostReport(), error: message.slice(0, 2000) });
+      return;
+    }
+    const started = performance.now();
+    this.logger.info(`applying revision ${event.revision}`, { repair: job.repair, instances: desired.instances.length });
+    let result: ApplyResult;
+    try {
+      result = await this.options.driver.apply(this.ctx(desired), { desired, repair: job.repair });
+    } catch (err) {
+      const error = toDriverError(err);
+      this.failures++;
+      this.state.lastError = `${error.code}: ${error.message}`;
+      this.logger.error('apply failed; retrying', { revision: event.revision, error: this.state.lastError, attempt: this.failures });
+      this.report(REPORT_HOST, { ...this.hostReport(), error: this.state.lastError.slice(0, 2000) });
+      this.retryLater(job);
+      return;
+    }
+    this.failures = 0;
+    this.last = { event, desired };
+    const failed = result.objects.filter((o) => o.status === 'failed');
+    this.state.appliedRevision = event.revision;
+    this.state.lastError = failed.length > 0 ? summarize(failed) : null;
+    if (job.drift.length > 0) this.state.repairs++;
+    this.logger.info('applied', {
+      revision: event.revision,
+      changed: result.changed,
+      repair: job.repair,
+      failed: failed.length,
+      ms: Math.round(performance.now() - started),
+    });
+    this.emit('applied', { ...this.state, result });
+    await this.reportApplied(event.revision, result, job.drift.length > 0);
+  }
+
+  private retryLater(job: Job): void {
+    const ms = Math.min(30_000, 500 * 2 ** Math.min(this.failures, 6));
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      if (!this.pending) this.pending = { ...job, repair: true };
+      void this.work();
+    }, ms);
+    this.retryTimer.unref();
+  }
+
+  private hostReport(): Record<string, unknown> {
+    return {
+      hostId: this.state.hostId,
+      agentVersion: this.options.version ?? '0.1.0',
+      pluginId: this.options.driver.id,
+      appliedRevision: this.state.appliedRevision,
+    };
+  }
+
+  private async reportApplied(revision: number, result: ApplyResult, drift: boolean): Promise<void> {
+    const objects = result.objects
+      .filter((o): o is ObjectResult & { objectType: keyof typeof STATUS_TYPES } => o.objectType in STATUS_TYPES)
+      .map((o) => ({
+        objectType: STATUS_TYPES[o.objectType],
+        objectId: o.objectId,
+        status: o.status === 'applied' ? 'APPLIED' : 'FAILED',
+        error: o.error ? `${o.error.code}: ${o.error.message}`.slice(0, 2000) : null,
+      }));
+    for (let i = 0; i < objects.length || i === 0; i += 10_000) {
+      if (objects.length > 0) this.report(REPORT_OBJECTS, { hostId: this.state.hostId, revision, objects: objects.slice(i, i + 10_000) });
+    }
+    const input: Record<string, unknown> = { ...this.hostReport(), error: this.state.lastError?.slice(0, 2000) ?? null, driftDetected: drift };
+    const interval = this.options.discoverIntervalMs ?? 60_000;
+    if (Date.now() - this.lastDiscoveredAt >= interval) {
+      try {
+        const { instances } = await this.options.driver.discover(this.ctx(), {});
+        input.discoveredInstances = instances.slice(0, 1000).map((i) => ({
+          externalId: i.externalId,
+          name: i.name,
+          nics: i.nics.slice(0, 64).map((n) => ({ name: n.name, ...(n.mac ? { mac: n.mac } : {}), addresses: n.addresses.slice(0, 64) })),
+        }));
+        this.lastDiscoveredAt = Date.now();
+      } catch (err) {
+        this.logger.warn('discovering instances failed', { error: (err as Error).message });
+      }
+    }
+    this.report(REPORT_HOST, input);
+  }
+
+  /** Sends a report without holding up the next apply; a lost one is repeated after reconnect. */
+  private report(mutation: string, input: Record<string, unknown>): void {
+    this.connection
+      ?.request<Record<string, { __typename: string; message?: string }>>(mutation, { input })
+      .then((data) => {
+        const answer = Object.values(data)[0];
+        if (answer && answer.message) this.logger.warn('the controller refused a report', { error: answer.message, type: answer.__typename });
+      })
+      .catch((err: unknown) => {
+        if (!this.abort.signal.aborted) this.logger.warn('report not delivered', { error: (err as Error).message });
+      });
+  }
+
+  private async pollDrift(): Promise<void> {
+    const last = this.last;
+    if (!last || this.working || this.pending || this.abort.signal.aborted) return;
+    const thorough = this.polls++ % (this.options.thoroughEvery ?? 15) === 0;
+    try {
+      const driver = this.options.driver;
+      const differences = driver.drift
+        ? (await driver.drift(this.ctx(last.desired), { desired: last.desired, thorough })).differences
+        : diffObservation(expectedObservation(last.desired), (await driver.observe(this.ctx(last.desired), { desired: last.desired })).state);
+      if (differences.length === 0 || this.working || this.pending || this.last !== last) return;
+      this.logger.warn('the host drifted from the applied state; repairing', { revision: last.event.revision, differences: differences.slice(0, 10) });
+      this.emit('drift', differences);
+      this.pending = { event: last.event, repair: true, drift: differences };
+      await this.work();
+    } catch (err) {
+      this.logger.warn('drift check failed', { error: (err as Error).message });
+    }
+  }
+}
+
+function summarize(failed: ObjectResult[]): string {
+  const first = failed[0]!;
+  const more = failed.length > 1 ? ` (and ${failed.length - 1} more)` : '';
+  return `${first.objectType} ${first.objectId}: ${first.error?.code ?? 'FAILED'}: ${first.error?.message ?? ''}${more}`.slice(0, 2000);
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+/**
+ * The agent command (also `gatehouse agent` of the controller's CLI):
+ *
+ *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
+ *                   [--drift-interval MS]
+ *
+ * The token may come from GATEHOUSE_AGENT_TOKEN instead (keeps it out of `ps`). Exits 2 on bad
+ * arguments or a plugin that cannot load, 3 when the controller refuses the token.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadDriver } from '@gatehouse/sdk';
+import { HostAgent } from './agent.js';
+
+const USAGE = 'usage: gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON] [--drift-interval MS]';
+
+/** `linux` → @gatehouse/plugin-linux; a path or package name as given. */
+export function pluginSpecifier(name: string): string {
+  if (/^[a-z][a-z0-9-]*$/.test(name)) return `@gatehouse/plugin-${name}`;
+  if (name.startsWith('.') || isAbsolute(name)) return pathToFileURL(resolve(name)).href;
+  return name;
+}
+
+export async function runAgent(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      controller: { type: 'string' },
+      token: { type: 'string', default: process.env.GATEHOUSE_AGENT_TOKEN },
+      plugin: { type: 'string', default: 'linux' },
+      host: { type: 'string' },
+      'plugin-config': { type: 'string' },
+      'drift-interval': { type: 'string', default: '2000' },
+    },
+  });
+  const fail = (message: string): never => {
+    console.error(`${message}\n${USAGE}`);
+    process.exit(2);
+  };
+  if (!values.controller) fail('--controller is required');
+  if (!values.token) fail('--token (or GATEHOUSE_AGENT_TOKEN) is required');
+  const driftIntervalMs = Number(values['drift-interval']);
+  if (!Number.isInteger(driftIntervalMs) || driftIntervalMs < 100) fail(`--drift-interval ${values['drift-interval']} must be an integer of at least 100 (ms)`);
+  let config: unknown;
+  try {
+    config = values['plugin-config'] === undefined ? undefined : JSON.parse(values['plugin-config']);
+  } catch (err) {
+    fail(`--plugin-config is not JSON: ${(err as Error).message}`);
+  }
+  const abort = new AbortController();
+  const ctx = { logger: { debug() {}, info: console.info, warn: console.warn, error: console.error }, signal: abort.signal, host: { id: values.host ?? '', name: '', publicAddresses: [] } };
+  const driver = await loadDriver(pluginSpecifier(values.plugin!), config, ctx).catch((err: unknown) => fail(`plugin ${values.plugin}: ${(err as Error).message}`));
+  const agent = new HostAgent({ controllerUrl: values.controller!, token: values.token!, hostId: values.host, driver, driftIntervalMs });
+  agent.on('refused', () => {
+    void agent.stop().finally(() => process.exit(3));
+  });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      console.info(`[agent] received ${signal}, stopping (the host keeps what was applied)`);
+      void agent.stop().finally(() => process.exit(0));
+    });
+  }
+  await agent.start();
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  runAgent(process.argv.slice(2)).catch((err: unknown) => {
+    console.error(`[agent] ${(err as Error).message}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,4 @@
+/** @gatehouse/host-agent: the daemon that keeps a host equal to its desired state. */
+export { HostAgent, type HostAgentOptions, type HostAgentState } from './agent.js';
+export { pluginSpecifier, runAgent } from './cli.js';
+export { ControllerConnection, TokenRefusedError, websocketUrl, type AgentLogger, type DesiredStateEvent } from './controller.js';

@@ -1,0 +1,137 @@
+/** Host agents: their status on each host (`Host.agent`), their own reports about themselves, and the live feed of changes for admins. */
+import type { DiscoveredInstanceJson } from '../../db/schema.js';
+import { mayActForHostAgent, type HostAgentStatus } from '../../services/host-agent-service.js';
+import { ForbiddenError } from '../../errors.js';
+import { builder } from '../builder.js';
+import { requireActor } from '../context.js';
+import { HostRef } from './hosts.js';
+import { resultOf } from './mutation-result.js';
+
+const DiscoveredNicRef = builder.objectRef<DiscoveredInstanceJson['nics'][number]>('DiscoveredNic').implement({
+  description: 'A network interface of a discovered instance, as the backend reports it.',
+  fields: (t) => ({
+    name: t.exposeString('name'),
+    mac: t.exposeString('mac', { nullable: true, description: 'Lower-case, colon-separated; null for interfaces without one.' }),
+    addresses: t.exposeStringList('addresses', { description: 'Canonical addresses, with their prefix length when the backend gave one ("10.0.0.2/24").' }),
+  }),
+});
+
+const DiscoveredInstanceRef = builder.objectRef<DiscoveredInstanceJson>('DiscoveredInstance').implement({
+  description: "An instance the host's agent found on its host through its plugin.",
+  fields: (t) => ({
+    externalId: t.exposeString('externalId', { description: "The backend's own id (container id, VMID, moref)." }),
+    name: t.exposeString('name'),
+    nics: t.field({ type: [DiscoveredNicRef], resolve: (i) => i.nics }),
+  }),
+});
+
+const HostAgentStatusRef = builder.objectRef<HostAgentStatus>('HostAgentStatus').implement({
+  description: "What the controller knows about a host's agent: whether it is connected, and what it last reported.",
+  fields: (t) => ({
+    hostId: t.exposeID('hostId'),
+    online: t.exposeBoolean('online', {
+      description: "The host's AGENT token holds a hostDesiredState subscription on some controller replica, seen within the last 30 seconds (by default).",
+    }),
+    connections: t.exposeInt('connections', {
+      description: "Live hostDesiredState subscriptions of the agent; more than one while a reconnected agent's old connection is not yet noticed dead.",
+    }),
+    connectedAt: t.expose('connectedAt', { type: 'DateTime', nullable: true, description: 'Start of the newest live subscription; null while offline.' }),
+    lastSeenAt: t.expose('lastSeenAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'Last connect, heartbeat (every 10 s by default while connected), disconnect or report.',
+    }),
+    appliedRevision: t.exposeInt('appliedRevision', {
+      nullable: true,
+      description: "The host's desired revision the agent last said it applied; behind Host.desiredRevision while changes are on their way.",
+    }),
+    appliedAt: t.expose('appliedAt', { type: 'DateTime', nullable: true, description: 'When the agent reported appliedRevision.' }),
+    lastError: t.exposeString('lastError', { nullable: true, description: "The host-level error of the agent's last apply; null when it succeeded." }),
+    agentVersion: t.exposeString('agentVersion', { nullable: true }),
+    pluginId: t.exposeString('pluginId', { nullable: true, description: 'The backend plugin the agent runs.' }),
+    discoveredInstances: t.field({
+      type: [DiscoveredInstanceRef],
+      description: 'Instances the agent last discovered on the host.',
+      resolve: (s) => s.discoveredInstances,
+    }),
+    discoveredAt: t.expose('discoveredAt', { type: 'DateTime', nullable: true, description: 'When discoveredInstances was reported.' }),
+    lastDriftAt: t.expose('lastDriftAt', {
+      type: 'DateTime',
+      nullable: true,
+      description: 'When the agent last found the host differing from what it had applied (and repaired it).',
+    }),
+    driftRepairs: t.exposeInt('driftRepairs', { description: 'How many times the agent repaired drift on the host.' }),
+  }),
+});
+
+builder.objectField(HostRef, 'agent', (t) =>
+  t.field({
+    type: HostAgentStatusRef,
+    description: "The host's agent: online, applied revision, last error, discovered instances, drift. Admins and the host's AGENT token.",
+    resolve: (host, _a, ctx) => {
+      const actor = requireActor(ctx, { allowAgent: true });
+      if (!mayActForHostAgent(actor, host.id)) {
+        throw new ForbiddenError(`Host.agent of host ${host.id} is for admins and that host's agent token`, 'hostId', host.id);
+      }
+      return ctx.loaders.hostAgent.load(host.id);
+    },
+  }),
+);
+
+const DiscoveredNicInput = builder.inputType('DiscoveredNicInput', {
+  fields: (t) => ({
+    name: t.string({ required: true, description: '1-64 characters.' }),
+    mac: t.string({ description: 'Six hex octets (any common spelling); absent for interfaces without one.' }),
+    addresses: t.stringList({ required: true, description: 'At most 64: "10.0.0.2", "10.0.0.2/24", "2001:db8::2/64".' }),
+  }),
+});
+
+const DiscoveredInstanceInput = builder.inputType('DiscoveredInstanceInput', {
+  fields: (t) => ({
+    externalId: t.string({ required: true, description: "The backend's own id, 1-128 characters, unique in the report." }),
+    name: t.string({ required: true, description: '1-255 characters.' }),
+    nics: t.field({ type: [DiscoveredNicInput], required: true, description: 'At most 64.' }),
+  }),
+});
+
+const ReportHostStatusInput = builder.inputType('ReportHostStatusInput', {
+  fields: (t) => ({
+    hostId: t.id({ required: true }),
+    appliedRevision: t.int({
+      description:
+        'The desired revision now applied on the host; not ahead of Host.desiredRevision. Absent or null: nothing applied since the agent started (the stored one stays). A revision below the one already reported is a late report and is ignored.',
+    }),
+    error: t.string({ description: 'The host-level error of this apply (at most 2000 characters); null when it succeeded.' }),
+    agentVersion: t.string({ required: true, description: 'The agent\'s version, e.g. "0.1.0".' }),
+    pluginId: t.string({ required: true, description: 'The id of the plugin the agent runs, e.g. "docker".' }),
+    discoveredInstances: t.field({
+      type: [DiscoveredInstanceInput],
+      description: 'Instances found on the host (at most 1000). Absent or null: unchanged since the last report; an empty list: none.',
+    }),
+    driftDetected: t.boolean({
+      defaultValue: false,
+      description: 'The agent found the host differing from what it had applied and repaired it (counts in driftRepairs).',
+    }),
+  }),
+});
+
+builder.mutationField('reportHostStatus', (t) =>
+  t.field({
+    type: HostAgentStatusRef,
+    description:
+      "For host agents: their status after an apply (revision, error, version, plugin, discovered instances, drift). The host's AGENT token or an admin.",
+    args: { input: t.arg({ type: ReportHostStatusInput, required: true }) },
+    errors: resultOf('ReportHostStatus', 'agent'),
+    resolve: (_r, { input }, ctx) => ctx.services.hostAgents.report(requireActor(ctx, { allowAgent: true }), input),
+  }),
+);
+
+builder.subscriptionField('hostAgentStatusChanged', (t) =>
+  t.field({
+    type: HostAgentStatusRef,
+    description: 'Agent status changes of one host (or all) as they commit: connects, disconnects, reports, and agents going offline silently (admins only).',
+    args: { hostId: t.arg.id({ description: 'Absent: every host.' }) },
+    subscribe: (_r, args, ctx) => ctx.services.hostAgents.watch(requireActor(ctx), args.hostId ?? null),
+    resolve: (status) => status,
+  }),
+);
