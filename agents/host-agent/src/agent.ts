@@ -10,8 +10,9 @@
  * - Polls for drift (the driver's cheap check every `driftIntervalMs`, a thorough one every
  *   `thoroughEvery` polls) and repairs it: an admin's `nft flush ruleset` is undone within
  *   seconds.
- * - A malformed document is refused (nothing applied, the error reported); a failed apply is
- *   retried with backoff.
+ * - A malformed document is refused (nothing applied, the error reported). A failed apply, or
+ *   one where objects failed (`nft` missing, an instance not on the host yet), is tried again
+ *   with backoff (0.5 s doubling to 30 s; a new revision starts over).
  */
 import { EventEmitter } from 'node:events';
 import {
@@ -150,6 +151,7 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
   private receive(event: DesiredStateEvent): void {
     this.pending = { event, repair: this.repairNext, drift: [] };
     this.repairNext = false;
+    this.failures = 0; // a new document starts a new backoff
     void this.work();
   }
 
@@ -187,7 +189,7 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
       const message = `refused desired state revision ${event.revision}: ${(err as Error).message}`;
       this.logger.error(message);
       this.state.lastError = message;
-      this.report(REPORT_HOST, { ...this.hostReport(), error: message.slice(0, 2000) });
+      this.report(REPORT_HOST, { ...this.hostReport(), error: reportText(message) });
       return;
     }
     const started = performance.now();
@@ -200,11 +202,10 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
       this.failures++;
       this.state.lastError = `${error.code}: ${error.message}`;
       this.logger.error('apply failed; retrying', { revision: event.revision, error: this.state.lastError, attempt: this.failures });
-      this.report(REPORT_HOST, { ...this.hostReport(), error: this.state.lastError.slice(0, 2000) });
-      this.retryLater(job);
+      this.report(REPORT_HOST, { ...this.hostReport(), error: reportText(this.state.lastError) });
+      this.retryLater(job, true);
       return;
     }
-    this.failures = 0;
     this.last = { event, desired };
     const failed = result.objects.filter((o) => o.status === 'failed');
     this.state.appliedRevision = event.revision;
@@ -219,13 +220,23 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
     });
     this.emit('applied', { ...this.state, result });
     await this.reportApplied(event.revision, result, job.drift.length > 0);
+    // objects that failed (nft missing, an instance not here yet) are tried again, with backoff
+    if (failed.length > 0) {
+      this.failures++;
+      this.retryLater({ ...job, drift: [] }, false);
+    } else {
+      this.failures = 0;
+      if (this.retryTimer) clearTimeout(this.retryTimer);
+    }
   }
 
-  private retryLater(job: Job): void {
-    const ms = Math.min(30_000, 500 * 2 ** Math.min(this.failures, 6));
+  /** Applies `job` again after a backoff (0.5 s doubling to 30 s), unless a newer revision came meanwhile. */
+  private retryLater(job: Job, repair: boolean): void {
+    const ms = Math.min(30_000, 500 * 2 ** Math.min(this.failures - 1, 6));
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
-      if (!this.pending) this.pending = { ...job, repair: true };
+      if (!this.pending && this.last?.event.revision !== undefined && this.last.event.revision > job.event.revision) return;
+      if (!this.pending) this.pending = { ...job, repair };
       void this.work();
     }, ms);
     this.retryTimer.unref();
@@ -247,12 +258,12 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
         objectType: STATUS_TYPES[o.objectType],
         objectId: o.objectId,
         status: o.status === 'applied' ? 'APPLIED' : 'FAILED',
-        error: o.error ? `${o.error.code}: ${o.error.message}`.slice(0, 2000) : null,
+        error: o.error ? reportText(`${o.error.code}: ${o.error.message}`) : null,
       }));
     for (let i = 0; i < objects.length || i === 0; i += 10_000) {
       if (objects.length > 0) this.report(REPORT_OBJECTS, { hostId: this.state.hostId, revision, objects: objects.slice(i, i + 10_000) });
     }
-    const input: Record<string, unknown> = { ...this.hostReport(), error: this.state.lastError?.slice(0, 2000) ?? null, driftDetected: drift };
+    const input: Record<string, unknown> = { ...this.hostReport(), error: this.state.lastError === null ? null : reportText(this.state.lastError), driftDetected: drift };
     const interval = this.options.discoverIntervalMs ?? 60_000;
     if (Date.now() - this.lastDiscoveredAt >= interval) {
       try {
@@ -301,6 +312,11 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
       this.logger.warn('drift check failed', { error: (err as Error).message });
     }
   }
+}
+
+/** Error text as the controller takes it: one line (tool output has newlines), at most 2,000 characters. */
+function reportText(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, 2000);
 }
 
 function summarize(failed: ObjectResult[]): string {

@@ -147,8 +147,13 @@ export class LinuxDriver implements NetworkDriver {
       const nft = await this.dataplane.apply(desired, { force: input.repair ?? false });
       changed ||= nft.changed;
       for (const instance of desired.instances) {
-        for (const f of instance.portForwards) results.push({ objectType: 'port_forward', objectId: f.id, status: 'applied' });
-        for (const r of instance.firewall.rules) results.push({ objectType: 'firewall_rule', objectId: r.id, status: 'applied' });
+        // installed either way, but an instance that is not here cannot be reached through them
+        const absent = instance.nics.length > 0 && !places.some((p) => p.instanceId === instance.id);
+        const status = absent
+          ? { status: 'failed' as const, error: new TransientError(`instance ${instance.name} (${instance.externalId ?? 'no external id'}) is not on this host`).toJSON() }
+          : { status: 'applied' as const };
+        for (const f of instance.portForwards) results.push({ objectType: 'port_forward', objectId: f.id, ...status });
+        for (const r of instance.firewall.rules) results.push({ objectType: 'firewall_rule', objectId: r.id, ...status });
       }
     } catch (err) {
       const error = toDriverError(err).toJSON();

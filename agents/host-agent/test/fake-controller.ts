@@ -1,0 +1,103 @@
+/**
+ * A misbehaving controller for fault tests: a bare graphql-transport-ws server on loopback that
+ * sends whatever desired-state documents the test gives it — also malformed ones a real controller
+ * never would — and records the agent's reports.
+ */
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+interface Message {
+  id?: string;
+  type: string;
+  payload?: { query?: string; variables?: Record<string, unknown> };
+}
+
+/** One report mutation as the agent sent it. */
+export interface Report {
+  mutation: 'reportHostStatus' | 'reportObjectStatus';
+  input: Record<string, any>;
+}
+
+export class FakeController {
+  readonly reports: Report[] = [];
+  private readonly server: WebSocketServer;
+  private subscriptions: { socket: WebSocket; id: string }[] = [];
+  private last: { revision: number; document: unknown } | undefined;
+  private waiters = new Set<() => void>();
+
+  private constructor(server: WebSocketServer) {
+    this.server = server;
+    server.on('connection', (socket) => socket.on('message', (data) => this.receive(socket, JSON.parse(String(data)) as Message)));
+  }
+
+  static async start(): Promise<FakeController> {
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/graphql' });
+    await once(server, 'listening');
+    return new FakeController(server);
+  }
+
+  get url(): string {
+    return `ws://127.0.0.1:${(this.server.address() as AddressInfo).port}/graphql`;
+  }
+
+  /** Sends a desired-state document (any shape) to every subscribed agent, and to later ones. */
+  push(revision: number, document: unknown): void {
+    this.last = { revision, document };
+    for (const { socket, id } of this.subscriptions) this.send(socket, id, revision, document);
+  }
+
+  /** Resolves with the first report (from index `from` on) that `match` accepts; rejects after `ms`. */
+  waitForReport(match: (r: Report) => boolean, from = 0, ms = 15_000): Promise<Report> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.reports.slice(from).find(match);
+        if (!found) return;
+        this.waiters.delete(check);
+        clearTimeout(timer);
+        resolve(found);
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(check);
+        reject(new Error(`no matching report in ${ms} ms; reports:\n${JSON.stringify(this.reports.slice(from), null, 1).slice(-3000)}`));
+      }, ms);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const client of this.server.clients) client.terminate();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  private send(socket: WebSocket, id: string, revision: number, document: unknown): void {
+    const hostId = (document as { hostId?: unknown } | null)?.hostId ?? 'unknown';
+    socket.send(JSON.stringify({ id, type: 'next', payload: { data: { hostDesiredState: { hostId, revision, apiVersion: 1, document } } } }));
+  }
+
+  private receive(socket: WebSocket, message: Message): void {
+    if (message.type === 'connection_init') return socket.send(JSON.stringify({ type: 'connection_ack' }));
+    if (message.type === 'ping') return socket.send(JSON.stringify({ type: 'pong' }));
+    if (message.type === 'complete') {
+      this.subscriptions = this.subscriptions.filter((s) => !(s.socket === socket && s.id === message.id));
+      return;
+    }
+    if (message.type !== 'subscribe' || !message.id) return;
+    const query = message.payload?.query ?? '';
+    if (query.includes('hostDesiredState')) {
+      this.subscriptions.push({ socket, id: message.id });
+      if (this.last) this.send(socket, message.id, this.last.revision, this.last.document);
+      return;
+    }
+    const mutation = /(reportHostStatus|reportObjectStatus)/.exec(query)?.[1] as Report['mutation'] | undefined;
+    if (!mutation) {
+      socket.send(JSON.stringify({ id: message.id, type: 'error', payload: [{ message: 'the fake controller answers no such operation' }] }));
+      return;
+    }
+    this.reports.push({ mutation, input: message.payload!.variables!.input as Record<string, unknown> });
+    for (const w of [...this.waiters]) w();
+    socket.send(JSON.stringify({ id: message.id, type: 'next', payload: { data: { [mutation]: { __typename: 'Ok' } } } }));
+    socket.send(JSON.stringify({ id: message.id, type: 'complete' }));
+  }
+}
