@@ -11,7 +11,7 @@
 import { run, type Counter, type DesiredState, type ExecTarget, type ObservedFirewall, type ObservedForward } from '@gatehouse/sdk';
 import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
 import { idFromName, observeListing } from './observe.js';
-import { TABLE, firewallChainName, instanceCounterName, renderRuleset } from './render.js';
+import { TABLE, changedForwards, firewallChainName, instanceCounterName, renderForwardMaps, renderRuleset } from './render.js';
 import { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
 
 /** What an apply did. */
@@ -33,6 +33,7 @@ export interface DataplaneCounters {
 
 interface Applied {
   state: DesiredState;
+  /** The table's frame: its content without the forwards' elements (rendered from `state` when needed). */
   content: TableContent;
   /** Each chain's rules as nft listed them after Gatehouse last wrote the chain. */
   listedRules: Map<string, string[]>;
@@ -57,11 +58,11 @@ export class Dataplane {
       await this.remove();
       return { changed: existed, mode: existed ? 'replace' : 'unchanged', commands: existed ? 2 : 0 };
     }
-    const rendered = renderRuleset(state);
-    const content = contentOfCommands(rendered);
+    // tens of thousands of forward elements are neither rendered nor diffed here unless the table is replaced
+    const content = contentOfCommands(renderRuleset(state, { forwardElements: false }));
     const previous = this.applied;
     if (previous && !options.force) {
-      const commands = incrementalCommands(previous.content, content);
+      const commands = incrementalChange(previous, state, content);
       if (commands?.length === 0) {
         this.applied = { ...previous, state };
         return { changed: false, mode: 'unchanged', commands: 0 };
@@ -79,7 +80,7 @@ export class Dataplane {
     }
     const before = await listTable(TABLE.family, TABLE.table, this.target);
     this.applied = undefined;
-    const commands = replaceTable(TABLE.family, TABLE.table, rendered);
+    const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state));
     await applyNft(commands, this.target);
     const after = (await listTable(TABLE.family, TABLE.table, this.target)) ?? [];
     const listed = contentOfListing(after);
@@ -98,7 +99,8 @@ export class Dataplane {
     if (!applied) return undefined;
     const listing = await listTable(TABLE.family, TABLE.table, this.target, { terse: !options.elements });
     if (!listing) return [`table ${TABLE.family} ${TABLE.table} is missing`];
-    return driftBetween(applied.content, applied.listedRules, contentOfListing(listing), options);
+    const expected = options.elements ? contentOfCommands(renderRuleset(applied.state)) : applied.content;
+    return driftBetween(expected, applied.listedRules, contentOfListing(listing), options);
   }
 
   /** Forwards and firewalls as the live table has them. */
@@ -109,19 +111,33 @@ export class Dataplane {
   /** The table's counters. */
   async counters(): Promise<DataplaneCounters> {
     const result: DataplaneCounters = { forwards: new Map(), instances: new Map() };
-    let listed: { nftables: Record<string, { name: string; packets: number; bytes: number }>[] };
+    const list = async (...args: string[]) => {
+      const out = await run('nft', ['-j', 'list', ...args], this.target);
+      return (JSON.parse(out) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
+    };
+    let named: Record<string, Record<string, unknown>>[];
+    let sets: Record<string, Record<string, unknown>>[];
     try {
-      listed = JSON.parse(await run('nft', ['-j', 'list', 'counters', 'table', TABLE.family, TABLE.table], this.target)) as typeof listed;
+      named = await list('counters', 'table', TABLE.family, TABLE.table);
+      sets = [...(await list('set', TABLE.family, TABLE.table, 'fwd4_ctr')), ...(await list('set', TABLE.family, TABLE.table, 'fwd6_ctr'))];
     } catch {
       return result; // no table: no counters
     }
-    for (const object of listed.nftables) {
-      const counter = object.counter;
+    // a forward's packets are counted on each of its elements (one per address, protocol and port)
+    for (const set of sets) {
+      for (const e of (set.set?.elem as { elem?: { comment?: string; counter?: Counter } }[] | undefined) ?? []) {
+        const fwd = /^fwd_(.+)$/.exec(e.elem?.comment ?? '');
+        if (!fwd || !e.elem?.counter) continue;
+        const id = idFromName(fwd[1]!);
+        const sum = result.forwards.get(id) ?? { packets: 0, bytes: 0 };
+        result.forwards.set(id, { packets: sum.packets + e.elem.counter.packets, bytes: sum.bytes + e.elem.counter.bytes });
+      }
+    }
+    for (const object of named) {
+      const counter = object.counter as { name: string; packets: number; bytes: number } | undefined;
       if (!counter) continue;
       const value = { packets: counter.packets, bytes: counter.bytes };
-      const fwd = /^fwd_(.+)$/.exec(counter.name);
       const inst = /^ctr_(in|out)_(.+)$/.exec(counter.name);
-      if (fwd) result.forwards.set(idFromName(fwd[1]!), value);
       if (inst) {
         const id = idFromName(inst[2]!);
         const entry = result.instances.get(id) ?? { in: { packets: 0, bytes: 0 }, out: { packets: 0, bytes: 0 } };
@@ -189,6 +205,22 @@ export class Dataplane {
   }
 }
 
+/**
+ * The commands taking the table from `previous` to `state` (whose frame is `content`), or undefined
+ * when the table must be replaced: the frame's difference, then the element changes of only the
+ * forwards that changed. When the public addresses changed, every forward may have: diff all.
+ */
+function incrementalChange(previous: Applied, state: DesiredState, content: TableContent): NftCommand[] | undefined {
+  const forwards = changedForwards(previous.state, state);
+  if (!forwards) return incrementalCommands(contentOfCommands(renderRuleset(previous.state)), contentOfCommands(renderRuleset(state)));
+  const frame = incrementalCommands(previous.content, content);
+  const elements = incrementalCommands(
+    contentOfCommands(renderForwardMaps(forwards.before, state.publicAddresses)),
+    contentOfCommands(renderForwardMaps(forwards.after, state.publicAddresses)),
+  );
+  return frame && elements && [...frame, ...elements];
+}
+
 function sameContent(a: TableContent, b: TableContent): boolean {
   const key = (c: TableContent) =>
     JSON.stringify([[...c.defs].sort(), [...c.rules].sort(), [...c.elements].map(([m, e]) => [m, [...e].map(([k, [, d]]) => [k, d]).sort()]).sort()]);
@@ -224,11 +256,9 @@ function releaseCommands(listing: readonly Record<string, unknown>[], instanceId
       gone.map(([key]) => key),
     );
   }
-  const forwardCounters = new Set<string>();
   for (const family of [4, 6]) {
     const keys = [...(content.elements.get(`fwd${family}_addr`)?.values() ?? [])].filter(([, a]) => addresses.has(a as string)).map(([k]) => k);
-    const keySet = new Set(keys.map((k) => JSON.stringify(k)));
-    for (const [k, [, name]] of content.elements.get(`fwd${family}_ctr`) ?? []) if (keySet.has(k)) forwardCounters.add(name as string);
+    // the forwards' counters go with their `fwd*_ctr` elements
     for (const suffix of ['addr', 'port', 'ctr']) {
       const present = content.elements.get(`fwd${family}_${suffix}`) ?? new Map();
       remove(
@@ -242,6 +272,6 @@ function releaseCommands(listing: readonly Record<string, unknown>[], instanceId
     if (!content.defs.has(`chain:${chain}`)) continue;
     commands.push({ flush: { chain: { ...TABLE, name: chain } } }, { delete: { chain: { ...TABLE, name: chain } } });
   }
-  for (const name of [...counters, ...forwardCounters]) if (content.defs.has(`counter:${name}`)) commands.push({ delete: { counter: { ...TABLE, name } } });
+  for (const name of counters) if (content.defs.has(`counter:${name}`)) commands.push({ delete: { counter: { ...TABLE, name } } });
   return commands;
 }

@@ -2,6 +2,16 @@
 export { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
 export { Dataplane, type DataplaneApplyResult, type DataplaneCounters } from './dataplane.js';
 export { idFromName, observeListing } from './observe.js';
-export { TABLE, firewallChainName, forwardCounterName, forwardElements, instanceCounterName, objectName, renderRuleset } from './render.js';
+export {
+  TABLE,
+  changedForwards,
+  firewallChainName,
+  forwardCounterName,
+  forwardElements,
+  instanceCounterName,
+  objectName,
+  renderForwardMaps,
+  renderRuleset,
+} from './render.js';
 export { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
 export * from './tc.js';

@@ -2,26 +2,29 @@
  * Renders a host's desired state into the content of the `inet gatehouse` table.
  *
  * - Port forwards: per address family, maps keyed on `daddr . l4proto . dport` — one gives the
- *   target address, one the target port, one the forward's named counter — so a new connection
- *   costs the same few lookups however many forwards exist. (nft 1.0.6's JSON parser cannot take a
- *   map with concatenated data — it refuses its elements and crashes on the rule — hence separate
- *   maps with plain data.)
+ *   target address, one the target port — so a new connection costs the same few lookups however
+ *   many forwards exist. (nft 1.0.6's JSON parser cannot take a map with concatenated data — it
+ *   refuses its elements and crashes on the rule — hence separate maps with plain data.)
  * - Source allow-lists of forwards: a filter chain before DNAT drops other sources.
  * - Hairpin: masquerade of DNATed connections that stay inside an instance subnet.
  * - Firewalls: a chain per instance and direction, reached from the forward hook through verdict
  *   maps keyed on the instance's addresses.
- * - Counters: a named counter per forward (packets towards it, counted before DNAT) and two per
- *   instance (forwarded traffic to and from its addresses), reached through counter maps.
+ * - Counters: per forward, a counter on each of its elements in a set with the same key, the
+ *   element's comment naming the forward (packets towards it, counted before DNAT); two named
+ *   counters per instance (forwarded traffic to and from its addresses), reached through counter
+ *   maps. Forwards get no named counters: nft 1.0.6 downloads every object of the table before
+ *   any `add element`/`delete element` (to resolve counter references), and 60,000 named
+ *   counters made a one-forward change cost over half a second.
  *
  * Every name is derived from a Gatehouse object id, so the table can be read back and diffed.
  */
-import type { DesiredState } from '@gatehouse/sdk';
+import type { DesiredPortForward, DesiredState } from '@gatehouse/sdk';
 import type { NftCommand } from './nft.js';
 
 /** The table Gatehouse owns on every host. */
 export const TABLE = { family: 'inet', table: 'gatehouse' } as const;
 
-/** One DNAT entry: host address . protocol . port → target address and port, and the forward's counter. */
+/** One DNAT entry: host address . protocol . port → target address and port, and the forward's counter (its elements' comment). */
 export interface ForwardElement {
   key: { concat: [string, string, number] };
   address: string;
@@ -34,35 +37,101 @@ export function objectName(prefix: string, id: string): string {
   return `${prefix}_${id.replace(/-/g, '')}`;
 }
 
-/** The named counter of a forward. */
+/** The name of a forward's counter: the comment on its elements of the `fwd4_ctr`/`fwd6_ctr` sets. */
 export const forwardCounterName = (forwardId: string) => objectName('fwd', forwardId);
 /** The named counters of an instance's forwarded traffic, towards it (`in`) and from it (`out`). */
 export const instanceCounterName = (instanceId: string, direction: 'in' | 'out') => objectName(`ctr_${direction}`, instanceId);
 
 /** The DNAT entries of every forward of one address family, one per host address, protocol and port. */
 export function forwardElements(state: DesiredState, family: 4 | 6): ForwardElement[] {
+  return elementsOf(
+    state.instances.flatMap((i) => i.portForwards),
+    state.publicAddresses,
+    family,
+  );
+}
+
+function elementsOf(forwards: readonly DesiredPortForward[], publicAddresses: readonly string[], family: 4 | 6): ForwardElement[] {
   const isFamily = (address: string) => address.includes(':') === (family === 6);
   const elements: ForwardElement[] = [];
-  for (const instance of state.instances) {
-    for (const f of instance.portForwards) {
-      if (!isFamily(f.targetAddress)) continue;
-      const hostAddresses = f.hostAddress ? [f.hostAddress] : state.publicAddresses.filter(isFamily);
-      const protocols = f.protocol === 'both' ? ['tcp', 'udp'] : [f.protocol];
-      for (const address of hostAddresses) {
-        for (const protocol of protocols) {
-          for (let i = 0; i <= f.hostPorts.end - f.hostPorts.start; i++) {
-            elements.push({
-              key: { concat: [address, protocol, f.hostPorts.start + i] },
-              address: f.targetAddress,
-              port: f.targetPorts.start + i,
-              counter: forwardCounterName(f.id),
-            });
-          }
+  for (const f of forwards) {
+    if (!isFamily(f.targetAddress)) continue;
+    const hostAddresses = f.hostAddress ? [f.hostAddress] : publicAddresses.filter(isFamily);
+    const protocols = f.protocol === 'both' ? ['tcp', 'udp'] : [f.protocol];
+    for (const address of hostAddresses) {
+      for (const protocol of protocols) {
+        for (let i = 0; i <= f.hostPorts.end - f.hostPorts.start; i++) {
+          elements.push({
+            key: { concat: [address, protocol, f.hostPorts.start + i] },
+            address: f.targetAddress,
+            port: f.targetPorts.start + i,
+            counter: forwardCounterName(f.id),
+          });
         }
       }
     }
   }
   return elements;
+}
+
+/** Whether two versions of a forward (same id) have the same elements: the fields `elementsOf` reads. */
+function sameForwardElements(a: DesiredPortForward, b: DesiredPortForward): boolean {
+  return (
+    a.protocol === b.protocol &&
+    a.hostAddress === b.hostAddress &&
+    a.hostPorts.start === b.hostPorts.start &&
+    a.hostPorts.end === b.hostPorts.end &&
+    a.targetAddress === b.targetAddress &&
+    a.targetPorts.start === b.targetPorts.start
+  );
+}
+
+/**
+ * The forwards whose elements differ between two states, as they were (`before`) and as they are
+ * (`after`), compared by id: rendering and diffing only these gives the element changes a full
+ * render and diff would, at a cost that does not grow with the number of forwards' elements.
+ * Undefined when the public addresses changed (every forward without a host address changes).
+ */
+export function changedForwards(from: DesiredState, to: DesiredState): { before: DesiredPortForward[]; after: DesiredPortForward[] } | undefined {
+  if (JSON.stringify(from.publicAddresses) !== JSON.stringify(to.publicAddresses)) return undefined;
+  const before: DesiredPortForward[] = [];
+  const after: DesiredPortForward[] = [];
+  // most instances keep their forwards in the same order from one revision to the next: compare
+  // those pairwise, and match only the forwards of the other instances by id (a Map of 60,000
+  // forwards alone costs tens of milliseconds)
+  const previous = new Map(from.instances.map((i) => [i.id, i.portForwards]));
+  const next = new Map<string, DesiredPortForward>();
+  const rest: DesiredPortForward[][] = [];
+  for (const instance of to.instances) {
+    const old = previous.get(instance.id) ?? [];
+    previous.delete(instance.id);
+    const now = instance.portForwards;
+    if (old.length === now.length && old.every((f, k) => f.id === now[k]!.id)) {
+      for (const [k, f] of old.entries()) {
+        if (sameForwardElements(f, now[k]!)) continue;
+        before.push(f);
+        after.push(now[k]!);
+      }
+    } else {
+      for (const f of now) next.set(f.id, f);
+      rest.push(old);
+    }
+  }
+  for (const old of [...rest, ...previous.values()].flat()) {
+    const f = next.get(old.id);
+    if (f && sameForwardElements(old, f)) next.delete(old.id);
+    else before.push(old); // changed or removed
+  }
+  for (const f of next.values()) after.push(f); // changed or added (a spread of 60,000 arguments would overflow)
+  return { before, after };
+}
+
+/**
+ * The forward maps and counter sets of both families holding the elements of `forwards` only: with
+ * `changedForwards`, two small contents whose difference is the element changes of the forwards.
+ */
+export function renderForwardMaps(forwards: readonly DesiredPortForward[], publicAddresses: readonly string[]): NftCommand[] {
+  return [...forwardMaps(4, elementsOf(forwards, publicAddresses, 4)), ...forwardMaps(6, elementsOf(forwards, publicAddresses, 6))];
 }
 
 function forwardMaps(family: 4 | 6, elements: ForwardElement[]): NftCommand[] {
@@ -71,14 +140,14 @@ function forwardMaps(family: 4 | 6, elements: ForwardElement[]): NftCommand[] {
   const commands: NftCommand[] = [
     { add: { map: { ...TABLE, name: `fwd${family}_addr`, type, map: addressType } } },
     { add: { map: { ...TABLE, name: `fwd${family}_port`, type, map: 'inet_service' } } },
-    { add: { map: { ...TABLE, name: `fwd${family}_ctr`, type, map: 'counter' } } },
+    // the set's counter statement gives every element its own counter, added with the element
+    { add: { set: { ...TABLE, name: `fwd${family}_ctr`, type, stmt: [{ counter: null }] } } },
   ];
-  for (const name of new Set(elements.map((e) => e.counter))) commands.push({ add: { counter: { ...TABLE, name } } });
   if (elements.length > 0) {
     commands.push(
       { add: { element: { ...TABLE, name: `fwd${family}_addr`, elem: elements.map((e) => [e.key, e.address]) } } },
       { add: { element: { ...TABLE, name: `fwd${family}_port`, elem: elements.map((e) => [e.key, e.port]) } } },
-      { add: { element: { ...TABLE, name: `fwd${family}_ctr`, elem: elements.map((e) => [e.key, e.counter]) } } },
+      { add: { element: { ...TABLE, name: `fwd${family}_ctr`, elem: elements.map((e) => ({ elem: { val: e.key, comment: e.counter } })) } } },
     );
   }
   return commands;
@@ -118,7 +187,8 @@ function forwardSourceRules(state: DesiredState): NftCommand[] {
           chain: 'fwd_sources',
           expr: [
             { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: family === 4 ? 'ipv4' : 'ipv6' } },
-            { counter: { map: { key, data: `@fwd${family}_ctr` } } },
+            // a lookup that finds an element updates the element's counter
+            { match: { op: '==', left: key, right: `@fwd${family}_ctr` } },
           ],
         },
       },
@@ -293,11 +363,16 @@ function firewall(state: DesiredState): NftCommand[] {
   return commands;
 }
 
-/** The table's content for `replaceTable`. */
-export function renderRuleset(state: DesiredState): NftCommand[] {
+/**
+ * The table's content for `replaceTable`. Without `forwardElements` the forward maps and counter
+ * sets are left empty: the frame of the table, which incremental applies diff (their forward
+ * elements are diffed forward by forward, see `changedForwards`).
+ */
+export function renderRuleset(state: DesiredState, options: { forwardElements?: boolean } = {}): NftCommand[] {
+  const withElements = options.forwardElements ?? true;
   return [
-    ...forwardMaps(4, forwardElements(state, 4)),
-    ...forwardMaps(6, forwardElements(state, 6)),
+    ...forwardMaps(4, withElements ? forwardElements(state, 4) : []),
+    ...forwardMaps(6, withElements ? forwardElements(state, 6) : []),
     { add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
     dnatRule(4),
     dnatRule(6),

@@ -1,28 +1,29 @@
 /**
  * The `inet gatehouse` table as data: the rendered commands (or what `nft -j list table` returns)
- * split into definitions (chains, maps, counters), rule lists per chain and elements per map, so
- * two versions can be compared object by object and turned into the few commands that take one to
- * the other.
+ * split into definitions (chains, maps, sets, counters), rule lists per chain and elements per map
+ * or set, so two versions can be compared object by object and turned into the few commands that
+ * take one to the other.
  */
 import type { NftCommand } from './nft.js';
 import { TABLE } from './render.js';
 
 /** A table's content, comparable across render and listing. */
 export interface TableContent {
-  /** `chain:NAME`, `map:NAME`, `counter:NAME` → the definition, normalised. */
+  /** `chain:NAME`, `map:NAME`, `set:NAME`, `counter:NAME` → the definition, normalised. */
   defs: Map<string, string>;
   /** Chain → its rules' expressions, normalised, in order. */
   rules: Map<string, string[]>;
-  /** Map → key (normalised) → [key, data] as nft takes them. */
+  /** Map or set → key (normalised) → [key, data]: a map element's data, a set element's comment (null without). */
   elements: Map<string, Map<string, [unknown, unknown]>>;
 }
 
-const DEF_KINDS = ['chain', 'map', 'counter'] as const;
+const DEF_KINDS = ['chain', 'map', 'set', 'counter'] as const;
 type DefKind = (typeof DEF_KINDS)[number];
 // what identifies a definition; the rest (handle, counters' values, elements) is not part of it
 const DEF_FIELDS: Record<DefKind, string[]> = {
   chain: ['name', 'type', 'hook', 'prio', 'policy'],
   map: ['name', 'type', 'map', 'flags'],
+  set: ['name', 'type', 'flags', 'stmt'],
   counter: ['name'],
 };
 
@@ -34,11 +35,25 @@ function emptyContent(): TableContent {
   return { defs: new Map(), rules: new Map(), elements: new Map() };
 }
 
+// elements as nft takes and lists them: `[key, data]` in a map; in a set the bare key, or
+// `{ elem: { val: key, comment, counter } }` when it carries more (the counter's value is not part of it)
+function elementOf(e: unknown): [unknown, unknown] {
+  if (Array.isArray(e)) return e as [unknown, unknown];
+  const elem = (e as { elem?: { val: unknown; comment?: string } } | null)?.elem;
+  return elem ? [elem.val, elem.comment ?? null] : [e, null];
+}
+
+/** An element as nft takes it in an `add element` command, for a map or a set (see `elementOf`). */
+function nftElement(isSet: boolean, key: unknown, data: unknown): unknown {
+  if (!isSet) return [key, data];
+  return data === null ? key : { elem: { val: key, comment: data } };
+}
+
 function addElements(content: TableContent, map: string, elem: unknown[]): void {
   let m = content.elements.get(map);
   if (!m) content.elements.set(map, (m = new Map()));
   for (const e of elem) {
-    const [key, data] = e as [unknown, unknown];
+    const [key, data] = elementOf(e);
     m.set(JSON.stringify(key), [key, data]);
   }
 }
@@ -58,7 +73,7 @@ export function contentOfCommands(commands: readonly NftCommand[]): TableContent
     } else if ((DEF_KINDS as readonly string[]).includes(kind)) {
       content.defs.set(`${kind}:${body.name as string}`, pick(body, DEF_FIELDS[kind as DefKind]));
       if (kind === 'chain' && !content.rules.has(body.name as string)) content.rules.set(body.name as string, []);
-      if (kind === 'map' && !content.elements.has(body.name as string)) content.elements.set(body.name as string, new Map());
+      if ((kind === 'map' || kind === 'set') && !content.elements.has(body.name as string)) content.elements.set(body.name as string, new Map());
     }
   }
   return content;
@@ -75,7 +90,7 @@ export function contentOfListing(listing: readonly Record<string, unknown>[]): T
     } else if ((DEF_KINDS as readonly string[]).includes(kind)) {
       content.defs.set(`${kind}:${body.name as string}`, pick(body, DEF_FIELDS[kind as DefKind]));
       if (kind === 'chain' && !content.rules.has(body.name as string)) content.rules.set(body.name as string, []);
-      if (kind === 'map') addElements(content, body.name as string, (body.elem as unknown[] | undefined) ?? []);
+      if (kind === 'map' || kind === 'set') addElements(content, body.name as string, (body.elem as unknown[] | undefined) ?? []);
     }
   }
   return content;
@@ -105,7 +120,8 @@ export function driftBetween(expected: TableContent, expectedRules: Map<string, 
   }
   if (options.elements) {
     for (const [map, elements] of expected.elements) {
-      if (actual.defs.has(`map:${map}`) && !sameElements(elements, actual.elements.get(map))) out.push(`map ${map} elements differ`);
+      const kind = expected.defs.has(`set:${map}`) ? 'set' : 'map';
+      if (actual.defs.has(`${kind}:${map}`) && !sameElements(elements, actual.elements.get(map))) out.push(`${kind} ${map} elements differ`);
     }
   }
   return out;
@@ -123,8 +139,8 @@ export function incrementalCommands(from: TableContent, to: TableContent): NftCo
   }
   const commands: NftCommand[] = [];
   const [adds, removes] = [[...to.defs.keys()].filter((k) => !from.defs.has(k)), [...from.defs.keys()].filter((k) => !to.defs.has(k))];
-  // maps appear only with a table replace; base chains too (their definitions carry the hook)
-  if ([...adds, ...removes].some((k) => k.startsWith('map:'))) return undefined;
+  // maps and sets appear only with a table replace; base chains too (their definitions carry the hook)
+  if ([...adds, ...removes].some((k) => k.startsWith('map:') || k.startsWith('set:'))) return undefined;
   for (const key of adds) {
     const [kind, name] = key.split(':') as [string, string];
     commands.push({ add: { [kind]: { ...TABLE, ...Object.fromEntries(JSON.parse(to.defs.get(key)!) as [string, unknown][]), name } } });
@@ -140,15 +156,16 @@ export function incrementalCommands(from: TableContent, to: TableContent): NftCo
   for (const map of new Set([...from.elements.keys(), ...to.elements.keys()])) {
     const before = from.elements.get(map) ?? new Map<string, [unknown, unknown]>();
     const after = to.elements.get(map) ?? new Map<string, [unknown, unknown]>();
+    const isSet = to.defs.has(`set:${map}`);
     const gone: unknown[] = [];
-    const added: [unknown, unknown][] = [];
+    const added: unknown[] = [];
     for (const [key, [k, data]] of before) {
       const next = after.get(key);
       if (!next || JSON.stringify(next[1]) !== JSON.stringify(data)) gone.push(k);
     }
-    for (const [key, element] of after) {
+    for (const [key, [k, data]] of after) {
       const prev = before.get(key);
-      if (!prev || JSON.stringify(prev[1]) !== JSON.stringify(element[1])) added.push(element);
+      if (!prev || JSON.stringify(prev[1]) !== JSON.stringify(data)) added.push(nftElement(isSet, k, data));
     }
     if (gone.length > 0) deletions.push({ delete: { element: { ...TABLE, name: map, elem: gone } } });
     if (added.length > 0) additions.push({ add: { element: { ...TABLE, name: map, elem: added } } });

@@ -6,7 +6,7 @@ import type { DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyNft, forwardElements, listTable, renderRuleset, replaceTable } from '../src/index.js';
+import { applyNft, changedForwards, forwardElements, listTable, renderRuleset, replaceTable } from '../src/index.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
@@ -68,6 +68,18 @@ it('expands forwards into one map element per address, protocol and port', () =>
   expect(elements[0]).toEqual({ key: { concat: ['198.51.100.1', 'tcp', 10022] }, address: '10.0.0.5', port: 2222, counter: 'fwd_f1' });
   expect(elements).toContainEqual({ key: { concat: ['198.51.100.1', 'udp', 10102] }, address: '10.0.0.5', port: 3002, counter: 'fwd_f2' });
   expect(forwardElements(stateWith([ssh]), 6)).toEqual([]);
+});
+
+it('finds the forwards whose elements changed between two states, by id, wherever they moved', () => {
+  const moved = stateWith([ssh, range]);
+  moved.instances.push({ ...moved.instances[0]!, id: 'j', portForwards: [ssh] });
+  moved.instances[0]!.portForwards = [range];
+  expect(changedForwards(stateWith([ssh, range]), moved)).toEqual({ before: [], after: [] });
+  const retargeted = { ...ssh, targetPorts: { start: 2223, end: 2223 } };
+  expect(changedForwards(stateWith([ssh, range]), stateWith([retargeted, range]))).toEqual({ before: [ssh], after: [retargeted] });
+  expect(changedForwards(stateWith([ssh, range]), stateWith([range, { ...ssh, id: 'f3' }]))).toEqual({ before: [ssh], after: [{ ...ssh, id: 'f3' }] });
+  // a new public address changes every forward without its own host address
+  expect(changedForwards(stateWith([ssh]), { ...stateWith([ssh]), publicAddresses: ['198.51.100.9'] })).toBeUndefined();
 });
 
 /** What a TCP connection from `from` to host:port reads back, or null when it cannot connect. */
