@@ -36,7 +36,8 @@ async function ensurePostgres() {
   if (await reachable()) return console.log(`[ensure-system] PostgreSQL answers on ${host}:${port}`);
   const isLocal = host === '127.0.0.1' || host === 'localhost';
   if (!isLocal) return console.log(`[ensure-system] PostgreSQL at ${host}:${port} does not answer; not managing a remote server`);
-  if (process.getuid?.() !== 0) return console.log('[ensure-system] PostgreSQL is not running and this is not root: PostgreSQL tests will skip (and fail in CI)');
+  if (process.getuid?.() !== 0)
+    return console.log('[ensure-system] PostgreSQL is not running and this is not root: PostgreSQL tests will skip (and fail in CI)');
   let clusters = [];
   try {
     clusters = readdirSync('/etc/postgresql');
@@ -69,7 +70,9 @@ function have(tool) {
 
 function ensureTools() {
   const wanted = { nft: 'nftables', ip: 'iproute2', iperf3: 'iperf3', iptables: 'iptables' };
-  const missing = Object.entries(wanted).filter(([tool]) => !have(tool)).map(([, pkg]) => pkg);
+  const missing = Object.entries(wanted)
+    .filter(([tool]) => !have(tool))
+    .map(([, pkg]) => pkg);
   if (missing.length === 0) return console.log('[ensure-system] nft, ip, iperf3 and iptables are installed');
   if (process.getuid?.() !== 0) return console.log(`[ensure-system] missing ${missing.join(', ')} and not root: namespace tests will skip (and fail in CI)`);
   aptInstall(missing);

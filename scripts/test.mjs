@@ -15,7 +15,11 @@ const workspaces = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).
 const packageDirs = workspaces.flatMap((pattern) => {
   if (!pattern.endsWith('/*')) return [join(root, pattern)];
   const parent = join(root, pattern.slice(0, -2));
-  return existsSync(parent) ? readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => join(parent, d.name)) : [];
+  return existsSync(parent)
+    ? readdirSync(parent, { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => join(parent, d.name))
+    : [];
 });
 const resultFiles = packageDirs.map((dir) => join(dir, '.test-results', 'vitest.json'));
 for (const file of resultFiles) rmSync(file, { force: true });
@@ -23,7 +27,13 @@ for (const file of resultFiles) rmSync(file, { force: true });
 // Typecheck in parallel; then the test suites one package at a time: several of them send real
 // traffic between network namespaces and measure rates (iperf3), which a 2-core machine running
 // the other suites at the same time would distort.
-const turboRun = (args) => spawnSync('npx', ['turbo', 'run', ...args, '--continue', '--output-logs=full', '--log-order=grouped'], { cwd: root, stdio: 'inherit', env: process.env });
+// GATEHOUSE_SANDBOX=off: controllers started by tests make no sandbox (the sandbox test turns it on)
+const turboRun = (args) =>
+  spawnSync('npx', ['turbo', 'run', ...args, '--continue', '--output-logs=full', '--log-order=grouped'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, GATEHOUSE_SANDBOX: 'off' },
+  });
 const typecheck = turboRun(['typecheck']);
 const turbo = turboRun(['test', '--concurrency=1']);
 

@@ -73,7 +73,12 @@ const consoleLogger: AgentLogger = {
   error: (m, f) => console.error(`[agent] ${m}${f ? ` ${JSON.stringify(f)}` : ''}`),
 };
 
-export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { result: ApplyResult }]; drift: [string[]]; refused: [TokenRefusedError]; state: [HostAgentState] }> {
+export class HostAgent extends EventEmitter<{
+  applied: [HostAgentState & { result: ApplyResult }];
+  drift: [string[]];
+  refused: [TokenRefusedError];
+  state: [HostAgentState];
+}> {
   readonly state: HostAgentState = { connected: false, hostId: null, appliedRevision: null, lastError: null, repairs: 0 };
   private readonly logger: AgentLogger;
   private connection: ControllerConnection | undefined;
@@ -263,7 +268,11 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
     for (let i = 0; i < objects.length || i === 0; i += 10_000) {
       if (objects.length > 0) this.report(REPORT_OBJECTS, { hostId: this.state.hostId, revision, objects: objects.slice(i, i + 10_000) });
     }
-    const input: Record<string, unknown> = { ...this.hostReport(), error: this.state.lastError === null ? null : reportText(this.state.lastError), driftDetected: drift };
+    const input: Record<string, unknown> = {
+      ...this.hostReport(),
+      error: this.state.lastError === null ? null : reportText(this.state.lastError),
+      driftDetected: drift,
+    };
     const interval = this.options.discoverIntervalMs ?? 60_000;
     if (Date.now() - this.lastDiscoveredAt >= interval) {
       try {
@@ -316,7 +325,10 @@ export class HostAgent extends EventEmitter<{ applied: [HostAgentState & { resul
 
 /** Error text as the controller takes it: one line (tool output has newlines), at most 2,000 characters. */
 function reportText(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, 2000);
+  return text
+    .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+    .trim()
+    .slice(0, 2000);
 }
 
 function summarize(failed: ObjectResult[]): string {

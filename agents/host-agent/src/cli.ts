@@ -50,8 +50,14 @@ export async function runAgent(argv: string[]): Promise<void> {
     fail(`--plugin-config is not JSON: ${(err as Error).message}`);
   }
   const abort = new AbortController();
-  const ctx = { logger: { debug() {}, info: console.info, warn: console.warn, error: console.error }, signal: abort.signal, host: { id: values.host ?? '', name: '', publicAddresses: [] } };
-  const driver = await loadDriver(pluginSpecifier(values.plugin!), config, ctx).catch((err: unknown) => fail(`plugin ${values.plugin}: ${(err as Error).message}`));
+  const ctx = {
+    logger: { debug() {}, info: console.info, warn: console.warn, error: console.error },
+    signal: abort.signal,
+    host: { id: values.host ?? '', name: '', publicAddresses: [] },
+  };
+  const driver = await loadDriver(pluginSpecifier(values.plugin!), config, ctx).catch((err: unknown) =>
+    fail(`plugin ${values.plugin}: ${(err as Error).message}`),
+  );
   const agent = new HostAgent({ controllerUrl: values.controller!, token: values.token!, hostId: values.host, driver, driftIntervalMs });
   agent.on('refused', () => {
     void agent.stop().finally(() => process.exit(3));

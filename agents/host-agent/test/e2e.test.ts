@@ -22,7 +22,8 @@ const available = await labAvailable();
 const ERR = '... on Error { code message field value }';
 
 /** The exit code of a process, once it has exited. */
-const exitCode = (p: Proc) => new Promise<number | null>((resolve) => (p.child.exitCode !== null ? resolve(p.child.exitCode) : p.child.once('exit', (code) => resolve(code))));
+const exitCode = (p: Proc) =>
+  new Promise<number | null>((resolve) => (p.child.exitCode !== null ? resolve(p.child.exitCode) : p.child.once('exit', (code) => resolve(code))));
 
 describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
   const lab = new NetnsLab();
@@ -60,15 +61,29 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
   };
   const hostAgent = async () =>
     (
-      await api(`query ($id: ID!) { host(id: $id) { desiredRevision agent { online appliedRevision lastError driftRepairs connections discoveredInstances { externalId nics { mac addresses } } } } }`, {
-        id: hostId,
-      })
-    ).host as { desiredRevision: number; agent: { online: boolean; appliedRevision: number | null; lastError: string | null; driftRepairs: number; discoveredInstances: { externalId: string; nics: { mac: string; addresses: string[] }[] }[] } };
-  const forwardStatus = async (id: string) => (await api(`query ($id: ID!) { portForward(id: $id) { status statusError } }`, { id })).portForward as { status: string; statusError: string | null };
-  const converged = () => until(async () => {
-    const h = await hostAgent();
-    return h.agent.appliedRevision === h.desiredRevision && h.agent.online ? h : undefined;
-  });
+      await api(
+        `query ($id: ID!) { host(id: $id) { desiredRevision agent { online appliedRevision lastError driftRepairs connections discoveredInstances { externalId nics { mac addresses } } } } }`,
+        {
+          id: hostId,
+        },
+      )
+    ).host as {
+      desiredRevision: number;
+      agent: {
+        online: boolean;
+        appliedRevision: number | null;
+        lastError: string | null;
+        driftRepairs: number;
+        discoveredInstances: { externalId: string; nics: { mac: string; addresses: string[] }[] }[];
+      };
+    };
+  const forwardStatus = async (id: string) =>
+    (await api(`query ($id: ID!) { portForward(id: $id) { status statusError } }`, { id })).portForward as { status: string; statusError: string | null };
+  const converged = () =>
+    until(async () => {
+      const h = await hostAgent();
+      return h.agent.appliedRevision === h.desiredRevision && h.agent.online ? h : undefined;
+    });
 
   beforeAll(async () => {
     host = await lab.namespace('host');
@@ -80,21 +95,30 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
     controller = c;
     admin = c.bootstrapSecret!;
     procs.push(c.proc);
-    const pool = await api(`mutation { createIpPool(input: { name: "e2e", kind: PRIVATE, network: "${lab.prefix}br", cidr: "10.77.0.0/24", gateway: "10.77.0.1" }) { ... on CreateIpPoolPayload { pool { id } } ${ERR} } }`);
+    const pool = await api(
+      `mutation { createIpPool(input: { name: "e2e", kind: PRIVATE, network: "${lab.prefix}br", cidr: "10.77.0.0/24", gateway: "10.77.0.1" }) { ... on CreateIpPoolPayload { pool { id } } ${ERR} } }`,
+    );
     expect(pool.createIpPool.pool).toBeTruthy();
-    const h = await api(`mutation { createHost(input: { name: "e2e-host", backend: LINUX, publicAddresses: ["198.51.100.1"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`);
+    const h = await api(
+      `mutation { createHost(input: { name: "e2e-host", backend: LINUX, publicAddresses: ["198.51.100.1"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
+    );
     hostId = h.createHost.host.id;
     const i = await api(
       `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: $name, nics: [{ network: "${lab.prefix}br" }] }) { ... on CreateInstancePayload { instance { id nics { mac addresses { cidr } } } } ${ERR} } }`,
       { hostId, name: vm.name },
     );
     instanceId = i.createInstance.instance.id;
-    const t = await api(`mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret token { id } } } ${ERR} } }`, { hostId });
+    const t = await api(
+      `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret token { id } } } ${ERR} } }`,
+      { hostId },
+    );
     agentToken = { id: t.createApiToken.created.token.id, secret: t.createApiToken.created.secret };
   }, 120_000);
 
   afterAll(async () => {
-    if (process.env.GATEHOUSE_E2E_LOGS) for (const p of procs) console.log(`--- ${p.child.spawnargs.slice(2, 4).join(' ')} (exit ${p.child.exitCode ?? p.child.signalCode})\n${p.output().slice(-6000)}`);
+    if (process.env.GATEHOUSE_E2E_LOGS)
+      for (const p of procs)
+        console.log(`--- ${p.child.spawnargs.slice(2, 4).join(' ')} (exit ${p.child.exitCode ?? p.child.signalCode})\n${p.output().slice(-6000)}`);
     await agent?.stop();
     for (const s of servers) s.stop();
     for (const p of procs) await p.stop('SIGKILL');
@@ -139,7 +163,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
         [false, 20e6],
         [true, 30e6],
       ] as const) {
-        const out = await client.exec('iperf3', ['-c', '198.51.100.1', '-p', '15201', '-t', '3', '-O', '1', '-J', ...(reverse ? ['-R'] : [])], { timeoutMs: 30_000 });
+        const out = await client.exec('iperf3', ['-c', '198.51.100.1', '-p', '15201', '-t', '3', '-O', '1', '-J', ...(reverse ? ['-R'] : [])], {
+          timeoutMs: 30_000,
+        });
         const bps = (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
         console.log(`[e2e] ${reverse ? 'egress' : 'ingress'} limit ${rate} bit/s, measured ${Math.round(bps)} bit/s`);
         expect(Math.abs(bps / rate - 1)).toBeLessThanOrEqual(0.1);
@@ -147,11 +173,18 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
     } finally {
       iperf.kill('SIGTERM');
     }
-    expect(await until(async () => (await api(`query ($id: ID!) { instance(id: $id) { bandwidth { status } } }`, { id: instanceId })).instance.bandwidth[0].status === 'APPLIED')).toBe(true);
+    expect(
+      await until(
+        async () =>
+          (await api(`query ($id: ID!) { instance(id: $id) { bandwidth { status } } }`, { id: instanceId })).instance.bandwidth[0].status === 'APPLIED',
+      ),
+    ).toBe(true);
   });
 
   it('repairs an admin\'s "nft flush ruleset" within seconds and counts the repair', async () => {
-    const rules = (await api(`query ($id: ID!) { instance(id: $id) { firewall { rules { id } } } }`, { id: instanceId })).instance.firewall.rules as { id: string }[];
+    const rules = (await api(`query ($id: ID!) { instance(id: $id) { firewall { rules { id } } } }`, { id: instanceId })).instance.firewall.rules as {
+      id: string;
+    }[];
     await api(`mutation ($id: ID!) { deleteFirewallRule(input: { ruleId: $id }) { __typename } }`, { id: rules[0]!.id });
     await converged();
     expect(await eventually(() => tcpOutcome(client, '198.51.100.1', 18080), 10_000)).toBe('got:hello from vm1');
@@ -177,7 +210,10 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
     expect((await forwardStatus(id)).status).toBe('PENDING');
     expect(await tcpOutcome(client, '198.51.100.1', 18081)).not.toMatch(/^got:/);
     // the agent process, as a user would start it: no --host (the token names it)
-    const proc = startAgent(['--controller', controller.url, '--plugin', 'linux', '--plugin-config', JSON.stringify(pluginConfig()), '--drift-interval', '500'], agentToken.secret);
+    const proc = startAgent(
+      ['--controller', controller.url, '--plugin', 'linux', '--plugin-config', JSON.stringify(pluginConfig()), '--drift-interval', '500'],
+      agentToken.secret,
+    );
     procs.push(proc);
     expect(await eventually(() => tcpOutcome(client, '198.51.100.1', 18081), 20_000)).toBe('got:second service');
     expect(await until(async () => (await forwardStatus(id)).status === 'APPLIED')).toBe(true);

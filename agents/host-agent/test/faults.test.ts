@@ -70,9 +70,12 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent faults', () => {
   });
   const objectReport = (revision: number, objectId: string) => (r: Report) =>
     r.mutation === 'reportObjectStatus' && r.input.revision === revision && r.input.objects.some((o: { objectId: string }) => o.objectId === objectId);
-  const statusOf = (r: Report, objectId: string) => r.input.objects.find((o: { objectId: string }) => o.objectId === objectId) as { status: string; error: string | null };
+  const statusOf = (r: Report, objectId: string) =>
+    r.input.objects.find((o: { objectId: string }) => o.objectId === objectId) as { status: string; error: string | null };
   const tableExists = async () =>
-    (JSON.parse(await run('nft', ['-j', 'list', 'tables'], { netns: host.name })) as { nftables: { table?: { name: string } }[] }).nftables.some((o) => o.table?.name === 'gatehouse');
+    (JSON.parse(await run('nft', ['-j', 'list', 'tables'], { netns: host.name })) as { nftables: { table?: { name: string } }[] }).nftables.some(
+      (o) => o.table?.name === 'gatehouse',
+    );
 
   beforeAll(async () => {
     host = await lab.namespace('host');
@@ -121,9 +124,15 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent faults', () => {
     expect(agent.state.appliedRevision).toBeNull();
   });
 
-  it('applies what it can when an instance has vanished, and marks only that instance\'s objects FAILED', async () => {
+  it("applies what it can when an instance has vanished, and marks only that instance's objects FAILED", async () => {
     const from = controller.reports.length;
-    controller.push(4, state(4, [instance(1, vm.name, [['10000000-0000-4000-8000-000000000001', 18080, 8080]]), instance(2, `${lab.prefix}-vm2`, [['10000000-0000-4000-8000-000000000002', 18090, 8080]])]));
+    controller.push(
+      4,
+      state(4, [
+        instance(1, vm.name, [['10000000-0000-4000-8000-000000000001', 18080, 8080]]),
+        instance(2, `${lab.prefix}-vm2`, [['10000000-0000-4000-8000-000000000002', 18090, 8080]]),
+      ]),
+    );
     const report = await controller.waitForReport(objectReport(4, '10000000-0000-4000-8000-000000000001'), from);
     expect(statusOf(report, '10000000-0000-4000-8000-000000000001')).toMatchObject({ status: 'APPLIED', error: null });
     expect(statusOf(report, '10000000-0000-4000-8000-000000000002').status).toBe('FAILED');
@@ -148,7 +157,15 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent faults', () => {
     process.env.PATH = noNftDir;
     const from = controller.reports.length;
     const added = '10000000-0000-4000-8000-000000000003';
-    controller.push(5, state(5, [instance(1, vm.name, [['10000000-0000-4000-8000-000000000001', 18080, 8080], [added, 18081, 8081]])]));
+    controller.push(
+      5,
+      state(5, [
+        instance(1, vm.name, [
+          ['10000000-0000-4000-8000-000000000001', 18080, 8080],
+          [added, 18081, 8081],
+        ]),
+      ]),
+    );
     const report = await controller.waitForReport(objectReport(5, added), from);
     expect(statusOf(report, added).status).toBe('FAILED');
     expect(statusOf(report, added).error).toMatch(/nft/);

@@ -67,8 +67,11 @@ function start(args: string[], env: Record<string, string> = {}): Proc {
 }
 
 /** Starts a controller on PGlite in `dataDir` (`fresh`: its first start); port 0 picks a free one. */
-export async function startController(dataDir: string, { port = 0, fresh = true }: { port?: number; fresh?: boolean } = {}): Promise<{ proc: Proc; url: string; bootstrapSecret: string | null }> {
-  const proc = start(['core/server/src/cli.ts', 'serve', '--port', String(port), '--data-dir', dataDir]);
+export async function startController(
+  dataDir: string,
+  { port = 0, fresh = true }: { port?: number; fresh?: boolean } = {},
+): Promise<{ proc: Proc; url: string; bootstrapSecret: string | null }> {
+  const proc = start(['core/server/src/cli.ts', 'serve', '--no-sandbox', '--port', String(port), '--data-dir', dataDir]);
   const [, url] = await proc.waitFor(/listening on (http:\/\/\S+)/);
   // a first start prints the admin token after the address; a restart prints none
   const secret = fresh ? (await proc.waitFor(/keep it:\s+(gh_\S+)\n/))[1]! : null;

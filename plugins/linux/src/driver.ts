@@ -150,7 +150,10 @@ export class LinuxDriver implements NetworkDriver {
         // installed either way, but an instance that is not here cannot be reached through them
         const absent = instance.nics.length > 0 && !places.some((p) => p.instanceId === instance.id);
         const status = absent
-          ? { status: 'failed' as const, error: new TransientError(`instance ${instance.name} (${instance.externalId ?? 'no external id'}) is not on this host`).toJSON() }
+          ? {
+              status: 'failed' as const,
+              error: new TransientError(`instance ${instance.name} (${instance.externalId ?? 'no external id'}) is not on this host`).toJSON(),
+            }
           : { status: 'applied' as const };
         for (const f of instance.portForwards) results.push({ objectType: 'port_forward', objectId: f.id, ...status });
         for (const r of instance.firewall.rules) results.push({ objectType: 'firewall_rule', objectId: r.id, ...status });

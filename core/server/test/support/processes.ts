@@ -12,9 +12,12 @@ export interface ControllerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `gatehouse serve` from source on a free port and waits until it listens. */
+/**
+ * Starts `gatehouse serve` from source on a free port and waits until it listens. Without the
+ * sandbox: it is one per machine, and only sandbox.test.ts is about it.
+ */
 export async function spawnController(args: string[], env: Record<string, string> = {}): Promise<ControllerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args], {
     cwd: SERVER_DIR,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
