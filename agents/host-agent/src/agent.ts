@@ -17,6 +17,7 @@
 import { EventEmitter } from 'node:events';
 import {
   DriverConfigError,
+  applyDesiredStatePatch,
   diffObservation,
   expectedObservation,
   toDriverError,
@@ -57,9 +58,12 @@ export interface HostAgentState {
 }
 
 interface Job {
-  event: DesiredStateEvent;
+  revision: number;
+  desired: DesiredState;
   repair: boolean;
   drift: string[];
+  /** Objects the documents since the last apply added or changed ('all' after a full document). */
+  changed: Set<string> | 'all';
 }
 
 const STATUS_TYPES = { port_forward: 'PORT_FORWARD', firewall_rule: 'FIREWALL_RULE', bandwidth_limit: 'BANDWIDTH_LIMIT' } as const;
@@ -87,7 +91,11 @@ export class HostAgent extends EventEmitter<{
   private pending: Job | undefined;
   private working = false;
   private repairNext = true;
-  private last: { event: DesiredStateEvent; desired: DesiredState } | undefined;
+  private last: { revision: number; desired: DesiredState; failed: number } | undefined;
+  /** The newest document received (patches apply to it). */
+  private received: DesiredState | undefined;
+  /** Status last reported per object ("APPLIED" or the error), so unchanged ones are not sent again. */
+  private reported = new Map<string, string>();
   private timers: NodeJS.Timeout[] = [];
   private polls = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -125,14 +133,7 @@ export class HostAgent extends EventEmitter<{
     });
     const hostId = o.hostId ?? (await this.lookUpHost());
     this.state.hostId = hostId;
-    this.unsubscribe = this.connection.desiredState(
-      hostId,
-      (event) => this.receive(event),
-      (error) => {
-        this.state.lastError = String((error as Error)?.message ?? error);
-        this.logger.error('desired-state subscription failed', { error: this.state.lastError });
-      },
-    );
+    this.subscribe();
     const interval = o.driftIntervalMs ?? 2000;
     this.timers.push(setInterval(() => void this.pollDrift(), interval));
   }
@@ -153,8 +154,52 @@ export class HostAgent extends EventEmitter<{
     return data.agentHost.id;
   }
 
+  /** (Re)subscribes to the host's desired state: the controller sends the full document first. */
+  private subscribe(): void {
+    this.unsubscribe?.();
+    this.received = undefined;
+    this.unsubscribe = this.connection!.desiredState(
+      this.state.hostId!,
+      (event) => this.receive(event),
+      (error) => {
+        this.state.lastError = String((error as Error)?.message ?? error);
+        this.logger.error('desired-state subscription failed', { error: this.state.lastError });
+      },
+    );
+  }
+
+  /** Checks a message, folds a patch into the newest document, and queues the result. */
   private receive(event: DesiredStateEvent): void {
-    this.pending = { event, repair: this.repairNext, drift: [] };
+    let desired: DesiredState;
+    let changed: Set<string> | 'all';
+    try {
+      if (event.full != null) {
+        desired = validateDesiredState(event.full, 'document');
+        if (desired.hostId !== this.state.hostId)
+          throw new DriverConfigError('document.hostId', desired.hostId, `is not this agent's host ${this.state.hostId}`);
+        changed = 'all';
+      } else if (event.patch != null) {
+        if (!this.received) throw new DriverConfigError('patch', event.revision, 'arrived before a full document');
+        ({ state: desired, changed } = applyDesiredStatePatch(this.received, event.patch, 'patch'));
+      } else {
+        throw new DriverConfigError('message', event.revision, 'carries neither a full document nor a patch');
+      }
+    } catch (err) {
+      // a misbehaving controller: apply nothing, say why; a patch that does not fit means starting over
+      const message = `refused desired state revision ${event.revision}: ${(err as Error).message}`;
+      this.logger.error(message);
+      this.state.lastError = message;
+      this.report(REPORT_HOST, { ...this.hostReport(), error: reportText(message) });
+      if (event.patch != null && this.received) {
+        this.logger.warn('asking the controller for the full document again');
+        this.subscribe();
+      }
+      return;
+    }
+    this.received = desired;
+    const before = this.pending;
+    const merged = changed === 'all' || before?.changed === 'all' ? 'all' : new Set([...(before?.changed ?? []), ...changed]);
+    this.pending = { revision: desired.revision, desired, repair: this.repairNext || (before?.repair ?? false), drift: [], changed: merged };
     this.repairNext = false;
     this.failures = 0; // a new document starts a new backoff
     void this.work();
@@ -184,21 +229,9 @@ export class HostAgent extends EventEmitter<{
   }
 
   private async converge(job: Job): Promise<void> {
-    const { event } = job;
-    let desired: DesiredState;
-    try {
-      desired = validateDesiredState(event.document, 'document');
-      if (desired.hostId !== this.state.hostId) throw new DriverConfigError('document.hostId', desired.hostId, `is not this agent's host ${this.state.hostId}`);
-    } catch (err) {
-      // a misbehaving controller: apply nothing, say why
-      const message = `refused desired state revision ${event.revision}: ${(err as Error).message}`;
-      this.logger.error(message);
-      this.state.lastError = message;
-      this.report(REPORT_HOST, { ...this.hostReport(), error: reportText(message) });
-      return;
-    }
+    const { desired, revision } = job;
     const started = performance.now();
-    this.logger.info(`applying revision ${event.revision}`, { repair: job.repair, instances: desired.instances.length });
+    this.logger.info(`applying revision ${revision}`, { repair: job.repair, instances: desired.instances.length });
     let result: ApplyResult;
     try {
       result = await this.options.driver.apply(this.ctx(desired), { desired, repair: job.repair });
@@ -206,29 +239,29 @@ export class HostAgent extends EventEmitter<{
       const error = toDriverError(err);
       this.failures++;
       this.state.lastError = `${error.code}: ${error.message}`;
-      this.logger.error('apply failed; retrying', { revision: event.revision, error: this.state.lastError, attempt: this.failures });
+      this.logger.error('apply failed; retrying', { revision, error: this.state.lastError, attempt: this.failures });
       this.report(REPORT_HOST, { ...this.hostReport(), error: reportText(this.state.lastError) });
       this.retryLater(job, true);
       return;
     }
-    this.last = { event, desired };
     const failed = result.objects.filter((o) => o.status === 'failed');
-    this.state.appliedRevision = event.revision;
+    this.last = { revision, desired, failed: failed.length };
+    this.state.appliedRevision = revision;
     this.state.lastError = failed.length > 0 ? summarize(failed) : null;
     if (job.drift.length > 0) this.state.repairs++;
     this.logger.info('applied', {
-      revision: event.revision,
+      revision,
       changed: result.changed,
       repair: job.repair,
       failed: failed.length,
       ms: Math.round(performance.now() - started),
     });
     this.emit('applied', { ...this.state, result });
-    await this.reportApplied(event.revision, result, job.drift.length > 0);
+    await this.reportApplied(revision, result, job);
     // objects that failed (nft missing, an instance not here yet) are tried again, with backoff
     if (failed.length > 0) {
       this.failures++;
-      this.retryLater({ ...job, drift: [] }, false);
+      this.retryLater({ ...job, drift: [], changed: new Set() }, false);
     } else {
       this.failures = 0;
       if (this.retryTimer) clearTimeout(this.retryTimer);
@@ -240,7 +273,7 @@ export class HostAgent extends EventEmitter<{
     const ms = Math.min(30_000, 500 * 2 ** Math.min(this.failures - 1, 6));
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
-      if (!this.pending && this.last?.event.revision !== undefined && this.last.event.revision > job.event.revision) return;
+      if (!this.pending && this.last !== undefined && this.last.revision > job.revision) return;
       if (!this.pending) this.pending = { ...job, repair };
       void this.work();
     }, ms);
@@ -256,15 +289,30 @@ export class HostAgent extends EventEmitter<{
     };
   }
 
-  private async reportApplied(revision: number, result: ApplyResult, drift: boolean): Promise<void> {
-    const objects = result.objects
-      .filter((o): o is ObjectResult & { objectType: keyof typeof STATUS_TYPES } => o.objectType in STATUS_TYPES)
-      .map((o) => ({
-        objectType: STATUS_TYPES[o.objectType],
+  /**
+   * Reports the objects the applied documents changed and those whose status changed (all of
+   * them after a full document), then the host's status.
+   */
+  private async reportApplied(revision: number, result: ApplyResult, job: Job): Promise<void> {
+    const drift = job.drift.length > 0;
+    if (job.changed === 'all') this.reported.clear();
+    const objects = [];
+    const present = new Set<string>();
+    for (const o of result.objects) {
+      if (!(o.objectType in STATUS_TYPES)) continue;
+      const error = o.error ? reportText(`${o.error.code}: ${o.error.message}`) : null;
+      const key = error ?? 'APPLIED';
+      present.add(o.objectId);
+      if (job.changed !== 'all' && !job.changed.has(o.objectId) && this.reported.get(o.objectId) === key) continue;
+      this.reported.set(o.objectId, key);
+      objects.push({
+        objectType: STATUS_TYPES[o.objectType as keyof typeof STATUS_TYPES],
         objectId: o.objectId,
-        status: o.status === 'applied' ? 'APPLIED' : 'FAILED',
-        error: o.error ? reportText(`${o.error.code}: ${o.error.message}`) : null,
-      }));
+        status: error === null ? 'APPLIED' : 'FAILED',
+        error,
+      });
+    }
+    if (this.reported.size > present.size) for (const id of this.reported.keys()) if (!present.has(id)) this.reported.delete(id);
     for (let i = 0; i < objects.length || i === 0; i += 10_000) {
       if (objects.length > 0) this.report(REPORT_OBJECTS, { hostId: this.state.hostId, revision, objects: objects.slice(i, i + 10_000) });
     }
@@ -309,13 +357,15 @@ export class HostAgent extends EventEmitter<{
     const thorough = this.polls++ % (this.options.thoroughEvery ?? 15) === 0;
     try {
       const driver = this.options.driver;
+      // without the driver's own check, failed objects would look like drift: their retry covers them
+      if (!driver.drift && last.failed > 0) return;
       const differences = driver.drift
         ? (await driver.drift(this.ctx(last.desired), { desired: last.desired, thorough })).differences
         : diffObservation(expectedObservation(last.desired), (await driver.observe(this.ctx(last.desired), { desired: last.desired })).state);
       if (differences.length === 0 || this.working || this.pending || this.last !== last) return;
-      this.logger.warn('the host drifted from the applied state; repairing', { revision: last.event.revision, differences: differences.slice(0, 10) });
+      this.logger.warn('the host drifted from the applied state; repairing', { revision: last.revision, differences: differences.slice(0, 10) });
       this.emit('drift', differences);
-      this.pending = { event: last.event, repair: true, drift: differences };
+      this.pending = { revision: last.revision, desired: last.desired, repair: true, drift: differences, changed: new Set() };
       await this.work();
     } catch (err) {
       this.logger.warn('drift check failed', { error: (err as Error).message });

@@ -24,21 +24,24 @@ export function pluginSpecifier(name: string): string {
 }
 
 export async function runAgent(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      controller: { type: 'string' },
-      token: { type: 'string', default: process.env.GATEHOUSE_AGENT_TOKEN },
-      plugin: { type: 'string', default: 'linux' },
-      host: { type: 'string' },
-      'plugin-config': { type: 'string' },
-      'drift-interval': { type: 'string', default: '2000' },
-    },
-  });
   const fail = (message: string): never => {
     console.error(`${message}\n${USAGE}`);
     process.exit(2);
   };
+  const options = {
+    controller: { type: 'string' },
+    token: { type: 'string', default: process.env.GATEHOUSE_AGENT_TOKEN },
+    plugin: { type: 'string', default: 'linux' },
+    host: { type: 'string' },
+    'plugin-config': { type: 'string' },
+    'drift-interval': { type: 'string', default: '2000' },
+  } as const;
+  let values!: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>['values'];
+  try {
+    values = parseArgs({ args: argv, options }).values;
+  } catch (err) {
+    fail((err as Error).message); // an unknown or incomplete option
+  }
   if (!values.controller) fail('--controller is required');
   if (!values.token) fail('--token (or GATEHOUSE_AGENT_TOKEN) is required');
   const driftIntervalMs = Number(values['drift-interval']);

@@ -22,12 +22,15 @@ export class TokenRefusedError extends Error {
   }
 }
 
-/** One desired-state document as the subscription delivers it. */
+/** One message of the desired-state subscription: the full document first, then a patch per revision. */
 export interface DesiredStateEvent {
   hostId: string;
   revision: number;
   apiVersion: number;
-  document: unknown;
+  /** The whole document (unchecked: the agent checks it). */
+  full: unknown;
+  /** Or the difference from the previous message (`DesiredStatePatch`, unchecked). */
+  patch: unknown;
 }
 
 export interface ControllerOptions {
@@ -53,7 +56,7 @@ export function websocketUrl(url: string): string {
   return u.toString();
 }
 
-const DESIRED_STATE = `subscription ($hostId: ID!) { hostDesiredState(hostId: $hostId) { hostId revision apiVersion document } }`;
+const DESIRED_STATE = `subscription ($hostId: ID!) { hostDesiredStateChanges(hostId: $hostId) { hostId revision apiVersion full patch } }`;
 
 /** The graphql-ws connection to a controller. */
 export class ControllerConnection {
@@ -98,14 +101,14 @@ export class ControllerConnection {
     this.options.onRefused?.(new TokenRefusedError(reason));
   }
 
-  /** Subscribes to the host's desired state; `onDocument` gets the full document, then every new revision. */
+  /** Subscribes to the host's desired state; `onDocument` gets the full document, then a patch per revision. */
   desiredState(hostId: string, onDocument: (event: DesiredStateEvent) => void, onError: (error: unknown) => void): () => void {
-    return this.client.subscribe<{ hostDesiredState: DesiredStateEvent }>(
+    return this.client.subscribe<{ hostDesiredStateChanges: DesiredStateEvent }>(
       { query: DESIRED_STATE, variables: { hostId } },
       {
         next: (result) => {
           if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));
-          else if (result.data) onDocument(result.data.hostDesiredState);
+          else if (result.data) onDocument(result.data.hostDesiredStateChanges);
         },
         error: onError,
         complete: () => undefined,

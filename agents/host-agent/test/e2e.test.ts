@@ -255,6 +255,10 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
   }, 90_000);
 
   it('refuses a wrong token and a revoked one: the agent says so and exits 3', async () => {
+    const bad = startAgent(['--controller', controller.url, '--plugin-config', '{not json'], agentToken.secret);
+    expect(await exitCode(bad)).toBe(2);
+    expect(bad.output()).toMatch(/--plugin-config is not JSON/);
+
     const wrong = startAgent(['--controller', controller.url, '--plugin', 'linux', '--plugin-config', JSON.stringify(pluginConfig())], 'gh_wrong');
     procs.push(wrong);
     await wrong.waitFor(/refused the agent token/, 20_000);

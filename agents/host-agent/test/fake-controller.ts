@@ -24,6 +24,8 @@ export class FakeController {
   private readonly server: WebSocketServer;
   private subscriptions: { socket: WebSocket; id: string }[] = [];
   private last: { revision: number; document: unknown } | undefined;
+  /** How many desired-state subscriptions agents have opened. */
+  subscriptionsOpened = 0;
   private waiters = new Set<() => void>();
 
   private constructor(server: WebSocketServer) {
@@ -41,10 +43,15 @@ export class FakeController {
     return `ws://127.0.0.1:${(this.server.address() as AddressInfo).port}/graphql`;
   }
 
-  /** Sends a desired-state document (any shape) to every subscribed agent, and to later ones. */
+  /** Sends a full desired-state document (any shape) to every subscribed agent, and first to later ones. */
   push(revision: number, document: unknown): void {
     this.last = { revision, document };
-    for (const { socket, id } of this.subscriptions) this.send(socket, id, revision, document);
+    for (const { socket, id } of this.subscriptions) this.send(socket, id, revision, { full: document, patch: null });
+  }
+
+  /** Sends a patch (any shape) to every subscribed agent; later ones get the last full document. */
+  pushPatch(revision: number, patch: unknown): void {
+    for (const { socket, id } of this.subscriptions) this.send(socket, id, revision, { full: null, patch });
   }
 
   /** Resolves with the first report (from index `from` on) that `match` accepts; rejects after `ms`. */
@@ -71,9 +78,9 @@ export class FakeController {
     await new Promise((resolve) => this.server.close(resolve));
   }
 
-  private send(socket: WebSocket, id: string, revision: number, document: unknown): void {
-    const hostId = (document as { hostId?: unknown } | null)?.hostId ?? 'unknown';
-    socket.send(JSON.stringify({ id, type: 'next', payload: { data: { hostDesiredState: { hostId, revision, apiVersion: 1, document } } } }));
+  private send(socket: WebSocket, id: string, revision: number, message: { full: unknown; patch: unknown }): void {
+    const hostId = (message.full as { hostId?: unknown } | null)?.hostId ?? 'unknown';
+    socket.send(JSON.stringify({ id, type: 'next', payload: { data: { hostDesiredStateChanges: { hostId, revision, apiVersion: 1, ...message } } } }));
   }
 
   private receive(socket: WebSocket, message: Message): void {
@@ -85,9 +92,10 @@ export class FakeController {
     }
     if (message.type !== 'subscribe' || !message.id) return;
     const query = message.payload?.query ?? '';
-    if (query.includes('hostDesiredState')) {
+    if (query.includes('hostDesiredStateChanges')) {
       this.subscriptions.push({ socket, id: message.id });
-      if (this.last) this.send(socket, message.id, this.last.revision, this.last.document);
+      this.subscriptionsOpened++;
+      if (this.last) this.send(socket, message.id, this.last.revision, { full: this.last.document, patch: null });
       return;
     }
     const mutation = /(reportHostStatus|reportObjectStatus)/.exec(query)?.[1] as Report['mutation'] | undefined;

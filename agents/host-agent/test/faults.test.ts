@@ -5,7 +5,7 @@
  * and say what failed; the agent then converges once the fault is gone.
  */
 import { NetnsLab, eventually, labAvailable, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
-import { run, type DesiredState } from '@gatehouse/sdk';
+import { diffDesiredState, run, type DesiredState } from '@gatehouse/sdk';
 import { LinuxDriver } from '@gatehouse/plugin-linux';
 import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,11 @@ import { FakeController, type Report } from './fake-controller.js';
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
 const HOST_ID = '7c1f1b43-66a5-4c57-a4d5-6f1f0c4b1a01';
+
+async function until(check: () => boolean, ms = 10_000): Promise<boolean> {
+  for (const end = Date.now() + ms; !check() && Date.now() < end;) await new Promise((r) => setTimeout(r, 50));
+  return check();
+}
 
 describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent faults', () => {
   const lab = new NetnsLab();
@@ -178,5 +183,48 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent faults', () => {
     const retried = await controller.waitForReport((r) => objectReport(5, added)(r) && statusOf(r, added).status === 'APPLIED', from, 20_000);
     expect(statusOf(retried, added).error).toBeNull();
     expect(await eventually(() => tcpOutcome(client, '198.51.100.1', 18081), 10_000)).toBe('got:second service');
+  }, 60_000);
+
+  it('applies patches, and starts over from a full document when a patch does not fit or is malformed', async () => {
+    const current = state(5, [
+      instance(1, vm.name, [
+        ['10000000-0000-4000-8000-000000000001', 18080, 8080],
+        ['10000000-0000-4000-8000-000000000003', 18081, 8081],
+      ]),
+    ]);
+    const next = state(6, [
+      instance(1, vm.name, [
+        ['10000000-0000-4000-8000-000000000001', 18080, 8080],
+        ['10000000-0000-4000-8000-000000000004', 18082, 8081],
+      ]),
+    ]);
+    const patch = diffDesiredState(current, next);
+    expect(patch.portForwards).toHaveLength(1);
+
+    // a patch from a revision the agent does not hold: refused, and the agent subscribes again
+    let from = controller.reports.length;
+    const opened = controller.subscriptionsOpened;
+    controller.pushPatch(6, { ...patch, baseRevision: 3 });
+    const refused = await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && /revision 6/.test(r.input.error ?? ''), from);
+    expect(refused.input.error).toMatch(/patch\.baseRevision/);
+    expect(await until(() => controller.subscriptionsOpened > opened)).toBe(true);
+    // a malformed forward in a patch: refused naming it, nothing applied
+    from = controller.reports.length;
+    const bad = {
+      ...patch,
+      portForwards: [{ ...patch.portForwards[0]!, forward: { ...patch.portForwards[0]!.forward, hostPorts: { start: 18082, end: 70000 } } }],
+    };
+    controller.pushPatch(6, bad);
+    const malformed = await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && /revision 6/.test(r.input.error ?? ''), from);
+    expect(malformed.input.error).toMatch(/patch\.portForwards\[0\]\.forward\.hostPorts\.end/);
+    expect(await tcpOutcome(client, '198.51.100.1', 18082)).not.toMatch(/^got:/);
+
+    // the right patch: one forward out, one in; only the one added is reported
+    from = controller.reports.length;
+    controller.pushPatch(6, patch);
+    const report = await controller.waitForReport((r) => r.mutation === 'reportObjectStatus' && r.input.revision === 6, from);
+    expect(report.input.objects).toEqual([{ objectType: 'PORT_FORWARD', objectId: '10000000-0000-4000-8000-000000000004', status: 'APPLIED', error: null }]);
+    expect(await eventually(() => tcpOutcome(client, '198.51.100.1', 18082), 10_000)).toBe('got:second service');
+    expect(await tcpOutcome(client, '198.51.100.1', 18081)).not.toMatch(/^got:/);
   }, 60_000);
 });

@@ -5,3 +5,12 @@ export * from './errors.js';
 export { CommandError, run, type ExecTarget } from './exec.js';
 export * from './observed.js';
 export { validateDesiredState } from './validate.js';
+export {
+  applyDesiredStatePatch,
+  compareForwards,
+  diffDesiredState,
+  patchIsEmpty,
+  type DesiredInstanceHeader,
+  type DesiredStateMessage,
+  type DesiredStatePatch,
+} from './patch.js';

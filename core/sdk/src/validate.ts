@@ -16,6 +16,11 @@ const fail = (path: string, value: unknown, reason: string): never => {
 const str: Check = (v, p) => {
   if (typeof v !== 'string' || v.length === 0 || v.length > 255) fail(p, v, 'must be a non-empty string of at most 255 characters');
 };
+const optional =
+  (check: Check): Check =>
+  (v, p) => {
+    if (v !== undefined) check(v, p);
+  };
 const nullable =
   (check: Check): Check =>
   (v, p) => {
@@ -110,15 +115,16 @@ const forward = object(
       fail(`${p}.hostAddress`, o.hostAddress, 'must be of the same family as targetAddress');
   },
 );
-const instance = object({
+const headerFields = {
   id: str,
   name: str,
   externalId: nullable(str),
   nics: list(nic, 64),
   firewall: object({ inboundPolicy: action, outboundPolicy: action, rules: list(rule, 10_000) }),
   bandwidth: list(bandwidth, 65),
-  portForwards: list(forward),
-});
+};
+const instance = object({ ...headerFields, portForwards: list(forward) });
+const revision = int(0, Number.MAX_SAFE_INTEGER);
 const document = object(
   {
     apiVersion: (v, p) => {
@@ -126,7 +132,7 @@ const document = object(
     },
     hostId: str,
     hostName: str,
-    revision: int(0, Number.MAX_SAFE_INTEGER),
+    revision,
     publicAddresses: list(ip, 256),
     instances: list(instance),
   },
@@ -139,8 +145,42 @@ const document = object(
   },
 );
 
+// Documents built by applyDesiredStatePatch from a valid document and a checked patch: valid by
+// construction, so checking them again (115 ms for 60,000 forwards) is skipped.
+const valid = new WeakSet<object>();
+
+/** Records a document as valid; only for documents this package built from checked parts. */
+export function markValid(state: DesiredState): void {
+  valid.add(state);
+}
+
 /** Returns `value` as a DesiredState, or throws DriverConfigError naming the first bad field. */
 export function validateDesiredState(value: unknown, path = 'desired'): DesiredState {
+  if (typeof value === 'object' && value !== null && valid.has(value)) return value as DesiredState;
   document(value, path);
   return value as DesiredState;
+}
+
+/** Checks one port forward. */
+export const checkForward: Check = forward;
+/** Checks one instance without its forwards. */
+export const checkInstanceHeader: Check = object(headerFields);
+
+const idList = list(str);
+const anObject: Check = object({});
+const patchShape = object({
+  baseRevision: revision,
+  revision,
+  hostName: optional(str),
+  publicAddresses: optional(list(ip, 256)),
+  instances: list(anObject),
+  removedInstances: idList,
+  portForwards: list(object({ instanceId: str, forward: anObject })),
+  removedPortForwards: idList,
+});
+
+/** Checks the outline of a patch (its instances and forwards are checked one by one as they are applied). */
+export function checkPatchShape(value: unknown, path: string): import('./patch.js').DesiredStatePatch {
+  patchShape(value, path);
+  return value as import('./patch.js').DesiredStatePatch;
 }

@@ -2,6 +2,7 @@
  * The per-host desired state: every change shows in the next revision, the document is
  * deterministic, and agents receive it over graphql-ws (full state, then each new revision).
  */
+import { applyDesiredStatePatch, type DesiredState, type DesiredStatePatch } from '@gatehouse/sdk';
 import { createClient, type Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -186,6 +187,61 @@ describe('hostDesiredState over graphql-ws', () => {
     await api.admin(`mutation($h: ID!) { createInstance(input: { hostId: $h, name: "elsewhere" }) { __typename } }`, { h: otherHostId });
     await new Promise((r) => setTimeout(r, 300));
     expect(received.length).toBe(count);
+  });
+
+  it("streams changes as patches that rebuild each revision exactly, and refuses other hosts' agents", async () => {
+    const client = createClient({
+      url: controller.url.replace('http://', 'ws://'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { Authorization: `Bearer ${await agentToken(hostId)}` },
+    });
+    clients.push(client);
+    const messages: { revision: number; full: DesiredState | null; patch: DesiredStatePatch | null }[] = [];
+    client.subscribe<{ hostDesiredStateChanges: (typeof messages)[number] }>(
+      { query: 'subscription($h: ID!) { hostDesiredStateChanges(hostId: $h) { revision full patch } }', variables: { h: hostId } },
+      { next: (m) => void (m.data && messages.push(m.data.hostDesiredStateChanges)), error: () => {}, complete: () => {} },
+    );
+    await until(() => messages.length === 1, 'the full document');
+    expect(messages[0]!.full).toBeTruthy();
+    expect(messages[0]!.patch).toBeNull();
+    const vm = (
+      await api.admin(
+        `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "patched", nics: [{ network: "br-ws" }] }) { ... on CreateInstancePayload { instance { id } } } }`,
+        {
+          h: hostId,
+        },
+      )
+    ).data!.createInstance.instance.id as string;
+    await api.admin(`mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "24001", targetPort: "22" }) { __typename } }`, {
+      i: vm,
+    });
+    await until(() => messages.at(-1)!.patch?.portForwards.length === 1, 'a patch with the new forward');
+    // folding the patches into the first document gives what the controller holds now
+    let state = messages[0]!.full!;
+    for (const m of messages.slice(1)) {
+      expect(m.full).toBeNull();
+      state = applyDesiredStatePatch(state, m.patch).state;
+    }
+    const now = (await api.admin(`query($h: ID!) { hostDesiredState(hostId: $h) { document } }`, { h: hostId })).data!.hostDesiredState
+      .document as DesiredState;
+    expect(state).toEqual(now);
+    expect(JSON.stringify(messages.at(-1)!.patch).length).toBeLessThan(1000);
+
+    const wrong = createClient({
+      url: controller.url.replace('http://', 'ws://'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { Authorization: `Bearer ${await agentToken(otherHostId)}` },
+    });
+    clients.push(wrong);
+    const errors: unknown[] = [];
+    wrong.subscribe(
+      { query: 'subscription($h: ID!) { hostDesiredStateChanges(hostId: $h) { revision } }', variables: { h: hostId } },
+      { next: (m) => void (m.errors && errors.push(m.errors)), error: (e) => void errors.push(e), complete: () => {} },
+    );
+    await until(() => errors.length > 0, 'an error for the wrong host');
+    expect(JSON.stringify(errors)).toContain('FORBIDDEN');
   });
 
   it("refuses another host's agent and user tokens", async () => {

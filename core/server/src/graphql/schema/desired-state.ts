@@ -1,5 +1,5 @@
 /** For host agents: their host's desired state (query and live subscription) and status reports; for owners: status changes. */
-import type { DesiredState } from '@gatehouse/sdk';
+import type { DesiredState, DesiredStateMessage } from '@gatehouse/sdk';
 import type { ObjectStatusChange, ObjectStatusReportResult } from '../../services/object-status-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
@@ -37,6 +37,43 @@ builder.subscriptionField('hostDesiredState', (t) =>
       return ctx.services.hostAgents.track(actor, args.hostId, ctx.services.desiredState.stream(actor, args.hostId));
     },
     resolve: (state) => state,
+  }),
+);
+
+type DesiredStateChange = DesiredStateMessage & { hostId: string; revision: number; apiVersion: number };
+
+const DesiredStateChangeRef = builder.objectRef<DesiredStateChange>('DesiredStateChange').implement({
+  description: 'One message of `hostDesiredStateChanges`: the full document first, then a patch per revision.',
+  fields: (t) => ({
+    hostId: t.exposeID('hostId'),
+    revision: t.exposeInt('revision'),
+    apiVersion: t.exposeInt('apiVersion'),
+    full: t.field({
+      type: 'JSON',
+      nullable: true,
+      description: 'The whole document (`DesiredState`); on the first message only.',
+      resolve: (c) => c.full ?? null,
+    }),
+    patch: t.field({
+      type: 'JSON',
+      nullable: true,
+      description: 'The difference from the previous message (`DesiredStatePatch` in @gatehouse/sdk, applied with `applyDesiredStatePatch`).',
+      resolve: (c) => c.patch ?? null,
+    }),
+  }),
+});
+
+builder.subscriptionField('hostDesiredStateChanges', (t) =>
+  t.field({
+    type: DesiredStateChangeRef,
+    description:
+      "What host agents subscribe to: the full desired state, then each newer revision as a patch from the previous message. Holding it with the host's AGENT token marks the agent online, as `hostDesiredState` does.",
+    args: { hostId: t.arg.id({ required: true }) },
+    subscribe: (_r, args, ctx) => {
+      const actor = requireActor(ctx, { allowAgent: true });
+      return ctx.services.hostAgents.track(actor, args.hostId, ctx.services.desiredState.changes(actor, args.hostId));
+    },
+    resolve: (change) => change,
   }),
 );
 

@@ -1,0 +1,192 @@
+/**
+ * Desired-state changes: after the first full document, a controller sends each new revision as
+ * the difference from the previous one, so one new forward among 60,000 costs a few hundred bytes
+ * to send, parse and check rather than a 12 MB document.
+ *
+ * Instances travel whole but without their port forwards (their NICs, firewall and bandwidth are
+ * small); port forwards, the part that grows to tens of thousands, travel one by one. Applying a
+ * patch to the document it was made from gives exactly the next document, in the same order
+ * (`applyDesiredStatePatch(a, diffDesiredState(a, b))` deep-equals `b`).
+ */
+import type { DesiredInstance, DesiredPortForward, DesiredState } from './desired-state.js';
+import { DriverConfigError } from './errors.js';
+import { checkForward, checkInstanceHeader, checkPatchShape, markValid, validateDesiredState } from './validate.js';
+
+/** An instance without its port forwards. */
+export type DesiredInstanceHeader = Omit<DesiredInstance, 'portForwards'>;
+
+/** How revision `revision` differs from `baseRevision`. */
+export interface DesiredStatePatch {
+  baseRevision: number;
+  revision: number;
+  /** Present when changed. */
+  hostName?: string;
+  publicAddresses?: string[];
+  /** Instances added or changed (their forwards stay unless listed below). */
+  instances: DesiredInstanceHeader[];
+  /** Instances gone, with their forwards. */
+  removedInstances: string[];
+  /** Forwards added or changed, with the instance they belong to now. */
+  portForwards: { instanceId: string; forward: DesiredPortForward }[];
+  /** Forwards gone (of instances that stay). */
+  removedPortForwards: string[];
+}
+
+/** One message of a desired-state stream: the full document, or a patch from the previous revision. */
+export type DesiredStateMessage = { full: DesiredState; patch?: undefined } | { patch: DesiredStatePatch; full?: undefined };
+
+const PROTOCOL_RANK = { tcp: 1, both: 1, udp: 2 } as const;
+
+/** The order of forwards within an instance: host port, protocol (tcp and both before udp), id — the controller's order. */
+export function compareForwards(a: DesiredPortForward, b: DesiredPortForward): number {
+  return a.hostPorts.start - b.hostPorts.start || PROTOCOL_RANK[a.protocol] - PROTOCOL_RANK[b.protocol] || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+function sameList<T>(a: readonly T[], b: readonly T[], same: (x: T, y: T) => boolean): boolean {
+  return a.length === b.length && a.every((x, i) => same(x, b[i]!));
+}
+
+function sameForward(a: DesiredPortForward, b: DesiredPortForward): boolean {
+  return (
+    a.protocol === b.protocol &&
+    a.hostAddress === b.hostAddress &&
+    a.hostPorts.start === b.hostPorts.start &&
+    a.hostPorts.end === b.hostPorts.end &&
+    a.targetAddress === b.targetAddress &&
+    a.targetPorts.start === b.targetPorts.start &&
+    a.targetPorts.end === b.targetPorts.end &&
+    sameList(a.sourceCidrs, b.sourceCidrs, (x, y) => x === y)
+  );
+}
+
+function header({ portForwards: _, ...rest }: DesiredInstance): DesiredInstanceHeader {
+  return rest;
+}
+
+/** The patch that turns `from` into `to` (two documents of the same host). */
+export function diffDesiredState(from: DesiredState, to: DesiredState): DesiredStatePatch {
+  const patch: DesiredStatePatch = {
+    baseRevision: from.revision,
+    revision: to.revision,
+    instances: [],
+    removedInstances: [],
+    portForwards: [],
+    removedPortForwards: [],
+  };
+  if (from.hostName !== to.hostName) patch.hostName = to.hostName;
+  if (!sameList(from.publicAddresses, to.publicAddresses, (a, b) => a === b)) patch.publicAddresses = to.publicAddresses;
+  const before = new Map(from.instances.map((i) => [i.id, i]));
+  const oldForwards = new Map<string, { instanceId: string; forward: DesiredPortForward }>();
+  for (const i of from.instances) for (const f of i.portForwards) oldForwards.set(f.id, { instanceId: i.id, forward: f });
+  const kept = new Set<string>();
+  for (const instance of to.instances) {
+    const was = before.get(instance.id);
+    // headers are small: compared as JSON
+    if (!was || JSON.stringify(header(was)) !== JSON.stringify(header(instance))) patch.instances.push(header(instance));
+    for (const forward of instance.portForwards) {
+      kept.add(forward.id);
+      const old = oldForwards.get(forward.id);
+      if (!old || old.instanceId !== instance.id || !sameForward(old.forward, forward)) patch.portForwards.push({ instanceId: instance.id, forward });
+    }
+  }
+  const after = new Set(to.instances.map((i) => i.id));
+  for (const id of before.keys()) if (!after.has(id)) patch.removedInstances.push(id);
+  for (const [id, old] of oldForwards) if (!kept.has(id) && after.has(old.instanceId)) patch.removedPortForwards.push(id);
+  return patch;
+}
+
+/** Whether a patch changes nothing but the revision. */
+export function patchIsEmpty(patch: DesiredStatePatch): boolean {
+  return (
+    patch.hostName === undefined &&
+    patch.publicAddresses === undefined &&
+    patch.instances.length + patch.removedInstances.length + patch.portForwards.length + patch.removedPortForwards.length === 0
+  );
+}
+
+/**
+ * Checks `patch` (throws DriverConfigError naming the field) and applies it to `base`, which must
+ * be the document at `patch.baseRevision`. Returns the next document — a new object sharing the
+ * unchanged parts of `base`, which must not be changed afterwards — and the ids of the objects
+ * (instances, NICs, firewall rules, bandwidth limits, forwards) the patch added, changed or removed.
+ */
+export function applyDesiredStatePatch(base: DesiredState, value: unknown, path = 'patch'): { state: DesiredState; changed: Set<string> } {
+  validateDesiredState(base, 'base');
+  const patch = checkPatchShape(value, path);
+  if (patch.baseRevision !== base.revision)
+    throw new DriverConfigError(`${path}.baseRevision`, patch.baseRevision, `is not the revision held here (${base.revision})`);
+  if (patch.revision <= base.revision) throw new DriverConfigError(`${path}.revision`, patch.revision, `must be above baseRevision ${base.revision}`);
+  patch.instances.forEach((h, n) => checkInstanceHeader(h, `${path}.instances[${n}]`));
+  patch.portForwards.forEach((f, n) => checkForward(f.forward, `${path}.portForwards[${n}].forward`));
+
+  const changed = new Set<string>();
+  const instances = new Map(base.instances.map((i) => [i.id, i]));
+  const removed = new Set(patch.removedInstances);
+  for (const id of removed) {
+    const gone = instances.get(id);
+    if (!gone) continue;
+    changed.add(id);
+    for (const f of gone.portForwards) changed.add(f.id);
+    instances.delete(id);
+  }
+  for (const h of patch.instances) {
+    const was = instances.get(h.id);
+    changed.add(h.id);
+    for (const x of [...h.nics, ...h.firewall.rules, ...h.bandwidth]) changed.add(x.id);
+    // objects that left with the old header count as changed too
+    if (was) for (const x of [...was.nics, ...was.firewall.rules, ...was.bandwidth]) changed.add(x.id);
+    instances.set(h.id, { ...h, portForwards: was?.portForwards ?? [] });
+  }
+  // forwards: find where each touched one is now, then rebuild only the instances concerned
+  const touched = new Set([...patch.removedPortForwards, ...patch.portForwards.map((f) => f.forward.id)]);
+  const owner = new Map<string, string>();
+  if (touched.size > 0) for (const i of instances.values()) for (const f of i.portForwards) if (touched.has(f.id)) owner.set(f.id, i.id);
+  const lists = new Map<string, DesiredPortForward[]>();
+  const listOf = (instanceId: string, at: string): DesiredPortForward[] => {
+    let list = lists.get(instanceId);
+    if (!list) {
+      const instance = instances.get(instanceId);
+      if (!instance) throw new DriverConfigError(at, instanceId, 'is not an instance of this document');
+      list = [...instance.portForwards];
+      lists.set(instanceId, list);
+    }
+    return list;
+  };
+  const remove = (id: string) => {
+    const instanceId = owner.get(id);
+    if (instanceId === undefined) return;
+    const list = listOf(instanceId, 'patch');
+    const at = list.findIndex((f) => f.id === id);
+    if (at >= 0) list.splice(at, 1);
+  };
+  for (const id of patch.removedPortForwards) {
+    remove(id);
+    changed.add(id);
+  }
+  patch.portForwards.forEach(({ instanceId, forward }, n) => {
+    const list = listOf(instanceId, `${path}.portForwards[${n}].instanceId`);
+    remove(forward.id);
+    // binary search for the forward's place in the controller's order
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (compareForwards(list[mid]!, forward) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, forward);
+    owner.set(forward.id, instanceId);
+    changed.add(forward.id);
+  });
+  for (const [id, list] of lists) instances.set(id, { ...instances.get(id)!, portForwards: list });
+
+  const state: DesiredState = {
+    ...base,
+    revision: patch.revision,
+    hostName: patch.hostName ?? base.hostName,
+    publicAddresses: patch.publicAddresses ?? base.publicAddresses,
+    instances: [...instances.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+  };
+  markValid(state);
+  return { state, changed };
+}
