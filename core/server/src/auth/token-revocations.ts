@@ -10,6 +10,7 @@ import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import type { EventBus } from '../events.js';
 import type { Logger } from '../logger.js';
+import { relay } from '../streams.js';
 import { EventBusToken, LoggerToken } from '../tokens.js';
 
 // how long a heard revocation is remembered for registrations that raced it
@@ -68,18 +69,7 @@ export class TokenRevocations {
     return new Repeater<T>(async (push, stop) => {
       const unwatch = this.watch(tokenId, () => stop());
       const iterator = source[Symbol.asyncIterator]();
-      void (async () => {
-        try {
-          for (;;) {
-            const next = await Promise.race([iterator.next(), stop.then(() => undefined)]);
-            if (next === undefined || next.done) break;
-            await push(next.value);
-          }
-          stop();
-        } catch (err) {
-          stop(err);
-        }
-      })();
+      relay(iterator, push, stop, (value: T) => value);
       await stop;
       unwatch();
       await iterator.return?.();

@@ -14,6 +14,7 @@ import { compileDesiredState } from '../desired-state/compile.js';
 import { ForbiddenError, NotFoundError } from '../errors.js';
 import type { EventBus } from '../events.js';
 import { DatabaseToken, EventBusToken } from '../tokens.js';
+import { relay } from '../streams.js';
 import { validId } from '../validate.js';
 
 @injectable()
@@ -89,22 +90,13 @@ export class DesiredStateService {
     // revision (a generator's return() would queue behind that wait, and the agent stay online)
     return new Repeater(async (push, stop) => {
       let previous: DesiredState | undefined;
-      const stopped = stop.then(() => ({ done: true as const, value: undefined }));
-      try {
-        for (;;) {
-          const next = await Promise.race([states.next(), stopped]);
-          if (next.done) break;
-          const state = next.value;
-          const message: DesiredStateMessage = previous ? { patch: diffDesiredState(previous, state) } : { full: state };
-          previous = state;
-          await push({ ...message, hostId: state.hostId, revision: state.revision, apiVersion: state.apiVersion });
-        }
-        stop();
-      } catch (err) {
-        stop(err);
-      } finally {
-        await states.return?.();
-      }
+      relay(states, push, stop, (state: DesiredState) => {
+        const message: DesiredStateMessage = previous ? { patch: diffDesiredState(previous, state) } : { full: state };
+        previous = state;
+        return { ...message, hostId: state.hostId, revision: state.revision, apiVersion: state.apiVersion };
+      });
+      await stop;
+      await states.return?.();
     });
   }
 

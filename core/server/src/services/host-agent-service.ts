@@ -26,6 +26,7 @@ import { newId } from '../ids.js';
 import type { Logger } from '../logger.js';
 import { formatIp, familyBits } from '../net/ip.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken } from '../tokens.js';
+import { relay } from '../streams.js';
 import { validId, validIp, validMac } from '../validate.js';
 
 /** How presence is kept: the refresh period of an open subscription, and the age after which it no longer counts. */
@@ -313,18 +314,7 @@ export class HostAgentService {
             .finally(() => (beating = undefined));
         }, this.presence.heartbeatMs);
         timer.unref();
-        void (async () => {
-          try {
-            for (;;) {
-              const next = await Promise.race([iterator.next(), stop.then(() => undefined)]);
-              if (next === undefined || next.done) break;
-              await push(next.value);
-            }
-            stop();
-          } catch (err) {
-            stop(err);
-          }
-        })();
+        relay(iterator, push, stop, (value: T) => value);
         await stop;
       } catch (err) {
         stop(err);
