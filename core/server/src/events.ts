@@ -1,7 +1,7 @@
 /**
  * Events the controller publishes after a transaction commits; GraphQL subscriptions read them.
  */
-import { createPubSub } from 'graphql-yoga';
+import { FixedBuffer, Repeater, createPubSub } from 'graphql-yoga';
 import type { AuditEntry } from './services/audit-service.js';
 import type { ObjectStatusChange } from './services/object-status-service.js';
 
@@ -19,13 +19,46 @@ export interface EventTopics {
   tokenRevoked: [{ tokenId: string }];
 }
 
-/** The pub/sub instance; its type comes from yoga's `createPubSub`. */
+/** How many undelivered events one subscriber may have before it is cut off. */
+export const SUBSCRIBER_BUFFER = 65_536;
+
+/** A subscriber that fell SUBSCRIBER_BUFFER events behind; its subscription ends with this error. */
+export class SubscriberOverflowError extends Error {
+  constructor(topic: string) {
+    super(`the subscription to ${topic} events fell more than ${SUBSCRIBER_BUFFER} events behind and was ended; subscribe again`);
+    this.name = 'SubscriberOverflowError';
+  }
+}
+
+/** The pub/sub instance. */
 export type EventBus = ReturnType<typeof createEventBus>;
 
 /**
  * Creates the bus: in-process by default (PGlite, one controller), or on an event target shared
- * by all replicas (PostgreSQL LISTEN/NOTIFY, see db/postgres-events.ts).
+ * by all replicas (PostgreSQL LISTEN/NOTIFY, see db/postgres-events.ts). Publishing goes through
+ * yoga's pub/sub; each subscriber gets its own buffer of SUBSCRIBER_BUFFER events, and one that
+ * falls further behind (a burst of 60,000 status changes to a stalled client) has its
+ * subscription ended with SubscriberOverflowError instead of throwing into the publisher — a
+ * Repeater's own limit of 1,024 pending pushes would throw there and crash the controller.
  */
 export function createEventBus(eventTarget?: EventTarget) {
-  return createPubSub<{ [K in keyof EventTopics]: EventTopics[K] }>(eventTarget ? { eventTarget: eventTarget as never } : undefined);
+  const target = eventTarget ?? new EventTarget();
+  const pubsub = createPubSub<{ [K in keyof EventTopics]: EventTopics[K] }>({ eventTarget: target as never });
+  return {
+    publish: pubsub.publish,
+    subscribe<K extends keyof EventTopics>(topic: K): Repeater<EventTopics[K][0]> {
+      return new Repeater<EventTopics[K][0]>(async (push, stop) => {
+        const listener = (event: Event) => {
+          try {
+            void push((event as CustomEvent<EventTopics[K][0]>).detail);
+          } catch {
+            stop(new SubscriberOverflowError(topic));
+          }
+        };
+        target.addEventListener(topic, listener);
+        await stop;
+        target.removeEventListener(topic, listener);
+      }, new FixedBuffer(SUBSCRIBER_BUFFER));
+    },
+  };
 }

@@ -9,6 +9,7 @@ import { createClient, type Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startController, type Controller, type Logger } from '../src/server.js';
+import { rowsOf } from '../src/db/database.js';
 import { newId } from '../src/ids.js';
 import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
 import { createHost, createPool } from './support/fixtures.js';
@@ -496,6 +497,75 @@ describe.each(backends)('host agent status on $name', (backend) => {
     const fresh = await send(current, all('APPLIED'));
     expect(fresh.reported.stale).toEqual([]);
     expect(await statuses()).toEqual(['APPLIED', 'APPLIED', 'APPLIED']);
+  });
+
+  it('records 20,000 forwards APPLIED from two reports of 10,000 and skips the one created after the reported revision', async () => {
+    const hostId = await createHost(api.admin, 'bulk-status-host');
+    const { secret } = await agentToken(hostId);
+    await createPool(api.admin, { name: 'bulk', kind: 'PRIVATE', network: 'br-bulk', cidr: '10.33.0.0/24' });
+    const vm = (
+      await api.admin(
+        `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "bulk-vm", nics: [{ network: "br-bulk" }] }) { ... on CreateInstancePayload { instance { id } } } }`,
+        { h: hostId },
+      )
+    ).data!.createInstance.instance.id;
+    const create = async (port: string) =>
+      (
+        await api.admin(
+          `mutation($i: ID!, $p: String!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: $p, targetPort: "22" }) { ... on CreatePortForwardPayload { portForward { id } } } }`,
+          { i: vm, p: port },
+        )
+      ).data!.createPortForward.portForward.id as string;
+    const first = await create('20000');
+    // 19,998 more like it on other host ports, in one statement: through the API this would take minutes
+    const cloned = await controller.store.db.execute(sql`
+      insert into port_forwards (id, host_id, instance_id, owner_id, protocol, host_address, host_port_start, host_port_end, target_address_id,
+        target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi)
+      select gen_random_uuid(), host_id, instance_id, owner_id, protocol, host_address, 30000 + g, 30000 + g, target_address_id,
+        target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi
+      from port_forwards, generate_series(1, 19998) as g where id = ${first}
+      returning id`);
+    const seeded = [first, ...rowsOf<{ id: string }>(cloned).map((r) => r.id)];
+    expect(seeded).toHaveLength(19_999);
+    const revision = await revisionOf(hostId);
+    // created after `revision`: the agent's report of `revision` cannot have applied it
+    const late = await create('20001');
+    expect(await revisionOf(hostId)).toBe(revision + 1);
+    const ids = [...seeded.slice(0, 5000), late, ...seeded.slice(5000)];
+    const send = (objects: string[]) =>
+      api
+        .clientFor(secret)(REPORT_OBJECTS, {
+          input: { hostId, revision, objects: objects.map((objectId) => ({ objectType: 'PORT_FORWARD', objectId, status: 'APPLIED' })) },
+        })
+        .then((x) => x.data!.reportObjectStatus);
+    const one = await send(ids.slice(0, 10_000));
+    const two = await send(ids.slice(10_000));
+    expect(one.__typename).toBe('ReportObjectStatusPayload');
+    expect(two.__typename).toBe('ReportObjectStatusPayload');
+    expect(one.reported.stale).toEqual([{ objectType: 'PORT_FORWARD', objectId: late }]);
+    expect(two.reported.stale).toEqual([]);
+    const changed = [...one.reported.changes, ...two.reported.changes] as { objectId: string; status: string }[];
+    expect(changed.map((c) => c.objectId)).toEqual(seeded);
+    expect(changed.every((c) => c.status === 'APPLIED')).toBe(true);
+    const counts = await controller.store.db.execute(
+      sql`select status, count(*)::int as n from port_forwards where host_id = ${hostId} group by status order by status`,
+    );
+    expect(rowsOf<{ status: string; n: number }>(counts).map((r) => [r.status, Number(r.n)])).toEqual([
+      ['applied', 19_999],
+      ['pending', 1],
+    ]);
+    const statusOf = async (id: string) => (await api.admin(`query($id: ID!) { portForward(id: $id) { status } }`, { id })).data!.portForward.status;
+    expect(await statusOf(late)).toBe('PENDING');
+    expect(await statusOf(seeded[19_998]!)).toBe('APPLIED');
+
+    // the same reports again change nothing; the late forward's own revision applies it
+    expect((await send(ids.slice(0, 10_000))).reported).toEqual({ changes: [], stale: [{ objectType: 'PORT_FORWARD', objectId: late }] });
+    const current = await api
+      .clientFor(secret)(REPORT_OBJECTS, {
+        input: { hostId, revision: revision + 1, objects: [{ objectType: 'PORT_FORWARD', objectId: late, status: 'APPLIED' }] },
+      })
+      .then((x) => x.data!.reportObjectStatus.reported);
+    expect(current).toEqual({ changes: [{ objectId: late, status: 'APPLIED' }], stale: [] });
   });
 
   it("closes an agent's open connection with 4403 when its token is revoked, refuses it afterwards, and logs no secret", async () => {

@@ -4,13 +4,14 @@
  * applied, which may not be ahead of the host's. Skipped, without an error: objects of other
  * hosts, objects deleted since, and objects changed after the reported revision (their
  * `changed_revision` is higher: the agent applied an older version of them, and its report of
- * the newer revision will follow).
+ * the newer revision will follow). An object listed twice counts once, as its last entry says.
+ * A report costs a few statements per object type, however many objects it lists.
  */
-import { and, eq, inArray, lte } from 'drizzle-orm';
+import { eq, sql, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
-import type { Database, Executor } from '../db/database.js';
+import { rowsOf, type Database, type Executor } from '../db/database.js';
 import { bandwidthLimits, firewallRules, hosts, instances, portForwards } from '../db/schema.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventBus } from '../events.js';
@@ -72,6 +73,9 @@ export class ObjectStatusService {
         throw new ValidationError(`input.objects[${i}].error`, `${o.error.length} characters`, 'is longer than 2000 characters');
       if (o.status !== 'failed' && o.error != null) throw new ValidationError(`input.objects[${i}].error`, o.error, 'applies only to FAILED objects');
     });
+    // an object reported twice counts once, as its last report says
+    const latest = new Map<string, { index: number; report: ObjectStatusReport }>();
+    input.objects.forEach((report, index) => latest.set(`${report.objectType}:${report.objectId}`, { index, report }));
     const stale: ObjectStatusReportResult['stale'] = [];
     const changes = await this.db.transaction(async (tx) => {
       stale.length = 0;
@@ -81,35 +85,18 @@ export class ObjectStatusService {
         throw new ValidationError('input.revision', input.revision, `is ahead of the host's desired revision ${host.revision}`);
       const out: ObjectStatusChange[] = [];
       for (const type of Object.keys(TABLES) as StatusObjectType[]) {
-        const reports = input.objects.filter((o) => o.objectType === type);
+        const reports = [...latest.values()].filter((r) => r.report.objectType === type).sort((a, b) => a.index - b.index);
         if (reports.length === 0) continue;
-        const rows = await this.ownedBy(
-          tx,
-          type,
-          hostId,
-          reports.map((r) => r.objectId),
-        );
-        for (const report of reports) {
-          const row = rows.get(report.objectId);
-          if (!row) continue; // deleted since the agent's revision, or another host's: nothing to mark
-          if (input.revision < row.changedRevision) {
-            stale.push({ objectType: type, objectId: report.objectId });
-            continue;
-          }
-          const error = report.error ?? null;
-          if (row.status === report.status && row.statusError === error) continue;
-          const table = TABLES[type];
-          // re-checked by the update itself: a change committing meanwhile wins over this report
-          const updated = await tx
-            .update(table)
-            .set({ status: report.status, statusError: error })
-            .where(and(eq(table.id, report.objectId), lte(table.changedRevision, input.revision)))
-            .returning({ id: table.id });
-          if (updated.length === 0) {
-            stale.push({ objectType: type, objectId: report.objectId });
-            continue;
-          }
-          out.push({ objectType: type, objectId: report.objectId, hostId, ownerId: row.ownerId, status: report.status, error, revision: input.revision });
+        const wanted = reports.map(({ report }) => ({ id: report.objectId, status: report.status, error: report.error ?? null }));
+        const changed = await this.record(tx, type, hostId, input.revision, wanted);
+        const unchanged = wanted.filter((w) => !changed.has(w.id)).map((w) => w.id);
+        const changedSince = unchanged.length > 0 ? await this.changedAfter(tx, type, hostId, input.revision, unchanged) : new Set<string>();
+        for (const w of wanted) {
+          const ownerId = changed.get(w.id);
+          if (ownerId !== undefined)
+            out.push({ objectType: type, objectId: w.id, hostId, ownerId, status: w.status, error: w.error, revision: input.revision });
+          else if (changedSince.has(w.id)) stale.push({ objectType: type, objectId: w.id });
+          // otherwise: already so, deleted since the agent's revision, or another host's; nothing to mark
         }
       }
       return out;
@@ -134,42 +121,42 @@ export class ObjectStatusService {
     });
   }
 
-  private async ownedBy(tx: Executor, type: StatusObjectType, hostId: string, ids: string[]) {
-    const rows =
-      type === 'port_forward'
-        ? await tx
-            .select({
-              id: portForwards.id,
-              ownerId: portForwards.ownerId,
-              status: portForwards.status,
-              statusError: portForwards.statusError,
-              changedRevision: portForwards.changedRevision,
-            })
-            .from(portForwards)
-            .where(and(eq(portForwards.hostId, hostId), inArray(portForwards.id, ids)))
-        : type === 'firewall_rule'
-          ? await tx
-              .select({
-                id: firewallRules.id,
-                ownerId: firewallRules.ownerId,
-                status: firewallRules.status,
-                statusError: firewallRules.statusError,
-                changedRevision: firewallRules.changedRevision,
-              })
-              .from(firewallRules)
-              .innerJoin(instances, eq(instances.id, firewallRules.instanceId))
-              .where(and(eq(instances.hostId, hostId), inArray(firewallRules.id, ids)))
-          : await tx
-              .select({
-                id: bandwidthLimits.id,
-                ownerId: bandwidthLimits.ownerId,
-                status: bandwidthLimits.status,
-                statusError: bandwidthLimits.statusError,
-                changedRevision: bandwidthLimits.changedRevision,
-              })
-              .from(bandwidthLimits)
-              .innerJoin(instances, eq(instances.id, bandwidthLimits.instanceId))
-              .where(and(eq(instances.hostId, hostId), inArray(bandwidthLimits.id, ids)));
-    return new Map(rows.map((r) => [r.id, r]));
+  /**
+   * Sets the reported status of this host's objects of `type` that are not newer than `revision`
+   * and not already so, in one statement (the per-row values travel as one JSON parameter, so a
+   * report of 10,000 objects with as many different errors is still one round trip). The WHERE is
+   * evaluated against the row as the UPDATE finds it: a change committing meanwhile wins over the
+   * report. Returns the owners of the objects it changed, by id. (Parameters are cast from text:
+   * postgres-js would encode a string bound to a jsonb parameter as a JSON string.)
+   */
+  private async record(
+    tx: Executor,
+    type: StatusObjectType,
+    hostId: string,
+    revision: number,
+    wanted: { id: string; status: ApplyStatus; error: string | null }[],
+  ): Promise<Map<string, string>> {
+    const result = await tx.execute(sql`
+      update ${TABLES[type]} as o set status = r.status, status_error = r.error
+      from jsonb_to_recordset(${JSON.stringify(wanted)}::text::jsonb) as r(id uuid, status text, error text)
+      where o.id = r.id and ${onHost(type, hostId)} and o.changed_revision <= ${revision}::bigint
+        and (o.status is distinct from r.status or o.status_error is distinct from r.error)
+      returning o.id, o.owner_id as "ownerId"`);
+    return new Map(rowsOf<{ id: string; ownerId: string }>(result).map((r) => [r.id, r.ownerId]));
   }
+
+  /** Which of `ids` are this host's objects of `type` changed after `revision`. */
+  private async changedAfter(tx: Executor, type: StatusObjectType, hostId: string, revision: number, ids: string[]): Promise<Set<string>> {
+    const result = await tx.execute(sql`
+      select o.id from ${TABLES[type]} as o
+      where o.id = any(${`{${ids.join(',')}}`}::text::uuid[]) and ${onHost(type, hostId)} and o.changed_revision > ${revision}::bigint`);
+    return new Set(rowsOf<{ id: string }>(result).map((r) => r.id));
+  }
+}
+
+/** Whether the object `o` of `type` is on the host: forwards name it, firewall rules and bandwidth limits through their instance. */
+function onHost(type: StatusObjectType, hostId: string): SQL {
+  return type === 'port_forward'
+    ? sql`o.host_id = ${hostId}::uuid`
+    : sql`o.instance_id in (select i.id from ${instances} as i where i.host_id = ${hostId}::uuid)`;
 }

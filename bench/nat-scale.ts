@@ -1,0 +1,696 @@
+/**
+ * NAT scale benchmark: what a new TCP connection through ONE port forward costs when 1, 10,000 or
+ * 60,000 forwards are installed, for Gatehouse's dataplane (forwards as elements of two nft maps
+ * and a counter set keyed on `daddr . l4proto . dport`, rendered from a DesiredState and applied in
+ * one transaction)
+ * against the reference documents' linear chain (one `iptables -t nat -A PREROUTING -d ADDR -p tcp
+ * --dport P -j DNAT --to-destination IP:PORT` per forward, loaded with iptables-legacy-restore;
+ * the measured forward is the LAST rule, the worst case for a linear chain). Both run in the same
+ * process on the same lab, one variant's rules installed at a time, rounds alternating the order.
+ *
+ * The lab (network namespaces, deleted at the end, on failure and on Ctrl-C):
+ *   client 198.51.100.100 ── host 198.51.100.1-4 (ip_forward, the NAT under test) 10.0.0.1 ── instance 10.0.0.5:8080
+ * A load generator in the client namespace (one node process, BENCH_NAT_CONCURRENCY connections in
+ * flight) connects to the host's public address:port, reads the server's byte and resets the
+ * connection; connections per second are counted over BENCH_NAT_SECONDS after a warm-up. The
+ * server in the instance namespace is one node process that writes one byte and ends. The rate is
+ * CPU-bound (2 cores for load generator, server and kernel, and shared with whatever else runs), so
+ * the CPU of every process over the window is sampled from /proc and a second figure is printed:
+ * connections per CPU-second of the load generator, whose context the NAT path (softirq) runs in.
+ * Conntrack entries in the host namespace are read before and after each window.
+ *
+ * Also measured: the time to install 10,000 forwards from empty (one nft transaction; one restore;
+ * one `iptables -t nat -A` per rule, the reference documents' way), and with 60,000 forwards
+ * installed, the time from issuing ONE incremental change adding a forward to the first connection
+ * that gets through it (the dataplane part of "createPortForward → first connection"): for
+ * Gatehouse, `Dataplane.apply` of the desired state with the forward added (its diff and its one
+ * nft transaction), the way the agent applies a new revision.
+ *
+ *   npx tsx bench/nat-scale.ts     (as root, also the last step of `npm run bench`; npm run build -w @gatehouse/sdk first)
+ *     BENCH_NAT_SIZES=1,10000,60000 BENCH_NAT_CONCURRENCY=64 BENCH_NAT_WARMUP_S=1 BENCH_NAT_SECONDS=5
+ *     BENCH_NAT_ROUNDS=3 BENCH_NAT_TRIALS=20 BENCH_NAT_IPTABLES=legacy|nft BENCH_NAT_PER_RULE_BUDGET_S=300
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile, readdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { createInterface, type Interface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { DesiredPortForward, DesiredState } from '@gatehouse/sdk';
+import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
+import { measureEndToEnd, type EndToEndResult } from './nat-scale/end-to-end.js';
+import { Dataplane, TABLE, applyNft, deleteTable, renderRuleset, replaceTable } from '../agents/dataplane/src/index.js';
+import type { LoadResult } from './nat-scale/tcp-load.js';
+
+const SIZES = (process.env.BENCH_NAT_SIZES ?? '1,10000,60000').split(',').map(Number);
+const CONCURRENCY = Number(process.env.BENCH_NAT_CONCURRENCY ?? 64);
+const WARMUP_MS = Number(process.env.BENCH_NAT_WARMUP_S ?? 1) * 1000;
+const DURATION_MS = Number(process.env.BENCH_NAT_SECONDS ?? 5) * 1000;
+const ROUNDS = Number(process.env.BENCH_NAT_ROUNDS ?? 3);
+const TRIALS = Number(process.env.BENCH_NAT_TRIALS ?? 20);
+const PER_RULE_BUDGET_MS = Number(process.env.BENCH_NAT_PER_RULE_BUDGET_S ?? 300) * 1000;
+const IPTABLES_FLAVOUR = process.env.BENCH_NAT_IPTABLES === 'nft' ? 'nft' : 'legacy';
+const IPTABLES = `iptables-${IPTABLES_FLAVOUR}`;
+const IPTABLES_RESTORE = `iptables-${IPTABLES_FLAVOUR}-restore`;
+const INSTALL_SIZE = 10_000;
+const LATENCY_SIZE = Math.max(...SIZES);
+
+// host ports are unique per public address and protocol: 15,000 ports on each of four addresses
+const PUBLIC_ADDRESSES = ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.51.100.4'];
+const CLIENT_ADDRESS = '198.51.100.100';
+const FIRST_PORT = 20_000;
+const PORTS_PER_ADDRESS = 15_000;
+// forwards spread over a fixed number of instances, so only the number of forwards changes with N
+const INSTANCES = 16;
+const TARGET = { address: '10.0.0.5', port: 8080 };
+// ports the latency trials add: outside every installed forward
+const TRIAL_ADDRESS = PUBLIC_ADDRESSES[0]!;
+const TRIAL_FIRST_PORT = 40_000;
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** One forward: host address and port → instance address and port. */
+interface Forward {
+  hostAddress: string;
+  hostPort: number;
+  targetAddress: string;
+  targetPort: number;
+}
+
+type Variant = 'gatehouse' | 'baseline';
+
+/**
+ * N forwards; the last one is the measured forward to the instance's server (the last rule of the
+ * linear chain), the others go to the other instances' addresses and are never used.
+ */
+function forwardsOf(n: number): Forward[] {
+  if (n > PUBLIC_ADDRESSES.length * PORTS_PER_ADDRESS) throw new Error(`at most ${PUBLIC_ADDRESSES.length * PORTS_PER_ADDRESS} forwards fit the lab`);
+  return Array.from({ length: n }, (_, i) => ({
+    hostAddress: PUBLIC_ADDRESSES[Math.floor(i / PORTS_PER_ADDRESS)]!,
+    hostPort: FIRST_PORT + (i % PORTS_PER_ADDRESS),
+    targetAddress: i === n - 1 ? TARGET.address : instanceAddress(i % INSTANCES),
+    targetPort: TARGET.port,
+  }));
+}
+
+function instanceAddress(k: number): string {
+  return `10.0.0.${5 + k}`;
+}
+
+function desiredState(forwards: readonly Forward[]): DesiredState {
+  const instances: DesiredState['instances'] = Array.from({ length: INSTANCES }, (_, k) => ({
+    id: `i${k}`,
+    name: `vm${k}`,
+    externalId: null,
+    nics: [
+      {
+        id: `n${k}`,
+        name: 'eth0',
+        mac: `02:00:00:00:00:${(5 + k).toString(16).padStart(2, '0')}`,
+        network: 'br',
+        addresses: [{ address: instanceAddress(k), prefixLength: 24, delegated: false, gateway: '10.0.0.1', dns: [] }],
+      },
+    ],
+    firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
+    bandwidth: [],
+    portForwards: [],
+  }));
+  forwards.forEach((f, i) => {
+    const forward: DesiredPortForward = {
+      id: `f${i}`,
+      protocol: 'tcp',
+      hostAddress: f.hostAddress,
+      hostPorts: { start: f.hostPort, end: f.hostPort },
+      targetAddress: f.targetAddress,
+      targetPorts: { start: f.targetPort, end: f.targetPort },
+      sourceCidrs: [],
+    };
+    instances[Number(f.targetAddress.split('.')[3]) - 5]!.portForwards.push(forward);
+  });
+  return { apiVersion: 1, hostId: 'bench', hostName: 'bench-host', revision: 1, publicAddresses: PUBLIC_ADDRESSES, instances };
+}
+
+/** The reference documents' rule for one forward, as arguments after `-A` / `-I` / `-D`. */
+function iptablesRule(f: Forward): string[] {
+  return [
+    'PREROUTING',
+    '-d',
+    f.hostAddress,
+    '-p',
+    'tcp',
+    '--dport',
+    String(f.hostPort),
+    '-j',
+    'DNAT',
+    '--to-destination',
+    `${f.targetAddress}:${f.targetPort}`,
+  ];
+}
+
+/** An iptables-restore file replacing the nat table with the linear chain, rules in order. */
+function restoreFile(forwards: readonly Forward[]): string {
+  const lines = ['*nat', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]'];
+  for (const f of forwards) lines.push(`-A ${iptablesRule(f).join(' ')}`);
+  lines.push('COMMIT', '');
+  return lines.join('\n');
+}
+
+function nowNs(): bigint {
+  return process.hrtime.bigint();
+}
+
+function msSince(start: bigint): number {
+  return Number(nowNs() - start) / 1e6;
+}
+
+async function timedMs(work: () => Promise<unknown>): Promise<number> {
+  const start = nowNs();
+  await work();
+  return msSince(start);
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length / 2;
+  return sorted.length % 2 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function percentile(values: readonly number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** Child processes this benchmark started; stopped by PID on exit, failure or Ctrl-C. */
+const children = new Set<ChildProcess>();
+
+function stopChildren(): void {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+}
+
+/** A helper script running in a namespace, with its stdout as lines. */
+interface Helper {
+  readonly process: ChildProcess;
+  readonly lines: Interface;
+}
+
+/**
+ * Starts one of the helper scripts under bench/nat-scale/ inside a namespace with the same node and
+ * TypeScript loader as this process (`ip netns exec` execs node, so the child's PID is node's).
+ */
+function spawnHelper(ns: LabNamespace, script: string, args: readonly string[]): Helper {
+  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, ...process.execArgv, join(HERE, 'nat-scale', script), ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return { process: child, lines: createInterface({ input: child.stdout! }) };
+}
+
+/** Resolves with the first stdout line of `helper` that `match` accepts; rejects when its output ends first. */
+function nextLine(helper: Helper, match: (line: string) => boolean, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new Error(`no expected output within ${timeoutMs} ms`)), timeoutMs);
+    const onClose = () => finish(new Error(`helper exited (${helper.process.exitCode ?? helper.process.signalCode}) before the expected output`));
+    const onLine = (line: string) => {
+      if (match(line)) finish(line);
+    };
+    function finish(result: string | Error): void {
+      clearTimeout(timer);
+      helper.lines.off('line', onLine);
+      helper.lines.off('close', onClose);
+      if (result instanceof Error) reject(result);
+      else resolve(result);
+    }
+    helper.lines.on('line', onLine);
+    helper.lines.once('close', onClose);
+  });
+}
+
+/** The long-lived prober in the client namespace (bench/nat-scale/tcp-probe.ts). */
+class Prober {
+  private readonly helper: Helper;
+  private readonly waiting = new Map<string, (words: string[]) => void>();
+  private nextId = 0;
+
+  constructor(ns: LabNamespace) {
+    this.helper = spawnHelper(ns, 'tcp-probe.ts', []);
+    this.helper.lines.on('line', (line) => {
+      const [kind, id, ...rest] = line.split(' ');
+      this.waiting.get(`${kind} ${id}`)?.(rest);
+    });
+  }
+
+  /**
+   * Starts polling address:port; `ready` resolves once the first attempt has finished, `connected`
+   * with the monotonic time of the first successful connection (undefined after the deadline).
+   */
+  probe(address: string, port: number, deadlineMs: number): { ready: Promise<void>; connected: Promise<bigint | undefined> } {
+    const id = String(this.nextId++);
+    const ready = new Promise<void>((resolve) => this.waiting.set(`ready ${id}`, () => resolve()));
+    const connected = new Promise<bigint | undefined>((resolve) => {
+      this.waiting.set(`ok ${id}`, ([at]) => resolve(BigInt(at!)));
+      this.waiting.set(`timeout ${id}`, () => resolve(undefined));
+    });
+    this.helper.process.stdin!.write(`probe ${id} ${address} ${port} ${deadlineMs}\n`);
+    void connected.then(() => ['ready', 'ok', 'timeout'].forEach((kind) => this.waiting.delete(`${kind} ${id}`)));
+    return { ready, connected };
+  }
+
+  close(): void {
+    this.helper.process.stdin!.end();
+  }
+}
+
+/** CPU time of the whole machine in USER_HZ ticks (busy, and its softirq part) and of every process. */
+interface CpuSnapshot {
+  at: bigint;
+  busy: number;
+  softirq: number;
+  processes: Map<number, { name: string; ticks: number }>;
+}
+
+// /proc reports CPU time in USER_HZ ticks, 100 per second on Linux
+const TICKS_PER_SECOND = 100;
+
+async function cpuSnapshot(): Promise<CpuSnapshot> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!;
+  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number) as number[];
+  const processes = new Map<number, { name: string; ticks: number }>();
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // kernel threads carry their CPU in the name (ksoftirqd/1, kworker/0:2-events): group them by kind
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\/.*$/, '');
+      processes.set(Number(entry), { name, ticks: Number(fields[11]) + Number(fields[12]) });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return { at: nowNs(), busy: user! + nice! + system! + irq! + softirq! + steal!, softirq: softirq!, processes };
+}
+
+/**
+ * Where the CPU went between two snapshots, in cores (1 = one core busy all the time). Softirq time
+ * (where forwarding and NAT run) is also charged to the process it interrupted, so it overlaps the
+ * load generator's and the server's figures.
+ */
+interface CpuUse {
+  busy: number;
+  softirq: number;
+  server: number;
+  /** CPU of every other process (this benchmark's own orchestrator included, idle while counting), mostly other people's. */
+  others: number;
+  /** The largest other consumers by process name. */
+  top: string;
+}
+
+function cpuUse(before: CpuSnapshot, after: CpuSnapshot, loadPid: number, serverPid: number): CpuUse {
+  const seconds = Number(after.at - before.at) / 1e9;
+  const cores = (ticks: number) => ticks / TICKS_PER_SECOND / seconds;
+  const byName = new Map<string, number>();
+  let othersTicks = 0;
+  for (const [pid, p] of after.processes) {
+    if (pid === loadPid || pid === serverPid) continue;
+    const ticks = p.ticks - (before.processes.get(pid)?.ticks ?? 0);
+    if (ticks <= 0) continue;
+    othersTicks += ticks;
+    byName.set(p.name, (byName.get(p.name) ?? 0) + ticks);
+  }
+  const server = cores((after.processes.get(serverPid)?.ticks ?? 0) - (before.processes.get(serverPid)?.ticks ?? 0));
+  const busy = cores(after.busy - before.busy);
+  const softirq = cores(after.softirq - before.softirq);
+  const top = [...byName]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 3)
+    .map(([name, ticks]) => `${name} ${cores(ticks).toFixed(2)}`)
+    .join(', ');
+  return { busy, softirq, server, others: cores(othersTicks), top };
+}
+
+/** One load run's figures. */
+interface LoadRun extends LoadResult {
+  variant: Variant;
+  n: number;
+  cpu: CpuUse;
+  conntrackBefore: number;
+  conntrackAfter: number;
+}
+
+async function main(): Promise<void> {
+  if (!(await labAvailable())) {
+    console.error('nat-scale: needs root and `ip netns` (it builds network namespaces); nothing was measured');
+    process.exitCode = 1;
+    return;
+  }
+  const lab = new NetnsLab();
+  const onSignal = (signal: NodeJS.Signals) => {
+    console.error(`\nnat-scale: ${signal}, stopping helpers and deleting the lab's namespaces (their rules go with them)`);
+    stopChildren();
+    // exit runs the lab's synchronous cleanup
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  process.once('exit', stopChildren);
+
+  let host: LabNamespace | undefined;
+  let prober: Prober | undefined;
+  try {
+    host = await lab.namespace('host');
+    const client = await lab.namespace('cli');
+    const vm = await lab.namespace('vm');
+    const { ifB: publicIf } = await lab.link(client, `${CLIENT_ADDRESS}/24`, host, `${PUBLIC_ADDRESSES[0]}/24`);
+    for (const address of PUBLIC_ADDRESSES.slice(1)) await host.exec('ip', ['addr', 'add', `${address}/24`, 'dev', publicIf]);
+    await lab.link(host, '10.0.0.1/24', vm, `${TARGET.address}/24`);
+    await vm.exec('ip', ['route', 'add', 'default', 'via', '10.0.0.1']);
+    await host.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    await client.exec('sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65535']);
+
+    const server = spawnHelper(vm, 'tcp-server.ts', [TARGET.address, String(TARGET.port)]);
+    await nextLine(server, (l) => l === 'listening', 15_000);
+    prober = new Prober(client);
+    const hostNs = host;
+    const target: ExecTargetRun = (command, args, options) => hostNs.exec(command, args, options);
+
+    const conntrack = async () => Number((await target('cat', ['/proc/sys/net/netfilter/nf_conntrack_count'])).trim());
+    const conntrackMax = Number((await target('cat', ['/proc/sys/net/netfilter/nf_conntrack_max'])).trim());
+    const netnsExecMs = median(await sequential(20, () => timedMs(() => target('true', []))));
+
+    const install = async (variant: Variant, forwards: readonly Forward[]) => {
+      if (variant === 'gatehouse') await applyNft(replaceTable(TABLE.family, TABLE.table, renderRuleset(desiredState(forwards))), { netns: hostNs.name });
+      else await target(IPTABLES_RESTORE, [], { input: restoreFile(forwards), timeoutMs: 120_000 });
+    };
+    const uninstall = async (variant: Variant) => {
+      if (variant === 'gatehouse') await deleteTable(TABLE.family, TABLE.table, { netns: hostNs.name });
+      else await target(IPTABLES, ['-t', 'nat', '-F']);
+    };
+    const reachable = async (f: Forward) => {
+      const { connected } = prober!.probe(f.hostAddress, f.hostPort, 5000);
+      if ((await connected) === undefined) throw new Error(`the measured forward ${f.hostAddress}:${f.hostPort} does not carry traffic`);
+    };
+
+    // 1. connections per second through one forward, with N forwards installed
+    console.error(`nat-scale: lab ${lab.prefix}; ${ROUNDS} round(s) x ${SIZES.join('/')} forwards x 2 variants, ${DURATION_MS / 1000} s each`);
+    const runs: LoadRun[] = [];
+    const installMs: Record<Variant, Map<number, number[]>> = { gatehouse: new Map(), baseline: new Map() };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const n of SIZES) {
+        const order: Variant[] = round % 2 === 0 ? ['gatehouse', 'baseline'] : ['baseline', 'gatehouse'];
+        for (const variant of order) {
+          const forwards = forwardsOf(n);
+          const measured = forwards[forwards.length - 1]!;
+          const ms = await timedMs(() => install(variant, forwards));
+          installMs[variant].set(n, [...(installMs[variant].get(n) ?? []), ms]);
+          try {
+            await reachable(measured);
+            const run = await loadRun(client, measured, server.process.pid!, conntrack);
+            runs.push({ ...run, variant, n });
+            console.error(
+              `  round ${round + 1} ${variant.padEnd(9)} N=${String(n).padEnd(6)} ${run.perSecond.toFixed(0).padStart(6)} conn/s  cores: load ${run.cpuShare.toFixed(2)} server ${run.cpu.server.toFixed(2)} softirq ${run.cpu.softirq.toFixed(2)} others ${run.cpu.others.toFixed(2)} (${run.cpu.top}) of busy ${run.cpu.busy.toFixed(2)}; conntrack ${run.conntrackBefore}→${run.conntrackAfter}${failureText(run.failures)}`,
+            );
+          } finally {
+            await uninstall(variant);
+          }
+        }
+      }
+    }
+
+    // 2. installing 10,000 forwards from empty
+    console.error(`nat-scale: install time of ${INSTALL_SIZE} forwards`);
+    const installForwards = forwardsOf(INSTALL_SIZE);
+    const gatehouseInstall = await sequential(3, async () => {
+      const ms = await timedMs(() => install('gatehouse', installForwards));
+      await uninstall('gatehouse');
+      return ms;
+    });
+    const renderMs = median(await sequential(3, () => timedMs(async () => renderRuleset(desiredState(installForwards)))));
+    const restoreInstall = await sequential(3, async () => {
+      const ms = await timedMs(() => install('baseline', installForwards));
+      await uninstall('baseline');
+      return ms;
+    });
+    const perRule = await perRuleInstall(target, installForwards);
+    await uninstall('baseline');
+
+    // 4. one new forward with LATENCY_SIZE installed: change issued → first connection through it
+    console.error(`nat-scale: ${TRIALS} trials of one new forward with ${LATENCY_SIZE} installed`);
+    const latency: Record<Variant, { toConnection: number[]; command: number[]; remove: number[] }> = {
+      gatehouse: { toConnection: [], command: [], remove: [] },
+      baseline: { toConnection: [], command: [], remove: [] },
+    };
+    const installed = forwardsOf(LATENCY_SIZE);
+    const installedState = desiredState(installed);
+    // the agent's way: one Dataplane applying each new revision (the first replaces the table)
+    const dataplane = new Dataplane({ netns: hostNs.name });
+    for (const variant of ['gatehouse', 'baseline'] as const) {
+      if (variant === 'gatehouse') await dataplane.apply(installedState);
+      else await install(variant, installed);
+      try {
+        for (let t = 0; t < TRIALS; t++) {
+          const added: Forward = { hostAddress: TRIAL_ADDRESS, hostPort: TRIAL_FIRST_PORT + t, targetAddress: TARGET.address, targetPort: TARGET.port };
+          // the next revision is built before the clock starts: the agent receives it ready-made
+          const withAdded = { ...desiredState([...installed, added]), revision: 2 + 2 * t };
+          const add = async () => {
+            if (variant === 'baseline') return target(IPTABLES, ['-t', 'nat', '-A', ...iptablesRule(added)]);
+            const result = await dataplane.apply(withAdded);
+            if (result.mode !== 'incremental') throw new Error(`gatehouse: adding one forward was applied as ${result.mode}`);
+          };
+          const { ready, connected } = prober.probe(added.hostAddress, added.hostPort, 10_000);
+          await ready;
+          const start = nowNs();
+          await add();
+          latency[variant].command.push(msSince(start));
+          const at = await connected;
+          if (at === undefined) throw new Error(`${variant}: the added forward ${added.hostAddress}:${added.hostPort} carried no connection within 10 s`);
+          latency[variant].toConnection.push(Number(at - start) / 1e6);
+          if (variant === 'gatehouse') {
+            const start = nowNs();
+            await dataplane.apply({ ...installedState, revision: 3 + 2 * t });
+            latency.gatehouse.remove.push(msSince(start));
+          } else {
+            await target(IPTABLES, ['-t', 'nat', '-D', ...iptablesRule(added)]);
+          }
+        }
+      } finally {
+        if (variant === 'gatehouse') await dataplane.remove();
+        else await uninstall(variant);
+      }
+    }
+    // the whole path on a real controller and agent, in its own lab (bench/nat-scale/end-to-end.ts)
+    const endToEnd = await measureEndToEnd({ forwards: LATENCY_SIZE, samples: Number(process.env.BENCH_E2E_SAMPLES ?? 5), log: (line) => console.log(line) });
+
+    report({ runs, installMs, gatehouseInstall, renderMs, restoreInstall, perRule, latency, endToEnd, conntrackMax, netnsExecMs });
+  } finally {
+    prober?.close();
+    if (host) {
+      // the namespace's deletion removes these too; removing them first leaves nothing behind even if it fails
+      await deleteTable(TABLE.family, TABLE.table, { netns: host.name }).catch(() => undefined);
+      await host.exec(IPTABLES, ['-t', 'nat', '-F']).catch(() => undefined);
+    }
+    stopChildren();
+    await lab.cleanup();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+type ExecTargetRun = LabNamespace['exec'];
+
+async function sequential<T>(count: number, work: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = [];
+  for (let i = 0; i < count; i++) results.push(await work(i));
+  return results;
+}
+
+/** Runs the load generator against one forward and samples CPU and conntrack around its counted window. */
+async function loadRun(client: LabNamespace, f: Forward, serverPid: number, conntrack: () => Promise<number>): Promise<Omit<LoadRun, 'variant' | 'n'>> {
+  const conntrackBefore = await conntrack();
+  const load = spawnHelper(client, 'tcp-load.ts', [f.hostAddress, String(f.hostPort), String(CONCURRENCY), String(WARMUP_MS), String(DURATION_MS)]);
+  const result = nextLine(load, (l) => l.startsWith('{'), WARMUP_MS + DURATION_MS + 30_000);
+  await nextLine(load, (l) => l === 'start', WARMUP_MS + 30_000);
+  const before = await cpuSnapshot();
+  const parsed = JSON.parse(await result) as LoadResult;
+  const after = await cpuSnapshot();
+  const conntrackAfter = await conntrack();
+  return { ...parsed, cpu: cpuUse(before, after, load.process.pid!, serverPid), conntrackBefore, conntrackAfter };
+}
+
+/** One `iptables -t nat -A` per rule from an empty chain, until all are in or the time budget is spent. */
+async function perRuleInstall(
+  target: ExecTargetRun,
+  forwards: readonly Forward[],
+): Promise<{ callsMs: number[]; totalMs: number; measuredMs: number; netnsExecMs: number }> {
+  console.error(`nat-scale: ${forwards.length} x \`${IPTABLES} -t nat -A\` (budget ${PER_RULE_BUDGET_MS / 1000} s)`);
+  const callsMs: number[] = [];
+  // what `ip netns exec` alone costs, sampled alongside (outside the timed total) under the same machine load
+  const execMs: number[] = [];
+  let sampledMs = 0;
+  const start = nowNs();
+  for (const f of forwards) {
+    callsMs.push(await timedMs(() => target(IPTABLES, ['-t', 'nat', '-A', ...iptablesRule(f)])));
+    if (callsMs.length % 50 === 0) {
+      const ms = await timedMs(() => target('true', []));
+      execMs.push(ms);
+      sampledMs += ms;
+    }
+    if (msSince(start) - sampledMs > PER_RULE_BUDGET_MS) break;
+  }
+  const measuredMs = msSince(start) - sampledMs;
+  const netnsExecMs = median(execMs.length > 0 ? execMs : [0]);
+  if (callsMs.length === forwards.length) return { callsMs, totalMs: measuredMs, measuredMs, netnsExecMs };
+  // per-call time grows with the chain (the whole table is rewritten each time): fit a + b·i, sum the rest
+  const k = callsMs.length;
+  const meanI = (k - 1) / 2;
+  const meanT = callsMs.reduce((s, t) => s + t, 0) / k;
+  let cov = 0;
+  let varI = 0;
+  callsMs.forEach((t, i) => {
+    cov += (i - meanI) * (t - meanT);
+    varI += (i - meanI) ** 2;
+  });
+  const b = varI > 0 ? cov / varI : 0;
+  const a = meanT - b * meanI;
+  let rest = 0;
+  for (let i = k; i < forwards.length; i++) rest += a + b * i;
+  return { callsMs, totalMs: measuredMs + rest, measuredMs, netnsExecMs };
+}
+
+function failureText(failures: Record<string, number>): string {
+  const entries = Object.entries(failures);
+  return entries.length === 0 ? '' : `  failures ${entries.map(([code, count]) => `${code}:${count}`).join(' ')}`;
+}
+
+function ratio(a: number, b: number): string {
+  return `${(a / b).toFixed(2)}x`;
+}
+
+function report(r: {
+  runs: LoadRun[];
+  installMs: Record<Variant, Map<number, number[]>>;
+  gatehouseInstall: number[];
+  renderMs: number;
+  restoreInstall: number[];
+  perRule: { callsMs: number[]; totalMs: number; measuredMs: number; netnsExecMs: number };
+  latency: Record<Variant, { toConnection: number[]; command: number[]; remove: number[] }>;
+  endToEnd: EndToEndResult;
+  conntrackMax: number;
+  netnsExecMs: number;
+}): void {
+  const base = SIZES[0]!;
+  const top = SIZES[SIZES.length - 1]!;
+  const baselineName = `${IPTABLES} linear chain`;
+  console.log(`\nNAT scale benchmark: new TCP connections/s through ONE forward (client ns → host DNAT → instance ns), ${CONCURRENCY} in flight,`);
+  console.log(
+    `${DURATION_MS / 1000} s counted after ${WARMUP_MS / 1000} s warm-up, median of ${ROUNDS} round(s) (order alternating); 2 cores shared by load generator, server and kernel.`,
+  );
+  console.log(
+    `Gatehouse: renderRuleset + applyNft(replaceTable) (nft maps daddr . l4proto . dport). Baseline: ${baselineName} loaded with ${IPTABLES_RESTORE},`,
+  );
+  console.log(
+    `one \`-A PREROUTING -d ADDR -p tcp --dport P -j DNAT --to-destination IP:PORT\` per forward, the measured forward being the LAST rule (worst case).`,
+  );
+  const metrics: { title: string; unit: string; value: (x: LoadRun) => number }[] = [
+    { title: 'connections per second', unit: 'conn/s', value: (x) => x.perSecond },
+    {
+      title:
+        "connections per CPU-second of the load generator (the NAT path runs in softirq in its context and is charged to it; other processes' load cancels out)",
+      unit: 'conn/cpu-s',
+      value: (x) => x.perSecond / x.cpuShare,
+    },
+  ];
+  for (const metric of metrics) {
+    const values = (variant: Variant, n: number) => r.runs.filter((x) => x.variant === variant && x.n === n).map(metric.value);
+    const mid = (variant: Variant, n: number) => median(values(variant, n));
+    const cell = (variant: Variant, n: number) =>
+      `${mid(variant, n).toFixed(0).padStart(7)} (${Math.min(...values(variant, n)).toFixed(0)}-${Math.max(...values(variant, n)).toFixed(0)})`;
+    console.log(`\n${metric.title}`);
+    console.log(
+      `forwards   gatehouse ${metric.unit} (range)`.padEnd(40) + `vs 1 fwd   baseline ${metric.unit} (range)`.padEnd(41) + 'vs 1 fwd   gatehouse/baseline',
+    );
+    for (const n of SIZES) {
+      console.log(
+        `${String(n).padStart(8)}   ${cell('gatehouse', n)}`.padEnd(40) +
+          `${ratio(mid('gatehouse', n), mid('gatehouse', base)).padStart(8)}   ${cell('baseline', n).padEnd(30)}${ratio(mid('baseline', n), mid('baseline', base)).padStart(8)}   ${ratio(mid('gatehouse', n), mid('baseline', n)).padStart(8)}`,
+      );
+    }
+    const drop = 1 - mid('gatehouse', top) / mid('gatehouse', base);
+    console.log(
+      `target (issue): at ${top} forwards Gatehouse within 10% of its ${base}-forward figure: ${drop <= 0.1 ? 'MET' : 'NOT MET'} (${Math.abs(drop * 100).toFixed(1)}% ${drop >= 0 ? 'lower' : 'higher'}); baseline at ${top}: ${((mid('baseline', top) / mid('baseline', base)) * 100).toFixed(0)}% of its ${base}-forward figure`,
+    );
+  }
+  const busiest = r.runs.reduce((m, x) => Math.max(m, x.conntrackAfter), 0);
+  console.log(
+    `conntrack (host ns): at most ${busiest} entries at the end of a counted window (nf_conntrack_max ${r.conntrackMax}, global); reset connections stay 10 s in CLOSE state`,
+  );
+  const cpu = (variant: Variant, n: number) => {
+    const xs = r.runs.filter((x) => x.variant === variant && x.n === n);
+    const m = (f: (x: LoadRun) => number) => median(xs.map(f)).toFixed(2);
+    return `load ${m((x) => x.cpuShare)} server ${m((x) => x.cpu.server)} softirq ${m((x) => x.cpu.softirq)} others ${m((x) => x.cpu.others)}`;
+  };
+  console.log('CPU during the counted window, in cores of the 2 (median): load generator, server, softirq (the NAT path; overlaps both), other processes:');
+  for (const n of SIZES) console.log(`  ${String(n).padStart(6)}  gatehouse: ${cpu('gatehouse', n)}   baseline: ${cpu('baseline', n)}`);
+  const failures = r.runs.filter((x) => Object.keys(x.failures).length > 0);
+  if (failures.length > 0) console.log(`failed connections: ${failures.map((x) => `${x.variant}@${x.n}${failureText(x.failures)}`).join('; ')}`);
+
+  console.log(
+    `\ninstall time from empty (median of 3 unless stated; every command runs through \`ip netns exec\`, ${r.netnsExecMs.toFixed(1)} ms per call on its own):`,
+  );
+  const g = median(r.gatehouseInstall);
+  const restore = median(r.restoreInstall);
+  console.log(
+    `  gatehouse, ${INSTALL_SIZE} forwards, one nft transaction (render + apply)     ${g.toFixed(0).padStart(8)} ms   (renderRuleset alone ${r.renderMs.toFixed(0)} ms)`,
+  );
+  console.log(`  baseline, ${INSTALL_SIZE} rules, one ${IPTABLES_RESTORE}             ${restore.toFixed(0).padStart(8)} ms   ${ratio(restore, g)} gatehouse`);
+  const calls = r.perRule.callsMs;
+  const measuredAll = calls.length === INSTALL_SIZE;
+  const perRuleNet = r.perRule.totalMs - INSTALL_SIZE * r.perRule.netnsExecMs;
+  console.log(
+    `  baseline, ${INSTALL_SIZE} x \`${IPTABLES} -t nat -A\` (once)             ${r.perRule.totalMs.toFixed(0).padStart(8)} ms   ${ratio(r.perRule.totalMs, g)} gatehouse` +
+      (measuredAll
+        ? ` (all ${INSTALL_SIZE} invocations measured)`
+        : ` (EXTRAPOLATED: ${calls.length} invocations measured in ${(r.perRule.measuredMs / 1000).toFixed(0)} s, the rest from a linear fit of per-call time against chain length)`),
+  );
+  console.log(
+    `    per call: ${median(calls.slice(0, 100)).toFixed(1)} ms for the first 100, ${median(calls.slice(-100)).toFixed(1)} ms for the last 100 measured; without \`ip netns exec\` (${r.perRule.netnsExecMs.toFixed(1)} ms a call, sampled every 50th call) ≈ ${(perRuleNet / 1000).toFixed(0)} s in all`,
+  );
+  for (const n of SIZES) {
+    console.log(
+      `  during the load runs, ${String(n).padStart(6)} forwards: gatehouse ${median(r.installMs.gatehouse.get(n)!).toFixed(0).padStart(6)} ms, ${IPTABLES_RESTORE} ${median(r.installMs.baseline.get(n)!).toFixed(0).padStart(6)} ms`,
+    );
+  }
+
+  console.log(
+    `\none new forward with ${LATENCY_SIZE} installed: change issued → first successful connection through it (polled every ~1 ms), ${TRIALS} trials`,
+  );
+  console.log('variant                                             median ms    p90 ms    max ms   command alone (median ms)');
+  const describe: Record<Variant, string> = {
+    gatehouse: 'gatehouse: Dataplane.apply, 1 nft txn, 3 elements',
+    baseline: `baseline: \`${IPTABLES} -t nat -A\` one rule`,
+  };
+  for (const variant of ['gatehouse', 'baseline'] as const) {
+    const l = r.latency[variant];
+    console.log(
+      `${describe[variant].padEnd(50)} ${median(l.toConnection).toFixed(1).padStart(9)} ${percentile(l.toConnection, 90).toFixed(1).padStart(9)} ${Math.max(
+        ...l.toConnection,
+      )
+        .toFixed(1)
+        .padStart(9)}   ${median(l.command).toFixed(1).padStart(9)}`,
+    );
+  }
+  console.log(
+    `  baseline/gatehouse: ${ratio(median(r.latency.baseline.toConnection), median(r.latency.gatehouse.toConnection))}; both include one \`ip netns exec\` (${r.netnsExecMs.toFixed(1)} ms)`,
+  );
+  console.log(
+    `  gatehouse removing the forward again (Dataplane.apply of the previous revision): median ${median(r.latency.gatehouse.remove).toFixed(1)} ms, max ${Math.max(...r.latency.gatehouse.remove).toFixed(1)} ms`,
+  );
+  const e = r.endToEnd;
+  console.log(
+    `createPortForward mutation → first connection with ${e.forwards} forwards (controller on ${e.store}, agent, Linux plugin): median ${median(e.latencyMs).toFixed(1)} ms, max ${Math.max(...e.latencyMs).toFixed(1)} ms`,
+  );
+  console.log(
+    `  of which: the agent had the new revision (full document, validated) after median ${median(e.receivedMs).toFixed(1)} ms; its apply took median ${median(e.applyMs).toFixed(1)} ms`,
+  );
+}
+
+await main();
