@@ -689,7 +689,7 @@ function report(r: {
     `createPortForward mutation → first connection with ${e.forwards} forwards (controller on ${e.store}, agent, Linux plugin): median ${median(e.latencyMs).toFixed(1)} ms, max ${Math.max(...e.latencyMs).toFixed(1)} ms`,
   );
   console.log(
-    `  of which: the agent had the new revision (full document, validated) after median ${median(e.receivedMs).toFixed(1)} ms; its apply took median ${median(e.applyMs).toFixed(1)} ms`,
+    `  of which: the agent had the new revision (a patch, checked and folded in) after median ${median(e.receivedMs).toFixed(1)} ms; its apply took median ${median(e.applyMs).toFixed(1)} ms`,
   );
 }
 

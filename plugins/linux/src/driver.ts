@@ -264,6 +264,7 @@ export class LinuxDriver implements NetworkDriver {
   }
 
   async release(_ctx: DriverContext, input: { instanceId: string }): Promise<{ released: boolean }> {
+    this.lastHostSide = undefined; // links go: the next apply re-checks the host side
     let released = await this.dataplane.release(input.instanceId);
     const tag = `${VETH_PREFIX}${instanceTag(input.instanceId)}`;
     for (const link of await links(this.host)) {
@@ -276,6 +277,7 @@ export class LinuxDriver implements NetworkDriver {
   }
 
   async gc(_ctx: DriverContext, input: { validInstanceIds: readonly string[] }): Promise<{ removedInstanceIds: string[] }> {
+    this.lastHostSide = undefined;
     const removed = new Set(await this.dataplane.gc(input.validInstanceIds));
     const valid = new Set(input.validInstanceIds.map((id) => `${VETH_PREFIX}${instanceTag(id)}`));
     for (const link of await links(this.host)) {
