@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Makes sure the system services and tools the tests use are there: PostgreSQL (DATABASE_URL,
-// default the local server on 127.0.0.1:5432), nft, ip, iperf3 and iptables (the nat-scale bench's baseline). On a fresh machine, as root,
+// default the local server on 127.0.0.1:5432), nft, ip, iperf3, iptables (the nat-scale bench's baseline),
+// caddy and pebble (the reverse proxy and its ACME tests). On a fresh machine, as root,
 // installs the missing Debian packages and starts PostgreSQL's cluster. Prints what it did; never
 // fails the run by itself (the tests decide, and in CI a skipped system test fails).
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -69,11 +70,11 @@ function have(tool) {
 }
 
 function ensureTools() {
-  const wanted = { nft: 'nftables', ip: 'iproute2', iperf3: 'iperf3', iptables: 'iptables' };
+  const wanted = { nft: 'nftables', ip: 'iproute2', iperf3: 'iperf3', iptables: 'iptables', caddy: 'caddy', pebble: 'pebble' };
   const missing = Object.entries(wanted)
     .filter(([tool]) => !have(tool))
     .map(([, pkg]) => pkg);
-  if (missing.length === 0) return console.log('[ensure-system] nft, ip, iperf3 and iptables are installed');
+  if (missing.length === 0) return console.log(`[ensure-system] ${Object.keys(wanted).join(', ')} are installed`);
   if (process.getuid?.() !== 0) return console.log(`[ensure-system] missing ${missing.join(', ')} and not root: namespace tests will skip (and fail in CI)`);
   aptInstall(missing);
 }
