@@ -689,6 +689,9 @@ function report(r: {
     `createPortForward mutation → first connection with ${e.forwards} forwards (controller on ${e.store}, agent, Linux plugin): median ${median(e.latencyMs).toFixed(1)} ms, max ${Math.max(...e.latencyMs).toFixed(1)} ms`,
   );
   console.log(
+    `  from the mutation sent (the controller and agent share this process, so the controller's reload of the host's state is counted here): median ${median(e.fromSentMs).toFixed(1)} ms, max ${Math.max(...e.fromSentMs).toFixed(1)} ms`,
+  );
+  console.log(
     `  of which: the agent had the new revision (a patch, checked and folded in) after median ${median(e.receivedMs).toFixed(1)} ms; its apply took median ${median(e.applyMs).toFixed(1)} ms`,
   );
 }

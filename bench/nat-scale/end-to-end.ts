@@ -27,6 +27,8 @@ export interface EndToEndResult {
   store: string;
   /** mutation response → first answered connection, ms, per sample */
   latencyMs: number[];
+  /** mutation sent → first answered connection, ms: includes the controller's work before it answers */
+  fromSentMs: number[];
   /** mutation response → the agent has the new revision, ms */
   receivedMs: number[];
   /** the agent's apply of that revision, ms */
@@ -150,13 +152,14 @@ export async function measureEndToEnd(
     const lines = createInterface({ input: prober.stdout! });
     const waiting = new Map<string, (line: string) => void>();
     lines.on('line', (line) => waiting.get(line.split(' ')[1]!)?.(line));
-    const result: EndToEndResult = { forwards, store: storeKind, latencyMs: [], receivedMs: [], applyMs: [] };
+    const result: EndToEndResult = { forwards, store: storeKind, latencyMs: [], fromSentMs: [], receivedMs: [], applyMs: [] };
     for (let s = 0; s < samples; s++) {
       const port = 62_000 + s;
       const ready = new Promise<void>((resolve) => waiting.set(`${s}`, () => resolve()));
       prober.stdin!.write(`probe ${s} 198.51.100.1 ${port} 20000\n`);
       await ready;
       const done = new Promise<string>((resolve) => waiting.set(`${s}`, resolve));
+      const sent = process.hrtime.bigint();
       await api(
         `mutation ($id: ID!, $port: String!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: $port, targetPort: "8080" }) { __typename ... on Error { message } } }`,
         {
@@ -169,6 +172,7 @@ export async function measureEndToEnd(
       const line = await done;
       if (!line.startsWith('ok ')) throw new Error(`forward ${port} did not answer within 20 s`);
       result.latencyMs.push(Number(BigInt(line.split(' ')[2]!) - returned) / 1e6);
+      result.fromSentMs.push(Number(BigInt(line.split(' ')[2]!) - sent) / 1e6);
       const last = applied.at(-1)!;
       // the forward answers before the apply returns (the plugin finishes after the nft transaction)
       for (let waited = 0; last.applyMs === undefined && waited < 10_000; waited += 5) await new Promise((r) => setTimeout(r, 5));
@@ -202,5 +206,6 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   console.log(
     `createPortForward → first connection with ${r.forwards} forwards (${r.store}): median ${median(r.latencyMs).toFixed(1)} ms  [${f(r.latencyMs)}]`,
   );
+  console.log(`  from the mutation sent: median ${median(r.fromSentMs).toFixed(1)} ms  [${f(r.fromSentMs)}]`);
   console.log(`  agent received the revision after: ${f(r.receivedMs)} ms; its apply took: ${f(r.applyMs)} ms`);
 }

@@ -120,7 +120,21 @@ export class DesiredStateService {
           pools: poolIds.length ? await tx.select().from(ipPools).where(inArray(ipPools.id, poolIds)) : [],
           firewallRules: instanceIds.length ? await tx.select().from(firewallRules).where(inArray(firewallRules.instanceId, instanceIds)) : [],
           bandwidth: instanceIds.length ? await tx.select().from(bandwidthLimits).where(inArray(bandwidthLimits.instanceId, instanceIds)) : [],
-          portForwards: await tx.select().from(portForwards).where(eq(portForwards.hostId, hostId)),
+          portForwards: await tx
+            .select({
+              id: portForwards.id,
+              instanceId: portForwards.instanceId,
+              protocol: portForwards.protocol,
+              hostAddress: portForwards.hostAddress,
+              hostPortStart: portForwards.hostPortStart,
+              hostPortEnd: portForwards.hostPortEnd,
+              targetAddress: portForwards.targetAddress,
+              targetPortStart: portForwards.targetPortStart,
+              sourceCidrs: portForwards.sourceCidrs,
+              protoLo: portForwards.protoLo,
+            })
+            .from(portForwards)
+            .where(eq(portForwards.hostId, hostId)),
         });
       },
       { isolationLevel: 'repeatable read', accessMode: 'read only' },
