@@ -217,6 +217,20 @@ describe('hostDesiredState over graphql-ws', () => {
       i: vm,
     });
     await until(() => messages.at(-1)!.patch?.portForwards.length === 1, 'a patch with the new forward');
+    // a deletion (read back in full) and another creation (only the new rows read)
+    const second = (
+      await api.admin(
+        `mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: UDP, hostPort: "24002", targetPort: "53" }) { ... on CreatePortForwardPayload { portForward { id } } } }`,
+        { i: vm },
+      )
+    ).data!.createPortForward.portForward.id as string;
+    await until(() => messages.at(-1)!.patch?.portForwards.some((f) => f.forward.id === second) ?? false, 'a patch with the second forward');
+    await api.admin(`mutation($id: ID!) { deletePortForward(input: { portForwardId: $id }) { __typename } }`, { id: second });
+    await until(() => messages.at(-1)!.patch?.removedPortForwards.includes(second) ?? false, 'a patch removing it');
+    await api.admin(`mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "24003", targetPort: "23" }) { __typename } }`, {
+      i: vm,
+    });
+    await until(() => messages.at(-1)!.patch?.portForwards.some((f) => f.forward.hostPorts.start === 24003) ?? false, 'a patch with the third forward');
     // folding the patches into the first document gives what the controller holds now
     let state = messages[0]!.full!;
     for (const m of messages.slice(1)) {
