@@ -113,8 +113,18 @@ export function changedForwards(from: DesiredState, to: DesiredState): { before:
         after.push(now[k]!);
       }
     } else {
-      for (const f of now) next.set(f.id, f);
-      rest.push(old);
+      // a patched document (applyDesiredStatePatch) shares the objects of unchanged forwards: only
+      // the others need matching by id
+      const previousObjects = new Set(old);
+      let shared = 0;
+      for (const f of now) {
+        if (previousObjects.has(f)) shared++;
+        else next.set(f.id, f);
+      }
+      if (shared < old.length) {
+        const present = new Set(now);
+        rest.push(old.filter((f) => !present.has(f)));
+      }
     }
   }
   for (const old of [...rest, ...previous.values()].flat()) {

@@ -78,6 +78,9 @@ it('finds the forwards whose elements changed between two states, by id, whereve
   const retargeted = { ...ssh, targetPorts: { start: 2223, end: 2223 } };
   expect(changedForwards(stateWith([ssh, range]), stateWith([retargeted, range]))).toEqual({ before: [ssh], after: [retargeted] });
   expect(changedForwards(stateWith([ssh, range]), stateWith([range, { ...ssh, id: 'f3' }]))).toEqual({ before: [ssh], after: [{ ...ssh, id: 'f3' }] });
+  // a patched document shares unchanged forwards' objects: one added among them is the only change
+  const added = { ...ssh, id: 'f4', hostPorts: { start: 2300, end: 2300 } };
+  expect(changedForwards(stateWith([ssh, range]), stateWith([ssh, added, range]))).toEqual({ before: [], after: [added] });
   // a new public address changes every forward without its own host address
   expect(changedForwards(stateWith([ssh]), { ...stateWith([ssh]), publicAddresses: ['198.51.100.9'] })).toBeUndefined();
 });
