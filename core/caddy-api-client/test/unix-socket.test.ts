@@ -18,7 +18,7 @@ import {
   type CaddyHandler,
   type CaddyRoute,
 } from '../src/index.js';
-import { caddyAvailable, freePort, httpGet, startCaddy, type CaddyProcess } from './support/caddy-process.js';
+import { caddyAvailable, freePort, httpGet, startCaddy, type CaddyProcess } from '../src/testing.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await caddyAvailable();

@@ -1,5 +1,5 @@
 /**
- * A real `caddy run` for tests: temp dir for its config, storage and admin socket, the admin API
+ * caddy-api-client/testing — a real `caddy run` for tests (this package's and its users'): temp dir for its config, storage and admin socket, the admin API
  * on a unix socket or a free loopback port, readiness by polling the API, and stop by PID.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -8,7 +8,7 @@ import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CaddyAdminClient, type CaddyAdminConfig, type CaddyConfig } from '../../src/index.js';
+import { CaddyAdminClient, type CaddyAdminConfig, type CaddyConfig } from './index.js';
 
 /** The caddy binary (GATEHOUSE_CADDY_BIN overrides PATH lookup). */
 export const CADDY_BIN = process.env.GATEHOUSE_CADDY_BIN ?? 'caddy';

@@ -1,0 +1,123 @@
+/**
+ * Proxy routes against a real Caddy (Debian's 2.6.2): requests by Host reach the right backend
+ * with X-Forwarded headers, an exact domain beats a wildcard added before it, WebSocket upgrades
+ * pass through, and upserting a proxy twice leaves one route. Backends and Caddy on loopback.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { caddyAvailable, freePort, httpGet, startCaddy, type CaddyProcess } from 'caddy-api-client/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
+import { EXACT_GROUP, WILDCARD_GROUP, groupPath, proxyConfig, proxyRoute, proxyRouteId, type ProxyRouteSpec } from '../src/proxy/caddy-routes.js';
+
+const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
+const available = await caddyAvailable();
+
+describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', () => {
+  let caddy: CaddyProcess;
+  let port: number;
+  const backends: Server[] = [];
+  let wss: WebSocketServer;
+  const ports: Record<string, number> = {};
+
+  /** A backend that answers with its name and the forwarding headers it saw. */
+  const backend = (name: string) =>
+    new Promise<number>((resolve) => {
+      const server = createServer((req, res) => {
+        res.setHeader('content-type', 'application/json');
+        res.end(
+          JSON.stringify({
+            name,
+            host: req.headers.host,
+            xff: req.headers['x-forwarded-for'],
+            proto: req.headers['x-forwarded-proto'],
+            xhost: req.headers['x-forwarded-host'],
+          }),
+        );
+      });
+      backends.push(server);
+      server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
+    });
+  const spec = (id: string, domain: string, target: string, extra: Partial<ProxyRouteSpec> = {}): ProxyRouteSpec => ({
+    id,
+    domain,
+    targetAddress: '127.0.0.1',
+    targetPort: ports[target]!,
+    targetProtocol: 'http',
+    websocket: true,
+    ...extra,
+  });
+  const get = async (host: string) => {
+    const r = await httpGet(`http://127.0.0.1:${port}/`, host);
+    return r.status === 200 ? (JSON.parse(r.body) as Record<string, string>) : { status: String(r.status) };
+  };
+  const upsert = (p: ProxyRouteSpec) => caddy.client.upsertById(groupPath(p.domain), proxyRouteId(p.id), proxyRoute(p));
+
+  beforeAll(async () => {
+    ports.a = await backend('a');
+    ports.b = await backend('b');
+    wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    wss.on('connection', (socket) => socket.on('message', (data) => socket.send(`echo:${String(data)}`)));
+    await new Promise((r) => wss.once('listening', r));
+    ports.ws = (wss.address() as AddressInfo).port;
+    port = await freePort();
+    caddy = await startCaddy();
+    await caddy.client.load(proxyConfig({ admin: caddy.admin, listen: [`127.0.0.1:${port}`] }));
+  }, 60_000);
+
+  afterAll(async () => {
+    await caddy?.stop();
+    for (const s of backends) s.close();
+    wss?.close();
+  });
+
+  it('sends each domain to its target with X-Forwarded headers, exact domains before wildcards', async () => {
+    await upsert(spec('00000000-0000-4000-8000-0000000000a1', 'app.example.test', 'a'));
+    await upsert(spec('00000000-0000-4000-8000-0000000000b1', '*.user1.example.test', 'b'));
+    // added after the wildcard, yet it wins for its own name
+    await upsert(spec('00000000-0000-4000-8000-0000000000a2', 'special.user1.example.test', 'a'));
+    expect(await get('app.example.test')).toMatchObject({ name: 'a', host: 'app.example.test', xff: '127.0.0.1', proto: 'http', xhost: 'app.example.test' });
+    expect(await get('vm7.user1.example.test')).toMatchObject({ name: 'b', xhost: 'vm7.user1.example.test' });
+    expect(await get('special.user1.example.test')).toMatchObject({ name: 'a' });
+    // a wildcard label is one label: deeper names and other domains match nothing
+    // (Caddy answers an unmatched request with an empty 200)
+    expect((await httpGet(`http://127.0.0.1:${port}/`, 'a.b.user1.example.test')).body).toBe('');
+    expect((await httpGet(`http://127.0.0.1:${port}/`, 'other.example.test')).body).toBe('');
+  });
+
+  it('upserts a proxy in place: twice leaves one route, a new target takes effect, delete removes it', async () => {
+    const p = spec('00000000-0000-4000-8000-0000000000a1', 'app.example.test', 'b');
+    expect((await upsert(p)).action).toBe('replaced');
+    expect((await upsert(p)).action).toBe('replaced');
+    const { value } = await caddy.client.getById<{ handle: [{ routes: { '@id': string }[] }] }>(EXACT_GROUP);
+    expect(value.handle[0].routes.filter((r) => r['@id'] === proxyRouteId(p.id))).toHaveLength(1);
+    expect(await get('app.example.test')).toMatchObject({ name: 'b' });
+    await caddy.client.deleteById(proxyRouteId(p.id));
+    expect((await httpGet(`http://127.0.0.1:${port}/`, 'app.example.test')).body).toBe('');
+    const wildcards = await caddy.client.getById<{ handle: [{ routes: unknown[] }] }>(WILDCARD_GROUP);
+    expect(wildcards.value.handle[0].routes).toHaveLength(1);
+  });
+
+  it('passes WebSocket upgrades through to the target, and strips them when the proxy says no', async () => {
+    await upsert(spec('00000000-0000-4000-8000-0000000000c1', 'ws.example.test', 'ws'));
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/`, { headers: { host: 'ws.example.test' } });
+    const reply = await new Promise<string>((resolve, reject) => {
+      socket.once('open', () => socket.send('ping'));
+      socket.once('message', (data) => resolve(String(data)));
+      socket.once('error', reject);
+    });
+    socket.close();
+    expect(reply).toBe('echo:ping');
+
+    // websocket: false — the upgrade is stripped, so the handshake fails
+    await upsert(spec('00000000-0000-4000-8000-0000000000c2', 'nows.example.test', 'ws', { websocket: false }));
+    const refused = new WebSocket(`ws://127.0.0.1:${port}/`, { headers: { host: 'nows.example.test' } });
+    const outcome = await new Promise<string>((resolve) => {
+      refused.once('open', () => resolve('open'));
+      refused.once('unexpected-response', (_req, res) => resolve(`http ${res.statusCode}`));
+      refused.once('error', (err) => resolve(`error ${err.message}`));
+    });
+    refused.terminate();
+    expect(outcome).not.toBe('open');
+  });
+});
