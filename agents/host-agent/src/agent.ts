@@ -328,6 +328,7 @@ export class HostAgent extends EventEmitter<{
         input.discoveredInstances = instances.slice(0, 1000).map((i) => ({
           externalId: i.externalId,
           name: i.name,
+          running: i.running,
           nics: i.nics.slice(0, 64).map((n) => ({ name: n.name, ...(n.mac ? { mac: n.mac } : {}), addresses: n.addresses.slice(0, 64) })),
         }));
         this.lastDiscoveredAt = Date.now();

@@ -23,7 +23,9 @@ import { quietLogger, type Logger } from './logger.js';
 import { DEFAULT_AGENT_PRESENCE, HostAgentService, type AgentPresenceOptions } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
-import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken } from './tokens.js';
+import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, ProxyManagerToken } from './tokens.js';
+import { CaddySupervisor } from './proxy/caddy-process.js';
+import { ProxyManager, type ProxyManagerOptions } from './proxy/proxy-manager.js';
 
 export type { Logger } from './logger.js';
 
@@ -37,7 +39,16 @@ export interface ControllerOptions {
   bootstrap?: boolean;
   /** Agent presence: heartbeat period and offline age (defaults 10 s and 30 s; tests shorten them). */
   agentPresence?: Partial<AgentPresenceOptions>;
+  /** The reverse proxy: a Caddy this controller runs, or one it reaches; absent: web proxies stay PENDING. */
+  proxy?: ControllerProxyOptions;
 }
+
+/** How the controller drives Caddy. */
+export type ControllerProxyOptions = Omit<ProxyManagerOptions, 'admin' | 'adminConfig'> &
+  (
+    | { /** Run `caddy` with its admin socket, storage and log in this directory. */ run: { dir: string; binary?: string } }
+    | Pick<ProxyManagerOptions, 'admin' | 'adminConfig'>
+  );
 
 /** Options of `createContainer`. */
 export interface ContainerOptions {
@@ -197,6 +208,24 @@ export async function startController(options: ControllerOptions): Promise<Contr
   if (options.bootstrap !== false) {
     bootstrapSecret = (await container.resolve(UserService).bootstrapAdmin())?.secret;
   }
+  let caddy: CaddySupervisor | undefined;
+  let proxyManager: ProxyManager | undefined;
+  if (options.proxy) {
+    const { run, admin, adminConfig, ...rest } = options.proxy as ControllerProxyOptions &
+      Partial<{ run: { dir: string; binary?: string } } & Pick<ProxyManagerOptions, 'admin' | 'adminConfig'>>;
+    if (run) {
+      caddy = new CaddySupervisor(run.dir, logger, run.binary);
+      caddy.start();
+    }
+    proxyManager = new ProxyManager(store.db, container.resolve(EventBusToken), logger, {
+      ...rest,
+      admin: caddy ? { socketPath: caddy.socketPath } : admin!,
+      adminConfig: caddy ? caddy.adminConfig : adminConfig!,
+    });
+    container.registerInstance(ProxyManagerToken, proxyManager);
+    // a Caddy just started may take a moment to open its socket: the periodic check loads it then
+    await proxyManager.start();
+  }
   const yoga = createGatehouseYoga(container, logger);
   const users = container.resolve(UserService);
   const revocations = container.resolve(TokenRevocations);
@@ -276,6 +305,8 @@ export async function startController(options: ControllerOptions): Promise<Contr
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       // ended agent subscriptions mark their agents offline before the store goes away
       await hostAgents.settle();
+      await proxyManager?.stop();
+      await caddy?.stop();
       revocations.stop();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));

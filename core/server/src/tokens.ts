@@ -6,6 +6,7 @@ import type { InjectionToken } from 'tsyringe';
 import type { Database } from './db/database.js';
 import type { EventBus } from './events.js';
 import type { Logger } from './logger.js';
+import type { ProxyManager } from './proxy/proxy-manager.js';
 import type { AgentPresenceOptions } from './services/host-agent-service.js';
 
 /** The open drizzle database. */
@@ -16,3 +17,5 @@ export const EventBusToken: InjectionToken<EventBus> = Symbol('EventBus');
 export const LoggerToken: InjectionToken<Logger> = Symbol('Logger');
 /** How often agent presence is refreshed and when an agent counts as offline. */
 export const AgentPresenceToken: InjectionToken<AgentPresenceOptions> = Symbol('AgentPresence');
+/** The reverse proxy manager, registered only when this controller drives a Caddy. */
+export const ProxyManagerToken: InjectionToken<ProxyManager> = Symbol('ProxyManager');

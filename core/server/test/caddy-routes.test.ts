@@ -62,7 +62,12 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', (
     ports.ws = (wss.address() as AddressInfo).port;
     port = await freePort();
     caddy = await startCaddy();
-    await caddy.client.load(proxyConfig({ admin: caddy.admin, listen: [`127.0.0.1:${port}`] }));
+    await caddy.client.load(
+      proxyConfig({
+        admin: caddy.admin,
+        settings: { listenHost: '127.0.0.1', httpPort: port, httpsPort: await freePort(), acme: { directoryUrl: 'https://127.0.0.1:1/dir' } },
+      }),
+    );
   }, 60_000);
 
   afterAll(async () => {

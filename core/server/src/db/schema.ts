@@ -372,10 +372,35 @@ export const webProxies = pgTable(
     privateKeyPem: text('private_key_pem'),
     websocket: boolean('websocket').notNull().default(true),
     ...applyStatusColumns(),
+    /** The certificate Caddy serves for the domain, as the controller last saw it over TLS. */
+    certIssuer: text('cert_issuer'),
+    certNotAfter: timestamp('cert_not_after', { withTimezone: true, mode: 'date' }),
+    /** Why the last issuance or check failed (Caddy's message); null when the last check succeeded. */
+    certError: text('cert_error'),
+    certCheckedAt: timestamp('cert_checked_at', { withTimezone: true, mode: 'date' }),
+    /** The controller's last diagnosis of the target (see proxy/probe.ts): ok, instance_stopped, connection_refused … */
+    targetState: text('target_state'),
+    targetDetail: text('target_detail'),
+    targetCheckedAt: timestamp('target_checked_at', { withTimezone: true, mode: 'date' }),
     createdAt: createdAt(),
   },
   (t) => [index('web_proxies_instance_idx').on(t.instanceId), index('web_proxies_target_idx').on(t.targetAddressId)],
 );
+
+/** Requests and bytes through each proxy, from Caddy's access log (added up by the controller). */
+export const webProxyTraffic = pgTable('web_proxy_traffic', {
+  proxyId: uuid('proxy_id')
+    .primaryKey()
+    .references(() => webProxies.id, { onDelete: 'cascade' }),
+  requests: bigint('requests', { mode: 'number' }).notNull().default(0),
+  /** Response bodies sent to clients. */
+  bytesSent: bigint('bytes_sent', { mode: 'number' }).notNull().default(0),
+  /** Request bodies received from clients. */
+  bytesReceived: bigint('bytes_received', { mode: 'number' }).notNull().default(0),
+  /** Responses with status 500–599 (502: the target did not answer). */
+  serverErrors: bigint('server_errors', { mode: 'number' }).notNull().default(0),
+  lastRequestAt: timestamp('last_request_at', { withTimezone: true, mode: 'date' }),
+});
 
 /** A user's wildcard template: `*.user1.example.com` gives each of the user's instances `<name>.user1.example.com`. */
 export const proxyDomainTemplates = pgTable('proxy_domain_templates', {
@@ -395,6 +420,8 @@ export interface DiscoveredInstanceJson {
   /** The backend's own id (container id, VMID, moref, namespace name). */
   externalId: string;
   name: string;
+  /** Absent when the plugin does not say. */
+  running?: boolean;
   nics: { name: string; mac: string | null; addresses: string[] }[];
 }
 

@@ -6,6 +6,8 @@ import DataLoader from 'dataloader';
 import { GraphQLError } from 'graphql';
 import type { DependencyContainer } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
+import type { ProxyManager } from '../proxy/proxy-manager.js';
+import { ProxyManagerToken } from '../tokens.js';
 import { AuditService } from '../services/audit-service.js';
 import { BandwidthService } from '../services/bandwidth-service.js';
 import { DesiredStateService } from '../services/desired-state-service.js';
@@ -35,6 +37,8 @@ export interface Services {
   desiredState: DesiredStateService;
   objectStatus: ObjectStatusService;
   audit: AuditService;
+  /** The reverse proxy manager; absent when this controller drives no Caddy. */
+  proxyManager?: ProxyManager;
 }
 
 /** GraphQL context. */
@@ -70,6 +74,7 @@ export function resolveServices(container: DependencyContainer): Services {
     desiredState: container.resolve(DesiredStateService),
     objectStatus: container.resolve(ObjectStatusService),
     audit: container.resolve(AuditService),
+    proxyManager: container.isRegistered(ProxyManagerToken) ? container.resolve(ProxyManagerToken) : undefined,
   };
 }
 

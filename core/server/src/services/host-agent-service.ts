@@ -64,6 +64,8 @@ export interface HostAgentStatus {
 export interface DiscoveredInstanceInput {
   externalId: string;
   name: string;
+  /** Whether it runs; null/absent: the plugin does not say. */
+  running?: boolean | null;
   nics: readonly { name: string; mac?: string | null; addresses: readonly string[] }[];
 }
 
@@ -138,6 +140,7 @@ export function validDiscoveredInstances(field: string, values: readonly Discove
     return {
       externalId,
       name: validLabel(`${at}.name`, instance.name, 255),
+      ...(typeof instance.running === 'boolean' ? { running: instance.running } : {}),
       nics: instance.nics.map((nic, j) => {
         const nicAt = `${at}.nics[${j}]`;
         if (nic.addresses.length > MAX_DISCOVERED_ADDRESSES) {

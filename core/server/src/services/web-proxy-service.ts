@@ -5,12 +5,14 @@
  * (see the reverse-proxy issue); this service keeps them valid, unique and owned.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
 import { and, asc, count, eq, gt, inArray, ne } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { proxyDomainTemplates, webProxies } from '../db/schema.js';
-import { ConflictError, NotFoundError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../errors.js';
+import { proxyDomainTemplates, webProxies, webProxyTraffic } from '../db/schema.js';
+import type { ProxyManager, RenewalResult } from '../proxy/proxy-manager.js';
+import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import { domainCoveredBy, parseDomain, type Domain } from '../net/domain.js';
 import { DatabaseToken } from '../tokens.js';
@@ -20,6 +22,8 @@ import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
 
 /** A proxy row (the private key never leaves this service). */
 export type WebProxy = typeof webProxies.$inferSelect;
+/** Requests and bytes through a proxy. */
+export type ProxyTraffic = Omit<typeof webProxyTraffic.$inferSelect, 'proxyId'>;
 /** A wildcard template row. */
 export type DomainTemplate = typeof proxyDomainTemplates.$inferSelect;
 /** How the proxy gets its certificate. */
@@ -122,6 +126,13 @@ export class WebProxyService {
           }
           await this.checkNotClaimedByOthers(tx, domain.name, instance.ownerId);
           const target = await instanceTarget(tx, instance, 'input', input.targetAddress);
+          if (isControllerAddress(target.address)) {
+            throw new ValidationError(
+              input.targetAddress != null ? 'input.targetAddress' : 'input.instanceId',
+              target.address,
+              'is an address of the controller itself; a proxy may only send traffic to an instance',
+            );
+          }
           const proxy: WebProxy = {
             id: newId(),
             ownerId: instance.ownerId,
@@ -138,6 +149,13 @@ export class WebProxyService {
             websocket: input.websocket ?? true,
             status: 'pending',
             statusError: null,
+            certIssuer: null,
+            certNotAfter: null,
+            certError: null,
+            certCheckedAt: null,
+            targetState: null,
+            targetDetail: null,
+            targetCheckedAt: null,
             createdAt: new Date(),
           };
           await tx.insert(webProxies).values(proxy);
@@ -213,11 +231,7 @@ export class WebProxyService {
 
   /** The sub-domains an instance gets from its owner's templates: `<instance name>.<template suffix>`. */
   async templateDomainsOf(instance: { name: string; ownerId: string }): Promise<string[]> {
-    const label = instance.name
-      .toLowerCase()
-      .replace(/[^a-z0-9-]+/g, '-')
-      .replace(/^-+|-+$/g, '')
-      .slice(0, 63);
+    const label = templateLabel(instance.name);
     if (!label) return [];
     const rows = await this.db.select().from(proxyDomainTemplates).where(eq(proxyDomainTemplates.ownerId, instance.ownerId));
     return rows.map((t) => `${label}${t.pattern.slice(1)}`);
@@ -245,6 +259,30 @@ export class WebProxyService {
       .limit(page.limit);
   }
 
+  /** Requests and bytes through a proxy (zeros before its first request). */
+  async traffic(proxyId: string): Promise<ProxyTraffic> {
+    const [row] = await this.db.select().from(webProxyTraffic).where(eq(webProxyTraffic.proxyId, proxyId));
+    return row ?? { requests: 0, bytesSent: 0, bytesReceived: 0, serverErrors: 0, lastRequestAt: null };
+  }
+
+  /** Diagnoses the target of a proxy the actor may see, now, and returns the proxy with the result. */
+  async diagnose(actor: Actor, proxyId: string, manager: ProxyManager | undefined): Promise<WebProxy> {
+    const id = validId('input.webProxyId', proxyId);
+    if (!(await this.get(actor, id))) throw new NotFoundError('input.webProxyId', id, 'web proxy');
+    if (!manager) throw new ValidationError('input.webProxyId', id, 'cannot be diagnosed: this controller runs no reverse proxy');
+    await manager.diagnose(id);
+    return (await this.get(actor, id))!;
+  }
+
+  /** The renewal scan, for admins. */
+  async renewCertificates(actor: Actor, withinDays: number, manager: ProxyManager | undefined): Promise<RenewalResult[]> {
+    if (!isAdmin(actor)) throw new ForbiddenError('renewCertificates requires an admin token');
+    if (!Number.isInteger(withinDays) || withinDays < 1 || withinDays > 3650)
+      throw new ValidationError('input.withinDays', withinDays, 'must be an integer from 1 to 3650');
+    if (!manager) throw new ValidationError('input', null, 'cannot renew: this controller runs no reverse proxy');
+    return manager.renewCertificates({ withinDays });
+  }
+
   /** Removes the proxies that target the given addresses (NIC removed, instance deleted), with audit entries. */
   async removeForTargets(tx: Tx, record: RecordChange, allocationIds: readonly string[], reason: string): Promise<void> {
     if (allocationIds.length === 0) return;
@@ -268,6 +306,23 @@ export class WebProxyService {
     const clash = templates.find((t) => domainCoveredBy(domain, t.pattern) || domainCoveredBy(t.pattern, domain));
     if (clash) throw new ConflictError('input.domain', domain, `is inside ${clash.pattern}, another user's domain template`);
   }
+}
+
+/** Whether an address belongs to this machine (the controller, where Caddy runs) or is loopback. */
+export function isControllerAddress(address: string): boolean {
+  const lower = address.toLowerCase();
+  if (lower === '::1' || lower.startsWith('127.') || lower === '::' || lower === '0.0.0.0') return true;
+  return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address.toLowerCase() === lower));
+}
+
+/** The DNS label an instance gets under its owner's templates: its name, lower-case, other characters as `-`. */
+export function templateLabel(instanceName: string): string {
+  return instanceName
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63)
+    .replace(/-+$/, '');
 }
 
 /** A proxy without its private key, for audit entries and events. */

@@ -21,6 +21,7 @@ const DiscoveredInstanceRef = builder.objectRef<DiscoveredInstanceJson>('Discove
   fields: (t) => ({
     externalId: t.exposeString('externalId', { description: "The backend's own id (container id, VMID, moref)." }),
     name: t.exposeString('name'),
+    running: t.boolean({ nullable: true, description: 'Whether the instance runs; null when the plugin does not say.', resolve: (i) => i.running ?? null }),
     nics: t.field({ type: [DiscoveredNicRef], resolve: (i) => i.nics }),
   }),
 });
@@ -90,6 +91,7 @@ const DiscoveredInstanceInput = builder.inputType('DiscoveredInstanceInput', {
   fields: (t) => ({
     externalId: t.string({ required: true, description: "The backend's own id, 1-128 characters, unique in the report." }),
     name: t.string({ required: true, description: '1-255 characters.' }),
+    running: t.boolean({ description: 'Whether the instance runs (omit when the backend cannot tell).' }),
     nics: t.field({ type: [DiscoveredNicInput], required: true, description: 'At most 64.' }),
   }),
 });

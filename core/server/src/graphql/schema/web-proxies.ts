@@ -1,6 +1,7 @@
 /** Web proxy objects (domains served by the reverse proxy) and per-user wildcard templates. */
 import { X509Certificate } from 'node:crypto';
-import type { DomainTemplate, WebProxy } from '../../services/web-proxy-service.js';
+import type { RenewalResult } from '../../proxy/proxy-manager.js';
+import type { DomainTemplate, ProxyTraffic, WebProxy } from '../../services/web-proxy-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
@@ -25,6 +26,63 @@ const CertificateRef = builder.objectRef<X509Certificate>('UploadedCertificate')
   }),
 });
 
+const TargetStateEnum = builder.enumType('ProxyTargetState', {
+  values: {
+    OK: { value: 'ok', description: 'The target answers.' },
+    INSTANCE_STOPPED: { value: 'instance_stopped', description: "The host's agent reports the instance stopped." },
+    CONNECTION_REFUSED: { value: 'connection_refused', description: 'Nothing listens on the port.' },
+    TIMEOUT: { value: 'timeout', description: 'No answer: the address is unreachable or a firewall drops the traffic.' },
+    UNREACHABLE: { value: 'unreachable', description: 'No route to the address.' },
+    TLS_MISMATCH: { value: 'tls_mismatch', description: 'The target speaks TLS where the proxy sends HTTP, or the other way round.' },
+    BAD_RESPONSE: { value: 'bad_response', description: 'The port answers, but neither HTTP nor TLS.' },
+  } as const,
+});
+
+const CertificateStatusRef = builder.objectRef<WebProxy>('ProxyCertificateStatus').implement({
+  fields: (t) => ({
+    issuer: t.exposeString('certIssuer', { nullable: true, description: 'Issuer of the served certificate; null while none is served.' }),
+    notAfter: t.expose('certNotAfter', { type: 'DateTime', nullable: true }),
+    lastError: t.exposeString('certError', {
+      nullable: true,
+      description: "Why no valid certificate is served (Caddy's issuance error), or that an uploaded one expires soon.",
+    }),
+    checkedAt: t.expose('certCheckedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+const TargetHealthRef = builder.objectRef<WebProxy>('ProxyTargetHealth').implement({
+  fields: (t) => ({
+    state: t.field({ type: TargetStateEnum, resolve: (p) => p.targetState as never }),
+    detail: t.string({ resolve: (p) => p.targetDetail ?? '' }),
+    checkedAt: t.field({ type: 'DateTime', resolve: (p) => p.targetCheckedAt! }),
+  }),
+});
+
+const ProxyTrafficRef = builder.objectRef<ProxyTraffic>('ProxyTraffic').implement({
+  fields: (t) => ({
+    requests: t.field({ type: 'BigInt', resolve: (c) => BigInt(c.requests) }),
+    bytesSent: t.field({ type: 'BigInt', description: 'Response bodies sent to clients.', resolve: (c) => BigInt(c.bytesSent) }),
+    bytesReceived: t.field({ type: 'BigInt', description: 'Request bodies received from clients.', resolve: (c) => BigInt(c.bytesReceived) }),
+    serverErrors: t.field({ type: 'BigInt', description: 'Responses 500-599.', resolve: (c) => BigInt(c.serverErrors) }),
+    lastRequestAt: t.expose('lastRequestAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+const RenewalOutcomeEnum = builder.enumType('CertificateRenewalOutcome', {
+  values: { OK: { value: 'ok' }, RENEWED: { value: 'renewed' }, FAILED: { value: 'failed' }, UPLOAD_NEEDED: { value: 'upload_needed' } } as const,
+});
+
+const RenewalResultRef = builder.objectRef<RenewalResult>('CertificateRenewal').implement({
+  fields: (t) => ({
+    webProxyId: t.id({ resolve: (r) => r.proxyId }),
+    domain: t.exposeString('domain'),
+    outcome: t.field({ type: RenewalOutcomeEnum, resolve: (r) => r.outcome }),
+    notAfterBefore: t.expose('notAfterBefore', { type: 'DateTime', nullable: true }),
+    notAfterAfter: t.expose('notAfterAfter', { type: 'DateTime', nullable: true }),
+    detail: t.exposeString('detail'),
+  }),
+});
+
 const WebProxyRef = builder.objectRef<WebProxy>('WebProxy').implement({
   description: 'The private key of an uploaded certificate is never returned.',
   fields: (t) => ({
@@ -37,8 +95,29 @@ const WebProxyRef = builder.objectRef<WebProxy>('WebProxy').implement({
     tlsMode: t.field({ type: TlsModeEnum, resolve: (p) => p.tlsMode }),
     certificate: t.field({ type: CertificateRef, nullable: true, resolve: (p) => (p.certificatePem ? new X509Certificate(p.certificatePem) : null) }),
     websocket: t.exposeBoolean('websocket'),
-    status: t.field({ type: ApplyStatusEnum, resolve: (p) => p.status }),
+    status: t.field({
+      type: ApplyStatusEnum,
+      description: 'APPLIED: Caddy serves it. FAILED: Caddy refused it (statusError has its message).',
+      resolve: (p) => p.status,
+    }),
     statusError: t.exposeString('statusError', { nullable: true }),
+    certificateStatus: t.field({
+      type: CertificateStatusRef,
+      nullable: true,
+      description: 'The certificate Caddy serves for the domain, as last checked over TLS; null for TLS mode NONE.',
+      resolve: (p) => (p.tlsMode === 'none' ? null : p),
+    }),
+    targetHealth: t.field({
+      type: TargetHealthRef,
+      nullable: true,
+      description: 'Why the target does or does not answer, as last diagnosed (after a 502, or by diagnoseWebProxy); null until then.',
+      resolve: (p) => (p.targetState ? p : null),
+    }),
+    traffic: t.field({
+      type: ProxyTrafficRef,
+      description: "Requests and bytes through the proxy since it was created, from Caddy's access log (flushed every few seconds).",
+      resolve: async (p, _a, ctx) => ctx.services.proxies.traffic(p.id),
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
 });
@@ -126,5 +205,27 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: DeleteProxyDomainTemplateInput, required: true }) },
     errors: resultOf('DeleteProxyDomainTemplate', 'template'),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.deleteTemplate(requireActor(ctx), input.templateId),
+  }),
+}));
+
+const DiagnoseWebProxyInput = builder.inputType('DiagnoseWebProxyInput', { fields: (t) => ({ webProxyId: t.id({ required: true }) }) });
+const RenewCertificatesInput = builder.inputType('RenewCertificatesInput', {
+  fields: (t) => ({ withinDays: t.int({ description: 'Renew certificates expiring within this many days (default 30, 1-3650).' }) }),
+});
+
+builder.mutationFields((t) => ({
+  diagnoseWebProxy: t.field({
+    type: WebProxyRef,
+    description: "Checks now why the proxy's target does or does not answer; the answer is in targetHealth.",
+    args: { input: t.arg({ type: DiagnoseWebProxyInput, required: true }) },
+    errors: resultOf('DiagnoseWebProxy', 'webProxy'),
+    resolve: (_r, { input }, ctx) => ctx.services.proxies.diagnose(requireActor(ctx), input.webProxyId, ctx.services.proxyManager),
+  }),
+  renewCertificates: t.field({
+    type: [RenewalResultRef],
+    description: 'Admins: runs the renewal scan now (it also runs daily): certificates expiring within withinDays are renewed.',
+    args: { input: t.arg({ type: RenewCertificatesInput, required: false }) },
+    errors: resultOf('RenewCertificates', 'renewals'),
+    resolve: (_r, { input }, ctx) => ctx.services.proxies.renewCertificates(requireActor(ctx), input?.withinDays ?? 30, ctx.services.proxyManager),
   }),
 }));
