@@ -27,12 +27,13 @@ for (const file of resultFiles) rmSync(file, { force: true });
 // Typecheck in parallel; then the test suites one package at a time: several of them send real
 // traffic between network namespaces and measure rates (iperf3), which a 2-core machine running
 // the other suites at the same time would distort.
-// GATEHOUSE_SANDBOX=off: controllers started by tests make no sandbox (the sandbox test turns it on)
+// GATEHOUSE_SANDBOX=off: controllers started by tests make no sandbox (the sandbox test turns it on);
+// GATEHOUSE_PROXY=off: nor a Caddy on ports 80/443 (the proxy tests run theirs on free ports)
 const turboRun = (args) =>
   spawnSync('npx', ['turbo', 'run', ...args, '--continue', '--output-logs=full', '--log-order=grouped'], {
     cwd: root,
     stdio: 'inherit',
-    env: { ...process.env, GATEHOUSE_SANDBOX: 'off' },
+    env: { ...process.env, GATEHOUSE_SANDBOX: 'off', GATEHOUSE_PROXY: 'off' },
   });
 const typecheck = turboRun(['typecheck']);
 const turbo = turboRun(['test', '--concurrency=1']);

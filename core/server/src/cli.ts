@@ -4,20 +4,26 @@
  *
  *   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir .data/pglite] [--database-url URL]
  *                   [--agent-heartbeat-ms 10000] [--agent-offline-after-ms 30000] [--no-sandbox]
+ *                   [--proxy-http-port 80] [--proxy-https-port 443] [--caddy-admin SOCKET|URL] [--no-proxy] …
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
+ *   gatehouse renew-certificates --controller URL --token T [--within-days 30]
  *   gatehouse print-schema [--out schema.graphql]
  *
  * `serve` uses PostgreSQL when --database-url or DATABASE_URL is set, otherwise PGlite in the
  * data directory (GATEHOUSE_DATA_DIR, default `.data/pglite`). Run as root, it also creates the
  * sandbox host with its in-process agent (src/sandbox), unless --no-sandbox or GATEHOUSE_SANDBOX=off.
+ * Web proxies are served by a Caddy the controller runs (`caddy` on PATH, its admin API on a unix
+ * socket in .data/caddy) or reaches (--caddy-admin); see src/proxy/README.md.
  */
 import 'reflect-metadata';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { printGatehouseSchema } from './graphql/schema.js';
 import type { EmbeddedSandbox } from './sandbox/embedded-sandbox.js';
-import { startController, type Controller } from './server.js';
+import { caddyBinaryWorks } from './proxy/caddy-process.js';
+import { LETS_ENCRYPT_DIRECTORY } from './proxy/caddy-routes.js';
+import { startController, type Controller, type ControllerProxyOptions } from './server.js';
 
 const USAGE = `usage:
   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir DIR] [--database-url URL]
@@ -27,7 +33,22 @@ const USAGE = `usage:
   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
                   [--drift-interval MS]
       Runs a host agent (token also from GATEHOUSE_AGENT_TOKEN).
-  gatehouse print-schema [--out FILE]`;
+  gatehouse renew-certificates --controller URL --token T [--within-days 30]
+      Runs the certificate renewal scan now on a running controller (admin token, also from
+      GATEHOUSE_TOKEN); exits 1 when a due certificate could not be renewed.
+  gatehouse print-schema [--out FILE]
+
+  Reverse proxy options of serve (web proxies; Caddy is run from PATH unless --caddy-admin):
+      --proxy-http-port N     default 80 as root, else 8080      (GATEHOUSE_PROXY_HTTP_PORT)
+      --proxy-https-port N    default 443 as root, else 8443     (GATEHOUSE_PROXY_HTTPS_PORT)
+      --proxy-listen-host H   default all addresses              (GATEHOUSE_PROXY_LISTEN_HOST)
+      --caddy-dir DIR         default .data/caddy: admin socket, certificates, log
+      --caddy-bin PATH        default caddy                      (GATEHOUSE_CADDY_BIN)
+      --caddy-admin S|URL     use a running Caddy: a unix socket path or http://127.0.0.1:PORT
+      --acme-directory URL    default Let's Encrypt               (GATEHOUSE_ACME_DIRECTORY)
+      --acme-email EMAIL      (GATEHOUSE_ACME_EMAIL)
+      --acme-ca-roots FILES   comma-separated PEM files to trust for the ACME server itself
+      --no-proxy              serve no web proxies (GATEHOUSE_PROXY=off)`;
 
 function positiveMs(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
@@ -47,6 +68,7 @@ async function serve(argv: string[]): Promise<void> {
       'agent-heartbeat-ms': { type: 'string', default: process.env.GATEHOUSE_AGENT_HEARTBEAT_MS },
       'agent-offline-after-ms': { type: 'string', default: process.env.GATEHOUSE_AGENT_OFFLINE_AFTER_MS },
       'no-sandbox': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_SANDBOX ?? '') },
+      ...PROXY_FLAGS,
     },
   });
   const agentPresence = {
@@ -64,7 +86,8 @@ async function serve(argv: string[]): Promise<void> {
     mkdirSync(dataDir, { recursive: true });
     store = { kind: 'pglite' as const, dataDir };
   }
-  const controller = await startController({ store, port, host: values.host, logger: console, agentPresence });
+  const proxy = await proxyOptions(values);
+  const controller = await startController({ store, port, host: values.host, logger: console, agentPresence, proxy });
   if (controller.bootstrapSecret) {
     process.stdout.write(
       [
@@ -116,6 +139,114 @@ async function startEmbeddedSandbox(controller: Controller): Promise<EmbeddedSan
   }
 }
 
+const root = process.getuid?.() === 0;
+const PROXY_FLAGS = {
+  'proxy-http-port': { type: 'string', default: process.env.GATEHOUSE_PROXY_HTTP_PORT ?? (root ? '80' : '8080') },
+  'proxy-https-port': { type: 'string', default: process.env.GATEHOUSE_PROXY_HTTPS_PORT ?? (root ? '443' : '8443') },
+  'proxy-listen-host': { type: 'string', default: process.env.GATEHOUSE_PROXY_LISTEN_HOST ?? '' },
+  'caddy-dir': { type: 'string', default: process.env.GATEHOUSE_CADDY_DIR ?? '.data/caddy' },
+  'caddy-bin': { type: 'string', default: process.env.GATEHOUSE_CADDY_BIN ?? 'caddy' },
+  'caddy-admin': { type: 'string', default: process.env.GATEHOUSE_CADDY_ADMIN },
+  'acme-directory': { type: 'string', default: process.env.GATEHOUSE_ACME_DIRECTORY ?? LETS_ENCRYPT_DIRECTORY },
+  'acme-email': { type: 'string', default: process.env.GATEHOUSE_ACME_EMAIL },
+  'acme-ca-roots': { type: 'string', default: process.env.GATEHOUSE_ACME_CA_ROOTS },
+  'no-proxy': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_PROXY ?? '') },
+} as const;
+
+function tcpPort(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`--${flag} ${JSON.stringify(value)} must be an integer from 1 to 65535`);
+  return n;
+}
+
+/** The reverse proxy's options from the serve flags; undefined (with the reason printed) when there is none. */
+async function proxyOptions(values: { [K in keyof typeof PROXY_FLAGS]?: string | boolean }): Promise<ControllerProxyOptions | undefined> {
+  if (values['no-proxy']) return undefined;
+  const httpPort = tcpPort('proxy-http-port', String(values['proxy-http-port']));
+  const httpsPort = tcpPort('proxy-https-port', String(values['proxy-https-port']));
+  if (httpPort === httpsPort) throw new Error(`--proxy-http-port and --proxy-https-port are both ${httpPort}; they must differ`);
+  const acmeDirectory = String(values['acme-directory']);
+  if (!/^https:\/\/[^\s]+$/.test(acmeDirectory)) throw new Error(`--acme-directory ${JSON.stringify(acmeDirectory)} must be an https:// URL`);
+  const roots = values['acme-ca-roots']
+    ? String(values['acme-ca-roots'])
+        .split(',')
+        .map((f) => resolve(f.trim()))
+    : [];
+  for (const file of roots) if (!existsSync(file)) throw new Error(`--acme-ca-roots: ${file} does not exist`);
+  const caddyDir = resolve(String(values['caddy-dir']));
+  const common = {
+    settings: {
+      listenHost: String(values['proxy-listen-host'] ?? ''),
+      httpPort,
+      httpsPort,
+      acme: { directoryUrl: acmeDirectory, ...(values['acme-email'] ? { email: String(values['acme-email']) } : {}), trustedRootsPemFiles: roots },
+    },
+    logSocketPath: join(caddyDir, 'log.sock'),
+  };
+  const admin = values['caddy-admin'] ? String(values['caddy-admin']) : undefined;
+  if (admin) {
+    mkdirSync(caddyDir, { recursive: true, mode: 0o700 });
+    if (/^https?:\/\//.test(admin)) {
+      const url = new URL(admin);
+      if (!['127.0.0.1', '[::1]', 'localhost'].includes(url.hostname))
+        throw new Error(`--caddy-admin ${admin}: the admin API must be on loopback or a unix socket`);
+      return { ...common, admin: { url: admin }, adminConfig: { listen: url.host, enforce_origin: true, origins: [url.host], config: { persist: false } } };
+    }
+    const socketPath = resolve(admin);
+    return { ...common, admin: { socketPath }, adminConfig: { listen: `unix/${socketPath}`, config: { persist: false } } };
+  }
+  const binary = String(values['caddy-bin']);
+  if (!(await caddyBinaryWorks(binary))) {
+    console.warn(`web proxies: "${binary}" does not run here, so web proxies stay PENDING (install Debian's caddy, or pass --caddy-admin / --no-proxy)`);
+    return undefined;
+  }
+  return { ...common, run: { dir: caddyDir, binary } };
+}
+
+/** `gatehouse renew-certificates`: the renewal scan through a running controller's API. */
+async function renewCertificatesCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      controller: { type: 'string', default: process.env.GATEHOUSE_CONTROLLER ?? 'http://127.0.0.1:4000/graphql' },
+      token: { type: 'string', default: process.env.GATEHOUSE_TOKEN },
+      'within-days': { type: 'string', default: '30' },
+    },
+  });
+  if (!values.token) throw new Error('--token (or GATEHOUSE_TOKEN) is required: an admin API token');
+  const withinDays = Number(values['within-days']);
+  if (!Number.isInteger(withinDays) || withinDays < 1 || withinDays > 3650)
+    throw new Error(`--within-days ${JSON.stringify(values['within-days'])} must be an integer from 1 to 3650`);
+  const query = `mutation($d: Int) { renewCertificates(input: { withinDays: $d }) { __typename
+    ... on RenewCertificatesPayload { renewals { domain outcome notAfterBefore notAfterAfter detail } }
+    ... on Error { code message } } }`;
+  process.stdout.write(`renewal scan on ${values.controller}: certificates expiring within ${withinDays} days (this waits for Caddy to renew)\n`);
+  const response = await fetch(values.controller, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${values.token}` },
+    body: JSON.stringify({ query, variables: { d: withinDays } }),
+  });
+  const body = (await response.json()) as {
+    data?: { renewCertificates: { __typename: string; renewals?: Renewal[]; code?: string; message?: string } };
+    errors?: { message: string }[];
+  };
+  if (body.errors?.length) throw new Error(body.errors.map((e) => e.message).join('; '));
+  const result = body.data!.renewCertificates;
+  if (!result.renewals) throw new Error(`${result.code}: ${result.message}`);
+  for (const r of result.renewals) process.stdout.write(`  ${r.outcome.padEnd(13)} ${r.domain}  ${r.detail}\n`);
+  const count = (o: string) => result.renewals!.filter((r) => r.outcome === o).length;
+  process.stdout.write(
+    `${result.renewals.length} certificates: ${count('RENEWED')} renewed, ${count('FAILED')} failed, ${count('UPLOAD_NEEDED')} uploaded to replace, ${count('OK')} not due\n`,
+  );
+  if (count('FAILED') > 0) process.exitCode = 1;
+}
+
+interface Renewal {
+  domain: string;
+  outcome: string;
+  detail: string;
+}
+
 function printSchemaCommand(argv: string[]): void {
   const { values } = parseArgs({ args: argv, options: { out: { type: 'string' } } });
   const sdl = printGatehouseSchema();
@@ -131,6 +262,8 @@ async function main(): Promise<void> {
     case 'agent':
       // the host agent's own command, so one installed `gatehouse` runs both sides
       return (await import('@gatehouse/host-agent')).runAgent(rest);
+    case 'renew-certificates':
+      return renewCertificatesCommand(rest);
     case 'print-schema':
       return printSchemaCommand(rest);
     default:

@@ -7,11 +7,12 @@
  * ruleset never gets a Gatehouse table.
  */
 import { labAvailable } from '@gatehouse/sdk/testkit';
+import { caddyAvailable, freePort } from 'caddy-api-client/testing';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SANDBOX_LAYOUT } from '../src/sandbox/sandbox-layout.js';
@@ -21,6 +22,9 @@ import { REQUIRE_SYSTEM } from './support/stores.js';
 
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
 const available = await labAvailable();
+// the controller's own Caddy on free ports, for a web proxy to a sandbox instance
+const withCaddy = await caddyAvailable();
+const [proxyHttpPort, proxyHttpsPort] = [await freePort(), await freePort()];
 
 /** `gatehouse serve` from source, run from the repository root as the README's command does. */
 interface Serve {
@@ -34,7 +38,16 @@ function serve(dataDir: string): Serve {
   const child = spawn(process.execPath, ['--import', 'tsx', 'core/server/src/cli.ts', 'serve', '--port', '0', '--data-dir', dataDir], {
     cwd: REPO,
     // PGlite, and the sandbox on even where the test runner turns it off for other tests
-    env: { ...process.env, DATABASE_URL: '', GATEHOUSE_SANDBOX: 'on' },
+    env: {
+      ...process.env,
+      DATABASE_URL: '',
+      GATEHOUSE_SANDBOX: 'on',
+      GATEHOUSE_PROXY: withCaddy ? 'on' : 'off',
+      GATEHOUSE_PROXY_LISTEN_HOST: '127.0.0.1',
+      GATEHOUSE_PROXY_HTTP_PORT: String(proxyHttpPort),
+      GATEHOUSE_PROXY_HTTPS_PORT: String(proxyHttpsPort),
+      GATEHOUSE_CADDY_DIR: join(dataDir, '..', `${basename(dataDir)}-caddy`),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -58,10 +71,10 @@ function serve(dataDir: string): Serve {
 }
 
 /** GET from this machine's namespace: the body, or the error code. */
-function httpGet(url: string): Promise<string> {
+function httpGet(url: string, host?: string): Promise<string> {
   return new Promise((resolve) => {
     // a new connection each time, as curl makes one
-    const req = request(url, { timeout: 2000, agent: false }, (res) => {
+    const req = request(url, { timeout: 2000, agent: false, ...(host ? { headers: { host } } : {}) }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve(body));
@@ -128,6 +141,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('the embedded default as root: sa
       rmSync(SANDBOX_STATE_FILE, { force: true });
     }
     rmSync(dataDir, { recursive: true, force: true });
+    rmSync(join(dataDir, '..', `${basename(dataDir)}-caddy`), { recursive: true, force: true });
   }, 60_000);
 
   it('prints a createPortForward and a curl that work as printed, and removes the sandbox on SIGTERM', async () => {
@@ -154,6 +168,19 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('the embedded default as root: sa
 
     expect(await until(async () => (await httpGet(curlUrl)) === `${answer}\n`, 20_000)).toBe(true);
     expect(await gatehouseTableInRootNamespace()).toBe(await hadGatehouseTable);
+
+    // a web proxy to the same instance, served by the Caddy the controller runs
+    if (withCaddy || REQUIRE_SYSTEM) {
+      const instanceId = /instanceId: "([0-9a-f-]{36})"/.exec(mutation!)![1];
+      const proxy = await post(
+        url!,
+        admin,
+        `mutation { createWebProxy(input: { instanceId: "${instanceId}", domain: "web1.sandbox.test", targetPort: 80, tlsMode: NONE }) { __typename ... on Error { message } } }`,
+      );
+      expect(proxy.body.data?.createWebProxy.__typename).toBe('CreateWebProxyPayload');
+      const viaCaddy = `http://127.0.0.1:${proxyHttpPort}/`;
+      expect(await until(async () => (await httpGet(viaCaddy, 'web1.sandbox.test')) === `${answer}\n`, 20_000)).toBe(true);
+    }
 
     expect(await terminate(first)).toBe(0);
     expect(await sandboxNamespaces()).toEqual([]);

@@ -4,7 +4,7 @@
  * when a restarted Caddy has lost it. Restarted with backoff when it exits; stopped by its PID.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CaddyAdminConfig } from 'caddy-api-client';
 import type { Logger } from '../logger.js';
@@ -40,6 +40,8 @@ export class CaddySupervisor {
 
   start(): void {
     this.stopping = false;
+    this.stopLeftover();
+    rmSync(this.socketPath, { force: true });
     const configFile = join(this.dir, 'bootstrap.json');
     writeFileSync(configFile, JSON.stringify({ admin: this.adminConfig }));
     const log = openSync(join(this.dir, 'caddy.log'), 'a');
@@ -48,6 +50,7 @@ export class CaddySupervisor {
     const child = spawn(this.binary, ['run', '--config', configFile], { env, stdio: ['ignore', log, log] });
     closeSync(log);
     this.child = child;
+    if (child.pid) writeFileSync(this.pidFile, String(child.pid));
     child.once('error', (err) => this.logger.error(`caddy: ${err.message}`));
     child.once('exit', (code, signal) => {
       if (this.stopping) return;
@@ -57,6 +60,40 @@ export class CaddySupervisor {
       this.restartTimer.unref();
     });
     this.logger.info(`caddy started (pid ${child.pid}, admin on ${this.socketPath})`);
+  }
+
+  private get pidFile(): string {
+    return join(this.dir, 'caddy.pid');
+  }
+
+  /**
+   * A Caddy an earlier controller started here and left running (that controller was killed):
+   * stopped by the PID it recorded, and only if that process is still Caddy run on this directory's config.
+   */
+  private stopLeftover(): void {
+    let pid: number;
+    try {
+      pid = Number(readFileSync(this.pidFile, 'utf8'));
+    } catch {
+      return;
+    }
+    if (!Number.isInteger(pid) || pid <= 1 || pid === this.child?.pid) return;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      return; // not running
+    }
+    if (!cmdline.includes(join(this.dir, 'bootstrap.json'))) return;
+    this.logger.warn(`stopping the Caddy (pid ${pid}) an earlier controller left running in ${this.dir}`);
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return; // gone meanwhile
+    }
+    // its ports and socket are free once it is gone (a killed process goes within milliseconds)
+    const sleeper = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) Atomics.wait(sleeper, 0, 0, 20);
   }
 
   /** SIGTERM by PID, SIGKILL after 5 s. */
@@ -70,5 +107,6 @@ export class CaddySupervisor {
     const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
     await exited;
     clearTimeout(timer);
+    rmSync(this.pidFile, { force: true });
   }
 }

@@ -130,6 +130,10 @@ export class SandboxNetwork {
     await run('ip', ['link', 'set', l.rootIf, 'up']);
     await run('ip', ['addr', 'add', `${l.publicAddress}/${l.uplinkPrefixLength}`, 'dev', l.hostIf], { netns: l.hostNetns });
     await run('ip', ['link', 'set', l.hostIf, 'up'], { netns: l.hostNetns });
+    // the instances' network is reached from here through the sandbox host, as Caddy (web proxies)
+    // on a controller reaches instances; the route goes with the link. Left out (not an error)
+    // when that network is already routed here.
+    if (!(await this.routed(l.pool.cidr))) await run('ip', ['route', 'add', l.pool.cidr, 'via', l.publicAddress, 'dev', l.rootIf]);
     // routing between the uplink and the instances, in the host namespace only
     await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], { netns: l.hostNetns });
     for (const instance of l.instances) {
@@ -137,6 +141,13 @@ export class SandboxNetwork {
       await run('ip', ['netns', 'add', netns]);
       await run('ip', ['link', 'set', 'lo', 'up'], { netns });
     }
+  }
+
+  /** Whether a route on this machine overlaps `cidr` (the default route aside). */
+  private async routed(cidr: string): Promise<boolean> {
+    const wanted = cidrOf(cidr);
+    const routes = JSON.parse(await run('ip', ['-j', '-4', 'route', 'show'])) as { dst: string }[];
+    return routes.some((r) => r.dst !== 'default' && overlaps(wanted, cidrOf(r.dst.includes('/') ? r.dst : `${r.dst}/32`)));
   }
 
   /** Starts the demo HTTP server of an instance in its namespace; resolves once it listens. */
