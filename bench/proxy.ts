@@ -8,12 +8,14 @@
  *   root ns: load generator, prober, Caddy 127.0.0.1:<http>, controller ── veth 10.253.0.254 │ 10.253.0.1:8080 backend (ns)
  *
  * Measured:
- *  1. Requests per second through Caddy against direct to the backend, in the same run, rounds
- *     alternating the order: with 1 domain, and again with 1,000 domains (through the domain whose
- *     route is the last of the 1,000: Caddy tries routes in order). The load generator is a separate
- *     node process (bench/proxy-client.ts: node:http keep-alive Agent, BENCH_PROXY_CONCURRENCY
- *     connections each sending GET / back to back; a reply counts when it is a 200 with a body);
- *     CPU of load generator, backend, Caddy and controller over the counted window is read from /proc.
+ *  1. Requests per second through Caddy against direct to the backend, in the same run, the order
+ *     reversed every other round: with 1 domain, and again with 1,000 domains, through the domain
+ *     whose route is the last of the 1,000 and through the first (Caddy tries routes in order). The
+ *     load generator is a separate node process (bench/proxy-client.ts: node:http keep-alive Agent,
+ *     BENCH_PROXY_CONCURRENCY connections each sending GET / back to back; a reply counts when it is
+ *     a 200 with a body), so it does not compete with the controller's event loop (which parses
+ *     Caddy's access log). CPU of load generator, backend, Caddy and controller over the counted
+ *     window is read from /proc; Caddy's CPU per request does not depend on what else runs.
  *  2. One new domain, created through the GraphQL API: the mutation's time, then until
  *     `manager.sync()` resolves, and from the mutation sent until a prober (its own process,
  *     polling every 2 ms on a new connection) gets the backend's reply through Caddy. With 0 proxies
@@ -24,7 +26,7 @@
  *
  *   npx tsx bench/proxy.ts     (as root, `caddy` on PATH; npm run build -w caddy-api-client -w @gatehouse/sdk first)
  *     BENCH_PROXY_CONCURRENCY=32 BENCH_PROXY_WARMUP_S=1 BENCH_PROXY_SECONDS=5 BENCH_PROXY_ROUNDS=3
- *     BENCH_PROXY_DOMAINS=1000 BENCH_PROXY_TRIALS=5 BENCH_PROXY_FULL_LOADS=3
+ *     BENCH_PROXY_DOMAINS=1000 BENCH_PROXY_TRIALS=5 BENCH_PROXY_FULL_LOADS=3 BENCH_PROXY_ACCESS_LOG=1 (0: Caddy without the access log)
  */
 import 'reflect-metadata';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -35,7 +37,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { count, desc, eq } from 'drizzle-orm';
+import { count, eq } from 'drizzle-orm';
 import { caddyAvailable, freePort } from 'caddy-api-client/testing';
 import { run } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
@@ -55,6 +57,8 @@ const ROUNDS = Number(process.env.BENCH_PROXY_ROUNDS ?? 3);
 const DOMAINS = Number(process.env.BENCH_PROXY_DOMAINS ?? 1000);
 const TRIALS = Number(process.env.BENCH_PROXY_TRIALS ?? 5);
 const FULL_LOADS = Number(process.env.BENCH_PROXY_FULL_LOADS ?? 3);
+/** 0: Caddy without the access log the controller counts traffic from (a diagnostic; `gatehouse serve` always has it). */
+const ACCESS_LOG = process.env.BENCH_PROXY_ACCESS_LOG !== '0';
 
 // a subnet no test uses: the backend's namespace end and the root namespace's end of one veth
 const BACKEND_ADDRESS = '10.253.0.1';
@@ -83,6 +87,11 @@ function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length / 2;
   return sorted.length % 2 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function ordinal(k: number): string {
+  const suffix = k % 100 >= 11 && k % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][k % 10] ?? 'th');
+  return `${k.toLocaleString('en-US')}${suffix}`;
 }
 
 function ratio(a: number, b: number): string {
@@ -283,6 +292,8 @@ function shortPath(path: string): string {
 
 /** What one sync run did, from its spans. */
 interface SyncRun {
+  /** When the run started, from the origin given to `syncRuns` (the mutation sent). */
+  startMs: number;
   totalMs: number;
   loadSitesMs: number;
   applyMs: number;
@@ -291,7 +302,7 @@ interface SyncRun {
   caddy: { name: string; ms: number }[];
 }
 
-function syncRuns(spans: readonly Span[]): SyncRun[] {
+function syncRuns(spans: readonly Span[], origin: bigint): SyncRun[] {
   return spans
     .filter((s) => s.name === 'syncOnce')
     .sort((a, b) => Number(a.start - b.start))
@@ -300,6 +311,7 @@ function syncRuns(spans: readonly Span[]): SyncRun[] {
       const sum = (name: string) => inside.filter((s) => s.name === name).reduce((t, s) => t + msBetween(s.start, s.end), 0);
       const caddy = inside.filter((s) => s.name.startsWith('caddy ')).map((s) => ({ name: s.name.slice(6), ms: msBetween(s.start, s.end) }));
       return {
+        startMs: msBetween(origin, run.start),
         totalMs: msBetween(run.start, run.end),
         loadSitesMs: sum('loadSites'),
         applyMs: sum('applyChanges') + sum('loadAll'),
@@ -392,7 +404,7 @@ async function main(): Promise<void> {
       // tlsMode NONE only: the ACME directory is never asked; a loopback address keeps it so
       settings: { listenHost: '127.0.0.1', httpPort, httpsPort, acme: { directoryUrl: 'https://127.0.0.1:9/directory' } },
       // as `gatehouse serve` runs it: Caddy's access log into the controller, traffic counted per proxy
-      logSocketPath,
+      ...(ACCESS_LOG ? { logSocketPath } : {}),
     });
     const recorder = new Recorder();
     /** A fresh Caddy and a manager for it, registered for the API; `start` is timed by the caller. */
@@ -493,7 +505,10 @@ async function main(): Promise<void> {
         mutationMs: msBetween(sent, responded),
         syncMs: msBetween(responded, synced),
         servedMs: msBetween(sent, at),
-        runs: syncRuns(recorder.spans.filter((s) => s.start >= sent && s.end <= synced)),
+        runs: syncRuns(
+          recorder.spans.filter((s) => s.start >= sent && s.end <= synced),
+          sent,
+        ),
       };
     };
 
@@ -515,18 +530,19 @@ async function main(): Promise<void> {
       };
       const failures = Object.entries(run.failures);
       console.error(
-        `  ${variant.padEnd(34)} ${run.perSecond.toFixed(0).padStart(6)} req/s  p50 ${run.p50Ms.toFixed(2)} ms  p99 ${run.p99Ms.toFixed(2)} ms  cores: load ${run.cores.load.toFixed(2)} backend ${run.cores.backend.toFixed(2)} caddy ${run.cores.caddy.toFixed(2)} controller ${run.cores.controller.toFixed(2)} machine ${run.cores.machine.toFixed(2)}${failures.length ? `  failures ${failures.map(([k, v]) => `${k}:${v}`).join(' ')}` : ''}`,
+        `  ${variant.padEnd(34)} ${run.perSecond.toFixed(0).padStart(6)} req/s  p50 ${run.p50Ms.toFixed(2)} ms  p99 ${run.p99Ms.toFixed(2)} ms  cores: load ${run.cores.load.toFixed(2)} backend ${run.cores.backend.toFixed(2)} caddy ${run.cores.caddy.toFixed(2)} controller ${run.cores.controller.toFixed(2)} machine (all processes) ${run.cores.machine.toFixed(2)}${failures.length ? `  failures ${failures.map(([k, v]) => `${k}:${v}`).join(' ')}` : ''}`,
       );
       return run;
     };
-    /** ROUNDS rounds of direct and through Caddy for `host`, order alternating. */
-    const loadRounds = async (proxyVariant: string, host: string): Promise<LoadRun[]> => {
-      const direct = { address: BACKEND_ADDRESS, port: BACKEND_PORT, host: `${BACKEND_ADDRESS}:${BACKEND_PORT}` };
-      const viaCaddy = { address: '127.0.0.1', port: httpPort, host };
+    /** ROUNDS rounds of direct and through Caddy for each host, order reversed every other round. */
+    const loadRounds = async (viaCaddy: { variant: string; host: string }[]): Promise<LoadRun[]> => {
+      const variants = [
+        { variant: 'direct', target: { address: BACKEND_ADDRESS, port: BACKEND_PORT, host: `${BACKEND_ADDRESS}:${BACKEND_PORT}` } },
+        ...viaCaddy.map(({ variant, host }) => ({ variant, target: { address: '127.0.0.1', port: httpPort, host } })),
+      ];
       const runs: LoadRun[] = [];
       for (let round = 0; round < ROUNDS; round++) {
-        const order = round % 2 === 0 ? (['direct', proxyVariant] as const) : ([proxyVariant, 'direct'] as const);
-        for (const variant of order) runs.push(await loadRun(variant, variant === 'direct' ? direct : viaCaddy));
+        for (const { variant, target } of round % 2 === 0 ? variants : [...variants].reverse()) runs.push(await loadRun(variant, target));
       }
       return runs;
     };
@@ -534,6 +550,9 @@ async function main(): Promise<void> {
     // 2a. the 1st domain, with no proxy present (deleted again after each trial)
     console.error(`proxy: lab ${lab.prefix}, Caddy on 127.0.0.1:${httpPort}; ${TRIALS} trials of the 1st domain (0 present)`);
     const firstTrials: DomainTrial[] = [];
+    // one uncounted trial first: the API's, the manager's and Caddy's first calls are slower
+    await deleteProxy((await addDomain(`warmup.${ZONE}`)).id);
+    await manager.sync();
     for (let t = 0; t < TRIALS; t++) {
       if ((await proxiesPresent()) !== 0) throw new Error('proxies are present before a 1st-domain trial');
       const trial = await addDomain(`first-${t}.${ZONE}`);
@@ -549,7 +568,7 @@ async function main(): Promise<void> {
     console.error(`proxy: ${ROUNDS} rounds of direct / through Caddy, ${CONCURRENCY} connections, ${DURATION_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up`);
     const loadDomain = `load.${ZONE}`;
     await addDomain(loadDomain);
-    const oneDomainRuns = await loadRounds('through Caddy, 1 domain', loadDomain);
+    const oneDomainRuns = await loadRounds([{ variant: 'through Caddy, 1 domain', host: loadDomain }]);
 
     // the other proxies, through the service (same validation and audit as the API, without HTTP),
     // with the manager running: each creation's audit event starts a sync, as in production
@@ -565,8 +584,9 @@ async function main(): Promise<void> {
     const bulkAppliedMs = msBetween(bulkStart, nowNs());
     if ((await proxiesPresent()) !== DOMAINS) throw new Error(`${await proxiesPresent()} proxies present, expected ${DOMAINS}`);
     // the domain whose route Caddy tries last (routes are in id order on a full load, appended after)
-    const [lastRow] = await openedStore.db.select({ domain: webProxies.domain }).from(webProxies).orderBy(desc(webProxies.id)).limit(1);
-    const lastDomain = lastRow!.domain;
+    const inOrder = await openedStore.db.select({ domain: webProxies.domain }).from(webProxies).orderBy(webProxies.id);
+    const lastDomain = inOrder[inOrder.length - 1]!.domain;
+    if (inOrder[0]!.domain !== loadDomain) throw new Error(`${inOrder[0]!.domain}, not ${loadDomain}, is the first route`);
     const lastServed = probe.probe(lastDomain, 30_000);
     if ((await lastServed.served) === undefined) throw new Error(`${lastDomain} is not served after the bulk creation`);
     console.error(`  created in ${(bulkCreatedMs / 1000).toFixed(1)} s, all APPLIED after ${(bulkAppliedMs / 1000).toFixed(1)} s`);
@@ -586,7 +606,7 @@ async function main(): Promise<void> {
       manager = fresh;
       const at = await served;
       if (at === undefined) throw new Error(`${lastDomain}: not served within 60 s of a full load`);
-      const [run] = syncRuns(recorder.spans);
+      const [run] = syncRuns(recorder.spans, start);
       fullLoads.push({ startMs: msBetween(start, started), servedMs: msBetween(start, at), run: run! });
       console.error(
         `  start() ${msBetween(start, started).toFixed(0)} ms (loadSites ${run!.loadSitesMs.toFixed(0)}, Caddy load ${run!.caddyMs.toFixed(0)}, recordStatuses ${run!.recordMs.toFixed(0)}), last domain served after ${msBetween(start, at).toFixed(0)} ms`,
@@ -594,23 +614,27 @@ async function main(): Promise<void> {
     }
     if ((await appliedPresent()) !== DOMAINS) throw new Error('not every proxy is APPLIED after the full load');
 
-    // 1b. requests per second with DOMAINS domains, through the domain whose route is last
-    console.error(`proxy: ${ROUNDS} rounds of direct / through Caddy with ${DOMAINS} domains (${lastDomain}, the last route)`);
-    const manyDomainRuns = await loadRounds(`through Caddy, ${DOMAINS} domains`, lastDomain);
+    // 1b. requests per second with DOMAINS domains, through the domain whose route Caddy tries
+    // last, and through the one it tries first (created before the others)
+    console.error(`proxy: ${ROUNDS} rounds of direct / through Caddy with ${DOMAINS} domains (${lastDomain}, the last route; ${loadDomain}, the first)`);
+    const manyDomainRuns = await loadRounds([
+      { variant: `through Caddy, ${DOMAINS} domains, last route`, host: lastDomain },
+      { variant: `through Caddy, ${DOMAINS} domains, first route`, host: loadDomain },
+    ]);
 
     // 2b. the DOMAINS+1st … domains
-    console.error(`proxy: ${TRIALS} trials of the ${DOMAINS + 1}st… domain (${DOMAINS}… present)`);
+    console.error(`proxy: ${TRIALS} trials of the ${ordinal(DOMAINS + 1)}… domain (${DOMAINS}… present)`);
     const laterTrials: DomainTrial[] = [];
     for (let t = 0; t < TRIALS; t++) {
       const trial = await addDomain(`later-${t}.${ZONE}`);
       laterTrials.push(trial);
       const applying = trial.runs.find((r) => r.caddy.some((c) => c.name.startsWith('POST')));
       console.error(
-        `  ${trial.domain} (${DOMAINS + 1 + t}th): mutation ${trial.mutationMs.toFixed(1)} ms, sync ${trial.syncMs.toFixed(1)} ms (${trial.runs.length} runs), sent→served ${trial.servedMs.toFixed(1)} ms; applying run ${applying ? `${applying.totalMs.toFixed(1)} ms: ${applying.caddy.map((c) => `${c.name} ${c.ms.toFixed(1)}`).join(', ')}` : 'not seen'}`,
+        `  ${trial.domain} (${ordinal(DOMAINS + 1 + t)}): mutation ${trial.mutationMs.toFixed(1)} ms, sync ${trial.syncMs.toFixed(1)} ms (${trial.runs.length} runs), sent→served ${trial.servedMs.toFixed(1)} ms; applying run ${applying ? `${applying.totalMs.toFixed(1)} ms: ${applying.caddy.map((c) => `${c.name} ${c.ms.toFixed(1)}`).join(', ')}` : 'not seen'}`,
       );
     }
 
-    report({ oneDomainRuns, manyDomainRuns, firstTrials, laterTrials, fullLoads, bulkCreatedMs, bulkAppliedMs, lastDomain });
+    report({ oneDomainRuns, manyDomainRuns, firstTrials, laterTrials, fullLoads, bulkCreatedMs, bulkAppliedMs, lastDomain, loadDomain });
   } finally {
     await prober?.close().catch(() => undefined);
     await manager?.stop().catch((err: unknown) => console.error('proxy: manager.stop failed', err));
@@ -643,114 +667,124 @@ function report(r: {
   bulkCreatedMs: number;
   bulkAppliedMs: number;
   lastDomain: string;
+  loadDomain: string;
 }): void {
   const n = DOMAINS.toLocaleString('en-US');
-  console.log(`\nReverse proxy benchmark: Caddy ${caddyVersion()} driven by Gatehouse's ProxyManager (PGlite), tlsMode NONE, access log into the controller.`);
+  const nth = ordinal(DOMAINS + 1);
+  const isDirect = (x: LoadRun) => x.variant === 'direct';
+  const rate = (runs: LoadRun[], variant: string) => median(runs.filter((x) => x.variant === variant).map((x) => x.perSecond));
+  const directRate = (runs: LoadRun[]) => median(runs.filter(isDirect).map((x) => x.perSecond));
+  /** Caddy's CPU time per request, in µs: independent of how much of the machine others take. */
+  const caddyUs = (runs: LoadRun[], variant: string) => median(runs.filter((x) => x.variant === variant).map((x) => (x.cores.caddy / x.perSecond) * 1e6));
+  const one = 'through Caddy, 1 domain';
+  const last = `through Caddy, ${DOMAINS} domains, last route`;
+  const first = `through Caddy, ${DOMAINS} domains, first route`;
+
   console.log(
-    `Backend: the tests' node HTTP server (proxy-backend.mjs) in a network namespace at ${BACKEND_ADDRESS}:${BACKEND_PORT}, reached over a veth; Caddy on 127.0.0.1.`,
+    `\nReverse proxy benchmark: Caddy ${caddyVersion()} driven by Gatehouse's ProxyManager (PGlite), tlsMode NONE, ${ACCESS_LOG ? 'access log into the controller (as `gatehouse serve` runs it)' : 'WITHOUT the access log (BENCH_PROXY_ACCESS_LOG=0)'}.`,
   );
   console.log(
-    `Load: bench/proxy-client.ts in its own node process, ${CONCURRENCY} keep-alive connections (node:http Agent) sending GET / back to back, ${DURATION_MS / 1000} s counted after ${WARMUP_MS / 1000} s warm-up;`,
+    `Backend: the tests' node HTTP server (proxy-backend.mjs) in a network namespace at ${BACKEND_ADDRESS}:${BACKEND_PORT}, over a veth; Caddy on 127.0.0.1.`,
   );
-  console.log(`median of ${ROUNDS} rounds (order alternating). Machine: ${cpuCount()} cores shared by load generator, backend, Caddy and controller.`);
-  console.log('\nrequests per second                 req/s (range)          p50 ms   p99 ms   vs direct | CPU cores: load backend  caddy  ctrl  machine');
-  const rows = (runs: LoadRun[]) => {
-    const isDirect = (variant: string) => variant.startsWith('direct');
-    const variants = [...new Set(runs.map((x) => x.variant))].sort((a, b) => Number(isDirect(b)) - Number(isDirect(a)));
-    const direct = median(runs.filter((x) => isDirect(x.variant)).map((x) => x.perSecond));
-    for (const variant of variants) {
+  console.log(
+    `Load: bench/proxy-client.ts in its own node process, ${CONCURRENCY} keep-alive connections (node:http Agent) sending GET / back to back, ${DURATION_MS / 1000} s counted`,
+  );
+  console.log(
+    `after ${WARMUP_MS / 1000} s warm-up, median of ${ROUNDS} rounds (order reversed every other round). ${cpuCount()} cores shared by load generator, backend, Caddy, controller`,
+  );
+  console.log("and anything else running; CPU from /proc over the counted window, in cores ('others': the rest of the machine's busy time).");
+  console.log(
+    '\nrequests per second                      req/s (range)        p50 ms   p99 ms  vs direct | CPU cores: load backend  caddy  ctrl others | caddy µs/req',
+  );
+  const rows = (runs: LoadRun[], directLabel: string) => {
+    const direct = directRate(runs);
+    for (const variant of [...new Set(runs.map((x) => x.variant))].sort((a, b) => Number(b === 'direct') - Number(a === 'direct'))) {
       const xs = runs.filter((x) => x.variant === variant);
-      const rate = median(xs.map((x) => x.perSecond));
       const m = (f: (x: LoadRun) => number) => median(xs.map(f));
+      const cell = (f: (x: LoadRun) => number, width: number) => m(f).toFixed(2).padStart(width);
       const range = `${Math.min(...xs.map((x) => x.perSecond)).toFixed(0)}-${Math.max(...xs.map((x) => x.perSecond)).toFixed(0)}`;
       const failures = xs.reduce((t, x) => t + Object.values(x.failures).reduce((a, b) => a + b, 0), 0);
+      const cores = [
+        cell((x) => x.cores.load, 16),
+        cell((x) => x.cores.backend, 7),
+        cell((x) => x.cores.caddy, 6),
+        cell((x) => x.cores.controller, 5),
+        cell((x) => Math.max(0, x.cores.machine - x.cores.load - x.cores.backend - x.cores.caddy - x.cores.controller), 6),
+      ];
+      const perRequest = variant === 'direct' ? '' : caddyUs(runs, variant).toFixed(0).padStart(13);
       console.log(
-        `${variant.padEnd(36)}${rate.toFixed(0).padStart(6)} (${range})`.padEnd(59) +
-          `${m((x) => x.p50Ms)
-            .toFixed(2)
-            .padStart(6)} ${m((x) => x.p99Ms)
-            .toFixed(2)
-            .padStart(8)} ${ratio(rate, direct).padStart(10)} |` +
-          `${m((x) => x.cores.load)
-            .toFixed(2)
-            .padStart(16)} ${m((x) => x.cores.backend)
-            .toFixed(2)
-            .padStart(7)} ${m((x) => x.cores.caddy)
-            .toFixed(2)
-            .padStart(6)} ${m((x) => x.cores.controller)
-            .toFixed(2)
-            .padStart(5)} ${m((x) => x.cores.machine)
-            .toFixed(2)
-            .padStart(8)}` +
+        `${(variant === 'direct' ? directLabel : variant).padEnd(40)}${rate(runs, variant).toFixed(0).padStart(6)} (${range})`.padEnd(66) +
+          `${cell((x) => x.p50Ms, 6)} ${cell((x) => x.p99Ms, 8)} ${ratio(rate(runs, variant), direct).padStart(10)} |${cores.join(' ')} |${perRequest}` +
           (failures > 0 ? `   ${failures} failed requests` : ''),
       );
     }
   };
-  rows(r.oneDomainRuns);
-  rows(r.manyDomainRuns.map((x) => (x.variant === 'direct' ? { ...x, variant: 'direct (again, later in the run)' } : x)));
-  console.log(`  (${r.lastDomain} is the last of the ${n} routes; Caddy tries routes in order)`);
+  rows(r.oneDomainRuns, 'direct');
+  rows(r.manyDomainRuns, `direct (again, ${n} domains in Caddy)`);
+  console.log(`  Caddy tries the routes in order: ${r.lastDomain} is the last of the ${n}, ${r.loadDomain} the first.`);
 
-  const proxyRate = (runs: LoadRun[]) => median(runs.filter((x) => !x.variant.startsWith('direct')).map((x) => x.perSecond));
-  const directRate = (runs: LoadRun[]) => median(runs.filter((x) => x.variant.startsWith('direct')).map((x) => x.perSecond));
-
-  console.log(`\none new domain (tlsMode NONE) through the GraphQL API, median of ${TRIALS} trials (prober polls Caddy every 2 ms on a new connection):`);
-  console.log('domain                               mutation ms    sync ms   sent→served ms   (served range ms)');
+  console.log(
+    `\none new domain (tlsMode NONE) through the GraphQL API, median of ${TRIALS} trials (a prober polls Caddy every 2 ms, new connection each time):`,
+  );
+  console.log('domain                                 mutation ms    sync ms   sent→served ms  (range)');
   const trialRow = (label: string, trials: DomainTrial[]) => {
     const served = trials.map((t) => t.servedMs);
+    const m = (f: (t: DomainTrial) => number, width: number) => median(trials.map(f)).toFixed(1).padStart(width);
     console.log(
-      `${label.padEnd(36)} ${median(trials.map((t) => t.mutationMs))
-        .toFixed(1)
-        .padStart(11)} ${median(trials.map((t) => t.syncMs))
-        .toFixed(1)
-        .padStart(10)} ${median(served).toFixed(1).padStart(16)}   (${Math.min(...served).toFixed(1)}-${Math.max(...served).toFixed(1)})`,
+      `${label.padEnd(38)} ${m((t) => t.mutationMs, 11)} ${m((t) => t.syncMs, 10)} ${m((t) => t.servedMs, 16)}  (${Math.min(...served).toFixed(1)}-${Math.max(...served).toFixed(1)})`,
     );
   };
-  trialRow('1st (0 present, deleted after each)', r.firstTrials);
-  trialRow(`${(DOMAINS + 1).toLocaleString('en-US')}st… (${n}… present)`, r.laterTrials);
+  trialRow('1st (0 present; deleted after each)', r.firstTrials);
+  trialRow(`${nth}…${ordinal(DOMAINS + TRIALS)} (${n}… present)`, r.laterTrials);
   const ratioOf = (f: (t: DomainTrial) => number) => ratio(median(r.laterTrials.map(f)), median(r.firstTrials.map(f)));
   console.log(
-    `${`${(DOMAINS + 1).toLocaleString('en-US')}st / 1st`.padEnd(36)} ${ratioOf((t) => t.mutationMs).padStart(11)} ${ratioOf((t) => t.syncMs).padStart(10)} ${ratioOf((t) => t.servedMs).padStart(16)}`,
+    `${`${nth} / 1st`.padEnd(38)} ${ratioOf((t) => t.mutationMs).padStart(11)} ${ratioOf((t) => t.syncMs).padStart(10)} ${ratioOf((t) => t.servedMs).padStart(16)}`,
   );
-  console.log(
-    "  sync = mutation response → manager.sync() resolved; the mutation's audit event has already started a sync run by then, and the explicit call adds one more run.",
-  );
+  console.log("  mutation: sent → response; sync: response → manager.sync() resolved (the mutation's audit event starts a sync run, the call adds one more);");
+  console.log('  sent→served: mutation sent → first reply of the backend through Caddy for the new domain.');
   console.log('where the time goes in the sync run that applied the new domain (median ms):');
   const breakdown = (label: string, trials: DomainTrial[]) => {
     const applying = trials.map((t) => t.runs.find((x) => x.caddy.some((c) => c.name.startsWith('POST')))).filter((x): x is SyncRun => x !== undefined);
     if (applying.length === 0) return console.log(`  ${label}: no applying run seen`);
     const m = (f: (x: SyncRun) => number) => median(applying.map(f)).toFixed(1);
     const names = [...new Set(applying.flatMap((x) => x.caddy.map((c) => c.name)))];
-    const requests = names
-      .map((name) => `${name} ${median(applying.map((x) => x.caddy.filter((c) => c.name === name).reduce((t, c) => t + c.ms, 0))).toFixed(1)}`)
-      .join(', ');
-    const runsPerTrial = median(trials.map((t) => t.runs.length));
-    console.log(
-      `  ${label}: run ${m((x) => x.totalMs)} = loadSites (DB read + sites) ${m((x) => x.loadSitesMs)} + applyChanges ${m((x) => x.applyMs)} (Caddy admin requests ${m((x) => x.caddyMs)}, diff and rest ${m((x) => x.applyMs - x.caddyMs)}) + recordStatuses ${m((x) => x.recordMs)}; ${runsPerTrial} sync runs per trial`,
+    const requests = names.map(
+      (name) => `${name} ${median(applying.map((x) => x.caddy.filter((c) => c.name === name).reduce((t, c) => t + c.ms, 0))).toFixed(1)}`,
     );
-    console.log(`    Caddy requests: ${requests}`);
+    console.log(
+      `  ${label}: started ${m((x) => x.startMs)} after the mutation was sent (response at ${median(trials.map((t) => t.mutationMs)).toFixed(1)}), took ${m((x) => x.totalMs)} = loadSites (DB read, sites) ${m((x) => x.loadSitesMs)}`,
+    );
+    console.log(
+      `    + applyChanges ${m((x) => x.applyMs)} (Caddy admin requests ${m((x) => x.caddyMs)}, diff and the rest ${m((x) => x.applyMs - x.caddyMs)}) + recordStatuses ${m((x) => x.recordMs)}; ${median(trials.map((t) => t.runs.length))} sync runs per trial`,
+    );
+    console.log(`    Caddy requests: ${requests.join(', ')}`);
   };
   breakdown('1st', r.firstTrials);
-  breakdown(`${(DOMAINS + 1).toLocaleString('en-US')}st…`, r.laterTrials);
+  breakdown(nth, r.laterTrials);
+  console.log('  (Caddy 2.6 re-provisions its whole config on every admin API change: the POST appending one route includes reloading all of them)');
 
   const f = r.fullLoads;
   const fm = (g: (x: FullLoad) => number) => median(f.map(g)).toFixed(0);
-  console.log(`\nfull load of ${n} proxies into a fresh Caddy (new ProxyManager.start()), median of ${f.length}:`);
+  console.log(`\nfull load of ${n} proxies into a fresh Caddy (a new ProxyManager's start()), median of ${f.length}:`);
   console.log(
-    `  start() ${fm((x) => x.startMs)} ms = loadSites ${fm((x) => x.run.loadSitesMs)} + Caddy /load of the whole config ${fm((x) => x.run.caddyMs)} + recordStatuses ${fm((x) => x.run.recordMs)} (+ rest); the last domain served ${fm((x) => x.servedMs)} ms after start() was called`,
+    `  start() ${fm((x) => x.startMs)} ms = loadSites ${fm((x) => x.run.loadSitesMs)} + Caddy POST /load of the whole config ${fm((x) => x.run.caddyMs)} + recordStatuses ${fm((x) => x.run.recordMs)} (+ rest); last domain served after ${fm((x) => x.servedMs)} ms`,
   );
   console.log(
-    `  (before: ${(DOMAINS - 1).toLocaleString('en-US')} proxies created one by one through WebProxyService.create with the manager running: ${(r.bulkCreatedMs / 1000).toFixed(1)} s, all ${n} APPLIED after ${(r.bulkAppliedMs / 1000).toFixed(1)} s)`,
+    `  (before that: ${(DOMAINS - 1).toLocaleString('en-US')} proxies created one at a time through WebProxyService.create with the manager running took ${(r.bulkCreatedMs / 1000).toFixed(1)} s; all ${n} APPLIED after ${(r.bulkAppliedMs / 1000).toFixed(1)} s)`,
   );
 
+  const served = (ts: DomainTrial[]) => median(ts.map((t) => t.servedMs));
   console.log('\nsummary');
   console.log(
-    `  req/s through Caddy / direct:      ${ratio(proxyRate(r.oneDomainRuns), directRate(r.oneDomainRuns))} with 1 domain (${proxyRate(r.oneDomainRuns).toFixed(0)} vs ${directRate(r.oneDomainRuns).toFixed(0)}), ${ratio(proxyRate(r.manyDomainRuns), directRate(r.manyDomainRuns))} with ${n} (${proxyRate(r.manyDomainRuns).toFixed(0)} vs ${directRate(r.manyDomainRuns).toFixed(0)})`,
+    `  req/s through Caddy / direct:   ${ratio(rate(r.oneDomainRuns, one), directRate(r.oneDomainRuns))} with 1 domain (${rate(r.oneDomainRuns, one).toFixed(0)} vs ${directRate(r.oneDomainRuns).toFixed(0)}); with ${n}: ${ratio(rate(r.manyDomainRuns, last), directRate(r.manyDomainRuns))} through the last route, ${ratio(rate(r.manyDomainRuns, first), directRate(r.manyDomainRuns))} through the first`,
   );
-  const served = (ts: DomainTrial[]) => median(ts.map((t) => t.servedMs));
   console.log(
-    `  new domain sent→served:             ${served(r.laterTrials).toFixed(1)} ms for the ${(DOMAINS + 1).toLocaleString('en-US')}st vs ${served(r.firstTrials).toFixed(1)} ms for the 1st (${ratio(served(r.laterTrials), served(r.firstTrials))})`,
+    `  Caddy CPU per request:          ${caddyUs(r.oneDomainRuns, one).toFixed(0)} µs with 1 domain; with ${n}: ${caddyUs(r.manyDomainRuns, last).toFixed(0)} µs through the last route, ${caddyUs(r.manyDomainRuns, first).toFixed(0)} µs through the first`,
   );
-  console.log(`  full load of ${n} proxies:          ${fm((x) => x.startMs)} ms (start()), served after ${fm((x) => x.servedMs)} ms`);
+  console.log(
+    `  new domain sent→served:         ${served(r.laterTrials).toFixed(1)} ms for the ${nth} vs ${served(r.firstTrials).toFixed(1)} ms for the 1st (${ratio(served(r.laterTrials), served(r.firstTrials))})`,
+  );
+  console.log(`  full load of ${n} proxies:      ${fm((x) => x.startMs)} ms (start()), last domain served after ${fm((x) => x.servedMs)} ms`);
 }
 
 function caddyVersion(): string {

@@ -491,6 +491,20 @@ describe.skipIf(!ready && !REQUIRE_SYSTEM)('reverse proxy on a real Caddy, with 
     expect(statuses.data!.webProxies.edges.map((e: { node: { status: string } }) => e.node.status)).not.toContain('FAILED');
   }, 60_000);
 
+  it('shows proxies PENDING with the reason while Caddy is down, and serves them again when it is back', async () => {
+    await caddy.stop();
+    await manager.check();
+    const down = await proxyById(proxies.one!);
+    expect(down).toMatchObject({ status: 'PENDING', statusError: expect.stringMatching(/unreachable/) });
+    caddy.start();
+    const back = await until('served after Caddy started again', async () => {
+      const r = await httpRequest(httpPort, 'one.gh.test').catch(() => undefined);
+      return r?.status === 200 && r.body !== '' && r;
+    });
+    expect(json(back)).toMatchObject({ local: '10.251.0.1' });
+    expect(await until('APPLIED again', async () => (await proxyById(proxies.one!)).status === 'APPLIED')).toBe(true);
+  }, 60_000);
+
   it('renews certificates due within the window and reports uploaded ones to replace', async () => {
     const acmeBefore = (await httpsRequest(httpsPort, 'acme.gh.test')).cert;
     // every pebble certificate expires within 10 years: due

@@ -139,6 +139,11 @@ describe.each(backends)('web proxies on $name', (backend) => {
       code: 'NOT_FOUND',
       field: 'input.instanceId',
     });
+    // a domain another user serves, in any spelling
+    expect(await createProxy(ann.client, { instanceId: annVmId, domain: 'SHOP.example.com.', targetPort: 80 })).toMatchObject({
+      code: 'CONFLICT',
+      field: 'input.domain',
+    });
     await createProxy(ann.client, { instanceId: annVmId, domain: 'two.ann-site.com', targetPort: 80 });
     await createProxy(ann.client, { instanceId: annVmId, domain: 'three.ann-site.com', targetPort: 80 });
     expect(await createProxy(ann.client, { instanceId: annVmId, domain: 'four.ann-site.com', targetPort: 80 })).toMatchObject({ code: 'QUOTA_EXCEEDED' });
