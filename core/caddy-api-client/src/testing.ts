@@ -76,49 +76,19 @@ export async function startCaddy(options: StartCaddyOptions = {}): Promise<Caddy
   const configFile = join(dir, 'caddy.json');
   writeFileSync(configFile, JSON.stringify({ ...options.config, admin }));
 
-  const logFile = join(dir, 'caddy.log');
-  const logFd = openSync(logFile, 'w');
   // Caddy keeps certificates, its CA and autosaves under XDG dirs / HOME: all inside the temp dir.
   const env = { ...process.env, HOME: dir, XDG_DATA_HOME: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') };
-  const child: ChildProcess = spawn(CADDY_BIN, ['run', '--config', configFile], { cwd: dir, env, stdio: ['ignore', logFd, logFd] });
-  closeSync(logFd);
-  let exited = false;
-  let spawnError: Error | undefined;
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => {
-      exited = true;
-      resolve();
-    });
-    child.once('error', (error) => {
-      spawnError = error;
-      exited = true;
-      resolve();
-    });
-  });
-  const pid = child.pid;
-  if (pid === undefined) {
-    await exit;
+  let caddy: LoggedChild;
+  try {
+    caddy = await spawnLogged(CADDY_BIN, ['run', '--config', configFile], dir, 'caddy', env);
+  } catch (error) {
     rmSync(dir, { recursive: true, force: true });
-    throw new Error(`could not start ${CADDY_BIN}: ${spawnError?.message ?? 'no pid'}`);
+    throw error;
   }
-
-  const log = () => {
-    try {
-      return readFileSync(logFile, 'utf8');
-    } catch {
-      return '';
-    }
-  };
-  let stopped = false;
+  const { pid, log } = caddy;
+  const exited = caddy.exited;
   const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    if (!exited) {
-      process.kill(pid, 'SIGTERM');
-      const timer = setTimeout(() => !exited && process.kill(pid, 'SIGKILL'), 5000);
-      await exit;
-      clearTimeout(timer);
-    }
+    await caddy.stop();
     rmSync(dir, { recursive: true, force: true });
   };
 
@@ -128,15 +98,15 @@ export async function startCaddy(options: StartCaddyOptions = {}): Promise<Caddy
       await client.getConfig('admin', { timeoutMs: 1000 });
       break;
     } catch (error) {
-      if (exited || Date.now() > deadline) {
+      if (exited() || Date.now() > deadline) {
         const output = log();
         await stop();
-        throw new Error(`caddy did not become ready (${exited ? 'exited' : 'timeout'}): ${(error as Error).message}\n${output}`);
+        throw new Error(`caddy did not become ready (${exited() ? 'exited' : 'timeout'}): ${(error as Error).message}\n${output}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
-  return { pid, dir, admin, client, log, exited: () => exited, stop };
+  return { pid, dir, admin, client, log, exited, stop };
 }
 
 /** A plain HTTP GET on its own connection (no pooling across Caddy reloads); `host` sets the Host header. */
@@ -195,6 +165,7 @@ function run(bin: string, args: string[], cwd: string): Promise<void> {
 
 /** A spawned child whose stdout and stderr go to a file in the temp dir, stopped by PID. */
 interface LoggedChild {
+  pid: number;
   log(): string;
   exited(): boolean;
   /** SIGTERM, then SIGKILL after 5 s; safe to call twice. */
@@ -247,7 +218,7 @@ async function spawnLogged(bin: string, args: string[], dir: string, name: strin
       await exit;
       clearTimeout(timer);
     })());
-  return { log, exited: () => exited, stop };
+  return { pid, log, exited: () => exited, stop };
 }
 
 /** A GET over HTTPS trusting only `ca` (pebble's listener has a certificate from our own throwaway CA). */
