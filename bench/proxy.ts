@@ -599,11 +599,11 @@ async function main(): Promise<void> {
       const fresh = await freshManager(n);
       const { ready, served } = probe.probe(lastDomain, 60_000);
       if (await ready) throw new Error(`${lastDomain} was served by a fresh Caddy before the load`);
+      manager = fresh;
       recorder.reset();
       const start = nowNs();
       await fresh.start();
       const started = nowNs();
-      manager = fresh;
       const at = await served;
       if (at === undefined) throw new Error(`${lastDomain}: not served within 60 s of a full load`);
       const [run] = syncRuns(recorder.spans, start);
@@ -628,7 +628,7 @@ async function main(): Promise<void> {
     for (let t = 0; t < TRIALS; t++) {
       const trial = await addDomain(`later-${t}.${ZONE}`);
       laterTrials.push(trial);
-      const applying = trial.runs.find((r) => r.caddy.some((c) => c.name.startsWith('POST')));
+      const applying = trial.runs.find((r) => r.caddy.some((c) => /^(POST|PUT) /.test(c.name)));
       console.error(
         `  ${trial.domain} (${ordinal(DOMAINS + 1 + t)}): mutation ${trial.mutationMs.toFixed(1)} ms, sync ${trial.syncMs.toFixed(1)} ms (${trial.runs.length} runs), sent→served ${trial.servedMs.toFixed(1)} ms; applying run ${applying ? `${applying.totalMs.toFixed(1)} ms: ${applying.caddy.map((c) => `${c.name} ${c.ms.toFixed(1)}`).join(', ')}` : 'not seen'}`,
       );
@@ -744,7 +744,7 @@ function report(r: {
   console.log('  sent→served: mutation sent → first reply of the backend through Caddy for the new domain.');
   console.log('where the time goes in the sync run that applied the new domain (median ms):');
   const breakdown = (label: string, trials: DomainTrial[]) => {
-    const applying = trials.map((t) => t.runs.find((x) => x.caddy.some((c) => c.name.startsWith('POST')))).filter((x): x is SyncRun => x !== undefined);
+    const applying = trials.map((t) => t.runs.find((x) => x.caddy.some((c) => /^(POST|PUT) /.test(c.name)))).filter((x): x is SyncRun => x !== undefined);
     if (applying.length === 0) return console.log(`  ${label}: no applying run seen`);
     const m = (f: (x: SyncRun) => number) => median(applying.map(f)).toFixed(1);
     const names = [...new Set(applying.flatMap((x) => x.caddy.map((c) => c.name)))];
@@ -761,7 +761,9 @@ function report(r: {
   };
   breakdown('1st', r.firstTrials);
   breakdown(nth, r.laterTrials);
-  console.log('  (Caddy 2.6 re-provisions its whole config on every admin API change: the POST appending one route includes reloading all of them)');
+  console.log(
+    '  (Caddy 2.6 re-provisions its whole config on every admin API change: the request adding one route (POST to append, PUT to insert at the front) includes reloading all of them)',
+  );
 
   const f = r.fullLoads;
   const fm = (g: (x: FullLoad) => number) => median(f.map(g)).toFixed(0);
@@ -774,17 +776,21 @@ function report(r: {
   );
 
   const served = (ts: DomainTrial[]) => median(ts.map((t) => t.servedMs));
+  const line = (label: string, text: string) => console.log(`  ${`${label}:`.padEnd(33)}${text}`);
   console.log('\nsummary');
-  console.log(
-    `  req/s through Caddy / direct:   ${ratio(rate(r.oneDomainRuns, one), directRate(r.oneDomainRuns))} with 1 domain (${rate(r.oneDomainRuns, one).toFixed(0)} vs ${directRate(r.oneDomainRuns).toFixed(0)}); with ${n}: ${ratio(rate(r.manyDomainRuns, last), directRate(r.manyDomainRuns))} through the last route, ${ratio(rate(r.manyDomainRuns, first), directRate(r.manyDomainRuns))} through the first`,
+  line(
+    'req/s through Caddy / direct',
+    `${ratio(rate(r.oneDomainRuns, one), directRate(r.oneDomainRuns))} with 1 domain (${rate(r.oneDomainRuns, one).toFixed(0)} vs ${directRate(r.oneDomainRuns).toFixed(0)}); with ${n}: ${ratio(rate(r.manyDomainRuns, last), directRate(r.manyDomainRuns))} through the last route, ${ratio(rate(r.manyDomainRuns, first), directRate(r.manyDomainRuns))} through the first`,
   );
-  console.log(
-    `  Caddy CPU per request:          ${caddyUs(r.oneDomainRuns, one).toFixed(0)} µs with 1 domain; with ${n}: ${caddyUs(r.manyDomainRuns, last).toFixed(0)} µs through the last route, ${caddyUs(r.manyDomainRuns, first).toFixed(0)} µs through the first`,
+  line(
+    'Caddy CPU per request',
+    `${caddyUs(r.oneDomainRuns, one).toFixed(0)} µs with 1 domain; with ${n}: ${caddyUs(r.manyDomainRuns, last).toFixed(0)} µs through the last route, ${caddyUs(r.manyDomainRuns, first).toFixed(0)} µs through the first`,
   );
-  console.log(
-    `  new domain sent→served:         ${served(r.laterTrials).toFixed(1)} ms for the ${nth} vs ${served(r.firstTrials).toFixed(1)} ms for the 1st (${ratio(served(r.laterTrials), served(r.firstTrials))})`,
+  line(
+    'new domain sent→served',
+    `${served(r.laterTrials).toFixed(1)} ms for the ${nth} vs ${served(r.firstTrials).toFixed(1)} ms for the 1st (${ratio(served(r.laterTrials), served(r.firstTrials))})`,
   );
-  console.log(`  full load of ${n} proxies:      ${fm((x) => x.startMs)} ms (start()), last domain served after ${fm((x) => x.servedMs)} ms`);
+  line(`full load of ${n} proxies`, `${fm((x) => x.startMs)} ms (start()), last domain served after ${fm((x) => x.servedMs)} ms`);
 }
 
 function caddyVersion(): string {

@@ -51,6 +51,11 @@ export interface LoadOptions extends WriteOptions {
 export interface UpsertOptions extends CallOptions {
   /** Attempts before a lost race (412 on every append) is thrown (default 5). */
   maxAttempts?: number;
+  /**
+   * Where a value not yet present goes: appended (default), or inserted before the first element
+   * (`PUT <parent>/0`, guarded by that element's ETag), e.g. routes that must precede others.
+   */
+  position?: 'end' | 'start';
 }
 
 /** A value read from the config with its ETag. */
@@ -171,7 +176,11 @@ export class CaddyAdminClient {
       if (Array.isArray(parent.value) && parent.value.some((item) => isObject(item) && item['@id'] === id)) continue;
       try {
         if (parent.value === null) await this.post(parentPath, [tagged], { ...options, ifMatch: parent.etag });
-        else await this.post(parentPath, tagged, { ...options, ifMatch: parent.etag });
+        else if (options.position === 'start' && parent.value.length > 0) {
+          // Caddy's If-Match names the path it guards: the first element's own ETag guards the insert
+          const first = await this.getConfig<unknown>([...parentPath, 0], options);
+          await this.put([...parentPath, 0], tagged, { ...options, ifMatch: first.etag });
+        } else await this.post(parentPath, tagged, { ...options, ifMatch: parent.etag });
         return { action: 'appended', attempts: attempt };
       } catch (error) {
         if (!(error instanceof CaddyPreconditionFailedError)) throw error;

@@ -128,6 +128,17 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('against a real Caddy, admin API 
     expect(await routeIds()).toEqual(['r-a', 'r-b', 'r-new']);
   });
 
+  it('upsertById inserts before the first element when asked, and still replaces in place', async () => {
+    const before = await routeIds();
+    expect(await client.upsertById(ROUTES, 'r-front', route('ignored', '/f', 'F1'), { position: 'start' })).toEqual({ action: 'appended', attempts: 1 });
+    expect(await routeIds()).toEqual(['r-front', ...before]);
+    expect(await served('/f')).toBe('F1');
+    expect(await client.upsertById(ROUTES, 'r-front', route('ignored', '/f', 'F2'), { position: 'start' })).toEqual({ action: 'replaced', attempts: 1 });
+    expect(await routeIds()).toEqual(['r-front', ...before]);
+    expect(await served('/f')).toBe('F2');
+    await client.deleteById('r-front');
+  });
+
   it('upsertById creates the parent array when it is absent', async () => {
     await client.delete(ROUTES);
     expect((await client.getConfig(ROUTES)).value).toBeNull();

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { caddyAvailable, freePort, httpGet, startCaddy, type CaddyProcess } from 'caddy-api-client/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { EXACT_GROUP, WILDCARD_GROUP, groupPath, proxyConfig, proxyRoute, proxyRouteId, type ProxyRouteSpec } from '../src/proxy/caddy-routes.js';
+import { ROUTES_PATH, proxyConfig, proxyRoute, proxyRouteId, routePosition, type ProxyRouteSpec } from '../src/proxy/caddy-routes.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await caddyAvailable();
@@ -51,7 +51,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', (
     const r = await httpGet(`http://127.0.0.1:${port}/`, host);
     return r.status === 200 ? (JSON.parse(r.body) as Record<string, string>) : { status: String(r.status) };
   };
-  const upsert = (p: ProxyRouteSpec) => caddy.client.upsertById(groupPath(p.domain), proxyRouteId(p.id), proxyRoute(p));
+  const upsert = (p: ProxyRouteSpec) =>
+    caddy.client.upsertById(ROUTES_PATH, proxyRouteId(p.id), proxyRoute(p), { position: routePosition(p.domain.startsWith('*.') ? 2 : 0) });
+  const routes = async () => (await caddy.client.getConfig<{ '@id': string; match: [{ host: string[] }] }[]>(ROUTES_PATH)).value;
 
   beforeAll(async () => {
     ports.a = await backend('a');
@@ -94,13 +96,14 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', (
     const p = spec('00000000-0000-4000-8000-0000000000a1', 'app.example.test', 'b');
     expect((await upsert(p)).action).toBe('replaced');
     expect((await upsert(p)).action).toBe('replaced');
-    const { value } = await caddy.client.getById<{ handle: [{ routes: { '@id': string }[] }] }>(EXACT_GROUP);
-    expect(value.handle[0].routes.filter((r) => r['@id'] === proxyRouteId(p.id))).toHaveLength(1);
+    expect((await routes()).filter((r) => r['@id'] === proxyRouteId(p.id))).toHaveLength(1);
     expect(await get('app.example.test')).toMatchObject({ name: 'b' });
     await caddy.client.deleteById(proxyRouteId(p.id));
     expect((await httpGet(`http://127.0.0.1:${port}/`, 'app.example.test')).body).toBe('');
-    const wildcards = await caddy.client.getById<{ handle: [{ routes: unknown[] }] }>(WILDCARD_GROUP);
-    expect(wildcards.value.handle[0].routes).toHaveLength(1);
+    // exact domains ahead of the one wildcard, which is last
+    const hosts = (await routes()).map((r) => r.match[0].host[0] ?? '');
+    expect(hosts.at(-1)).toBe('*.user1.example.test');
+    expect(hosts.filter((h) => h.startsWith('*.'))).toHaveLength(1);
   });
 
   it('passes WebSocket upgrades through to the target, and strips them when the proxy says no', async () => {

@@ -7,23 +7,24 @@
  * accepts duplicate ids, so never a blind append), so a change to one proxy touches only its own
  * objects.
  *
- * The server's routes hold three groups tried in order — exact domains, template sub-domains,
- * wildcards — so a domain with its own proxy is never shadowed by a wildcard or a template added
- * before it (a `*` label matches exactly one label, so wildcards of different depths never
- * overlap). One server listens on the HTTP and the HTTPS port (Caddy speaks plain HTTP on its
+ * The server's routes are the sites' routes themselves, not subroutes: Caddy compiles a server's
+ * route list once per config, a subroute's on every request (measured: 1,000 proxies in one
+ * subroute cost 363–629 µs of Caddy CPU per request, against 134 µs for one). Exact domains and
+ * template sub-domains are inserted at the front and wildcards appended at the end, so a domain
+ * with its own proxy is never shadowed by a wildcard added before it (a `*` label matches exactly
+ * one label, so wildcards of different depths never overlap). One server listens on the HTTP and the HTTPS port (Caddy speaks plain HTTP on its
  * `http_port` even when the server has TLS connection policies); a site with TLS redirects plain
  * HTTP to HTTPS, which Caddy's ACME HTTP-01 solver answers before any route.
  */
 import type { CaddyAutomationPolicy, CaddyConfig, CaddyHttpServer, CaddyRoute } from 'caddy-api-client';
 
-/** The Caddy server that carries every proxy. */
+/** The Caddy server that carries every proxy, and its `@id` (its presence says Caddy has our config). */
 export const PROXY_SERVER = 'gatehouse';
-/** The `@id`s of the three route groups, in the order Caddy tries them. */
-export const EXACT_GROUP = 'gh-proxies-exact';
-export const TEMPLATE_GROUP = 'gh-proxies-template';
-export const WILDCARD_GROUP = 'gh-proxies-wildcard';
-const GROUPS = [EXACT_GROUP, TEMPLATE_GROUP, WILDCARD_GROUP] as const;
+export const SERVER_ID = 'gh-proxy-server';
+/** Where a site's route goes: 0 exact domain, 1 template sub-domain (both at the front), 2 wildcard (at the end). */
 export type RouteGroup = 0 | 1 | 2;
+/** The server's route list. */
+export const ROUTES_PATH = ['apps', 'http', 'servers', PROXY_SERVER, 'routes'];
 
 /** The logger Caddy's access log for the proxy server goes to (see `proxyConfig`). */
 export const ACCESS_LOGGER = 'gatehouse_access';
@@ -84,10 +85,9 @@ export function proxyRouteId(proxyId: string): string {
   return `gh-proxy-${proxyId}`;
 }
 
-/** The config path of a route group's route list. */
-export function groupPath(group: RouteGroup | string): (string | number)[] {
-  const index = typeof group === 'string' ? (group.startsWith('*.') ? 2 : 0) : group;
-  return ['apps', 'http', 'servers', PROXY_SERVER, 'routes', index, 'handle', 0, 'routes'];
+/** Where a new route of the group is put in the route list. */
+export function routePosition(group: RouteGroup): 'start' | 'end' {
+  return group === 2 ? 'end' : 'start';
 }
 
 export const POLICIES_PATH = ['apps', 'tls', 'automation', 'policies'];
@@ -163,15 +163,13 @@ function acmeIssuer(settings: ProxySettings): NonNullable<CaddyAutomationPolicy[
   };
 }
 
-/** The proxy server with its three groups holding the sites' routes. */
+/** The proxy server with the sites' routes: exact domains, template sub-domains, then wildcards. */
 export function proxyServer(listen: string[], sites: ProxySite[] = [], logs = false): CaddyHttpServer {
-  const group = (index: RouteGroup): CaddyRoute => ({
-    '@id': GROUPS[index],
-    handle: [{ handler: 'subroute', routes: sites.flatMap((s) => (s.group === index && s.route ? [s.route] : [])) }],
-  });
+  const group = (index: RouteGroup): CaddyRoute[] => sites.flatMap((s) => (s.group === index && s.route ? [s.route] : []));
   return {
+    '@id': SERVER_ID,
     listen,
-    routes: [group(0), group(1), group(2)],
+    routes: [...group(0), ...group(1), ...group(2)],
     // certificates are the sites' business (policies, automate, loaded): no automatic HTTPS
     automatic_https: { disable: true },
     tls_connection_policies: [{}],

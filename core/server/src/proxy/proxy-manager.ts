@@ -28,10 +28,11 @@ import { certificateCovers, servedCertificate, sniFor, type ServedCertificate } 
 import {
   ACCESS_LOGGER,
   AUTOMATE_PATH,
-  EXACT_GROUP,
   LOAD_PEM_PATH,
   POLICIES_PATH,
-  groupPath,
+  ROUTES_PATH,
+  SERVER_ID,
+  routePosition,
   proxyConfig,
   proxyRoute,
   proxySite,
@@ -203,7 +204,7 @@ export class ProxyManager {
   /** Looks whether Caddy still has the config (it loses it on restart) and reloads it if not. */
   async check(): Promise<void> {
     try {
-      await this.client.getById(EXACT_GROUP);
+      await this.client.getById(SERVER_ID);
       if (this.unreachable !== null) await this.sync();
     } catch (error) {
       if (isUnknownId(error) || error instanceof CaddyUnreachableError) {
@@ -287,7 +288,7 @@ export class ProxyManager {
       try {
         if (site.pem) await this.client.upsertById(LOAD_PEM_PATH, site.pem['@id'], site.pem);
         if (site.policy) await this.client.upsertById(POLICIES_PATH, site.policy['@id'], site.policy);
-        if (site.route) await this.client.upsertById(groupPath(site.group), site.key, site.route);
+        if (site.route) await this.client.upsertById(ROUTES_PATH, site.key, site.route, { position: routePosition(site.group) });
         applied.set(site.key, { site, json });
         this.refused.delete(site.key);
         if (previous?.site.pem && previous.site.pem['@id'] !== site.pem?.['@id']) staleTls.add(previous.site.pem['@id']);
