@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Makes sure the system services and tools the tests use are there: PostgreSQL (DATABASE_URL,
 // default the local server on 127.0.0.1:5432), nft, ip, iperf3, iptables (the nat-scale bench's baseline),
-// caddy and pebble (the reverse proxy and its ACME tests). On a fresh machine, as root,
+// caddy and pebble (the reverse proxy and its ACME tests), dockerd (docker.io), lxd and a static
+// busybox (the Docker and LXD plugins' tests build their images from it). On a fresh machine, as root,
 // installs the missing Debian packages and starts PostgreSQL's cluster. Prints what it did; never
 // fails the run by itself (the tests decide, and in CI a skipped system test fails).
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -70,7 +71,17 @@ function have(tool) {
 }
 
 function ensureTools() {
-  const wanted = { nft: 'nftables', ip: 'iproute2', iperf3: 'iperf3', iptables: 'iptables', caddy: 'caddy', pebble: 'pebble' };
+  const wanted = {
+    nft: 'nftables',
+    ip: 'iproute2',
+    iperf3: 'iperf3',
+    iptables: 'iptables',
+    caddy: 'caddy',
+    pebble: 'pebble',
+    dockerd: 'docker.io',
+    lxd: 'lxd',
+    busybox: 'busybox-static',
+  };
   const missing = Object.entries(wanted)
     .filter(([tool]) => !have(tool))
     .map(([, pkg]) => pkg);

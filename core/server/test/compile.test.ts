@@ -12,6 +12,8 @@ const host = {
   reservedPorts: [],
   publicAddresses: ['203.0.113.10'],
   desiredRevision: 7,
+  defaultPoolId: null,
+  discoveryOwnerId: null,
   createdAt: at,
 };
 const instance = (id: string) => ({
@@ -20,6 +22,7 @@ const instance = (id: string) => ({
   ownerId: 'u',
   name: `vm-${id}`,
   externalId: null,
+  lastDiscoveredAt: null,
   firewallInboundPolicy: 'drop' as const,
   firewallOutboundPolicy: 'allow' as const,
   createdAt: at,

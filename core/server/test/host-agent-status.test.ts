@@ -377,7 +377,8 @@ describe.each(backends)('host agent status on $name', (backend) => {
       { externalId: 'x1', name: 'x', nics: [{ name: 'eth0', mac: '02:00:00:00:00:01', addresses: [], ...over }] },
     ];
     const cases: [Record<string, unknown>, string, string?][] = [
-      [{ appliedRevision: 5 }, 'input.appliedRevision', "ahead of the host's desired revision 0"],
+      // (registering the discovered instance "keep" made revision 1)
+      [{ appliedRevision: 5 }, 'input.appliedRevision', "ahead of the host's desired revision 1"],
       [{ appliedRevision: -1 }, 'input.appliedRevision'],
       [{ error: 'x'.repeat(2001) }, 'input.error', 'longer than 2000'],
       [{ error: 'bad\u0000byte' }, 'input.error'],

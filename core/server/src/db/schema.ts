@@ -77,6 +77,13 @@ export const hosts = pgTable(
     publicAddresses: jsonb('public_addresses').$type<string[]>().notNull(),
     /** Bumped in the same transaction as every change to what the host must apply. */
     desiredRevision: bigint('desired_revision', { mode: 'number' }).notNull().default(0),
+    /**
+     * Where a discovered instance's NIC gets an address when none of its own lies in a pool (an
+     * ip_pools id, checked by the service; no foreign key, pools already reference hosts).
+     */
+    defaultPoolId: uuid('default_pool_id'),
+    /** Who owns instances registered from the agent's discovery; null: the first admin. */
+    discoveryOwnerId: uuid('discovery_owner_id').references(() => users.id, { onDelete: 'set null' }),
     createdAt: createdAt(),
   },
   (t) => [check('hosts_port_range_check', sql`${t.portRangeStart} between 1 and ${t.portRangeEnd} and ${t.portRangeEnd} <= 65535`)],
@@ -96,6 +103,11 @@ export const instances = pgTable(
     name: text('name').notNull(),
     /** The backend's own id (container id, VMID, moref); null until discovered. */
     externalId: text('external_id'),
+    /**
+     * When the host's agent last listed it in a discovery. An instance once seen and then missing
+     * from a discovery was deleted on the backend, and is reclaimed; one never seen is left alone.
+     */
+    lastDiscoveredAt: timestamp('last_discovered_at', { withTimezone: true, mode: 'date' }),
     /** What the firewall does with traffic no rule matched. */
     firewallInboundPolicy: text('firewall_inbound_policy', { enum: ['allow', 'reject', 'drop'] })
       .notNull()

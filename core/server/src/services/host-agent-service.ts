@@ -14,6 +14,7 @@
  * they are not audit entries. Every change is published after it commits (topic
  * `hostAgentStatus`, the host id only: receivers read the status back, so it fits in a NOTIFY).
  */
+import { DiscoveryService } from './discovery-service.js';
 import { and, count, eq, inArray, sql } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
@@ -194,6 +195,7 @@ export class HostAgentService {
     @inject(EventBusToken) private readonly events: EventBus,
     @inject(AgentPresenceToken) private readonly presence: AgentPresenceOptions,
     @inject(LoggerToken) private readonly logger: Logger,
+    @inject(DiscoveryService) private readonly discovery: DiscoveryService,
   ) {}
 
   /** Records an agent's report about itself; a report for an older revision than the stored one is stale and only refreshes lastSeenAt. */
@@ -256,6 +258,8 @@ export class HostAgentService {
       return true;
     });
     if (accepted) this.events.publish('hostAgentStatus', { hostId });
+    // the discovery becomes instances (registered, bound, reclaimed) once the report is stored
+    if (accepted && discovered !== null) await this.discovery.reconcile(hostId, discovered);
     return (await this.statuses([hostId]))[0]!;
   }
 

@@ -5,8 +5,8 @@
 import { asc, eq, gt } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
-import type { Database } from '../db/database.js';
-import { hosts, instances, ipPools } from '../db/schema.js';
+import type { Database, Executor } from '../db/database.js';
+import { hosts, instances, ipPools, users } from '../db/schema.js';
 import { ConflictError, NotFoundError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import { DatabaseToken } from '../tokens.js';
@@ -30,6 +30,8 @@ export interface CreateHostInput {
   portRangeEnd?: number | null;
   reservedPorts?: readonly string[] | null;
   publicAddresses?: readonly string[] | null;
+  defaultPoolId?: string | null;
+  discoveryOwnerId?: string | null;
 }
 
 /** Input of `updateHost`; absent fields stay as they are. */
@@ -40,6 +42,31 @@ export interface UpdateHostInput {
   portRangeEnd?: number | null;
   reservedPorts?: readonly string[] | null;
   publicAddresses?: readonly string[] | null;
+  defaultPoolId?: string | null;
+  discoveryOwnerId?: string | null;
+}
+
+/** Checks the discovery settings of a host: a pool it may use (global or its own) and an existing user. */
+async function validDiscoverySettings(
+  tx: Executor,
+  hostId: string,
+  input: { defaultPoolId?: string | null; discoveryOwnerId?: string | null },
+): Promise<Pick<Host, 'defaultPoolId' | 'discoveryOwnerId'> | Partial<Pick<Host, 'defaultPoolId' | 'discoveryOwnerId'>>> {
+  const out: Partial<Pick<Host, 'defaultPoolId' | 'discoveryOwnerId'>> = {};
+  if (input.defaultPoolId != null) {
+    const id = validId('input.defaultPoolId', input.defaultPoolId);
+    const [pool] = await tx.select({ hostId: ipPools.hostId }).from(ipPools).where(eq(ipPools.id, id));
+    if (!pool) throw new NotFoundError('input.defaultPoolId', id, 'IP pool');
+    if (pool.hostId !== null && pool.hostId !== hostId) throw new ValidationError('input.defaultPoolId', id, 'is scoped to another host');
+    out.defaultPoolId = id;
+  }
+  if (input.discoveryOwnerId != null) {
+    const id = validId('input.discoveryOwnerId', input.discoveryOwnerId);
+    const [user] = await tx.select({ id: users.id }).from(users).where(eq(users.id, id));
+    if (!user) throw new NotFoundError('input.discoveryOwnerId', id, 'user');
+    out.discoveryOwnerId = id;
+  }
+  return out;
 }
 
 function validAddresses(field: string, values: readonly string[]): string[] {
@@ -80,11 +107,14 @@ export class HostService {
       reservedPorts: parsePortRanges('input.reservedPorts', input.reservedPorts ?? []),
       publicAddresses: validAddresses('input.publicAddresses', input.publicAddresses ?? []),
       desiredRevision: 0,
+      defaultPoolId: null,
+      discoveryOwnerId: null,
       createdAt: new Date(),
     };
     return mapUniqueViolations(
       () =>
         this.audit.transact(actor, async (tx, record) => {
+          Object.assign(host, await validDiscoverySettings(tx, host.id, input));
           await tx.insert(hosts).values(host);
           await record({ action: 'host.create', objectType: 'Host', objectId: host.id, after: host });
           return host;
@@ -107,6 +137,7 @@ export class HostService {
           if (input.name != null) patch.name = validName('input.name', input.name);
           if (input.reservedPorts != null) patch.reservedPorts = parsePortRanges('input.reservedPorts', input.reservedPorts);
           if (input.publicAddresses != null) patch.publicAddresses = validAddresses('input.publicAddresses', input.publicAddresses);
+          Object.assign(patch, await validDiscoverySettings(tx, id, input));
           const [after] = await tx.update(hosts).set(patch).where(eq(hosts.id, id)).returning();
           await record({ action: 'host.update', objectType: 'Host', objectId: id, before, after });
           return after!;

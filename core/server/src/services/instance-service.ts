@@ -97,6 +97,7 @@ export class InstanceService {
             ownerId,
             name,
             externalId,
+            lastDiscoveredAt: null,
             firewallInboundPolicy: 'allow',
             firewallOutboundPolicy: 'allow',
             createdAt: new Date(),

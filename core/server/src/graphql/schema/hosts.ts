@@ -32,6 +32,8 @@ export const HostRef = builder.objectRef<Host>('Host').implement({
     }),
     reservedPorts: t.field({ type: [PortRangeRef], description: 'Ports never handed out.', resolve: (h) => h.reservedPorts }),
     publicAddresses: t.exposeStringList('publicAddresses'),
+    defaultPoolId: t.exposeID('defaultPoolId', { nullable: true, description: "Pool for discovered instances' NICs without an address in a pool." }),
+    discoveryOwnerId: t.exposeID('discoveryOwnerId', { nullable: true, description: 'Owner of instances registered from discovery; null: the first admin.' }),
     desiredRevision: t.exposeInt('desiredRevision', { description: 'Revision of the state the host must apply; bumped with every change to it.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
@@ -72,6 +74,8 @@ const CreateHostInput = builder.inputType('CreateHostInput', {
     portRangeEnd: t.int({ description: 'Default 65535.' }),
     reservedPorts: t.stringList({ description: 'Ports or ranges never handed out: ["22", "8000-8100"].' }),
     publicAddresses: t.stringList({ description: 'IPv4/IPv6 addresses of the host that forwards can use.' }),
+    defaultPoolId: t.id({ description: "Pool a discovered instance's NIC gets an address from when none of its own lies in a pool." }),
+    discoveryOwnerId: t.id({ description: 'Owner of instances registered from discovery. Default: the first admin.' }),
   }),
 });
 
@@ -83,6 +87,8 @@ const UpdateHostInput = builder.inputType('UpdateHostInput', {
     portRangeEnd: t.int(),
     reservedPorts: t.stringList({ description: 'Replaces the list.' }),
     publicAddresses: t.stringList({ description: 'Replaces the list.' }),
+    defaultPoolId: t.id(),
+    discoveryOwnerId: t.id(),
   }),
 });
 
