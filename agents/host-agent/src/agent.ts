@@ -321,22 +321,30 @@ export class HostAgent extends EventEmitter<{
       error: this.state.lastError === null ? null : reportText(this.state.lastError),
       driftDetected: drift,
     };
-    const interval = this.options.discoverIntervalMs ?? 60_000;
-    if (Date.now() - this.lastDiscoveredAt >= interval) {
-      try {
-        const { instances } = await this.options.driver.discover(this.ctx(), {});
-        input.discoveredInstances = instances.slice(0, 1000).map((i) => ({
-          externalId: i.externalId,
-          name: i.name,
-          running: i.running,
-          nics: i.nics.slice(0, 64).map((n) => ({ name: n.name, ...(n.mac ? { mac: n.mac } : {}), addresses: n.addresses.slice(0, 64) })),
-        }));
-        this.lastDiscoveredAt = Date.now();
-      } catch (err) {
-        this.logger.warn('discovering instances failed', { error: (err as Error).message });
-      }
-    }
+    const discovered = await this.discoverIfDue();
+    if (discovered) input.discoveredInstances = discovered;
     this.report(REPORT_HOST, input);
+  }
+
+  /**
+   * The host's instances as the controller takes them, when `discoverIntervalMs` has passed since
+   * the last discovery (undefined otherwise, or when the backend cannot be asked).
+   */
+  private async discoverIfDue(): Promise<Record<string, unknown>[] | undefined> {
+    if (Date.now() - this.lastDiscoveredAt < (this.options.discoverIntervalMs ?? 60_000)) return undefined;
+    try {
+      const { instances } = await this.options.driver.discover(this.ctx(), {});
+      this.lastDiscoveredAt = Date.now();
+      return instances.slice(0, 1000).map((i) => ({
+        externalId: i.externalId,
+        name: i.name,
+        running: i.running,
+        nics: i.nics.slice(0, 64).map((n) => ({ name: n.name, ...(n.mac ? { mac: n.mac } : {}), addresses: n.addresses.slice(0, 64) })),
+      }));
+    } catch (err) {
+      this.logger.warn('discovering instances failed', { error: (err as Error).message });
+      return undefined;
+    }
   }
 
   /** Sends a report without holding up the next apply; a lost one is repeated after reconnect. */
@@ -355,6 +363,15 @@ export class HostAgent extends EventEmitter<{
   private async pollDrift(): Promise<void> {
     const last = this.last;
     if (!last || this.working || this.pending || this.abort.signal.aborted) return;
+    // a quiet host is discovered too: instances created or deleted on the backend reach the controller
+    const discovered = await this.discoverIfDue();
+    if (discovered) {
+      this.report(REPORT_HOST, {
+        ...this.hostReport(),
+        error: this.state.lastError === null ? null : reportText(this.state.lastError),
+        discoveredInstances: discovered,
+      });
+    }
     const thorough = this.polls++ % (this.options.thoroughEvery ?? 15) === 0;
     try {
       const driver = this.options.driver;
