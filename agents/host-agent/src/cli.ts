@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { loadDriver } from '@gatehouse/sdk';
 import { HostAgent } from './agent.js';
 
-const USAGE = 'usage: gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON] [--drift-interval MS]';
+const USAGE = 'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd [--host ID] [--plugin-config JSON] [--drift-interval MS]';
 
 /** `linux` → @gatehouse/plugin-linux; a path or package name as given. */
 export function pluginSpecifier(name: string): string {

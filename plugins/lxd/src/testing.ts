@@ -1,5 +1,6 @@
 /**
- * A real LXD daemon for tests, kept off the machine's own network: it runs inside a network
+ * @gatehouse/plugin-lxd/testing — a real LXD daemon for tests (this package's and its users', e.g.
+ * the host agent's end-to-end test), kept off the machine's own network: it runs inside a network
  * namespace of the SDK's lab (`ip netns exec <host ns> lxd ...`), so its bridge, dnsmasq, the
  * containers' veths and its `table inet lxd` live there, and so does the `ip_forward` it sets. Its
  * state lives in a private LXD_DIR. A client namespace reaches the host namespace's "public"
@@ -17,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable, tcpServer, udpServer, type HarnessInstance, type HarnessNic, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
-import { LxdApiError, LxdClient, type LxdInstance } from '../src/index.js';
+import { LxdApiError, LxdClient, type LxdInstance } from './index.js';
 
 /** The subnet of the lab's LXD bridge (the conformance kit's default addresses). */
 export const LAB_V4_PREFIX = '10.77.0.';
@@ -30,7 +31,8 @@ const INIT = `#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 trap 'exit 0' PWR TERM INT
 ip link set lo up
-for d in $(ls /sys/class/net); do
+# environment.GATEHOUSE_DHCP=off (instance config): no DHCP client, the NICs stay without addresses
+[ "$GATEHOUSE_DHCP" = off ] || for d in $(ls /sys/class/net); do
   [ "$d" = lo ] && continue
   ip link set "$d" up
   udhcpc -i "$d" -n -q -t 10 -T 1 -s /usr/share/udhcpc/default.script >>/var/log/init.log 2>&1 &
@@ -93,6 +95,8 @@ export class LxdLab {
   private readonly extraNetworks: string[] = [];
   /** Names under /run/netns bound to instances' network namespaces (for `ip netns exec`). */
   private readonly attached = new Map<string, string>();
+  private attachCount = 0;
+  private pushed = 0;
   private readonly ipForwardBefore = readSysctl('net.ipv4.ip_forward');
   private readonly onExit = () => this.cleanupSync();
 
@@ -199,6 +203,66 @@ export class LxdLab {
     return this.handle(name, state.pid);
   }
 
+  /**
+   * Creates and starts a container the way an admin would, behind Gatehouse's back: NIC devices on
+   * LXD networks without `hwaddr` or `ipv4.address` (LXD picks the MAC). With `dhcp: false` the
+   * guest runs no DHCP client (its NICs have no address until someone configures one). Waits until
+   * it runs; returns its init's PID.
+   */
+  async launchInstance(name: string, options: { nics: { device: string; network: string }[]; dhcp?: boolean }): Promise<{ pid: number }> {
+    const devices: Record<string, Record<string, string>> = { root: { type: 'disk', path: '/', pool: this.pool } };
+    for (const nic of options.nics) devices[nic.device] = { type: 'nic', network: nic.network, name: nic.device };
+    const config: Record<string, string> = options.dhcp === false ? { 'environment.GATEHOUSE_DHCP': 'off' } : {};
+    this.instances.add(name);
+    await this.client.call('POST', '/1.0/instances', { name, source: { type: 'image', fingerprint: this.fingerprint }, devices, config });
+    await this.client.call('PUT', `/1.0/instances/${name}/state`, { action: 'start', timeout: 30 });
+    return this.waitForAddresses(name, []);
+  }
+
+  /** Runs a command inside an instance (argument array, through LXD's exec API); throws unless it exits 0. */
+  async exec(name: string, command: readonly string[]): Promise<void> {
+    const { exitCode, stderr } = await this.client.exec(name, command);
+    if (exitCode !== 0) throw new Error(`\`${command.join(' ')}\` inside ${name} exited with ${exitCode}: ${stderr.trim()}`);
+  }
+
+  /** Writes a file inside an instance (LXD's file API; mode 0644, owned by root). */
+  async pushFile(name: string, path: string, content: string): Promise<void> {
+    const local = join(this.work, `push-${this.pushed++}`);
+    await writeFile(local, content);
+    try {
+      await this.client.upload(`/1.0/instances/${encodeURIComponent(name)}/files?path=${encodeURIComponent(path)}`, local);
+    } finally {
+      await rm(local, { force: true });
+    }
+  }
+
+  /**
+   * Starts busybox httpd inside the instance (it daemonizes; it ends with the instance), serving
+   * `body` for `GET /` on `port` from `/www`.
+   */
+  async startHttpServer(name: string, port: number, body: string): Promise<void> {
+    await this.exec(name, ['mkdir', '-p', '/www']);
+    await this.pushFile(name, '/www/index.html', body);
+    await this.exec(name, ['httpd', '-p', String(port), '-h', '/www']);
+  }
+
+  /**
+   * The instance's network namespace as a lab namespace (bound under /run/netns with
+   * `ip netns attach`, removed by destroyInstance and cleanup): servers started there are reached
+   * through LXD's veth, as the guest's own would be.
+   */
+  async instanceNamespace(name: string): Promise<LabNamespace> {
+    let netns = this.attached.get(name);
+    if (!netns) {
+      const { pid } = await this.waitForAddresses(name, []);
+      netns = `${this.lab.prefix}-i${this.attachCount++}`;
+      await run('ip', ['netns', 'attach', netns, String(pid)]);
+      this.attached.set(name, netns);
+    }
+    const ns = netns;
+    return { name: ns, exec: (command, args, options) => run(command, args, { ...options, netns: ns }) };
+  }
+
   /** Polls the instance's state until every address is on one of its NICs. */
   async waitForAddresses(name: string, addresses: readonly string[], ms = 20_000): Promise<{ pid: number }> {
     const until = Date.now() + ms;
@@ -213,7 +277,7 @@ export class LxdLab {
 
   /** Servers inside the container's network namespace, started from the host: traffic still enters through LXD's veth. */
   private async handle(name: string, pid: number): Promise<HarnessInstance> {
-    const netns = `${this.lab.prefix}-i${this.attached.size}`;
+    const netns = `${this.lab.prefix}-i${this.attachCount++}`;
     await run('ip', ['netns', 'attach', netns, String(pid)]);
     this.attached.set(name, netns);
     const ns: LabNamespace = { name: netns, exec: (command, args, options) => run(command, args, { ...options, netns }) };

@@ -6,7 +6,7 @@
  */
 import { driverConformance, type ConformanceHarness } from '@gatehouse/sdk/testkit';
 import plugin from '../src/index.js';
-import { LAB_PUBLIC_V4, LAB_V4_PREFIX, LxdLab, lxdAvailable } from './lxd-lab.js';
+import { LAB_PUBLIC_V4, LAB_V4_PREFIX, LxdLab, lxdAvailable } from '../src/testing.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await lxdAvailable();

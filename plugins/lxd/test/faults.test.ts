@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { diffObservation, expectedObservation, run, type DesiredState, type DriverContext, type NetworkDriver } from '@gatehouse/sdk';
 import { eventually, tcpOutcome, type LabServer } from '@gatehouse/sdk/testkit';
 import plugin, { OWNER_KEY, nicDeviceName, type LxdInstance } from '../src/index.js';
-import { LAB_PUBLIC_V4, LAB_V4_PREFIX, LxdLab, lxdAvailable } from './lxd-lab.js';
+import { LAB_PUBLIC_V4, LAB_V4_PREFIX, LxdLab, lxdAvailable } from '../src/testing.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await lxdAvailable();
