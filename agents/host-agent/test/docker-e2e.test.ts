@@ -15,48 +15,20 @@
  */
 import { DockerDriver, validateConfig } from '@gatehouse/plugin-docker';
 import { DockerLab, dockerAvailable, type LabContainer } from '@gatehouse/plugin-docker/testing';
-import { eventually, type LabNamespace, type Outcome } from '@gatehouse/sdk/testkit';
+import { eventually } from '@gatehouse/sdk/testkit';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostAgent } from '../src/index.js';
-import { gql, startController, until, type Proc } from './support.js';
+import { ERR, REQUIRE_SYSTEM, SYSTEM_ACTOR, controllerQueries, httpOutcome, payload, type InstanceView } from './backend-e2e.js';
+import { startController, until, type Proc } from './support.js';
 
-const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await dockerAvailable();
 
-const ERR = '... on Error { code message field value }';
-const SYSTEM_ACTOR = '00000000-0000-0000-0000-000000000000';
 const BODY = 'hello from a gatehouse container\n';
 const DISCOVER_MS = 500;
-
-/**
- * An HTTP GET from a namespace (node in it, the code as an argument): `got:<body>` for a 200,
- * `refused`, `timeout` (dropped), or `error:...`.
- */
-async function httpOutcome(from: LabNamespace, url: string, timeoutMs = 800): Promise<Outcome> {
-  const code = `let done=false;const out=s=>{if(!done){done=true;console.log(s)}};
-const r=require('http').get(${JSON.stringify(url)},{timeout:${timeoutMs}},res=>{let d='';res.setEncoding('utf8');res.on('data',b=>d+=b);res.on('end',()=>out(res.statusCode===200?'got:'+d:'error:http '+res.statusCode))});
-r.on('timeout',()=>{out('timeout');r.destroy()});
-r.on('error',e=>out(['ECONNREFUSED','EHOSTUNREACH','ECONNRESET'].includes(e.code)?'refused':'error:'+e.code));`;
-  return (await from.exec(process.execPath, ['-e', code])).replace(/\n$/, '') as Outcome;
-}
-
-/** The payload field of a mutation's answer; an Error answer fails the test with its code and message. */
-function payload<T = any>(answer: Record<string, any>, field: string): T {
-  if (answer?.[field] === undefined) throw new Error(`expected a payload with ${field}, got ${JSON.stringify(answer)}`);
-  return answer[field] as T;
-}
-
-interface InstanceView {
-  id: string;
-  name: string;
-  externalId: string | null;
-  owner: { name: string } | null;
-  nics: { id: string; name: string; mac: string; network: string; addresses: { id: string; address: string; cidr: string; pool: { id: string } }[] }[];
-}
 
 describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the Docker plugin', () => {
   let d: DockerLab;
@@ -83,46 +55,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the D
     warn: (m: string, f?: object) => logs.push(`warn ${m} ${JSON.stringify(f ?? {})}`),
     error: (m: string, f?: object) => logs.push(`error ${m} ${JSON.stringify(f ?? {})}`),
   };
-  const api = <T = any>(query: string, variables?: Record<string, unknown>) => gql<T>(controller!.url, admin, query, variables);
+  const queries = controllerQueries(() => ({ url: controller!.url, secret: admin, hostId }));
+  const { api } = queries;
   const fetchThroughForward = (port = 18080, timeoutMs?: number) => httpOutcome(d.client, `http://198.51.100.1:${port}/`, timeoutMs);
 
-  const instances = async () =>
-    (
-      await api(
-        `query ($h: ID!) { instances(hostId: $h) { edges { node { id name externalId owner { name } nics { id name mac network addresses { id address cidr pool { id } } } } } } }`,
-        { h: hostId },
-      )
-    ).instances.edges.map((e: { node: InstanceView }) => e.node) as InstanceView[];
-  const hostAgent = async () =>
-    (
-      await api(
-        `query ($id: ID!) { host(id: $id) { desiredRevision agent { online appliedRevision lastError discoveredAt discoveredInstances { externalId name nics { name mac addresses } } } } }`,
-        { id: hostId },
-      )
-    ).host as {
-      desiredRevision: number;
-      agent: {
-        online: boolean;
-        appliedRevision: number | null;
-        lastError: string | null;
-        discoveredAt: string | null;
-        discoveredInstances: { externalId: string; name: string; nics: { name: string; mac: string; addresses: string[] }[] }[];
-      };
-    };
-  const converged = () =>
-    until(async () => {
-      const h = await hostAgent();
-      return h.agent.appliedRevision === h.desiredRevision && h.agent.online ? h : undefined;
-    }, 20_000);
-  const forwardStatus = async (id: string) =>
-    (await api(`query ($id: ID!) { portForward(id: $id) { status statusError } }`, { id })).portForward as {
-      status: string;
-      statusError: string | null;
-    } | null;
-  const audit = async (objectId: string) =>
-    (
-      await api(`query ($id: String!) { auditLog(objectId: $id, first: 100) { edges { node { action actorUserId objectType after } } } }`, { id: objectId })
-    ).auditLog.edges.map((e: { node: unknown }) => e.node) as { action: string; actorUserId: string | null; objectType: string; after: unknown }[];
+  const { instances, hostAgent, converged, forwardStatus, audit } = queries;
   const startAgent = async () => {
     agent = new HostAgent({
       controllerUrl: controller!.url,

@@ -8,7 +8,7 @@
  * nftables dataplane (keyed on the desired addresses), shaping through tc on each NIC's host-side
  * veth, which is looked up again on every call: a restarted container has new veths.
  */
-import { Dataplane, applyShaping, readShaping, removeShaping, shapingMatches, type ShapingSpec } from '@gatehouse/dataplane';
+import { Dataplane, applyShaping, nicCounters, readShaping, removeShaping, shapingDifferences, shapingFor } from '@gatehouse/dataplane';
 import {
   ConflictError,
   DRIVER_API_VERSION,
@@ -301,11 +301,7 @@ export class DockerDriver implements NetworkDriver {
     const now = new Set(live.map(key));
     for (const p of this.lastPlaces) if (!now.has(key(p))) differences.push(`NIC ${p.nicId} is no longer on ${p.hostInterface}`);
     for (const p of live) if (!before.has(key(p))) differences.push(`NIC ${p.nicId} is now on ${p.hostInterface}`);
-    const instances = new Map(input.desired.instances.map((i) => [i.id, i]));
-    for (const place of live) {
-      const want = shapingFor(instances.get(place.instanceId)!, place.nicId);
-      if (!shapingMatches(want, await readShaping(place.hostInterface, this.host))) differences.push(`shaping of ${place.hostInterface} differs`);
-    }
+    differences.push(...(await shapingDifferences(live, input.desired, this.host)));
     return { differences };
   }
 
@@ -314,18 +310,8 @@ export class DockerDriver implements NetworkDriver {
     const result: StatsResult = { nics: [], forwards: [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter })) };
     if (input.desired) {
       for (const place of await this.places(input.desired)) {
-        const [link] = JSON.parse(await run('ip', ['-j', '-s', 'link', 'show', 'dev', place.hostInterface], this.host)) as {
-          stats64: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } };
-        }[];
-        if (!link) continue;
-        // the host side transmits what the container receives
-        const { rx, tx } = link.stats64;
-        result.nics.push({
-          instanceId: place.instanceId,
-          nicId: place.nicId,
-          rx: { bytes: tx.bytes, packets: tx.packets },
-          tx: { bytes: rx.bytes, packets: rx.packets },
-        });
+        const counters = await nicCounters(place.hostInterface, this.host);
+        if (counters) result.nics.push({ instanceId: place.instanceId, nicId: place.nicId, ...counters });
       }
     }
     return result;
@@ -526,11 +512,4 @@ export class DockerDriver implements NetworkDriver {
       // no such chain: nothing in the way
     }
   }
-}
-
-/** The limit in effect on one NIC: its own, else the instance-wide one; null when unlimited. */
-function shapingFor(instance: Instance, nicId: string): ShapingSpec | null {
-  const limit = instance.bandwidth.find((b) => b.nicId === nicId) ?? instance.bandwidth.find((b) => b.nicId === null);
-  if (!limit || (limit.ingressBps === null && limit.egressBps === null)) return null;
-  return { ingressBps: limit.ingressBps, egressBps: limit.egressBps, ingressBurstBytes: limit.ingressBurstBytes, egressBurstBytes: limit.egressBurstBytes };
 }

@@ -25,7 +25,7 @@ import {
   type ObservedShaping,
   type StatsResult,
 } from '@gatehouse/sdk';
-import { Dataplane, applyShaping, readShaping, removeShaping, shapingMatches, type ShapingSpec } from '@gatehouse/dataplane';
+import { Dataplane, applyShaping, nicCounters, readShaping, removeShaping, shapingDifferences, shapingFor } from '@gatehouse/dataplane';
 import {
   BRIDGE_ALIAS,
   VETH_PREFIX,
@@ -228,16 +228,12 @@ export class LinuxDriver implements NetworkDriver {
   /** How the live table and shaping differ from the last apply (see Dataplane.drift); `thorough` also compares map elements. */
   async drift(_ctx: DriverContext, input: { desired: DesiredState; thorough: boolean }): Promise<{ differences: string[] }> {
     const differences = (await this.dataplane.drift({ elements: input.thorough })) ?? [];
-    const instances = new Map(input.desired.instances.map((i) => [i.id, i]));
     const live = await this.places(input.desired);
     for (const was of this.lastHostSide?.places ?? []) {
       if (!live.some((p) => p.nicId === was.nicId && p.hostInterface === was.hostInterface))
         differences.push(`NIC ${was.nicId} (${was.hostInterface}) is gone`);
     }
-    for (const place of live) {
-      const want = shapingFor(instances.get(place.instanceId)!, place.nicId);
-      if (!shapingMatches(want, await readShaping(place.hostInterface, this.host))) differences.push(`shaping of ${place.hostInterface} differs`);
-    }
+    differences.push(...(await shapingDifferences(live, input.desired, this.host)));
     return { differences };
   }
 
@@ -246,18 +242,8 @@ export class LinuxDriver implements NetworkDriver {
     const result: StatsResult = { nics: [], forwards: [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter })) };
     if (input.desired) {
       for (const place of await this.places(input.desired)) {
-        const [link] = JSON.parse(await run('ip', ['-j', '-s', 'link', 'show', 'dev', place.hostInterface], this.host)) as {
-          stats64: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } };
-        }[];
-        if (!link) continue;
-        // the host side transmits what the instance receives
-        const { rx, tx } = link.stats64;
-        result.nics.push({
-          instanceId: place.instanceId,
-          nicId: place.nicId,
-          rx: { bytes: tx.bytes, packets: tx.packets },
-          tx: { bytes: rx.bytes, packets: rx.packets },
-        });
+        const counters = await nicCounters(place.hostInterface, this.host);
+        if (counters) result.nics.push({ instanceId: place.instanceId, nicId: place.nicId, ...counters });
       }
     }
     return result;
@@ -399,11 +385,4 @@ export class LinuxDriver implements NetworkDriver {
 function instanceNetns(instance: Instance): string | undefined {
   const id = instance.externalId ?? instance.name;
   return id.startsWith('if:') ? undefined : id;
-}
-
-/** The limit in effect on one NIC: its own, else the instance-wide one; null when unlimited. */
-function shapingFor(instance: Instance, nicId: string): ShapingSpec | null {
-  const limit = instance.bandwidth.find((b) => b.nicId === nicId) ?? instance.bandwidth.find((b) => b.nicId === null);
-  if (!limit || (limit.ingressBps === null && limit.egressBps === null)) return null;
-  return { ingressBps: limit.ingressBps, egressBps: limit.egressBps, ingressBurstBytes: limit.ingressBurstBytes, egressBurstBytes: limit.egressBurstBytes };
 }

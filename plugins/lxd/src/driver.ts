@@ -30,7 +30,7 @@ import {
   type ObservedState,
   type StatsResult,
 } from '@gatehouse/sdk';
-import { Dataplane, applyShaping, readShaping, removeShaping, type ShapingSpec } from '@gatehouse/dataplane';
+import { Dataplane, applyShaping, readShaping, removeShaping, shapingFor } from '@gatehouse/dataplane';
 import type { LxdDriverConfig } from './config.js';
 import { LxdApiError, LxdClient, type LxdInstance } from './lxd-client.js';
 import { OWNER_KEY, discovered, nicDeviceName, nicDevices, ownDevices } from './instances.js';
@@ -441,11 +441,4 @@ function lxdError(err: unknown, what: string): DriverError {
   }
   if (err instanceof CommandError) return new DriverInternalError(`Failed ${what}: ${err.message}`, { cause: err });
   return toDriverError(err);
-}
-
-/** The limit in effect on one NIC: its own, else the instance-wide one; null when unlimited. */
-function shapingFor(instance: Instance, nicId: string): ShapingSpec | null {
-  const limit = instance.bandwidth.find((b) => b.nicId === nicId) ?? instance.bandwidth.find((b) => b.nicId === null);
-  if (!limit || (limit.ingressBps === null && limit.egressBps === null)) return null;
-  return { ingressBps: limit.ingressBps, egressBps: limit.egressBps, ingressBurstBytes: limit.ingressBurstBytes, egressBurstBytes: limit.egressBurstBytes };
 }

@@ -1,0 +1,46 @@
+/**
+ * What every dataplane-backed plugin does with an instance NIC's host-side interface, whatever
+ * the backend (namespace veth, Docker veth, LXD veth): the limit in effect on it, whether its
+ * shaping is as desired, and its counters from the instance's point of view.
+ */
+import { run, type Counter, type DesiredState, type ExecTarget } from '@gatehouse/sdk';
+import { readShaping, shapingMatches, type ShapingSpec } from './tc.js';
+
+type Instance = DesiredState['instances'][number];
+
+/** Where a desired NIC is on the host. */
+export interface NicPlacement {
+  instanceId: string;
+  nicId: string;
+  hostInterface: string;
+}
+
+/** The limit in effect on one NIC: its own, else the instance-wide one; null when unlimited. */
+export function shapingFor(instance: Instance, nicId: string): ShapingSpec | null {
+  const limit = instance.bandwidth.find((b) => b.nicId === nicId) ?? instance.bandwidth.find((b) => b.nicId === null);
+  if (!limit || (limit.ingressBps === null && limit.egressBps === null)) return null;
+  return { ingressBps: limit.ingressBps, egressBps: limit.egressBps, ingressBurstBytes: limit.ingressBurstBytes, egressBurstBytes: limit.egressBurstBytes };
+}
+
+/** One line per placed NIC whose shaping differs from the desired state. */
+export async function shapingDifferences(places: readonly NicPlacement[], desired: DesiredState, target: ExecTarget = {}): Promise<string[]> {
+  const instances = new Map(desired.instances.map((i) => [i.id, i]));
+  const differences: string[] = [];
+  for (const place of places) {
+    const instance = instances.get(place.instanceId);
+    if (!instance) continue;
+    if (!shapingMatches(shapingFor(instance, place.nicId), await readShaping(place.hostInterface, target)))
+      differences.push(`shaping of ${place.hostInterface} differs`);
+  }
+  return differences;
+}
+
+/** A NIC's counters read on its host-side interface, turned round: what the host side sends, the instance receives. */
+export async function nicCounters(hostInterface: string, target: ExecTarget = {}): Promise<{ rx: Counter; tx: Counter } | undefined> {
+  const [link] = JSON.parse(await run('ip', ['-j', '-s', 'link', 'show', 'dev', hostInterface], target)) as {
+    stats64: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } };
+  }[];
+  if (!link) return undefined;
+  const { rx, tx } = link.stats64;
+  return { rx: { bytes: tx.bytes, packets: tx.packets }, tx: { bytes: rx.bytes, packets: rx.packets } };
+}
