@@ -15,4 +15,4 @@ export {
 } from './render.js';
 export { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
 export * from './tc.js';
-export { nicCounters, shapingDifferences, shapingFor, type NicPlacement } from './nics.js';
+export { dataplaneStats, nicCounters, observeShaping, shapingDifferences, shapingFor, type Link, type NicPlacement } from './nics.js';

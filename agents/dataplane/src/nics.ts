@@ -3,7 +3,8 @@
  * the backend (namespace veth, Docker veth, LXD veth): the limit in effect on it, whether its
  * shaping is as desired, and its counters from the instance's point of view.
  */
-import { run, type Counter, type DesiredState, type ExecTarget } from '@gatehouse/sdk';
+import { run, type Counter, type DesiredState, type ExecTarget, type ObservedShaping, type StatsResult } from '@gatehouse/sdk';
+import type { Dataplane } from './dataplane.js';
 import { readShaping, shapingMatches, type ShapingSpec } from './tc.js';
 
 type Instance = DesiredState['instances'][number];
@@ -43,4 +44,37 @@ export async function nicCounters(hostInterface: string, target: ExecTarget = {}
   if (!link) return undefined;
   const { rx, tx } = link.stats64;
   return { rx: { bytes: tx.bytes, packets: tx.packets }, tx: { bytes: rx.bytes, packets: rx.packets } };
+}
+
+/** The shaping in effect on placed NICs, as `observe` reports it (unshaped NICs left out). */
+export async function observeShaping(places: readonly NicPlacement[], target: ExecTarget = {}): Promise<ObservedShaping[]> {
+  const shaping: ObservedShaping[] = [];
+  for (const place of places) {
+    const spec = await readShaping(place.hostInterface, target);
+    if (spec && (spec.ingressBps !== null || spec.egressBps !== null))
+      shaping.push({ instanceId: place.instanceId, nicId: place.nicId, ingressBps: spec.ingressBps, egressBps: spec.egressBps });
+  }
+  return shaping;
+}
+
+/** A link as `ip -j [-d] link|addr show` prints it (the fields plugins use). */
+export interface Link {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  link_index?: number;
+  ifalias?: string;
+  linkinfo?: { info_kind?: string };
+  addr_info?: { family: string; local: string; prefixlen: number; scope: string }[];
+}
+
+/** `stats` of a dataplane-backed driver: the forwards' counters, and each placed NIC's interface counters. */
+export async function dataplaneStats(dataplane: Dataplane, places: readonly NicPlacement[], target: ExecTarget = {}): Promise<StatsResult> {
+  const counters = await dataplane.counters();
+  const result: StatsResult = { nics: [], forwards: [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter })) };
+  for (const place of places) {
+    const nic = await nicCounters(place.hostInterface, target);
+    if (nic) result.nics.push({ instanceId: place.instanceId, nicId: place.nicId, ...nic });
+  }
+  return result;
 }

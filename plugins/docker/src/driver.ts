@@ -8,7 +8,7 @@
  * nftables dataplane (keyed on the desired addresses), shaping through tc on each NIC's host-side
  * veth, which is looked up again on every call: a restarted container has new veths.
  */
-import { Dataplane, applyShaping, nicCounters, readShaping, removeShaping, shapingDifferences, shapingFor } from '@gatehouse/dataplane';
+import { Dataplane, applyShaping, dataplaneStats, observeShaping, type Link, removeShaping, shapingDifferences, shapingFor } from '@gatehouse/dataplane';
 import {
   ConflictError,
   DRIVER_API_VERSION,
@@ -28,7 +28,6 @@ import {
   type ExecTarget,
   type NetworkDriver,
   type ObjectResult,
-  type ObservedShaping,
   type ObservedState,
   type StatsResult,
 } from '@gatehouse/sdk';
@@ -47,7 +46,6 @@ import {
   tag,
   vethAlias,
   vethAliasInstanceTag,
-  type Link,
 } from './links.js';
 
 /** Label on Docker networks this plugin created (removed again when no container uses them). */
@@ -270,14 +268,7 @@ export class DockerDriver implements NetworkDriver {
 
   async observe(_ctx: DriverContext, input: { desired?: DesiredState }): Promise<{ state: ObservedState }> {
     const { forwards, firewalls } = await this.dataplane.observe();
-    const shaping: ObservedShaping[] = [];
-    if (input.desired) {
-      for (const place of await this.places(input.desired)) {
-        const spec = await readShaping(place.hostInterface, this.host);
-        if (spec && (spec.ingressBps !== null || spec.egressBps !== null))
-          shaping.push({ instanceId: place.instanceId, nicId: place.nicId, ingressBps: spec.ingressBps, egressBps: spec.egressBps });
-      }
-    }
+    const shaping = input.desired ? await observeShaping(await this.places(input.desired), this.host) : [];
     return { state: sortObservation({ forwards, firewalls: firewalls.map(({ unrecognized: _, ...f }) => f), shaping }) };
   }
 
@@ -306,15 +297,7 @@ export class DockerDriver implements NetworkDriver {
   }
 
   async stats(_ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult> {
-    const counters = await this.dataplane.counters();
-    const result: StatsResult = { nics: [], forwards: [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter })) };
-    if (input.desired) {
-      for (const place of await this.places(input.desired)) {
-        const counters = await nicCounters(place.hostInterface, this.host);
-        if (counters) result.nics.push({ instanceId: place.instanceId, nicId: place.nicId, ...counters });
-      }
-    }
-    return result;
+    return dataplaneStats(this.dataplane, input.desired ? await this.places(input.desired) : [], this.host);
   }
 
   async release(_ctx: DriverContext, input: { instanceId: string }): Promise<{ released: boolean }> {

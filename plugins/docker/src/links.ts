@@ -9,19 +9,8 @@
  * interface alias `gatehouse <instance> <nic>` on host-side veths it shapes.
  */
 import { createHash } from 'node:crypto';
-import { SHAPING_TAGS, ifbName } from '@gatehouse/dataplane';
+import { SHAPING_TAGS, ifbName, type Link } from '@gatehouse/dataplane';
 import { run, type ExecTarget } from '@gatehouse/sdk';
-
-/** A link as `ip -j -d addr show` prints it (the fields used here). */
-export interface Link {
-  ifindex: number;
-  ifname: string;
-  address?: string;
-  link_index?: number;
-  ifalias?: string;
-  linkinfo?: { info_kind?: string };
-  addr_info?: { family: string; local: string; prefixlen: number; scope: string }[];
-}
 
 /** 12 hex digits naming a Gatehouse id in Docker aliases and interface aliases. */
 export function tag(id: string): string {

@@ -22,24 +22,10 @@ import {
   type ExecTarget,
   type NetworkDriver,
   type ObjectResult,
-  type ObservedShaping,
   type StatsResult,
 } from '@gatehouse/sdk';
-import { Dataplane, applyShaping, nicCounters, readShaping, removeShaping, shapingDifferences, shapingFor } from '@gatehouse/dataplane';
-import {
-  BRIDGE_ALIAS,
-  VETH_PREFIX,
-  cidrs,
-  createVeth,
-  deleteLink,
-  ensureBridge,
-  hostVethName,
-  instanceTag,
-  links,
-  namespaces,
-  peerOf,
-  type Link,
-} from './links.js';
+import { Dataplane, applyShaping, dataplaneStats, observeShaping, type Link, removeShaping, shapingDifferences, shapingFor } from '@gatehouse/dataplane';
+import { BRIDGE_ALIAS, VETH_PREFIX, cidrs, createVeth, deleteLink, ensureBridge, hostVethName, instanceTag, links, namespaces, peerOf } from './links.js';
 
 /** The plugin's configuration. */
 export interface LinuxDriverConfig {
@@ -214,14 +200,7 @@ export class LinuxDriver implements NetworkDriver {
 
   async observe(_ctx: DriverContext, input: { desired?: DesiredState }): Promise<{ state: ReturnType<typeof sortObservation> }> {
     const { forwards, firewalls } = await this.dataplane.observe();
-    const shaping: ObservedShaping[] = [];
-    if (input.desired) {
-      for (const place of await this.places(input.desired)) {
-        const spec = await readShaping(place.hostInterface, this.host);
-        if (spec && (spec.ingressBps !== null || spec.egressBps !== null))
-          shaping.push({ instanceId: place.instanceId, nicId: place.nicId, ingressBps: spec.ingressBps, egressBps: spec.egressBps });
-      }
-    }
+    const shaping = input.desired ? await observeShaping(await this.places(input.desired), this.host) : [];
     return { state: sortObservation({ forwards, firewalls: firewalls.map(({ unrecognized: _, ...f }) => f), shaping }) };
   }
 
@@ -238,15 +217,7 @@ export class LinuxDriver implements NetworkDriver {
   }
 
   async stats(_ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult> {
-    const counters = await this.dataplane.counters();
-    const result: StatsResult = { nics: [], forwards: [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter })) };
-    if (input.desired) {
-      for (const place of await this.places(input.desired)) {
-        const counters = await nicCounters(place.hostInterface, this.host);
-        if (counters) result.nics.push({ instanceId: place.instanceId, nicId: place.nicId, ...counters });
-      }
-    }
-    return result;
+    return dataplaneStats(this.dataplane, input.desired ? await this.places(input.desired) : [], this.host);
   }
 
   async release(_ctx: DriverContext, input: { instanceId: string }): Promise<{ released: boolean }> {

@@ -5,18 +5,8 @@
  * id + the NIC's index, bridges carry the alias `gatehouse`.
  */
 import { createHash } from 'node:crypto';
+import type { Link } from '@gatehouse/dataplane';
 import { run, type ExecTarget } from '@gatehouse/sdk';
-
-/** A link as `ip -j link` shows it (the fields used here). */
-export interface Link {
-  ifindex: number;
-  ifname: string;
-  address?: string;
-  link_index?: number;
-  ifalias?: string;
-  linkinfo?: { info_kind?: string };
-  addr_info?: { family: string; local: string; prefixlen: number; scope: string }[];
-}
 
 /** Prefix of the host-side veths this plugin creates. */
 export const VETH_PREFIX = 'ghv';

@@ -26,11 +26,10 @@ import {
   type ExecTarget,
   type NetworkDriver,
   type ObjectResult,
-  type ObservedShaping,
   type ObservedState,
   type StatsResult,
 } from '@gatehouse/sdk';
-import { Dataplane, applyShaping, readShaping, removeShaping, shapingFor } from '@gatehouse/dataplane';
+import { Dataplane, applyShaping, observeShaping, removeShaping, shapingFor } from '@gatehouse/dataplane';
 import type { LxdDriverConfig } from './config.js';
 import { LxdApiError, LxdClient, type LxdInstance } from './lxd-client.js';
 import { OWNER_KEY, discovered, nicDeviceName, nicDevices, ownDevices } from './instances.js';
@@ -204,14 +203,7 @@ export class LxdDriver implements NetworkDriver {
   /** Forwards and firewalls from the live nftables table; shaping of each desired NIC's veth (needs `desired` and LXD). */
   async observe(ctx: DriverContext, input: { desired?: DesiredState }): Promise<{ state: ObservedState }> {
     const { forwards, firewalls } = await this.dataplane.observe();
-    const shaping: ObservedShaping[] = [];
-    if (input.desired) {
-      for (const place of this.places(input.desired, await this.lxdInstances(ctx))) {
-        const spec = await readShaping(place.hostInterface, this.host);
-        if (spec && (spec.ingressBps !== null || spec.egressBps !== null))
-          shaping.push({ instanceId: place.instanceId, nicId: place.nicId, ingressBps: spec.ingressBps, egressBps: spec.egressBps });
-      }
-    }
+    const shaping = input.desired ? await observeShaping(this.places(input.desired, await this.lxdInstances(ctx)), this.host) : [];
     return { state: sortObservation({ forwards, firewalls: firewalls.map(({ unrecognized: _, ...f }) => f), shaping }) };
   }
 
