@@ -221,6 +221,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       ...rest,
       admin: caddy ? { socketPath: caddy.socketPath } : admin!,
       adminConfig: caddy ? caddy.adminConfig : adminConfig!,
+      ...(caddy ? { restartCaddy: () => caddy!.restart() } : {}),
     });
     container.registerInstance(ProxyManagerToken, proxyManager);
     // a Caddy just started may take a moment to open its socket: the periodic check loads it then

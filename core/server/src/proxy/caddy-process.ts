@@ -47,7 +47,9 @@ export class CaddySupervisor {
     const log = openSync(join(this.dir, 'caddy.log'), 'a');
     // certificates, the internal CA and ACME accounts are kept under the data directory
     const env = { ...process.env, HOME: this.dir, XDG_DATA_HOME: join(this.dir, 'data'), XDG_CONFIG_HOME: join(this.dir, 'config') };
-    const child = spawn(this.binary, ['run', '--config', configFile], { env, stdio: ['ignore', log, log] });
+    // its own process group: Ctrl-C in the controller's terminal reaches the controller, which
+    // then stops Caddy itself (instead of Caddy exiting first and being restarted meanwhile)
+    const child = spawn(this.binary, ['run', '--config', configFile], { env, stdio: ['ignore', log, log], detached: true });
     closeSync(log);
     this.child = child;
     if (child.pid) writeFileSync(this.pidFile, String(child.pid));
@@ -94,6 +96,12 @@ export class CaddySupervisor {
     // its ports and socket are free once it is gone (a killed process goes within milliseconds)
     const sleeper = new Int32Array(new SharedArrayBuffer(4));
     for (let i = 0; i < 100 && existsSync(`/proc/${pid}`); i++) Atomics.wait(sleeper, 0, 0, 20);
+  }
+
+  /** Stops and starts Caddy (a fresh process: no listeners left from refused configs). */
+  async restart(): Promise<void> {
+    await this.stop();
+    this.start();
   }
 
   /** SIGTERM by PID, SIGKILL after 5 s. */

@@ -64,6 +64,15 @@ export interface ProxyManagerOptions {
   diagnoseIntervalMs?: number;
   /** Probe timeout for a target (default 3 s). */
   probeTimeoutMs?: number;
+  /**
+   * Restarts the Caddy process, when this controller runs it. Caddy 2.6.2 keeps the listeners a
+   * refused config had already opened (a start that failed on a port in use leaves the others
+   * open, answering every request with an empty 200): after such a refusal the manager restarts
+   * Caddy, so the next attempt starts clean.
+   */
+  restartCaddy?: () => Promise<void>;
+  /** How long to wait before loading again after Caddy refused the bare proxy server (default 30 s). */
+  refusedRetryMs?: number;
 }
 
 /** Audit object types whose changes can change Caddy's config. */
@@ -124,6 +133,9 @@ export class ProxyManager {
   /** Sites Caddy refused, with the JSON refused and Caddy's message: not retried until they change. */
   private refused = new Map<string, { json: string; message: string }>();
   private unreachable: string | null = null;
+  /** Why Caddy refused even the bare proxy server (a port in use …); null when it runs it. */
+  private serverRefused: string | null = null;
+  private serverRefusedAt = 0;
   private dirty = false;
   private loop: Promise<void> | null = null;
   private stopped = false;
@@ -203,12 +215,15 @@ export class ProxyManager {
 
   /** Looks whether Caddy still has the config (it loses it on restart) and reloads it if not. */
   async check(): Promise<void> {
+    if (this.serverRefused !== null && Date.now() - this.serverRefusedAt < (this.options.refusedRetryMs ?? 30_000)) return;
     try {
       await this.client.getById(SERVER_ID);
       if (this.unreachable !== null) await this.sync();
     } catch (error) {
       if (isUnknownId(error) || error instanceof CaddyUnreachableError) {
-        if (isUnknownId(error)) this.logger.warn('proxy manager: Caddy has lost its config (restarted?); loading it from the database');
+        // (without a proxy server Caddy refused, there is no config to lose: that is retried quietly)
+        if (isUnknownId(error) && this.serverRefused === null)
+          this.logger.warn('proxy manager: Caddy has lost its config (restarted?); loading it from the database');
         this.applied = undefined;
         await this.sync();
       } else throw error;
@@ -246,20 +261,32 @@ export class ProxyManager {
     try {
       await this.client.load(proxyConfig({ admin: this.options.adminConfig, settings: this.settings, sites }));
       this.applied = new Map(sites.map((s) => [s.key, { site: s, json: JSON.stringify(s) }]));
+      if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
+      this.serverRefused = null;
       return;
     } catch (error) {
       if (!(error instanceof CaddyApiError)) throw error;
-      this.logger.warn(`proxy manager: Caddy refused the whole config (${error.message}); adding proxies one at a time`);
+      if (this.serverRefused === null) this.logger.warn(`proxy manager: Caddy refused the whole config (${error.message}); adding proxies one at a time`);
     }
     try {
       await this.client.load(proxyConfig({ admin: this.options.adminConfig, settings: this.settings, sites: [] }));
     } catch (error) {
       if (!(error instanceof CaddyApiError)) throw error;
-      // the server itself cannot run (a port in use …): every proxy fails with Caddy's reason
+      // the server itself cannot run (a port in use …): every proxy fails with Caddy's reason, and
+      // the load is tried again at each check; said once per distinct reason
+      if (this.serverRefused !== error.message) {
+        this.logger.error(`proxy manager: Caddy cannot run the proxy server, web proxies are FAILED until it can: ${error.message}`);
+      }
+      this.serverRefused = error.message;
+      this.serverRefusedAt = Date.now();
+      // the refused start left listeners behind in this Caddy (see restartCaddy): a fresh one for the next attempt
+      await this.options.restartCaddy?.().catch((err: unknown) => this.logger.error('proxy manager: restarting Caddy failed', err));
       for (const s of sites) this.refused.set(s.key, { json: JSON.stringify(s), message: `Caddy refused the proxy server: ${error.message}` });
       this.applied = undefined;
       return;
     }
+    if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
+    this.serverRefused = null;
     this.applied = new Map();
     await this.applyChanges(sites);
   }

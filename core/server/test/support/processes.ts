@@ -19,7 +19,8 @@ export interface ControllerProcess {
 export async function spawnController(args: string[], env: Record<string, string> = {}): Promise<ControllerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args], {
     cwd: SERVER_DIR,
-    env: { ...process.env, ...env },
+    // no Caddy on ports 80/443 unless the test asks for one (GATEHOUSE_PROXY=on in env)
+    env: { ...process.env, GATEHOUSE_PROXY: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
