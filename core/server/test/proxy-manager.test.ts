@@ -22,6 +22,7 @@ import { webProxies } from '../src/db/schema.js';
 import { CaddySupervisor } from '../src/proxy/caddy-process.js';
 import { ProxyManager } from '../src/proxy/proxy-manager.js';
 import { createContainer } from '../src/server.js';
+import { ObjectStatusService, type ObjectStatusChange } from '../src/services/object-status-service.js';
 import { EventBusToken, ProxyManagerToken } from '../src/tokens.js';
 import { ERROR_FIELDS, createTestApi, type Client, type TestApi } from './support/api.js';
 import { selfSignedCertificate } from './support/certificates.js';
@@ -96,6 +97,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | false
 
 describe.skipIf(!ready && !REQUIRE_SYSTEM)('reverse proxy on a real Caddy, with pebble and a network namespace', () => {
   let store: Store;
+  let container: ReturnType<typeof createContainer>;
   let api: TestApi;
   let manager: ProxyManager;
   let caddy: CaddySupervisor;
@@ -167,7 +169,7 @@ describe.skipIf(!ready && !REQUIRE_SYSTEM)('reverse proxy on a real Caddy, with 
     });
 
     store = await openStore({ kind: 'pglite' });
-    const container = createContainer(store);
+    container = createContainer(store);
     caddy = new CaddySupervisor(join(dir, 'caddy'), { info: () => {}, warn: () => {}, error: console.error });
     caddy.start();
     manager = new ProxyManager(
@@ -222,6 +224,27 @@ describe.skipIf(!ready && !REQUIRE_SYSTEM)('reverse proxy on a real Caddy, with 
     await lab?.cleanup();
     await store?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("publishes a proxy's status changes to its owner's objectStatusChanged stream", async () => {
+    const ownerStream = container
+      .resolve(ObjectStatusService)
+      .watch({ userId: ann.id, role: 'user', scope: 'user', tokenId: 't', hostId: null, userName: 'ann', requestId: 'r' });
+    const seen: ObjectStatusChange[] = [];
+    const reading = (async () => {
+      for await (const change of ownerStream) {
+        seen.push(change);
+        if (change.status === 'applied') return;
+      }
+    })();
+    const r = await create({ instanceId: annVm, domain: 'status.ann-own.test', targetPort: 8080, tlsMode: 'NONE' }, ann.client);
+    await manager.sync();
+    await Promise.race([reading, new Promise((r) => setTimeout(r, 10_000))]);
+    await ownerStream.return(undefined);
+    expect(seen).toContainEqual(
+      expect.objectContaining({ objectType: 'web_proxy', objectId: r.webProxy.id, ownerId: ann.id, hostId, status: 'applied', error: null }),
+    );
+    await ann.client(`mutation($id: ID!) { deleteWebProxy(input: { webProxyId: $id }) { __typename } }`, { id: r.webProxy.id });
   });
 
   it('sends each domain by Host to its instance in the namespace, with X-Forwarded headers', async () => {

@@ -22,6 +22,7 @@ import { CaddyAdminClient, CaddyApiError, CaddyUnreachableError, isUnknownId, ty
 import type { Database } from '../db/database.js';
 import { hostAgents, instances, ipAllocations, nics, proxyDomainTemplates, webProxies, webProxyTraffic } from '../db/schema.js';
 import type { EventBus } from '../events.js';
+import type { ObjectStatusChange } from '../services/object-status-service.js';
 import type { Logger } from '../logger.js';
 import { templateLabel } from '../services/web-proxy-service.js';
 import { certificateCovers, servedCertificate, sniFor, type ServedCertificate } from './certificates.js';
@@ -82,6 +83,8 @@ const RELEVANT = new Set(['WebProxy', 'ProxyDomainTemplate', 'Instance', 'Nic', 
 type ProxyRow = Pick<
   typeof webProxies.$inferSelect,
   | 'id'
+  | 'ownerId'
+  | 'hostId'
   | 'domain'
   | 'instanceId'
   | 'targetAddress'
@@ -365,6 +368,8 @@ export class ProxyManager {
     const rows: ProxyRow[] = await this.db
       .select({
         id: webProxies.id,
+        ownerId: webProxies.ownerId,
+        hostId: webProxies.hostId,
         domain: webProxies.domain,
         instanceId: webProxies.instanceId,
         targetAddress: webProxies.targetAddress,
@@ -445,9 +450,12 @@ export class ProxyManager {
     return { rows, sites };
   }
 
-  /** Writes APPLIED / FAILED (Caddy's message) / PENDING (Caddy unreachable) where it changed. */
+  /** Writes APPLIED / FAILED (Caddy's message) / PENDING (Caddy unreachable) where it changed, and publishes each change (`objectStatusChanged`). */
   private async recordStatuses(rows: ProxyRow[]): Promise<void> {
     const applied: string[] = [];
+    const changes: ObjectStatusChange[] = [];
+    const change = (row: ProxyRow, status: ObjectStatusChange['status'], error: string | null) =>
+      changes.push({ objectType: 'web_proxy', objectId: row.id, hostId: row.hostId, ownerId: row.ownerId, status, error, revision: 0 });
     for (const row of rows) {
       const key = `gh-proxy-${row.id}`;
       const refused = this.refused.get(key);
@@ -461,9 +469,13 @@ export class ProxyManager {
               ? (['applied', null] as const)
               : (['pending', null] as const);
       if (status === 'applied' && error === null) {
-        if (row.status !== 'applied' || row.statusError !== null) applied.push(row.id);
+        if (row.status !== 'applied' || row.statusError !== null) {
+          applied.push(row.id);
+          change(row, status, null);
+        }
       } else if (row.status !== status || row.statusError !== error) {
         await this.db.update(webProxies).set({ status, statusError: error }).where(eq(webProxies.id, row.id));
+        change(row, status, error);
       }
     }
     for (let i = 0; i < applied.length; i += 1000) {
@@ -472,6 +484,7 @@ export class ProxyManager {
         .set({ status: 'applied', statusError: null })
         .where(inArray(webProxies.id, applied.slice(i, i + 1000)));
     }
+    for (const c of changes) this.bus.publish('objectStatus', c);
   }
 
   // ------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ import { validId } from '../validate.js';
 
 /** Kinds of objects an agent reports on. */
 export type StatusObjectType = 'port_forward' | 'firewall_rule' | 'bandwidth_limit';
+/** Kinds of objects whose status changes are published: what agents report, and web proxies (Caddy, on the controller). */
+export type ChangeObjectType = StatusObjectType | 'web_proxy';
 /** Apply status values. */
 export type ApplyStatus = 'pending' | 'applied' | 'failed' | 'drifted';
 
@@ -39,7 +41,7 @@ export interface ObjectStatusReportResult {
 
 /** A status change as subscribers see it. */
 export interface ObjectStatusChange {
-  objectType: StatusObjectType;
+  objectType: ChangeObjectType;
   objectId: string;
   hostId: string;
   ownerId: string;

@@ -81,9 +81,18 @@ const ObjectTypeEnum = builder.enumType('StatusObjectType', {
   values: { PORT_FORWARD: { value: 'port_forward' }, FIREWALL_RULE: { value: 'firewall_rule' }, BANDWIDTH_LIMIT: { value: 'bandwidth_limit' } } as const,
 });
 
+const ChangeObjectTypeEnum = builder.enumType('ObjectStatusChangeType', {
+  values: {
+    PORT_FORWARD: { value: 'port_forward' },
+    FIREWALL_RULE: { value: 'firewall_rule' },
+    BANDWIDTH_LIMIT: { value: 'bandwidth_limit' },
+    WEB_PROXY: { value: 'web_proxy', description: 'Applied by the controller to Caddy; revision is 0.' },
+  } as const,
+});
+
 const ObjectStatusChangeRef = builder.objectRef<ObjectStatusChange>('ObjectStatusChange').implement({
   fields: (t) => ({
-    objectType: t.field({ type: ObjectTypeEnum, resolve: (c) => c.objectType }),
+    objectType: t.field({ type: ChangeObjectTypeEnum, resolve: (c) => c.objectType }),
     objectId: t.exposeID('objectId'),
     hostId: t.exposeID('hostId'),
     status: t.field({ type: ApplyStatusEnum, resolve: (c) => c.status }),
