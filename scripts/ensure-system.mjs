@@ -1,62 +1,24 @@
 #!/usr/bin/env node
-// Makes sure the system services and tools the tests use are there: PostgreSQL (DATABASE_URL,
-// default the local server on 127.0.0.1:5432), nft, ip, iperf3, iptables (the nat-scale bench's baseline),
-// caddy and pebble (the reverse proxy and its ACME tests), dockerd (docker.io), lxd and a static
-// busybox (the Docker and LXD plugins' tests build their images from it). On a fresh machine, as root,
-// installs the missing Debian packages and starts PostgreSQL's cluster. Prints what it did; never
-// fails the run by itself (the tests decide, and in CI a skipped system test fails).
+// Installs what the code, the sandbox and the tests need from the operating system, as the table
+// in scripts/system-requirements.mjs lists it: on a fresh Debian machine, as root, every package
+// whose program is missing is installed with `apt-get install --no-install-recommends` (each needed
+// package is named, recommended ones are not relied on), and the machine's PostgreSQL cluster is
+// started when nothing answers at DATABASE_URL (default 127.0.0.1:5432).
+//
+// GATEHOUSE_SYSTEM_NO_INSTALL=prog[,prog…] leaves those programs (or packages) alone even when
+// missing — how the preflight's failure is shown on purpose. This script prints what it did and
+// never fails the run itself: scripts/preflight.mjs, run next, decides.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import net from 'node:net';
+import { readdirSync } from 'node:fs';
+import { REQUIREMENTS, SERVICES, missingPrograms, postgresAddress, postgresReachable } from './system-requirements.mjs';
 
-const url = new URL(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
-const host = url.hostname || '127.0.0.1';
-const port = Number(url.port || 5432);
-
-function reachable() {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port, timeout: 2000 }, () => {
-      socket.end();
-      resolve(true);
-    });
-    socket.on('error', () => resolve(false));
-    socket.on('timeout', () => {
-      socket.destroy();
-      resolve(false);
-    });
-  });
-}
+const isRoot = process.getuid?.() === 0;
+const noInstall = new Set((process.env.GATEHOUSE_SYSTEM_NO_INSTALL ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 
 function run(cmd, args) {
   console.log(`[ensure-system] ${cmd} ${args.join(' ')}`);
   const r = spawnSync(cmd, args, { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
   return r.status === 0;
-}
-
-async function ensurePostgres() {
-  if (await reachable()) return console.log(`[ensure-system] PostgreSQL answers on ${host}:${port}`);
-  const isLocal = host === '127.0.0.1' || host === 'localhost';
-  if (!isLocal) return console.log(`[ensure-system] PostgreSQL at ${host}:${port} does not answer; not managing a remote server`);
-  if (process.getuid?.() !== 0)
-    return console.log('[ensure-system] PostgreSQL is not running and this is not root: PostgreSQL tests will skip (and fail in CI)');
-  let clusters = [];
-  try {
-    clusters = readdirSync('/etc/postgresql');
-  } catch {
-    aptInstall(['postgresql']);
-    clusters = readdirSync('/etc/postgresql');
-  }
-  for (const version of clusters) run('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', 'start']);
-  for (let i = 0; i < 30 && !(await reachable()); i++) await new Promise((r) => setTimeout(r, 500));
-  if (!(await reachable())) return console.log('[ensure-system] PostgreSQL still does not answer');
-  // trust auth for the local test user, as on the developer machines
-  try {
-    execFileSync('psql', ['-h', host, '-p', String(port), '-U', 'postgres', '-c', 'select 1'], { stdio: 'ignore' });
-  } catch {
-    console.log('[ensure-system] note: connecting as postgres needs a password here; set DATABASE_URL');
-  }
-  console.log('[ensure-system] PostgreSQL started');
 }
 
 let aptUpdated = false;
@@ -65,30 +27,40 @@ function aptInstall(packages) {
   return run('apt-get', ['install', '-y', '--no-install-recommends', ...packages]);
 }
 
-function have(tool) {
-  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/bin'];
-  return dirs.some((dir) => dir && existsSync(join(dir, tool)));
+function ensurePrograms() {
+  const missing = missingPrograms().filter((row) => !noInstall.has(row.program) && !noInstall.has(row.package));
+  const held = REQUIREMENTS.filter((row) => noInstall.has(row.program) || noInstall.has(row.package)).map((row) => row.program);
+  if (held.length) console.log(`[ensure-system] GATEHOUSE_SYSTEM_NO_INSTALL: not installing ${held.join(', ')}`);
+  if (missing.length === 0) return console.log(`[ensure-system] the ${REQUIREMENTS.length} programs of the requirements table are installed`);
+  const packages = [...new Set(missing.map((row) => row.package))];
+  if (!isRoot) return console.log(`[ensure-system] missing ${missing.map((r) => r.program).join(', ')} and not root: cannot install ${packages.join(' ')}`);
+  aptInstall(packages);
+  const still = missingPrograms().filter((row) => packages.includes(row.package));
+  if (still.length) console.log(`[ensure-system] still missing after apt-get: ${still.map((r) => r.program).join(', ')}`);
 }
 
-function ensureTools() {
-  const wanted = {
-    nft: 'nftables',
-    ip: 'iproute2',
-    iperf3: 'iperf3',
-    iptables: 'iptables',
-    caddy: 'caddy',
-    pebble: 'pebble',
-    dockerd: 'docker.io',
-    lxd: 'lxd',
-    busybox: 'busybox-static',
-  };
-  const missing = Object.entries(wanted)
-    .filter(([tool]) => !have(tool))
-    .map(([, pkg]) => pkg);
-  if (missing.length === 0) return console.log(`[ensure-system] ${Object.keys(wanted).join(', ')} are installed`);
-  if (process.getuid?.() !== 0) return console.log(`[ensure-system] missing ${missing.join(', ')} and not root: namespace tests will skip (and fail in CI)`);
-  aptInstall(missing);
+async function ensurePostgres() {
+  const { host, port } = postgresAddress();
+  if (await postgresReachable({ host, port })) return console.log(`[ensure-system] PostgreSQL answers on ${host}:${port}`);
+  if (host !== '127.0.0.1' && host !== 'localhost') return console.log(`[ensure-system] PostgreSQL at ${host}:${port} does not answer; not managing a remote server`);
+  if (!isRoot) return console.log('[ensure-system] PostgreSQL is not running and this is not root: cannot start it');
+  let clusters = [];
+  try {
+    clusters = readdirSync('/etc/postgresql');
+  } catch {
+    aptInstall(SERVICES.map((s) => s.package));
+    clusters = readdirSync('/etc/postgresql');
+  }
+  for (const version of clusters) run('pg_ctlcluster', ['--skip-systemctl-redirect', version, 'main', 'start']);
+  for (let i = 0; i < 30 && !(await postgresReachable({ host, port })); i++) await new Promise((r) => setTimeout(r, 500));
+  if (!(await postgresReachable({ host, port }))) return console.log('[ensure-system] PostgreSQL still does not answer');
+  try {
+    execFileSync('psql', ['-h', host, '-p', String(port), '-U', 'postgres', '-c', 'select 1'], { stdio: 'ignore' });
+  } catch {
+    console.log('[ensure-system] note: connecting as postgres needs a password here; set DATABASE_URL');
+  }
+  console.log('[ensure-system] PostgreSQL started');
 }
 
-ensureTools();
+ensurePrograms();
 await ensurePostgres();

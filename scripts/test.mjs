@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The test command (`npm test`): prepares system services, runs typecheck and every package's
+// The test command (`npm test`): installs and checks the system (ensure-system, preflight), runs
+// the repository's own checks, typecheck and every package's
 // tests through turbo, then prints one closing line `N passed, N failed, N skipped`.
 // With GATEHOUSE_REQUIRE_SYSTEM=1 (CI) a skipped test counts as failed: nothing may be skipped.
 import { spawnSync } from 'node:child_process';
@@ -9,7 +10,15 @@ import { join } from 'node:path';
 const root = new URL('..', import.meta.url).pathname;
 const requireSystem = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 
+// Install what is missing, then check it all before any suite starts: the preflight names each
+// missing program and, in CI, ends the run here.
 spawnSync(process.execPath, [join(root, 'scripts/ensure-system.mjs')], { stdio: 'inherit' });
+const preflight = spawnSync(process.execPath, [join(root, 'scripts/preflight.mjs')], { stdio: 'inherit' });
+if (preflight.status !== 0) {
+  console.error('preflight failed: no test suite was started');
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
 
 const workspaces = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).workspaces;
 const packageDirs = workspaces.flatMap((pattern) => {
@@ -21,7 +30,7 @@ const packageDirs = workspaces.flatMap((pattern) => {
         .map((d) => join(parent, d.name))
     : [];
 });
-const resultFiles = packageDirs.map((dir) => join(dir, '.test-results', 'vitest.json'));
+const resultFiles = [...packageDirs, join(root, 'scripts')].map((dir) => join(dir, '.test-results', 'vitest.json'));
 for (const file of resultFiles) rmSync(file, { force: true });
 
 // Typecheck in parallel; then the test suites one package at a time: several of them send real
@@ -35,6 +44,12 @@ const turboRun = (args) =>
     stdio: 'inherit',
     env: { ...process.env, GATEHOUSE_SANDBOX: 'off', GATEHOUSE_PROXY: 'off' },
   });
+// The repository's own checks (the requirements table against the source, the preflight) first.
+const scriptsSuite = spawnSync(
+  'npx',
+  ['vitest', 'run', '--root', 'scripts', '--reporter=default', '--reporter=json', '--outputFile.json=.test-results/vitest.json'],
+  { cwd: root, stdio: 'inherit' },
+);
 const typecheck = turboRun(['typecheck']);
 const turbo = turboRun(['test', '--concurrency=1']);
 
@@ -57,7 +72,7 @@ for (const file of resultFiles) {
     }
   }
 }
-let turboFailed = turbo.status !== 0 || typecheck.status !== 0;
+let turboFailed = turbo.status !== 0 || typecheck.status !== 0 || scriptsSuite.status !== 0;
 if (requireSystem && skipped > 0) {
   console.error(`GATEHOUSE_REQUIRE_SYSTEM=1: ${skipped} skipped test(s) count as failed:\n  ${skippedNames.join('\n  ')}`);
   failed += skipped;

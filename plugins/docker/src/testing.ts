@@ -42,16 +42,13 @@ const has = (path: string) => existsSync(path);
 
 /**
  * Whether this machine can run the suite: root with `ip netns`, dockerd, a static busybox, nsenter
- * and iperf3. As root, a missing docker.io or busybox-static is installed with apt-get (what
- * scripts/ensure-system.mjs does on fresh machines); nothing else is installed.
+ * and iperf3. Nothing is installed here: `npm test` installs them (scripts/ensure-system.mjs) and
+ * its preflight names what is missing.
  */
 export async function dockerAvailable(): Promise<boolean> {
   if (!(await labAvailable())) return false;
-  const staticBusybox = async () => (await run('dpkg-query', ['-W', '-f', '${Status}', 'busybox-static']).catch(() => '')).includes('install ok installed');
-  if (!has('/usr/sbin/dockerd') || !(await staticBusybox())) {
-    await run('apt-get', ['install', '-y', 'docker.io', 'busybox-static'], { timeoutMs: 600_000 }).catch(() => undefined);
-  }
-  return has('/usr/sbin/dockerd') && (await staticBusybox()) && has('/usr/bin/nsenter') && has('/usr/bin/iperf3');
+  const staticBusybox = (await run('dpkg-query', ['-W', '-f', '${Status}', 'busybox-static']).catch(() => '')).includes('install ok installed');
+  return has('/usr/sbin/dockerd') && staticBusybox && has('/usr/bin/nsenter') && has('/usr/bin/iperf3');
 }
 
 /** A running container of the lab. */

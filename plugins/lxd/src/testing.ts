@@ -60,23 +60,14 @@ function execFileText(cmd: string, args: readonly string[], env?: NodeJS.Process
 }
 
 /**
- * Whether LXD tests can run: root with `ip netns`, and `lxd` plus a static busybox (installed with
- * apt-get when missing and root, as scripts/ensure-system.mjs does on fresh machines).
+ * Whether LXD tests can run: root with `ip netns`, `lxd`, the `dnsmasq` LXD runs for its networks,
+ * a static busybox and iperf3. Nothing is installed here: `npm test` installs them
+ * (scripts/ensure-system.mjs) and its preflight names what is missing.
  */
 export async function lxdAvailable(): Promise<boolean> {
   if (!(await labAvailable())) return false;
-  const missing =
-    !existsSync('/usr/bin/lxd') ||
-    !existsSync('/bin/busybox') ||
-    !(await execFileText('dpkg-query', ['-W', '-f', '${Status}', 'busybox-static']).catch(() => '')).includes('ok installed');
-  if (missing) {
-    try {
-      await execFileText('apt-get', ['install', '-y', 'lxd', 'busybox-static'], { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, 300_000);
-    } catch {
-      return false;
-    }
-  }
-  return existsSync('/usr/bin/lxd') && existsSync('/bin/busybox') && existsSync('/usr/bin/iperf3');
+  const staticBusybox = (await execFileText('dpkg-query', ['-W', '-f', '${Status}', 'busybox-static']).catch(() => '')).includes('ok installed');
+  return staticBusybox && ['/usr/bin/lxd', '/usr/sbin/dnsmasq', '/bin/busybox', '/usr/bin/iperf3'].every((path) => existsSync(path));
 }
 
 /** A running LXD in its own namespace, with a dir pool, one bridge and the busybox image. */
