@@ -13,7 +13,12 @@ import { readdirSync } from 'node:fs';
 import { REQUIREMENTS, SERVICES, missingPrograms, postgresAddress, postgresReachable } from './system-requirements.mjs';
 
 const isRoot = process.getuid?.() === 0;
-const noInstall = new Set((process.env.GATEHOUSE_SYSTEM_NO_INSTALL ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+const noInstall = new Set(
+  (process.env.GATEHOUSE_SYSTEM_NO_INSTALL ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
 
 function run(cmd, args) {
   console.log(`[ensure-system] ${cmd} ${args.join(' ')}`);
@@ -42,7 +47,8 @@ function ensurePrograms() {
 async function ensurePostgres() {
   const { host, port } = postgresAddress();
   if (await postgresReachable({ host, port })) return console.log(`[ensure-system] PostgreSQL answers on ${host}:${port}`);
-  if (host !== '127.0.0.1' && host !== 'localhost') return console.log(`[ensure-system] PostgreSQL at ${host}:${port} does not answer; not managing a remote server`);
+  if (host !== '127.0.0.1' && host !== 'localhost')
+    return console.log(`[ensure-system] PostgreSQL at ${host}:${port} does not answer; not managing a remote server`);
   if (!isRoot) return console.log('[ensure-system] PostgreSQL is not running and this is not root: cannot start it');
   let clusters = [];
   try {

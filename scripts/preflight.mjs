@@ -23,7 +23,9 @@ const skippedSuites = new Set(rows.filter((row) => !row.path).flatMap((row) => r
 const { host, port } = postgresAddress();
 if (!(await postgresReachable({ host, port }))) {
   for (const service of SERVICES) {
-    problems.push(`${service.name} does not answer on ${host}:${port}: the ${service.suites.join(', ')} suites need it (${service.why}); Debian package ${service.package}`);
+    problems.push(
+      `${service.name} does not answer on ${host}:${port}: the ${service.suites.join(', ')} suites need it (${service.why}); Debian package ${service.package}`,
+    );
     for (const suite of service.suites) skippedSuites.add(suite);
   }
 }

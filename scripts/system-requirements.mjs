@@ -9,18 +9,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
-export const SUITES = [
-  'sdk',
-  'dataplane',
-  'host-agent',
-  'plugin-linux',
-  'plugin-docker',
-  'plugin-lxd',
-  'server',
-  'caddy-api-client',
-  'bench',
-  'scripts',
-];
+export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'caddy-api-client', 'bench', 'scripts'];
 
 /**
  * Where a program is needed at run time, outside the tests:
@@ -43,14 +32,46 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
 export const REQUIREMENTS = [
   { program: 'nft', package: 'nftables', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: 'the dataplane: NAT, firewall, counters (nft -j)' },
   { program: 'ip', package: 'iproute2', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'links, addresses, network namespaces' },
-  { program: 'tc', package: 'iproute2', suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server'], roles: ['agent', 'controller'], why: 'bandwidth shaping (htb, ifb)' },
+  {
+    program: 'tc',
+    package: 'iproute2',
+    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server'],
+    roles: ['agent', 'controller'],
+    why: 'bandwidth shaping (htb, ifb)',
+  },
   { program: 'ss', package: 'iproute2', suites: ['dataplane'], roles: [], why: 'waiting for test servers to listen' },
   { program: 'sysctl', package: 'procps', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'IP forwarding in the host and sandbox namespaces' },
-  { program: 'iperf3', package: 'iperf3', suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd'], roles: [], why: 'measuring shaped rates' },
-  { program: 'iptables', package: 'iptables', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: "Docker's own rules (and the tests that check we leave them alone)" },
+  {
+    program: 'iperf3',
+    package: 'iperf3',
+    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd'],
+    roles: [],
+    why: 'measuring shaped rates',
+  },
+  {
+    program: 'iptables',
+    package: 'iptables',
+    suites: DOCKER_SUITES,
+    roles: ['docker'],
+    startedBy: 'dockerd',
+    why: "Docker's own rules (and the tests that check we leave them alone)",
+  },
   { program: 'iptables-legacy', package: 'iptables', suites: ['bench'], roles: [], why: "the nat-scale bench's baseline chain", builtIn: 'bench/nat-scale.ts' },
-  { program: 'iptables-legacy-restore', package: 'iptables', suites: ['bench'], roles: [], why: "loading the nat-scale bench's baseline chain", builtIn: 'bench/nat-scale.ts' },
-  { program: 'caddy', package: 'caddy', suites: ['caddy-api-client', 'server', 'bench'], roles: ['controller'], why: 'the reverse proxy the controller drives' },
+  {
+    program: 'iptables-legacy-restore',
+    package: 'iptables',
+    suites: ['bench'],
+    roles: [],
+    why: "loading the nat-scale bench's baseline chain",
+    builtIn: 'bench/nat-scale.ts',
+  },
+  {
+    program: 'caddy',
+    package: 'caddy',
+    suites: ['caddy-api-client', 'server', 'bench'],
+    roles: ['controller'],
+    why: 'the reverse proxy the controller drives',
+  },
   { program: 'pebble', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: 'a local ACME server for certificate tests' },
   { program: 'pebble-challtestsrv', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: "pebble's DNS for certificate tests" },
   { program: 'openssl', package: 'openssl', suites: ['caddy-api-client', 'server', 'bench'], roles: [], why: 'test certificates and CAs' },
@@ -59,8 +80,22 @@ export const REQUIREMENTS = [
   { program: 'runc', package: 'runc', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: 'runs the containers' },
   { program: 'nsenter', package: 'util-linux', suites: DOCKER_SUITES, roles: ['docker'], why: "reading a container's links from its network namespace" },
   { program: 'lxd', package: 'lxd', suites: LXD_SUITES, roles: ['lxd'], why: 'the LXD daemon' },
-  { program: 'dnsmasq', package: 'dnsmasq-base', suites: LXD_SUITES, roles: ['lxd'], startedBy: 'lxd', why: "LXD's networks (a Recommends of lxd, so --no-install-recommends leaves it out)" },
-  { program: 'busybox', package: 'busybox-static', suites: IMAGE_SUITES, roles: [], why: 'the root filesystem of the test images (must be the static build)', verify: staticExecutable },
+  {
+    program: 'dnsmasq',
+    package: 'dnsmasq-base',
+    suites: LXD_SUITES,
+    roles: ['lxd'],
+    startedBy: 'lxd',
+    why: "LXD's networks (a Recommends of lxd, so --no-install-recommends leaves it out)",
+  },
+  {
+    program: 'busybox',
+    package: 'busybox-static',
+    suites: IMAGE_SUITES,
+    roles: [],
+    why: 'the root filesystem of the test images (must be the static build)',
+    verify: staticExecutable,
+  },
   { program: 'tar', package: 'tar', suites: IMAGE_SUITES, roles: [], why: 'packing the test images' },
   { program: 'chmod', package: 'coreutils', suites: ['plugin-docker', 'host-agent'], roles: [], why: 'test image files' },
   { program: 'cat', package: 'coreutils', suites: ['bench'], roles: [], why: 'reading conntrack counters inside a namespace' },
@@ -187,7 +222,8 @@ export const OPERATOR_READMES = [
   { file: 'plugins/lxd/README.md', roles: ['agent', 'lxd'] },
 ];
 
-const BEGIN = '<!-- system-requirements: generated from scripts/system-requirements.mjs; edit the table, then run `node scripts/system-requirements.mjs --write-readmes` -->';
+const BEGIN =
+  '<!-- system-requirements: generated from scripts/system-requirements.mjs; edit the table, then run `node scripts/system-requirements.mjs --write-readmes` -->';
 const END = '<!-- /system-requirements -->';
 
 /** A README's text with its generated section replaced (or undefined when it has no markers). */

@@ -51,7 +51,9 @@ describe('the requirements table', () => {
   const { programs } = scanPrograms(root);
 
   it('lists every program the code and the tests start', () => {
-    const unlisted = [...programs.keys()].filter((program) => !rowOf.has(program)).map((program) => `${program} (started in ${[...programs.get(program).values()].flat().join(', ')})`);
+    const unlisted = [...programs.keys()]
+      .filter((program) => !rowOf.has(program))
+      .map((program) => `${program} (started in ${[...programs.get(program).values()].flat().join(', ')})`);
     expect(unlisted, 'add these programs, their Debian package and their suites to scripts/system-requirements.mjs').toEqual([]);
   });
 

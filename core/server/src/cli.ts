@@ -23,11 +23,17 @@ import { printGatehouseSchema } from './graphql/schema.js';
 import type { EmbeddedSandbox } from './sandbox/embedded-sandbox.js';
 import { caddyBinaryWorks } from './proxy/caddy-process.js';
 import { LETS_ENCRYPT_DIRECTORY } from './proxy/caddy-routes.js';
-import { startController, type Controller, type ControllerProxyOptions } from './server.js';
+import { graphiqlByDefault, startController, type Controller, type ControllerProxyOptions } from './server.js';
+
+/** How long a stopping controller may take before it exits anyway. */
+const STOP_GRACE_MS = 5000;
 
 const USAGE = `usage:
   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir DIR] [--database-url URL]
                   [--agent-heartbeat-ms MS] [--agent-offline-after-ms MS] [--no-sandbox]
+                  [--graphiql on|off]
+      GraphiQL, and introspection without a token, are on unless NODE_ENV=production
+      (GATEHOUSE_GRAPHIQL=on|off overrides). Stops within 5 s of SIGINT/SIGTERM, whatever runs.
       As root, also creates a sandbox host (network namespaces gh-sandbox*, two demo instances)
       with an in-process agent; --no-sandbox (or GATEHOUSE_SANDBOX=off) leaves it out.
   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
@@ -68,6 +74,7 @@ async function serve(argv: string[]): Promise<void> {
       'agent-heartbeat-ms': { type: 'string', default: process.env.GATEHOUSE_AGENT_HEARTBEAT_MS },
       'agent-offline-after-ms': { type: 'string', default: process.env.GATEHOUSE_AGENT_OFFLINE_AFTER_MS },
       'no-sandbox': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_SANDBOX ?? '') },
+      graphiql: { type: 'string', default: process.env.GATEHOUSE_GRAPHIQL ?? (graphiqlByDefault() ? 'on' : 'off') },
       ...PROXY_FLAGS,
     },
   });
@@ -86,8 +93,9 @@ async function serve(argv: string[]): Promise<void> {
     mkdirSync(dataDir, { recursive: true });
     store = { kind: 'pglite' as const, dataDir };
   }
+  if (!/^(on|off)$/.test(values.graphiql)) throw new Error(`--graphiql ${JSON.stringify(values.graphiql)} must be on or off`);
   const proxy = await proxyOptions(values);
-  const controller = await startController({ store, port, host: values.host, logger: console, agentPresence, proxy });
+  const controller = await startController({ store, port, host: values.host, logger: console, agentPresence, proxy, graphiql: values.graphiql === 'on' });
   if (controller.bootstrapSecret) {
     process.stdout.write(
       [
@@ -108,6 +116,11 @@ async function serve(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     console.info(`received ${signal}, stopping`);
+    // whatever is in flight (a long import, a hung database), the process is gone within seconds
+    setTimeout(() => {
+      console.error(`still stopping ${STOP_GRACE_MS / 1000} s after ${signal}; exiting now`);
+      process.exit(1);
+    }, STOP_GRACE_MS).unref();
     await (await sandbox.catch(() => undefined))?.stop();
     await controller.close();
     process.exit(0);

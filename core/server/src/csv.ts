@@ -76,3 +76,18 @@ export function parseCsv(text: string): { records: CsvRecord[]; errors: CsvSynta
 export function csvField(value: string): string {
   return /[",\r\n]/.test(value) || value !== value.trim() ? `"${value.replace(/"/g, '""')}"` : value;
 }
+
+// A spreadsheet evaluates a cell that starts with one of these as a formula (OWASP: CSV injection),
+// also after leading quotes it strips itself; one more quote makes it text.
+const FORMULA_START = /^'*[=+\-@\t\r]/;
+const ESCAPED_FORMULA = /^'+[=+\-@\t\r]/;
+
+/** A field for a file people open in spreadsheets: formula-like text gets a leading `'`, then quoting as needed. */
+export function csvCell(value: string): string {
+  return csvField(FORMULA_START.test(value) ? `'${value}` : value);
+}
+
+/** The value of a cell `csvCell` wrote: one leading `'` before formula-like text is dropped, so export → import is exact. */
+export function csvCellValue(raw: string): string {
+  return ESCAPED_FORMULA.test(raw) ? raw.slice(1) : raw;
+}

@@ -5,7 +5,7 @@
 import 'reflect-metadata';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { GraphQLError } from 'graphql';
+import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
@@ -19,7 +19,7 @@ import { createEventBus } from './events.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
 import { gatehouseSchema } from './graphql/schema.js';
 import { newId } from './ids.js';
-import { quietLogger, type Logger } from './logger.js';
+import { UnexpectedErrorLog, quietLogger, type Logger } from './logger.js';
 import { DEFAULT_AGENT_PRESENCE, HostAgentService, type AgentPresenceOptions } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
@@ -39,6 +39,8 @@ export interface ControllerOptions {
   bootstrap?: boolean;
   /** Agent presence: heartbeat period and offline age (defaults 10 s and 30 s; tests shorten them). */
   agentPresence?: Partial<AgentPresenceOptions>;
+  /** Serve GraphiQL at /graphql and answer introspection without a token; default: on unless NODE_ENV=production. */
+  graphiql?: boolean;
   /** The reverse proxy: a Caddy this controller runs, or one it reaches; absent: web proxies stay PENDING. */
   proxy?: ControllerProxyOptions;
 }
@@ -129,15 +131,36 @@ function endOnRevocation(revocations: TokenRevocations): Plugin<Record<string, u
   };
 }
 
+/** GraphiQL (and introspection without a token) is on unless NODE_ENV=production. */
+export function graphiqlByDefault(env = process.env): boolean {
+  return env.NODE_ENV !== 'production';
+}
+
+/**
+ * Without GraphiQL, the schema is only for callers with a token: an HTTP request without an
+ * Authorization header may not introspect (one with a header that turns out invalid is refused
+ * with 401 before it runs; graphql-ws connections are authenticated when they open).
+ */
+function introspectionNeedsToken(): Plugin {
+  return {
+    onValidate({ addValidationRule, context }) {
+      const request = (context as { request?: Request }).request;
+      if (request && !request.headers.get('authorization')) addValidationRule(NoSchemaIntrospectionCustomRule);
+    },
+  };
+}
+
 /** Creates the yoga instance for a container (exported for in-process tests). */
 export function createGatehouseYoga(
   container: DependencyContainer,
   logger: Logger = quietLogger,
+  options: { graphiql?: boolean } = {},
 ): YogaServerInstance<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext> {
   const services = resolveServices(container);
   const users = container.resolve(UserService);
   const revocations = container.resolve(TokenRevocations);
   revocations.start();
+  const unexpected = new UnexpectedErrorLog(logger);
   return createYoga<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext>({
     schema: gatehouseSchema(),
     graphqlEndpoint: '/graphql',
@@ -146,9 +169,9 @@ export function createGatehouseYoga(
     maxRequestBodySize: MAX_REQUEST_BYTES,
     // GraphiQL with its assets inlined: it works without internet access
     renderGraphiQL,
-    graphiql: { title: 'Gatehouse GraphiQL', defaultQuery: GRAPHIQL_DEFAULT_QUERY },
+    graphiql: (options.graphiql ?? graphiqlByDefault()) ? { title: 'Gatehouse GraphiQL', defaultQuery: GRAPHIQL_DEFAULT_QUERY } : false,
     logging: false,
-    plugins: [endOnRevocation(revocations)],
+    plugins: [endOnRevocation(revocations), ...((options.graphiql ?? graphiqlByDefault()) ? [] : [introspectionNeedsToken()])],
     maskedErrors: {
       maskError(error, message) {
         const original = (error as { originalError?: unknown }).originalError;
@@ -161,7 +184,7 @@ export function createGatehouseYoga(
         }
         // validation, authentication and limit errors raised as GraphQL errors pass unmasked
         if (isGraphQLError(error) && (original === undefined || original === null || isGraphQLError(original))) return error as Error;
-        logger.error('unexpected error in resolver', original ?? error);
+        unexpected.error('unexpected error in resolver', original ?? error);
         return new GraphQLError(message, { extensions: { code: 'INTERNAL_SERVER_ERROR' } });
       },
     },
@@ -227,7 +250,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     // a Caddy just started may take a moment to open its socket: the periodic check loads it then
     await proxyManager.start();
   }
-  const yoga = createGatehouseYoga(container, logger);
+  const yoga = createGatehouseYoga(container, logger, { graphiql: options.graphiql });
   const users = container.resolve(UserService);
   const revocations = container.resolve(TokenRevocations);
   const hostAgents = container.resolve(HostAgentService);

@@ -10,6 +10,7 @@ const host = {
   portRangeStart: 1024,
   portRangeEnd: 65535,
   reservedPorts: [],
+  maxForwardPorts: 1000,
   publicAddresses: ['203.0.113.10'],
   desiredRevision: 7,
   defaultPoolId: null,

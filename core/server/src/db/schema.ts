@@ -41,6 +41,8 @@ export const users = pgTable('users', {
   quotaPortForwards: integer('quota_port_forwards'),
   /** Maximum web proxies the user may have; null means unlimited. */
   quotaWebProxies: integer('quota_web_proxies'),
+  /** Host ports held by the user's forwards, per protocol (100 ports on tcp+udp count 200); null: unlimited. */
+  quotaForwardedPorts: integer('quota_forwarded_ports'),
   createdAt: createdAt(),
 });
 
@@ -73,6 +75,8 @@ export const hosts = pgTable(
     portRangeEnd: integer('port_range_end').notNull(),
     /** Host ports never handed out: `[{start, end}]`, inclusive. */
     reservedPorts: jsonb('reserved_ports').$type<{ start: number; end: number }[]>().notNull(),
+    /** Most host ports one forward of a non-admin user may span on this host (a range's width). */
+    maxForwardPorts: integer('max_forward_ports').notNull().default(1000),
     /** Public addresses of the host, canonical spelling. */
     publicAddresses: jsonb('public_addresses').$type<string[]>().notNull(),
     /** Bumped in the same transaction as every change to what the host must apply. */
@@ -86,7 +90,10 @@ export const hosts = pgTable(
     discoveryOwnerId: uuid('discovery_owner_id').references(() => users.id, { onDelete: 'set null' }),
     createdAt: createdAt(),
   },
-  (t) => [check('hosts_port_range_check', sql`${t.portRangeStart} between 1 and ${t.portRangeEnd} and ${t.portRangeEnd} <= 65535`)],
+  (t) => [
+    check('hosts_port_range_check', sql`${t.portRangeStart} between 1 and ${t.portRangeEnd} and ${t.portRangeEnd} <= 65535`),
+    check('hosts_max_forward_ports_check', sql`${t.maxForwardPorts} between 1 and 65535`),
+  ],
 );
 
 /** A VM or container on a host, owned by one user. */

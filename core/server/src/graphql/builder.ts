@@ -15,6 +15,7 @@ import {
   QuotaExceededError,
   ValidationError,
 } from '../errors.js';
+import { ArgumentChecks } from './argument-checks.js';
 import type { GraphQLContext } from './context.js';
 
 /** Query limits: deeper or costlier operations are refused before they run. */
@@ -45,7 +46,8 @@ export const builder = new SchemaBuilder<{
     JSON: { Input: unknown; Output: unknown };
   };
 }>({
-  plugins: [ErrorsPlugin, RelayPlugin, ComplexityPlugin],
+  // ArgumentChecks after ErrorsPlugin: a malformed id in a mutation's input is a typed result
+  plugins: [ErrorsPlugin, ArgumentChecks, RelayPlugin, ComplexityPlugin],
   defaultFieldNullability: false,
   errors: { defaultTypes: ERROR_CLASSES },
   relay: {

@@ -18,12 +18,17 @@ export function parseDomain(text: string): Domain | { error: string } {
   if (typeof text !== 'string' || text.length === 0) return { error: 'is empty' };
   // eslint-disable-next-line no-control-regex
   if (/[\s\u0000-\u001f\u007f]/.test(text)) return { error: 'contains spaces or control characters' };
+  // URL parts ("a.example.net/x", "?q", "#f", "user@", ":8080") would be dropped by the IDNA conversion: refuse them
+  const punctuation = /[\x21-\x29\x2b\x2c\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]/.exec(text);
+  if (punctuation) return { error: `contains "${punctuation[0]}", which a domain name cannot (only letters, digits, "-", "." and a leading "*.")` };
   let rest = text.endsWith('.') ? text.slice(0, -1) : text;
   const wildcard = rest.startsWith('*.');
   if (wildcard) rest = rest.slice(2);
   if (rest.includes('*')) return { error: 'has a wildcard that is not the whole leftmost label ("*.example.com")' };
   const ascii = domainToASCII(rest);
   if (ascii === '') return { error: 'is not a valid domain name (IDNA conversion failed)' };
+  // characters that IDNA maps to URL delimiters (fullwidth "／", "？") must not slip through either
+  if (/[^a-z0-9.-]/.test(ascii)) return { error: 'is not a valid domain name' };
   const labels = ascii.split('.');
   if (labels.length < 2) return { error: 'needs at least two labels ("example.com")' };
   for (const label of labels) {

@@ -84,6 +84,7 @@ export class BandwidthService {
       const gb = input.monthlyQuotaGb;
       if (!Number.isFinite(gb) || gb <= 0 || gb > 10_000_000) throw new ValidationError('input.monthlyQuotaGb', gb, 'must be above 0 and at most 10000000 GB');
       monthlyQuotaBytes = Math.round(gb * 1e9);
+      if (monthlyQuotaBytes < 1_000_000) throw new ValidationError('input.monthlyQuotaGb', gb, 'must be at least 0.001 GB (1 MB; 1 GB = 10^9 bytes)');
       if (!input.quotaAction) throw new ValidationError('input.quotaAction', null, 'is required with input.monthlyQuotaGb: THROTTLE or NOTIFY');
       if (input.quotaAction === 'throttle') {
         throttleBps = rate('input.throttleMbps', input.throttleMbps);

@@ -119,8 +119,10 @@ export function builtInTemplates(databaseSource: string | null): TemplateView[] 
   ];
 }
 
+/** A source or destination: absent/null or "any" is any address; an empty string is refused (it is no value, not "any"). */
 function validCidr(field: string, value: string | null | undefined): IpCidr | null {
-  if (value == null || value === '' || value === 'any') return null;
+  if (value == null || value === 'any') return null;
+  if (value.trim() === '') throw new ValidationError(field, value, 'is empty; leave it out or write "any" for any address');
   const cidr = parseCidr(value.includes('/') ? value : `${value}/${value.includes(':') ? 128 : 32}`);
   if ('error' in cidr) throw new ValidationError(field, value, cidr.error);
   return cidr;
@@ -133,8 +135,11 @@ export function validRule(input: FirewallRuleInput, field: string): FirewallRule
   if (source && destination && source.family !== destination.family) {
     throw new ValidationError(`${field}.destinationCidr`, input.destinationCidr, `is IPv${destination.family} but ${field}.sourceCidr is IPv${source.family}`);
   }
-  const portText = input.ports?.trim() ?? '';
-  const ports = portText === '' ? [] : parsePortRanges(`${field}.ports`, portText.split(','));
+  if (input.ports != null && input.ports.trim() === '') {
+    throw new ValidationError(`${field}.ports`, input.ports, 'is empty; leave it out or write "any" for every port');
+  }
+  const portText = input.ports?.trim() ?? 'any';
+  const ports = portText === 'any' ? [] : parsePortRanges(`${field}.ports`, portText.split(','));
   if (ports.length > 0 && input.protocol !== 'tcp' && input.protocol !== 'udp') {
     throw new ValidationError(`${field}.ports`, input.ports, `cannot be given for protocol ${input.protocol}; ports apply to tcp and udp`);
   }
@@ -183,7 +188,12 @@ export class FirewallService {
         protocol: input.protocol ?? before.protocol,
         sourceCidr: input.sourceCidr !== undefined ? input.sourceCidr : before.sourceCidr,
         destinationCidr: input.destinationCidr !== undefined ? input.destinationCidr : before.destinationCidr,
-        ports: input.ports !== undefined ? input.ports : before.ports.map((p) => (p.start === p.end ? `${p.start}` : `${p.start}-${p.end}`)).join(','),
+        ports:
+          input.ports !== undefined
+            ? input.ports
+            : before.ports.length === 0
+              ? null
+              : before.ports.map((p) => (p.start === p.end ? `${p.start}` : `${p.start}-${p.end}`)).join(','),
         action: input.action ?? before.action,
         priority: input.priority ?? before.priority,
         note: input.note !== undefined ? input.note : before.note,

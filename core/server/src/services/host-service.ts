@@ -26,6 +26,7 @@ export const DEFAULT_PORT_RANGE: PortRange = { start: 1024, end: 65535 };
 export interface CreateHostInput {
   name: string;
   backend: HostBackend;
+  maxForwardPorts?: number | null;
   portRangeStart?: number | null;
   portRangeEnd?: number | null;
   reservedPorts?: readonly string[] | null;
@@ -38,6 +39,7 @@ export interface CreateHostInput {
 export interface UpdateHostInput {
   hostId: string;
   name?: string | null;
+  maxForwardPorts?: number | null;
   portRangeStart?: number | null;
   portRangeEnd?: number | null;
   reservedPorts?: readonly string[] | null;
@@ -80,6 +82,14 @@ function nameTaken(name: unknown): ConflictError {
   return new ConflictError('input.name', name, 'is already the name of another host');
 }
 
+/** Default of `maxForwardPorts`: the widest forward a tenant may create on a host. */
+export const DEFAULT_MAX_FORWARD_PORTS = 1000;
+
+function validMaxForwardPorts(value: number): number {
+  if (!Number.isInteger(value) || value < 1 || value > 65535) throw new ValidationError('input.maxForwardPorts', value, 'must be an integer from 1 to 65535');
+  return value;
+}
+
 function validPortRange(start: number, end: number): PortRange {
   validPort('input.portRangeStart', start);
   validPort('input.portRangeEnd', end);
@@ -105,6 +115,7 @@ export class HostService {
       portRangeStart: range.start,
       portRangeEnd: range.end,
       reservedPorts: parsePortRanges('input.reservedPorts', input.reservedPorts ?? []),
+      maxForwardPorts: validMaxForwardPorts(input.maxForwardPorts ?? DEFAULT_MAX_FORWARD_PORTS),
       publicAddresses: validAddresses('input.publicAddresses', input.publicAddresses ?? []),
       desiredRevision: 0,
       defaultPoolId: null,
@@ -136,6 +147,7 @@ export class HostService {
           const patch: Partial<Host> = { portRangeStart: range.start, portRangeEnd: range.end };
           if (input.name != null) patch.name = validName('input.name', input.name);
           if (input.reservedPorts != null) patch.reservedPorts = parsePortRanges('input.reservedPorts', input.reservedPorts);
+          if (input.maxForwardPorts != null) patch.maxForwardPorts = validMaxForwardPorts(input.maxForwardPorts);
           if (input.publicAddresses != null) patch.publicAddresses = validAddresses('input.publicAddresses', input.publicAddresses);
           Object.assign(patch, await validDiscoverySettings(tx, id, input));
           const [after] = await tx.update(hosts).set(patch).where(eq(hosts.id, id)).returning();

@@ -11,11 +11,12 @@ import { eq, sql, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
-import { rowsOf, type Database, type Executor } from '../db/database.js';
+import { rowsOf, type Executor } from '../db/database.js';
 import { bandwidthLimits, firewallRules, hosts, instances, portForwards } from '../db/schema.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventBus } from '../events.js';
-import { DatabaseToken, EventBusToken } from '../tokens.js';
+import { EventBusToken } from '../tokens.js';
+import { AuditService } from './audit-service.js';
 import { validId } from '../validate.js';
 
 /** Kinds of objects an agent reports on. */
@@ -56,8 +57,8 @@ const MAX_REPORT = 10_000;
 @injectable()
 export class ObjectStatusService {
   constructor(
-    @inject(DatabaseToken) private readonly db: Database,
     @inject(EventBusToken) private readonly events: EventBus,
+    @inject(AuditService) private readonly audit: AuditService,
   ) {}
 
   /** Records an agent's report for its host at `revision`; returns the changes it made and the objects it skipped as changed since. */
@@ -79,7 +80,7 @@ export class ObjectStatusService {
     const latest = new Map<string, { index: number; report: ObjectStatusReport }>();
     input.objects.forEach((report, index) => latest.set(`${report.objectType}:${report.objectId}`, { index, report }));
     const stale: ObjectStatusReportResult['stale'] = [];
-    const changes = await this.db.transaction(async (tx) => {
+    const changes = await this.audit.transact(actor, async (tx, record) => {
       stale.length = 0;
       const [host] = await tx.select({ revision: hosts.desiredRevision }).from(hosts).where(eq(hosts.id, hostId));
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
@@ -101,6 +102,8 @@ export class ObjectStatusService {
           // otherwise: already so, deleted since the agent's revision, or another host's; nothing to mark
         }
       }
+      // one compact entry per report that changed something, not one per object
+      if (out.length > 0) await record({ action: 'host.statusReport', objectType: 'Host', objectId: hostId, after: reportSummary(input.revision, out) });
       return out;
     });
     for (const change of changes) this.events.publish('objectStatus', change);
@@ -154,6 +157,21 @@ export class ObjectStatusService {
       where o.id = any(${`{${ids.join(',')}}`}::text::uuid[]) and ${onHost(type, hostId)} and o.changed_revision > ${revision}::bigint`);
     return new Set(rowsOf<{ id: string }>(result).map((r) => r.id));
   }
+}
+
+const SUMMARY_FAILURES = 20;
+
+/** What a report changed, for its audit entry: counts per status and the first failures with their errors. */
+function reportSummary(revision: number, changes: readonly ObjectStatusChange[]) {
+  const counts: Partial<Record<ApplyStatus, number>> = {};
+  for (const c of changes) counts[c.status] = (counts[c.status] ?? 0) + 1;
+  const failed = changes.filter((c) => c.status === 'failed');
+  return {
+    revision,
+    changed: counts,
+    failed: failed.slice(0, SUMMARY_FAILURES).map((c) => ({ objectType: c.objectType, objectId: c.objectId, error: c.error?.slice(0, 200) ?? null })),
+    ...(failed.length > SUMMARY_FAILURES ? { moreFailed: failed.length - SUMMARY_FAILURES } : {}),
+  };
 }
 
 /** Whether the object `o` of `type` is on the host: forwards name it, firewall rules and bandwidth limits through their instance. */

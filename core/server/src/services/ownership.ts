@@ -7,6 +7,7 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Executor } from '../db/database.js';
 import { instances, ipAllocations, nics, users } from '../db/schema.js';
 import { NotFoundError, ValidationError } from '../errors.js';
+import { refuseControllerTarget } from '../net/controller-addresses.js';
 import { formatIp, type IpFamily } from '../net/ip.js';
 import { validId, validIp } from '../validate.js';
 
@@ -56,7 +57,8 @@ export interface InstanceTarget {
  * The address of an instance to send traffic to: the requested one, which must be a single
  * address (not a delegated prefix) held by one of its NICs, or by default its first IPv4 address
  * (else its first address). Anything else (another tenant's VM, the host, loopback) is refused
- * because it is not an address of this instance.
+ * because it is not an address of this instance, and so is an address of the controller itself
+ * (an instance NIC that holds one).
  */
 export async function instanceTarget(tx: Executor, instance: Instance, fieldPrefix: string, requested: string | null | undefined): Promise<InstanceTarget> {
   const held = await tx
@@ -77,9 +79,11 @@ export async function instanceTarget(tx: Executor, instance: Instance, fieldPref
     const canonical = formatIp(validIp(`${fieldPrefix}.targetAddress`, requested));
     const found = targets.find((t) => t.address === canonical);
     if (!found) throw new ValidationError(`${fieldPrefix}.targetAddress`, requested, `is not an address of instance "${instance.name}"`);
+    refuseControllerTarget(`${fieldPrefix}.targetAddress`, found.address);
     return found;
   }
   const chosen = targets.find((t) => t.family === 4) ?? targets[0];
   if (!chosen) throw new ValidationError(`${fieldPrefix}.instanceId`, instance.id, `is instance "${instance.name}", which has no address to send traffic to`);
+  refuseControllerTarget(`${fieldPrefix}.instanceId`, chosen.address);
   return chosen;
 }

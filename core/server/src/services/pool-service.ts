@@ -13,6 +13,7 @@ import { rowsOf, type Database, type Executor } from '../db/database.js';
 import { hosts, instances, ipAllocations, ipPools, nics } from '../db/schema.js';
 import { AddressInUseError, ConflictError, NotFoundError, PoolExhaustedError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
+import { controllerAddressesIn, isControllerAddress } from '../net/controller-addresses.js';
 import { formatCidr, formatIp, type IpFamily } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
 import { validId, validIdempotencyKey, validIp, validName, validNetworkName, validNote } from '../validate.js';
@@ -108,6 +109,17 @@ export class PoolService {
     const dns = validDns(input.dns ?? []);
     const hostId = input.hostId != null ? validId('input.hostId', input.hostId) : null;
     const reservations = systemReservations(g);
+    // the controller's own addresses may lie in the range only where the pool never hands them out
+    // (a bridge gateway on the controller's machine): anywhere else a NIC could take one
+    const reserved = new Set(reservations.map((r) => r.slot));
+    const own = controllerAddressesIn(g.family, g.start, g.end).find((a) => !reserved.has((a.value - g.start) / g.step));
+    if (own) {
+      throw new ValidationError(
+        input.cidr != null ? 'input.cidr' : 'input.start',
+        input.cidr ?? input.start,
+        `covers ${formatIp(own)}, an address of the controller itself; a pool may hand it out only as its reserved gateway`,
+      );
+    }
     if (BigInt(reservations.length) >= g.slotCount) {
       throw new ValidationError(
         input.cidr != null ? 'input.cidr' : 'input.start',
@@ -353,6 +365,7 @@ export class PoolService {
   ): Promise<Allocation> {
     const { nic, instance, field } = args;
     const addr = validIp(field, args.address);
+    if (isControllerAddress(addr)) throw new ValidationError(field, args.address, 'is an address of the controller itself and cannot be given to a NIC');
     const owner = await lockOwner(tx, instance.ownerId);
     await bumpHostRevision(tx, record, instance.hostId);
     let pool: Pool;

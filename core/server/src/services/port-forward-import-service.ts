@@ -11,24 +11,29 @@
 import { and, asc, eq, inArray } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
-import { csvField, parseCsv, type CsvRecord } from '../csv.js';
+import { csvCell, csvCellValue, parseCsv, type CsvRecord, type CsvSyntaxError } from '../csv.js';
+import { WorkBudget } from '../work-budget.js';
 import type { Database, Executor } from '../db/database.js';
-import { hosts, instances, ipAllocations, nics, portForwards } from '../db/schema.js';
+import { hosts, instances, ipAllocations, nics, portForwards, users } from '../db/schema.js';
 import { GatehouseError, NotFoundError, ValidationError } from '../errors.js';
+import type { Host } from './host-service.js';
+import { isControllerAddress } from '../net/controller-addresses.js';
 import { formatIp, parseIp } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
 import { validId, type PortRange } from '../validate.js';
 import { AuditService } from './audit-service.js';
 import { lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
-import { PortForwardService, lowestFreeBlock, type PortForward } from './port-forward-service.js';
+import { PortForwardService, type PortForward } from './port-forward-service.js';
 import {
   forwardRow,
   forwardsOverlap,
+  heldPorts,
   placeForward,
   portRangeText,
   type ForwardProtocol,
   type ForwardTarget,
+  type OverlapKeys,
   type PlacedForward,
   type SpecField,
 } from './port-forward-spec.js';
@@ -73,22 +78,102 @@ const COLUMN_OF: Record<SpecField, string> = {
 };
 const PROTOCOLS: Record<string, ForwardProtocol> = { tcp: 'tcp', udp: 'udp', both: 'both', 'tcp+udp': 'both' };
 const INSERT_BATCH = 500;
+/** Longest a plan may take before the import is refused (50,000 rows plan in well under 2 s). */
+const PLAN_BUDGET_MS = 30_000;
+
+/** A parsed file: its records, syntax errors and column positions. */
+interface ParsedFile {
+  records: CsvRecord[];
+  errors: CsvSyntaxError[];
+  columns: Map<string, number>;
+}
+
+/** Host ports a forward row holds, per protocol. */
+function forwardPorts(f: PortForward): number {
+  return heldPorts(f.protocol, { start: f.hostPortStart, end: f.hostPortEnd });
+}
+
+/** New forwards and host ports per owner, in owner id order (the lock order). */
+function totalsByOwner(creates: readonly ImportRow[]): Map<string, { forwards: number; ports: number }> {
+  const totals = new Map<string, { forwards: number; ports: number }>();
+  for (const r of creates) {
+    const t = totals.get(r.forward!.ownerId) ?? { forwards: 0, ports: 0 };
+    t.forwards++;
+    t.ports += forwardPorts(r.forward!);
+    totals.set(r.forward!.ownerId, t);
+  }
+  return new Map([...totals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** A forward of the host, or one planned by a row of the file. */
+type Indexed = PortForward & { row?: number };
+
+/**
+ * The host ports taken for one set of overlap keys (protocols × host addresses), and where the
+ * last block of each size was found. A plan only ever takes ports, never frees them, so each
+ * search resumes where the last one of its size ended: choosing free ports for a whole file
+ * costs at most one pass over the port space per (keys, size), not one per row.
+ */
+class FreePorts {
+  private readonly taken = new Uint8Array(65536);
+  private readonly resume = new Map<number, number>();
+
+  constructor(
+    private readonly host: Host,
+    readonly keys: OverlapKeys,
+  ) {
+    for (const r of host.reservedPorts) this.take(r);
+  }
+
+  /** Marks a forward's host ports taken when its keys overlap these. */
+  claim(f: Indexed): void {
+    if (forwardsOverlap({ ...f, start: 0, end: 0 }, { ...this.keys, start: 0, end: 0 })) this.take({ start: f.hostPortStart, end: f.hostPortEnd });
+  }
+
+  /** The lowest free block of `count` consecutive ports in the host's allowed range. */
+  lowest(count: number): PortRange | undefined {
+    const last = this.host.portRangeEnd;
+    let start = Math.max(this.resume.get(count) ?? 0, this.host.portRangeStart);
+    let run = 0;
+    for (let p = start; p <= last; p++) {
+      if (this.taken[p]) {
+        run = 0;
+        start = p + 1;
+      } else if (++run === count) {
+        this.resume.set(count, start);
+        return { start, end: p };
+      }
+    }
+    this.resume.set(count, last + 1);
+    return undefined;
+  }
+
+  private take(r: PortRange): void {
+    this.taken.fill(1, Math.max(r.start, 0), Math.min(r.end, 65535) + 1);
+  }
+}
 
 /** Forwards on one host indexed by host port, for overlap checks that cost per port, not per forward. */
 class PortIndex {
-  private readonly byPort = new Map<number, (PortForward & { row?: number })[]>();
+  private readonly byPort = new Map<number, Indexed[]>();
+  private readonly all: Indexed[] = [];
+  private readonly searches = new Map<string, FreePorts>();
 
-  add(forward: PortForward & { row?: number }): void {
+  constructor(private readonly host: Host) {}
+
+  add(forward: Indexed): void {
     for (let p = forward.hostPortStart; p <= forward.hostPortEnd; p++) {
       const list = this.byPort.get(p);
       if (list) list.push(forward);
       else this.byPort.set(p, [forward]);
     }
+    this.all.push(forward);
+    for (const search of this.searches.values()) search.claim(forward);
   }
 
   /** Forwards overlapping the keys on any of the ports. */
-  overlapping(keys: PlacedForward, ports: PortRange): (PortForward & { row?: number })[] {
-    const found = new Set<PortForward & { row?: number }>();
+  overlapping(keys: PlacedForward, ports: PortRange): Indexed[] {
+    const found = new Set<Indexed>();
     for (let p = ports.start; p <= ports.end; p++) {
       for (const f of this.byPort.get(p) ?? []) {
         if (forwardsOverlap({ ...f, start: f.hostPortStart, end: f.hostPortEnd }, { ...keys, ...ports })) found.add(f);
@@ -97,18 +182,16 @@ class PortIndex {
     return [...found];
   }
 
-  /** Host port ranges of every forward whose keys overlap (for choosing free ports). */
-  blockedFor(keys: PlacedForward): PortRange[] {
-    const seen = new Set<PortForward>();
-    const out: PortRange[] = [];
-    for (const list of this.byPort.values()) {
-      for (const f of list) {
-        if (seen.has(f)) continue;
-        seen.add(f);
-        if (forwardsOverlap({ ...f, start: 0, end: 0 }, { ...keys, start: 0, end: 0 })) out.push({ start: f.hostPortStart, end: f.hostPortEnd });
-      }
+  /** The lowest free block of `count` host ports for a forward with these keys. */
+  lowestFree(keys: OverlapKeys, count: number): PortRange | undefined {
+    const id = `${keys.protoLo}/${keys.protoHi}/${keys.addrLo}/${keys.addrHi}`;
+    let search = this.searches.get(id);
+    if (!search) {
+      search = new FreePorts(this.host, { protoLo: keys.protoLo, protoHi: keys.protoHi, addrLo: keys.addrLo, addrHi: keys.addrHi });
+      for (const f of this.all) search.claim(f);
+      this.searches.set(id, search);
     }
-    return out;
+    return search.lowest(count);
   }
 }
 
@@ -120,7 +203,11 @@ export class PortForwardImportService {
     @inject(PortForwardService) private readonly forwards: PortForwardService,
   ) {}
 
-  /** Plans the CSV against the host and, unless `dryRun`, applies it all or not at all. */
+  /**
+   * Plans the CSV against the host and, unless `dryRun`, applies it all or not at all. The plan is
+   * made outside any transaction, yielding to other requests as it goes; the import then writes
+   * in one transaction, planning again inside it only when the host changed meanwhile.
+   */
   async import(actor: Actor, input: { hostId: string; csv: string; dryRun?: boolean | null }): Promise<ImportResult> {
     const hostId = validId('input.hostId', input.hostId);
     const dryRun = input.dryRun ?? false;
@@ -137,30 +224,21 @@ export class PortForwardImportService {
       throw new ValidationError('input.csv', 'row 1', `needs a header row: ${[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(',')}`);
     const columns = this.columnsOf(header);
     if (records.length > MAX_CSV_ROWS) throw new ValidationError('input.csv', `${records.length} rows`, `has more than ${MAX_CSV_ROWS} rows; split the file`);
+    const file = { records, errors, columns };
+
+    const planned = await this.plan(this.db, actor, hostId, file);
+    if (dryRun) {
+      await this.markOverQuota(this.db, planned.rows);
+      return { dryRun, applied: false, rows: planned.rows };
+    }
 
     return this.audit.transact(actor, async (tx, record) => {
-      const [host] = await tx
-        .select()
-        .from(hosts)
-        .where(eq(hosts.id, hostId))
-        .for(dryRun ? 'share' : 'update');
+      const [host] = await tx.select().from(hosts).where(eq(hosts.id, hostId)).for('update');
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
-      const targets = await this.targetsOn(tx, actor, hostId);
-      const index = new PortIndex();
-      const existing = await tx.select().from(portForwards).where(eq(portForwards.hostId, hostId));
-      for (const f of existing) index.add(f);
-      const names = new Map(
-        (await tx.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
-      );
-
-      const rows: ImportRow[] = errors.map((e) => ({ row: e.line, action: 'invalid' as const, reason: e.problem, column: null, forward: null }));
-      for (const rec of records) {
-        rows.push(this.planRow(actor, rec, columns, host, targets, index, names));
-      }
-      rows.sort((a, b) => a.row - b.row);
+      // any change to the host's forwards or targets bumps its revision: the plan still holds when it did not move
+      const { rows } = host.desiredRevision === planned.revision ? planned : await this.plan(tx, actor, hostId, file);
       const creates = rows.filter((r) => r.action === 'create');
       const problems = rows.filter((r) => r.action === 'invalid' || r.action === 'conflict');
-      if (dryRun) return { dryRun, applied: false, rows };
       if (problems.length > 0) {
         const first = problems.slice(0, 5).map((p) => `row ${p.row}${p.column ? ` ${p.column}` : ''}: ${p.reason}`);
         throw new ValidationError(
@@ -169,10 +247,9 @@ export class PortForwardImportService {
           `has ${problems.length} invalid or conflicting row(s), nothing was imported (run with dryRun: true for the full plan): ${first.join('; ')}`,
         );
       }
-      const owners = [...new Set(creates.map((r) => r.forward!.ownerId))].sort();
-      for (const ownerId of owners) {
+      for (const [ownerId, adding] of totalsByOwner(creates)) {
         const owner = await lockOwner(tx, ownerId);
-        await this.forwards.checkQuota(tx, owner, creates.filter((r) => r.forward!.ownerId === ownerId).length, 'input.csv', `${creates.length} new forwards`);
+        await this.forwards.checkQuota(tx, owner, adding, 'input.csv', `${creates.length} new forwards`);
       }
       if (creates.length > 0) {
         const bumped = await bumpHostRevision(tx, record, hostId);
@@ -184,7 +261,54 @@ export class PortForwardImportService {
     });
   }
 
-  /** The visible forwards of a host as CSV in the import format (ranges as "a-b"). */
+  /** The per-row plan against the host as `db` sees it, and the host revision it was made at. */
+  private async plan(db: Executor, actor: Actor, hostId: string, file: ParsedFile): Promise<{ rows: ImportRow[]; revision: number }> {
+    const [host] = await db.select().from(hosts).where(eq(hosts.id, hostId));
+    if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+    const targets = await this.targetsOn(db, actor, hostId);
+    const index = new PortIndex(host);
+    for (const f of await db.select().from(portForwards).where(eq(portForwards.hostId, hostId))) index.add(f);
+    const names = new Map(
+      (await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
+    );
+    const rows: ImportRow[] = file.errors.map((e) => ({ row: e.line, action: 'invalid' as const, reason: e.problem, column: null, forward: null }));
+    const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
+    for (const rec of file.records) {
+      rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names));
+      await budget.tick();
+    }
+    rows.sort((a, b) => a.row - b.row);
+    return { rows, revision: host.desiredRevision };
+  }
+
+  /** Dry runs: turns the creates an owner's forward quotas would refuse into conflicts, in file order. */
+  private async markOverQuota(db: Executor, rows: ImportRow[]): Promise<void> {
+    const creates = rows.filter((r) => r.action === 'create');
+    for (const ownerId of totalsByOwner(creates).keys()) {
+      const [owner] = await db.select().from(users).where(eq(users.id, ownerId));
+      if (!owner) continue;
+      const adding = { forwards: 0, ports: 0 };
+      for (const r of creates) {
+        if (r.forward!.ownerId !== ownerId) continue;
+        adding.forwards++;
+        adding.ports += forwardPorts(r.forward!);
+        const problem = await this.forwards.quotaProblem(db, owner, adding);
+        if (!problem) continue;
+        // every later create of this owner is over too
+        for (const late of creates.filter((c) => c.forward!.ownerId === ownerId && c.row >= r.row)) {
+          Object.assign(late, {
+            action: 'conflict',
+            column: null,
+            forward: null,
+            reason: `would exceed ${problem.quota} (${problem.used} of ${problem.limit} used before this file)`,
+          } satisfies Partial<ImportRow>);
+        }
+        break;
+      }
+    }
+  }
+
+  /** The visible forwards of a host as CSV in the import format (ranges as "a-b"; formula-like notes escaped). */
   async export(actor: Actor, hostId: string): Promise<string> {
     const id = validId('hostId', hostId);
     const rows = await this.db
@@ -205,7 +329,7 @@ export class PortForwardImportService {
           f.hostAddress ?? '',
           f.sourceCidrs.join(' '),
         ]
-          .map(csvField)
+          .map(csvCell)
           .join(','),
       );
     }
@@ -277,7 +401,7 @@ export class PortForwardImportService {
     if (rec.fields.length !== columns.size) return invalid(null, `has ${rec.fields.length} columns, the header has ${columns.size}`);
     const cell = (name: string) => {
       const i = columns.get(name);
-      return i === undefined ? '' : rec.fields[i]!.trim();
+      return i === undefined ? '' : csvCellValue(rec.fields[i]!.trim());
     };
     const protocol = PROTOCOLS[cell('protocol').toLowerCase()];
     if (!protocol) return invalid('protocol', `"${cell('protocol')}" is not tcp, udp or both`);
@@ -291,6 +415,8 @@ export class PortForwardImportService {
         `${cell('vm_ip')} is held by several instances on host "${host.name}" (on different networks); forward through the API with an instanceId`,
       );
     const target = candidates[0]!;
+    if (isControllerAddress(target.address))
+      return invalid('vm_ip', `${cell('vm_ip')} is an address of the controller itself; traffic may only be sent to instances`);
     const sources = cell('source_cidrs');
     let placed: PlacedForward;
     try {
@@ -301,11 +427,12 @@ export class PortForwardImportService {
           targetPort: cell('vm_port'),
           hostAddress: cell('host_address') === '' ? null : cell('host_address'),
           sourceCidrs: sources === '' ? [] : sources.split(/[\s;]+/).filter(Boolean),
-          note: columns.has('note') ? rec.fields[columns.get('note')!] : null,
+          note: columns.has('note') ? csvCellValue(rec.fields[columns.get('note')!]!) : null,
         },
         host,
         target,
         (field) => COLUMN_OF[field],
+        !isAdmin(actor),
       );
     } catch (err) {
       if (err instanceof GatehouseError) return invalid(err.field?.replace(/\[\d+\]$/, '') ?? null, err.message);
@@ -313,7 +440,7 @@ export class PortForwardImportService {
     }
     let ports = placed.hostPorts;
     if (!ports) {
-      ports = lowestFreeBlock(host, placed.targetPorts.end - placed.targetPorts.start, index.blockedFor(placed)) ?? null;
+      ports = index.lowestFree(placed, placed.targetPorts.end - placed.targetPorts.start + 1) ?? null;
       if (!ports) return { row, action: 'conflict', reason: `no free host port left on host "${host.name}"`, column: 'host_port', forward: null };
     }
     const clash = index.overlapping(placed, ports);

@@ -19,11 +19,23 @@ import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import type { Host } from './host-service.js';
 import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
-import { forwardRow, placeForward, portRangeText, type FieldNamer, type ForwardProtocol, type ForwardSpec, type OverlapKeys } from './port-forward-spec.js';
+import {
+  forwardRow,
+  heldPorts,
+  placeForward,
+  portRangeText,
+  type FieldNamer,
+  type ForwardProtocol,
+  type ForwardSpec,
+  type OverlapKeys,
+} from './port-forward-spec.js';
 
 /** A port forward row. */
 export type PortForward = typeof portForwards.$inferSelect;
 export type { ForwardProtocol } from './port-forward-spec.js';
+
+/** The forward quotas of an owner (a users row). */
+export type ForwardQuotas = { id: string; quotaPortForwards: number | null; quotaForwardedPorts: number | null };
 
 /** Input of `createPortForward`. */
 export interface CreatePortForwardInput extends ForwardSpec {
@@ -78,10 +90,10 @@ export class PortForwardService {
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId);
       const owner = await lockOwner(tx, instance.ownerId);
-      await this.checkQuota(tx, owner, 1, 'input.instanceId', instance.id);
       const host = await bumpHostRevision(tx, record, instance.hostId);
       const target = await instanceTarget(tx, instance, 'input', input.targetAddress);
-      const placed = placeForward(input, host, target, inputField);
+      const placed = placeForward(input, host, target, inputField, !isAdmin(actor));
+      await this.checkQuota(tx, owner, { forwards: 1, ports: heldPorts(placed.protocol, placed.targetPorts) }, 'input.instanceId', instance.id);
       const overlapping = overlapCondition(host.id, placed);
       let hostPorts: PortRange;
       if (placed.hostPorts) {
@@ -119,12 +131,35 @@ export class PortForwardService {
     });
   }
 
-  /** QUOTA_EXCEEDED unless the owner may have `adding` more forwards. Caller holds the owner lock. */
-  async checkQuota(tx: Executor, owner: { id: string; quotaPortForwards: number | null }, adding: number, field: string, value: string): Promise<void> {
-    if (owner.quotaPortForwards === null || adding === 0) return;
-    const [row] = await tx.select({ n: count() }).from(portForwards).where(eq(portForwards.ownerId, owner.id));
-    const used = row?.n ?? 0;
-    if (used + adding > owner.quotaPortForwards) throw new QuotaExceededError('quotaPortForwards', owner.quotaPortForwards, used, field, value);
+  /**
+   * QUOTA_EXCEEDED unless the owner may have `adding.forwards` more forwards holding `adding.ports`
+   * more host ports (per protocol). Caller holds the owner lock.
+   */
+  async checkQuota(tx: Executor, owner: ForwardQuotas, adding: { forwards: number; ports: number }, field: string, value: string): Promise<void> {
+    const problem = await this.quotaProblem(tx, owner, adding);
+    if (problem) throw new QuotaExceededError(problem.quota, problem.limit, problem.used, field, value);
+  }
+
+  /** The first forward quota `adding` would exceed, with its limit and current use; undefined when both allow it. */
+  async quotaProblem(
+    tx: Executor,
+    owner: ForwardQuotas,
+    adding: { forwards: number; ports: number },
+  ): Promise<{ quota: 'quotaPortForwards' | 'quotaForwardedPorts'; limit: number; used: number } | undefined> {
+    if ((owner.quotaPortForwards === null && owner.quotaForwardedPorts === null) || adding.forwards === 0) return undefined;
+    const [row] = await tx
+      .select({
+        n: count(),
+        ports: sql<string>`coalesce(sum((${portForwards.hostPortEnd} - ${portForwards.hostPortStart} + 1) * (${portForwards.protoHi} - ${portForwards.protoLo} + 1)), 0)`,
+      })
+      .from(portForwards)
+      .where(eq(portForwards.ownerId, owner.id));
+    const used = { forwards: row?.n ?? 0, ports: Number(row?.ports ?? 0) };
+    if (owner.quotaPortForwards !== null && used.forwards + adding.forwards > owner.quotaPortForwards)
+      return { quota: 'quotaPortForwards', limit: owner.quotaPortForwards, used: used.forwards };
+    if (owner.quotaForwardedPorts !== null && used.ports + adding.ports > owner.quotaForwardedPorts)
+      return { quota: 'quotaForwardedPorts', limit: owner.quotaForwardedPorts, used: used.ports };
+    return undefined;
   }
 
   /** Deletes a forward the actor owns (admins: any). */

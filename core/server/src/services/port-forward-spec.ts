@@ -78,10 +78,26 @@ function validSourceCidrs(field: string, values: readonly string[]): string[] {
   return out;
 }
 
-/** Checks a spec against the host it lands on and the target it points to. */
-export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarget, name: FieldNamer): PlacedForward {
+/** Host ports a forward holds, counted per protocol (what `quotaForwardedPorts` counts). */
+export function heldPorts(protocol: ForwardProtocol, ports: PortRange): number {
+  return (ports.end - ports.start + 1) * (protocol === 'both' ? 2 : 1);
+}
+
+/**
+ * Checks a spec against the host it lands on and the target it points to. `tenant`: the caller
+ * is not an admin, so the host's `maxForwardPorts` bounds the forward's width.
+ */
+export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarget, name: FieldNamer, tenant = false): PlacedForward {
   const targetPorts = parsePortRange(name('targetPort'), spec.targetPort);
   const length = targetPorts.end - targetPorts.start;
+  if (tenant && length + 1 > host.maxForwardPorts) {
+    const field = spec.hostPort != null ? 'hostPort' : 'targetPort';
+    throw new ValidationError(
+      name(field),
+      field === 'hostPort' ? spec.hostPort : spec.targetPort,
+      `spans ${length + 1} ports; host "${host.name}" allows at most ${host.maxForwardPorts} per forward`,
+    );
+  }
   let hostPorts: PortRange | null = null;
   if (spec.hostPort != null) {
     hostPorts = parsePortRange(name('hostPort'), spec.hostPort);

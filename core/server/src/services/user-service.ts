@@ -28,7 +28,7 @@ const TOKEN_PREFIX = 'gh_';
 const LAST_USED_RESOLUTION_MS = 60_000;
 
 /** The per-user quotas; each is a maximum count, null meaning unlimited. */
-export const QUOTA_NAMES = ['quotaIpv4Addresses', 'quotaIpv6Prefixes', 'quotaPortForwards', 'quotaWebProxies'] as const;
+export const QUOTA_NAMES = ['quotaIpv4Addresses', 'quotaIpv6Prefixes', 'quotaPortForwards', 'quotaForwardedPorts', 'quotaWebProxies'] as const;
 /** One quota's name. */
 export type QuotaName = (typeof QUOTA_NAMES)[number];
 /** Quota values as given by a client. */

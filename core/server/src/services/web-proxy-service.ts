@@ -5,8 +5,7 @@
  * (see the reverse-proxy issue); this service keeps them valid, unique and owned.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { networkInterfaces } from 'node:os';
-import { and, asc, count, eq, gt, inArray, ne } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, like, ne, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
@@ -124,15 +123,8 @@ export class WebProxyService {
             if ((row?.n ?? 0) + 1 > owner.quotaWebProxies)
               throw new QuotaExceededError('quotaWebProxies', owner.quotaWebProxies, row?.n ?? 0, 'input.domain', domain.name);
           }
-          await this.checkNotClaimedByOthers(tx, domain.name, instance.ownerId);
+          await this.checkNotClaimedByOthers(tx, 'input.domain', domain.name, instance.ownerId);
           const target = await instanceTarget(tx, instance, 'input', input.targetAddress);
-          if (isControllerAddress(target.address)) {
-            throw new ValidationError(
-              input.targetAddress != null ? 'input.targetAddress' : 'input.instanceId',
-              target.address,
-              'is an address of the controller itself; a proxy may only send traffic to an instance',
-            );
-          }
           const proxy: WebProxy = {
             id: newId(),
             ownerId: instance.ownerId,
@@ -189,9 +181,7 @@ export class WebProxyService {
     return mapUniqueViolations(
       () =>
         this.audit.transact(actor, async (tx, record) => {
-          const others = await tx.select({ domain: webProxies.domain }).from(webProxies).where(ne(webProxies.ownerId, actor.userId));
-          const clash = others.find((p) => domainCoveredBy(p.domain, domain.name));
-          if (clash) throw new ConflictError('input.pattern', domain.name, `covers ${clash.domain}, which another user serves`);
+          await this.checkNotClaimedByOthers(tx, 'input.pattern', domain.name, actor.userId);
           const template: DomainTemplate = {
             id: newId(),
             ownerId: actor.userId,
@@ -301,18 +291,32 @@ export class WebProxyService {
     return row?.n ?? 0;
   }
 
-  private async checkNotClaimedByOthers(tx: Executor, domain: string, ownerId: string): Promise<void> {
-    const templates = await tx.select().from(proxyDomainTemplates).where(ne(proxyDomainTemplates.ownerId, ownerId));
-    const clash = templates.find((t) => domainCoveredBy(domain, t.pattern) || domainCoveredBy(t.pattern, domain));
-    if (clash) throw new ConflictError('input.domain', domain, `is inside ${clash.pattern}, another user's domain template`);
+  /**
+   * CONFLICT when another user holds a name that overlaps `domain`: a proxy or template of theirs
+   * that this wildcard would cover, or a wildcard of theirs that covers this name (exact routes
+   * win over wildcards in Caddy, so either way one user would take the other's traffic). The
+   * refusal says that the name is taken, never which other name takes it. Creations of proxies
+   * and templates are serialised by one transaction lock so that two overlapping claims cannot
+   * both pass.
+   */
+  private async checkNotClaimedByOthers(tx: Executor, field: string, domain: string, ownerId: string): Promise<void> {
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtext('gatehouse.proxy-domains'))`);
+    const base = domain.startsWith('*.') ? domain.slice(2) : domain;
+    const parent = base.slice(base.indexOf('.') + 1);
+    // names that could overlap: the wildcard one level up, this wildcard itself, and (for a wildcard) any one label below
+    const overlapping = (column: typeof webProxies.domain | typeof proxyDomainTemplates.pattern) =>
+      or(inArray(column, [`*.${parent}`, `*.${base}`, base]), domain.startsWith('*.') ? like(column, `%.${base}`) : undefined);
+    const proxies = await tx
+      .select({ name: webProxies.domain })
+      .from(webProxies)
+      .where(and(ne(webProxies.ownerId, ownerId), overlapping(webProxies.domain)));
+    const templates = await tx
+      .select({ name: proxyDomainTemplates.pattern })
+      .from(proxyDomainTemplates)
+      .where(and(ne(proxyDomainTemplates.ownerId, ownerId), overlapping(proxyDomainTemplates.pattern)));
+    const clash = [...proxies, ...templates].find((o) => domainCoveredBy(o.name, domain) || domainCoveredBy(domain, o.name));
+    if (clash) throw new ConflictError(field, domain, 'is taken: it overlaps a domain another user holds');
   }
-}
-
-/** Whether an address belongs to this machine (the controller, where Caddy runs) or is loopback. */
-export function isControllerAddress(address: string): boolean {
-  const lower = address.toLowerCase();
-  if (lower === '::1' || lower.startsWith('127.') || lower === '::' || lower === '0.0.0.0') return true;
-  return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address.toLowerCase() === lower));
 }
 
 /** The DNS label an instance gets under its owner's templates: its name, lower-case, other characters as `-`. */

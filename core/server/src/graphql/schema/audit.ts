@@ -1,6 +1,7 @@
 /** The audit log: every change, who made it, before and after. */
 import { filter, pipe } from 'graphql-yoga';
 import type { AuditEntry } from '../../services/audit-service.js';
+import { validId } from '../../validate.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
@@ -31,7 +32,8 @@ builder.queryFields((t) => ({
       const page = pageOf(args);
       const rows = await ctx.services.audit.list(
         requireActor(ctx),
-        { objectType: args.objectType ?? undefined, objectId: args.objectId ?? undefined },
+        // a String argument since the first release (an ID type would break clients' documents): checked as an id here
+        { objectType: args.objectType ?? undefined, objectId: args.objectId == null ? undefined : validId('objectId', args.objectId.toLowerCase()) },
         { before: page.after, limit: page.limit },
       );
       return connectionOf(rows, page);
@@ -46,7 +48,7 @@ builder.subscriptionFields((t) => ({
     args: { objectId: t.arg.string({ required: false }) },
     subscribe: (_r, args, ctx) => {
       const actor = requireActor(ctx);
-      const objectId = args.objectId ?? null;
+      const objectId = args.objectId == null ? null : validId('objectId', args.objectId.toLowerCase());
       return pipe(
         ctx.services.audit.subscribe(),
         filter((entry: AuditEntry) => ctx.services.audit.canSee(actor, entry) && (objectId === null || entry.objectId === objectId)),

@@ -9,6 +9,7 @@ const QUOTA_DESCRIPTIONS: Record<QuotaName, string> = {
   quotaIpv4Addresses: 'IPv4 addresses.',
   quotaIpv6Prefixes: 'IPv6 addresses or delegated prefixes.',
   quotaPortForwards: 'Port forwards.',
+  quotaForwardedPorts: 'Host ports held by port forwards, counted per protocol: a forward of 8000-8099 on BOTH counts 200.',
   quotaWebProxies: 'Web proxy domains.',
 };
 
