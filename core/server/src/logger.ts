@@ -25,6 +25,8 @@ export function describeUnexpected(err: unknown): string {
   const name = shown?.name ?? typeof err;
   let message = shown ? shown.message : String(err);
   if (!database && /^Failed query:/.test(message)) message = 'Failed query (text and parameters not logged)';
+  // PostgreSQL quotes the offending value ('invalid input syntax for type uuid: "…"'): a request's data, not logged
+  message = message.replace(/"[^"]{17,}"/g, (quoted) => `(a value of ${quoted.length - 2} characters)`);
   if (message.length > MAX_LINE) message = `${message.slice(0, MAX_LINE)}… (${message.length} characters)`;
   const frames = (err instanceof Error ? (err.stack ?? '') : '')
     .split('\n')

@@ -24,11 +24,19 @@ function interfaceAddresses(): IpAddress[] {
 
 /** Whether an address is loopback, unspecified, or one of this machine's (the controller's). */
 export function isControllerAddress(address: string | IpAddress): boolean {
-  const addr = typeof address === 'string' ? parseIp(address) : address;
-  if ('error' in addr) return false;
-  if (addr.value === 0n || (addr.family === 6 && addr.value === 1n)) return true;
-  if (addr.family === 4 && addr.value >= LOOPBACK_V4.start && addr.value <= LOOPBACK_V4.end) return true;
-  return interfaceAddresses().some((a) => a.family === addr.family && a.value === addr.value);
+  return controllerAddressCheck()(address);
+}
+
+/** `isControllerAddress` for many addresses: the machine's interfaces are read once, when this is called. */
+export function controllerAddressCheck(): (address: string | IpAddress) => boolean {
+  const own = new Set(interfaceAddresses().map((a) => `${a.family}/${a.value}`));
+  return (address) => {
+    const addr = typeof address === 'string' ? parseIp(address) : address;
+    if ('error' in addr) return false;
+    if (addr.value === 0n || (addr.family === 6 && addr.value === 1n)) return true;
+    if (addr.family === 4 && addr.value >= LOOPBACK_V4.start && addr.value <= LOOPBACK_V4.end) return true;
+    return own.has(`${addr.family}/${addr.value}`);
+  };
 }
 
 /** Refuses a target that is the controller's, naming the field. */

@@ -17,18 +17,18 @@ import type { Database, Executor } from '../db/database.js';
 import { hosts, instances, ipAllocations, nics, portForwards, users } from '../db/schema.js';
 import { GatehouseError, NotFoundError, ValidationError } from '../errors.js';
 import type { Host } from './host-service.js';
-import { isControllerAddress } from '../net/controller-addresses.js';
+import { controllerAddressCheck } from '../net/controller-addresses.js';
 import { formatIp, parseIp } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
 import { validId, type PortRange } from '../validate.js';
 import { AuditService } from './audit-service.js';
 import { lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
-import { PortForwardService, type PortForward } from './port-forward-service.js';
+import { PortForwardService, forwardQuotaProblem, type PortForward } from './port-forward-service.js';
 import {
   forwardRow,
-  forwardsOverlap,
   heldPorts,
+  keysOverlap,
   placeForward,
   portRangeText,
   type ForwardProtocol,
@@ -127,7 +127,7 @@ class FreePorts {
 
   /** Marks a forward's host ports taken when its keys overlap these. */
   claim(f: Indexed): void {
-    if (forwardsOverlap({ ...f, start: 0, end: 0 }, { ...this.keys, start: 0, end: 0 })) this.take({ start: f.hostPortStart, end: f.hostPortEnd });
+    if (keysOverlap(f, this.keys)) this.take({ start: f.hostPortStart, end: f.hostPortEnd });
   }
 
   /** The lowest free block of `count` consecutive ports in the host's allowed range. */
@@ -176,7 +176,7 @@ class PortIndex {
     const found = new Set<Indexed>();
     for (let p = ports.start; p <= ports.end; p++) {
       for (const f of this.byPort.get(p) ?? []) {
-        if (forwardsOverlap({ ...f, start: f.hostPortStart, end: f.hostPortEnd }, { ...keys, ...ports })) found.add(f);
+        if (keysOverlap(f, keys)) found.add(f);
       }
     }
     return [...found];
@@ -286,13 +286,14 @@ export class PortForwardImportService {
     const creates = rows.filter((r) => r.action === 'create');
     for (const ownerId of totalsByOwner(creates).keys()) {
       const [owner] = await db.select().from(users).where(eq(users.id, ownerId));
-      if (!owner) continue;
+      if (!owner || (owner.quotaPortForwards === null && owner.quotaForwardedPorts === null)) continue;
+      const used = await this.forwards.use(db, ownerId);
       const adding = { forwards: 0, ports: 0 };
       for (const r of creates) {
         if (r.forward!.ownerId !== ownerId) continue;
         adding.forwards++;
         adding.ports += forwardPorts(r.forward!);
-        const problem = await this.forwards.quotaProblem(db, owner, adding);
+        const problem = forwardQuotaProblem(owner, used, adding);
         if (!problem) continue;
         // every later create of this owner is over too
         for (const late of creates.filter((c) => c.forward!.ownerId === ownerId && c.row >= r.row)) {
@@ -355,8 +356,8 @@ export class PortForwardImportService {
     return columns;
   }
 
-  /** Addresses on the host the actor may forward to, by canonical address. */
-  private async targetsOn(tx: Executor, actor: Actor, hostId: string): Promise<Map<string, ForwardTarget[]>> {
+  /** Addresses on the host the actor may forward to, by canonical address; `controller` marks the controller's own (refused). */
+  private async targetsOn(tx: Executor, actor: Actor, hostId: string): Promise<Map<string, (ForwardTarget & { controller: boolean })[]>> {
     const rows = await tx
       .select({
         id: ipAllocations.id,
@@ -372,16 +373,19 @@ export class PortForwardImportService {
       .where(
         and(eq(instances.hostId, hostId), inArray(ipAllocations.prefixLength, [32, 128]), isAdmin(actor) ? undefined : eq(instances.ownerId, actor.userId)),
       );
-    const map = new Map<string, ForwardTarget[]>();
+    const map = new Map<string, (ForwardTarget & { controller: boolean })[]>();
+    const isOwn = controllerAddressCheck();
     for (const r of rows) {
-      const target: ForwardTarget = {
+      const target = {
         id: r.id,
         address: r.address,
         family: r.prefixLength === 32 ? 4 : 6,
         instanceId: r.instanceId,
         instanceName: r.instanceName,
         ownerId: r.ownerId,
-      };
+        // read once per plan: looking up the machine's interfaces costs ~80 µs
+        controller: isOwn(r.address),
+      } satisfies ForwardTarget & { controller: boolean };
       map.set(r.address, [...(map.get(r.address) ?? []), target]);
     }
     return map;
@@ -392,7 +396,7 @@ export class PortForwardImportService {
     rec: CsvRecord,
     columns: Map<string, number>,
     host: typeof hosts.$inferSelect,
-    targets: Map<string, ForwardTarget[]>,
+    targets: Map<string, (ForwardTarget & { controller: boolean })[]>,
     index: PortIndex,
     names: Map<string, string>,
   ): ImportRow {
@@ -415,8 +419,7 @@ export class PortForwardImportService {
         `${cell('vm_ip')} is held by several instances on host "${host.name}" (on different networks); forward through the API with an instanceId`,
       );
     const target = candidates[0]!;
-    if (isControllerAddress(target.address))
-      return invalid('vm_ip', `${cell('vm_ip')} is an address of the controller itself; traffic may only be sent to instances`);
+    if (target.controller) return invalid('vm_ip', `${cell('vm_ip')} is an address of the controller itself; traffic may only be sent to instances`);
     const sources = cell('source_cidrs');
     let placed: PlacedForward;
     try {

@@ -37,6 +37,22 @@ export type { ForwardProtocol } from './port-forward-spec.js';
 /** The forward quotas of an owner (a users row). */
 export type ForwardQuotas = { id: string; quotaPortForwards: number | null; quotaForwardedPorts: number | null };
 
+/** Forwards and the host ports they hold (per protocol). */
+export type ForwardUse = { forwards: number; ports: number };
+
+/** The first forward quota that `adding` on top of `used` would exceed, with its limit; undefined when both allow it. */
+export function forwardQuotaProblem(
+  owner: ForwardQuotas,
+  used: ForwardUse,
+  adding: ForwardUse,
+): { quota: 'quotaPortForwards' | 'quotaForwardedPorts'; limit: number; used: number } | undefined {
+  if (owner.quotaPortForwards !== null && used.forwards + adding.forwards > owner.quotaPortForwards)
+    return { quota: 'quotaPortForwards', limit: owner.quotaPortForwards, used: used.forwards };
+  if (owner.quotaForwardedPorts !== null && used.ports + adding.ports > owner.quotaForwardedPorts)
+    return { quota: 'quotaForwardedPorts', limit: owner.quotaForwardedPorts, used: used.ports };
+  return undefined;
+}
+
 /** Input of `createPortForward`. */
 export interface CreatePortForwardInput extends ForwardSpec {
   instanceId: string;
@@ -135,31 +151,22 @@ export class PortForwardService {
    * QUOTA_EXCEEDED unless the owner may have `adding.forwards` more forwards holding `adding.ports`
    * more host ports (per protocol). Caller holds the owner lock.
    */
-  async checkQuota(tx: Executor, owner: ForwardQuotas, adding: { forwards: number; ports: number }, field: string, value: string): Promise<void> {
-    const problem = await this.quotaProblem(tx, owner, adding);
+  async checkQuota(tx: Executor, owner: ForwardQuotas, adding: ForwardUse, field: string, value: string): Promise<void> {
+    if ((owner.quotaPortForwards === null && owner.quotaForwardedPorts === null) || adding.forwards === 0) return;
+    const problem = forwardQuotaProblem(owner, await this.use(tx, owner.id), adding);
     if (problem) throw new QuotaExceededError(problem.quota, problem.limit, problem.used, field, value);
   }
 
-  /** The first forward quota `adding` would exceed, with its limit and current use; undefined when both allow it. */
-  async quotaProblem(
-    tx: Executor,
-    owner: ForwardQuotas,
-    adding: { forwards: number; ports: number },
-  ): Promise<{ quota: 'quotaPortForwards' | 'quotaForwardedPorts'; limit: number; used: number } | undefined> {
-    if ((owner.quotaPortForwards === null && owner.quotaForwardedPorts === null) || adding.forwards === 0) return undefined;
+  /** How many forwards an owner has, and how many host ports (per protocol) they hold. */
+  async use(tx: Executor, ownerId: string): Promise<ForwardUse> {
     const [row] = await tx
       .select({
         n: count(),
         ports: sql<string>`coalesce(sum((${portForwards.hostPortEnd} - ${portForwards.hostPortStart} + 1) * (${portForwards.protoHi} - ${portForwards.protoLo} + 1)), 0)`,
       })
       .from(portForwards)
-      .where(eq(portForwards.ownerId, owner.id));
-    const used = { forwards: row?.n ?? 0, ports: Number(row?.ports ?? 0) };
-    if (owner.quotaPortForwards !== null && used.forwards + adding.forwards > owner.quotaPortForwards)
-      return { quota: 'quotaPortForwards', limit: owner.quotaPortForwards, used: used.forwards };
-    if (owner.quotaForwardedPorts !== null && used.ports + adding.ports > owner.quotaForwardedPorts)
-      return { quota: 'quotaForwardedPorts', limit: owner.quotaForwardedPorts, used: used.ports };
-    return undefined;
+      .where(eq(portForwards.ownerId, ownerId));
+    return { forwards: row?.n ?? 0, ports: Number(row?.ports ?? 0) };
   }
 
   /** Deletes a forward the actor owns (admins: any). */

@@ -172,14 +172,9 @@ export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: 
   };
 }
 
-/** Whether two forwards on one host overlap: the same test as the exclusion constraint. */
-export function forwardsOverlap(a: OverlapKeys & PortRange, b: OverlapKeys & PortRange): boolean {
-  return (
-    a.protoLo <= b.protoHi &&
-    b.protoLo <= a.protoHi &&
-    BigInt(a.addrLo) <= BigInt(b.addrHi) &&
-    BigInt(b.addrLo) <= BigInt(a.addrHi) &&
-    a.start <= b.end &&
-    b.start <= a.end
-  );
+/** Whether two forwards' protocols and host addresses overlap, their ports aside (the exclusion constraint's test without ports). */
+export function keysOverlap(a: OverlapKeys, b: OverlapKeys): boolean {
+  if (a.protoLo > b.protoHi || b.protoLo > a.protoHi) return false;
+  if (a.addrLo === b.addrLo && a.addrHi === b.addrHi) return true;
+  return BigInt(a.addrLo) <= BigInt(b.addrHi) && BigInt(b.addrLo) <= BigInt(a.addrHi);
 }

@@ -1,0 +1,203 @@
+/**
+ * Bulk paths at 1×, 10× and 100× their size, through the GraphQL API in-process, on PGlite and
+ * PostgreSQL: each row prints the time per size and the growth factor per tenfold (10.0 is
+ * linear; quadratic work shows as ~100). Also the latency of another tenant's `{ me }` while a
+ * 50,000-row import runs, against the same query on an idle controller in the same run.
+ *
+ *   npx tsx bench/bulk-growth.ts        (BENCH_STORES=pglite,postgres)
+ */
+import 'reflect-metadata';
+import postgres from 'postgres';
+import { sql } from 'drizzle-orm';
+import { openStore, rowsOf, type Store } from '../core/server/src/db/database.js';
+import { createTestApi, type Client, type TestApi } from '../core/server/test/support/api.js';
+import { createHost, createPool } from '../core/server/test/support/fixtures.js';
+
+const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const STORES = (process.env.BENCH_STORES ?? 'pglite,postgres').split(',');
+
+const IMPORT = `mutation($input: ImportPortForwardsInput!) { importPortForwards(input: $input) { __typename ... on ImportPortForwardsPayload { result { created conflicts invalid } } ... on Error { code message } } }`;
+
+async function ms(work: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await work();
+  return performance.now() - start;
+}
+
+function check(r: { errors?: unknown; data?: any }, what: string) {
+  if (r.errors) throw new Error(`${what}: ${JSON.stringify(r.errors).slice(0, 300)}`);
+  const value = Object.values(r.data ?? {})[0] as any;
+  if (value?.code) throw new Error(`${what}: ${value.code} ${value.message}`);
+  return value;
+}
+
+/** A fresh host with `vms` instances on one /16 pool; returns their ids and addresses. */
+async function world(api: TestApi, name: string, vms: number) {
+  const hostId = await createHost(api.admin, name);
+  const octet = 100 + Math.floor(Math.random() * 100);
+  await createPool(api.admin, { name, kind: 'PRIVATE', network: `br-${name}`, cidr: `10.${octet}.0.0/16` });
+  const instances: { id: string; address: string }[] = [];
+  for (let i = 0; i < vms; i++) {
+    const r = check(
+      await api.admin(
+        `mutation($h: ID!, $n: String!, $net: String!) { createInstance(input: { hostId: $h, name: $n, nics: [{ network: $net }] }) { ... on CreateInstancePayload { instance { id nics { addresses { address } } } } ... on Error { code message } } }`,
+        { h: hostId, n: `${name}-vm${i}`, net: `br-${name}` },
+      ),
+      'createInstance',
+    );
+    instances.push({ id: r.instance.id, address: r.instance.nics[0].addresses[0].address });
+  }
+  return { hostId, instances };
+}
+
+const csvOf = (rows: string[]) => `protocol,host_port,vm_ip,vm_port,note\n${rows.join('\n')}\n`;
+
+interface Row {
+  path: string;
+  sizes: number[];
+  times: number[];
+}
+
+function printRows(label: string, rows: Row[]) {
+  console.log(`\n${label}`);
+  console.log(`${'path'.padEnd(44)} ${'sizes'.padEnd(20)} ${'ms'.padEnd(24)} growth per 10×`);
+  for (const r of rows) {
+    const growth = r.times.slice(1).map((t, i) => (t / r.times[i]!).toFixed(1));
+    console.log(
+      `${r.path.padEnd(44)} ${r.sizes.join('/').padEnd(20)} ${r.times
+        .map((t) => t.toFixed(0))
+        .join('/')
+        .padEnd(24)} ${growth.join(', ')}`,
+    );
+  }
+}
+
+async function benchStore(label: string, store: Store) {
+  const api = await createTestApi(store);
+  const rows: Row[] = [];
+  const measure = async (path: string, sizes: number[], run: (n: number, round: number) => Promise<unknown>) => {
+    const times: number[] = [];
+    for (const [round, n] of sizes.entries()) {
+      times.push(await ms(() => run(n, round)));
+      console.error(`${label}: ${path} at ${n}: ${times.at(-1)!.toFixed(0)} ms`);
+    }
+    rows.push({ path, sizes, times });
+  };
+
+  if (process.env.BENCH_PART !== 'me') await growth(api, store, label, measure);
+  else console.error('BENCH_PART=me: growth rows skipped');
+  printRows(`${label}: time per size`, rows);
+  await meDuringImport(api, label);
+}
+
+async function growth(
+  api: TestApi,
+  store: Store,
+  label: string,
+  measure: (path: string, sizes: number[], run: (n: number, round: number) => Promise<unknown>) => Promise<void>,
+) {
+  // CSV dry runs with automatic host ports: the path that was quadratic
+  const w = await world(api, `${label}-auto`, 1);
+  const auto = (n: number) => csvOf(Array.from({ length: n }, () => `tcp,,${w.instances[0]!.address},80,auto`));
+  await measure('importPortForwards dry run, automatic ports', [500, 5_000, 50_000], async (n) =>
+    check(await api.admin(IMPORT, { input: { hostId: w.hostId, csv: auto(n), dryRun: true } }), 'dry run'),
+  );
+
+  // real imports with explicit ports, each on its own host; then export and desired state of those hosts
+  const hosts: string[] = [];
+  await measure('importPortForwards, explicit ports', [100, 1_000, 10_000], async (n, round) => {
+    const h = await world(api, `${label}-imp${round}`, 10);
+    hosts.push(h.hostId);
+    const csv = csvOf(Array.from({ length: n }, (_, i) => `tcp,${2000 + i},${h.instances[i % 10]!.address},${1 + (i % 60000)},row ${i}`));
+    const r = check(await api.admin(IMPORT, { input: { hostId: h.hostId, csv } }), 'import');
+    if (r.result.created !== n) throw new Error(`import created ${r.result.created} of ${n}`);
+  });
+  await measure('exportPortForwards', [100, 1_000, 10_000], async (_n, round) =>
+    check(await api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hosts[round] }), 'export'),
+  );
+  await measure('hostDesiredState (document)', [100, 1_000, 10_000], async (_n, round) =>
+    check(await api.admin(`query($h: ID!) { hostDesiredState(hostId: $h) { revision document } }`, { h: hosts[round] }), 'desired state'),
+  );
+  await measure('reportObjectStatus', [100, 1_000, 10_000], async (n, round) => {
+    const ids = rowsOf<{ id: string }>(await store.db.execute(sql`select id from port_forwards where host_id = ${hosts[round]}`)).map((r) => r.id);
+    const state = await api.admin(`query($h: ID!) { host(id: $h) { desiredRevision } }`, { h: hosts[round] });
+    const objects = Array.from({ length: n }, (_, i) => ({ objectType: 'PORT_FORWARD', objectId: ids[i % ids.length], status: 'FAILED', error: `e${i}` }));
+    check(
+      await api.admin(`mutation($input: ReportObjectStatusInput!) { reportObjectStatus(input: $input) { __typename ... on Error { code message } } }`, {
+        input: { hostId: hosts[round], revision: state.data.host.desiredRevision, objects },
+      }),
+      'report',
+    );
+  });
+  await measure('reportHostStatus, discovered instances', [10, 100, 1_000], async (n, round) => {
+    const discovered = Array.from({ length: n }, (_, i) => ({ externalId: `d${round}-${i}`, name: `disc-${round}-${i}`, running: true, nics: [] }));
+    check(
+      await api.admin(`mutation($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ... on Error { code message } } }`, {
+        input: { hostId: hosts[round], agentVersion: 'bench', pluginId: 'bench', discoveredInstances: discovered },
+      }),
+      'discovery',
+    );
+  });
+}
+
+/** Another tenant's `{ me }` while a 50,000-row import runs, against an idle controller. */
+async function meDuringImport(api: TestApi, label: string) {
+  const tenant = await api.tenant(`${label}-other`);
+  const meLatency = async (client: Client, samples: number) => {
+    const out: number[] = [];
+    for (let i = 0; i < samples; i++) out.push(await ms(() => client('{ me { name } }')));
+    return out.sort((a, b) => a - b);
+  };
+  const idle = await meLatency(tenant.client, 50);
+  for (const dryRun of [true, false]) {
+    const big = await world(api, `${label}-big${dryRun ? 'd' : 'r'}`, 1);
+    const csv = csvOf(Array.from({ length: 50_000 }, () => `tcp,,${big.instances[0]!.address},80,auto`));
+    let done = false;
+    const started = performance.now();
+    const importing = api.admin(IMPORT, { input: { hostId: big.hostId, csv, dryRun } }).then((r) => {
+      done = true;
+      check(r, 'big import');
+    });
+    const during: number[] = [];
+    // a client that wants to ask 5 ms after each answer (an in-process loop without pauses would itself
+    // starve the event loop's macrotasks); latency counts from then, so an event loop held by the
+    // import shows as the timer firing late, not only as a slow request
+    while (!done) {
+      const wanted = performance.now() + 5;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await tenant.client('{ me { name } }');
+      if (!done) during.push(performance.now() - wanted);
+    }
+    await importing;
+    const took = performance.now() - started;
+    during.sort((a, b) => a - b);
+    const p = (xs: number[], q: number) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] ?? NaN;
+    console.log(
+      `${label}: { me } during a 50,000-row ${dryRun ? 'dry run' : 'import'} (${took.toFixed(0)} ms): ${during.length} answered, median ${p(during, 0.5).toFixed(1)} ms, max ${(during.at(-1) ?? NaN).toFixed(1)} ms; idle median ${p(idle, 0.5).toFixed(1)} ms (ratio ${(p(during, 0.5) / p(idle, 0.5)).toFixed(1)}×)`,
+    );
+  }
+}
+
+for (const kind of STORES) {
+  if (kind === 'pglite') {
+    const store = await openStore({ kind: 'pglite' });
+    await benchStore('PGlite', store);
+    await store.close();
+  } else {
+    const name = `gatehouse_bench_${process.pid}`;
+    const admin = postgres(PG_URL, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`create database "${name}"`);
+    const url = new URL(PG_URL);
+    url.pathname = `/${name}`;
+    const store = await openStore({ kind: 'postgres', url: url.toString(), maxConnections: 10 });
+    try {
+      await benchStore('PostgreSQL', store);
+    } finally {
+      await store.close();
+      await admin.unsafe(`drop database if exists "${name}" with (force)`);
+      await admin.end();
+    }
+  }
+}
+// the PostgreSQL event listener may still be retrying its dropped database
+process.exit(0);
