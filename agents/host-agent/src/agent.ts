@@ -202,6 +202,8 @@ export class HostAgent extends EventEmitter<{
     this.pending = { revision: desired.revision, desired, repair: this.repairNext || (before?.repair ?? false), drift: [], changed: merged };
     this.repairNext = false;
     this.failures = 0; // a new document starts a new backoff
+    // and replaces any retry of an older one (which would otherwise re-apply that older revision)
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     void this.work();
   }
 
@@ -273,6 +275,8 @@ export class HostAgent extends EventEmitter<{
     const ms = Math.min(30_000, 500 * 2 ** Math.min(this.failures - 1, 6));
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => {
+      // superseded: a newer revision arrived (it may still be being applied, so `last` can be older)
+      if (this.received !== undefined && this.received.revision > job.revision) return;
       if (!this.pending && this.last !== undefined && this.last.revision > job.revision) return;
       if (!this.pending) this.pending = { ...job, repair };
       void this.work();

@@ -283,28 +283,33 @@ export class PortForwardImportService {
 
   /** Dry runs: turns the creates an owner's forward quotas would refuse into conflicts, in file order. */
   private async markOverQuota(db: Executor, rows: ImportRow[]): Promise<void> {
-    const creates = rows.filter((r) => r.action === 'create');
-    for (const ownerId of totalsByOwner(creates).keys()) {
+    const byOwner = new Map<string, ImportRow[]>();
+    for (const r of rows) {
+      if (r.action !== 'create') continue;
+      const list = byOwner.get(r.forward!.ownerId);
+      if (list) list.push(r);
+      else byOwner.set(r.forward!.ownerId, [r]);
+    }
+    for (const [ownerId, creates] of byOwner) {
       const [owner] = await db.select().from(users).where(eq(users.id, ownerId));
       if (!owner || (owner.quotaPortForwards === null && owner.quotaForwardedPorts === null)) continue;
       const used = await this.forwards.use(db, ownerId);
       const adding = { forwards: 0, ports: 0 };
-      for (const r of creates) {
-        if (r.forward!.ownerId !== ownerId) continue;
+      const first = creates.findIndex((r) => {
         adding.forwards++;
         adding.ports += forwardPorts(r.forward!);
-        const problem = forwardQuotaProblem(owner, used, adding);
-        if (!problem) continue;
-        // every later create of this owner is over too
-        for (const late of creates.filter((c) => c.forward!.ownerId === ownerId && c.row >= r.row)) {
-          Object.assign(late, {
-            action: 'conflict',
-            column: null,
-            forward: null,
-            reason: `would exceed ${problem.quota} (${problem.used} of ${problem.limit} used before this file)`,
-          } satisfies Partial<ImportRow>);
-        }
-        break;
+        return forwardQuotaProblem(owner, used, adding) !== undefined;
+      });
+      if (first < 0) continue;
+      const problem = forwardQuotaProblem(owner, used, adding)!;
+      // this create and every later one of the owner are over
+      for (const late of creates.slice(first)) {
+        Object.assign(late, {
+          action: 'conflict',
+          column: null,
+          forward: null,
+          reason: `would exceed ${problem.quota} (${problem.used} of ${problem.limit} used before this file)`,
+        } satisfies Partial<ImportRow>);
       }
     }
   }
