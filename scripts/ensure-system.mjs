@@ -33,10 +33,15 @@ function aptInstall(packages) {
 }
 
 function ensurePrograms() {
-  const missing = missingPrograms().filter((row) => !noInstall.has(row.program) && !noInstall.has(row.package));
-  const held = REQUIREMENTS.filter((row) => noInstall.has(row.program) || noInstall.has(row.package)).map((row) => row.program);
-  if (held.length) console.log(`[ensure-system] GATEHOUSE_SYSTEM_NO_INSTALL: not installing ${held.join(', ')}`);
-  if (missing.length === 0) return console.log(`[ensure-system] the ${REQUIREMENTS.length} programs of the requirements table are installed`);
+  const isHeld = (row) => noInstall.has(row.program) || noInstall.has(row.package);
+  const absent = missingPrograms();
+  const missing = absent.filter((row) => !isHeld(row));
+  const held = absent.filter(isHeld).map((row) => row.program);
+  if (held.length) console.log(`[ensure-system] GATEHOUSE_SYSTEM_NO_INSTALL: leaving ${held.join(', ')} missing`);
+  if (missing.length === 0) {
+    const present = REQUIREMENTS.length - held.length;
+    return console.log(`[ensure-system] ${present} of the ${REQUIREMENTS.length} programs of the requirements table are installed${held.length ? '' : ' (all)'}`);
+  }
   const packages = [...new Set(missing.map((row) => row.package))];
   if (!isRoot) return console.log(`[ensure-system] missing ${missing.map((r) => r.program).join(', ')} and not root: cannot install ${packages.join(' ')}`);
   aptInstall(packages);
