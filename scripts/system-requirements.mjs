@@ -11,12 +11,6 @@ import net from 'node:net';
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
 export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'caddy-api-client', 'bench', 'scripts'];
 
-/**
- * Where a program is needed at run time, outside the tests:
- * agent — every host whose agent runs a dataplane-backed plugin (Linux, Docker, LXD);
- * docker / lxd — hosts running that plugin; controller — the controller (web proxies, the root sandbox).
- */
-export const ROLES = ['agent', 'docker', 'lxd', 'controller'];
 
 const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'bench'];
 const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'bench'];
@@ -27,7 +21,10 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
 /**
  * One row per program. `startedBy` names the daemon that runs it when none of our code does
  * (found by no source scan, so listed here by hand); `builtIn` names the file that builds the
- * program's name at run time; `roles` say where an operator needs it; `verify` checks the build.
+ * program's name at run time; `verify` checks the build; `roles` say where an operator needs it
+ * outside the tests: agent — every host whose agent runs a dataplane-backed plugin (Linux,
+ * Docker, LXD); docker / lxd — hosts running that plugin; controller — the controller (web
+ * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
   { program: 'nft', package: 'nftables', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: 'the dataplane: NAT, firewall, counters (nft -j)' },

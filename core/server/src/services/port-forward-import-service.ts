@@ -120,7 +120,7 @@ class FreePorts {
 
   constructor(
     private readonly host: Host,
-    readonly keys: OverlapKeys,
+    private readonly keys: OverlapKeys,
   ) {
     for (const r of host.reservedPorts) this.take(r);
   }
