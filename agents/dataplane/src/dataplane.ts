@@ -211,7 +211,11 @@ export class Dataplane {
  * forwards that changed. When the public addresses changed, every forward may have: diff all.
  * Pure: what an incremental apply sends to `nft -j`.
  */
-export function incrementalChange(previous: { state: DesiredState; content: TableContent }, state: DesiredState, content: TableContent): NftCommand[] | undefined {
+export function incrementalChange(
+  previous: { state: DesiredState; content: TableContent },
+  state: DesiredState,
+  content: TableContent,
+): NftCommand[] | undefined {
   const forwards = changedForwards(previous.state, state);
   if (!forwards) return incrementalCommands(contentOfCommands(renderRuleset(previous.state)), contentOfCommands(renderRuleset(state)));
   const frame = incrementalCommands(previous.content, content);

@@ -128,7 +128,13 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
     if (!input.repair && key !== undefined && this.lastHostSide?.key === key) {
       const results = [...this.lastHostSide.results];
       const noErrors = new Map<string, DriverError>();
-      const changed = await this.applyTable(ctx, desired, { changed: false, places: this.lastPlaces, instanceErrors: noErrors, nicErrors: noErrors }, false, results);
+      const changed = await this.applyTable(
+        ctx,
+        desired,
+        { changed: false, places: this.lastPlaces, instanceErrors: noErrors, nicErrors: noErrors },
+        false,
+        results,
+      );
       return { changed, objects: results };
     }
     this.lastHostSide = undefined;
@@ -140,7 +146,9 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
         const error =
           side.instanceErrors.get(instance.id) ??
           side.nicErrors.get(nic.id) ??
-          (side.places.some((p) => p.nicId === nic.id) ? undefined : new TransientError(`instance ${instance.name}: NIC ${nic.name} (${nic.mac}) is not on this host`));
+          (side.places.some((p) => p.nicId === nic.id)
+            ? undefined
+            : new TransientError(`instance ${instance.name}: NIC ${nic.name} (${nic.mac}) is not on this host`));
         results.push(outcome('nic', nic.id, error));
       }
     }

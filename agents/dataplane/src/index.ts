@@ -3,13 +3,7 @@
  * built on them. This is the public API for plugin authors (see README.md); everything else in
  * `src/` is internal and may change.
  */
-export {
-  DATAPLANE_CAPABILITIES,
-  DataplaneDriver,
-  dataplaneCapabilities,
-  type DataplaneDriverOptions,
-  type HostSide,
-} from './driver-base.js';
+export { DATAPLANE_CAPABILITIES, DataplaneDriver, dataplaneCapabilities, type DataplaneDriverOptions, type HostSide } from './driver-base.js';
 export { Dataplane, type DataplaneApplyResult, type DataplaneCounters } from './dataplane.js';
 export { TABLE } from './render.js';
 export { deleteLink, hostPeer, linkCidrs, listLinks, removeOrphanIfbs, setAlias, type Link } from './links.js';

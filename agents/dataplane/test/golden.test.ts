@@ -44,7 +44,14 @@ function instance(id: string, v4: string, v6: string | null, extra: Partial<Desi
   };
 }
 
-function forward(id: string, protocol: DesiredPortForward['protocol'], host: [number, number], target: string, to: number, extra: Partial<DesiredPortForward> = {}) {
+function forward(
+  id: string,
+  protocol: DesiredPortForward['protocol'],
+  host: [number, number],
+  target: string,
+  to: number,
+  extra: Partial<DesiredPortForward> = {},
+) {
   return {
     id: `00000000-0000-4000-8000-0000000f${id}`,
     protocol,
@@ -93,7 +100,13 @@ const firewalls = () =>
         rules: [
           rule('03', 30, { protocol: 'all', sourceCidr: '192.0.2.0/24', action: 'drop' }),
           rule('01', 10, { ports: [{ start: 22, end: 22 }], sourceCidr: '203.0.113.0/24' }),
-          rule('02', 20, { ports: [{ start: 80, end: 80 }, { start: 8000, end: 8100 }], action: 'reject' }),
+          rule('02', 20, {
+            ports: [
+              { start: 80, end: 80 },
+              { start: 8000, end: 8100 },
+            ],
+            action: 'reject',
+          }),
           rule('04', 5, { protocol: 'icmp' }),
           rule('05', 40, { sourceCidr: '2001:db8:1::/48', ports: [{ start: 443, end: 443 }] }),
           rule('06', 50, { direction: 'outbound', protocol: 'udp', destinationCidr: '198.51.100.53/32', ports: [{ start: 53, end: 53 }], action: 'reject' }),

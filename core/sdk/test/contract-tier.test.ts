@@ -70,7 +70,9 @@ describe('the contract tier catches a broken driver', () => {
     }
     const failed = await failures(harness((path) => new GreedyGc({ path })));
     expect([...failed.keys()]).toEqual([CONTRACT_CHECKS[3]]);
-    expect(failed.get(CONTRACT_CHECKS[3])).toMatch(/^gc with every valid id removed 00000000-0000-4000-8000-0000000000a1, 00000000-0000-4000-8000-0000000000b1$/);
+    expect(failed.get(CONTRACT_CHECKS[3])).toMatch(
+      /^gc with every valid id removed 00000000-0000-4000-8000-0000000000a1, 00000000-0000-4000-8000-0000000000b1$/,
+    );
   });
 
   it('a release that fails when the instance is already gone fails the release check', async () => {

@@ -6,7 +6,17 @@
  * NAT, firewall and counters go through the nftables dataplane; shaping through tc on the host
  * side of each NIC.
  */
-import { DriverConfigError, TransientError, run, toDriverError, type DesiredInstance, type DesiredState, type DiscoveredInstance, type DriverContext, type DriverError } from '@gatehouse/sdk';
+import {
+  DriverConfigError,
+  TransientError,
+  run,
+  toDriverError,
+  type DesiredInstance,
+  type DesiredState,
+  type DiscoveredInstance,
+  type DriverContext,
+  type DriverError,
+} from '@gatehouse/sdk';
 import {
   DATAPLANE_CAPABILITIES,
   DataplaneDriver,

@@ -90,7 +90,9 @@ export class LxdDriver extends DataplaneDriver<NicPlace> {
         for (const nic of instance.nics) {
           const error =
             out.nicErrors.get(nic.id) ??
-            (out.places.some((p) => p.nicId === nic.id) ? undefined : new TransientError(`instance ${instance.name}: NIC ${nic.name} (${nic.mac}) has no host interface yet`));
+            (out.places.some((p) => p.nicId === nic.id)
+              ? undefined
+              : new TransientError(`instance ${instance.name}: NIC ${nic.name} (${nic.mac}) has no host interface yet`));
           if (error) side.nicErrors.set(nic.id, error);
         }
       } catch (err) {

@@ -108,7 +108,8 @@ class StateBuilder {
     const portForwards: DesiredPortForward[] = [];
     if (forwards) {
       portForwards.push(forward(1, { protocol: forwards.protocols.includes('udp') ? (forwards.protocols.includes('tcp') ? 'both' : 'udp') : 'tcp' }));
-      if (forwards.portRanges) portForwards.push(forward(2, { hostPorts: { start: 18500 + host * 10, end: 18502 + host * 10 }, targetPorts: { start: 8100, end: 8102 } }));
+      if (forwards.portRanges)
+        portForwards.push(forward(2, { hostPorts: { start: 18500 + host * 10, end: 18502 + host * 10 }, targetPorts: { start: 8100, end: 8102 } }));
       if (forwards.sourceAllowLists) portForwards.push(forward(3, { sourceCidrs: ['203.0.113.0/24'] }));
       if (v6) portForwards.push(forward(4, { targetAddress: v6, hostAddress: this.publicAddresses.find((a) => a.includes(':')) ?? null }));
     }
@@ -119,7 +120,16 @@ class StateBuilder {
       // order (direction, then priority)
       let n = 0;
       if (firewall.icmp && firewall.directions.includes('inbound'))
-        rules.push({ id: oid('e', 0), direction: 'inbound', protocol: 'icmp', sourceCidr: null, destinationCidr: null, ports: [], action: firewall.actions[0]!, priority: 1 });
+        rules.push({
+          id: oid('e', 0),
+          direction: 'inbound',
+          protocol: 'icmp',
+          sourceCidr: null,
+          destinationCidr: null,
+          ports: [],
+          action: firewall.actions[0]!,
+          priority: 1,
+        });
       for (const direction of [...firewall.directions].sort()) {
         for (const action of firewall.actions) {
           n++;
@@ -193,7 +203,13 @@ async function expectObserved(c: CheckContext, desired: DesiredState, when: stri
 async function applyAll(c: CheckContext, desired: DesiredState, when: string) {
   const result = await c.driver.apply(c.ctx, { desired });
   const failed = result.objects.filter((o) => o.status !== 'applied');
-  check(failed.length === 0, `${when}, ${failed.length} object(s) failed: ${failed.slice(0, 3).map((o) => `${o.objectType} ${o.objectId}: ${o.error?.message}`).join('; ')}`);
+  check(
+    failed.length === 0,
+    `${when}, ${failed.length} object(s) failed: ${failed
+      .slice(0, 3)
+      .map((o) => `${o.objectType} ${o.objectId}: ${o.error?.message}`)
+      .join('; ')}`,
+  );
   return result;
 }
 
@@ -223,7 +239,7 @@ const CHECKS: Record<(typeof CONTRACT_CHECKS)[number], (c: CheckContext) => Prom
     const left = observed.forwards.length + observed.firewalls.length + observed.shaping.length;
     check(left === 0, `after an empty state, observe still reports ${JSON.stringify(observed).slice(0, 300)}`);
     check(!(await c.driver.apply(c.ctx, { desired: c.states.state([]) })).changed, 'a second empty apply said changed: true');
-    check((await c.harness.foreignFingerprint()) === fingerprint, 'state that is not the driver\'s changed');
+    check((await c.harness.foreignFingerprint()) === fingerprint, "state that is not the driver's changed");
   },
 
   [CONTRACT_CHECKS[2]]: async (c) => {
@@ -247,7 +263,7 @@ const CHECKS: Record<(typeof CONTRACT_CHECKS)[number], (c: CheckContext) => Prom
     const some = await c.driver.gc(c.ctx, { validInstanceIds: [IDS.a] });
     check(some.removedInstanceIds.includes(IDS.b), `gc without instance b's id reported removing ${JSON.stringify(some.removedInstanceIds)}, not ${IDS.b}`);
     await expectObserved(c, c.states.state([a!]), 'after gc without instance b');
-    check((await c.harness.foreignFingerprint()) === fingerprint, 'gc changed state that is not the driver\'s');
+    check((await c.harness.foreignFingerprint()) === fingerprint, "gc changed state that is not the driver's");
   },
 
   [CONTRACT_CHECKS[4]]: async (c) => {
@@ -261,8 +277,14 @@ const CHECKS: Record<(typeof CONTRACT_CHECKS)[number], (c: CheckContext) => Prom
       check(Array.isArray(instance.nics), `${at}.nics is not a list`);
       for (const [n, nic] of instance.nics.entries()) {
         check(typeof nic.name === 'string' && typeof nic.mac === 'string', `${at}.nics[${n}] has no name or MAC: ${JSON.stringify(nic)}`);
-        check(Array.isArray(nic.addresses) && nic.addresses.every((a) => /^[0-9a-fA-F.:]+\/\d{1,3}$/.test(a)), `${at}.nics[${n}].addresses are not CIDRs: ${JSON.stringify(nic.addresses)}`);
-        check(nic.hostInterface === undefined || typeof nic.hostInterface === 'string', `${at}.nics[${n}].hostInterface is ${JSON.stringify(nic.hostInterface)}`);
+        check(
+          Array.isArray(nic.addresses) && nic.addresses.every((a) => /^[0-9a-fA-F.:]+\/\d{1,3}$/.test(a)),
+          `${at}.nics[${n}].addresses are not CIDRs: ${JSON.stringify(nic.addresses)}`,
+        );
+        check(
+          nic.hostInterface === undefined || typeof nic.hostInterface === 'string',
+          `${at}.nics[${n}].hostInterface is ${JSON.stringify(nic.hostInterface)}`,
+        );
       }
     }
   },
