@@ -38,7 +38,9 @@ import { fileURLToPath } from 'node:url';
 import type { DesiredPortForward, DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { measureEndToEnd, type EndToEndResult } from './nat-scale/end-to-end.js';
-import { Dataplane, TABLE, applyNft, deleteTable, renderRuleset, replaceTable } from '../agents/dataplane/src/index.js';
+import { Dataplane } from '../agents/dataplane/src/dataplane.js';
+import { applyNft, deleteTable, replaceTable } from '../agents/dataplane/src/nft.js';
+import { TABLE, renderRuleset } from '../agents/dataplane/src/render.js';
 import type { LoadResult } from './nat-scale/tcp-load.js';
 
 const SIZES = (process.env.BENCH_NAT_SIZES ?? '1,10000,60000').split(',').map(Number);

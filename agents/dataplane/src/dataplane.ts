@@ -209,8 +209,13 @@ export class Dataplane {
  * The commands taking the table from `previous` to `state` (whose frame is `content`), or undefined
  * when the table must be replaced: the frame's difference, then the element changes of only the
  * forwards that changed. When the public addresses changed, every forward may have: diff all.
+ * Pure: what an incremental apply sends to `nft -j`.
  */
-function incrementalChange(previous: Applied, state: DesiredState, content: TableContent): NftCommand[] | undefined {
+export function incrementalChange(
+  previous: { state: DesiredState; content: TableContent },
+  state: DesiredState,
+  content: TableContent,
+): NftCommand[] | undefined {
   const forwards = changedForwards(previous.state, state);
   if (!forwards) return incrementalCommands(contentOfCommands(renderRuleset(previous.state)), contentOfCommands(renderRuleset(state)));
   const frame = incrementalCommands(previous.content, content);

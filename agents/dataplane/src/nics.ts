@@ -3,11 +3,8 @@
  * the backend (namespace veth, Docker veth, LXD veth): the limit in effect on it, whether its
  * shaping is as desired, and its counters from the instance's point of view.
  */
-import { run, type Counter, type DesiredState, type ExecTarget, type ObservedShaping, type StatsResult } from '@gatehouse/sdk';
-import type { Dataplane } from './dataplane.js';
+import { run, type Counter, type DesiredInstance, type DesiredState, type ExecTarget, type ObservedShaping } from '@gatehouse/sdk';
 import { readShaping, shapingMatches, type ShapingSpec } from './tc.js';
-
-type Instance = DesiredState['instances'][number];
 
 /** Where a desired NIC is on the host. */
 export interface NicPlacement {
@@ -17,7 +14,7 @@ export interface NicPlacement {
 }
 
 /** The limit in effect on one NIC: its own, else the instance-wide one; null when unlimited. */
-export function shapingFor(instance: Instance, nicId: string): ShapingSpec | null {
+export function shapingFor(instance: DesiredInstance, nicId: string): ShapingSpec | null {
   const limit = instance.bandwidth.find((b) => b.nicId === nicId) ?? instance.bandwidth.find((b) => b.nicId === null);
   if (!limit || (limit.ingressBps === null && limit.egressBps === null)) return null;
   return { ingressBps: limit.ingressBps, egressBps: limit.egressBps, ingressBurstBytes: limit.ingressBurstBytes, egressBurstBytes: limit.egressBurstBytes };
@@ -55,26 +52,4 @@ export async function observeShaping(places: readonly NicPlacement[], target: Ex
       shaping.push({ instanceId: place.instanceId, nicId: place.nicId, ingressBps: spec.ingressBps, egressBps: spec.egressBps });
   }
   return shaping;
-}
-
-/** A link as `ip -j [-d] link|addr show` prints it (the fields plugins use). */
-export interface Link {
-  ifindex: number;
-  ifname: string;
-  address?: string;
-  link_index?: number;
-  ifalias?: string;
-  linkinfo?: { info_kind?: string };
-  addr_info?: { family: string; local: string; prefixlen: number; scope: string }[];
-}
-
-/** `stats` of a dataplane-backed driver: the forwards' counters, and each placed NIC's interface counters. */
-export async function dataplaneStats(dataplane: Dataplane, places: readonly NicPlacement[], target: ExecTarget = {}): Promise<StatsResult> {
-  const counters = await dataplane.counters();
-  const result: StatsResult = { nics: [], forwards: [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter })) };
-  for (const place of places) {
-    const nic = await nicCounters(place.hostInterface, target);
-    if (nic) result.nics.push({ instanceId: place.instanceId, nicId: place.nicId, ...nic });
-  }
-  return result;
 }

@@ -6,7 +6,9 @@
 import { expectedObservation, diffObservation, run, type DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, eventually, labAvailable, tcpOutcome, tcpServer, udpOutcome, udpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Dataplane, TABLE, listTable } from '../src/index.js';
+import { Dataplane } from '../src/dataplane.js';
+import { listTable } from '../src/nft.js';
+import { TABLE } from '../src/render.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();

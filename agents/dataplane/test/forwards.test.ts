@@ -6,7 +6,8 @@ import type { DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyNft, changedForwards, forwardElements, listTable, renderRuleset, replaceTable } from '../src/index.js';
+import { applyNft, listTable, replaceTable } from '../src/nft.js';
+import { changedForwards, forwardElements, renderRuleset } from '../src/render.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();

@@ -4,7 +4,7 @@
  */
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from '../src/index.js';
+import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from '../src/nft.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();

@@ -17,7 +17,7 @@ import {
   shapingMatches,
   shapingStats,
   type ShapingSpec,
-} from '../src/index.js';
+} from '../src/tc.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();

@@ -8,45 +8,38 @@
  * nftables dataplane (keyed on the desired addresses), shaping through tc on each NIC's host-side
  * veth, which is looked up again on every call: a restarted container has new veths.
  */
-import { Dataplane, applyShaping, dataplaneStats, observeShaping, type Link, removeShaping, shapingDifferences, shapingFor } from '@gatehouse/dataplane';
+import {
+  DataplaneDriver,
+  dataplaneCapabilities,
+  hostPeer,
+  linkCidrs,
+  listLinks,
+  removeOrphanIfbs,
+  removeShaping,
+  setAlias,
+  type HostSide,
+  type Link,
+  type NicPlacement,
+  type ShapingSpec,
+} from '@gatehouse/dataplane';
 import {
   ConflictError,
-  DRIVER_API_VERSION,
   DriverConfigError,
-  HostUnreachableError,
   TransientError,
   run,
-  sortObservation,
   toDriverError,
-  validateDesiredState,
-  type ApplyResult,
+  type DesiredInstance,
+  type DesiredNic,
+  type DesiredPortForward,
   type DesiredState,
   type DiscoveredInstance,
-  type DriverCapabilities,
   type DriverContext,
   type DriverError,
-  type ExecTarget,
-  type NetworkDriver,
-  type ObjectResult,
-  type ObservedState,
-  type StatsResult,
 } from '@gatehouse/sdk';
 import type { DockerDriverConfig } from './config.js';
 import { DockerEngine, type ContainerInspect } from './engine.js';
 import { ipv4InSubnet, ipv4Subnet } from './ipv4.js';
-import {
-  aliasInstanceTag,
-  cidrs,
-  containerLinks,
-  endpointAlias,
-  hostLinks,
-  hostPeer,
-  removeOrphanIfbs,
-  setAlias,
-  tag,
-  vethAlias,
-  vethAliasInstanceTag,
-} from './links.js';
+import { aliasInstanceTag, containerLinks, endpointAlias, tag, vethAlias, vethAliasInstanceTag } from './links.js';
 
 /** Label on Docker networks this plugin created (removed again when no container uses them). */
 export const MANAGED_LABEL = 'io.gatehouse.managed';
@@ -56,70 +49,37 @@ export const MANAGED_LABEL = 'io.gatehouse.managed';
  * networks only and is tested with IPv4 only. NIC names and MACs of connected NICs are Docker's
  * (Engine API 1.41 cannot set either on a connection); the addresses are the desired ones.
  */
-export const CAPABILITIES: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: false, sourceAllowLists: true },
-  firewall: {
-    implementation: 'dataplane',
-    directions: ['inbound', 'outbound'],
-    actions: ['allow', 'reject', 'drop'],
-    priorities: true,
-    ipv6: false,
-    icmp: true,
-  },
-  shaping: { implementation: 'dataplane', ingress: true, egress: true, burst: true },
-  nics: { max: 16, hotplug: true, staticAddressing: true },
-};
-
-type Instance = DesiredState['instances'][number];
-type Nic = Instance['nics'][number];
+export const CAPABILITIES = dataplaneCapabilities({ ipv6: false, nics: { max: 16 } });
 
 /** Where a desired NIC is on this host right now. */
-interface NicPlace {
-  instanceId: string;
-  nicId: string;
+interface NicPlace extends NicPlacement {
   containerId: string;
-  hostInterface: string;
   /** The host-side veth as listed (its alias tells whether it is marked as ours). */
   link: Link;
 }
 
-/** One desired instance matched to its container (or why it could not be). */
-interface Resolution {
-  instance: Instance;
-  container?: ContainerInspect;
-  /** Fails all of the instance's objects. */
-  error?: DriverError;
-  /** Fails single NICs (a conflicting network, a refused connection). */
-  nicErrors: Map<string, DriverError>;
-}
-
-export class DockerDriver implements NetworkDriver {
+/** The driver: containers' NICs are Docker network connections; the rest is the dataplane base's. */
+export class DockerDriver extends DataplaneDriver<NicPlace> {
   readonly id = 'docker';
-  readonly apiVersion = DRIVER_API_VERSION;
   readonly capabilities = CAPABILITIES;
   readonly engine: DockerEngine;
-  private readonly host: ExecTarget;
-  private readonly dataplane: Dataplane;
-  /** Where the NICs were at the last apply, so drift can tell that a container got new veths. */
-  private lastPlaces: NicPlace[] = [];
   private warnedForwardPolicy = false;
 
   constructor(readonly config: DockerDriverConfig) {
+    super(config.hostNetns ? { netns: config.hostNetns } : {});
     this.engine = new DockerEngine(config.socketPath);
-    this.host = config.hostNetns ? { netns: config.hostNetns } : {};
-    this.dataplane = new Dataplane(this.host);
   }
 
   /** Every container, running or not, with the NICs of its networks. Read-only. */
   async discover(): Promise<{ instances: DiscoveredInstance[] }> {
-    const host = await hostLinks(this.host);
+    const host = await listLinks(this.host);
     const instances: DiscoveredInstance[] = [];
     for (const c of await this.engine.containers()) {
       const inside = c.State.Running && c.State.Pid > 0 ? await containerLinks(c.State.Pid) : [];
       const nics = Object.entries(c.NetworkSettings.Networks ?? {}).map(([network, ep]) => {
         const link = ep.MacAddress ? inside.find((l) => l.address === ep.MacAddress.toLowerCase()) : undefined;
         const addresses = link
-          ? cidrs(link)
+          ? linkCidrs(link)
           : [
               ...(ep.IPAddress ? [`${ep.IPAddress}/${ep.IPPrefixLen}`] : []),
               ...(ep.GlobalIPv6Address ? [`${ep.GlobalIPv6Address}/${ep.GlobalIPv6PrefixLen}`] : []),
@@ -133,127 +93,123 @@ export class DockerDriver implements NetworkDriver {
     return { instances };
   }
 
-  async apply(ctx: DriverContext, input: { desired: DesiredState; repair?: boolean }): Promise<ApplyResult> {
-    const desired = validateDesiredState(input.desired, 'input.desired');
-    let changed = false;
-    const resolutions: Resolution[] = desired.instances.map((instance) => ({ instance, nicErrors: new Map() }));
-    let reachable = true;
+  /**
+   * How the host differs from the last apply: the table, NICs that moved to other veths (a
+   * restarted container, a restarted dockerd) or appeared, and each NIC's shaping.
+   */
+  async drift(ctx: DriverContext, input: { desired: DesiredState; thorough: boolean }): Promise<{ differences: string[] }> {
+    return this.driftSinceApply(ctx, input);
+  }
+
+  /**
+   * Connects each container to its NICs' networks. Docker unreachable: the nftables part needs no
+   * Docker, so it is applied all the same, and every object of every instance fails with the error
+   * until dockerd answers again.
+   */
+  protected async placeNics(ctx: DriverContext, desired: DesiredState): Promise<HostSide<NicPlace>> {
+    const side: HostSide<NicPlace> = { changed: false, places: [], instanceErrors: new Map(), nicErrors: new Map() };
+    const containers = new Map<string, ContainerInspect>();
     try {
       await this.engine.ping();
     } catch (err) {
-      // the nftables part needs no Docker: it is applied all the same, and every object of every
-      // instance fails with the error until dockerd answers again
-      reachable = false;
-      for (const r of resolutions) r.error = toDriverError(err);
+      for (const instance of desired.instances) side.instanceErrors.set(instance.id, toDriverError(err));
+      return side;
     }
-    if (reachable) {
-      for (const [index, r] of resolutions.entries()) {
-        try {
-          r.container = await this.findContainer(r.instance);
-          for (const [n, nic] of r.instance.nics.entries()) {
-            try {
-              changed = (await this.ensureNic(r.instance, nic, r.container, `input.desired.instances[${index}].nics[${n}]`)) || changed;
-            } catch (err) {
-              r.nicErrors.set(nic.id, toDriverError(err));
-            }
-          }
-          if (changed) r.container = await this.findContainer(r.instance); // see the new connections
-        } catch (err) {
-          r.error = toDriverError(err);
-        }
-      }
+    for (const [index, instance] of desired.instances.entries()) {
       try {
-        changed = (await this.removeStaleConnections(ctx, desired, resolutions)) || changed;
+        let container = await this.findContainer(instance);
+        let connected = false;
+        for (const [n, nic] of instance.nics.entries()) {
+          try {
+            connected = (await this.ensureNic(instance, nic, container, `input.desired.instances[${index}].nics[${n}]`)) || connected;
+          } catch (err) {
+            side.nicErrors.set(nic.id, toDriverError(err));
+          }
+        }
+        if (connected) container = await this.findContainer(instance); // see the new connections
+        side.changed ||= connected;
+        containers.set(instance.id, container);
       } catch (err) {
-        ctx.logger.warn('could not remove stale Docker network connections', { error: toDriverError(err).message });
+        side.instanceErrors.set(instance.id, toDriverError(err));
       }
-    }
-
-    let host = await hostLinks(this.host);
-    const places: NicPlace[] = [];
-    for (const r of resolutions) if (r.container && !r.error) places.push(...(await this.locate(r.instance, r.container, host)));
-
-    const results: ObjectResult[] = [];
-    const failed = (objectType: ObjectResult['objectType'], objectId: string, error: DriverError): ObjectResult => ({
-      objectType,
-      objectId,
-      status: 'failed',
-      error: error.toJSON(),
-    });
-    const applied = (objectType: ObjectResult['objectType'], objectId: string): ObjectResult => ({ objectType, objectId, status: 'applied' });
-    for (const r of resolutions) {
-      for (const nic of r.instance.nics) {
-        const error =
-          r.error ??
-          r.nicErrors.get(nic.id) ??
-          (places.some((p) => p.nicId === nic.id)
-            ? undefined
-            : new TransientError(
-                `instance ${r.instance.name}: container ${r.container?.Name ?? '?'} is not running, or has no interface on network ${nic.network}`,
-              ));
-        results.push(error ? failed('nic', nic.id, error) : applied('nic', nic.id));
-      }
-    }
-
-    if (desired.instances.length > 0) {
-      await this.enableForwarding();
-      await this.warnAboutForwardPolicy(ctx);
     }
     try {
-      changed = (await this.dataplane.apply(desired, { force: input.repair ?? false })).changed || changed;
-      for (const r of resolutions) {
-        const placed = places.filter((p) => p.instanceId === r.instance.id);
-        const addresses = new Set(r.instance.nics.filter((n) => placed.some((p) => p.nicId === n.id)).flatMap((n) => n.addresses.map((a) => a.address)));
-        // installed either way, but a container that is not here cannot be reached through them
-        const absent = r.error ?? new TransientError(`instance ${r.instance.name}: no NIC of its container is on this host`);
-        for (const f of r.instance.portForwards) {
-          const error =
-            r.error ??
-            (addresses.has(f.targetAddress)
-              ? undefined
-              : new TransientError(`instance ${r.instance.name}: no running NIC has the forward's target ${f.targetAddress}`));
-          results.push(error ? failed('port_forward', f.id, error) : applied('port_forward', f.id));
-        }
-        for (const rule of r.instance.firewall.rules) {
-          const ok = !r.error && (placed.length > 0 || r.instance.nics.length === 0);
-          results.push(ok ? applied('firewall_rule', rule.id) : failed('firewall_rule', rule.id, absent));
-        }
-      }
+      side.changed = (await this.removeStaleConnections(ctx, desired, containers)) || side.changed;
     } catch (err) {
-      const error = toDriverError(err);
-      ctx.logger.error('nftables transaction failed; the previous ruleset stays', { error: error.message });
-      for (const r of resolutions) {
-        for (const f of r.instance.portForwards) results.push(failed('port_forward', f.id, error));
-        for (const rule of r.instance.firewall.rules) results.push(failed('firewall_rule', rule.id, error));
+      ctx.logger.warn('could not remove stale Docker network connections', { error: toDriverError(err).message });
+    }
+    const host = await listLinks(this.host);
+    for (const instance of desired.instances) {
+      const container = containers.get(instance.id);
+      if (!container) continue;
+      const places = await this.locate(instance, container, host);
+      side.places.push(...places);
+      for (const nic of instance.nics) {
+        if (side.nicErrors.has(nic.id) || places.some((p) => p.nicId === nic.id)) continue;
+        side.nicErrors.set(
+          nic.id,
+          new TransientError(`instance ${instance.name}: container ${container.Name} is not running, or has no interface on network ${nic.network}`),
+        );
       }
     }
+    return side;
+  }
 
-    // shaping on the host side of each NIC; the veth is marked as ours so release and gc find it
-    // without memory (after an agent restart)
-    const shaped = new Set<string>();
-    for (const r of resolutions) {
-      for (const limit of r.instance.bandwidth) {
-        const targets = places.filter((p) => p.instanceId === r.instance.id && (limit.nicId === null || p.nicId === limit.nicId));
-        try {
-          if (r.error) throw r.error;
-          if (targets.length === 0) throw new TransientError(`instance ${r.instance.name} has no running NIC on this host to shape`);
-          for (const place of targets) {
-            const spec = shapingFor(r.instance, place.nicId);
-            changed = (await applyShaping({ iface: place.hostInterface, spec }, this.host)).changed || changed;
-            changed = (await setAlias(this.host, place.link, vethAlias(place.instanceId, place.nicId))) || changed;
-            shaped.add(place.hostInterface);
-          }
-          results.push(applied('bandwidth_limit', limit.id));
-        } catch (err) {
-          results.push(failed('bandwidth_limit', limit.id, toDriverError(err)));
-        }
-      }
+  /** Where each desired NIC is now, without changing anything (absent containers have none). */
+  protected async locateNics(_ctx: DriverContext, desired: DesiredState): Promise<NicPlace[]> {
+    const host = await listLinks(this.host);
+    const places: NicPlace[] = [];
+    for (const instance of desired.instances) {
+      const container = await this.engine.container(instance.externalId ?? instance.name);
+      if (container) places.push(...(await this.locate(instance, container, host)));
     }
-    // veths of ours that should carry no shaping any more (a removed limit, a removed instance);
-    // those of instances whose container could not be looked up (dockerd away, with live-restore
-    // keeping the containers running) stay as they are
-    const unknown = new Set(resolutions.filter((r) => r.error).map((r) => tag(r.instance.id)));
-    host = await hostLinks(this.host);
+    return places;
+  }
+
+  /** The instance's network connections and veth shaping (found by their marks). */
+  protected async releaseHost(_ctx: DriverContext, instanceId: string): Promise<boolean> {
+    const mine = tag(instanceId);
+    return (await this.removeMarked((t) => t === mine)).length > 0;
+  }
+
+  /** Connections and veth shaping marked for instances not in `validInstanceIds`. */
+  protected async gcHost(_ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
+    const valid = new Set(validInstanceIds.map(tag));
+    return this.removeMarked((t) => !valid.has(t));
+  }
+
+  /** IPv4 routing (dockerd switches it on too, unless started with --ip-forward=false), and a word on Docker's FORWARD policy. */
+  protected override async prepareHost(ctx: DriverContext, desired: DesiredState): Promise<void> {
+    await super.prepareHost(ctx, desired);
+    await this.warnAboutForwardPolicy(ctx);
+  }
+
+  /** A forward needs a running NIC with its target address; a firewall rule, any NIC of the container here. */
+  protected override unreachable(instance: DesiredInstance, placed: readonly NicPlace[], forward?: DesiredPortForward): DriverError | undefined {
+    if (forward) {
+      const addresses = new Set(instance.nics.filter((n) => placed.some((p) => p.nicId === n.id)).flatMap((n) => n.addresses.map((a) => a.address)));
+      if (addresses.has(forward.targetAddress)) return undefined;
+      return new TransientError(`instance ${instance.name}: no running NIC has the forward's target ${forward.targetAddress}`);
+    }
+    if (placed.length > 0 || instance.nics.length === 0) return undefined;
+    return new TransientError(`instance ${instance.name}: no NIC of its container is on this host`);
+  }
+
+  /** Shapes the veth and marks it as ours, so release and gc find it without memory (after an agent restart). */
+  protected override async shapeNic(place: NicPlace, spec: ShapingSpec | null): Promise<boolean> {
+    const shaped = await super.shapeNic(place, spec);
+    return (await setAlias(this.host, place.link, vethAlias(place.instanceId, place.nicId))) || shaped;
+  }
+
+  /**
+   * Veths of ours that should carry no shaping any more (a removed limit, a removed instance);
+   * those of instances whose container could not be looked up (dockerd away, with live-restore
+   * keeping the containers running) stay as they are. Then ifb devices whose veth is gone.
+   */
+  protected override async clearShaping(_ctx: DriverContext, desired: DesiredState, side: HostSide<NicPlace>, shaped: ReadonlySet<string>): Promise<boolean> {
+    const unknown = new Set(desired.instances.filter((i) => side.instanceErrors.has(i.id)).map((i) => tag(i.id)));
+    let changed = false;
+    const host = await listLinks(this.host);
     for (const link of host) {
       const mark = vethAliasInstanceTag(link.ifalias);
       if (shaped.has(link.ifname) || !mark || unknown.has(mark)) continue;
@@ -261,59 +217,7 @@ export class DockerDriver implements NetworkDriver {
       await setAlias(this.host, link, '');
       changed = true;
     }
-    changed = (await removeOrphanIfbs(this.host, host)) || changed;
-    this.lastPlaces = places;
-    return { changed, objects: results };
-  }
-
-  async observe(_ctx: DriverContext, input: { desired?: DesiredState }): Promise<{ state: ObservedState }> {
-    const { forwards, firewalls } = await this.dataplane.observe();
-    const shaping = input.desired ? await observeShaping(await this.places(input.desired), this.host) : [];
-    return { state: sortObservation({ forwards, firewalls: firewalls.map(({ unrecognized: _, ...f }) => f), shaping }) };
-  }
-
-  /**
-   * How the host differs from the last apply: the nftables table (map elements only when
-   * `thorough`), NICs that moved to other veths (a restarted container, a restarted dockerd) or
-   * appeared, and each NIC's shaping. Docker being unreachable is no drift of ours: applies
-   * already fail and are retried.
-   */
-  async drift(_ctx: DriverContext, input: { desired: DesiredState; thorough: boolean }): Promise<{ differences: string[] }> {
-    const differences = (await this.dataplane.drift({ elements: input.thorough })) ?? [];
-    let live: NicPlace[];
-    try {
-      live = await this.places(input.desired);
-    } catch (err) {
-      if (err instanceof HostUnreachableError) return { differences };
-      throw err;
-    }
-    const key = (p: NicPlace) => `${p.nicId} ${p.hostInterface}`;
-    const before = new Set(this.lastPlaces.map(key));
-    const now = new Set(live.map(key));
-    for (const p of this.lastPlaces) if (!now.has(key(p))) differences.push(`NIC ${p.nicId} is no longer on ${p.hostInterface}`);
-    for (const p of live) if (!before.has(key(p))) differences.push(`NIC ${p.nicId} is now on ${p.hostInterface}`);
-    differences.push(...(await shapingDifferences(live, input.desired, this.host)));
-    return { differences };
-  }
-
-  async stats(_ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult> {
-    return dataplaneStats(this.dataplane, input.desired ? await this.places(input.desired) : [], this.host);
-  }
-
-  async release(_ctx: DriverContext, input: { instanceId: string }): Promise<{ released: boolean }> {
-    const mine = tag(input.instanceId);
-    let released = await this.dataplane.release(input.instanceId);
-    released = (await this.removeMarked((t) => t === mine)).length > 0 || released;
-    this.lastPlaces = this.lastPlaces.filter((p) => p.instanceId !== input.instanceId);
-    return { released };
-  }
-
-  async gc(_ctx: DriverContext, input: { validInstanceIds: readonly string[] }): Promise<{ removedInstanceIds: string[] }> {
-    const valid = new Set(input.validInstanceIds.map(tag));
-    const removed = new Set(await this.dataplane.gc(input.validInstanceIds));
-    for (const what of await this.removeMarked((t) => !valid.has(t))) removed.add(what);
-    this.lastPlaces = this.lastPlaces.filter((p) => input.validInstanceIds.includes(p.instanceId));
-    return { removedInstanceIds: [...removed] };
+    return (await removeOrphanIfbs(this.host, host)) || changed;
   }
 
   /**
@@ -333,7 +237,7 @@ export class DockerDriver implements NetworkDriver {
       }
     }
     await this.removeUnusedNetworks(containers, new Set());
-    const host = await hostLinks(this.host);
+    const host = await listLinks(this.host);
     for (const link of host) {
       const mark = vethAliasInstanceTag(link.ifalias);
       if (!mark || !matches(mark)) continue;
@@ -341,12 +245,12 @@ export class DockerDriver implements NetworkDriver {
       await setAlias(this.host, link, '');
       removed.push(`(shaping of ${link.ifname})`);
     }
-    await removeOrphanIfbs(this.host, await hostLinks(this.host));
+    await removeOrphanIfbs(this.host, await listLinks(this.host));
     return removed;
   }
 
   /** The container of an instance: by external id (Docker accepts ids, short ids and names), else by the instance's name. */
-  private async findContainer(instance: Instance): Promise<ContainerInspect> {
+  private async findContainer(instance: DesiredInstance): Promise<ContainerInspect> {
     const ref = instance.externalId ?? instance.name;
     const container = await this.engine.container(ref);
     if (!container) throw new TransientError(`instance ${instance.name}: no container ${ref} on this Docker host (deleted?)`);
@@ -358,7 +262,7 @@ export class DockerDriver implements NetworkDriver {
    * connected now (the network created when missing). Nothing is left half-done: a network created
    * for a connection that then fails is removed again. Returns whether anything changed.
    */
-  private async ensureNic(instance: Instance, nic: Nic, container: ContainerInspect, path: string): Promise<boolean> {
+  private async ensureNic(instance: DesiredInstance, nic: DesiredNic, container: ContainerInspect, path: string): Promise<boolean> {
     const v4 = nic.addresses.find((a) => !a.delegated && !a.address.includes(':'));
     const v6 = nic.addresses.find((a) => !a.delegated && a.address.includes(':'));
     const alias = endpointAlias(instance.id, nic.id);
@@ -405,13 +309,14 @@ export class DockerDriver implements NetworkDriver {
    * managed networks nothing uses. Connections of desired instances that could not be resolved stay:
    * their containers are not known.
    */
-  private async removeStaleConnections(ctx: DriverContext, desired: DesiredState, resolutions: Resolution[]): Promise<boolean> {
+  private async removeStaleConnections(ctx: DriverContext, desired: DesiredState, resolved: ReadonlyMap<string, ContainerInspect>): Promise<boolean> {
     const desiredTags = new Set(desired.instances.map((i) => tag(i.id)));
-    const unresolved = new Set(resolutions.filter((r) => !r.container).map((r) => tag(r.instance.id)));
+    const unresolved = new Set(desired.instances.filter((i) => !resolved.has(i.id)).map((i) => tag(i.id)));
     const wanted = new Set(
-      resolutions
-        .filter((r) => r.container)
-        .flatMap((r) => r.instance.nics.map((n) => `${r.container!.Id} ${n.network} ${endpointAlias(r.instance.id, n.id)}`)),
+      desired.instances.flatMap((i) => {
+        const container = resolved.get(i.id);
+        return container ? i.nics.map((n) => `${container.Id} ${n.network} ${endpointAlias(i.id, n.id)}`) : [];
+      }),
     );
     const containers = await this.engine.containers();
     let changed = false;
@@ -443,7 +348,7 @@ export class DockerDriver implements NetworkDriver {
   }
 
   /** Where each NIC of a container is: its interface (by the endpoint's MAC) and that interface's host-side veth. */
-  private async locate(instance: Instance, container: ContainerInspect, host: readonly Link[]): Promise<NicPlace[]> {
+  private async locate(instance: DesiredInstance, container: ContainerInspect, host: readonly Link[]): Promise<NicPlace[]> {
     if (!container.State.Running || container.State.Pid <= 0) return [];
     const inside = await containerLinks(container.State.Pid);
     const places: NicPlace[] = [];
@@ -454,23 +359,6 @@ export class DockerDriver implements NetworkDriver {
       if (peer) places.push({ instanceId: instance.id, nicId: nic.id, containerId: container.Id, hostInterface: peer.ifname, link: peer });
     }
     return places;
-  }
-
-  /** Where each desired NIC is now, without changing anything (absent containers have none). */
-  private async places(desired: DesiredState): Promise<NicPlace[]> {
-    const host = await hostLinks(this.host);
-    const places: NicPlace[] = [];
-    for (const instance of desired.instances) {
-      const container = await this.engine.container(instance.externalId ?? instance.name);
-      if (container) places.push(...(await this.locate(instance, container, host)));
-    }
-    return places;
-  }
-
-  /** Routing between the public side and the containers (dockerd switches it on too, unless started with --ip-forward=false). */
-  private async enableForwarding(): Promise<void> {
-    const now = (await run('sysctl', ['-n', 'net.ipv4.ip_forward'], this.host)).trim();
-    if (now !== '1') await run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1'], this.host);
   }
 
   /**

@@ -10,52 +10,28 @@
 import {
   CommandError,
   ConflictError,
-  DRIVER_API_VERSION,
   DriverError,
   DriverInternalError,
   HostUnreachableError,
   TransientError,
-  sortObservation,
   toDriverError,
-  validateDesiredState,
-  type ApplyResult,
+  type DesiredInstance,
+  type DesiredNic,
   type DesiredState,
   type DiscoveredInstance,
-  type DriverCapabilities,
   type DriverContext,
-  type ExecTarget,
-  type NetworkDriver,
-  type ObjectResult,
-  type ObservedState,
   type StatsResult,
 } from '@gatehouse/sdk';
-import { Dataplane, applyShaping, observeShaping, removeShaping, shapingFor } from '@gatehouse/dataplane';
+import { DATAPLANE_CAPABILITIES, DataplaneDriver, removeShaping, type HostSide, type NicPlacement } from '@gatehouse/dataplane';
 import type { LxdDriverConfig } from './config.js';
 import { LxdApiError, LxdClient, type LxdInstance } from './lxd-client.js';
 import { OWNER_KEY, discovered, nicDeviceName, nicDevices, ownDevices } from './instances.js';
 
-/** What this driver does, and how (see README for why). */
-export const CAPABILITIES: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true },
-  firewall: {
-    implementation: 'dataplane',
-    directions: ['inbound', 'outbound'],
-    actions: ['allow', 'reject', 'drop'],
-    priorities: true,
-    ipv6: true,
-    icmp: true,
-  },
-  shaping: { implementation: 'dataplane', ingress: true, egress: true, burst: true },
-  nics: { max: 32, hotplug: true, staticAddressing: true },
-};
-
-type Instance = DesiredState['instances'][number];
+/** What this driver does, and how (see README for why): everything the dataplane offers. */
+export const CAPABILITIES = DATAPLANE_CAPABILITIES;
 
 /** Where a desired NIC is: its host-side veth. */
-interface NicPlace {
-  instanceId: string;
-  nicId: string;
-  hostInterface: string;
+interface NicPlace extends NicPlacement {
   /** LXD's own `limits.*` settings on the NIC's device (tc on the same veth: ours would fight them). */
   lxdLimits: string[];
 }
@@ -68,18 +44,15 @@ interface InstanceOutcome {
   nicErrors: Map<string, DriverError>;
 }
 
-export class LxdDriver implements NetworkDriver {
+/** The driver: NICs are LXD NIC devices, hot-plugged through LXD's API; the rest is the dataplane base's. */
+export class LxdDriver extends DataplaneDriver<NicPlace> {
   readonly id = 'lxd';
-  readonly apiVersion = DRIVER_API_VERSION;
   readonly capabilities = CAPABILITIES;
   readonly client: LxdClient;
-  private readonly host: ExecTarget;
-  private readonly dataplane: Dataplane;
 
   constructor(readonly config: LxdDriverConfig) {
+    super(config.hostNetns ? { netns: config.hostNetns } : {});
     this.client = new LxdClient(config.socket, config.timeoutMs);
-    this.host = config.hostNetns ? { netns: config.hostNetns } : {};
-    this.dataplane = new Dataplane(this.host);
   }
 
   /** Every LXD instance with its NICs (MAC, addresses, host-side veth). */
@@ -88,132 +61,73 @@ export class LxdDriver implements NetworkDriver {
   }
 
   /**
-   * Converges NICs, forwards, firewalls and shaping to `desired`; idempotent. LXD unreachable (before
-   * or during the apply): the objects it is needed for fail with HOST_UNREACHABLE, and the nftables
+   * Tags instances, hot-plugs their NICs and configures them inside. LXD unreachable (before or
+   * during the apply): the objects it is needed for fail with HOST_UNREACHABLE, and the nftables
    * table is still applied, since containers keep running while their daemon is away.
    */
-  async apply(ctx: DriverContext, input: { desired: DesiredState; repair?: boolean }): Promise<ApplyResult> {
-    const desired = validateDesiredState(input.desired, 'input.desired');
-    let changed = false;
-    const places: NicPlace[] = [];
-    const instanceErrors = new Map<string, DriverError>();
-    const nicErrors = new Map<string, DriverError>();
-    let lxd: LxdInstance[] | undefined;
+  protected async placeNics(ctx: DriverContext, desired: DesiredState): Promise<HostSide<NicPlace>> {
+    const side: HostSide<NicPlace> = { changed: false, places: [], instanceErrors: new Map(), nicErrors: new Map() };
+    let lxd: LxdInstance[];
     try {
       lxd = await this.lxdInstances(ctx);
     } catch (err) {
       if (!(err instanceof HostUnreachableError)) throw err;
       ctx.logger.warn('LXD is unreachable; applying the nftables table only', { error: err.message });
-      for (const instance of desired.instances) instanceErrors.set(instance.id, err);
+      for (const instance of desired.instances) side.instanceErrors.set(instance.id, err);
+      return side;
     }
-    if (lxd) {
-      try {
-        changed = (await this.removeStale(ctx, desired, lxd)) || changed;
-      } catch (err) {
-        // what is left over stays until the next apply; the desired objects may still apply
-        ctx.logger.warn('could not remove what Gatehouse left on LXD instances no longer desired', { error: toDriverError(err).message });
-      }
-      for (const instance of desired.instances) {
-        try {
-          const out = await this.ensureInstance(ctx, instance, lxd);
-          changed ||= out.changed;
-          places.push(...out.places);
-          for (const [nicId, error] of out.nicErrors) nicErrors.set(nicId, error);
-        } catch (err) {
-          instanceErrors.set(instance.id, lxdError(err, `applying instance ${instance.name}`));
-        }
-      }
-    }
-
-    const results: ObjectResult[] = [];
-    const failed = (objectType: ObjectResult['objectType'], objectId: string, error: DriverError): ObjectResult => ({
-      objectType,
-      objectId,
-      status: 'failed',
-      error: error.toJSON(),
-    });
-    for (const instance of desired.instances) {
-      for (const nic of instance.nics) {
-        const error =
-          instanceErrors.get(instance.id) ??
-          nicErrors.get(nic.id) ??
-          (places.some((p) => p.nicId === nic.id)
-            ? undefined
-            : new TransientError(`instance ${instance.name}: NIC ${nic.name} (${nic.mac}) has no host interface yet`));
-        results.push(error ? failed('nic', nic.id, error) : { objectType: 'nic', objectId: nic.id, status: 'applied' });
-      }
-    }
-
-    // forwards and firewalls: one nftables transaction in LXD's namespace, whatever LXD's state
     try {
-      changed = (await this.dataplane.apply(desired, { force: input.repair ?? false })).changed || changed;
-      for (const instance of desired.instances) {
-        const error = instanceErrors.get(instance.id);
-        for (const f of instance.portForwards)
-          results.push(error ? failed('port_forward', f.id, error) : { objectType: 'port_forward', objectId: f.id, status: 'applied' });
-        for (const r of instance.firewall.rules)
-          results.push(error ? failed('firewall_rule', r.id, error) : { objectType: 'firewall_rule', objectId: r.id, status: 'applied' });
-      }
+      side.changed = await this.removeStale(ctx, desired, lxd);
     } catch (err) {
-      const error = toDriverError(err);
-      ctx.logger.error('nftables transaction failed; the previous ruleset stays', { error: error.message });
-      for (const instance of desired.instances) {
-        for (const f of instance.portForwards) results.push(failed('port_forward', f.id, error));
-        for (const r of instance.firewall.rules) results.push(failed('firewall_rule', r.id, error));
-      }
+      // what is left over stays until the next apply; the desired objects may still apply
+      ctx.logger.warn('could not remove what Gatehouse left on LXD instances no longer desired', { error: toDriverError(err).message });
     }
-
-    // shaping: tc on each NIC's veth, the NIC's own limit else the instance-wide one
     for (const instance of desired.instances) {
-      const instanceError = instanceErrors.get(instance.id);
-      for (const limit of instance.bandwidth) {
-        if (instanceError) {
-          results.push(failed('bandwidth_limit', limit.id, instanceError));
-          continue;
+      try {
+        const out = await this.ensureInstance(ctx, instance, lxd);
+        side.changed ||= out.changed;
+        side.places.push(...out.places);
+        for (const nic of instance.nics) {
+          const error =
+            out.nicErrors.get(nic.id) ??
+            (out.places.some((p) => p.nicId === nic.id)
+              ? undefined
+              : new TransientError(`instance ${instance.name}: NIC ${nic.name} (${nic.mac}) has no host interface yet`));
+          if (error) side.nicErrors.set(nic.id, error);
         }
-        try {
-          const targets = places.filter((p) => p.instanceId === instance.id && (limit.nicId === null || p.nicId === limit.nicId));
-          if (targets.length === 0) throw new TransientError(`instance ${instance.name} has no NIC with a host interface to shape`);
-          // LXD re-creates its own qdiscs on the veth whenever the device changes: never share a veth with them
-          const shared = targets.find((p) => p.lxdLimits.length > 0);
-          if (shared)
-            throw new ConflictError(
-              `Failed applying bandwidth limit of instance ${instance.name}: its LXD NIC device on ${shared.hostInterface} has LXD's own ${shared.lxdLimits.join(', ')}; remove that or this limit`,
-            );
-          for (const place of targets)
-            changed = (await applyShaping({ iface: place.hostInterface, spec: shapingFor(instance, place.nicId) }, this.host)).changed || changed;
-          results.push({ objectType: 'bandwidth_limit', objectId: limit.id, status: 'applied' });
-        } catch (err) {
-          results.push(failed('bandwidth_limit', limit.id, toDriverError(err)));
-        }
-      }
-      if (instanceError) continue;
-      // NICs without a limit carry no shaping of ours
-      for (const place of places.filter((p) => p.instanceId === instance.id && shapingFor(instance, p.nicId) === null)) {
-        try {
-          changed = (await applyShaping({ iface: place.hostInterface, spec: null }, this.host)).changed || changed;
-        } catch (err) {
-          ctx.logger.warn('could not remove shaping from a NIC without a limit', { iface: place.hostInterface, error: toDriverError(err).message });
-        }
+      } catch (err) {
+        side.instanceErrors.set(instance.id, lxdError(err, `applying instance ${instance.name}`));
       }
     }
-    return { changed, objects: results };
+    return side;
   }
 
-  /** Forwards and firewalls from the live nftables table; shaping of each desired NIC's veth (needs `desired` and LXD). */
-  async observe(ctx: DriverContext, input: { desired?: DesiredState }): Promise<{ state: ObservedState }> {
-    const { forwards, firewalls } = await this.dataplane.observe();
-    const shaping = input.desired ? await observeShaping(this.places(input.desired, await this.lxdInstances(ctx)), this.host) : [];
-    return { state: sortObservation({ forwards, firewalls: firewalls.map(({ unrecognized: _, ...f }) => f), shaping }) };
+  protected async locateNics(ctx: DriverContext, desired: DesiredState): Promise<NicPlace[]> {
+    return this.places(desired, await this.lxdInstances(ctx));
   }
 
-  /** Per-forward counters from nftables; per NIC (given `desired`), LXD's interface counters, from the instance's side. */
-  async stats(ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult> {
-    const counters = await this.dataplane.counters();
-    const result: StatsResult = { nics: [], forwards: [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter })) };
-    if (!input.desired) return result;
+  /** LXD's networks switch routing on themselves. */
+  protected override async prepareHost(): Promise<void> {}
+
+  /** Forwards and firewalls work wherever LXD has the instance (its errors are the instance's). */
+  protected override unreachable(): undefined {
+    return undefined;
+  }
+
+  /** LXD re-creates its own qdiscs on the veth whenever the device changes: never share a veth with them. */
+  protected override checkShapingTargets(instance: DesiredInstance, targets: readonly NicPlace[]): void {
+    const shared = targets.find((p) => p.lxdLimits.length > 0);
+    if (shared)
+      throw new ConflictError(
+        `Failed applying bandwidth limit of instance ${instance.name}: its LXD NIC device on ${shared.hostInterface} has LXD's own ${shared.lxdLimits.join(', ')}; remove that or this limit`,
+      );
+  }
+
+  /** LXD's interface counters, read from the instance's side: received is what came into it. */
+  protected override async nicStats(ctx: DriverContext, desired: DesiredState): Promise<StatsResult['nics']> {
+    const nics: StatsResult['nics'] = [];
     const lxd = await this.lxdInstances(ctx);
-    for (const instance of input.desired.instances) {
+    for (const instance of desired.instances) {
       const current = lxd.find((i) => i.name === lxdName(instance));
       if (!current) continue;
       const devices = nicDevices(current);
@@ -222,7 +136,7 @@ export class LxdDriver implements NetworkDriver {
         const live = device && current.state?.network?.[device.name];
         if (!live) continue;
         // LXD reads these inside the instance: received is what came into it
-        result.nics.push({
+        nics.push({
           instanceId: instance.id,
           nicId: nic.id,
           rx: { bytes: live.counters.bytes_received, packets: live.counters.packets_received },
@@ -230,31 +144,31 @@ export class LxdDriver implements NetworkDriver {
         });
       }
     }
-    return result;
+    return nics;
   }
 
-  /** Removes one instance's forwards, firewall, shaping, hot-plugged NICs and tag; succeeds when already gone. */
-  async release(ctx: DriverContext, input: { instanceId: string }): Promise<{ released: boolean }> {
-    let released = await this.dataplane.release(input.instanceId);
+  /** The instance's hot-plugged NICs, shaping and tag. */
+  protected async releaseHost(ctx: DriverContext, instanceId: string): Promise<boolean> {
+    let released = false;
     for (const instance of await this.lxdInstances(ctx)) {
-      if (instance.config[OWNER_KEY] !== input.instanceId) continue;
+      if (instance.config[OWNER_KEY] !== instanceId) continue;
       await this.disown(ctx, instance, ownDevices(instance), true);
       released = true;
     }
-    return { released };
+    return released;
   }
 
-  /** Removes what belongs to Gatehouse instances not in `validInstanceIds` (found by tags, not memory). */
-  async gc(ctx: DriverContext, input: { validInstanceIds: readonly string[] }): Promise<{ removedInstanceIds: string[] }> {
-    const valid = new Set(input.validInstanceIds);
-    const removed = new Set(await this.dataplane.gc(input.validInstanceIds));
+  /** What belongs to Gatehouse instances not in `validInstanceIds` (found by tags, not memory). */
+  protected async gcHost(ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
+    const valid = new Set(validInstanceIds);
+    const removed: string[] = [];
     for (const instance of await this.lxdInstances(ctx)) {
       const owner = instance.config[OWNER_KEY];
       if (owner === undefined || valid.has(owner)) continue;
       await this.disown(ctx, instance, ownDevices(instance), true);
-      removed.add(owner);
+      removed.push(owner);
     }
-    return { removedInstanceIds: [...removed] };
+    return removed;
   }
 
   private async lxdInstances(ctx: DriverContext): Promise<LxdInstance[]> {
@@ -266,7 +180,7 @@ export class LxdDriver implements NetworkDriver {
   }
 
   /** Tags the instance, hot-plugs its missing NICs and configures their addresses inside it. */
-  private async ensureInstance(ctx: DriverContext, instance: Instance, lxd: LxdInstance[]): Promise<InstanceOutcome> {
+  private async ensureInstance(ctx: DriverContext, instance: DesiredInstance, lxd: LxdInstance[]): Promise<InstanceOutcome> {
     const name = lxdName(instance);
     let current = lxd.find((i) => i.name === name);
     if (!current) throw new TransientError(`instance ${instance.name}: LXD has no instance ${name} (deleted, or not created yet)`);
@@ -333,7 +247,7 @@ export class LxdDriver implements NetworkDriver {
     instance: string,
     ifname: string,
     have: readonly string[],
-    nic: Instance['nics'][number],
+    nic: DesiredNic,
     gatewaysSet: Set<string>,
   ): Promise<boolean> {
     const own = nic.addresses.filter((a) => !a.delegated);
@@ -419,7 +333,7 @@ function lxdLimits(config: Record<string, string>): string[] {
 }
 
 /** The LXD instance name of a desired instance: its external id, else its name. */
-function lxdName(instance: Instance): string {
+function lxdName(instance: DesiredInstance): string {
   return instance.externalId ?? instance.name;
 }
 
