@@ -197,7 +197,7 @@ describe('reverse proxy units on PGlite', () => {
       now: () => clock,
       probe: async (target) => {
         probed.push(`${target.address}:${target.port}`);
-        return { state: 'connection_refused', detail: `${target.address}:${target.port} refused the connection` };
+        return { state: 'connection_refused', detail: `${target.address}:${target.port} refused the connection`, elapsedMs: 1 };
       },
     });
     expect(diagnoser.diagnoseSoon(proxyId)).toBe(true);
