@@ -740,7 +740,9 @@ function report(r: {
   console.log(
     `${`${nth} / 1st`.padEnd(38)} ${ratioOf((t) => t.mutationMs).padStart(11)} ${ratioOf((t) => t.syncMs).padStart(10)} ${ratioOf((t) => t.servedMs).padStart(16)}`,
   );
-  console.log("  mutation: sent → response; sync: response → manager.sync() resolved (the mutation's webProxyChanged event starts a sync run, the call adds one more);");
+  console.log(
+    "  mutation: sent → response; sync: response → manager.sync() resolved (the mutation's webProxyChanged event starts a sync run, the call adds one more);",
+  );
   console.log('  sent→served: mutation sent → first reply of the backend through Caddy for the new domain.');
   console.log('where the time goes in the sync run that applied the new domain (median ms):');
   const breakdown = (label: string, trials: DomainTrial[]) => {

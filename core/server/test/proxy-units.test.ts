@@ -192,14 +192,18 @@ describe('reverse proxy units on PGlite', () => {
     const proxyId = await createProxy('diagnosed.units.test');
     let clock = 1_000_000;
     const probed: string[] = [];
-    const diagnoser = new TargetDiagnoser(store.db, { info: () => {}, warn: () => {}, error: console.error }, {
-      intervalMs: 10_000,
-      now: () => clock,
-      probe: async (target) => {
-        probed.push(`${target.address}:${target.port}`);
-        return { state: 'connection_refused', detail: `${target.address}:${target.port} refused the connection`, elapsedMs: 1 };
+    const diagnoser = new TargetDiagnoser(
+      store.db,
+      { info: () => {}, warn: () => {}, error: console.error },
+      {
+        intervalMs: 10_000,
+        now: () => clock,
+        probe: async (target) => {
+          probed.push(`${target.address}:${target.port}`);
+          return { state: 'connection_refused', detail: `${target.address}:${target.port} refused the connection`, elapsedMs: 1 };
+        },
       },
-    });
+    );
     expect(diagnoser.diagnoseSoon(proxyId)).toBe(true);
     expect(diagnoser.diagnoseSoon(proxyId)).toBe(false);
     clock += 9_999;

@@ -50,7 +50,12 @@ export const DAY_MS = 86_400_000;
  * Certificates of Caddy's internal CA (`self_signed`) live 12 hours and Caddy rotates them itself;
  * they are due only past two thirds of their lifetime (Caddy's own renewal point), i.e. when Caddy failed to.
  */
-export function renewalDue(served: Pick<ServedCertificate, 'notBefore' | 'notAfter'> | undefined, tlsMode: string, withinMs: number, now = Date.now()): boolean {
+export function renewalDue(
+  served: Pick<ServedCertificate, 'notBefore' | 'notAfter'> | undefined,
+  tlsMode: string,
+  withinMs: number,
+  now = Date.now(),
+): boolean {
   if (!served) return true;
   const remaining = served.notAfter.getTime() - now;
   const lifetime = served.notAfter.getTime() - served.notBefore.getTime();
