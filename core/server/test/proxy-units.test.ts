@@ -5,7 +5,7 @@
  * diagnosis. The same units against a real Caddy: proxy-manager.test.ts.
  */
 import type { CaddyConfig } from 'caddy-api-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
 import type { WebProxyChange } from '../src/events.js';
 import { AccessLogMeter, parseCaddyLogLine, proxyOfHost } from '../src/proxy/access-log-meter.js';
@@ -45,16 +45,6 @@ class FakeCaddy {
   async deleteById(): Promise<void> {}
   async put(): Promise<void> {}
   async patch(): Promise<void> {}
-}
-
-async function until<T>(what: string, probe: () => Promise<T | false | undefined>, ms = 5000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('reverse proxy units on PGlite', () => {
@@ -119,7 +109,7 @@ describe('reverse proxy units on PGlite', () => {
       const loaded = JSON.stringify(caddy.loads[0]);
       expect(loaded).toContain('first.units.test');
       expect(loaded).not.toContain('second.units.test');
-      expect(await until('second proxy applied', async () => (await proxy(second)).status === 'APPLIED')).toBe(true);
+      await vi.waitFor(async () => expect((await proxy(second)).status).toBe('APPLIED'), { timeout: 5000, interval: 20 });
       expect(caddy.routes).toEqual([`gh-proxy-${second}`]);
       expect(caddy.loads).toHaveLength(1);
       expect((await proxy(first)).status).toBe('APPLIED');
@@ -145,7 +135,7 @@ describe('reverse proxy units on PGlite', () => {
     await api.admin(`mutation($id: ID!) { deleteProxyDomainTemplate(input: { templateId: $id }) { __typename } }`, { id: templateId });
     const deleted = await api.admin(`mutation($id: ID!) { deleteInstance(input: { instanceId: $id }) { __typename ${ERROR_FIELDS} } }`, { id: other.id });
     expect(deleted.data!.deleteInstance.__typename).toBe('DeleteInstancePayload');
-    await until('events delivered', async () => seen.length >= 6);
+    await vi.waitFor(() => expect(seen.length).toBeGreaterThanOrEqual(6), { timeout: 5000, interval: 20 });
     await changes.return(undefined);
     await reading;
     expect(seen).toEqual([
@@ -210,9 +200,9 @@ describe('reverse proxy units on PGlite', () => {
     expect(diagnoser.diagnoseSoon(proxyId)).toBe(false);
     clock += 1;
     expect(diagnoser.diagnoseSoon(proxyId)).toBe(true);
-    await until('probes done', async () => probed.length === 2);
+    await vi.waitFor(() => expect(probed).toHaveLength(2), { timeout: 5000, interval: 20 });
     expect(probed).toEqual([`${vm.address}:8080`, `${vm.address}:8080`]);
-    expect((await until('health stored', async () => (await proxy(proxyId)).targetHealth)).state).toBe('CONNECTION_REFUSED');
+    await vi.waitFor(async () => expect((await proxy(proxyId)).targetHealth).toMatchObject({ state: 'CONNECTION_REFUSED' }), { timeout: 5000, interval: 20 });
 
     const report = await api.admin(`mutation($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ${ERROR_FIELDS} } }`, {
       input: { hostId, pluginId: 'test', agentVersion: '0.0.0', discoveredInstances: [{ externalId: 'x-units', name: 'vm-units', running: false, nics: [] }] },
