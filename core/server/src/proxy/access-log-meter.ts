@@ -140,11 +140,6 @@ export class AccessLogMeter {
     if (event.status === 502) this.options.onBadGateway?.(proxyId);
   }
 
-  /** The counts gathered since the last flush, per proxy id. */
-  pending(): ReadonlyMap<string, TrafficCount> {
-    return this.traffic;
-  }
-
   /** Adds the counts gathered since the last flush to the database. */
   async flush(): Promise<void> {
     if (this.traffic.size === 0) return;
