@@ -252,11 +252,11 @@ class Recorder {
     this.spans = [];
   }
 
-  /** Wraps the manager's sync steps and its Caddy client's one request method. */
+  /** Wraps the config sync's steps and the manager's Caddy client's one request method. */
   instrument(manager: ProxyManager): void {
-    const steps = manager as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const steps = manager.configSync as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
     for (const name of ['syncOnce', 'loadSites', 'loadAll', 'applyChanges', 'recordStatuses']) {
-      const original = steps[name]!.bind(manager);
+      const original = steps[name]!.bind(manager.configSync);
       steps[name] = async (...args: unknown[]) => {
         const start = nowNs();
         try {
@@ -571,7 +571,7 @@ async function main(): Promise<void> {
     const oneDomainRuns = await loadRounds([{ variant: 'through Caddy, 1 domain', host: loadDomain }]);
 
     // the other proxies, through the service (same validation and audit as the API, without HTTP),
-    // with the manager running: each creation's audit event starts a sync, as in production
+    // with the manager running: each creation's webProxyChanged event starts a sync, as in production
     console.error(`proxy: creating ${DOMAINS - 1} more proxies through WebProxyService.create with the manager running`);
     const service = container.resolve(WebProxyService);
     const bulkStart = nowNs();
@@ -740,7 +740,9 @@ function report(r: {
   console.log(
     `${`${nth} / 1st`.padEnd(38)} ${ratioOf((t) => t.mutationMs).padStart(11)} ${ratioOf((t) => t.syncMs).padStart(10)} ${ratioOf((t) => t.servedMs).padStart(16)}`,
   );
-  console.log("  mutation: sent → response; sync: response → manager.sync() resolved (the mutation's audit event starts a sync run, the call adds one more);");
+  console.log(
+    "  mutation: sent → response; sync: response → manager.sync() resolved (the mutation's webProxyChanged event starts a sync run, the call adds one more);",
+  );
   console.log('  sent→served: mutation sent → first reply of the backend through Caddy for the new domain.');
   console.log('where the time goes in the sync run that applied the new domain (median ms):');
   const breakdown = (label: string, trials: DomainTrial[]) => {

@@ -17,6 +17,7 @@
 import { EventEmitter } from 'node:events';
 import {
   DriverConfigError,
+  CoalescingRunner,
   applyDesiredStatePatch,
   diffObservation,
   expectedObservation,
@@ -89,7 +90,8 @@ export class HostAgent extends EventEmitter<{
   private unsubscribe: (() => void) | undefined;
   private readonly abort = new AbortController();
   private pending: Job | undefined;
-  private working = false;
+  /** Applies the pending job, one at a time; a job set during an apply gets one more run. */
+  private readonly applies = new CoalescingRunner(() => this.applyPending());
   private repairNext = true;
   private last: { revision: number; desired: DesiredState; failed: number } | undefined;
   /** The newest document received (patches apply to it). */
@@ -207,18 +209,19 @@ export class HostAgent extends EventEmitter<{
     void this.work();
   }
 
-  private async work(): Promise<void> {
-    if (this.working) return;
-    this.working = true;
-    try {
-      while (this.pending && !this.abort.signal.aborted) {
-        const job = this.pending;
-        this.pending = undefined;
-        await this.converge(job);
-      }
-    } finally {
-      this.working = false;
-    }
+  private work(): Promise<void> {
+    return this.applies.run();
+  }
+
+  private get working(): boolean {
+    return this.applies.running;
+  }
+
+  private async applyPending(): Promise<void> {
+    const job = this.pending;
+    if (!job || this.abort.signal.aborted) return;
+    this.pending = undefined;
+    await this.converge(job);
   }
 
   private ctx(desired?: DesiredState): DriverContext {

@@ -1,4 +1,5 @@
 /** @gatehouse/sdk: the only package a plugin author imports. */
+export { CoalescingRunner } from './coalescing-runner.js';
 export * from './desired-state.js';
 export * from './driver.js';
 export * from './errors.js';

@@ -17,7 +17,19 @@ export interface EventTopics {
   hostAgentStatus: [{ hostId: string }];
   /** An API token was revoked (committed): every replica closes what was authenticated with it. */
   tokenRevoked: [{ tokenId: string }];
+  /** Something the reverse proxy serves changed (committed): each replica's proxy units sync Caddy. */
+  webProxyChanged: [WebProxyChange];
 }
+
+/**
+ * A change that can change Caddy's config; small (it travels as one NOTIFY between replicas), the
+ * receivers read the database: a proxy created or deleted, a template created or deleted, or an
+ * address of an instance given or taken (the sub-domains its owner's templates give it).
+ */
+export type WebProxyChange =
+  | { kind: 'proxy'; action: 'created' | 'deleted'; proxyId: string }
+  | { kind: 'template'; action: 'created' | 'deleted'; templateId: string }
+  | { kind: 'address'; action: 'added' | 'removed'; addressId: string };
 
 /** How many undelivered events one subscriber may have before it is cut off. */
 export const SUBSCRIBER_BUFFER = 65_536;

@@ -8,7 +8,7 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { auditLog } from '../db/schema.js';
-import type { EventBus } from '../events.js';
+import type { EventBus, WebProxyChange } from '../events.js';
 import { newId } from '../ids.js';
 import { DatabaseToken, EventBusToken } from '../tokens.js';
 
@@ -30,6 +30,8 @@ export type RecordChange = ((change: AuditChange) => Promise<void>) & {
   many(changes: readonly AuditChange[]): Promise<void>;
   /** Notes that a host's desired state moved to `revision`; announced after commit. */
   hostChanged(hostId: string, revision: number): void;
+  /** Notes a change the reverse proxy serves; published on `webProxyChanged` after commit. */
+  proxyChanged(change: WebProxyChange): void;
 };
 
 /** The transaction handle passed to a change. */
@@ -55,9 +57,11 @@ export class AuditService {
   async transact<T>(actor: Actor, change: (tx: Tx, record: RecordChange) => Promise<T>): Promise<T> {
     const entries: AuditEntry[] = [];
     const revisions = new Map<string, number>();
+    const proxyChanges: WebProxyChange[] = [];
     const result = await this.db.transaction(async (tx) => {
       entries.length = 0; // a retried transaction starts over
       revisions.clear();
+      proxyChanges.length = 0;
       const entryOf = (c: AuditChange): AuditEntry => ({
         id: newId(),
         at: new Date(),
@@ -81,6 +85,9 @@ export class AuditService {
           hostChanged(hostId: string, revision: number) {
             revisions.set(hostId, revision);
           },
+          proxyChanged(change: WebProxyChange) {
+            proxyChanges.push(change);
+          },
           async many(changes: readonly AuditChange[]) {
             const batch = changes.map(entryOf);
             for (let i = 0; i < batch.length; i += AUDIT_BATCH) await tx.insert(auditLog).values(batch.slice(i, i + AUDIT_BATCH));
@@ -92,6 +99,7 @@ export class AuditService {
     });
     for (const entry of entries) this.events.publish('audit', entry);
     for (const [hostId, revision] of revisions) this.events.publish('hostRevision', { hostId, revision });
+    for (const change of proxyChanges) this.events.publish('webProxyChanged', change);
     return result;
   }
 

@@ -3,7 +3,14 @@
  * commit. Every change bumps the host's revision in its own transaction, so a document read
  * under REPEATABLE READ is exactly the state at the revision it carries.
  */
-import { applyDesiredStatePatch, diffDesiredState, type DesiredState, type DesiredStateMessage, type DesiredStatePatch } from '@gatehouse/sdk';
+import {
+  CoalescingRunner,
+  applyDesiredStatePatch,
+  diffDesiredState,
+  type DesiredState,
+  type DesiredStateMessage,
+  type DesiredStatePatch,
+} from '@gatehouse/sdk';
 import { and, count, eq, gt, inArray, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
@@ -83,36 +90,21 @@ export class DesiredStateService {
     return new Repeater<T>(async (push, stop) => {
       // subscribe before the first read, so no revision committed in between is missed
       const changes = this.events.subscribe('hostRevision')[Symbol.asyncIterator]();
-      let stopped = false;
-      let dirty = true;
-      let reading = false;
-      const drain = async () => {
-        if (reading) return;
-        reading = true;
-        try {
-          while (dirty && !stopped) {
-            dirty = false;
-            const value = await next();
-            if (value !== undefined) await push(value);
-          }
-        } catch (err) {
-          stop(err);
-        } finally {
-          reading = false;
-        }
-      };
-      void drain();
+      const reads = new CoalescingRunner(async () => {
+        const value = await next();
+        if (value !== undefined) await push(value);
+      });
+      const read = () => void reads.run().catch((err: unknown) => stop(err));
+      read();
       void (async () => {
         for (;;) {
           const change = await changes.next();
-          if (change.done || stopped) return;
-          if (change.value.hostId !== hostId) continue;
-          dirty = true;
-          void drain();
+          if (change.done) return;
+          if (change.value.hostId === hostId) read();
         }
       })();
       await stop;
-      stopped = true;
+      void reads.stop();
       await changes.return?.();
     });
   }

@@ -315,6 +315,7 @@ export class PoolService {
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
       await this.freeSlots(tx, [row]);
       await record({ action: 'address.release', objectType: 'IpAddress', objectId: id, ownerId: row.ownerId, before: row });
+      record.proxyChanged({ kind: 'address', action: 'removed', addressId: id });
       return row;
     });
   }
@@ -352,6 +353,7 @@ export class PoolService {
       await tx.insert(ipAllocations).values(row);
       await this.moveHint(tx, pool.id, slot, 'allocated');
       await record({ action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
+      record.proxyChanged({ kind: 'address', action: 'added', addressId: row.id });
       return row;
     }
     throw new PoolExhaustedError(args.poolId ? `${fieldPrefix}.poolId` : `${fieldPrefix}.nicId`, last!.id, last!.name);
@@ -395,6 +397,7 @@ export class PoolService {
     await tx.insert(ipAllocations).values(row);
     await this.moveHint(tx, pool.id, slot, 'chosen');
     await record({ action: 'address.assign', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
+    record.proxyChanged({ kind: 'address', action: 'added', addressId: row.id });
     return row;
   }
 
@@ -415,6 +418,7 @@ export class PoolService {
     await this.freeSlots(tx, rows);
     for (const row of rows) {
       await record({ action: 'address.reclaim', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, before: row, after: { reason } });
+      record.proxyChanged({ kind: 'address', action: 'removed', addressId: row.id });
     }
     return rows;
   }

@@ -152,6 +152,7 @@ export class WebProxyService {
           };
           await tx.insert(webProxies).values(proxy);
           await record({ action: 'webProxy.create', objectType: 'WebProxy', objectId: proxy.id, ownerId: proxy.ownerId, after: redact(proxy) });
+          record.proxyChanged({ kind: 'proxy', action: 'created', proxyId: proxy.id });
           return proxy;
         }),
       { web_proxies_domain_unique: () => new ConflictError('input.domain', domain.name, 'is already served by another proxy') },
@@ -166,6 +167,7 @@ export class WebProxyService {
       if (!proxy || (!isAdmin(actor) && proxy.ownerId !== actor.userId)) throw new NotFoundError('input.webProxyId', id, 'web proxy');
       await tx.delete(webProxies).where(eq(webProxies.id, id));
       await record({ action: 'webProxy.delete', objectType: 'WebProxy', objectId: id, ownerId: proxy.ownerId, before: redact(proxy) });
+      record.proxyChanged({ kind: 'proxy', action: 'deleted', proxyId: id });
       return proxy;
     });
   }
@@ -192,6 +194,7 @@ export class WebProxyService {
           };
           await tx.insert(proxyDomainTemplates).values(template);
           await record({ action: 'proxyTemplate.create', objectType: 'ProxyDomainTemplate', objectId: template.id, ownerId: actor.userId, after: template });
+          record.proxyChanged({ kind: 'template', action: 'created', templateId: template.id });
           return template;
         }),
       { proxy_domain_templates_pattern_unique: () => new ConflictError('input.pattern', domain.name, 'is already a template') },
@@ -206,6 +209,7 @@ export class WebProxyService {
       if (!row || (!isAdmin(actor) && row.ownerId !== actor.userId)) throw new NotFoundError('input.templateId', id, 'domain template');
       await tx.delete(proxyDomainTemplates).where(eq(proxyDomainTemplates.id, id));
       await record({ action: 'proxyTemplate.delete', objectType: 'ProxyDomainTemplate', objectId: id, ownerId: row.ownerId, before: row });
+      record.proxyChanged({ kind: 'template', action: 'deleted', templateId: id });
       return row;
     });
   }
@@ -283,6 +287,7 @@ export class WebProxyService {
     await record.many(
       rows.map((p) => ({ action: 'webProxy.delete', objectType: 'WebProxy', objectId: p.id, ownerId: p.ownerId, before: redact(p), after: { reason } })),
     );
+    for (const p of rows) record.proxyChanged({ kind: 'proxy', action: 'deleted', proxyId: p.id });
   }
 
   /** Number of proxies targeting an address. */

@@ -1,0 +1,265 @@
+/**
+ * The reverse proxy's units without Caddy (PGlite, no root): the config sync against a fake admin
+ * API (a proxy created while a run is loading Caddy is applied by one more run), the change
+ * notices the services publish, the renewal decision, the access-log meter and the target
+ * diagnosis. The same units against a real Caddy: proxy-manager.test.ts.
+ */
+import type { CaddyConfig } from 'caddy-api-client';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { openStore, type Store } from '../src/db/database.js';
+import type { WebProxyChange } from '../src/events.js';
+import { AccessLogMeter, parseCaddyLogLine, proxyOfHost } from '../src/proxy/access-log-meter.js';
+import { CaddyConfigSync, type CaddyConfigClient } from '../src/proxy/caddy-config-sync.js';
+import { DAY_MS, renewalDue, summariseRenewals, type RenewalResult } from '../src/proxy/certificate-monitor.js';
+import { TargetDiagnoser, stoppedInstanceDiagnosis } from '../src/proxy/target-diagnosis.js';
+import { createContainer } from '../src/server.js';
+import { EventBusToken } from '../src/tokens.js';
+import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
+import { createHost, createPool } from './support/fixtures.js';
+
+const SETTINGS = { listenHost: '127.0.0.1', httpPort: 1, httpsPort: 2, acme: { directoryUrl: 'https://127.0.0.1:1/dir' } };
+const PROXY = 'id status statusError targetHealth { state detail } traffic { requests bytesSent bytesReceived serverErrors }';
+
+/** Caddy's admin API as far as the sync uses it: remembers what it was given; a load can be held. */
+class FakeCaddy {
+  loads: CaddyConfig[] = [];
+  routes: string[] = [];
+  hold: Promise<void> | undefined;
+  loadStarted: (() => void) | undefined;
+
+  async load(config: CaddyConfig): Promise<void> {
+    this.loads.push(config);
+    this.loadStarted?.();
+    await this.hold;
+  }
+  async getById(): Promise<unknown> {
+    return {};
+  }
+  async getConfig(): Promise<{ value: null; etag: string }> {
+    return { value: null, etag: '' };
+  }
+  async upsertById(parent: unknown, id: string): Promise<{ action: 'appended'; attempts: number }> {
+    if (String(parent).includes('routes')) this.routes.push(id);
+    return { action: 'appended', attempts: 1 };
+  }
+  async deleteById(): Promise<void> {}
+  async put(): Promise<void> {}
+  async patch(): Promise<void> {}
+}
+
+describe('reverse proxy units on PGlite', () => {
+  let store: Store;
+  let container: ReturnType<typeof createContainer>;
+  let api: TestApi;
+  let hostId: string;
+  let vm: { id: string; address: string };
+
+  const createProxy = async (domain: string, instanceId = vm.id) => {
+    const r = await api.admin(
+      `mutation($input: CreateWebProxyInput!) { createWebProxy(input: $input) { __typename ... on CreateWebProxyPayload { webProxy { id } } ${ERROR_FIELDS} } }`,
+      { input: { instanceId, domain, targetPort: 8080, tlsMode: 'NONE' } },
+    );
+    const id = r.data?.createWebProxy?.webProxy?.id as string | undefined;
+    if (!id) throw new Error(JSON.stringify(r));
+    return id;
+  };
+  const proxy = async (id: string) => (await api.admin(`query($id: ID!) { webProxy(id: $id) { ${PROXY} } }`, { id })).data!.webProxy;
+  const createInstance = async (name: string) => {
+    const r = await api.admin(
+      `mutation($h: ID!, $n: String!) { createInstance(input: { hostId: $h, name: $n, nics: [{ network: "br-units" }] }) { ... on CreateInstancePayload { instance { id nics { addresses { address } } } } ${ERROR_FIELDS} } }`,
+      { h: hostId, n: name },
+    );
+    const instance = r.data!.createInstance.instance;
+    return { id: instance.id as string, address: instance.nics[0].addresses[0].address as string };
+  };
+
+  beforeAll(async () => {
+    store = await openStore({ kind: 'pglite' });
+    container = createContainer(store);
+    api = await createTestApi(store, container);
+    hostId = await createHost(api.admin, 'units');
+    await createPool(api.admin, { name: 'units', kind: 'PRIVATE', network: 'br-units', cidr: '10.77.0.0/24' });
+    vm = await createInstance('vm-units');
+  });
+  afterAll(async () => store?.close());
+
+  it('applies a proxy created while a sync run is loading Caddy, by one more run', async () => {
+    const bus = container.resolve(EventBusToken);
+    const caddy = new FakeCaddy();
+    const sync = new CaddyConfigSync(store.db, bus, { info: () => {}, warn: () => {}, error: console.error }, caddy as unknown as CaddyConfigClient, {
+      adminConfig: { listen: 'unix//tmp/unused.sock' },
+      settings: SETTINGS,
+    });
+    // the manager's wiring: every change notice asks for a sync
+    const changes = bus.subscribe('webProxyChanged');
+    void (async () => {
+      for await (const _ of changes) void sync.sync();
+    })();
+    try {
+      const first = await createProxy('first.units.test');
+      let release!: () => void;
+      caddy.hold = new Promise((r) => (release = r));
+      const loading = new Promise<void>((r) => (caddy.loadStarted = r));
+      const run = sync.sync();
+      await loading; // the run has read the database and is inside Caddy's load
+      const second = await createProxy('second.units.test');
+      release();
+      await run;
+      // the run under way loaded only the first; the change made meanwhile is applied by the next run
+      const loaded = JSON.stringify(caddy.loads[0]);
+      expect(loaded).toContain('first.units.test');
+      expect(loaded).not.toContain('second.units.test');
+      await vi.waitFor(async () => expect((await proxy(second)).status).toBe('APPLIED'), { timeout: 5000, interval: 20 });
+      expect(caddy.routes).toEqual([`gh-proxy-${second}`]);
+      expect(caddy.loads).toHaveLength(1);
+      expect((await proxy(first)).status).toBe('APPLIED');
+    } finally {
+      await changes.return(undefined);
+      await sync.stop();
+    }
+  });
+
+  it('announces each change Caddy must follow on webProxyChanged, in a small payload', async () => {
+    const bus = container.resolve(EventBusToken);
+    const seen: WebProxyChange[] = [];
+    const changes = bus.subscribe('webProxyChanged');
+    const reading = (async () => {
+      for await (const change of changes) seen.push(change);
+    })();
+    const other = await createInstance('vm-gone');
+    const proxyId = await createProxy('gone.units.test', other.id);
+    const t = await api.admin(
+      `mutation { createProxyDomainTemplate(input: { pattern: "*.tpl.units.test", targetPort: 80 }) { ... on CreateProxyDomainTemplatePayload { template { id } } ${ERROR_FIELDS} } }`,
+    );
+    const templateId = t.data!.createProxyDomainTemplate.template.id as string;
+    await api.admin(`mutation($id: ID!) { deleteProxyDomainTemplate(input: { templateId: $id }) { __typename } }`, { id: templateId });
+    const deleted = await api.admin(`mutation($id: ID!) { deleteInstance(input: { instanceId: $id }) { __typename ${ERROR_FIELDS} } }`, { id: other.id });
+    expect(deleted.data!.deleteInstance.__typename).toBe('DeleteInstancePayload');
+    await vi.waitFor(() => expect(seen.length).toBeGreaterThanOrEqual(6), { timeout: 5000, interval: 20 });
+    await changes.return(undefined);
+    await reading;
+    expect(seen).toEqual([
+      { kind: 'address', action: 'added', addressId: expect.any(String) },
+      { kind: 'proxy', action: 'created', proxyId },
+      { kind: 'template', action: 'created', templateId },
+      { kind: 'template', action: 'deleted', templateId },
+      { kind: 'proxy', action: 'deleted', proxyId },
+      { kind: 'address', action: 'removed', addressId: seen[0]!.kind === 'address' ? seen[0]!.addressId : '' },
+    ]);
+    for (const change of seen) expect(Buffer.byteLength(JSON.stringify(change))).toBeLessThan(200);
+  });
+
+  it('counts requests per proxy from Caddy’s access log, hands on 502s and TLS errors, and writes the counts', async () => {
+    const proxyId = await createProxy('meter.units.test');
+    const wildId = await createProxy('*.wild.units.test');
+    const badGateways: string[] = [];
+    const tlsErrors: string[][] = [];
+    const meter = new AccessLogMeter(store.db, { onBadGateway: (id) => badGateways.push(id), onTlsError: (names) => tlsErrors.push(names) });
+    meter.setProxies([
+      { id: proxyId, domain: 'meter.units.test' },
+      { id: wildId, domain: '*.wild.units.test' },
+    ]);
+    const access = (host: string, status: number, size: number) =>
+      JSON.stringify({ logger: 'http.log.access.gatehouse_access', request: { host }, status, size, bytes_read: 10, ts: 1_700_000_000 });
+    meter.onLogLine(access('Meter.Units.Test.:8080', 200, 100));
+    meter.onLogLine(access('meter.units.test', 502, 0));
+    meter.onLogLine(access('a.wild.units.test', 200, 5));
+    meter.onLogLine(access('nobody.units.test', 200, 5));
+    meter.onLogLine(JSON.stringify({ level: 'error', logger: 'tls.obtain', identifier: 'acme.units.test', msg: 'could not get certificate', error: 'boom' }));
+    meter.onLogLine('not json');
+    expect(badGateways).toEqual([proxyId]);
+    expect(tlsErrors).toEqual([['acme.units.test']]);
+    await meter.flush();
+    expect((await proxy(proxyId)).traffic).toMatchObject({ requests: '2', bytesSent: '100', bytesReceived: '20', serverErrors: '1' });
+    expect((await proxy(wildId)).traffic).toMatchObject({ requests: '1', bytesSent: '5' });
+    // a second flush adds only what came since (the API gives counters as decimal strings)
+    meter.onLogLine(access('meter.units.test', 200, 1));
+    await meter.flush();
+    expect((await proxy(proxyId)).traffic).toMatchObject({ requests: '3', bytesSent: '101' });
+  });
+
+  it('diagnoses a target at most once per interval after 502s, and says when the instance is stopped', async () => {
+    const proxyId = await createProxy('diagnosed.units.test');
+    let clock = 1_000_000;
+    const probed: string[] = [];
+    const diagnoser = new TargetDiagnoser(
+      store.db,
+      { info: () => {}, warn: () => {}, error: console.error },
+      {
+        intervalMs: 10_000,
+        now: () => clock,
+        probe: async (target) => {
+          probed.push(`${target.address}:${target.port}`);
+          return { state: 'connection_refused', detail: `${target.address}:${target.port} refused the connection`, elapsedMs: 1 };
+        },
+      },
+    );
+    expect(diagnoser.diagnoseSoon(proxyId)).toBe(true);
+    expect(diagnoser.diagnoseSoon(proxyId)).toBe(false);
+    clock += 9_999;
+    expect(diagnoser.diagnoseSoon(proxyId)).toBe(false);
+    clock += 1;
+    expect(diagnoser.diagnoseSoon(proxyId)).toBe(true);
+    await vi.waitFor(() => expect(probed).toHaveLength(2), { timeout: 5000, interval: 20 });
+    expect(probed).toEqual([`${vm.address}:8080`, `${vm.address}:8080`]);
+    await vi.waitFor(async () => expect((await proxy(proxyId)).targetHealth).toMatchObject({ state: 'CONNECTION_REFUSED' }), { timeout: 5000, interval: 20 });
+
+    const report = await api.admin(`mutation($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ${ERROR_FIELDS} } }`, {
+      input: { hostId, pluginId: 'test', agentVersion: '0.0.0', discoveredInstances: [{ externalId: 'x-units', name: 'vm-units', running: false, nics: [] }] },
+    });
+    expect(report.data!.reportHostStatus.__typename).toBe('ReportHostStatusPayload');
+    expect(await diagnoser.diagnose(proxyId)).toMatchObject({ state: 'instance_stopped' });
+    expect(probed).toHaveLength(2); // no probe for a stopped instance
+    expect((await proxy(proxyId)).targetHealth).toMatchObject({ state: 'INSTANCE_STOPPED', detail: expect.stringContaining('vm-units') });
+  });
+});
+
+describe('reverse proxy decisions', () => {
+  it('renews a certificate when none is served or it expires within the window; Caddy’s internal ones past two thirds of their life', () => {
+    const now = Date.parse('2030-01-01T00:00:00Z');
+    const cert = (fromHours: number, toHours: number) => ({ notBefore: new Date(now + fromHours * 3_600_000), notAfter: new Date(now + toHours * 3_600_000) });
+    const window = 30 * DAY_MS;
+    expect(renewalDue(undefined, 'acme', window, now)).toBe(true);
+    expect(renewalDue(cert(-24 * 60, 24 * 20), 'acme', window, now)).toBe(true);
+    expect(renewalDue(cert(-24 * 30, 24 * 60), 'acme', window, now)).toBe(false);
+    expect(renewalDue(cert(-24 * 30, 24 * 20), 'uploaded', window, now)).toBe(true);
+    // a 12-hour internal certificate: not due with 5 h left (over a third), due with 3 h left
+    expect(renewalDue(cert(-7, 5), 'self_signed', window, now)).toBe(false);
+    expect(renewalDue(cert(-9, 3), 'self_signed', window, now)).toBe(true);
+    const results = (['ok', 'renewed', 'upload_needed', 'ok'] as const).map((outcome) => ({ outcome }) as RenewalResult);
+    expect(summariseRenewals(results)).toBe('4 certificates: 1 renewed, 0 failed, 1 uploaded ones to replace, 2 not due');
+  });
+
+  it('reads Caddy’s log lines and finds the proxy of a Host', () => {
+    expect(parseCaddyLogLine('{"logger":"http.log.access.other","request":{"host":"a"}}')).toBeUndefined();
+    expect(parseCaddyLogLine('null')).toBeUndefined();
+    expect(parseCaddyLogLine('{"logger":"http.log.access.gatehouse_access","request":{"host":"X.Test.:443"},"status":502}', new Date(5))).toEqual({
+      kind: 'access',
+      host: 'x.test',
+      status: 502,
+      bytesSent: 0,
+      bytesReceived: 0,
+      at: new Date(5),
+    });
+    const domains = new Map([
+      ['a.test', 'p1'],
+      ['*.w.test', 'p2'],
+    ]);
+    expect([proxyOfHost(domains, 'a.test'), proxyOfHost(domains, 'x.w.test'), proxyOfHost(domains, 'y.x.w.test'), proxyOfHost(domains, 'test')]).toEqual([
+      'p1',
+      'p2',
+      undefined,
+      undefined,
+    ]);
+  });
+
+  it('says an instance is stopped only when its host’s agent reported it not running', () => {
+    const now = new Date(0);
+    const bound = { name: 'vm', externalId: 'x1' };
+    expect(stoppedInstanceDiagnosis([{ externalId: 'x1', name: 'renamed', running: false }], bound, now)?.state).toBe('instance_stopped');
+    expect(stoppedInstanceDiagnosis([{ externalId: 'x2', name: 'vm', running: false }], bound, now)).toBeUndefined();
+    expect(stoppedInstanceDiagnosis([{ name: 'vm', running: false }], { name: 'vm', externalId: null }, now)?.state).toBe('instance_stopped');
+    expect(stoppedInstanceDiagnosis([{ externalId: 'x1', name: 'vm', running: true }], bound, now)).toBeUndefined();
+    expect(stoppedInstanceDiagnosis(undefined, bound, now)).toBeUndefined();
+  });
+});
