@@ -88,7 +88,6 @@ interface Job {
   changed: Set<string> | 'all';
 }
 
-
 const consoleLogger: AgentLogger = {
   info: (m, f) => console.info(`[agent] ${m}${f ? ` ${JSON.stringify(f)}` : ''}`),
   warn: (m, f) => console.warn(`[agent] ${m}${f ? ` ${JSON.stringify(f)}` : ''}`),
@@ -386,8 +385,7 @@ export class HostAgent extends EventEmitter<{
     }
     if (this.reported.size > present.size) for (const id of this.reported.keys()) if (!present.has(id)) this.reported.delete(id);
     for (let i = 0; i < objects.length || i === 0; i += 10_000) {
-      if (objects.length > 0)
-        this.report(REPORT_OBJECT_STATUS_MUTATION, { hostId: this.state.hostId!, revision, objects: objects.slice(i, i + 10_000) });
+      if (objects.length > 0) this.report(REPORT_OBJECT_STATUS_MUTATION, { hostId: this.state.hostId!, revision, objects: objects.slice(i, i + 10_000) });
     }
     const input: ReportHostStatusInput = {
       ...this.hostReport(),

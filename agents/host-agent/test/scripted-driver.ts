@@ -2,21 +2,34 @@
  * A driver whose outcomes a test scripts, recording every call: for agent tests that need no
  * root (what the agent calls, when, with what), next to the fake controller.
  */
-import { DRIVER_API_VERSION, expectedObservation, type ApplyResult, type DesiredState, type DriverCapabilities, type NetworkDriver, type ObjectResult } from '@gatehouse/sdk';
+import {
+  DRIVER_API_VERSION,
+  expectedObservation,
+  type ApplyResult,
+  type DesiredState,
+  type DriverCapabilities,
+  type NetworkDriver,
+  type ObjectResult,
+} from '@gatehouse/sdk';
 
 /** Every capability on. */
 export const ALL_CAPABILITIES: DriverCapabilities = {
   portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true },
-  firewall: { implementation: 'dataplane', directions: ['inbound', 'outbound'], actions: ['allow', 'reject', 'drop'], priorities: true, ipv6: true, icmp: true },
+  firewall: {
+    implementation: 'dataplane',
+    directions: ['inbound', 'outbound'],
+    actions: ['allow', 'reject', 'drop'],
+    priorities: true,
+    ipv6: true,
+    icmp: true,
+  },
   shaping: { implementation: 'dataplane', ingress: true, egress: true, burst: true },
   nics: { max: 8, hotplug: true, staticAddressing: true },
 };
 
 /** One recorded call. */
 export type ScriptedCall =
-  | { method: 'apply'; desired: DesiredState }
-  | { method: 'release'; instanceId: string }
-  | { method: 'gc'; validInstanceIds: string[] };
+  { method: 'apply'; desired: DesiredState } | { method: 'release'; instanceId: string } | { method: 'gc'; validInstanceIds: string[] };
 
 /** Applies every object, unless `outcome` says otherwise for it (or throws for the whole apply). */
 export class ScriptedDriver implements NetworkDriver {

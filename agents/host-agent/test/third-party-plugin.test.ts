@@ -30,7 +30,9 @@ beforeAll(async () => {
   const started = await startController(join(dir, 'data'));
   controller = started;
   admin = started.bootstrapSecret!;
-  const host = await api(`mutation { createHost(input: { name: "files", backend: "json-file", publicAddresses: ["198.51.100.7"] }) { ... on CreateHostPayload { host { id backend } } ${ERR} } }`);
+  const host = await api(
+    `mutation { createHost(input: { name: "files", backend: "json-file", publicAddresses: ["198.51.100.7"] }) { ... on CreateHostPayload { host { id backend } } ${ERR} } }`,
+  );
   hostId = host.createHost.host.id;
   expect(host.createHost.host.backend).toBe('json-file');
   await api(`mutation { createIpPool(input: { name: "p3", kind: PRIVATE, network: "br3", cidr: "10.77.0.0/24" }) { __typename ${ERR} } }`);
@@ -43,7 +45,11 @@ beforeAll(async () => {
     `mutation($h: ID!) { createApiToken(input: { name: "agent-3p", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
     { h: hostId },
   );
-  const ctx = { logger: { debug() {}, info() {}, warn() {}, error() {} }, signal: new AbortController().signal, host: { id: hostId, name: 'files', publicAddresses: [] } };
+  const ctx = {
+    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    signal: new AbortController().signal,
+    host: { id: hostId, name: 'files', publicAddresses: [] },
+  };
   const driver = await loadDriver(PLUGIN, { path: file }, ctx);
   agent = new HostAgent({ controllerUrl: controller.url, token: token.createApiToken.created.secret, driver, logger: ctx.logger, driftIntervalMs: 60_000 });
   await agent.start();
@@ -56,15 +62,41 @@ afterAll(async () => {
 });
 
 it("shows the plugin's capabilities in Host.driver once its agent connected", async () => {
-  const driver = await until(async () => (await api(`query($id: ID!) { host(id: $id) { driver { id apiVersion capabilities { portForwards { protocols ipv6 } shaping { ingress } nics { max } } } } }`, { id: hostId })).host.driver, 30_000);
-  expect(driver).toEqual({ id: 'json-file', apiVersion: 1, capabilities: { portForwards: { protocols: ['TCP', 'UDP'], ipv6: true }, shaping: null, nics: { max: 64 } } });
+  const driver = await until(
+    async () =>
+      (
+        await api(
+          `query($id: ID!) { host(id: $id) { driver { id apiVersion capabilities { portForwards { protocols ipv6 } shaping { ingress } nics { max } } } } }`,
+          { id: hostId },
+        )
+      ).host.driver,
+    30_000,
+  );
+  expect(driver).toEqual({
+    id: 'json-file',
+    apiVersion: 1,
+    capabilities: { portForwards: { protocols: ['TCP', 'UDP'], ipv6: true }, shaping: null, nics: { max: 64 } },
+  });
 });
 
 it('refuses what the plugin cannot apply, and applies what it can', async () => {
-  const limit = await api(`mutation($i: ID!) { setBandwidthLimit(input: { instanceId: $i, ingressMbps: 10 }) { __typename ... on CapabilityNotSupportedError { capability } ${ERR} } }`, { i: instanceId });
-  expect(limit.setBandwidthLimit).toMatchObject({ __typename: 'CapabilityNotSupportedError', code: 'CAPABILITY_NOT_SUPPORTED', capability: 'shaping', field: 'input.ingressMbps' });
-  expect(limit.setBandwidthLimit.message).toBe('Failed setting bandwidth limit on host files: its driver json-file does not support bandwidth limits (capabilities.shaping)');
-  const created = await api(`mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "2222", targetPort: "22" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`, { i: instanceId });
+  const limit = await api(
+    `mutation($i: ID!) { setBandwidthLimit(input: { instanceId: $i, ingressMbps: 10 }) { __typename ... on CapabilityNotSupportedError { capability } ${ERR} } }`,
+    { i: instanceId },
+  );
+  expect(limit.setBandwidthLimit).toMatchObject({
+    __typename: 'CapabilityNotSupportedError',
+    code: 'CAPABILITY_NOT_SUPPORTED',
+    capability: 'shaping',
+    field: 'input.ingressMbps',
+  });
+  expect(limit.setBandwidthLimit.message).toBe(
+    'Failed setting bandwidth limit on host files: its driver json-file does not support bandwidth limits (capabilities.shaping)',
+  );
+  const created = await api(
+    `mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "2222", targetPort: "22" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
+    { i: instanceId },
+  );
   const id = created.createPortForward.portForward.id;
   const status = await until(async () => {
     const s = (await api(`query($id: ID!) { portForward(id: $id) { status statusError } }`, { id })).portForward;

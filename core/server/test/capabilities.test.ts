@@ -17,7 +17,14 @@ const backends = await storeBackends();
 /** Everything on; each test turns one thing off. */
 const FULL: DriverCapabilities = {
   portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true },
-  firewall: { implementation: 'dataplane', directions: ['inbound', 'outbound'], actions: ['allow', 'reject', 'drop'], priorities: true, ipv6: true, icmp: true },
+  firewall: {
+    implementation: 'dataplane',
+    directions: ['inbound', 'outbound'],
+    actions: ['allow', 'reject', 'drop'],
+    priorities: true,
+    ipv6: true,
+    icmp: true,
+  },
   shaping: { implementation: 'dataplane', ingress: true, egress: true, burst: true },
   nics: { max: 8, hotplug: true, staticAddressing: true },
 };
@@ -78,13 +85,19 @@ describe.each(backends)('driver capabilities on $name', (backend) => {
       nics: [{ network: 'br-caps', allocate: ['IPV4', 'IPV6'] }],
     });
     const instance = created.instance;
-    const addresses = (await ctx.api.admin(`query($id: ID!) { instance(id: $id) { nics { addresses { address } } } }`, { id: instance.id })).data!
-      .instance.nics[0].addresses as { address: string }[];
+    const addresses = (await ctx.api.admin(`query($id: ID!) { instance(id: $id) { nics { addresses { address } } } }`, { id: instance.id })).data!.instance
+      .nics[0].addresses as { address: string }[];
     vm = { id: instance.id, v4: addresses.find((a) => !a.address.includes(':'))!.address, v6: addresses.find((a) => a.address.includes(':'))!.address };
   });
 
   it('accepts anything on a host whose agent never connected, as PENDING; then shows the reported driver in Host.driver', async () => {
-    const r = await gql(ctx.api.admin, CREATE_FORWARD, { instanceId: vm.id, protocol: 'UDP', hostPort: '15000-15001', targetPort: '5000-5001', targetAddress: vm.v6 });
+    const r = await gql(ctx.api.admin, CREATE_FORWARD, {
+      instanceId: vm.id,
+      protocol: 'UDP',
+      hostPort: '15000-15001',
+      targetPort: '5000-5001',
+      targetAddress: vm.v6,
+    });
     expect(r).toMatchObject({ __typename: 'CreatePortForwardPayload', portForward: { status: 'PENDING' } });
     await report(FULL);
     const host = await ctx.api.admin(
@@ -117,7 +130,11 @@ describe.each(backends)('driver capabilities on $name', (backend) => {
 
   it('refuses a UDP port forward (portForwards.protocols)', async () => {
     await report(narrowed((c) => (c.portForwards!.protocols = ['tcp'])));
-    expectRefused(await gql(ctx.api.admin, CREATE_FORWARD, { instanceId: vm.id, protocol: 'BOTH', hostPort: '16002', targetPort: '53' }), 'portForwards.protocols', 'input.protocol');
+    expectRefused(
+      await gql(ctx.api.admin, CREATE_FORWARD, { instanceId: vm.id, protocol: 'BOTH', hostPort: '16002', targetPort: '53' }),
+      'portForwards.protocols',
+      'input.protocol',
+    );
   });
 
   it('refuses a port range (portForwards.portRanges)', async () => {
@@ -140,23 +157,39 @@ describe.each(backends)('driver capabilities on $name', (backend) => {
 
   it('refuses port forwards on a driver without any (portForwards)', async () => {
     await report(narrowed((c) => (c.portForwards = null)));
-    expectRefused(await gql(ctx.api.admin, CREATE_FORWARD, { instanceId: vm.id, protocol: 'TCP', hostPort: '16030', targetPort: '80' }), 'portForwards', 'input.protocol');
+    expectRefused(
+      await gql(ctx.api.admin, CREATE_FORWARD, { instanceId: vm.id, protocol: 'TCP', hostPort: '16030', targetPort: '80' }),
+      'portForwards',
+      'input.protocol',
+    );
   });
 
   it('refuses a firewall action (firewall.actions), also as a policy', async () => {
     await report(narrowed((c) => (c.firewall!.actions = ['allow', 'drop'])));
-    expectRefused(await gql(ctx.api.admin, ADD_RULE, { instanceId: vm.id, direction: 'INBOUND', protocol: 'TCP', action: 'REJECT' }), 'firewall.actions', 'input.action');
+    expectRefused(
+      await gql(ctx.api.admin, ADD_RULE, { instanceId: vm.id, direction: 'INBOUND', protocol: 'TCP', action: 'REJECT' }),
+      'firewall.actions',
+      'input.action',
+    );
     expectRefused(await gql(ctx.api.admin, SET_POLICY, { instanceId: vm.id, inbound: 'REJECT' }), 'firewall.actions', 'input.inbound');
   });
 
   it('refuses a firewall direction (firewall.directions)', async () => {
     await report(narrowed((c) => (c.firewall!.directions = ['inbound'])));
-    expectRefused(await gql(ctx.api.admin, ADD_RULE, { instanceId: vm.id, direction: 'OUTBOUND', protocol: 'TCP', action: 'DROP' }), 'firewall.directions', 'input.direction');
+    expectRefused(
+      await gql(ctx.api.admin, ADD_RULE, { instanceId: vm.id, direction: 'OUTBOUND', protocol: 'TCP', action: 'DROP' }),
+      'firewall.directions',
+      'input.direction',
+    );
   });
 
   it('refuses an ICMP rule (firewall.icmp)', async () => {
     await report(narrowed((c) => (c.firewall!.icmp = false)));
-    expectRefused(await gql(ctx.api.admin, ADD_RULE, { instanceId: vm.id, direction: 'INBOUND', protocol: 'ICMP', action: 'DROP' }), 'firewall.icmp', 'input.protocol');
+    expectRefused(
+      await gql(ctx.api.admin, ADD_RULE, { instanceId: vm.id, direction: 'INBOUND', protocol: 'ICMP', action: 'DROP' }),
+      'firewall.icmp',
+      'input.protocol',
+    );
   });
 
   it('refuses an IPv6 firewall rule (firewall.ipv6)', async () => {
@@ -201,7 +234,11 @@ describe.each(backends)('driver capabilities on $name', (backend) => {
 
   it('marks a CSV import dry-run row invalid, naming the capability', async () => {
     await report(narrowed((c) => (c.portForwards!.protocols = ['tcp'])));
-    const r = await gql(ctx.api.admin, IMPORT, { hostId, dryRun: true, csv: `protocol,host_port,vm_ip,vm_port,note\ntcp,17000,${vm.v4},80,web\nudp,17001,${vm.v4},53,dns\n` });
+    const r = await gql(ctx.api.admin, IMPORT, {
+      hostId,
+      dryRun: true,
+      csv: `protocol,host_port,vm_ip,vm_port,note\ntcp,17000,${vm.v4},80,web\nudp,17001,${vm.v4},53,dns\n`,
+    });
     expect(r.result.invalid).toBe(1);
     expect(r.result.rows[1]).toMatchObject({ row: 3, action: 'INVALID', column: 'protocol' });
     expect(r.result.rows[1].reason).toContain('(capabilities.portForwards.protocols)');
@@ -220,7 +257,9 @@ describe.each(backends)('driver capabilities on $name', (backend) => {
   it('refuses a backend that is not a plugin id, and takes a third-party one', async () => {
     const bad = await ctx.api.admin(`mutation { createHost(input: { name: "h-bad", backend: "Not A Plugin" }) { __typename ${ERROR_FIELDS} } }`);
     expect(bad.data!.createHost).toMatchObject({ code: 'VALIDATION_FAILED', field: 'input.backend', value: 'Not A Plugin' });
-    const good = await ctx.api.admin(`mutation { createHost(input: { name: "h-3p", backend: "json-file" }) { ... on CreateHostPayload { host { backend } } } }`);
+    const good = await ctx.api.admin(
+      `mutation { createHost(input: { name: "h-3p", backend: "json-file" }) { ... on CreateHostPayload { host { backend } } } }`,
+    );
     expect(good.data!.createHost.host.backend).toBe('json-file');
   });
 });

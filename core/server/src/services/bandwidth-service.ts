@@ -124,7 +124,12 @@ export class BandwidthService {
       }
       const host = await bumpHostRevision(tx, record, instance.hostId);
       const needs = { ingressBps, egressBps, ingressBurstBytes, egressBurstBytes };
-      requireCapability(host, 'setting bandwidth limit', (caps) => checkBandwidth(caps, needs), (field) => `input.${BANDWIDTH_INPUT[field] ?? field}`);
+      requireCapability(
+        host,
+        'setting bandwidth limit',
+        (caps) => checkBandwidth(caps, needs),
+        (field) => `input.${BANDWIDTH_INPUT[field] ?? field}`,
+      );
       const [before] = await tx.select().from(bandwidthLimits).where(this.target(instance.id, nicId));
       const values = {
         ingressBps,

@@ -238,7 +238,13 @@ export class FirewallService {
         ['inbound', input.inbound],
         ['outbound', input.outbound],
       ] as const) {
-        if (action) requireCapability(host, 'setting firewall policy', (caps) => checkFirewallPolicy(caps, direction, action), () => `input.${direction}`);
+        if (action)
+          requireCapability(
+            host,
+            'setting firewall policy',
+            (caps) => checkFirewallPolicy(caps, direction, action),
+            () => `input.${direction}`,
+          );
       }
       const [after] = await tx
         .update(instances)

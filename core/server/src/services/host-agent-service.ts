@@ -128,13 +128,16 @@ const implementation = (field: string, value: unknown) => oneOf(field, [value], 
 
 /** Checks a reported driver (id, version, API version, capabilities) and returns its stored form. */
 export function validDriverReport(field: string, value: NonNullable<ReportHostStatusInput['driver']>): HostDriverJson {
-  if (typeof value.id !== 'string' || !PLUGIN_ID.test(value.id)) throw new ValidationError(`${field}.id`, value.id, "must be the plugin's id (1-128 characters)");
-  if (value.version != null && !AGENT_VERSION.test(value.version)) throw new ValidationError(`${field}.version`, value.version, 'must be a version such as 1.4.0');
+  if (typeof value.id !== 'string' || !PLUGIN_ID.test(value.id))
+    throw new ValidationError(`${field}.id`, value.id, "must be the plugin's id (1-128 characters)");
+  if (value.version != null && !AGENT_VERSION.test(value.version))
+    throw new ValidationError(`${field}.version`, value.version, 'must be a version such as 1.4.0');
   if (!Number.isInteger(value.apiVersion) || value.apiVersion < 1 || value.apiVersion > 1000)
     throw new ValidationError(`${field}.apiVersion`, value.apiVersion, 'must be an integer from 1 to 1000');
   const c = value.capabilities;
   const at = `${field}.capabilities`;
-  if (!Number.isInteger(c.nics.max) || c.nics.max < 0 || c.nics.max > 1024) throw new ValidationError(`${at}.nics.max`, c.nics.max, 'must be an integer from 0 to 1024');
+  if (!Number.isInteger(c.nics.max) || c.nics.max < 0 || c.nics.max > 1024)
+    throw new ValidationError(`${at}.nics.max`, c.nics.max, 'must be an integer from 0 to 1024');
   const capabilities: DriverCapabilities = {
     portForwards: c.portForwards && {
       implementation: implementation(`${at}.portForwards.implementation`, c.portForwards.implementation),
@@ -320,14 +323,27 @@ export class HostAgentService {
     if (on.length === 0) return changes;
     const ids = on.map((i) => i.id);
     const owners = new Map(on.map((i) => [i.id, i.ownerId]));
-    const fail = (objectType: ChangeObjectType, objectId: string, ownerId: string, doing: string, check: (c: DriverCapabilities) => CapabilityViolation | undefined) => {
+    const fail = (
+      objectType: ChangeObjectType,
+      objectId: string,
+      ownerId: string,
+      doing: string,
+      check: (c: DriverCapabilities) => CapabilityViolation | undefined,
+    ) => {
       const error = capabilityError(host, doing, check, (f) => f);
       if (error) changes.push({ objectType, objectId, hostId, ownerId, status: 'failed', error: `${error.code}: ${error.message}`, revision: 0 });
     };
     for (const f of await tx.select().from(portForwards).where(eq(portForwards.hostId, hostId))) {
       const ports = { start: f.hostPortStart, end: f.hostPortEnd };
       const targetPorts = { start: f.targetPortStart, end: f.targetPortStart + f.hostPortEnd - f.hostPortStart };
-      const needs = { protocol: f.protocol, ipv6: isIpv6(f.targetAddress), targetAddress: f.targetAddress, hostPorts: ports, targetPorts, sourceCidrs: f.sourceCidrs };
+      const needs = {
+        protocol: f.protocol,
+        ipv6: isIpv6(f.targetAddress),
+        targetAddress: f.targetAddress,
+        hostPorts: ports,
+        targetPorts,
+        sourceCidrs: f.sourceCidrs,
+      };
       fail('port_forward', f.id, f.ownerId, 'applying port forward', (c) => checkPortForward(c, needs));
     }
     for (const r of await tx.select().from(firewallRules).where(inArray(firewallRules.instanceId, ids)))

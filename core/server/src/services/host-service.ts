@@ -28,7 +28,11 @@ export const BUILT_IN_BACKENDS = ['linux', 'docker', 'lxd', 'proxmox', 'esxi'] a
 /** Checks a backend (plugin) id. */
 export function validBackend(field: string, value: string): string {
   if (typeof value !== 'string' || !BACKEND_ID.test(value)) {
-    throw new ValidationError(field, value, `is not a plugin id: a lower-case letter, then up to 62 lower-case letters, digits or "-" (built in: ${BUILT_IN_BACKENDS.join(', ')})`);
+    throw new ValidationError(
+      field,
+      value,
+      `is not a plugin id: a lower-case letter, then up to 62 lower-case letters, digits or "-" (built in: ${BUILT_IN_BACKENDS.join(', ')})`,
+    );
   }
   return value;
 }

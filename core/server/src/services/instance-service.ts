@@ -93,7 +93,12 @@ export class InstanceService {
           // lock order everywhere: owner, then host (see PoolService)
           await lockOwner(tx, ownerId);
           const locked = await bumpHostRevision(tx, record, hostId);
-          requireCapability(locked, 'creating instance', (caps) => checkNics(caps, specs.length), () => 'input.nics');
+          requireCapability(
+            locked,
+            'creating instance',
+            (caps) => checkNics(caps, specs.length),
+            () => 'input.nics',
+          );
           const instance: Instance = {
             id: newId(),
             hostId,
@@ -229,7 +234,12 @@ export class InstanceService {
     const existing = await tx.select({ name: nics.name }).from(nics).where(eq(nics.instanceId, instance.id));
     if (toExisting && host.driver) {
       const running = host.driver.capabilities.nics.hotplug ? false : await this.runs(tx, instance);
-      requireCapability(host, 'adding NIC', (caps) => checkNics(caps, existing.length + 1, { adding: true, running }), () => `${field}.instanceId`);
+      requireCapability(
+        host,
+        'adding NIC',
+        (caps) => checkNics(caps, existing.length + 1, { adding: true, running }),
+        () => `${field}.instanceId`,
+      );
     }
     if (existing.length >= MAX_NICS_PER_INSTANCE)
       throw new ValidationError(`${field}.instanceId`, instance.id, `already has the maximum of ${MAX_NICS_PER_INSTANCE} NICs`);

@@ -135,7 +135,12 @@ export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarge
   const [protoLo, protoHi] = PROTOCOL_RANGE[spec.protocol];
   const sourceCidrs = validSourceCidrs(name('sourceCidrs'), spec.sourceCidrs ?? []);
   const needs = { protocol: spec.protocol, ipv6: target.family === 6, targetAddress: target.address, hostPorts, targetPorts, sourceCidrs };
-  requireCapability(host, 'creating port forward', (caps) => checkPortForward(caps, needs), (field) => name(field as SpecField));
+  requireCapability(
+    host,
+    'creating port forward',
+    (caps) => checkPortForward(caps, needs),
+    (field) => name(field as SpecField),
+  );
   return {
     protocol: spec.protocol,
     hostPorts,

@@ -84,7 +84,8 @@ builder.objectField(HostRef, 'driver', (t) =>
   t.field({
     type: HostDriverRef,
     nullable: true,
-    description: "The host's driver and its capabilities; null until the host's agent first connected (until then every object is accepted, and stays PENDING).",
+    description:
+      "The host's driver and its capabilities; null until the host's agent first connected (until then every object is accepted, and stays PENDING).",
     resolve: (h) => h.driver,
   }),
 );

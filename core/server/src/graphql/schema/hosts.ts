@@ -67,7 +67,11 @@ builder.queryFields((t) => ({
 const CreateHostInput = builder.inputType('CreateHostInput', {
   fields: (t) => ({
     name: t.string({ required: true }),
-    backend: t.field({ type: 'BackendId', required: true, description: 'The plugin id the host\'s agent runs ("linux", "docker", "lxd", "proxmox", "esxi", or a third party\'s).' }),
+    backend: t.field({
+      type: 'BackendId',
+      required: true,
+      description: 'The plugin id the host\'s agent runs ("linux", "docker", "lxd", "proxmox", "esxi", or a third party\'s).',
+    }),
     portRangeStart: t.int({ description: 'Default 1024.' }),
     portRangeEnd: t.int({ description: 'Default 65535.' }),
     reservedPorts: t.stringList({ description: 'Ports or ranges never handed out: ["22", "8000-8100"].' }),
