@@ -12,24 +12,44 @@
  *   seconds.
  * - A malformed document is refused (nothing applied, the error reported). A failed apply, or
  *   one where objects failed (`nft` missing, an instance not on the host yet), is tried again
- *   with backoff (0.5 s doubling to 30 s; a new revision starts over).
+ *   with backoff (0.5 s doubling to 30 s; a new revision starts over) when the error is
+ *   retryable; otherwise (a conflict, a bad configuration) it waits for a new revision.
+ * - Objects the driver's capabilities do not cover are not handed to it: they are reported
+ *   FAILED with CAPABILITY_NOT_SUPPORTED. The driver's id, version and capabilities go with
+ *   every host report.
+ * - Calls `release` for each instance that left the desired state once the document without it
+ *   is applied, and `gc` with the document's instance ids after the first apply and every
+ *   `gcIntervalMs`.
  */
 import { EventEmitter } from 'node:events';
 import {
-  DriverConfigError,
-  CoalescingRunner,
+  AGENT_HOST_QUERY,
+  REPORT_HOST_STATUS_MUTATION,
+  REPORT_OBJECT_STATUS_MUTATION,
+  STATUS_OBJECT_TYPES,
   applyDesiredStatePatch,
+  type DesiredStateEvent,
+  type DiscoveredInstanceInput,
+  type ReportHostStatusInput,
+  type WireObjectStatus,
+} from '@gatehouse/agent-protocol';
+import {
+  CoalescingRunner,
+  DriverConfigError,
   diffObservation,
   expectedObservation,
+  isRetryable,
   toDriverError,
+  unsupportedObjects,
   validateDesiredState,
+  withoutObjects,
   type ApplyResult,
   type DesiredState,
   type DriverContext,
   type NetworkDriver,
   type ObjectResult,
 } from '@gatehouse/sdk';
-import { ControllerConnection, type AgentLogger, type DesiredStateEvent, type TokenRefusedError } from './controller.js';
+import { ControllerConnection, type AgentLogger, type TokenRefusedError } from './controller.js';
 
 export interface HostAgentOptions {
   controllerUrl: string;
@@ -47,6 +67,8 @@ export interface HostAgentOptions {
   discoverIntervalMs?: number;
   /** Reconnect backoff bounds. */
   backoff?: { minMs: number; maxMs: number };
+  /** How often the driver's `gc` runs with the current document's instance ids (default 600,000 ms; also once after the first apply). */
+  gcIntervalMs?: number;
 }
 
 /** What the agent knows about itself; also emitted as events. */
@@ -66,11 +88,6 @@ interface Job {
   /** Objects the documents since the last apply added or changed ('all' after a full document). */
   changed: Set<string> | 'all';
 }
-
-const STATUS_TYPES = { port_forward: 'PORT_FORWARD', firewall_rule: 'FIREWALL_RULE', bandwidth_limit: 'BANDWIDTH_LIMIT' } as const;
-
-const REPORT_OBJECTS = `mutation ($input: ReportObjectStatusInput!) { reportObjectStatus(input: $input) { __typename ... on Error { message } } }`;
-const REPORT_HOST = `mutation ($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ... on Error { message } } }`;
 
 const consoleLogger: AgentLogger = {
   info: (m, f) => console.info(`[agent] ${m}${f ? ` ${JSON.stringify(f)}` : ''}`),
@@ -103,6 +120,8 @@ export class HostAgent extends EventEmitter<{
   private retryTimer: NodeJS.Timeout | undefined;
   private failures = 0;
   private lastDiscoveredAt = 0;
+  /** Whether `gc` ran since start (it runs after the first successful apply). */
+  private collected = false;
 
   constructor(private readonly options: HostAgentOptions) {
     super();
@@ -138,6 +157,7 @@ export class HostAgent extends EventEmitter<{
     this.subscribe();
     const interval = o.driftIntervalMs ?? 2000;
     this.timers.push(setInterval(() => void this.pollDrift(), interval));
+    this.timers.push(setInterval(() => void this.collect(), o.gcIntervalMs ?? 600_000));
   }
 
   /** Stops: no more applies or reports; what was applied stays on the host. */
@@ -151,7 +171,7 @@ export class HostAgent extends EventEmitter<{
   }
 
   private async lookUpHost(): Promise<string> {
-    const data = await this.connection!.request<{ agentHost: { id: string } | null }>(`query { agentHost { id } }`, {});
+    const data = await this.connection!.request<{ agentHost: { id: string } | null }>(AGENT_HOST_QUERY, {});
     if (!data.agentHost) throw new Error('this token is not an agent token bound to a host; pass --host');
     return data.agentHost.id;
   }
@@ -191,7 +211,7 @@ export class HostAgent extends EventEmitter<{
       const message = `refused desired state revision ${event.revision}: ${(err as Error).message}`;
       this.logger.error(message);
       this.state.lastError = message;
-      this.report(REPORT_HOST, { ...this.hostReport(), error: reportText(message) });
+      this.reportHost({ ...this.hostReport(), error: reportText(message) });
       if (event.patch != null && this.received) {
         this.logger.warn('asking the controller for the full document again');
         this.subscribe();
@@ -237,22 +257,34 @@ export class HostAgent extends EventEmitter<{
     const { desired, revision } = job;
     const started = performance.now();
     this.logger.info(`applying revision ${revision}`, { repair: job.repair, instances: desired.instances.length });
+    const driver = this.options.driver;
+    // what the driver cannot apply is not handed to it, and reported failed
+    const unsupported = unsupportedObjects(driver.capabilities, desired, driver.id);
+    const applicable = withoutObjects(desired, unsupported);
     let result: ApplyResult;
     try {
-      result = await this.options.driver.apply(this.ctx(desired), { desired, repair: job.repair });
+      result = await driver.apply(this.ctx(desired), { desired: applicable, repair: job.repair });
     } catch (err) {
       const error = toDriverError(err);
       this.failures++;
       this.state.lastError = `${error.code}: ${error.message}`;
-      this.logger.error('apply failed; retrying', { revision, error: this.state.lastError, attempt: this.failures });
-      this.report(REPORT_HOST, { ...this.hostReport(), error: reportText(this.state.lastError) });
-      this.retryLater(job, true);
+      const retry = error.retryable;
+      this.logger.error(retry ? 'apply failed; retrying' : 'apply failed; waiting for a new revision', {
+        revision,
+        error: this.state.lastError,
+        attempt: this.failures,
+      });
+      this.reportHost({ ...this.hostReport(), error: reportText(this.state.lastError) });
+      if (retry) this.retryLater(job, true);
       return;
     }
     const failed = result.objects.filter((o) => o.status === 'failed');
-    this.last = { revision, desired, failed: failed.length };
+    const previous = this.last;
+    this.last = { revision, desired: applicable, failed: failed.length };
+    if (unsupported.length > 0) result = { ...result, objects: [...result.objects, ...unsupported] };
+    const allFailed = unsupported.length > 0 ? [...failed, ...unsupported] : failed;
     this.state.appliedRevision = revision;
-    this.state.lastError = failed.length > 0 ? summarize(failed) : null;
+    this.state.lastError = allFailed.length > 0 ? summarize(allFailed) : null;
     if (job.drift.length > 0) this.state.repairs++;
     this.logger.info('applied', {
       revision,
@@ -263,13 +295,46 @@ export class HostAgent extends EventEmitter<{
     });
     this.emit('applied', { ...this.state, result });
     await this.reportApplied(revision, result, job);
-    // objects that failed (nft missing, an instance not here yet) are tried again, with backoff
-    if (failed.length > 0) {
+    // objects that failed for a reason that may pass (nft missing, an instance not here yet) are
+    // tried again, with backoff; the rest wait for a revision that changes them
+    if (failed.some((o) => o.error === undefined || isRetryable(o.error))) {
       this.failures++;
       this.retryLater({ ...job, drift: [], changed: new Set() }, false);
     } else {
       this.failures = 0;
       if (this.retryTimer) clearTimeout(this.retryTimer);
+    }
+    if (previous) await this.release(previous.desired, applicable);
+    if (!this.collected) await this.collect();
+  }
+
+  /** Releases each instance of `before` that `after` no longer has (the driver's cleanup beyond its objects). */
+  private async release(before: DesiredState, after: DesiredState): Promise<void> {
+    if (before === after || before.instances.length === 0) return;
+    const kept = new Set(after.instances.map((i) => i.id));
+    for (const instance of before.instances) {
+      if (kept.has(instance.id) || this.abort.signal.aborted) continue;
+      try {
+        await this.options.driver.release(this.ctx(after), { instanceId: instance.id });
+        this.logger.info('released an instance that left the desired state', { instanceId: instance.id, name: instance.name });
+      } catch (err) {
+        // gc removes what is left of it later
+        this.logger.warn('releasing an instance failed', { instanceId: instance.id, error: toDriverError(err).message });
+      }
+    }
+  }
+
+  /** Runs the driver's gc with the instance ids of the last applied document (nothing before the first apply). */
+  private async collect(): Promise<void> {
+    const last = this.last;
+    if (!last || this.abort.signal.aborted) return;
+    this.collected = true;
+    try {
+      const validInstanceIds = last.desired.instances.map((i) => i.id);
+      const { removedInstanceIds } = await this.options.driver.gc(this.ctx(last.desired), { validInstanceIds });
+      if (removedInstanceIds.length > 0) this.logger.info('removed leftovers of instances no longer on this host', { instanceIds: removedInstanceIds });
+    } catch (err) {
+      this.logger.warn('gc failed', { error: toDriverError(err).message });
     }
   }
 
@@ -287,11 +352,13 @@ export class HostAgent extends EventEmitter<{
     this.retryTimer.unref();
   }
 
-  private hostReport(): Record<string, unknown> {
+  private hostReport(): ReportHostStatusInput {
+    const driver = this.options.driver;
     return {
-      hostId: this.state.hostId,
+      hostId: this.state.hostId!,
       agentVersion: this.options.version ?? '0.1.0',
-      pluginId: this.options.driver.id,
+      pluginId: driver.id,
+      driver: { id: driver.id, version: driver.version ?? null, apiVersion: driver.apiVersion, capabilities: driver.capabilities },
       appliedRevision: this.state.appliedRevision,
     };
   }
@@ -303,17 +370,17 @@ export class HostAgent extends EventEmitter<{
   private async reportApplied(revision: number, result: ApplyResult, job: Job): Promise<void> {
     const drift = job.drift.length > 0;
     if (job.changed === 'all') this.reported.clear();
-    const objects = [];
+    const objects: WireObjectStatus[] = [];
     const present = new Set<string>();
     for (const o of result.objects) {
-      if (!(o.objectType in STATUS_TYPES)) continue;
+      if (!(o.objectType in STATUS_OBJECT_TYPES)) continue;
       const error = o.error ? reportText(`${o.error.code}: ${o.error.message}`) : null;
       const key = error ?? 'APPLIED';
       present.add(o.objectId);
       if (job.changed !== 'all' && !job.changed.has(o.objectId) && this.reported.get(o.objectId) === key) continue;
       this.reported.set(o.objectId, key);
       objects.push({
-        objectType: STATUS_TYPES[o.objectType as keyof typeof STATUS_TYPES],
+        objectType: STATUS_OBJECT_TYPES[o.objectType],
         objectId: o.objectId,
         status: error === null ? 'APPLIED' : 'FAILED',
         error,
@@ -321,23 +388,23 @@ export class HostAgent extends EventEmitter<{
     }
     if (this.reported.size > present.size) for (const id of this.reported.keys()) if (!present.has(id)) this.reported.delete(id);
     for (let i = 0; i < objects.length || i === 0; i += 10_000) {
-      if (objects.length > 0) this.report(REPORT_OBJECTS, { hostId: this.state.hostId, revision, objects: objects.slice(i, i + 10_000) });
+      if (objects.length > 0) this.report(REPORT_OBJECT_STATUS_MUTATION, { hostId: this.state.hostId!, revision, objects: objects.slice(i, i + 10_000) });
     }
-    const input: Record<string, unknown> = {
+    const input: ReportHostStatusInput = {
       ...this.hostReport(),
       error: this.state.lastError === null ? null : reportText(this.state.lastError),
       driftDetected: drift,
     };
     const discovered = await this.discoverIfDue();
     if (discovered) input.discoveredInstances = discovered;
-    this.report(REPORT_HOST, input);
+    this.reportHost(input);
   }
 
   /**
    * The host's instances as the controller takes them, when `discoverIntervalMs` has passed since
    * the last discovery (undefined otherwise, or when the backend cannot be asked).
    */
-  private async discoverIfDue(): Promise<Record<string, unknown>[] | undefined> {
+  private async discoverIfDue(): Promise<DiscoveredInstanceInput[] | undefined> {
     if (Date.now() - this.lastDiscoveredAt < (this.options.discoverIntervalMs ?? 60_000)) return undefined;
     try {
       const { instances } = await this.options.driver.discover(this.ctx(), {});
@@ -354,8 +421,13 @@ export class HostAgent extends EventEmitter<{
     }
   }
 
+  /** Sends the host's status (see `report`). */
+  private reportHost(input: ReportHostStatusInput): void {
+    this.report(REPORT_HOST_STATUS_MUTATION, input);
+  }
+
   /** Sends a report without holding up the next apply; a lost one is repeated after reconnect. */
-  private report(mutation: string, input: Record<string, unknown>): void {
+  private report(mutation: string, input: object): void {
     this.connection
       ?.request<Record<string, { __typename: string; message?: string }>>(mutation, { input })
       .then((data) => {
@@ -373,7 +445,7 @@ export class HostAgent extends EventEmitter<{
     // a quiet host is discovered too: instances created or deleted on the backend reach the controller
     const discovered = await this.discoverIfDue();
     if (discovered) {
-      this.report(REPORT_HOST, {
+      this.reportHost({
         ...this.hostReport(),
         error: this.state.lastError === null ? null : reportText(this.state.lastError),
         discoveredInstances: discovered,

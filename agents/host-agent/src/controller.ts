@@ -4,6 +4,7 @@
  * mutations. The connection reconnects with exponential backoff and jitter; a refused token
  * (close code 4403) is final.
  */
+import { DESIRED_STATE_SUBSCRIPTION, type DesiredStateEvent } from '@gatehouse/agent-protocol';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -22,16 +23,7 @@ export class TokenRefusedError extends Error {
   }
 }
 
-/** One message of the desired-state subscription: the full document first, then a patch per revision. */
-export interface DesiredStateEvent {
-  hostId: string;
-  revision: number;
-  apiVersion: number;
-  /** The whole document (unchecked: the agent checks it). */
-  full: unknown;
-  /** Or the difference from the previous message (`DesiredStatePatch`, unchecked). */
-  patch: unknown;
-}
+export type { DesiredStateEvent } from '@gatehouse/agent-protocol';
 
 export interface ControllerOptions {
   /** `http(s)://host:port/graphql` or `ws(s)://…`. */
@@ -55,8 +47,6 @@ export function websocketUrl(url: string): string {
   if (u.pathname === '/' || u.pathname === '') u.pathname = '/graphql';
   return u.toString();
 }
-
-const DESIRED_STATE = `subscription ($hostId: ID!) { hostDesiredStateChanges(hostId: $hostId) { hostId revision apiVersion full patch } }`;
 
 /** The graphql-ws connection to a controller. */
 export class ControllerConnection {
@@ -104,7 +94,7 @@ export class ControllerConnection {
   /** Subscribes to the host's desired state; `onDocument` gets the full document, then a patch per revision. */
   desiredState(hostId: string, onDocument: (event: DesiredStateEvent) => void, onError: (error: unknown) => void): () => void {
     return this.client.subscribe<{ hostDesiredStateChanges: DesiredStateEvent }>(
-      { query: DESIRED_STATE, variables: { hostId } },
+      { query: DESIRED_STATE_SUBSCRIPTION, variables: { hostId } },
       {
         next: (result) => {
           if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));

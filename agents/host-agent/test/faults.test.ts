@@ -5,7 +5,8 @@
  * and say what failed; the agent then converges once the fault is gone.
  */
 import { NetnsLab, eventually, labAvailable, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
-import { diffDesiredState, run, type DesiredState } from '@gatehouse/sdk';
+import { diffDesiredState } from '@gatehouse/agent-protocol';
+import { run, type DesiredState } from '@gatehouse/sdk';
 import { LinuxDriver } from '@gatehouse/plugin-linux';
 import { mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';

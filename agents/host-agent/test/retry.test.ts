@@ -8,6 +8,7 @@ import { DRIVER_API_VERSION, expectedObservation, type ApplyResult, type Desired
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { HostAgent } from '../src/index.js';
 import { FakeController } from './fake-controller.js';
+import { ALL_CAPABILITIES } from './scripted-driver.js';
 
 const HOST_ID = '7c1f1b43-66a5-4c57-a4d5-6f1f0c4b1a02';
 const FORWARD = '10000000-0000-4000-8000-0000000000f1';
@@ -45,7 +46,7 @@ const state = (revision: number): DesiredState => ({
 class ScriptedDriver implements NetworkDriver {
   readonly id = 'scripted';
   readonly apiVersion = DRIVER_API_VERSION;
-  readonly capabilities = {} as NetworkDriver['capabilities'];
+  readonly capabilities = ALL_CAPABILITIES;
   readonly applied: number[] = [];
   private current: DesiredState | undefined;
 

@@ -167,6 +167,8 @@ export interface StatsResult {
 /** The contract. */
 export interface NetworkDriver {
   readonly id: string;
+  /** The plugin's version (reported to the controller with the capabilities). */
+  readonly version?: string;
   readonly apiVersion: number;
   readonly capabilities: DriverCapabilities;
   /** Instances on the host with their NICs, MACs and addresses. */

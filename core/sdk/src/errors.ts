@@ -15,6 +15,15 @@ export interface DriverErrorInfo {
   message: string;
   /** The offending field, for configuration errors: `config.hostNetns`, `desired.instances[2].nics[0].mac`. */
   path?: string;
+  /** Whether applying again later may succeed; absent: decided by `code` (see `isRetryable`). */
+  retryable?: boolean;
+}
+
+const RETRYABLE_CODES: ReadonlySet<DriverErrorCode> = new Set(['TRANSIENT', 'HOST_UNREACHABLE']);
+
+/** Whether a reported error may go away when the same state is applied again (agents back off and retry those only). */
+export function isRetryable(error: Pick<DriverErrorInfo, 'code' | 'retryable'>): boolean {
+  return error.retryable ?? RETRYABLE_CODES.has(error.code);
 }
 
 /** Base of every driver error. */
@@ -24,7 +33,7 @@ export abstract class DriverError extends Error {
   readonly retryable: boolean = false;
 
   toJSON(): DriverErrorInfo {
-    return { code: this.code, message: this.message };
+    return { code: this.code, message: this.message, retryable: this.retryable };
   }
 }
 
@@ -86,12 +95,18 @@ export class HostUnreachableError extends DriverError {
   }
 }
 
-/** A bug or an unexpected failure inside the driver or a tool it runs. */
+/**
+ * A bug or an unexpected failure inside the driver or a tool it runs. Not retryable when a driver
+ * throws it; `toDriverError` makes one for anything else thrown (a tool that is missing or
+ * failed, an exception) retryable, since the agent cannot tell that it will not go away.
+ */
 export class DriverInternalError extends DriverError {
   readonly code = 'DRIVER_INTERNAL';
-  constructor(message: string, options?: { cause?: unknown }) {
+  override readonly retryable: boolean;
+  constructor(message: string, options?: { cause?: unknown; retryable?: boolean }) {
     super(message, options);
     this.name = 'DriverInternalError';
+    this.retryable = options?.retryable ?? false;
   }
 }
 
@@ -104,11 +119,11 @@ export class DriverIncompatibleError extends DriverError {
   }
 }
 
-/** Any thrown value as a driver error (unknown ones become `DriverInternalError`). */
+/** Any thrown value as a driver error (unknown ones become a retryable `DriverInternalError`). */
 export function toDriverError(err: unknown): DriverError {
   if (err instanceof DriverError) return err;
   const message = err instanceof Error ? err.message : String(err);
-  return new DriverInternalError(message, { cause: err });
+  return new DriverInternalError(message, { cause: err, retryable: true });
 }
 
 function describe(value: unknown): string {

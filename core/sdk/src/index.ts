@@ -5,13 +5,5 @@ export * from './driver.js';
 export * from './errors.js';
 export { CommandError, run, type ExecTarget } from './exec.js';
 export * from './observed.js';
-export { validateDesiredState } from './validate.js';
-export {
-  applyDesiredStatePatch,
-  compareForwards,
-  diffDesiredState,
-  patchIsEmpty,
-  type DesiredInstanceHeader,
-  type DesiredStateMessage,
-  type DesiredStatePatch,
-} from './patch.js';
+export { checkForward, checkInstanceHeader, checkPatchShape, markValid, validateDesiredState } from './validate.js';
+export * from './capability-check.js';

@@ -149,7 +149,7 @@ const document = object(
 // construction, so checking them again (115 ms for 60,000 forwards) is skipped.
 const valid = new WeakSet<object>();
 
-/** Records a document as valid; only for documents this package built from checked parts. */
+/** Records a document as valid; only for documents built from checked parts (a patched document). */
 export function markValid(state: DesiredState): void {
   valid.add(state);
 }
@@ -179,8 +179,10 @@ const patchShape = object({
   removedPortForwards: idList,
 });
 
-/** Checks the outline of a patch (its instances and forwards are checked one by one as they are applied). */
-export function checkPatchShape(value: unknown, path: string): import('./patch.js').DesiredStatePatch {
+/**
+ * Checks the outline of a desired-state patch (`DesiredStatePatch` of @gatehouse/agent-protocol;
+ * its instances and forwards are checked one by one as they are applied).
+ */
+export function checkPatchShape(value: unknown, path: string): void {
   patchShape(value, path);
-  return value as import('./patch.js').DesiredStatePatch;
 }

@@ -6,7 +6,16 @@
  */
 
 /** Stable error codes of the public API. */
-export type ErrorCode = 'VALIDATION_FAILED' | 'NOT_FOUND' | 'FORBIDDEN' | 'CONFLICT' | 'QUOTA_EXCEEDED' | 'POOL_EXHAUSTED' | 'ADDRESS_IN_USE' | 'PORT_CONFLICT';
+export type ErrorCode =
+  | 'VALIDATION_FAILED'
+  | 'NOT_FOUND'
+  | 'FORBIDDEN'
+  | 'CONFLICT'
+  | 'QUOTA_EXCEEDED'
+  | 'POOL_EXHAUSTED'
+  | 'ADDRESS_IN_USE'
+  | 'PORT_CONFLICT'
+  | 'CAPABILITY_NOT_SUPPORTED';
 
 /** Base of every expected failure. */
 export abstract class GatehouseError extends Error {
@@ -91,6 +100,20 @@ export class PortConflictError extends GatehouseError {
   readonly code = 'PORT_CONFLICT' as const;
   constructor(field: string, value: string, problem: string) {
     super(`${field} ${quote(value)} ${problem}`, field, value);
+  }
+}
+
+/** The host's driver (as its agent reported it) cannot apply what was asked. */
+export class CapabilityNotSupportedError extends GatehouseError {
+  readonly code = 'CAPABILITY_NOT_SUPPORTED' as const;
+  constructor(
+    /** The capability's key below the driver's capabilities, e.g. `portForwards.ipv6`. */
+    readonly capability: string,
+    message: string,
+    field: string,
+    value: string,
+  ) {
+    super(message, field, value);
   }
 }
 

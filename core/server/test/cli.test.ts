@@ -30,7 +30,7 @@ it('prints the first admin token once and keeps state across a restart on PGlite
   running.push(second);
   expect(second.output()).not.toContain('gh_');
   const hosts = await post(second.url, secret!, '{ hosts { edges { node { name backend } } } }');
-  expect(hosts.body.data.hosts.edges).toEqual([{ node: { name: 'persisted', backend: 'ESXI' } }]);
+  expect(hosts.body.data.hosts.edges).toEqual([{ node: { name: 'persisted', backend: 'esxi' } }]);
 });
 
 it('stops on SIGTERM while a 50,000-row import is being planned, with the import rolled back', async () => {

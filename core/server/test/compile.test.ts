@@ -6,7 +6,8 @@ const at = new Date('2026-01-01T00:00:00Z');
 const host = {
   id: 'h',
   name: 'hv-1',
-  backend: 'linux' as const,
+  backend: 'linux',
+  driver: null,
   portRangeStart: 1024,
   portRangeEnd: 65535,
   reservedPorts: [],

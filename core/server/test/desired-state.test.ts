@@ -2,7 +2,8 @@
  * The per-host desired state: every change shows in the next revision, the document is
  * deterministic, and agents receive it over graphql-ws (full state, then each new revision).
  */
-import { applyDesiredStatePatch, type DesiredState, type DesiredStatePatch } from '@gatehouse/sdk';
+import { applyDesiredStatePatch, type DesiredStatePatch } from '@gatehouse/agent-protocol';
+import type { DesiredState } from '@gatehouse/sdk';
 import { createClient, type Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';

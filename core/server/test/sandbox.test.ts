@@ -204,7 +204,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('the embedded default as root: sa
     expect((await post(url!, admin, mutation)).body.data?.createPortForward.portForward).toBeTruthy();
     expect(await until(async () => (await httpGet(curl2!)) === `${hello2}\n`, 20_000)).toBe(true);
     const hosts = await post(url!, admin, '{ hosts { edges { node { name backend publicAddresses } } } }');
-    expect(hosts.body.data.hosts.edges).toEqual([{ node: { name: 'sandbox', backend: 'LINUX', publicAddresses: [SANDBOX_LAYOUT.publicAddress] } }]);
+    expect(hosts.body.data.hosts.edges).toEqual([{ node: { name: 'sandbox', backend: 'linux', publicAddresses: [SANDBOX_LAYOUT.publicAddress] } }]);
 
     expect(await terminate(second)).toBe(0);
     expect(await sandboxNamespaces()).toEqual([]);

@@ -9,6 +9,7 @@
  * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
  */
 import { sql } from 'drizzle-orm';
+import type { DriverCapabilities } from '@gatehouse/sdk';
 import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
@@ -64,13 +65,27 @@ export const apiTokens = pgTable('api_tokens', {
   revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
 });
 
+/** The plugin a host's agent runs and what it can do, as the agent last reported it. */
+export interface HostDriverJson {
+  id: string;
+  version: string | null;
+  apiVersion: number;
+  capabilities: DriverCapabilities;
+}
+
 /** A hypervisor host or gateway that an agent manages. */
 export const hosts = pgTable(
   'hosts',
   {
     id: uuid('id').primaryKey(),
     name: text('name').notNull().unique('hosts_name_unique'),
-    backend: text('backend', { enum: ['linux', 'docker', 'lxd', 'proxmox', 'esxi'] }).notNull(),
+    /** The id of the plugin the host's agent runs (`linux`, `docker`, `lxd`, `proxmox`, `esxi` or a third party's). */
+    backend: text('backend').notNull(),
+    /**
+     * The driver the host's agent reported (id, version, capabilities); null until an agent
+     * connected. Objects it cannot apply are refused; rewritten only when it changes.
+     */
+    driver: jsonb('driver').$type<HostDriverJson>(),
     portRangeStart: integer('port_range_start').notNull(),
     portRangeEnd: integer('port_range_end').notNull(),
     /** Host ports never handed out: `[{start, end}]`, inclusive. */
@@ -141,6 +156,9 @@ export const nics = pgTable(
     network: text('network').notNull(),
     /** Client-chosen key: retrying addNic with it returns this NIC instead of adding another. */
     idempotencyKey: text('idempotency_key'),
+    /** What the host's agent reported for the NIC (created or configured on the backend). */
+    ...applyStatusColumns(),
+    changedRevision: changedRevisionColumn(),
     createdAt: createdAt(),
   },
   (t) => [unique('nics_instance_name_unique').on(t.instanceId, t.name), unique('nics_instance_key_unique').on(t.instanceId, t.idempotencyKey)],

@@ -44,6 +44,7 @@ export const builder = new SchemaBuilder<{
     DateTime: { Input: Date; Output: Date };
     BigInt: { Input: bigint; Output: bigint };
     JSON: { Input: unknown; Output: unknown };
+    BackendId: { Input: string; Output: string };
   };
 }>({
   // ArgumentChecks after ErrorsPlugin: a malformed id in a mutation's input is a typed result

@@ -6,6 +6,7 @@ import './schema/errors.js';
 import './schema/users.js';
 import './schema/hosts.js';
 import './schema/host-agents.js';
+import './schema/drivers.js';
 import './schema/pools.js';
 import './schema/instances.js';
 import './schema/port-forwards.js';

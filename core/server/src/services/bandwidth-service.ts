@@ -3,6 +3,7 @@
  * traffic quota that throttles or only notifies when exceeded. The API speaks Mbit/s and KB, the
  * store and the agents bits per second and bytes, so no unit is ever guessed downstream.
  */
+import { checkBandwidth } from '@gatehouse/sdk';
 import { and, eq, isNull } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
@@ -14,7 +15,16 @@ import { DatabaseToken } from '../tokens.js';
 import { validId } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { loadOwnedInstance, type Instance } from './ownership.js';
+import { requireCapability } from './capability-check.js';
 import { bumpHostRevision } from './revision.js';
+
+/** The input field a capability check's field stands for. */
+const BANDWIDTH_INPUT: Record<string, string> = {
+  ingressBps: 'ingressMbps',
+  egressBps: 'egressMbps',
+  ingressBurstBytes: 'ingressBurstKb',
+  egressBurstBytes: 'egressBurstKb',
+};
 
 /** A limit row. */
 export type BandwidthLimit = typeof bandwidthLimits.$inferSelect;
@@ -113,6 +123,13 @@ export class BandwidthService {
         if (!nic) throw new NotFoundError('input.nicId', nicId, `NIC of instance "${instance.name}"`);
       }
       const host = await bumpHostRevision(tx, record, instance.hostId);
+      const needs = { ingressBps, egressBps, ingressBurstBytes, egressBurstBytes };
+      requireCapability(
+        host,
+        'setting bandwidth limit',
+        (caps) => checkBandwidth(caps, needs),
+        (field) => `input.${BANDWIDTH_INPUT[field] ?? field}`,
+      );
       const [before] = await tx.select().from(bandwidthLimits).where(this.target(instance.id, nicId));
       const values = {
         ingressBps,

@@ -3,14 +3,8 @@
  * commit. Every change bumps the host's revision in its own transaction, so a document read
  * under REPEATABLE READ is exactly the state at the revision it carries.
  */
-import {
-  CoalescingRunner,
-  applyDesiredStatePatch,
-  diffDesiredState,
-  type DesiredState,
-  type DesiredStateMessage,
-  type DesiredStatePatch,
-} from '@gatehouse/sdk';
+import { applyDesiredStatePatch, diffDesiredState, type DesiredStateMessage, type DesiredStatePatch } from '@gatehouse/agent-protocol';
+import { CoalescingRunner, type DesiredState } from '@gatehouse/sdk';
 import { and, count, eq, gt, inArray, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';

@@ -4,6 +4,7 @@
  * creation), plus a default policy per direction. Templates stamp ordinary rules onto an instance
  * that the owner can then edit; users can save their own from an instance.
  */
+import { checkFirewallPolicy, checkFirewallRule } from '@gatehouse/sdk';
 import { and, asc, eq } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
@@ -15,6 +16,7 @@ import { formatCidr, parseCidr, type IpCidr } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
 import { parsePortRanges, validId, validName, validNote } from '../validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
+import { requireCapability } from './capability-check.js';
 import { loadOwnedInstance, type Instance } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
 
@@ -159,6 +161,8 @@ export function validRule(input: FirewallRuleInput, field: string): FirewallRule
   };
 }
 
+const inputField = (field: string) => `input.${field}`;
+
 @injectable()
 export class FirewallService {
   constructor(
@@ -172,6 +176,7 @@ export class FirewallService {
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId);
       const host = await bumpHostRevision(tx, record, instance.hostId);
+      requireCapability(host, 'adding firewall rule', (caps) => checkFirewallRule(caps, spec), inputField);
       const [row] = await this.insertRules(tx, record, instance, [spec], input.enabled ?? true, host.desiredRevision);
       return row!;
     });
@@ -200,6 +205,7 @@ export class FirewallService {
       };
       const spec = validRule(merged, 'input');
       const host = await bumpHostRevision(tx, record, instance.hostId);
+      requireCapability(host, 'updating firewall rule', (caps) => checkFirewallRule(caps, spec), inputField);
       const [after] = await tx
         .update(firewallRules)
         .set({ ...spec, enabled: input.enabled ?? before.enabled, status: 'pending', statusError: null, changedRevision: host.desiredRevision })
@@ -227,7 +233,19 @@ export class FirewallService {
   async setPolicy(actor: Actor, input: { instanceId: string; inbound?: FirewallAction | null; outbound?: FirewallAction | null }): Promise<Instance> {
     return this.audit.transact(actor, async (tx, record) => {
       const before = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
-      await bumpHostRevision(tx, record, before.hostId);
+      const host = await bumpHostRevision(tx, record, before.hostId);
+      for (const [direction, action] of [
+        ['inbound', input.inbound],
+        ['outbound', input.outbound],
+      ] as const) {
+        if (action)
+          requireCapability(
+            host,
+            'setting firewall policy',
+            (caps) => checkFirewallPolicy(caps, direction, action),
+            () => `input.${direction}`,
+          );
+      }
       const [after] = await tx
         .update(instances)
         .set({ firewallInboundPolicy: input.inbound ?? before.firewallInboundPolicy, firewallOutboundPolicy: input.outbound ?? before.firewallOutboundPolicy })
@@ -250,6 +268,10 @@ export class FirewallService {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', input.instanceId, true);
       const template = await this.template(tx, actor, input.templateId, input.databaseSource);
       const host = await bumpHostRevision(tx, record, instance.hostId);
+      const templateField = (field: string) => `input.templateId (${field})`;
+      requireCapability(host, 'applying firewall template', (caps) => checkFirewallPolicy(caps, 'inbound', template.inboundPolicy), templateField);
+      requireCapability(host, 'applying firewall template', (caps) => checkFirewallPolicy(caps, 'outbound', template.outboundPolicy), templateField);
+      for (const rule of template.rules) requireCapability(host, 'applying firewall template', (caps) => checkFirewallRule(caps, rule), templateField);
       if (input.replace) await this.removeForInstance(tx, record, instance.id, `template ${template.id} applied`);
       await tx
         .update(instances)

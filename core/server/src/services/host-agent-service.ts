@@ -14,13 +14,26 @@
  * they are not audit entries. Every change is published after it commits (topic
  * `hostAgentStatus`, the host id only: receivers read the status back, so it fits in a NOTIFY).
  */
+import type { DiscoveredInstanceInput, ReportHostStatusInput } from '@gatehouse/agent-protocol';
+import { checkBandwidth, checkFirewallRule, checkNics, checkPortForward, isIpv6, type CapabilityViolation, type DriverCapabilities } from '@gatehouse/sdk';
 import { DiscoveryService } from './discovery-service.js';
-import { and, count, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, count, eq, inArray, sql } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { hostAgentConnections, hostAgents, hosts, type DiscoveredInstanceJson } from '../db/schema.js';
+import {
+  bandwidthLimits,
+  firewallRules,
+  hostAgentConnections,
+  hostAgents,
+  hosts,
+  instances,
+  nics,
+  portForwards,
+  type DiscoveredInstanceJson,
+  type HostDriverJson,
+} from '../db/schema.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventBus } from '../events.js';
 import { newId } from '../ids.js';
@@ -29,6 +42,8 @@ import { formatIp, familyBits } from '../net/ip.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken } from '../tokens.js';
 import { relay } from '../streams.js';
 import { validId, validIp, validMac } from '../validate.js';
+import { capabilityError } from './capability-check.js';
+import type { ChangeObjectType, ObjectStatusChange } from './object-status-service.js';
 
 /** How presence is kept: the refresh period of an open subscription, and the age after which it no longer counts. */
 export interface AgentPresenceOptions {
@@ -61,28 +76,7 @@ export interface HostAgentStatus {
   freshForMs: number | null;
 }
 
-/** A discovered instance as the agent sends it. */
-export interface DiscoveredInstanceInput {
-  externalId: string;
-  name: string;
-  /** Whether it runs; null/absent: the plugin does not say. */
-  running?: boolean | null;
-  nics: readonly { name: string; mac?: string | null; addresses: readonly string[] }[];
-}
-
-/** Input of `reportHostStatus`. */
-export interface ReportHostStatusInput {
-  hostId: string;
-  /** Null: nothing applied since the agent started (its first apply failed); the stored revision stays. */
-  appliedRevision?: number | null;
-  error?: string | null;
-  agentVersion: string;
-  pluginId: string;
-  /** Null: unchanged since the last report; an empty list: none. */
-  discoveredInstances?: readonly DiscoveredInstanceInput[] | null;
-  /** The agent found the host differing from what it had applied, and repaired it. */
-  driftDetected?: boolean | null;
-}
+export type { DiscoveredInstanceInput, ReportHostStatusInput } from '@gatehouse/agent-protocol';
 
 /** Longest host-level error kept. */
 export const MAX_AGENT_ERROR = 2000;
@@ -121,6 +115,54 @@ function validDiscoveredAddress(field: string, value: string): string {
     throw new ValidationError(field, value, `has an invalid prefix length (0-${familyBits(addr.family)})`);
   }
   return `${formatIp(addr)}/${Number(length)}`;
+}
+
+const oneOf = <T extends string>(field: string, values: readonly unknown[], allowed: readonly T[]): T[] => {
+  values.forEach((v, i) => {
+    if (!allowed.includes(v as T)) throw new ValidationError(`${field}[${i}]`, v, `must be one of ${allowed.join(', ')}`);
+  });
+  return [...new Set(values as T[])];
+};
+const IMPLEMENTATIONS = ['native', 'dataplane'] as const;
+const implementation = (field: string, value: unknown) => oneOf(field, [value], IMPLEMENTATIONS)[0]!;
+
+/** Checks a reported driver (id, version, API version, capabilities) and returns its stored form. */
+export function validDriverReport(field: string, value: NonNullable<ReportHostStatusInput['driver']>): HostDriverJson {
+  if (typeof value.id !== 'string' || !PLUGIN_ID.test(value.id))
+    throw new ValidationError(`${field}.id`, value.id, "must be the plugin's id (1-128 characters)");
+  if (value.version != null && !AGENT_VERSION.test(value.version))
+    throw new ValidationError(`${field}.version`, value.version, 'must be a version such as 1.4.0');
+  if (!Number.isInteger(value.apiVersion) || value.apiVersion < 1 || value.apiVersion > 1000)
+    throw new ValidationError(`${field}.apiVersion`, value.apiVersion, 'must be an integer from 1 to 1000');
+  const c = value.capabilities;
+  const at = `${field}.capabilities`;
+  if (!Number.isInteger(c.nics.max) || c.nics.max < 0 || c.nics.max > 1024)
+    throw new ValidationError(`${at}.nics.max`, c.nics.max, 'must be an integer from 0 to 1024');
+  const capabilities: DriverCapabilities = {
+    portForwards: c.portForwards && {
+      implementation: implementation(`${at}.portForwards.implementation`, c.portForwards.implementation),
+      protocols: oneOf(`${at}.portForwards.protocols`, c.portForwards.protocols, ['tcp', 'udp'] as const),
+      portRanges: c.portForwards.portRanges,
+      ipv6: c.portForwards.ipv6,
+      sourceAllowLists: c.portForwards.sourceAllowLists,
+    },
+    firewall: c.firewall && {
+      implementation: implementation(`${at}.firewall.implementation`, c.firewall.implementation),
+      directions: oneOf(`${at}.firewall.directions`, c.firewall.directions, ['inbound', 'outbound'] as const),
+      actions: oneOf(`${at}.firewall.actions`, c.firewall.actions, ['allow', 'reject', 'drop'] as const),
+      priorities: c.firewall.priorities,
+      ipv6: c.firewall.ipv6,
+      icmp: c.firewall.icmp,
+    },
+    shaping: c.shaping && {
+      implementation: implementation(`${at}.shaping.implementation`, c.shaping.implementation),
+      ingress: c.shaping.ingress,
+      egress: c.shaping.egress,
+      burst: c.shaping.burst,
+    },
+    nics: { max: c.nics.max, hotplug: c.nics.hotplug, staticAddressing: c.nics.staticAddressing },
+  };
+  return { id: value.id, version: value.version ?? null, apiVersion: value.apiVersion, capabilities };
 }
 
 /** Checks a discovered-instance list and returns its stored form. */
@@ -226,10 +268,17 @@ export class HostAgentService {
     }
     const discovered = input.discoveredInstances == null ? null : validDiscoveredInstances('input.discoveredInstances', input.discoveredInstances);
     const drift = input.driftDetected === true;
+    const driver = input.driver == null ? null : validDriverReport('input.driver', input.driver);
 
+    let failed: ObjectStatusChange[] = [];
     const accepted = await this.db.transaction(async (tx) => {
-      const [host] = await tx.select({ revision: hosts.desiredRevision }).from(hosts).where(eq(hosts.id, hostId));
+      const [host] = await tx.select({ revision: hosts.desiredRevision, name: hosts.name, driver: hosts.driver }).from(hosts).where(eq(hosts.id, hostId));
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+      // a new or changed driver: stored, and what it cannot apply is marked failed at once
+      if (driver !== null && JSON.stringify(host.driver) !== JSON.stringify(driver)) {
+        await tx.update(hosts).set({ driver }).where(eq(hosts.id, hostId));
+        failed = await this.failUnsupported(tx, hostId, { name: host.name, driver });
+      }
       if (applied !== null && applied > host.revision) {
         throw new ValidationError('input.appliedRevision', applied, `is ahead of the host's desired revision ${host.revision}`);
       }
@@ -257,10 +306,62 @@ export class HostAgentService {
         .where(eq(hostAgents.hostId, hostId));
       return true;
     });
+    for (const change of failed) this.events.publish('objectStatus', change);
     if (accepted) this.events.publish('hostAgentStatus', { hostId });
     // the discovery becomes instances (registered, bound, reclaimed) once the report is stored
     if (accepted && discovered !== null) await this.discovery.reconcile(hostId, discovered);
     return (await this.statuses([hostId]))[0]!;
+  }
+
+  /**
+   * Marks FAILED (CAPABILITY_NOT_SUPPORTED) the host's objects its driver cannot apply, as the
+   * agent will when it applies them (it hands them to no driver); returns the changes.
+   */
+  private async failUnsupported(tx: Executor, hostId: string, host: { name: string; driver: HostDriverJson }): Promise<ObjectStatusChange[]> {
+    const changes: ObjectStatusChange[] = [];
+    const on = await tx.select({ id: instances.id, ownerId: instances.ownerId }).from(instances).where(eq(instances.hostId, hostId));
+    if (on.length === 0) return changes;
+    const ids = on.map((i) => i.id);
+    const owners = new Map(on.map((i) => [i.id, i.ownerId]));
+    const fail = (
+      objectType: ChangeObjectType,
+      objectId: string,
+      ownerId: string,
+      doing: string,
+      check: (c: DriverCapabilities) => CapabilityViolation | undefined,
+    ) => {
+      const error = capabilityError(host, doing, check, (f) => f);
+      if (error) changes.push({ objectType, objectId, hostId, ownerId, status: 'failed', error: `${error.code}: ${error.message}`, revision: 0 });
+    };
+    for (const f of await tx.select().from(portForwards).where(eq(portForwards.hostId, hostId))) {
+      const ports = { start: f.hostPortStart, end: f.hostPortEnd };
+      const targetPorts = { start: f.targetPortStart, end: f.targetPortStart + f.hostPortEnd - f.hostPortStart };
+      const needs = {
+        protocol: f.protocol,
+        ipv6: isIpv6(f.targetAddress),
+        targetAddress: f.targetAddress,
+        hostPorts: ports,
+        targetPorts,
+        sourceCidrs: f.sourceCidrs,
+      };
+      fail('port_forward', f.id, f.ownerId, 'applying port forward', (c) => checkPortForward(c, needs));
+    }
+    for (const r of await tx.select().from(firewallRules).where(inArray(firewallRules.instanceId, ids)))
+      fail('firewall_rule', r.id, r.ownerId, 'applying firewall rule', (c) => checkFirewallRule(c, r));
+    for (const b of await tx.select().from(bandwidthLimits).where(inArray(bandwidthLimits.instanceId, ids)))
+      fail('bandwidth_limit', b.id, b.ownerId, 'applying bandwidth limit', (c) => checkBandwidth(c, b));
+    const count = new Map<string, number>();
+    for (const n of await tx.select({ id: nics.id, instanceId: nics.instanceId }).from(nics).where(inArray(nics.instanceId, ids)).orderBy(asc(nics.id))) {
+      const nth = (count.get(n.instanceId) ?? 0) + 1;
+      count.set(n.instanceId, nth);
+      fail('nic', n.id, owners.get(n.instanceId)!, 'applying NIC', (c) => checkNics(c, nth));
+    }
+    const tables = { port_forward: portForwards, firewall_rule: firewallRules, bandwidth_limit: bandwidthLimits, nic: nics } as const;
+    for (const change of changes) {
+      const table = tables[change.objectType as keyof typeof tables];
+      await tx.update(table).set({ status: 'failed', statusError: change.error }).where(eq(table.id, change.objectId));
+    }
+    return changes;
   }
 
   /** Agent statuses of hosts in the order given (no authorization: callers check `mayActForHostAgent`). */

@@ -16,8 +16,26 @@ import { requireAdmin } from './user-service.js';
 
 /** A host row. */
 export type Host = typeof hosts.$inferSelect;
-/** Backends a host can run. */
-export type HostBackend = Host['backend'];
+/** A host's backend: the id of the plugin its agent runs. */
+export type HostBackend = string;
+
+/** Plugin ids: a lower-case letter, then up to 62 lower-case letters, digits or hyphens. */
+export const BACKEND_ID = /^[a-z][a-z0-9-]{0,62}$/;
+
+/** The built-in plugins; any other id that `BACKEND_ID` accepts names a third party's. */
+export const BUILT_IN_BACKENDS = ['linux', 'docker', 'lxd', 'proxmox', 'esxi'] as const;
+
+/** Checks a backend (plugin) id. */
+export function validBackend(field: string, value: string): string {
+  if (typeof value !== 'string' || !BACKEND_ID.test(value)) {
+    throw new ValidationError(
+      field,
+      value,
+      `is not a plugin id: a lower-case letter, then up to 62 lower-case letters, digits or "-" (built in: ${BUILT_IN_BACKENDS.join(', ')})`,
+    );
+  }
+  return value;
+}
 
 /** Default range of host ports that may be forwarded: the non-privileged ports. */
 export const DEFAULT_PORT_RANGE: PortRange = { start: 1024, end: 65535 };
@@ -111,7 +129,8 @@ export class HostService {
     const host: Host = {
       id: newId(),
       name: validName('input.name', input.name),
-      backend: input.backend,
+      backend: validBackend('input.backend', input.backend),
+      driver: null,
       portRangeStart: range.start,
       portRangeEnd: range.end,
       reservedPorts: parsePortRanges('input.reservedPorts', input.reservedPorts ?? []),

@@ -4,11 +4,12 @@
  * one from each address family that has a pool on the NIC's network; removing a NIC or deleting
  * an instance reclaims its addresses in the same transaction.
  */
+import { checkNics } from '@gatehouse/sdk';
 import { and, asc, eq, gt, inArray } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
-import { hosts, instances, ipPools, nics, users } from '../db/schema.js';
+import { hostAgents, hosts, instances, ipPools, nics, users } from '../db/schema.js';
 import { ConflictError, NotFoundError, ValidationError, mapUniqueViolations } from '../errors.js';
 import { newId } from '../ids.js';
 import type { IpFamily } from '../net/ip.js';
@@ -17,6 +18,7 @@ import { generateMac, validId, validIdempotencyKey, validMac, validName, validNe
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { loadOwnedInstance, loadOwnedNic, lockOwner, type Instance, type Nic } from './ownership.js';
 import { BandwidthService } from './bandwidth-service.js';
+import { requireCapability } from './capability-check.js';
 import { FirewallService } from './firewall-service.js';
 import { PoolService, type Allocation } from './pool-service.js';
 import { bumpHostRevision } from './revision.js';
@@ -90,7 +92,13 @@ export class InstanceService {
           if (!owner) throw new NotFoundError('input.ownerId', ownerId, 'user');
           // lock order everywhere: owner, then host (see PoolService)
           await lockOwner(tx, ownerId);
-          await bumpHostRevision(tx, record, hostId);
+          const locked = await bumpHostRevision(tx, record, hostId);
+          requireCapability(
+            locked,
+            'creating instance',
+            (caps) => checkNics(caps, specs.length),
+            () => 'input.nics',
+          );
           const instance: Instance = {
             id: newId(),
             hostId,
@@ -153,7 +161,7 @@ export class InstanceService {
               .where(and(eq(nics.instanceId, instance.id), eq(nics.idempotencyKey, key)));
             if (existing) return { nic: existing, addresses: await this.pools.addressesOfNics([existing.id], tx) };
           }
-          return this.addNicTx(tx, record, instance, input, key, 'input');
+          return this.addNicTx(tx, record, instance, input, key, 'input', true);
         }),
       nicConflicts('input'),
     );
@@ -194,6 +202,13 @@ export class InstanceService {
       .limit(page.limit);
   }
 
+  /** Whether the host's agent last discovered the instance running. */
+  private async runs(tx: Tx, instance: Instance): Promise<boolean> {
+    if (instance.externalId === null) return false;
+    const [agent] = await tx.select({ discovered: hostAgents.discoveredInstances }).from(hostAgents).where(eq(hostAgents.hostId, instance.hostId));
+    return agent?.discovered.some((d) => d.externalId === instance.externalId && d.running === true) ?? false;
+  }
+
   /** NICs of instances, in creation order. */
   async nicsOf(instanceIds: readonly string[]): Promise<Nic[]> {
     if (instanceIds.length === 0) return [];
@@ -204,11 +219,28 @@ export class InstanceService {
       .orderBy(asc(nics.id));
   }
 
-  private async addNicTx(tx: Tx, record: RecordChange, instance: Instance, spec: NicSpec, key: string | null, field: string): Promise<NicWithAddresses> {
+  private async addNicTx(
+    tx: Tx,
+    record: RecordChange,
+    instance: Instance,
+    spec: NicSpec,
+    key: string | null,
+    field: string,
+    toExisting = false,
+  ): Promise<NicWithAddresses> {
     const network = validNetworkName(`${field}.network`, spec.network);
     await lockOwner(tx, instance.ownerId);
-    await bumpHostRevision(tx, record, instance.hostId);
+    const host = await bumpHostRevision(tx, record, instance.hostId);
     const existing = await tx.select({ name: nics.name }).from(nics).where(eq(nics.instanceId, instance.id));
+    if (toExisting && host.driver) {
+      const running = host.driver.capabilities.nics.hotplug ? false : await this.runs(tx, instance);
+      requireCapability(
+        host,
+        'adding NIC',
+        (caps) => checkNics(caps, existing.length + 1, { adding: true, running }),
+        () => `${field}.instanceId`,
+      );
+    }
     if (existing.length >= MAX_NICS_PER_INSTANCE)
       throw new ValidationError(`${field}.instanceId`, instance.id, `already has the maximum of ${MAX_NICS_PER_INSTANCE} NICs`);
     let name: string;
@@ -230,7 +262,18 @@ export class InstanceService {
     } else {
       mac = generateMac();
     }
-    const nic: Nic = { id: newId(), instanceId: instance.id, name, mac, network, idempotencyKey: key, createdAt: new Date() };
+    const nic: Nic = {
+      id: newId(),
+      instanceId: instance.id,
+      name,
+      mac,
+      network,
+      idempotencyKey: key,
+      status: 'pending',
+      statusError: null,
+      changedRevision: host.desiredRevision,
+      createdAt: new Date(),
+    };
     await tx.insert(nics).values(nic);
     await record({ action: 'nic.create', objectType: 'Nic', objectId: nic.id, ownerId: instance.ownerId, after: nic });
 

@@ -1,5 +1,5 @@
 /**
- * Apply status of the objects a host applies (port forwards, firewall rules, bandwidth limits):
+ * Apply status of the objects a host applies (port forwards, firewall rules, bandwidth limits, NICs):
  * agents report it for their own host, owners watch it change. A report names the revision it
  * applied, which may not be ahead of the host's. Skipped, without an error: objects of other
  * hosts, objects deleted since, and objects changed after the reported revision (their
@@ -7,20 +7,21 @@
  * the newer revision will follow). An object listed twice counts once, as its last entry says.
  * A report costs a few statements per object type, however many objects it lists.
  */
+import type { StatusObjectType } from '@gatehouse/agent-protocol';
 import { eq, sql, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { rowsOf, type Executor } from '../db/database.js';
-import { bandwidthLimits, firewallRules, hosts, instances, portForwards } from '../db/schema.js';
+import { bandwidthLimits, firewallRules, hosts, instances, nics, portForwards } from '../db/schema.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import type { EventBus } from '../events.js';
 import { EventBusToken } from '../tokens.js';
 import { AuditService } from './audit-service.js';
 import { validId } from '../validate.js';
 
-/** Kinds of objects an agent reports on. */
-export type StatusObjectType = 'port_forward' | 'firewall_rule' | 'bandwidth_limit';
+/** Kinds of objects an agent reports on (the protocol's). */
+export type { StatusObjectType } from '@gatehouse/agent-protocol';
 /** Kinds of objects whose status changes are published: what agents report, and web proxies (Caddy, on the controller). */
 export type ChangeObjectType = StatusObjectType | 'web_proxy';
 /** Apply status values. */
@@ -51,7 +52,10 @@ export interface ObjectStatusChange {
   revision: number;
 }
 
-const TABLES = { port_forward: portForwards, firewall_rule: firewallRules, bandwidth_limit: bandwidthLimits } as const;
+const TABLES = { port_forward: portForwards, firewall_rule: firewallRules, bandwidth_limit: bandwidthLimits, nic: nics } as const satisfies Record<
+  StatusObjectType,
+  unknown
+>;
 const MAX_REPORT = 10_000;
 
 @injectable()
@@ -146,7 +150,7 @@ export class ObjectStatusService {
       from jsonb_to_recordset(${JSON.stringify(wanted)}::text::jsonb) as r(id uuid, status text, error text)
       where o.id = r.id and ${onHost(type, hostId)} and o.changed_revision <= ${revision}::bigint
         and (o.status is distinct from r.status or o.status_error is distinct from r.error)
-      returning o.id, o.owner_id as "ownerId"`);
+      returning o.id, ${type === 'nic' ? sql`(select i.owner_id from ${instances} as i where i.id = o.instance_id)` : sql`o.owner_id`} as "ownerId"`);
     return new Map(rowsOf<{ id: string; ownerId: string }>(result).map((r) => [r.id, r.ownerId]));
   }
 

@@ -3,10 +3,12 @@
  * into a checked forward for a given host and target, and deciding whether two forwards overlap.
  * `PortForwardService.create` and the CSV import share it, so both refuse exactly the same input.
  */
+import { checkPortForward } from '@gatehouse/sdk';
 import { ValidationError } from '../errors.js';
 import { newId } from '../ids.js';
 import { formatIp, parseCidr, type IpFamily } from '../net/ip.js';
 import { parsePortRange, validIp, validNote, type PortRange } from '../validate.js';
+import { requireCapability } from './capability-check.js';
 import type { Host } from './host-service.js';
 import type { InstanceTarget } from './ownership.js';
 import type { PortForward } from './port-forward-service.js';
@@ -131,12 +133,20 @@ export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarge
   }
   const [addrLo, addrHi] = addressKey(target.family, hostAddress);
   const [protoLo, protoHi] = PROTOCOL_RANGE[spec.protocol];
+  const sourceCidrs = validSourceCidrs(name('sourceCidrs'), spec.sourceCidrs ?? []);
+  const needs = { protocol: spec.protocol, ipv6: target.family === 6, targetAddress: target.address, hostPorts, targetPorts, sourceCidrs };
+  requireCapability(
+    host,
+    'creating port forward',
+    (caps) => checkPortForward(caps, needs),
+    (field) => name(field as SpecField),
+  );
   return {
     protocol: spec.protocol,
     hostPorts,
     targetPorts,
     hostAddress: hostAddress === null ? null : formatIp({ family: target.family, value: hostAddress }),
-    sourceCidrs: validSourceCidrs(name('sourceCidrs'), spec.sourceCidrs ?? []),
+    sourceCidrs,
     note: validNote(name('note'), spec.note),
     protoLo,
     protoHi,

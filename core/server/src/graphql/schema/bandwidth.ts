@@ -1,5 +1,6 @@
 /** Bandwidth shaping and monthly traffic quotas per instance or NIC. */
 import { autoBurstBytes, type BandwidthLimit } from '../../services/bandwidth-service.js';
+import { CapabilityNotSupportedError } from '../../errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { InstanceRef } from './instances.js';
@@ -71,7 +72,7 @@ builder.mutationFields((t) => ({
   setBandwidthLimit: t.field({
     type: BandwidthLimitRef,
     args: { input: t.arg({ type: SetBandwidthLimitInput, required: true }) },
-    errors: resultOf('SetBandwidthLimit', 'limit'),
+    errors: { ...resultOf('SetBandwidthLimit', 'limit'), types: [CapabilityNotSupportedError] },
     resolve: (_r, { input }, ctx) => ctx.services.bandwidth.set(requireActor(ctx), input),
   }),
   removeBandwidthLimit: t.field({

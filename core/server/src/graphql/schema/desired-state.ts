@@ -1,5 +1,6 @@
 /** For host agents: their host's desired state (query and live subscription) and status reports; for owners: status changes. */
-import type { DesiredState, DesiredStateMessage } from '@gatehouse/sdk';
+import { STATUS_OBJECT_TYPES, type DesiredStateMessage, type StatusObjectType } from '@gatehouse/agent-protocol';
+import type { DesiredState } from '@gatehouse/sdk';
 import type { ObjectStatusChange, ObjectStatusReportResult } from '../../services/object-status-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
@@ -57,7 +58,7 @@ const DesiredStateChangeRef = builder.objectRef<DesiredStateChange>('DesiredStat
     patch: t.field({
       type: 'JSON',
       nullable: true,
-      description: 'The difference from the previous message (`DesiredStatePatch` in @gatehouse/sdk, applied with `applyDesiredStatePatch`).',
+      description: 'The difference from the previous message (`DesiredStatePatch` in @gatehouse/agent-protocol, applied with `applyDesiredStatePatch`).',
       resolve: (c) => c.patch ?? null,
     }),
   }),
@@ -77,8 +78,12 @@ builder.subscriptionField('hostDesiredStateChanges', (t) =>
   }),
 );
 
+// the protocol's names, so that a kind added there is one here (and the agent's documents validate)
 const ObjectTypeEnum = builder.enumType('StatusObjectType', {
-  values: { PORT_FORWARD: { value: 'port_forward' }, FIREWALL_RULE: { value: 'firewall_rule' }, BANDWIDTH_LIMIT: { value: 'bandwidth_limit' } } as const,
+  description: 'Kinds of objects a host agent reports a status for.',
+  values: Object.fromEntries(Object.entries(STATUS_OBJECT_TYPES).map(([value, name]) => [name, { value: value as StatusObjectType }])) as {
+    [K in StatusObjectType as (typeof STATUS_OBJECT_TYPES)[K]]: { value: K };
+  },
 });
 
 const ChangeObjectTypeEnum = builder.enumType('ObjectStatusChangeType', {
@@ -86,6 +91,7 @@ const ChangeObjectTypeEnum = builder.enumType('ObjectStatusChangeType', {
     PORT_FORWARD: { value: 'port_forward' },
     FIREWALL_RULE: { value: 'firewall_rule' },
     BANDWIDTH_LIMIT: { value: 'bandwidth_limit' },
+    NIC: { value: 'nic' },
     WEB_PROXY: { value: 'web_proxy', description: 'Applied by the controller to Caddy; revision is 0.' },
   } as const,
 });

@@ -2,7 +2,7 @@
  * Expected failures as typed GraphQL results: every mutation returns a union of its payload and
  * these types, all implementing `Error { code message field value }`.
  */
-import { GatehouseError, QuotaExceededError, type ErrorCode } from '../../errors.js';
+import { CapabilityNotSupportedError, GatehouseError, QuotaExceededError, type ErrorCode } from '../../errors.js';
 import { ERROR_CLASSES, builder } from '../builder.js';
 
 const ErrorCodeEnum = builder.enumType('ErrorCode', {
@@ -16,6 +16,7 @@ const ErrorCodeEnum = builder.enumType('ErrorCode', {
     'POOL_EXHAUSTED',
     'ADDRESS_IN_USE',
     'PORT_CONFLICT',
+    'CAPABILITY_NOT_SUPPORTED',
   ] as const satisfies readonly ErrorCode[],
 });
 
@@ -49,5 +50,15 @@ builder.objectType(QuotaExceededError, {
     quota: t.exposeString('quota', { description: 'Which quota, e.g. `quotaIpv4Addresses`.' }),
     limit: t.exposeInt('limit'),
     used: t.exposeInt('used'),
+  }),
+});
+
+builder.objectType(CapabilityNotSupportedError, {
+  name: 'CapabilityNotSupportedError',
+  description: "The host's driver cannot apply this object (Host.driver.capabilities says what it can).",
+  interfaces: [ErrorInterface],
+  isTypeOf: (value) => value instanceof CapabilityNotSupportedError,
+  fields: (t) => ({
+    capability: t.exposeString('capability', { description: 'The capability the driver lacks, below Host.driver.capabilities, e.g. `portForwards.ipv6`.' }),
   }),
 });

@@ -2,6 +2,7 @@
 import type { FirewallRuleSpecJson } from '../../db/schema.js';
 import type { FirewallRule, TemplateView } from '../../services/firewall-service.js';
 import type { Instance } from '../../services/instance-service.js';
+import { CapabilityNotSupportedError } from '../../errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { PortRangeRef } from './hosts.js';
@@ -9,11 +10,13 @@ import { InstanceRef } from './instances.js';
 import { resultOf } from './mutation-result.js';
 import { ApplyStatusEnum } from './port-forwards.js';
 
-const DirectionEnum = builder.enumType('FirewallDirection', { values: { INBOUND: { value: 'inbound' }, OUTBOUND: { value: 'outbound' } } as const });
+/** Which traffic a firewall rule matches. */
+export const DirectionEnum = builder.enumType('FirewallDirection', { values: { INBOUND: { value: 'inbound' }, OUTBOUND: { value: 'outbound' } } as const });
 const ProtocolEnum = builder.enumType('FirewallProtocol', {
   values: { TCP: { value: 'tcp' }, UDP: { value: 'udp' }, ICMP: { value: 'icmp' }, ALL: { value: 'all' } } as const,
 });
-const ActionEnum = builder.enumType('FirewallAction', {
+/** What a firewall rule or policy does. */
+export const ActionEnum = builder.enumType('FirewallAction', {
   description: 'ALLOW: accept. REJECT: refuse with an error (TCP reset / ICMP unreachable). DROP: discard silently.',
   values: { ALLOW: { value: 'allow' }, REJECT: { value: 'reject' }, DROP: { value: 'drop' } } as const,
 });
@@ -139,13 +142,13 @@ builder.mutationFields((t) => ({
   addFirewallRule: t.field({
     type: FirewallRuleRef,
     args: { input: t.arg({ type: AddFirewallRuleInput, required: true }) },
-    errors: resultOf('AddFirewallRule', 'rule'),
+    errors: { ...resultOf('AddFirewallRule', 'rule'), types: [CapabilityNotSupportedError] },
     resolve: (_r, { input }, ctx) => ctx.services.firewall.addRule(requireActor(ctx), input),
   }),
   updateFirewallRule: t.field({
     type: FirewallRuleRef,
     args: { input: t.arg({ type: UpdateFirewallRuleInput, required: true }) },
-    errors: resultOf('UpdateFirewallRule', 'rule'),
+    errors: { ...resultOf('UpdateFirewallRule', 'rule'), types: [CapabilityNotSupportedError] },
     resolve: (_r, { input }, ctx) => {
       const { ruleId, ...rest } = input;
       // GraphQL absent fields arrive as undefined, explicit nulls as null
@@ -162,14 +165,14 @@ builder.mutationFields((t) => ({
   setFirewallPolicy: t.field({
     type: InstanceRef,
     args: { input: t.arg({ type: SetFirewallPolicyInput, required: true }) },
-    errors: resultOf('SetFirewallPolicy', 'instance'),
+    errors: { ...resultOf('SetFirewallPolicy', 'instance'), types: [CapabilityNotSupportedError] },
     resolve: (_r, { input }, ctx) => ctx.services.firewall.setPolicy(requireActor(ctx), input),
   }),
   applyFirewallTemplate: t.field({
     type: AppliedTemplateRef,
     description: 'Stamps a template onto an instance as ordinary, editable rules and sets its policies.',
     args: { input: t.arg({ type: ApplyFirewallTemplateInput, required: true }) },
-    errors: resultOf('ApplyFirewallTemplate', 'applied'),
+    errors: { ...resultOf('ApplyFirewallTemplate', 'applied'), types: [CapabilityNotSupportedError] },
     resolve: async (_r, { input }, ctx) => ({ rules: await ctx.services.firewall.applyTemplate(requireActor(ctx), input) }),
   }),
   saveFirewallTemplate: t.field({

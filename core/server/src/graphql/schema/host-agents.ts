@@ -1,4 +1,5 @@
 /** Host agents: their status on each host (`Host.agent`), their own reports about themselves, and the live feed of changes for admins. */
+import type { ReportHostStatusInput as ReportHostStatusWire } from '@gatehouse/agent-protocol';
 import type { DiscoveredInstanceJson } from '../../db/schema.js';
 import { mayActForHostAgent, type HostAgentStatus } from '../../services/host-agent-service.js';
 import { ForbiddenError } from '../../errors.js';
@@ -96,6 +97,64 @@ const DiscoveredInstanceInput = builder.inputType('DiscoveredInstanceInput', {
   }),
 });
 
+const PortForwardCapabilitiesInput = builder.inputType('PortForwardCapabilitiesInput', {
+  fields: (t) => ({
+    implementation: t.string({ required: true, description: '"native" or "dataplane".' }),
+    protocols: t.stringList({ required: true, description: '"tcp" and/or "udp".' }),
+    portRanges: t.boolean({ required: true }),
+    ipv6: t.boolean({ required: true }),
+    sourceAllowLists: t.boolean({ required: true }),
+  }),
+});
+
+const FirewallCapabilitiesInput = builder.inputType('FirewallCapabilitiesInput', {
+  fields: (t) => ({
+    implementation: t.string({ required: true, description: '"native" or "dataplane".' }),
+    directions: t.stringList({ required: true, description: '"inbound" and/or "outbound".' }),
+    actions: t.stringList({ required: true, description: 'Of "allow", "reject", "drop".' }),
+    priorities: t.boolean({ required: true }),
+    ipv6: t.boolean({ required: true }),
+    icmp: t.boolean({ required: true }),
+  }),
+});
+
+const ShapingCapabilitiesInput = builder.inputType('ShapingCapabilitiesInput', {
+  fields: (t) => ({
+    implementation: t.string({ required: true, description: '"native" or "dataplane".' }),
+    ingress: t.boolean({ required: true }),
+    egress: t.boolean({ required: true }),
+    burst: t.boolean({ required: true }),
+  }),
+});
+
+const NicCapabilitiesInput = builder.inputType('NicCapabilitiesInput', {
+  fields: (t) => ({
+    max: t.int({ required: true, description: '0-1024.' }),
+    hotplug: t.boolean({ required: true }),
+    staticAddressing: t.boolean({ required: true }),
+  }),
+});
+
+const DriverCapabilitiesInput = builder.inputType('DriverCapabilitiesInput', {
+  description: "A driver's `DriverCapabilities` (@gatehouse/sdk); a null section: the feature is not supported.",
+  fields: (t) => ({
+    portForwards: t.field({ type: PortForwardCapabilitiesInput }),
+    firewall: t.field({ type: FirewallCapabilitiesInput }),
+    shaping: t.field({ type: ShapingCapabilitiesInput }),
+    nics: t.field({ type: NicCapabilitiesInput, required: true }),
+  }),
+});
+
+const DriverReportInput = builder.inputType('DriverReportInput', {
+  description: 'The plugin an agent runs and what it can do.',
+  fields: (t) => ({
+    id: t.string({ required: true, description: 'The plugin id, e.g. "lxd".' }),
+    version: t.string({ description: "The plugin's version, when it declares one." }),
+    apiVersion: t.int({ required: true, description: 'The driver API version the plugin was built for.' }),
+    capabilities: t.field({ type: DriverCapabilitiesInput, required: true }),
+  }),
+});
+
 const ReportHostStatusInput = builder.inputType('ReportHostStatusInput', {
   fields: (t) => ({
     hostId: t.id({ required: true }),
@@ -106,6 +165,11 @@ const ReportHostStatusInput = builder.inputType('ReportHostStatusInput', {
     error: t.string({ description: 'The host-level error of this apply (at most 2000 characters); null when it succeeded.' }),
     agentVersion: t.string({ required: true, description: 'The agent\'s version, e.g. "0.1.0".' }),
     pluginId: t.string({ required: true, description: 'The id of the plugin the agent runs, e.g. "docker".' }),
+    driver: t.field({
+      type: DriverReportInput,
+      description:
+        "The plugin and its capabilities (stored as Host.driver). When they change, the host's objects the driver cannot apply become FAILED with CAPABILITY_NOT_SUPPORTED. Absent: unchanged.",
+    }),
     discoveredInstances: t.field({
       type: [DiscoveredInstanceInput],
       description: 'Instances found on the host (at most 1000). Absent or null: unchanged since the last report; an empty list: none.',
@@ -124,7 +188,8 @@ builder.mutationField('reportHostStatus', (t) =>
       "For host agents: their status after an apply (revision, error, version, plugin, discovered instances, drift). The host's AGENT token or an admin.",
     args: { input: t.arg({ type: ReportHostStatusInput, required: true }) },
     errors: resultOf('ReportHostStatus', 'agent'),
-    resolve: (_r, { input }, ctx) => ctx.services.hostAgents.report(requireActor(ctx, { allowAgent: true }), input),
+    // the protocol's input type (@gatehouse/agent-protocol): validated by the service, strings included
+    resolve: (_r, { input }, ctx) => ctx.services.hostAgents.report(requireActor(ctx, { allowAgent: true }), input as ReportHostStatusWire),
   }),
 );
 

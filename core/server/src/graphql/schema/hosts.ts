@@ -5,16 +5,6 @@ import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
 import type { Host } from '../../services/host-service.js';
 import { resultOf } from './mutation-result.js';
 
-const HostBackendEnum = builder.enumType('HostBackend', {
-  values: {
-    LINUX: { value: 'linux' },
-    DOCKER: { value: 'docker' },
-    LXD: { value: 'lxd' },
-    PROXMOX: { value: 'proxmox' },
-    ESXI: { value: 'esxi' },
-  } as const,
-});
-
 /** An inclusive port range. */
 export const PortRangeRef = builder.objectRef<{ start: number; end: number }>('PortRange').implement({
   fields: (t) => ({ start: t.exposeInt('start'), end: t.exposeInt('end') }),
@@ -24,7 +14,12 @@ export const HostRef = builder.objectRef<Host>('Host').implement({
   fields: (t) => ({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
-    backend: t.field({ type: HostBackendEnum, resolve: (h) => h.backend }),
+    backend: t.field({
+      type: 'BackendId',
+      description:
+        'The id of the plugin the host\'s agent runs: "linux", "docker", "lxd", "proxmox", "esxi" (built in) or a third-party plugin\'s id. Host.driver says what it can do once its agent connected.',
+      resolve: (h) => h.backend,
+    }),
     portRange: t.field({
       type: PortRangeRef,
       description: 'Host ports that may be forwarded.',
@@ -72,7 +67,11 @@ builder.queryFields((t) => ({
 const CreateHostInput = builder.inputType('CreateHostInput', {
   fields: (t) => ({
     name: t.string({ required: true }),
-    backend: t.field({ type: HostBackendEnum, required: true }),
+    backend: t.field({
+      type: 'BackendId',
+      required: true,
+      description: 'The plugin id the host\'s agent runs ("linux", "docker", "lxd", "proxmox", "esxi", or a third party\'s).',
+    }),
     portRangeStart: t.int({ description: 'Default 1024.' }),
     portRangeEnd: t.int({ description: 'Default 65535.' }),
     reservedPorts: t.stringList({ description: 'Ports or ranges never handed out: ["22", "8000-8100"].' }),

@@ -1,5 +1,7 @@
 /** Instances (VMs and containers) and their NICs. */
+import { CapabilityNotSupportedError } from '../../errors.js';
 import { builder } from '../builder.js';
+import { ApplyStatusEnum } from './port-forwards.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
 import type { Instance, Nic, NicWithAddresses } from '../../services/instance-service.js';
@@ -18,6 +20,8 @@ NicRef.implement({
     mac: t.exposeString('mac'),
     network: t.exposeString('network'),
     addresses: t.field({ type: [IpAddressRef], resolve: (n, _a, ctx) => ctx.loaders.addressesOfNic.load(n.id) }),
+    status: t.field({ type: ApplyStatusEnum, description: "Whether the host's agent created or configured the NIC on the backend.", resolve: (n) => n.status }),
+    statusError: t.exposeString('statusError', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
   }),
 });
@@ -104,7 +108,7 @@ builder.mutationFields((t) => ({
     type: InstanceRef,
     description: 'Registers an instance for an owner (admin only).',
     args: { input: t.arg({ type: CreateInstanceInput, required: true }) },
-    errors: resultOf('CreateInstance', 'instance'),
+    errors: { ...resultOf('CreateInstance', 'instance'), types: [CapabilityNotSupportedError] },
     resolve: (_r, { input }, ctx) => ctx.services.instances.create(requireActor(ctx), input),
   }),
   deleteInstance: t.field({
@@ -118,7 +122,7 @@ builder.mutationFields((t) => ({
     type: NicWithAddressesRef,
     description: "Adds a NIC; without addresses, allocates from the network's pools.",
     args: { input: t.arg({ type: AddNicInput, required: true }) },
-    errors: resultOf('AddNic', 'added'),
+    errors: { ...resultOf('AddNic', 'added'), types: [CapabilityNotSupportedError] },
     resolve: (_r, { input }, ctx) => ctx.services.instances.addNic(requireActor(ctx), input),
   }),
   removeNic: t.field({

@@ -1,6 +1,7 @@
 /** NAT port forwards and the common-ports presets. */
 import type { ImportResult, ImportRow } from '../../services/port-forward-import-service.js';
 import { COMMON_PORTS, type PortForward } from '../../services/port-forward-service.js';
+import { CapabilityNotSupportedError } from '../../errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
@@ -8,7 +9,8 @@ import { HostRef, PortRangeRef } from './hosts.js';
 import { InstanceRef } from './instances.js';
 import { resultOf } from './mutation-result.js';
 
-const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
+/** Forwarded protocols. */
+export const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
   values: { TCP: { value: 'tcp' }, UDP: { value: 'udp' }, BOTH: { value: 'both' } } as const,
 });
 
@@ -91,7 +93,7 @@ builder.mutationFields((t) => ({
     type: PortForwardRef,
     description: 'Forwards a host port (range) to an instance. PORT_CONFLICT when the port is taken for that protocol and address.',
     args: { input: t.arg({ type: CreatePortForwardInput, required: true }) },
-    errors: resultOf('CreatePortForward', 'portForward'),
+    errors: { ...resultOf('CreatePortForward', 'portForward'), types: [CapabilityNotSupportedError] },
     resolve: (_r, { input }, ctx) => ctx.services.forwards.create(requireActor(ctx), input),
   }),
   deletePortForward: t.field({

@@ -1,4 +1,4 @@
-/** Scalars: DateTime (ISO 8601), BigInt (decimal string, for IPv6-sized counts) and JSON. */
+/** Scalars: DateTime (ISO 8601), BigInt (decimal string, for IPv6-sized counts), JSON and BackendId. */
 import { GraphQLError, Kind } from 'graphql';
 import { builder } from '../builder.js';
 
@@ -30,4 +30,23 @@ builder.scalarType('JSON', {
   description: 'A JSON value (audit snapshots).',
   serialize: (value) => value,
   parseValue: (value) => value,
+});
+
+// the enum names clients sent before backends were plugin ids (`backend: LINUX`)
+const LEGACY_BACKENDS: Record<string, string> = { LINUX: 'linux', DOCKER: 'docker', LXD: 'lxd', PROXMOX: 'proxmox', ESXI: 'esxi' };
+
+builder.scalarType('BackendId', {
+  description:
+    'The id of the plugin a host runs: a lower-case letter, then up to 62 lower-case letters, digits or "-". Built in: "linux", "docker", "lxd", "proxmox", "esxi"; any other id names a third-party plugin. As input, the former enum values LINUX, DOCKER, LXD, PROXMOX and ESXI are accepted for the built-in ones.',
+  serialize: (value) => value,
+  parseValue: (value) => {
+    if (typeof value !== 'string') throw new GraphQLError(`BackendId ${JSON.stringify(value)} is not a string`);
+    return LEGACY_BACKENDS[value] ?? value;
+  },
+  parseLiteral: (ast) => {
+    if (ast.kind === Kind.STRING) return ast.value;
+    const legacy = ast.kind === Kind.ENUM ? LEGACY_BACKENDS[ast.value] : undefined;
+    if (legacy) return legacy;
+    throw new GraphQLError('BackendId literal must be a string such as "linux"');
+  },
 });

@@ -8,9 +8,17 @@
  * patch to the document it was made from gives exactly the next document, in the same order
  * (`applyDesiredStatePatch(a, diffDesiredState(a, b))` deep-equals `b`).
  */
-import type { DesiredInstance, DesiredPortForward, DesiredState } from './desired-state.js';
-import { DriverConfigError } from './errors.js';
-import { checkForward, checkInstanceHeader, checkPatchShape, markValid, validateDesiredState } from './validate.js';
+import {
+  DriverConfigError,
+  checkForward,
+  checkInstanceHeader,
+  checkPatchShape,
+  markValid,
+  validateDesiredState,
+  type DesiredInstance,
+  type DesiredPortForward,
+  type DesiredState,
+} from '@gatehouse/sdk';
 
 /** An instance without its port forwards. */
 export type DesiredInstanceHeader = Omit<DesiredInstance, 'portForwards'>;
@@ -112,7 +120,8 @@ export function patchIsEmpty(patch: DesiredStatePatch): boolean {
  */
 export function applyDesiredStatePatch(base: DesiredState, value: unknown, path = 'patch'): { state: DesiredState; changed: Set<string> } {
   validateDesiredState(base, 'base');
-  const patch = checkPatchShape(value, path);
+  checkPatchShape(value, path);
+  const patch = value as DesiredStatePatch;
   if (patch.baseRevision !== base.revision)
     throw new DriverConfigError(`${path}.baseRevision`, patch.baseRevision, `is not the revision held here (${base.revision})`);
   if (patch.revision <= base.revision) throw new DriverConfigError(`${path}.revision`, patch.revision, `must be above baseRevision ${base.revision}`);

@@ -4,17 +4,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  DriverConfigError,
-  applyDesiredStatePatch,
-  compareForwards,
-  diffDesiredState,
-  patchIsEmpty,
-  validateDesiredState,
-  type DesiredInstance,
-  type DesiredPortForward,
-  type DesiredState,
-} from '../src/index.js';
+import { DriverConfigError, validateDesiredState, type DesiredInstance, type DesiredPortForward, type DesiredState } from '@gatehouse/sdk';
+import { applyDesiredStatePatch, compareForwards, diffDesiredState, patchIsEmpty } from '../src/index.js';
 
 const HOST = '7c1f1b43-66a5-4c57-a4d5-6f1f0c4b1a01';
 const id = (kind: number, n: number) => `${kind}0000000-0000-4000-8000-${String(n).padStart(12, '0')}`;

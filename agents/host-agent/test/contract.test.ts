@@ -1,0 +1,167 @@
+/**
+ * The agent uses the whole driver contract: `release` once per instance that leaves the desired
+ * state, `gc` with the document's instance ids after the first apply and periodically, retries
+ * only what may pass (a retryable failure backs off and tries again, a non-retryable one waits
+ * for a new revision), reports NIC results and its driver's capabilities, and hands the driver
+ * nothing its capabilities exclude (reported FAILED instead). A scripted driver, no root needed.
+ */
+import { ConflictError, type DesiredInstance, type DesiredState } from '@gatehouse/sdk';
+import { afterEach, expect, it } from 'vitest';
+import { HostAgent } from '../src/index.js';
+import { FakeController, type Report } from './fake-controller.js';
+import { ALL_CAPABILITIES, ScriptedDriver } from './scripted-driver.js';
+
+const HOST_ID = '7c1f1b43-66a5-4c57-a4d5-6f1f0c4b1a03';
+const id = (kind: string, n: number) => `${kind}0000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
+
+const instance = (n: number, extra: Partial<DesiredInstance> = {}): DesiredInstance => ({
+  id: id('a', n),
+  name: `vm${n}`,
+  externalId: `vm${n}`,
+  nics: [{ id: id('b', n), name: 'eth0', mac: `02:00:00:00:00:${String(n).padStart(2, '0')}`, network: 'br0', addresses: [] }],
+  firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
+  bandwidth: [],
+  portForwards: [
+    {
+      id: id('c', n),
+      protocol: 'tcp',
+      hostAddress: null,
+      hostPorts: { start: 20000 + n, end: 20000 + n },
+      targetAddress: `10.0.0.${n}`,
+      targetPorts: { start: 80, end: 80 },
+      sourceCidrs: [],
+    },
+  ],
+  ...extra,
+});
+
+const state = (revision: number, instances: DesiredInstance[]): DesiredState => ({
+  apiVersion: 1,
+  hostId: HOST_ID,
+  hostName: 'contract',
+  revision,
+  publicAddresses: ['198.51.100.1'],
+  instances,
+});
+
+const running: { agent: HostAgent; controller: FakeController }[] = [];
+
+async function start(driver: ScriptedDriver, gcIntervalMs = 600_000) {
+  const controller = await FakeController.start();
+  const agent = new HostAgent({
+    controllerUrl: controller.url,
+    token: 'unused',
+    hostId: HOST_ID,
+    driver,
+    driftIntervalMs: 600_000,
+    gcIntervalMs,
+    logger: { info() {}, warn() {}, error() {} },
+  });
+  await agent.start();
+  running.push({ agent, controller });
+  return controller;
+}
+
+afterEach(async () => {
+  for (const { agent, controller } of running.splice(0)) {
+    await agent.stop();
+    await controller.close();
+  }
+});
+
+const objectReport = (revision: number) => (r: Report) => r.mutation === 'reportObjectStatus' && r.input.revision === revision;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+it('releases each instance that left the desired state, once', async () => {
+  const driver = new ScriptedDriver();
+  const controller = await start(driver);
+  controller.push(1, state(1, [instance(1), instance(2), instance(3)]));
+  await controller.waitForReport(objectReport(1));
+  expect(driver.callsOf('release')).toEqual([]);
+  controller.push(2, state(2, [instance(1)]));
+  await controller.waitForReport(objectReport(2));
+  controller.push(3, state(3, [instance(1), instance(4)]));
+  await controller.waitForReport(objectReport(3));
+  await sleep(200);
+  expect(driver.callsOf('release').map((c) => c.instanceId)).toEqual([id('a', 2), id('a', 3)]);
+});
+
+it('runs gc with the valid instance ids after the first apply, and periodically', async () => {
+  const driver = new ScriptedDriver();
+  const controller = await start(driver, 400);
+  await sleep(600);
+  expect(driver.callsOf('gc')).toEqual([]); // nothing applied yet: nothing is known to be valid
+  controller.push(1, state(1, [instance(1), instance(2)]));
+  await controller.waitForReport(objectReport(1));
+  await sleep(50);
+  expect(driver.callsOf('gc')[0]).toEqual({ method: 'gc', validInstanceIds: [id('a', 1), id('a', 2)] });
+  controller.push(2, state(2, [instance(2)]));
+  await controller.waitForReport(objectReport(2));
+  await sleep(1000);
+  const later = driver.callsOf('gc').slice(1);
+  expect(later.length).toBeGreaterThanOrEqual(1);
+  expect(later.at(-1)!.validInstanceIds).toEqual([id('a', 2)]);
+});
+
+it('retries an object whose failure is retryable, and not one whose failure is not', async () => {
+  const retryable = new ScriptedDriver();
+  retryable.outcome = (objectId) => (objectId === id('c', 1) ? { code: 'TRANSIENT', message: 'not yet' } : undefined);
+  const c1 = await start(retryable);
+  c1.push(1, state(1, [instance(1)]));
+  const fatal = new ScriptedDriver();
+  fatal.outcome = (objectId) => (objectId === id('c', 1) ? new ConflictError('port 20001 is taken by something else').toJSON() : undefined);
+  const c2 = await start(fatal);
+  c2.push(1, state(1, [instance(1)]));
+  await c1.waitForReport(objectReport(1));
+  await c2.waitForReport(objectReport(1));
+  await sleep(2000); // the first retries fall due after 0.5 s, then 1 s
+  expect(retryable.callsOf('apply').length).toBeGreaterThanOrEqual(2);
+  expect(fatal.callsOf('apply')).toHaveLength(1);
+  // a new revision is applied (and its failure again waits)
+  c2.push(2, state(2, [instance(1)]));
+  await c2.waitForReport(objectReport(2));
+  expect(fatal.callsOf('apply').map((c) => c.desired.revision)).toEqual([1, 2]);
+});
+
+it('does not retry an apply that threw a non-retryable error, and does retry a retryable one', async () => {
+  const fatal = new ScriptedDriver();
+  fatal.throwing = (revision) => (revision === 1 ? new ConflictError('the table belongs to someone else') : undefined);
+  const c1 = await start(fatal);
+  c1.push(1, state(1, [instance(1)]));
+  const flaky = new ScriptedDriver();
+  flaky.throwing = () => new Error('socket hang up'); // anything unknown may pass: retried
+  const c2 = await start(flaky);
+  c2.push(1, state(1, [instance(1)]));
+  await c1.waitForReport((r) => r.mutation === 'reportHostStatus' && /CONFLICT/.test(r.input.error ?? ''));
+  await sleep(2000);
+  expect(fatal.callsOf('apply')).toHaveLength(1);
+  expect(flaky.callsOf('apply').length).toBeGreaterThanOrEqual(2);
+  c1.push(2, state(2, [instance(1)]));
+  await c1.waitForReport(objectReport(2));
+});
+
+it('reports NIC results and its driver with capabilities', async () => {
+  const driver = new ScriptedDriver();
+  const controller = await start(driver);
+  controller.push(1, state(1, [instance(1)]));
+  const objects = await controller.waitForReport(objectReport(1));
+  expect(objects.input.objects).toContainEqual({ objectType: 'NIC', objectId: id('b', 1), status: 'APPLIED', error: null });
+  const host = await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && r.input.appliedRevision === 1);
+  expect(host.input.driver).toEqual({ id: 'scripted', version: '9.9.9', apiVersion: 1, capabilities: ALL_CAPABILITIES });
+});
+
+it('hands the driver nothing its capabilities exclude, and reports those objects FAILED with CAPABILITY_NOT_SUPPORTED', async () => {
+  const driver = new ScriptedDriver({ ...ALL_CAPABILITIES, portForwards: { ...ALL_CAPABILITIES.portForwards!, ipv6: false } });
+  const controller = await start(driver);
+  const v6 = instance(2);
+  v6.portForwards[0]!.targetAddress = 'fd00::2';
+  controller.push(1, state(1, [instance(1), v6]));
+  const report = await controller.waitForReport(objectReport(1));
+  const applied = driver.callsOf('apply')[0]!.desired;
+  expect(applied.instances.flatMap((i) => i.portForwards.map((f) => f.id))).toEqual([id('c', 1)]);
+  const failed = report.input.objects.find((o: { objectId: string }) => o.objectId === id('c', 2));
+  expect(failed).toMatchObject({ objectType: 'PORT_FORWARD', status: 'FAILED' });
+  expect(failed.error).toBe('CAPABILITY_NOT_SUPPORTED: its driver scripted does not support IPv6 port forwards (capabilities.portForwards.ipv6)');
+  await sleep(1200);
+  expect(driver.callsOf('apply')).toHaveLength(1); // not retried: it cannot pass
+});

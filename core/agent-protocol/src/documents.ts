@@ -1,0 +1,24 @@
+/**
+ * The GraphQL documents a host agent sends to its controller. The controller's tests validate
+ * each against the printed `schema.graphql`, so a schema change that breaks an agent fails there.
+ */
+
+/** The host an AGENT token acts for (an agent started without --host). */
+export const AGENT_HOST_QUERY = `query AgentHost { agentHost { id } }`;
+
+/** The full desired state, then a patch (`DesiredStatePatch`) per revision. Variables: `{ hostId }`. */
+export const DESIRED_STATE_SUBSCRIPTION = `subscription DesiredState($hostId: ID!) { hostDesiredStateChanges(hostId: $hostId) { hostId revision apiVersion full patch } }`;
+
+/** Per-object apply status. Variables: `{ input: ReportObjectStatusInput }`. */
+export const REPORT_OBJECT_STATUS_MUTATION = `mutation ReportObjectStatus($input: ReportObjectStatusInput!) { reportObjectStatus(input: $input) { __typename ... on Error { message } } }`;
+
+/** The host's status: applied revision, error, driver, discovered instances, drift. Variables: `{ input: ReportHostStatusInput }`. */
+export const REPORT_HOST_STATUS_MUTATION = `mutation ReportHostStatus($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ... on Error { message } } }`;
+
+/** Every document of the protocol, by name (what the controller's tests validate). */
+export const AGENT_DOCUMENTS = {
+  AGENT_HOST_QUERY,
+  DESIRED_STATE_SUBSCRIPTION,
+  REPORT_OBJECT_STATUS_MUTATION,
+  REPORT_HOST_STATUS_MUTATION,
+} as const;

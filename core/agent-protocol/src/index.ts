@@ -1,0 +1,12 @@
+/** @gatehouse/agent-protocol: what a host agent and its controller say to each other. */
+export * from './documents.js';
+export * from './reports.js';
+export {
+  applyDesiredStatePatch,
+  compareForwards,
+  diffDesiredState,
+  patchIsEmpty,
+  type DesiredInstanceHeader,
+  type DesiredStateMessage,
+  type DesiredStatePatch,
+} from './patch.js';

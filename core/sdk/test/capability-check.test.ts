@@ -1,0 +1,233 @@
+/**
+ * The pure capability checks the controller and the agent share: each capability kind refused
+ * with its key and field, everything passing a driver that has it all, and a document split into
+ * what a driver can apply and the failed results of the rest.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  checkBandwidth,
+  checkFirewallPolicy,
+  checkFirewallRule,
+  checkNics,
+  checkPortForward,
+  unsupportedObjects,
+  withoutObjects,
+  type DesiredState,
+  type DriverCapabilities,
+} from '../src/index.js';
+
+const ALL: DriverCapabilities = {
+  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true },
+  firewall: {
+    implementation: 'dataplane',
+    directions: ['inbound', 'outbound'],
+    actions: ['allow', 'reject', 'drop'],
+    priorities: true,
+    ipv6: true,
+    icmp: true,
+  },
+  shaping: { implementation: 'native', ingress: true, egress: true, burst: true },
+  nics: { max: 2, hotplug: false, staticAddressing: true },
+};
+const NONE: DriverCapabilities = { portForwards: null, firewall: null, shaping: null, nics: { max: 1, hotplug: false, staticAddressing: false } };
+const narrow = (change: (c: DriverCapabilities) => void) => {
+  const c = structuredClone(ALL);
+  change(c);
+  return c;
+};
+
+const forward = {
+  protocol: 'tcp' as const,
+  ipv6: false,
+  targetAddress: '10.0.0.2',
+  hostPorts: { start: 80, end: 80 },
+  targetPorts: { start: 80, end: 80 },
+  sourceCidrs: [],
+};
+const rule = { direction: 'inbound' as const, action: 'drop' as const, protocol: 'tcp' as const, sourceCidr: null, destinationCidr: null };
+const limit = { ingressBps: 1e6, egressBps: 1e6, ingressBurstBytes: null, egressBurstBytes: null };
+
+describe('capability checks', () => {
+  it('pass everything on a driver that has it all', () => {
+    expect(checkPortForward(ALL, { ...forward, protocol: 'both', ipv6: true, targetPorts: { start: 1, end: 9 }, sourceCidrs: ['10.0.0.0/8'] })).toBeUndefined();
+    expect(checkFirewallRule(ALL, { ...rule, protocol: 'icmp', sourceCidr: '2001:db8::/32' })).toBeUndefined();
+    expect(checkFirewallPolicy(ALL, 'outbound', 'reject')).toBeUndefined();
+    expect(checkBandwidth(ALL, { ...limit, ingressBurstBytes: 10_000 })).toBeUndefined();
+    expect(checkNics(ALL, 2, { adding: true, running: false })).toBeUndefined();
+  });
+
+  it.each([
+    ['portForwards', checkPortForward(NONE, forward), 'protocol'],
+    [
+      'portForwards.protocols',
+      checkPortForward(
+        narrow((c) => (c.portForwards!.protocols = ['tcp'])),
+        { ...forward, protocol: 'udp' },
+      ),
+      'protocol',
+    ],
+    [
+      'portForwards.ipv6',
+      checkPortForward(
+        narrow((c) => (c.portForwards!.ipv6 = false)),
+        { ...forward, ipv6: true, targetAddress: 'fd00::2' },
+      ),
+      'targetAddress',
+    ],
+    [
+      'portForwards.portRanges',
+      checkPortForward(
+        narrow((c) => (c.portForwards!.portRanges = false)),
+        { ...forward, targetPorts: { start: 1, end: 2 } },
+      ),
+      'targetPort',
+    ],
+    [
+      'portForwards.sourceAllowLists',
+      checkPortForward(
+        narrow((c) => (c.portForwards!.sourceAllowLists = false)),
+        { ...forward, sourceCidrs: ['10.0.0.0/8'] },
+      ),
+      'sourceCidrs',
+    ],
+    ['firewall', checkFirewallRule(NONE, rule), 'direction'],
+    [
+      'firewall.directions',
+      checkFirewallRule(
+        narrow((c) => (c.firewall!.directions = ['outbound'])),
+        rule,
+      ),
+      'direction',
+    ],
+    [
+      'firewall.actions',
+      checkFirewallRule(
+        narrow((c) => (c.firewall!.actions = ['allow'])),
+        rule,
+      ),
+      'action',
+    ],
+    [
+      'firewall.actions',
+      checkFirewallPolicy(
+        narrow((c) => (c.firewall!.actions = ['allow', 'drop'])),
+        'inbound',
+        'reject',
+      ),
+      'inboundPolicy',
+    ],
+    [
+      'firewall.icmp',
+      checkFirewallRule(
+        narrow((c) => (c.firewall!.icmp = false)),
+        { ...rule, protocol: 'icmp' },
+      ),
+      'protocol',
+    ],
+    [
+      'firewall.ipv6',
+      checkFirewallRule(
+        narrow((c) => (c.firewall!.ipv6 = false)),
+        { ...rule, destinationCidr: 'fd00::/64' },
+      ),
+      'destinationCidr',
+    ],
+    ['shaping', checkBandwidth(NONE, limit), 'ingressBps'],
+    [
+      'shaping.ingress',
+      checkBandwidth(
+        narrow((c) => (c.shaping!.ingress = false)),
+        limit,
+      ),
+      'ingressBps',
+    ],
+    [
+      'shaping.egress',
+      checkBandwidth(
+        narrow((c) => (c.shaping!.egress = false)),
+        limit,
+      ),
+      'egressBps',
+    ],
+    [
+      'shaping.burst',
+      checkBandwidth(
+        narrow((c) => (c.shaping!.burst = false)),
+        { ...limit, egressBurstBytes: 10_000 },
+      ),
+      'egressBurstBytes',
+    ],
+    ['nics.max', checkNics(ALL, 3), 'nics'],
+    ['nics.hotplug', checkNics(ALL, 2, { adding: true, running: true }), 'nics'],
+  ])('refuses what needs %s', (capability, violation, field) => {
+    expect(violation).toMatchObject({ capability, field });
+  });
+
+  it('splits a document into what the driver applies and failed results for the rest', () => {
+    const desired: DesiredState = {
+      apiVersion: 1,
+      hostId: 'h',
+      hostName: 'h',
+      revision: 1,
+      publicAddresses: [],
+      instances: [
+        {
+          id: 'i1',
+          name: 'vm',
+          externalId: null,
+          nics: [],
+          firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [{ id: 'r1', priority: 1, ports: [], ...rule }] },
+          bandwidth: [{ id: 'b1', nicId: null, quotaAction: null, throttleBps: null, monthlyQuotaBytes: null, ...limit }],
+          portForwards: [
+            {
+              id: 'f4',
+              protocol: 'tcp',
+              hostAddress: null,
+              hostPorts: { start: 1, end: 1 },
+              targetAddress: '10.0.0.2',
+              targetPorts: { start: 1, end: 1 },
+              sourceCidrs: [],
+            },
+            {
+              id: 'f6',
+              protocol: 'tcp',
+              hostAddress: null,
+              hostPorts: { start: 2, end: 2 },
+              targetAddress: 'fd00::2',
+              targetPorts: { start: 2, end: 2 },
+              sourceCidrs: [],
+            },
+          ],
+        },
+      ],
+    };
+    const caps = narrow((c) => {
+      c.portForwards!.ipv6 = false;
+      c.shaping = null;
+    });
+    const failed = unsupportedObjects(caps, desired, 'lxd');
+    expect(failed).toEqual([
+      {
+        objectType: 'port_forward',
+        objectId: 'f6',
+        status: 'failed',
+        error: {
+          code: 'CAPABILITY_NOT_SUPPORTED',
+          message: 'its driver lxd does not support IPv6 port forwards (capabilities.portForwards.ipv6)',
+          path: 'targetAddress',
+        },
+      },
+      {
+        objectType: 'bandwidth_limit',
+        objectId: 'b1',
+        status: 'failed',
+        error: { code: 'CAPABILITY_NOT_SUPPORTED', message: 'its driver lxd does not support bandwidth limits (capabilities.shaping)', path: 'ingressBps' },
+      },
+    ]);
+    const rest = withoutObjects(desired, failed).instances[0]!;
+    expect(rest.portForwards.map((f) => f.id)).toEqual(['f4']);
+    expect(rest.bandwidth).toEqual([]);
+    expect(rest.firewall.rules.map((r) => r.id)).toEqual(['r1']);
+    expect(withoutObjects(desired, [])).toBe(desired);
+  });
+});
