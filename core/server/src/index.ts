@@ -2,7 +2,7 @@
 export { startController, createContainer, createGatehouseYoga, type Controller, type ControllerOptions, type Logger } from './server.js';
 export { openStore, type Store, type StoreConfig, type Database } from './db/database.js';
 export { printGatehouseSchema, gatehouseSchema } from './graphql/schema.js';
-export * from './errors.js';
+export * from './support/errors.js';
 export { systemActor, type Actor } from './auth/actor.js';
 export { PoolService } from './services/pool-service.js';
 export { InstanceService } from './services/instance-service.js';

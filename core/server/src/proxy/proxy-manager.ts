@@ -21,10 +21,10 @@ import { and, eq, inArray, isNotNull, ne, or, sql } from 'drizzle-orm';
 import { CaddyAdminClient, CaddyApiError, CaddyUnreachableError, isUnknownId, type CaddyAdminConfig, type CaddyAdminEndpoint } from 'caddy-api-client';
 import type { Database } from '../db/database.js';
 import { hostAgents, instances, ipAllocations, nics, proxyDomainTemplates, webProxies, webProxyTraffic } from '../db/schema.js';
-import type { EventBus } from '../events.js';
-import type { ObjectStatusChange } from '../services/object-status-service.js';
-import type { Logger } from '../logger.js';
-import { templateLabel } from '../services/web-proxy-service.js';
+import type { EventBus } from '../events/event-bus.js';
+import type { ObjectStatusChange } from '../events/event-payloads.js';
+import type { Logger } from '../support/logger.js';
+import { templateLabel } from '../net/domain.js';
 import { certificateCovers, servedCertificate, sniFor, type ServedCertificate } from './certificates.js';
 import {
   ACCESS_LOGGER,

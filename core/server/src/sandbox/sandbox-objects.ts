@@ -9,13 +9,13 @@ import type { DependencyContainer } from 'tsyringe';
 import { systemActor, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { apiTokens, hosts, instances, ipPools, users } from '../db/schema.js';
-import { newId } from '../ids.js';
+import { newId } from '../support/ids.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService } from '../services/instance-service.js';
 import { PoolService } from '../services/pool-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
 import { UserService } from '../services/user-service.js';
-import { DatabaseToken } from '../tokens.js';
+import { DatabaseToken } from '../di/tokens.js';
 import { SandboxUnavailableError } from './sandbox-network.js';
 import { instanceNetns, type SandboxLayout } from './sandbox-layout.js';
 

@@ -21,20 +21,14 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { hostAgentConnections, hostAgents, hosts, type DiscoveredInstanceJson } from '../db/schema.js';
-import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
-import type { EventBus } from '../events.js';
-import { newId } from '../ids.js';
-import type { Logger } from '../logger.js';
+import { ForbiddenError, NotFoundError, ValidationError } from '../support/errors.js';
+import type { EventBus } from '../events/event-bus.js';
+import { newId } from '../support/ids.js';
+import type { Logger } from '../support/logger.js';
 import { formatIp, familyBits } from '../net/ip.js';
-import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken } from '../tokens.js';
-import { relay } from '../streams.js';
-import { validId, validIp, validMac } from '../validate.js';
-
-/** How presence is kept: the refresh period of an open subscription, and the age after which it no longer counts. */
-export interface AgentPresenceOptions {
-  heartbeatMs: number;
-  offlineAfterMs: number;
-}
+import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from '../di/tokens.js';
+import { relay } from '../support/streams.js';
+import { validId, validIp, validMac } from '../support/validate.js';
 
 /** Production values: refreshed every 10 s, offline 30 s after the last refresh. */
 export const DEFAULT_AGENT_PRESENCE: AgentPresenceOptions = { heartbeatMs: 10_000, offlineAfterMs: 30_000 };

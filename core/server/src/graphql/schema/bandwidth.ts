@@ -1,5 +1,6 @@
 /** Bandwidth shaping and monthly traffic quotas per instance or NIC. */
-import { autoBurstBytes, type BandwidthLimit } from '../../services/bandwidth-service.js';
+import { autoBurstBytes } from '../../net/shaping.js';
+import type { BandwidthLimit } from '../../services/bandwidth-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { InstanceRef } from './instances.js';

@@ -1,7 +1,7 @@
 /** Host agents: their status on each host (`Host.agent`), their own reports about themselves, and the live feed of changes for admins. */
 import type { DiscoveredInstanceJson } from '../../db/schema.js';
 import { mayActForHostAgent, type HostAgentStatus } from '../../services/host-agent-service.js';
-import { ForbiddenError } from '../../errors.js';
+import { ForbiddenError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { HostRef } from './hosts.js';
