@@ -109,6 +109,6 @@ it('finds a circle when there is one', () => {
 it('has no import circle among the files of src/', () => {
   const graph = importGraph();
   expect(graph.size).toBeGreaterThan(50);
-  const circles = cycles(graph).map((component) => `${component.length} files (${component.join(", ")}), e.g. ${circleThrough(graph, component)}`);
+  const circles = cycles(graph).map((component) => `${component.length} files (${component.join(', ')}), e.g. ${circleThrough(graph, component)}`);
   expect(circles).toEqual([]);
 });
