@@ -5,7 +5,7 @@ import { auditLog } from '../src/db/schema.js';
 import { createEventBus } from '../src/events/event-bus.js';
 import { newId } from '../src/support/ids.js';
 import type { AuditEntry } from '../src/events/event-payloads.js';
-import { REQUIRE_SYSTEM, createTestDatabase, postgresReachable, type TestDatabase } from './support/stores.js';
+import { REQUIRE_SYSTEM, createTestDatabase, postgresReachable, type TestDatabase } from '../src/testing/stores.js';
 
 const available = (await postgresReachable()) || REQUIRE_SYSTEM;
 

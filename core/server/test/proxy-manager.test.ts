@@ -26,10 +26,10 @@ import type { ObjectStatusChange } from '../src/events/event-payloads.js';
 import { ObjectStatusService } from '../src/services/object-status-service.js';
 import { EventBusToken } from '../src/di/tokens.js';
 import { ProxyManagerToken } from '../src/proxy/proxy-manager-token.js';
-import { ERROR_FIELDS, createTestApi, type Client, type TestApi } from './support/api.js';
+import { ERROR_FIELDS, createTestApi, type Client, type TestApi } from '../src/testing/api.js';
 import { selfSignedCertificate } from './support/certificates.js';
-import { createHost, createPool } from './support/fixtures.js';
-import { REQUIRE_SYSTEM } from './support/stores.js';
+import { createHost, createPool } from '../src/testing/fixtures.js';
+import { REQUIRE_SYSTEM } from '../src/testing/stores.js';
 
 const BACKEND = fileURLToPath(new URL('./support/proxy-backend.mjs', import.meta.url));
 const ready = (await caddyAvailable()) && (await pebbleAvailable()) && (await labAvailable());
