@@ -19,7 +19,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SANDBOX_LAYOUT } from '../src/sandbox/sandbox-layout.js';
 import { SANDBOX_STATE_FILE } from '../src/sandbox/sandbox-network.js';
 
-
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
 const available = await labAvailable();
 // the controller's own Caddy on free ports, for a web proxy to a sandbox instance
