@@ -1,4 +1,6 @@
 /** Public entry of @gatehouse/server: what the `gatehouse` command (core/cli) and the benches compose. */
+// the DI decorators need the polyfill before any service class is defined
+import 'reflect-metadata';
 export {
   startController,
   createContainer,

@@ -3,6 +3,7 @@
  *
  *   tsx src/print-schema.ts [--out FILE]
  */
+import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { printGatehouseSchema } from './graphql/schema.js';
