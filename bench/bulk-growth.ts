@@ -10,8 +10,8 @@ import 'reflect-metadata';
 import postgres from 'postgres';
 import { sql } from 'drizzle-orm';
 import { openStore, rowsOf, type Store } from '../core/server/src/db/database.js';
-import { createTestApi, type Client, type TestApi } from '../core/server/test/support/api.js';
-import { createHost, createPool } from '../core/server/test/support/fixtures.js';
+import { createTestApi, type Client, type TestApi } from '../core/server/src/testing/api.js';
+import { createHost, createPool } from '../core/server/src/testing/fixtures.js';
 
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const STORES = (process.env.BENCH_STORES ?? 'pglite,postgres').split(',');

@@ -14,7 +14,7 @@ import { HostService, InstanceService, PoolService, createContainer, openStore, 
 import { PortForwardImportService } from '../core/server/src/services/port-forward-import-service.js';
 import { PortForwardService } from '../core/server/src/services/port-forward-service.js';
 import { portForwards } from '../core/server/src/db/schema.js';
-import { newId } from '../core/server/src/ids.js';
+import { newId } from '../core/server/src/support/ids.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 10_000);
 const API_SAMPLE = Number(process.env.BENCH_API_SAMPLE ?? 300);

@@ -9,11 +9,12 @@ import { join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
-export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'caddy-api-client', 'bench', 'scripts'];
+export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'caddy-api-client', 'bench', 'scripts'];
 
 
-const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'bench'];
-const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'bench'];
+// cli: the embedded sandbox (core/cli/src/sandbox) and its test
+const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'bench'];
+const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'bench'];
 const DOCKER_SUITES = ['plugin-docker', 'host-agent'];
 const LXD_SUITES = ['plugin-lxd', 'host-agent'];
 const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
@@ -32,7 +33,7 @@ export const REQUIREMENTS = [
   {
     program: 'tc',
     package: 'iproute2',
-    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server'],
+    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'cli'],
     roles: ['agent', 'controller'],
     why: 'bandwidth shaping (htb, ifb)',
   },
@@ -65,7 +66,7 @@ export const REQUIREMENTS = [
   {
     program: 'caddy',
     package: 'caddy',
-    suites: ['caddy-api-client', 'server', 'bench'],
+    suites: ['caddy-api-client', 'server', 'cli', 'bench'],
     roles: ['controller'],
     why: 'the reverse proxy the controller drives',
   },
@@ -109,7 +110,7 @@ export const SERVICES = [
   {
     name: 'PostgreSQL',
     package: 'postgresql',
-    suites: ['server', 'bench'],
+    suites: ['server', 'cli', 'bench'],
     why: 'the PostgreSQL variant of every store test, the replica tests (DATABASE_URL, default 127.0.0.1:5432)',
   },
 ];
@@ -136,7 +137,7 @@ export function postgresReachable({ host, port } = postgresAddress()) {
 }
 
 /** Suites that need root (network namespaces, nftables, daemons). */
-export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'caddy-api-client', 'bench'];
+export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'caddy-api-client', 'bench'];
 
 /**
  * Directories searched for programs: GATEHOUSE_SYSTEM_PATH (colon-separated) when set — the

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The agent command (also `gatehouse agent` of the controller's CLI):
+ * The agent command (also `gatehouse agent` of the `gatehouse` command, core/cli):
  *
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
  *                   [--drift-interval MS]
@@ -14,9 +14,14 @@ import { parseArgs } from 'node:util';
 import { loadDriver } from '@gatehouse/sdk';
 import { HostAgent } from './agent.js';
 
-const USAGE = 'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd [--host ID] [--plugin-config JSON] [--drift-interval MS]';
+const USAGE =
+  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS]';
 
-/** `linux` → @gatehouse/plugin-linux; a path or package name as given. */
+/**
+ * The module `--plugin` names, loaded at run time (this package depends on no plugin): a built-in
+ * id (`linux`) → @gatehouse/plugin-linux; a path (`./my-plugin`, absolute) → its file URL; a
+ * package name (`@acme/gatehouse-pve`) as given.
+ */
 export function pluginSpecifier(name: string): string {
   if (/^[a-z][a-z0-9-]*$/.test(name)) return `@gatehouse/plugin-${name}`;
   if (name.startsWith('.') || isAbsolute(name)) return pathToFileURL(resolve(name)).href;

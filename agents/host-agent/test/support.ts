@@ -71,7 +71,7 @@ export async function startController(
   dataDir: string,
   { port = 0, fresh = true }: { port?: number; fresh?: boolean } = {},
 ): Promise<{ proc: Proc; url: string; bootstrapSecret: string | null }> {
-  const proc = start(['core/server/src/cli.ts', 'serve', '--no-sandbox', '--no-proxy', '--port', String(port), '--data-dir', dataDir]);
+  const proc = start(['core/cli/src/cli.ts', 'serve', '--no-sandbox', '--no-proxy', '--port', String(port), '--data-dir', dataDir]);
   const [, url] = await proc.waitFor(/listening on (http:\/\/\S+)/);
   // a first start prints the admin token after the address; a restart prints none
   const secret = fresh ? (await proc.waitFor(/keep it:\s+(gh_\S+)\n/))[1]! : null;

@@ -13,21 +13,22 @@ import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { WebSocketServer } from 'ws';
 import type { Actor } from './auth/actor.js';
 import { TokenRevocations } from './auth/token-revocations.js';
-import { GatehouseError } from './errors.js';
+import { GatehouseError } from './support/errors.js';
 import { openStore, type Store, type StoreConfig } from './db/database.js';
-import { createEventBus } from './events.js';
+import { createEventBus } from './events/event-bus.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
 import { gatehouseSchema } from './graphql/schema.js';
-import { newId } from './ids.js';
-import { UnexpectedErrorLog, quietLogger, type Logger } from './logger.js';
-import { DEFAULT_AGENT_PRESENCE, HostAgentService, type AgentPresenceOptions } from './services/host-agent-service.js';
+import { newId } from './support/ids.js';
+import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.js';
+import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
-import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, ProxyManagerToken } from './tokens.js';
+import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
+import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
 import { ProxyManager, type ProxyManagerOptions } from './proxy/proxy-manager.js';
 
-export type { Logger } from './logger.js';
+export type { Logger } from './support/logger.js';
 
 /** Options of `startController`. */
 export interface ControllerOptions {

@@ -6,8 +6,8 @@ import { createClient, type Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startController, type Controller } from '../src/server.js';
-import { createTestApi, type TestApi } from './support/api.js';
-import { post } from './support/processes.js';
+import { createTestApi, type TestApi } from '../src/testing/api.js';
+import { post } from '../src/testing/http.js';
 
 describe('authentication and transports', () => {
   let controller: Controller;

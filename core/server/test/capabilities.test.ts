@@ -7,9 +7,9 @@
  */
 import type { DriverCapabilities } from '@gatehouse/sdk';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_FIELDS, type Client } from './support/api.js';
-import { createPool } from './support/fixtures.js';
-import { storeBackends } from './support/stores.js';
+import { ERROR_FIELDS, type Client } from '../src/testing/api.js';
+import { createPool } from '../src/testing/fixtures.js';
+import { storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();

@@ -4,8 +4,8 @@
  * exactly. (Two controller processes on one PostgreSQL: replicas.test.ts.)
  */
 import { describe, expect, it } from 'vitest';
-import { ALLOCATE, createNics, createPool } from './support/fixtures.js';
-import { storeBackends } from './support/stores.js';
+import { ALLOCATE, createNics, createPool } from '../src/testing/fixtures.js';
+import { storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();

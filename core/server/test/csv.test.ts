@@ -1,7 +1,7 @@
 /** The CSV reader: BOM, CRLF, quotes and broken rows, on known cases and generated tables. */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { csvField, parseCsv } from '../src/csv.js';
+import { csvField, parseCsv } from '../src/support/csv.js';
 
 describe('parseCsv', () => {
   it('reads a BOM, CRLF line ends, quoted commas, escaped quotes and quoted newlines', () => {

@@ -8,9 +8,9 @@ import { createClient, type Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startController, type Controller } from '../src/server.js';
-import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
-import { createHost, createPool } from './support/fixtures.js';
-import { storeBackends } from './support/stores.js';
+import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
+import { createHost, createPool } from '../src/testing/fixtures.js';
+import { storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();

@@ -5,9 +5,9 @@
  * that disappears from the backend is reclaimed with everything that pointed at it, audited.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_FIELDS } from './support/api.js';
-import { createPool } from './support/fixtures.js';
-import { storeBackends } from './support/stores.js';
+import { ERROR_FIELDS } from '../src/testing/api.js';
+import { createPool } from '../src/testing/fixtures.js';
+import { storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();

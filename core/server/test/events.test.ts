@@ -1,6 +1,6 @@
 /** The event bus: a subscriber that falls far behind is cut off with an error; the publisher and the other subscribers carry on. */
 import { expect, it } from 'vitest';
-import { SUBSCRIBER_BUFFER, SubscriberOverflowError, createEventBus } from '../src/events.js';
+import { SUBSCRIBER_BUFFER, SubscriberOverflowError, createEventBus } from '../src/events/event-bus.js';
 
 it('ends a stalled subscription with SubscriberOverflowError instead of throwing into the publisher', async () => {
   const bus = createEventBus();

@@ -24,8 +24,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../src/db/database.js';
 import { gatehouseSchema } from '../src/graphql/schema.js';
 import { startController, type Controller } from '../src/server.js';
-import { createTestApi, type TestApi } from './support/api.js';
-import { createHost, createNics, createPool } from './support/fixtures.js';
+import { createTestApi, type TestApi } from '../src/testing/api.js';
+import { createHost, createNics, createPool } from '../src/testing/fixtures.js';
 
 const schema = gatehouseSchema();
 const UUID = '0190f3a2-6b1c-7d4e-8f00-1a2b3c4d5e6f';

@@ -5,8 +5,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
-import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
-import { createHost, createNics, createPool } from './support/fixtures.js';
+import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
+import { createHost, createNics, createPool } from '../src/testing/fixtures.js';
 
 const port = fc.oneof(fc.integer({ min: -2, max: 70000 }).map(String), fc.constantFrom('', ' 22 ', '22-', '-22', '80-79', '1-65535', '0x50', '٢٢'));
 const portRange = fc.oneof(

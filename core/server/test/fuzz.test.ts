@@ -5,8 +5,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
-import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
-import { createHost, createNics, createPool } from './support/fixtures.js';
+import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
+import { createHost, createNics, createPool } from '../src/testing/fixtures.js';
 
 const ipv4 = fc.oneof(fc.ipV4(), fc.constantFrom('10.0.0.0', '10.0.0.255', '10.77.0.9', '10.77.0.0', '255.255.255.255'));
 const ipv6 = fc.oneof(fc.ipV6(), fc.constantFrom('fd00::', 'fd00:77::9', 'fd00:77::'));

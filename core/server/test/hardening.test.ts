@@ -10,10 +10,10 @@ import { networkInterfaces } from 'node:os';
 import { sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../src/db/database.js';
-import { UnexpectedErrorLog, describeUnexpected } from '../src/logger.js';
-import { ERROR_FIELDS, type Client } from './support/api.js';
-import { createPool } from './support/fixtures.js';
-import { REQUIRE_SYSTEM, storeBackends } from './support/stores.js';
+import { UnexpectedErrorLog, describeUnexpected } from '../src/support/logger.js';
+import { ERROR_FIELDS, type Client } from '../src/testing/api.js';
+import { createPool } from '../src/testing/fixtures.js';
+import { REQUIRE_SYSTEM, storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();

@@ -10,11 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startController, type Controller, type Logger } from '../src/server.js';
 import { rowsOf } from '../src/db/database.js';
-import { newId } from '../src/ids.js';
-import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
-import { createHost, createPool } from './support/fixtures.js';
-import { post } from './support/processes.js';
-import { storeBackends } from './support/stores.js';
+import { newId } from '../src/support/ids.js';
+import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
+import { createHost, createPool } from '../src/testing/fixtures.js';
+import { post } from '../src/testing/http.js';
+import { storeBackends } from '../src/testing/stores.js';
 
 const backends = await storeBackends();
 

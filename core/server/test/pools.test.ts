@@ -3,8 +3,8 @@
  * on PGlite and on the real PostgreSQL server.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_FIELDS, type Client } from './support/api.js';
-import { REQUIRE_SYSTEM, storeBackends } from './support/stores.js';
+import { ERROR_FIELDS, type Client } from '../src/testing/api.js';
+import { REQUIRE_SYSTEM, storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();

@@ -2,10 +2,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
 import { auditLog } from '../src/db/schema.js';
-import { createEventBus } from '../src/events.js';
-import { newId } from '../src/ids.js';
-import type { AuditEntry } from '../src/services/audit-service.js';
-import { REQUIRE_SYSTEM, createTestDatabase, postgresReachable, type TestDatabase } from './support/stores.js';
+import { createEventBus } from '../src/events/event-bus.js';
+import { newId } from '../src/support/ids.js';
+import type { AuditEntry } from '../src/events/event-payloads.js';
+import { REQUIRE_SYSTEM, createTestDatabase, postgresReachable, type TestDatabase } from '../src/testing/stores.js';
 
 const available = (await postgresReachable()) || REQUIRE_SYSTEM;
 

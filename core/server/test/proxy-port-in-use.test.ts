@@ -15,10 +15,10 @@ import { openStore } from '../src/db/database.js';
 import { CaddySupervisor } from '../src/proxy/caddy-process.js';
 import { ProxyManager } from '../src/proxy/proxy-manager.js';
 import { createContainer } from '../src/server.js';
-import { EventBusToken } from '../src/tokens.js';
-import { createTestApi } from './support/api.js';
-import { createHost, createPool } from './support/fixtures.js';
-import { REQUIRE_SYSTEM } from './support/stores.js';
+import { EventBusToken } from '../src/di/tokens.js';
+import { createTestApi } from '../src/testing/api.js';
+import { createHost, createPool } from '../src/testing/fixtures.js';
+import { REQUIRE_SYSTEM } from '../src/testing/stores.js';
 
 const available = (await caddyAvailable()) && process.getuid?.() === 0;
 

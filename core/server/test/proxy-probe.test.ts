@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { probeTarget, type ProbeOptions, type ProbeResult, type ProbeTarget } from '../src/proxy/probe.js';
 import { selfSignedCertificate } from './support/certificates.js';
-import { REQUIRE_SYSTEM } from './support/stores.js';
+import { REQUIRE_SYSTEM } from '../src/testing/stores.js';
 
 const run = promisify(execFile);
 

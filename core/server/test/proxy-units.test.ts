@@ -7,15 +7,15 @@
 import type { CaddyConfig } from 'caddy-api-client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
-import type { WebProxyChange } from '../src/events.js';
+import type { WebProxyChange } from '../src/events/event-bus.js';
 import { AccessLogMeter, parseCaddyLogLine, proxyOfHost } from '../src/proxy/access-log-meter.js';
 import { CaddyConfigSync, type CaddyConfigClient } from '../src/proxy/caddy-config-sync.js';
 import { DAY_MS, renewalDue, summariseRenewals, type RenewalResult } from '../src/proxy/certificate-monitor.js';
 import { TargetDiagnoser, stoppedInstanceDiagnosis } from '../src/proxy/target-diagnosis.js';
 import { createContainer } from '../src/server.js';
-import { EventBusToken } from '../src/tokens.js';
-import { ERROR_FIELDS, createTestApi, type TestApi } from './support/api.js';
-import { createHost, createPool } from './support/fixtures.js';
+import { EventBusToken } from '../src/di/tokens.js';
+import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
+import { createHost, createPool } from '../src/testing/fixtures.js';
 
 const SETTINGS = { listenHost: '127.0.0.1', httpPort: 1, httpsPort: 2, acme: { directoryUrl: 'https://127.0.0.1:1/dir' } };
 const PROXY = 'id status statusError targetHealth { state detail } traffic { requests bytesSent bytesReceived serverErrors }';

@@ -1,9 +1,9 @@
 /** Web proxy objects and domain templates through the API, on PGlite and PostgreSQL. */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ERROR_FIELDS, type Client } from './support/api.js';
+import { ERROR_FIELDS, type Client } from '../src/testing/api.js';
 import { selfSignedCertificate } from './support/certificates.js';
-import { createPool } from './support/fixtures.js';
-import { storeBackends } from './support/stores.js';
+import { createPool } from '../src/testing/fixtures.js';
+import { storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
 
 const backends = await storeBackends();

@@ -8,10 +8,10 @@
  */
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
-import type { EventBus } from '../events.js';
-import type { Logger } from '../logger.js';
-import { relay } from '../streams.js';
-import { EventBusToken, LoggerToken } from '../tokens.js';
+import type { EventBus } from '../events/event-bus.js';
+import type { Logger } from '../support/logger.js';
+import { relay } from '../support/streams.js';
+import { EventBusToken, LoggerToken } from '../di/tokens.js';
 
 // how long a heard revocation is remembered for registrations that raced it
 const RECENT_MS = 60_000;

@@ -11,15 +11,11 @@ import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
 import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
-import type { PgAsyncDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import postgres from 'postgres';
+import type { Database } from './database-types.js';
 import { PostgresEventTarget } from './postgres-events.js';
 
-/** The drizzle handle every service uses; the same type for both stores. */
-export type Database = PgAsyncDatabase<PgQueryResultHKT>;
-
-/** A transaction or the database itself. */
-export type Executor = Parameters<Parameters<Database['transaction']>[0]>[0] | Database;
+export type { Database, Executor } from './database-types.js';
 
 /** The rows of a raw `db.execute` result: postgres-js returns an array, PGlite an object with `rows`. */
 export function rowsOf<T>(result: unknown): T[] {

@@ -6,7 +6,7 @@
  */
 import { eq } from 'drizzle-orm';
 import type postgres from 'postgres';
-import type { Database } from './database.js';
+import type { Database } from './database-types.js';
 import { auditLog } from './schema.js';
 
 const CHANNEL = 'gatehouse_events';

@@ -4,7 +4,7 @@
  */
 import { DESIRED_STATE_API_VERSION, type DesiredInstance, type DesiredState } from '@gatehouse/sdk';
 import type { BandwidthLimit } from '../services/bandwidth-service.js';
-import { autoBurstBytes } from '../services/bandwidth-service.js';
+import { autoBurstBytes } from '../net/shaping.js';
 import type { FirewallRule } from '../services/firewall-service.js';
 import type { Host } from '../services/host-service.js';
 import type { Instance, Nic } from '../services/ownership.js';

@@ -20,8 +20,8 @@ import {
   type GraphQLInputType,
   type GraphQLResolveInfo,
 } from 'graphql';
-import { ValidationError } from '../errors.js';
-import { isId } from '../ids.js';
+import { ValidationError } from '../support/errors.js';
+import { isId } from '../support/ids.js';
 
 /** Ids of built-in objects (the firewall templates `builtin:web` …). */
 const BUILT_IN = /^builtin:[a-z0-9-]{1,32}$/;

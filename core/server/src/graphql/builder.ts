@@ -14,7 +14,7 @@ import {
   PortConflictError,
   QuotaExceededError,
   ValidationError,
-} from '../errors.js';
+} from '../support/errors.js';
 import { ArgumentChecks } from './argument-checks.js';
 import type { GraphQLContext } from './context.js';
 

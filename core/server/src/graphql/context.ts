@@ -7,7 +7,7 @@ import { GraphQLError } from 'graphql';
 import type { DependencyContainer } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
 import type { ProxyManager } from '../proxy/proxy-manager.js';
-import { ProxyManagerToken } from '../tokens.js';
+import { ProxyManagerToken } from '../proxy/proxy-manager-token.js';
 import { AuditService } from '../services/audit-service.js';
 import { BandwidthService } from '../services/bandwidth-service.js';
 import { DesiredStateService } from '../services/desired-state-service.js';

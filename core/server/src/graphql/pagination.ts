@@ -2,7 +2,7 @@
  * Relay connections with forward keyset pagination on time-ordered ids: `first` and `after`.
  */
 import { GraphQLError } from 'graphql';
-import { isId } from '../ids.js';
+import { isId } from '../support/ids.js';
 
 /** Largest page a client may ask for. */
 export const MAX_PAGE = 500;

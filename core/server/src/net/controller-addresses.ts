@@ -5,7 +5,7 @@
  * interfaces, read at each check (interfaces come and go).
  */
 import { networkInterfaces } from 'node:os';
-import { ValidationError } from '../errors.js';
+import { ValidationError } from '../support/errors.js';
 import { parseIp, type IpAddress, type IpFamily } from './ip.js';
 
 const LOOPBACK_V4 = { start: 0x7f000000n, end: 0x7fffffffn };

@@ -48,3 +48,13 @@ export function domainCoveredBy(domain: string, pattern: string): boolean {
   const base = domain.startsWith('*.') ? domain.slice(2) : domain;
   return base.endsWith(suffix) && !base.slice(0, -suffix.length).includes('.');
 }
+
+/** The DNS label an instance gets under its owner's templates: its name, lower-case, other characters as `-`. */
+export function templateLabel(instanceName: string): string {
+  return instanceName
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63)
+    .replace(/-+$/, '');
+}

@@ -17,10 +17,10 @@ import { CoalescingRunner } from '@gatehouse/sdk';
 import { CaddyApiError, CaddyUnreachableError, isUnknownId, type CaddyAdminClient, type CaddyAdminConfig } from 'caddy-api-client';
 import type { Database } from '../db/database.js';
 import { instances, ipAllocations, nics, proxyDomainTemplates, webProxies } from '../db/schema.js';
-import type { EventBus } from '../events.js';
-import type { Logger } from '../logger.js';
-import type { ObjectStatusChange } from '../services/object-status-service.js';
-import { templateLabel } from '../services/web-proxy-service.js';
+import type { EventBus } from '../events/event-bus.js';
+import type { Logger } from '../support/logger.js';
+import type { ObjectStatusChange } from '../events/event-payloads.js';
+import { templateLabel } from '../net/domain.js';
 import {
   AUTOMATE_PATH,
   LOAD_PEM_PATH,

@@ -7,7 +7,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CaddyAdminConfig } from 'caddy-api-client';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../support/logger.js';
 
 /** Whether `<binary> version` runs. */
 export function caddyBinaryWorks(binary: string): Promise<boolean> {

@@ -6,7 +6,7 @@ import { eq, inArray, ne } from 'drizzle-orm';
 import type { CaddyAdminClient } from 'caddy-api-client';
 import type { Database } from '../db/database.js';
 import { webProxies } from '../db/schema.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../support/logger.js';
 import { POLICIES_PATH, type ProxySettings, type ProxySite } from './caddy-routes.js';
 import { certificateCovers, servedCertificate, sniFor, type ServedCertificate } from './certificates.js';
 

@@ -12,8 +12,8 @@
  */
 import { CaddyAdminClient, type CaddyAdminConfig, type CaddyAdminEndpoint } from 'caddy-api-client';
 import type { Database } from '../db/database.js';
-import type { EventBus } from '../events.js';
-import type { Logger } from '../logger.js';
+import type { EventBus } from '../events/event-bus.js';
+import type { Logger } from '../support/logger.js';
 import { AccessLogMeter } from './access-log-meter.js';
 import { CaddyConfigSync } from './caddy-config-sync.js';
 import type { ProxySettings } from './caddy-routes.js';

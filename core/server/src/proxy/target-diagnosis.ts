@@ -6,7 +6,7 @@
 import { and, eq, isNotNull } from 'drizzle-orm';
 import type { Database } from '../db/database.js';
 import { hostAgents, instances, webProxies } from '../db/schema.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../support/logger.js';
 import { probeTarget, type ProbeResult, type ProbeTarget } from './probe.js';
 
 /** The diagnosis of a proxy's target, as stored. */

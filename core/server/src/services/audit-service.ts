@@ -8,12 +8,10 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { auditLog } from '../db/schema.js';
-import type { EventBus, WebProxyChange } from '../events.js';
-import { newId } from '../ids.js';
-import { DatabaseToken, EventBusToken } from '../tokens.js';
-
-/** One audit row. */
-export type AuditEntry = typeof auditLog.$inferSelect;
+import type { EventBus, WebProxyChange } from '../events/event-bus.js';
+import type { AuditEntry } from '../events/event-payloads.js';
+import { newId } from '../support/ids.js';
+import { DatabaseToken, EventBusToken } from '../di/tokens.js';
 
 /** What a service says about one change. */
 export interface AuditChange {

@@ -9,10 +9,10 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { bandwidthLimits, nics } from '../db/schema.js';
-import { NotFoundError, ValidationError } from '../errors.js';
-import { newId } from '../ids.js';
-import { DatabaseToken } from '../tokens.js';
-import { validId } from '../validate.js';
+import { NotFoundError, ValidationError } from '../support/errors.js';
+import { newId } from '../support/ids.js';
+import { DatabaseToken } from '../di/tokens.js';
+import { validId } from '../support/validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { loadOwnedInstance, type Instance } from './ownership.js';
 import { requireCapability } from './capability-check.js';
@@ -50,14 +50,6 @@ export const MAX_MBPS = 100_000;
 /** Bits per second of a rate in Mbit/s (decimal mega, as network rates are quoted). */
 export function mbpsToBps(mbps: number): number {
   return Math.round(mbps * 1_000_000);
-}
-
-/**
- * The burst used when none is given: what the rate sends in 10 ms, and at least ten full-size
- * frames, so shaping neither starves TCP at low rates nor lets long bursts through at high ones.
- */
-export function autoBurstBytes(bps: number): number {
-  return Math.max(15_000, Math.ceil(bps / 8 / 100));
 }
 
 function rate(field: string, mbps: number | null | undefined): number | null {

@@ -7,7 +7,7 @@
  */
 import { capabilityMessage, type CapabilityViolation, type DriverCapabilities } from '@gatehouse/sdk';
 import type { HostDriverJson } from '../db/schema.js';
-import { CapabilityNotSupportedError } from '../errors.js';
+import { CapabilityNotSupportedError } from '../support/errors.js';
 
 /** What the check needs of a host. */
 export interface CapabilityHost {

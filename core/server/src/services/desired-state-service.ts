@@ -12,10 +12,10 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { bandwidthLimits, firewallRules, hosts, instances, ipAllocations, ipPools, nics, portForwards } from '../db/schema.js';
 import { compileDesiredState } from '../desired-state/compile.js';
-import { ForbiddenError, NotFoundError } from '../errors.js';
-import type { EventBus } from '../events.js';
-import { DatabaseToken, EventBusToken } from '../tokens.js';
-import { validId } from '../validate.js';
+import { ForbiddenError, NotFoundError } from '../support/errors.js';
+import type { EventBus } from '../events/event-bus.js';
+import { DatabaseToken, EventBusToken } from '../di/tokens.js';
+import { validId } from '../support/validate.js';
 
 @injectable()
 export class DesiredStateService {

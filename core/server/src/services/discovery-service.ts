@@ -19,11 +19,11 @@ import { systemActor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { hosts, instances, ipPools, users, type DiscoveredInstanceJson } from '../db/schema.js';
 import { AuditService } from './audit-service.js';
-import { GatehouseError } from '../errors.js';
-import { newId } from '../ids.js';
-import type { Logger } from '../logger.js';
+import { GatehouseError } from '../support/errors.js';
+import { newId } from '../support/ids.js';
+import type { Logger } from '../support/logger.js';
 import { cidrContains, parseCidr, parseIp } from '../net/ip.js';
-import { DatabaseToken, LoggerToken } from '../tokens.js';
+import { DatabaseToken, LoggerToken } from '../di/tokens.js';
 import { bumpHostRevision } from './revision.js';
 import { InstanceService, type NicSpec } from './instance-service.js';
 

@@ -34,22 +34,17 @@ import {
   type DiscoveredInstanceJson,
   type HostDriverJson,
 } from '../db/schema.js';
-import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
-import type { EventBus } from '../events.js';
-import { newId } from '../ids.js';
-import type { Logger } from '../logger.js';
+import { ForbiddenError, NotFoundError, ValidationError } from '../support/errors.js';
+import type { EventBus } from '../events/event-bus.js';
+import { newId } from '../support/ids.js';
+import type { Logger } from '../support/logger.js';
 import { formatIp, familyBits } from '../net/ip.js';
-import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken } from '../tokens.js';
-import { relay } from '../streams.js';
-import { validId, validIp, validMac } from '../validate.js';
+import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from '../di/tokens.js';
+import { relay } from '../support/streams.js';
+import { validId, validIp, validMac } from '../support/validate.js';
 import { capabilityError } from './capability-check.js';
-import type { ChangeObjectType, ObjectStatusChange } from './object-status-service.js';
+import type { ChangeObjectType, ObjectStatusChange } from '../events/event-payloads.js';
 
-/** How presence is kept: the refresh period of an open subscription, and the age after which it no longer counts. */
-export interface AgentPresenceOptions {
-  heartbeatMs: number;
-  offlineAfterMs: number;
-}
 
 /** Production values: refreshed every 10 s, offline 30 s after the last refresh. */
 export const DEFAULT_AGENT_PRESENCE: AgentPresenceOptions = { heartbeatMs: 10_000, offlineAfterMs: 30_000 };

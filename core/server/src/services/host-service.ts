@@ -7,10 +7,10 @@ import { inject, injectable } from 'tsyringe';
 import type { Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { hosts, instances, ipPools, users } from '../db/schema.js';
-import { ConflictError, NotFoundError, ValidationError, mapUniqueViolations } from '../errors.js';
-import { newId } from '../ids.js';
-import { DatabaseToken } from '../tokens.js';
-import { parsePortRanges, validId, validName, validPort, validUnicastIp, type PortRange } from '../validate.js';
+import { ConflictError, NotFoundError, ValidationError, mapUniqueViolations } from '../support/errors.js';
+import { newId } from '../support/ids.js';
+import { DatabaseToken } from '../di/tokens.js';
+import { parsePortRanges, validId, validName, validPort, validUnicastIp, type PortRange } from '../support/validate.js';
 import { AuditService } from './audit-service.js';
 import { requireAdmin } from './user-service.js';
 

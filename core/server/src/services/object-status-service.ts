@@ -7,25 +7,18 @@
  * the newer revision will follow). An object listed twice counts once, as its last entry says.
  * A report costs a few statements per object type, however many objects it lists.
  */
-import type { StatusObjectType } from '@gatehouse/agent-protocol';
 import { eq, sql, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { rowsOf, type Executor } from '../db/database.js';
 import { bandwidthLimits, firewallRules, hosts, instances, nics, portForwards } from '../db/schema.js';
-import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
-import type { EventBus } from '../events.js';
-import { EventBusToken } from '../tokens.js';
+import { ForbiddenError, NotFoundError, ValidationError } from '../support/errors.js';
+import type { EventBus } from '../events/event-bus.js';
+import type { ApplyStatus, ObjectStatusChange, StatusObjectType } from '../events/event-payloads.js';
+import { EventBusToken } from '../di/tokens.js';
 import { AuditService } from './audit-service.js';
-import { validId } from '../validate.js';
-
-/** Kinds of objects an agent reports on (the protocol's). */
-export type { StatusObjectType } from '@gatehouse/agent-protocol';
-/** Kinds of objects whose status changes are published: what agents report, and web proxies (Caddy, on the controller). */
-export type ChangeObjectType = StatusObjectType | 'web_proxy';
-/** Apply status values. */
-export type ApplyStatus = 'pending' | 'applied' | 'failed' | 'drifted';
+import { validId } from '../support/validate.js';
 
 /** One object's reported status. */
 export interface ObjectStatusReport {
@@ -39,17 +32,6 @@ export interface ObjectStatusReport {
 export interface ObjectStatusReportResult {
   changes: ObjectStatusChange[];
   stale: { objectType: StatusObjectType; objectId: string }[];
-}
-
-/** A status change as subscribers see it. */
-export interface ObjectStatusChange {
-  objectType: ChangeObjectType;
-  objectId: string;
-  hostId: string;
-  ownerId: string;
-  status: ApplyStatus;
-  error: string | null;
-  revision: number;
 }
 
 const TABLES = { port_forward: portForwards, firewall_rule: firewallRules, bandwidth_limit: bandwidthLimits, nic: nics } as const satisfies Record<

@@ -6,10 +6,10 @@ import { and, asc, eq, inArray } from 'drizzle-orm';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Executor } from '../db/database.js';
 import { instances, ipAllocations, nics, users } from '../db/schema.js';
-import { NotFoundError, ValidationError } from '../errors.js';
+import { NotFoundError, ValidationError } from '../support/errors.js';
 import { refuseControllerTarget } from '../net/controller-addresses.js';
 import { formatIp, type IpFamily } from '../net/ip.js';
-import { validId, validIp } from '../validate.js';
+import { validId, validIp } from '../support/validate.js';
 
 /** An instance row. */
 export type Instance = typeof instances.$inferSelect;

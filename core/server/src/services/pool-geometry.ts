@@ -3,7 +3,7 @@
  * delegated IPv6 prefix), how many slots, and which slots the system reserves. Pure functions,
  * validated at the boundary: `resolvePoolGeometry` throws `ValidationError`s naming the input field.
  */
-import { ValidationError } from '../errors.js';
+import { ValidationError } from '../support/errors.js';
 import {
   cidrContains,
   cidrLast,
@@ -17,7 +17,7 @@ import {
   type IpCidr,
   type IpFamily,
 } from '../net/ip.js';
-import { validIp } from '../validate.js';
+import { validIp } from '../support/validate.js';
 
 /** The resolved shape of a pool. */
 export interface PoolGeometry {

@@ -12,9 +12,9 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { instances, portForwards } from '../db/schema.js';
-import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, postgresErrorOf } from '../errors.js';
-import { DatabaseToken } from '../tokens.js';
-import { validId, type PortRange } from '../validate.js';
+import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, postgresErrorOf } from '../support/errors.js';
+import { DatabaseToken } from '../di/tokens.js';
+import { validId, type PortRange } from '../support/validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import type { Host } from './host-service.js';
 import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
@@ -28,11 +28,10 @@ import {
   type ForwardProtocol,
   type ForwardSpec,
   type OverlapKeys,
+  type PortForward,
 } from './port-forward-spec.js';
 
-/** A port forward row. */
-export type PortForward = typeof portForwards.$inferSelect;
-export type { ForwardProtocol } from './port-forward-spec.js';
+export type { ForwardProtocol, PortForward } from './port-forward-spec.js';
 
 /** The forward quotas of an owner (a users row). */
 export type ForwardQuotas = { id: string; quotaPortForwards: number | null; quotaForwardedPorts: number | null };

@@ -4,14 +4,17 @@
  * `PortForwardService.create` and the CSV import share it, so both refuse exactly the same input.
  */
 import { checkPortForward } from '@gatehouse/sdk';
-import { ValidationError } from '../errors.js';
-import { newId } from '../ids.js';
+import type { portForwards } from '../db/schema.js';
+import { ValidationError } from '../support/errors.js';
+import { newId } from '../support/ids.js';
 import { formatIp, parseCidr, type IpFamily } from '../net/ip.js';
-import { parsePortRange, validIp, validNote, type PortRange } from '../validate.js';
+import { parsePortRange, validIp, validNote, type PortRange } from '../support/validate.js';
 import { requireCapability } from './capability-check.js';
 import type { Host } from './host-service.js';
 import type { InstanceTarget } from './ownership.js';
-import type { PortForward } from './port-forward-service.js';
+
+/** A port forward row. */
+export type PortForward = typeof portForwards.$inferSelect;
 
 /** Forwarded protocols. */
 export type ForwardProtocol = 'tcp' | 'udp' | 'both';

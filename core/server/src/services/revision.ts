@@ -5,7 +5,7 @@
 import { eq, sql } from 'drizzle-orm';
 import type { Executor } from '../db/database.js';
 import { hosts } from '../db/schema.js';
-import { NotFoundError } from '../errors.js';
+import { NotFoundError } from '../support/errors.js';
 import type { RecordChange } from './audit-service.js';
 import type { Host } from './host-service.js';
 

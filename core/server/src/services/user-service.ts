@@ -9,11 +9,11 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, systemActor, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { apiTokens, hosts, users } from '../db/schema.js';
-import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation, mapUniqueViolations } from '../errors.js';
-import { newId } from '../ids.js';
-import type { EventBus } from '../events.js';
-import { DatabaseToken, EventBusToken } from '../tokens.js';
-import { validId, validName, validQuota } from '../validate.js';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation, mapUniqueViolations } from '../support/errors.js';
+import { newId } from '../support/ids.js';
+import type { EventBus } from '../events/event-bus.js';
+import { DatabaseToken, EventBusToken } from '../di/tokens.js';
+import { validId, validName, validQuota } from '../support/validate.js';
 import { AuditService } from './audit-service.js';
 
 /** A user row. */

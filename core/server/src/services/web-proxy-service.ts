@@ -11,11 +11,11 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { proxyDomainTemplates, webProxies, webProxyTraffic } from '../db/schema.js';
 import type { ProxyManager, RenewalResult } from '../proxy/proxy-manager.js';
-import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../errors.js';
-import { newId } from '../ids.js';
-import { domainCoveredBy, parseDomain, type Domain } from '../net/domain.js';
-import { DatabaseToken } from '../tokens.js';
-import { validId, validPort } from '../validate.js';
+import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../support/errors.js';
+import { newId } from '../support/ids.js';
+import { domainCoveredBy, parseDomain, templateLabel, type Domain } from '../net/domain.js';
+import { DatabaseToken } from '../di/tokens.js';
+import { validId, validPort } from '../support/validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
 
@@ -322,16 +322,6 @@ export class WebProxyService {
     const clash = [...proxies, ...templates].find((o) => domainCoveredBy(o.name, domain) || domainCoveredBy(domain, o.name));
     if (clash) throw new ConflictError(field, domain, 'is taken: it overlaps a domain another user holds');
   }
-}
-
-/** The DNS label an instance gets under its owner's templates: its name, lower-case, other characters as `-`. */
-export function templateLabel(instanceName: string): string {
-  return instanceName
-    .toLowerCase()
-    .replace(/[^a-z0-9-]+/g, '-')
-    .replace(/^-+|-+$/g, '')
-    .slice(0, 63)
-    .replace(/-+$/, '');
 }
 
 /** A proxy without its private key, for audit entries and events. */

@@ -1,8 +1,8 @@
 /** Registers the hooks that give a describe block a fresh store, its API and one host. */
 import { afterAll, beforeAll } from 'vitest';
-import { createTestApi, type TestApi } from './api.js';
-import { createHost } from './fixtures.js';
-import type { StoreBackend } from './stores.js';
+import { createTestApi, type TestApi } from '../../src/testing/api.js';
+import { createHost } from '../../src/testing/fixtures.js';
+import type { StoreBackend } from '../../src/testing/stores.js';
 
 /** Filled in by `beforeAll`; read it inside tests. */
 export interface SuiteContext {

@@ -1,7 +1,7 @@
 /** The audit log: every change, who made it, before and after. */
 import { filter, pipe } from 'graphql-yoga';
-import type { AuditEntry } from '../../services/audit-service.js';
-import { validId } from '../../validate.js';
+import type { AuditEntry } from '../../events/event-payloads.js';
+import { validId } from '../../support/validate.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';

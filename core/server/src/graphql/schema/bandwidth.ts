@@ -1,6 +1,7 @@
 /** Bandwidth shaping and monthly traffic quotas per instance or NIC. */
-import { autoBurstBytes, type BandwidthLimit } from '../../services/bandwidth-service.js';
-import { CapabilityNotSupportedError } from '../../errors.js';
+import { autoBurstBytes } from '../../net/shaping.js';
+import type { BandwidthLimit } from '../../services/bandwidth-service.js';
+import { CapabilityNotSupportedError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { InstanceRef } from './instances.js';

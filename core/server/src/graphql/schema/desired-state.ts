@@ -1,7 +1,8 @@
 /** For host agents: their host's desired state (query and live subscription) and status reports; for owners: status changes. */
 import { STATUS_OBJECT_TYPES, type DesiredStateMessage, type StatusObjectType } from '@gatehouse/agent-protocol';
 import type { DesiredState } from '@gatehouse/sdk';
-import type { ObjectStatusChange, ObjectStatusReportResult } from '../../services/object-status-service.js';
+import type { ObjectStatusChange } from '../../events/event-payloads.js';
+import type { ObjectStatusReportResult } from '../../services/object-status-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { resultOf } from './mutation-result.js';

@@ -2,7 +2,7 @@
  * Expected failures as typed GraphQL results: every mutation returns a union of its payload and
  * these types, all implementing `Error { code message field value }`.
  */
-import { CapabilityNotSupportedError, GatehouseError, QuotaExceededError, type ErrorCode } from '../../errors.js';
+import { CapabilityNotSupportedError, GatehouseError, QuotaExceededError, type ErrorCode } from '../../support/errors.js';
 import { ERROR_CLASSES, builder } from '../builder.js';
 
 const ErrorCodeEnum = builder.enumType('ErrorCode', {

@@ -2,7 +2,7 @@
 import type { FirewallRuleSpecJson } from '../../db/schema.js';
 import type { FirewallRule, TemplateView } from '../../services/firewall-service.js';
 import type { Instance } from '../../services/instance-service.js';
-import { CapabilityNotSupportedError } from '../../errors.js';
+import { CapabilityNotSupportedError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { PortRangeRef } from './hosts.js';

@@ -2,7 +2,7 @@
 import type { ReportHostStatusInput as ReportHostStatusWire } from '@gatehouse/agent-protocol';
 import type { DiscoveredInstanceJson } from '../../db/schema.js';
 import { mayActForHostAgent, type HostAgentStatus } from '../../services/host-agent-service.js';
-import { ForbiddenError } from '../../errors.js';
+import { ForbiddenError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { HostRef } from './hosts.js';

@@ -1,5 +1,5 @@
 /** Instances (VMs and containers) and their NICs. */
-import { CapabilityNotSupportedError } from '../../errors.js';
+import { CapabilityNotSupportedError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { ApplyStatusEnum } from './port-forwards.js';
 import { requireActor } from '../context.js';

@@ -1,7 +1,7 @@
 /** NAT port forwards and the common-ports presets. */
 import type { ImportResult, ImportRow } from '../../services/port-forward-import-service.js';
 import { COMMON_PORTS, type PortForward } from '../../services/port-forward-service.js';
-import { CapabilityNotSupportedError } from '../../errors.js';
+import { CapabilityNotSupportedError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';

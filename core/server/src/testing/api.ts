@@ -4,9 +4,9 @@
  */
 import 'reflect-metadata';
 import { sql } from 'drizzle-orm';
-import { rowsOf, type Store } from '../../src/db/database.js';
-import { createContainer, createGatehouseYoga } from '../../src/server.js';
-import { UserService, type QuotaInput } from '../../src/services/user-service.js';
+import { rowsOf, type Store } from '../db/database.js';
+import { createContainer, createGatehouseYoga } from '../server.js';
+import { UserService, type QuotaInput } from '../services/user-service.js';
 
 /** A GraphQL response. */
 export interface GqlResponse<T = any> {

@@ -6,11 +6,20 @@
 import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { openStore } from '../src/db/database.js';
-import { createTestApi } from './support/api.js';
-import { ALLOCATE, createHost, createNics, createPool } from './support/fixtures.js';
-import { post, spawnController, type ControllerProcess } from './support/processes.js';
-import { REQUIRE_SYSTEM, createTestDatabase, postgresReachable, type TestDatabase } from './support/stores.js';
+import { openStore } from '@gatehouse/server';
+import {
+  ALLOCATE,
+  REQUIRE_SYSTEM,
+  createHost,
+  createNics,
+  createPool,
+  createTestApi,
+  createTestDatabase,
+  post,
+  postgresReachable,
+  type TestDatabase,
+} from '@gatehouse/server/testing';
+import { spawnController, type ControllerProcess } from './support/processes.js';
 
 const available = (await postgresReachable()) || REQUIRE_SYSTEM;
 

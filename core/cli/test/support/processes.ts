@@ -1,8 +1,8 @@
-/** Starts controller processes (`gatehouse serve`) for tests and stops them by PID. */
+/** Starts controller processes (`gatehouse serve` from source) for tests and stops them by PID. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const SERVER_DIR = fileURLToPath(new URL('../..', import.meta.url));
+const CLI_DIR = fileURLToPath(new URL('../..', import.meta.url));
 
 /** A running controller process. */
 export interface ControllerProcess {
@@ -18,7 +18,7 @@ export interface ControllerProcess {
  */
 export async function spawnController(args: string[], env: Record<string, string> = {}): Promise<ControllerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args], {
-    cwd: SERVER_DIR,
+    cwd: CLI_DIR,
     // no Caddy on ports 80/443 unless the test asks for one (GATEHOUSE_PROXY=on in env)
     env: { ...process.env, GATEHOUSE_PROXY: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -52,14 +52,4 @@ export async function spawnController(args: string[], env: Record<string, string
         child.kill('SIGTERM');
       }),
   };
-}
-
-/** A GraphQL POST to a controller over HTTP. */
-export async function post(url: string, secret: string | null, query: string, variables?: Record<string, unknown>, headers: Record<string, string> = {}) {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(secret ? { authorization: `Bearer ${secret}` } : {}), ...headers },
-    body: JSON.stringify({ query, variables }),
-  });
-  return { status: response.status, headers: response.headers, body: (await response.json()) as { data?: any; errors?: any[] } };
 }

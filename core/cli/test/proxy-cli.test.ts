@@ -13,10 +13,10 @@ import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { post, spawnController, type ControllerProcess } from './support/processes.js';
-import { REQUIRE_SYSTEM } from './support/stores.js';
+import { REQUIRE_SYSTEM, post } from '@gatehouse/server/testing';
+import { spawnController, type ControllerProcess } from './support/processes.js';
 
-const SERVER_DIR = fileURLToPath(new URL('..', import.meta.url));
+const CLI_DIR = fileURLToPath(new URL('..', import.meta.url));
 const available = await caddyAvailable();
 
 /** The issuer of the certificate served for `name` on 127.0.0.1:port, or the TLS error. */
@@ -90,7 +90,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('gatehouse serve with its own Cad
       execFile(
         process.execPath,
         ['--import', 'tsx', 'src/cli.ts', 'renew-certificates', '--controller', first.url, '--token', secret],
-        { cwd: SERVER_DIR, timeout: 60_000 },
+        { cwd: CLI_DIR, timeout: 60_000 },
         (error, stdout) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout }),
       ),
     );

@@ -3,11 +3,15 @@
  * parameter names its token with `@inject(...)`.
  */
 import type { InjectionToken } from 'tsyringe';
-import type { Database } from './db/database.js';
-import type { EventBus } from './events.js';
-import type { Logger } from './logger.js';
-import type { ProxyManager } from './proxy/proxy-manager.js';
-import type { AgentPresenceOptions } from './services/host-agent-service.js';
+import type { Database } from '../db/database.js';
+import type { EventBus } from '../events/event-bus.js';
+import type { Logger } from '../support/logger.js';
+
+/** How presence is kept: the refresh period of an open subscription, and the age after which it no longer counts. */
+export interface AgentPresenceOptions {
+  heartbeatMs: number;
+  offlineAfterMs: number;
+}
 
 /** The open drizzle database. */
 export const DatabaseToken: InjectionToken<Database> = Symbol('Database');
@@ -17,5 +21,3 @@ export const EventBusToken: InjectionToken<EventBus> = Symbol('EventBus');
 export const LoggerToken: InjectionToken<Logger> = Symbol('Logger');
 /** How often agent presence is refreshed and when an agent counts as offline. */
 export const AgentPresenceToken: InjectionToken<AgentPresenceOptions> = Symbol('AgentPresence');
-/** The reverse proxy manager, registered only when this controller drives a Caddy. */
-export const ProxyManagerToken: InjectionToken<ProxyManager> = Symbol('ProxyManager');

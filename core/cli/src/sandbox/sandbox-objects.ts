@@ -5,17 +5,20 @@
  * validated and audited like an API call.
  */
 import { and, asc, eq, isNull } from 'drizzle-orm';
-import type { DependencyContainer } from 'tsyringe';
-import { systemActor, type Actor } from '../auth/actor.js';
-import type { Database } from '../db/database.js';
-import { apiTokens, hosts, instances, ipPools, users } from '../db/schema.js';
-import { newId } from '../ids.js';
-import { HostService } from '../services/host-service.js';
-import { InstanceService } from '../services/instance-service.js';
-import { PoolService } from '../services/pool-service.js';
-import { PortForwardService } from '../services/port-forward-service.js';
-import { UserService } from '../services/user-service.js';
-import { DatabaseToken } from '../tokens.js';
+import {
+  DatabaseToken,
+  HostService,
+  InstanceService,
+  PoolService,
+  PortForwardService,
+  UserService,
+  newId,
+  systemActor,
+  tables,
+  type Actor,
+  type Controller,
+  type Database,
+} from '@gatehouse/server';
 import { SandboxUnavailableError } from './sandbox-network.js';
 import { instanceNetns, type SandboxLayout } from './sandbox-layout.js';
 
@@ -48,7 +51,8 @@ export interface SandboxObjects {
 }
 
 /** Finds or creates the sandbox host, pool, instances and a new agent token. */
-export async function ensureSandboxObjects(container: DependencyContainer, layout: SandboxLayout): Promise<SandboxObjects> {
+export async function ensureSandboxObjects(container: Controller['container'], layout: SandboxLayout): Promise<SandboxObjects> {
+  const { apiTokens, hosts, instances, ipPools, users } = tables;
   const db = container.resolve<Database>(DatabaseToken);
   const [admin] = await db.select().from(users).where(eq(users.role, 'admin')).orderBy(asc(users.createdAt)).limit(1);
   if (!admin) throw new SandboxUnavailableError('there is no admin user to own the sandbox instances');

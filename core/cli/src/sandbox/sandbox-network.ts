@@ -12,7 +12,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { run } from '@gatehouse/sdk';
-import { cidrContains, cidrLast, parseCidr, parseIp, rangesOverlap, type IpCidr } from '../net/ip.js';
+import { cidrContains, cidrLast, parseCidr, parseIp, rangesOverlap, type IpCidr } from '@gatehouse/server';
 import { instanceNetns, type SandboxLayout } from './sandbox-layout.js';
 
 /** Where the owning controller records itself and its demo servers. */

@@ -7,6 +7,7 @@
  * ruleset never gets a Gatehouse table.
  */
 import { labAvailable } from '@gatehouse/sdk/testkit';
+import { REQUIRE_SYSTEM, post } from '@gatehouse/server/testing';
 import { caddyAvailable, freePort } from 'caddy-api-client/testing';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -17,8 +18,6 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SANDBOX_LAYOUT } from '../src/sandbox/sandbox-layout.js';
 import { SANDBOX_STATE_FILE } from '../src/sandbox/sandbox-network.js';
-import { post } from './support/processes.js';
-import { REQUIRE_SYSTEM } from './support/stores.js';
 
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
 const available = await labAvailable();
@@ -35,7 +34,7 @@ interface Serve {
 }
 
 function serve(dataDir: string): Serve {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'core/server/src/cli.ts', 'serve', '--port', '0', '--data-dir', dataDir], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'core/cli/src/cli.ts', 'serve', '--port', '0', '--data-dir', dataDir], {
     cwd: REPO,
     // PGlite, and the sandbox on even where the test runner turns it off for other tests
     env: {

@@ -2,11 +2,11 @@
  * The embedded default's sandbox: `gatehouse serve` run as root creates a sandbox host in its own
  * network namespaces with two demo instances, and runs an in-process host agent (the linux plugin
  * confined to the sandbox's host namespace) for it, so what a newcomer creates in GraphiQL can be
- * tried with `curl` at once. Only the CLI loads this module; `startController` never does.
+ * tried with `curl` at once. The controller knows nothing of it: only the CLI loads this module.
  */
 import { HostAgent, pluginSpecifier, type AgentLogger } from '@gatehouse/host-agent';
 import { loadDriver, type NetworkDriver } from '@gatehouse/sdk';
-import type { Controller, Logger } from '../server.js';
+import type { Controller, Logger } from '@gatehouse/server';
 import { ensureSandboxObjects, type SandboxObjects } from './sandbox-objects.js';
 import { SANDBOX_LAYOUT, type SandboxLayout } from './sandbox-layout.js';
 import { SandboxNetwork, SandboxUnavailableError } from './sandbox-network.js';

@@ -2,8 +2,7 @@
  * Events the controller publishes after a transaction commits; GraphQL subscriptions read them.
  */
 import { FixedBuffer, Repeater, createPubSub } from 'graphql-yoga';
-import type { AuditEntry } from './services/audit-service.js';
-import type { ObjectStatusChange } from './services/object-status-service.js';
+import type { AuditEntry, ObjectStatusChange } from './event-payloads.js';
 
 /** Topics and their payloads. */
 export interface EventTopics {

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { ValidationError } from './errors.js';
 import { isId } from './ids.js';
-import { formatIp, parseIp, type IpAddress, type IpFamily } from './net/ip.js';
+import { formatIp, parseIp, type IpAddress, type IpFamily } from '../net/ip.js';
 
 /** An inclusive range of ports. */
 export interface PortRange {

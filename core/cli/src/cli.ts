@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `gatehouse` command.
+ * The `gatehouse` command: the composition root. It wires the controller (@gatehouse/server), the
+ * host agent (@gatehouse/host-agent, which loads a plugin by name) and the embedded sandbox.
  *
  *   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir .data/pglite] [--database-url URL]
  *                   [--agent-heartbeat-ms 10000] [--agent-offline-after-ms 30000] [--no-sandbox]
@@ -11,19 +12,24 @@
  *
  * `serve` uses PostgreSQL when --database-url or DATABASE_URL is set, otherwise PGlite in the
  * data directory (GATEHOUSE_DATA_DIR, default `.data/pglite`). Run as root, it also creates the
- * sandbox host with its in-process agent (src/sandbox), unless --no-sandbox or GATEHOUSE_SANDBOX=off.
+ * sandbox host with its in-process agent (src/sandbox of this package), unless --no-sandbox or GATEHOUSE_SANDBOX=off.
  * Web proxies are served by a Caddy the controller runs (`caddy` on PATH, its admin API on a unix
- * socket in .data/caddy) or reaches (--caddy-admin); see src/proxy/README.md.
+ * socket in .data/caddy) or reaches (--caddy-admin); see core/server/src/proxy/README.md.
  */
-import 'reflect-metadata';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { printGatehouseSchema } from './graphql/schema.js';
+import { runAgent } from '@gatehouse/host-agent';
+import {
+  LETS_ENCRYPT_DIRECTORY,
+  caddyBinaryWorks,
+  graphiqlByDefault,
+  printGatehouseSchema,
+  startController,
+  type Controller,
+  type ControllerProxyOptions,
+} from '@gatehouse/server';
 import type { EmbeddedSandbox } from './sandbox/embedded-sandbox.js';
-import { caddyBinaryWorks } from './proxy/caddy-process.js';
-import { LETS_ENCRYPT_DIRECTORY } from './proxy/caddy-routes.js';
-import { graphiqlByDefault, startController, type Controller, type ControllerProxyOptions } from './server.js';
 
 /** How long a stopping controller may take before it exits anyway. */
 const STOP_GRACE_MS = 5000;
@@ -274,7 +280,7 @@ async function main(): Promise<void> {
       return serve(rest);
     case 'agent':
       // the host agent's own command, so one installed `gatehouse` runs both sides
-      return (await import('@gatehouse/host-agent')).runAgent(rest);
+      return runAgent(rest);
     case 'renew-certificates':
       return renewCertificatesCommand(rest);
     case 'print-schema':

@@ -6,7 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { post, spawnController, type ControllerProcess } from './support/processes.js';
+import { post } from '@gatehouse/server/testing';
+import { spawnController, type ControllerProcess } from './support/processes.js';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-cli-'));
 const running: ControllerProcess[] = [];

@@ -4,7 +4,7 @@
  * PostgreSQL variant is skipped, except under GATEHOUSE_REQUIRE_SYSTEM=1 (CI), where it fails.
  */
 import postgres from 'postgres';
-import { openStore, type Store, type StoreConfig } from '../../src/db/database.js';
+import { openStore, type Store, type StoreConfig } from '../db/database.js';
 
 /** Server URL the test databases are created on. */
 export const POSTGRES_ADMIN_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
