@@ -17,11 +17,12 @@ import {
 } from '../errors.js';
 import { ArgumentChecks } from './argument-checks.js';
 import type { GraphQLContext } from './context.js';
+import { DeclaredErrors } from './declared-errors.js';
 
 /** Query limits: deeper or costlier operations are refused before they run. */
 export const QUERY_LIMITS = { depth: 10, breadth: 60, complexity: 20_000 } as const;
 
-/** Every expected failure type; each mutation's result union lists them. */
+/** Every expected failure type; each mutation's result union lists those it declares (`resultOf`). */
 export const ERROR_CLASSES = [
   ValidationError,
   NotFoundError,
@@ -46,10 +47,11 @@ export const builder = new SchemaBuilder<{
     JSON: { Input: unknown; Output: unknown };
   };
 }>({
-  // ArgumentChecks after ErrorsPlugin: a malformed id in a mutation's input is a typed result
-  plugins: [ErrorsPlugin, ArgumentChecks, RelayPlugin, ComplexityPlugin],
+  // ArgumentChecks after ErrorsPlugin: a malformed id in a mutation's input is a typed result;
+  // DeclaredErrors between them: an error the mutation does not declare is unexpected, not a result
+  plugins: [ErrorsPlugin, DeclaredErrors, ArgumentChecks, RelayPlugin, ComplexityPlugin],
   defaultFieldNullability: false,
-  errors: { defaultTypes: ERROR_CLASSES },
+  errors: { defaultTypes: [] },
   relay: {
     clientMutationId: 'omit',
     cursorType: 'String',

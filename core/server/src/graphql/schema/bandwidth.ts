@@ -1,4 +1,5 @@
 /** Bandwidth shaping and monthly traffic quotas per instance or NIC. */
+import { NotFoundError, ValidationError } from '../../errors.js';
 import { autoBurstBytes, type BandwidthLimit } from '../../services/bandwidth-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
@@ -71,7 +72,7 @@ builder.mutationFields((t) => ({
   setBandwidthLimit: t.field({
     type: BandwidthLimitRef,
     args: { input: t.arg({ type: SetBandwidthLimitInput, required: true }) },
-    errors: resultOf('SetBandwidthLimit', 'limit'),
+    errors: resultOf('SetBandwidthLimit', 'limit', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.bandwidth.set(requireActor(ctx), input),
   }),
   removeBandwidthLimit: t.field({
@@ -79,7 +80,7 @@ builder.mutationFields((t) => ({
     nullable: true,
     description: 'Removes the limit; answers null (and changes nothing) when there was none.',
     args: { input: t.arg({ type: RemoveBandwidthLimitInput, required: true }) },
-    errors: resultOf('RemoveBandwidthLimit', 'limit'),
+    errors: resultOf('RemoveBandwidthLimit', 'limit', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.bandwidth.remove(requireActor(ctx), input),
   }),
 }));

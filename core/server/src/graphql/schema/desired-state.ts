@@ -1,4 +1,5 @@
 /** For host agents: their host's desired state (query and live subscription) and status reports; for owners: status changes. */
+import { ForbiddenError, NotFoundError, ValidationError } from '../../errors.js';
 import type { DesiredState, DesiredStateMessage } from '@gatehouse/sdk';
 import type { ObjectStatusChange, ObjectStatusReportResult } from '../../services/object-status-service.js';
 import { builder } from '../builder.js';
@@ -146,7 +147,7 @@ builder.mutationField('reportObjectStatus', (t) =>
     type: ReportedRef,
     description: 'For host agents: the apply status of objects on their host.',
     args: { input: t.arg({ type: ReportObjectStatusInput, required: true }) },
-    errors: resultOf('ReportObjectStatus', 'reported'),
+    errors: resultOf('ReportObjectStatus', 'reported', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.objectStatus.report(requireActor(ctx, { allowAgent: true }), input),
   }),
 );

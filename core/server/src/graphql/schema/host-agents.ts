@@ -1,7 +1,7 @@
 /** Host agents: their status on each host (`Host.agent`), their own reports about themselves, and the live feed of changes for admins. */
 import type { DiscoveredInstanceJson } from '../../db/schema.js';
 import { mayActForHostAgent, type HostAgentStatus } from '../../services/host-agent-service.js';
-import { ForbiddenError } from '../../errors.js';
+import { ForbiddenError, NotFoundError, ValidationError } from '../../errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { HostRef } from './hosts.js';
@@ -123,7 +123,7 @@ builder.mutationField('reportHostStatus', (t) =>
     description:
       "For host agents: their status after an apply (revision, error, version, plugin, discovered instances, drift). The host's AGENT token or an admin.",
     args: { input: t.arg({ type: ReportHostStatusInput, required: true }) },
-    errors: resultOf('ReportHostStatus', 'agent'),
+    errors: resultOf('ReportHostStatus', 'agent', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.hostAgents.report(requireActor(ctx, { allowAgent: true }), input),
   }),
 );
