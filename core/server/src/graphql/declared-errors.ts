@@ -1,6 +1,6 @@
 /**
- * An expected failure a mutation does not declare in its result union is a defect of the
- * declaration, not a result: it is rethrown as an unexpected error (logged and masked as
+ * An expected failure a mutation does not declare in its result union (by its exact class) is a
+ * defect of the declaration, not a result: it is rethrown as an unexpected error (logged and masked as
  * INTERNAL_SERVER_ERROR), never turned into another member of the union nor passed on with its
  * code. A Pothos plugin, listed after the errors plugin so that it sees what the resolver (and the
  * argument checks inside it) threw before the errors plugin does.
@@ -31,7 +31,9 @@ export class DeclaredErrorsPlugin<Types extends SchemaTypes> extends BasePlugin<
       try {
         return await resolver(parent, args, context, info);
       } catch (error) {
-        if (error instanceof GatehouseError && !declared.some((type) => error instanceof type)) throw new UndeclaredError(fieldConfig.name, error);
+        // the exact class: a subclass of a declared error would otherwise pass as its parent's member
+        if (error instanceof GatehouseError && !declared.includes(error.constructor as (typeof declared)[number]))
+          throw new UndeclaredError(fieldConfig.name, error);
         throw error;
       }
     };
