@@ -9,6 +9,7 @@ import 'reflect-metadata';
 import { getNamedType, isUnionType, type GraphQLField } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
+import { needsCheck } from '../src/graphql/argument-checks.js';
 import { ERROR_CLASSES } from '../src/graphql/builder.js';
 import { gatehouseSchema } from '../src/graphql/schema.js';
 import { NotFoundError, PoolExhaustedError } from '../src/errors.js';
@@ -401,6 +402,12 @@ describe('mutation result unions', () => {
         expect(type && 'getInterfaces' in type && type.getInterfaces().map((i) => i.name), `${name} implements Error`).toContain('Error');
       }
     }
+  });
+
+  it('every mutation whose arguments the argument checks inspect declares ValidationError, which they throw', () => {
+    const checked = Object.values(mutations).filter((f) => f.args.some((a) => needsCheck(a.type)));
+    expect(checked.length).toBeGreaterThan(30);
+    for (const field of checked) expect(declaredErrors(field), field.name).toContain('ValidationError');
   });
 
   it('the table drives every (mutation, declared error) pair of the schema, and no other', () => {
