@@ -61,7 +61,7 @@ function checkValue(type: GraphQLInputType, value: unknown, path: string): unkno
 }
 
 /** Whether a type can hold an ID or a string somewhere (only those fields are wrapped). */
-function needsCheck(type: GraphQLInputType, seen = new Set<unknown>()): boolean {
+export function needsCheck(type: GraphQLInputType, seen = new Set<unknown>()): boolean {
   const named = getNamedType(type);
   if (named === GraphQLID || named === GraphQLString) return true;
   if (!isInputObjectType(named) || seen.has(named)) return false;

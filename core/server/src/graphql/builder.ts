@@ -7,6 +7,7 @@ import ErrorsPlugin from '@pothos/plugin-errors';
 import RelayPlugin from '@pothos/plugin-relay';
 import {
   AddressInUseError,
+  CapabilityNotSupportedError,
   ConflictError,
   ForbiddenError,
   NotFoundError,
@@ -17,11 +18,12 @@ import {
 } from '../support/errors.js';
 import { ArgumentChecks } from './argument-checks.js';
 import type { GraphQLContext } from './context.js';
+import { DeclaredErrors } from './declared-errors.js';
 
 /** Query limits: deeper or costlier operations are refused before they run. */
 export const QUERY_LIMITS = { depth: 10, breadth: 60, complexity: 20_000 } as const;
 
-/** Every expected failure type; each mutation's result union lists them. */
+/** Every expected failure type; each mutation's result union lists those it declares (`resultOf`). */
 export const ERROR_CLASSES = [
   ValidationError,
   NotFoundError,
@@ -31,6 +33,7 @@ export const ERROR_CLASSES = [
   PoolExhaustedError,
   AddressInUseError,
   PortConflictError,
+  CapabilityNotSupportedError,
 ];
 
 /** The schema builder. */
@@ -47,10 +50,11 @@ export const builder = new SchemaBuilder<{
     BackendId: { Input: string; Output: string };
   };
 }>({
-  // ArgumentChecks after ErrorsPlugin: a malformed id in a mutation's input is a typed result
-  plugins: [ErrorsPlugin, ArgumentChecks, RelayPlugin, ComplexityPlugin],
+  // ArgumentChecks after ErrorsPlugin: a malformed id in a mutation's input is a typed result;
+  // DeclaredErrors between them: an error the mutation does not declare is unexpected, not a result
+  plugins: [ErrorsPlugin, DeclaredErrors, ArgumentChecks, RelayPlugin, ComplexityPlugin],
   defaultFieldNullability: false,
-  errors: { defaultTypes: ERROR_CLASSES },
+  errors: { defaultTypes: [] },
   relay: {
     clientMutationId: 'omit',
     cursorType: 'String',

@@ -1,7 +1,7 @@
 /** Bandwidth shaping and monthly traffic quotas per instance or NIC. */
 import { autoBurstBytes } from '../../net/shaping.js';
 import type { BandwidthLimit } from '../../services/bandwidth-service.js';
-import { CapabilityNotSupportedError } from '../../support/errors.js';
+import { CapabilityNotSupportedError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { InstanceRef } from './instances.js';
@@ -73,7 +73,7 @@ builder.mutationFields((t) => ({
   setBandwidthLimit: t.field({
     type: BandwidthLimitRef,
     args: { input: t.arg({ type: SetBandwidthLimitInput, required: true }) },
-    errors: { ...resultOf('SetBandwidthLimit', 'limit'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('SetBandwidthLimit', 'limit', [ValidationError, NotFoundError, CapabilityNotSupportedError]),
     resolve: (_r, { input }, ctx) => ctx.services.bandwidth.set(requireActor(ctx), input),
   }),
   removeBandwidthLimit: t.field({
@@ -81,7 +81,7 @@ builder.mutationFields((t) => ({
     nullable: true,
     description: 'Removes the limit; answers null (and changes nothing) when there was none.',
     args: { input: t.arg({ type: RemoveBandwidthLimitInput, required: true }) },
-    errors: resultOf('RemoveBandwidthLimit', 'limit'),
+    errors: resultOf('RemoveBandwidthLimit', 'limit', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.bandwidth.remove(requireActor(ctx), input),
   }),
 }));

@@ -3,6 +3,7 @@ import { STATUS_OBJECT_TYPES, type DesiredStateMessage, type StatusObjectType } 
 import type { DesiredState } from '@gatehouse/sdk';
 import type { ObjectStatusChange } from '../../events/event-payloads.js';
 import type { ObjectStatusReportResult } from '../../services/object-status-service.js';
+import { ForbiddenError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { resultOf } from './mutation-result.js';
@@ -153,7 +154,7 @@ builder.mutationField('reportObjectStatus', (t) =>
     type: ReportedRef,
     description: 'For host agents: the apply status of objects on their host.',
     args: { input: t.arg({ type: ReportObjectStatusInput, required: true }) },
-    errors: resultOf('ReportObjectStatus', 'reported'),
+    errors: resultOf('ReportObjectStatus', 'reported', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.objectStatus.report(requireActor(ctx, { allowAgent: true }), input),
   }),
 );

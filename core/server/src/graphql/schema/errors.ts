@@ -32,7 +32,7 @@ export const ErrorInterface = builder.interfaceRef<GatehouseError>('Error').impl
 });
 
 for (const ErrorClass of ERROR_CLASSES) {
-  if (ErrorClass === QuotaExceededError) continue;
+  if (ErrorClass === QuotaExceededError || ErrorClass === CapabilityNotSupportedError) continue;
   // the classes differ only in their code, so they share one definition
   builder.objectType(ErrorClass as unknown as new () => GatehouseError, {
     name: ErrorClass.name,

@@ -1,8 +1,8 @@
 /** Per-instance firewall rules, default policies and templates. */
+import { CapabilityNotSupportedError, ConflictError, NotFoundError, ValidationError } from '../../support/errors.js';
 import type { FirewallRuleSpecJson } from '../../db/schema.js';
 import type { FirewallRule, TemplateView } from '../../services/firewall-service.js';
 import type { Instance } from '../../services/instance-service.js';
-import { CapabilityNotSupportedError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { PortRangeRef } from './hosts.js';
@@ -142,13 +142,13 @@ builder.mutationFields((t) => ({
   addFirewallRule: t.field({
     type: FirewallRuleRef,
     args: { input: t.arg({ type: AddFirewallRuleInput, required: true }) },
-    errors: { ...resultOf('AddFirewallRule', 'rule'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('AddFirewallRule', 'rule', [ValidationError, NotFoundError, CapabilityNotSupportedError]),
     resolve: (_r, { input }, ctx) => ctx.services.firewall.addRule(requireActor(ctx), input),
   }),
   updateFirewallRule: t.field({
     type: FirewallRuleRef,
     args: { input: t.arg({ type: UpdateFirewallRuleInput, required: true }) },
-    errors: { ...resultOf('UpdateFirewallRule', 'rule'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('UpdateFirewallRule', 'rule', [ValidationError, NotFoundError, CapabilityNotSupportedError]),
     resolve: (_r, { input }, ctx) => {
       const { ruleId, ...rest } = input;
       // GraphQL absent fields arrive as undefined, explicit nulls as null
@@ -159,32 +159,32 @@ builder.mutationFields((t) => ({
   deleteFirewallRule: t.field({
     type: FirewallRuleRef,
     args: { input: t.arg({ type: DeleteFirewallRuleInput, required: true }) },
-    errors: resultOf('DeleteFirewallRule', 'rule'),
+    errors: resultOf('DeleteFirewallRule', 'rule', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.firewall.deleteRule(requireActor(ctx), input.ruleId),
   }),
   setFirewallPolicy: t.field({
     type: InstanceRef,
     args: { input: t.arg({ type: SetFirewallPolicyInput, required: true }) },
-    errors: { ...resultOf('SetFirewallPolicy', 'instance'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('SetFirewallPolicy', 'instance', [ValidationError, NotFoundError, CapabilityNotSupportedError]),
     resolve: (_r, { input }, ctx) => ctx.services.firewall.setPolicy(requireActor(ctx), input),
   }),
   applyFirewallTemplate: t.field({
     type: AppliedTemplateRef,
     description: 'Stamps a template onto an instance as ordinary, editable rules and sets its policies.',
     args: { input: t.arg({ type: ApplyFirewallTemplateInput, required: true }) },
-    errors: { ...resultOf('ApplyFirewallTemplate', 'applied'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('ApplyFirewallTemplate', 'applied', [ValidationError, NotFoundError, CapabilityNotSupportedError]),
     resolve: async (_r, { input }, ctx) => ({ rules: await ctx.services.firewall.applyTemplate(requireActor(ctx), input) }),
   }),
   saveFirewallTemplate: t.field({
     type: TemplateRef,
     args: { input: t.arg({ type: SaveFirewallTemplateInput, required: true }) },
-    errors: resultOf('SaveFirewallTemplate', 'template'),
+    errors: resultOf('SaveFirewallTemplate', 'template', [ValidationError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.firewall.saveTemplate(requireActor(ctx), input),
   }),
   deleteFirewallTemplate: t.field({
     type: TemplateRef,
     args: { input: t.arg({ type: DeleteFirewallTemplateInput, required: true }) },
-    errors: resultOf('DeleteFirewallTemplate', 'template'),
+    errors: resultOf('DeleteFirewallTemplate', 'template', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.firewall.deleteTemplate(requireActor(ctx), input.templateId),
   }),
 }));

@@ -2,7 +2,7 @@
 import type { ReportHostStatusInput as ReportHostStatusWire } from '@gatehouse/agent-protocol';
 import type { DiscoveredInstanceJson } from '../../db/schema.js';
 import { mayActForHostAgent, type HostAgentStatus } from '../../services/host-agent-service.js';
-import { ForbiddenError } from '../../support/errors.js';
+import { ForbiddenError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { HostRef } from './hosts.js';
@@ -187,7 +187,7 @@ builder.mutationField('reportHostStatus', (t) =>
     description:
       "For host agents: their status after an apply (revision, error, version, plugin, discovered instances, drift). The host's AGENT token or an admin.",
     args: { input: t.arg({ type: ReportHostStatusInput, required: true }) },
-    errors: resultOf('ReportHostStatus', 'agent'),
+    errors: resultOf('ReportHostStatus', 'agent', [ValidationError, ForbiddenError, NotFoundError]),
     // the protocol's input type (@gatehouse/agent-protocol): validated by the service, strings included
     resolve: (_r, { input }, ctx) => ctx.services.hostAgents.report(requireActor(ctx, { allowAgent: true }), input as ReportHostStatusWire),
   }),

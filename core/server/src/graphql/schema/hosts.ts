@@ -1,4 +1,5 @@
 /** Hosts: hypervisor hosts and gateways. */
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
@@ -103,21 +104,21 @@ builder.mutationFields((t) => ({
     type: HostRef,
     description: 'Registers a host (admin only).',
     args: { input: t.arg({ type: CreateHostInput, required: true }) },
-    errors: resultOf('CreateHost', 'host'),
+    errors: resultOf('CreateHost', 'host', [ValidationError, ForbiddenError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.hosts.create(requireActor(ctx), input),
   }),
   updateHost: t.field({
     type: HostRef,
     description: 'Changes a host (admin only).',
     args: { input: t.arg({ type: UpdateHostInput, required: true }) },
-    errors: resultOf('UpdateHost', 'host'),
+    errors: resultOf('UpdateHost', 'host', [ValidationError, ForbiddenError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.hosts.update(requireActor(ctx), input),
   }),
   deleteHost: t.field({
     type: HostRef,
     description: 'Removes a host without instances or host-scoped pools (admin only).',
     args: { input: t.arg({ type: DeleteHostInput, required: true }) },
-    errors: resultOf('DeleteHost', 'host'),
+    errors: resultOf('DeleteHost', 'host', [ValidationError, ForbiddenError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.hosts.delete(requireActor(ctx), input.hostId),
   }),
 }));

@@ -1,5 +1,14 @@
 /** Instances (VMs and containers) and their NICs. */
-import { CapabilityNotSupportedError } from '../../support/errors.js';
+import {
+  AddressInUseError,
+  CapabilityNotSupportedError,
+  ConflictError,
+  ForbiddenError,
+  NotFoundError,
+  PoolExhaustedError,
+  QuotaExceededError,
+  ValidationError,
+} from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { ApplyStatusEnum } from './port-forwards.js';
 import { requireActor } from '../context.js';
@@ -108,28 +117,45 @@ builder.mutationFields((t) => ({
     type: InstanceRef,
     description: 'Registers an instance for an owner (admin only).',
     args: { input: t.arg({ type: CreateInstanceInput, required: true }) },
-    errors: { ...resultOf('CreateInstance', 'instance'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('CreateInstance', 'instance', [
+      ValidationError,
+      ForbiddenError,
+      NotFoundError,
+      ConflictError,
+      QuotaExceededError,
+      PoolExhaustedError,
+      AddressInUseError,
+      CapabilityNotSupportedError,
+    ]),
     resolve: (_r, { input }, ctx) => ctx.services.instances.create(requireActor(ctx), input),
   }),
   deleteInstance: t.field({
     type: InstanceRef,
     description: 'Deletes an instance and its NICs, reclaiming their addresses (admin only).',
     args: { input: t.arg({ type: DeleteInstanceInput, required: true }) },
-    errors: resultOf('DeleteInstance', 'instance'),
+    errors: resultOf('DeleteInstance', 'instance', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.instances.delete(requireActor(ctx), input.instanceId),
   }),
   addNic: t.field({
     type: NicWithAddressesRef,
     description: "Adds a NIC; without addresses, allocates from the network's pools.",
     args: { input: t.arg({ type: AddNicInput, required: true }) },
-    errors: { ...resultOf('AddNic', 'added'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('AddNic', 'added', [
+      ValidationError,
+      NotFoundError,
+      ConflictError,
+      QuotaExceededError,
+      PoolExhaustedError,
+      AddressInUseError,
+      CapabilityNotSupportedError,
+    ]),
     resolve: (_r, { input }, ctx) => ctx.services.instances.addNic(requireActor(ctx), input),
   }),
   removeNic: t.field({
     type: NicRef,
     description: 'Removes a NIC and reclaims its addresses.',
     args: { input: t.arg({ type: RemoveNicInput, required: true }) },
-    errors: resultOf('RemoveNic', 'nic'),
+    errors: resultOf('RemoveNic', 'nic', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.instances.removeNic(requireActor(ctx), input.nicId),
   }),
 }));

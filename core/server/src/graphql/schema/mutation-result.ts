@@ -1,4 +1,21 @@
-/** Naming of mutation results: `<Name>Result = <Name>Payload | <error types>`, data under `dataField`. */
-export function resultOf(name: string, dataField: string) {
-  return { union: { name: `${name}Result` }, result: { name: `${name}Payload` }, dataField: { name: dataField } };
+/**
+ * Mutation results: `<Name>Result = <Name>Payload | <the errors the mutation declares>`, data under
+ * `dataField`. The union is generated from the declaration, so a typed client handles exactly the
+ * failures that can happen; an error the mutation does not declare is unexpected and masked (see
+ * `graphql/declared-errors.ts`).
+ */
+import type { ERROR_CLASSES } from '../builder.js';
+
+/** One of the expected failure classes a mutation may declare. */
+export type ErrorClass = (typeof ERROR_CLASSES)[number];
+
+/** The errors-plugin options of a mutation returning `<Name>Result`, declaring the errors its service can return. */
+export function resultOf(name: string, dataField: string, errors: readonly ErrorClass[]) {
+  const names = errors.map((e) => e.name).join(', ');
+  return {
+    types: [...errors],
+    union: { name: `${name}Result`, description: `${name}Payload, or the expected failure that left everything unchanged: ${names}.` },
+    result: { name: `${name}Payload` },
+    dataField: { name: dataField },
+  };
 }

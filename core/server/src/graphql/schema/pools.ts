@@ -1,4 +1,13 @@
 /** IP pools, reservations and addresses. */
+import {
+  AddressInUseError,
+  ConflictError,
+  ForbiddenError,
+  NotFoundError,
+  PoolExhaustedError,
+  QuotaExceededError,
+  ValidationError,
+} from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
@@ -175,54 +184,54 @@ builder.mutationFields((t) => ({
     type: IpPoolRef,
     description: 'Creates a pool (admin only). Network, broadcast and gateway addresses are reserved automatically.',
     args: { input: t.arg({ type: CreateIpPoolInput, required: true }) },
-    errors: resultOf('CreateIpPool', 'pool'),
+    errors: resultOf('CreateIpPool', 'pool', [ValidationError, ForbiddenError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.create(requireActor(ctx), input),
   }),
   updateIpPool: t.field({
     type: IpPoolRef,
     args: { input: t.arg({ type: UpdateIpPoolInput, required: true }) },
-    errors: resultOf('UpdateIpPool', 'pool'),
+    errors: resultOf('UpdateIpPool', 'pool', [ValidationError, ForbiddenError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.update(requireActor(ctx), input),
   }),
   deleteIpPool: t.field({
     type: IpPoolRef,
     description: 'Deletes a pool with no allocated addresses (admin only).',
     args: { input: t.arg({ type: DeleteIpPoolInput, required: true }) },
-    errors: resultOf('DeleteIpPool', 'pool'),
+    errors: resultOf('DeleteIpPool', 'pool', [ValidationError, ForbiddenError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.delete(requireActor(ctx), input.poolId),
   }),
   reserveAddress: t.field({
     type: IpAddressRef,
     description: 'Excludes an address from allocation (admin only).',
     args: { input: t.arg({ type: ReserveAddressInput, required: true }) },
-    errors: resultOf('ReserveAddress', 'address'),
+    errors: resultOf('ReserveAddress', 'address', [ValidationError, ForbiddenError, NotFoundError, AddressInUseError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.reserve(requireActor(ctx), input),
   }),
   unreserveAddress: t.field({
     type: IpAddressRef,
     args: { input: t.arg({ type: UnreserveAddressInput, required: true }) },
-    errors: resultOf('UnreserveAddress', 'address'),
+    errors: resultOf('UnreserveAddress', 'address', [ValidationError, ForbiddenError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.unreserve(requireActor(ctx), input.reservationId),
   }),
   allocateAddress: t.field({
     type: IpAddressRef,
     description: 'Allocates the lowest free address for a NIC.',
     args: { input: t.arg({ type: AllocateAddressInput, required: true }) },
-    errors: resultOf('AllocateAddress', 'address'),
+    errors: resultOf('AllocateAddress', 'address', [ValidationError, NotFoundError, ConflictError, QuotaExceededError, PoolExhaustedError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.allocate(requireActor(ctx), input),
   }),
   assignAddress: t.field({
     type: IpAddressRef,
     description: 'Assigns a chosen address to a NIC.',
     args: { input: t.arg({ type: AssignAddressInput, required: true }) },
-    errors: resultOf('AssignAddress', 'address'),
+    errors: resultOf('AssignAddress', 'address', [ValidationError, NotFoundError, QuotaExceededError, AddressInUseError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.assign(requireActor(ctx), input),
   }),
   releaseAddress: t.field({
     type: IpAddressRef,
     description: 'Returns an address to its pool.',
     args: { input: t.arg({ type: ReleaseAddressInput, required: true }) },
-    errors: resultOf('ReleaseAddress', 'address'),
+    errors: resultOf('ReleaseAddress', 'address', [ValidationError, NotFoundError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.release(requireActor(ctx), input.addressId),
   }),
 }));

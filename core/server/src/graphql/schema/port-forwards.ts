@@ -1,7 +1,7 @@
 /** NAT port forwards and the common-ports presets. */
+import { CapabilityNotSupportedError, ConflictError, NotFoundError, PortConflictError, QuotaExceededError, ValidationError } from '../../support/errors.js';
 import type { ImportResult, ImportRow } from '../../services/port-forward-import-service.js';
 import { COMMON_PORTS, type PortForward } from '../../services/port-forward-service.js';
-import { CapabilityNotSupportedError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
@@ -93,13 +93,20 @@ builder.mutationFields((t) => ({
     type: PortForwardRef,
     description: 'Forwards a host port (range) to an instance. PORT_CONFLICT when the port is taken for that protocol and address.',
     args: { input: t.arg({ type: CreatePortForwardInput, required: true }) },
-    errors: { ...resultOf('CreatePortForward', 'portForward'), types: [CapabilityNotSupportedError] },
+    errors: resultOf('CreatePortForward', 'portForward', [
+      ValidationError,
+      NotFoundError,
+      ConflictError,
+      QuotaExceededError,
+      PortConflictError,
+      CapabilityNotSupportedError,
+    ]),
     resolve: (_r, { input }, ctx) => ctx.services.forwards.create(requireActor(ctx), input),
   }),
   deletePortForward: t.field({
     type: PortForwardRef,
     args: { input: t.arg({ type: DeletePortForwardInput, required: true }) },
-    errors: resultOf('DeletePortForward', 'portForward'),
+    errors: resultOf('DeletePortForward', 'portForward', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.forwards.delete(requireActor(ctx), input.portForwardId),
   }),
 }));
@@ -155,7 +162,7 @@ builder.mutationField('importPortForwards', (t) =>
     type: ImportResultRef,
     description: 'Bulk import from CSV: all rows in one transaction, or none when any row is invalid or conflicts.',
     args: { input: t.arg({ type: ImportPortForwardsInput, required: true }) },
-    errors: resultOf('ImportPortForwards', 'result'),
+    errors: resultOf('ImportPortForwards', 'result', [ValidationError, NotFoundError, QuotaExceededError]),
     resolve: (_r, { input }, ctx) => ctx.services.forwardImport.import(requireActor(ctx), input),
   }),
 );

@@ -1,4 +1,5 @@
 /** Users, API tokens and quotas. */
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
@@ -118,28 +119,28 @@ builder.mutationFields((t) => ({
     type: UserRef,
     description: 'Creates a user (admin only).',
     args: { input: t.arg({ type: CreateUserInput, required: true }) },
-    errors: resultOf('CreateUser', 'user'),
+    errors: resultOf('CreateUser', 'user', [ValidationError, ForbiddenError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.users.createUser(requireActor(ctx), { ...input, role: input.role ?? 'user' }),
   }),
   updateUserQuotas: t.field({
     type: UserRef,
     description: 'Changes quotas (admin only). Existing allocations above a lowered quota are kept; new ones are refused.',
     args: { input: t.arg({ type: UpdateUserQuotasInput, required: true }) },
-    errors: resultOf('UpdateUserQuotas', 'user'),
+    errors: resultOf('UpdateUserQuotas', 'user', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.users.updateQuotas(requireActor(ctx), input),
   }),
   createApiToken: t.field({
     type: CreatedToken,
     description: 'Creates a token. Users create USER tokens for themselves; admins any scope for anyone.',
     args: { input: t.arg({ type: CreateApiTokenInput, required: true }) },
-    errors: resultOf('CreateApiToken', 'created'),
+    errors: resultOf('CreateApiToken', 'created', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.users.createToken(requireActor(ctx), { ...input, scope: input.scope ?? 'user' }),
   }),
   revokeApiToken: t.field({
     type: ApiTokenRef,
     description: 'Revokes a token at once; succeeds when already revoked.',
     args: { input: t.arg({ type: RevokeApiTokenInput, required: true }) },
-    errors: resultOf('RevokeApiToken', 'token'),
+    errors: resultOf('RevokeApiToken', 'token', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.users.revokeToken(requireActor(ctx), input.tokenId),
   }),
 }));

@@ -1,4 +1,5 @@
 /** Web proxy objects (domains served by the reverse proxy) and per-user wildcard templates. */
+import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, ValidationError } from '../../support/errors.js';
 import { X509Certificate } from 'node:crypto';
 import type { RenewalResult } from '../../proxy/proxy-manager.js';
 import type { DomainTemplate, ProxyTraffic, WebProxy } from '../../services/web-proxy-service.js';
@@ -185,25 +186,25 @@ builder.mutationFields((t) => ({
   createWebProxy: t.field({
     type: WebProxyRef,
     args: { input: t.arg({ type: CreateWebProxyInput, required: true }) },
-    errors: resultOf('CreateWebProxy', 'webProxy'),
+    errors: resultOf('CreateWebProxy', 'webProxy', [ValidationError, NotFoundError, ConflictError, QuotaExceededError]),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.create(requireActor(ctx), input),
   }),
   deleteWebProxy: t.field({
     type: WebProxyRef,
     args: { input: t.arg({ type: DeleteWebProxyInput, required: true }) },
-    errors: resultOf('DeleteWebProxy', 'webProxy'),
+    errors: resultOf('DeleteWebProxy', 'webProxy', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.delete(requireActor(ctx), input.webProxyId),
   }),
   createProxyDomainTemplate: t.field({
     type: DomainTemplateRef,
     args: { input: t.arg({ type: CreateProxyDomainTemplateInput, required: true }) },
-    errors: resultOf('CreateProxyDomainTemplate', 'template'),
+    errors: resultOf('CreateProxyDomainTemplate', 'template', [ValidationError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.createTemplate(requireActor(ctx), input),
   }),
   deleteProxyDomainTemplate: t.field({
     type: DomainTemplateRef,
     args: { input: t.arg({ type: DeleteProxyDomainTemplateInput, required: true }) },
-    errors: resultOf('DeleteProxyDomainTemplate', 'template'),
+    errors: resultOf('DeleteProxyDomainTemplate', 'template', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.deleteTemplate(requireActor(ctx), input.templateId),
   }),
 }));
@@ -218,14 +219,14 @@ builder.mutationFields((t) => ({
     type: WebProxyRef,
     description: "Checks now why the proxy's target does or does not answer; the answer is in targetHealth.",
     args: { input: t.arg({ type: DiagnoseWebProxyInput, required: true }) },
-    errors: resultOf('DiagnoseWebProxy', 'webProxy'),
+    errors: resultOf('DiagnoseWebProxy', 'webProxy', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.diagnose(requireActor(ctx), input.webProxyId, ctx.services.proxyManager),
   }),
   renewCertificates: t.field({
     type: [RenewalResultRef],
     description: 'Admins: runs the renewal scan now (it also runs daily): certificates expiring within withinDays are renewed.',
     args: { input: t.arg({ type: RenewCertificatesInput, required: false }) },
-    errors: resultOf('RenewCertificates', 'renewals'),
+    errors: resultOf('RenewCertificates', 'renewals', [ValidationError, ForbiddenError]),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.renewCertificates(requireActor(ctx), input?.withinDays ?? 30, ctx.services.proxyManager),
   }),
 }));
