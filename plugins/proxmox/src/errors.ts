@@ -3,14 +3,7 @@
  * a configuration error naming the token (and the privilege and path PVE names), PVE unreachable is
  * HOST_UNREACHABLE, a 5xx, a broken connection, a failed task or a concurrent edit is TRANSIENT.
  */
-import {
-  DriverConfigError,
-  DriverError,
-  DriverInternalError,
-  HostUnreachableError,
-  TransientError,
-  toDriverError,
-} from '@gatehouse/sdk';
+import { DriverConfigError, DriverError, DriverInternalError, HostUnreachableError, TransientError, toDriverError } from '@gatehouse/sdk';
 import { PveApiError, PveConnectionError, PveTaskError } from './pve-client.js';
 
 /** The privilege and ACL path of PVE's "Permission check failed (/vms/100, VM.Config.Network)". */

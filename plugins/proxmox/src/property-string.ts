@@ -108,7 +108,9 @@ function common(key: string, raw: Record<string, string>, mac: string | undefine
 
 /** A QEMU `netN` value as PVE writes it: the model keyed by the MAC first. */
 export function formatQemuNic(nic: { model: string; mac: string; bridge: string; tag?: number; firewall?: boolean }): string {
-  return [`${nic.model}=${nic.mac.toUpperCase()}`, `bridge=${nic.bridge}`, `firewall=${nic.firewall ? 1 : 0}`, ...(nic.tag ? [`tag=${nic.tag}`] : [])].join(',');
+  return [`${nic.model}=${nic.mac.toUpperCase()}`, `bridge=${nic.bridge}`, `firewall=${nic.firewall ? 1 : 0}`, ...(nic.tag ? [`tag=${nic.tag}`] : [])].join(
+    ',',
+  );
 }
 
 /** An LXC `netN` value as PVE writes it. */

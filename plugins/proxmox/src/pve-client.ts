@@ -26,7 +26,11 @@ export class PveApiError extends Error {
     /** Per-parameter errors of a 400. */
     readonly errors: Record<string, string> | undefined,
   ) {
-    const details = errors ? `: ${Object.entries(errors).map(([k, v]) => `${k}: ${v.trim()}`).join('; ')}` : '';
+    const details = errors
+      ? `: ${Object.entries(errors)
+          .map(([k, v]) => `${k}: ${v.trim()}`)
+          .join('; ')}`
+      : '';
     super(`${method} ${path}: ${status} ${reason}${details}`);
     this.name = 'PveApiError';
   }
@@ -110,7 +114,6 @@ export class PveClient {
           host: this.origin.hostname.replace(/^\[|\]$/g, ''),
           port: this.origin.port || 443,
           path: fullPath,
-          agent: false,
           signal,
           headers: {
             authorization: `PVEAPIToken=${this.config.tokenId}=${this.config.secret}`,
