@@ -25,3 +25,4 @@ export {
   type ParamSchema,
   type Violation,
 } from './test-server/schema.js';
+export { LAB_PUBLIC_V4, LAB_TOKEN, LAB_V4_PREFIX, PveLab, pveLabAvailable } from './test-server/netns-lab.js';
