@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
-export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'caddy-api-client', 'bench', 'scripts'];
+export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'caddy-api-client', 'bench', 'scripts'];
 
 
-const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'bench'];
-const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'bench'];
+const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'bench'];
+const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'bench'];
 const DOCKER_SUITES = ['plugin-docker', 'host-agent'];
 const LXD_SUITES = ['plugin-lxd', 'host-agent'];
 const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
@@ -23,7 +23,7 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * (found by no source scan, so listed here by hand); `builtIn` names the file that builds the
  * program's name at run time; `verify` checks the build; `roles` say where an operator needs it
  * outside the tests: agent — every host whose agent runs a dataplane-backed plugin (Linux,
- * Docker, LXD); docker / lxd — hosts running that plugin; controller — the controller (web
+ * Docker, LXD, Proxmox); docker / lxd — hosts running that plugin; controller — the controller (web
  * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
@@ -32,7 +32,7 @@ export const REQUIREMENTS = [
   {
     program: 'tc',
     package: 'iproute2',
-    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server'],
+    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server'],
     roles: ['agent', 'controller'],
     why: 'bandwidth shaping (htb, ifb)',
   },
@@ -41,7 +41,7 @@ export const REQUIREMENTS = [
   {
     program: 'iperf3',
     package: 'iperf3',
-    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd'],
+    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox'],
     roles: [],
     why: 'measuring shaped rates',
   },
@@ -71,7 +71,7 @@ export const REQUIREMENTS = [
   },
   { program: 'pebble', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: 'a local ACME server for certificate tests' },
   { program: 'pebble-challtestsrv', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: "pebble's DNS for certificate tests" },
-  { program: 'openssl', package: 'openssl', suites: ['caddy-api-client', 'server', 'bench'], roles: [], why: 'test certificates and CAs' },
+  { program: 'openssl', package: 'openssl', suites: ['caddy-api-client', 'server', 'bench', 'plugin-proxmox'], roles: [], why: 'test certificates and CAs (the Proxmox test server\'s too)' },
   { program: 'dockerd', package: 'docker.io', suites: DOCKER_SUITES, roles: ['docker'], why: 'the Docker Engine' },
   { program: 'containerd', package: 'containerd', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: "dockerd's container runtime" },
   { program: 'runc', package: 'runc', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: 'runs the containers' },
@@ -136,7 +136,7 @@ export function postgresReachable({ host, port } = postgresAddress()) {
 }
 
 /** Suites that need root (network namespaces, nftables, daemons). */
-export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'caddy-api-client', 'bench'];
+export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'caddy-api-client', 'bench'];
 
 /**
  * Directories searched for programs: GATEHOUSE_SYSTEM_PATH (colon-separated) when set — the
@@ -217,6 +217,7 @@ export const OPERATOR_READMES = [
   { file: 'plugins/README.md', roles: ['agent'] },
   { file: 'plugins/docker/README.md', roles: ['agent', 'docker'] },
   { file: 'plugins/lxd/README.md', roles: ['agent', 'lxd'] },
+  { file: 'plugins/proxmox/README.md', roles: ['agent'] },
 ];
 
 const BEGIN =
