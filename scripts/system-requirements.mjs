@@ -9,12 +9,12 @@ import { join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
-export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'caddy-api-client', 'bench', 'scripts'];
+export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'caddy-api-client', 'bench', 'scripts'];
 
 
 // cli: the embedded sandbox (core/cli/src/sandbox) and its test
-const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'bench'];
-const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'bench'];
+const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'bench'];
+const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'bench'];
 const DOCKER_SUITES = ['plugin-docker', 'host-agent'];
 const LXD_SUITES = ['plugin-lxd', 'host-agent'];
 const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
@@ -24,7 +24,7 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * (found by no source scan, so listed here by hand); `builtIn` names the file that builds the
  * program's name at run time; `verify` checks the build; `roles` say where an operator needs it
  * outside the tests: agent — every host whose agent runs a dataplane-backed plugin (Linux,
- * Docker, LXD); docker / lxd — hosts running that plugin; controller — the controller (web
+ * Docker, LXD, Proxmox); docker / lxd — hosts running that plugin; controller — the controller (web
  * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
@@ -33,7 +33,7 @@ export const REQUIREMENTS = [
   {
     program: 'tc',
     package: 'iproute2',
-    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'cli'],
+    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'cli'],
     roles: ['agent', 'controller'],
     why: 'bandwidth shaping (htb, ifb)',
   },
@@ -42,7 +42,7 @@ export const REQUIREMENTS = [
   {
     program: 'iperf3',
     package: 'iperf3',
-    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd'],
+    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox'],
     roles: [],
     why: 'measuring shaped rates',
   },
@@ -72,7 +72,7 @@ export const REQUIREMENTS = [
   },
   { program: 'pebble', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: 'a local ACME server for certificate tests' },
   { program: 'pebble-challtestsrv', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: "pebble's DNS for certificate tests" },
-  { program: 'openssl', package: 'openssl', suites: ['caddy-api-client', 'server', 'bench'], roles: [], why: 'test certificates and CAs' },
+  { program: 'openssl', package: 'openssl', suites: ['caddy-api-client', 'server', 'bench', 'plugin-proxmox'], roles: [], why: 'test certificates and CAs (the Proxmox test server\'s too)' },
   { program: 'dockerd', package: 'docker.io', suites: DOCKER_SUITES, roles: ['docker'], why: 'the Docker Engine' },
   { program: 'containerd', package: 'containerd', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: "dockerd's container runtime" },
   { program: 'runc', package: 'runc', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: 'runs the containers' },
@@ -137,7 +137,7 @@ export function postgresReachable({ host, port } = postgresAddress()) {
 }
 
 /** Suites that need root (network namespaces, nftables, daemons). */
-export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'server', 'cli', 'caddy-api-client', 'bench'];
+export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'caddy-api-client', 'bench'];
 
 /**
  * Directories searched for programs: GATEHOUSE_SYSTEM_PATH (colon-separated) when set — the
@@ -218,6 +218,7 @@ export const OPERATOR_READMES = [
   { file: 'plugins/README.md', roles: ['agent'] },
   { file: 'plugins/docker/README.md', roles: ['agent', 'docker'] },
   { file: 'plugins/lxd/README.md', roles: ['agent', 'lxd'] },
+  { file: 'plugins/proxmox/README.md', roles: ['agent'] },
 ];
 
 const BEGIN =
