@@ -5,9 +5,7 @@
 //
 // Where the simulator lacks a call or a check that real ESXi has, it is added here (see the
 // plugin's README):
-//   - HostNetworkSystem.UpdatePortGroup (missing from govmomi 0.24's simulator);
-//   - ReconfigVM_Task refuses a NIC whose standard port group does not exist with
-//     InvalidDeviceSpec, as ESXi does (the simulator dereferences a nil network and panics).
+//   - HostNetworkSystem.UpdatePortGroup (missing from govmomi 0.24's simulator).
 package main
 
 import (
@@ -22,6 +20,7 @@ import (
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -29,6 +28,11 @@ import (
 // networkSystem adds UpdatePortGroup to the simulator's HostNetworkSystem.
 type networkSystem struct {
 	*simulator.HostNetworkSystem
+}
+
+// Get gives the property collector the simulator's object (whose first field is the mo type).
+func (s *networkSystem) Get() mo.Reference {
+	return s.HostNetworkSystem
 }
 
 // UpdatePortGroup replaces a standard port group's spec; renaming is not supported (as on ESXi
@@ -59,46 +63,6 @@ func (s *networkSystem) UpdatePortGroup(req *types.UpdatePortGroup) soap.HasFaul
 	return body
 }
 
-// virtualMachine checks NIC backings before the simulator's reconfigure runs.
-type virtualMachine struct {
-	*simulator.VirtualMachine
-}
-
-// ReconfigVMTask fails the task with InvalidDeviceSpec when an added or edited NIC names a
-// network that does not exist.
-func (vm *virtualMachine) ReconfigVMTask(ctx *simulator.Context, req *types.ReconfigVM_Task) soap.HasFault {
-	for i, change := range req.Spec.DeviceChange {
-		spec := change.GetVirtualDeviceConfigSpec()
-		if spec.Operation == types.VirtualDeviceConfigSpecOperationRemove {
-			continue
-		}
-		card, ok := spec.Device.(types.BaseVirtualEthernetCard)
-		if !ok {
-			continue
-		}
-		backing, ok := card.GetVirtualEthernetCard().Backing.(*types.VirtualEthernetCardNetworkBackingInfo)
-		if !ok || networkExists(backing.DeviceName) {
-			continue
-		}
-		index := int32(i)
-		task := simulator.CreateTask(vm, "reconfigVm", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
-			return nil, &types.InvalidDeviceSpec{InvalidVmConfig: types.InvalidVmConfig{Property: "VirtualMachine.config.hardware.device"}, DeviceIndex: index}
-		})
-		return &methods.ReconfigVM_TaskBody{Res: &types.ReconfigVM_TaskResponse{Returnval: task.Run()}}
-	}
-	return vm.VirtualMachine.ReconfigVMTask(ctx, req)
-}
-
-// networkExists tells whether a network of that name is in the host's datacenter.
-func networkExists(name string) bool {
-	for _, obj := range simulator.Map.All("Network") {
-		if obj.Entity().Name == name {
-			return true
-		}
-	}
-	return false
-}
-
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback address:port to serve on")
 	username := flag.String("username", "gatehouse", "user name Login accepts")
@@ -117,9 +81,6 @@ func main() {
 		if ns, ok := simulator.Map.Get(*ref).(*simulator.HostNetworkSystem); ok {
 			simulator.Map.Put(&networkSystem{ns})
 		}
-	}
-	for _, obj := range simulator.Map.All("VirtualMachine") {
-		simulator.Map.Put(&virtualMachine{obj.(*simulator.VirtualMachine)})
 	}
 
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
