@@ -181,10 +181,11 @@ export class VsphereClient {
     }
   }
 
-  /** Reconfigures a VM's NICs and waits for the task. */
-  async reconfigureNics(vm: MoRef, changes: readonly NicChange[], signal?: AbortSignal): Promise<void> {
+  /** Reconfigures a VM's NICs (and sets `extraConfig` keys; "" removes one) and waits for the task. */
+  async reconfigureNics(vm: MoRef, changes: readonly NicChange[], signal?: AbortSignal, extraConfig: Record<string, string> = {}): Promise<void> {
     const deviceChange = changes.map((c): XmlNode => ({ operation: c.operation, device: nicDevice(c) }));
-    const r = await this.call('ReconfigVM_Task', vm, { spec: { deviceChange } }, signal);
+    const extra = Object.entries(extraConfig).map(([key, value]): XmlNode => ({ $type: 'OptionValue', key, value: { $type: 'xsd:string', $text: value } }));
+    const r = await this.call('ReconfigVM_Task', vm, { spec: { deviceChange, extraConfig: extra } }, signal);
     const task = moRef(r);
     if (!task) throw new VsphereTransportError('ReconfigVM_Task returned no task');
     await this.waitForTask(task, 'ReconfigVM_Task', signal);
