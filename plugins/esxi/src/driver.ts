@@ -260,7 +260,6 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
     if (vm.owner !== instance.id) extra[OWNER_KEY] = instance.id;
     if (owned.join(',') !== [...vm.ownedMacs].sort().join(',')) extra[NICS_KEY] = owned.join(',');
     if (changes.length > 0 || Object.keys(extra).length > 0) {
-      if (vm.template) throw new ConflictError(`VM ${vm.name} is a template; its NICs cannot change`);
       await this.client.reconfigureNics(vm.ref, changes, ctx.signal, extra);
       ctx.logger.info('reconfigured the NICs of a VM', { vm: vm.name, changes: changes.map((c) => c.operation) });
       changed = true;

@@ -42,6 +42,8 @@ export class EsxiLab {
   client!: LabNamespace;
   sim!: Vcsim;
   admin!: VsphereClient;
+  /** The vSwitch emulator's own session. */
+  private observer!: VsphereClient;
   private readonly pairs: Pair[] = [];
   private stopped = false;
   private loop: Promise<void> | undefined;
@@ -56,6 +58,7 @@ export class EsxiLab {
       lab.vcsimPath = built.path;
       lab.sim = await startVcsim(built.path, { vms: options.vms ?? 4 });
       lab.admin = new VsphereClient(lab.endpoint());
+      lab.observer = new VsphereClient(lab.endpoint());
       lab.gateway = await lab.lab.namespace('gw');
       lab.client = await lab.lab.namespace('cli');
       await lab.lab.link(lab.client, '198.51.100.2/24', lab.gateway, `${LAB_PUBLIC_V4}/24`);
@@ -123,6 +126,9 @@ export class EsxiLab {
   /** Starts vcsim again on the same port (its inventory is new: VMs have their initial NICs). */
   async restartVcsim(): Promise<void> {
     this.sim = await startVcsim(this.vcsimPath, { port: Number(this.sim.url.port), vms: 4 });
+    // vcsim answers a forgotten session's reads with empty objects, not NotAuthenticated: start afresh
+    this.admin = new VsphereClient(this.endpoint());
+    this.observer = new VsphereClient(this.endpoint());
   }
 
   /** Applies vcsim's view to the pairs once (the emulator does this every 200 ms). */
@@ -130,8 +136,8 @@ export class EsxiLab {
     let vms;
     let groups: PortGroupSpec[];
     try {
-      vms = await readVms(this.admin);
-      groups = await this.admin.portGroups();
+      vms = await readVms(this.observer);
+      groups = await this.observer.portGroups();
     } catch {
       return; // vcsim away: the vSwitch keeps forwarding as it was
     }

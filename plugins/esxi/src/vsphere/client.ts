@@ -92,6 +92,7 @@ export class VsphereClient {
   private cookie: string | undefined;
   private content: ServiceContent | undefined;
   private views = new Map<string, MoRef>();
+  private loggingIn: Promise<string> | undefined;
 
   constructor(private readonly endpoint: VsphereEndpoint) {}
 
@@ -116,8 +117,13 @@ export class VsphereClient {
     return this.content;
   }
 
-  /** Logs in, keeping the session cookie; returns the session key. */
-  async login(signal?: AbortSignal): Promise<string> {
+  /** Logs in, keeping the session cookie; returns the session key. Concurrent callers share one login. */
+  login(signal?: AbortSignal): Promise<string> {
+    this.loggingIn ??= this.newSession(signal).finally(() => (this.loggingIn = undefined));
+    return this.loggingIn;
+  }
+
+  private async newSession(signal?: AbortSignal): Promise<string> {
     const sc = await this.serviceContent(signal);
     this.cookie = undefined;
     this.views.clear();
@@ -145,14 +151,17 @@ export class VsphereClient {
 
   /**
    * Calls a method in the session: logs in first when there is no session, and once more when
-   * vSphere says the session is gone (expired, terminated), then repeats the call.
+   * vSphere says the session is gone (expired, terminated) — or that one of the session's views
+   * is unknown, which is how a server that lost its sessions (restarted) may answer — then
+   * repeats the call.
    */
   async call(method: string, self: MoRef, body: Record<string, XmlValue>, signal?: AbortSignal): Promise<XmlElement> {
     if (!this.cookie) await this.login(signal);
     try {
       return await this.invoke(method, self, body, signal);
     } catch (err) {
-      if (!(err instanceof VsphereFault) || err.type !== 'NotAuthenticated') throw err;
+      if (!(err instanceof VsphereFault) || !this.sessionLost(err)) throw err;
+      this.cookie = undefined;
       await this.login(signal);
       return await this.invoke(method, self, await this.rebind(body), signal);
     }
@@ -281,6 +290,11 @@ export class VsphereClient {
     if (!view) throw new VsphereTransportError('CreateContainerView returned no view');
     this.views.set(type, view);
     return view;
+  }
+
+  private sessionLost(fault: VsphereFault): boolean {
+    if (fault.type === 'NotAuthenticated') return true;
+    return fault.type === 'ManagedObjectNotFound' && [...this.views.values()].some((v) => fault.message.includes(v.value));
   }
 
   /** After a new login the old session's views are gone: a body naming one gets the new one. */
