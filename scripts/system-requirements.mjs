@@ -44,7 +44,7 @@ export const REQUIREMENTS = [
   {
     program: 'iperf3',
     package: 'iperf3',
-    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd'],
+    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-esxi'],
     roles: [],
     why: 'measuring shaped rates',
   },

@@ -40,16 +40,21 @@ export function validateConfig(config: unknown): EsxiDriverConfig {
     url = undefined;
   }
   if (!url || url.protocol !== 'https:' || url.username || url.password || url.search || url.hash)
-    throw new DriverConfigError('config.url', c.url, 'must be an https URL of the host\'s SDK endpoint without credentials (https://esxi.example/sdk)');
-  if (typeof c.username !== 'string' || c.username === '' || c.username.length > 256) throw new DriverConfigError('config.username', c.username, 'must be a user name');
-  if (typeof c.password !== 'string' || c.password === '' || c.password.length > 1024) throw new DriverConfigError('config.password', c.password === undefined ? undefined : '(hidden)', 'must be a non-empty string');
-  if ((c.thumbprint === undefined) === (c.caFile === undefined)) throw new DriverConfigError('config.thumbprint', c.thumbprint, 'or config.caFile must be given, and not both');
+    throw new DriverConfigError('config.url', c.url, "must be an https URL of the host's SDK endpoint without credentials (https://esxi.example/sdk)");
+  if (typeof c.username !== 'string' || c.username === '' || c.username.length > 256)
+    throw new DriverConfigError('config.username', c.username, 'must be a user name');
+  if (typeof c.password !== 'string' || c.password === '' || c.password.length > 1024)
+    throw new DriverConfigError('config.password', c.password === undefined ? undefined : '(hidden)', 'must be a non-empty string');
+  if ((c.thumbprint === undefined) === (c.caFile === undefined))
+    throw new DriverConfigError('config.thumbprint', c.thumbprint, 'or config.caFile must be given, and not both');
   if (c.thumbprint !== undefined && (typeof c.thumbprint !== 'string' || !/^([0-9a-fA-F]{2}:?){31}[0-9a-fA-F]{2}$/.test(c.thumbprint)))
     throw new DriverConfigError('config.thumbprint', c.thumbprint, 'must be a SHA-256 thumbprint: 32 hex pairs, colons optional');
-  if (c.caFile !== undefined && (typeof c.caFile !== 'string' || !isAbsolute(c.caFile))) throw new DriverConfigError('config.caFile', c.caFile, 'must be an absolute path to a PEM file');
+  if (c.caFile !== undefined && (typeof c.caFile !== 'string' || !isAbsolute(c.caFile)))
+    throw new DriverConfigError('config.caFile', c.caFile, 'must be an absolute path to a PEM file');
   if (c.hostNetns !== undefined && (typeof c.hostNetns !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(c.hostNetns)))
     throw new DriverConfigError('config.hostNetns', c.hostNetns, 'must be a name of letters, digits, ".", "_" or "-" (at most 64)');
-  if (c.nicModel !== undefined && c.nicModel !== 'vmxnet3' && c.nicModel !== 'e1000e') throw new DriverConfigError('config.nicModel', c.nicModel, 'must be "vmxnet3" or "e1000e"');
+  if (c.nicModel !== undefined && c.nicModel !== 'vmxnet3' && c.nicModel !== 'e1000e')
+    throw new DriverConfigError('config.nicModel', c.nicModel, 'must be "vmxnet3" or "e1000e"');
   if (c.timeoutMs !== undefined && (typeof c.timeoutMs !== 'number' || !Number.isInteger(c.timeoutMs) || c.timeoutMs < 1_000 || c.timeoutMs > 600_000))
     throw new DriverConfigError('config.timeoutMs', c.timeoutMs, 'must be an integer number of milliseconds from 1000 to 600000');
   return {

@@ -39,7 +39,14 @@ import { VsphereClient, toSdkError, type NicChange, type PortGroupSpec } from '.
  */
 export const CAPABILITIES: DriverCapabilities = {
   portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true },
-  firewall: { implementation: 'dataplane', directions: ['inbound', 'outbound'], actions: ['allow', 'reject', 'drop'], priorities: true, ipv6: true, icmp: true },
+  firewall: {
+    implementation: 'dataplane',
+    directions: ['inbound', 'outbound'],
+    actions: ['allow', 'reject', 'drop'],
+    priorities: true,
+    ipv6: true,
+    icmp: true,
+  },
   shaping: { implementation: 'native', ingress: false, egress: true, burst: true },
   // ESXi 7/8 allow 10 virtual NICs per VM
   nics: { max: 10, hotplug: true, staticAddressing: false },
@@ -90,7 +97,11 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
     const vms = await this.vms(ctx, 'listing VMs');
     const desiredAddresses = new Map<string, string[]>();
     for (const i of this.lastDesired?.instances ?? [])
-      for (const n of i.nics) desiredAddresses.set(n.mac.toLowerCase(), n.addresses.map((a) => `${a.address}/${a.prefixLength}`));
+      for (const n of i.nics)
+        desiredAddresses.set(
+          n.mac.toLowerCase(),
+          n.addresses.map((a) => `${a.address}/${a.prefixLength}`),
+        );
     return {
       instances: vms.map((vm) => ({
         externalId: vm.ref.value,
@@ -141,7 +152,10 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
     for (const instance of desired.instances) {
       const vm = findVm(vms, instance);
       if (!vm) {
-        side.instanceErrors.set(instance.id, new TransientError(`instance ${instance.name}: no VM ${instance.externalId ?? instance.name} on the ESXi host (deleted, or not created yet)`));
+        side.instanceErrors.set(
+          instance.id,
+          new TransientError(`instance ${instance.name}: no VM ${instance.externalId ?? instance.name} on the ESXi host (deleted, or not created yet)`),
+        );
         continue;
       }
       for (const nic of instance.nics) if (shapingFor(instance, nic.id)?.egressBps) wantedGroups.add(shapedPortGroup(instance.id, nic.id));
@@ -238,14 +252,22 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
     for (const nic of instance.nics) {
       const network = groups.find((g) => g.name === nic.network);
       if (!network) {
-        side.nicErrors.set(nic.id, new ConflictError(`instance ${instance.name}: NIC ${nic.name} wants port group ${nic.network}, which the ESXi host does not have`));
+        side.nicErrors.set(
+          nic.id,
+          new ConflictError(`instance ${instance.name}: NIC ${nic.name} wants port group ${nic.network}, which the ESXi host does not have`),
+        );
         continue;
       }
       let portGroup = nic.network;
       const spec = shapingFor(instance, nic.id);
       if (spec?.egressBps) {
         portGroup = shapedPortGroup(instance.id, nic.id);
-        changed = (await this.ensureShapedGroup(ctx, { name: portGroup, vlanId: network.vlanId, vswitchName: network.vswitchName, shaping: policyFor(spec) }, groups)) || changed;
+        changed =
+          (await this.ensureShapedGroup(
+            ctx,
+            { name: portGroup, vlanId: network.vlanId, vswitchName: network.vswitchName, shaping: policyFor(spec) },
+            groups,
+          )) || changed;
       }
       const mac = nic.mac.toLowerCase();
       const card = vm.nics.find((c) => c.mac === mac);
@@ -254,8 +276,11 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
         changes.push({ operation: 'edit', model: card.model, key: card.key, portGroup, mac, connected: true });
       placed.push({ nic, portGroup });
     }
-    for (const card of vm.nics) if (vm.ownedMacs.includes(card.mac) && !wantedMacs.has(card.mac)) changes.push({ operation: 'remove', model: card.model, key: card.key });
-    const owned = [...new Set([...vm.ownedMacs.filter((m) => wantedMacs.has(m)), ...changes.filter((c) => c.operation === 'add').map((c) => (c as { mac: string }).mac)])].sort();
+    for (const card of vm.nics)
+      if (vm.ownedMacs.includes(card.mac) && !wantedMacs.has(card.mac)) changes.push({ operation: 'remove', model: card.model, key: card.key });
+    const owned = [
+      ...new Set([...vm.ownedMacs.filter((m) => wantedMacs.has(m)), ...changes.filter((c) => c.operation === 'add').map((c) => (c as { mac: string }).mac)]),
+    ].sort();
     const extra: Record<string, string> = {};
     if (vm.owner !== instance.id) extra[OWNER_KEY] = instance.id;
     if (owned.join(',') !== [...vm.ownedMacs].sort().join(',')) extra[NICS_KEY] = owned.join(',');

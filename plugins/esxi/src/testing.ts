@@ -80,7 +80,15 @@ export class EsxiLab {
 
   /** The plugin configuration for this lab. */
   config(extra: Record<string, unknown> = {}): Record<string, unknown> {
-    return { url: this.sim.url.href, username: this.sim.username, password: this.sim.password, thumbprint: this.sim.thumbprint, hostNetns: this.gateway.name, timeoutMs: 5_000, ...extra };
+    return {
+      url: this.sim.url.href,
+      username: this.sim.username,
+      password: this.sim.password,
+      thumbprint: this.sim.thumbprint,
+      hostNetns: this.gateway.name,
+      timeoutMs: 5_000,
+      ...extra,
+    };
   }
 
   /** The VMs' morefs, by name order. */
@@ -89,13 +97,31 @@ export class EsxiLab {
   }
 
   /** Pairs a free VM with a new instance namespace holding one veth with `mac` and `address`/24 (gateway .1); returns the VM's moref. */
-  async createInstance(name: string, nic: { mac: string; address: string; prefixLength: number; gateway: string }): Promise<{ externalId: string; ns: LabNamespace }> {
+  async createInstance(
+    name: string,
+    nic: { mac: string; address: string; prefixLength: number; gateway: string },
+  ): Promise<{ externalId: string; ns: LabNamespace }> {
     const taken = new Set(this.pairs.map((p) => p.vm));
     const vm = (await this.vmIds()).find((id) => !taken.has(id));
     if (!vm) throw new Error('no free vcsim VM: start the lab with more');
     const ns = await this.lab.namespace(`vm-${name}`);
     const bridgePort = `${this.lab.prefix}p${this.pairs.length}`;
-    await run('ip', ['link', 'add', 'eth0', 'netns', ns.name, 'address', nic.mac.toLowerCase(), 'type', 'veth', 'peer', 'name', bridgePort, 'netns', this.gateway.name]);
+    await run('ip', [
+      'link',
+      'add',
+      'eth0',
+      'netns',
+      ns.name,
+      'address',
+      nic.mac.toLowerCase(),
+      'type',
+      'veth',
+      'peer',
+      'name',
+      bridgePort,
+      'netns',
+      this.gateway.name,
+    ]);
     await ns.exec('ip', ['addr', 'add', `${nic.address}/${nic.prefixLength}`, 'dev', 'eth0']);
     await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
     await ns.exec('ip', ['route', 'add', 'default', 'via', nic.gateway]);
@@ -149,7 +175,9 @@ export class EsxiLab {
       if (state === pair.state) continue;
       await this.gateway.exec('ip', ['link', 'set', pair.bridgePort, card ? 'up' : 'down']).catch(() => undefined);
       // what the VM sends leaves its own interface: an htb root qdisc there is the vSwitch's outbound shaping
-      const spec = shaped ? { ingressBps: shaped.averageBandwidth!, egressBps: null, ingressBurstBytes: shaped.burstSize ?? null, egressBurstBytes: null } : null;
+      const spec = shaped
+        ? { ingressBps: shaped.averageBandwidth!, egressBps: null, ingressBurstBytes: shaped.burstSize ?? null, egressBurstBytes: null }
+        : null;
       await applyShaping({ iface: 'eth0', spec }, { netns: pair.ns.name }).catch(() => undefined);
       pair.state = state;
     }

@@ -10,9 +10,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
 
 /** Where Debian's golang-github-vmware-govmomi-dev installs the source (GOPATH layout). */
 export const DEBIAN_GOPATH = '/usr/share/gocode';
@@ -32,17 +29,24 @@ export async function buildVcsim(): Promise<{ path: string; buildMs: number }> {
   mkdirSync(dir, { recursive: true });
   const started = Date.now();
   const partial = `${path}.${process.pid}.tmp`;
-  await execFileAsync('go', ['build', '-o', partial, MAIN_GO], {
-    env: {
-      ...process.env,
-      GOPATH: DEBIAN_GOPATH,
-      GO111MODULE: 'off',
-      GOFLAGS: '',
-      GOPROXY: 'off',
-      GOCACHE: join(dir, 'go-build-cache'),
-    },
-    timeout: 600_000,
-  });
+  await new Promise<void>((resolve, reject) =>
+    execFile(
+      'go',
+      ['build', '-o', partial, MAIN_GO],
+      {
+        env: {
+          ...process.env,
+          GOPATH: DEBIAN_GOPATH,
+          GO111MODULE: 'off',
+          GOFLAGS: '',
+          GOPROXY: 'off',
+          GOCACHE: join(dir, 'go-build-cache'),
+        },
+        timeout: 600_000,
+      },
+      (err) => (err ? reject(err) : resolve()),
+    ),
+  );
   renameSync(partial, path); // atomic: a concurrent build's result is as good
   return { path, buildMs: Date.now() - started };
 }

@@ -48,10 +48,22 @@ describe.skipIf(!vcsimBuildable() && !REQUIRE_SYSTEM)('vSphere client against vc
     expect(childText(added, 'addressType')).toBe('manual');
     await client.addPortGroup({ name: 'gh-client-test', vlanId: 0, vswitchName: 'vSwitch0' });
     await client.reconfigureNics(vm!.obj, [
-      { operation: 'edit', model: 'VirtualVmxnet3', key: Number(childText(added, 'key')), portGroup: 'gh-client-test', mac: '00:50:56:3f:00:01', connected: true },
+      {
+        operation: 'edit',
+        model: 'VirtualVmxnet3',
+        key: Number(childText(added, 'key')),
+        portGroup: 'gh-client-test',
+        mac: '00:50:56:3f:00:01',
+        connected: true,
+      },
     ]);
     const moved = await nic();
-    expect(childText(moved?.children.find((c) => c.name === 'backing'), 'deviceName')).toBe('gh-client-test');
+    expect(
+      childText(
+        moved?.children.find((c) => c.name === 'backing'),
+        'deviceName',
+      ),
+    ).toBe('gh-client-test');
     expect(childText(moved, 'macAddress')).toBe('00:50:56:3f:00:01');
     await client.reconfigureNics(vm!.obj, [{ operation: 'remove', model: 'VirtualVmxnet3', key: Number(childText(moved, 'key')) }]);
     expect(await nic()).toBeUndefined();
@@ -99,7 +111,9 @@ describe.skipIf(!vcsimBuildable() && !REQUIRE_SYSTEM)('vSphere client against vc
     const key = await client.login();
     const sc = await admin.serviceContent();
     await admin.call('TerminateSession', sc.sessionManager, { sessionId: key });
-    const pc = await client.call('AddPortGroup', await client.networkSystem(), { portgrp: { name: 'gh-relogin', vlanId: 0, vswitchName: 'vSwitch0', policy: {} } });
+    const pc = await client.call('AddPortGroup', await client.networkSystem(), {
+      portgrp: { name: 'gh-relogin', vlanId: 0, vswitchName: 'vSwitch0', policy: {} },
+    });
     expect(pc).toBeDefined();
     expect((await client.portGroups()).some((p) => p.name === 'gh-relogin')).toBe(true);
     await client.removePortGroup('gh-relogin');

@@ -19,8 +19,17 @@ async function addForeignState(lab: EsxiLab): Promise<() => Promise<string>> {
   await lab.gateway.exec('nft', ['add', 'table', 'ip', 'admin']);
   await lab.gateway.exec('nft', ['add', 'chain', 'ip', 'admin', 'input', '{ type filter hook input priority 0 ; policy accept ; }']);
   await lab.gateway.exec('nft', ['add', 'rule', 'ip', 'admin', 'input', 'tcp', 'dport', '9', 'drop']);
-  await lab.admin.addPortGroup({ name: 'admin-backup', vlanId: 30, vswitchName: 'vSwitch0', shaping: { enabled: true, averageBandwidth: 1_000_000, peakBandwidth: 2_000_000, burstSize: 10_000 } });
-  return async () => [await lab.gateway.exec('nft', ['list', 'table', 'ip', 'admin']), JSON.stringify((await lab.admin.portGroups()).filter((p) => !p.name.startsWith('gh-')))].join('\n');
+  await lab.admin.addPortGroup({
+    name: 'admin-backup',
+    vlanId: 30,
+    vswitchName: 'vSwitch0',
+    shaping: { enabled: true, averageBandwidth: 1_000_000, peakBandwidth: 2_000_000, burstSize: 10_000 },
+  });
+  return async () =>
+    [
+      await lab.gateway.exec('nft', ['list', 'table', 'ip', 'admin']),
+      JSON.stringify((await lab.admin.portGroups()).filter((p) => !p.name.startsWith('gh-'))),
+    ].join('\n');
 }
 
 async function contractHarness(): Promise<ContractHarness> {

@@ -59,7 +59,14 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('esxi: faults', () => {
       },
     ],
   });
-  const state = (instances: Instance[]): DesiredState => ({ apiVersion: 1, hostId: 'h1', hostName: 'h1', revision: ++revision, publicAddresses: [LAB_PUBLIC_V4], instances });
+  const state = (instances: Instance[]): DesiredState => ({
+    apiVersion: 1,
+    hostId: 'h1',
+    hostName: 'h1',
+    revision: ++revision,
+    publicAddresses: [LAB_PUBLIC_V4],
+    instances,
+  });
   const statusOf = (objects: { objectType: string; objectId: string; status: string; error?: { code: string } }[], type: string) =>
     objects.filter((o) => o.objectType === type).map((o) => o.error?.code ?? o.status);
   const nicsOn = async (key: 'a' | 'b') => {
@@ -99,7 +106,17 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('esxi: faults', () => {
     const shapedB = (): Instance => ({
       ...instance('b'),
       bandwidth: [
-        { id: `${ids.b.slice(0, -2)}d1`, nicId: null, ingressBps: null, egressBps: 50_000_000, ingressBurstBytes: null, egressBurstBytes: null, monthlyQuotaBytes: null, quotaAction: null, throttleBps: null },
+        {
+          id: `${ids.b.slice(0, -2)}d1`,
+          nicId: null,
+          ingressBps: null,
+          egressBps: 50_000_000,
+          ingressBurstBytes: null,
+          egressBurstBytes: null,
+          monthlyQuotaBytes: null,
+          quotaAction: null,
+          throttleBps: null,
+        },
       ],
     });
     const desired = state([instance('a'), shapedB()]);

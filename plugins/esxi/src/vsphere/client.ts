@@ -208,7 +208,8 @@ export class VsphereClient {
       const state = childText(info, 'state');
       if (state === 'success') return child(info, 'result');
       if (state === 'error') throw taskFault(child(info, 'error'), method);
-      if (Date.now() > deadline) throw new VsphereTransportError(`${method}: task ${task.value} still ${state ?? 'unknown'} after ${this.endpoint.timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new VsphereTransportError(`${method}: task ${task.value} still ${state ?? 'unknown'} after ${this.endpoint.timeoutMs} ms`);
       await sleep(delay, signal);
     }
   }
@@ -237,7 +238,14 @@ export class VsphereClient {
         vlanId: Number(childText(spec, 'vlanId') ?? 0),
         vswitchName: childText(spec, 'vswitchName') ?? '',
         ...(shaping
-          ? { shaping: { enabled: childText(shaping, 'enabled') === 'true', averageBandwidth: num('averageBandwidth'), peakBandwidth: num('peakBandwidth'), burstSize: num('burstSize') } }
+          ? {
+              shaping: {
+                enabled: childText(shaping, 'enabled') === 'true',
+                averageBandwidth: num('averageBandwidth'),
+                peakBandwidth: num('peakBandwidth'),
+                burstSize: num('burstSize'),
+              },
+            }
           : {}),
       };
     });
@@ -402,7 +410,7 @@ export class VsphereClient {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         reject(
-          err.message.includes('certificate') || 'code' in err && String(err.code).startsWith('ERR_TLS')
+          err.message.includes('certificate') || ('code' in err && String(err.code).startsWith('ERR_TLS'))
             ? new VsphereTlsError(`${url.host}: ${err.message}`)
             : new VsphereTransportError(`connecting to ${url.host}: ${err.message}`, { cause: err }),
         );
@@ -413,7 +421,12 @@ export class VsphereClient {
 
 /** A thumbprint in one canonical form: upper-case hex pairs joined by colons. */
 export function normalizeThumbprint(t: string): string {
-  return (t.replace(/[^0-9a-fA-F]/g, '').toUpperCase().match(/../g) ?? []).join(':');
+  return (
+    t
+      .replace(/[^0-9a-fA-F]/g, '')
+      .toUpperCase()
+      .match(/../g) ?? []
+  ).join(':');
 }
 
 /** The `device` element of one NIC change, fields in vSphere's schema order. */
@@ -440,9 +453,7 @@ function portGroupSpec(spec: PortGroupSpec): XmlNode {
     name: spec.name,
     vlanId: spec.vlanId,
     vswitchName: spec.vswitchName,
-    policy: s
-      ? { shapingPolicy: { enabled: s.enabled, averageBandwidth: s.averageBandwidth, peakBandwidth: s.peakBandwidth, burstSize: s.burstSize } }
-      : {},
+    policy: s ? { shapingPolicy: { enabled: s.enabled, averageBandwidth: s.averageBandwidth, peakBandwidth: s.peakBandwidth, burstSize: s.burstSize } } : {},
   };
 }
 
