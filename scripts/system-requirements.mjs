@@ -231,6 +231,7 @@ export const OPERATOR_READMES = [
   { file: 'plugins/README.md', roles: ['agent'] },
   { file: 'plugins/docker/README.md', roles: ['agent', 'docker'] },
   { file: 'plugins/lxd/README.md', roles: ['agent', 'lxd'] },
+  { file: 'plugins/esxi/README.md', roles: ['agent'] },
 ];
 
 const BEGIN =
