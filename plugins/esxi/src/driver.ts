@@ -11,7 +11,7 @@
  * release and gc in a fresh process find it, and nothing else is touched.
  */
 import { createHash } from 'node:crypto';
-import { DataplaneDriver, shapingFor, type HostSide, type NicPlacement, type ShapingSpec } from '@gatehouse/dataplane';
+import { DataplaneDriver, dataplaneCapabilities, shapingFor, type HostSide, type NicPlacement, type ShapingSpec } from '@gatehouse/dataplane';
 import {
   CapabilityNotSupportedError,
   ConflictError,
@@ -38,18 +38,9 @@ import { VsphereClient, toSdkError, type NicChange, type PortGroupSpec } from '.
  * NICs hot-added by vSphere with Gatehouse's MAC; addresses inside the guest are the guest's own.
  */
 export const CAPABILITIES: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true },
-  firewall: {
-    implementation: 'dataplane',
-    directions: ['inbound', 'outbound'],
-    actions: ['allow', 'reject', 'drop'],
-    priorities: true,
-    ipv6: true,
-    icmp: true,
-  },
-  shaping: { implementation: 'native', ingress: false, egress: true, burst: true },
   // ESXi 7/8 allow 10 virtual NICs per VM
-  nics: { max: 10, hotplug: true, staticAddressing: false },
+  ...dataplaneCapabilities({ nics: { max: 10, hotplug: true, staticAddressing: false } }),
+  shaping: { implementation: 'native', ingress: false, egress: true, burst: true },
 };
 
 /** Port groups Gatehouse makes start with this. */
