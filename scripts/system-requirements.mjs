@@ -9,12 +9,14 @@ import { join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
-export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'caddy-api-client', 'bench', 'scripts'];
+export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'caddy-api-client', 'bench', 'scripts'];
 
 
 // cli: the embedded sandbox (core/cli/src/sandbox) and its test
-const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'bench'];
-const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'bench'];
+const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'bench'];
+const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'bench'];
+/** Where Debian's golang-github-vmware-govmomi-dev puts the simulator's source, from which the tests build vcsim. */
+export const GOVMOMI_SOURCE = '/usr/share/gocode/src/github.com/vmware/govmomi/simulator';
 const DOCKER_SUITES = ['plugin-docker', 'host-agent'];
 const LXD_SUITES = ['plugin-lxd', 'host-agent'];
 const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
@@ -23,8 +25,9 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * One row per program. `startedBy` names the daemon that runs it when none of our code does
  * (found by no source scan, so listed here by hand); `builtIn` names the file that builds the
  * program's name at run time; `verify` checks the build; `roles` say where an operator needs it
- * outside the tests: agent — every host whose agent runs a dataplane-backed plugin (Linux,
- * Docker, LXD, Proxmox); docker / lxd — hosts running that plugin; controller — the controller (web
+ * outside the tests; `source` marks a program the tests build from a package's source (present when
+ * that source is), not one found on PATH. Roles: agent — every host whose agent runs a dataplane-backed plugin (Linux,
+ * Docker, LXD, Proxmox, ESXi); docker / lxd — hosts running that plugin; controller — the controller (web
  * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
@@ -42,7 +45,7 @@ export const REQUIREMENTS = [
   {
     program: 'iperf3',
     package: 'iperf3',
-    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox'],
+    suites: ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi'],
     roles: [],
     why: 'measuring shaped rates',
   },
@@ -100,6 +103,16 @@ export const REQUIREMENTS = [
   { program: 'true', package: 'coreutils', suites: ['bench'], roles: [], why: 'timing `ip netns exec`' },
   { program: 'umount', package: 'mount', suites: DOCKER_SUITES, roles: [], why: "cleaning up dockerd's mounts" },
   { program: 'dpkg-query', package: 'dpkg', suites: IMAGE_SUITES, roles: [], why: 'telling the static busybox from the dynamic one' },
+  { program: 'go', package: 'golang-go', suites: ['plugin-esxi'], roles: [], why: 'building vcsim, the vSphere API simulator the ESXi plugin is tested against' },
+  {
+    program: 'vcsim',
+    package: 'golang-github-vmware-govmomi-dev',
+    suites: ['plugin-esxi'],
+    roles: [],
+    why: "VMware's vSphere API simulator (govmomi's source, built by the tests from plugins/esxi/vcsim/main.go)",
+    builtIn: 'plugins/esxi/src/testing.ts',
+    source: GOVMOMI_SOURCE,
+  },
   { program: 'apt-get', package: 'apt', suites: ['scripts'], roles: [], why: 'ensure-system installs the rest' },
   { program: 'psql', package: 'postgresql-client', suites: ['scripts'], roles: [], why: 'ensure-system checks the PostgreSQL login' },
   { program: 'pg_ctlcluster', package: 'postgresql-common', suites: ['scripts'], roles: [], why: "ensure-system starts the machine's PostgreSQL cluster" },
@@ -137,7 +150,7 @@ export function postgresReachable({ host, port } = postgresAddress()) {
 }
 
 /** Suites that need root (network namespaces, nftables, daemons). */
-export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'server', 'cli', 'caddy-api-client', 'bench'];
+export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'caddy-api-client', 'bench'];
 
 /**
  * Directories searched for programs: GATEHOUSE_SYSTEM_PATH (colon-separated) when set — the
@@ -176,8 +189,9 @@ export function staticExecutable(path) {
   return true;
 }
 
-/** Where a row's program is, or undefined when it is missing or fails the row's own check. */
+/** Where a row's program is (for a program built from source: the source), or undefined when it is missing or fails the row's own check. */
 export function locate(row, dirs = searchPath()) {
+  if (row.source) return existsSync(row.source) ? row.source : undefined;
   const path = findProgram(row.program, dirs);
   return path && (!row.verify || row.verify(path)) ? path : undefined;
 }
@@ -219,6 +233,7 @@ export const OPERATOR_READMES = [
   { file: 'plugins/docker/README.md', roles: ['agent', 'docker'] },
   { file: 'plugins/lxd/README.md', roles: ['agent', 'lxd'] },
   { file: 'plugins/proxmox/README.md', roles: ['agent'] },
+  { file: 'plugins/esxi/README.md', roles: ['agent'] },
 ];
 
 const BEGIN =
