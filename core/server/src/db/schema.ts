@@ -259,10 +259,13 @@ export const portForwards = pgTable(
     protoHi: integer('proto_hi').notNull(),
     addrLo: numeric('addr_lo', { precision: 40, scale: 0, mode: 'string' }).notNull(),
     addrHi: numeric('addr_hi', { precision: 40, scale: 0, mode: 'string' }).notNull(),
+    /** The import that wrote the row; while that import is staged the row holds its ports but is not there for anyone else. */
+    importId: uuid('import_id'),
     createdAt: createdAt(),
   },
   (t) => [
     index('port_forwards_instance_idx').on(t.instanceId),
+    index('port_forwards_import_idx').on(t.importId),
     index('port_forwards_owner_idx').on(t.ownerId),
     index('port_forwards_target_idx').on(t.targetAddressId),
     check(
@@ -271,6 +274,36 @@ export const portForwards = pgTable(
     ),
   ],
 );
+
+/**
+ * A CSV import of port forwards. A large import writes its forwards in short transactions while
+ * `staged`, so it never holds the store for long; its rows hold their host ports (the exclusion
+ * constraint sees them) but every reader skips them (`forwardIsVisible`) until one commit sets
+ * `committed`. A staged import that fails, or that a stopped controller left behind, is removed
+ * with its rows: an import is all or nothing.
+ */
+export const portForwardImports = pgTable('port_forward_imports', {
+  id: uuid('id').primaryKey(),
+  hostId: uuid('host_id')
+    .notNull()
+    .references(() => hosts.id, { onDelete: 'cascade' }),
+  actorUserId: uuid('actor_user_id'),
+  /** `removing`: failed or left over, its rows are being deleted (still hidden, no longer reserved). */
+  state: text('state', { enum: ['staged', 'committed', 'removing'] }).notNull(),
+  /** Forwards the import writes. */
+  forwards: integer('forwards').notNull(),
+  /** Forwards and host ports per owner, counted against their quotas while staged. */
+  reserved: jsonb('reserved').$type<Record<string, { forwards: number; ports: number }>>().notNull(),
+  /** Refreshed by every staging transaction; a staged import untouched for long belongs to a stopped controller. */
+  touchedAt: timestamp('touched_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  createdAt: createdAt(),
+});
+
+/**
+ * The condition every reader of `port_forwards` applies: the row is not part of a staged import.
+ * (Writers that need every held port — overlap checks, free-port choice, quota reservations — do not.)
+ */
+export const forwardIsVisible = sql<boolean>`(${portForwards.importId} is null or ${portForwards.importId} not in (select "id" from "port_forward_imports" where "state" <> 'committed'))`;
 
 /** A firewall rule of one instance; rules apply in priority order (lower first, ties by creation). */
 export const firewallRules = pgTable(
