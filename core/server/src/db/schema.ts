@@ -8,8 +8,8 @@
  * - a MAC address exists once: unique (mac);
  * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
  */
-import { sql } from 'drizzle-orm';
-import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
+import { sql, type SQL } from 'drizzle-orm';
+import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 
@@ -216,8 +216,14 @@ export const auditLog = pgTable(
     ownerId: uuid('owner_id'),
     before: jsonb('before'),
     after: jsonb('after'),
+    /** The import whose forward the entry records; hidden with that forward while the import is staged. */
+    importId: uuid('import_id'),
   },
-  (t) => [index('audit_log_owner_idx').on(t.ownerId, t.id), index('audit_log_object_idx').on(t.objectType, t.objectId)],
+  (t) => [
+    index('audit_log_owner_idx').on(t.ownerId, t.id),
+    index('audit_log_object_idx').on(t.objectType, t.objectId),
+    index('audit_log_import_idx').on(t.importId),
+  ],
 );
 
 /**
@@ -299,11 +305,19 @@ export const portForwardImports = pgTable('port_forward_imports', {
   createdAt: createdAt(),
 });
 
+/** Whether a row an import may have written (its `import_id` column) is there for readers: not of an import still staged or being removed. */
+function notStaged(importId: AnyPgColumn): SQL<boolean> {
+  return sql<boolean>`(${importId} is null or ${importId} not in (select "id" from "port_forward_imports" where "state" <> 'committed'))`;
+}
+
 /**
- * The condition every reader of `port_forwards` applies: the row is not part of a staged import.
- * (Writers that need every held port — overlap checks, free-port choice, quota reservations — do not.)
+ * The condition every reader of `port_forwards` applies: the row is not part of an unfinished import.
+ * (Writers that need every held port — overlap checks, free-port choice, address release — do not.)
  */
-export const forwardIsVisible = sql<boolean>`(${portForwards.importId} is null or ${portForwards.importId} not in (select "id" from "port_forward_imports" where "state" <> 'committed'))`;
+export const forwardIsVisible = notStaged(portForwards.importId);
+
+/** The condition readers of `audit_log` apply: the entry is not about a forward of an unfinished import. */
+export const auditEntryIsVisible = notStaged(auditLog.importId);
 
 /** A firewall rule of one instance; rules apply in priority order (lower first, ties by creation). */
 export const firewallRules = pgTable(

@@ -12,13 +12,13 @@
  * with one commit. When anything fails on the way its rows are removed; a controller stopped
  * half-way leaves a staged import that the next start removes.
  */
-import { and, asc, count, eq, inArray, ne, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, ne, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { csvCell, csvCellValue, parseCsv, type CsvRecord, type CsvSyntaxError } from '../csv.js';
 import { WorkBudget } from '../work-budget.js';
 import type { Database, Executor } from '../db/database.js';
-import { forwardIsVisible, hosts, instances, ipAllocations, nics, portForwardImports, portForwards, users } from '../db/schema.js';
+import { auditLog, forwardIsVisible, hosts, instances, ipAllocations, nics, portForwardImports, portForwards, users } from '../db/schema.js';
 import { ConflictError, GatehouseError, NotFoundError, ValidationError, postgresErrorOf } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Host } from './host-service.js';
@@ -26,7 +26,7 @@ import { controllerAddressCheck } from '../net/controller-addresses.js';
 import { formatIp, parseIp } from '../net/ip.js';
 import { DatabaseToken } from '../tokens.js';
 import { validId, type PortRange } from '../validate.js';
-import { AuditService } from './audit-service.js';
+import { AuditService, type AuditEntry } from './audit-service.js';
 import { lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
 import { PortForwardService, forwardQuotaProblem, type PortForward } from './port-forward-service.js';
@@ -83,10 +83,13 @@ const COLUMN_OF: Record<SpecField, string> = {
 };
 const PROTOCOLS: Record<string, ForwardProtocol> = { tcp: 'tcp', udp: 'udp', both: 'both', 'tcp+udp': 'both' };
 /** Staging transactions aim at this long (ms), so a request waiting for the store (PGlite has one connection) waits about as long. */
-const STAGE_TX_TARGET_MS = 10;
+const STAGE_TX_TARGET_MS = 25;
 /** Rows in the first staging transaction; later ones are sized from how long the last one took. */
-const STAGE_FIRST_BATCH = 50;
+const STAGE_FIRST_BATCH = 100;
+const STAGE_MIN_BATCH = 20;
 const STAGE_MAX_BATCH = 2_000;
+/** How often a staging transaction refreshes its import's `touchedAt` (an update per batch would pile up row versions). */
+const TOUCH_EVERY_MS = 5_000;
 /** Staged rows removed per transaction when an import is undone. */
 const REMOVE_BATCH = 2_000;
 /** A staged import untouched this long on PostgreSQL belongs to a controller that stopped (each staging transaction touches it). */
@@ -293,55 +296,56 @@ export class PortForwardImportService {
   }
 
   /**
-   * Writes the staged import's forwards in short transactions, yielding between them, then makes
-   * them visible in one commit with the host's revision bump and one audit entry per owner listing
-   * the forwards' ids. Removes the staged rows when anything fails.
+   * Writes the staged import's forwards and their audit entries in short transactions, yielding
+   * between them, then makes them visible with the host's revision bump in one commit. Removes the
+   * staged rows when anything fails.
    */
   private async write(actor: Actor, hostId: string, importId: string, forwards: PortForward[]): Promise<void> {
+    const cancelled = () =>
+      new ConflictError(
+        'input.csv',
+        `${forwards.length} new forwards`,
+        'were stopped while they were written (a target address was removed, or the controller is stopping); nothing was imported, run it again',
+      );
+    const entries: AuditEntry[] = [];
     try {
       let batch = STAGE_FIRST_BATCH;
+      let touched = performance.now();
       for (let i = 0; i < forwards.length; ) {
         const slice = forwards.slice(i, i + batch);
         const started = performance.now();
         await this.db.transaction(async (tx) => {
-          const touched = await tx
-            .update(portForwardImports)
-            .set({ touchedAt: new Date() })
-            .where(and(eq(portForwardImports.id, importId), eq(portForwardImports.state, 'staged')))
-            .returning({ id: portForwardImports.id });
-          if (touched.length === 0) throw new ConflictError('input.csv', `import ${importId}`, 'was cancelled while it was written (the controller is stopping); nothing was imported');
+          // the share lock keeps a removal from starting until this batch is in (it then removes the batch too)
+          const [open] = await tx
+            .select({ state: portForwardImports.state })
+            .from(portForwardImports)
+            .where(eq(portForwardImports.id, importId))
+            .for('share');
+          if (open?.state !== 'staged') throw cancelled();
+          if (started - touched > TOUCH_EVERY_MS) {
+            await tx.update(portForwardImports).set({ touchedAt: new Date() }).where(eq(portForwardImports.id, importId));
+            touched = started;
+          }
           await tx.insert(portForwards).values(slice);
+          entries.push(
+            ...(await this.audit.stage(
+              tx,
+              actor,
+              importId,
+              slice.map((f) => ({ action: 'portForward.create', objectType: 'PortForward', objectId: f.id, ownerId: f.ownerId, after: f })),
+            )),
+          );
         });
         i += slice.length;
         const took = Math.max(performance.now() - started, 0.1);
-        batch = Math.max(10, Math.min(STAGE_MAX_BATCH, Math.round((slice.length * STAGE_TX_TARGET_MS) / took)));
+        batch = Math.max(STAGE_MIN_BATCH, Math.min(STAGE_MAX_BATCH, Math.round((slice.length * STAGE_TX_TARGET_MS) / took)));
         await yieldToOthers();
       }
       await this.audit.transact(actor, async (tx, record) => {
-        const [staged] = await tx.select().from(portForwardImports).where(eq(portForwardImports.id, importId)).for('update');
-        if (staged?.state !== 'staged') throw new ConflictError('input.csv', `import ${importId}`, 'was cancelled while it was written (the controller is stopping); nothing was imported');
-        const [written] = await tx.select({ n: count() }).from(portForwards).where(eq(portForwards.importId, importId));
-        if (written?.n !== forwards.length) {
-          throw new ConflictError(
-            'input.csv',
-            `${forwards.length} new forwards`,
-            `lost ${forwards.length - (written?.n ?? 0)} forward(s) while the import was written (their target address was removed meanwhile); nothing was imported, run it again`,
-          );
-        }
-        const bumped = await bumpHostRevision(tx, record, hostId);
+        const [staged] = await tx.select({ state: portForwardImports.state }).from(portForwardImports).where(eq(portForwardImports.id, importId)).for('update');
+        if (staged?.state !== 'staged') throw cancelled();
+        await bumpHostRevision(tx, record, hostId);
         await tx.update(portForwardImports).set({ state: 'committed', touchedAt: new Date() }).where(eq(portForwardImports.id, importId));
-        const idsByOwner = new Map<string, string[]>();
-        for (const f of forwards) idsByOwner.set(f.ownerId, [...(idsByOwner.get(f.ownerId) ?? []), f.id]);
-        for (const [ownerId, forwardIds] of idsByOwner) {
-          // one entry per owner instead of one per forward (0.1 ms a row): the forwards also carry importId
-          await record({
-            action: 'portForward.import',
-            objectType: 'PortForwardImport',
-            objectId: importId,
-            ownerId,
-            after: { hostId, revision: bumped.desiredRevision, forwards: forwardIds.length, forwardIds },
-          });
-        }
       });
     } catch (err) {
       await this.removeImport(importId);
@@ -353,31 +357,28 @@ export class PortForwardImportService {
           'collided with a forward created on the host while the import was written; nothing was imported, run it again',
         );
       }
-      if (pg?.code === '23503') {
-        throw new ConflictError(
-          'input.csv',
-          `${forwards.length} new forwards`,
-          'lost a target instance or address while the import was written; nothing was imported, run it again',
-        );
-      }
+      if (pg?.code === '23503') throw cancelled();
       throw err;
     }
+    this.audit.publish(entries);
   }
 
-  /** Removes a staged import and its rows, a few thousand per transaction; does nothing to a committed one. */
+  /** Removes a staged import with its rows and audit entries, a few thousand per transaction; leaves a committed one alone. */
   private async removeImport(importId: string): Promise<void> {
-    // the rows stay hidden throughout: the import row goes last
     const [marked] = await this.db
       .update(portForwardImports)
       .set({ state: 'removing', touchedAt: new Date() })
       .where(and(eq(portForwardImports.id, importId), ne(portForwardImports.state, 'committed')))
       .returning({ id: portForwardImports.id });
     if (!marked) return;
-    for (;;) {
-      const doomed = this.db.select({ id: portForwards.id }).from(portForwards).where(eq(portForwards.importId, importId)).limit(REMOVE_BATCH);
-      const removed = await this.db.delete(portForwards).where(inArray(portForwards.id, doomed)).returning({ id: portForwards.id });
-      if (removed.length === 0) break;
-      await yieldToOthers();
+    // the rows stay hidden throughout: the import row goes last
+    for (const table of [portForwards, auditLog]) {
+      for (;;) {
+        const doomed = this.db.select({ id: table.id }).from(table).where(eq(table.importId, importId)).limit(REMOVE_BATCH);
+        const removed = await this.db.delete(table).where(inArray(table.id, doomed)).returning({ id: table.id });
+        if (removed.length === 0) break;
+        await yieldToOthers();
+      }
     }
     await this.db.delete(portForwardImports).where(eq(portForwardImports.id, importId));
   }

@@ -204,8 +204,13 @@ export class PortForwardService {
       .from(portForwards)
       .where(inArray(portForwards.targetAddressId, [...allocationIds]))
       .orderBy(asc(portForwards.hostId));
-    const staged = rows.filter((r) => !r.visible).map((r) => r.forward.id);
-    if (staged.length > 0) await tx.delete(portForwards).where(inArray(portForwards.id, staged));
+    const staged = rows.filter((r) => !r.visible).map((r) => r.forward);
+    if (staged.length > 0) {
+      // their imports can no longer be all or nothing: they stop, and remove the rest of their rows
+      const imports = [...new Set(staged.map((f) => f.importId!))];
+      await tx.update(portForwardImports).set({ state: 'removing' }).where(inArray(portForwardImports.id, imports));
+      await tx.delete(portForwards).where(inArray(portForwards.id, staged.map((f) => f.id)));
+    }
     const doomed = rows.filter((r) => r.visible).map((r) => r.forward);
     for (const hostId of new Set(doomed.map((f) => f.hostId))) await bumpHostRevision(tx, record, hostId);
     for (const forward of doomed) {
