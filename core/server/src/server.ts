@@ -21,7 +21,7 @@ import { gatehouseSchema } from './graphql/schema.js';
 import { newId } from './support/ids.js';
 import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.js';
 import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
-import { MAX_CSV_BYTES } from './services/port-forward-import-service.js';
+import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
@@ -228,6 +228,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const logger = options.logger ?? quietLogger;
   const store = await openStore(options.store);
   const container = createContainer(store, { logger, agentPresence: options.agentPresence });
+  // an import a stopped controller was writing is all or nothing: its staged rows go
+  const leftovers = await container.resolve(PortForwardImportService).removeLeftovers(store.kind);
+  if (leftovers > 0) logger.warn(`removed ${leftovers} unfinished port forward import(s) left by a controller that stopped`);
   let bootstrapSecret: string | undefined;
   if (options.bootstrap !== false) {
     bootstrapSecret = (await container.resolve(UserService).bootstrapAdmin())?.secret;

@@ -46,6 +46,7 @@ describe.skipIf(!available)('PostgreSQL event target', () => {
       ownerId: null,
       before: null,
       after: { blob: 'x'.repeat(20_000) },
+      importId: null,
     };
     await one.db.insert(auditLog).values(big);
     const small: AuditEntry = { ...big, id: newId(), action: 'test.small', after: { n: 1 } };

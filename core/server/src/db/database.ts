@@ -22,6 +22,11 @@ export function rowsOf<T>(result: unknown): T[] {
   return (Array.isArray(result) ? result : (result as { rows: T[] }).rows) as T[];
 }
 
+/** Whether every request shares the store's one connection (PGlite): there a long transaction makes every other request wait. */
+export function sharesOneConnection(db: Database): boolean {
+  return (db as { $client?: unknown }).$client instanceof PGlite;
+}
+
 /** Where the state lives. */
 export type StoreConfig = { kind: 'pglite'; dataDir?: string } | { kind: 'postgres'; url: string; maxConnections?: number };
 

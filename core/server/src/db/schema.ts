@@ -8,9 +8,9 @@
  * - a MAC address exists once: unique (mac);
  * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { DriverCapabilities } from '@gatehouse/sdk';
-import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid } from 'drizzle-orm/pg-core';
+import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 
@@ -234,8 +234,14 @@ export const auditLog = pgTable(
     ownerId: uuid('owner_id'),
     before: jsonb('before'),
     after: jsonb('after'),
+    /** The import whose forward the entry records; hidden with that forward while the import is staged. */
+    importId: uuid('import_id'),
   },
-  (t) => [index('audit_log_owner_idx').on(t.ownerId, t.id), index('audit_log_object_idx').on(t.objectType, t.objectId)],
+  (t) => [
+    index('audit_log_owner_idx').on(t.ownerId, t.id),
+    index('audit_log_object_idx').on(t.objectType, t.objectId),
+    index('audit_log_import_idx').on(t.importId),
+  ],
 );
 
 /**
@@ -277,10 +283,13 @@ export const portForwards = pgTable(
     protoHi: integer('proto_hi').notNull(),
     addrLo: numeric('addr_lo', { precision: 40, scale: 0, mode: 'string' }).notNull(),
     addrHi: numeric('addr_hi', { precision: 40, scale: 0, mode: 'string' }).notNull(),
+    /** The import that wrote the row; while that import is staged the row holds its ports but is not there for anyone else. */
+    importId: uuid('import_id'),
     createdAt: createdAt(),
   },
   (t) => [
     index('port_forwards_instance_idx').on(t.instanceId),
+    index('port_forwards_import_idx').on(t.importId),
     index('port_forwards_owner_idx').on(t.ownerId),
     index('port_forwards_target_idx').on(t.targetAddressId),
     check(
@@ -289,6 +298,44 @@ export const portForwards = pgTable(
     ),
   ],
 );
+
+/**
+ * A CSV import of port forwards. A large import writes its forwards in short transactions while
+ * `staged`, so it never holds the store for long; its rows hold their host ports (the exclusion
+ * constraint sees them) but every reader skips them (`forwardIsVisible`) until one commit sets
+ * `committed`. A staged import that fails, or that a stopped controller left behind, is removed
+ * with its rows: an import is all or nothing.
+ */
+export const portForwardImports = pgTable('port_forward_imports', {
+  id: uuid('id').primaryKey(),
+  hostId: uuid('host_id')
+    .notNull()
+    .references(() => hosts.id, { onDelete: 'cascade' }),
+  actorUserId: uuid('actor_user_id'),
+  /** `removing`: failed or left over, its rows are being deleted (still hidden, no longer reserved). */
+  state: text('state', { enum: ['staged', 'committed', 'removing'] }).notNull(),
+  /** Forwards the import writes. */
+  forwards: integer('forwards').notNull(),
+  /** Forwards and host ports per owner, counted against their quotas while staged. */
+  reserved: jsonb('reserved').$type<Record<string, { forwards: number; ports: number }>>().notNull(),
+  /** Refreshed by every staging transaction; a staged import untouched for long belongs to a stopped controller. */
+  touchedAt: timestamp('touched_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  createdAt: createdAt(),
+});
+
+/** Whether a row an import may have written (its `import_id` column) is there for readers: not of an import still staged or being removed. */
+function notStaged(importId: AnyPgColumn): SQL<boolean> {
+  return sql<boolean>`(${importId} is null or ${importId} not in (select "id" from "port_forward_imports" where "state" <> 'committed'))`;
+}
+
+/**
+ * The condition every reader of `port_forwards` applies: the row is not part of an unfinished import.
+ * (Writers that need every held port — overlap checks, free-port choice, address release — do not.)
+ */
+export const forwardIsVisible = notStaged(portForwards.importId);
+
+/** The condition readers of `audit_log` apply: the entry is not about a forward of an unfinished import. */
+export const auditEntryIsVisible = notStaged(auditLog.importId);
 
 /** A firewall rule of one instance; rules apply in priority order (lower first, ties by creation). */
 export const firewallRules = pgTable(

@@ -7,7 +7,7 @@ import { and, desc, eq, lt, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { auditLog } from '../db/schema.js';
+import { auditEntryIsVisible, auditLog } from '../db/schema.js';
 import type { EventBus, WebProxyChange } from '../events/event-bus.js';
 import type { AuditEntry } from '../events/event-payloads.js';
 import { newId } from '../support/ids.js';
@@ -60,19 +60,7 @@ export class AuditService {
       entries.length = 0; // a retried transaction starts over
       revisions.clear();
       proxyChanges.length = 0;
-      const entryOf = (c: AuditChange): AuditEntry => ({
-        id: newId(),
-        at: new Date(),
-        requestId: actor.requestId,
-        actorUserId: actor.userId,
-        tokenId: actor.tokenId,
-        action: c.action,
-        objectType: c.objectType,
-        objectId: c.objectId,
-        ownerId: c.ownerId ?? null,
-        before: toJson(c.before),
-        after: toJson(c.after),
-      });
+      const entryOf = (c: AuditChange) => auditEntry(actor, c, null);
       const record: RecordChange = Object.assign(
         async (c: AuditChange) => {
           const entry = entryOf(c);
@@ -101,6 +89,21 @@ export class AuditService {
     return result;
   }
 
+  /**
+   * Writes the entries of a staged import's forwards inside `tx`: hidden from the log until the
+   * import commits (removed with it otherwise). Returns them for `publish` after that commit.
+   */
+  async stage(tx: Tx, actor: Actor, importId: string, changes: readonly AuditChange[]): Promise<AuditEntry[]> {
+    const batch = changes.map((c) => auditEntry(actor, c, importId));
+    for (let i = 0; i < batch.length; i += AUDIT_BATCH) await tx.insert(auditLog).values(batch.slice(i, i + AUDIT_BATCH));
+    return batch;
+  }
+
+  /** Announces entries written by `stage` once their import has committed. */
+  publish(entries: readonly AuditEntry[]): void {
+    for (const entry of entries) this.events.publish('audit', entry);
+  }
+
   /** Entries as they are published (after commit). */
   subscribe(): AsyncIterable<AuditEntry> {
     return this.events.subscribe('audit');
@@ -113,7 +116,7 @@ export class AuditService {
 
   /** Newest first, keyset-paginated on id. */
   async list(actor: Actor, filter: AuditFilter, page: { before?: string; limit: number }): Promise<AuditEntry[]> {
-    const conditions: SQL[] = [];
+    const conditions: SQL[] = [auditEntryIsVisible];
     if (!isAdmin(actor)) conditions.push(eq(auditLog.ownerId, actor.userId));
     if (filter.objectType) conditions.push(eq(auditLog.objectType, filter.objectType));
     if (filter.objectId) conditions.push(eq(auditLog.objectId, filter.objectId));
@@ -125,6 +128,23 @@ export class AuditService {
       .orderBy(desc(auditLog.id))
       .limit(page.limit);
   }
+}
+
+function auditEntry(actor: Actor, c: AuditChange, importId: string | null): AuditEntry {
+  return {
+    id: newId(),
+    at: new Date(),
+    requestId: actor.requestId,
+    actorUserId: actor.userId,
+    tokenId: actor.tokenId,
+    action: c.action,
+    objectType: c.objectType,
+    objectId: c.objectId,
+    ownerId: c.ownerId ?? null,
+    before: toJson(c.before),
+    after: toJson(c.after),
+    importId,
+  };
 }
 
 function toJson(value: unknown): unknown {

@@ -10,7 +10,7 @@ import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { bandwidthLimits, firewallRules, hosts, instances, ipAllocations, ipPools, nics, portForwards } from '../db/schema.js';
+import { bandwidthLimits, firewallRules, forwardIsVisible, hosts, instances, ipAllocations, ipPools, nics, portForwards } from '../db/schema.js';
 import { compileDesiredState } from '../desired-state/compile.js';
 import { ForbiddenError, NotFoundError } from '../support/errors.js';
 import type { EventBus } from '../events/event-bus.js';
@@ -115,7 +115,10 @@ export class DesiredStateService {
    */
   private async loadSince(hostId: string, revision: number, forwards: number): Promise<{ state: DesiredState; revision: number; added: boolean }> {
     return this.readOnly(async (tx) => {
-      const [row] = await tx.select({ n: count() }).from(portForwards).where(eq(portForwards.hostId, hostId));
+      const [row] = await tx
+        .select({ n: count() })
+        .from(portForwards)
+        .where(and(eq(portForwards.hostId, hostId), forwardIsVisible));
       const state = await this.compile(tx, hostId, and(eq(portForwards.hostId, hostId), gt(portForwards.changedRevision, revision))!);
       const added = countForwards(state);
       if (Number(row?.n ?? 0) === forwards + added) return { state, revision: state.revision, added: true };
@@ -128,7 +131,7 @@ export class DesiredStateService {
     return this.db.transaction(work, { isolationLevel: 'repeatable read', accessMode: 'read only' });
   }
 
-  /** Compiles the host's state with the forwards `forwardFilter` selects. */
+  /** Compiles the host's state with the forwards `forwardFilter` selects (of those visible: not of an import being written). */
   private async compile(tx: Executor, hostId: string, forwardFilter: SQL): Promise<DesiredState> {
     const [host] = await tx.select().from(hosts).where(eq(hosts.id, hostId));
     if (!host) throw new NotFoundError('hostId', hostId, 'host');
@@ -161,7 +164,7 @@ export class DesiredStateService {
           protoLo: portForwards.protoLo,
         })
         .from(portForwards)
-        .where(forwardFilter),
+        .where(and(forwardFilter, forwardIsVisible)),
     });
   }
 

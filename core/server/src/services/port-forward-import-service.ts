@@ -5,22 +5,28 @@
  * an empty host_port picks the lowest free port(s).
  *
  * The plan is computed in memory against the host's forwards loaded once, so 10,000 rows cost a
- * few queries, not 10,000 round trips. A dry run returns the per-row plan; the real import writes
- * everything in one transaction, or nothing when any row is invalid or conflicts.
+ * few queries, not 10,000 round trips. A dry run returns the per-row plan. The real import is all
+ * or nothing, without holding the store: it reserves the owners' quotas in one short transaction,
+ * writes its forwards as a staged import in transactions of a few milliseconds each (the rows hold
+ * their host ports but no reader sees them, see `port_forward_imports`), and makes them visible
+ * with one commit. When anything fails on the way its rows are removed; a controller stopped
+ * half-way leaves a staged import that the next start removes.
  */
-import { and, asc, eq, inArray } from 'drizzle-orm';
+import { and, asc, eq, inArray, ne, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { csvCell, csvCellValue, parseCsv, type CsvRecord, type CsvSyntaxError } from '../support/csv.js';
 import { WorkBudget } from '../support/work-budget.js';
-import type { Database, Executor } from '../db/database.js';
-import { hosts, instances, ipAllocations, nics, portForwards, users } from '../db/schema.js';
-import { GatehouseError, NotFoundError, ValidationError } from '../support/errors.js';
+import { sharesOneConnection, type Database, type Executor } from '../db/database.js';
+import { auditLog, forwardIsVisible, hosts, instances, ipAllocations, nics, portForwardImports, portForwards, users } from '../db/schema.js';
+import { ConflictError, GatehouseError, NotFoundError, ValidationError, postgresErrorOf } from '../support/errors.js';
+import { newId } from '../support/ids.js';
 import type { Host } from './host-service.js';
 import { controllerAddressCheck } from '../net/controller-addresses.js';
 import { formatIp, parseIp } from '../net/ip.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, type PortRange } from '../support/validate.js';
+import type { AuditEntry } from '../events/event-payloads.js';
 import { AuditService } from './audit-service.js';
 import { lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
@@ -77,7 +83,22 @@ const COLUMN_OF: Record<SpecField, string> = {
   note: 'note',
 };
 const PROTOCOLS: Record<string, ForwardProtocol> = { tcp: 'tcp', udp: 'udp', both: 'both', 'tcp+udp': 'both' };
-const INSERT_BATCH = 500;
+/**
+ * On PGlite (one connection) staging transactions aim at this long (ms), so a request waiting for
+ * the store waits about as long; on PostgreSQL other requests do not wait for them, and each takes
+ * the largest batch (small ones made a 50,000-row import 10× slower there: 118 s against 11 s).
+ */
+const STAGE_TX_TARGET_MS = 25;
+/** Rows in the first staging transaction; later ones are sized from how long the last one took. */
+const STAGE_FIRST_BATCH = 100;
+const STAGE_MIN_BATCH = 20;
+const STAGE_MAX_BATCH = 2_000;
+/** How often a staging transaction refreshes its import's `touchedAt` (an update per batch would pile up row versions). */
+const TOUCH_EVERY_MS = 5_000;
+/** Staged rows removed per transaction when an import is undone. */
+const REMOVE_BATCH = 2_000;
+/** A staged import untouched this long on PostgreSQL belongs to a controller that stopped (each staging transaction touches it). */
+const STALE_IMPORT_MS = 120_000;
 /** Longest a plan may take before the import is refused (50,000 rows plan in well under 2 s). */
 const PLAN_BUDGET_MS = 30_000;
 
@@ -105,8 +126,11 @@ function totalsByOwner(creates: readonly ImportRow[]): Map<string, { forwards: n
   return new Map([...totals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-/** A forward of the host, or one planned by a row of the file. */
-type Indexed = PortForward & { row?: number };
+/** A forward of the host (`staged` while another import writes it), or one planned by a row of the file. */
+type Indexed = PortForward & { row?: number; staged?: boolean };
+
+/** Lets queued requests run between two staging transactions. */
+const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * The host ports taken for one set of overlap keys (protocols × host addresses), and where the
@@ -232,7 +256,22 @@ export class PortForwardImportService {
       return { dryRun, applied: false, rows: planned.rows };
     }
 
-    return this.audit.transact(actor, async (tx, record) => {
+    const opened = await this.open(actor, hostId, file, planned);
+    if (opened.creates.length > 0) await this.write(actor, hostId, opened.importId, opened.creates.map((r) => r.forward!));
+    return { dryRun, applied: true, rows: opened.rows };
+  }
+
+  /**
+   * One short transaction: checks the plan (planning again under the host lock only when the host
+   * changed since), reserves the owners' quotas and opens a staged import for the creates.
+   */
+  private async open(
+    actor: Actor,
+    hostId: string,
+    file: ParsedFile,
+    planned: { rows: ImportRow[]; revision: number },
+  ): Promise<{ rows: ImportRow[]; creates: ImportRow[]; importId: string }> {
+    return this.db.transaction(async (tx) => {
       const [host] = await tx.select().from(hosts).where(eq(hosts.id, hostId)).for('update');
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
       // any change to the host's forwards or targets bumps its revision: the plan still holds when it did not move
@@ -247,18 +286,126 @@ export class PortForwardImportService {
           `has ${problems.length} invalid or conflicting row(s), nothing was imported (run with dryRun: true for the full plan): ${first.join('; ')}`,
         );
       }
+      const importId = newId();
+      if (creates.length === 0) return { rows, creates, importId };
+      const reserved: Record<string, { forwards: number; ports: number }> = {};
       for (const [ownerId, adding] of totalsByOwner(creates)) {
         const owner = await lockOwner(tx, ownerId);
         await this.forwards.checkQuota(tx, owner, adding, 'input.csv', `${creates.length} new forwards`);
+        reserved[ownerId] = adding;
       }
-      if (creates.length > 0) {
-        const bumped = await bumpHostRevision(tx, record, hostId);
-        const newRows = creates.map((r) => Object.assign(r.forward!, { changedRevision: bumped.desiredRevision }));
-        for (let i = 0; i < newRows.length; i += INSERT_BATCH) await tx.insert(portForwards).values(newRows.slice(i, i + INSERT_BATCH));
-        await record.many(newRows.map((f) => ({ action: 'portForward.create', objectType: 'PortForward', objectId: f.id, ownerId: f.ownerId, after: f })));
-      }
-      return { dryRun, applied: true, rows };
+      await tx.insert(portForwardImports).values({ id: importId, hostId, actorUserId: actor.userId, state: 'staged', forwards: creates.length, reserved });
+      for (const r of creates) Object.assign(r.forward!, { importId, changedRevision: host.desiredRevision + 1 });
+      return { rows, creates, importId };
     });
+  }
+
+  /**
+   * Writes the staged import's forwards and their audit entries in short transactions, yielding
+   * between them, then makes them visible with the host's revision bump in one commit. Removes the
+   * staged rows when anything fails.
+   */
+  private async write(actor: Actor, hostId: string, importId: string, forwards: PortForward[]): Promise<void> {
+    const cancelled = () =>
+      new ConflictError(
+        'input.csv',
+        `${forwards.length} new forwards`,
+        'were stopped while they were written (a target address was removed, or the controller is stopping); nothing was imported, run it again',
+      );
+    const entries: AuditEntry[] = [];
+    try {
+      const oneConnection = sharesOneConnection(this.db);
+      let batch = oneConnection ? STAGE_FIRST_BATCH : STAGE_MAX_BATCH;
+      let touched = performance.now();
+      for (let i = 0; i < forwards.length; ) {
+        const slice = forwards.slice(i, i + batch);
+        const started = performance.now();
+        await this.db.transaction(async (tx) => {
+          // the share lock keeps a removal from starting until this batch is in (it then removes the batch too)
+          const [open] = await tx
+            .select({ state: portForwardImports.state })
+            .from(portForwardImports)
+            .where(eq(portForwardImports.id, importId))
+            .for('share');
+          if (open?.state !== 'staged') throw cancelled();
+          if (started - touched > TOUCH_EVERY_MS) {
+            await tx.update(portForwardImports).set({ touchedAt: new Date() }).where(eq(portForwardImports.id, importId));
+            touched = started;
+          }
+          await tx.insert(portForwards).values(slice);
+          entries.push(
+            ...(await this.audit.stage(
+              tx,
+              actor,
+              importId,
+              slice.map((f) => ({ action: 'portForward.create', objectType: 'PortForward', objectId: f.id, ownerId: f.ownerId, after: f })),
+            )),
+          );
+        });
+        i += slice.length;
+        const took = Math.max(performance.now() - started, 0.1);
+        if (oneConnection) batch = Math.max(STAGE_MIN_BATCH, Math.min(STAGE_MAX_BATCH, Math.round((slice.length * STAGE_TX_TARGET_MS) / took)));
+        await yieldToOthers();
+      }
+      await this.audit.transact(actor, async (tx, record) => {
+        const [staged] = await tx.select({ state: portForwardImports.state }).from(portForwardImports).where(eq(portForwardImports.id, importId)).for('update');
+        if (staged?.state !== 'staged') throw cancelled();
+        await bumpHostRevision(tx, record, hostId);
+        await tx.update(portForwardImports).set({ state: 'committed', touchedAt: new Date() }).where(eq(portForwardImports.id, importId));
+      });
+    } catch (err) {
+      await this.removeImport(importId);
+      const pg = postgresErrorOf(err);
+      if (pg?.code === '23P01') {
+        throw new ConflictError(
+          'input.csv',
+          `${forwards.length} new forwards`,
+          'collided with a forward created on the host while the import was written; nothing was imported, run it again',
+        );
+      }
+      if (pg?.code === '23503') throw cancelled();
+      throw err;
+    }
+    this.audit.publish(entries);
+  }
+
+  /** Removes a staged import with its rows and audit entries, a few thousand per transaction; leaves a committed one alone. */
+  private async removeImport(importId: string): Promise<void> {
+    const [marked] = await this.db
+      .update(portForwardImports)
+      .set({ state: 'removing', touchedAt: new Date() })
+      .where(and(eq(portForwardImports.id, importId), ne(portForwardImports.state, 'committed')))
+      .returning({ id: portForwardImports.id });
+    if (!marked) return;
+    // the rows stay hidden throughout: the import row goes last
+    for (const table of [portForwards, auditLog]) {
+      for (;;) {
+        const doomed = this.db.select({ id: table.id }).from(table).where(eq(table.importId, importId)).limit(REMOVE_BATCH);
+        const removed = await this.db.delete(table).where(inArray(table.id, doomed)).returning({ id: table.id });
+        if (removed.length === 0) break;
+        await yieldToOthers();
+      }
+    }
+    await this.db.delete(portForwardImports).where(eq(portForwardImports.id, importId));
+  }
+
+  /**
+   * Removes staged imports a stopped controller left behind: on PGlite (one process) every one, on
+   * PostgreSQL (replicas may be importing) those no staging transaction touched for two minutes.
+   * Returns how many forwards' imports were removed.
+   */
+  async removeLeftovers(storeKind: 'pglite' | 'postgres'): Promise<number> {
+    const leftovers = await this.db
+      .select({ id: portForwardImports.id, forwards: portForwardImports.forwards })
+      .from(portForwardImports)
+      .where(
+        and(
+          ne(portForwardImports.state, 'committed'),
+          storeKind === 'pglite' ? undefined : sql`${portForwardImports.touchedAt} < now() - make_interval(secs => ${STALE_IMPORT_MS / 1000})`,
+        ),
+      );
+    for (const leftover of leftovers) await this.removeImport(leftover.id);
+    return leftovers.length;
   }
 
   /** The per-row plan against the host as `db` sees it, and the host revision it was made at. */
@@ -267,7 +414,12 @@ export class PortForwardImportService {
     if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
     const targets = await this.targetsOn(db, actor, hostId);
     const index = new PortIndex(host);
-    for (const f of await db.select().from(portForwards).where(eq(portForwards.hostId, hostId))) index.add(f);
+    // rows of imports still being written hold their ports too
+    const held = await db
+      .select({ forward: portForwards, visible: forwardIsVisible })
+      .from(portForwards)
+      .where(eq(portForwards.hostId, hostId));
+    for (const { forward, visible } of held) index.add(visible ? forward : { ...forward, staged: true });
     const names = new Map(
       (await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
     );
@@ -320,7 +472,7 @@ export class PortForwardImportService {
     const rows = await this.db
       .select()
       .from(portForwards)
-      .where(and(eq(portForwards.hostId, id), isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId)))
+      .where(and(eq(portForwards.hostId, id), forwardIsVisible, isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId)))
       .orderBy(asc(portForwards.hostPortStart), asc(portForwards.protoLo));
     const lines = [[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(',')];
     for (const f of rows) {
@@ -457,6 +609,7 @@ export class PortForwardImportService {
     const same = clash.find(
       (f) =>
         f.row === undefined &&
+        !f.staged &&
         f.protocol === forward.protocol &&
         f.hostAddress === forward.hostAddress &&
         f.hostPortStart === forward.hostPortStart &&
@@ -471,7 +624,9 @@ export class PortForwardImportService {
       const reason =
         f.row !== undefined
           ? `${where} is already forwarded by row ${f.row} of this file`
-          : `${where} is already forwarded to ${isAdmin(actor) || f.ownerId === actor.userId ? `${names.get(f.instanceId) ?? f.instanceId} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant'}`;
+          : f.staged
+            ? `${where} is held by another import that is being written`
+            : `${where} is already forwarded to ${isAdmin(actor) || f.ownerId === actor.userId ? `${names.get(f.instanceId) ?? f.instanceId} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant'}`;
       return { row, action: 'conflict', reason, column: 'host_port', forward: null };
     }
     index.add({ ...forward, row });

@@ -11,7 +11,7 @@ import { and, asc, count, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { instances, portForwards } from '../db/schema.js';
+import { forwardIsVisible, instances, portForwardImports, portForwards } from '../db/schema.js';
 import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, postgresErrorOf } from '../support/errors.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, type PortRange } from '../support/validate.js';
@@ -156,7 +156,10 @@ export class PortForwardService {
     if (problem) throw new QuotaExceededError(problem.quota, problem.limit, problem.used, field, value);
   }
 
-  /** How many forwards an owner has, and how many host ports (per protocol) they hold. */
+  /**
+   * How many forwards an owner has, and how many host ports (per protocol) they hold, counting
+   * what imports being written have reserved (their rows are not visible yet).
+   */
   async use(tx: Executor, ownerId: string): Promise<ForwardUse> {
     const [row] = await tx
       .select({
@@ -164,15 +167,23 @@ export class PortForwardService {
         ports: sql<string>`coalesce(sum((${portForwards.hostPortEnd} - ${portForwards.hostPortStart} + 1) * (${portForwards.protoHi} - ${portForwards.protoLo} + 1)), 0)`,
       })
       .from(portForwards)
-      .where(eq(portForwards.ownerId, ownerId));
-    return { forwards: row?.n ?? 0, ports: Number(row?.ports ?? 0) };
+      .where(and(eq(portForwards.ownerId, ownerId), forwardIsVisible));
+    const use = { forwards: row?.n ?? 0, ports: Number(row?.ports ?? 0) };
+    for (const { reserved } of await tx.select({ reserved: portForwardImports.reserved }).from(portForwardImports).where(eq(portForwardImports.state, 'staged'))) {
+      use.forwards += reserved[ownerId]?.forwards ?? 0;
+      use.ports += reserved[ownerId]?.ports ?? 0;
+    }
+    return use;
   }
 
   /** Deletes a forward the actor owns (admins: any). */
   async delete(actor: Actor, forwardId: string): Promise<PortForward> {
     const id = validId('input.portForwardId', forwardId);
     return this.audit.transact(actor, async (tx, record) => {
-      const [forward] = await tx.select().from(portForwards).where(eq(portForwards.id, id));
+      const [forward] = await tx
+        .select()
+        .from(portForwards)
+        .where(and(eq(portForwards.id, id), forwardIsVisible));
       if (!forward || (!isAdmin(actor) && forward.ownerId !== actor.userId)) throw new NotFoundError('input.portForwardId', id, 'port forward');
       await bumpHostRevision(tx, record, forward.hostId);
       await tx.delete(portForwards).where(eq(portForwards.id, id));
@@ -181,14 +192,25 @@ export class PortForwardService {
     });
   }
 
-  /** Removes the forwards that target the given addresses (NIC removed, instance deleted), with audit entries. */
+  /**
+   * Removes the forwards that target the given addresses (NIC removed, instance deleted), with audit
+   * entries. Rows of an import still being written go too, unannounced; that import then fails.
+   */
   async removeForTargets(tx: Tx, record: RecordChange, allocationIds: readonly string[], reason: string): Promise<PortForward[]> {
     if (allocationIds.length === 0) return [];
-    const doomed = await tx
-      .select()
+    const rows = await tx
+      .select({ forward: portForwards, visible: forwardIsVisible })
       .from(portForwards)
       .where(inArray(portForwards.targetAddressId, [...allocationIds]))
       .orderBy(asc(portForwards.hostId));
+    const staged = rows.filter((r) => !r.visible).map((r) => r.forward);
+    if (staged.length > 0) {
+      // their imports can no longer be all or nothing: they stop, and remove the rest of their rows
+      const imports = [...new Set(staged.map((f) => f.importId!))];
+      await tx.update(portForwardImports).set({ state: 'removing' }).where(inArray(portForwardImports.id, imports));
+      await tx.delete(portForwards).where(inArray(portForwards.id, staged.map((f) => f.id)));
+    }
+    const doomed = rows.filter((r) => r.visible).map((r) => r.forward);
     for (const hostId of new Set(doomed.map((f) => f.hostId))) await bumpHostRevision(tx, record, hostId);
     for (const forward of doomed) {
       await tx.delete(portForwards).where(eq(portForwards.id, forward.id));
@@ -204,7 +226,7 @@ export class PortForwardService {
     return doomed;
   }
 
-  /** Number of forwards targeting an address. */
+  /** Number of forwards targeting an address, counting those of imports being written. */
   async countForTarget(tx: Executor, allocationId: string): Promise<number> {
     const [row] = await tx.select({ n: count() }).from(portForwards).where(eq(portForwards.targetAddressId, allocationId));
     return row?.n ?? 0;
@@ -212,7 +234,10 @@ export class PortForwardService {
 
   /** A forward, if the actor may see it. */
   async get(actor: Actor, id: string): Promise<PortForward | undefined> {
-    const [row] = await this.db.select().from(portForwards).where(eq(portForwards.id, id));
+    const [row] = await this.db
+      .select()
+      .from(portForwards)
+      .where(and(eq(portForwards.id, id), forwardIsVisible));
     return row && (isAdmin(actor) || row.ownerId === actor.userId) ? row : undefined;
   }
 
@@ -223,6 +248,7 @@ export class PortForwardService {
       .from(portForwards)
       .where(
         and(
+          forwardIsVisible,
           isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId),
           filter.instanceId ? eq(portForwards.instanceId, filter.instanceId) : undefined,
           filter.hostId ? eq(portForwards.hostId, filter.hostId) : undefined,

@@ -181,6 +181,7 @@ export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: 
     protoHi: placed.protoHi,
     addrLo: placed.addrLo,
     addrHi: placed.addrHi,
+    importId: null,
     createdAt: new Date(),
   };
 }

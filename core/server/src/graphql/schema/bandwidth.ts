@@ -6,7 +6,7 @@ import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { InstanceRef } from './instances.js';
 import { resultOf } from './mutation-result.js';
-import { ApplyStatusEnum } from './port-forwards.js';
+import { ApplyStatusEnum } from './apply-status.js';
 
 const QuotaActionEnum = builder.enumType('TrafficQuotaAction', {
   description: 'THROTTLE: cap the rate to throttleMbps until the month ends. NOTIFY: only report it.',

@@ -7,7 +7,7 @@ import { ForbiddenError, NotFoundError, ValidationError } from '../../support/er
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { resultOf } from './mutation-result.js';
-import { ApplyStatusEnum } from './port-forwards.js';
+import { ApplyStatusEnum } from './apply-status.js';
 
 const DesiredStateRef = builder.objectRef<DesiredState>('DesiredStateDocument').implement({
   description: 'The document an agent applies; its shape is `DesiredState` in @gatehouse/sdk.',

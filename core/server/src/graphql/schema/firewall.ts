@@ -8,7 +8,7 @@ import { requireActor } from '../context.js';
 import { PortRangeRef } from './hosts.js';
 import { InstanceRef } from './instances.js';
 import { resultOf } from './mutation-result.js';
-import { ApplyStatusEnum } from './port-forwards.js';
+import { ApplyStatusEnum } from './apply-status.js';
 
 /** Which traffic a firewall rule matches. */
 export const DirectionEnum = builder.enumType('FirewallDirection', { values: { INBOUND: { value: 'inbound' }, OUTBOUND: { value: 'outbound' } } as const });

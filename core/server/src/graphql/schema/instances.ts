@@ -10,7 +10,7 @@ import {
   ValidationError,
 } from '../../support/errors.js';
 import { builder } from '../builder.js';
-import { ApplyStatusEnum } from './port-forwards.js';
+import { ApplyStatusEnum } from './apply-status.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
 import type { Instance, Nic, NicWithAddresses } from '../../services/instance-service.js';

@@ -6,6 +6,7 @@ import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
 import { HostRef, PortRangeRef } from './hosts.js';
+import { ApplyStatusEnum } from './apply-status.js';
 import { InstanceRef } from './instances.js';
 import { resultOf } from './mutation-result.js';
 
@@ -15,11 +16,6 @@ export const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
 });
 
 /** Apply status of an object on its host, reported by the host's agent. */
-export const ApplyStatusEnum = builder.enumType('ApplyStatus', {
-  description: 'PENDING: not yet applied (or the agent is away). APPLIED. FAILED: see statusError. DRIFTED: the host no longer matches.',
-  values: { PENDING: { value: 'pending' }, APPLIED: { value: 'applied' }, FAILED: { value: 'failed' }, DRIFTED: { value: 'drifted' } } as const,
-});
-
 const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
   fields: (t) => ({
     id: t.exposeID('id'),
@@ -162,7 +158,7 @@ builder.mutationField('importPortForwards', (t) =>
     type: ImportResultRef,
     description: 'Bulk import from CSV: all rows in one transaction, or none when any row is invalid or conflicts.',
     args: { input: t.arg({ type: ImportPortForwardsInput, required: true }) },
-    errors: resultOf('ImportPortForwards', 'result', [ValidationError, NotFoundError, QuotaExceededError]),
+    errors: resultOf('ImportPortForwards', 'result', [ValidationError, NotFoundError, QuotaExceededError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.forwardImport.import(requireActor(ctx), input),
   }),
 );

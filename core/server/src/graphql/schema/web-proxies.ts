@@ -8,7 +8,7 @@ import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
 import { InstanceRef } from './instances.js';
 import { resultOf } from './mutation-result.js';
-import { ApplyStatusEnum } from './port-forwards.js';
+import { ApplyStatusEnum } from './apply-status.js';
 
 const TargetProtocolEnum = builder.enumType('ProxyTargetProtocol', { values: { HTTP: { value: 'http' }, HTTPS: { value: 'https' } } as const });
 const TlsModeEnum = builder.enumType('TlsMode', {
