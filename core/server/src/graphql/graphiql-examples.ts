@@ -19,10 +19,13 @@ const ERROR_FIELDS = `    ... on Error {
 /** The walkthrough's tabs, in the order to run them. */
 export const GRAPHIQL_EXAMPLES: readonly GraphiqlExample[] = [
   {
-    query: `# Welcome to Gatehouse. Put your token in the Headers tab below:
+    query: `# Welcome to Gatehouse. First put your
+# token in Headers (below):
 #   {"Authorization": "Bearer gh_..."}
-# (the controller printed an admin token on its first start). Then run the
-# tabs 1 to 9 in order; "Docs" (top left) describes every type and field.
+# (an admin token is printed on the first
+# start), then run the tabs 1 to 9 in
+# order. Docs (top left) describes every
+# type, field and argument.
 #
 # 1. Who you are.
 query Me {
