@@ -37,20 +37,29 @@ export const ActionEnum = builder.enumType('FirewallAction', {
   } as const,
 });
 
+type SchemaTypes = typeof builder extends PothosSchemaTypes.SchemaBuilder<infer Types> ? Types : never;
+
+// what a rule of an instance and a rule of a template both are
+function ruleSpecFields<Rule extends FirewallRuleSpecJson>(t: PothosSchemaTypes.ObjectFieldBuilder<SchemaTypes, Rule>) {
+  return {
+    direction: t.field({ type: DirectionEnum, description: 'INBOUND or OUTBOUND.', resolve: (r) => r.direction }),
+    protocol: t.field({ type: ProtocolEnum, description: 'TCP, UDP, ICMP or ALL.', resolve: (r) => r.protocol }),
+    sourceCidr: t.string({ nullable: true, description: 'Null: any source.', resolve: (r) => r.sourceCidr }),
+    destinationCidr: t.string({ nullable: true, description: 'Null: any destination.', resolve: (r) => r.destinationCidr }),
+    ports: t.field({ type: [PortRangeRef], description: 'Destination ports (tcp/udp); empty: every port.', resolve: (r) => r.ports }),
+    action: t.field({ type: ActionEnum, description: 'What matching traffic meets.', resolve: (r) => r.action }),
+    priority: t.int({ description: '1 (first) to 10000.', resolve: (r) => r.priority }),
+    note: t.string({ description: 'Free text, e.g. "SSH from the office".', resolve: (r) => r.note }),
+  };
+}
+
 const FirewallRuleRef = builder.objectRef<FirewallRule>('FirewallRule').implement({
   description:
     "A rule of an instance's firewall. Rules apply in priority order (lower first; ties in creation order); the first match decides, else the direction's policy.",
   fields: (t) => ({
     id: t.exposeID('id', { description: 'The rule id.' }),
-    direction: t.field({ type: DirectionEnum, description: 'INBOUND or OUTBOUND.', resolve: (r) => r.direction }),
-    protocol: t.field({ type: ProtocolEnum, description: 'TCP, UDP, ICMP or ALL.', resolve: (r) => r.protocol }),
-    sourceCidr: t.exposeString('sourceCidr', { nullable: true, description: 'Null: any source.' }),
-    destinationCidr: t.exposeString('destinationCidr', { nullable: true, description: 'Null: any destination.' }),
-    ports: t.field({ type: [PortRangeRef], description: 'Destination ports (tcp/udp); empty: every port.', resolve: (r) => r.ports }),
-    action: t.field({ type: ActionEnum, description: 'What matching traffic meets.', resolve: (r) => r.action }),
-    priority: t.exposeInt('priority', { description: '1 (first) to 10000.' }),
+    ...ruleSpecFields(t),
     enabled: t.exposeBoolean('enabled', { description: 'A disabled rule is kept but not applied.' }),
-    note: t.exposeString('note', { description: 'Free text, e.g. "office SSH".' }),
     status: t.field({ type: ApplyStatusEnum, description: 'Whether the rule is in effect on the host.', resolve: (r) => r.status }),
     statusError: t.exposeString('statusError', { nullable: true, description: "FAILED: the driver's error; null otherwise." }),
     changedRevision: t.exposeInt('changedRevision', {
@@ -62,16 +71,7 @@ const FirewallRuleRef = builder.objectRef<FirewallRule>('FirewallRule').implemen
 
 const TemplateRuleRef = builder.objectRef<FirewallRuleSpecJson>('FirewallTemplateRule').implement({
   description: 'A rule a template adds, as FirewallRule without the per-instance state.',
-  fields: (t) => ({
-    direction: t.field({ type: DirectionEnum, description: 'INBOUND or OUTBOUND.', resolve: (r) => r.direction }),
-    protocol: t.field({ type: ProtocolEnum, description: 'TCP, UDP, ICMP or ALL.', resolve: (r) => r.protocol }),
-    sourceCidr: t.exposeString('sourceCidr', { nullable: true, description: 'Null: any source.' }),
-    destinationCidr: t.exposeString('destinationCidr', { nullable: true, description: 'Null: any destination.' }),
-    ports: t.field({ type: [PortRangeRef], description: 'Destination ports (tcp/udp); empty: every port.', resolve: (r) => r.ports }),
-    action: t.field({ type: ActionEnum, description: 'What matching traffic meets.', resolve: (r) => r.action }),
-    priority: t.exposeInt('priority', { description: '1 (first) to 10000.' }),
-    note: t.exposeString('note', { description: 'Free text, e.g. "HTTPS".' }),
-  }),
+  fields: (t) => ruleSpecFields(t),
 });
 
 const TemplateRef = builder.objectRef<TemplateView>('FirewallTemplate').implement({
