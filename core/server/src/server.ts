@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
+import { GRAPHIQL_EXAMPLES } from './graphql/graphiql-examples.js';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
@@ -108,14 +109,6 @@ function isGraphQLError(value: unknown): boolean {
 /** Largest request body accepted (bytes). */
 export const MAX_REQUEST_BYTES = 2 * MAX_CSV_BYTES;
 
-const GRAPHIQL_DEFAULT_QUERY = `# Gatehouse GraphiQL. Add your token under Headers below:
-#   {"Authorization": "Bearer gh_..."}
-# The README walks through creating a pool, a host and an instance.
-query Me {
-  me { name role }
-}
-`;
-
 /**
  * Ends HTTP (SSE) subscriptions when their token is revoked. graphql-ws subscriptions are not
  * wrapped: their whole connection is closed with 4403 instead (see `startController`).
@@ -170,7 +163,15 @@ export function createGatehouseYoga(
     maxRequestBodySize: MAX_REQUEST_BYTES,
     // GraphiQL with its assets inlined: it works without internet access
     renderGraphiQL,
-    graphiql: (options.graphiql ?? graphiqlByDefault()) ? { title: 'Gatehouse GraphiQL', defaultQuery: GRAPHIQL_DEFAULT_QUERY } : false,
+    // the README's walkthrough as tabs; new tabs open on its first step
+    graphiql:
+      (options.graphiql ?? graphiqlByDefault())
+        ? {
+            title: 'Gatehouse GraphiQL',
+            defaultQuery: GRAPHIQL_EXAMPLES[0]!.query,
+            defaultTabs: GRAPHIQL_EXAMPLES.map((tab) => ({ query: tab.query, variables: tab.variables ?? null })),
+          }
+        : false,
     logging: false,
     plugins: [endOnRevocation(revocations), ...((options.graphiql ?? graphiqlByDefault()) ? [] : [introspectionNeedsToken()])],
     maskedErrors: {

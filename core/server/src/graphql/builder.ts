@@ -17,6 +17,7 @@ import {
   ValidationError,
 } from '../support/errors.js';
 import { ArgumentChecks } from './argument-checks.js';
+import { DEFAULT_PAGE, MAX_PAGE } from './pagination.js';
 import type { GraphQLContext } from './context.js';
 import { DeclaredErrors } from './declared-errors.js';
 
@@ -61,8 +62,23 @@ export const builder = new SchemaBuilder<{
     nodeQueryOptions: false,
     nodesQueryOptions: false,
     // a connection's page size already multiplies its nodes' cost; its edges list must not again
-    edgesFieldOptions: { nullable: false, complexity: { field: 0, multiplier: 1 } },
-    nodeFieldOptions: { nullable: false },
+    edgesFieldOptions: {
+      nullable: false,
+      complexity: { field: 0, multiplier: 1 },
+      description: 'The objects of this page, each with its cursor, in the order the list is sorted.',
+    },
+    nodeFieldOptions: { nullable: false, description: 'The object.' },
+    cursorFieldOptions: { description: "The object's position: pass it as `after` to get the objects that follow it." },
+    pageInfoFieldOptions: { description: 'Whether more objects follow this page, and the cursors to fetch them.' },
+    pageInfoTypeOptions: { description: 'Where a page lies in the list. Pages are fetched forwards only, with `first` and `after`.' },
+    hasNextPageFieldOptions: { description: 'True when more objects follow: fetch them with `after: endCursor`.' },
+    hasPreviousPageFieldOptions: { description: 'Always false: pages are fetched forwards only.' },
+    startCursorFieldOptions: { description: "The first object's cursor; null for an empty page." },
+    endCursorFieldOptions: { description: "The last object's cursor (pass it as `after` for the next page); null for an empty page." },
+    firstArgOptions: { description: `Page size: 0 to ${MAX_PAGE} objects. Default ${DEFAULT_PAGE}.` },
+    afterArgOptions: { description: "Start after this cursor (a previous page's `pageInfo.endCursor`). Absent: from the beginning." },
+    lastArgOptions: { description: 'Not supported (pages go forwards only): any value is refused with VALIDATION_FAILED. Use `first`.' },
+    beforeArgOptions: { description: 'Not supported (pages go forwards only): any value is refused with VALIDATION_FAILED. Use `after`.' },
   },
   complexity: {
     defaultComplexity: 1,
@@ -71,6 +87,9 @@ export const builder = new SchemaBuilder<{
   },
 });
 
-builder.queryType({});
-builder.mutationType({});
-builder.subscriptionType({});
+builder.queryType({ description: 'Reads. Every query needs a bearer token; users see their own objects, admins everything.' });
+builder.mutationType({
+  description:
+    'Changes. Each mutation either succeeds (its `…Payload`) or returns one of the typed errors it lists and changes nothing; every change is audited.',
+});
+builder.subscriptionType({ description: 'Live feeds over graphql-ws or server-sent events.' });

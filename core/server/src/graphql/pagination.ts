@@ -51,3 +51,11 @@ export function connectionOf<T extends { id: string }>(rows: T[], page: { size: 
 export function connectionComplexity(args: ConnectionArgs): { field: number; multiplier: number } {
   return { field: 1, multiplier: Math.max(1, args.first ?? DEFAULT_PAGE) };
 }
+
+/** Descriptions of the types a connection generates (`…Connection`, `…ConnectionEdge`): `t.connection(options, ...pageTypes('hosts'))`. */
+export function pageTypes(things: string): [{ description: string }, { description: string }] {
+  return [
+    { description: `A page of ${things}: \`edges\` holds them, \`pageInfo\` says whether more follow.` },
+    { description: `One of the ${things} on a page, with its cursor.` },
+  ];
+}

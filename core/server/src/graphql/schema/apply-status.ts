@@ -6,6 +6,11 @@ import { builder } from '../builder.js';
 
 /** PENDING / APPLIED / FAILED / DRIFTED, as the host's agent (or Caddy) last reported. */
 export const ApplyStatusEnum = builder.enumType('ApplyStatus', {
-  description: 'PENDING: not yet applied (or the agent is away). APPLIED. FAILED: see statusError. DRIFTED: the host no longer matches.',
-  values: { PENDING: { value: 'pending' }, APPLIED: { value: 'applied' }, FAILED: { value: 'failed' }, DRIFTED: { value: 'drifted' } } as const,
+  description: "Whether an object is in effect on its host, as the host's agent (for web proxies: Caddy) last reported.",
+  values: {
+    PENDING: { value: 'pending', description: "Not applied yet: the change is on its way, or the host's agent is offline (it applies on return)." },
+    APPLIED: { value: 'applied', description: 'In effect on the host.' },
+    FAILED: { value: 'failed', description: 'The host could not apply it; statusError says why.' },
+    DRIFTED: { value: 'drifted', description: "The host no longer matches it (someone changed the host's rules); the agent repairs it." },
+  } as const,
 });

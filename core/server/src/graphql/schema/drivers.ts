@@ -8,7 +8,10 @@ import { ForwardProtocolEnum } from './port-forwards.js';
 
 const ImplementationEnum = builder.enumType('DriverImplementation', {
   description: "How a driver provides a feature: NATIVE through the backend's own API, DATAPLANE through the Linux dataplane on the agent's host.",
-  values: { NATIVE: { value: 'native' }, DATAPLANE: { value: 'dataplane' } } as const,
+  values: {
+    NATIVE: { value: 'native', description: "Through the backend's own API (e.g. LXD network forwards, Proxmox VE firewall)." },
+    DATAPLANE: { value: 'dataplane', description: "Through nftables and tc on the agent's host." },
+  } as const,
 });
 
 type Caps = DriverCapabilities;
@@ -16,7 +19,7 @@ type Caps = DriverCapabilities;
 const PortForwardCapabilitiesRef = builder.objectRef<NonNullable<Caps['portForwards']>>('PortForwardCapabilities').implement({
   description: 'What port forwards the driver applies; others are refused with CAPABILITY_NOT_SUPPORTED.',
   fields: (t) => ({
-    implementation: t.field({ type: ImplementationEnum, resolve: (c) => c.implementation }),
+    implementation: t.field({ type: ImplementationEnum, description: 'NATIVE or DATAPLANE.', resolve: (c) => c.implementation }),
     protocols: t.field({ type: [ForwardProtocolEnum], description: 'TCP and/or UDP (BOTH needs both).', resolve: (c) => [...c.protocols] }),
     portRanges: t.exposeBoolean('portRanges', { description: 'Whether a forward may span a port range.' }),
     ipv6: t.exposeBoolean('ipv6', { description: 'Whether forwards to IPv6 targets are applied.' }),
@@ -27,7 +30,7 @@ const PortForwardCapabilitiesRef = builder.objectRef<NonNullable<Caps['portForwa
 const FirewallCapabilitiesRef = builder.objectRef<NonNullable<Caps['firewall']>>('FirewallCapabilities').implement({
   description: 'What firewall rules and policies the driver applies.',
   fields: (t) => ({
-    implementation: t.field({ type: ImplementationEnum, resolve: (c) => c.implementation }),
+    implementation: t.field({ type: ImplementationEnum, description: 'NATIVE or DATAPLANE.', resolve: (c) => c.implementation }),
     directions: t.field({ type: [DirectionEnum], description: 'Directions rules may match.', resolve: (c) => [...c.directions] }),
     actions: t.field({ type: [ActionEnum], description: 'Actions of rules and policies.', resolve: (c) => [...c.actions] }),
     priorities: t.exposeBoolean('priorities', { description: 'Whether rule priorities are honoured.' }),
@@ -39,7 +42,7 @@ const FirewallCapabilitiesRef = builder.objectRef<NonNullable<Caps['firewall']>>
 const ShapingCapabilitiesRef = builder.objectRef<NonNullable<Caps['shaping']>>('ShapingCapabilities').implement({
   description: 'What bandwidth limits the driver applies.',
   fields: (t) => ({
-    implementation: t.field({ type: ImplementationEnum, resolve: (c) => c.implementation }),
+    implementation: t.field({ type: ImplementationEnum, description: 'NATIVE or DATAPLANE.', resolve: (c) => c.implementation }),
     ingress: t.exposeBoolean('ingress', { description: 'Whether traffic into an instance can be limited (ingressMbps).' }),
     egress: t.exposeBoolean('egress', { description: 'Whether traffic out of an instance can be limited (egressMbps).' }),
     burst: t.exposeBoolean('burst', { description: 'Whether an explicit burst (ingressBurstKb, egressBurstKb) is honoured.' }),
@@ -66,7 +69,7 @@ const DriverCapabilitiesRef = builder.objectRef<Caps>('DriverCapabilities').impl
     }),
     firewall: t.field({ type: FirewallCapabilitiesRef, nullable: true, description: 'Null: no firewall.', resolve: (c) => c.firewall }),
     shaping: t.field({ type: ShapingCapabilitiesRef, nullable: true, description: 'Null: no bandwidth limits.', resolve: (c) => c.shaping }),
-    nics: t.field({ type: NicCapabilitiesRef, resolve: (c) => c.nics }),
+    nics: t.field({ type: NicCapabilitiesRef, description: 'What it does with NICs.', resolve: (c) => c.nics }),
   }),
 });
 
@@ -76,7 +79,7 @@ const HostDriverRef = builder.objectRef<HostDriverJson>('HostDriver').implement(
     id: t.exposeString('id', { description: 'The plugin id (what Host.backend names).' }),
     version: t.exposeString('version', { nullable: true, description: "The plugin's version, when it declares one." }),
     apiVersion: t.exposeInt('apiVersion', { description: 'The driver API version the plugin was built for.' }),
-    capabilities: t.field({ type: DriverCapabilitiesRef, resolve: (d) => d.capabilities }),
+    capabilities: t.field({ type: DriverCapabilitiesRef, description: 'What the driver can apply.', resolve: (d) => d.capabilities }),
   }),
 });
 

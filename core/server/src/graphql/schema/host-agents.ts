@@ -11,7 +11,7 @@ import { resultOf } from './mutation-result.js';
 const DiscoveredNicRef = builder.objectRef<DiscoveredInstanceJson['nics'][number]>('DiscoveredNic').implement({
   description: 'A network interface of a discovered instance, as the backend reports it.',
   fields: (t) => ({
-    name: t.exposeString('name'),
+    name: t.exposeString('name', { description: 'The interface name the backend gives, e.g. "eth0" or "net0".' }),
     mac: t.exposeString('mac', { nullable: true, description: 'Lower-case, colon-separated; null for interfaces without one.' }),
     addresses: t.exposeStringList('addresses', { description: 'Canonical addresses, with their prefix length when the backend gave one ("10.0.0.2/24").' }),
   }),
@@ -21,16 +21,16 @@ const DiscoveredInstanceRef = builder.objectRef<DiscoveredInstanceJson>('Discove
   description: "An instance the host's agent found on its host through its plugin.",
   fields: (t) => ({
     externalId: t.exposeString('externalId', { description: "The backend's own id (container id, VMID, moref)." }),
-    name: t.exposeString('name'),
+    name: t.exposeString('name', { description: "The backend's name for it." }),
     running: t.boolean({ nullable: true, description: 'Whether the instance runs; null when the plugin does not say.', resolve: (i) => i.running ?? null }),
-    nics: t.field({ type: [DiscoveredNicRef], resolve: (i) => i.nics }),
+    nics: t.field({ type: [DiscoveredNicRef], description: 'Its network interfaces.', resolve: (i) => i.nics }),
   }),
 });
 
 const HostAgentStatusRef = builder.objectRef<HostAgentStatus>('HostAgentStatus').implement({
   description: "What the controller knows about a host's agent: whether it is connected, and what it last reported.",
   fields: (t) => ({
-    hostId: t.exposeID('hostId'),
+    hostId: t.exposeID('hostId', { description: 'The host.' }),
     online: t.exposeBoolean('online', {
       description: "The host's AGENT token holds a hostDesiredState subscription on some controller replica, seen within the last 30 seconds (by default).",
     }),
@@ -49,7 +49,10 @@ const HostAgentStatusRef = builder.objectRef<HostAgentStatus>('HostAgentStatus')
     }),
     appliedAt: t.expose('appliedAt', { type: 'DateTime', nullable: true, description: 'When the agent reported appliedRevision.' }),
     lastError: t.exposeString('lastError', { nullable: true, description: "The host-level error of the agent's last apply; null when it succeeded." }),
-    agentVersion: t.exposeString('agentVersion', { nullable: true }),
+    agentVersion: t.exposeString('agentVersion', {
+      nullable: true,
+      description: 'The version the agent last reported, e.g. "0.1.0"; null: it never reported.',
+    }),
     pluginId: t.exposeString('pluginId', { nullable: true, description: 'The backend plugin the agent runs.' }),
     discoveredInstances: t.field({
       type: [DiscoveredInstanceRef],
@@ -81,6 +84,7 @@ builder.objectField(HostRef, 'agent', (t) =>
 );
 
 const DiscoveredNicInput = builder.inputType('DiscoveredNicInput', {
+  description: 'A network interface of a discovered instance.',
   fields: (t) => ({
     name: t.string({ required: true, description: '1-64 characters.' }),
     mac: t.string({ description: 'Six hex octets (any common spelling); absent for interfaces without one.' }),
@@ -89,6 +93,7 @@ const DiscoveredNicInput = builder.inputType('DiscoveredNicInput', {
 });
 
 const DiscoveredInstanceInput = builder.inputType('DiscoveredInstanceInput', {
+  description: "An instance an agent's plugin found on the host.",
   fields: (t) => ({
     externalId: t.string({ required: true, description: "The backend's own id, 1-128 characters, unique in the report." }),
     name: t.string({ required: true, description: '1-255 characters.' }),
@@ -98,50 +103,54 @@ const DiscoveredInstanceInput = builder.inputType('DiscoveredInstanceInput', {
 });
 
 const PortForwardCapabilitiesInput = builder.inputType('PortForwardCapabilitiesInput', {
+  description: 'Port forwards the driver applies (PortForwardCapabilities).',
   fields: (t) => ({
     implementation: t.string({ required: true, description: '"native" or "dataplane".' }),
     protocols: t.stringList({ required: true, description: '"tcp" and/or "udp".' }),
-    portRanges: t.boolean({ required: true }),
-    ipv6: t.boolean({ required: true }),
-    sourceAllowLists: t.boolean({ required: true }),
+    portRanges: t.boolean({ required: true, description: 'Whether a forward may span a port range.' }),
+    ipv6: t.boolean({ required: true, description: 'Whether forwards to IPv6 targets are applied.' }),
+    sourceAllowLists: t.boolean({ required: true, description: 'Whether a forward may be limited to source prefixes.' }),
   }),
 });
 
 const FirewallCapabilitiesInput = builder.inputType('FirewallCapabilitiesInput', {
+  description: 'Firewall rules and policies the driver applies (FirewallCapabilities).',
   fields: (t) => ({
     implementation: t.string({ required: true, description: '"native" or "dataplane".' }),
     directions: t.stringList({ required: true, description: '"inbound" and/or "outbound".' }),
     actions: t.stringList({ required: true, description: 'Of "allow", "reject", "drop".' }),
-    priorities: t.boolean({ required: true }),
-    ipv6: t.boolean({ required: true }),
-    icmp: t.boolean({ required: true }),
+    priorities: t.boolean({ required: true, description: 'Whether rule priorities are honoured.' }),
+    ipv6: t.boolean({ required: true, description: 'Whether rules may match IPv6 prefixes.' }),
+    icmp: t.boolean({ required: true, description: 'Whether rules may match ICMP.' }),
   }),
 });
 
 const ShapingCapabilitiesInput = builder.inputType('ShapingCapabilitiesInput', {
+  description: 'Bandwidth limits the driver applies (ShapingCapabilities).',
   fields: (t) => ({
     implementation: t.string({ required: true, description: '"native" or "dataplane".' }),
-    ingress: t.boolean({ required: true }),
-    egress: t.boolean({ required: true }),
-    burst: t.boolean({ required: true }),
+    ingress: t.boolean({ required: true, description: 'Whether traffic into an instance can be limited.' }),
+    egress: t.boolean({ required: true, description: 'Whether traffic out of an instance can be limited.' }),
+    burst: t.boolean({ required: true, description: 'Whether an explicit burst is honoured.' }),
   }),
 });
 
 const NicCapabilitiesInput = builder.inputType('NicCapabilitiesInput', {
+  description: 'What the driver does with NICs (NicCapabilities).',
   fields: (t) => ({
-    max: t.int({ required: true, description: '0-1024.' }),
-    hotplug: t.boolean({ required: true }),
-    staticAddressing: t.boolean({ required: true }),
+    max: t.int({ required: true, description: 'Most NICs per instance, 0-1024.' }),
+    hotplug: t.boolean({ required: true, description: 'Whether NICs can be added to a running instance.' }),
+    staticAddressing: t.boolean({ required: true, description: 'Whether the driver configures static addresses inside the instance.' }),
   }),
 });
 
 const DriverCapabilitiesInput = builder.inputType('DriverCapabilitiesInput', {
   description: "A driver's `DriverCapabilities` (@gatehouse/sdk); a null section: the feature is not supported.",
   fields: (t) => ({
-    portForwards: t.field({ type: PortForwardCapabilitiesInput }),
-    firewall: t.field({ type: FirewallCapabilitiesInput }),
-    shaping: t.field({ type: ShapingCapabilitiesInput }),
-    nics: t.field({ type: NicCapabilitiesInput, required: true }),
+    portForwards: t.field({ type: PortForwardCapabilitiesInput, description: 'Null or absent: no port forwards.' }),
+    firewall: t.field({ type: FirewallCapabilitiesInput, description: 'Null or absent: no firewall.' }),
+    shaping: t.field({ type: ShapingCapabilitiesInput, description: 'Null or absent: no bandwidth limits.' }),
+    nics: t.field({ type: NicCapabilitiesInput, required: true, description: 'What it does with NICs.' }),
   }),
 });
 
@@ -151,13 +160,14 @@ const DriverReportInput = builder.inputType('DriverReportInput', {
     id: t.string({ required: true, description: 'The plugin id, e.g. "lxd".' }),
     version: t.string({ description: "The plugin's version, when it declares one." }),
     apiVersion: t.int({ required: true, description: 'The driver API version the plugin was built for.' }),
-    capabilities: t.field({ type: DriverCapabilitiesInput, required: true }),
+    capabilities: t.field({ type: DriverCapabilitiesInput, required: true, description: 'What the driver can apply.' }),
   }),
 });
 
 const ReportHostStatusInput = builder.inputType('ReportHostStatusInput', {
+  description: "An agent's report about itself after an apply.",
   fields: (t) => ({
-    hostId: t.id({ required: true }),
+    hostId: t.id({ required: true, description: "The agent's host." }),
     appliedRevision: t.int({
       description:
         'The desired revision now applied on the host; not ahead of Host.desiredRevision. Absent or null: nothing applied since the agent started (the stored one stays). A revision below the one already reported is a late report and is ignored.',
@@ -186,7 +196,7 @@ builder.mutationField('reportHostStatus', (t) =>
     type: HostAgentStatusRef,
     description:
       "For host agents: their status after an apply (revision, error, version, plugin, discovered instances, drift). The host's AGENT token or an admin.",
-    args: { input: t.arg({ type: ReportHostStatusInput, required: true }) },
+    args: { input: t.arg({ type: ReportHostStatusInput, required: true, description: 'The report.' }) },
     errors: resultOf('ReportHostStatus', 'agent', [ValidationError, ForbiddenError, NotFoundError]),
     // the protocol's input type (@gatehouse/agent-protocol): validated by the service, strings included
     resolve: (_r, { input }, ctx) => ctx.services.hostAgents.report(requireActor(ctx, { allowAgent: true }), input as ReportHostStatusWire),

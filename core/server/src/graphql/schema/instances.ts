@@ -12,7 +12,7 @@ import {
 import { builder } from '../builder.js';
 import { ApplyStatusEnum } from './apply-status.js';
 import { requireActor } from '../context.js';
-import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
+import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
 import type { Instance, Nic, NicWithAddresses } from '../../services/instance-service.js';
 import { HostRef } from './hosts.js';
 import { AddressFamilyEnum, IpAddressRef } from './pools.js';
@@ -23,27 +23,42 @@ export const InstanceRef = builder.objectRef<Instance>('Instance');
 const NicRef = builder.objectRef<Nic>('Nic');
 
 NicRef.implement({
+  description: 'A network interface of an instance, on one bridge or network, with the addresses it holds.',
   fields: (t) => ({
-    id: t.exposeID('id'),
-    name: t.exposeString('name'),
-    mac: t.exposeString('mac'),
-    network: t.exposeString('network'),
-    addresses: t.field({ type: [IpAddressRef], resolve: (n, _a, ctx) => ctx.loaders.addressesOfNic.load(n.id) }),
+    id: t.exposeID('id', { description: 'The NIC id.' }),
+    name: t.exposeString('name', { description: 'Interface name inside the instance, e.g. "eth0"; unique per instance.' }),
+    mac: t.exposeString('mac', { description: 'Lower-case, colon-separated, e.g. "52:54:00:12:34:56"; unique among NICs.' }),
+    network: t.exposeString('network', { description: 'The bridge or network the NIC is on, e.g. "br-nat".' }),
+    addresses: t.field({
+      type: [IpAddressRef],
+      description: "Addresses and delegated prefixes the NIC holds from the network's pools.",
+      resolve: (n, _a, ctx) => ctx.loaders.addressesOfNic.load(n.id),
+    }),
     status: t.field({ type: ApplyStatusEnum, description: "Whether the host's agent created or configured the NIC on the backend.", resolve: (n) => n.status }),
-    statusError: t.exposeString('statusError', { nullable: true }),
-    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    statusError: t.exposeString('statusError', { nullable: true, description: "FAILED: the driver's error; null otherwise." }),
+    createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the NIC was added.' }),
   }),
 });
 
 InstanceRef.implement({
+  description: 'A VM or container on a host, owned by one user; its NICs, forwards, firewall, limits and proxies hang off it.',
   fields: (t) => ({
-    id: t.exposeID('id'),
-    name: t.exposeString('name'),
+    id: t.exposeID('id', { description: 'The instance id.' }),
+    name: t.exposeString('name', { description: 'Unique on its host.' }),
     externalId: t.exposeString('externalId', { nullable: true, description: "The backend's own id." }),
-    host: t.field({ type: HostRef, resolve: async (i, _a, ctx) => (await ctx.services.hosts.get(requireActor(ctx), i.hostId))! }),
-    owner: t.field({ type: UserRef, nullable: true, resolve: (i, _a, ctx) => ctx.services.users.get(requireActor(ctx), i.ownerId) }),
-    nics: t.field({ type: [NicRef], resolve: (i, _a, ctx) => ctx.loaders.nicsOfInstance.load(i.id) }),
-    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    host: t.field({
+      type: HostRef,
+      description: 'The host the instance runs on.',
+      resolve: async (i, _a, ctx) => (await ctx.services.hosts.get(requireActor(ctx), i.hostId))!,
+    }),
+    owner: t.field({
+      type: UserRef,
+      nullable: true,
+      description: 'The owning user; null when the caller may not see that user.',
+      resolve: (i, _a, ctx) => ctx.services.users.get(requireActor(ctx), i.ownerId),
+    }),
+    nics: t.field({ type: [NicRef], description: 'Its network interfaces.', resolve: (i, _a, ctx) => ctx.loaders.nicsOfInstance.load(i.id) }),
+    createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the instance was registered.' }),
   }),
 });
 
@@ -51,27 +66,34 @@ builder.queryFields((t) => ({
   instance: t.field({
     type: InstanceRef,
     nullable: true,
-    args: { id: t.arg.id({ required: true }) },
+    description: 'An instance by id; null when it does not exist or is not yours.',
+    args: { id: t.arg.id({ required: true, description: 'The instance id.' }) },
     resolve: (_r, args, ctx) => ctx.services.instances.get(requireActor(ctx), args.id),
   }),
-  instances: t.connection({
-    type: InstanceRef,
-    description: 'Admins see all instances, users their own.',
-    args: { hostId: t.arg.id({ required: false }) },
-    complexity: connectionComplexity,
-    resolve: async (_r, args, ctx) => {
-      const page = pageOf(args);
-      return connectionOf(await ctx.services.instances.list(requireActor(ctx), { hostId: args.hostId }, page), page);
+  instances: t.connection(
+    {
+      type: InstanceRef,
+      description: 'Admins see all instances, users their own; oldest first.',
+      args: { hostId: t.arg.id({ required: false, description: 'Only the instances on this host.' }) },
+      complexity: connectionComplexity,
+      resolve: async (_r, args, ctx) => {
+        const page = pageOf(args);
+        return connectionOf(await ctx.services.instances.list(requireActor(ctx), { hostId: args.hostId }, page), page);
+      },
     },
-  }),
+    ...pageTypes('instances'),
+  ),
 }));
 
 const nicSpecFields = builder.inputType('NicSpecInput', {
+  description: 'A NIC to create with the instance.',
   fields: (t) => ({
-    network: t.string({ required: true, description: 'Bridge or network name.' }),
-    name: t.string({ description: 'Default: the lowest free ethN.' }),
-    mac: t.string({ description: 'Default: a random locally administered unicast MAC.' }),
-    addresses: t.stringList({ description: "Addresses to assign from the network's pools." }),
+    network: t.string({ required: true, description: 'Bridge or network name, e.g. "br-nat" (1-64 letters, digits, ".", "_", ":" or "-").' }),
+    name: t.string({ description: '1-15 lower-case letters and digits, starting with a letter. Default: the lowest free ethN.' }),
+    mac: t.string({
+      description: 'e.g. "52:54:00:12:34:56" (any common spelling); CONFLICT when another NIC has it. Default: a random locally administered unicast MAC.',
+    }),
+    addresses: t.stringList({ description: 'Addresses to assign from the network\'s pools, e.g. ["10.0.0.5"]; ADDRESS_IN_USE when taken.' }),
     allocate: t.field({
       type: [AddressFamilyEnum],
       description: 'Families to allocate. Default when no addresses are given: each family with a pool on the network.',
@@ -80,43 +102,55 @@ const nicSpecFields = builder.inputType('NicSpecInput', {
 });
 
 const CreateInstanceInput = builder.inputType('CreateInstanceInput', {
+  description: 'A new instance and its NICs, created in one transaction.',
   fields: (t) => ({
-    hostId: t.id({ required: true }),
-    name: t.string({ required: true }),
-    ownerId: t.id({ description: 'Default: the caller.' }),
-    externalId: t.string(),
-    nics: t.field({ type: [nicSpecFields] }),
+    hostId: t.id({ required: true, description: 'The host it runs on.' }),
+    name: t.string({ required: true, description: 'Unique on the host (CONFLICT otherwise): 1-64 letters, digits, space, ".", "_" or "-".' }),
+    ownerId: t.id({ description: 'The owning user. Default: the caller.' }),
+    externalId: t.string({ description: 'The backend\'s own id (container name, VMID): 1-64 letters, digits, space, ".", "_" or "-".' }),
+    nics: t.field({ type: [nicSpecFields], description: 'At most 32 NICs. Default: none.' }),
   }),
 });
 
-const DeleteInstanceInput = builder.inputType('DeleteInstanceInput', { fields: (t) => ({ instanceId: t.id({ required: true }) }) });
+const DeleteInstanceInput = builder.inputType('DeleteInstanceInput', {
+  description: 'Which instance to delete.',
+  fields: (t) => ({ instanceId: t.id({ required: true, description: 'The instance.' }) }),
+});
 
 const AddNicInput = builder.inputType('AddNicInput', {
+  description: 'A NIC to add to an existing instance (at most 32 per instance).',
   fields: (t) => ({
-    instanceId: t.id({ required: true }),
-    network: t.string({ required: true }),
-    name: t.string(),
-    mac: t.string(),
-    addresses: t.stringList(),
-    allocate: t.field({ type: [AddressFamilyEnum] }),
+    instanceId: t.id({ required: true, description: 'The instance.' }),
+    network: t.string({ required: true, description: 'Bridge or network name, e.g. "br-nat".' }),
+    name: t.string({ description: '1-15 lower-case letters and digits, starting with a letter; unique on the instance. Default: the lowest free ethN.' }),
+    mac: t.string({ description: 'e.g. "52:54:00:12:34:56"; unique among NICs. Default: a random locally administered unicast MAC.' }),
+    addresses: t.stringList({ description: 'Addresses to assign from the network\'s pools, e.g. ["10.0.0.5"].' }),
+    allocate: t.field({
+      type: [AddressFamilyEnum],
+      description: 'Families to allocate the lowest free address of. Default when no addresses are given: each family with a pool on the network.',
+    }),
     idempotencyKey: t.string({ description: 'Retrying with the same key returns the first NIC.' }),
   }),
 });
 
-const RemoveNicInput = builder.inputType('RemoveNicInput', { fields: (t) => ({ nicId: t.id({ required: true }) }) });
+const RemoveNicInput = builder.inputType('RemoveNicInput', {
+  description: 'Which NIC to remove.',
+  fields: (t) => ({ nicId: t.id({ required: true, description: 'The NIC.' }) }),
+});
 
 const NicWithAddressesRef = builder.objectRef<NicWithAddresses>('AddedNic').implement({
+  description: 'A NIC just added, with the addresses it was given.',
   fields: (t) => ({
-    nic: t.field({ type: NicRef, resolve: (n) => n.nic }),
-    addresses: t.field({ type: [IpAddressRef], resolve: (n) => n.addresses }),
+    nic: t.field({ type: NicRef, description: 'The new NIC (PENDING until the host applies it).', resolve: (n) => n.nic }),
+    addresses: t.field({ type: [IpAddressRef], description: 'The addresses assigned or allocated to it.', resolve: (n) => n.addresses }),
   }),
 });
 
 builder.mutationFields((t) => ({
   createInstance: t.field({
     type: InstanceRef,
-    description: 'Registers an instance for an owner (admin only).',
-    args: { input: t.arg({ type: CreateInstanceInput, required: true }) },
+    description: 'Registers an instance for an owner (admin only). CONFLICT when the name is taken on the host.',
+    args: { input: t.arg({ type: CreateInstanceInput, required: true, description: 'The instance.' }) },
     errors: resultOf('CreateInstance', 'instance', [
       ValidationError,
       ForbiddenError,
@@ -132,14 +166,14 @@ builder.mutationFields((t) => ({
   deleteInstance: t.field({
     type: InstanceRef,
     description: 'Deletes an instance and its NICs, reclaiming their addresses (admin only).',
-    args: { input: t.arg({ type: DeleteInstanceInput, required: true }) },
+    args: { input: t.arg({ type: DeleteInstanceInput, required: true, description: 'The instance.' }) },
     errors: resultOf('DeleteInstance', 'instance', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.instances.delete(requireActor(ctx), input.instanceId),
   }),
   addNic: t.field({
     type: NicWithAddressesRef,
     description: "Adds a NIC; without addresses, allocates from the network's pools.",
-    args: { input: t.arg({ type: AddNicInput, required: true }) },
+    args: { input: t.arg({ type: AddNicInput, required: true, description: 'The NIC.' }) },
     errors: resultOf('AddNic', 'added', [
       ValidationError,
       NotFoundError,
@@ -154,7 +188,7 @@ builder.mutationFields((t) => ({
   removeNic: t.field({
     type: NicRef,
     description: 'Removes a NIC and reclaims its addresses.',
-    args: { input: t.arg({ type: RemoveNicInput, required: true }) },
+    args: { input: t.arg({ type: RemoveNicInput, required: true, description: 'The NIC.' }) },
     errors: resultOf('RemoveNic', 'nic', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.instances.removeNic(requireActor(ctx), input.nicId),
   }),

@@ -15,7 +15,11 @@ export function resultOf(name: string, dataField: string, errors: readonly Error
   return {
     types: [...errors],
     union: { name: `${name}Result`, description: `${name}Payload, or the expected failure that left everything unchanged: ${names}.` },
-    result: { name: `${name}Payload` },
-    dataField: { name: dataField },
+    result: { name: `${name}Payload`, description: `${name} succeeded; \`${dataField}\` holds what it returned.` },
+    dataField: { name: dataField, description: `The result of a successful ${lowerFirst(name)} (see the mutation's description).` },
   };
+}
+
+function lowerFirst(name: string): string {
+  return name.charAt(0).toLowerCase() + name.slice(1);
 }

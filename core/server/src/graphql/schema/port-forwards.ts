@@ -4,7 +4,7 @@ import type { ImportResult, ImportRow } from '../../services/port-forward-import
 import { COMMON_PORTS, type PortForward } from '../../services/port-forward-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
-import { connectionComplexity, connectionOf, pageOf } from '../pagination.js';
+import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
 import { HostRef, PortRangeRef } from './hosts.js';
 import { ApplyStatusEnum } from './apply-status.js';
 import { InstanceRef } from './instances.js';
@@ -12,36 +12,59 @@ import { resultOf } from './mutation-result.js';
 
 /** Forwarded protocols. */
 export const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
-  values: { TCP: { value: 'tcp' }, UDP: { value: 'udp' }, BOTH: { value: 'both' } } as const,
+  description: 'The transport protocol a port forward carries.',
+  values: {
+    TCP: { value: 'tcp', description: 'TCP only.' },
+    UDP: { value: 'udp', description: 'UDP only.' },
+    BOTH: { value: 'both', description: 'TCP and UDP on the same ports (counts twice against quotaForwardedPorts).' },
+  } as const,
 });
 
-/** Apply status of an object on its host, reported by the host's agent. */
 const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
+  description:
+    "NAT: connections to a host port (range) on the host's public address are forwarded to an instance's address and port. Applied by the host's agent in nftables maps.",
   fields: (t) => ({
-    id: t.exposeID('id'),
-    host: t.field({ type: HostRef, resolve: async (f, _a, ctx) => (await ctx.services.hosts.get(requireActor(ctx), f.hostId))! }),
-    instance: t.field({ type: InstanceRef, resolve: async (f, _a, ctx) => (await ctx.services.instances.get(requireActor(ctx), f.instanceId))! }),
-    protocol: t.field({ type: ForwardProtocolEnum, resolve: (f) => f.protocol }),
+    id: t.exposeID('id', { description: 'The port forward id.' }),
+    host: t.field({
+      type: HostRef,
+      description: 'The host whose ports are forwarded.',
+      resolve: async (f, _a, ctx) => (await ctx.services.hosts.get(requireActor(ctx), f.hostId))!,
+    }),
+    instance: t.field({
+      type: InstanceRef,
+      description: 'The instance traffic goes to.',
+      resolve: async (f, _a, ctx) => (await ctx.services.instances.get(requireActor(ctx), f.instanceId))!,
+    }),
+    protocol: t.field({ type: ForwardProtocolEnum, description: 'TCP, UDP or BOTH.', resolve: (f) => f.protocol }),
     hostAddress: t.exposeString('hostAddress', { nullable: true, description: "Null: every public address of the host (of the target's family)." }),
-    hostPorts: t.field({ type: PortRangeRef, resolve: (f) => ({ start: f.hostPortStart, end: f.hostPortEnd }) }),
-    targetAddress: t.exposeString('targetAddress'),
-    targetPorts: t.field({ type: PortRangeRef, resolve: (f) => ({ start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) }) }),
+    hostPorts: t.field({
+      type: PortRangeRef,
+      description: 'The host ports that are forwarded; a single port has start = end.',
+      resolve: (f) => ({ start: f.hostPortStart, end: f.hostPortEnd }),
+    }),
+    targetAddress: t.exposeString('targetAddress', { description: 'The instance address connections go to, e.g. "10.0.0.5".' }),
+    targetPorts: t.field({
+      type: PortRangeRef,
+      description: 'The instance ports, as many as hostPorts: host port start + n goes to target port start + n.',
+      resolve: (f) => ({ start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) }),
+    }),
     sourceCidrs: t.exposeStringList('sourceCidrs', { description: 'Only these sources may connect; empty: any.' }),
-    note: t.exposeString('note'),
-    status: t.field({ type: ApplyStatusEnum, resolve: (f) => f.status }),
-    statusError: t.exposeString('statusError', { nullable: true }),
+    note: t.exposeString('note', { description: 'Free text, e.g. "SSH"; empty when none was given.' }),
+    status: t.field({ type: ApplyStatusEnum, description: 'Whether the forward is in effect on the host.', resolve: (f) => f.status }),
+    statusError: t.exposeString('statusError', { nullable: true, description: "FAILED: the driver's error; null otherwise." }),
     changedRevision: t.exposeInt('changedRevision', {
       description: "The host's desired revision in which this was created or last changed; status reports for older revisions do not apply to it.",
     }),
-    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the forward was created.' }),
   }),
 });
 
 const CommonPortRef = builder.objectRef<(typeof COMMON_PORTS)[number]>('CommonPort').implement({
+  description: 'A well-known service port, offered as a preset for targetPort.',
   fields: (t) => ({
-    service: t.exposeString('service'),
-    port: t.exposeInt('port'),
-    protocol: t.field({ type: ForwardProtocolEnum, resolve: (p) => p.protocol }),
+    service: t.exposeString('service', { description: 'The service name, e.g. "SSH".' }),
+    port: t.exposeInt('port', { description: 'Its usual port inside the instance, e.g. 22.' }),
+    protocol: t.field({ type: ForwardProtocolEnum, description: 'Its protocol.', resolve: (p) => p.protocol }),
   }),
 });
 
@@ -49,19 +72,26 @@ builder.queryFields((t) => ({
   portForward: t.field({
     type: PortForwardRef,
     nullable: true,
-    args: { id: t.arg.id({ required: true }) },
+    description: 'A port forward by id; null when it does not exist or is not yours.',
+    args: { id: t.arg.id({ required: true, description: 'The port forward id.' }) },
     resolve: (_r, args, ctx) => ctx.services.forwards.get(requireActor(ctx), args.id),
   }),
-  portForwards: t.connection({
-    type: PortForwardRef,
-    description: 'Admins see every forward, users their own.',
-    args: { instanceId: t.arg.id({ required: false }), hostId: t.arg.id({ required: false }) },
-    complexity: connectionComplexity,
-    resolve: async (_r, args, ctx) => {
-      const page = pageOf(args);
-      return connectionOf(await ctx.services.forwards.list(requireActor(ctx), { instanceId: args.instanceId, hostId: args.hostId }, page), page);
+  portForwards: t.connection(
+    {
+      type: PortForwardRef,
+      description: 'Admins see every forward, users their own; oldest first.',
+      args: {
+        instanceId: t.arg.id({ required: false, description: 'Only the forwards to this instance.' }),
+        hostId: t.arg.id({ required: false, description: 'Only the forwards on this host.' }),
+      },
+      complexity: connectionComplexity,
+      resolve: async (_r, args, ctx) => {
+        const page = pageOf(args);
+        return connectionOf(await ctx.services.forwards.list(requireActor(ctx), { instanceId: args.instanceId, hostId: args.hostId }, page), page);
+      },
     },
-  }),
+    ...pageTypes('port forwards'),
+  ),
   commonPorts: t.field({
     type: [CommonPortRef],
     description: 'Presets for UIs: SSH, HTTP, HTTPS, RDP, MySQL, PostgreSQL, Redis, MongoDB.',
@@ -70,25 +100,33 @@ builder.queryFields((t) => ({
 }));
 
 const CreatePortForwardInput = builder.inputType('CreatePortForwardInput', {
+  description: "A forward from the instance's host to the instance.",
   fields: (t) => ({
-    instanceId: t.id({ required: true }),
-    protocol: t.field({ type: ForwardProtocolEnum, required: true }),
-    hostPort: t.string({ description: '"10022" or "8000-8010". Absent: the lowest free port(s) in the host\'s allowed range.' }),
+    instanceId: t.id({ required: true, description: 'The instance to forward to (yours, or any for admins).' }),
+    protocol: t.field({ type: ForwardProtocolEnum, required: true, description: 'TCP, UDP or BOTH.' }),
+    hostPort: t.string({
+      description:
+        '"10022" or "8000-8010", inside Host.portRange and outside Host.reservedPorts. Absent: the lowest free port(s) in the host\'s allowed range. PORT_CONFLICT when taken.',
+    }),
     targetPort: t.string({ required: true, description: '"22" or "80-90"; as many ports as hostPort.' }),
     targetAddress: t.string({ description: 'An address of the instance. Absent: its first IPv4 address.' }),
     hostAddress: t.string({ description: "One of the host's public addresses. Absent: all of them." }),
-    sourceCidrs: t.stringList({ description: 'Allow only these sources, e.g. ["198.51.100.0/24"].' }),
-    note: t.string(),
+    sourceCidrs: t.stringList({ description: 'Allow only these sources (at most 64), e.g. ["198.51.100.0/24"]. Absent or empty: any source.' }),
+    note: t.string({ description: 'Free text, at most 256 characters, e.g. "SSH".' }),
   }),
 });
 
-const DeletePortForwardInput = builder.inputType('DeletePortForwardInput', { fields: (t) => ({ portForwardId: t.id({ required: true }) }) });
+const DeletePortForwardInput = builder.inputType('DeletePortForwardInput', {
+  description: 'Which forward to delete.',
+  fields: (t) => ({ portForwardId: t.id({ required: true, description: 'The port forward.' }) }),
+});
 
 builder.mutationFields((t) => ({
   createPortForward: t.field({
     type: PortForwardRef,
-    description: 'Forwards a host port (range) to an instance. PORT_CONFLICT when the port is taken for that protocol and address.',
-    args: { input: t.arg({ type: CreatePortForwardInput, required: true }) },
+    description:
+      "Forwards a host port (range) to an instance. PORT_CONFLICT when the port is taken for that protocol and address; QUOTA_EXCEEDED beyond the owner's quotaPortForwards or quotaForwardedPorts.",
+    args: { input: t.arg({ type: CreatePortForwardInput, required: true, description: 'The forward.' }) },
     errors: resultOf('CreatePortForward', 'portForward', [
       ValidationError,
       NotFoundError,
@@ -101,45 +139,60 @@ builder.mutationFields((t) => ({
   }),
   deletePortForward: t.field({
     type: PortForwardRef,
-    args: { input: t.arg({ type: DeletePortForwardInput, required: true }) },
+    description: 'Deletes a forward; its host port is free again at once.',
+    args: { input: t.arg({ type: DeletePortForwardInput, required: true, description: 'The forward.' }) },
     errors: resultOf('DeletePortForward', 'portForward', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.forwards.delete(requireActor(ctx), input.portForwardId),
   }),
 }));
 
 const ImportActionEnum = builder.enumType('PortForwardImportAction', {
-  values: { CREATE: { value: 'create' }, UNCHANGED: { value: 'unchanged' }, CONFLICT: { value: 'conflict' }, INVALID: { value: 'invalid' } } as const,
+  description: 'What an import does with one CSV row.',
+  values: {
+    CREATE: { value: 'create', description: 'The row becomes a new forward.' },
+    UNCHANGED: { value: 'unchanged', description: 'An identical forward exists already; nothing to do.' },
+    CONFLICT: { value: 'conflict', description: 'The host port is taken by a different forward (or by another row).' },
+    INVALID: { value: 'invalid', description: 'The row is malformed; reason and column say why.' },
+  } as const,
 });
 
 const ImportRowRef = builder.objectRef<ImportRow>('PortForwardImportRow').implement({
+  description: 'The plan for one CSV row.',
   fields: (t) => ({
     row: t.exposeInt('row', { description: 'Line in the file; the header is line 1.' }),
-    action: t.field({ type: ImportActionEnum, resolve: (r) => r.action }),
-    reason: t.exposeString('reason', { nullable: true }),
-    column: t.exposeString('column', { nullable: true }),
+    action: t.field({ type: ImportActionEnum, description: 'CREATE, UNCHANGED, CONFLICT or INVALID.', resolve: (r) => r.action }),
+    reason: t.exposeString('reason', { nullable: true, description: 'CONFLICT and INVALID: why, naming the value; null otherwise.' }),
+    column: t.exposeString('column', { nullable: true, description: 'INVALID: the offending column, e.g. "host_port"; null otherwise.' }),
     portForward: t.field({ type: PortForwardRef, nullable: true, description: 'As it will be (CREATE) or as it is (UNCHANGED).', resolve: (r) => r.forward }),
   }),
 });
 
 const ImportResultRef = builder.objectRef<ImportResult>('PortForwardImport').implement({
+  description: 'The outcome of a CSV import: a plan per row, and whether it was written.',
   fields: (t) => ({
-    dryRun: t.exposeBoolean('dryRun'),
+    dryRun: t.exposeBoolean('dryRun', { description: 'Whether this was a dry run (input.dryRun).' }),
     applied: t.exposeBoolean('applied', { description: 'True when the forwards were written (never for a dry run).' }),
-    created: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'create').length }),
-    unchanged: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'unchanged').length }),
-    conflicts: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'conflict').length }),
-    invalid: t.int({ resolve: (r) => r.rows.filter((x) => x.action === 'invalid').length }),
-    rows: t.field({ type: [ImportRowRef], complexity: { field: 1, multiplier: 1 }, resolve: (r) => r.rows }),
+    created: t.int({ description: 'Rows that create a forward.', resolve: (r) => r.rows.filter((x) => x.action === 'create').length }),
+    unchanged: t.int({ description: 'Rows that match an existing forward.', resolve: (r) => r.rows.filter((x) => x.action === 'unchanged').length }),
+    conflicts: t.int({ description: 'Rows whose host port is taken.', resolve: (r) => r.rows.filter((x) => x.action === 'conflict').length }),
+    invalid: t.int({ description: 'Malformed rows.', resolve: (r) => r.rows.filter((x) => x.action === 'invalid').length }),
+    rows: t.field({
+      type: [ImportRowRef],
+      description: 'One plan per data row, in file order.',
+      complexity: { field: 1, multiplier: 1 },
+      resolve: (r) => r.rows,
+    }),
   }),
 });
 
 const ImportPortForwardsInput = builder.inputType('ImportPortForwardsInput', {
+  description: 'A CSV file of forwards for one host.',
   fields: (t) => ({
-    hostId: t.id({ required: true }),
+    hostId: t.id({ required: true, description: 'The host the forwards are on.' }),
     csv: t.string({
       required: true,
       description:
-        'Header and rows: protocol,host_port,vm_ip,vm_port,note[,host_address][,source_cidrs]. Ports may be ranges; an empty host_port picks free ports.',
+        'A header row, then one forward per row: protocol,host_port,vm_ip,vm_port[,note][,host_address][,source_cidrs], e.g. "tcp,10022,10.0.0.5,22,SSH". Ports may be ranges; an empty host_port picks free ports; source_cidrs are separated by spaces or semicolons. At most 50000 rows and 8 MiB.',
     }),
     dryRun: t.boolean({ defaultValue: false, description: 'Return the per-row plan and change nothing.' }),
   }),
@@ -148,7 +201,7 @@ const ImportPortForwardsInput = builder.inputType('ImportPortForwardsInput', {
 builder.queryField('exportPortForwards', (t) =>
   t.string({
     description: 'The forwards of a host you may see, as CSV in the import format.',
-    args: { hostId: t.arg.id({ required: true }) },
+    args: { hostId: t.arg.id({ required: true, description: 'The host.' }) },
     resolve: (_r, args, ctx) => ctx.services.forwardImport.export(requireActor(ctx), args.hostId),
   }),
 );
@@ -157,7 +210,7 @@ builder.mutationField('importPortForwards', (t) =>
   t.field({
     type: ImportResultRef,
     description: 'Bulk import from CSV: all rows in one transaction, or none when any row is invalid or conflicts.',
-    args: { input: t.arg({ type: ImportPortForwardsInput, required: true }) },
+    args: { input: t.arg({ type: ImportPortForwardsInput, required: true, description: 'The host and the CSV.' }) },
     errors: resultOf('ImportPortForwards', 'result', [ValidationError, NotFoundError, QuotaExceededError, ConflictError]),
     resolve: (_r, { input }, ctx) => ctx.services.forwardImport.import(requireActor(ctx), input),
   }),
