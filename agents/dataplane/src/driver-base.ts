@@ -112,14 +112,77 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
    */
   protected abstract placeNics(ctx: DriverContext, desired: DesiredState): Promise<HostSide<P>>;
 
+  /**
+   * The first steps of an API-backed `placeNics`: reads the backend's inventory and takes back what
+   * the driver made on instances no longer desired. The backend unreachable: every desired
+   * instance fails with that error and `inventory` is undefined — return `side` as it is, so the
+   * nftables table is still applied (instances keep running while their API is away). A failed
+   * take-back is logged, not fatal: what is left over goes at the next apply.
+   */
+  protected async readBackend<T>(
+    ctx: DriverContext,
+    desired: DesiredState,
+    backend: string,
+    steps: { read: () => Promise<T>; removeStale: (inventory: T) => Promise<boolean> },
+  ): Promise<{ side: HostSide<P>; inventory: T | undefined }> {
+    const side: HostSide<P> = { changed: false, places: [], instanceErrors: new Map(), nicErrors: new Map() };
+    let inventory: T;
+    try {
+      inventory = await steps.read();
+    } catch (err) {
+      if (!(err instanceof HostUnreachableError)) throw err;
+      ctx.logger.warn(`${backend} is unreachable; applying the nftables table only`, { error: err.message });
+      for (const instance of desired.instances) side.instanceErrors.set(instance.id, err);
+      return { side, inventory: undefined };
+    }
+    try {
+      side.changed = await steps.removeStale(inventory);
+    } catch (err) {
+      ctx.logger.warn(`could not remove what Gatehouse left on ${backend} instances no longer desired`, { error: toDriverError(err).message });
+    }
+    return { side, inventory };
+  }
+
+  /** Takes back what was made on every tagged backend instance whose tag `takeBack` accepts; returns those tags. */
+  private async disownTagged(ctx: DriverContext, takeBack: (owner: string) => boolean): Promise<string[]> {
+    const owners: string[] = [];
+    for (const { owner, disown } of await this.taggedInstances(ctx)) {
+      if (owner === undefined || !takeBack(owner)) continue;
+      await disown();
+      owners.push(owner);
+    }
+    return owners;
+  }
+
   /** Where each desired NIC is now, without changing anything (absent instances have none). */
   protected abstract locateNics(ctx: DriverContext, desired: DesiredState): Promise<P[]>;
 
-  /** Removes what the driver made on the host or backend for one instance, beyond the table; true when anything was there. */
-  protected abstract releaseHost(ctx: DriverContext, instanceId: string): Promise<boolean>;
+  /**
+   * Removes what the driver made on the host or backend for one instance, beyond the table; true
+   * when anything was there. By default: what `taggedInstances` marks as that instance's.
+   */
+  protected async releaseHost(ctx: DriverContext, instanceId: string): Promise<boolean> {
+    return (await this.disownTagged(ctx, (owner) => owner === instanceId)).length > 0;
+  }
 
-  /** Removes what the driver made for instances not in `valid`, beyond the table; returns what went, in words or ids. */
-  protected abstract gcHost(ctx: DriverContext, valid: readonly string[]): Promise<string[]>;
+  /**
+   * Removes what the driver made for instances not in `valid`, beyond the table; returns what went,
+   * in words or ids. By default: what `taggedInstances` marks as another instance's.
+   */
+  protected async gcHost(ctx: DriverContext, valid: readonly string[]): Promise<string[]> {
+    const keep = new Set(valid);
+    return this.disownTagged(ctx, (owner) => !keep.has(owner));
+  }
+
+  /**
+   * For backends that tag what they own with the Gatehouse instance id (LXD config keys, PVE tags,
+   * vSphere extraConfig): every backend instance with its tag and how to take back what Gatehouse
+   * made on it. Found by tags, not memory, so a fresh process releases what an earlier one made.
+   * None by default.
+   */
+  protected async taggedInstances(_ctx: DriverContext): Promise<{ owner: string | undefined; disown: () => Promise<void> }[]> {
+    return [];
+  }
 
   /** Converges NICs, forwards, firewalls and shaping to `desired`; idempotent. `repair` rebuilds the table and the host side. */
   async apply(ctx: DriverContext, input: { desired: DesiredState; repair?: boolean }): Promise<ApplyResult> {

@@ -167,13 +167,13 @@ export class DockerDriver extends DataplaneDriver<NicPlace> {
   }
 
   /** The instance's network connections and veth shaping (found by their marks). */
-  protected async releaseHost(_ctx: DriverContext, instanceId: string): Promise<boolean> {
+  protected override async releaseHost(_ctx: DriverContext, instanceId: string): Promise<boolean> {
     const mine = tag(instanceId);
     return (await this.removeMarked((t) => t === mine)).length > 0;
   }
 
   /** Connections and veth shaping marked for instances not in `validInstanceIds`. */
-  protected async gcHost(_ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
+  protected override async gcHost(_ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
     const valid = new Set(validInstanceIds.map(tag));
     return this.removeMarked((t) => !valid.has(t));
   }

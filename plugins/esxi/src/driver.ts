@@ -186,28 +186,22 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
     return places;
   }
 
-  protected async releaseHost(ctx: DriverContext, instanceId: string): Promise<boolean> {
-    let released = false;
-    for (const vm of await this.vms(ctx, 'listing VMs')) {
-      if (vm.owner !== instanceId) continue;
-      await this.disown(ctx, vm);
-      released = true;
-    }
+  protected override async releaseHost(ctx: DriverContext, instanceId: string): Promise<boolean> {
+    const released = await super.releaseHost(ctx, instanceId);
     const prefix = instancePortGroupPrefix(instanceId);
     return (await this.removePortGroups(ctx, (name) => name.startsWith(prefix))) || released;
   }
 
-  protected async gcHost(ctx: DriverContext, valid: readonly string[]): Promise<string[]> {
-    const keep = new Set(valid);
-    const removed: string[] = [];
-    for (const vm of await this.vms(ctx, 'listing VMs')) {
-      if (vm.owner === undefined || keep.has(vm.owner)) continue;
-      await this.disown(ctx, vm);
-      removed.push(vm.owner);
-    }
+  protected override async gcHost(ctx: DriverContext, valid: readonly string[]): Promise<string[]> {
+    const removed = await super.gcHost(ctx, valid);
     const keepPrefixes = valid.map(instancePortGroupPrefix);
     await this.removePortGroups(ctx, (name) => !keepPrefixes.some((p) => name.startsWith(p)));
     return removed;
+  }
+
+  /** Release and gc take back the NICs of the VMs marked for Gatehouse instances (port groups: releaseHost, gcHost). */
+  protected override async taggedInstances(ctx: DriverContext) {
+    return (await this.vms(ctx, 'listing VMs')).map((vm) => ({ owner: vm.owner, disown: () => this.disown(ctx, vm) }));
   }
 
   /** Egress shaping is the port group's, set in `placeNics`; ingress cannot be shaped here. */

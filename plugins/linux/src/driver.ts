@@ -120,13 +120,13 @@ export class LinuxDriver extends DataplaneDriver {
   }
 
   /** The instance's veths (and their shaping). */
-  protected async releaseHost(_ctx: DriverContext, instanceId: string): Promise<boolean> {
+  protected override async releaseHost(_ctx: DriverContext, instanceId: string): Promise<boolean> {
     const tag = `${VETH_PREFIX}${instanceTag(instanceId)}`;
     return this.removeVeths((ifname) => ifname.startsWith(tag)).then((gone) => gone.length > 0);
   }
 
   /** Veths of ours whose instance is not valid. */
-  protected async gcHost(_ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
+  protected override async gcHost(_ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
     const valid = new Set(validInstanceIds.map((id) => `${VETH_PREFIX}${instanceTag(id)}`));
     const gone = await this.removeVeths((ifname) => isOurVeth(ifname) && !valid.has(ifname.slice(0, 12)));
     return gone.map((ifname) => `(veth ${ifname})`);

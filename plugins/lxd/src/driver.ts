@@ -66,22 +66,11 @@ export class LxdDriver extends DataplaneDriver<NicPlace> {
    * table is still applied, since containers keep running while their daemon is away.
    */
   protected async placeNics(ctx: DriverContext, desired: DesiredState): Promise<HostSide<NicPlace>> {
-    const side: HostSide<NicPlace> = { changed: false, places: [], instanceErrors: new Map(), nicErrors: new Map() };
-    let lxd: LxdInstance[];
-    try {
-      lxd = await this.lxdInstances(ctx);
-    } catch (err) {
-      if (!(err instanceof HostUnreachableError)) throw err;
-      ctx.logger.warn('LXD is unreachable; applying the nftables table only', { error: err.message });
-      for (const instance of desired.instances) side.instanceErrors.set(instance.id, err);
-      return side;
-    }
-    try {
-      side.changed = await this.removeStale(ctx, desired, lxd);
-    } catch (err) {
-      // what is left over stays until the next apply; the desired objects may still apply
-      ctx.logger.warn('could not remove what Gatehouse left on LXD instances no longer desired', { error: toDriverError(err).message });
-    }
+    const { side, inventory: lxd } = await this.readBackend(ctx, desired, 'LXD', {
+      read: () => this.lxdInstances(ctx),
+      removeStale: (instances) => this.removeStale(ctx, desired, instances),
+    });
+    if (!lxd) return side;
     for (const instance of desired.instances) {
       try {
         const out = await this.ensureInstance(ctx, instance, lxd);
@@ -147,28 +136,12 @@ export class LxdDriver extends DataplaneDriver<NicPlace> {
     return nics;
   }
 
-  /** The instance's hot-plugged NICs, shaping and tag. */
-  protected async releaseHost(ctx: DriverContext, instanceId: string): Promise<boolean> {
-    let released = false;
-    for (const instance of await this.lxdInstances(ctx)) {
-      if (instance.config[OWNER_KEY] !== instanceId) continue;
-      await this.disown(ctx, instance, ownDevices(instance), true);
-      released = true;
-    }
-    return released;
-  }
-
-  /** What belongs to Gatehouse instances not in `validInstanceIds` (found by tags, not memory). */
-  protected async gcHost(ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
-    const valid = new Set(validInstanceIds);
-    const removed: string[] = [];
-    for (const instance of await this.lxdInstances(ctx)) {
-      const owner = instance.config[OWNER_KEY];
-      if (owner === undefined || valid.has(owner)) continue;
-      await this.disown(ctx, instance, ownDevices(instance), true);
-      removed.push(owner);
-    }
-    return removed;
+  /** Release and gc take back the hot-plugged NICs, shaping and tag of the LXD instances tagged for Gatehouse instances. */
+  protected override async taggedInstances(ctx: DriverContext) {
+    return (await this.lxdInstances(ctx)).map((instance) => ({
+      owner: instance.config[OWNER_KEY],
+      disown: () => this.disown(ctx, instance, ownDevices(instance), true),
+    }));
   }
 
   private async lxdInstances(ctx: DriverContext): Promise<LxdInstance[]> {

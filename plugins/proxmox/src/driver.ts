@@ -17,7 +17,6 @@
 import {
   ConflictError,
   DriverError,
-  HostUnreachableError,
   TransientError,
   toDriverError,
   type DesiredInstance,
@@ -120,21 +119,11 @@ export class ProxmoxDriver extends DataplaneDriver<NicPlace> {
    * nftables table is still applied (guests keep running while the API is away).
    */
   protected async placeNics(ctx: DriverContext, desired: DesiredState): Promise<HostSide<NicPlace>> {
-    const side: HostSide<NicPlace> = { changed: false, places: [], instanceErrors: new Map(), nicErrors: new Map() };
-    let guests: PveGuest[];
-    try {
-      guests = await this.guests(ctx);
-    } catch (err) {
-      if (!(err instanceof HostUnreachableError)) throw err;
-      ctx.logger.warn('PVE is unreachable; applying the nftables table only', { error: err.message });
-      for (const instance of desired.instances) side.instanceErrors.set(instance.id, err);
-      return side;
-    }
-    try {
-      side.changed = await this.removeStale(ctx, desired, guests);
-    } catch (err) {
-      ctx.logger.warn('could not remove what Gatehouse added to guests no longer desired', { error: toDriverError(err).message });
-    }
+    const { side, inventory: guests } = await this.readBackend(ctx, desired, 'PVE', {
+      read: () => this.guests(ctx),
+      removeStale: (inventory) => this.removeStale(ctx, desired, inventory),
+    });
+    if (!guests) return side;
     const ensured: { instance: DesiredInstance; guest: PveGuest; nicErrors: Map<string, DriverError> }[] = [];
     for (const instance of desired.instances) {
       try {
@@ -199,30 +188,14 @@ export class ProxmoxDriver extends DataplaneDriver<NicPlace> {
       );
   }
 
-  /** The NICs Gatehouse added to the instance's guests, their shaping and tags. */
-  protected async releaseHost(ctx: DriverContext, instanceId: string): Promise<boolean> {
-    let released = false;
+  /** Release and gc take back the NICs Gatehouse added to the guests tagged for Gatehouse instances, their shaping and tags. */
+  protected override async taggedInstances(ctx: DriverContext) {
+    const tagged = [];
     for (const guest of await this.guests(ctx)) {
       const config = await this.readConfig(ctx, guest);
-      if (ownerOf(config) !== instanceId) continue;
-      await this.disown(ctx, guest, config, ownNicKeys(config), true);
-      released = true;
+      tagged.push({ owner: ownerOf(config), disown: () => this.disown(ctx, guest, config, ownNicKeys(config), true) });
     }
-    return released;
-  }
-
-  /** What belongs to Gatehouse instances not in `validInstanceIds` (found by tags). */
-  protected async gcHost(ctx: DriverContext, validInstanceIds: readonly string[]): Promise<string[]> {
-    const valid = new Set(validInstanceIds);
-    const removed: string[] = [];
-    for (const guest of await this.guests(ctx)) {
-      const config = await this.readConfig(ctx, guest);
-      const owner = ownerOf(config);
-      if (owner === undefined || valid.has(owner)) continue;
-      await this.disown(ctx, guest, config, ownNicKeys(config), true);
-      removed.push(owner);
-    }
-    return removed;
+    return tagged;
   }
 
   /** Every guest in the cluster the token may see. */
