@@ -14,6 +14,7 @@ import { WebSocketServer } from 'ws';
 import type { Actor } from './auth/actor.js';
 import { TokenRevocations } from './auth/token-revocations.js';
 import { GatehouseError } from './support/errors.js';
+import { createWebAppHandler } from './http/web-app.js';
 import { openStore, type Store, type StoreConfig } from './db/database.js';
 import { createEventBus } from './events/event-bus.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
@@ -44,6 +45,8 @@ export interface ControllerOptions {
   graphiql?: boolean;
   /** The reverse proxy: a Caddy this controller runs, or one it reaches; absent: web proxies stay PENDING. */
   proxy?: ControllerProxyOptions;
+  /** A built single-page app (its directory, holding index.html) to serve at every path outside the API. */
+  webAppDir?: string;
 }
 
 /** How the controller drives Caddy. */
@@ -209,6 +212,12 @@ export function createGatehouseYoga(
   });
 }
 
+/** Paths the API answers (GraphQL over HTTP and WebSocket, GraphiQL); the web app has every other. */
+function isApiPath(url: string | undefined): boolean {
+  const path = (url ?? '/').split('?')[0]!;
+  return path === '/graphql' || path.startsWith('/graphql/');
+}
+
 /** How long a socket closed for a revoked token gets to finish the close handshake before it is cut. */
 const REVOKED_CLOSE_GRACE_MS = 5000;
 
@@ -258,7 +267,18 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const users = container.resolve(UserService);
   const revocations = container.resolve(TokenRevocations);
   const hostAgents = container.resolve(HostAgentService);
-  const httpServer: Server = createServer(yoga);
+  const webApp = options.webAppDir ? createWebAppHandler(options.webAppDir) : undefined;
+  const httpServer: Server = createServer((request, response) => {
+    if (webApp && !isApiPath(request.url)) {
+      webApp(request, response).catch((err: unknown) => {
+        logger.error(`web app: ${request.method} ${request.url}: ${(err as Error).message}`);
+        if (!response.headersSent) response.writeHead(500);
+        response.end();
+      });
+      return;
+    }
+    void yoga(request, response);
+  });
   // Idle keep-alive sockets outlive the clients' own idle timeouts (undici: 4 s), so a client never
   // reuses a socket the server is closing at that instant (ECONNRESET seen under load at Node's 5 s).
   httpServer.keepAliveTimeout = 65_000;

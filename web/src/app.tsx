@@ -1,0 +1,85 @@
+/** The panel's frame: navigation, the signed-in user, and the page of the current route. */
+import { useQuery } from 'urql';
+import { graphql } from './graphql.js';
+import { Link, matchPath, useLocation } from './router.js';
+import { useSession } from './session.js';
+import { InstancesPage } from './pages/instances.js';
+import { SignInPage } from './pages/sign-in.js';
+
+const MeQuery = graphql(`
+  query Me {
+    me {
+      id
+      name
+      role
+    }
+  }
+`);
+
+/** One entry of the navigation. */
+interface NavItem {
+  href: string;
+  label: string;
+  adminOnly?: boolean;
+}
+
+// Monitoring and Terminal join the instance tabs when their APIs land; nothing links to them before
+const NAV: NavItem[] = [{ href: '/instances', label: 'Instances' }];
+
+/** The route table: the first pattern that matches renders. */
+function Page({ path, isAdmin }: { path: string; isAdmin: boolean }) {
+  if (path === '/' || matchPath('/instances', path)) return <InstancesPage isAdmin={isAdmin} />;
+  return (
+    <section>
+      <h1>Not found</h1>
+      <p>
+        Nothing lives at <code>{path}</code>. <Link href="/instances">Go to the instances</Link>.
+      </p>
+    </section>
+  );
+}
+
+/** The whole app: the sign-in page until there is a session, then the panel. */
+export function App() {
+  const session = useSession();
+  const { path } = useLocation();
+  const [me] = useQuery({ query: MeQuery, pause: !session.token });
+  if (!session.token) return <SignInPage />;
+  const user = me.data?.me;
+  const isAdmin = user?.role === 'ADMIN';
+  return (
+    <div className="shell">
+      <a className="skip-link" href="#main">
+        Skip to content
+      </a>
+      <header className="topbar">
+        <span className="brand">Gatehouse</span>
+        <nav aria-label="Main">
+          <ul>
+            {NAV.filter((item) => !item.adminOnly || isAdmin).map((item) => (
+              <li key={item.href}>
+                <Link href={item.href} aria-current={path.startsWith(item.href) ? 'page' : undefined}>
+                  {item.label}
+                </Link>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <div className="whoami">
+          {user && (
+            <span>
+              {user.name} <small>({user.role.toLowerCase()})</small>
+            </span>
+          )}
+          <button type="button" onClick={() => session.end()}>
+            Sign out
+          </button>
+        </div>
+      </header>
+      <main id="main" tabIndex={-1}>
+        {me.error && <p className="form-error">{me.error.message}</p>}
+        <Page path={path} isAdmin={isAdmin} />
+      </main>
+    </div>
+  );
+}
