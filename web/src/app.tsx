@@ -1,10 +1,21 @@
 /** The panel's frame: navigation, the signed-in user, and the page of the current route. */
-import { useQuery } from 'urql';
+import { useMutation, useQuery } from 'urql';
 import { graphql } from './graphql.js';
 import { Link, matchPath, useLocation } from './router.js';
 import { useSession } from './session.js';
 import { InstancesPage } from './pages/instances.js';
 import { SignInPage } from './pages/sign-in.js';
+
+const SignOutMutation = graphql(`
+  mutation SignOut {
+    signOut {
+      __typename
+      ... on Error {
+        message
+      }
+    }
+  }
+`);
 
 const MeQuery = graphql(`
   query Me {
@@ -44,6 +55,7 @@ export function App() {
   const session = useSession();
   const { path } = useLocation();
   const [me] = useQuery({ query: MeQuery, pause: !session.token });
+  const [, signOut] = useMutation(SignOutMutation);
   if (!session.token) return <SignInPage />;
   const user = me.data?.me;
   const isAdmin = user?.role === 'ADMIN';
@@ -71,7 +83,14 @@ export function App() {
               {user.name} <small>({user.role.toLowerCase()})</small>
             </span>
           )}
-          <button type="button" onClick={() => session.end()}>
+          <button
+            type="button"
+            onClick={async () => {
+              // the session ends here even when the controller cannot be reached
+              await signOut({}).catch(() => undefined);
+              session.end();
+            }}
+          >
             Sign out
           </button>
         </div>

@@ -124,7 +124,12 @@ async function serve(argv: string[]): Promise<void> {
         '',
         `    ${controller.bootstrapSecret}`,
         '',
-        `Open ${controller.url.replace('127.0.0.1', 'localhost')} and add the header  {"Authorization": "Bearer ${controller.bootstrapSecret}"}`,
+        'and this one-time sign-in password of "admin" (change it after signing in):',
+        '',
+        `    password: ${controller.bootstrapPassword}`,
+        '',
+        ...(webAppDir ? [`Sign in to the web UI at ${controller.url.replace('127.0.0.1', 'localhost').replace(/\/graphql$/, '/')}`] : []),
+        `For GraphiQL, open ${controller.url.replace('127.0.0.1', 'localhost')} and add the header  {"Authorization": "Bearer ${controller.bootstrapSecret}"}`,
         '',
       ].join('\n'),
     );

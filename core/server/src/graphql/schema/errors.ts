@@ -2,7 +2,7 @@
  * Expected failures as typed GraphQL results: every mutation returns a union of its payload and
  * these types, all implementing `Error { code message field value }`.
  */
-import { CapabilityNotSupportedError, GatehouseError, QuotaExceededError, type ErrorCode } from '../../support/errors.js';
+import { CapabilityNotSupportedError, GatehouseError, QuotaExceededError, RateLimitedError, type ErrorCode } from '../../support/errors.js';
 import { ERROR_CLASSES, builder } from '../builder.js';
 
 const ErrorCodeEnum = builder.enumType('ErrorCode', {
@@ -17,6 +17,8 @@ const ErrorCodeEnum = builder.enumType('ErrorCode', {
     'ADDRESS_IN_USE',
     'PORT_CONFLICT',
     'CAPABILITY_NOT_SUPPORTED',
+    'SIGN_IN_FAILED',
+    'RATE_LIMITED',
   ] as const satisfies readonly ErrorCode[],
 });
 
@@ -32,7 +34,7 @@ export const ErrorInterface = builder.interfaceRef<GatehouseError>('Error').impl
 });
 
 for (const ErrorClass of ERROR_CLASSES) {
-  if (ErrorClass === QuotaExceededError || ErrorClass === CapabilityNotSupportedError) continue;
+  if (ErrorClass === QuotaExceededError || ErrorClass === CapabilityNotSupportedError || ErrorClass === RateLimitedError) continue;
   // the classes differ only in their code, so they share one definition
   builder.objectType(ErrorClass as unknown as new () => GatehouseError, {
     name: ErrorClass.name,
@@ -60,5 +62,15 @@ builder.objectType(CapabilityNotSupportedError, {
   isTypeOf: (value) => value instanceof CapabilityNotSupportedError,
   fields: (t) => ({
     capability: t.exposeString('capability', { description: 'The capability the driver lacks, below Host.driver.capabilities, e.g. `portForwards.ipv6`.' }),
+  }),
+});
+
+builder.objectType(RateLimitedError, {
+  name: 'RateLimitedError',
+  description: 'Too many failed sign-ins for this username or from this address: refused without checking the password.',
+  interfaces: [ErrorInterface],
+  isTypeOf: (value) => value instanceof RateLimitedError,
+  fields: (t) => ({
+    retryAfterSeconds: t.exposeInt('retryAfterSeconds', { description: 'When the next attempt will be checked.' }),
   }),
 });

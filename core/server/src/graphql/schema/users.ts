@@ -23,6 +23,10 @@ const TokenScopeEnum = builder.enumType('TokenScope', {
   values: { ADMIN: { value: 'admin' }, USER: { value: 'user' }, AGENT: { value: 'agent' } } as const,
 });
 
+const TokenKindEnum = builder.enumType('TokenKind', {
+  values: { API: { value: 'api' }, SESSION: { value: 'session' } } as const,
+});
+
 export const UserRef = builder.objectRef<User>('User');
 const ApiTokenRef = builder.objectRef<ApiToken>('ApiToken');
 
@@ -33,6 +37,12 @@ ApiTokenRef.implement({
     name: t.exposeString('name'),
     scope: t.field({ type: TokenScopeEnum, resolve: (tok) => tok.scope }),
     prefix: t.exposeString('prefix', { description: 'The first characters of the secret, to recognise it.' }),
+    kind: t.field({
+      type: TokenKindEnum,
+      description: 'API: made with createApiToken, valid until revoked. SESSION: issued by signIn, valid until expiresAt or signOut.',
+      resolve: (tok) => tok.kind,
+    }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'Sessions only.' }),
     hostId: t.exposeID('hostId', { nullable: true, description: 'AGENT tokens: the host they act for.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime', nullable: true, description: 'Refreshed at most once a minute.' }),
@@ -48,6 +58,7 @@ UserRef.implement({
     ...Object.fromEntries(
       QUOTA_NAMES.map((name) => [name, t.exposeInt(name, { nullable: true, description: `${QUOTA_DESCRIPTIONS[name]} Null: unlimited.` })]),
     ),
+    hasPassword: t.boolean({ description: 'Whether the user can sign in with a password.', resolve: (u) => u.passwordHash !== null }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     tokens: t.field({ type: [ApiTokenRef], resolve: (u, _a, ctx) => ctx.services.users.tokensOf(requireActor(ctx), u.id) }),
   }),
@@ -83,6 +94,7 @@ const CreateUserInput = builder.inputType('CreateUserInput', {
   fields: (t) => ({
     name: t.string({ required: true }),
     role: t.field({ type: RoleEnum, defaultValue: 'user' }),
+    password: t.string({ description: 'The sign-in password (10 to 200 characters). Absent: set later with setPassword.' }),
     ...Object.fromEntries(QUOTA_NAMES.map((name) => [name, t.int({ description: `${QUOTA_DESCRIPTIONS[name]} Null or absent: unlimited.` })])),
   }),
 });
