@@ -3,7 +3,9 @@ import { useMutation, useQuery } from 'urql';
 import { graphql } from './graphql.js';
 import { Link, matchPath, useLocation } from './router.js';
 import { useSession } from './session.js';
+import { InstancePage } from './pages/instance/instance-page.js';
 import { InstancesPage } from './pages/instances.js';
+import { LiveStatusProvider } from './live-status.js';
 import { SignInPage } from './pages/sign-in.js';
 
 const SignOutMutation = graphql(`
@@ -40,6 +42,8 @@ const NAV: NavItem[] = [{ href: '/instances', label: 'Instances' }];
 /** The route table: the first pattern that matches renders. */
 function Page({ path, isAdmin }: { path: string; isAdmin: boolean }) {
   if (path === '/' || matchPath('/instances', path)) return <InstancesPage isAdmin={isAdmin} />;
+  const instance = matchPath('/instances/:id/:tab?', path);
+  if (instance) return <InstancePage id={instance.id!} tab={instance.tab} />;
   return (
     <section>
       <h1>Not found</h1>
@@ -60,45 +64,47 @@ export function App() {
   const user = me.data?.me;
   const isAdmin = user?.role === 'ADMIN';
   return (
-    <div className="shell">
-      <a className="skip-link" href="#main">
-        Skip to content
-      </a>
-      <header className="topbar">
-        <span className="brand">Gatehouse</span>
-        <nav aria-label="Main">
-          <ul>
-            {NAV.filter((item) => !item.adminOnly || isAdmin).map((item) => (
-              <li key={item.href}>
-                <Link href={item.href} aria-current={path.startsWith(item.href) ? 'page' : undefined}>
-                  {item.label}
-                </Link>
-              </li>
-            ))}
-          </ul>
-        </nav>
-        <div className="whoami">
-          {user && (
-            <span>
-              {user.name} <small>({user.role.toLowerCase()})</small>
-            </span>
-          )}
-          <button
-            type="button"
-            onClick={async () => {
-              // the session ends here even when the controller cannot be reached
-              await signOut({}).catch(() => undefined);
-              session.end();
-            }}
-          >
-            Sign out
-          </button>
-        </div>
-      </header>
-      <main id="main" tabIndex={-1}>
-        {me.error && <p className="form-error">{me.error.message}</p>}
-        <Page path={path} isAdmin={isAdmin} />
-      </main>
-    </div>
+    <LiveStatusProvider>
+      <div className="shell">
+        <a className="skip-link" href="#main">
+          Skip to content
+        </a>
+        <header className="topbar">
+          <span className="brand">Gatehouse</span>
+          <nav aria-label="Main">
+            <ul>
+              {NAV.filter((item) => !item.adminOnly || isAdmin).map((item) => (
+                <li key={item.href}>
+                  <Link href={item.href} aria-current={path.startsWith(item.href) ? 'page' : undefined}>
+                    {item.label}
+                  </Link>
+                </li>
+              ))}
+            </ul>
+          </nav>
+          <div className="whoami">
+            {user && (
+              <span>
+                {user.name} <small>({user.role.toLowerCase()})</small>
+              </span>
+            )}
+            <button
+              type="button"
+              onClick={async () => {
+                // the session ends here even when the controller cannot be reached
+                await signOut({}).catch(() => undefined);
+                session.end();
+              }}
+            >
+              Sign out
+            </button>
+          </div>
+        </header>
+        <main id="main" tabIndex={-1}>
+          {me.error && <p className="form-error">{me.error.message}</p>}
+          <Page path={path} isAdmin={isAdmin} />
+        </main>
+      </div>
+    </LiveStatusProvider>
   );
 }

@@ -13,7 +13,13 @@ describe('error → field mapping', () => {
   });
 
   it('puts the message at its field, or on the form', () => {
-    const error = { __typename: 'ValidationError', code: 'VALIDATION_FAILED', message: 'input.hostPort "99999" is not a port', field: 'input.hostPort', value: '99999' };
+    const error = {
+      __typename: 'ValidationError',
+      code: 'VALIDATION_FAILED',
+      message: 'input.hostPort "99999" is not a port',
+      field: 'input.hostPort',
+      value: '99999',
+    };
     expect(errorsFromResult(error, fields)).toEqual({ byField: { hostPort: error.message } });
     const elsewhere = { ...error, field: 'input.instanceId', message: 'no instance' };
     expect(errorsFromResult(elsewhere, fields)).toEqual({ byField: {}, form: 'no instance' });

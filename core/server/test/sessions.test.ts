@@ -63,7 +63,10 @@ describe('sign-in sessions', () => {
   it('refuses an expired session', async () => {
     const { session } = await signIn('admin', controller.bootstrapPassword!);
     expect((await me(session.token)).status).toBe(200);
-    await controller.store.db.update(apiTokens).set({ expiresAt: new Date(Date.now() - 1000) }).where(eq(apiTokens.prefix, session.token.slice(0, 10)));
+    await controller.store.db
+      .update(apiTokens)
+      .set({ expiresAt: new Date(Date.now() - 1000) })
+      .where(eq(apiTokens.prefix, session.token.slice(0, 10)));
     const r = await me(session.token);
     expect(r.status).toBe(401);
     expect(r.body.errors![0].message).toBe('Invalid or revoked API token');

@@ -1,29 +1,27 @@
 /** Sign-in with username and password; the session token it returns is kept for this tab. */
 import { useState, type FormEvent } from 'react';
 import { FormError, TextField } from '../components/form.js';
-import { graphql } from '../graphql.js';
+import { ErrorFields, graphql } from '../graphql.js';
 import { useSession } from '../session.js';
 import { useFormMutation } from '../use-form-mutation.js';
 
-const SignInMutation = graphql(`
-  mutation SignIn($input: SignInInput!) {
-    signIn(input: $input) {
-      __typename
-      ... on SignInPayload {
-        session {
-          token
-          expiresAt
+const SignInMutation = graphql(
+  `
+    mutation SignIn($input: SignInInput!) {
+      signIn(input: $input) {
+        __typename
+        ... on SignInPayload {
+          session {
+            token
+            expiresAt
+          }
         }
-      }
-      ... on Error {
-        code
-        message
-        field
-        value
+        ...ErrorFields
       }
     }
-  }
-`);
+  `,
+  [ErrorFields],
+);
 
 const FIELDS = ['username', 'password'] as const;
 
@@ -44,7 +42,15 @@ export function SignInPage() {
         <h1 id="sign-in-title">Sign in to Gatehouse</h1>
         {session.endedBecause && <p role="status">{session.endedBecause}</p>}
         <FormError errors={errors} />
-        <TextField label="Username" name="username" errors={errors} value={username} onChange={(e) => setUsername(e.target.value)} autoComplete="username" required />
+        <TextField
+          label="Username"
+          name="username"
+          errors={errors}
+          value={username}
+          onChange={(e) => setUsername(e.target.value)}
+          autoComplete="username"
+          required
+        />
         <TextField
           label="Password"
           name="password"

@@ -7,7 +7,7 @@ import { resultOf } from './mutation-result.js';
 import { UserRef } from './users.js';
 
 const SessionRef = builder.objectRef<NewSession>('Session').implement({
-  description: 'A sign-in session: a bearer token of the user\'s own scope that expires (or ends with signOut).',
+  description: "A sign-in session: a bearer token of the user's own scope that expires (or ends with signOut).",
   fields: (t) => ({
     token: t.exposeString('token', { description: 'The bearer secret. It is not stored and cannot be shown again.' }),
     expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
@@ -28,7 +28,7 @@ const SignInInput = builder.inputType('SignInInput', {
 
 const SetPasswordInput = builder.inputType('SetPasswordInput', {
   fields: (t) => ({
-    userId: t.id({ description: 'Default: the caller. Admins set anyone\'s password; users only their own.' }),
+    userId: t.id({ description: "Default: the caller. Admins set anyone's password; users only their own." }),
     password: t.string({ required: true, description: 'The new password: 10 to 200 characters.' }),
     currentPassword: t.string({ description: 'Required when users change their own password.' }),
   }),
