@@ -6,7 +6,7 @@ import { Link } from '../router.js';
 
 const InstancesQuery = graphql(`
   query Instances {
-    instances(first: 500) {
+    instances(first: 100) {
       edges {
         node {
           id

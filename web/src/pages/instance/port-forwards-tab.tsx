@@ -10,7 +10,7 @@ import type { TabProps } from './instance-page.js';
 
 const ForwardsQuery = graphql(`
   query InstanceForwards($id: ID!) {
-    portForwards(instanceId: $id, first: 500) {
+    portForwards(instanceId: $id, first: 200) {
       edges {
         node {
           id
