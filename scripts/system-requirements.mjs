@@ -9,37 +9,11 @@ import { join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
-export const SUITES = [
-  'sdk',
-  'dataplane',
-  'host-agent',
-  'plugin-linux',
-  'plugin-docker',
-  'plugin-lxd',
-  'plugin-proxmox',
-  'plugin-esxi',
-  'server',
-  'cli',
-  'caddy-api-client',
-  'web',
-  'bench',
-  'scripts',
-];
+export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'caddy-api-client', 'web', 'bench', 'scripts'];
+
 
 // cli: the embedded sandbox (core/cli/src/sandbox) and its test
-const NAMESPACE_SUITES = [
-  'sdk',
-  'dataplane',
-  'host-agent',
-  'plugin-linux',
-  'plugin-docker',
-  'plugin-lxd',
-  'plugin-proxmox',
-  'plugin-esxi',
-  'server',
-  'cli',
-  'bench',
-];
+const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'bench'];
 const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'bench'];
 /** Where Debian's golang-github-vmware-govmomi-dev puts the simulator's source, from which the tests build vcsim. */
 export const GOVMOMI_SOURCE = '/usr/share/gocode/src/github.com/vmware/govmomi/simulator';
@@ -57,14 +31,7 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
-  {
-    program: 'chromium',
-    package: 'chromium',
-    suites: ['web'],
-    roles: [],
-    startedBy: 'playwright-core',
-    why: 'the web UI end-to-end test in headless Chromium',
-  },
+  { program: 'chromium', package: 'chromium', suites: ['web'], roles: [], startedBy: 'playwright-core', why: 'the web UI end-to-end test in headless Chromium' },
   { program: 'nft', package: 'nftables', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: 'the dataplane: NAT, firewall, counters (nft -j)' },
   { program: 'ip', package: 'iproute2', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'links, addresses, network namespaces' },
   {
@@ -109,13 +76,7 @@ export const REQUIREMENTS = [
   },
   { program: 'pebble', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: 'a local ACME server for certificate tests' },
   { program: 'pebble-challtestsrv', package: 'pebble', suites: ['caddy-api-client', 'server'], roles: [], why: "pebble's DNS for certificate tests" },
-  {
-    program: 'openssl',
-    package: 'openssl',
-    suites: ['caddy-api-client', 'server', 'bench', 'plugin-proxmox'],
-    roles: [],
-    why: "test certificates and CAs (the Proxmox test server's too)",
-  },
+  { program: 'openssl', package: 'openssl', suites: ['caddy-api-client', 'server', 'bench', 'plugin-proxmox'], roles: [], why: 'test certificates and CAs (the Proxmox test server\'s too)' },
   { program: 'dockerd', package: 'docker.io', suites: DOCKER_SUITES, roles: ['docker'], why: 'the Docker Engine' },
   { program: 'containerd', package: 'containerd', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: "dockerd's container runtime" },
   { program: 'runc', package: 'runc', suites: DOCKER_SUITES, roles: ['docker'], startedBy: 'dockerd', why: 'runs the containers' },
@@ -143,13 +104,7 @@ export const REQUIREMENTS = [
   { program: 'true', package: 'coreutils', suites: ['bench'], roles: [], why: 'timing `ip netns exec`' },
   { program: 'umount', package: 'mount', suites: DOCKER_SUITES, roles: [], why: "cleaning up dockerd's mounts" },
   { program: 'dpkg-query', package: 'dpkg', suites: IMAGE_SUITES, roles: [], why: 'telling the static busybox from the dynamic one' },
-  {
-    program: 'go',
-    package: 'golang-go',
-    suites: ['plugin-esxi'],
-    roles: [],
-    why: 'building vcsim, the vSphere API simulator the ESXi plugin is tested against',
-  },
+  { program: 'go', package: 'golang-go', suites: ['plugin-esxi'], roles: [], why: 'building vcsim, the vSphere API simulator the ESXi plugin is tested against' },
   {
     program: 'vcsim',
     package: 'golang-github-vmware-govmomi-dev',
@@ -196,20 +151,7 @@ export function postgresReachable({ host, port } = postgresAddress()) {
 }
 
 /** Suites that need root (network namespaces, nftables, daemons). */
-export const ROOT_SUITES = [
-  'sdk',
-  'dataplane',
-  'host-agent',
-  'plugin-linux',
-  'plugin-docker',
-  'plugin-lxd',
-  'plugin-proxmox',
-  'plugin-esxi',
-  'server',
-  'cli',
-  'caddy-api-client',
-  'bench',
-];
+export const ROOT_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'caddy-api-client', 'bench'];
 
 /**
  * Directories searched for programs: GATEHOUSE_SYSTEM_PATH (colon-separated) when set — the

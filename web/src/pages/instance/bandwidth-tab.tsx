@@ -26,6 +26,16 @@ const SetLimit = graphql(
 const FIELDS = ['ingressMbps', 'egressMbps', 'ingressBurstKb', 'egressBurstKb', 'monthlyQuotaGb', 'quotaAction', 'throttleMbps'] as const;
 type Field = (typeof FIELDS)[number];
 
+/** The numeric inputs, in form order (the quota action's select goes between the fifth and the sixth). */
+const NUMBER_FIELDS: { name: Exclude<Field, 'quotaAction'>; label: string; hint?: string; placeholder?: string }[] = [
+  { name: 'ingressMbps', label: 'Ingress limit (Mbps)', hint: 'External → instance; empty: none' },
+  { name: 'egressMbps', label: 'Egress limit (Mbps)', hint: 'Instance → external' },
+  { name: 'ingressBurstKb', label: 'Ingress burst (KB)', placeholder: 'automatic' },
+  { name: 'egressBurstKb', label: 'Egress burst (KB)', placeholder: 'automatic' },
+  { name: 'monthlyQuotaGb', label: 'Monthly quota (GB)', placeholder: 'none' },
+  { name: 'throttleMbps', label: 'Throttle to (Mbps)' },
+];
+
 function optionalNumber(text: string): number | null {
   return text.trim() === '' ? null : Number(text);
 }
@@ -74,64 +84,17 @@ export function BandwidthTab({ instance, refresh }: TabProps) {
       )}
       <FormError errors={state.errors} />
       <div className="form-grid">
-        <TextField
-          label="Ingress limit (Mbps)"
-          name="ingressMbps"
-          type="number"
-          errors={state.errors}
-          value={form.ingressMbps}
-          onChange={set('ingressMbps')}
-          hint="External → instance; empty: none"
-        />
-        <TextField
-          label="Egress limit (Mbps)"
-          name="egressMbps"
-          type="number"
-          errors={state.errors}
-          value={form.egressMbps}
-          onChange={set('egressMbps')}
-          hint="Instance → external"
-        />
-        <TextField
-          label="Ingress burst (KB)"
-          name="ingressBurstKb"
-          type="number"
-          errors={state.errors}
-          value={form.ingressBurstKb}
-          onChange={set('ingressBurstKb')}
-          placeholder="automatic"
-        />
-        <TextField
-          label="Egress burst (KB)"
-          name="egressBurstKb"
-          type="number"
-          errors={state.errors}
-          value={form.egressBurstKb}
-          onChange={set('egressBurstKb')}
-          placeholder="automatic"
-        />
-        <TextField
-          label="Monthly quota (GB)"
-          name="monthlyQuotaGb"
-          type="number"
-          errors={state.errors}
-          value={form.monthlyQuotaGb}
-          onChange={set('monthlyQuotaGb')}
-          placeholder="none"
-        />
+        {NUMBER_FIELDS.slice(0, 5).map(({ name, ...labels }) => (
+          <TextField key={name} name={name} type="number" errors={state.errors} value={form[name]} onChange={set(name)} {...labels} />
+        ))}
         <SelectField label="When the quota is used up" name="quotaAction" errors={state.errors} value={form.quotaAction} onChange={set('quotaAction')}>
           <option value="">—</option>
           <option value="NOTIFY">Notify</option>
           <option value="THROTTLE">Throttle</option>
         </SelectField>
-        <TextField
-          label="Throttle to (Mbps)"
-          name="throttleMbps"
-          type="number"
-          errors={state.errors}
-          value={form.throttleMbps}
-          onChange={set('throttleMbps')}
-        />
+        {NUMBER_FIELDS.slice(5).map(({ name, ...labels }) => (
+          <TextField key={name} name={name} type="number" errors={state.errors} value={form[name]} onChange={set(name)} {...labels} />
+        ))}
       </div>
       <div className="form-actions">
         <button type="submit" disabled={state.fetching}>
