@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
-export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'caddy-api-client', 'bench', 'scripts'];
+export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'caddy-api-client', 'web', 'bench', 'scripts'];
 
 
 // cli: the embedded sandbox (core/cli/src/sandbox) and its test
@@ -31,6 +31,7 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
+  { program: 'chromium', package: 'chromium', suites: ['web'], roles: [], startedBy: 'playwright-core', why: 'the web UI end-to-end test in headless Chromium' },
   { program: 'nft', package: 'nftables', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: 'the dataplane: NAT, firewall, counters (nft -j)' },
   { program: 'ip', package: 'iproute2', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'links, addresses, network namespaces' },
   {

@@ -5,7 +5,7 @@
  *
  *   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir .data/pglite] [--database-url URL]
  *                   [--agent-heartbeat-ms 10000] [--agent-offline-after-ms 30000] [--no-sandbox]
- *                   [--proxy-http-port 80] [--proxy-https-port 443] [--caddy-admin SOCKET|URL] [--no-proxy] …
+ *                   [--web-dir web/dist] [--proxy-http-port 80] [--proxy-https-port 443] [--caddy-admin SOCKET|URL] [--no-proxy] …
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
  *   gatehouse renew-certificates --controller URL --token T [--within-days 30]
  *   gatehouse print-schema [--out schema.graphql]
@@ -18,6 +18,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runAgent } from '@gatehouse/host-agent';
 import {
@@ -37,7 +38,9 @@ const STOP_GRACE_MS = 5000;
 const USAGE = `usage:
   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir DIR] [--database-url URL]
                   [--agent-heartbeat-ms MS] [--agent-offline-after-ms MS] [--no-sandbox]
-                  [--graphiql on|off]
+                  [--graphiql on|off] [--web-dir DIR|off]
+      The web UI is served at / from --web-dir (GATEHOUSE_WEB_DIR; default: this checkout's
+      web/dist, built by npm start); the API stays at /graphql.
       GraphiQL, and introspection without a token, are on unless NODE_ENV=production
       (GATEHOUSE_GRAPHIQL=on|off overrides). Stops within 5 s of SIGINT/SIGTERM, whatever runs.
       As root, also creates a sandbox host (network namespaces gh-sandbox*, two demo instances)
@@ -81,6 +84,7 @@ async function serve(argv: string[]): Promise<void> {
       'agent-offline-after-ms': { type: 'string', default: process.env.GATEHOUSE_AGENT_OFFLINE_AFTER_MS },
       'no-sandbox': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_SANDBOX ?? '') },
       graphiql: { type: 'string', default: process.env.GATEHOUSE_GRAPHIQL ?? (graphiqlByDefault() ? 'on' : 'off') },
+      'web-dir': { type: 'string', default: process.env.GATEHOUSE_WEB_DIR ?? DEFAULT_WEB_DIR },
       ...PROXY_FLAGS,
     },
   });
@@ -101,7 +105,17 @@ async function serve(argv: string[]): Promise<void> {
   }
   if (!/^(on|off)$/.test(values.graphiql)) throw new Error(`--graphiql ${JSON.stringify(values.graphiql)} must be on or off`);
   const proxy = await proxyOptions(values);
-  const controller = await startController({ store, port, host: values.host, logger: console, agentPresence, proxy, graphiql: values.graphiql === 'on' });
+  const webAppDir = webAppDirOf(values['web-dir']);
+  const controller = await startController({
+    store,
+    port,
+    host: values.host,
+    logger: console,
+    agentPresence,
+    proxy,
+    graphiql: values.graphiql === 'on',
+    webAppDir,
+  });
   if (controller.bootstrapSecret) {
     process.stdout.write(
       [
@@ -110,7 +124,12 @@ async function serve(argv: string[]): Promise<void> {
         '',
         `    ${controller.bootstrapSecret}`,
         '',
-        `Open ${controller.url.replace('127.0.0.1', 'localhost')} and add the header  {"Authorization": "Bearer ${controller.bootstrapSecret}"}`,
+        'and this one-time sign-in password of "admin" (change it after signing in):',
+        '',
+        `    password: ${controller.bootstrapPassword}`,
+        '',
+        ...(webAppDir ? [`Sign in to the web UI at ${controller.url.replace('127.0.0.1', 'localhost').replace(/\/graphql$/, '/')}`] : []),
+        `For GraphiQL, open ${controller.url.replace('127.0.0.1', 'localhost')} and add the header  {"Authorization": "Bearer ${controller.bootstrapSecret}"}`,
         '',
       ].join('\n'),
     );
@@ -138,6 +157,18 @@ async function serve(argv: string[]): Promise<void> {
     const started = await sandbox;
     if (started) process.once('exit', () => started.stopSync());
   }
+}
+
+/** The web UI's build in this checkout: core/cli/dist/cli.js → web/dist. */
+const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../../web/dist', import.meta.url));
+
+/** The web UI directory to serve, or undefined (with the reason printed) when it holds no build; `off` serves none. */
+function webAppDirOf(value: string): string | undefined {
+  if (value === 'off') return undefined;
+  const dir = resolve(value);
+  if (existsSync(join(dir, 'index.html'))) return dir;
+  console.warn(`web UI: ${dir} holds no build (npm run build -w @gatehouse/web, or npm start), so only the API is served`);
+  return undefined;
 }
 
 /** Starts the sandbox and prints what to do with it, or why there is none and what works instead. */

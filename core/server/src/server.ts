@@ -3,7 +3,7 @@
  * WebSocket (graphql-ws) on the same port and path.
  */
 import 'reflect-metadata';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
@@ -13,8 +13,10 @@ import { useServer } from 'graphql-ws/use/ws';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { WebSocketServer } from 'ws';
 import type { Actor } from './auth/actor.js';
+import { SignInLimiter } from './auth/sign-in-limiter.js';
 import { TokenRevocations } from './auth/token-revocations.js';
 import { GatehouseError } from './support/errors.js';
+import { createWebAppHandler } from './http/web-app.js';
 import { openStore, type Store, type StoreConfig } from './db/database.js';
 import { createEventBus } from './events/event-bus.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
@@ -45,6 +47,8 @@ export interface ControllerOptions {
   graphiql?: boolean;
   /** The reverse proxy: a Caddy this controller runs, or one it reaches; absent: web proxies stay PENDING. */
   proxy?: ControllerProxyOptions;
+  /** A built single-page app (its directory, holding index.html) to serve at every path outside the API. */
+  webAppDir?: string;
 }
 
 /** How the controller drives Caddy. */
@@ -67,6 +71,8 @@ export interface Controller {
   readonly container: DependencyContainer;
   /** The first admin token's secret, when this start created it. */
   readonly bootstrapSecret?: string;
+  /** The first admin's one-time sign-in password, when this start created it. */
+  readonly bootstrapPassword?: string;
   close(): Promise<void>;
 }
 
@@ -88,6 +94,8 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   // state everything on this container must share: presence bookkeeping, revocation watchers
   child.registerSingleton(HostAgentService);
   child.registerSingleton(TokenRevocations);
+  // failed sign-ins are counted per controller, across requests
+  child.registerInstance(SignInLimiter, new SignInLimiter());
   return child;
 }
 
@@ -144,18 +152,26 @@ function introspectionNeedsToken(): Plugin {
   };
 }
 
+/** What the HTTP server (node's request) or the graphql-ws server hands yoga per operation. */
+interface YogaServerContext {
+  req?: IncomingMessage;
+  wsActor?: Actor | null;
+  wsRequestId?: string;
+  wsClientAddress?: string;
+}
+
 /** Creates the yoga instance for a container (exported for in-process tests). */
 export function createGatehouseYoga(
   container: DependencyContainer,
   logger: Logger = quietLogger,
   options: { graphiql?: boolean } = {},
-): YogaServerInstance<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext> {
+): YogaServerInstance<YogaServerContext, GraphQLContext> {
   const services = resolveServices(container);
   const users = container.resolve(UserService);
   const revocations = container.resolve(TokenRevocations);
   revocations.start();
   const unexpected = new UnexpectedErrorLog(logger);
-  return createYoga<{ wsActor?: Actor | null; wsRequestId?: string }, GraphQLContext>({
+  return createYoga<YogaServerContext, GraphQLContext>({
     schema: gatehouseSchema(),
     graphqlEndpoint: '/graphql',
     landingPage: false,
@@ -193,6 +209,7 @@ export function createGatehouseYoga(
     context: async (initial): Promise<GraphQLContext> => {
       let actor: Actor | null;
       let requestId: string;
+      const clientAddress = initial.wsClientAddress ?? initial.req?.socket.remoteAddress ?? 'unknown';
       if (initial.wsActor !== undefined) {
         actor = initial.wsActor;
         requestId = initial.wsRequestId ?? newId();
@@ -205,9 +222,15 @@ export function createGatehouseYoga(
         actor = secret ? ((await users.authenticate(secret, requestId)) ?? null) : null;
         if (secret && !actor) throw new GraphQLError('Invalid or revoked API token', { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
       }
-      return { actor, requestId, services, loaders: createLoaders(services) };
+      return { actor, requestId, clientAddress, services, loaders: createLoaders(services) };
     },
   });
+}
+
+/** Paths the API answers (GraphQL over HTTP and WebSocket, GraphiQL); the web app has every other. */
+function isApiPath(url: string | undefined): boolean {
+  const path = (url ?? '/').split('?')[0]!;
+  return path === '/graphql' || path.startsWith('/graphql/');
 }
 
 /** How long a socket closed for a revoked token gets to finish the close handshake before it is cut. */
@@ -232,9 +255,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
   // an import a stopped controller was writing is all or nothing: its staged rows go
   const leftovers = await container.resolve(PortForwardImportService).removeLeftovers(store.kind);
   if (leftovers > 0) logger.warn(`removed ${leftovers} unfinished port forward import(s) left by a controller that stopped`);
-  let bootstrapSecret: string | undefined;
+  let bootstrap: { secret: string; password: string } | undefined;
   if (options.bootstrap !== false) {
-    bootstrapSecret = (await container.resolve(UserService).bootstrapAdmin())?.secret;
+    bootstrap = await container.resolve(UserService).bootstrapAdmin();
   }
   let caddy: CaddySupervisor | undefined;
   let proxyManager: ProxyManager | undefined;
@@ -259,7 +282,18 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const users = container.resolve(UserService);
   const revocations = container.resolve(TokenRevocations);
   const hostAgents = container.resolve(HostAgentService);
-  const httpServer: Server = createServer(yoga);
+  const webApp = options.webAppDir ? createWebAppHandler(options.webAppDir) : undefined;
+  const httpServer: Server = createServer((request, response) => {
+    if (webApp && !isApiPath(request.url)) {
+      webApp(request, response).catch((err: unknown) => {
+        logger.error(`web app: ${request.method} ${request.url}: ${(err as Error).message}`);
+        if (!response.headersSent) response.writeHead(500);
+        response.end();
+      });
+      return;
+    }
+    void yoga(request, response);
+  });
   // Idle keep-alive sockets outlive the clients' own idle timeouts (undici: 4 s), so a client never
   // reuses a socket the server is closing at that instant (ECONNRESET seen under load at Node's 5 s).
   httpServer.keepAliveTimeout = 65_000;
@@ -297,6 +331,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
         const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
           wsActor: ctx.extra.actor ?? null,
           wsRequestId: newId(),
+          wsClientAddress: ctx.extra.request.socket.remoteAddress,
         } as never);
         const document = parse(params.query);
         const args = {
@@ -326,7 +361,8 @@ export async function startController(options: ControllerOptions): Promise<Contr
     url,
     store,
     container,
-    bootstrapSecret,
+    bootstrapSecret: bootstrap?.secret,
+    bootstrapPassword: bootstrap?.password,
     async close() {
       if (closed) return;
       closed = true;

@@ -92,6 +92,8 @@ const NARROW = {
 const DRIVEN_ELSEWHERE: Record<string, Record<string, { file: string; expects: string }>> = {
   // a forward created on a planned port while the import's staged rows are written
   importPortForwards: { ConflictError: { file: './staged-import.test.ts', expects: "toMatchObject({ code: 'CONFLICT', field: 'input.csv' })" } },
+  // the sixth attempt after five failures
+  signIn: { RateLimitedError: { file: './sessions.test.ts', expects: "toMatchObject({ __typename: 'RateLimitedError', code: 'RATE_LIMITED', field: 'input.username' })" } },
 };
 
 /** Mutation → declared error type → a request that produces it. */
@@ -114,6 +116,16 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
   revokeApiToken: {
     ValidationError: () => ({ input: { tokenId: BAD_ID } }),
     NotFoundError: (w) => ({ client: w.tenant, input: { tokenId: MISSING } }),
+  },
+  signIn: {
+    ValidationError: () => ({ input: { username: '', password: 'whatever-it-is' } }),
+    SignInFailedError: () => ({ input: { username: 'tenant', password: 'not-the-password' } }),
+  },
+  // with an API token: sessions end with signOut, API tokens with revokeApiToken
+  signOut: { ForbiddenError: (w) => ({ client: w.tenant }) },
+  setPassword: {
+    ValidationError: (w) => ({ input: { userId: w.tenantId, password: 'short' } }),
+    NotFoundError: (w) => ({ client: w.tenant, input: { userId: w.noipId, password: 'long-enough-password', currentPassword: 'x' } }),
   },
   createHost: {
     ValidationError: () => ({ input: { name: 'h-new', backend: 'LINUX', portRangeStart: 0 } }),
@@ -343,11 +355,11 @@ const CODES = new Map(
 /** Sends `input` to a mutation and returns its result (typename and error fields). */
 async function send(client: Client, mutation: string, input: Input | undefined) {
   const field = mutations[mutation]!;
-  const arg = field.args.find((a) => a.name === 'input')!;
-  const r = await client(`mutation($input: ${arg.type.toString()}) { ${mutation}(input: $input) { __typename ... on Error { code message field value } } }`, {
-    input,
-  });
-  return r;
+  const arg = field.args.find((a) => a.name === 'input');
+  const selection = `{ __typename ... on Error { code message field value } }`;
+  // signOut takes no input
+  if (!arg) return client(`mutation { ${mutation} ${selection} }`, {});
+  return client(`mutation($input: ${arg.type.toString()}) { ${mutation}(input: $input) ${selection} }`, { input });
 }
 
 /** Runs a mutation that must succeed and returns its payload. */

@@ -44,6 +44,8 @@ export const users = pgTable('users', {
   quotaWebProxies: integer('quota_web_proxies'),
   /** Host ports held by the user's forwards, per protocol (100 ports on tcp+udp count 200); null: unlimited. */
   quotaForwardedPorts: integer('quota_forwarded_ports'),
+  /** scrypt hash of the sign-in password (`scrypt$N$r$p$salt$hash`); null: the user cannot sign in with a password. */
+  passwordHash: text('password_hash'),
   createdAt: createdAt(),
 });
 
@@ -55,6 +57,12 @@ export const apiTokens = pgTable('api_tokens', {
     .references(() => users.id, { onDelete: 'cascade' }),
   name: text('name').notNull(),
   scope: text('scope', { enum: ['admin', 'user', 'agent'] }).notNull(),
+  /** `api`: created for automation, valid until revoked. `session`: issued by signIn, valid until `expiresAt` or signOut. */
+  kind: text('kind', { enum: ['api', 'session'] })
+    .notNull()
+    .default('api'),
+  /** Sessions expire; API tokens have no expiry (null). */
+  expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }),
   /** Agent tokens act for exactly this host. */
   hostId: uuid('host_id').references(() => hosts.id, { onDelete: 'cascade' }),
   secretHash: text('secret_hash').notNull().unique('api_tokens_secret_hash_unique'),

@@ -14,6 +14,8 @@ import {
   PoolExhaustedError,
   PortConflictError,
   QuotaExceededError,
+  RateLimitedError,
+  SignInFailedError,
   ValidationError,
 } from '../support/errors.js';
 import { ArgumentChecks } from './argument-checks.js';
@@ -35,6 +37,8 @@ export const ERROR_CLASSES = [
   AddressInUseError,
   PortConflictError,
   CapabilityNotSupportedError,
+  SignInFailedError,
+  RateLimitedError,
 ];
 
 /** The schema builder. */

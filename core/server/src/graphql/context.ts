@@ -19,12 +19,14 @@ import { ObjectStatusService } from '../services/object-status-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
+import { SessionService } from '../services/session-service.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 
 /** The services resolvers call. */
 export interface Services {
   users: UserService;
+  sessions: SessionService;
   hosts: HostService;
   hostAgents: HostAgentService;
   instances: InstanceService;
@@ -46,6 +48,8 @@ export interface GraphQLContext {
   /** Null when the request carried no token; resolvers call `requireActor`. */
   actor: Actor | null;
   requestId: string;
+  /** The peer address of the connection (rate limiting of sign-ins); `unknown` when there is none. */
+  clientAddress: string;
   services: Services;
   loaders: Loaders;
 }
@@ -62,6 +66,7 @@ export interface Loaders {
 export function resolveServices(container: DependencyContainer): Services {
   return {
     users: container.resolve(UserService),
+    sessions: container.resolve(SessionService),
     hosts: container.resolve(HostService),
     hostAgents: container.resolve(HostAgentService),
     instances: container.resolve(InstanceService),

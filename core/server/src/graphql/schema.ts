@@ -4,6 +4,7 @@ import { builder } from './builder.js';
 import './schema/scalars.js';
 import './schema/errors.js';
 import './schema/users.js';
+import './schema/sessions.js';
 import './schema/hosts.js';
 import './schema/host-agents.js';
 import './schema/drivers.js';

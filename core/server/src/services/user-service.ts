@@ -4,9 +4,10 @@
  * exactly once, when it is created.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { and, asc, eq, gt, isNull } from 'drizzle-orm';
+import { and, asc, eq, gt, isNull, or } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, systemActor, type Actor } from '../auth/actor.js';
+import { hashPassword, randomPassword, validPassword } from '../auth/passwords.js';
 import type { Database } from '../db/database.js';
 import { apiTokens, hosts, users } from '../db/schema.js';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError, isUniqueViolation, mapUniqueViolations } from '../support/errors.js';
@@ -38,6 +39,8 @@ export type QuotaInput = { [K in QuotaName]?: number | null };
 export interface CreateUserInput extends QuotaInput {
   name: string;
   role: 'admin' | 'user';
+  /** The sign-in password; absent: the user signs in only after an admin sets one. */
+  password?: string | null;
 }
 
 /** Input of `updateUserQuotas`; an absent field is left as it is, null means unlimited. */
@@ -58,6 +61,32 @@ function hashSecret(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
 }
 
+/** A user row as the audit log keeps it: without the password hash. */
+export function auditedUser(user: User): Omit<User, 'passwordHash'> & { hasPassword: boolean } {
+  const { passwordHash, ...rest } = user;
+  return { ...rest, hasPassword: passwordHash !== null };
+}
+
+/** A new token row and its secret (shown once); sessions carry their expiry. */
+export function mintToken(userId: string, name: string, scope: TokenScope, hostId: string | null, expiresAt: Date | null = null): { secret: string; token: ApiToken } {
+  const secret = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  const token: ApiToken = {
+    id: newId(),
+    userId,
+    name,
+    scope,
+    kind: expiresAt ? 'session' : 'api',
+    expiresAt,
+    hostId,
+    secretHash: hashSecret(secret),
+    prefix: secret.slice(0, 10),
+    createdAt: new Date(),
+    lastUsedAt: null,
+    revokedAt: null,
+  };
+  return { secret, token };
+}
+
 @injectable()
 export class UserService {
   constructor(
@@ -73,7 +102,13 @@ export class UserService {
       .select({ token: apiTokens, user: users })
       .from(apiTokens)
       .innerJoin(users, eq(users.id, apiTokens.userId))
-      .where(and(eq(apiTokens.secretHash, hashSecret(secret)), isNull(apiTokens.revokedAt)))
+      .where(
+        and(
+          eq(apiTokens.secretHash, hashSecret(secret)),
+          isNull(apiTokens.revokedAt),
+          or(isNull(apiTokens.expiresAt), gt(apiTokens.expiresAt, new Date())),
+        ),
+      )
       .limit(1);
     if (!row) return undefined;
     const now = Date.now();
@@ -95,13 +130,16 @@ export class UserService {
   }
 
   /**
-   * On an empty store, creates the user `admin` and an admin token and returns its secret, once.
-   * Returns undefined when any user exists (also when another replica won the race).
+   * On an empty store, creates the user `admin` with a random password and an admin token, and
+   * returns both secrets, once. Returns undefined when any user exists (also when another replica
+   * won the race).
    */
-  async bootstrapAdmin(): Promise<{ user: User; secret: string } | undefined> {
+  async bootstrapAdmin(): Promise<{ user: User; secret: string; password: string } | undefined> {
     const [existing] = await this.db.select({ id: users.id }).from(users).limit(1);
     if (existing) return undefined;
     const actor = systemActor(newId());
+    const password = randomPassword();
+    const passwordHash = await hashPassword(password);
     try {
       return await this.audit.transact(actor, async (tx, record) => {
         const user: User = {
@@ -109,14 +147,15 @@ export class UserService {
           name: 'admin',
           role: 'admin',
           ...quotasOf({}),
+          passwordHash,
           createdAt: new Date(),
         };
         await tx.insert(users).values(user);
-        await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
-        const { secret, token } = this.newToken(user.id, 'bootstrap', 'admin', null);
+        await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: auditedUser(user) });
+        const { secret, token } = mintToken(user.id, 'bootstrap', 'admin', null);
         await tx.insert(apiTokens).values(token);
         await record({ action: 'token.create', objectType: 'ApiToken', objectId: token.id, ownerId: user.id, after: token });
-        return { user, secret };
+        return { user, secret, password };
       });
     } catch (err) {
       if (isUniqueViolation(err, 'users_name_unique')) return undefined;
@@ -132,13 +171,14 @@ export class UserService {
       name: validName('input.name', input.name),
       role: input.role,
       ...quotasOf(input),
+      passwordHash: input.password == null ? null : await hashPassword(validPassword('input.password', input.password)),
       createdAt: new Date(),
     };
     return mapUniqueViolations(
       () =>
         this.audit.transact(actor, async (tx, record) => {
           await tx.insert(users).values(user);
-          await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: user });
+          await record({ action: 'user.create', objectType: 'User', objectId: user.id, ownerId: user.id, after: auditedUser(user) });
           return user;
         }),
       { users_name_unique: () => new ConflictError('input.name', input.name, 'is already taken by another user') },
@@ -156,7 +196,7 @@ export class UserService {
       if (!before) throw new NotFoundError('input.userId', id, 'user');
       if (Object.keys(patch).length === 0) return before;
       const [after] = await tx.update(users).set(patch).where(eq(users.id, id)).returning();
-      await record({ action: 'user.updateQuotas', objectType: 'User', objectId: id, ownerId: id, before, after });
+      await record({ action: 'user.updateQuotas', objectType: 'User', objectId: id, ownerId: id, before: auditedUser(before), after: auditedUser(after!) });
       return after!;
     });
   }
@@ -188,7 +228,7 @@ export class UserService {
       } else if (input.hostId != null) {
         throw new ValidationError('input.hostId', input.hostId, 'applies to AGENT tokens only');
       }
-      const { secret, token } = this.newToken(userId, name, input.scope, hostId);
+      const { secret, token } = mintToken(userId, name, input.scope, hostId);
       await tx.insert(apiTokens).values(token);
       await record({ action: 'token.create', objectType: 'ApiToken', objectId: token.id, ownerId: userId, after: token });
       return { token, secret };
@@ -254,23 +294,6 @@ export class UserService {
   async tokensOf(actor: Actor, userId: string): Promise<ApiToken[]> {
     if (!isAdmin(actor) && userId !== actor.userId) return [];
     return this.db.select().from(apiTokens).where(eq(apiTokens.userId, userId)).orderBy(asc(apiTokens.id));
-  }
-
-  private newToken(userId: string, name: string, scope: TokenScope, hostId: string | null): { secret: string; token: ApiToken } {
-    const secret = TOKEN_PREFIX + randomBytes(32).toString('base64url');
-    const token: ApiToken = {
-      id: newId(),
-      userId,
-      name,
-      scope,
-      hostId,
-      secretHash: hashSecret(secret),
-      prefix: secret.slice(0, 10),
-      createdAt: new Date(),
-      lastUsedAt: null,
-      revokedAt: null,
-    };
-    return { secret, token };
   }
 }
 

@@ -15,7 +15,9 @@ export type ErrorCode =
   | 'POOL_EXHAUSTED'
   | 'ADDRESS_IN_USE'
   | 'PORT_CONFLICT'
-  | 'CAPABILITY_NOT_SUPPORTED';
+  | 'CAPABILITY_NOT_SUPPORTED'
+  | 'SIGN_IN_FAILED'
+  | 'RATE_LIMITED';
 
 /** Base of every expected failure. */
 export abstract class GatehouseError extends Error {
@@ -114,6 +116,26 @@ export class CapabilityNotSupportedError extends GatehouseError {
     value: string,
   ) {
     super(message, field, value);
+  }
+}
+
+/** The username or password is wrong (which of the two is not told). */
+export class SignInFailedError extends GatehouseError {
+  readonly code = 'SIGN_IN_FAILED' as const;
+  constructor(field: string) {
+    super('Sign-in failed: the username or the password is wrong', field);
+  }
+}
+
+/** Too many failed attempts: refused without checking until `retryAfterSeconds` have passed. */
+export class RateLimitedError extends GatehouseError {
+  readonly code = 'RATE_LIMITED' as const;
+  constructor(
+    readonly retryAfterSeconds: number,
+    field: string,
+    value: string,
+  ) {
+    super(`${field} ${quote(value)}: too many failed sign-ins; try again in ${retryAfterSeconds} s`, field, value);
   }
 }
 

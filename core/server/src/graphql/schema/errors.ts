@@ -2,7 +2,7 @@
  * Expected failures as typed GraphQL results: every mutation returns a union of its payload and
  * these types, all implementing `Error { code message field value }`.
  */
-import { CapabilityNotSupportedError, GatehouseError, QuotaExceededError, type ErrorCode } from '../../support/errors.js';
+import { CapabilityNotSupportedError, GatehouseError, QuotaExceededError, RateLimitedError, type ErrorCode } from '../../support/errors.js';
 import { ERROR_CLASSES, builder } from '../builder.js';
 
 const ErrorCodeEnum = builder.enumType('ErrorCode', {
@@ -17,6 +17,8 @@ const ErrorCodeEnum = builder.enumType('ErrorCode', {
     ADDRESS_IN_USE: { description: 'The address is already allocated or reserved (AddressInUseError).' },
     PORT_CONFLICT: { description: 'The host port (range) is already forwarded for that protocol and address (PortConflictError).' },
     CAPABILITY_NOT_SUPPORTED: { description: "The host's driver cannot apply it (CapabilityNotSupportedError)." },
+    SIGN_IN_FAILED: { description: 'The username or the password is wrong; which one is not said (SignInFailedError).' },
+    RATE_LIMITED: { description: 'Too many failed attempts; try again after retryAfterSeconds (RateLimitedError).' },
   } as const satisfies Record<ErrorCode, { description: string }>,
 });
 
@@ -29,6 +31,7 @@ const ERROR_DESCRIPTIONS: Record<string, string> = {
   PoolExhaustedError: "No free address or prefix is left in the pool (or in any pool of the NIC's network). Code POOL_EXHAUSTED.",
   AddressInUseError: 'The address is already allocated to a NIC or reserved. Code ADDRESS_IN_USE.',
   PortConflictError: 'The host port (range) is already forwarded for that protocol and host address. Code PORT_CONFLICT.',
+  SignInFailedError: 'The username or the password is wrong (which one is not said, and an unknown user takes as long). Code SIGN_IN_FAILED.',
 };
 
 /** The interface all error results implement. */
@@ -45,7 +48,7 @@ export const ErrorInterface = builder.interfaceRef<GatehouseError>('Error').impl
 });
 
 for (const ErrorClass of ERROR_CLASSES) {
-  if (ErrorClass === QuotaExceededError || ErrorClass === CapabilityNotSupportedError) continue;
+  if (ErrorClass === QuotaExceededError || ErrorClass === CapabilityNotSupportedError || ErrorClass === RateLimitedError) continue;
   // the classes differ only in their code, so they share one definition
   builder.objectType(ErrorClass as unknown as new () => GatehouseError, {
     name: ErrorClass.name,
@@ -75,5 +78,15 @@ builder.objectType(CapabilityNotSupportedError, {
   isTypeOf: (value) => value instanceof CapabilityNotSupportedError,
   fields: (t) => ({
     capability: t.exposeString('capability', { description: 'The capability the driver lacks, below Host.driver.capabilities, e.g. `portForwards.ipv6`.' }),
+  }),
+});
+
+builder.objectType(RateLimitedError, {
+  name: 'RateLimitedError',
+  description: 'Too many failed sign-ins for this username or from this address: refused without checking the password.',
+  interfaces: [ErrorInterface],
+  isTypeOf: (value) => value instanceof RateLimitedError,
+  fields: (t) => ({
+    retryAfterSeconds: t.exposeInt('retryAfterSeconds', { description: 'When the next attempt will be checked.' }),
   }),
 });

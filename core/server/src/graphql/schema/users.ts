@@ -31,6 +31,14 @@ const TokenScopeEnum = builder.enumType('TokenScope', {
   } as const,
 });
 
+const TokenKindEnum = builder.enumType('TokenKind', {
+  description: 'How a token came to be.',
+  values: {
+    API: { value: 'api', description: 'Made with createApiToken for automation; valid until revoked.' },
+    SESSION: { value: 'session', description: 'Issued by signIn for the web UI; valid until it expires or signOut.' },
+  } as const,
+});
+
 export const UserRef = builder.objectRef<User>('User');
 const ApiTokenRef = builder.objectRef<ApiToken>('ApiToken');
 
@@ -41,6 +49,12 @@ ApiTokenRef.implement({
     name: t.exposeString('name', { description: 'A label chosen at creation, e.g. "billing".' }),
     scope: t.field({ type: TokenScopeEnum, description: 'What the token may do.', resolve: (tok) => tok.scope }),
     prefix: t.exposeString('prefix', { description: 'The first characters of the secret, to recognise it.' }),
+    kind: t.field({
+      type: TokenKindEnum,
+      description: 'API: made with createApiToken, valid until revoked. SESSION: issued by signIn, valid until expiresAt or signOut.',
+      resolve: (tok) => tok.kind,
+    }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', nullable: true, description: 'Sessions only.' }),
     hostId: t.exposeID('hostId', { nullable: true, description: 'AGENT tokens: the host they act for.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the token was created.' }),
     lastUsedAt: t.expose('lastUsedAt', {
@@ -61,6 +75,7 @@ UserRef.implement({
     ...Object.fromEntries(
       QUOTA_NAMES.map((name) => [name, t.exposeInt(name, { nullable: true, description: `${QUOTA_DESCRIPTIONS[name]} Null: unlimited.` })]),
     ),
+    hasPassword: t.boolean({ description: 'Whether the user can sign in with a password.', resolve: (u) => u.passwordHash !== null }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the user was created.' }),
     tokens: t.field({
       type: [ApiTokenRef],
@@ -105,6 +120,7 @@ const CreateUserInput = builder.inputType('CreateUserInput', {
   fields: (t) => ({
     name: t.string({ required: true, description: 'Unique among users (CONFLICT otherwise): 1-64 letters, digits, space, ".", "_" or "-".' }),
     role: t.field({ type: RoleEnum, defaultValue: 'user', description: 'Default USER.' }),
+    password: t.string({ description: 'The sign-in password (10 to 200 characters). Absent: set later with setPassword.' }),
     ...Object.fromEntries(QUOTA_NAMES.map((name) => [name, t.int({ description: `${QUOTA_DESCRIPTIONS[name]} Null or absent: unlimited.` })])),
   }),
 });

@@ -1,0 +1,204 @@
+/**
+ * The panel in a real browser (Debian's chromium driven by playwright-core) against a real
+ * controller (`gatehouse serve`, PGlite, no sandbox): sign in with the printed one-time password,
+ * add a port forward from the instance's Port forwards tab, see it listed and turn APPLIED live
+ * when the host reports it, see a typed validation error at its field, preview and apply a CSV
+ * import, sign out. Screenshots go to GATEHOUSE_UI_SCREENSHOTS (default .test-results/).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+const CLI = join(ROOT, 'core/cli/dist/cli.js');
+const WEB_DIST = join(ROOT, 'web/dist');
+const CHROMIUM = process.env.GATEHOUSE_CHROMIUM ?? '/usr/bin/chromium';
+const SHOTS = resolve(process.env.GATEHOUSE_UI_SCREENSHOTS ?? join(ROOT, 'web/.test-results/screenshots'));
+
+/** A `gatehouse serve` process and what it printed. */
+interface Served {
+  proc: ChildProcess;
+  output: () => string;
+}
+
+function serve(dataDir: string): Served {
+  let out = '';
+  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data-dir', dataDir, '--no-sandbox', '--no-proxy', '--web-dir', WEB_DIST], {
+    env: { ...process.env, GATEHOUSE_SANDBOX: 'off', GATEHOUSE_PROXY: 'off' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  proc.stderr!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  return { proc, output: () => out };
+}
+
+async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('the web UI in Chromium', () => {
+  let dataDir: string;
+  let profile: string;
+  let served: Served;
+  let api: string;
+  let origin: string;
+  let token: string;
+  let password: string;
+  let context: BrowserContext;
+  let page: Page;
+  let hostId: string;
+  let instanceId: string;
+
+  const gql = async (query: string, variables: Record<string, unknown> = {}) => {
+    const response = await fetch(api, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ query, variables }),
+    });
+    const body = (await response.json()) as { data?: any; errors?: unknown[] };
+    if (body.errors) throw new Error(JSON.stringify(body.errors));
+    return body.data;
+  };
+  const shot = (name: string) => page.screenshot({ path: join(SHOTS, `ui-${name}.png`), fullPage: true });
+
+  beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    dataDir = mkdtempSync(join(tmpdir(), 'gh-ui-data-'));
+    profile = mkdtempSync(join(tmpdir(), 'gh-ui-profile-'));
+    served = serve(dataDir);
+    api = await until('the controller address', () => /listening on (http:\/\/\S+)/.exec(served.output())?.[1]);
+    origin = new URL(api).origin;
+    token = await until('the admin token', () => /keep it:\s+(gh_\S+)\n/.exec(served.output())?.[1]);
+    password = await until('the admin password', () => /password: (\S+)\n/.exec(served.output())?.[1]);
+    // a host, a pool and an instance, through the API
+    await gql(`mutation { createIpPool(input: { name: "private", kind: PRIVATE, network: "br0", cidr: "10.77.0.0/24" }) { __typename } }`);
+    const host = await gql(`mutation { createHost(input: { name: "h1", backend: "linux" }) { ... on CreateHostPayload { host { id } } } }`);
+    hostId = host.createHost.host.id;
+    const created = await gql(
+      `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "web1", nics: [{ network: "br0", addresses: ["10.77.0.10"] }] }) {
+        ... on CreateInstancePayload { instance { id } } } }`,
+      { h: hostId },
+    );
+    instanceId = created.createInstance.instance.id;
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1280, height: 800 },
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+  }, 180_000);
+
+  afterAll(async () => {
+    await context?.close();
+    if (served?.proc.exitCode === null) {
+      const exited = new Promise((r) => served.proc.once('exit', r));
+      served.proc.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+    rmSync(profile, { recursive: true, force: true });
+  });
+
+  it('shows a wrong password at the password field, then signs in with the printed one', async () => {
+    const consoleErrors: string[] = [];
+    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+    await page.goto(`${origin}/`);
+    await page.getByLabel('Username').fill('admin');
+    await page.getByLabel('Password').fill('not-the-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const error = page.locator('.field-error[data-field="password"]');
+    await expect.poll(() => error.textContent()).toContain('the username or the password is wrong');
+    expect(await page.getByLabel('Password').getAttribute('aria-invalid')).toBe('true');
+    await shot('sign-in-error');
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Instances' }).waitFor();
+    await page.getByRole('link', { name: 'web1' }).waitFor();
+    await shot('instances');
+    // no CSP violation, no script error
+    expect(consoleErrors).toEqual([]);
+  });
+
+  it('adds a port forward with the HTTP preset, lists it, and shows it APPLIED when the host reports it, without reload', async () => {
+    await page.getByRole('link', { name: 'web1' }).click();
+    await page.getByRole('link', { name: 'Port forwards' }).click();
+    expect(page.url()).toBe(`${origin}/instances/${instanceId}/forwards`);
+    await page.getByLabel('Preset').selectOption('HTTP');
+    expect(await page.getByLabel('Instance port').inputValue()).toBe('80');
+    await page.getByLabel('Host port').fill('8080');
+    await page.getByRole('button', { name: 'Add port forward' }).click();
+    const row = page.locator('table[aria-label="Port forwards"] tbody tr', { hasText: '8080' });
+    await row.waitFor();
+    expect(await row.textContent()).toContain('10.77.0.10:80');
+    expect(await row.locator('.status').textContent()).toBe('PENDING');
+    // the host's agent reports the forward applied: the badge changes through the subscription
+    const state = await gql(`query($h: ID!) { host(id: $h) { desiredRevision } portForwards(hostId: $h) { edges { node { id } } } }`, { h: hostId });
+    const forwardId = state.portForwards.edges[0].node.id;
+    const reported = await gql(`mutation($input: ReportObjectStatusInput!) { reportObjectStatus(input: $input) { __typename } }`, {
+      input: { hostId, revision: state.host.desiredRevision, objects: [{ objectId: forwardId, objectType: 'PORT_FORWARD', status: 'APPLIED' }] },
+    });
+    expect(reported.reportObjectStatus.__typename).toBe('ReportObjectStatusPayload');
+    await expect.poll(() => row.locator('.status').textContent(), { timeout: 15_000 }).toBe('APPLIED');
+    await shot('port-forwards');
+  });
+
+  it('shows a typed validation error beside the field it names', async () => {
+    await page.getByLabel('Host port').fill('70000');
+    await page.getByLabel('Instance port').fill('80');
+    await page.getByRole('button', { name: 'Add port forward' }).click();
+    const error = page.locator('.field-error[data-field="hostPort"]');
+    await error.waitFor();
+    expect(await error.textContent()).toContain('input.hostPort');
+    expect(await page.getByLabel('Host port').getAttribute('aria-invalid')).toBe('true');
+    await shot('forward-validation-error');
+  });
+
+  it('previews a CSV import row by row, then applies it', async () => {
+    const csv = ['protocol,host_port,vm_ip,vm_port,note', 'tcp,10022,10.77.0.10,22,SSH', 'udp,5353,10.77.0.10,53,DNS', 'tcp,8443,10.77.0.10,443,HTTPS'].join(
+      '\n',
+    );
+    await page.getByLabel('CSV', { exact: true }).fill(csv);
+    await page.getByRole('button', { name: 'Preview import' }).click();
+    const plan = page.locator('table[aria-label="Import plan"] tbody tr');
+    await expect.poll(() => plan.count()).toBe(3);
+    expect(await plan.allTextContents()).toEqual([
+      expect.stringContaining('will be created'),
+      expect.stringContaining('will be created'),
+      expect.stringContaining('will be created'),
+    ]);
+    await shot('csv-plan');
+    // nothing exists before the user confirms
+    expect(await page.locator('table[aria-label="Port forwards"] tbody tr').count()).toBe(1);
+    await page.getByRole('button', { name: 'Apply import' }).click();
+    await page.getByText('Imported: 3 port forwards created.').waitFor();
+    await expect.poll(() => page.locator('table[aria-label="Port forwards"] tbody tr').count()).toBe(4);
+  });
+
+  it('shows the other tabs at a phone width and signs out', async () => {
+    await page.getByRole('link', { name: 'Firewall' }).click();
+    await page.getByRole('heading', { name: 'Add rule' }).waitFor();
+    await page.getByRole('link', { name: 'Network' }).click();
+    await page.getByRole('table', { name: 'Network interfaces' }).waitFor();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot('network-phone');
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByRole('heading', { name: 'Sign in to Gatehouse' }).waitFor();
+    // the session is revoked on the controller, not only forgotten by the tab
+    const tokens = await gql(`{ me { tokens { kind revokedAt } } }`);
+    const sessions = tokens.me.tokens.filter((t: { kind: string }) => t.kind === 'SESSION');
+    expect(sessions).toHaveLength(1);
+    expect(sessions[0].revokedAt).not.toBeNull();
+  });
+});
