@@ -28,3 +28,4 @@ export { HostService } from './services/host-service.js';
 export { UserService } from './services/user-service.js';
 export { PortForwardService } from './services/port-forward-service.js';
 export { rowsOf } from './db/database.js';
+export { TunnelBroker, TunnelError } from './tunnel/tunnel-broker.js';

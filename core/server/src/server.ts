@@ -1,6 +1,7 @@
 /**
  * The controller process: store, DI container, GraphQL over HTTP (yoga, with GraphiQL) and over
- * WebSocket (graphql-ws) on the same port and path.
+ * WebSocket (graphql-ws) on the same port and path, host agents' tunnel streams (`/agent-stream`)
+ * and, when configured, the SSH jump server.
  */
 import 'reflect-metadata';
 import { createServer, type Server } from 'node:http';
@@ -9,6 +10,7 @@ import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
+import { TUNNEL_STREAM_PATH } from '@gatehouse/agent-protocol';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { WebSocketServer } from 'ws';
 import type { Actor } from './auth/actor.js';
@@ -23,6 +25,7 @@ import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.j
 import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
+import { TunnelBroker } from './tunnel/tunnel-broker.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
@@ -87,6 +90,7 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   // state everything on this container must share: presence bookkeeping, revocation watchers
   child.registerSingleton(HostAgentService);
   child.registerSingleton(TokenRevocations);
+  child.registerSingleton(TunnelBroker);
   return child;
 }
 
@@ -263,7 +267,15 @@ export async function startController(options: ControllerOptions): Promise<Contr
   // reuses a socket the server is closing at that instant (ECONNRESET seen under load at Node's 5 s).
   httpServer.keepAliveTimeout = 65_000;
   httpServer.headersTimeout = 66_000;
-  const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
+  const tunnels = container.resolve(TunnelBroker);
+  const wsServer = new WebSocketServer({ noServer: true });
+  // WebSocket paths: GraphQL (graphql-ws) and agents' tunnel streams; anything else is refused
+  httpServer.on('upgrade', (request, socket, head) => {
+    const path = new URL(request.url ?? '/', 'http://controller').pathname;
+    if (path === yoga.graphqlEndpoint) wsServer.handleUpgrade(request, socket, head, (ws) => wsServer.emit('connection', ws, request));
+    else if (path === TUNNEL_STREAM_PATH) tunnels.handleUpgrade(request, socket, head);
+    else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
   const wsHandle = useServer<Record<string, unknown>, WsExtra>(
     {
       execute: (args) => (args.rootValue as { execute: (a: unknown) => unknown }).execute(args) as never,
@@ -329,6 +341,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     async close() {
       if (closed) return;
       closed = true;
+      tunnels.close();
       await wsHandle.dispose();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       // ended agent subscriptions mark their agents offline before the store goes away

@@ -19,6 +19,8 @@ import { ObjectStatusService } from '../services/object-status-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
+import { SshKeyService } from '../services/ssh-key-service.js';
+import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 
@@ -37,6 +39,9 @@ export interface Services {
   desiredState: DesiredStateService;
   objectStatus: ObjectStatusService;
   audit: AuditService;
+  sshKeys: SshKeyService;
+  /** Tunnel streams through host agents (one per container: a singleton). */
+  tunnels: TunnelBroker;
   /** The reverse proxy manager; absent when this controller drives no Caddy. */
   proxyManager?: ProxyManager;
 }
@@ -74,6 +79,8 @@ export function resolveServices(container: DependencyContainer): Services {
     desiredState: container.resolve(DesiredStateService),
     objectStatus: container.resolve(ObjectStatusService),
     audit: container.resolve(AuditService),
+    sshKeys: container.resolve(SshKeyService),
+    tunnels: container.resolve(TunnelBroker),
     proxyManager: container.isRegistered(ProxyManagerToken) ? container.resolve(ProxyManagerToken) : undefined,
   };
 }
