@@ -29,3 +29,4 @@ export { UserService } from './services/user-service.js';
 export { PortForwardService } from './services/port-forward-service.js';
 export { rowsOf } from './db/database.js';
 export { TunnelBroker, TunnelError } from './tunnel/tunnel-broker.js';
+export { DEFAULT_SSH_PORT, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';

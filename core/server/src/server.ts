@@ -26,6 +26,9 @@ import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-
 import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
 import { TunnelBroker } from './tunnel/tunnel-broker.js';
+import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';
+import { SshAccessService } from './services/ssh-access-service.js';
+import { SshKeyService } from './services/ssh-key-service.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
@@ -47,6 +50,8 @@ export interface ControllerOptions {
   graphiql?: boolean;
   /** The reverse proxy: a Caddy this controller runs, or one it reaches; absent: web proxies stay PENDING. */
   proxy?: ControllerProxyOptions;
+  /** The SSH jump server (`ssh -J`); absent: none. A port in use is logged and the controller serves without it. */
+  ssh?: JumpServerOptions;
 }
 
 /** How the controller drives Caddy. */
@@ -69,6 +74,8 @@ export interface Controller {
   readonly container: DependencyContainer;
   /** The first admin token's secret, when this start created it. */
   readonly bootstrapSecret?: string;
+  /** The SSH jump server, when one was asked for and it listens. */
+  readonly ssh?: JumpServer;
   close(): Promise<void>;
 }
 
@@ -332,15 +339,25 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}${yoga.graphqlEndpoint}`;
   logger.info(`Gatehouse controller listening on ${url} (store: ${store.kind})`);
+  let ssh: JumpServer | undefined;
+  if (options.ssh) {
+    const deps = { keys: container.resolve(SshKeyService), access: container.resolve(SshAccessService), tunnels, logger };
+    ssh = await startJumpServer(deps, options.ssh).catch((err: unknown) => {
+      logger.error(`the SSH jump server did not start (the controller serves without it): ${(err as Error).message}`);
+      return undefined;
+    });
+  }
   let closed = false;
   return {
     url,
     store,
     container,
     bootstrapSecret,
+    ssh,
     async close() {
       if (closed) return;
       closed = true;
+      await ssh?.close();
       tunnels.close();
       await wsHandle.dispose();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));

@@ -19,6 +19,7 @@ import { ObjectStatusService } from '../services/object-status-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
+import { SshAccessService } from '../services/ssh-access-service.js';
 import { SshKeyService } from '../services/ssh-key-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { UserService } from '../services/user-service.js';
@@ -40,6 +41,7 @@ export interface Services {
   objectStatus: ObjectStatusService;
   audit: AuditService;
   sshKeys: SshKeyService;
+  sshAccess: SshAccessService;
   /** Tunnel streams through host agents (one per container: a singleton). */
   tunnels: TunnelBroker;
   /** The reverse proxy manager; absent when this controller drives no Caddy. */
@@ -80,6 +82,7 @@ export function resolveServices(container: DependencyContainer): Services {
     objectStatus: container.resolve(ObjectStatusService),
     audit: container.resolve(AuditService),
     sshKeys: container.resolve(SshKeyService),
+    sshAccess: container.resolve(SshAccessService),
     tunnels: container.resolve(TunnelBroker),
     proxyManager: container.isRegistered(ProxyManagerToken) ? container.resolve(ProxyManagerToken) : undefined,
   };

@@ -5,8 +5,9 @@
  * never reach each other's instance.
  */
 import { isIP } from 'node:net';
-import { and, asc, eq, isNull, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
+import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { hosts, instances, ipAllocations, ipPools, nics, sshSessions } from '../db/schema.js';
 import { DatabaseToken } from '../di/tokens.js';
@@ -39,6 +40,9 @@ export interface SshSessionStart {
   targetPort: number;
   sourceAddress: string;
 }
+
+/** A recorded session. */
+export type SshSession = typeof sshSessions.$inferSelect;
 
 /** Longest destination looked up (a DNS name is at most 253 characters). */
 const MAX_DESTINATION = 253;
@@ -99,5 +103,16 @@ export class SshAccessService {
       .update(sshSessions)
       .set({ endedAt: new Date(), bytesToInstance: end.bytesToInstance, bytesFromInstance: end.bytesFromInstance, endReason: end.reason.slice(0, 500) })
       .where(eq(sshSessions.id, id));
+  }
+
+  /** A user's newest sessions (at most `limit`), for that user or an admin (others see none). */
+  async sessionsOf(actor: Actor, userId: string, limit: number): Promise<SshSession[]> {
+    if (!isAdmin(actor) && actor.userId !== userId) return [];
+    return this.db
+      .select()
+      .from(sshSessions)
+      .where(eq(sshSessions.userId, userId))
+      .orderBy(desc(sshSessions.startedAt), desc(sshSessions.id))
+      .limit(Math.max(1, Math.min(limit, 500)));
   }
 }

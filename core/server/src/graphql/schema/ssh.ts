@@ -1,5 +1,6 @@
 /** SSH through the controller: users' public keys for the jump server, and the tunnel requests host agents serve. */
 import type { TunnelRequest } from '@gatehouse/agent-protocol';
+import type { SshSession } from '../../services/ssh-access-service.js';
 import type { SshKey } from '../../services/ssh-key-service.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
@@ -25,6 +26,32 @@ builder.objectField(UserRef, 'sshKeys', (t) =>
     type: [SshKeyRef],
     description: "The user's SSH public keys (the user themself, or an admin).",
     resolve: (user, _a, ctx) => ctx.services.sshKeys.keysOfUser(requireActor(ctx), user.id),
+  }),
+);
+
+const SshSessionRef = builder.objectRef<SshSession>('SshSession').implement({
+  description: 'One connection through the SSH jump server to an instance.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    keyFingerprint: t.exposeString('keyFingerprint', { description: 'The key the user authenticated with.' }),
+    instanceId: t.exposeID('instanceId', { nullable: true, description: 'Null once the instance is deleted.' }),
+    targetAddress: t.exposeString('targetAddress'),
+    targetPort: t.exposeInt('targetPort'),
+    sourceAddress: t.exposeString('sourceAddress', { description: "The SSH client's address:port." }),
+    startedAt: t.expose('startedAt', { type: 'DateTime' }),
+    endedAt: t.expose('endedAt', { type: 'DateTime', nullable: true, description: 'Null while it lasts.' }),
+    bytesToInstance: t.exposeFloat('bytesToInstance', { description: 'Bytes from the client to the instance (recorded at the end).' }),
+    bytesFromInstance: t.exposeFloat('bytesFromInstance', { description: 'Bytes from the instance to the client (recorded at the end).' }),
+    endReason: t.exposeString('endReason', { nullable: true }),
+  }),
+});
+
+builder.objectField(UserRef, 'sshSessions', (t) =>
+  t.field({
+    type: [SshSessionRef],
+    description: "The user's newest sessions through the SSH jump server, newest first (the user themself, or an admin).",
+    args: { last: t.arg.int({ defaultValue: 50, description: '1-500.' }) },
+    resolve: (user, args, ctx) => ctx.services.sshAccess.sessionsOf(requireActor(ctx), user.id, args.last ?? 50),
   }),
 );
 
