@@ -141,7 +141,8 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     const hostKey = join(dir, 'ssh_host_ed25519_key');
     await runProgram('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
     writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'alice.pub')));
-    writeFileSync(join(dir, 'known_instances'), `${vmAddress} ${readFileSync(`${hostKey}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+    // the instance's key under each name the tests reach it by
+    writeFileSync(join(dir, 'known_instances'), `vm1,vm1.lab,${vmAddress} ${readFileSync(`${hostKey}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
     writeFileSync(join(dir, 'known_jump'), '');
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
     sshd = spawn(
