@@ -160,7 +160,12 @@ export class HostAgent extends EventEmitter<{
     this.state.hostId = hostId;
     this.subscribe();
     // streams go only to addresses of the newest document's instances
-    this.stopTunnels = serveTunnels(this.connection, hostId, { ...o.tunnel, controllerUrl: o.controllerUrl, token: o.token, logger: this.logger }, () => this.received);
+    this.stopTunnels = serveTunnels(
+      this.connection,
+      hostId,
+      { ...o.tunnel, controllerUrl: o.controllerUrl, token: o.token, logger: this.logger },
+      () => this.received,
+    );
     const interval = o.driftIntervalMs ?? 2000;
     this.timers.push(setInterval(() => void this.pollDrift(), interval));
     this.timers.push(setInterval(() => void this.collect(), o.gcIntervalMs ?? 600_000));

@@ -86,7 +86,10 @@ export class TunnelStreams {
     const socket = connect({ host: request.address, port: request.port });
     const stream: { socket: Socket; ws?: WebSocket } = { socket };
     this.streams.add(stream);
-    const timer = setTimeout(() => socket.destroy(new Error(`connecting took over ${this.options.connectTimeoutMs ?? 10_000} ms`)), this.options.connectTimeoutMs ?? 10_000);
+    const timer = setTimeout(
+      () => socket.destroy(new Error(`connecting took over ${this.options.connectTimeoutMs ?? 10_000} ms`)),
+      this.options.connectTimeoutMs ?? 10_000,
+    );
     socket.once('close', () => {
       clearTimeout(timer);
       this.streams.delete(stream);
@@ -164,12 +167,7 @@ export function instanceAddresses(desired: DesiredState | undefined): Set<string
  * Starts serving the controller's stream requests for `hostId` over `connection`; the returned
  * function ends the subscription and every stream.
  */
-export function serveTunnels(
-  connection: ControllerConnection,
-  hostId: string,
-  options: TunnelOptions,
-  desired: () => DesiredState | undefined,
-): () => void {
+export function serveTunnels(connection: ControllerConnection, hostId: string, options: TunnelOptions, desired: () => DesiredState | undefined): () => void {
   const streams = new TunnelStreams(options, () => instanceAddresses(desired()));
   const unsubscribe = connection.tunnelRequests(
     hostId,

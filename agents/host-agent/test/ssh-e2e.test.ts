@@ -31,7 +31,7 @@ interface Run {
 function runProgram(command: string, args: string[], timeoutMs = 60_000): Promise<Run> {
   return new Promise((resolve) => {
     execFile(command, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : -1) : 0;
+      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1) : 0;
       resolve({ code, stdout, stderr });
     });
   });
@@ -121,7 +121,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     sshPort = Number(port);
     jumpFingerprint = fingerprint!;
 
-    await api(`mutation { createIpPool(input: { name: "ssh", kind: PRIVATE, network: "br-ssh", cidr: "10.66.0.0/24", gateway: "10.66.0.1" }) { __typename ${ERR} } }`);
+    await api(
+      `mutation { createIpPool(input: { name: "ssh", kind: PRIVATE, network: "br-ssh", cidr: "10.66.0.0/24", gateway: "10.66.0.1" }) { __typename ${ERR} } }`,
+    );
     const h = await api(`mutation { createHost(input: { name: "lab", backend: "json-file" }) { ... on CreateHostPayload { host { id } } ${ERR} } }`);
     hostId = h.createHost.host.id;
     alice = await makeUser('alice');
@@ -147,9 +149,34 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
     sshd = spawn(
       'ip',
-      ['netns', 'exec', vm.name, 'unshare', '--uts', '/usr/sbin/sshd', '-D', '-e', '-f', '/dev/null', '-p', '22', '-h', hostKey,
-        '-o', `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`, '-o', 'PidFile none', '-o', 'StrictModes no', '-o', 'UsePAM no',
-        '-o', 'PermitRootLogin prohibit-password', '-o', 'Subsystem sftp internal-sftp'],
+      [
+        'netns',
+        'exec',
+        vm.name,
+        'unshare',
+        '--uts',
+        '/usr/sbin/sshd',
+        '-D',
+        '-e',
+        '-f',
+        '/dev/null',
+        '-p',
+        '22',
+        '-h',
+        hostKey,
+        '-o',
+        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+        '-o',
+        'PidFile none',
+        '-o',
+        'StrictModes no',
+        '-o',
+        'UsePAM no',
+        '-o',
+        'PermitRootLogin prohibit-password',
+        '-o',
+        'Subsystem sftp internal-sftp',
+      ],
       { stdio: 'ignore' },
     );
     await until(async () => (await vm.exec('ss', ['-ltn'])).includes(':22 '), 10_000);
@@ -161,8 +188,23 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     );
     agent = spawn(
       'ip',
-      ['netns', 'exec', host.name, process.execPath, '--import', 'tsx', 'agents/host-agent/src/cli.ts', '--controller', controller.url,
-        '--plugin', PLUGIN, '--plugin-config', JSON.stringify({ path: join(dir, 'forwards.json') }), '--tunnel-ports', '22,2200'],
+      [
+        'netns',
+        'exec',
+        host.name,
+        process.execPath,
+        '--import',
+        'tsx',
+        'agents/host-agent/src/cli.ts',
+        '--controller',
+        controller.url,
+        '--plugin',
+        PLUGIN,
+        '--plugin-config',
+        JSON.stringify({ path: join(dir, 'forwards.json') }),
+        '--tunnel-ports',
+        '22,2200',
+      ],
       { cwd: REPO, env: { ...process.env, GATEHOUSE_AGENT_TOKEN: t.createApiToken.created.secret }, stdio: 'ignore' },
     );
     const applied = await until(async () => {
@@ -197,11 +239,19 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
   it('copies a 20 MB file with scp intact, and records the session with its bytes', async () => {
     const data = randomBytes(20 * 1024 * 1024);
     writeFileSync(join(dir, 'up.bin'), data);
-    const up = await runProgram('scp', ['-F', join(dir, 'alice.config'), '-J', 'jump', '-q', join(dir, 'up.bin'), `root@vm1:${join(dir, 'copied.bin')}`], 120_000);
+    const up = await runProgram(
+      'scp',
+      ['-F', join(dir, 'alice.config'), '-J', 'jump', '-q', join(dir, 'up.bin'), `root@vm1:${join(dir, 'copied.bin')}`],
+      120_000,
+    );
     expect(up.code, up.stderr).toBe(0);
     // the instance's namespace shares this file system: what sshd wrote is there
     expect(sha256(readFileSync(join(dir, 'copied.bin')))).toBe(sha256(data));
-    const down = await runProgram('scp', ['-F', join(dir, 'alice.config'), '-J', 'jump', '-q', `root@${vmAddress}:${join(dir, 'copied.bin')}`, join(dir, 'down.bin')], 120_000);
+    const down = await runProgram(
+      'scp',
+      ['-F', join(dir, 'alice.config'), '-J', 'jump', '-q', `root@${vmAddress}:${join(dir, 'copied.bin')}`, join(dir, 'down.bin')],
+      120_000,
+    );
     expect(down.code, down.stderr).toBe(0);
     expect(sha256(readFileSync(join(dir, 'down.bin')))).toBe(sha256(data));
     const sessions = await until(async () => {

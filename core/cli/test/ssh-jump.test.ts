@@ -27,18 +27,24 @@ function connect(port: number, privateKey: string): Promise<ssh2.Client> {
 
 /** Asks for a direct-tcpip channel; resolves with the refusal's message (or 'opened'). */
 function forward(client: ssh2.Client, destination: string, port: number): Promise<string> {
-  return new Promise((resolve) => client.forwardOut('127.0.0.1', 0, destination, port, (err, channel) => {
-    if (err) return resolve(err.message);
-    channel.destroy();
-    resolve('opened');
-  }));
+  return new Promise((resolve) =>
+    client.forwardOut('127.0.0.1', 0, destination, port, (err, channel) => {
+      if (err) return resolve(err.message);
+      channel.destroy();
+      resolve('opened');
+    }),
+  );
 }
 
 describe('the SSH jump server', () => {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-jump-'));
   let controller: Controller;
   let port: number;
-  const keys = { alice: ssh2.utils.generateKeyPairSync('ed25519'), bob: ssh2.utils.generateKeyPairSync('ed25519'), stranger: ssh2.utils.generateKeyPairSync('ed25519') };
+  const keys = {
+    alice: ssh2.utils.generateKeyPairSync('ed25519'),
+    bob: ssh2.utils.generateKeyPairSync('ed25519'),
+    stranger: ssh2.utils.generateKeyPairSync('ed25519'),
+  };
   const secrets: Record<string, string> = {};
   let aliceKeyId: string;
   let bobAddress: string;
@@ -64,7 +70,11 @@ describe('the SSH jump server', () => {
         { u: u.createUser.user.id },
       );
       secrets[name] = t.createApiToken.created.secret;
-      const added = await api(`mutation($k: String!) { addSshKey(input: { publicKey: $k }) { ... on AddSshKeyPayload { sshKey { id } } ${ERR} } }`, { k: keys[name].public }, secrets[name]);
+      const added = await api(
+        `mutation($k: String!) { addSshKey(input: { publicKey: $k }) { ... on AddSshKeyPayload { sshKey { id } } ${ERR} } }`,
+        { k: keys[name].public },
+        secrets[name],
+      );
       if (name === 'alice') aliceKeyId = added.addSshKey.sshKey.id;
       const i = await api(
         `mutation($h: ID!, $o: ID!, $n: String!) { createInstance(input: { hostId: $h, ownerId: $o, name: $n, nics: [{ network: "br", allocate: [IPV4] }] }) { ... on CreateInstancePayload { instance { nics { addresses { address } } } } ${ERR} } }`,

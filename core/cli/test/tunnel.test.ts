@@ -88,7 +88,12 @@ describe('tunnel streams through a host agent', { timeout: 20_000 }, () => {
     connection = new ControllerConnection({ url: controller.url, token: agentToken, logger });
     // the instance's address as the newest desired state lists it
     const desired = { instances: [{ nics: [{ addresses: [{ address: '127.0.0.1', delegated: false }] }] }] } as unknown as DesiredState;
-    stopTunnels = serveTunnels(connection, hostId, { controllerUrl: controller.url, token: agentToken, logger, ports: [echo.port], maxStreams: 3 }, () => desired);
+    stopTunnels = serveTunnels(
+      connection,
+      hostId,
+      { controllerUrl: controller.url, token: agentToken, logger, ports: [echo.port], maxStreams: 3 },
+      () => desired,
+    );
     expect(await agentSubscribed(hostId)).toEqual([echo.port]);
   });
 
@@ -159,11 +164,15 @@ describe('tunnel streams through a host agent', { timeout: 20_000 }, () => {
       `mutation ($h: ID!) { createApiToken(input: { name: "agent2", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
       { h: otherHost },
     );
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'test/support/tunnel-agent.ts', controller.url, otherHost, '127.0.0.1', String(echo.port)], {
-      cwd: CLI_DIR,
-      env: { ...process.env, GATEHOUSE_AGENT_TOKEN: t.createApiToken.created.secret },
-      stdio: 'ignore',
-    });
+    const child: ChildProcess = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'test/support/tunnel-agent.ts', controller.url, otherHost, '127.0.0.1', String(echo.port)],
+      {
+        cwd: CLI_DIR,
+        env: { ...process.env, GATEHOUSE_AGENT_TOKEN: t.createApiToken.created.secret },
+        stdio: 'ignore',
+      },
+    );
     try {
       expect(await agentSubscribed(otherHost)).toEqual([echo.port]);
       const streams = await Promise.all([1, 2].map(() => broker.open(otherHost, '127.0.0.1', echo.port)));

@@ -49,17 +49,23 @@ export function sshFingerprint(wireKey: Buffer): string {
 /** A public key line checked and parsed: its type, canonical text (no comment), fingerprint, comment. */
 export function parsePublicKey(field: string, text: string): { algorithm: string; publicKey: string; fingerprint: string; comment: string } {
   if (typeof text !== 'string' || text.length === 0 || text.length > MAX_PUBLIC_KEY_CHARS)
-    throw new ValidationError(field, typeof text === 'string' ? text.slice(0, 80) : text, `must be one public key line of at most ${MAX_PUBLIC_KEY_CHARS} characters`);
+    throw new ValidationError(
+      field,
+      typeof text === 'string' ? text.slice(0, 80) : text,
+      `must be one public key line of at most ${MAX_PUBLIC_KEY_CHARS} characters`,
+    );
   const line = text.trim();
   if (/[\u0000-\u001f\u007f]/.test(line)) throw new ValidationError(field, line.slice(0, 80), 'must be one line without control characters');
   if (/PRIVATE KEY/.test(line)) throw new ValidationError(field, line.slice(0, 40), 'is a private key: paste the public key (the .pub file)');
   const [type, data, ...rest] = line.split(/ +/);
-  if (!type || !data || !ALGORITHMS.has(type)) throw new ValidationError(field, line.slice(0, 80), `must start with a key type (${[...ALGORITHMS].join(', ')}) and its base64 data`);
+  if (!type || !data || !ALGORITHMS.has(type))
+    throw new ValidationError(field, line.slice(0, 80), `must start with a key type (${[...ALGORITHMS].join(', ')}) and its base64 data`);
   const parsed = ssh2.utils.parseKey(`${type} ${data}`);
   if (parsed instanceof Error || Array.isArray(parsed) || parsed.type !== type || parsed.isPrivateKey())
     throw new ValidationError(field, line.slice(0, 80), `is not a valid ${type} public key${parsed instanceof Error ? `: ${parsed.message}` : ''}`);
   const wire = parsed.getPublicSSH();
-  if (type === 'ssh-rsa' && rsaBits(wire) < 2048) throw new ValidationError(field, line.slice(0, 80), `is an RSA key of ${rsaBits(wire)} bits; at least 2048 are required`);
+  if (type === 'ssh-rsa' && rsaBits(wire) < 2048)
+    throw new ValidationError(field, line.slice(0, 80), `is an RSA key of ${rsaBits(wire)} bits; at least 2048 are required`);
   return { algorithm: type, publicKey: `${type} ${wire.toString('base64')}`, fingerprint: sshFingerprint(wire), comment: rest.join(' ') };
 }
 
@@ -93,12 +99,29 @@ export class SshKeyService {
     const name = input.name == null ? rawName.replace(/[^A-Za-z0-9 ._-]/g, '_') : validName('input.name', input.name);
     return this.audit.transact(actor, async (tx, record) => {
       await tx.select({ id: users.id }).from(users).where(eq(users.id, actor.userId)).for('update');
-      const existing = await tx.select({ id: sshKeys.id, userId: sshKeys.userId, fingerprint: sshKeys.fingerprint }).from(sshKeys).where(eq(sshKeys.userId, actor.userId));
-      if (existing.length >= MAX_SSH_KEYS_PER_USER) throw new ValidationError('input.publicKey', key.fingerprint, `cannot be added: you have ${existing.length} keys, the most allowed`);
+      const existing = await tx
+        .select({ id: sshKeys.id, userId: sshKeys.userId, fingerprint: sshKeys.fingerprint })
+        .from(sshKeys)
+        .where(eq(sshKeys.userId, actor.userId));
+      if (existing.length >= MAX_SSH_KEYS_PER_USER)
+        throw new ValidationError('input.publicKey', key.fingerprint, `cannot be added: you have ${existing.length} keys, the most allowed`);
       const [taken] = await tx.select({ userId: sshKeys.userId }).from(sshKeys).where(eq(sshKeys.fingerprint, key.fingerprint));
       if (taken)
-        throw new ConflictError('input.publicKey', key.fingerprint, taken.userId === actor.userId ? 'is already one of your keys' : 'is already registered (a key belongs to one user)');
-      const row: SshKey = { id: newId(), userId: actor.userId, name: validName('input.name', name), algorithm: key.algorithm, publicKey: key.publicKey, fingerprint: key.fingerprint, lastUsedAt: null, createdAt: new Date() };
+        throw new ConflictError(
+          'input.publicKey',
+          key.fingerprint,
+          taken.userId === actor.userId ? 'is already one of your keys' : 'is already registered (a key belongs to one user)',
+        );
+      const row: SshKey = {
+        id: newId(),
+        userId: actor.userId,
+        name: validName('input.name', name),
+        algorithm: key.algorithm,
+        publicKey: key.publicKey,
+        fingerprint: key.fingerprint,
+        lastUsedAt: null,
+        createdAt: new Date(),
+      };
       const [inserted] = await tx.insert(sshKeys).values(row).returning();
       await record({ action: 'sshKey.add', objectType: 'SshKey', objectId: row.id, ownerId: actor.userId, after: inserted });
       return inserted!;

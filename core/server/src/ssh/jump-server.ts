@@ -91,7 +91,8 @@ export function loadOrCreateHostKey(path: string): { privateKey: string; fingerp
   chmodSync(path, 0o600);
   const privateKey = readFileSync(path, 'utf8');
   const parsed = ssh2.utils.parseKey(privateKey);
-  if (parsed instanceof Error || Array.isArray(parsed)) throw new Error(`SSH host key ${path} cannot be read: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
+  if (parsed instanceof Error || Array.isArray(parsed))
+    throw new Error(`SSH host key ${path} cannot be read: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
   return { privateKey, fingerprint: sshFingerprint(parsed.getPublicSSH()), created };
 }
 
