@@ -37,12 +37,13 @@ for (const file of resultFiles) rmSync(file, { force: true });
 // traffic between network namespaces and measure rates (iperf3), which a 2-core machine running
 // the other suites at the same time would distort.
 // GATEHOUSE_SANDBOX=off: controllers started by tests make no sandbox (the sandbox test turns it on);
-// GATEHOUSE_PROXY=off: nor a Caddy on ports 80/443 (the proxy tests run theirs on free ports)
+// GATEHOUSE_PROXY=off: nor a Caddy on ports 80/443 (the proxy tests run theirs on free ports);
+// GATEHOUSE_SSH=off: nor an SSH jump server on port 2222 (the SSH tests ask for one on a free port)
 const turboRun = (args) =>
   spawnSync('npx', ['turbo', 'run', ...args, '--continue', '--output-logs=full', '--log-order=grouped'], {
     cwd: root,
     stdio: 'inherit',
-    env: { ...process.env, GATEHOUSE_SANDBOX: 'off', GATEHOUSE_PROXY: 'off' },
+    env: { ...process.env, GATEHOUSE_SANDBOX: 'off', GATEHOUSE_PROXY: 'off', GATEHOUSE_SSH: 'off' },
   });
 // The repository's own checks (the requirements table against the source, the preflight) first.
 const scriptsSuite = spawnSync(

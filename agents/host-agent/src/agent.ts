@@ -50,6 +50,7 @@ import {
   type ObjectResult,
 } from '@gatehouse/sdk';
 import { ControllerConnection, type AgentLogger, type TokenRefusedError } from './controller.js';
+import { serveTunnels, type TunnelOptions } from './tunnel.js';
 
 export interface HostAgentOptions {
   controllerUrl: string;
@@ -69,6 +70,8 @@ export interface HostAgentOptions {
   backoff?: { minMs: number; maxMs: number };
   /** How often the driver's `gc` runs with the current document's instance ids (default 600,000 ms; also once after the first apply). */
   gcIntervalMs?: number;
+  /** Tunnel streams to this host's instances (SSH through the controller): allowed ports (default 22), limits. */
+  tunnel?: Pick<TunnelOptions, 'ports' | 'maxStreams' | 'idleMs'>;
 }
 
 /** What the agent knows about itself; also emitted as events. */
@@ -105,6 +108,7 @@ export class HostAgent extends EventEmitter<{
   private readonly logger: AgentLogger;
   private connection: ControllerConnection | undefined;
   private unsubscribe: (() => void) | undefined;
+  private stopTunnels: (() => void) | undefined;
   private readonly abort = new AbortController();
   private pending: Job | undefined;
   /** Applies the pending job, one at a time; a job set during an apply gets one more run. */
@@ -155,6 +159,13 @@ export class HostAgent extends EventEmitter<{
     const hostId = o.hostId ?? (await this.lookUpHost());
     this.state.hostId = hostId;
     this.subscribe();
+    // streams go only to addresses of the newest document's instances
+    this.stopTunnels = serveTunnels(
+      this.connection,
+      hostId,
+      { ...o.tunnel, controllerUrl: o.controllerUrl, token: o.token, logger: this.logger },
+      () => this.received,
+    );
     const interval = o.driftIntervalMs ?? 2000;
     this.timers.push(setInterval(() => void this.pollDrift(), interval));
     this.timers.push(setInterval(() => void this.collect(), o.gcIntervalMs ?? 600_000));
@@ -166,6 +177,7 @@ export class HostAgent extends EventEmitter<{
     for (const t of this.timers) clearInterval(t);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.unsubscribe?.();
+    this.stopTunnels?.();
     await this.connection?.close();
     await this.options.driver.close?.();
   }

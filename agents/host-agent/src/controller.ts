@@ -1,10 +1,10 @@
 /**
  * The agent's side of the controller API, over one graphql-ws connection (agents dial out; the
- * controller never connects to hosts): the desired-state subscription and the two report
- * mutations. The connection reconnects with exponential backoff and jitter; a refused token
+ * controller never connects to hosts): the desired-state and tunnel-request subscriptions and the
+ * two report mutations. The connection reconnects with exponential backoff and jitter; a refused token
  * (close code 4403) is final.
  */
-import { DESIRED_STATE_SUBSCRIPTION, type DesiredStateEvent } from '@gatehouse/agent-protocol';
+import { DESIRED_STATE_SUBSCRIPTION, TUNNEL_REQUESTS_SUBSCRIPTION, type DesiredStateEvent, type TunnelRequest } from '@gatehouse/agent-protocol';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -99,6 +99,21 @@ export class ControllerConnection {
         next: (result) => {
           if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));
           else if (result.data) onDocument(result.data.hostDesiredStateChanges);
+        },
+        error: onError,
+        complete: () => undefined,
+      },
+    );
+  }
+
+  /** Subscribes to the tunnel streams the controller asks for, declaring the target ports this agent allows. */
+  tunnelRequests(hostId: string, ports: readonly number[], onRequest: (request: TunnelRequest) => void, onError: (error: unknown) => void): () => void {
+    return this.client.subscribe<{ hostTunnelRequests: TunnelRequest }>(
+      { query: TUNNEL_REQUESTS_SUBSCRIPTION, variables: { hostId, ports } },
+      {
+        next: (result) => {
+          if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));
+          else if (result.data) onRequest(result.data.hostTunnelRequests);
         },
         error: onError,
         complete: () => undefined,

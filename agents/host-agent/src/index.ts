@@ -2,3 +2,4 @@
 export { HostAgent, type HostAgentOptions, type HostAgentState } from './agent.js';
 export { pluginSpecifier, runAgent } from './cli.js';
 export { ControllerConnection, TokenRefusedError, websocketUrl, type AgentLogger, type DesiredStateEvent } from './controller.js';
+export { DEFAULT_MAX_TUNNEL_STREAMS, TunnelStreams, instanceAddresses, serveTunnels, type TunnelOptions } from './tunnel.js';

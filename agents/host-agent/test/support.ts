@@ -66,12 +66,16 @@ function start(args: string[], env: Record<string, string> = {}): Proc {
   };
 }
 
-/** Starts a controller on PGlite in `dataDir` (`fresh`: its first start); port 0 picks a free one. */
+/**
+ * Starts a controller on PGlite in `dataDir` (`fresh`: its first start); port 0 picks a free one.
+ * No SSH jump server unless `args` has `--ssh-port`.
+ */
 export async function startController(
   dataDir: string,
-  { port = 0, fresh = true }: { port?: number; fresh?: boolean } = {},
+  { port = 0, fresh = true, args = [] }: { port?: number; fresh?: boolean; args?: string[] } = {},
 ): Promise<{ proc: Proc; url: string; bootstrapSecret: string | null }> {
-  const proc = start(['core/cli/src/cli.ts', 'serve', '--no-sandbox', '--no-proxy', '--port', String(port), '--data-dir', dataDir]);
+  const ssh = args.includes('--ssh-port') ? [] : ['--no-ssh'];
+  const proc = start(['core/cli/src/cli.ts', 'serve', '--no-sandbox', '--no-proxy', ...ssh, '--port', String(port), '--data-dir', dataDir, ...args]);
   const [, url] = await proc.waitFor(/listening on (http:\/\/\S+)/);
   // a first start prints the admin token after the address; a restart prints none
   const secret = fresh ? (await proc.waitFor(/keep it:\s+(gh_\S+)\n/))[1]! : null;

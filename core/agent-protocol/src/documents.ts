@@ -15,10 +15,18 @@ export const REPORT_OBJECT_STATUS_MUTATION = `mutation ReportObjectStatus($input
 /** The host's status: applied revision, error, driver, discovered instances, drift. Variables: `{ input: ReportHostStatusInput }`. */
 export const REPORT_HOST_STATUS_MUTATION = `mutation ReportHostStatus($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ... on Error { message } } }`;
 
+/**
+ * The tunnel streams the controller asks the host's agent for (`TunnelRequest`s). Variables:
+ * `{ hostId, ports }`, `ports` being the target ports this agent allows (the controller asks for
+ * no other).
+ */
+export const TUNNEL_REQUESTS_SUBSCRIPTION = `subscription TunnelRequests($hostId: ID!, $ports: [Int!]!) { hostTunnelRequests(hostId: $hostId, ports: $ports) { ticket address port } }`;
+
 /** Every document of the protocol, by name (what the controller's tests validate). */
 export const AGENT_DOCUMENTS = {
   AGENT_HOST_QUERY,
   DESIRED_STATE_SUBSCRIPTION,
   REPORT_OBJECT_STATUS_MUTATION,
   REPORT_HOST_STATUS_MUTATION,
+  TUNNEL_REQUESTS_SUBSCRIPTION,
 } as const;

@@ -10,3 +10,4 @@ export {
   type DesiredStateMessage,
   type DesiredStatePatch,
 } from './patch.js';
+export * from './tunnel.js';

@@ -6,6 +6,7 @@
  *   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir .data/pglite] [--database-url URL]
  *                   [--agent-heartbeat-ms 10000] [--agent-offline-after-ms 30000] [--no-sandbox]
  *                   [--web-dir web/dist] [--proxy-http-port 80] [--proxy-https-port 443] [--caddy-admin SOCKET|URL] [--no-proxy] …
+ *                   [--ssh-port 2222] [--ssh-host H] [--ssh-host-key FILE] [--no-ssh]
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
  *   gatehouse renew-certificates --controller URL --token T [--within-days 30]
  *   gatehouse print-schema [--out schema.graphql]
@@ -17,18 +18,20 @@
  * socket in .data/caddy) or reaches (--caddy-admin); see core/server/src/proxy/README.md.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runAgent } from '@gatehouse/host-agent';
 import {
   LETS_ENCRYPT_DIRECTORY,
+  DEFAULT_SSH_PORT,
   caddyBinaryWorks,
   graphiqlByDefault,
   printGatehouseSchema,
   startController,
   type Controller,
   type ControllerProxyOptions,
+  type JumpServerOptions,
 } from '@gatehouse/server';
 import type { EmbeddedSandbox } from './sandbox/embedded-sandbox.js';
 
@@ -63,7 +66,14 @@ const USAGE = `usage:
       --acme-directory URL    default Let's Encrypt               (GATEHOUSE_ACME_DIRECTORY)
       --acme-email EMAIL      (GATEHOUSE_ACME_EMAIL)
       --acme-ca-roots FILES   comma-separated PEM files to trust for the ACME server itself
-      --no-proxy              serve no web proxies (GATEHOUSE_PROXY=off)`;
+      --no-proxy              serve no web proxies (GATEHOUSE_PROXY=off)
+
+  SSH jump server options of serve (ssh -J <user>@controller:2222 root@<instance>; keys from addSshKey):
+      --ssh-port N            default 2222; 0 picks a free one   (GATEHOUSE_SSH_PORT)
+      --ssh-host H            default the --host address         (GATEHOUSE_SSH_HOST)
+      --ssh-host-key FILE     default ssh/ssh_host_ed25519_key beside the data directory, made on first start
+                                                                 (GATEHOUSE_SSH_HOST_KEY)
+      --no-ssh                no jump server (GATEHOUSE_SSH=off)`;
 
 function positiveMs(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
@@ -86,6 +96,7 @@ async function serve(argv: string[]): Promise<void> {
       graphiql: { type: 'string', default: process.env.GATEHOUSE_GRAPHIQL ?? (graphiqlByDefault() ? 'on' : 'off') },
       'web-dir': { type: 'string', default: process.env.GATEHOUSE_WEB_DIR ?? DEFAULT_WEB_DIR },
       ...PROXY_FLAGS,
+      ...SSH_FLAGS,
     },
   });
   const agentPresence = {
@@ -106,6 +117,7 @@ async function serve(argv: string[]): Promise<void> {
   if (!/^(on|off)$/.test(values.graphiql)) throw new Error(`--graphiql ${JSON.stringify(values.graphiql)} must be on or off`);
   const proxy = await proxyOptions(values);
   const webAppDir = webAppDirOf(values['web-dir']);
+  const ssh = sshOptions(values, resolve(values['data-dir']));
   const controller = await startController({
     store,
     port,
@@ -113,6 +125,7 @@ async function serve(argv: string[]): Promise<void> {
     logger: console,
     agentPresence,
     proxy,
+    ssh,
     graphiql: values.graphiql === 'on',
     webAppDir,
   });
@@ -202,6 +215,21 @@ const PROXY_FLAGS = {
   'acme-ca-roots': { type: 'string', default: process.env.GATEHOUSE_ACME_CA_ROOTS },
   'no-proxy': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_PROXY ?? '') },
 } as const;
+
+const SSH_FLAGS = {
+  'ssh-port': { type: 'string', default: process.env.GATEHOUSE_SSH_PORT ?? String(DEFAULT_SSH_PORT) },
+  'ssh-host': { type: 'string', default: process.env.GATEHOUSE_SSH_HOST },
+  'ssh-host-key': { type: 'string', default: process.env.GATEHOUSE_SSH_HOST_KEY },
+  'no-ssh': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_SSH ?? '') },
+} as const;
+
+/** The jump server's options from the serve flags; undefined with --no-ssh. Port 0 picks a free one. */
+function sshOptions(values: { [K in keyof typeof SSH_FLAGS]?: string | boolean } & { host?: string }, dataDir: string): JumpServerOptions | undefined {
+  if (values['no-ssh']) return undefined;
+  const port = String(values['ssh-port']) === '0' ? 0 : tcpPort('ssh-port', String(values['ssh-port']));
+  const hostKeyPath = values['ssh-host-key'] ? resolve(String(values['ssh-host-key'])) : join(dirname(dataDir), 'ssh', 'ssh_host_ed25519_key');
+  return { port, host: String(values['ssh-host'] ?? values.host ?? '127.0.0.1'), hostKeyPath };
+}
 
 function tcpPort(flag: string, value: string): number {
   const n = Number(value);

@@ -28,3 +28,5 @@ export { HostService } from './services/host-service.js';
 export { UserService } from './services/user-service.js';
 export { PortForwardService } from './services/port-forward-service.js';
 export { rowsOf } from './db/database.js';
+export { TunnelBroker, TunnelError } from './tunnel/tunnel-broker.js';
+export { DEFAULT_SSH_PORT, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';

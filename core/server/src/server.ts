@@ -1,6 +1,7 @@
 /**
  * The controller process: store, DI container, GraphQL over HTTP (yoga, with GraphiQL) and over
- * WebSocket (graphql-ws) on the same port and path.
+ * WebSocket (graphql-ws) on the same port and path, host agents' tunnel streams (`/agent-stream`)
+ * and, when configured, the SSH jump server.
  */
 import 'reflect-metadata';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -10,6 +11,7 @@ import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { GRAPHIQL_EXAMPLES } from './graphql/graphiql-examples.js';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import { useServer } from 'graphql-ws/use/ws';
+import { TUNNEL_STREAM_PATH } from '@gatehouse/agent-protocol';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { WebSocketServer } from 'ws';
 import type { Actor } from './auth/actor.js';
@@ -26,6 +28,10 @@ import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.j
 import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
+import { TunnelBroker } from './tunnel/tunnel-broker.js';
+import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';
+import { SshAccessService } from './services/ssh-access-service.js';
+import { SshKeyService } from './services/ssh-key-service.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
@@ -49,6 +55,8 @@ export interface ControllerOptions {
   proxy?: ControllerProxyOptions;
   /** A built single-page app (its directory, holding index.html) to serve at every path outside the API. */
   webAppDir?: string;
+  /** The SSH jump server (`ssh -J`); absent: none. A port in use is logged and the controller serves without it. */
+  ssh?: JumpServerOptions;
 }
 
 /** How the controller drives Caddy. */
@@ -73,6 +81,8 @@ export interface Controller {
   readonly bootstrapSecret?: string;
   /** The first admin's one-time sign-in password, when this start created it. */
   readonly bootstrapPassword?: string;
+  /** The SSH jump server, when one was asked for and it listens. */
+  readonly ssh?: JumpServer;
   close(): Promise<void>;
 }
 
@@ -96,6 +106,7 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerSingleton(TokenRevocations);
   // failed sign-ins are counted per controller, across requests
   child.registerInstance(SignInLimiter, new SignInLimiter());
+  child.registerSingleton(TunnelBroker);
   return child;
 }
 
@@ -298,7 +309,15 @@ export async function startController(options: ControllerOptions): Promise<Contr
   // reuses a socket the server is closing at that instant (ECONNRESET seen under load at Node's 5 s).
   httpServer.keepAliveTimeout = 65_000;
   httpServer.headersTimeout = 66_000;
-  const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
+  const tunnels = container.resolve(TunnelBroker);
+  const wsServer = new WebSocketServer({ noServer: true });
+  // WebSocket paths: GraphQL (graphql-ws) and agents' tunnel streams; anything else is refused
+  httpServer.on('upgrade', (request, socket, head) => {
+    const path = new URL(request.url ?? '/', 'http://controller').pathname;
+    if (path === yoga.graphqlEndpoint) wsServer.handleUpgrade(request, socket, head, (ws) => wsServer.emit('connection', ws, request));
+    else if (path === TUNNEL_STREAM_PATH) tunnels.handleUpgrade(request, socket, head);
+    else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
   const wsHandle = useServer<Record<string, unknown>, WsExtra>(
     {
       execute: (args) => (args.rootValue as { execute: (a: unknown) => unknown }).execute(args) as never,
@@ -356,6 +375,14 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}${yoga.graphqlEndpoint}`;
   logger.info(`Gatehouse controller listening on ${url} (store: ${store.kind})`);
+  let ssh: JumpServer | undefined;
+  if (options.ssh) {
+    const deps = { keys: container.resolve(SshKeyService), access: container.resolve(SshAccessService), tunnels, logger };
+    ssh = await startJumpServer(deps, options.ssh).catch((err: unknown) => {
+      logger.error(`the SSH jump server did not start (the controller serves without it): ${(err as Error).message}`);
+      return undefined;
+    });
+  }
   let closed = false;
   return {
     url,
@@ -363,9 +390,12 @@ export async function startController(options: ControllerOptions): Promise<Contr
     container,
     bootstrapSecret: bootstrap?.secret,
     bootstrapPassword: bootstrap?.password,
+    ssh,
     async close() {
       if (closed) return;
       closed = true;
+      await ssh?.close();
+      tunnels.close();
       await wsHandle.dispose();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       // ended agent subscriptions mark their agents offline before the store goes away

@@ -8,6 +8,7 @@
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { getNamedType, isUnionType, type GraphQLField } from 'graphql';
+import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
 import { needsCheck } from '../src/graphql/argument-checks.js';
@@ -68,6 +69,8 @@ interface Request {
   input?: Input;
 }
 
+/** A public key the tenant holds (added in the world). */
+const TENANT_SSH_KEY = ssh2.utils.generateKeyPairSync('ed25519').public;
 /** An id that exists nowhere. */
 const MISSING = newId();
 /** An argument the argument checks refuse (not an id). */
@@ -98,6 +101,14 @@ const DRIVEN_ELSEWHERE: Record<string, Record<string, { file: string; expects: s
 
 /** Mutation → declared error type → a request that produces it. */
 const CASES: Record<string, Record<string, (w: World) => Request>> = {
+  addSshKey: {
+    ValidationError: (w) => ({ client: w.tenant, input: { publicKey: 'ssh-ed25519 not-base64' } }),
+    ConflictError: (w) => ({ client: w.tenant, input: { publicKey: TENANT_SSH_KEY } }),
+  },
+  removeSshKey: {
+    ValidationError: (w) => ({ client: w.tenant, input: { keyId: BAD_ID } }),
+    NotFoundError: (w) => ({ client: w.tenant, input: { keyId: MISSING } }),
+  },
   createUser: {
     ValidationError: () => ({ input: { name: '' } }),
     ForbiddenError: (w) => ({ client: w.tenant, input: { name: 'someone' } }),
@@ -381,6 +392,7 @@ async function ok(client: Client, mutation: string, input: Input, selection: str
 async function buildWorld(api: TestApi): Promise<World> {
   const { admin } = api;
   const tenant = await api.tenant('tenant');
+  await ok(tenant.client, 'addSshKey', { publicKey: TENANT_SSH_KEY }, 'sshKey { id }');
   const zero = await api.tenant('zero', { quotaPortForwards: 0, quotaForwardedPorts: 0, quotaWebProxies: 0 });
   const noip = await api.tenant('noip', { quotaIpv4Addresses: 0 });
   const hostId = await createHost(admin, 'h1');

@@ -19,8 +19,8 @@ export interface ControllerProcess {
 export async function spawnController(args: string[], env: Record<string, string> = {}): Promise<ControllerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args], {
     cwd: CLI_DIR,
-    // no Caddy on ports 80/443 unless the test asks for one (GATEHOUSE_PROXY=on in env)
-    env: { ...process.env, GATEHOUSE_PROXY: 'off', ...env },
+    // no Caddy on ports 80/443 nor a jump server on 2222 unless the test asks (GATEHOUSE_PROXY=on, GATEHOUSE_SSH=on in env)
+    env: { ...process.env, GATEHOUSE_PROXY: 'off', GATEHOUSE_SSH: 'off', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -565,3 +565,46 @@ export const hostAgentConnections = pgTable(
   },
   (t) => [index('host_agent_connections_host_idx').on(t.hostId, t.lastSeenAt)],
 );
+
+/** A user's SSH public keys: what the controller's jump server accepts for them. */
+export const sshKeys = pgTable(
+  'ssh_keys',
+  {
+    id: uuid('id').primaryKey(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    /** Key type as OpenSSH names it (`ssh-ed25519`). */
+    algorithm: text('algorithm').notNull(),
+    /** `type base64` without the comment. */
+    publicKey: text('public_key').notNull(),
+    /** `SHA256:…` as `ssh-keygen -l` prints it; one key belongs to one user. */
+    fingerprint: text('fingerprint').notNull().unique('ssh_keys_fingerprint_unique'),
+    lastUsedAt: timestamp('last_used_at', { withTimezone: true, mode: 'date' }),
+    createdAt: createdAt(),
+  },
+  (t) => [index('ssh_keys_user_idx').on(t.userId)],
+);
+
+/** One SSH jump session to an instance: who, with which key, to where, when, how many bytes. */
+export const sshSessions = pgTable(
+  'ssh_sessions',
+  {
+    id: uuid('id').primaryKey(),
+    userId: uuid('user_id').references(() => users.id, { onDelete: 'set null' }),
+    keyFingerprint: text('key_fingerprint').notNull(),
+    instanceId: uuid('instance_id').references(() => instances.id, { onDelete: 'set null' }),
+    targetAddress: text('target_address').notNull(),
+    targetPort: integer('target_port').notNull(),
+    /** The SSH client's address and port, as the jump server saw them. */
+    sourceAddress: text('source_address').notNull(),
+    startedAt: timestamp('started_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+    endedAt: timestamp('ended_at', { withTimezone: true, mode: 'date' }),
+    bytesToInstance: bigint('bytes_to_instance', { mode: 'number' }).notNull().default(0),
+    bytesFromInstance: bigint('bytes_from_instance', { mode: 'number' }).notNull().default(0),
+    /** Why it ended (`closed`, the tunnel's error), or why it never started. */
+    endReason: text('end_reason'),
+  },
+  (t) => [index('ssh_sessions_user_idx').on(t.userId, t.startedAt)],
+);

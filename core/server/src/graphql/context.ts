@@ -20,6 +20,9 @@ import { PoolService, type Allocation, type Pool } from '../services/pool-servic
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
 import { PortForwardService } from '../services/port-forward-service.js';
 import { SessionService } from '../services/session-service.js';
+import { SshAccessService } from '../services/ssh-access-service.js';
+import { SshKeyService } from '../services/ssh-key-service.js';
+import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 
@@ -39,6 +42,10 @@ export interface Services {
   desiredState: DesiredStateService;
   objectStatus: ObjectStatusService;
   audit: AuditService;
+  sshKeys: SshKeyService;
+  sshAccess: SshAccessService;
+  /** Tunnel streams through host agents (one per container: a singleton). */
+  tunnels: TunnelBroker;
   /** The reverse proxy manager; absent when this controller drives no Caddy. */
   proxyManager?: ProxyManager;
 }
@@ -79,6 +86,9 @@ export function resolveServices(container: DependencyContainer): Services {
     desiredState: container.resolve(DesiredStateService),
     objectStatus: container.resolve(ObjectStatusService),
     audit: container.resolve(AuditService),
+    sshKeys: container.resolve(SshKeyService),
+    sshAccess: container.resolve(SshAccessService),
+    tunnels: container.resolve(TunnelBroker),
     proxyManager: container.isRegistered(ProxyManagerToken) ? container.resolve(ProxyManagerToken) : undefined,
   };
 }

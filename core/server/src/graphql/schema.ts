@@ -16,6 +16,7 @@ import './schema/bandwidth.js';
 import './schema/web-proxies.js';
 import './schema/desired-state.js';
 import './schema/audit.js';
+import './schema/ssh.js';
 
 let built: GraphQLSchema | undefined;
 

@@ -1,0 +1,115 @@
+/** SSH through the controller: users' public keys for the jump server, and the tunnel requests host agents serve. */
+import type { TunnelRequest } from '@gatehouse/agent-protocol';
+import type { SshSession } from '../../services/ssh-access-service.js';
+import type { SshKey } from '../../services/ssh-key-service.js';
+import { ConflictError, NotFoundError, ValidationError } from '../../support/errors.js';
+import { builder } from '../builder.js';
+import { requireActor } from '../context.js';
+import { resultOf } from './mutation-result.js';
+import { UserRef } from './users.js';
+
+const SshKeyRef = builder.objectRef<SshKey>('SshKey').implement({
+  description: "A public key the controller's SSH jump server accepts for its user (`ssh -J gatehouse@controller:2222 root@vm1`).",
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'The key id (for removeSshKey).' }),
+    name: t.exposeString('name', { description: "A label: the key's comment unless one was given." }),
+    algorithm: t.exposeString('algorithm', { description: 'The key type, e.g. "ssh-ed25519".' }),
+    publicKey: t.exposeString('publicKey', { description: 'The key as in authorized_keys, without its comment.' }),
+    fingerprint: t.exposeString('fingerprint', { description: 'SHA256 fingerprint as `ssh-keygen -l` prints it.' }),
+    lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime', nullable: true, description: 'Last authentication with it on the jump server.' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the key was added.' }),
+  }),
+});
+
+builder.objectField(UserRef, 'sshKeys', (t) =>
+  t.field({
+    type: [SshKeyRef],
+    description: "The user's SSH public keys (the user themself, or an admin).",
+    resolve: (user, _a, ctx) => ctx.services.sshKeys.keysOfUser(requireActor(ctx), user.id),
+  }),
+);
+
+const SshSessionRef = builder.objectRef<SshSession>('SshSession').implement({
+  description: 'One connection through the SSH jump server to an instance.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'The session id.' }),
+    keyFingerprint: t.exposeString('keyFingerprint', { description: 'The key the user authenticated with.' }),
+    instanceId: t.exposeID('instanceId', { nullable: true, description: 'Null once the instance is deleted.' }),
+    targetAddress: t.exposeString('targetAddress', { description: 'The instance address the session went to, e.g. "10.0.0.5".' }),
+    targetPort: t.exposeInt('targetPort', { description: 'The instance port, 22 unless its host allows more.' }),
+    sourceAddress: t.exposeString('sourceAddress', { description: "The SSH client's address:port." }),
+    startedAt: t.expose('startedAt', { type: 'DateTime', description: 'When the jump server opened the stream.' }),
+    endedAt: t.expose('endedAt', { type: 'DateTime', nullable: true, description: 'Null while it lasts.' }),
+    bytesToInstance: t.exposeFloat('bytesToInstance', { description: 'Bytes from the client to the instance (recorded at the end).' }),
+    bytesFromInstance: t.exposeFloat('bytesFromInstance', { description: 'Bytes from the instance to the client (recorded at the end).' }),
+    endReason: t.exposeString('endReason', {
+      nullable: true,
+      description: 'Why it ended (client closed, instance closed, agent gone, idle); null while it lasts.',
+    }),
+  }),
+});
+
+builder.objectField(UserRef, 'sshSessions', (t) =>
+  t.field({
+    type: [SshSessionRef],
+    description: "The user's newest sessions through the SSH jump server, newest first (the user themself, or an admin).",
+    args: { last: t.arg.int({ defaultValue: 50, description: '1-500.' }) },
+    resolve: (user, args, ctx) => ctx.services.sshAccess.sessionsOf(requireActor(ctx), user.id, args.last ?? 50),
+  }),
+);
+
+const AddSshKeyInput = builder.inputType('AddSshKeyInput', {
+  description: 'A public key for the caller.',
+  fields: (t) => ({
+    publicKey: t.string({
+      required: true,
+      description: 'One public key line (`ssh-ed25519 AAAA… comment`, as in a .pub file): ed25519, ECDSA, or RSA of at least 2048 bits.',
+    }),
+    name: t.string({ description: "1-64 characters. Default: the key's comment." }),
+  }),
+});
+
+const RemoveSshKeyInput = builder.inputType('RemoveSshKeyInput', {
+  description: "Which of the caller's keys to remove.",
+  fields: (t) => ({ keyId: t.id({ required: true, description: "SshKey.id of one of the caller's keys." }) }),
+});
+
+builder.mutationFields((t) => ({
+  addSshKey: t.field({
+    type: SshKeyRef,
+    description: "Adds a public key for the caller: the jump server then accepts it for `direct-tcpip` to the caller's instances. A key belongs to one user.",
+    args: { input: t.arg({ type: AddSshKeyInput, required: true, description: 'The key line and an optional name.' }) },
+    errors: resultOf('AddSshKey', 'sshKey', [ValidationError, ConflictError]),
+    resolve: (_r, { input }, ctx) => ctx.services.sshKeys.add(requireActor(ctx), input),
+  }),
+  removeSshKey: t.field({
+    type: SshKeyRef,
+    description: "Removes one of the caller's public keys; the jump server refuses it from the next authentication on.",
+    args: { input: t.arg({ type: RemoveSshKeyInput, required: true, description: 'The key to remove.' }) },
+    errors: resultOf('RemoveSshKey', 'sshKey', [ValidationError, NotFoundError]),
+    resolve: (_r, { input }, ctx) => ctx.services.sshKeys.remove(requireActor(ctx), input.keyId),
+  }),
+}));
+
+const TunnelRequestRef = builder.objectRef<TunnelRequest>('TunnelRequest').implement({
+  description: "A stream the controller asks a host's agent for: connect to address:port, then dial back to /agent-stream with the ticket.",
+  fields: (t) => ({
+    ticket: t.exposeString('ticket', { description: 'One-time and short-lived: good for this stream only.' }),
+    address: t.exposeString('address', { description: 'An address of an instance on the host.' }),
+    port: t.exposeInt('port', { description: 'The target port on that address, one the agent allows.' }),
+  }),
+});
+
+builder.subscriptionField('hostTunnelRequests', (t) =>
+  t.field({
+    type: TunnelRequestRef,
+    description:
+      "For host agents (the host's AGENT token): the tunnel streams the controller wants (SSH through the controller). `ports`: the target ports this agent allows; the controller asks for no others.",
+    args: {
+      hostId: t.arg.id({ required: true, description: "The agent's own host (its token's)." }),
+      ports: t.arg.intList({ required: true, description: '1 to 64 ports.' }),
+    },
+    subscribe: (_r, args, ctx) => ctx.services.tunnels.requests(requireActor(ctx, { allowAgent: true }), String(args.hostId), args.ports),
+    resolve: (request) => request,
+  }),
+);
