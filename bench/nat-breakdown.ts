@@ -210,7 +210,7 @@ function gatehouseState(): DesiredState {
 interface Part {
   name: string;
   what: string;
-  install: () => NftCommand[] | 'iptables' | 'nft-rule' | 'gatehouse';
+  install: () => NftCommand[] | 'iptables' | 'nft-rule' | 'gatehouse' | 'gatehouse-ctr';
 }
 
 const ALL_PARTS: Part[] = [
@@ -241,7 +241,12 @@ const ALL_PARTS: Part[] = [
     what: 'map + forward chain: established accept, verdict maps, 3 rules + policy',
     install: () => [...mapDnat(), ...forwardHook({ counters: false, dispatch: true, rules: true })],
   },
-  { name: 'gatehouse', what: "Gatehouse's rendered ruleset for the 1 forward (16 instances, no firewall rules)", install: () => 'gatehouse' },
+  {
+    name: 'gatehouse',
+    what: "Gatehouse's ruleset for the 1 forward (16 instances, no firewall rules) as the driver base keeps it (no instance counters)",
+    install: () => 'gatehouse',
+  },
+  { name: 'gatehouse-ctr', what: 'the same with per-instance counters (as the ESXi plugin keeps it)', install: () => 'gatehouse-ctr' },
 ];
 
 async function main(): Promise<void> {
@@ -271,8 +276,9 @@ async function main(): Promise<void> {
         );
         await nat.host.exec('iptables-legacy-restore', [], { input: restore.join('\n') });
       } else if (what === 'nft-rule') await applyNft(replaceTable(NFT_RULE_TABLE.family, NFT_RULE_TABLE.name, nftRuleContent([FORWARD])), netns);
-      else if (what === 'gatehouse') await applyNft(replaceTable(TABLE.family, TABLE.table, renderRuleset(gatehouseState())), netns);
-      else await applyNft(replaceTable(PARTS.family, PARTS.table, what), netns);
+      else if (what === 'gatehouse' || what === 'gatehouse-ctr') {
+        await applyNft(replaceTable(TABLE.family, TABLE.table, renderRuleset(gatehouseState(), { instanceCounters: what === 'gatehouse-ctr' })), netns);
+      } else await applyNft(replaceTable(PARTS.family, PARTS.table, what), netns);
     };
     const uninstall = async () => {
       await nat.host.exec('iptables-legacy', ['-t', 'nat', '-F']).catch(() => undefined);
