@@ -12,10 +12,10 @@
  *     BENCH_PARTS=iptables,nft-rule,… (default: all) BENCH_NAT_CONCURRENCY=64 BENCH_NAT_WARMUP_S=1
  *     BENCH_NAT_SECONDS=5 BENCH_NAT_ROUNDS=3
  */
-import type { DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable } from '@gatehouse/sdk/testkit';
 import { Prober, loadAverage, loadRun, median, natLab, perCpuSecond, stopChildren, type LoadFigures } from './nat-scale/harness.js';
 import { NFT_RULE_TABLE, nftRuleContent } from './nat-scale/nft-rule.js';
+import { natDesiredState } from './nat-scale/state.js';
 import { applyNft, deleteTable, replaceTable, type NftCommand } from '../agents/dataplane/src/nft.js';
 import { TABLE, renderRuleset } from '../agents/dataplane/src/render.js';
 
@@ -176,37 +176,6 @@ function forwardHook(parts: { counters: boolean; dispatch: boolean; rules: boole
   return commands;
 }
 
-/** Gatehouse's desired state for the measured forward, spread like bench/nat-scale.ts (16 instances). */
-function gatehouseState(): DesiredState {
-  const instances: DesiredState['instances'] = Array.from({ length: 16 }, (_, k) => ({
-    id: `i${k}`,
-    name: `vm${k}`,
-    externalId: null,
-    nics: [
-      {
-        id: `n${k}`,
-        name: 'eth0',
-        mac: `02:00:00:00:00:${(5 + k).toString(16).padStart(2, '0')}`,
-        network: 'br',
-        addresses: [{ address: `10.0.0.${5 + k}`, prefixLength: 24, delegated: false, gateway: '10.0.0.1', dns: [] }],
-      },
-    ],
-    firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
-    bandwidth: [],
-    portForwards: [],
-  }));
-  instances[0]!.portForwards.push({
-    id: 'f0',
-    protocol: 'tcp',
-    hostAddress: PUBLIC,
-    hostPorts: { start: PORT, end: PORT },
-    targetAddress: TARGET.address,
-    targetPorts: { start: TARGET.port, end: TARGET.port },
-    sourceCidrs: [],
-  });
-  return { apiVersion: 1, hostId: 'bench', hostName: 'bench-host', revision: 1, publicAddresses: [PUBLIC], instances };
-}
-
 interface Part {
   name: string;
   what: string;
@@ -277,7 +246,10 @@ async function main(): Promise<void> {
         await nat.host.exec('iptables-legacy-restore', [], { input: restore.join('\n') });
       } else if (what === 'nft-rule') await applyNft(replaceTable(NFT_RULE_TABLE.family, NFT_RULE_TABLE.name, nftRuleContent([FORWARD])), netns);
       else if (what === 'gatehouse' || what === 'gatehouse-ctr') {
-        await applyNft(replaceTable(TABLE.family, TABLE.table, renderRuleset(gatehouseState(), { instanceCounters: what === 'gatehouse-ctr' })), netns);
+        await applyNft(
+          replaceTable(TABLE.family, TABLE.table, renderRuleset(natDesiredState([FORWARD], [PUBLIC]), { instanceCounters: what === 'gatehouse-ctr' })),
+          netns,
+        );
       } else await applyNft(replaceTable(PARTS.family, PARTS.table, what), netns);
     };
     const uninstall = async () => {

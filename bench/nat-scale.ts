@@ -33,7 +33,7 @@
  *     BENCH_NAT_LOAD_ONLY=1 (the connection rates alone)
  * What each part of Gatehouse's ruleset costs on its own: bench/nat-breakdown.ts.
  */
-import type { DesiredPortForward, DesiredState } from '@gatehouse/sdk';
+import type { DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { measureEndToEnd, type EndToEndResult } from './nat-scale/end-to-end.js';
 import {
@@ -52,6 +52,7 @@ import {
   type LoadFigures,
 } from './nat-scale/harness.js';
 import { NFT_RULE_TABLE, nftRuleContent } from './nat-scale/nft-rule.js';
+import { INSTANCES, instanceAddress, natDesiredState, type Forward } from './nat-scale/state.js';
 import { Dataplane } from '../agents/dataplane/src/dataplane.js';
 import { applyNft, deleteTable, replaceTable } from '../agents/dataplane/src/nft.js';
 import { TABLE, renderRuleset } from '../agents/dataplane/src/render.js';
@@ -78,20 +79,10 @@ const PUBLIC_ADDRESSES = ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.5
 const CLIENT_ADDRESS = '198.51.100.100';
 const FIRST_PORT = 20_000;
 const PORTS_PER_ADDRESS = 15_000;
-// forwards spread over a fixed number of instances, so only the number of forwards changes with N
-const INSTANCES = 16;
 const TARGET = { address: '10.0.0.5', port: 8080 };
 // ports the latency trials add: outside every installed forward
 const TRIAL_ADDRESS = PUBLIC_ADDRESSES[0]!;
 const TRIAL_FIRST_PORT = 40_000;
-
-/** One forward: host address and port → instance address and port. */
-interface Forward {
-  hostAddress: string;
-  hostPort: number;
-  targetAddress: string;
-  targetPort: number;
-}
 
 type Variant = 'gatehouse' | 'baseline';
 /** The load runs' variants: also the hand-written nft rule, at the smallest size only. */
@@ -111,41 +102,8 @@ function forwardsOf(n: number): Forward[] {
   }));
 }
 
-function instanceAddress(k: number): string {
-  return `10.0.0.${5 + k}`;
-}
-
 function desiredState(forwards: readonly Forward[]): DesiredState {
-  const instances: DesiredState['instances'] = Array.from({ length: INSTANCES }, (_, k) => ({
-    id: `i${k}`,
-    name: `vm${k}`,
-    externalId: null,
-    nics: [
-      {
-        id: `n${k}`,
-        name: 'eth0',
-        mac: `02:00:00:00:00:${(5 + k).toString(16).padStart(2, '0')}`,
-        network: 'br',
-        addresses: [{ address: instanceAddress(k), prefixLength: 24, delegated: false, gateway: '10.0.0.1', dns: [] }],
-      },
-    ],
-    firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
-    bandwidth: [],
-    portForwards: [],
-  }));
-  forwards.forEach((f, i) => {
-    const forward: DesiredPortForward = {
-      id: `f${i}`,
-      protocol: 'tcp',
-      hostAddress: f.hostAddress,
-      hostPorts: { start: f.hostPort, end: f.hostPort },
-      targetAddress: f.targetAddress,
-      targetPorts: { start: f.targetPort, end: f.targetPort },
-      sourceCidrs: [],
-    };
-    instances[Number(f.targetAddress.split('.')[3]) - 5]!.portForwards.push(forward);
-  });
-  return { apiVersion: 1, hostId: 'bench', hostName: 'bench-host', revision: 1, publicAddresses: PUBLIC_ADDRESSES, instances };
+  return natDesiredState(forwards, PUBLIC_ADDRESSES);
 }
 
 /** The reference documents' rule for one forward, as arguments after `-A` / `-I` / `-D`. */

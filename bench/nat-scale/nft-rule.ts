@@ -4,20 +4,13 @@
  * one rule in an `ip` family nat chain, seen by the first packet of each connection only.
  */
 import type { NftCommand } from '../../agents/dataplane/src/nft.js';
+import type { Forward } from './state.js';
 
 /** The table the hand-written rule lives in (not Gatehouse's). */
 export const NFT_RULE_TABLE = { family: 'ip', name: 'bench_nft_rule' } as const;
 
-/** One forward. */
-export interface RuleForward {
-  hostAddress: string;
-  hostPort: number;
-  targetAddress: string;
-  targetPort: number;
-}
-
 /** The table's content: a nat prerouting chain with one DNAT rule per forward, in order. */
-export function nftRuleContent(forwards: readonly RuleForward[]): NftCommand[] {
+export function nftRuleContent(forwards: readonly Forward[]): NftCommand[] {
   const table = { family: NFT_RULE_TABLE.family, table: NFT_RULE_TABLE.name };
   return [
     { add: { chain: { ...table, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
