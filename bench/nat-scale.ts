@@ -5,7 +5,8 @@
  * one transaction)
  * against the reference documents' linear chain (one `iptables -t nat -A PREROUTING -d ADDR -p tcp
  * --dport P -j DNAT --to-destination IP:PORT` per forward, loaded with iptables-legacy-restore;
- * the measured forward is the LAST rule, the worst case for a linear chain). Both run in the same
+ * the measured forward is the LAST rule, the worst case for a linear chain), and at the smallest size
+ * also against the best hand-written nft rule (bench/nat-scale/nft-rule.ts). All run in the same
  * process on the same lab, one variant's rules installed at a time, rounds alternating the order.
  *
  * The lab (network namespaces, deleted at the end, on failure and on Ctrl-C):
@@ -29,19 +30,32 @@
  *   npx tsx bench/nat-scale.ts     (as root, also the last step of `npm run bench`; npm run build -w @gatehouse/sdk first)
  *     BENCH_NAT_SIZES=1,10000,60000 BENCH_NAT_CONCURRENCY=64 BENCH_NAT_WARMUP_S=1 BENCH_NAT_SECONDS=5
  *     BENCH_NAT_ROUNDS=3 BENCH_NAT_TRIALS=20 BENCH_NAT_IPTABLES=legacy|nft BENCH_NAT_PER_RULE_BUDGET_S=300
+ *     BENCH_NAT_LOAD_ONLY=1 (the connection rates alone)
+ * What each part of Gatehouse's ruleset costs on its own: bench/nat-breakdown.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, readdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { createInterface, type Interface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import type { DesiredPortForward, DesiredState } from '@gatehouse/sdk';
+import type { DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { measureEndToEnd, type EndToEndResult } from './nat-scale/end-to-end.js';
+import {
+  Prober,
+  loadAverage,
+  loadRun,
+  median,
+  msSince,
+  natLab,
+  nowNs,
+  percentile,
+  perCpuSecond,
+  sequential,
+  stopChildren,
+  timedMs,
+  type LoadFigures,
+} from './nat-scale/harness.js';
+import { NFT_RULE_TABLE, nftRuleContent } from './nat-scale/nft-rule.js';
+import { INSTANCES, instanceAddress, natDesiredState, type Forward } from './nat-scale/state.js';
 import { Dataplane } from '../agents/dataplane/src/dataplane.js';
 import { applyNft, deleteTable, replaceTable } from '../agents/dataplane/src/nft.js';
 import { TABLE, renderRuleset } from '../agents/dataplane/src/render.js';
-import type { LoadResult } from './nat-scale/tcp-load.js';
 
 const SIZES = (process.env.BENCH_NAT_SIZES ?? '1,10000,60000').split(',').map(Number);
 const CONCURRENCY = Number(process.env.BENCH_NAT_CONCURRENCY ?? 64);
@@ -53,7 +67,11 @@ const PER_RULE_BUDGET_MS = Number(process.env.BENCH_NAT_PER_RULE_BUDGET_S ?? 300
 const IPTABLES_FLAVOUR = process.env.BENCH_NAT_IPTABLES === 'nft' ? 'nft' : 'legacy';
 const IPTABLES = `iptables-${IPTABLES_FLAVOUR}`;
 const IPTABLES_RESTORE = `iptables-${IPTABLES_FLAVOUR}-restore`;
+// only the connection rates (step 1), without install times, latencies and the end-to-end run
+const LOAD_ONLY = process.env.BENCH_NAT_LOAD_ONLY === '1';
 const INSTALL_SIZE = 10_000;
+// the table as the driver base keeps it (the Linux, Docker, LXD and Proxmox plugins): no per-instance counters
+const DRIVER_RENDER = { instanceCounters: false } as const;
 const LATENCY_SIZE = Math.max(...SIZES);
 
 // host ports are unique per public address and protocol: 15,000 ports on each of four addresses
@@ -61,24 +79,14 @@ const PUBLIC_ADDRESSES = ['198.51.100.1', '198.51.100.2', '198.51.100.3', '198.5
 const CLIENT_ADDRESS = '198.51.100.100';
 const FIRST_PORT = 20_000;
 const PORTS_PER_ADDRESS = 15_000;
-// forwards spread over a fixed number of instances, so only the number of forwards changes with N
-const INSTANCES = 16;
 const TARGET = { address: '10.0.0.5', port: 8080 };
 // ports the latency trials add: outside every installed forward
 const TRIAL_ADDRESS = PUBLIC_ADDRESSES[0]!;
 const TRIAL_FIRST_PORT = 40_000;
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-
-/** One forward: host address and port → instance address and port. */
-interface Forward {
-  hostAddress: string;
-  hostPort: number;
-  targetAddress: string;
-  targetPort: number;
-}
-
 type Variant = 'gatehouse' | 'baseline';
+/** The load runs' variants: also the hand-written nft rule, at the smallest size only. */
+type LoadVariant = Variant | 'nft-rule';
 
 /**
  * N forwards; the last one is the measured forward to the instance's server (the last rule of the
@@ -94,41 +102,8 @@ function forwardsOf(n: number): Forward[] {
   }));
 }
 
-function instanceAddress(k: number): string {
-  return `10.0.0.${5 + k}`;
-}
-
 function desiredState(forwards: readonly Forward[]): DesiredState {
-  const instances: DesiredState['instances'] = Array.from({ length: INSTANCES }, (_, k) => ({
-    id: `i${k}`,
-    name: `vm${k}`,
-    externalId: null,
-    nics: [
-      {
-        id: `n${k}`,
-        name: 'eth0',
-        mac: `02:00:00:00:00:${(5 + k).toString(16).padStart(2, '0')}`,
-        network: 'br',
-        addresses: [{ address: instanceAddress(k), prefixLength: 24, delegated: false, gateway: '10.0.0.1', dns: [] }],
-      },
-    ],
-    firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
-    bandwidth: [],
-    portForwards: [],
-  }));
-  forwards.forEach((f, i) => {
-    const forward: DesiredPortForward = {
-      id: `f${i}`,
-      protocol: 'tcp',
-      hostAddress: f.hostAddress,
-      hostPorts: { start: f.hostPort, end: f.hostPort },
-      targetAddress: f.targetAddress,
-      targetPorts: { start: f.targetPort, end: f.targetPort },
-      sourceCidrs: [],
-    };
-    instances[Number(f.targetAddress.split('.')[3]) - 5]!.portForwards.push(forward);
-  });
-  return { apiVersion: 1, hostId: 'bench', hostName: 'bench-host', revision: 1, publicAddresses: PUBLIC_ADDRESSES, instances };
+  return natDesiredState(forwards, PUBLIC_ADDRESSES);
 }
 
 /** The reference documents' rule for one forward, as arguments after `-A` / `-I` / `-D`. */
@@ -156,187 +131,12 @@ function restoreFile(forwards: readonly Forward[]): string {
   return lines.join('\n');
 }
 
-function nowNs(): bigint {
-  return process.hrtime.bigint();
-}
-
-function msSince(start: bigint): number {
-  return Number(nowNs() - start) / 1e6;
-}
-
-async function timedMs(work: () => Promise<unknown>): Promise<number> {
-  const start = nowNs();
-  await work();
-  return msSince(start);
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length / 2;
-  return sorted.length % 2 ? sorted[Math.floor(mid)]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
-/** Child processes this benchmark started; stopped by PID on exit, failure or Ctrl-C. */
-const children = new Set<ChildProcess>();
-
-function stopChildren(): void {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-}
-
-/** A helper script running in a namespace, with its stdout as lines. */
-interface Helper {
-  readonly process: ChildProcess;
-  readonly lines: Interface;
-}
-
-/**
- * Starts one of the helper scripts under bench/nat-scale/ inside a namespace with the same node and
- * TypeScript loader as this process (`ip netns exec` execs node, so the child's PID is node's).
- */
-function spawnHelper(ns: LabNamespace, script: string, args: readonly string[]): Helper {
-  const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, ...process.execArgv, join(HERE, 'nat-scale', script), ...args], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return { process: child, lines: createInterface({ input: child.stdout! }) };
-}
-
-/** Resolves with the first stdout line of `helper` that `match` accepts; rejects when its output ends first. */
-function nextLine(helper: Helper, match: (line: string) => boolean, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`no expected output within ${timeoutMs} ms`)), timeoutMs);
-    const onClose = () => finish(new Error(`helper exited (${helper.process.exitCode ?? helper.process.signalCode}) before the expected output`));
-    const onLine = (line: string) => {
-      if (match(line)) finish(line);
-    };
-    function finish(result: string | Error): void {
-      clearTimeout(timer);
-      helper.lines.off('line', onLine);
-      helper.lines.off('close', onClose);
-      if (result instanceof Error) reject(result);
-      else resolve(result);
-    }
-    helper.lines.on('line', onLine);
-    helper.lines.once('close', onClose);
-  });
-}
-
-/** The long-lived prober in the client namespace (bench/nat-scale/tcp-probe.ts). */
-class Prober {
-  private readonly helper: Helper;
-  private readonly waiting = new Map<string, (words: string[]) => void>();
-  private nextId = 0;
-
-  constructor(ns: LabNamespace) {
-    this.helper = spawnHelper(ns, 'tcp-probe.ts', []);
-    this.helper.lines.on('line', (line) => {
-      const [kind, id, ...rest] = line.split(' ');
-      this.waiting.get(`${kind} ${id}`)?.(rest);
-    });
-  }
-
-  /**
-   * Starts polling address:port; `ready` resolves once the first attempt has finished, `connected`
-   * with the monotonic time of the first successful connection (undefined after the deadline).
-   */
-  probe(address: string, port: number, deadlineMs: number): { ready: Promise<void>; connected: Promise<bigint | undefined> } {
-    const id = String(this.nextId++);
-    const ready = new Promise<void>((resolve) => this.waiting.set(`ready ${id}`, () => resolve()));
-    const connected = new Promise<bigint | undefined>((resolve) => {
-      this.waiting.set(`ok ${id}`, ([at]) => resolve(BigInt(at!)));
-      this.waiting.set(`timeout ${id}`, () => resolve(undefined));
-    });
-    this.helper.process.stdin!.write(`probe ${id} ${address} ${port} ${deadlineMs}\n`);
-    void connected.then(() => ['ready', 'ok', 'timeout'].forEach((kind) => this.waiting.delete(`${kind} ${id}`)));
-    return { ready, connected };
-  }
-
-  close(): void {
-    this.helper.process.stdin!.end();
-  }
-}
-
-/** CPU time of the whole machine in USER_HZ ticks (busy, and its softirq part) and of every process. */
-interface CpuSnapshot {
-  at: bigint;
-  busy: number;
-  softirq: number;
-  processes: Map<number, { name: string; ticks: number }>;
-}
-
-// /proc reports CPU time in USER_HZ ticks, 100 per second on Linux
-const TICKS_PER_SECOND = 100;
-
-async function cpuSnapshot(): Promise<CpuSnapshot> {
-  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!;
-  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number) as number[];
-  const processes = new Map<number, { name: string; ticks: number }>();
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // kernel threads carry their CPU in the name (ksoftirqd/1, kworker/0:2-events): group them by kind
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\/.*$/, '');
-      processes.set(Number(entry), { name, ticks: Number(fields[11]) + Number(fields[12]) });
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return { at: nowNs(), busy: user! + nice! + system! + irq! + softirq! + steal!, softirq: softirq!, processes };
-}
-
-/**
- * Where the CPU went between two snapshots, in cores (1 = one core busy all the time). Softirq time
- * (where forwarding and NAT run) is also charged to the process it interrupted, so it overlaps the
- * load generator's and the server's figures.
- */
-interface CpuUse {
-  busy: number;
-  softirq: number;
-  server: number;
-  /** CPU of every other process (this benchmark's own orchestrator included, idle while counting), mostly other people's. */
-  others: number;
-  /** The largest other consumers by process name. */
-  top: string;
-}
-
-function cpuUse(before: CpuSnapshot, after: CpuSnapshot, loadPid: number, serverPid: number): CpuUse {
-  const seconds = Number(after.at - before.at) / 1e9;
-  const cores = (ticks: number) => ticks / TICKS_PER_SECOND / seconds;
-  const byName = new Map<string, number>();
-  let othersTicks = 0;
-  for (const [pid, p] of after.processes) {
-    if (pid === loadPid || pid === serverPid) continue;
-    const ticks = p.ticks - (before.processes.get(pid)?.ticks ?? 0);
-    if (ticks <= 0) continue;
-    othersTicks += ticks;
-    byName.set(p.name, (byName.get(p.name) ?? 0) + ticks);
-  }
-  const server = cores((after.processes.get(serverPid)?.ticks ?? 0) - (before.processes.get(serverPid)?.ticks ?? 0));
-  const busy = cores(after.busy - before.busy);
-  const softirq = cores(after.softirq - before.softirq);
-  const top = [...byName]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 3)
-    .map(([name, ticks]) => `${name} ${cores(ticks).toFixed(2)}`)
-    .join(', ');
-  return { busy, softirq, server, others: cores(othersTicks), top };
-}
-
 /** One load run's figures. */
-interface LoadRun extends LoadResult {
-  variant: Variant;
+interface LoadRun extends LoadFigures {
+  variant: LoadVariant;
+  /** The machine's load averages when the run ended. */
+  load: string;
   n: number;
-  cpu: CpuUse;
-  conntrackBefore: number;
-  conntrackAfter: number;
 }
 
 async function main(): Promise<void> {
@@ -359,32 +159,26 @@ async function main(): Promise<void> {
   let host: LabNamespace | undefined;
   let prober: Prober | undefined;
   try {
-    host = await lab.namespace('host');
-    const client = await lab.namespace('cli');
-    const vm = await lab.namespace('vm');
-    const { ifB: publicIf } = await lab.link(client, `${CLIENT_ADDRESS}/24`, host, `${PUBLIC_ADDRESSES[0]}/24`);
-    for (const address of PUBLIC_ADDRESSES.slice(1)) await host.exec('ip', ['addr', 'add', `${address}/24`, 'dev', publicIf]);
-    await lab.link(host, '10.0.0.1/24', vm, `${TARGET.address}/24`);
-    await vm.exec('ip', ['route', 'add', 'default', 'via', '10.0.0.1']);
-    await host.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    await client.exec('sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65535']);
-
-    const server = spawnHelper(vm, 'tcp-server.ts', [TARGET.address, String(TARGET.port)]);
-    await nextLine(server, (l) => l === 'listening', 15_000);
+    const nat = await natLab(lab, { client: CLIENT_ADDRESS, publicAddresses: PUBLIC_ADDRESSES, target: TARGET });
+    host = nat.host;
+    const { client, server, conntrack } = nat;
     prober = new Prober(client);
     const hostNs = host;
     const target: ExecTargetRun = (command, args, options) => hostNs.exec(command, args, options);
 
-    const conntrack = async () => Number((await target('cat', ['/proc/sys/net/netfilter/nf_conntrack_count'])).trim());
     const conntrackMax = Number((await target('cat', ['/proc/sys/net/netfilter/nf_conntrack_max'])).trim());
     const netnsExecMs = median(await sequential(20, () => timedMs(() => target('true', []))));
 
-    const install = async (variant: Variant, forwards: readonly Forward[]) => {
-      if (variant === 'gatehouse') await applyNft(replaceTable(TABLE.family, TABLE.table, renderRuleset(desiredState(forwards))), { netns: hostNs.name });
+    const install = async (variant: LoadVariant, forwards: readonly Forward[]) => {
+      if (variant === 'gatehouse')
+        await applyNft(replaceTable(TABLE.family, TABLE.table, renderRuleset(desiredState(forwards), DRIVER_RENDER)), { netns: hostNs.name });
+      else if (variant === 'nft-rule')
+        await applyNft(replaceTable(NFT_RULE_TABLE.family, NFT_RULE_TABLE.name, nftRuleContent(forwards)), { netns: hostNs.name });
       else await target(IPTABLES_RESTORE, [], { input: restoreFile(forwards), timeoutMs: 120_000 });
     };
-    const uninstall = async (variant: Variant) => {
+    const uninstall = async (variant: LoadVariant) => {
       if (variant === 'gatehouse') await deleteTable(TABLE.family, TABLE.table, { netns: hostNs.name });
+      else if (variant === 'nft-rule') await deleteTable(NFT_RULE_TABLE.family, NFT_RULE_TABLE.name, { netns: hostNs.name });
       else await target(IPTABLES, ['-t', 'nat', '-F']);
     };
     const reachable = async (f: Forward) => {
@@ -395,10 +189,12 @@ async function main(): Promise<void> {
     // 1. connections per second through one forward, with N forwards installed
     console.error(`nat-scale: lab ${lab.prefix}; ${ROUNDS} round(s) x ${SIZES.join('/')} forwards x 2 variants, ${DURATION_MS / 1000} s each`);
     const runs: LoadRun[] = [];
-    const installMs: Record<Variant, Map<number, number[]>> = { gatehouse: new Map(), baseline: new Map() };
+    const installMs: Record<LoadVariant, Map<number, number[]>> = { gatehouse: new Map(), baseline: new Map(), 'nft-rule': new Map() };
     for (let round = 0; round < ROUNDS; round++) {
       for (const n of SIZES) {
-        const order: Variant[] = round % 2 === 0 ? ['gatehouse', 'baseline'] : ['baseline', 'gatehouse'];
+        // the hand-written nft rule is one rule: measured beside the smallest size only
+        const variants: LoadVariant[] = n === SIZES[0] ? ['gatehouse', 'baseline', 'nft-rule'] : ['gatehouse', 'baseline'];
+        const order = round % 2 === 0 ? variants : [...variants].reverse();
         for (const variant of order) {
           const forwards = forwardsOf(n);
           const measured = forwards[forwards.length - 1]!;
@@ -406,16 +202,26 @@ async function main(): Promise<void> {
           installMs[variant].set(n, [...(installMs[variant].get(n) ?? []), ms]);
           try {
             await reachable(measured);
-            const run = await loadRun(client, measured, server.process.pid!, conntrack);
-            runs.push({ ...run, variant, n });
+            const run = await loadRun(client, measured, server.process.pid!, conntrack, {
+              concurrency: CONCURRENCY,
+              warmupMs: WARMUP_MS,
+              durationMs: DURATION_MS,
+            });
+            const load = await loadAverage();
+            runs.push({ ...run, variant, n, load });
             console.error(
-              `  round ${round + 1} ${variant.padEnd(9)} N=${String(n).padEnd(6)} ${run.perSecond.toFixed(0).padStart(6)} conn/s  cores: load ${run.cpuShare.toFixed(2)} server ${run.cpu.server.toFixed(2)} softirq ${run.cpu.softirq.toFixed(2)} others ${run.cpu.others.toFixed(2)} (${run.cpu.top}) of busy ${run.cpu.busy.toFixed(2)}; conntrack ${run.conntrackBefore}→${run.conntrackAfter}${failureText(run.failures)}`,
+              `  round ${round + 1} ${variant.padEnd(9)} N=${String(n).padEnd(6)} ${run.perSecond.toFixed(0).padStart(6)} conn/s  cores: load ${run.cpuShare.toFixed(2)} server ${run.cpu.server.toFixed(2)} softirq ${run.cpu.softirq.toFixed(2)} others ${run.cpu.others.toFixed(2)} (${run.cpu.top}) of busy ${run.cpu.busy.toFixed(2)}; conntrack ${run.conntrackBefore}→${run.conntrackAfter}; load average ${load}${failureText(run.failures)}`,
             );
           } finally {
             await uninstall(variant);
           }
         }
       }
+    }
+
+    if (LOAD_ONLY) {
+      reportLoad(runs, conntrackMax);
+      return;
     }
 
     // 2. installing 10,000 forwards from empty
@@ -426,7 +232,7 @@ async function main(): Promise<void> {
       await uninstall('gatehouse');
       return ms;
     });
-    const renderMs = median(await sequential(3, () => timedMs(async () => renderRuleset(desiredState(installForwards)))));
+    const renderMs = median(await sequential(3, () => timedMs(async () => renderRuleset(desiredState(installForwards), DRIVER_RENDER))));
     const restoreInstall = await sequential(3, async () => {
       const ms = await timedMs(() => install('baseline', installForwards));
       await uninstall('baseline');
@@ -444,7 +250,7 @@ async function main(): Promise<void> {
     const installed = forwardsOf(LATENCY_SIZE);
     const installedState = desiredState(installed);
     // the agent's way: one Dataplane applying each new revision (the first replaces the table)
-    const dataplane = new Dataplane({ netns: hostNs.name });
+    const dataplane = new Dataplane({ netns: hostNs.name }, DRIVER_RENDER);
     for (const variant of ['gatehouse', 'baseline'] as const) {
       if (variant === 'gatehouse') await dataplane.apply(installedState);
       else await install(variant, installed);
@@ -499,25 +305,6 @@ async function main(): Promise<void> {
 
 type ExecTargetRun = LabNamespace['exec'];
 
-async function sequential<T>(count: number, work: (i: number) => Promise<T>): Promise<T[]> {
-  const results: T[] = [];
-  for (let i = 0; i < count; i++) results.push(await work(i));
-  return results;
-}
-
-/** Runs the load generator against one forward and samples CPU and conntrack around its counted window. */
-async function loadRun(client: LabNamespace, f: Forward, serverPid: number, conntrack: () => Promise<number>): Promise<Omit<LoadRun, 'variant' | 'n'>> {
-  const conntrackBefore = await conntrack();
-  const load = spawnHelper(client, 'tcp-load.ts', [f.hostAddress, String(f.hostPort), String(CONCURRENCY), String(WARMUP_MS), String(DURATION_MS)]);
-  const result = nextLine(load, (l) => l.startsWith('{'), WARMUP_MS + DURATION_MS + 30_000);
-  await nextLine(load, (l) => l === 'start', WARMUP_MS + 30_000);
-  const before = await cpuSnapshot();
-  const parsed = JSON.parse(await result) as LoadResult;
-  const after = await cpuSnapshot();
-  const conntrackAfter = await conntrack();
-  return { ...parsed, cpu: cpuUse(before, after, load.process.pid!, serverPid), conntrackBefore, conntrackAfter };
-}
-
 /** One `iptables -t nat -A` per rule from an empty chain, until all are in or the time budget is spent. */
 async function perRuleInstall(
   target: ExecTargetRun,
@@ -567,18 +354,8 @@ function ratio(a: number, b: number): string {
   return `${(a / b).toFixed(2)}x`;
 }
 
-function report(r: {
-  runs: LoadRun[];
-  installMs: Record<Variant, Map<number, number[]>>;
-  gatehouseInstall: number[];
-  renderMs: number;
-  restoreInstall: number[];
-  perRule: { callsMs: number[]; totalMs: number; measuredMs: number; netnsExecMs: number };
-  latency: Record<Variant, { toConnection: number[]; command: number[]; remove: number[] }>;
-  endToEnd: EndToEndResult;
-  conntrackMax: number;
-  netnsExecMs: number;
-}): void {
+/** Prints the connection rates of the load runs, their CPU and conntrack figures. */
+function reportLoad(runs: LoadRun[], conntrackMax: number): void {
   const base = SIZES[0]!;
   const top = SIZES[SIZES.length - 1]!;
   const baselineName = `${IPTABLES} linear chain`;
@@ -587,7 +364,7 @@ function report(r: {
     `${DURATION_MS / 1000} s counted after ${WARMUP_MS / 1000} s warm-up, median of ${ROUNDS} round(s) (order alternating); 2 cores shared by load generator, server and kernel.`,
   );
   console.log(
-    `Gatehouse: renderRuleset + applyNft(replaceTable) (nft maps daddr . l4proto . dport). Baseline: ${baselineName} loaded with ${IPTABLES_RESTORE},`,
+    `Gatehouse: renderRuleset as the driver base renders it + applyNft(replaceTable) (nft maps daddr . l4proto . dport). Baseline: ${baselineName} loaded with ${IPTABLES_RESTORE},`,
   );
   console.log(
     `one \`-A PREROUTING -d ADDR -p tcp --dport P -j DNAT --to-destination IP:PORT\` per forward, the measured forward being the LAST rule (worst case).`,
@@ -598,13 +375,13 @@ function report(r: {
       title:
         "connections per CPU-second of the load generator (the NAT path runs in softirq in its context and is charged to it; other processes' load cancels out)",
       unit: 'conn/cpu-s',
-      value: (x) => x.perSecond / x.cpuShare,
+      value: perCpuSecond,
     },
   ];
   for (const metric of metrics) {
-    const values = (variant: Variant, n: number) => r.runs.filter((x) => x.variant === variant && x.n === n).map(metric.value);
-    const mid = (variant: Variant, n: number) => median(values(variant, n));
-    const cell = (variant: Variant, n: number) =>
+    const values = (variant: LoadVariant, n: number) => runs.filter((x) => x.variant === variant && x.n === n).map(metric.value);
+    const mid = (variant: LoadVariant, n: number) => median(values(variant, n));
+    const cell = (variant: LoadVariant, n: number) =>
       `${mid(variant, n).toFixed(0).padStart(7)} (${Math.min(...values(variant, n)).toFixed(0)}-${Math.max(...values(variant, n)).toFixed(0)})`;
     console.log(`\n${metric.title}`);
     console.log(
@@ -616,24 +393,47 @@ function report(r: {
           `${ratio(mid('gatehouse', n), mid('gatehouse', base)).padStart(8)}   ${cell('baseline', n).padEnd(30)}${ratio(mid('baseline', n), mid('baseline', base)).padStart(8)}   ${ratio(mid('gatehouse', n), mid('baseline', n)).padStart(8)}`,
       );
     }
+    console.log(
+      `${String(base).padStart(8)}   hand-written nft rule (one \`ip daddr A tcp dport P dnat to T\` in an ip nat chain): ${cell('nft-rule', base)}; gatehouse/nft rule ${ratio(mid('gatehouse', base), mid('nft-rule', base))}`,
+    );
     const drop = 1 - mid('gatehouse', top) / mid('gatehouse', base);
+    const single = Math.min(mid('gatehouse', base) / mid('baseline', base), mid('gatehouse', base) / mid('nft-rule', base));
+    console.log(
+      `target (issue 23): at ${base} forward Gatehouse at least 0.95x the iptables single rule and the nft rule: ${single >= 0.95 ? 'MET' : 'NOT MET'} (${single.toFixed(2)}x the better of the two); at ${top} at least 0.95x its own ${base}-forward figure: ${drop <= 0.05 ? 'MET' : 'NOT MET'}`,
+    );
     console.log(
       `target (issue): at ${top} forwards Gatehouse within 10% of its ${base}-forward figure: ${drop <= 0.1 ? 'MET' : 'NOT MET'} (${Math.abs(drop * 100).toFixed(1)}% ${drop >= 0 ? 'lower' : 'higher'}); baseline at ${top}: ${((mid('baseline', top) / mid('baseline', base)) * 100).toFixed(0)}% of its ${base}-forward figure`,
     );
   }
-  const busiest = r.runs.reduce((m, x) => Math.max(m, x.conntrackAfter), 0);
+  console.log(`machine load averages (1/5/15 min) after each run: ${runs.map((x) => x.load.split(' ')[0]).join(' ')}`);
+  const busiest = runs.reduce((m, x) => Math.max(m, x.conntrackAfter), 0);
   console.log(
-    `conntrack (host ns): at most ${busiest} entries at the end of a counted window (nf_conntrack_max ${r.conntrackMax}, global); reset connections stay 10 s in CLOSE state`,
+    `conntrack (host ns): at most ${busiest} entries at the end of a counted window (nf_conntrack_max ${conntrackMax}, global); reset connections stay 10 s in CLOSE state`,
   );
   const cpu = (variant: Variant, n: number) => {
-    const xs = r.runs.filter((x) => x.variant === variant && x.n === n);
+    const xs = runs.filter((x) => x.variant === variant && x.n === n);
     const m = (f: (x: LoadRun) => number) => median(xs.map(f)).toFixed(2);
     return `load ${m((x) => x.cpuShare)} server ${m((x) => x.cpu.server)} softirq ${m((x) => x.cpu.softirq)} others ${m((x) => x.cpu.others)}`;
   };
   console.log('CPU during the counted window, in cores of the 2 (median): load generator, server, softirq (the NAT path; overlaps both), other processes:');
   for (const n of SIZES) console.log(`  ${String(n).padStart(6)}  gatehouse: ${cpu('gatehouse', n)}   baseline: ${cpu('baseline', n)}`);
-  const failures = r.runs.filter((x) => Object.keys(x.failures).length > 0);
+  const failures = runs.filter((x) => Object.keys(x.failures).length > 0);
   if (failures.length > 0) console.log(`failed connections: ${failures.map((x) => `${x.variant}@${x.n}${failureText(x.failures)}`).join('; ')}`);
+}
+
+function report(r: {
+  runs: LoadRun[];
+  installMs: Record<LoadVariant, Map<number, number[]>>;
+  gatehouseInstall: number[];
+  renderMs: number;
+  restoreInstall: number[];
+  perRule: { callsMs: number[]; totalMs: number; measuredMs: number; netnsExecMs: number };
+  latency: Record<Variant, { toConnection: number[]; command: number[]; remove: number[] }>;
+  endToEnd: EndToEndResult;
+  conntrackMax: number;
+  netnsExecMs: number;
+}): void {
+  reportLoad(r.runs, r.conntrackMax);
 
   console.log(
     `\ninstall time from empty (median of 3 unless stated; every command runs through \`ip netns exec\`, ${r.netnsExecMs.toFixed(1)} ms per call on its own):`,

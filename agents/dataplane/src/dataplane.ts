@@ -11,7 +11,7 @@
 import { run, type Counter, type DesiredState, type ExecTarget, type ObservedFirewall, type ObservedForward } from '@gatehouse/sdk';
 import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
 import { idFromName, observeListing } from './observe.js';
-import { TABLE, changedForwards, firewallChainName, instanceCounterName, renderForwardMaps, renderRuleset } from './render.js';
+import { TABLE, changedForwards, firewallChainName, instanceCounterName, renderForwardMaps, renderRuleset, type RenderOptions } from './render.js';
 import { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
 
 /** What an apply did. */
@@ -39,11 +39,23 @@ interface Applied {
   listedRules: Map<string, string[]>;
 }
 
+/** What a dataplane keeps besides the desired state. */
+export interface DataplaneOptions {
+  /** Count each instance's forwarded traffic (`counters().instances`): a lookup per forwarded packet, so only for a reader. Default true. */
+  instanceCounters?: boolean;
+}
+
 /** The dataplane of one host (or one network namespace, for tests and the sandbox). */
 export class Dataplane {
   private applied: Applied | undefined;
+  private readonly render: RenderOptions;
 
-  constructor(readonly target: ExecTarget = {}) {}
+  constructor(
+    readonly target: ExecTarget = {},
+    options: DataplaneOptions = {},
+  ) {
+    this.render = { instanceCounters: options.instanceCounters ?? true };
+  }
 
   /** The state last applied, if any. */
   get appliedState(): DesiredState | undefined {
@@ -59,10 +71,10 @@ export class Dataplane {
       return { changed: existed, mode: existed ? 'replace' : 'unchanged', commands: existed ? 2 : 0 };
     }
     // tens of thousands of forward elements are neither rendered nor diffed here unless the table is replaced
-    const content = contentOfCommands(renderRuleset(state, { forwardElements: false }));
+    const content = contentOfCommands(renderRuleset(state, { ...this.render, forwardElements: false }));
     const previous = this.applied;
     if (previous && !options.force) {
-      const commands = incrementalChange(previous, state, content);
+      const commands = incrementalChange(previous, state, content, this.render);
       if (commands?.length === 0) {
         this.applied = { ...previous, state };
         return { changed: false, mode: 'unchanged', commands: 0 };
@@ -80,7 +92,7 @@ export class Dataplane {
     }
     const before = await listTable(TABLE.family, TABLE.table, this.target);
     this.applied = undefined;
-    const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state));
+    const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state, this.render));
     await applyNft(commands, this.target);
     const after = (await listTable(TABLE.family, TABLE.table, this.target)) ?? [];
     const listed = contentOfListing(after);
@@ -99,7 +111,7 @@ export class Dataplane {
     if (!applied) return undefined;
     const listing = await listTable(TABLE.family, TABLE.table, this.target, { terse: !options.elements });
     if (!listing) return [`table ${TABLE.family} ${TABLE.table} is missing`];
-    const expected = options.elements ? contentOfCommands(renderRuleset(applied.state)) : applied.content;
+    const expected = options.elements ? contentOfCommands(renderRuleset(applied.state, this.render)) : applied.content;
     return driftBetween(expected, applied.listedRules, contentOfListing(listing), options);
   }
 
@@ -208,16 +220,17 @@ export class Dataplane {
 /**
  * The commands taking the table from `previous` to `state` (whose frame is `content`), or undefined
  * when the table must be replaced: the frame's difference, then the element changes of only the
- * forwards that changed. When the public addresses changed, every forward may have: diff all.
+ * forwards that changed (`options` as the frame was rendered with). When the public addresses changed, every forward may have: diff all.
  * Pure: what an incremental apply sends to `nft -j`.
  */
 export function incrementalChange(
   previous: { state: DesiredState; content: TableContent },
   state: DesiredState,
   content: TableContent,
+  options: RenderOptions = {},
 ): NftCommand[] | undefined {
   const forwards = changedForwards(previous.state, state);
-  if (!forwards) return incrementalCommands(contentOfCommands(renderRuleset(previous.state)), contentOfCommands(renderRuleset(state)));
+  if (!forwards) return incrementalCommands(contentOfCommands(renderRuleset(previous.state, options)), contentOfCommands(renderRuleset(state, options)));
   const frame = incrementalCommands(previous.content, content);
   const elements = incrementalCommands(
     contentOfCommands(renderForwardMaps(forwards.before, state.publicAddresses)),
@@ -250,7 +263,8 @@ function releaseCommands(listing: readonly Record<string, unknown>[], instanceId
   const addresses = new Set<string>();
   const deletions: NftCommand[] = [];
   const remove = (map: string, keys: unknown[]) => keys.length > 0 && deletions.push({ delete: { element: { ...TABLE, name: map, elem: keys } } });
-  for (const map of ['fw_in4', 'fw_in6', 'fw_out4', 'fw_out6', 'ctr_in4', 'ctr_in6', 'ctr_out4', 'ctr_out6']) {
+  // an instance's addresses: in `inst4`/`inst6` (and, in a table of an older version, only in the dispatch and counter maps)
+  for (const map of ['inst4', 'inst6', 'fw_in4', 'fw_in6', 'fw_out4', 'fw_out6', 'ctr_in4', 'ctr_in6', 'ctr_out4', 'ctr_out6']) {
     const gone = [...(content.elements.get(map)?.values() ?? [])].filter(([, data]) => {
       const target = (data as { jump?: { target: string } }).jump?.target ?? data;
       return typeof target === 'string' && (chains.has(target) || counters.has(target));

@@ -80,6 +80,11 @@ export interface DataplaneDriverOptions {
    * (drift checks and repairs cover the rest).
    */
   reuseHostSide?: boolean;
+  /**
+   * Keep per-instance counters of forwarded traffic in the table (`this.dataplane.counters().instances`),
+   * e.g. for a `nicStats` that reads them. Off by default: they cost a lookup per forwarded packet.
+   */
+  instanceCounters?: boolean;
 }
 
 /** The base class: extend it, give `id` and `capabilities`, and implement the abstract methods. */
@@ -99,7 +104,7 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
     protected readonly host: ExecTarget,
     private readonly options: DataplaneDriverOptions = {},
   ) {
-    this.dataplane = new Dataplane(host);
+    this.dataplane = new Dataplane(host, { instanceCounters: options.instanceCounters ?? false });
   }
 
   /** Instances on the host with their NICs. Read-only. */

@@ -4,7 +4,7 @@
  * `src/` is internal and may change.
  */
 export { DATAPLANE_CAPABILITIES, DataplaneDriver, dataplaneCapabilities, type DataplaneDriverOptions, type HostSide } from './driver-base.js';
-export { Dataplane, type DataplaneApplyResult, type DataplaneCounters } from './dataplane.js';
+export { Dataplane, type DataplaneApplyResult, type DataplaneCounters, type DataplaneOptions } from './dataplane.js';
 export { TABLE } from './render.js';
 export { deleteLink, hostPeer, linkCidrs, listLinks, removeOrphanIfbs, setAlias, type Link } from './links.js';
 export { nicCounters, shapingFor, type NicPlacement } from './nics.js';

@@ -6,15 +6,22 @@
  *   many forwards exist. (nft 1.0.6's JSON parser cannot take a map with concatenated data — it
  *   refuses its elements and crashes on the rule — hence separate maps with plain data.)
  * - Source allow-lists of forwards: a filter chain before DNAT drops other sources.
- * - Hairpin: masquerade of DNATed connections that stay inside an instance subnet.
+ * - Hairpin: masquerade of DNATed connections that stay inside the subnet of a forward's target.
  * - Firewalls: a chain per instance and direction, reached from the forward hook through verdict
- *   maps keyed on the instance's addresses.
+ *   maps keyed on the instance's addresses — only for the directions that can refuse anything.
  * - Counters: per forward, a counter on each of its elements in a set with the same key, the
- *   element's comment naming the forward (packets towards it, counted before DNAT); two named
- *   counters per instance (forwarded traffic to and from its addresses), reached through counter
- *   maps. Forwards get no named counters: nft 1.0.6 downloads every object of the table before
- *   any `add element`/`delete element` (to resolve counter references), and 60,000 named
- *   counters made a one-forward change cost over half a second.
+ *   element's comment naming the forward (packets towards it, counted before DNAT); optionally
+ *   (`instanceCounters`) two named counters per instance (forwarded traffic to and from its
+ *   addresses), reached through counter maps. Forwards get no named counters: nft 1.0.6 downloads
+ *   every object of the table before any `add element`/`delete element` (to resolve counter
+ *   references), and 60,000 named counters made a one-forward change cost over half a second.
+ *
+ * A host pays per packet only for what it uses (bench/nat-breakdown.ts measures each part): the
+ * filter chains in the prerouting and forward hooks, which every packet passes, exist only while a
+ * forward, an allow-list, a firewall that can refuse traffic or the instance counters need them,
+ * and the hairpin chain only while a forward can hairpin. Adding or removing such a base chain is
+ * an incremental change like any other; the maps and sets it uses always exist, so no change needs
+ * a table replace for it.
  *
  * Every name is derived from a Gatehouse object id, so the table can be read back and diffed.
  */
@@ -163,17 +170,37 @@ function forwardMaps(family: 4 | 6, elements: ForwardElement[]): NftCommand[] {
   return commands;
 }
 
+/** The key of the forward maps and counter sets: a packet's destination address . protocol . port. */
+function forwardKey(family: 4 | 6) {
+  return {
+    concat: [
+      { payload: { protocol: family === 4 ? 'ip' : 'ip6', field: 'daddr' } },
+      { meta: { key: 'l4proto' } },
+      { payload: { protocol: 'th', field: 'dport' } },
+    ],
+  };
+}
+
+function nfprotoMatch(family: 4 | 6): NftCommand {
+  return { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: family === 4 ? 'ipv4' : 'ipv6' } };
+}
+
 function dnatRule(family: 4 | 6): NftCommand {
-  const protocol = family === 4 ? 'ip' : 'ip6';
-  const key = { concat: [{ payload: { protocol, field: 'daddr' } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: 'dport' } }] };
+  const key = forwardKey(family);
   return {
     add: {
       rule: {
         ...TABLE,
         chain: 'prerouting',
         expr: [
-          { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: family === 4 ? 'ipv4' : 'ipv6' } },
-          { dnat: { family: protocol, addr: { map: { key, data: `@fwd${family}_addr` } }, port: { map: { key, data: `@fwd${family}_port` } } } },
+          nfprotoMatch(family),
+          {
+            dnat: {
+              family: family === 4 ? 'ip' : 'ip6',
+              addr: { map: { key, data: `@fwd${family}_addr` } },
+              port: { map: { key, data: `@fwd${family}_port` } },
+            },
+          },
         ],
       },
     },
@@ -181,28 +208,18 @@ function dnatRule(family: 4 | 6): NftCommand {
 }
 
 /**
- * Forwards with a source allow-list: a filter chain before DNAT drops their connections from any
- * other source. One rule per such forward, host address and protocol (forwards without a list
- * cost nothing here).
+ * The filter chain before DNAT that every packet to the host passes: first the forwards' counters
+ * (a lookup in the counter set, per family with forwards), then the source allow-lists, one rule
+ * per such forward, host address and protocol, dropping other sources. No chain without forwards.
  */
 function forwardSourceRules(state: DesiredState): NftCommand[] {
+  const families = forwardFamilies(state);
+  if (families.size === 0) return [];
   const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'fwd_sources', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } }];
-  for (const family of [4, 6] as const) {
-    const protocol = family === 4 ? 'ip' : 'ip6';
-    const key = { concat: [{ payload: { protocol, field: 'daddr' } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: 'dport' } }] };
-    commands.push({
-      add: {
-        rule: {
-          ...TABLE,
-          chain: 'fwd_sources',
-          expr: [
-            { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: family === 4 ? 'ipv4' : 'ipv6' } },
-            // a lookup that finds an element updates the element's counter
-            { match: { op: '==', left: key, right: `@fwd${family}_ctr` } },
-          ],
-        },
-      },
-    });
+  const counted = (family: 4 | 6) => ({ match: { op: '==', left: forwardKey(family), right: `@fwd${family}_ctr` } });
+  for (const family of families) {
+    // a lookup that finds an element updates the element's counter
+    commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [nfprotoMatch(family), counted(family)] } } });
   }
   for (const instance of state.instances) {
     for (const f of instance.portForwards) {
@@ -234,17 +251,31 @@ function forwardSourceRules(state: DesiredState): NftCommand[] {
   return commands;
 }
 
+/** The address families some forward targets. */
+function forwardFamilies(state: DesiredState): Set<4 | 6> {
+  const families = new Set<4 | 6>();
+  for (const instance of state.instances) {
+    for (const f of instance.portForwards) families.add(f.targetAddress.includes(':') ? 6 : 4);
+    if (families.size === 2) break;
+  }
+  return families;
+}
+
 /**
  * Hairpin: an instance reaching a forward on the host's public address is DNATed back into its own
  * subnet; without SNAT the reply would go straight back from the target and be dropped. Connections
- * that were DNATed and stay inside an instance subnet are masqueraded behind the host.
+ * that were DNATed and stay inside an instance subnet are masqueraded behind the host. Only a
+ * forward's target can be reached so: the subnets of instances with forwards get a rule, and
+ * without forwards there is no chain (every new connection would pass it).
  */
 function hairpinRules(state: DesiredState): NftCommand[] {
-  const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } } }];
   const subnets = new Set<string>();
   for (const instance of state.instances) {
+    if (instance.portForwards.length === 0) continue;
     for (const nic of instance.nics) for (const a of nic.addresses) if (!a.delegated) subnets.add(`${a.address}/${a.prefixLength}`);
   }
+  if (subnets.size === 0) return [];
+  const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'postrouting', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } } }];
   for (const subnet of subnets) {
     const [addr, len] = subnet.split('/');
     const protocol = addr!.includes(':') ? 'ip6' : 'ip';
@@ -306,71 +337,108 @@ function instanceAddresses(instance: Instance, family: 4 | 6): string[] {
   return instance.nics.flatMap((n) => n.addresses.filter((a) => !a.delegated && a.address.includes(':') === (family === 6)).map((a) => a.address));
 }
 
-/** Per-instance chains for both directions, dispatched from the forward hook by address. */
-function firewall(state: DesiredState): NftCommand[] {
+/** Whether an instance's firewall can refuse anything in one direction: only then is its chain dispatched to. */
+function filters(instance: Instance, direction: Direction): boolean {
+  const policy = direction === 'in' ? instance.firewall.inboundPolicy : instance.firewall.outboundPolicy;
+  const inbound = direction === 'in';
+  // allowing returns to the forward chain, as not jumping at all would
+  return policy !== 'allow' || instance.firewall.rules.some((r) => (r.direction === 'inbound') === inbound && r.action !== 'allow');
+}
+
+/**
+ * Per-instance chains for both directions (always there, so `observe` reads every firewall),
+ * dispatched from the forward hook by address for the directions that can refuse anything; the
+ * instance addresses in `inst4`/`inst6` (no rule reads them) let `release` and `gc` find an
+ * instance's forwards in a table they did not write. The forward hook's chain exists only when it
+ * has work: instance counters, or a dispatch.
+ */
+function firewall(state: DesiredState, instanceCounters: boolean): NftCommand[] {
   const commands: NftCommand[] = [];
   const dispatch: Record<string, [string, { jump: { target: string } }][]> = { in4: [], in6: [], out4: [], out6: [] };
   const counted: Record<string, [string, string][]> = { in4: [], in6: [], out4: [], out6: [] };
+  const addresses: Record<string, [string, { jump: { target: string } }][]> = { inst4: [], inst6: [] };
   for (const instance of state.instances) {
     for (const direction of ['in', 'out'] as const) {
       const chain = firewallChainName(instance.id, direction);
       const counter = instanceCounterName(instance.id, direction);
-      commands.push({ add: { chain: { ...TABLE, name: chain } } }, { add: { counter: { ...TABLE, name: counter } } });
+      commands.push({ add: { chain: { ...TABLE, name: chain } } });
+      if (instanceCounters) commands.push({ add: { counter: { ...TABLE, name: counter } } });
       for (const rule of instance.firewall.rules.filter((r) => (r.direction === 'inbound') === (direction === 'in'))) {
         commands.push({ add: { rule: { ...TABLE, chain, expr: ruleExpr(rule) } } });
       }
       const policy = direction === 'in' ? instance.firewall.inboundPolicy : instance.firewall.outboundPolicy;
       commands.push({ add: { rule: { ...TABLE, chain, expr: [VERDICT[policy]] } } });
+      const dispatched = filters(instance, direction);
       for (const family of [4, 6] as const) {
         for (const address of instanceAddresses(instance, family)) {
-          dispatch[`${direction}${family}`]!.push([address, { jump: { target: chain } }]);
-          counted[`${direction}${family}`]!.push([address, counter]);
+          if (dispatched) dispatch[`${direction}${family}`]!.push([address, { jump: { target: chain } }]);
+          if (instanceCounters) counted[`${direction}${family}`]!.push([address, counter]);
+          if (direction === 'in') addresses[`inst${family}`]!.push([address, { jump: { target: chain } }]);
         }
       }
     }
   }
-  commands.push({ add: { chain: { ...TABLE, name: 'forward', type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } } });
+  for (const [name, elements] of Object.entries(addresses)) {
+    commands.push({ add: { map: { ...TABLE, name, type: name.endsWith('4') ? 'ipv4_addr' : 'ipv6_addr', map: 'verdict' } } });
+    if (elements.length > 0) commands.push({ add: { element: { ...TABLE, name, elem: elements } } });
+  }
+  const rules: NftCommand[] = [];
   // every forwarded packet is counted for its instance, before established traffic is accepted
-  for (const [name, elements] of Object.entries(counted)) {
-    const family = name.endsWith('4') ? 4 : 6;
-    const protocol = family === 4 ? 'ip' : 'ip6';
-    commands.push({ add: { map: { ...TABLE, name: `ctr_${name}`, type: family === 4 ? 'ipv4_addr' : 'ipv6_addr', map: 'counter' } } });
-    if (elements.length > 0) commands.push({ add: { element: { ...TABLE, name: `ctr_${name}`, elem: elements } } });
-    const field = name.startsWith('in') ? 'daddr' : 'saddr';
-    commands.push({
+  if (instanceCounters) {
+    for (const [name, elements] of Object.entries(counted)) {
+      const family = name.endsWith('4') ? 4 : 6;
+      const protocol = family === 4 ? 'ip' : 'ip6';
+      commands.push({ add: { map: { ...TABLE, name: `ctr_${name}`, type: family === 4 ? 'ipv4_addr' : 'ipv6_addr', map: 'counter' } } });
+      if (elements.length > 0) commands.push({ add: { element: { ...TABLE, name: `ctr_${name}`, elem: elements } } });
+      const field = name.startsWith('in') ? 'daddr' : 'saddr';
+      if (state.instances.length === 0) continue;
+      rules.push({
+        add: {
+          rule: {
+            ...TABLE,
+            chain: 'forward',
+            expr: [nfprotoMatch(family), { counter: { map: { key: { payload: { protocol, field } }, data: `@ctr_${name}` } } }],
+          },
+        },
+      });
+    }
+  }
+  // the chain's rules do not depend on which instances are dispatched to: the first firewall
+  // rule of an instance adds its map elements (and the chain, when it was not there)
+  const dispatching = Object.values(dispatch).some((elements) => elements.length > 0);
+  if (rules.length > 0 || dispatching) {
+    rules.push({
       add: {
         rule: {
           ...TABLE,
           chain: 'forward',
-          expr: [
-            { match: { op: '==', left: { meta: { key: 'nfproto' } }, right: family === 4 ? 'ipv4' : 'ipv6' } },
-            { counter: { map: { key: { payload: { protocol, field } }, data: `@ctr_${name}` } } },
-          ],
+          expr: [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }],
         },
       },
     });
   }
-  commands.push({
-    add: {
-      rule: {
-        ...TABLE,
-        chain: 'forward',
-        expr: [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }],
-      },
-    },
-  });
   for (const [name, elements] of Object.entries(dispatch)) {
     const family = name.endsWith('4') ? 4 : 6;
     commands.push({ add: { map: { ...TABLE, name: `fw_${name}`, type: family === 4 ? 'ipv4_addr' : 'ipv6_addr', map: 'verdict' } } });
     if (elements.length > 0) commands.push({ add: { element: { ...TABLE, name: `fw_${name}`, elem: elements } } });
+    if (rules.length === 0) continue;
     const field = name.startsWith('in') ? 'daddr' : 'saddr';
-    commands.push({
+    rules.push({
       add: {
         rule: { ...TABLE, chain: 'forward', expr: [{ vmap: { key: { payload: { protocol: family === 4 ? 'ip' : 'ip6', field } }, data: `@fw_${name}` } }] },
       },
     });
   }
+  if (rules.length > 0) commands.push({ add: { chain: { ...TABLE, name: 'forward', type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } } }, ...rules);
   return commands;
+}
+
+/** What to render besides the desired state. */
+export interface RenderOptions {
+  /** Without (false) the forward maps and counter sets are left empty: the frame of the table. Default true. */
+  forwardElements?: boolean;
+  /** The per-instance counters of forwarded traffic (`ctr_in_<id>`, `ctr_out_<id>`), for a driver that reads them. Default true. */
+  instanceCounters?: boolean;
 }
 
 /**
@@ -378,16 +446,17 @@ function firewall(state: DesiredState): NftCommand[] {
  * sets are left empty: the frame of the table, which incremental applies diff (their forward
  * elements are diffed forward by forward, see `changedForwards`).
  */
-export function renderRuleset(state: DesiredState, options: { forwardElements?: boolean } = {}): NftCommand[] {
+export function renderRuleset(state: DesiredState, options: RenderOptions = {}): NftCommand[] {
   const withElements = options.forwardElements ?? true;
   return [
     ...forwardMaps(4, withElements ? forwardElements(state, 4) : []),
     ...forwardMaps(6, withElements ? forwardElements(state, 6) : []),
-    { add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
-    dnatRule(4),
-    dnatRule(6),
+    // every new connection to the host passes the DNAT chain: none without forwards
+    ...(forwardFamilies(state).size > 0
+      ? [{ add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } }, dnatRule(4), dnatRule(6)]
+      : []),
     ...forwardSourceRules(state),
     ...hairpinRules(state),
-    ...firewall(state),
+    ...firewall(state, options.instanceCounters ?? true),
   ];
 }

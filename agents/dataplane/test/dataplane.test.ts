@@ -243,6 +243,55 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(names).toContain(VM1.replace(/-/g, ''));
   });
 
+  it('without instance counters or firewalls no packet passes a forward chain; the first firewall rule brings it in incrementally', async () => {
+    await dp.remove();
+    // as the driver base keeps the table: no per-instance counters
+    const lean = new Dataplane({ netns: host.name }, { instanceCounters: false });
+    const chains = async () =>
+      (await listTable(TABLE.family, TABLE.table, { netns: host.name }))!.flatMap((o) => ('chain' in o ? [(o.chain as { name: string }).name] : []));
+    expect(await lean.apply(state(20, base()))).toMatchObject({ mode: 'replace' });
+    expect(await chains()).not.toContain('forward');
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');
+    expect(await tcpOutcome(client, '2001:db8:1::1', 10022)).toBe('got:vm5');
+    expect((await lean.counters()).forwards.get('f1000000-0000-4000-8000-000000000001')!.packets).toBeGreaterThanOrEqual(3);
+
+    const rejecting = base();
+    const rule: Instance['firewall']['rules'][number] = {
+      id: 'r1',
+      direction: 'inbound',
+      protocol: 'tcp',
+      sourceCidr: null,
+      destinationCidr: null,
+      ports: [{ start: 2222, end: 2222 }],
+      action: 'reject',
+      priority: 1,
+    };
+    rejecting[0] = instance(VM1, '10.0.0.5', 'fd00::5', rejecting[0]!.portForwards, [rule]);
+    expect(await lean.apply(state(21, rejecting))).toMatchObject({ changed: true, mode: 'incremental' });
+    expect(await chains()).toContain('forward');
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('refused');
+    expect(await tcpOutcome(client, '2001:db8:1::1', 10022)).toBe('refused');
+    expect(await tcpOutcome(client, '198.51.100.1', 10023)).toBe('got:vm6');
+    expect(diffObservation(expectedObservation(state(21, rejecting)), { ...(await lean.observe()), shaping: [] })).toEqual([]);
+    expect(await lean.drift()).toEqual([]);
+
+    // an allow-only firewall refuses nothing: no dispatch, no forward chain, and the rule still reads back
+    const allowing = base();
+    allowing[0] = instance(VM1, '10.0.0.5', 'fd00::5', allowing[0]!.portForwards, [{ ...rule, action: 'allow' }]);
+    expect(await lean.apply(state(22, allowing))).toMatchObject({ changed: true, mode: 'incremental' });
+    expect(await chains()).not.toContain('forward');
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');
+    expect(diffObservation(expectedObservation(state(22, allowing)), { ...(await lean.observe()), shaping: [] })).toEqual([]);
+
+    // a process that applied nothing still finds an instance's forwards without dispatch or counter entries
+    const fresh = new Dataplane({ netns: host.name }, { instanceCounters: false });
+    expect(await fresh.release(VM2)).toBe(true);
+    expect(await tcpOutcome(client, '198.51.100.1', 10023)).toBe('refused');
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');
+    // the table as the tests after this one expect it
+    await dp.apply(state(23, base()), { force: true });
+  });
+
   it('an empty state leaves nothing of ours and nothing foreign touched; remove deletes the table', async () => {
     await host.exec('nft', ['add', 'table', 'ip', 'admin']);
     await host.exec('nft', ['add', 'chain', 'ip', 'admin', 'input', '{ type filter hook input priority 0 ; }']);

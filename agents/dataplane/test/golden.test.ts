@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { incrementalChange } from '../src/dataplane.js';
 import { DATAPLANE_CAPABILITIES, dataplaneCapabilities } from '../src/driver-base.js';
 import { shapingFor } from '../src/nics.js';
-import { renderRuleset } from '../src/render.js';
+import { renderRuleset, type RenderOptions } from '../src/render.js';
 import { contentOfCommands } from '../src/table.js';
 
 const A = '00000000-0000-4000-8000-0000000000a1';
@@ -117,9 +117,9 @@ const firewalls = () =>
   ]);
 
 /** What an apply sends after `before`, to reach `after` (the frame as Dataplane.apply renders it). */
-function incremental(before: DesiredState, after: DesiredState) {
-  const frame = (s: DesiredState) => contentOfCommands(renderRuleset(s, { forwardElements: false }));
-  return incrementalChange({ state: before, content: frame(before) }, after, frame(after));
+function incremental(before: DesiredState, after: DesiredState, options: RenderOptions = {}) {
+  const frame = (s: DesiredState) => contentOfCommands(renderRuleset(s, { ...options, forwardElements: false }));
+  return incrementalChange({ state: before, content: frame(before) }, after, frame(after), options);
 }
 
 const json = (value: unknown) => `${JSON.stringify(value, null, 2)}\n`;
@@ -135,6 +135,12 @@ describe('renderRuleset', () => {
 
   it('renders firewalls in priority order with their policies', async () => {
     await expect(json(renderRuleset(firewalls()))).toMatchFileSnapshot('golden/ruleset-firewalls.json');
+  });
+
+  it('renders forwards as the driver base keeps them: no instance counters, no forward chain without a firewall', async () => {
+    const commands = renderRuleset(forwards(), { instanceCounters: false });
+    await expect(json(commands)).toMatchFileSnapshot('golden/ruleset-forwards-lean.json');
+    expect(JSON.stringify(commands)).not.toMatch(/"forward"|ctr_in|ctr_out/);
   });
 
   it('leaves the forward elements out of the frame', () => {
@@ -171,6 +177,18 @@ describe('incremental commands', () => {
   it('adds an instance: its chains, counters and dispatch entries', async () => {
     const before = state([forwards().instances[0]!]);
     await expect(json(incremental(before, forwards()))).toMatchFileSnapshot('golden/incremental-add-instance.json');
+  });
+
+  it("adds an instance's first firewall rule as its chain, the forward chain and its dispatch entries, without a table replace", async () => {
+    const after = forwards();
+    after.instances[1]!.firewall.rules.push(rule('07', 10, { ports: [{ start: 53, end: 53 }], protocol: 'udp', action: 'drop' }));
+    const commands = incremental(forwards(), after, { instanceCounters: false });
+    expect(commands).toBeDefined();
+    await expect(json(commands)).toMatchFileSnapshot('golden/incremental-first-firewall-rule.json');
+    // and back: the chain goes again, as the dispatch entries
+    expect(JSON.stringify(incremental(after, forwards(), { instanceCounters: false }))).toContain(
+      '"delete":{"chain":{"family":"inet","table":"gatehouse","name":"forward"}}',
+    );
   });
 
   it('re-diffs every forward when the public addresses change', async () => {

@@ -79,7 +79,8 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
   private lastDesired: DesiredState | undefined;
 
   constructor(private readonly config: EsxiDriverConfig) {
-    super(config.hostNetns ? { netns: config.hostNetns } : {});
+    // nicStats reads the gateway's per-instance counters
+    super(config.hostNetns ? { netns: config.hostNetns } : {}, { instanceCounters: true });
     this.client = new VsphereClient(endpointOf(config));
   }
 
