@@ -1,9 +1,12 @@
 /**
- * What the end-to-end tests of backend plugins (Docker, LXD) share: an HTTP probe from a
- * namespace, mutation payloads, and the controller queries they watch (instances of a host, the
- * host's agent status, a forward's status, audit entries).
+ * What the end-to-end tests of backend plugins (Docker, LXD, Proxmox, ESXi) share: an HTTP probe
+ * and an iperf3 rate from a namespace, mutation payloads, a driver's capabilities as GraphQL shows
+ * them, and the controller queries they watch (instances of a host, the host's agent status and
+ * driver, a forward's status, audit entries).
  */
+import type { DriverCapabilities } from '@gatehouse/sdk';
 import type { LabNamespace, Outcome } from '@gatehouse/sdk/testkit';
+import { expect } from 'vitest';
 import { gql, until } from './support.js';
 
 export const ERR = '... on Error { code message field value }';
@@ -21,6 +24,36 @@ const r=require('http').get(${JSON.stringify(url)},{timeout:${timeoutMs}},res=>{
 r.on('timeout',()=>{out('timeout');r.destroy()});
 r.on('error',e=>out(['ECONNREFUSED','EHOSTUNREACH','ECONNRESET'].includes(e.code)?'refused':'error:'+e.code));`;
   return (await from.exec(process.execPath, ['-e', code])).replace(/\n$/, '') as Outcome;
+}
+
+/** The rate iperf3 measures from `from` to host:port over `seconds` (its first second left out); `reverse`: the server sends. */
+export async function iperf3Rate(from: LabNamespace, host: string, port: number, seconds: number, reverse = false): Promise<number> {
+  const args = ['-c', host, '-p', String(port), '-t', String(seconds), '-O', '1', '-J', ...(reverse ? ['-R'] : [])];
+  const out = await from.exec('iperf3', args, { timeoutMs: 30_000 });
+  return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+}
+
+/** An IPv4 address as a number. */
+export const v4 = (address: string) => address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
+
+/** The selection of `Host.driver` the tests compare with a plugin's capabilities. */
+export const DRIVER_SELECTION = `driver { id apiVersion capabilities {
+  nics { max hotplug staticAddressing }
+  portForwards { implementation protocols portRanges ipv6 sourceAllowLists }
+  firewall { implementation directions actions priorities ipv6 icmp }
+  shaping { implementation ingress egress burst } } }`;
+
+/** A driver's capabilities as GraphQL shows them: the SDK's lower-case values are the enums' upper-case ones. */
+export function capabilitiesInGraphql(capabilities: DriverCapabilities): unknown {
+  const convert = (value: unknown): unknown =>
+    typeof value === 'string'
+      ? value.toUpperCase()
+      : Array.isArray(value)
+        ? value.map(convert)
+        : value && typeof value === 'object'
+          ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, convert(v)]))
+          : value;
+  return convert(capabilities);
 }
 
 /** The payload field of a mutation's answer; an Error answer fails the test with its code and message. */
@@ -81,6 +114,21 @@ export function controllerQueries(target: () => { url: string; secret: string; h
         status: string;
         statusError: string | null;
       } | null,
+    /** The statuses of an instance's bandwidth limits. */
+    bandwidthStatus: async (instanceId: string) =>
+      (await api(`query ($id: ID!) { instance(id: $id) { bandwidth { status } } }`, { id: instanceId })).instance.bandwidth.map(
+        (b: { status: string }) => b.status,
+      ) as string[],
+    /** Expects an audit entry of `action` on the object, by the system actor (what the controller did on its own). */
+    expectSystemAudit: async (objectId: string, action: string) => {
+      const entries = (
+        await api(`query ($id: String!) { auditLog(objectId: $id, first: 100) { edges { node { action actorUserId } } } }`, { id: objectId })
+      ).auditLog.edges.map((e: { node: { action: string; actorUserId: string | null } }) => e.node);
+      expect(
+        entries.find((e: { action: string }) => e.action === action),
+        `${action} of ${objectId} in ${JSON.stringify(entries.map((e: { action: string }) => e.action))}`,
+      ).toMatchObject({ actorUserId: SYSTEM_ACTOR });
+    },
     audit: async (objectId: string) =>
       (
         await api(`query ($id: String!) { auditLog(objectId: $id, first: 100) { edges { node { action actorUserId objectType after } } } }`, { id: objectId })
