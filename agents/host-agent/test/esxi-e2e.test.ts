@@ -32,10 +32,16 @@ import {
   ERR,
   REQUIRE_SYSTEM,
   capabilitiesInGraphql,
+  checkFirewallBlocks,
+  checkReclaimed,
+  cleanUpInOrder,
   controllerQueries,
+  createBackendHost,
+  createForward,
   iperf3Rate,
   payload,
   v4,
+  type BackendScenario,
   type InstanceView,
 } from './backend-e2e.js';
 import { startController, startPluginAgent, until, type Proc } from './support.js';
@@ -65,10 +71,17 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
   const children: ChildProcess[] = [];
   let proxySetting: string | undefined;
   const queries = controllerQueries(() => ({ url: controller!.url, secret: admin, hostId }));
-  const { api, instances, hostAgent, converged, forwardStatus, bandwidthStatus, expectSystemAudit } = queries;
+  const { api, instances, hostAgent, converged, forwardStatus, bandwidthStatus } = queries;
   const throughForward = (port = 18080) => tcpOutcome(esxi!.client, LAB_PUBLIC_V4, port);
   const vmNow = async () => (await readVms(esxi!.admin)).find((v) => v.ref.value === vm.ref.value);
   const registered = async () => (await instances()).find((i) => i.externalId === vm.ref.value);
+  const scenario: BackendScenario = {
+    queries,
+    instanceId: () => instance!.id,
+    throughForward: () => throughForward(),
+    body: BODY,
+    table: () => esxi!.gateway.exec('nft', ['list', 'table', 'inet', 'gatehouse']),
+  };
 
   beforeAll(async () => {
     // the controller serves no web proxies here (no Caddy on the machine's ports 80/443); a proxy
@@ -82,25 +95,12 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
     const c = await startController(dataDir);
     controller = c;
     admin = c.bootstrapSecret!;
-    const pool = await api(
-      `mutation ($n: String!) { createIpPool(input: { name: "esxi-vm-network", kind: PRIVATE, network: $n, cidr: "10.77.0.0/24", start: "10.77.0.100", end: "10.77.0.199", gateway: "10.77.0.1" }) { ... on CreateIpPoolPayload { pool { id } } ${ERR} } }`,
-      { n: LAB_NETWORK },
-    );
-    poolId = payload(pool.createIpPool, 'pool').id;
-    const h = await api(
-      `mutation { createHost(input: { name: "esxi1", backend: "esxi", publicAddresses: ["${LAB_PUBLIC_V4}"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-    );
-    hostId = payload(h.createHost, 'host').id;
-    const updated = await api(
-      `mutation ($h: ID!, $p: ID!) { updateHost(input: { hostId: $h, defaultPoolId: $p }) { ... on UpdateHostPayload { host { defaultPoolId } } ${ERR} } }`,
-      { h: hostId, p: poolId },
-    );
-    expect(payload(updated.updateHost, 'host').defaultPoolId).toBe(poolId);
-    const t = await api(
-      `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-      { hostId },
-    );
-    const token = payload(t.createApiToken, 'created').secret as string;
+    const created = await createBackendHost(api, 'esxi', LAB_PUBLIC_V4, [
+      { name: 'esxi-vm-network', network: LAB_NETWORK, cidr: '10.77.0.0/24', start: '10.77.0.100', end: '10.77.0.199', gateway: '10.77.0.1' },
+    ]);
+    hostId = created.hostId;
+    poolId = created.poolIds[0]!;
+    const token = created.token;
     agent = startPluginAgent(controller.url, token, 'esxi', esxi.config(), DISCOVER_MS);
     expect((await converged())?.agent).toMatchObject({ online: true, lastError: null });
   }, 600_000);
@@ -110,23 +110,15 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
       console.log(`--- agent\n${agent?.output().slice(-6000)}`);
       console.log(`--- controller\n${controller?.proc.output().slice(-6000)}`);
     }
-    for (const s of servers) s.stop();
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    try {
-      await agent?.stop();
-    } finally {
-      try {
-        await controller?.proc.stop('SIGKILL');
-      } finally {
-        try {
-          await esxi?.cleanup();
-        } finally {
-          rmSync(dataDir, { recursive: true, force: true });
-          if (proxySetting === undefined) delete process.env.GATEHOUSE_PROXY;
-          else process.env.GATEHOUSE_PROXY = proxySetting;
-        }
-      }
-    }
+    await cleanUpInOrder([
+      () => servers.forEach((server) => server.stop()),
+      () => children.forEach((child) => child.exitCode === null && child.signalCode === null && child.kill('SIGTERM')),
+      () => agent?.stop(),
+      () => controller?.proc.stop('SIGKILL'),
+      () => esxi?.cleanup(),
+      () => rmSync(dataDir, { recursive: true, force: true }),
+      () => (proxySetting === undefined ? delete process.env.GATEHOUSE_PROXY : (process.env.GATEHOUSE_PROXY = proxySetting)),
+    ]);
   }, 120_000);
 
   it('the host runs the esxi plugin and shows its capabilities: shaping native, egress only', async () => {
@@ -168,35 +160,13 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
 
   it('forwards a public port to the VM through the gateway: TCP from the client namespace gets its answer', async () => {
     if (!instance) throw new Error('no registered instance (see the test before)');
-    const f = await api(
-      `mutation ($id: ID!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: "18080", targetPort: "8080" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
-      { id: instance.id },
-    );
-    forwards.push(payload(f.createPortForward, 'portForward').id);
+    forwards.push(await createForward(scenario, 18080, 8080));
     expect(await eventually(() => throughForward(), 15_000)).toBe(`got:${BODY}`);
     expect(await until(async () => (await forwardStatus(forwards[0]!))?.status === 'APPLIED')).toBe(true);
   });
 
   it('blocks it with an inbound DROP rule, and lets it through again when the rule is deleted', async () => {
-    const rule = await api(
-      `mutation ($id: ID!) { addFirewallRule(input: { instanceId: $id, direction: INBOUND, protocol: TCP, ports: "8080", action: DROP, priority: 10 }) { ... on AddFirewallRulePayload { rule { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    const dropId = payload(rule.addFirewallRule, 'rule').id as string;
-    expect(await until(async () => (await throughForward()) === 'timeout')).toBe(true);
-    await converged();
-    expect(await throughForward()).toBe('timeout');
-    const deleted = await api(`mutation ($id: ID!) { deleteFirewallRule(input: { ruleId: $id }) { __typename ${ERR} } }`, { id: dropId });
-    expect(deleted.deleteFirewallRule.__typename).toBe('DeleteFirewallRulePayload');
-    expect(await eventually(() => throughForward(), 15_000)).toBe(`got:${BODY}`);
-    // a rule that stays, for the reclaim at the end (it allows, so traffic is unaffected)
-    const kept = await api(
-      `mutation ($id: ID!) { addFirewallRule(input: { instanceId: $id, direction: INBOUND, protocol: TCP, ports: "8080", action: ALLOW, priority: 20 }) { ... on AddFirewallRulePayload { rule { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    ruleId = payload(kept.addFirewallRule, 'rule').id;
-    await converged();
-    expect(await throughForward()).toBe(`got:${BODY}`);
+    ruleId = await checkFirewallBlocks(scenario);
   });
 
   it('refuses an ingress limit (CAPABILITY_NOT_SUPPORTED), and shapes egress through a port group of its own (iperf3 within 5 %) until the limit is removed', async () => {
@@ -204,16 +174,16 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
       `mutation ($id: ID!) { setBandwidthLimit(input: { instanceId: $id, ingressMbps: 20 }) { __typename ... on CapabilityNotSupportedError { capability } ${ERR} } }`,
       { id: instance!.id },
     );
-    expect(ingress.setBandwidthLimit).toMatchObject({ __typename: 'CapabilityNotSupportedError', code: 'CAPABILITY_NOT_SUPPORTED', capability: 'shaping.ingress' });
+    expect(ingress.setBandwidthLimit).toMatchObject({
+      __typename: 'CapabilityNotSupportedError',
+      code: 'CAPABILITY_NOT_SUPPORTED',
+      capability: 'shaping.ingress',
+    });
     expect(await bandwidthStatus(instance!.id)).toEqual([]);
 
     const iperf = spawn('ip', ['netns', 'exec', vmNs.name, 'iperf3', '-s', '-p', '5201'], { stdio: 'ignore' });
     children.push(iperf);
-    const f = await api(
-      `mutation ($id: ID!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: "15201", targetPort: "5201" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    forwards.push(payload(f.createPortForward, 'portForward').id);
+    forwards.push(await createForward(scenario, 15201, 5201));
     const limit = await api(
       `mutation ($id: ID!) { setBandwidthLimit(input: { instanceId: $id, egressMbps: 20 }) { ... on SetBandwidthLimitPayload { limit { ingressBps egressBps } } ${ERR} } }`,
       { id: instance!.id },
@@ -225,7 +195,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
     // vSphere: the NIC is on a port group of its own whose shaping policy is the limit
     const group = shapedPortGroup(instance!.id, instance!.nics[0]!.id);
     expect((await vmNow())!.nics[0]).toMatchObject({ portGroup: group, connected: true });
-    expect((await esxi!.admin.portGroups()).find((g) => g.name === group)?.shaping).toMatchObject({ enabled: true, averageBandwidth: RATE, peakBandwidth: RATE });
+    expect((await esxi!.admin.portGroups()).find((g) => g.name === group)?.shaping).toMatchObject({
+      enabled: true,
+      averageBandwidth: RATE,
+      peakBandwidth: RATE,
+    });
     const out = await until(async () => iperf3Rate(esxi!.client, LAB_PUBLIC_V4, 15201, 4, true).catch(() => 0), 10_000, 500);
     console.log(`[esxi-e2e] 20 Mbit/s egress limit: out of the VM ${Math.round(out)} bit/s (${(out / RATE).toFixed(3)})`);
     expect(Math.abs(out / RATE - 1)).toBeLessThanOrEqual(0.05);
@@ -269,37 +243,6 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
   });
 
   it("a VM destroyed behind Gatehouse's back is reclaimed: instance, forwards, proxy, rule and addresses, with audit entries", async () => {
-    const proxy = await api(
-      `mutation ($id: ID!) { createWebProxy(input: { instanceId: $id, domain: "web.esxi-e2e.test", targetPort: 8080, tlsMode: NONE }) { ... on CreateWebProxyPayload { webProxy { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    const proxyId = payload(proxy.createWebProxy, 'webProxy').id as string;
-    const before = (await instances()).find((i) => i.id === instance!.id)!;
-    const addressIds = before.nics.flatMap((n) => n.addresses.map((a) => a.id));
-    expect(addressIds).toHaveLength(2);
-    expect(await throughForward()).toBe(`got:${BODY}`);
-
-    await esxi!.destroyInstance(vm.ref.value);
-    const removed = Date.now();
-    expect(await until(async () => !(await instances()).some((i) => i.id === instance!.id), 30 * DISCOVER_MS)).toBe(true);
-    console.log(`[esxi-e2e] destroyed VM reclaimed ${Date.now() - removed} ms after its deletion`);
-
-    for (const id of forwards) expect(await forwardStatus(id)).toBeNull();
-    expect((await api(`query ($id: ID!) { webProxy(id: $id) { id } }`, { id: proxyId })).webProxy).toBeNull();
-    expect(await throughForward()).not.toMatch(/^got:/);
-    await expectSystemAudit(instance!.id, 'instance.delete');
-    for (const id of forwards) await expectSystemAudit(id, 'portForward.delete');
-    await expectSystemAudit(proxyId, 'webProxy.delete');
-    await expectSystemAudit(ruleId, 'firewallRule.delete');
-    for (const n of before.nics) await expectSystemAudit(n.id, 'nic.delete');
-    for (const id of addressIds) await expectSystemAudit(id, 'address.reclaim');
-    // nothing of the VM is left in the gateway's table
-    expect(
-      await until(async () => {
-        const table = await esxi!.gateway.exec('nft', ['list', 'table', 'inet', 'gatehouse']).catch(() => '');
-        return !/18080|15201/.test(table) && !/fw_(in|out)_/.test(table);
-      }),
-    ).toBe(true);
-    expect((await converged())?.agent.lastError).toBeNull();
+    await checkReclaimed(scenario, { forwards, ruleId, destroy: () => esxi!.destroyInstance(vm.ref.value), label: 'esxi-e2e', withinMs: 30 * DISCOVER_MS });
   });
 });

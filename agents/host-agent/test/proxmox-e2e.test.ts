@@ -28,10 +28,16 @@ import {
   ERR,
   REQUIRE_SYSTEM,
   capabilitiesInGraphql,
+  checkFirewallBlocks,
+  checkReclaimed,
+  cleanUpInOrder,
   controllerQueries,
+  createBackendHost,
+  createForward,
   iperf3Rate,
   payload,
   v4,
+  type BackendScenario,
   type InstanceView,
 } from './backend-e2e.js';
 import { startController, startPluginAgent, until, type Proc } from './support.js';
@@ -63,10 +69,17 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
   const servers: LabServer[] = [];
   let proxySetting: string | undefined;
   const queries = controllerQueries(() => ({ url: controller!.url, secret: admin, hostId }));
-  const { api, instances, hostAgent, converged, forwardStatus, bandwidthStatus, expectSystemAudit } = queries;
+  const { api, instances, hostAgent, converged, forwardStatus, bandwidthStatus } = queries;
   const throughForward = (port = 18080) => tcpOutcome(pve!.client, LAB_PUBLIC_V4, port);
   const guest = () => pve!.server.guests.get(vmid);
   const registered = async () => (await instances()).find((i) => i.externalId === String(vmid));
+  const scenario: BackendScenario = {
+    queries,
+    instanceId: () => instance!.id,
+    throughForward: () => throughForward(),
+    body: BODY,
+    table: () => pve!.node.exec('nft', ['list', 'table', 'inet', 'gatehouse']),
+  };
 
   beforeAll(async () => {
     // the controller serves no web proxies here (no Caddy on the machine's ports 80/443); a proxy
@@ -82,23 +95,13 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
     const c = await startController(dataDir);
     controller = c;
     admin = c.bootstrapSecret!;
-    const pool = await api(
-      `mutation { createIpPool(input: { name: "pve-vmbr0", kind: PRIVATE, network: "vmbr0", cidr: "10.77.0.0/24", start: "10.77.0.100", end: "10.77.0.199", gateway: "10.77.0.1" }) { ... on CreateIpPoolPayload { pool { id } } ${ERR} } }`,
-    );
-    poolId = payload(pool.createIpPool, 'pool').id;
-    const pool2 = await api(
-      `mutation { createIpPool(input: { name: "pve-vmbr1", kind: PRIVATE, network: "vmbr1", cidr: "10.78.0.0/24", start: "10.78.0.100", end: "10.78.0.199", gateway: "10.78.0.1" }) { ... on CreateIpPoolPayload { pool { id } } ${ERR} } }`,
-    );
-    pool2Id = payload(pool2.createIpPool, 'pool').id;
-    const h = await api(
-      `mutation { createHost(input: { name: "pve1", backend: "proxmox", publicAddresses: ["${LAB_PUBLIC_V4}"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-    );
-    hostId = payload(h.createHost, 'host').id;
-    const t = await api(
-      `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-      { hostId },
-    );
-    const token = payload(t.createApiToken, 'created').secret as string;
+    const created = await createBackendHost(api, 'proxmox', LAB_PUBLIC_V4, [
+      { name: 'pve-vmbr0', network: 'vmbr0', cidr: '10.77.0.0/24', start: '10.77.0.100', end: '10.77.0.199', gateway: '10.77.0.1' },
+      { name: 'pve-vmbr1', network: 'vmbr1', cidr: '10.78.0.0/24', start: '10.78.0.100', end: '10.78.0.199', gateway: '10.78.0.1' },
+    ]);
+    hostId = created.hostId;
+    [poolId, pool2Id] = created.poolIds as [string, string];
+    const token = created.token;
     agent = startPluginAgent(controller.url, token, 'proxmox', pve.pluginConfig(), DISCOVER_MS);
     expect((await converged())?.agent).toMatchObject({ online: true, lastError: null });
   }, 180_000);
@@ -108,22 +111,14 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
       console.log(`--- agent\n${agent?.output().slice(-6000)}`);
       console.log(`--- controller\n${controller?.proc.output().slice(-6000)}`);
     }
-    for (const s of servers) s.stop();
-    try {
-      await agent?.stop();
-    } finally {
-      try {
-        await controller?.proc.stop('SIGKILL');
-      } finally {
-        try {
-          await pve?.cleanup();
-        } finally {
-          rmSync(dataDir, { recursive: true, force: true });
-          if (proxySetting === undefined) delete process.env.GATEHOUSE_PROXY;
-          else process.env.GATEHOUSE_PROXY = proxySetting;
-        }
-      }
-    }
+    await cleanUpInOrder([
+      () => servers.forEach((server) => server.stop()),
+      () => agent?.stop(),
+      () => controller?.proc.stop('SIGKILL'),
+      () => pve?.cleanup(),
+      () => rmSync(dataDir, { recursive: true, force: true }),
+      () => (proxySetting === undefined ? delete process.env.GATEHOUSE_PROXY : (process.env.GATEHOUSE_PROXY = proxySetting)),
+    ]);
   }, 120_000);
 
   it('the host runs the proxmox plugin and shows its capabilities', async () => {
@@ -133,7 +128,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
   });
 
   it('a QEMU VM created on PVE appears in GraphQL on its host, with its NIC and its address claimed from the pool', async () => {
-    const vm = await pve!.createGuest('qemu', 'web', [{ name: 'eth0', mac: MAC, network: 'vmbr0', address: GUEST_ADDRESS, prefixLength: 24, gateway: '10.77.0.1' }]);
+    const vm = await pve!.createGuest('qemu', 'web', [
+      { name: 'eth0', mac: MAC, network: 'vmbr0', address: GUEST_ADDRESS, prefixLength: 24, gateway: '10.77.0.1' },
+    ]);
     vmid = vm.vmid;
     guestNs = vm.namespace;
     iperf3Server = vm.iperf3Server;
@@ -155,44 +152,18 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
 
   it('forwards a public port to the VM: TCP from the client namespace gets its answer', async () => {
     if (!instance) throw new Error('no registered instance (see the test before)');
-    const f = await api(
-      `mutation ($id: ID!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: "18080", targetPort: "8080" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
-      { id: instance.id },
-    );
-    forwards.push(payload(f.createPortForward, 'portForward').id);
+    forwards.push(await createForward(scenario, 18080, 8080));
     expect(await eventually(() => throughForward(), 15_000)).toBe(`got:${BODY}`);
     expect(await until(async () => (await forwardStatus(forwards[0]!))?.status === 'APPLIED')).toBe(true);
   });
 
   it('blocks it with an inbound DROP rule, and lets it through again when the rule is deleted', async () => {
-    const rule = await api(
-      `mutation ($id: ID!) { addFirewallRule(input: { instanceId: $id, direction: INBOUND, protocol: TCP, ports: "8080", action: DROP, priority: 10 }) { ... on AddFirewallRulePayload { rule { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    const dropId = payload(rule.addFirewallRule, 'rule').id as string;
-    expect(await until(async () => (await throughForward()) === 'timeout')).toBe(true);
-    await converged();
-    expect(await throughForward()).toBe('timeout');
-    const deleted = await api(`mutation ($id: ID!) { deleteFirewallRule(input: { ruleId: $id }) { __typename ${ERR} } }`, { id: dropId });
-    expect(deleted.deleteFirewallRule.__typename).toBe('DeleteFirewallRulePayload');
-    expect(await eventually(() => throughForward(), 15_000)).toBe(`got:${BODY}`);
-    // a rule that stays, for the reclaim at the end (it allows, so traffic is unaffected)
-    const kept = await api(
-      `mutation ($id: ID!) { addFirewallRule(input: { instanceId: $id, direction: INBOUND, protocol: TCP, ports: "8080", action: ALLOW, priority: 20 }) { ... on AddFirewallRulePayload { rule { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    ruleId = payload(kept.addFirewallRule, 'rule').id;
-    await converged();
-    expect(await throughForward()).toBe(`got:${BODY}`);
+    ruleId = await checkFirewallBlocks(scenario);
   });
 
   it('caps the rates into and out of the VM (iperf3 within 5 % through the forward), and lifts them', async () => {
     servers.push(await iperf3Server(5201));
-    const f = await api(
-      `mutation ($id: ID!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: "15201", targetPort: "5201" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    forwards.push(payload(f.createPortForward, 'portForward').id);
+    forwards.push(await createForward(scenario, 15201, 5201));
     const limit = await api(
       `mutation ($id: ID!) { setBandwidthLimit(input: { instanceId: $id, ingressMbps: 20, egressMbps: 20 }) { ... on SetBandwidthLimitPayload { limit { ingressBps egressBps } } ${ERR} } }`,
       { id: instance!.id },
@@ -206,7 +177,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
     expect(qdiscs).toMatch(/htb/);
     const into = await iperf3Rate(pve!.client, LAB_PUBLIC_V4, 15201, 4);
     const out = await iperf3Rate(pve!.client, LAB_PUBLIC_V4, 15201, 4, true);
-    console.log(`[pve-e2e] 20 Mbit/s limits: into the VM ${Math.round(into)} bit/s (${(into / RATE).toFixed(3)}), out of it ${Math.round(out)} bit/s (${(out / RATE).toFixed(3)})`);
+    console.log(
+      `[pve-e2e] 20 Mbit/s limits: into the VM ${Math.round(into)} bit/s (${(into / RATE).toFixed(3)}), out of it ${Math.round(out)} bit/s (${(out / RATE).toFixed(3)})`,
+    );
     expect(Math.abs(into / RATE - 1)).toBeLessThanOrEqual(0.05);
     expect(Math.abs(out / RATE - 1)).toBeLessThanOrEqual(0.05);
 
@@ -256,37 +229,6 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
   });
 
   it("a VM deleted behind Gatehouse's back is reclaimed: instance, forwards, proxy, rule and addresses, with audit entries", async () => {
-    const proxy = await api(
-      `mutation ($id: ID!) { createWebProxy(input: { instanceId: $id, domain: "web.pve-e2e.test", targetPort: 8080, tlsMode: NONE }) { ... on CreateWebProxyPayload { webProxy { id } } ${ERR} } }`,
-      { id: instance!.id },
-    );
-    const proxyId = payload(proxy.createWebProxy, 'webProxy').id as string;
-    const before = (await instances()).find((i) => i.id === instance!.id)!;
-    const addressIds = before.nics.flatMap((n) => n.addresses.map((a) => a.id));
-    expect(addressIds).toHaveLength(2);
-    expect(await throughForward()).toBe(`got:${BODY}`);
-
-    await pve!.destroyGuest(String(vmid));
-    const removed = Date.now();
-    expect(await until(async () => !(await instances()).some((i) => i.id === instance!.id), 30 * DISCOVER_MS)).toBe(true);
-    console.log(`[pve-e2e] deleted VM reclaimed ${Date.now() - removed} ms after its deletion`);
-
-    for (const id of forwards) expect(await forwardStatus(id)).toBeNull();
-    expect((await api(`query ($id: ID!) { webProxy(id: $id) { id } }`, { id: proxyId })).webProxy).toBeNull();
-    expect(await throughForward()).not.toMatch(/^got:/);
-    await expectSystemAudit(instance!.id, 'instance.delete');
-    for (const id of forwards) await expectSystemAudit(id, 'portForward.delete');
-    await expectSystemAudit(proxyId, 'webProxy.delete');
-    await expectSystemAudit(ruleId, 'firewallRule.delete');
-    for (const n of before.nics) await expectSystemAudit(n.id, 'nic.delete');
-    for (const id of addressIds) await expectSystemAudit(id, 'address.reclaim');
-    // nothing of the VM is left in the node's table
-    expect(
-      await until(async () => {
-        const table = await pve!.node.exec('nft', ['list', 'table', 'inet', 'gatehouse']).catch(() => '');
-        return !/18080|15201/.test(table) && !/fw_(in|out)_/.test(table);
-      }),
-    ).toBe(true);
-    expect((await converged())?.agent.lastError).toBeNull();
+    await checkReclaimed(scenario, { forwards, ruleId, destroy: () => pve!.destroyGuest(String(vmid)), label: 'pve-e2e', withinMs: 30 * DISCOVER_MS });
   });
 });
