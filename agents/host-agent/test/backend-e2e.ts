@@ -26,12 +26,26 @@ r.on('error',e=>out(['ECONNREFUSED','EHOSTUNREACH','ECONNRESET'].includes(e.code
   return (await from.exec(process.execPath, ['-e', code])).replace(/\n$/, '') as Outcome;
 }
 
-/** The rate iperf3 measures from `from` to host:port over `seconds` (its first second left out); `reverse`: the server sends. */
-export async function iperf3Rate(from: LabNamespace, host: string, port: number, seconds: number, reverse = false): Promise<number> {
+/**
+ * The rate iperf3 measures from `from` to host:port over `seconds` (its first second left out;
+ * `reverse`: the server sends): `goodput`, the TCP payload's bits per second, and `wire`, the bits
+ * per second of the frames carrying it (each full segment of `mss` payload bytes with 66 bytes of
+ * TCP with timestamps, IP and Ethernet headers), which is what a shaper on the link counts.
+ */
+export async function iperf3Rate(from: LabNamespace, host: string, port: number, seconds: number, reverse = false): Promise<{ goodput: number; wire: number }> {
   const args = ['-c', host, '-p', String(port), '-t', String(seconds), '-O', '1', '-J', ...(reverse ? ['-R'] : [])];
-  const out = await from.exec('iperf3', args, { timeoutMs: 30_000 });
-  return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end.sum_received.bits_per_second;
+  const out = JSON.parse(await from.exec('iperf3', args, { timeoutMs: 30_000 })) as {
+    start: { tcp_mss_default?: number };
+    end: { sum_received: { bits_per_second: number } };
+  };
+  const goodput = out.end.sum_received.bits_per_second;
+  const mss = out.start.tcp_mss_default ?? 1448;
+  return { goodput, wire: (goodput * (mss + 66)) / mss };
 }
+
+/** How a measured rate reads in a test's log: payload and frames, and the frames' share of the limit. */
+export const describeRate = (r: { goodput: number; wire: number }, limit: number) =>
+  `payload ${Math.round(r.goodput)} bit/s, frames ${Math.round(r.wire)} bit/s (${(r.wire / limit).toFixed(3)} of the limit)`;
 
 /** An IPv4 address as a number. */
 export const v4 = (address: string) => address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
