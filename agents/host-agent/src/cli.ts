@@ -3,7 +3,7 @@
  * The agent command (also `gatehouse agent` of the `gatehouse` command, core/cli):
  *
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
- *                   [--drift-interval MS] [--tunnel-ports 22,2222]
+ *                   [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222]
  *
  * `--tunnel-ports`: the ports of this host's instances the controller may open SSH tunnel streams
  * to (default 22).
@@ -17,7 +17,7 @@ import { loadDriver } from '@gatehouse/sdk';
 import { HostAgent } from './agent.js';
 
 const USAGE =
-  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--tunnel-ports 22,2222]';
+  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|proxmox|esxi|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222]';
 
 /**
  * The module `--plugin` names, loaded at run time (this package depends on no plugin): a built-in
@@ -43,6 +43,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     'plugin-config': { type: 'string' },
     'drift-interval': { type: 'string', default: '2000' },
     'tunnel-ports': { type: 'string', default: '22' },
+    'discover-interval': { type: 'string', default: '60000' },
   } as const;
   let values!: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>['values'];
   try {
@@ -57,6 +58,9 @@ export async function runAgent(argv: string[]): Promise<void> {
   const ports = values['tunnel-ports']!.split(',').map((p) => Number(p.trim()));
   if (ports.length > 64 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
     fail(`--tunnel-ports ${values['tunnel-ports']} must be a comma-separated list of at most 64 ports (1-65535)`);
+  const discoverIntervalMs = Number(values['discover-interval']);
+  if (!Number.isInteger(discoverIntervalMs) || discoverIntervalMs < 100)
+    fail(`--discover-interval ${values['discover-interval']} must be an integer of at least 100 (ms)`);
   let config: unknown;
   try {
     config = values['plugin-config'] === undefined ? undefined : JSON.parse(values['plugin-config']);
@@ -72,7 +76,15 @@ export async function runAgent(argv: string[]): Promise<void> {
   const driver = await loadDriver(pluginSpecifier(values.plugin!), config, ctx).catch((err: unknown) =>
     fail(`plugin ${values.plugin}: ${(err as Error).message}`),
   );
-  const agent = new HostAgent({ controllerUrl: values.controller!, token: values.token!, hostId: values.host, driver, driftIntervalMs, tunnel: { ports } });
+  const agent = new HostAgent({
+    controllerUrl: values.controller!,
+    token: values.token!,
+    hostId: values.host,
+    driver,
+    driftIntervalMs,
+    discoverIntervalMs,
+    tunnel: { ports },
+  });
   agent.on('refused', () => {
     void agent.stop().finally(() => process.exit(3));
   });

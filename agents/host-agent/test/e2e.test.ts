@@ -258,6 +258,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end', () => {
     const bad = startAgent(['--controller', controller.url, '--plugin-config', '{not json'], agentToken.secret);
     expect(await exitCode(bad)).toBe(2);
     expect(bad.output()).toMatch(/--plugin-config is not JSON/);
+    const slow = startAgent(['--controller', controller.url, '--discover-interval', '50'], agentToken.secret);
+    expect(await exitCode(slow)).toBe(2);
+    expect(slow.output()).toMatch(/--discover-interval 50 must be an integer of at least 100/);
 
     const wrong = startAgent(['--controller', controller.url, '--plugin', 'linux', '--plugin-config', JSON.stringify(pluginConfig())], 'gh_wrong');
     procs.push(wrong);

@@ -87,6 +87,15 @@ export function startAgent(args: string[], token: string): Proc {
   return start(['agents/host-agent/src/cli.ts', ...args], { GATEHOUSE_AGENT_TOKEN: token });
 }
 
+/**
+ * Starts `gatehouse agent --plugin <id>` with its plugin configuration, checking drift every
+ * 300 ms and discovering every `discoverMs` (the end-to-end tests of backend plugins).
+ */
+export function startPluginAgent(url: string, token: string, plugin: string, config: Record<string, unknown>, discoverMs: number): Proc {
+  const args = ['--controller', url, '--plugin', plugin, '--plugin-config', JSON.stringify(config)];
+  return startAgent([...args, '--drift-interval', '300', '--discover-interval', String(discoverMs)], token);
+}
+
 /** A GraphQL request over HTTP; throws on transport or GraphQL errors. */
 export async function gql<T = any>(url: string, secret: string, query: string, variables?: Record<string, unknown>): Promise<T> {
   const response = await fetch(url, {

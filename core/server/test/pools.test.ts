@@ -253,6 +253,13 @@ describe.each(backends)('IP pools on $name', (backend) => {
     expect(await ctx.api.snapshot()).toEqual(before);
   });
 
+  it('accepts a vSphere port group name with spaces inside ("VM Network", ESXi\'s default) as a network', async () => {
+    const result = await createPool(ctx.api.admin, { name: 'esxi-vm-network', kind: 'PRIVATE', network: 'VM Network', cidr: '10.51.0.0/24' });
+    expect(result).toMatchObject({ pool: { name: 'esxi-vm-network', subnet: '10.51.0.0/24' } });
+    const listed = await ctx.api.admin(`{ ipPools(network: "VM Network") { edges { node { id network } } } }`);
+    expect(listed.data!.ipPools.edges).toEqual([{ node: { id: result.pool.id, network: 'VM Network' } }]);
+  });
+
   describe('bad input gets a typed error naming the field and changes nothing', () => {
     const cases: [string, Record<string, unknown>, string, string][] = [
       ['an invalid CIDR', { cidr: '10.0.0.0/33' }, 'VALIDATION_FAILED', 'input.cidr'],
@@ -274,7 +281,8 @@ describe.each(backends)('IP pools on $name', (backend) => {
       ['an overlapping pool on the same network', { cidr: '10.20.0.128/25', network: 'br-assign' }, 'CONFLICT', 'input.cidr'],
       ['a duplicate name', { cidr: '10.50.0.0/24', name: 'nat-a' }, 'CONFLICT', 'input.name'],
       ['a name with control characters', { cidr: '10.50.0.0/24', name: 'bad\u0000name' }, 'VALIDATION_FAILED', 'input.name'],
-      ['a bad network name', { cidr: '10.50.0.0/24', network: 'br pub' }, 'VALIDATION_FAILED', 'input.network'],
+      ['a bad network name', { cidr: '10.50.0.0/24', network: 'br/pub' }, 'VALIDATION_FAILED', 'input.network'],
+      ['a network name ending in a space', { cidr: '10.50.0.0/24', network: 'VM Network ' }, 'VALIDATION_FAILED', 'input.network'],
       ['a loopback pool', { cidr: '127.0.0.0/24' }, 'VALIDATION_FAILED', 'input.cidr'],
       ['a link-local pool', { start: '169.254.0.10', end: '169.254.0.20', prefixLength: 16 }, 'VALIDATION_FAILED', 'input.start'],
       ['a multicast IPv6 pool', { cidr: 'ff02::/64' }, 'VALIDATION_FAILED', 'input.cidr'],

@@ -96,13 +96,18 @@ export class EsxiLab {
     return (await readVms(this.admin)).map((vm) => vm.ref.value);
   }
 
-  /** Pairs a free VM with a new instance namespace holding one veth with `mac` and `address`/24 (gateway .1); returns the VM's moref. */
+  /**
+   * Pairs a free VM (or `vm`, which may be paired already: one namespace per NIC) with a new
+   * instance namespace holding one veth with `mac` and `address` (default route via `gateway`);
+   * returns the VM's moref.
+   */
   async createInstance(
     name: string,
     nic: { mac: string; address: string; prefixLength: number; gateway: string },
+    options: { vm?: string } = {},
   ): Promise<{ externalId: string; ns: LabNamespace }> {
     const taken = new Set(this.pairs.map((p) => p.vm));
-    const vm = (await this.vmIds()).find((id) => !taken.has(id));
+    const vm = options.vm ?? (await this.vmIds()).find((id) => !taken.has(id));
     if (!vm) throw new Error('no free vcsim VM: start the lab with more');
     const ns = await this.lab.namespace(`vm-${name}`);
     const bridgePort = `${this.lab.prefix}p${this.pairs.length}`;
@@ -131,7 +136,7 @@ export class EsxiLab {
     return { externalId: vm, ns };
   }
 
-  /** Destroys a VM in vcsim (powered off first) and its namespace; succeeds when already gone. */
+  /** Destroys a VM in vcsim (powered off first) and its namespaces; succeeds when already gone. */
   async destroyInstance(externalId: string): Promise<void> {
     const ref = { type: 'VirtualMachine', value: externalId };
     const vm = await this.admin.retrieveOne(ref, ['runtime.powerState']);
@@ -140,8 +145,7 @@ export class EsxiLab {
         await this.admin.waitForTask(moRef(await this.admin.call('PowerOffVM_Task', ref, {}))!, 'PowerOffVM_Task');
       await this.admin.waitForTask(moRef(await this.admin.call('Destroy_Task', ref, {}))!, 'Destroy_Task');
     }
-    const pair = this.pairs.find((p) => p.vm === externalId);
-    if (pair) await run('ip', ['netns', 'del', pair.ns.name]).catch(() => undefined);
+    for (const pair of this.pairs.filter((p) => p.vm === externalId)) await run('ip', ['netns', 'del', pair.ns.name]).catch(() => undefined);
   }
 
   /** Stops vcsim (as if the ESXi host went away); `restartVcsim` brings a fresh one up on the same port. */

@@ -14,7 +14,8 @@ export interface PortRange {
 }
 
 const NAME = /^[A-Za-z0-9](?:[A-Za-z0-9 ._-]{0,62}[A-Za-z0-9._-])?$/;
-const NETWORK = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+// spaces inside, not at either end: vSphere port groups have them (ESXi's default is "VM Network")
+const NETWORK = /^[A-Za-z0-9](?:[A-Za-z0-9 ._:-]{0,62}[A-Za-z0-9._:-])?$/;
 const MAC = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
 
 /** A display name: 1–64 characters, letters, digits, space, `.`, `_`, `-`, no leading/trailing space. */
@@ -28,7 +29,7 @@ export function validName(field: string, value: string): string {
 /** A bridge or network name as the hypervisor spells it. */
 export function validNetworkName(field: string, value: string): string {
   if (typeof value !== 'string' || !NETWORK.test(value)) {
-    throw new ValidationError(field, value, 'must be 1-64 characters of letters, digits, ".", "_", ":" or "-"');
+    throw new ValidationError(field, value, 'must be 1-64 characters of letters, digits, ".", "_", ":", "-" or inner spaces');
   }
   return value;
 }
