@@ -3,8 +3,10 @@
  * The agent command (also `gatehouse agent` of the `gatehouse` command, core/cli):
  *
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
- *                   [--drift-interval MS]
+ *                   [--drift-interval MS] [--state-dir DIR]
  *
+ * `--state-dir` (default /var/lib/gatehouse-agent) keeps the last applied desired state, applied
+ * at the next start before connecting (state-cache.ts).
  * The token may come from GATEHOUSE_AGENT_TOKEN instead (keeps it out of `ps`). Exits 2 on bad
  * arguments or a plugin that cannot load, 3 when the controller refuses the token.
  */
@@ -13,9 +15,10 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadDriver } from '@gatehouse/sdk';
 import { HostAgent } from './agent.js';
+import { DEFAULT_STATE_DIR } from './state-cache.js';
 
 const USAGE =
-  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS]';
+  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--state-dir DIR]';
 
 /**
  * The module `--plugin` names, loaded at run time (this package depends on no plugin): a built-in
@@ -40,6 +43,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     host: { type: 'string' },
     'plugin-config': { type: 'string' },
     'drift-interval': { type: 'string', default: '2000' },
+    'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
   } as const;
   let values!: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>['values'];
   try {
@@ -51,6 +55,8 @@ export async function runAgent(argv: string[]): Promise<void> {
   if (!values.token) fail('--token (or GATEHOUSE_AGENT_TOKEN) is required');
   const driftIntervalMs = Number(values['drift-interval']);
   if (!Number.isInteger(driftIntervalMs) || driftIntervalMs < 100) fail(`--drift-interval ${values['drift-interval']} must be an integer of at least 100 (ms)`);
+  const stateDir = values['state-dir']!;
+  if (!isAbsolute(stateDir)) fail(`--state-dir ${stateDir} must be an absolute path`);
   let config: unknown;
   try {
     config = values['plugin-config'] === undefined ? undefined : JSON.parse(values['plugin-config']);
@@ -66,7 +72,7 @@ export async function runAgent(argv: string[]): Promise<void> {
   const driver = await loadDriver(pluginSpecifier(values.plugin!), config, ctx).catch((err: unknown) =>
     fail(`plugin ${values.plugin}: ${(err as Error).message}`),
   );
-  const agent = new HostAgent({ controllerUrl: values.controller!, token: values.token!, hostId: values.host, driver, driftIntervalMs });
+  const agent = new HostAgent({ controllerUrl: values.controller!, token: values.token!, hostId: values.host, driver, driftIntervalMs, stateDir });
   agent.on('refused', () => {
     void agent.stop().finally(() => process.exit(3));
   });

@@ -33,8 +33,9 @@ export class FakeController {
     server.on('connection', (socket) => socket.on('message', (data) => this.receive(socket, JSON.parse(String(data)) as Message)));
   }
 
-  static async start(): Promise<FakeController> {
-    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/graphql' });
+  /** Listens on loopback, on `port` (0: a free one; a given one: a controller coming back where it was). */
+  static async start(port = 0): Promise<FakeController> {
+    const server = new WebSocketServer({ host: '127.0.0.1', port, path: '/graphql' });
     await once(server, 'listening');
     return new FakeController(server);
   }
