@@ -23,6 +23,7 @@ import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.j
 import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
+import { isStoreUnavailable, unavailableReason } from './support/unavailable.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
@@ -181,6 +182,13 @@ export function createGatehouseYoga(
           return new GraphQLError(original.message, {
             path: (error as GraphQLError).path,
             extensions: { code: original.code, field: original.field, value: original.value },
+          });
+        }
+        // the database is restarting or unreachable: a retryable answer at once, for any operation (support/unavailable.ts)
+        if (isStoreUnavailable(original ?? error)) {
+          return new GraphQLError(`The database is unavailable (${unavailableReason(original ?? error)}); try again`, {
+            path: (error as GraphQLError).path,
+            extensions: { code: 'UNAVAILABLE', http: { status: 503 } },
           });
         }
         // validation, authentication and limit errors raised as GraphQL errors pass unmasked

@@ -28,7 +28,10 @@ export function sharesOneConnection(db: Database): boolean {
 }
 
 /** Where the state lives. */
-export type StoreConfig = { kind: 'pglite'; dataDir?: string } | { kind: 'postgres'; url: string; maxConnections?: number };
+export type StoreConfig =
+  | { kind: 'pglite'; dataDir?: string }
+  /** `connectTimeoutS`: how long a request waits for a connection to an unreachable server before it fails UNAVAILABLE (default 5). */
+  | { kind: 'postgres'; url: string; maxConnections?: number; connectTimeoutS?: number };
 
 /** An open store. */
 export interface Store {
@@ -78,11 +81,17 @@ export async function openStore(config: StoreConfig): Promise<Store> {
   } finally {
     await migrationClient.end();
   }
-  const client = postgres(config.url, { max: config.maxConnections ?? 10, onnotice: () => {} });
+  // a request while PostgreSQL is unreachable fails within connect_timeout (UNAVAILABLE), never hangs;
+  // connections are opened again on the next query once it is back
+  const client = postgres(config.url, { max: config.maxConnections ?? 10, connect_timeout: config.connectTimeoutS ?? 5, onnotice: () => {} });
   const db = drizzlePostgres({ client }) as unknown as Database;
-  // LISTEN holds a connection of its own; NOTIFY goes through it too
-  const listenClient = postgres(config.url, { max: 1, onnotice: () => {} });
-  const eventTarget = new PostgresEventTarget(listenClient, db, (err) => console.error('gatehouse events:', err));
+  // LISTEN holds a connection of its own, listened on again after a restart; NOTIFY goes through it too
+  const eventTarget = new PostgresEventTarget(
+    config.url,
+    db,
+    (err) => console.error('gatehouse events:', err),
+    (ms) => console.info(`gatehouse events: listening again after ${ms} ms without the database; replayed host revisions`),
+  );
   await eventTarget.start();
   return {
     db,
@@ -90,7 +99,6 @@ export async function openStore(config: StoreConfig): Promise<Store> {
     eventTarget,
     async close() {
       await eventTarget.stop();
-      await listenClient.end({ timeout: 5 });
       await client.end({ timeout: 5 });
     },
   };
