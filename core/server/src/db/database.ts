@@ -13,7 +13,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import type { Database } from './database-types.js';
-import { PostgresEventTarget } from './postgres-events.js';
+import { PostgresEventTarget, reconnectDelayS } from './postgres-events.js';
 
 export type { Database, Executor } from './database-types.js';
 
@@ -83,7 +83,12 @@ export async function openStore(config: StoreConfig): Promise<Store> {
   }
   // a request while PostgreSQL is unreachable fails within connect_timeout (UNAVAILABLE), never hangs;
   // connections are opened again on the next query once it is back
-  const client = postgres(config.url, { max: config.maxConnections ?? 10, connect_timeout: config.connectTimeoutS ?? 5, onnotice: () => {} });
+  const client = postgres(config.url, {
+    max: config.maxConnections ?? 10,
+    connect_timeout: config.connectTimeoutS ?? 5,
+    backoff: reconnectDelayS,
+    onnotice: () => {},
+  });
   const db = drizzlePostgres({ client }) as unknown as Database;
   // LISTEN holds a connection of its own, listened on again after a restart; NOTIFY goes through it too
   const eventTarget = new PostgresEventTarget(

@@ -30,8 +30,20 @@ interface Envelope {
   auditRef?: string;
 }
 
-/** Bounds of the re-listen backoff (ms). */
+/** The application_name of the LISTEN connection (pg_stat_activity shows it). */
+export const EVENTS_APPLICATION_NAME = 'gatehouse-events';
+
+/** Bounds of the re-listen backoff (ms); the first attempt waits the minimum too (a closed connection is often a server going down). */
 export const RELISTEN_BACKOFF = { minMs: 100, maxMs: 5000 };
+
+/**
+ * Seconds a postgres.js connection waits before connecting again after `retries` failures: 0.1 s
+ * doubling to 1 s. The driver's default grows to 20 s, which after a restart holds every request
+ * (and the LISTEN connection) that long behind a server that is already back.
+ */
+export function reconnectDelayS(retries: number): number {
+  return Math.min(1, 0.1 * 2 ** Math.min(retries, 10));
+}
 
 /** An EventTarget for yoga's createPubSub that fans out through PostgreSQL. */
 export class PostgresEventTarget extends EventTarget {
@@ -41,6 +53,7 @@ export class PostgresEventTarget extends EventTarget {
   private listening = false;
   private relistening: Promise<void> | undefined;
   private stopped = false;
+  private started = false;
   /** How many times LISTEN was re-established after its connection closed, and when last (performance.now()). */
   relistens = 0;
   relistenedAt: number | undefined;
@@ -58,6 +71,8 @@ export class PostgresEventTarget extends EventTarget {
       idle_timeout: 0,
       max_lifetime: null,
       connect_timeout: 5,
+      backoff: reconnectDelayS,
+      connection: { application_name: EVENTS_APPLICATION_NAME },
       onnotice: () => {},
       onclose: () => this.lost(),
       // postgres.js' connection option behind its own listen(), which re-listens only once
@@ -69,6 +84,7 @@ export class PostgresEventTarget extends EventTarget {
   async start(): Promise<void> {
     await this.sql`listen ${this.sql(CHANNEL)}`;
     this.listening = true;
+    this.started = true;
   }
 
   private enqueue(text: string): void {
@@ -77,27 +93,35 @@ export class PostgresEventTarget extends EventTarget {
 
   /** The LISTEN connection closed: listen again (with backoff), then replay what NOTIFY may have lost. */
   private lost(): void {
-    if (this.stopped || !this.listening) return;
+    if (this.stopped || !this.started) return;
     this.listening = false;
-    this.relistening ??= this.relisten().finally(() => (this.relistening = undefined));
+    // one loop at a time; a close just as it ends starts the next one
+    this.relistening ??= this.relisten().finally(() => {
+      this.relistening = undefined;
+      if (!this.listening) this.lost();
+    });
   }
 
   private async relisten(): Promise<void> {
-    const down = performance.now();
-    for (let attempt = 0; !this.listening && !this.stopped; attempt++) {
-      try {
-        await this.sql`listen ${this.sql(CHANNEL)}`;
-        this.listening = true;
-      } catch {
+    // a close while replaying (the server flapping) goes round again: lost() leaves that to this loop
+    while (!this.listening && !this.stopped) {
+      const down = performance.now();
+      for (let attempt = 0; !this.listening && !this.stopped; attempt++) {
         const ms = Math.min(RELISTEN_BACKOFF.maxMs, RELISTEN_BACKOFF.minMs * 2 ** Math.min(attempt, 10));
         await new Promise((r) => setTimeout(r, ms));
+        try {
+          await this.sql`listen ${this.sql(CHANNEL)}`;
+          this.listening = true;
+        } catch {
+          // not back yet
+        }
       }
+      if (this.stopped) return;
+      this.relistens++;
+      this.relistenedAt = performance.now();
+      this.onRelisten(Math.round(performance.now() - down));
+      await this.replay();
     }
-    if (this.stopped) return;
-    this.relistens++;
-    this.relistenedAt = performance.now();
-    this.onRelisten(Math.round(performance.now() - down));
-    await this.replay();
   }
 
   /** Dispatches here (not through NOTIFY) a hostRevision and a hostAgentStatus for every host, read from the database. */
