@@ -38,6 +38,28 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
   const logs: string[] = [];
   const logger = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string, ...rest: unknown[]) => logs.push(`${m} ${rest.join(' ')}`) };
 
+  /** A host with one instance on br-pg; returns both ids. */
+  const hostWithInstance = async (name: string) => {
+    const hostId = await createHost(api.admin, `${name}-host`);
+    const vm = (
+      await api.admin(
+        `mutation($h: ID!, $n: String!) { createInstance(input: { hostId: $h, name: $n, nics: [{ network: "br-pg" }] }) { ... on CreateInstancePayload { instance { id } } ${ERROR_FIELDS} } }`,
+        { h: hostId, n: `${name}-vm` },
+      )
+    ).data!.createInstance.instance.id as string;
+    return { hostId, vm };
+  };
+  /** An admin graphql-ws client over a real socket. */
+  const socket = () =>
+    createClient({
+      url: controller.url.replace('http://', 'ws://'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      lazy: false,
+      onNonLazyError: () => {},
+      connectionParams: { Authorization: `Bearer ${api.adminSecret}` },
+    });
+
   beforeAll(async () => {
     pg = await startPostgresServer();
     controller = await startController({ store: { kind: 'postgres', url: pg.url, connectTimeoutS: 2 }, port: 0, bootstrap: false, logger });
@@ -52,23 +74,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
 
   it('fails mutations fast with UNAVAILABLE during the outage, and the live subscription gets every revision committed after it', async () => {
     await createPool(api.admin, { name: 'pg', kind: 'PRIVATE', network: 'br-pg', cidr: '10.61.0.0/24' });
-    const hostId = await createHost(api.admin, 'pg-host');
-    const vm = (
-      await api.admin(
-        `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "pg-vm", nics: [{ network: "br-pg" }] }) { ... on CreateInstancePayload { instance { id } } ${ERROR_FIELDS} } }`,
-        { h: hostId },
-      )
-    ).data!.createInstance.instance.id as string;
-
+    const { hostId, vm } = await hostWithInstance('pg');
     // the live subscription, over a real socket
-    ws = createClient({
-      url: controller.url.replace('http://', 'ws://'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      onNonLazyError: () => {},
-      connectionParams: { Authorization: `Bearer ${api.adminSecret}` },
-    });
+    ws = socket();
     const received: { revision: number; ports: number[] }[] = [];
     const errors: unknown[] = [];
     let completed = false;
@@ -151,21 +159,8 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
   }, 120_000);
 
   it("delivers a revision committed while the controller's LISTEN connection was gone: replayed from the host's revision, not from NOTIFY", async () => {
-    const hostId = await createHost(api.admin, 'deaf-host');
-    const vm = (
-      await api.admin(
-        `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "deaf-vm", nics: [{ network: "br-pg" }] }) { ... on CreateInstancePayload { instance { id } } ${ERROR_FIELDS} } }`,
-        { h: hostId },
-      )
-    ).data!.createInstance.instance.id as string;
-    const sub = createClient({
-      url: controller.url.replace('http://', 'ws://'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      onNonLazyError: () => {},
-      connectionParams: { Authorization: `Bearer ${api.adminSecret}` },
-    });
+    const { hostId, vm } = await hostWithInstance('deaf');
+    const sub = socket();
     const revisions: number[] = [];
     sub.subscribe<{ hostDesiredState: { revision: number } }>(
       { query: 'subscription($h: ID!) { hostDesiredState(hostId: $h) { revision } }', variables: { h: hostId } },
