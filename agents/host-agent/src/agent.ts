@@ -147,6 +147,9 @@ export class HostAgent extends EventEmitter<{
   /** Whether `gc` ran since start (it runs after the first successful apply). */
   private collected = false;
   private readonly cache: StateCache | undefined;
+  private resubscribeTimer: NodeJS.Timeout | undefined;
+  /** Failed subscriptions in a row (reset by a message). */
+  private resubscribes = 0;
 
   constructor(private readonly options: HostAgentOptions) {
     super();
@@ -237,6 +240,7 @@ export class HostAgent extends EventEmitter<{
     this.abort.abort();
     for (const t of this.timers) clearInterval(t);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.resubscribeTimer) clearTimeout(this.resubscribeTimer);
     this.unsubscribe?.();
     await this.connection?.close();
     await this.options.driver.close?.();
@@ -256,10 +260,28 @@ export class HostAgent extends EventEmitter<{
       this.state.hostId!,
       (event) => this.receive(event),
       (error) => {
-        this.state.lastError = String((error as Error)?.message ?? error);
-        this.logger.error('desired-state subscription failed', { error: this.state.lastError });
+        // graphql-ws hands over the GraphQL errors themselves (a list), or a close event, or an Error
+        const errors = Array.isArray(error) ? error : [error];
+        this.state.lastError = errors.map((e) => String((e as Error)?.message ?? e)).join('; ');
+        this.logger.error('desired-state subscription failed; subscribing again', { error: this.state.lastError });
+        this.resubscribeLater();
       },
     );
+  }
+
+  /**
+   * Subscribes again after a failed subscription (the controller's database restarting, say),
+   * after 1 s doubling to 30 s; the connection itself is fine, so nothing else would. What is
+   * applied stays meanwhile.
+   */
+  private resubscribeLater(): void {
+    if (this.abort.signal.aborted || this.resubscribeTimer) return;
+    const ms = Math.min(30_000, 1000 * 2 ** Math.min(this.resubscribes++, 5));
+    this.resubscribeTimer = setTimeout(() => {
+      this.resubscribeTimer = undefined;
+      if (!this.abort.signal.aborted) this.subscribe();
+    }, ms);
+    this.resubscribeTimer.unref();
   }
 
   /** Checks a message, folds a patch into the newest document, and queues the result. */
@@ -291,6 +313,7 @@ export class HostAgent extends EventEmitter<{
       return;
     }
     this.received = desired;
+    this.resubscribes = 0;
     const before = this.pending;
     const merged = changed === 'all' || before?.changed === 'all' ? 'all' : new Set([...(before?.changed ?? []), ...changed]);
     this.pending = { revision: desired.revision, desired, repair: this.repairNext || (before?.repair ?? false), drift: [], changed: merged };

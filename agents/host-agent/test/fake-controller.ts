@@ -55,6 +55,12 @@ export class FakeController {
     for (const { socket, id } of this.subscriptions) this.send(socket, id, revision, { full: null, patch });
   }
 
+  /** Ends every open desired-state subscription with a GraphQL error (as a controller whose database is down would). */
+  failSubscriptions(message: string): void {
+    for (const { socket, id } of this.subscriptions) socket.send(JSON.stringify({ id, type: 'error', payload: [{ message }] }));
+    this.subscriptions = [];
+  }
+
   /** Resolves with the first report (from index `from` on) that `match` accepts; rejects after `ms`. */
   waitForReport(match: (r: Report) => boolean, from = 0, ms = 15_000): Promise<Report> {
     return new Promise((resolve, reject) => {

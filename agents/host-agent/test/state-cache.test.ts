@@ -226,6 +226,24 @@ describe('an agent with a state directory', () => {
     expect(await until(() => readFileSync(join(dir, STATE_CACHE_FILE), 'utf8').includes('"revision":4'))).toBe(true);
   });
 
+  it('subscribes again when the controller ends its subscription with an error, keeping what it applied meanwhile', async () => {
+    const controller = await FakeController.start();
+    controllers.push(controller);
+    const driver = new ScriptedDriver();
+    const a = agent(controller.url, stateDir(), driver);
+    await a.start();
+    controller.push(7, state(7));
+    await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && r.input.appliedRevision === 7);
+    const opened = controller.subscriptionsOpened;
+    controller.failSubscriptions('The database is unavailable (ECONNREFUSED); try again');
+    expect(await until(() => controller.subscriptionsOpened > opened, 5000)).toBe(true);
+    expect(logs.join('\n')).toMatch(/desired-state subscription failed; subscribing again .*database is unavailable/);
+    controller.push(8, state(8));
+    await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && r.input.appliedRevision === 8);
+    expect(driver.callsOf('apply').map((c) => c.desired.revision)).toEqual([7, 7, 8]);
+    expect(driver.callsOf('release')).toEqual([]);
+  });
+
   it('refuses a corrupt or foreign cache with a log line, applies nothing of it, and waits for the controller', async () => {
     const port = await downPort();
     const url = `ws://127.0.0.1:${port}/graphql`;
