@@ -5,7 +5,7 @@
 // scripts/test/system-requirements.test.mjs keeps it true against the source, and the operator
 // sections of the plugin and agent READMEs are generated from it (`node scripts/system-requirements.mjs --write-readmes`).
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import net from 'node:net';
 
 /** The test suites, by the short names the table uses (a workspace package's name without @gatehouse/, or a top folder). */
@@ -26,7 +26,7 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * (found by no source scan, so listed here by hand); `builtIn` names the file that builds the
  * program's name at run time; `verify` checks the build; `roles` say where an operator needs it
  * outside the tests; `source` marks a program the tests build from a package's source (present when
- * that source is), not one found on PATH. Roles: agent — every host whose agent runs a dataplane-backed plugin (Linux,
+ * that source is), not one found on PATH; `at` gives the full path of a program outside PATH. Roles: agent — every host whose agent runs a dataplane-backed plugin (Linux,
  * Docker, LXD, Proxmox, ESXi); docker / lxd — hosts running that plugin; controller — the controller (web
  * proxies, the root sandbox).
  */
@@ -131,6 +131,23 @@ export const REQUIREMENTS = [
   { program: 'apt-get', package: 'apt', suites: ['scripts'], roles: [], why: 'ensure-system installs the rest' },
   { program: 'psql', package: 'postgresql-client', suites: ['scripts'], roles: [], why: 'ensure-system checks the PostgreSQL login' },
   { program: 'pg_ctlcluster', package: 'postgresql-common', suites: ['scripts'], roles: [], why: "ensure-system starts the machine's PostgreSQL cluster" },
+  { program: 'runuser', package: 'util-linux', suites: ['server'], roles: [], why: 'running initdb and pg_ctl as the postgres user (initdb refuses root)' },
+  {
+    program: 'initdb',
+    package: 'postgresql-15',
+    suites: ['server'],
+    roles: [],
+    why: "a private PostgreSQL cluster the restart tests stop and start (never the machine's shared server)",
+    at: '/usr/lib/postgresql/15/bin/initdb',
+  },
+  {
+    program: 'pg_ctl',
+    package: 'postgresql-15',
+    suites: ['server'],
+    roles: [],
+    why: 'starting, stopping and restarting that private cluster',
+    at: '/usr/lib/postgresql/15/bin/pg_ctl',
+  },
 ];
 
 /** Services the tests connect to (not programs on PATH). */
@@ -207,6 +224,7 @@ export function staticExecutable(path) {
 /** Where a row's program is (for a program built from source: the source), or undefined when it is missing or fails the row's own check. */
 export function locate(row, dirs = searchPath()) {
   if (row.source) return existsSync(row.source) ? row.source : undefined;
+  if (row.at) return findProgram(row.program, [dirname(row.at)]);
   const path = findProgram(row.program, dirs);
   return path && (!row.verify || row.verify(path)) ? path : undefined;
 }

@@ -20,6 +20,11 @@
  * - Calls `release` for each instance that left the desired state once the document without it
  *   is applied, and `gc` with the document's instance ids after the first apply and every
  *   `gcIntervalMs`.
+ * - With a `stateDir`, stores every applied document there (state-cache.ts) and, on start,
+ *   applies the stored one at once, before connecting: a host that reboots while the controller
+ *   is down gets its forwards, firewalls and limits back (`startedFrom: CACHE`). Losing the
+ *   controller never removes anything: the agent keeps the applied state and repairs drift
+ *   against it until the controller answers again.
  */
 import { EventEmitter } from 'node:events';
 import {
@@ -28,6 +33,7 @@ import {
   REPORT_OBJECT_STATUS_MUTATION,
   STATUS_OBJECT_TYPES,
   applyDesiredStatePatch,
+  type AgentStartSource,
   type DesiredStateEvent,
   type DiscoveredInstanceInput,
   type ReportHostStatusInput,
@@ -51,6 +57,7 @@ import {
 } from '@gatehouse/sdk';
 import { ControllerConnection, type AgentLogger, type TokenRefusedError } from './controller.js';
 import { serveTunnels, type TunnelOptions } from './tunnel.js';
+import { StateCache, StateCacheRefusedError } from './state-cache.js';
 
 export interface HostAgentOptions {
   controllerUrl: string;
@@ -72,7 +79,12 @@ export interface HostAgentOptions {
   gcIntervalMs?: number;
   /** Tunnel streams to this host's instances (SSH through the controller): allowed ports (default 22), limits. */
   tunnel?: Pick<TunnelOptions, 'ports' | 'maxStreams' | 'idleMs'>;
+  /** Where the last applied desired state is kept (state-cache.ts); absent: no cache (the agent waits for the controller at start). */
+  stateDir?: string;
 }
+
+/** Where the agent's first desired state came from in this run: its cache (applied before connecting) or the controller. */
+export type StartedFrom = AgentStartSource;
 
 /** What the agent knows about itself; also emitted as events. */
 export interface HostAgentState {
@@ -81,6 +93,10 @@ export interface HostAgentState {
   appliedRevision: number | null;
   lastError: string | null;
   repairs: number;
+  /** CACHE once the cached state was applied at start; CONTROLLER without a usable cache. */
+  startedFrom: StartedFrom;
+  /** The revision applied from the cache at start; null when started from the controller. */
+  cachedRevision: number | null;
 }
 
 interface Job {
@@ -104,7 +120,15 @@ export class HostAgent extends EventEmitter<{
   refused: [TokenRefusedError];
   state: [HostAgentState];
 }> {
-  readonly state: HostAgentState = { connected: false, hostId: null, appliedRevision: null, lastError: null, repairs: 0 };
+  readonly state: HostAgentState = {
+    connected: false,
+    hostId: null,
+    appliedRevision: null,
+    lastError: null,
+    repairs: 0,
+    startedFrom: 'CONTROLLER',
+    cachedRevision: null,
+  };
   private readonly logger: AgentLogger;
   private connection: ControllerConnection | undefined;
   private unsubscribe: (() => void) | undefined;
@@ -126,15 +150,28 @@ export class HostAgent extends EventEmitter<{
   private lastDiscoveredAt = 0;
   /** Whether `gc` ran since start (it runs after the first successful apply). */
   private collected = false;
+  private readonly cache: StateCache | undefined;
+  private resubscribeTimer: NodeJS.Timeout | undefined;
+  /** Failed subscriptions in a row (reset by a message). */
+  private resubscribes = 0;
 
   constructor(private readonly options: HostAgentOptions) {
     super();
     this.logger = options.logger ?? consoleLogger;
+    this.cache = options.stateDir === undefined ? undefined : new StateCache(options.stateDir);
   }
 
-  /** Connects and starts converging; resolves once the subscription is requested. */
+  /**
+   * Applies the cached state (when there is a usable one), then connects and starts converging;
+   * resolves once the subscription is requested.
+   */
   async start(): Promise<void> {
     const o = this.options;
+    const interval = o.driftIntervalMs ?? 2000;
+    // drift is repaired against the cached state too, before any controller answers
+    this.timers.push(setInterval(() => void this.pollDrift(), interval));
+    this.timers.push(setInterval(() => void this.collect(), o.gcIntervalMs ?? 600_000));
+    const cached = await this.applyCachedState();
     this.connection = new ControllerConnection({
       url: o.controllerUrl,
       token: o.token,
@@ -157,6 +194,8 @@ export class HostAgent extends EventEmitter<{
       },
     });
     const hostId = o.hostId ?? (await this.lookUpHost());
+    if (cached !== undefined && cached !== hostId)
+      this.logger.error(`the cached state was of host ${cached} but the token is for host ${hostId}: converging to host ${hostId}'s desired state`);
     this.state.hostId = hostId;
     this.subscribe();
     // streams go only to addresses of the newest document's instances
@@ -166,9 +205,45 @@ export class HostAgent extends EventEmitter<{
       { ...o.tunnel, controllerUrl: o.controllerUrl, token: o.token, logger: this.logger },
       () => this.received,
     );
-    const interval = o.driftIntervalMs ?? 2000;
-    this.timers.push(setInterval(() => void this.pollDrift(), interval));
-    this.timers.push(setInterval(() => void this.collect(), o.gcIntervalMs ?? 600_000));
+  }
+
+  /**
+   * Applies the state cache's document at once, as a repair, before connecting; returns its
+   * host id (undefined without a usable cache). A refused cache is logged and nothing of it applied.
+   */
+  private async applyCachedState(): Promise<string | undefined> {
+    if (!this.cache) return undefined;
+    let cached;
+    try {
+      cached = await this.cache.load(this.options.hostId);
+    } catch (err) {
+      this.logger.error(err instanceof StateCacheRefusedError ? err.message : `reading the state cache failed: ${(err as Error).message}`);
+      return undefined;
+    }
+    if (!cached) {
+      this.logger.info('no cached desired state; waiting for the controller', { path: this.cache.path });
+      return undefined;
+    }
+    this.logger.info(`applying the cached desired state revision ${cached.revision} before connecting`, { path: this.cache.path, savedAt: cached.savedAt });
+    this.state.hostId = cached.hostId;
+    this.state.startedFrom = 'CACHE';
+    this.state.cachedRevision = cached.revision;
+    this.pending = { revision: cached.revision, desired: cached.desired, repair: true, drift: [], changed: 'all' };
+    await this.work();
+    return cached.hostId;
+  }
+
+  /** Stores an applied document as the last-known-good state; a failed write is logged, the apply stands. */
+  private async storeInCache(desired: DesiredState): Promise<void> {
+    if (!this.cache) return;
+    try {
+      await this.cache.save(desired);
+    } catch (err) {
+      this.logger.warn('storing the last-known-good state failed; a restart without the controller would not restore it', {
+        path: this.cache.path,
+        error: (err as Error).message,
+      });
+    }
   }
 
   /** Stops: no more applies or reports; what was applied stays on the host. */
@@ -176,6 +251,7 @@ export class HostAgent extends EventEmitter<{
     this.abort.abort();
     for (const t of this.timers) clearInterval(t);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.resubscribeTimer) clearTimeout(this.resubscribeTimer);
     this.unsubscribe?.();
     this.stopTunnels?.();
     await this.connection?.close();
@@ -196,10 +272,28 @@ export class HostAgent extends EventEmitter<{
       this.state.hostId!,
       (event) => this.receive(event),
       (error) => {
-        this.state.lastError = String((error as Error)?.message ?? error);
-        this.logger.error('desired-state subscription failed', { error: this.state.lastError });
+        // graphql-ws hands over the GraphQL errors themselves (a list), or a close event, or an Error
+        const errors = Array.isArray(error) ? error : [error];
+        this.state.lastError = errors.map((e) => String((e as Error)?.message ?? e)).join('; ');
+        this.logger.error('desired-state subscription failed; subscribing again', { error: this.state.lastError });
+        this.resubscribeLater();
       },
     );
+  }
+
+  /**
+   * Subscribes again after a failed subscription (the controller's database restarting, say),
+   * after 1 s doubling to 30 s; the connection itself is fine, so nothing else would. What is
+   * applied stays meanwhile.
+   */
+  private resubscribeLater(): void {
+    if (this.abort.signal.aborted || this.resubscribeTimer) return;
+    const ms = Math.min(30_000, 1000 * 2 ** Math.min(this.resubscribes++, 5));
+    this.resubscribeTimer = setTimeout(() => {
+      this.resubscribeTimer = undefined;
+      if (!this.abort.signal.aborted) this.subscribe();
+    }, ms);
+    this.resubscribeTimer.unref();
   }
 
   /** Checks a message, folds a patch into the newest document, and queues the result. */
@@ -231,6 +325,7 @@ export class HostAgent extends EventEmitter<{
       return;
     }
     this.received = desired;
+    this.resubscribes = 0;
     const before = this.pending;
     const merged = changed === 'all' || before?.changed === 'all' ? 'all' : new Set([...(before?.changed ?? []), ...changed]);
     this.pending = { revision: desired.revision, desired, repair: this.repairNext || (before?.repair ?? false), drift: [], changed: merged };
@@ -290,6 +385,7 @@ export class HostAgent extends EventEmitter<{
       if (retry) this.retryLater(job, true);
       return;
     }
+    await this.storeInCache(desired);
     const failed = result.objects.filter((o) => o.status === 'failed');
     const previous = this.last;
     this.last = { revision, desired: applicable, failed: failed.length };
@@ -372,6 +468,8 @@ export class HostAgent extends EventEmitter<{
       pluginId: driver.id,
       driver: { id: driver.id, version: driver.version ?? null, apiVersion: driver.apiVersion, capabilities: driver.capabilities },
       appliedRevision: this.state.appliedRevision,
+      startedFrom: this.state.startedFrom,
+      cachedRevision: this.state.cachedRevision,
     };
   }
 

@@ -3,10 +3,11 @@
  * The agent command (also `gatehouse agent` of the `gatehouse` command, core/cli):
  *
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
- *                   [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222]
+ *                   [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR]
  *
  * `--tunnel-ports`: the ports of this host's instances the controller may open SSH tunnel streams
- * to (default 22).
+ * to (default 22). `--state-dir` (default /var/lib/gatehouse-agent) keeps the last applied
+ * desired state, applied at the next start before connecting (state-cache.ts).
  * The token may come from GATEHOUSE_AGENT_TOKEN instead (keeps it out of `ps`). Exits 2 on bad
  * arguments or a plugin that cannot load, 3 when the controller refuses the token.
  */
@@ -15,9 +16,10 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadDriver } from '@gatehouse/sdk';
 import { HostAgent } from './agent.js';
+import { DEFAULT_STATE_DIR } from './state-cache.js';
 
 const USAGE =
-  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|proxmox|esxi|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222]';
+  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|proxmox|esxi|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR]';
 
 /**
  * The module `--plugin` names, loaded at run time (this package depends on no plugin): a built-in
@@ -44,6 +46,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     'drift-interval': { type: 'string', default: '2000' },
     'tunnel-ports': { type: 'string', default: '22' },
     'discover-interval': { type: 'string', default: '60000' },
+    'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
   } as const;
   let values!: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>['values'];
   try {
@@ -61,6 +64,8 @@ export async function runAgent(argv: string[]): Promise<void> {
   const discoverIntervalMs = Number(values['discover-interval']);
   if (!Number.isInteger(discoverIntervalMs) || discoverIntervalMs < 100)
     fail(`--discover-interval ${values['discover-interval']} must be an integer of at least 100 (ms)`);
+  const stateDir = values['state-dir']!;
+  if (!isAbsolute(stateDir)) fail(`--state-dir ${stateDir} must be an absolute path`);
   let config: unknown;
   try {
     config = values['plugin-config'] === undefined ? undefined : JSON.parse(values['plugin-config']);
@@ -84,6 +89,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     driftIntervalMs,
     discoverIntervalMs,
     tunnel: { ports },
+    stateDir,
   });
   agent.on('refused', () => {
     void agent.stop().finally(() => process.exit(3));

@@ -33,8 +33,9 @@ export class FakeController {
     server.on('connection', (socket) => socket.on('message', (data) => this.receive(socket, JSON.parse(String(data)) as Message)));
   }
 
-  static async start(): Promise<FakeController> {
-    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, path: '/graphql' });
+  /** Listens on loopback, on `port` (0: a free one; a given one: a controller coming back where it was). */
+  static async start(port = 0): Promise<FakeController> {
+    const server = new WebSocketServer({ host: '127.0.0.1', port, path: '/graphql' });
     await once(server, 'listening');
     return new FakeController(server);
   }
@@ -52,6 +53,12 @@ export class FakeController {
   /** Sends a patch (any shape) to every subscribed agent; later ones get the last full document. */
   pushPatch(revision: number, patch: unknown): void {
     for (const { socket, id } of this.subscriptions) this.send(socket, id, revision, { full: null, patch });
+  }
+
+  /** Ends every open desired-state subscription with a GraphQL error (as a controller whose database is down would). */
+  failSubscriptions(message: string): void {
+    for (const { socket, id } of this.subscriptions) socket.send(JSON.stringify({ id, type: 'error', payload: [{ message }] }));
+    this.subscriptions = [];
   }
 
   /** Resolves with the first report (from index `from` on) that `match` accepts; rejects after `ms`. */

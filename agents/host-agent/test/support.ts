@@ -4,6 +4,9 @@
  * all stopped by their own PIDs.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
@@ -82,9 +85,14 @@ export async function startController(
   return { proc, url: url!, bootstrapSecret: secret };
 }
 
-/** Starts `gatehouse agent` (the host-agent CLI) with the token in its environment. */
+// agents started by a test keep their state here rather than in the machine's /var/lib/gatehouse-agent
+const TEST_STATE_DIR = join(tmpdir(), `gatehouse-agent-state-${process.pid}`);
+process.once('exit', () => rmSync(TEST_STATE_DIR, { recursive: true, force: true }));
+
+/** Starts `gatehouse agent` (the host-agent CLI) with the token in its environment and, unless `args` name one, the test process's state directory. */
 export function startAgent(args: string[], token: string): Proc {
-  return start(['agents/host-agent/src/cli.ts', ...args], { GATEHOUSE_AGENT_TOKEN: token });
+  const stateDir = args.includes('--state-dir') ? [] : ['--state-dir', TEST_STATE_DIR];
+  return start(['agents/host-agent/src/cli.ts', ...args, ...stateDir], { GATEHOUSE_AGENT_TOKEN: token });
 }
 
 /**

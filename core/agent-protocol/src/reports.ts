@@ -72,7 +72,16 @@ export interface ReportHostStatusInput {
   discoveredInstances?: readonly DiscoveredInstanceInput[] | null;
   /** The agent found the host differing from what it had applied, and repaired it. */
   driftDetected?: boolean | null;
+  /** Where this run of the agent got its first state: its on-disk cache (before connecting) or the controller. Absent: unchanged. */
+  startedFrom?: AgentStartSource | null;
+  /** With CACHE: the cached revision the agent applied at start. */
+  cachedRevision?: number | null;
 }
+
+/** Where an agent's run got its first desired state, as it travels. */
+export const AGENT_START_SOURCES = ['CACHE', 'CONTROLLER'] as const;
+/** `CACHE`: the last-known-good state on the host, applied before connecting; `CONTROLLER`: none usable, waited for the controller. */
+export type AgentStartSource = (typeof AGENT_START_SOURCES)[number];
 
 /** One message of the desired-state subscription: the full document first, then a patch per revision. */
 export interface DesiredStateEvent {

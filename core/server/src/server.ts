@@ -32,6 +32,7 @@ import { TunnelBroker } from './tunnel/tunnel-broker.js';
 import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';
 import { SshAccessService } from './services/ssh-access-service.js';
 import { SshKeyService } from './services/ssh-key-service.js';
+import { isStoreUnavailable, unavailableReason } from './support/unavailable.js';
 import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
@@ -209,6 +210,13 @@ export function createGatehouseYoga(
           return new GraphQLError(original.message, {
             path: (error as GraphQLError).path,
             extensions: { code: original.code, field: original.field, value: original.value },
+          });
+        }
+        // the database is restarting or unreachable: a retryable answer at once, for any operation (support/unavailable.ts)
+        if (isStoreUnavailable(original ?? error)) {
+          return new GraphQLError(`The database is unavailable (${unavailableReason(original ?? error)}); try again`, {
+            path: (error as GraphQLError).path,
+            extensions: { code: 'UNAVAILABLE', http: { status: 503 } },
           });
         }
         // validation, authentication and limit errors raised as GraphQL errors pass unmasked

@@ -23,7 +23,7 @@ const HEARTBEAT_MS = 250;
 const OFFLINE_AFTER_MS = 2000;
 
 const AGENT_FIELDS = `hostId online connections connectedAt lastSeenAt appliedRevision appliedAt lastError agentVersion pluginId
-  discoveredInstances { externalId name nics { name mac addresses } } discoveredAt lastDriftAt driftRepairs`;
+  discoveredInstances { externalId name nics { name mac addresses } } discoveredAt lastDriftAt driftRepairs startedFrom cachedRevision`;
 const HOST_AGENT = `query($h: ID!) { host(id: $h) { desiredRevision agent { ${AGENT_FIELDS} } } }`;
 const REPORT_HOST = `mutation($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ... on ReportHostStatusPayload { agent { ${AGENT_FIELDS} } } ${ERROR_FIELDS} } }`;
 const REPORT_OBJECTS = `mutation($input: ReportObjectStatusInput!) { reportObjectStatus(input: $input) { __typename ... on ReportObjectStatusPayload { reported { changes { objectId status } stale { objectType objectId } } } ${ERROR_FIELDS} } }`;
@@ -145,6 +145,8 @@ describe.each(backends)('host agent status on $name', (backend) => {
       discoveredAt: null,
       lastDriftAt: null,
       driftRepairs: 0,
+      startedFrom: null,
+      cachedRevision: null,
     });
     const feed = watchAgents(hostId);
     await sleep(300); // let the feed register
@@ -336,7 +338,16 @@ describe.each(backends)('host agent status on $name', (backend) => {
     expect(late.agent).toMatchObject({ appliedRevision: newer, lastError: null, agentVersion: '0.2.0' });
     // null: nothing applied since the agent started; the stored revision stays
     const restarted = await report(secret, { hostId, appliedRevision: null, error: 'docker: connection refused', agentVersion: '0.2.0', pluginId: 'linux' });
-    expect(restarted.agent).toMatchObject({ appliedRevision: newer, lastError: 'docker: connection refused' });
+    expect(restarted.agent).toMatchObject({ appliedRevision: newer, lastError: 'docker: connection refused', startedFrom: null, cachedRevision: null });
+
+    // an agent restarted from its on-disk cache says so, with the cached revision, even in a late report;
+    // absent: unchanged; a later run that waited for the controller replaces it
+    const cached = await report(secret, { hostId, appliedRevision: revision, agentVersion: '0.2.0', pluginId: 'linux', startedFrom: 'CACHE', cachedRevision: revision });
+    expect(cached.agent).toMatchObject({ appliedRevision: newer, startedFrom: 'CACHE', cachedRevision: revision });
+    const quiet = await report(secret, { hostId, appliedRevision: newer, agentVersion: '0.2.0', pluginId: 'linux' });
+    expect(quiet.agent).toMatchObject({ startedFrom: 'CACHE', cachedRevision: revision });
+    const fresh = await report(secret, { hostId, appliedRevision: newer, agentVersion: '0.2.0', pluginId: 'linux', startedFrom: 'CONTROLLER', cachedRevision: null });
+    expect(fresh.agent).toMatchObject({ startedFrom: 'CONTROLLER', cachedRevision: null });
   });
 
   it("refuses another host's agent and users, and shows the agent status to admins and the host's agent only", async () => {
@@ -385,6 +396,9 @@ describe.each(backends)('host agent status on $name', (backend) => {
       [{ agentVersion: '' }, 'input.agentVersion'],
       [{ agentVersion: '1.0 beta' }, 'input.agentVersion'],
       [{ pluginId: 'docker; rm -rf /' }, 'input.pluginId'],
+      [{ startedFrom: 'CACHE' }, 'input.cachedRevision', 'startedFrom is CACHE'],
+      [{ startedFrom: 'CACHE', cachedRevision: -2 }, 'input.cachedRevision'],
+      [{ startedFrom: 'CONTROLLER', cachedRevision: 3 }, 'input.cachedRevision', 'null when startedFrom is CONTROLLER'],
       [{ hostId: 'not-an-id' }, 'input.hostId'],
       [{ discoveredInstances: nic({ mac: '01:00:5e:00:00:01' }) }, 'input.discoveredInstances[0].nics[0].mac', 'multicast'],
       [{ discoveredInstances: nic({ mac: 'zz:00:00:00:00:01' }) }, 'input.discoveredInstances[0].nics[0].mac'],

@@ -13,7 +13,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import type { Database } from './database-types.js';
-import { PostgresEventTarget } from './postgres-events.js';
+import { PostgresEventTarget, reconnectDelayS } from './postgres-events.js';
 
 export type { Database, Executor } from './database-types.js';
 
@@ -28,7 +28,10 @@ export function sharesOneConnection(db: Database): boolean {
 }
 
 /** Where the state lives. */
-export type StoreConfig = { kind: 'pglite'; dataDir?: string } | { kind: 'postgres'; url: string; maxConnections?: number };
+export type StoreConfig =
+  | { kind: 'pglite'; dataDir?: string }
+  /** `connectTimeoutS`: how long a request waits for a connection to an unreachable server before it fails UNAVAILABLE (default 5). */
+  | { kind: 'postgres'; url: string; maxConnections?: number; connectTimeoutS?: number };
 
 /** An open store. */
 export interface Store {
@@ -78,11 +81,22 @@ export async function openStore(config: StoreConfig): Promise<Store> {
   } finally {
     await migrationClient.end();
   }
-  const client = postgres(config.url, { max: config.maxConnections ?? 10, onnotice: () => {} });
+  // a request while PostgreSQL is unreachable fails within connect_timeout (UNAVAILABLE), never hangs;
+  // connections are opened again on the next query once it is back
+  const client = postgres(config.url, {
+    max: config.maxConnections ?? 10,
+    connect_timeout: config.connectTimeoutS ?? 5,
+    backoff: reconnectDelayS,
+    onnotice: () => {},
+  });
   const db = drizzlePostgres({ client }) as unknown as Database;
-  // LISTEN holds a connection of its own; NOTIFY goes through it too
-  const listenClient = postgres(config.url, { max: 1, onnotice: () => {} });
-  const eventTarget = new PostgresEventTarget(listenClient, db, (err) => console.error('gatehouse events:', err));
+  // LISTEN holds a connection of its own, listened on again after a restart; NOTIFY goes through it too
+  const eventTarget = new PostgresEventTarget(
+    config.url,
+    db,
+    (err) => console.error('gatehouse events:', err),
+    (ms) => console.info(`gatehouse events: listening again after ${ms} ms without the database; replayed host revisions`),
+  );
   await eventTarget.start();
   return {
     db,
@@ -90,7 +104,6 @@ export async function openStore(config: StoreConfig): Promise<Store> {
     eventTarget,
     async close() {
       await eventTarget.stop();
-      await listenClient.end({ timeout: 5 });
       await client.end({ timeout: 5 });
     },
   };

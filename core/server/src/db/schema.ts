@@ -10,6 +10,7 @@
  */
 import { sql, type SQL } from 'drizzle-orm';
 import type { DriverCapabilities } from '@gatehouse/sdk';
+import type { AgentStartSource } from '@gatehouse/agent-protocol';
 import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
@@ -541,6 +542,10 @@ export const hostAgents = pgTable('host_agents', {
   /** When the agent last found the host differing from what it applied, and repaired it. */
   lastDriftAt: timestamp('last_drift_at', { withTimezone: true, mode: 'date' }),
   driftRepairs: integer('drift_repairs').notNull().default(0),
+  /** Where the agent's current run got its first state: 'CACHE' (its on-disk last-known-good state) or 'CONTROLLER'; null until an agent says. */
+  startedFrom: text('started_from').$type<AgentStartSource>(),
+  /** With 'CACHE': the revision the agent applied from its cache at start. */
+  cachedRevision: bigint('cached_revision', { mode: 'number' }),
 });
 
 /**

@@ -16,6 +16,10 @@ import { ForbiddenError, NotFoundError } from '../support/errors.js';
 import type { EventBus } from '../events/event-bus.js';
 import { DatabaseToken, EventBusToken } from '../di/tokens.js';
 import { validId } from '../support/validate.js';
+import { isStoreUnavailable } from '../support/unavailable.js';
+
+/** How long a desired-state stream waits before reading again after the database was unavailable. */
+const UNAVAILABLE_RETRY_MS = 1000;
 
 @injectable()
 export class DesiredStateService {
@@ -88,7 +92,9 @@ export class DesiredStateService {
         const value = await next();
         if (value !== undefined) await push(value);
       });
-      const read = () => void reads.run().catch((err: unknown) => stop(err));
+      // the database restarting is no reason to end the stream: read again once it may be back
+      const read = (): void =>
+        void reads.run().catch((err: unknown) => (isStoreUnavailable(err) ? setTimeout(read, UNAVAILABLE_RETRY_MS).unref() : stop(err)));
       read();
       void (async () => {
         for (;;) {

@@ -14,7 +14,7 @@
  * they are not audit entries. Every change is published after it commits (topic
  * `hostAgentStatus`, the host id only: receivers read the status back, so it fits in a NOTIFY).
  */
-import type { DiscoveredInstanceInput, ReportHostStatusInput } from '@gatehouse/agent-protocol';
+import { AGENT_START_SOURCES, type AgentStartSource, type DiscoveredInstanceInput, type ReportHostStatusInput } from '@gatehouse/agent-protocol';
 import { checkBandwidth, checkFirewallRule, checkNics, checkPortForward, isIpv6, type CapabilityViolation, type DriverCapabilities } from '@gatehouse/sdk';
 import { DiscoveryService } from './discovery-service.js';
 import { and, asc, count, eq, inArray, sql } from 'drizzle-orm';
@@ -67,6 +67,10 @@ export interface HostAgentStatus {
   discoveredAt: Date | null;
   lastDriftAt: Date | null;
   driftRepairs: number;
+  /** Where the agent's current run got its first state (its cache, before connecting, or the controller); null until reported. */
+  startedFrom: AgentStartSource | null;
+  /** With CACHE: the revision applied from the agent's cache at start. */
+  cachedRevision: number | null;
   /** While online: milliseconds until the freshest subscription ages out, when watchers look again. */
   freshForMs: number | null;
 }
@@ -197,6 +201,18 @@ export function validDiscoveredInstances(field: string, values: readonly Discove
   return out;
 }
 
+/** The start source of a report, checked, as columns to set (none when the agent does not say). */
+function validStart(input: ReportHostStatusInput): { startedFrom: AgentStartSource; cachedRevision: number | null } | Record<string, never> {
+  if (input.startedFrom == null) return {};
+  const startedFrom = input.startedFrom;
+  if (!AGENT_START_SOURCES.includes(startedFrom)) throw new ValidationError('input.startedFrom', startedFrom, `must be one of ${AGENT_START_SOURCES.join(', ')}`);
+  const cached = input.cachedRevision ?? null;
+  if (startedFrom === 'CACHE' && (cached === null || !Number.isInteger(cached) || cached < 0))
+    throw new ValidationError('input.cachedRevision', cached, 'must be the non-negative revision applied from the cache when startedFrom is CACHE');
+  if (startedFrom === 'CONTROLLER' && cached !== null) throw new ValidationError('input.cachedRevision', cached, 'must be null when startedFrom is CONTROLLER');
+  return { startedFrom, cachedRevision: cached };
+}
+
 function emptyStatus(hostId: string): HostAgentStatus {
   return {
     hostId,
@@ -213,6 +229,8 @@ function emptyStatus(hostId: string): HostAgentStatus {
     discoveredAt: null,
     lastDriftAt: null,
     driftRepairs: 0,
+    startedFrom: null,
+    cachedRevision: null,
     freshForMs: null,
   };
 }
@@ -264,6 +282,7 @@ export class HostAgentService {
     const discovered = input.discoveredInstances == null ? null : validDiscoveredInstances('input.discoveredInstances', input.discoveredInstances);
     const drift = input.driftDetected === true;
     const driver = input.driver == null ? null : validDriverReport('input.driver', input.driver);
+    const start = validStart(input);
 
     let failed: ObjectStatusChange[] = [];
     const accepted = await this.db.transaction(async (tx) => {
@@ -281,9 +300,10 @@ export class HostAgentService {
       const [before] = await tx.select().from(hostAgents).where(eq(hostAgents.hostId, hostId)).for('update');
       // revisions only grow, so a lower one than already reported is a late report of the past
       if (applied !== null && before!.appliedRevision !== null && applied < before!.appliedRevision) {
+        // how the agent started is news even in a late report: a restarted agent's first report can be one
         await tx
           .update(hostAgents)
-          .set({ lastSeenAt: sql`now()` })
+          .set({ lastSeenAt: sql`now()`, ...start })
           .where(eq(hostAgents.hostId, hostId));
         return false;
       }
@@ -297,6 +317,7 @@ export class HostAgentService {
           pluginId: input.pluginId,
           ...(discovered !== null ? { discoveredInstances: discovered, discoveredAt: sql`now()` } : {}),
           ...(drift ? { lastDriftAt: sql`now()`, driftRepairs: sql`${hostAgents.driftRepairs} + 1` } : {}),
+          ...start,
         })
         .where(eq(hostAgents.hostId, hostId));
       return true;

@@ -7,3 +7,4 @@ export * from './api.js';
 export * from './fixtures.js';
 export * from './http.js';
 export * from './stores.js';
+export * from './postgres-server.js';

@@ -27,6 +27,18 @@ const DiscoveredInstanceRef = builder.objectRef<DiscoveredInstanceJson>('Discove
   }),
 });
 
+const AgentStartSourceEnum = builder.enumType('AgentStartSource', {
+  description: "Where a host agent's current run got its first desired state.",
+  values: {
+    CACHE: {
+      value: 'CACHE',
+      description:
+        'Its last-known-good state on the host (the state directory), applied at start before and regardless of reaching a controller: the host kept its forwards, firewalls and limits through a restart while the controller was unreachable.',
+    },
+    CONTROLLER: { value: 'CONTROLLER', description: 'No usable cached state (none, corrupt or of another host): the agent waited for the controller.' },
+  } as const,
+});
+
 const HostAgentStatusRef = builder.objectRef<HostAgentStatus>('HostAgentStatus').implement({
   description: "What the controller knows about a host's agent: whether it is connected, and what it last reported.",
   fields: (t) => ({
@@ -66,6 +78,16 @@ const HostAgentStatusRef = builder.objectRef<HostAgentStatus>('HostAgentStatus')
       description: 'When the agent last found the host differing from what it had applied (and repaired it).',
     }),
     driftRepairs: t.exposeInt('driftRepairs', { description: 'How many times the agent repaired drift on the host.' }),
+    startedFrom: t.field({
+      type: AgentStartSourceEnum,
+      nullable: true,
+      description: "Where the agent's current run got its first desired state; null until an agent reports it.",
+      resolve: (s) => s.startedFrom,
+    }),
+    cachedRevision: t.exposeInt('cachedRevision', {
+      nullable: true,
+      description: 'With startedFrom CACHE: the revision the agent applied from its cache at start (Host.desiredRevision may have moved on meanwhile).',
+    }),
   }),
 });
 
@@ -188,6 +210,11 @@ const ReportHostStatusInput = builder.inputType('ReportHostStatusInput', {
       defaultValue: false,
       description: 'The agent found the host differing from what it had applied and repaired it (counts in driftRepairs).',
     }),
+    startedFrom: t.field({
+      type: AgentStartSourceEnum,
+      description: "Where the agent's current run got its first desired state. Absent or null: unchanged.",
+    }),
+    cachedRevision: t.int({ description: 'With startedFrom CACHE (required then): the revision applied from the cache at start; null otherwise.' }),
   }),
 });
 
