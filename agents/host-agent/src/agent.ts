@@ -50,6 +50,7 @@ import {
   type ObjectResult,
 } from '@gatehouse/sdk';
 import { ControllerConnection, type AgentLogger, type TokenRefusedError } from './controller.js';
+import { TrafficReporter } from './traffic-reporter.js';
 
 export interface HostAgentOptions {
   controllerUrl: string;
@@ -69,6 +70,8 @@ export interface HostAgentOptions {
   backoff?: { minMs: number; maxMs: number };
   /** How often the driver's `gc` runs with the current document's instance ids (default 600,000 ms; also once after the first apply). */
   gcIntervalMs?: number;
+  /** How often traffic counters are read and reported (default 1,000 ms; 0: never). */
+  statsIntervalMs?: number;
 }
 
 /** What the agent knows about itself; also emitted as events. */
@@ -122,6 +125,7 @@ export class HostAgent extends EventEmitter<{
   private lastDiscoveredAt = 0;
   /** Whether `gc` ran since start (it runs after the first successful apply). */
   private collected = false;
+  private traffic: TrafficReporter | undefined;
 
   constructor(private readonly options: HostAgentOptions) {
     super();
@@ -158,6 +162,21 @@ export class HostAgent extends EventEmitter<{
     const interval = o.driftIntervalMs ?? 2000;
     this.timers.push(setInterval(() => void this.pollDrift(), interval));
     this.timers.push(setInterval(() => void this.collect(), o.gcIntervalMs ?? 600_000));
+    if ((o.statsIntervalMs ?? 1000) > 0) {
+      this.traffic = new TrafficReporter(
+        {
+          driver: o.driver,
+          logger: this.logger,
+          hostId: () => this.state.hostId,
+          applied: () => this.last?.desired,
+          connected: () => this.state.connected,
+          ctx: (desired) => this.ctx(desired),
+          request: (query, variables) => this.connection!.request(query, variables),
+        },
+        o.statsIntervalMs ?? 1000,
+      );
+      await this.traffic.start();
+    }
   }
 
   /** Stops: no more applies or reports; what was applied stays on the host. */
@@ -165,6 +184,7 @@ export class HostAgent extends EventEmitter<{
     this.abort.abort();
     for (const t of this.timers) clearInterval(t);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    await this.traffic?.stop();
     this.unsubscribe?.();
     await this.connection?.close();
     await this.options.driver.close?.();

@@ -3,7 +3,7 @@
  * The agent command (also `gatehouse agent` of the `gatehouse` command, core/cli):
  *
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
- *                   [--drift-interval MS]
+ *                   [--drift-interval MS] [--stats-interval MS]
  *
  * The token may come from GATEHOUSE_AGENT_TOKEN instead (keeps it out of `ps`). Exits 2 on bad
  * arguments or a plugin that cannot load, 3 when the controller refuses the token.
@@ -15,7 +15,7 @@ import { loadDriver } from '@gatehouse/sdk';
 import { HostAgent } from './agent.js';
 
 const USAGE =
-  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS]';
+  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--stats-interval MS]';
 
 /**
  * The module `--plugin` names, loaded at run time (this package depends on no plugin): a built-in
@@ -40,6 +40,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     host: { type: 'string' },
     'plugin-config': { type: 'string' },
     'drift-interval': { type: 'string', default: '2000' },
+    'stats-interval': { type: 'string', default: '1000' },
   } as const;
   let values!: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>['values'];
   try {
@@ -51,6 +52,9 @@ export async function runAgent(argv: string[]): Promise<void> {
   if (!values.token) fail('--token (or GATEHOUSE_AGENT_TOKEN) is required');
   const driftIntervalMs = Number(values['drift-interval']);
   if (!Number.isInteger(driftIntervalMs) || driftIntervalMs < 100) fail(`--drift-interval ${values['drift-interval']} must be an integer of at least 100 (ms)`);
+  const statsIntervalMs = Number(values['stats-interval']);
+  if (!Number.isInteger(statsIntervalMs) || (statsIntervalMs !== 0 && statsIntervalMs < 100))
+    fail(`--stats-interval ${values['stats-interval']} must be 0 (no traffic reports) or an integer of at least 100 (ms)`);
   let config: unknown;
   try {
     config = values['plugin-config'] === undefined ? undefined : JSON.parse(values['plugin-config']);
@@ -66,7 +70,7 @@ export async function runAgent(argv: string[]): Promise<void> {
   const driver = await loadDriver(pluginSpecifier(values.plugin!), config, ctx).catch((err: unknown) =>
     fail(`plugin ${values.plugin}: ${(err as Error).message}`),
   );
-  const agent = new HostAgent({ controllerUrl: values.controller!, token: values.token!, hostId: values.host, driver, driftIntervalMs });
+  const agent = new HostAgent({ controllerUrl: values.controller!, token: values.token!, hostId: values.host, driver, driftIntervalMs, statsIntervalMs });
   agent.on('refused', () => {
     void agent.stop().finally(() => process.exit(3));
   });

@@ -15,10 +15,14 @@ export const REPORT_OBJECT_STATUS_MUTATION = `mutation ReportObjectStatus($input
 /** The host's status: applied revision, error, driver, discovered instances, drift. Variables: `{ input: ReportHostStatusInput }`. */
 export const REPORT_HOST_STATUS_MUTATION = `mutation ReportHostStatus($input: ReportHostStatusInput!) { reportHostStatus(input: $input) { __typename ... on Error { message } } }`;
 
+/** Raw traffic counters, once per interval. Variables: `{ input: ReportTrafficInput }`. */
+export const REPORT_TRAFFIC_MUTATION = `mutation ReportTraffic($input: ReportTrafficInput!) { reportTraffic(input: $input) { __typename ... on ReportTrafficPayload { outcome { counted rejected { field message } } } ... on Error { message } } }`;
+
 /** Every document of the protocol, by name (what the controller's tests validate). */
 export const AGENT_DOCUMENTS = {
   AGENT_HOST_QUERY,
   DESIRED_STATE_SUBSCRIPTION,
   REPORT_OBJECT_STATUS_MUTATION,
   REPORT_HOST_STATUS_MUTATION,
+  REPORT_TRAFFIC_MUTATION,
 } as const;

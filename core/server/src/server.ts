@@ -23,10 +23,12 @@ import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.j
 import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
-import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
+import { AgentPresenceToken, ClockToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions, type Clock } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
 import { ProxyManager, type ProxyManagerOptions } from './proxy/proxy-manager.js';
+import { TrafficHistory } from './traffic/traffic-history.js';
+import { TrafficLive } from './traffic/traffic-live.js';
 
 export type { Logger } from './support/logger.js';
 
@@ -44,6 +46,8 @@ export interface ControllerOptions {
   graphiql?: boolean;
   /** The reverse proxy: a Caddy this controller runs, or one it reaches; absent: web proxies stay PENDING. */
   proxy?: ControllerProxyOptions;
+  /** The clock of traffic ingest, rollups and billing periods (default: the system's). */
+  clock?: Clock;
 }
 
 /** How the controller drives Caddy. */
@@ -57,7 +61,11 @@ export type ControllerProxyOptions = Omit<ProxyManagerOptions, 'admin' | 'adminC
 export interface ContainerOptions {
   logger?: Logger;
   agentPresence?: Partial<AgentPresenceOptions>;
+  /** Default: the system clock. */
+  clock?: Clock;
 }
+
+const systemClock: Clock = { now: () => new Date() };
 
 /** A running controller. */
 export interface Controller {
@@ -84,9 +92,13 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerInstance(EventBusToken, createEventBus(store.eventTarget));
   child.registerInstance(LoggerToken, options.logger ?? quietLogger);
   child.registerInstance(AgentPresenceToken, validPresence(options.agentPresence));
-  // state everything on this container must share: presence bookkeeping, revocation watchers
+  child.registerInstance(ClockToken, options.clock ?? systemClock);
+  // state everything on this container must share: presence bookkeeping, revocation watchers, live rates, the rollup timer
   child.registerSingleton(HostAgentService);
   child.registerSingleton(TokenRevocations);
+  child.registerSingleton(TrafficLive);
+  child.registerSingleton(TrafficHistory);
+  child.resolve(TrafficLive).start();
   return child;
 }
 
@@ -227,7 +239,9 @@ interface WsExtra extends Record<PropertyKey, unknown> {
 export async function startController(options: ControllerOptions): Promise<Controller> {
   const logger = options.logger ?? quietLogger;
   const store = await openStore(options.store);
-  const container = createContainer(store, { logger, agentPresence: options.agentPresence });
+  const container = createContainer(store, { logger, agentPresence: options.agentPresence, clock: options.clock });
+  const trafficHistory = container.resolve(TrafficHistory);
+  trafficHistory.start();
   // an import a stopped controller was writing is all or nothing: its staged rows go
   const leftovers = await container.resolve(PortForwardImportService).removeLeftovers(store.kind);
   if (leftovers > 0) logger.warn(`removed ${leftovers} unfinished port forward import(s) left by a controller that stopped`);
@@ -333,6 +347,8 @@ export async function startController(options: ControllerOptions): Promise<Contr
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       // ended agent subscriptions mark their agents offline before the store goes away
       await hostAgents.settle();
+      await trafficHistory.stop();
+      await container.resolve(TrafficLive).stop();
       await proxyManager?.stop();
       await caddy?.stop();
       revocations.stop();

@@ -21,6 +21,9 @@ import { PortForwardImportService } from '../services/port-forward-import-servic
 import { PortForwardService } from '../services/port-forward-service.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
+import { TrafficHistory } from '../traffic/traffic-history.js';
+import { TrafficIngest } from '../traffic/traffic-ingest.js';
+import { TrafficLive } from '../traffic/traffic-live.js';
 
 /** The services resolvers call. */
 export interface Services {
@@ -37,6 +40,12 @@ export interface Services {
   desiredState: DesiredStateService;
   objectStatus: ObjectStatusService;
   audit: AuditService;
+  /** Agents' traffic reports. */
+  trafficIngest: TrafficIngest;
+  /** Stored traffic: history curves and billing periods. */
+  trafficHistory: TrafficHistory;
+  /** Live rates. */
+  trafficLive: TrafficLive;
   /** The reverse proxy manager; absent when this controller drives no Caddy. */
   proxyManager?: ProxyManager;
 }
@@ -74,6 +83,9 @@ export function resolveServices(container: DependencyContainer): Services {
     desiredState: container.resolve(DesiredStateService),
     objectStatus: container.resolve(ObjectStatusService),
     audit: container.resolve(AuditService),
+    trafficIngest: container.resolve(TrafficIngest),
+    trafficHistory: container.resolve(TrafficHistory),
+    trafficLive: container.resolve(TrafficLive),
     proxyManager: container.isRegistered(ProxyManagerToken) ? container.resolve(ProxyManagerToken) : undefined,
   };
 }

@@ -15,6 +15,7 @@ import './schema/bandwidth.js';
 import './schema/web-proxies.js';
 import './schema/desired-state.js';
 import './schema/audit.js';
+import './schema/traffic.js';
 
 let built: GraphQLSchema | undefined;
 

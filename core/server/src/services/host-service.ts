@@ -135,6 +135,7 @@ export class HostService {
       portRangeEnd: range.end,
       reservedPorts: parsePortRanges('input.reservedPorts', input.reservedPorts ?? []),
       maxForwardPorts: validMaxForwardPorts(input.maxForwardPorts ?? DEFAULT_MAX_FORWARD_PORTS),
+      trafficCapBps: null,
       publicAddresses: validAddresses('input.publicAddresses', input.publicAddresses ?? []),
       desiredRevision: 0,
       defaultPoolId: null,

@@ -109,6 +109,7 @@ export class UserService {
           name: 'admin',
           role: 'admin',
           ...quotasOf({}),
+          billingDay: null,
           createdAt: new Date(),
         };
         await tx.insert(users).values(user);
@@ -132,6 +133,7 @@ export class UserService {
       name: validName('input.name', input.name),
       role: input.role,
       ...quotasOf(input),
+      billingDay: null,
       createdAt: new Date(),
     };
     return mapUniqueViolations(

@@ -20,7 +20,7 @@ import { resultOf } from './mutation-result.js';
 import { UserRef } from './users.js';
 
 export const InstanceRef = builder.objectRef<Instance>('Instance');
-const NicRef = builder.objectRef<Nic>('Nic');
+export const NicRef = builder.objectRef<Nic>('Nic');
 
 NicRef.implement({
   fields: (t) => ({

@@ -16,7 +16,7 @@ export const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
 });
 
 /** Apply status of an object on its host, reported by the host's agent. */
-const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
+export const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
   fields: (t) => ({
     id: t.exposeID('id'),
     host: t.field({ type: HostRef, resolve: async (f, _a, ctx) => (await ctx.services.hosts.get(requireActor(ctx), f.hostId))! }),
