@@ -5,19 +5,11 @@
  * the NIC counters keep coming every interval.
  */
 import { readFileSync } from 'node:fs';
-import {
-  DRIVER_API_VERSION,
-  expectedObservation,
-  type ApplyResult,
-  type DesiredState,
-  type NetworkDriver,
-  type StatsPart,
-  type StatsResult,
-} from '@gatehouse/sdk';
+import type { DesiredState, StatsPart, StatsResult } from '@gatehouse/sdk';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { HostAgent } from '../src/index.js';
 import { FakeController } from './fake-controller.js';
-import { ALL_CAPABILITIES } from './scripted-driver.js';
+import { ScriptedDriver } from './scripted-driver.js';
 
 const HOST_ID = '7c1f1b43-66a5-4c57-a4d5-6f1f0c4b1a03';
 const NIC = '00000000-0000-4000-8000-0000000001a1';
@@ -44,28 +36,13 @@ const state: DesiredState = {
   ],
 };
 
-/** Counters that grow by 1000 bytes per NIC read; forward reads that take FORWARD_READ_MS. */
-class CountingDriver implements NetworkDriver {
-  readonly id = 'counting';
-  readonly apiVersion = DRIVER_API_VERSION;
-  readonly capabilities = ALL_CAPABILITIES;
+/** The scripted driver, with counters that grow by 1000 bytes per NIC read and forward reads that take FORWARD_READ_MS. */
+class CountingDriver extends ScriptedDriver {
   nicReads = 0;
   forwardReads = 0;
-  async discover() {
-    return { instances: [] };
-  }
-  async apply(_ctx: unknown, input: { desired: DesiredState }): Promise<ApplyResult> {
-    return {
-      changed: true,
-      objects: input.desired.instances.flatMap((i) => i.nics.map((n) => ({ objectType: 'nic' as const, objectId: n.id, status: 'applied' as const }))),
-    };
-  }
-  async observe() {
-    return { state: expectedObservation(state) };
-  }
-  async stats(_ctx: unknown, input: { parts?: readonly StatsPart[] }): Promise<StatsResult> {
+  override async stats(_ctx?: unknown, input?: { parts?: readonly StatsPart[] }): Promise<StatsResult> {
     const result: StatsResult = { nics: [], forwards: [] };
-    if (input.parts?.includes('nics')) {
+    if (input?.parts?.includes('nics')) {
       const n = ++this.nicReads;
       result.nics.push({
         instanceId: state.instances[0]!.id,
@@ -75,18 +52,12 @@ class CountingDriver implements NetworkDriver {
         epoch: 'if7',
       });
     }
-    if (input.parts?.includes('forwards')) {
+    if (input?.parts?.includes('forwards')) {
       await new Promise((r) => setTimeout(r, FORWARD_READ_MS));
       const n = ++this.forwardReads;
       result.forwards.push({ forwardId: FORWARD, counter: { bytes: n * 500, packets: n }, epoch: '12.13' });
     }
     return result;
-  }
-  async release() {
-    return { released: true };
-  }
-  async gc() {
-    return { removedInstanceIds: [] };
   }
 }
 

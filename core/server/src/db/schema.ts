@@ -577,6 +577,14 @@ export const hostAgentConnections = pgTable(
   (t) => [index('host_agent_connections_host_idx').on(t.hostId, t.lastSeenAt)],
 );
 
+/** Bytes and packets into (rx) and out of (tx) an instance, added up. */
+const trafficTotals = () => ({
+  rxBytes: bigint('rx_bytes', { mode: 'number' }).notNull().default(0),
+  txBytes: bigint('tx_bytes', { mode: 'number' }).notNull().default(0),
+  rxPackets: bigint('rx_packets', { mode: 'number' }).notNull().default(0),
+  txPackets: bigint('tx_packets', { mode: 'number' }).notNull().default(0),
+});
+
 /** Kinds of objects traffic is counted for (`host`: the sum of the host's NICs). */
 export type TrafficObjectType = 'nic' | 'port_forward' | 'host';
 
@@ -618,10 +626,7 @@ export const trafficBuckets = pgTable(
     hostId: uuid('host_id').notNull(),
     /** The instance the NIC or forward belongs to (null for a host's row). */
     instanceId: uuid('instance_id'),
-    rxBytes: bigint('rx_bytes', { mode: 'number' }).notNull().default(0),
-    txBytes: bigint('tx_bytes', { mode: 'number' }).notNull().default(0),
-    rxPackets: bigint('rx_packets', { mode: 'number' }).notNull().default(0),
-    txPackets: bigint('tx_packets', { mode: 'number' }).notNull().default(0),
+    ...trafficTotals(),
   },
   (t) => [
     primaryKey({ columns: [t.resolution, t.objectType, t.objectId, t.start] }),
@@ -640,10 +645,7 @@ export const trafficPeriods = pgTable(
     periodEnd: timestamp('period_end', { withTimezone: true, mode: 'date' }).notNull(),
     hostId: uuid('host_id').notNull(),
     instanceId: uuid('instance_id'),
-    rxBytes: bigint('rx_bytes', { mode: 'number' }).notNull().default(0),
-    txBytes: bigint('tx_bytes', { mode: 'number' }).notNull().default(0),
-    rxPackets: bigint('rx_packets', { mode: 'number' }).notNull().default(0),
-    txPackets: bigint('tx_packets', { mode: 'number' }).notNull().default(0),
+    ...trafficTotals(),
   },
   (t) => [primaryKey({ columns: [t.objectType, t.objectId, t.periodStart] }), index('traffic_periods_instance_idx').on(t.instanceId, t.periodStart)],
 );

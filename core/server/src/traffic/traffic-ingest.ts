@@ -18,12 +18,13 @@ import {
   type TrafficReading,
   type TrafficRejection,
 } from '@gatehouse/agent-protocol';
-import { isAdmin, type Actor } from '../auth/actor.js';
+import type { Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
 import { hosts, instances, nics, portForwards, trafficBuckets, trafficCounters, trafficPeriods, users } from '../db/schema.js';
 import { ClockToken, DatabaseToken, EventBusToken, LoggerToken, type Clock } from '../di/tokens.js';
 import type { EventBus } from '../events/event-bus.js';
 import type { InstanceTrafficRates, TrafficRatesMessage } from '../events/event-payloads.js';
+import { mayActForHostAgent } from '../services/host-agent-service.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../support/errors.js';
 import { isId } from '../support/ids.js';
 import type { Logger } from '../support/logger.js';
@@ -100,7 +101,7 @@ export class TrafficIngest {
   /** Counts one report of a host's agent (its AGENT token or an admin). */
   async report(actor: Actor, input: ReportTrafficInput): Promise<TrafficReportResult> {
     const hostId = validId('input.hostId', input.hostId);
-    if (!(isAdmin(actor) || (actor.scope === 'agent' && actor.hostId === hostId)))
+    if (!mayActForHostAgent(actor, hostId))
       throw new ForbiddenError(`input.hostId "${hostId}": only that host's agent token (or an admin) may report its traffic`, 'input.hostId', hostId);
     if (typeof input.bootId !== 'string' || !BOOT_ID.test(input.bootId))
       throw new ValidationError('input.bootId', input.bootId, 'must be 1-64 letters, digits or "-" (the host\'s boot id)');
