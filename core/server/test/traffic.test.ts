@@ -214,11 +214,46 @@ describe.each(backends)('traffic statistics on $name', (backend) => {
     expect(april.period.projectedTotalBytes).toBe(Math.round((5600 * 30 * 86_400) / 30));
   });
 
+  it("discards deltas above the host's own cap, and bills a user with a billing day from that day", async () => {
+    const capped = await api.admin(
+      `mutation($h: ID!) { updateHost(input: { hostId: $h, trafficCapBps: 8000000 }) { ... on UpdateHostPayload { host { trafficCapBps } } ${ERROR_FIELDS} } }`,
+      { h: hostId },
+    );
+    expect(capped.data.updateHost.host.trafficCapBps).toBe(8e6);
+    expect(
+      (await api.admin(`mutation($h: ID!) { updateHost(input: { hostId: $h, trafficCapBps: 5 }) { ... on Error { field } } }`, { h: hostId })).data.updateHost,
+    ).toEqual({ field: 'input.trafficCapBps' });
+    const before = (await periodOf(api.admin, vmB)).period.rxBytes;
+    now += 1000;
+    await send(report([nic(nicB, 30, 40)]));
+    now += 1000;
+    // 1 MB/s allowed: 2 MB in one second is impossible on this host
+    await send(report([nic(nicB, 2_000_030, 40)]));
+    now += 1000;
+    await send(report([nic(nicB, 2_500_030, 40)]));
+    expect((await periodOf(api.admin, vmB)).period.rxBytes).toBe(before + 20 + 500_000);
+    await api.admin(`mutation($h: ID!) { updateHost(input: { hostId: $h, trafficCapBps: 100000000000 }) { __typename } }`, { h: hostId });
+
+    const day = await api.admin(
+      `mutation($u: ID!) { updateUserQuotas(input: { userId: $u, billingDay: 15 }) { ... on UpdateUserQuotasPayload { user { billingDay } } ${ERROR_FIELDS} } }`,
+      { u: tenantB.id },
+    );
+    expect(day.data.updateUserQuotas.user.billingDay).toBe(15);
+    expect(
+      (await api.admin(`mutation($u: ID!) { updateUserQuotas(input: { userId: $u, billingDay: 31 }) { ... on Error { field } } }`, { u: tenantB.id })).data
+        .updateUserQuotas,
+    ).toEqual({ field: 'input.billingDay' });
+    now += 1000;
+    await send(report([nic(nicB, 2_500_130, 40)]));
+    const period = (await periodOf(tenantB.client, vmB)).period;
+    expect(period).toMatchObject({ start: '2026-03-15T00:00:00.000Z', end: '2026-04-15T00:00:00.000Z', rxBytes: 100 });
+  });
+
   it("shows a user only their own instances' traffic, in queries and in trafficUpdated", async () => {
     expect((await tenantB.client(INSTANCE_TRAFFIC, { id: vmA })).data?.instance ?? null).toBeNull();
     const hostTraffic = await tenantA.client(`query($h: ID!) { host(id: $h) { traffic { period { totalBytes } } } }`, { h: hostId });
     expect(JSON.stringify(hostTraffic)).toMatch(/FORBIDDEN|NOT_FOUND/);
-    expect((await api.admin(`query($h: ID!) { host(id: $h) { traffic { period { rxBytes } } } }`, { h: hostId })).data.host.traffic.period.rxBytes).toBe(5100);
+    expect((await api.admin(`query($h: ID!) { host(id: $h) { traffic { period { rxBytes } } } }`, { h: hostId })).data.host.traffic.period.rxBytes).toBe(5100 + 500_120);
 
     const watch = (secret: string, variables: Record<string, unknown>) => {
       const client = createClient({
@@ -239,6 +274,8 @@ describe.each(backends)('traffic statistics on $name', (backend) => {
       );
       return seen;
     };
+    // a reading of nic 0 one second before the one watched: its rate is over that second
+    await send(report([nic(nicsA[0]!, 9000, 600, 'if9')]));
     const bobAsksForAlice = watch(tenantB.secret, { ids: [vmA] });
     const bobAll = watch(tenantB.secret, {});
     const aliceAll = watch(tenantA.secret, { h: hostId });

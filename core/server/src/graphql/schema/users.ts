@@ -48,6 +48,10 @@ UserRef.implement({
     ...Object.fromEntries(
       QUOTA_NAMES.map((name) => [name, t.exposeInt(name, { nullable: true, description: `${QUOTA_DESCRIPTIONS[name]} Null: unlimited.` })]),
     ),
+    billingDay: t.exposeInt('billingDay', {
+      nullable: true,
+      description: "Day of the month (1-28, UTC) the user's traffic billing periods start on; null: calendar months.",
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     tokens: t.field({ type: [ApiTokenRef], resolve: (u, _a, ctx) => ctx.services.users.tokensOf(requireActor(ctx), u.id) }),
   }),
@@ -91,6 +95,7 @@ const UpdateUserQuotasInput = builder.inputType('UpdateUserQuotasInput', {
   fields: (t) => ({
     userId: t.id({ required: true }),
     ...Object.fromEntries(QUOTA_NAMES.map((name) => [name, t.int({ description: `${QUOTA_DESCRIPTIONS[name]} Absent: unchanged. Null: unlimited.` })])),
+    billingDay: t.int({ description: 'Day of the month (1-28) traffic billing periods start on. Absent: unchanged. Null: calendar months.' }),
   }),
 });
 
