@@ -253,7 +253,9 @@ describe.each(backends)('traffic statistics on $name', (backend) => {
     expect((await tenantB.client(INSTANCE_TRAFFIC, { id: vmA })).data?.instance ?? null).toBeNull();
     const hostTraffic = await tenantA.client(`query($h: ID!) { host(id: $h) { traffic { period { totalBytes } } } }`, { h: hostId });
     expect(JSON.stringify(hostTraffic)).toMatch(/FORBIDDEN|NOT_FOUND/);
-    expect((await api.admin(`query($h: ID!) { host(id: $h) { traffic { period { rxBytes } } } }`, { h: hostId })).data.host.traffic.period.rxBytes).toBe(5100 + 500_120);
+    expect((await api.admin(`query($h: ID!) { host(id: $h) { traffic { period { rxBytes } } } }`, { h: hostId })).data.host.traffic.period.rxBytes).toBe(
+      5100 + 500_120,
+    );
 
     const watch = (secret: string, variables: Record<string, unknown>) => {
       const client = createClient({
