@@ -10,6 +10,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { HostAgent } from '../src/index.js';
 import { FakeController } from './fake-controller.js';
 import { ScriptedDriver } from './scripted-driver.js';
+import { startAgent } from './support.js';
 
 const HOST_ID = '7c1f1b43-66a5-4c57-a4d5-6f1f0c4b1a03';
 const NIC = '00000000-0000-4000-8000-0000000001a1';
@@ -109,3 +110,10 @@ it('reports raw NIC counters every interval and stretches the forward interval t
   for (const r of reports.slice(1)) expect(r.nics.intervalMs).toBeLessThan(FORWARD_READ_MS);
   expect(withForwards.at(-1)!.forwards.counters[0]).toMatchObject({ forwardId: FORWARD, epoch: '12.13' });
 });
+
+it('refuses a --stats-interval below 100 ms on the command line, naming the option', async () => {
+  const agentProcess = startAgent(['--controller', 'http://127.0.0.1:9/graphql', '--stats-interval', '50'], 'gh_unused');
+  const code = await new Promise<number | null>((resolve) => agentProcess.child.once('exit', (c) => resolve(c)));
+  expect(code).toBe(2);
+  expect(agentProcess.output()).toContain('--stats-interval 50 must be 0 (no traffic reports) or an integer of at least 100 (ms)');
+}, 60_000);
