@@ -30,8 +30,8 @@ export interface DataplaneCounters {
   /** Forwarded traffic to (`in`) and from (`out`) each instance, by instance id. */
   instances: Map<string, { in: Counter; out: Counter }>;
   /**
-   * One life of the forward counters: the handles of the counter sets (`fwd4_ctr.fwd6_ctr`),
-   * which change when the table is replaced and every element's counter starts from zero.
+   * One life of the forward counters: the handles of the table and of its counter sets
+   * (`t12.3.4`), which change when the table is replaced and every element's counter starts from zero.
    */
   forwardEpoch: string;
 }
@@ -128,7 +128,9 @@ export class Dataplane {
     } catch {
       return result; // no table: no counters
     }
-    result.forwardEpoch = sets.map((s) => String(s.set?.handle ?? '-')).join('.');
+    // set handles restart with a re-created table, table handles do not: both name the counters' life
+    const table = (await list('tables', TABLE.family)).find((t) => t.table?.name === TABLE.table);
+    result.forwardEpoch = [`t${String(table?.table?.handle ?? '-')}`, ...sets.filter((s) => s.set).map((s) => String(s.set!.handle))].join('.');
     // a forward's packets are counted on each of its elements (one per address, protocol and port)
     for (const set of sets) {
       for (const e of (set.set?.elem as { elem?: { comment?: string; counter?: Counter } }[] | undefined) ?? []) {

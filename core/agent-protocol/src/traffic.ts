@@ -23,10 +23,10 @@ export interface NicTrafficInput {
   txPackets: number;
 }
 
-/** One port forward's counter: bytes and packets of connections towards it (before DNAT). */
+/** One port forward's counter: bytes and packets arriving on its host ports (before DNAT). */
 export interface ForwardTrafficInput {
   forwardId: string;
-  /** One life of the counter (the handles of the nft sets holding it). */
+  /** One life of the counter (the handles of the nft table and sets holding it). */
   epoch: string;
   bytes: number;
   packets: number;

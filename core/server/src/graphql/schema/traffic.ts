@@ -121,7 +121,8 @@ builder.objectField(NicRef, 'traffic', (t) =>
 builder.objectField(PortForwardRef, 'traffic', (t) =>
   t.field({
     type: TrafficRef,
-    description: 'Traffic of new connections towards the forward, before DNAT, as rx (tx stays 0; replies are counted on the NIC).',
+    description:
+      "Traffic towards the forward (packets arriving on its host ports, counted before DNAT) as rx; tx stays 0 (the replies are counted on the instance's NIC).",
     resolve: (f): TrafficSubject => ({ kind: 'port_forward', id: f.id }),
   }),
 );
@@ -205,10 +206,10 @@ const NicTrafficReadingInput = builder.inputType('NicTrafficReadingInput', {
 });
 
 const ForwardTrafficInput = builder.inputType('ForwardTrafficInput', {
-  description: "One port forward's raw cumulative counter (connections towards it).",
+  description: "One port forward's raw cumulative counter (packets arriving on its host ports).",
   fields: (t) => ({
     forwardId: t.id({ required: true }),
-    epoch: t.string({ required: true, description: 'One life of the counter (the handles of the nft sets holding it), 1-200 characters.' }),
+    epoch: t.string({ required: true, description: 'One life of the counter (the handles of the nft table and sets holding it), 1-200 characters.' }),
     bytes: t.float({ required: true, description: 'Bytes since the counter started (a non-negative integer).' }),
     packets: t.float({ required: true, description: 'Packets since the counter started.' }),
   }),
