@@ -29,6 +29,11 @@ export interface DataplaneCounters {
   forwards: Map<string, Counter>;
   /** Forwarded traffic to (`in`) and from (`out`) each instance, by instance id. */
   instances: Map<string, { in: Counter; out: Counter }>;
+  /**
+   * One life of the forward counters: the handles of the table and of its counter sets
+   * (`t12.3.4`), which change when the table is replaced and every element's counter starts from zero.
+   */
+  forwardEpoch: string;
 }
 
 interface Applied {
@@ -122,7 +127,7 @@ export class Dataplane {
 
   /** The table's counters. */
   async counters(): Promise<DataplaneCounters> {
-    const result: DataplaneCounters = { forwards: new Map(), instances: new Map() };
+    const result: DataplaneCounters = { forwards: new Map(), instances: new Map(), forwardEpoch: 'none' };
     const list = async (...args: string[]) => {
       const out = await run('nft', ['-j', 'list', ...args], this.target);
       return (JSON.parse(out) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
@@ -135,6 +140,9 @@ export class Dataplane {
     } catch {
       return result; // no table: no counters
     }
+    // set handles restart with a re-created table, table handles do not: both name the counters' life
+    const table = (await list('tables', TABLE.family)).find((t) => t.table?.name === TABLE.table);
+    result.forwardEpoch = [`t${String(table?.table?.handle ?? '-')}`, ...sets.filter((s) => s.set).map((s) => String(s.set!.handle))].join('.');
     // a forward's packets are counted on each of its elements (one per address, protocol and port)
     for (const set of sets) {
       for (const e of (set.set?.elem as { elem?: { comment?: string; counter?: Counter } }[] | undefined) ?? []) {

@@ -31,6 +31,7 @@ import {
   type NetworkDriver,
   type ObjectResult,
   type ObservedState,
+  type StatsPart,
   type StatsResult,
 } from '@gatehouse/sdk';
 import { Dataplane } from './dataplane.js';
@@ -236,11 +237,15 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
     return { state: sortObservation({ forwards, firewalls: firewalls.map(({ unrecognized: _, ...f }) => f), shaping }) };
   }
 
-  /** Per-forward counters from the table; per NIC (given `desired`) what `nicStats` reads. */
-  async stats(ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult> {
-    const counters = await this.dataplane.counters();
-    const forwards = [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter }));
-    return { nics: input.desired ? await this.nicStats(ctx, input.desired) : [], forwards };
+  /** Per-forward counters from the table (epoch: the counter sets' handles); per NIC (given `desired`) what `nicStats` reads. */
+  async stats(ctx: DriverContext, input: { desired?: DesiredState; parts?: readonly StatsPart[] }): Promise<StatsResult> {
+    const parts = new Set<StatsPart>(input.parts ?? ['nics', 'forwards']);
+    let forwards: StatsResult['forwards'] = [];
+    if (parts.has('forwards')) {
+      const counters = await this.dataplane.counters();
+      forwards = [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter, epoch: counters.forwardEpoch }));
+    }
+    return { nics: input.desired && parts.has('nics') ? await this.nicStats(ctx, input.desired) : [], forwards };
   }
 
   /** Removes one instance's table entries and what `releaseHost` takes back; succeeds when already gone. */

@@ -33,14 +33,19 @@ export async function shapingDifferences(places: readonly NicPlacement[], desire
   return differences;
 }
 
-/** A NIC's counters read on its host-side interface, turned round: what the host side sends, the instance receives. */
-export async function nicCounters(hostInterface: string, target: ExecTarget = {}): Promise<{ rx: Counter; tx: Counter } | undefined> {
+/**
+ * A NIC's counters read on its host-side interface, turned round: what the host side sends, the
+ * instance receives. `epoch` is the interface's ifindex (`if<n>`): a re-created interface (a
+ * restarted container's new veth) gets a new one, and its counters start from zero.
+ */
+export async function nicCounters(hostInterface: string, target: ExecTarget = {}): Promise<{ rx: Counter; tx: Counter; epoch: string } | undefined> {
   const [link] = JSON.parse(await run('ip', ['-j', '-s', 'link', 'show', 'dev', hostInterface], target)) as {
+    ifindex: number;
     stats64: { rx: { bytes: number; packets: number }; tx: { bytes: number; packets: number } };
   }[];
   if (!link) return undefined;
   const { rx, tx } = link.stats64;
-  return { rx: { bytes: tx.bytes, packets: tx.packets }, tx: { bytes: rx.bytes, packets: rx.packets } };
+  return { rx: { bytes: tx.bytes, packets: tx.packets }, tx: { bytes: rx.bytes, packets: rx.packets }, epoch: `if${link.ifindex}` };
 }
 
 /** The shaping in effect on placed NICs, as `observe` reports it (unshaped NICs left out). */

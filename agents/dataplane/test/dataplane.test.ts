@@ -222,6 +222,13 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(tcpOnly.packets).toBeGreaterThanOrEqual(3);
     expect(await udpOutcome(client, '198.51.100.1', 10023)).toBe('got:udp-vm6');
     expect((await dp.counters()).forwards.get('f1000000-0000-4000-8000-000000000002')!.packets).toBeGreaterThan(tcpOnly.packets);
+    // replacing the table restarts every forward counter, under a new epoch (what the controller counts as a reset)
+    const epoch = (await dp.counters()).forwardEpoch;
+    expect(epoch).toMatch(/^t\d+\.\d+\.\d+$/);
+    await dp.apply(state(9, base()), { force: true });
+    const replaced = await dp.counters();
+    expect(replaced.forwardEpoch).not.toBe(epoch);
+    expect(replaced.forwards.get('f1000000-0000-4000-8000-000000000001')!.packets).toBe(0);
   });
 
   it('releases one instance (twice), and gc removes only orphans — also from a process that applied nothing', async () => {

@@ -58,6 +58,7 @@ import {
 import { ControllerConnection, type AgentLogger, type TokenRefusedError } from './controller.js';
 import { serveTunnels, type TunnelOptions } from './tunnel.js';
 import { StateCache, StateCacheRefusedError } from './state-cache.js';
+import { TrafficReporter } from './traffic-reporter.js';
 
 export interface HostAgentOptions {
   controllerUrl: string;
@@ -81,6 +82,8 @@ export interface HostAgentOptions {
   tunnel?: Pick<TunnelOptions, 'ports' | 'maxStreams' | 'idleMs'>;
   /** Where the last applied desired state is kept (state-cache.ts); absent: no cache (the agent waits for the controller at start). */
   stateDir?: string;
+  /** How often traffic counters are read and reported (default 1,000 ms; 0: never). */
+  statsIntervalMs?: number;
 }
 
 /** Where the agent's first desired state came from in this run: its cache (applied before connecting) or the controller. */
@@ -154,6 +157,7 @@ export class HostAgent extends EventEmitter<{
   private resubscribeTimer: NodeJS.Timeout | undefined;
   /** Failed subscriptions in a row (reset by a message). */
   private resubscribes = 0;
+  private traffic: TrafficReporter | undefined;
 
   constructor(private readonly options: HostAgentOptions) {
     super();
@@ -205,6 +209,21 @@ export class HostAgent extends EventEmitter<{
       { ...o.tunnel, controllerUrl: o.controllerUrl, token: o.token, logger: this.logger },
       () => this.received,
     );
+    if ((o.statsIntervalMs ?? 1000) > 0) {
+      this.traffic = new TrafficReporter(
+        {
+          driver: o.driver,
+          logger: this.logger,
+          hostId: () => this.state.hostId,
+          applied: () => this.last?.desired,
+          connected: () => this.state.connected,
+          ctx: (desired) => this.ctx(desired),
+          request: (query, variables) => this.connection!.request(query, variables),
+        },
+        o.statsIntervalMs ?? 1000,
+      );
+      await this.traffic.start();
+    }
   }
 
   /**
@@ -252,6 +271,7 @@ export class HostAgent extends EventEmitter<{
     for (const t of this.timers) clearInterval(t);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.resubscribeTimer) clearTimeout(this.resubscribeTimer);
+    await this.traffic?.stop();
     this.unsubscribe?.();
     this.stopTunnels?.();
     await this.connection?.close();

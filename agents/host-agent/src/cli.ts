@@ -3,7 +3,7 @@
  * The agent command (also `gatehouse agent` of the `gatehouse` command, core/cli):
  *
  *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
- *                   [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR]
+ *                   [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR] [--stats-interval MS]
  *
  * `--tunnel-ports`: the ports of this host's instances the controller may open SSH tunnel streams
  * to (default 22). `--state-dir` (default /var/lib/gatehouse-agent) keeps the last applied
@@ -19,7 +19,7 @@ import { HostAgent } from './agent.js';
 import { DEFAULT_STATE_DIR } from './state-cache.js';
 
 const USAGE =
-  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|proxmox|esxi|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR]';
+  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|proxmox|esxi|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR] [--stats-interval MS]';
 
 /**
  * The module `--plugin` names, loaded at run time (this package depends on no plugin): a built-in
@@ -47,6 +47,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     'tunnel-ports': { type: 'string', default: '22' },
     'discover-interval': { type: 'string', default: '60000' },
     'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
+    'stats-interval': { type: 'string', default: '1000' },
   } as const;
   let values!: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>['values'];
   try {
@@ -66,6 +67,9 @@ export async function runAgent(argv: string[]): Promise<void> {
     fail(`--discover-interval ${values['discover-interval']} must be an integer of at least 100 (ms)`);
   const stateDir = values['state-dir']!;
   if (!isAbsolute(stateDir)) fail(`--state-dir ${stateDir} must be an absolute path`);
+  const statsIntervalMs = Number(values['stats-interval']);
+  if (!Number.isInteger(statsIntervalMs) || (statsIntervalMs !== 0 && statsIntervalMs < 100))
+    fail(`--stats-interval ${values['stats-interval']} must be 0 (no traffic reports) or an integer of at least 100 (ms)`);
   let config: unknown;
   try {
     config = values['plugin-config'] === undefined ? undefined : JSON.parse(values['plugin-config']);
@@ -90,6 +94,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     discoverIntervalMs,
     tunnel: { ports },
     stateDir,
+    statsIntervalMs,
   });
   agent.on('refused', () => {
     void agent.stop().finally(() => process.exit(3));

@@ -15,7 +15,7 @@ interface Message {
 
 /** One report mutation as the agent sent it. */
 export interface Report {
-  mutation: 'reportHostStatus' | 'reportObjectStatus';
+  mutation: 'reportHostStatus' | 'reportObjectStatus' | 'reportTraffic';
   input: Record<string, any>;
 }
 
@@ -105,7 +105,7 @@ export class FakeController {
       if (this.last) this.send(socket, message.id, this.last.revision, { full: this.last.document, patch: null });
       return;
     }
-    const mutation = /(reportHostStatus|reportObjectStatus)/.exec(query)?.[1] as Report['mutation'] | undefined;
+    const mutation = /(reportHostStatus|reportObjectStatus|reportTraffic)/.exec(query)?.[1] as Report['mutation'] | undefined;
     if (!mutation) {
       socket.send(JSON.stringify({ id: message.id, type: 'error', payload: [{ message: 'the fake controller answers no such operation' }] }));
       return;

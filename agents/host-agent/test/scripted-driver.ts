@@ -10,6 +10,8 @@ import {
   type DriverCapabilities,
   type NetworkDriver,
   type ObjectResult,
+  type StatsPart,
+  type StatsResult,
 } from '@gatehouse/sdk';
 
 /** Every capability on. */
@@ -74,7 +76,7 @@ export class ScriptedDriver implements NetworkDriver {
   async observe() {
     return { state: expectedObservation(this.current ?? { apiVersion: 1, hostId: '', hostName: '', revision: 0, publicAddresses: [], instances: [] }) };
   }
-  async stats() {
+  async stats(_ctx?: unknown, _input?: { parts?: readonly StatsPart[] }): Promise<StatsResult> {
     return { forwards: [], nics: [] };
   }
   async release(_ctx: unknown, input: { instanceId: string }) {

@@ -22,6 +22,9 @@ export const REPORT_HOST_STATUS_MUTATION = `mutation ReportHostStatus($input: Re
  */
 export const TUNNEL_REQUESTS_SUBSCRIPTION = `subscription TunnelRequests($hostId: ID!, $ports: [Int!]!) { hostTunnelRequests(hostId: $hostId, ports: $ports) { ticket address port } }`;
 
+/** Raw traffic counters, once per interval. Variables: `{ input: ReportTrafficInput }`. */
+export const REPORT_TRAFFIC_MUTATION = `mutation ReportTraffic($input: ReportTrafficInput!) { reportTraffic(input: $input) { __typename ... on ReportTrafficPayload { outcome { counted rejected { field message } } } ... on Error { message } } }`;
+
 /** Every document of the protocol, by name (what the controller's tests validate). */
 export const AGENT_DOCUMENTS = {
   AGENT_HOST_QUERY,
@@ -29,4 +32,5 @@ export const AGENT_DOCUMENTS = {
   REPORT_OBJECT_STATUS_MUTATION,
   REPORT_HOST_STATUS_MUTATION,
   TUNNEL_REQUESTS_SUBSCRIPTION,
+  REPORT_TRAFFIC_MUTATION,
 } as const;

@@ -1,6 +1,7 @@
 /** @gatehouse/agent-protocol: what a host agent and its controller say to each other. */
 export * from './documents.js';
 export * from './reports.js';
+export * from './traffic.js';
 export {
   applyDesiredStatePatch,
   compareForwards,

@@ -49,8 +49,9 @@ const USAGE = `usage:
       As root, also creates a sandbox host (network namespaces gh-sandbox*, two demo instances)
       with an in-process agent; --no-sandbox (or GATEHOUSE_SANDBOX=off) leaves it out.
   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
-                  [--drift-interval MS]
-      Runs a host agent (token also from GATEHOUSE_AGENT_TOKEN).
+                  [--drift-interval MS] [--stats-interval MS]
+      Runs a host agent (token also from GATEHOUSE_AGENT_TOKEN); it reports traffic counters
+      every --stats-interval ms (default 1000; 0: never).
   gatehouse renew-certificates --controller URL --token T [--within-days 30]
       Runs the certificate renewal scan now on a running controller (admin token, also from
       GATEHOUSE_TOKEN); exits 1 when a due certificate could not be renewed.

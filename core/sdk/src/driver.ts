@@ -156,13 +156,20 @@ export interface Counter {
   packets: number;
 }
 
-/** What `stats` returns; counters only grow until the object is re-created. */
+/**
+ * What `stats` returns; counters only grow until the object is re-created. `epoch`, when the
+ * driver knows it, names one life of a counter (an interface's ifindex, the handle of the nft set
+ * holding it): a new epoch means the counter restarted from zero, whatever its value.
+ */
 export interface StatsResult {
   /** Per instance NIC: `rx` is traffic into the instance, `tx` out of it. */
-  nics: { instanceId: string; nicId: string; rx: Counter; tx: Counter }[];
+  nics: { instanceId: string; nicId: string; rx: Counter; tx: Counter; epoch?: string }[];
   /** Per port forward: new connections' packets and bytes through its DNAT. */
-  forwards: { forwardId: string; counter: Counter }[];
+  forwards: { forwardId: string; counter: Counter; epoch?: string }[];
 }
+
+/** Which counters a `stats` call should read (both when absent); a driver may return more. */
+export type StatsPart = 'nics' | 'forwards';
 
 /** The contract. */
 export interface NetworkDriver {
@@ -187,8 +194,8 @@ export interface NetworkDriver {
    * compare `observe` with `expectedObservation(desired)`.
    */
   drift?(ctx: DriverContext, input: { desired: DesiredState; thorough: boolean }): Promise<{ differences: string[] }>;
-  /** Counters per instance NIC and per forward. */
-  stats(ctx: DriverContext, input: { desired?: DesiredState }): Promise<StatsResult>;
+  /** Counters per instance NIC and per forward (`parts`: only those; absent: both). */
+  stats(ctx: DriverContext, input: { desired?: DesiredState; parts?: readonly StatsPart[] }): Promise<StatsResult>;
   /** Removes everything Gatehouse made for one instance; succeeds when already gone. */
   release(ctx: DriverContext, input: { instanceId: string }): Promise<{ released: boolean }>;
   /** Removes Gatehouse-owned leftovers of instances not in `validInstanceIds`, and nothing else. */

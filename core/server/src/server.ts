@@ -33,10 +33,12 @@ import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/
 import { SshAccessService } from './services/ssh-access-service.js';
 import { SshKeyService } from './services/ssh-key-service.js';
 import { isStoreUnavailable, unavailableReason } from './support/unavailable.js';
-import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions } from './di/tokens.js';
+import { AgentPresenceToken, ClockToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions, type Clock } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
 import { ProxyManager, type ProxyManagerOptions } from './proxy/proxy-manager.js';
+import { TrafficHistory } from './traffic/traffic-history.js';
+import { TrafficLive } from './traffic/traffic-live.js';
 
 export type { Logger } from './support/logger.js';
 
@@ -58,6 +60,8 @@ export interface ControllerOptions {
   webAppDir?: string;
   /** The SSH jump server (`ssh -J`); absent: none. A port in use is logged and the controller serves without it. */
   ssh?: JumpServerOptions;
+  /** The clock of traffic ingest, rollups and billing periods (default: the system's). */
+  clock?: Clock;
 }
 
 /** How the controller drives Caddy. */
@@ -71,7 +75,11 @@ export type ControllerProxyOptions = Omit<ProxyManagerOptions, 'admin' | 'adminC
 export interface ContainerOptions {
   logger?: Logger;
   agentPresence?: Partial<AgentPresenceOptions>;
+  /** Default: the system clock. */
+  clock?: Clock;
 }
+
+const systemClock: Clock = { now: () => new Date() };
 
 /** A running controller. */
 export interface Controller {
@@ -102,12 +110,16 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerInstance(EventBusToken, createEventBus(store.eventTarget));
   child.registerInstance(LoggerToken, options.logger ?? quietLogger);
   child.registerInstance(AgentPresenceToken, validPresence(options.agentPresence));
-  // state everything on this container must share: presence bookkeeping, revocation watchers
+  child.registerInstance(ClockToken, options.clock ?? systemClock);
+  // state everything on this container must share: presence bookkeeping, revocation watchers, live rates, the rollup timer
   child.registerSingleton(HostAgentService);
   child.registerSingleton(TokenRevocations);
   // failed sign-ins are counted per controller, across requests
   child.registerInstance(SignInLimiter, new SignInLimiter());
   child.registerSingleton(TunnelBroker);
+  child.registerSingleton(TrafficLive);
+  child.registerSingleton(TrafficHistory);
+  child.resolve(TrafficLive).start();
   return child;
 }
 
@@ -270,7 +282,9 @@ interface WsExtra extends Record<PropertyKey, unknown> {
 export async function startController(options: ControllerOptions): Promise<Controller> {
   const logger = options.logger ?? quietLogger;
   const store = await openStore(options.store);
-  const container = createContainer(store, { logger, agentPresence: options.agentPresence });
+  const container = createContainer(store, { logger, agentPresence: options.agentPresence, clock: options.clock });
+  const trafficHistory = container.resolve(TrafficHistory);
+  trafficHistory.start();
   // an import a stopped controller was writing is all or nothing: its staged rows go
   const leftovers = await container.resolve(PortForwardImportService).removeLeftovers(store.kind);
   if (leftovers > 0) logger.warn(`removed ${leftovers} unfinished port forward import(s) left by a controller that stopped`);
@@ -408,6 +422,8 @@ export async function startController(options: ControllerOptions): Promise<Contr
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       // ended agent subscriptions mark their agents offline before the store goes away
       await hostAgents.settle();
+      await trafficHistory.stop();
+      await container.resolve(TrafficLive).stop();
       await proxyManager?.stop();
       await caddy?.stop();
       revocations.stop();

@@ -16,6 +16,7 @@ const host = {
   desiredRevision: 7,
   defaultPoolId: null,
   discoveryOwnerId: null,
+  trafficCapBps: null,
   createdAt: at,
 };
 const instance = (id: string) => ({

@@ -77,6 +77,7 @@ const MISSING = newId();
 const BAD_ID = 'not-an-id';
 const HEADER = 'protocol,host_port,vm_ip,vm_port,note';
 const rule = { direction: 'INBOUND', protocol: 'TCP', ports: '22', action: 'ALLOW' };
+const trafficReport = { bootId: 'boot-1', sequence: 1, nics: { at: '2026-01-01T00:00:00Z', intervalMs: 1000, counters: [] } };
 const agentReport = { agentVersion: '1.0.0', pluginId: 'linux' };
 const newPool = { name: 'p-new', kind: 'PRIVATE', network: 'br-new', cidr: '10.99.0.0/24' };
 
@@ -160,6 +161,11 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     ValidationError: (w) => ({ input: { hostId: w.hostId, ...agentReport, pluginId: 'no spaces' } }),
     ForbiddenError: (w) => ({ client: w.tenant, input: { hostId: w.hostId, ...agentReport } }),
     NotFoundError: () => ({ input: { hostId: MISSING, ...agentReport } }),
+  },
+  reportTraffic: {
+    ValidationError: (w) => ({ input: { ...trafficReport, hostId: w.hostId, sequence: -1 } }),
+    ForbiddenError: (w) => ({ client: w.tenant, input: { ...trafficReport, hostId: w.hostId } }),
+    NotFoundError: () => ({ input: { ...trafficReport, hostId: MISSING } }),
   },
   reportObjectStatus: {
     ValidationError: (w) => ({ input: { hostId: w.hostId, revision: -1, objects: [] } }),

@@ -11,7 +11,22 @@
 import { sql, type SQL } from 'drizzle-orm';
 import type { DriverCapabilities } from '@gatehouse/sdk';
 import type { AgentStartSource } from '@gatehouse/agent-protocol';
-import { bigint, boolean, check, index, integer, jsonb, numeric, pgTable, text, timestamp, unique, uuid, type AnyPgColumn } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  numeric,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  unique,
+  uuid,
+  type AnyPgColumn,
+} from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
 
@@ -47,6 +62,8 @@ export const users = pgTable('users', {
   quotaForwardedPorts: integer('quota_forwarded_ports'),
   /** scrypt hash of the sign-in password (`scrypt$N$r$p$salt$hash`); null: the user cannot sign in with a password. */
   passwordHash: text('password_hash'),
+  /** Day of the month (1-28) the user's traffic billing periods start on (UTC); null: calendar months. */
+  billingDay: integer('billing_day'),
   createdAt: createdAt(),
 });
 
@@ -112,6 +129,8 @@ export const hosts = pgTable(
     defaultPoolId: uuid('default_pool_id'),
     /** Who owns instances registered from the agent's discovery; null: the first admin. */
     discoveryOwnerId: uuid('discovery_owner_id').references(() => users.id, { onDelete: 'set null' }),
+    /** Fastest rate a counter of this host can grow at, bits per second; a larger delta is discarded (null: 100 Gbit/s). */
+    trafficCapBps: bigint('traffic_cap_bps', { mode: 'number' }),
     createdAt: createdAt(),
   },
   (t) => [
@@ -613,3 +632,82 @@ export const sshSessions = pgTable(
   },
   (t) => [index('ssh_sessions_user_idx').on(t.userId, t.startedAt)],
 );
+/** Bytes and packets into (rx) and out of (tx) an instance, added up. */
+const trafficTotals = () => ({
+  rxBytes: bigint('rx_bytes', { mode: 'number' }).notNull().default(0),
+  txBytes: bigint('tx_bytes', { mode: 'number' }).notNull().default(0),
+  rxPackets: bigint('rx_packets', { mode: 'number' }).notNull().default(0),
+  txPackets: bigint('tx_packets', { mode: 'number' }).notNull().default(0),
+});
+
+/** Kinds of objects traffic is counted for (`host`: the sum of the host's NICs). */
+export type TrafficObjectType = 'nic' | 'port_forward' | 'host';
+
+/**
+ * The last raw counter values the controller took from an agent, one row per counted object:
+ * what the next report's delta is computed from. No foreign keys: traffic outlives its objects.
+ */
+export const trafficCounters = pgTable(
+  'traffic_counters',
+  {
+    objectType: text('object_type', { enum: ['nic', 'port_forward'] }).notNull(),
+    objectId: uuid('object_id').notNull(),
+    hostId: uuid('host_id').notNull(),
+    /** `<boot id>/<driver epoch>`: one life of the counter. */
+    epoch: text('epoch').notNull(),
+    /** The report sequence these values came with; older or equal ones add nothing. */
+    sequence: bigint('sequence', { mode: 'number' }).notNull(),
+    readAt: timestamp('read_at', { withTimezone: true, mode: 'date' }).notNull(),
+    rxBytes: bigint('rx_bytes', { mode: 'number' }).notNull(),
+    rxPackets: bigint('rx_packets', { mode: 'number' }).notNull(),
+    txBytes: bigint('tx_bytes', { mode: 'number' }).notNull(),
+    txPackets: bigint('tx_packets', { mode: 'number' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.objectType, t.objectId] })],
+);
+
+/**
+ * Traffic per object and time bucket (start inclusive, UTC): `minute` (kept 48 h) written as
+ * reports arrive, `five_minute` (kept 40 days, for the 95th percentile), `hour` (90 days) and
+ * `day` (2 years) rolled up from finished minutes.
+ */
+export const trafficBuckets = pgTable(
+  'traffic_buckets',
+  {
+    resolution: text('resolution', { enum: ['minute', 'five_minute', 'hour', 'day'] }).notNull(),
+    objectType: text('object_type', { enum: ['nic', 'port_forward', 'host'] }).notNull(),
+    objectId: uuid('object_id').notNull(),
+    start: timestamp('start', { withTimezone: true, mode: 'date' }).notNull(),
+    hostId: uuid('host_id').notNull(),
+    /** The instance the NIC or forward belongs to (null for a host's row). */
+    instanceId: uuid('instance_id'),
+    ...trafficTotals(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.resolution, t.objectType, t.objectId, t.start] }),
+    index('traffic_buckets_instance_idx').on(t.resolution, t.instanceId, t.start),
+    index('traffic_buckets_start_idx').on(t.resolution, t.start),
+  ],
+);
+
+/** Traffic per object and billing period of the owner (kept forever); `host` rows use calendar months. */
+export const trafficPeriods = pgTable(
+  'traffic_periods',
+  {
+    objectType: text('object_type', { enum: ['nic', 'port_forward', 'host'] }).notNull(),
+    objectId: uuid('object_id').notNull(),
+    periodStart: timestamp('period_start', { withTimezone: true, mode: 'date' }).notNull(),
+    periodEnd: timestamp('period_end', { withTimezone: true, mode: 'date' }).notNull(),
+    hostId: uuid('host_id').notNull(),
+    instanceId: uuid('instance_id'),
+    ...trafficTotals(),
+  },
+  (t) => [primaryKey({ columns: [t.objectType, t.objectId, t.periodStart] }), index('traffic_periods_instance_idx').on(t.instanceId, t.periodStart)],
+);
+
+/** How far finished minutes have been rolled up into the coarser buckets (one row, locked while rolling). */
+export const trafficRollups = pgTable('traffic_rollups', {
+  id: text('id').primaryKey(),
+  /** Minutes before this instant are rolled up. */
+  rolledUntil: timestamp('rolled_until', { withTimezone: true, mode: 'date' }).notNull(),
+});

@@ -21,3 +21,11 @@ export const EventBusToken: InjectionToken<EventBus> = Symbol('EventBus');
 export const LoggerToken: InjectionToken<Logger> = Symbol('Logger');
 /** How often agent presence is refreshed and when an agent counts as offline. */
 export const AgentPresenceToken: InjectionToken<AgentPresenceOptions> = Symbol('AgentPresence');
+
+/** The controller's clock (tests move it to roll a billing period over without waiting). */
+export interface Clock {
+  now(): Date;
+}
+
+/** The clock traffic ingest, rollups and billing periods read. */
+export const ClockToken: InjectionToken<Clock> = Symbol('Clock');

@@ -2,7 +2,7 @@
  * Events the controller publishes after a transaction commits; GraphQL subscriptions read them.
  */
 import { FixedBuffer, Repeater, createPubSub } from 'graphql-yoga';
-import type { AuditEntry, ObjectStatusChange } from './event-payloads.js';
+import type { AuditEntry, ObjectStatusChange, TrafficRatesMessage } from './event-payloads.js';
 
 /** Topics and their payloads. */
 export interface EventTopics {
@@ -18,6 +18,8 @@ export interface EventTopics {
   tokenRevoked: [{ tokenId: string }];
   /** Something the reverse proxy serves changed (committed): each replica's proxy units sync Caddy. */
   webProxyChanged: [WebProxyChange];
+  /** A host's live traffic rates for one interval (not stored: counted totals are in the database). */
+  trafficRates: [TrafficRatesMessage];
 }
 
 /**

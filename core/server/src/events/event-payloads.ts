@@ -25,3 +25,31 @@ export interface ObjectStatusChange {
   error: string | null;
   revision: number;
 }
+
+/** Live rates of one instance in a traffic message, bits per second: `[id, rxBps, txBps]` per NIC and forward. */
+export interface InstanceTrafficRates {
+  instanceId: string;
+  ownerId: string;
+  rxBps: number;
+  txBps: number;
+  nics: [string, number, number][];
+  forwards: [string, number, number][];
+  /** More forwards of an instance already in this interval (its rates and NICs are in the first entry). */
+  continued?: true;
+}
+
+/**
+ * One host's live rates for one interval, as counted from one agent report. A host with many
+ * instances sends its interval in several parts (each a NOTIFY below 8000 bytes), split by
+ * instance; `host` (the sum of its NICs) is in every part.
+ */
+export interface TrafficRatesMessage {
+  hostId: string;
+  /** When the counters were read (ms since the epoch). */
+  at: number;
+  intervalMs: number;
+  part: number;
+  parts: number;
+  host: { rxBps: number; txBps: number };
+  instances: InstanceTrafficRates[];
+}

@@ -25,6 +25,9 @@ import { SshKeyService } from '../services/ssh-key-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
+import { TrafficHistory } from '../traffic/traffic-history.js';
+import { TrafficIngest } from '../traffic/traffic-ingest.js';
+import { TrafficLive } from '../traffic/traffic-live.js';
 
 /** The services resolvers call. */
 export interface Services {
@@ -46,6 +49,12 @@ export interface Services {
   sshAccess: SshAccessService;
   /** Tunnel streams through host agents (one per container: a singleton). */
   tunnels: TunnelBroker;
+  /** Agents' traffic reports. */
+  trafficIngest: TrafficIngest;
+  /** Stored traffic: history curves and billing periods. */
+  trafficHistory: TrafficHistory;
+  /** Live rates. */
+  trafficLive: TrafficLive;
   /** The reverse proxy manager; absent when this controller drives no Caddy. */
   proxyManager?: ProxyManager;
 }
@@ -89,6 +98,9 @@ export function resolveServices(container: DependencyContainer): Services {
     sshKeys: container.resolve(SshKeyService),
     sshAccess: container.resolve(SshAccessService),
     tunnels: container.resolve(TunnelBroker),
+    trafficIngest: container.resolve(TrafficIngest),
+    trafficHistory: container.resolve(TrafficHistory),
+    trafficLive: container.resolve(TrafficLive),
     proxyManager: container.isRegistered(ProxyManagerToken) ? container.resolve(ProxyManagerToken) : undefined,
   };
 }

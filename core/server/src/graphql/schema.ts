@@ -17,6 +17,7 @@ import './schema/web-proxies.js';
 import './schema/desired-state.js';
 import './schema/audit.js';
 import './schema/ssh.js';
+import './schema/traffic.js';
 
 let built: GraphQLSchema | undefined;
 

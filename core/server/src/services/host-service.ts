@@ -51,6 +51,7 @@ export interface CreateHostInput {
   publicAddresses?: readonly string[] | null;
   defaultPoolId?: string | null;
   discoveryOwnerId?: string | null;
+  trafficCapBps?: number | null;
 }
 
 /** Input of `updateHost`; absent fields stay as they are. */
@@ -64,6 +65,7 @@ export interface UpdateHostInput {
   publicAddresses?: readonly string[] | null;
   defaultPoolId?: string | null;
   discoveryOwnerId?: string | null;
+  trafficCapBps?: number | null;
 }
 
 /** Checks the discovery settings of a host: a pool it may use (global or its own) and an existing user. */
@@ -108,6 +110,13 @@ function validMaxForwardPorts(value: number): number {
   return value;
 }
 
+/** The fastest a traffic counter of a host may grow: 1 Mbit/s to 10 Tbit/s. */
+function validTrafficCap(value: number): number {
+  if (!Number.isInteger(value) || value < 1e6 || value > 1e13)
+    throw new ValidationError('input.trafficCapBps', value, 'must be an integer from 1,000,000 to 10,000,000,000,000 (bits per second)');
+  return value;
+}
+
 function validPortRange(start: number, end: number): PortRange {
   validPort('input.portRangeStart', start);
   validPort('input.portRangeEnd', end);
@@ -135,6 +144,7 @@ export class HostService {
       portRangeEnd: range.end,
       reservedPorts: parsePortRanges('input.reservedPorts', input.reservedPorts ?? []),
       maxForwardPorts: validMaxForwardPorts(input.maxForwardPorts ?? DEFAULT_MAX_FORWARD_PORTS),
+      trafficCapBps: input.trafficCapBps == null ? null : validTrafficCap(input.trafficCapBps),
       publicAddresses: validAddresses('input.publicAddresses', input.publicAddresses ?? []),
       desiredRevision: 0,
       defaultPoolId: null,
@@ -167,6 +177,7 @@ export class HostService {
           if (input.name != null) patch.name = validName('input.name', input.name);
           if (input.reservedPorts != null) patch.reservedPorts = parsePortRanges('input.reservedPorts', input.reservedPorts);
           if (input.maxForwardPorts != null) patch.maxForwardPorts = validMaxForwardPorts(input.maxForwardPorts);
+          if (input.trafficCapBps != null) patch.trafficCapBps = validTrafficCap(input.trafficCapBps);
           if (input.publicAddresses != null) patch.publicAddresses = validAddresses('input.publicAddresses', input.publicAddresses);
           Object.assign(patch, await validDiscoverySettings(tx, id, input));
           const [after] = await tx.update(hosts).set(patch).where(eq(hosts.id, id)).returning();

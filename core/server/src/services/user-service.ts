@@ -46,6 +46,8 @@ export interface CreateUserInput extends QuotaInput {
 /** Input of `updateUserQuotas`; an absent field is left as it is, null means unlimited. */
 export interface UpdateQuotasInput extends QuotaInput {
   userId: string;
+  /** Day of the month (1-28) traffic billing periods start on; null: calendar months; absent: unchanged. */
+  billingDay?: number | null;
 }
 
 /** Input of `createToken`. */
@@ -148,6 +150,7 @@ export class UserService {
           role: 'admin',
           ...quotasOf({}),
           passwordHash,
+          billingDay: null,
           createdAt: new Date(),
         };
         await tx.insert(users).values(user);
@@ -172,6 +175,7 @@ export class UserService {
       role: input.role,
       ...quotasOf(input),
       passwordHash: input.password == null ? null : await hashPassword(validPassword('input.password', input.password)),
+      billingDay: null,
       createdAt: new Date(),
     };
     return mapUniqueViolations(
@@ -191,6 +195,11 @@ export class UserService {
     const id = validId('input.userId', input.userId);
     const patch: Partial<User> = {};
     for (const name of QUOTA_NAMES) if (input[name] !== undefined) patch[name] = validQuota(`input.${name}`, input[name]);
+    if (input.billingDay !== undefined) {
+      if (input.billingDay !== null && (!Number.isInteger(input.billingDay) || input.billingDay < 1 || input.billingDay > 28))
+        throw new ValidationError('input.billingDay', input.billingDay, 'must be a day of the month from 1 to 28 (or null: calendar months)');
+      patch.billingDay = input.billingDay;
+    }
     return this.audit.transact(actor, async (tx, record) => {
       const [before] = await tx.select().from(users).where(eq(users.id, id)).for('update');
       if (!before) throw new NotFoundError('input.userId', id, 'user');

@@ -4,6 +4,7 @@ import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
 import type { Host } from '../../services/host-service.js';
+import { DEFAULT_TRAFFIC_CAP_BPS } from '../../traffic/counter-delta.js';
 import { resultOf } from './mutation-result.js';
 
 /** An inclusive port range. */
@@ -33,6 +34,11 @@ export const HostRef = builder.objectRef<Host>('Host').implement({
       description: "Most host ports one forward of a non-admin user may span on this host (a range's width).",
     }),
     publicAddresses: t.exposeStringList('publicAddresses', { description: 'IPv4/IPv6 addresses of the host that port forwards listen on.' }),
+    trafficCapBps: t.float({
+      description:
+        'The fastest, in bits per second, a traffic counter of this host can grow (its fastest NIC); a larger jump between two readings is impossible, discarded and logged. Default 100 Gbit/s.',
+      resolve: (h) => h.trafficCapBps ?? DEFAULT_TRAFFIC_CAP_BPS,
+    }),
     defaultPoolId: t.exposeID('defaultPoolId', { nullable: true, description: "Pool for discovered instances' NICs without an address in a pool." }),
     discoveryOwnerId: t.exposeID('discoveryOwnerId', { nullable: true, description: 'Owner of instances registered from discovery; null: the first admin.' }),
     desiredRevision: t.exposeInt('desiredRevision', { description: 'Revision of the state the host must apply; bumped with every change to it.' }),
@@ -84,6 +90,7 @@ const CreateHostInput = builder.inputType('CreateHostInput', {
     portRangeEnd: t.int({ description: 'Last host port forwards may use, not below portRangeStart. Default 65535.' }),
     reservedPorts: t.stringList({ description: 'Ports or ranges never handed out: ["22", "8000-8100"].' }),
     maxForwardPorts: t.int({ description: 'Most host ports one forward of a non-admin user may span (1-65535). Default 1000.' }),
+    trafficCapBps: t.float({ description: 'The fastest a traffic counter of the host can grow, bits per second (10^6 to 10^13). Default 100 Gbit/s.' }),
     publicAddresses: t.stringList({ description: 'IPv4/IPv6 addresses of the host that forwards can use, e.g. ["203.0.113.10", "2001:db8::10"].' }),
     defaultPoolId: t.id({ description: "Pool a discovered instance's NIC gets an address from when none of its own lies in a pool." }),
     discoveryOwnerId: t.id({ description: 'Owner of instances registered from discovery. Default: the first admin.' }),
@@ -99,6 +106,7 @@ const UpdateHostInput = builder.inputType('UpdateHostInput', {
     portRangeEnd: t.int({ description: 'Last host port forwards may use.' }),
     reservedPorts: t.stringList({ description: 'Replaces the list.' }),
     maxForwardPorts: t.int({ description: 'Most host ports one forward of a non-admin user may span (1-65535).' }),
+    trafficCapBps: t.float({ description: 'The fastest a traffic counter of the host can grow, bits per second (10^6 to 10^13).' }),
     publicAddresses: t.stringList({ description: 'Replaces the list.' }),
     defaultPoolId: t.id({ description: "Pool a discovered instance's NIC gets an address from when none of its own lies in a pool." }),
     discoveryOwnerId: t.id({ description: 'Owner of instances registered from discovery.' }),

@@ -20,7 +20,7 @@ import { resultOf } from './mutation-result.js';
 import { UserRef } from './users.js';
 
 export const InstanceRef = builder.objectRef<Instance>('Instance');
-const NicRef = builder.objectRef<Nic>('Nic');
+export const NicRef = builder.objectRef<Nic>('Nic');
 
 NicRef.implement({
   description: 'A network interface of an instance, on one bridge or network, with the addresses it holds.',

@@ -20,7 +20,7 @@ export const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
   } as const,
 });
 
-const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
+export const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
   description:
     "NAT: connections to a host port (range) on the host's public address are forwarded to an instance's address and port. Applied by the host's agent in nftables maps.",
   fields: (t) => ({

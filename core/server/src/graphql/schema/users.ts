@@ -76,6 +76,10 @@ UserRef.implement({
       QUOTA_NAMES.map((name) => [name, t.exposeInt(name, { nullable: true, description: `${QUOTA_DESCRIPTIONS[name]} Null: unlimited.` })]),
     ),
     hasPassword: t.boolean({ description: 'Whether the user can sign in with a password.', resolve: (u) => u.passwordHash !== null }),
+    billingDay: t.exposeInt('billingDay', {
+      nullable: true,
+      description: "Day of the month (1-28, UTC) the user's traffic billing periods start on; null: calendar months.",
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the user was created.' }),
     tokens: t.field({
       type: [ApiTokenRef],
@@ -130,6 +134,7 @@ const UpdateUserQuotasInput = builder.inputType('UpdateUserQuotasInput', {
   fields: (t) => ({
     userId: t.id({ required: true, description: 'The user.' }),
     ...Object.fromEntries(QUOTA_NAMES.map((name) => [name, t.int({ description: `${QUOTA_DESCRIPTIONS[name]} Absent: unchanged. Null: unlimited.` })])),
+    billingDay: t.int({ description: 'Day of the month (1-28) traffic billing periods start on. Absent: unchanged. Null: calendar months.' }),
   }),
 });
 
