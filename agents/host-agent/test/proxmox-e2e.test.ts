@@ -204,9 +204,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
     expect(v4(address)).toBeLessThanOrEqual(v4('10.78.0.199'));
     const started = Date.now();
     // PVE's config has it as net1 on vmbr1 with Gatehouse's MAC, tagged as Gatehouse's
+    // PVE applies one edit key by key (net1 is hot-plugged, then the tags are written): wait for both
     const plugged = await until(async () => {
       const g = guest();
-      return g ? guestNics('qemu', g.config).find((n) => n.mac.toLowerCase() === nic.nic.mac.toLowerCase()) : undefined;
+      const found = g ? guestNics('qemu', g.config).find((n) => n.mac.toLowerCase() === nic.nic.mac.toLowerCase()) : undefined;
+      return found && g!.config.tags?.split(';').includes(`${NIC_TAG}${found.index}`) ? found : undefined;
     }, 20_000);
     expect(plugged).toMatchObject({ bridge: 'vmbr1', index: 1 });
     expect(guest()!.config.tags!.split(';')).toContain(`${NIC_TAG}1`);

@@ -77,8 +77,12 @@ export async function startController(
   dataDir: string,
   { port = 0, fresh = true, args = [] }: { port?: number; fresh?: boolean; args?: string[] } = {},
 ): Promise<{ proc: Proc; url: string; bootstrapSecret: string | null }> {
-  const ssh = args.includes('--ssh-port') ? [] : ['--no-ssh'];
-  const proc = start(['core/cli/src/cli.ts', 'serve', '--no-sandbox', '--no-proxy', ...ssh, '--port', String(port), '--data-dir', dataDir, ...args]);
+  const wantsSsh = args.includes('--ssh-port');
+  // the test runner sets GATEHOUSE_SSH=off for every controller; a test that asks for the jump server overrides it
+  const proc = start(
+    ['core/cli/src/cli.ts', 'serve', '--no-sandbox', '--no-proxy', ...(wantsSsh ? [] : ['--no-ssh']), '--port', String(port), '--data-dir', dataDir, ...args],
+    wantsSsh ? { GATEHOUSE_SSH: 'on' } : {},
+  );
   const [, url] = await proc.waitFor(/listening on (http:\/\/\S+)/);
   // a first start prints the admin token after the address; a restart prints none
   const secret = fresh ? (await proc.waitFor(/keep it:\s+(gh_\S+)\n/))[1]! : null;
