@@ -222,6 +222,11 @@ export async function loadRun(
   conntrack: () => Promise<number>,
   options: LoadOptions,
 ): Promise<LoadFigures> {
+  // every variant starts from a drained conntrack table: the previous window's reset connections
+  // stay 10 s in CLOSE state, and a window that starts among ~30,000 of them pays for them (seen:
+  // a variant installed in milliseconds right after another window ran ~30 % slower than the same
+  // variant after an install that took seconds)
+  await drainConntrack(conntrack);
   const conntrackBefore = await conntrack();
   const load = spawnHelper(client, 'tcp-load.ts', [
     f.hostAddress,
@@ -237,6 +242,15 @@ export async function loadRun(
   const after = await cpuSnapshot();
   const conntrackAfter = await conntrack();
   return { ...parsed, cpu: cpuUse(before, after, load.process.pid!, serverPid), conntrackBefore, conntrackAfter };
+}
+
+/** Entries left in the host's conntrack table at which a load run may start. */
+const CONNTRACK_DRAINED = Number(process.env.BENCH_NAT_CONNTRACK_DRAINED ?? 1000);
+
+/** Waits (at most 30 s) until the host's conntrack table holds no more than CONNTRACK_DRAINED entries. */
+async function drainConntrack(conntrack: () => Promise<number>): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while ((await conntrack()) > CONNTRACK_DRAINED && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
 }
 
 /** Connections per CPU-second of the load generator: the NAT path runs in softirq in its context and is charged to it. */
