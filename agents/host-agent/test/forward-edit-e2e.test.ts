@@ -3,7 +3,8 @@
  * the Linux plugin, and clients in a namespace connecting in loops through the forward while it is
  * edited through the public API (`updatePortForward`: target port, allow-list, note). Each edit
  * goes PENDING, then APPLIED when the agent reports it, and no connection is refused meanwhile;
- * then a host port move: the new port answers and the old one no longer does.
+ * then a host port move: the new port answers and the old one no longer does. Then NIC apply
+ * status (`Nic.status`, `Nic.statusError`) as the agent reports it.
  */
 import { LinuxDriver } from '@gatehouse/plugin-linux';
 import { NetnsLab, eventually, labAvailable, tcpConnectLoop, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
@@ -20,7 +21,7 @@ const available = await labAvailable();
 const ERR = '... on Error { code message field value }';
 const EDITS = 12;
 
-describe.skipIf(!available && !REQUIRE_SYSTEM)('editing a forward end to end', () => {
+describe.skipIf(!available && !REQUIRE_SYSTEM)('forward edits and NIC status end to end', () => {
   const lab = new NetnsLab();
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-edit-e2e-'));
   let controller: { proc: Proc; url: string };
@@ -136,4 +137,33 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('editing a forward end to end', (
     expect(await tcpOutcome(client, '198.51.100.1', 18091)).toBe('got:second');
     expect(await tcpOutcome(client, '198.51.100.1', 18090)).toBe('refused');
   }, 180_000);
+
+  it("shows each NIC's apply status as the agent reports it: APPLIED, FAILED with the driver's error, then APPLIED once it can be", async () => {
+    const nicsOf = async (id: string) =>
+      (await api(`query ($id: ID!) { instance(id: $id) { nics { status statusError } } }`, { id })).instance.nics as {
+        status: string;
+        statusError: string | null;
+      }[];
+    expect(await until(async () => (await nicsOf(instanceId))[0]!.status === 'APPLIED')).toBe(true);
+    // an instance whose network namespace does not exist (yet): the Linux plugin cannot give it its NIC
+    const ghostNetns = `${lab.prefix}-ghost`;
+    const ghost = await api(
+      `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "ghost", externalId: $name, nics: [{ network: "${lab.prefix}br" }] }) { ... on CreateInstancePayload { instance { id nics { status } } } ${ERR} } }`,
+      { hostId: (await api(`{ hosts { edges { node { id name } } } }`)).hosts.edges.find((e: any) => e.node.name === 'edit-host').node.id, name: ghostNetns },
+    );
+    const ghostId = ghost.createInstance.instance.id as string;
+    expect(ghost.createInstance.instance.nics[0].status).toBe('PENDING');
+    const failed = await until(async () => {
+      const [nic] = await nicsOf(ghostId);
+      return nic!.status === 'FAILED' ? nic : undefined;
+    }, 30_000);
+    expect(failed).toMatchObject({ status: 'FAILED', statusError: expect.stringContaining(`network namespace ${ghostNetns} does not exist`) });
+    // the namespace appears: the agent retries the transient failure and the NIC is APPLIED, its error gone
+    await lab.namespace('ghost');
+    const applied = await until(async () => {
+      const [nic] = await nicsOf(ghostId);
+      return nic!.status === 'APPLIED' ? nic : undefined;
+    }, 60_000);
+    expect(applied).toEqual({ status: 'APPLIED', statusError: null });
+  }, 120_000);
 });

@@ -199,7 +199,8 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     ValidationError: (w) => ({ input: { poolId: w.poolId, address: '10.21.0.5' } }),
     ForbiddenError: (w) => ({ client: w.tenant, input: { poolId: w.poolId, address: '10.20.0.50' } }),
     NotFoundError: () => ({ input: { poolId: MISSING, address: '10.20.0.50' } }),
-    AddressInUseError: (w) => ({ input: { poolId: w.poolId, address: '10.20.0.1' } }),
+    // the VM's address (the gateway 10.20.0.1 can be reserved: it takes the note)
+    AddressInUseError: (w) => ({ input: { poolId: w.poolId, address: '10.20.0.10' } }),
   },
   unreserveAddress: {
     ValidationError: () => ({ input: { reservationId: BAD_ID } }),
