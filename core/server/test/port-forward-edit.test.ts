@@ -101,6 +101,21 @@ describe.each(backends)('editing port forwards on $name', (backend) => {
     );
   });
 
+  it('exports an edited forward as it is now, and its export imports as UNCHANGED (the CSV format is unchanged)', async () => {
+    const f = (await create(ctx.api.admin, { instanceId: vm.id, protocol: 'TCP', hostPort: '20080', targetPort: '80', note: 'web' })).portForward;
+    await update(ctx.api.admin, { portForwardId: f.id, hostPort: '20081', targetPort: '8080', sourceCidrs: ['198.51.100.0/24'], note: 'web, edited' });
+    const csv = (await ctx.api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).data!.exportPortForwards as string;
+    const [header, ...rows] = csv.trim().split('\r\n');
+    expect(header).toBe('protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs');
+    expect(rows).toContain('tcp,20081,10.6.0.5,8080,"web, edited",,198.51.100.0/24');
+    expect(rows.some((r) => r.startsWith('tcp,20080,'))).toBe(false);
+    const plan = await ctx.api.admin(
+      `mutation($input: ImportPortForwardsInput!) { importPortForwards(input: $input) { ... on ImportPortForwardsPayload { result { created unchanged conflicts invalid } } ${ERROR_FIELDS} } }`,
+      { input: { hostId, csv, dryRun: true } },
+    );
+    expect(plan.data!.importPortForwards.result).toEqual({ created: 0, unchanged: rows.length, conflicts: 0, invalid: 0 });
+  });
+
   it('goes PENDING → APPLIED when the agent reports the new revision, and ignores a report of the old one', async () => {
     const f = (await create(ctx.api.admin, { instanceId: vm.id, protocol: 'UDP', hostPort: '20053', targetPort: '53' })).portForward;
     const me = await ctx.api.admin(`{ me { id } }`);
