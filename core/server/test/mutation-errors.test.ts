@@ -57,6 +57,11 @@ interface World {
   capsRuleId: string;
   capsHostId: string;
   forwardId: string;
+  /** A user whose quotaForwardedPorts is 1, and their one-port forward (host port 2400). */
+  small: Client;
+  smallForwardId: string;
+  /** The tenant's TCP forward to `capsVmId`. */
+  capsForwardId: string;
   ruleId: string;
   firewallTemplateId: string;
   webProxyId: string;
@@ -194,7 +199,8 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     ValidationError: (w) => ({ input: { poolId: w.poolId, address: '10.21.0.5' } }),
     ForbiddenError: (w) => ({ client: w.tenant, input: { poolId: w.poolId, address: '10.20.0.50' } }),
     NotFoundError: () => ({ input: { poolId: MISSING, address: '10.20.0.50' } }),
-    AddressInUseError: (w) => ({ input: { poolId: w.poolId, address: '10.20.0.1' } }),
+    // the VM's address (the gateway 10.20.0.1 can be reserved: it takes the note)
+    AddressInUseError: (w) => ({ input: { poolId: w.poolId, address: '10.20.0.10' } }),
   },
   unreserveAddress: {
     ValidationError: () => ({ input: { reservationId: BAD_ID } }),
@@ -265,6 +271,13 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     PortConflictError: (w) => ({ client: w.tenant, input: { instanceId: w.vmId, protocol: 'TCP', hostPort: '2222', targetPort: '22' } }),
     CapabilityNotSupportedError: (w) => ({ client: w.tenant, input: { instanceId: w.capsVmId, protocol: 'UDP', targetPort: '53' } }),
   },
+  updatePortForward: {
+    ValidationError: (w) => ({ client: w.tenant, input: { portForwardId: w.forwardId, targetPort: '0' } }),
+    NotFoundError: (w) => ({ client: w.tenant, input: { portForwardId: MISSING, note: 'x' } }),
+    QuotaExceededError: (w) => ({ client: w.small, input: { portForwardId: w.smallForwardId, protocol: 'BOTH' } }),
+    PortConflictError: (w) => ({ client: w.tenant, input: { portForwardId: w.forwardId, hostPort: '2400' } }),
+    CapabilityNotSupportedError: (w) => ({ client: w.tenant, input: { portForwardId: w.capsForwardId, protocol: 'UDP' } }),
+  },
   deletePortForward: {
     ValidationError: () => ({ input: { portForwardId: BAD_ID } }),
     NotFoundError: (w) => ({ client: w.tenant, input: { portForwardId: MISSING } }),
@@ -321,6 +334,11 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     NotFoundError: (w) => ({ client: w.tenant, input: { instanceId: MISSING, domain: 'new.example.com', targetPort: 80 } }),
     ConflictError: (w) => ({ client: w.tenant, input: { instanceId: w.vmId, domain: 'app.example.com', targetPort: 80, tlsMode: 'NONE' } }),
     QuotaExceededError: (w) => ({ client: w.zero, input: { instanceId: w.zeroVmId, domain: 'zero.example.com', targetPort: 80 } }),
+  },
+  updateWebProxy: {
+    ValidationError: (w) => ({ client: w.tenant, input: { webProxyId: w.webProxyId, targetPort: 0 } }),
+    NotFoundError: (w) => ({ client: w.tenant, input: { webProxyId: MISSING, targetPort: 81 } }),
+    ConflictError: (w) => ({ client: w.tenant, input: { webProxyId: w.webProxyId, domain: 'app2.example.com' } }),
   },
   deleteWebProxy: {
     ValidationError: () => ({ input: { webProxyId: BAD_ID } }),
@@ -401,6 +419,7 @@ async function buildWorld(api: TestApi): Promise<World> {
   await ok(tenant.client, 'addSshKey', { publicKey: TENANT_SSH_KEY }, 'sshKey { id }');
   const zero = await api.tenant('zero', { quotaPortForwards: 0, quotaForwardedPorts: 0, quotaWebProxies: 0 });
   const noip = await api.tenant('noip', { quotaIpv4Addresses: 0 });
+  const small = await api.tenant('small', { quotaForwardedPorts: 1 });
   const hostId = await createHost(admin, 'h1');
   const tightHostId = (await ok(admin, 'createHost', { name: 'tight', backend: 'LINUX', portRangeStart: 3000, portRangeEnd: 3000 }, 'host { id }')).host.id;
   const poolId = await createPool(admin, { name: 'p4', kind: 'PRIVATE', network: 'br0', cidr: '10.20.0.0/24', gateway: '10.20.0.1' });
@@ -417,6 +436,7 @@ async function buildWorld(api: TestApi): Promise<World> {
   const zeroVm = await instance(admin, hostId, 'zero-vm', zero.id, [{ network: 'br0', addresses: ['10.20.0.20'] }]);
   const noipVm = await instance(admin, hostId, 'noip-vm', noip.id, [{ network: 'br0', allocate: [] }]);
   const tightVm = await instance(admin, tightHostId, 'tight-vm', undefined, [{ network: 'br0', addresses: ['10.20.0.30'] }]);
+  const smallVm = await instance(admin, hostId, 'small-vm', small.id, [{ network: 'br0', addresses: ['10.20.0.70'] }]);
   const tinyNicId = vm.nics[1].id;
   // the /30 has two usable addresses: fill them
   await ok(tenant.client, 'allocateAddress', { nicId: tinyNicId, idempotencyKey: 'fill-1' }, 'address { id }');
@@ -431,12 +451,15 @@ async function buildWorld(api: TestApi): Promise<World> {
   await ok(admin, 'createPortForward', { instanceId: tightVm.id, protocol: 'TCP', targetPort: '22' }, 'portForward { id }');
   const firewallRule = await ok(tenant.client, 'addFirewallRule', { instanceId: vm.id, ...rule }, 'rule { id }');
   const firewallTemplate = await ok(tenant.client, 'saveFirewallTemplate', { instanceId: vm.id, name: 'tpl' }, 'template { id }');
+  const smallForward = await ok(small.client, 'createPortForward', { instanceId: smallVm.id, protocol: 'TCP', hostPort: '2400', targetPort: '22' }, 'portForward { id }');
   const proxy = await ok(tenant.client, 'createWebProxy', { instanceId: vm.id, domain: 'app.example.com', targetPort: 80, tlsMode: 'NONE' }, 'webProxy { id }');
+  await ok(tenant.client, 'createWebProxy', { instanceId: vm.id, domain: 'app2.example.com', targetPort: 80, tlsMode: 'NONE' }, 'webProxy { id }');
   const domainTemplate = await ok(tenant.client, 'createProxyDomainTemplate', { pattern: '*.tenant.example.com', targetPort: 80 }, 'template { id }');
   // a host whose agent reported a narrow driver, with the tenant's instance and an outbound rule made before the report
   const capsHostId = (await ok(admin, 'createHost', { name: 'caps', backend: 'lxd' }, 'host { id }')).host.id;
   const capsVm = await instance(admin, capsHostId, 'caps-vm', tenant.id, [{ network: 'br0', addresses: ['10.20.0.40'] }]);
   const capsRule = await ok(tenant.client, 'addFirewallRule', { instanceId: capsVm.id, ...rule, direction: 'OUTBOUND' }, 'rule { id }');
+  const capsForward = await ok(tenant.client, 'createPortForward', { instanceId: capsVm.id, protocol: 'TCP', targetPort: '22' }, 'portForward { id }');
   await ok(
     admin,
     'reportHostStatus',
@@ -467,6 +490,9 @@ async function buildWorld(api: TestApi): Promise<World> {
     capsVmId: capsVm.id,
     capsRuleId: capsRule.rule.id,
     forwardId: forward.portForward.id,
+    small: small.client,
+    smallForwardId: smallForward.portForward.id,
+    capsForwardId: capsForward.portForward.id,
     ruleId: firewallRule.rule.id,
     firewallTemplateId: firewallTemplate.template.id,
     webProxyId: proxy.webProxy.id,

@@ -93,10 +93,20 @@ describe.each(backends)('IP pools on $name', (backend) => {
       );
       expect(r.data!.reserveAddress.address).toEqual({ address, kind: 'RESERVED', note });
     }
-    const again = await ctx.api.admin(`mutation($input: ReserveAddressInput!) { reserveAddress(input: $input) { __typename ${ERROR_FIELDS} } }`, {
-      input: { poolId: pool.pool.id, address: '198.51.100.254', note: 'x' },
+    // the guide reserves its gateway too: that succeeds, keeps the entry SYSTEM and takes the note
+    const reserve = (address: string, note: string) =>
+      ctx.api.admin(
+        `mutation($input: ReserveAddressInput!) { reserveAddress(input: $input) { __typename ... on ReserveAddressPayload { address { id address kind note } } ${ERROR_FIELDS} } }`,
+        { input: { poolId: pool.pool.id, address, note } },
+      );
+    const gateway = await reserve('198.51.100.254', '198.51.100.254 - Gateway');
+    expect(gateway.data!.reserveAddress.address).toMatchObject({ address: '198.51.100.254', kind: 'SYSTEM', note: '198.51.100.254 - Gateway' });
+    const unreserved = await ctx.api.admin(`mutation($id: ID!) { unreserveAddress(input: { reservationId: $id }) { __typename ${ERROR_FIELDS} } }`, {
+      id: gateway.data!.reserveAddress.address.id,
     });
-    expect(again.data!.reserveAddress).toMatchObject({ code: 'ADDRESS_IN_USE', field: 'input.address', value: '198.51.100.254' });
+    expect(unreserved.data!.unreserveAddress).toMatchObject({ code: 'CONFLICT', message: expect.stringContaining("is the pool's gateway and cannot be unreserved") });
+    const switchAgain = await reserve('198.51.100.1', 'x');
+    expect(switchAgain.data!.reserveAddress).toMatchObject({ code: 'ADDRESS_IN_USE', field: 'input.address', value: '198.51.100.1' });
 
     const instance = await createInstance(ctx.api.admin, { hostId: ctx.hostId, name: 'vm-ref', nics: [{ network: 'br-pub' }] });
     expect(instance.instance.nics[0].addresses.map((a: { cidr: string }) => a.cidr)).toEqual(['198.51.100.3/24']);

@@ -61,3 +61,38 @@ export async function eventually(probe: () => Promise<Outcome>, ms = 5000): Prom
   }
   return last;
 }
+
+/** Clients connecting in loops until stopped (`tcpConnectLoop`). */
+export interface ConnectLoop {
+  /** Lets each loop finish its current connection, then returns how many of each outcome were seen. */
+  stop(): Promise<Record<string, number>>;
+  /** Kills the client process (cleanup after a failure). */
+  kill(): void;
+}
+
+/**
+ * Opens TCP connections from `from` to host:port one after the other in `parallel` loops until
+ * stopped, each read until the server closes, and counts the outcomes (`got:<answer>`, `refused`,
+ * `timeout`, `error:<code>`): for tests that change a rule while traffic flows.
+ */
+export function tcpConnectLoop(from: LabNamespace, host: string, port: number, parallel = 4, timeoutMs = 2000): ConnectLoop {
+  const code = `const net=require('net');let stop=false;const c={};process.stdin.on('end',()=>{stop=true});process.stdin.resume();
+const one=()=>new Promise(r=>{const s=net.connect({host:${JSON.stringify(host)},port:${port},timeout:${timeoutMs}});let d='';s.on('data',b=>d+=b);s.on('end',()=>r('got:'+d));s.on('timeout',()=>{s.destroy();r('timeout')});s.on('error',e=>r(e.code==='ECONNREFUSED'||e.code==='ECONNRESET'||e.code==='EHOSTUNREACH'?'refused':'error:'+e.code))});
+const loop=async()=>{while(!stop){const o=await one();c[o]=(c[o]||0)+1}};
+Promise.all(Array.from({length:${parallel}},loop)).then(()=>console.log(JSON.stringify(c)));`;
+  const child = spawn('ip', ['netns', 'exec', from.name, process.execPath, '-e', code], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const done = new Promise<Record<string, number>>((resolve, reject) => {
+    child.on('exit', () => (out.trim() ? resolve(JSON.parse(out) as Record<string, number>) : reject(new Error('the client loop printed nothing'))));
+  });
+  return {
+    stop: () => {
+      child.stdin!.end();
+      return done;
+    },
+    kill: () => {
+      if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
+    },
+  };
+}

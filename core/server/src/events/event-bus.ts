@@ -24,11 +24,11 @@ export interface EventTopics {
 
 /**
  * A change that can change Caddy's config; small (it travels as one NOTIFY between replicas), the
- * receivers read the database: a proxy created or deleted, a template created or deleted, or an
+ * receivers read the database: a proxy created, edited or deleted, a template created or deleted, or an
  * address of an instance given or taken (the sub-domains its owner's templates give it).
  */
 export type WebProxyChange =
-  | { kind: 'proxy'; action: 'created' | 'deleted'; proxyId: string }
+  | { kind: 'proxy'; action: 'created' | 'updated' | 'deleted'; proxyId: string }
   | { kind: 'template'; action: 'created' | 'deleted'; templateId: string }
   | { kind: 'address'; action: 'added' | 'removed'; addressId: string };
 

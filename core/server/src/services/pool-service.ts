@@ -48,6 +48,14 @@ export interface CreatePoolInput extends PoolGeometryInput {
   hostId?: string | null;
 }
 
+/**
+ * What a system reservation is ("gateway", "network address" …), from the pool's geometry: its
+ * note may be an operator's (reserveAddress on the gateway keeps the operator's note).
+ */
+function systemLabel(g: PoolGeometry, slot: bigint): string {
+  return systemReservations(g).find((r) => r.slot === slot)?.note ?? 'reserved address';
+}
+
 /** Input of `updatePool`: only fields that do not move addresses can change. */
 export interface UpdatePoolInput {
   poolId: string;
@@ -226,7 +234,10 @@ export class PoolService {
     });
   }
 
-  /** Reserves an address so it is never allocated (admin only), e.g. a switch or router. */
+  /**
+   * Reserves an address so it is never allocated (admin only), e.g. a switch or router. The pool's
+   * gateway is reserved already: reserving it succeeds, returns its SYSTEM entry and keeps the note.
+   */
   async reserve(actor: Actor, input: { poolId: string; address: string; note?: string | null }): Promise<Allocation> {
     requireAdmin(actor, 'reserveAddress');
     const id = validId('input.poolId', input.poolId);
@@ -235,6 +246,20 @@ export class PoolService {
       const pool = await this.lockPool(tx, 'input.poolId', id);
       const g = storedGeometry(pool);
       const slot = this.slotIn(g, 'input.address', input.address);
+      const [held] = await tx
+        .select()
+        .from(ipAllocations)
+        .where(and(eq(ipAllocations.poolId, id), eq(ipAllocations.slot, slot.toString())));
+      if (held?.kind === 'system' && systemLabel(g, slot) === 'gateway') {
+        // the gateway is reserved with the pool already: reserving it (as the reference guide does) keeps the operator's note on it
+        const [after] = await tx
+          .update(ipAllocations)
+          .set({ note: note || held.note })
+          .where(eq(ipAllocations.id, held.id))
+          .returning();
+        await record({ action: 'address.reserve', objectType: 'IpAddress', objectId: held.id, before: held, after });
+        return after!;
+      }
       await this.ensureSlotFree(tx, pool, slot, 'input.address', input.address);
       const row: Allocation = {
         id: newId(),
@@ -263,7 +288,10 @@ export class PoolService {
     return this.audit.transact(actor, async (tx, record) => {
       const [row] = await tx.select().from(ipAllocations).where(eq(ipAllocations.id, id));
       if (!row || row.kind === 'allocated') throw new NotFoundError('input.reservationId', id, 'reservation');
-      if (row.kind === 'system') throw new ConflictError('input.reservationId', id, `is the pool's ${row.note} and cannot be unreserved`);
+      if (row.kind === 'system') {
+        const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, row.poolId));
+        throw new ConflictError('input.reservationId', id, `is the pool's ${systemLabel(storedGeometry(pool!), BigInt(row.slot))} and cannot be unreserved`);
+      }
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
       await this.freeSlots(tx, [row]);
       await record({ action: 'address.unreserve', objectType: 'IpAddress', objectId: id, before: row });
@@ -642,7 +670,7 @@ export class PoolService {
       taken.kind === 'allocated'
         ? 'allocated to a NIC'
         : taken.kind === 'system'
-          ? `the pool's ${taken.note}`
+          ? `the pool's ${systemLabel(storedGeometry(pool), slot)}`
           : `reserved${taken.note ? `: ${taken.note}` : ''}`;
     throw new AddressInUseError(field, address, by);
   }

@@ -7,7 +7,7 @@
  * the rest of the transaction (the desired-state revision bump takes it), which also makes the
  * automatic choice of a free port race-free. Locks: owner (quota), then host.
  */
-import { and, asc, count, eq, gt, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, ne, sql, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
@@ -57,6 +57,23 @@ export interface CreatePortForwardInput extends ForwardSpec {
   instanceId: string;
   /** An address of the instance; absent: its first IPv4 address (else its first address). */
   targetAddress?: string | null;
+}
+
+/**
+ * Input of `updatePortForward`: absent (undefined) fields keep their value. `hostAddress: null`
+ * forwards on every public address again; `sourceCidrs: null` or `[]` lets any source in; `note:
+ * null` clears the note. Protocol and the ports cannot be cleared (null keeps them).
+ */
+export interface UpdatePortForwardInput {
+  portForwardId: string;
+  protocol?: ForwardProtocol | null;
+  hostPort?: string | null;
+  targetPort?: string | null;
+  /** An address of the forward's instance; absent or null: the current target address. */
+  targetAddress?: string | null;
+  hostAddress?: string | null;
+  sourceCidrs?: readonly string[] | null;
+  note?: string | null;
 }
 
 /** Well-known services a UI offers as presets. */
@@ -147,12 +164,63 @@ export class PortForwardService {
   }
 
   /**
-   * QUOTA_EXCEEDED unless the owner may have `adding.forwards` more forwards holding `adding.ports`
-   * more host ports (per protocol). Caller holds the owner lock.
+   * Edits a forward in place: the fields given are merged into the forward and the result goes
+   * through exactly the checks of `create` (placement, capability, quota, PORT_CONFLICT, and the
+   * exclusion constraint as the last word, so two edits or an edit and a create claiming one port
+   * get one winner). The forward keeps its id and counters, is PENDING in the host's new revision,
+   * and the agent replaces its map elements in one nft transaction (no instant without a rule).
    */
-  async checkQuota(tx: Executor, owner: ForwardQuotas, adding: ForwardUse, field: string, value: string): Promise<void> {
+  async update(actor: Actor, input: UpdatePortForwardInput): Promise<PortForward> {
+    const id = validId('input.portForwardId', input.portForwardId);
+    return this.audit.transact(actor, async (tx, record) => {
+      const seen = await this.loadVisible(tx, actor, id);
+      const instance = await loadOwnedInstance(tx, actor, 'input.portForwardId', seen.instanceId);
+      const owner = await lockOwner(tx, instance.ownerId);
+      const host = await bumpHostRevision(tx, record, instance.hostId);
+      // every change to a host's forwards holds its row: read again under that lock (same lock order as create)
+      const before = await this.loadVisible(tx, actor, id);
+      const target = await instanceTarget(tx, instance, 'input', input.targetAddress ?? before.targetAddress);
+      const width = before.hostPortEnd - before.hostPortStart;
+      const spec: ForwardSpec = {
+        protocol: input.protocol ?? before.protocol,
+        hostPort: input.hostPort ?? portRangeText({ start: before.hostPortStart, end: before.hostPortEnd }),
+        targetPort: input.targetPort ?? portRangeText({ start: before.targetPortStart, end: before.targetPortStart + width }),
+        hostAddress: input.hostAddress !== undefined ? input.hostAddress : before.hostAddress,
+        sourceCidrs: input.sourceCidrs !== undefined ? input.sourceCidrs : before.sourceCidrs,
+        note: input.note !== undefined ? input.note : before.note,
+      };
+      const placed = placeForward(spec, host, target, inputField, !isAdmin(actor), 'updating port forward');
+      const hostPorts = placed.hostPorts!;
+      const held = heldPorts(placed.protocol, placed.targetPorts);
+      // holding no more ports than before needs no quota (an owner over a lowered quota may still edit the note)
+      const heldBefore = heldPorts(before.protocol, { start: before.hostPortStart, end: before.hostPortEnd });
+      if (held > heldBefore) await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
+      await this.checkFree(tx, actor, host, hostPorts, placed.protocol, and(overlapCondition(host.id, placed), ne(portForwards.id, id))!);
+      const { id: _id, createdAt: _createdAt, importId: _importId, ...changes } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
+      let after: PortForward | undefined;
+      try {
+        [after] = await tx.update(portForwards).set(changes).where(eq(portForwards.id, id)).returning();
+      } catch (err) {
+        if (postgresErrorOf(err)?.code === '23P01') {
+          throw new PortConflictError('input.hostPort', portRangeText(hostPorts), `/${placed.protocol} on host "${host.name}" is already forwarded`);
+        }
+        throw err;
+      }
+      await record({ action: 'portForward.update', objectType: 'PortForward', objectId: id, ownerId: before.ownerId, before, after });
+      return after!;
+    });
+  }
+
+  /**
+   * QUOTA_EXCEEDED unless the owner may have `adding.forwards` more forwards holding `adding.ports`
+   * more host ports (per protocol), `replacing` what one of their forwards holds now (an edit).
+   * Caller holds the owner lock.
+   */
+  async checkQuota(tx: Executor, owner: ForwardQuotas, adding: ForwardUse, field: string, value: string, replacing?: ForwardUse): Promise<void> {
     if ((owner.quotaPortForwards === null && owner.quotaForwardedPorts === null) || adding.forwards === 0) return;
-    const problem = forwardQuotaProblem(owner, await this.use(tx, owner.id), adding);
+    const used = await this.use(tx, owner.id);
+    if (replacing) Object.assign(used, { forwards: used.forwards - replacing.forwards, ports: used.ports - replacing.ports });
+    const problem = forwardQuotaProblem(owner, used, adding);
     if (problem) throw new QuotaExceededError(problem.quota, problem.limit, problem.used, field, value);
   }
 
@@ -180,11 +248,7 @@ export class PortForwardService {
   async delete(actor: Actor, forwardId: string): Promise<PortForward> {
     const id = validId('input.portForwardId', forwardId);
     return this.audit.transact(actor, async (tx, record) => {
-      const [forward] = await tx
-        .select()
-        .from(portForwards)
-        .where(and(eq(portForwards.id, id), forwardIsVisible));
-      if (!forward || (!isAdmin(actor) && forward.ownerId !== actor.userId)) throw new NotFoundError('input.portForwardId', id, 'port forward');
+      const forward = await this.loadVisible(tx, actor, id);
       await bumpHostRevision(tx, record, forward.hostId);
       await tx.delete(portForwards).where(eq(portForwards.id, id));
       await record({ action: 'portForward.delete', objectType: 'PortForward', objectId: id, ownerId: forward.ownerId, before: forward });
@@ -257,6 +321,16 @@ export class PortForwardService {
       )
       .orderBy(asc(portForwards.id))
       .limit(page.limit);
+  }
+
+  /** A visible forward the actor owns (admins: any); NOT_FOUND otherwise. */
+  private async loadVisible(tx: Executor, actor: Actor, id: string): Promise<PortForward> {
+    const [forward] = await tx
+      .select()
+      .from(portForwards)
+      .where(and(eq(portForwards.id, id), forwardIsVisible));
+    if (!forward || (!isAdmin(actor) && forward.ownerId !== actor.userId)) throw new NotFoundError('input.portForwardId', id, 'port forward');
+    return forward;
   }
 
   /** PORT_CONFLICT naming what holds the ports (another tenant's forward stays anonymous). */

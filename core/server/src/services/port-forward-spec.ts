@@ -90,9 +90,17 @@ export function heldPorts(protocol: ForwardProtocol, ports: PortRange): number {
 
 /**
  * Checks a spec against the host it lands on and the target it points to. `tenant`: the caller
- * is not an admin, so the host's `maxForwardPorts` bounds the forward's width.
+ * is not an admin, so the host's `maxForwardPorts` bounds the forward's width. `action` names
+ * the change in a CAPABILITY_NOT_SUPPORTED message.
  */
-export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarget, name: FieldNamer, tenant = false): PlacedForward {
+export function placeForward(
+  spec: ForwardSpec,
+  host: Host,
+  target: ForwardTarget,
+  name: FieldNamer,
+  tenant = false,
+  action = 'creating port forward',
+): PlacedForward {
   const targetPorts = parsePortRange(name('targetPort'), spec.targetPort);
   const length = targetPorts.end - targetPorts.start;
   if (tenant && length + 1 > host.maxForwardPorts) {
@@ -140,7 +148,7 @@ export function placeForward(spec: ForwardSpec, host: Host, target: ForwardTarge
   const needs = { protocol: spec.protocol, ipv6: target.family === 6, targetAddress: target.address, hostPorts, targetPorts, sourceCidrs };
   requireCapability(
     host,
-    'creating port forward',
+    action,
     (caps) => checkPortForward(caps, needs),
     (field) => name(field as SpecField),
   );

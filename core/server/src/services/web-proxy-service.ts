@@ -42,6 +42,21 @@ export interface CreateWebProxyInput {
   websocket?: boolean | null;
 }
 
+/** Input of `updateWebProxy`: absent or null fields keep their value. */
+export interface UpdateWebProxyInput {
+  webProxyId: string;
+  domain?: string | null;
+  /** Another address of the proxy's instance. */
+  targetAddress?: string | null;
+  targetPort?: number | null;
+  targetProtocol?: WebProxy['targetProtocol'] | null;
+  /** A new mode; UPLOADED needs a certificate and key unless the proxy has one already. */
+  tlsMode?: TlsMode | null;
+  certificatePem?: string | null;
+  privateKeyPem?: string | null;
+  websocket?: boolean | null;
+}
+
 /** What a checked uploaded certificate says about itself. */
 export interface CertificateInfo {
   subject: string;
@@ -79,6 +94,38 @@ export function checkUploadedCertificate(domain: Domain, certificatePem: string,
   return { subject: cert.subject, issuer: cert.issuer, validFrom, validTo };
 }
 
+/**
+ * The checks of a proxy's own fields, shared by create and update: the domain parses, the port is
+ * one, the TLS mode suits the domain, and an uploaded certificate (only with UPLOADED) matches its
+ * key and covers the domain. Returns the parsed domain, port and TLS mode (default: ACME for an
+ * exact domain, self-signed for a wildcard).
+ */
+export function checkProxySpec(input: Pick<CreateWebProxyInput, 'domain' | 'targetPort' | 'tlsMode' | 'certificatePem' | 'privateKeyPem'>): {
+  domain: Domain;
+  targetPort: number;
+  tlsMode: TlsMode;
+} {
+  const domain = validDomain('input.domain', input.domain);
+  const targetPort = validPort('input.targetPort', input.targetPort);
+  const tlsMode: TlsMode = input.tlsMode ?? (domain.wildcard ? 'self_signed' : 'acme');
+  if (tlsMode === 'acme' && domain.wildcard) {
+    throw new ValidationError('input.tlsMode', 'ACME', 'cannot issue a wildcard certificate here (that needs a DNS challenge); use SELF_SIGNED or UPLOADED');
+  }
+  const uploaded = input.certificatePem != null || input.privateKeyPem != null;
+  if (tlsMode === 'uploaded') {
+    if (input.certificatePem == null) throw new ValidationError('input.certificatePem', null, 'is required when input.tlsMode is UPLOADED');
+    if (input.privateKeyPem == null) throw new ValidationError('input.privateKeyPem', null, 'is required when input.tlsMode is UPLOADED');
+    checkUploadedCertificate(domain, input.certificatePem, input.privateKeyPem);
+  } else if (uploaded) {
+    throw new ValidationError(
+      input.certificatePem != null ? 'input.certificatePem' : 'input.privateKeyPem',
+      '(given)',
+      'applies only when input.tlsMode is UPLOADED',
+    );
+  }
+  return { domain, targetPort, tlsMode };
+}
+
 /** Parses a domain for a field, or throws VALIDATION_FAILED naming it. */
 export function validDomain(field: string, text: string): Domain {
   const domain = parseDomain(text);
@@ -95,24 +142,7 @@ export class WebProxyService {
 
   /** Creates a proxy for a domain; CONFLICT when the domain is taken or inside another user's template. */
   async create(actor: Actor, input: CreateWebProxyInput): Promise<WebProxy> {
-    const domain = validDomain('input.domain', input.domain);
-    const targetPort = validPort('input.targetPort', input.targetPort);
-    const tlsMode: TlsMode = input.tlsMode ?? (domain.wildcard ? 'self_signed' : 'acme');
-    if (tlsMode === 'acme' && domain.wildcard) {
-      throw new ValidationError('input.tlsMode', 'ACME', 'cannot issue a wildcard certificate here (that needs a DNS challenge); use SELF_SIGNED or UPLOADED');
-    }
-    const uploaded = input.certificatePem != null || input.privateKeyPem != null;
-    if (tlsMode === 'uploaded') {
-      if (input.certificatePem == null) throw new ValidationError('input.certificatePem', null, 'is required when input.tlsMode is UPLOADED');
-      if (input.privateKeyPem == null) throw new ValidationError('input.privateKeyPem', null, 'is required when input.tlsMode is UPLOADED');
-      checkUploadedCertificate(domain, input.certificatePem, input.privateKeyPem);
-    } else if (uploaded) {
-      throw new ValidationError(
-        input.certificatePem != null ? 'input.certificatePem' : 'input.privateKeyPem',
-        '(given)',
-        'applies only when input.tlsMode is UPLOADED',
-      );
-    }
+    const { domain, targetPort, tlsMode } = checkProxySpec(input);
     return mapUniqueViolations(
       () =>
         this.audit.transact(actor, async (tx, record) => {
@@ -154,6 +184,65 @@ export class WebProxyService {
           await record({ action: 'webProxy.create', objectType: 'WebProxy', objectId: proxy.id, ownerId: proxy.ownerId, after: redact(proxy) });
           record.proxyChanged({ kind: 'proxy', action: 'created', proxyId: proxy.id });
           return proxy;
+        }),
+      { web_proxies_domain_unique: () => new ConflictError('input.domain', domain.name, 'is already served by another proxy') },
+    );
+  }
+
+  /**
+   * Edits a proxy in place: the fields given are merged into the proxy and checked exactly as
+   * `create` checks them (domain, port, TLS mode and certificate, the target an address of the
+   * proxy's instance, the domain unclaimed by others and unique). The proxy is PENDING until the
+   * reverse proxy serves the new version; certificate and target findings of the old one are cleared.
+   */
+  async update(actor: Actor, input: UpdateWebProxyInput): Promise<WebProxy> {
+    const id = validId('input.webProxyId', input.webProxyId);
+    const current = await this.get(actor, id);
+    if (!current) throw new NotFoundError('input.webProxyId', id, 'web proxy');
+    const tlsMode = input.tlsMode ?? current.tlsMode;
+    // a proxy that stays UPLOADED keeps its certificate unless a new one is given
+    const keepsCertificate = tlsMode === 'uploaded' && current.tlsMode === 'uploaded' && input.certificatePem == null && input.privateKeyPem == null;
+    const merged: CreateWebProxyInput = {
+      instanceId: current.instanceId,
+      domain: input.domain ?? current.domain,
+      targetPort: input.targetPort ?? current.targetPort,
+      tlsMode,
+      certificatePem: keepsCertificate ? current.certificatePem : input.certificatePem,
+      privateKeyPem: keepsCertificate ? current.privateKeyPem : input.privateKeyPem,
+    };
+    const { domain, targetPort } = checkProxySpec(merged);
+    return mapUniqueViolations(
+      () =>
+        this.audit.transact(actor, async (tx, record) => {
+          const [before] = await tx.select().from(webProxies).where(eq(webProxies.id, id)).for('update');
+          if (!before || (!isAdmin(actor) && before.ownerId !== actor.userId)) throw new NotFoundError('input.webProxyId', id, 'web proxy');
+          const instance = await loadOwnedInstance(tx, actor, 'input.webProxyId', before.instanceId);
+          if (domain.name !== before.domain) await this.checkNotClaimedByOthers(tx, 'input.domain', domain.name, before.ownerId);
+          const target = await instanceTarget(tx, instance, 'input', input.targetAddress ?? before.targetAddress);
+          const certificateChanged = domain.name !== before.domain || tlsMode !== before.tlsMode || merged.certificatePem !== before.certificatePem;
+          const targetChanged = target.id !== before.targetAddressId || targetPort !== before.targetPort;
+          const [after] = await tx
+            .update(webProxies)
+            .set({
+              domain: domain.name,
+              targetAddressId: target.id,
+              targetAddress: target.address,
+              targetPort,
+              targetProtocol: input.targetProtocol ?? before.targetProtocol,
+              tlsMode,
+              certificatePem: tlsMode === 'uploaded' ? merged.certificatePem! : null,
+              privateKeyPem: tlsMode === 'uploaded' ? merged.privateKeyPem! : null,
+              websocket: input.websocket ?? before.websocket,
+              status: 'pending',
+              statusError: null,
+              ...(certificateChanged ? { certIssuer: null, certNotAfter: null, certError: null, certCheckedAt: null } : {}),
+              ...(targetChanged ? { targetState: null, targetDetail: null, targetCheckedAt: null } : {}),
+            })
+            .where(eq(webProxies.id, id))
+            .returning();
+          await record({ action: 'webProxy.update', objectType: 'WebProxy', objectId: id, ownerId: before.ownerId, before: redact(before), after: redact(after!) });
+          record.proxyChanged({ kind: 'proxy', action: 'updated', proxyId: id });
+          return after!;
         }),
       { web_proxies_domain_unique: () => new ConflictError('input.domain', domain.name, 'is already served by another proxy') },
     );

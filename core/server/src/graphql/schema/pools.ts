@@ -113,7 +113,9 @@ IpAddressRef.implement({
       resolve: async (a, _x, ctx) => (await ctx.loaders.pool.load(a.poolId))?.gateway ?? null,
     }),
     kind: t.field({ type: AddressKindEnum, description: 'ALLOCATED, RESERVED or SYSTEM.', resolve: (a) => a.kind }),
-    note: t.exposeString('note', { description: 'Why it is reserved, e.g. "Switch" or "gateway"; empty for most allocations.' }),
+    note: t.exposeString('note', {
+      description: 'Why it is reserved, e.g. "Switch" or "gateway" (or the note reserveAddress gave the gateway); empty for most allocations.',
+    }),
     pool: t.field({ type: IpPoolRef, description: 'The pool it belongs to.', resolve: async (a, _x, ctx) => (await ctx.loaders.pool.load(a.poolId))! }),
     nicId: t.exposeID('nicId', { nullable: true, description: 'The NIC holding it (ALLOCATED); null for reservations.' }),
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When it was taken.' }),
@@ -180,7 +182,10 @@ const ReserveAddressInput = builder.inputType('ReserveAddressInput', {
   description: 'An address to keep out of allocation.',
   fields: (t) => ({
     poolId: t.id({ required: true, description: 'The pool.' }),
-    address: t.string({ required: true, description: 'An address in the pool, e.g. "10.0.0.2"; ADDRESS_IN_USE when taken.' }),
+    address: t.string({
+      required: true,
+      description: 'An address in the pool, e.g. "10.0.0.2"; ADDRESS_IN_USE when taken (except the pool\'s gateway, which takes the note).',
+    }),
     note: t.string({ description: 'e.g. "Switch".' }),
   }),
 });
@@ -239,7 +244,8 @@ builder.mutationFields((t) => ({
   }),
   reserveAddress: t.field({
     type: IpAddressRef,
-    description: 'Excludes an address from allocation (admin only).',
+    description:
+      "Excludes an address from allocation (admin only). The pool's gateway is excluded already: reserving it succeeds, answers its SYSTEM entry and sets the note (e.g. \"Gateway\").",
     args: { input: t.arg({ type: ReserveAddressInput, required: true, description: 'The pool and address.' }) },
     errors: resultOf('ReserveAddress', 'address', [ValidationError, ForbiddenError, NotFoundError, AddressInUseError]),
     resolve: (_r, { input }, ctx) => ctx.services.pools.reserve(requireActor(ctx), input),

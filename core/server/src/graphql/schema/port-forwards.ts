@@ -116,6 +116,23 @@ const CreatePortForwardInput = builder.inputType('CreatePortForwardInput', {
   }),
 });
 
+const UpdatePortForwardInput = builder.inputType('UpdatePortForwardInput', {
+  description:
+    'The fields of a forward to change; absent fields keep their value. The result is checked exactly as createPortForward checks a new forward.',
+  fields: (t) => ({
+    portForwardId: t.id({ required: true, description: 'The port forward.' }),
+    protocol: t.field({ type: ForwardProtocolEnum, description: 'TCP, UDP or BOTH; null keeps it.' }),
+    hostPort: t.string({
+      description: 'New host port(s), e.g. "10023" or "8000-8010"; null keeps them. PORT_CONFLICT when taken by another forward.',
+    }),
+    targetPort: t.string({ description: 'New instance port(s), as many as the host ports; null keeps them.' }),
+    targetAddress: t.string({ description: "Another address of the forward's instance; null keeps the current one." }),
+    hostAddress: t.string({ description: "One of the host's public addresses; null: all of them." }),
+    sourceCidrs: t.stringList({ description: 'The new allow-list (at most 64 prefixes); null or empty: any source.' }),
+    note: t.string({ description: 'Free text, at most 256 characters; null clears it.' }),
+  }),
+});
+
 const DeletePortForwardInput = builder.inputType('DeletePortForwardInput', {
   description: 'Which forward to delete.',
   fields: (t) => ({ portForwardId: t.id({ required: true, description: 'The port forward.' }) }),
@@ -136,6 +153,19 @@ builder.mutationFields((t) => ({
       CapabilityNotSupportedError,
     ]),
     resolve: (_r, { input }, ctx) => ctx.services.forwards.create(requireActor(ctx), input),
+  }),
+  updatePortForward: t.field({
+    type: PortForwardRef,
+    description:
+      "Edits a forward in place (note, ports, allow-list, target address, protocol): same id, PENDING until the host's agent applies it, which it does atomically (no instant where neither the old nor the new rule answers). PORT_CONFLICT when the new host port is taken; QUOTA_EXCEEDED when it holds more ports than the owner's quotaForwardedPorts allows.",
+    args: { input: t.arg({ type: UpdatePortForwardInput, required: true, description: 'The forward and the fields to change.' }) },
+    errors: resultOf('UpdatePortForward', 'portForward', [ValidationError, NotFoundError, QuotaExceededError, PortConflictError, CapabilityNotSupportedError]),
+    resolve: (_r, { input }, ctx) => {
+      const { portForwardId, ...rest } = input;
+      // GraphQL absent fields arrive as undefined, explicit nulls as null
+      const patch = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined));
+      return ctx.services.forwards.update(requireActor(ctx), { portForwardId, ...patch });
+    },
   }),
   deletePortForward: t.field({
     type: PortForwardRef,

@@ -230,6 +230,23 @@ const CreateWebProxyInput = builder.inputType('CreateWebProxyInput', {
   }),
 });
 
+const UpdateWebProxyInput = builder.inputType('UpdateWebProxyInput', {
+  description: 'The fields of a web proxy to change; absent or null fields keep their value. The result is checked exactly as createWebProxy checks a new proxy.',
+  fields: (t) => ({
+    webProxyId: t.id({ required: true, description: 'The web proxy.' }),
+    domain: t.string({ description: "A new domain, e.g. shop.example.com. CONFLICT when another proxy serves it or it lies inside another user's template." }),
+    targetAddress: t.string({ description: "Another address of the proxy's instance." }),
+    targetPort: t.int({ description: 'The instance port, 1-65535.' }),
+    targetProtocol: t.field({ type: TargetProtocolEnum, description: 'HTTP or HTTPS towards the instance.' }),
+    tlsMode: t.field({ type: TlsModeEnum, description: 'A new TLS mode (ACME is refused for wildcards).' }),
+    certificatePem: t.string({
+      description: 'UPLOADED only: a new certificate (chain) in PEM; absent keeps the uploaded one when the proxy stays UPLOADED.',
+    }),
+    privateKeyPem: t.string({ description: 'UPLOADED only: the private key of the new certificate. Never returned.' }),
+    websocket: t.boolean({ description: 'Pass WebSocket upgrades through.' }),
+  }),
+});
+
 const DeleteWebProxyInput = builder.inputType('DeleteWebProxyInput', {
   description: 'Which web proxy to delete.',
   fields: (t) => ({ webProxyId: t.id({ required: true, description: 'The web proxy.' }) }),
@@ -254,6 +271,13 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: CreateWebProxyInput, required: true, description: 'The domain and target.' }) },
     errors: resultOf('CreateWebProxy', 'webProxy', [ValidationError, NotFoundError, ConflictError, QuotaExceededError]),
     resolve: (_r, { input }, ctx) => ctx.services.proxies.create(requireActor(ctx), input),
+  }),
+  updateWebProxy: t.field({
+    type: WebProxyRef,
+    description: 'Edits a web proxy in place (domain, target, TLS, WebSocket): same id, PENDING until the reverse proxy serves the new version.',
+    args: { input: t.arg({ type: UpdateWebProxyInput, required: true, description: 'The web proxy and the fields to change.' }) },
+    errors: resultOf('UpdateWebProxy', 'webProxy', [ValidationError, NotFoundError, ConflictError]),
+    resolve: (_r, { input }, ctx) => ctx.services.proxies.update(requireActor(ctx), input),
   }),
   deleteWebProxy: t.field({
     type: WebProxyRef,
