@@ -53,3 +53,72 @@ export async function spawnController(args: string[], env: Record<string, string
       }),
   };
 }
+
+/** A running agent process (`gatehouse agent`), with its output. */
+export interface AgentProcess {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the match and when it was seen (performance.now()) once the output matches `pattern`; rejects after `ms`. */
+  waitFor(pattern: RegExp, ms?: number): Promise<{ match: RegExpExecArray; at: number }>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * Starts `gatehouse agent` from source with the token in its environment; `netns` runs it inside a
+ * network namespace (`ip netns exec`, the agent of a host cut off by the test).
+ */
+export function spawnAgent(args: string[], token: string, netns?: string): AgentProcess {
+  const command = [process.execPath, '--import', 'tsx', 'src/cli.ts', 'agent', ...args];
+  const child = netns
+    ? spawn('ip', ['netns', 'exec', netns, ...command], {
+        cwd: CLI_DIR,
+        env: { ...process.env, GATEHOUSE_AGENT_TOKEN: token },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawn(command[0]!, command.slice(1), { cwd: CLI_DIR, env: { ...process.env, GATEHOUSE_AGENT_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const waiters = new Set<() => void>();
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiters) w();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  return {
+    child,
+    output: () => out,
+    waitFor: (pattern, ms = 60_000) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const match = pattern.exec(out);
+          if (!match) return;
+          done();
+          resolve({ match, at: performance.now() });
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`no ${pattern} in ${ms} ms; agent output:\n${out.slice(-4000)}`));
+        }, ms);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+    stop: (signal = 'SIGTERM') =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill(signal);
+      }),
+  };
+}
+
+/** SIGKILLs a controller and resolves once it is gone (its sockets closed by the kernel). */
+export async function killController(controller: ControllerProcess): Promise<void> {
+  if (controller.child.exitCode !== null || controller.child.signalCode !== null) return;
+  const gone = new Promise((r) => controller.child.once('exit', r));
+  controller.child.kill('SIGKILL');
+  await gone;
+}
