@@ -14,10 +14,12 @@ export interface ControllerProcess {
 
 /**
  * Starts `gatehouse serve` from source on a free port and waits until it listens. Without the
- * sandbox: it is one per machine, and only sandbox.test.ts is about it.
+ * sandbox: it is one per machine, and only sandbox.test.ts is about it. `netns` runs it inside a
+ * network namespace of the test's (`ip netns exec`).
  */
-export async function spawnController(args: string[], env: Record<string, string> = {}): Promise<ControllerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args], {
+export async function spawnController(args: string[], env: Record<string, string> = {}, netns?: string): Promise<ControllerProcess> {
+  const command = [process.execPath, '--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args];
+  const child = spawn(netns ? 'ip' : command[0]!, netns ? ['netns', 'exec', netns, ...command] : command.slice(1), {
     cwd: CLI_DIR,
     // no Caddy on ports 80/443 nor a jump server on 2222 unless the test asks (GATEHOUSE_PROXY=on, GATEHOUSE_SSH=on in env)
     env: { ...process.env, GATEHOUSE_PROXY: 'off', GATEHOUSE_SSH: 'off', ...env },
@@ -58,8 +60,8 @@ export async function spawnController(args: string[], env: Record<string, string
 export interface AgentProcess {
   child: ChildProcess;
   output(): string;
-  /** Resolves with the match and when it was seen (performance.now()) once the output matches `pattern`; rejects after `ms`. */
-  waitFor(pattern: RegExp, ms?: number): Promise<{ match: RegExpExecArray; at: number }>;
+  /** Resolves with the match and when it was seen (performance.now()) once the output from offset `from` on matches `pattern`; rejects after `ms`. */
+  waitFor(pattern: RegExp, ms?: number, from?: number): Promise<{ match: RegExpExecArray; at: number }>;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -87,10 +89,10 @@ export function spawnAgent(args: string[], token: string, netns?: string): Agent
   return {
     child,
     output: () => out,
-    waitFor: (pattern, ms = 60_000) =>
+    waitFor: (pattern, ms = 60_000, from = 0) =>
       new Promise((resolve, reject) => {
         const check = () => {
-          const match = pattern.exec(out);
+          const match = pattern.exec(out.slice(from));
           if (!match) return;
           done();
           resolve({ match, at: performance.now() });
