@@ -27,6 +27,7 @@ import {
   DEFAULT_SSH_PORT,
   caddyBinaryWorks,
   graphiqlByDefault,
+  guardPostgresWriteDefect,
   printGatehouseSchema,
   startController,
   type Controller,
@@ -110,6 +111,8 @@ async function serve(argv: string[]): Promise<void> {
   let store;
   if (url) {
     store = { kind: 'postgres' as const, url };
+    // postgres.js' one known crash under reconnects is logged, not fatal (core/server/src/db/postgres-write-defect.ts)
+    guardPostgresWriteDefect(console);
   } else {
     const dataDir = resolve(values['data-dir']);
     mkdirSync(dataDir, { recursive: true });

@@ -73,6 +73,12 @@ export class PartitionLab {
       )
     ).createApiToken.created.secret;
     await this.forward(18080);
+    this.startAgent();
+    await this.converged();
+  }
+
+  /** Starts the agent in the host's namespace (its state directory kept across restarts); returns when it is spawned. */
+  startAgent(): AgentProcess {
     const config = JSON.stringify({ hostNetns: this.host.name, namespacePrefix: `${this.lab.prefix}-vm` });
     this.agent = spawnAgent(
       [
@@ -96,7 +102,12 @@ export class PartitionLab {
       this.token,
       this.host.name,
     );
-    await this.converged();
+    return this.agent;
+  }
+
+  /** Empties the host namespace's ruleset (what a reboot leaves; the cut goes too). */
+  async flushHost(): Promise<void> {
+    await this.host.exec('nft', ['flush', 'ruleset']);
   }
 
   /** GraphQL as the admin, run in the controller's namespace; throws on errors. */
