@@ -25,6 +25,11 @@
  *   is down gets its forwards, firewalls and limits back (`startedFrom: CACHE`). Losing the
  *   controller never removes anything: the agent keeps the applied state and repairs drift
  *   against it until the controller answers again.
+ * - Cut off from the controller (a network partition), it notices within one keep-alive (15 s,
+ *   controller.ts), keeps repairing drift, and its reports wait in the connection; when the cut
+ *   heals it reconnects by itself (to any of the controller URLs given), the reports of the cut
+ *   are delivered, the first apply reports a fresh discovery, and whatever the controller changed
+ *   meanwhile arrives as one full document applied at once, however many revisions it spans.
  */
 import { EventEmitter } from 'node:events';
 import {
@@ -61,7 +66,8 @@ import { StateCache, StateCacheRefusedError } from './state-cache.js';
 import { TrafficReporter } from './traffic-reporter.js';
 
 export interface HostAgentOptions {
-  controllerUrl: string;
+  /** The controller's URL, or the URLs of its replicas (tried in turn when a connection is lost). */
+  controllerUrl: string | readonly string[];
   token: string;
   /** The host this agent manages; looked up from the token when absent. */
   hostId?: string;
@@ -184,7 +190,8 @@ export class HostAgent extends EventEmitter<{
       onConnected: () => {
         this.state.connected = true;
         this.repairNext = true; // re-converge from scratch after every (re)connect
-        this.logger.info('connected to the controller', { url: o.controllerUrl });
+        this.lastDiscoveredAt = 0; // and say which instances are here now: some may have come or gone while away
+        this.logger.info('connected to the controller', { url: this.connection?.url });
         this.emit('state', { ...this.state });
       },
       onClosed: (code, reason) => {
@@ -206,7 +213,7 @@ export class HostAgent extends EventEmitter<{
     this.stopTunnels = serveTunnels(
       this.connection,
       hostId,
-      { ...o.tunnel, controllerUrl: o.controllerUrl, token: o.token, logger: this.logger },
+      { ...o.tunnel, controllerUrl: () => this.connection!.url, token: o.token, logger: this.logger },
       () => this.received,
     );
     if ((o.statsIntervalMs ?? 1000) > 0) {

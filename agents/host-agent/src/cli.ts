@@ -2,9 +2,12 @@
 /**
  * The agent command (also `gatehouse agent` of the `gatehouse` command, core/cli):
  *
- *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
+ *   gatehouse agent --controller URL[,URL…] --token T --plugin linux [--host ID] [--plugin-config JSON]
  *                   [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR] [--stats-interval MS]
  *
+ * `--controller`: the controller's URL, or the URLs of its replicas (comma-separated, or the
+ * option repeated): when the connection is lost the agent tries the next one, so it moves to a
+ * live replica within a fraction of a second of its replica dying.
  * `--tunnel-ports`: the ports of this host's instances the controller may open SSH tunnel streams
  * to (default 22). `--state-dir` (default /var/lib/gatehouse-agent) keeps the last applied
  * desired state, applied at the next start before connecting (state-cache.ts).
@@ -16,10 +19,11 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadDriver } from '@gatehouse/sdk';
 import { HostAgent } from './agent.js';
+import { websocketUrl } from './controller.js';
 import { DEFAULT_STATE_DIR } from './state-cache.js';
 
 const USAGE =
-  'usage: gatehouse agent --controller URL --token T --plugin linux|docker|lxd|proxmox|esxi|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR] [--stats-interval MS]';
+  'usage: gatehouse agent --controller URL[,URL...] --token T --plugin linux|docker|lxd|proxmox|esxi|PACKAGE|PATH [--host ID] [--plugin-config JSON] [--drift-interval MS] [--discover-interval MS] [--tunnel-ports 22,2222] [--state-dir DIR] [--stats-interval MS]';
 
 /**
  * The module `--plugin` names, loaded at run time (this package depends on no plugin): a built-in
@@ -38,7 +42,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     process.exit(2);
   };
   const options = {
-    controller: { type: 'string' },
+    controller: { type: 'string', multiple: true },
     token: { type: 'string', default: process.env.GATEHOUSE_AGENT_TOKEN },
     plugin: { type: 'string', default: 'linux' },
     host: { type: 'string' },
@@ -55,7 +59,16 @@ export async function runAgent(argv: string[]): Promise<void> {
   } catch (err) {
     fail((err as Error).message); // an unknown or incomplete option
   }
-  if (!values.controller) fail('--controller is required');
+  const controllers = (values.controller ?? []).flatMap((c) => c.split(',')).map((c) => c.trim());
+  if (controllers.length === 0) fail('--controller is required');
+  if (controllers.length > 16) fail(`--controller ${controllers.join(',')} names more than 16 URLs`);
+  for (const c of controllers) {
+    try {
+      websocketUrl(c);
+    } catch {
+      fail(`--controller ${c || '""'} must be an http(s) or ws(s) URL`);
+    }
+  }
   if (!values.token) fail('--token (or GATEHOUSE_AGENT_TOKEN) is required');
   const driftIntervalMs = Number(values['drift-interval']);
   if (!Number.isInteger(driftIntervalMs) || driftIntervalMs < 100) fail(`--drift-interval ${values['drift-interval']} must be an integer of at least 100 (ms)`);
@@ -86,7 +99,7 @@ export async function runAgent(argv: string[]): Promise<void> {
     fail(`plugin ${values.plugin}: ${(err as Error).message}`),
   );
   const agent = new HostAgent({
-    controllerUrl: values.controller!,
+    controllerUrl: controllers,
     token: values.token!,
     hostId: values.host,
     driver,

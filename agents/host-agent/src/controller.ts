@@ -2,7 +2,14 @@
  * The agent's side of the controller API, over one graphql-ws connection (agents dial out; the
  * controller never connects to hosts): the desired-state and tunnel-request subscriptions and the
  * two report mutations. The connection reconnects with exponential backoff and jitter; a refused token
- * (close code 4403) is final.
+ * (close code 4403) is final. Given several controller replicas' URLs, each connection attempt
+ * after a lost or failed one goes to the next URL in turn, so an agent whose replica dies is on
+ * another one within its first retry (0.125-0.25 s after the close).
+ *
+ * A connection that dies silently (a network cut: no FIN, no RST) is noticed by the keep-alive:
+ * a ping every `keepAliveMs` (10 s) that gets no pong within `pongTimeoutMs` (5 s) ends the
+ * connection, and each new attempt gives up after `handshakeTimeoutMs` (5 s) instead of waiting for
+ * the kernel's SYN retries (minutes), so the agent is back within one backoff of the cut healing.
  */
 import { DESIRED_STATE_SUBSCRIPTION, TUNNEL_REQUESTS_SUBSCRIPTION, type DesiredStateEvent, type TunnelRequest } from '@gatehouse/agent-protocol';
 import { createClient, type Client } from 'graphql-ws';
@@ -26,12 +33,14 @@ export class TokenRefusedError extends Error {
 export type { DesiredStateEvent } from '@gatehouse/agent-protocol';
 
 export interface ControllerOptions {
-  /** `http(s)://host:port/graphql` or `ws(s)://…`. */
-  url: string;
+  /** `http(s)://host:port/graphql` or `ws(s)://…`; several replicas' URLs are tried in turn. */
+  url: string | readonly string[];
   token: string;
   logger: AgentLogger;
   /** Backoff bounds in ms (defaults 250 and 30,000). */
   backoff?: { minMs: number; maxMs: number };
+  /** Keep-alive ping period (default 10,000 ms), how long its pong may take (default 5,000 ms), and how long opening a connection may take (default 5,000 ms). */
+  liveness?: { keepAliveMs?: number; pongTimeoutMs?: number; handshakeTimeoutMs?: number };
   onConnected?: () => void;
   onClosed?: (code: number, reason: string) => void;
   /** Called once when the token is refused: the agent stops. */
@@ -48,19 +57,46 @@ export function websocketUrl(url: string): string {
   return u.toString();
 }
 
+/** The WebSocket class graphql-ws opens connections with: `ws`, with a bound on the opening handshake. */
+function timedWebSocket(handshakeTimeout: number): typeof WebSocket {
+  return class extends WebSocket {
+    constructor(address: string | URL, protocols?: string | string[]) {
+      super(address, protocols, { handshakeTimeout });
+    }
+  } as typeof WebSocket;
+}
+
 /** The graphql-ws connection to a controller. */
 export class ControllerConnection {
   private readonly client: Client;
   private refused = false;
+  private readonly urls: readonly string[];
+  /** Index in `urls` of the last connection attempt. */
+  private current = 0;
+  private attempts = 0;
 
   constructor(private readonly options: ControllerOptions) {
     const { minMs, maxMs } = options.backoff ?? { minMs: 250, maxMs: 30_000 };
+    const given = typeof options.url === 'string' ? [options.url] : options.url;
+    if (given.length === 0) throw new Error('no controller URL given');
+    this.urls = given.map((u) => websocketUrl(u));
+    const { keepAliveMs = 10_000, pongTimeoutMs = 5000, handshakeTimeoutMs = 5000 } = options.liveness ?? {};
+    let pongDue: NodeJS.Timeout | undefined;
+    const pongArrived = () => {
+      clearTimeout(pongDue);
+      pongDue = undefined;
+    };
     this.client = createClient({
-      url: websocketUrl(options.url),
-      webSocketImpl: WebSocket,
+      // the first attempt goes to the first URL; every later one (the previous connection lost or refused) to the next
+      url: () => {
+        this.current = this.attempts++ === 0 ? 0 : (this.current + 1) % this.urls.length;
+        return this.urls[this.current]!;
+      },
+      webSocketImpl: timedWebSocket(handshakeTimeoutMs),
       connectionParams: { Authorization: `Bearer ${options.token}` },
       lazy: false,
-      keepAlive: 10_000,
+      keepAlive: keepAliveMs,
+      connectionAckWaitTimeout: handshakeTimeoutMs,
       retryAttempts: Number.POSITIVE_INFINITY,
       retryWait: async (retries) => {
         const ms = Math.min(maxMs, minMs * 2 ** Math.min(retries, 16));
@@ -76,13 +112,32 @@ export class ControllerConnection {
       },
       on: {
         connected: () => options.onConnected?.(),
+        ping: (received) => {
+          if (received) return;
+          // our ping: a connection that cannot answer it in time is dead, though no close came
+          pongArrived();
+          pongDue = setTimeout(() => {
+            options.logger.warn(`no answer from the controller for ${pongTimeoutMs} ms after a keep-alive ping; reconnecting`, { url: this.url });
+            this.client.terminate();
+          }, pongTimeoutMs);
+          pongDue.unref();
+        },
+        pong: (received) => {
+          if (received) pongArrived();
+        },
         closed: (event) => {
+          pongArrived();
           const { code, reason } = event as { code?: number; reason?: string };
           options.onClosed?.(code ?? 0, reason ?? '');
           if (code === 4403 || code === 4401) this.refuse(`close code ${code}`);
         },
       },
     });
+  }
+
+  /** The controller URL (ws or wss) of the current or last connection attempt. */
+  get url(): string {
+    return this.urls[this.current]!;
   }
 
   private refuse(reason: string): void {

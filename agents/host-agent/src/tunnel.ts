@@ -22,7 +22,8 @@ import { websocketUrl, type AgentLogger, type ControllerConnection } from './con
 
 /** Tunnel settings of a host agent. */
 export interface TunnelOptions {
-  controllerUrl: string;
+  /** The controller streams dial back to: the replica the agent is connected to (a function when that changes). */
+  controllerUrl: string | (() => string);
   token: string;
   logger: AgentLogger;
   /** Target ports allowed (default 22 only). */
@@ -41,17 +42,20 @@ export const DEFAULT_MAX_TUNNEL_STREAMS = 64;
 /** The streams of one agent. */
 export class TunnelStreams {
   private readonly streams = new Set<{ socket: Socket; ws?: WebSocket }>();
-  private readonly streamUrl: string;
   private closed = false;
 
   constructor(
     private readonly options: TunnelOptions,
     /** The addresses of the instances in the newest desired state (canonical spelling). */
     private readonly instanceAddresses: () => ReadonlySet<string>,
-  ) {
-    const url = new URL(websocketUrl(options.controllerUrl));
+  ) {}
+
+  /** Where a stream dials back: the tunnel path of the replica that asked (the agent's current one). */
+  private get streamUrl(): string {
+    const given = this.options.controllerUrl;
+    const url = new URL(websocketUrl(typeof given === 'string' ? given : given()));
     url.pathname = TUNNEL_STREAM_PATH;
-    this.streamUrl = url.toString();
+    return url.toString();
   }
 
   /** The allowed target ports. */

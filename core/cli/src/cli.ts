@@ -7,7 +7,7 @@
  *                   [--agent-heartbeat-ms 10000] [--agent-offline-after-ms 30000] [--no-sandbox]
  *                   [--web-dir web/dist] [--proxy-http-port 80] [--proxy-https-port 443] [--caddy-admin SOCKET|URL] [--no-proxy] …
  *                   [--ssh-port 2222] [--ssh-host H] [--ssh-host-key FILE] [--no-ssh]
- *   gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
+ *   gatehouse agent --controller URL[,URL...] --token T --plugin linux [--host ID] [--plugin-config JSON]
  *   gatehouse renew-certificates --controller URL --token T [--within-days 30]
  *   gatehouse print-schema [--out schema.graphql]
  *
@@ -27,6 +27,7 @@ import {
   DEFAULT_SSH_PORT,
   caddyBinaryWorks,
   graphiqlByDefault,
+  guardPostgresWriteDefect,
   printGatehouseSchema,
   startController,
   type Controller,
@@ -48,7 +49,7 @@ const USAGE = `usage:
       (GATEHOUSE_GRAPHIQL=on|off overrides). Stops within 5 s of SIGINT/SIGTERM, whatever runs.
       As root, also creates a sandbox host (network namespaces gh-sandbox*, two demo instances)
       with an in-process agent; --no-sandbox (or GATEHOUSE_SANDBOX=off) leaves it out.
-  gatehouse agent --controller URL --token T --plugin linux [--host ID] [--plugin-config JSON]
+  gatehouse agent --controller URL[,URL...] --token T --plugin linux [--host ID] [--plugin-config JSON]
                   [--drift-interval MS] [--stats-interval MS]
       Runs a host agent (token also from GATEHOUSE_AGENT_TOKEN); it reports traffic counters
       every --stats-interval ms (default 1000; 0: never).
@@ -110,6 +111,8 @@ async function serve(argv: string[]): Promise<void> {
   let store;
   if (url) {
     store = { kind: 'postgres' as const, url };
+    // postgres.js' one known crash under reconnects is logged, not fatal (core/server/src/db/postgres-write-defect.ts)
+    guardPostgresWriteDefect(console);
   } else {
     const dataDir = resolve(values['data-dir']);
     mkdirSync(dataDir, { recursive: true });

@@ -12,6 +12,7 @@ export {
   type Logger,
 } from './server.js';
 export { openStore, type Store, type StoreConfig, type Database } from './db/database.js';
+export { guardPostgresWriteDefect, isPostgresWriteDefect } from './db/postgres-write-defect.js';
 /** The drizzle tables, for composition code that reads the store directly (the CLI's sandbox). */
 export * as tables from './db/schema.js';
 export { printGatehouseSchema, gatehouseSchema } from './graphql/schema.js';

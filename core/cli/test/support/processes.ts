@@ -14,10 +14,12 @@ export interface ControllerProcess {
 
 /**
  * Starts `gatehouse serve` from source on a free port and waits until it listens. Without the
- * sandbox: it is one per machine, and only sandbox.test.ts is about it.
+ * sandbox: it is one per machine, and only sandbox.test.ts is about it. `netns` runs it inside a
+ * network namespace of the test's (`ip netns exec`).
  */
-export async function spawnController(args: string[], env: Record<string, string> = {}): Promise<ControllerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args], {
+export async function spawnController(args: string[], env: Record<string, string> = {}, netns?: string): Promise<ControllerProcess> {
+  const command = [process.execPath, '--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--no-sandbox', ...args];
+  const child = spawn(netns ? 'ip' : command[0]!, netns ? ['netns', 'exec', netns, ...command] : command.slice(1), {
     cwd: CLI_DIR,
     // no Caddy on ports 80/443 nor a jump server on 2222 unless the test asks (GATEHOUSE_PROXY=on, GATEHOUSE_SSH=on in env)
     env: { ...process.env, GATEHOUSE_PROXY: 'off', GATEHOUSE_SSH: 'off', ...env },
@@ -52,4 +54,73 @@ export async function spawnController(args: string[], env: Record<string, string
         child.kill('SIGTERM');
       }),
   };
+}
+
+/** A running agent process (`gatehouse agent`), with its output. */
+export interface AgentProcess {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the match and when it was seen (performance.now()) once the output from offset `from` on matches `pattern`; rejects after `ms`. */
+  waitFor(pattern: RegExp, ms?: number, from?: number): Promise<{ match: RegExpExecArray; at: number }>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * Starts `gatehouse agent` from source with the token in its environment; `netns` runs it inside a
+ * network namespace (`ip netns exec`, the agent of a host cut off by the test).
+ */
+export function spawnAgent(args: string[], token: string, netns?: string): AgentProcess {
+  const command = [process.execPath, '--import', 'tsx', 'src/cli.ts', 'agent', ...args];
+  const child = netns
+    ? spawn('ip', ['netns', 'exec', netns, ...command], {
+        cwd: CLI_DIR,
+        env: { ...process.env, GATEHOUSE_AGENT_TOKEN: token },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+    : spawn(command[0]!, command.slice(1), { cwd: CLI_DIR, env: { ...process.env, GATEHOUSE_AGENT_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const waiters = new Set<() => void>();
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiters) w();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  return {
+    child,
+    output: () => out,
+    waitFor: (pattern, ms = 60_000, from = 0) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const match = pattern.exec(out.slice(from));
+          if (!match) return;
+          done();
+          resolve({ match, at: performance.now() });
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`no ${pattern} in ${ms} ms; agent output:\n${out.slice(-4000)}`));
+        }, ms);
+        const done = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+    stop: (signal = 'SIGTERM') =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill(signal);
+      }),
+  };
+}
+
+/** SIGKILLs a controller and resolves once it is gone (its sockets closed by the kernel). */
+export async function killController(controller: ControllerProcess): Promise<void> {
+  if (controller.child.exitCode !== null || controller.child.signalCode !== null) return;
+  const gone = new Promise((r) => controller.child.once('exit', r));
+  controller.child.kill('SIGKILL');
+  await gone;
 }
