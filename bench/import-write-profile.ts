@@ -9,9 +9,8 @@ import 'reflect-metadata';
 import { sql } from 'drizzle-orm';
 import { openStore, rowsOf, type Store } from '../core/server/src/db/database.js';
 import { auditLog, portForwards } from '../core/server/src/db/schema.js';
-import { newId } from '../core/server/src/ids.js';
-import { createTestApi } from '../core/server/test/support/api.js';
-import { createHost, createPool } from '../core/server/test/support/fixtures.js';
+import { newId } from '../core/server/src/support/ids.js';
+import { createHost, createPool, createTestApi } from '../core/server/src/testing/index.js';
 
 const ROWS = Number(process.env.PROFILE_ROWS ?? 50_000);
 type ForwardRow = typeof portForwards.$inferInsert;

@@ -18,8 +18,8 @@
  * CPU-bound (2 cores for load generator, server and kernel, and shared with whatever else runs), so
  * the CPU of every process over the window is sampled from /proc and a second figure is printed:
  * connections per CPU-second of the load generator, whose context the NAT path (softirq) runs in.
- * Conntrack entries in the host namespace are read before and after each window; every window starts
- * once the previous windows' entries have drained (bench/nat-scale/harness.ts, drainConntrack).
+ * Conntrack entries in the host namespace are read before and after each window; the table is
+ * emptied (`conntrack -F`) before each window, so no variant pays for the previous one's entries.
  *
  * Also measured: the time to install 10,000 forwards from empty (one nft transaction; one restore;
  * one `iptables -t nat -A` per rule, the reference documents' way), and with 60,000 forwards
@@ -409,7 +409,7 @@ function reportLoad(runs: LoadRun[], conntrackMax: number): void {
   console.log(`machine load averages (1/5/15 min) after each run: ${runs.map((x) => x.load.split(' ')[0]).join(' ')}`);
   const busiest = runs.reduce((m, x) => Math.max(m, x.conntrackAfter), 0);
   console.log(
-    `conntrack (host ns): at most ${busiest} entries at the end of a counted window (nf_conntrack_max ${conntrackMax}, global); reset connections stay 10 s in CLOSE state, so each window starts once the table has drained to at most 1,000 (BENCH_NAT_CONNTRACK_DRAINED)`,
+    `conntrack (host ns): at most ${busiest} entries at the end of a counted window (nf_conntrack_max ${conntrackMax}, global); reset connections stay in CLOSE state until the kernel collects them, so the table is emptied (conntrack -F) before each window`,
   );
   const cpu = (variant: Variant, n: number) => {
     const xs = runs.filter((x) => x.variant === variant && x.n === n);

@@ -47,7 +47,8 @@ import { UserService, createContainer, createGatehouseYoga, openStore, type Acto
 import { CaddySupervisor } from '../core/server/src/proxy/caddy-process.js';
 import { ProxyManager, type ProxyManagerOptions } from '../core/server/src/proxy/proxy-manager.js';
 import { WebProxyService } from '../core/server/src/services/web-proxy-service.js';
-import { EventBusToken, ProxyManagerToken } from '../core/server/src/di/tokens.js';
+import { EventBusToken } from '../core/server/src/di/tokens.js';
+import { ProxyManagerToken } from '../core/server/src/proxy/proxy-manager-token.js';
 import type { HttpLoadResult } from './proxy-client.js';
 
 const CONCURRENCY = Number(process.env.BENCH_PROXY_CONCURRENCY ?? 32);

@@ -101,6 +101,7 @@ export const REQUIREMENTS = [
   { program: 'tar', package: 'tar', suites: IMAGE_SUITES, roles: [], why: 'packing the test images' },
   { program: 'chmod', package: 'coreutils', suites: ['plugin-docker', 'host-agent'], roles: [], why: 'test image files' },
   { program: 'cat', package: 'coreutils', suites: ['bench'], roles: [], why: 'reading conntrack counters inside a namespace' },
+  { program: 'conntrack', package: 'conntrack', suites: ['bench'], roles: [], why: "emptying the NAT benches' conntrack table before each load window" },
   { program: 'true', package: 'coreutils', suites: ['bench'], roles: [], why: 'timing `ip netns exec`' },
   { program: 'umount', package: 'mount', suites: DOCKER_SUITES, roles: [], why: "cleaning up dockerd's mounts" },
   { program: 'dpkg-query', package: 'dpkg', suites: IMAGE_SUITES, roles: [], why: 'telling the static busybox from the dynamic one' },

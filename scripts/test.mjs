@@ -52,6 +52,11 @@ const scriptsSuite = spawnSync(
   { cwd: root, stdio: 'inherit' },
 );
 const typecheck = turboRun(['typecheck']);
+// the benchmarks are no workspace package, but they are how the speed targets are checked: a bench
+// that no longer compiles against the code it measures fails the run (after the builds above,
+// whose declarations it reads)
+const benchTypecheck = spawnSync('npx', ['tsc', '-p', 'bench/tsconfig.json'], { cwd: root, stdio: 'inherit' });
+if (benchTypecheck.status !== 0) console.error('bench/: tsc -p bench/tsconfig.json failed');
 const turbo = turboRun(['test', '--concurrency=1']);
 
 let passed = 0;
@@ -73,7 +78,7 @@ for (const file of resultFiles) {
     }
   }
 }
-let turboFailed = turbo.status !== 0 || typecheck.status !== 0 || scriptsSuite.status !== 0;
+let turboFailed = turbo.status !== 0 || typecheck.status !== 0 || benchTypecheck.status !== 0 || scriptsSuite.status !== 0;
 if (requireSystem && skipped > 0) {
   console.error(`GATEHOUSE_REQUIRE_SYSTEM=1: ${skipped} skipped test(s) count as failed:\n  ${skippedNames.join('\n  ')}`);
   failed += skipped;

@@ -219,15 +219,15 @@ export async function loadRun(
   client: LabNamespace,
   f: { hostAddress: string; hostPort: number },
   serverPid: number,
-  conntrack: () => Promise<number>,
+  conntrack: Conntrack,
   options: LoadOptions,
 ): Promise<LoadFigures> {
-  // every variant starts from a drained conntrack table: the previous window's reset connections
-  // stay 10 s in CLOSE state, and a window that starts among ~30,000 of them pays for them (seen:
-  // a variant installed in milliseconds right after another window ran ~30 % slower than the same
-  // variant after an install that took seconds)
-  await drainConntrack(conntrack);
-  const conntrackBefore = await conntrack();
+  // every window starts from an empty conntrack table: the previous window's ~30,000 reset
+  // connections stay in CLOSE state until the kernel's garbage collector gets to them (up to a
+  // minute), and a window that starts among them pays for them (seen: a variant installed in
+  // milliseconds right after another window ran ~30 % slower than after an install that took seconds)
+  await conntrack.flush();
+  const conntrackBefore = await conntrack.count();
   const load = spawnHelper(client, 'tcp-load.ts', [
     f.hostAddress,
     String(f.hostPort),
@@ -240,17 +240,8 @@ export async function loadRun(
   const before = await cpuSnapshot();
   const parsed = JSON.parse(await result) as LoadResult;
   const after = await cpuSnapshot();
-  const conntrackAfter = await conntrack();
+  const conntrackAfter = await conntrack.count();
   return { ...parsed, cpu: cpuUse(before, after, load.process.pid!, serverPid), conntrackBefore, conntrackAfter };
-}
-
-/** Entries left in the host's conntrack table at which a load run may start. */
-const CONNTRACK_DRAINED = Number(process.env.BENCH_NAT_CONNTRACK_DRAINED ?? 1000);
-
-/** Waits (at most 30 s) until the host's conntrack table holds no more than CONNTRACK_DRAINED entries. */
-async function drainConntrack(conntrack: () => Promise<number>): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while ((await conntrack()) > CONNTRACK_DRAINED && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
 }
 
 /** Connections per CPU-second of the load generator: the NAT path runs in softirq in its context and is charged to it. */
@@ -265,14 +256,20 @@ export interface NatLabAddresses {
   target: { address: string; port: number };
 }
 
+/** A namespace's conntrack table: how many entries it holds, and emptying it. */
+export interface Conntrack {
+  count(): Promise<number>;
+  flush(): Promise<void>;
+}
+
 /** The NAT lab's namespaces and its server. */
 export interface NatLab {
   host: LabNamespace;
   client: LabNamespace;
   vm: LabNamespace;
   server: Helper;
-  /** Connections in the host namespace's conntrack table. */
-  conntrack(): Promise<number>;
+  /** The host namespace's conntrack table. */
+  conntrack: Conntrack;
 }
 
 /**
@@ -292,7 +289,13 @@ export async function natLab(lab: NetnsLab, addresses: NatLabAddresses): Promise
   await client.exec('sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65535']);
   const server = spawnHelper(vm, 'tcp-server.ts', [addresses.target.address, String(addresses.target.port)]);
   await nextLine(server, (l) => l === 'listening', 15_000);
-  const conntrack = async () => Number((await host.exec('cat', ['/proc/sys/net/netfilter/nf_conntrack_count'])).trim());
+  const conntrack: Conntrack = {
+    count: async () => Number((await host.exec('cat', ['/proc/sys/net/netfilter/nf_conntrack_count'])).trim()),
+    flush: async () => {
+      // conntrack-tools prints the number of entries it deleted on stderr; nothing to read
+      await host.exec('conntrack', ['-F']);
+    },
+  };
   return { host, client, vm, server, conntrack };
 }
 
