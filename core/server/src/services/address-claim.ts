@@ -13,11 +13,12 @@
  *
  * Lock order (with the rest of the controller): user (lockOwner), host, address_usage, pool row.
  * An allocation waits only for the host and usage rows, in that order; it takes the pool row with
- * SKIP LOCKED and never waits for it.
+ * SKIP LOCKED and never waits for it. Its insert holds the key of its NIC, user and pool rows
+ * until it commits, so whatever deletes a NIC locks it before the host (`lockNicsForDeletion`).
  */
-import { sql, type SQL } from 'drizzle-orm';
+import { eq, sql, type SQL } from 'drizzle-orm';
 import { rowsOf, type Executor } from '../db/database.js';
-import { users } from '../db/schema.js';
+import { nics, users } from '../db/schema.js';
 import type { IpFamily } from '../net/ip.js';
 import { slotAddress, type PoolGeometry } from './pool-geometry.js';
 
@@ -39,6 +40,19 @@ export function slotLock(poolId: string, slot: SQL): SQL {
 export async function tryLockSlot(tx: Executor, poolId: string, slot: bigint): Promise<boolean> {
   const result = await tx.execute(sql`select ${slotLock(poolId, sql`${slot.toString()}::numeric`)} as locked`);
   return rowsOf<{ locked: boolean }>(result)[0]!.locked === true;
+}
+
+/**
+ * Locks NICs about to be deleted, before their host's row: an allocation in flight holds its NIC's
+ * key (its insert) and waits for the host row at its end, so a deletion that took the host first
+ * and then waited for the NIC would deadlock with it.
+ */
+export async function lockNicsForDeletion(tx: Executor, which: { nicId: string } | { instanceId: string }): Promise<void> {
+  await tx
+    .select({ id: nics.id })
+    .from(nics)
+    .where('nicId' in which ? eq(nics.id, which.nicId) : eq(nics.instanceId, which.instanceId))
+    .for('update');
 }
 
 /** The allocation row to insert, without its slot and address. */
