@@ -7,7 +7,7 @@
  * wait for each other: each claims a different slot (see address-claim.ts). Lock order:
  * user, host, address usage, pool row.
  */
-import { and, asc, count, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
+import { and, asc, count, eq, getColumns, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { type Database, type Executor } from '../db/database.js';
@@ -91,6 +91,15 @@ const QUOTA_FIELD: Record<IpFamily, 'quotaIpv4Addresses' | 'quotaIpv6Prefixes'> 
 
 function poolNameTaken(name: unknown): ConflictError {
   return new ConflictError('input.name', name, 'is already the name of another pool');
+}
+
+/** A pool the NIC may take addresses from: same network, and global or scoped to the NIC's host. */
+function checkVisible(field: string, poolId: string, pool: Pool | undefined, nic: Nic, instance: Instance): Pool {
+  if (!pool) throw new NotFoundError(field, poolId, 'IP pool');
+  if (pool.network !== nic.network)
+    throw new ValidationError(field, poolId, `is pool "${pool.name}" on network "${pool.network}", but the NIC is on "${nic.network}"`);
+  if (pool.hostId && pool.hostId !== instance.hostId) throw new ValidationError(field, poolId, `is pool "${pool.name}", scoped to another host`);
+  return pool;
 }
 
 function validDns(values: readonly string[]): string[] {
@@ -286,9 +295,15 @@ export class PoolService {
   async allocate(actor: Actor, input: AllocateInput): Promise<Allocation> {
     const key = validIdempotencyKey('input.idempotencyKey', input.idempotencyKey);
     const poolId = input.poolId != null ? validId('input.poolId', input.poolId) : null;
+    const nicId = validId('input.nicId', input.nicId);
+    const family = input.family ?? null;
     return this.audit.transact(actor, async (tx, record) => {
-      const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', input.nicId);
-      return this.allocateForNic(tx, record, { nic, instance, poolId, family: input.family ?? null, key, fieldPrefix: 'input' });
+      // one round trip: the pools are read by the NIC's id, and checked against it once both are in
+      const [{ nic, instance }, pools] = await Promise.all([
+        loadOwnedNic(tx, actor, 'input.nicId', input.nicId),
+        this.readCandidatePools(tx, nicId, poolId, family),
+      ]);
+      return this.allocateForNic(tx, record, { nic, instance, poolId, family, key, fieldPrefix: 'input', pools });
     });
   }
 
@@ -337,14 +352,24 @@ export class PoolService {
   async allocateForNic(
     tx: Tx,
     record: RecordChange,
-    args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; key: string | null; fieldPrefix: string },
+    args: {
+      nic: Nic;
+      instance: Instance;
+      poolId: string | null;
+      family: IpFamily | null;
+      key: string | null;
+      fieldPrefix: string;
+      /** `readCandidatePools` for this NIC, when the caller read it already. */
+      pools?: Pool[];
+    },
   ): Promise<Allocation> {
     const { nic, instance, key, fieldPrefix } = args;
     if (key) {
       const existing = await this.allocationForKey(tx, instance.ownerId, nic, key, fieldPrefix);
       if (existing) return existing;
     }
-    const candidates = await this.candidatePools(tx, { nic, instance, poolId: args.poolId, family: args.family, fieldPrefix });
+    const read = args.pools ?? (await this.readCandidatePools(tx, nic.id, args.poolId, args.family));
+    const candidates = this.candidatePools(read, { nic, instance, poolId: args.poolId, family: args.family, fieldPrefix });
     const family = candidates[0]!.family as IpFamily;
     for (const pool of candidates) {
       const g = storedGeometry(pool);
@@ -366,8 +391,11 @@ export class PoolService {
       }
       if (claimed === undefined) continue;
       const row: Allocation = { ...template, slot: claimed.slot.toString(), address: claimed.address, kind: 'allocated', note: '' };
-      await record({ action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
-      const done = await finishAllocation(tx, { hostId: instance.hostId, ownerId: instance.ownerId, family, poolId: pool.id, slotCount: g.slotCount });
+      // both in one round trip (the driver pipelines them); the audit entry is written first
+      const [, done] = await Promise.all([
+        record({ action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row }),
+        finishAllocation(tx, { hostId: instance.hostId, ownerId: instance.ownerId, family, poolId: pool.id, slotCount: g.slotCount }),
+      ]);
       if (done.revision === null) throw new NotFoundError('hostId', instance.hostId, 'host');
       if (done.used === null) await this.quotaExceeded(tx, instance.ownerId, family, `${fieldPrefix}.nicId`, nic.id);
       record.hostChanged(instance.hostId, done.revision);
@@ -540,38 +568,46 @@ export class PoolService {
       .orderBy(sql`${ipPools.hostId} is null`, asc(ipPools.id));
   }
 
-  private async candidatePools(
-    tx: Executor,
-    args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; fieldPrefix: string },
-  ): Promise<Pool[]> {
+  /**
+   * What an allocation for the NIC may take from, read by the NIC's id alone: the requested pool, or
+   * the pools of the requested family (IPv4 by default) bound to the NIC's network that its host may
+   * use, host-scoped first. `candidatePools` checks the rows against the NIC.
+   */
+  private async readCandidatePools(tx: Executor, nicId: string, poolId: string | null, family: IpFamily | null): Promise<Pool[]> {
+    if (poolId) return tx.select().from(ipPools).where(eq(ipPools.id, poolId));
+    return tx
+      .select(getColumns(ipPools))
+      .from(ipPools)
+      .innerJoin(nics, eq(nics.network, ipPools.network))
+      .innerJoin(instances, eq(instances.id, nics.instanceId))
+      .where(and(eq(nics.id, nicId), eq(ipPools.family, family ?? 4), or(isNull(ipPools.hostId), eq(ipPools.hostId, instances.hostId))))
+      .orderBy(sql`${ipPools.hostId} is null`, asc(ipPools.id));
+  }
+
+  /** The pools `readCandidatePools` found, or why the NIC cannot take an address from them. */
+  private candidatePools(read: Pool[], args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; fieldPrefix: string }): Pool[] {
     const { nic, instance, fieldPrefix } = args;
     if (args.poolId) {
-      const pool = await this.visiblePool(tx, `${fieldPrefix}.poolId`, args.poolId, nic, instance);
+      const pool = checkVisible(`${fieldPrefix}.poolId`, args.poolId, read[0], nic, instance);
       if (args.family && pool.family !== args.family) {
         throw new ValidationError(`${fieldPrefix}.family`, `IPV${args.family}`, `does not match pool "${pool.name}", which is IPv${pool.family}`);
       }
       return [pool];
     }
-    const family = args.family ?? 4;
-    const pools = await this.poolsForNic(tx, nic, instance, family);
-    if (pools.length === 0) {
+    if (read.length === 0) {
       throw new ValidationError(
         `${fieldPrefix}.nicId`,
         nic.id,
-        `is on network "${nic.network}", which has no IPv${family} pool available to this instance's host`,
+        `is on network "${nic.network}", which has no IPv${args.family ?? 4} pool available to this instance's host`,
       );
     }
-    return pools;
+    return read;
   }
 
   /** A pool the NIC may take addresses from: same network, and global or scoped to the NIC's host. */
   private async visiblePool(tx: Executor, field: string, poolId: string, nic: Nic, instance: Instance): Promise<Pool> {
     const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, poolId));
-    if (!pool) throw new NotFoundError(field, poolId, 'IP pool');
-    if (pool.network !== nic.network)
-      throw new ValidationError(field, poolId, `is pool "${pool.name}" on network "${pool.network}", but the NIC is on "${nic.network}"`);
-    if (pool.hostId && pool.hostId !== instance.hostId) throw new ValidationError(field, poolId, `is pool "${pool.name}", scoped to another host`);
-    return pool;
+    return checkVisible(field, poolId, pool, nic, instance);
   }
 
   /**
