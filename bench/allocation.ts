@@ -168,7 +168,9 @@ for (const r of results) {
     `${r.store.padEnd(11)} ${r.mode.padEnd(27)} ${r.rate.toFixed(0).padStart(13)}   ${r.baseline.toFixed(0).padStart(18)}   ${(r.rate / r.baseline).toFixed(2).padStart(8)}`,
   );
 }
-if (counted) console.log(`statements per allocation on PostgreSQL (BEGIN and COMMIT included): ${counted.count}\n  ${counted.statements.join('\n  ')}`);
+if (counted) {
+  console.log(`one allocation on PostgreSQL: ${counted.count} statements (BEGIN and COMMIT included)\n  ${counted.statements.join('\n  ')}`);
+}
 const row = results.find((r) => r.store === 'PostgreSQL' && r.mode === `${CONCURRENCY} clients, ${CONCURRENCY} instances`);
 if (row) {
   console.log(

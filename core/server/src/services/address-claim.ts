@@ -22,6 +22,12 @@ import { nics, users } from '../db/schema.js';
 import type { IpFamily } from '../net/ip.js';
 import { slotAddress, type PoolGeometry } from './pool-geometry.js';
 
+/*
+ * The two statements every allocation sends carry their values inline (drizzle quotes them):
+ * postgres.js sends a raw statement with parameters unprepared, and so first asks the server for
+ * the parameters' types, a round trip of its own.
+ */
+
 /** Candidate slots per claim statement: more than the requests that usually claim one pool at once. */
 export const CLAIM_WINDOW = 64n;
 
@@ -87,7 +93,8 @@ export async function claimSlot(tx: Executor, g: PoolGeometry, from: bigint, row
   }
   // `free` is materialised in address order and `pick` reads it without ORDER BY: a sort above the
   // filter would evaluate the lock function on every free slot and lock them all
-  const result = await tx.execute(sql`
+  const result = await tx.execute(
+    sql`
     with free as materialized (
       select c.slot, c.address
       from unnest(${`{${slots.join(',')}}`}::numeric[], ${`{${addresses.join(',')}}`}::text[]) with ordinality as c(slot, address, n)
@@ -104,7 +111,8 @@ export async function claimSlot(tx: Executor, g: PoolGeometry, from: bigint, row
       returning slot, address
     )
     select (select slot::text from ins) as slot, (select address from ins) as address,
-      (select count(*)::int from free) as free, (select count(*)::int from pick) as picked`);
+      (select count(*)::int from free) as free, (select count(*)::int from pick) as picked`.inlineParams(),
+  );
   const r = rowsOf<{ slot: string | null; address: string | null; free: number; picked: number }>(result)[0]!;
   if (r.slot !== null) return { claimed: true, slot: BigInt(r.slot), address: r.address! };
   return { claimed: false, free: Number(r.free), picked: Number(r.picked) > 0 };
@@ -128,7 +136,8 @@ export async function finishAllocation(
 ): Promise<FinishResult> {
   const quota = QUOTA_COLUMN[args.family];
   const last = (args.slotCount - 1n).toString();
-  const result = await tx.execute(sql`
+  const result = await tx.execute(
+    sql`
     with host as (
       update hosts set desired_revision = desired_revision + 1 where id = ${args.hostId}::uuid returning desired_revision
     ), usage as (
@@ -141,7 +150,8 @@ export async function finishAllocation(
       where p.id = (select id from ip_pools where id = ${args.poolId}::uuid and exists (select 1 from usage) for no key update skip locked)
       returning 1
     )
-    select (select desired_revision from host) as revision, (select used from usage) as used, (select count(*) from hint) as hinted`);
+    select (select desired_revision from host) as revision, (select used from usage) as used, (select count(*) from hint) as hinted`.inlineParams(),
+  );
   const r = rowsOf<{ revision: number | string | null; used: number | null }>(result)[0]!;
   return { revision: r.revision === null ? null : Number(r.revision), used: r.used === null ? null : Number(r.used) };
 }
