@@ -1,26 +1,41 @@
 /**
- * Allocation benchmark: sequential and concurrent address allocations per second through
- * PoolService (locks, lowest-free search, audit entry, one transaction each) on PGlite and on
- * PostgreSQL. Baseline, measured in the same run on the same store: a bare insert of one row per
- * transaction into a table with the same unique constraint — the floor any allocator pays.
+ * Allocation benchmark: address allocations per second from one pool through PoolService (slot
+ * claim, quota, host revision, audit entry, one transaction each) on PGlite and on PostgreSQL.
+ * Baseline, measured in the same run on the same store with the same concurrency: a bare insert of
+ * one row per transaction into a table with the same unique constraint — the floor any allocator
+ * pays (on PostgreSQL mostly the commit).
+ *
+ * Rows per store:
+ * - sequential: one client;
+ * - 16 clients, one instance: every allocation is for one NIC, so all of them bump the same
+ *   host's desired revision and count against the same owner's quota: those two rows are written
+ *   by every transaction and held until it commits;
+ * - 16 clients, 16 instances: each client allocates for its own tenant's instance on its own host,
+ *   all from the one pool (a burst across hosts): what the pool itself allows.
+ *
+ * The issue-20 row is the last one on PostgreSQL: target ≥ 1,000 allocations/s. The bench also
+ * counts the statements (round trips, BEGIN and COMMIT included) of one allocation on PostgreSQL.
  *
  *   npm run bench            (BENCH_ALLOCATIONS=1000 BENCH_CONCURRENCY=16 by default)
  */
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { loadavg } from 'node:os';
 import { sql } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
-import { HostService, InstanceService, PoolService, createContainer, openStore, systemActor, type Store, type StoreConfig } from '../core/server/src/index.js';
+import { HostService, InstanceService, PoolService, createContainer, openStore, systemActor, type Store } from '../core/server/src/index.js';
 
 const N = Number(process.env.BENCH_ALLOCATIONS ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const TARGET = 1000;
 
-async function timed(count: number, concurrency: number, op: (i: number) => Promise<unknown>): Promise<number> {
+async function timed(count: number, workers: readonly ((i: number) => Promise<unknown>)[]): Promise<number> {
   let next = 0;
   const start = process.hrtime.bigint();
   await Promise.all(
-    Array.from({ length: concurrency }, async () => {
+    workers.map(async (op) => {
       while (next < count) await op(next++);
     }),
   );
@@ -28,40 +43,94 @@ async function timed(count: number, concurrency: number, op: (i: number) => Prom
   return count / seconds;
 }
 
-async function benchStore(name: string, config: StoreConfig, store: Store) {
+interface Row {
+  store: string;
+  mode: string;
+  rate: number;
+  baseline: number;
+}
+
+/** NICs on `network`, one per instance; `spread`: each instance has its own owner and host. */
+async function nicsFor(store: Store, network: string, count: number, spread: boolean): Promise<string[]> {
   const container = createContainer(store);
   const actor = systemActor('bench');
   const hosts = container.resolve(HostService);
-  const pools = container.resolve(PoolService);
   const instances = container.resolve(InstanceService);
-  const host = await hosts.create(actor, { name: `bench-${name}`, backend: 'linux' });
-  // the system actor owns the instance; create its user row so quota locks find it
+  const nics: string[] = [];
+  let host: string | undefined;
+  for (let i = 0; i < count; i++) {
+    let ownerId: string | undefined;
+    if (spread) {
+      ownerId = randomUUID();
+      await store.db.execute(sql`insert into users (id, name, role) values (${ownerId}, ${`tenant-${ownerId}`}, 'user')`);
+    }
+    if (spread || host === undefined) host = (await hosts.create(actor, { name: `bench-${randomUUID().slice(0, 8)}`, backend: 'linux' })).id;
+    const vm = await instances.create(actor, { hostId: host, ownerId, name: `vm-${randomUUID().slice(0, 8)}`, nics: [{ network, allocate: [] }] });
+    nics.push((await instances.nicsOf([vm.id]))[0]!.id);
+  }
+  return nics;
+}
+
+async function benchStore(name: string, store: Store): Promise<Row[]> {
+  const container = createContainer(store);
+  const actor = systemActor('bench');
+  const pools = container.resolve(PoolService);
+  // the system actor creates the objects; its user row must exist for the foreign keys
   await store.db.execute(sql`insert into users (id, name, role) values (${actor.userId}, 'bench-system', 'admin') on conflict do nothing`);
-  const rows: { mode: string; rate: number; baseline: number }[] = [];
-  for (const [mode, concurrency] of [
-    ['sequential', 1],
-    [`concurrent x${CONCURRENCY}`, CONCURRENCY],
+  await store.db.execute(sql.raw(`create table if not exists bench_baseline (pool_id uuid not null, slot numeric(40,0) not null, unique (pool_id, slot))`));
+  const rows: Row[] = [];
+  for (const [mode, clients, instances] of [
+    ['sequential', 1, 1],
+    [`${CONCURRENCY} clients, one instance`, CONCURRENCY, 1],
+    [`${CONCURRENCY} clients, ${CONCURRENCY} instances`, CONCURRENCY, CONCURRENCY],
   ] as const) {
     const tag = randomUUID().slice(0, 8);
     await pools.create(actor, { name: `pool-${tag}`, kind: 'private', network: `br-${tag}`, cidr: '10.128.0.0/16' });
-    const vm = await instances.create(actor, { hostId: host.id, name: `vm-${tag}`, nics: [{ network: `br-${tag}`, allocate: [] }] });
-    const [nic] = await instances.nicsOf([vm.id]);
-    await store.db.execute(sql.raw(`create table if not exists bench_baseline (pool_id uuid not null, slot numeric(40,0) not null, unique (pool_id, slot))`));
+    const nics = await nicsFor(store, `br-${tag}`, instances, instances > 1);
     const baselinePool = randomUUID();
-    const baseline = await timed(N, concurrency, (i) =>
-      store.db.transaction(async (tx) => tx.execute(sql`insert into bench_baseline values (${baselinePool}, ${i})`)),
+    const insert = (i: number) => store.db.transaction(async (tx) => tx.execute(sql`insert into bench_baseline values (${baselinePool}, ${i})`));
+    const baseline = await timed(
+      N,
+      Array.from({ length: clients }, () => insert),
     );
-    const rate = await timed(N, concurrency, () => pools.allocate(actor, { nicId: nic!.id }));
-    rows.push({ mode, rate, baseline });
+    const rate = await timed(
+      N,
+      Array.from({ length: clients }, (_, w) => () => pools.allocate(actor, { nicId: nics[w % nics.length]! })),
+    );
+    rows.push({ store: name, mode, rate, baseline });
   }
+  console.error(`${name}: done`);
   return rows;
 }
 
-const results: { store: string; mode: string; rate: number; baseline: number }[] = [];
+/** Statements one allocation sends to PostgreSQL, counted with the driver's debug hook. */
+async function statementsPerAllocation(url: string): Promise<{ count: number; statements: string[] }> {
+  const seen: string[] = [];
+  const client = postgres(url, { max: 1, onnotice: () => {}, debug: (_connection: number, query: string) => void seen.push(query) });
+  const store: Store = { db: drizzle({ client }) as unknown as Store['db'], kind: 'postgres', close: () => client.end() };
+  try {
+    const container = createContainer(store);
+    const actor = systemActor('bench-count');
+    const tag = randomUUID().slice(0, 8);
+    await container.resolve(PoolService).create(actor, { name: `pool-${tag}`, kind: 'private', network: `br-${tag}`, cidr: '10.129.0.0/16' });
+    const [nicId] = await nicsFor(store, `br-${tag}`, 1, true);
+    const pools = container.resolve(PoolService);
+    await pools.allocate(actor, { nicId: nicId! });
+    seen.length = 0;
+    await pools.allocate(actor, { nicId: nicId! });
+    return { count: seen.length, statements: seen.map((q) => q.replace(/\s+/g, ' ').trim().slice(0, 60)) };
+  } finally {
+    await store.close();
+  }
+}
+
+const results: Row[] = [];
+const loadBefore = loadavg();
+let counted: Awaited<ReturnType<typeof statementsPerAllocation>> | undefined;
 
 {
   const store = await openStore({ kind: 'pglite' });
-  for (const r of await benchStore('pglite', { kind: 'pglite' }, store)) results.push({ store: 'PGlite', ...r });
+  results.push(...(await benchStore('PGlite', store)));
   await store.close();
 }
 
@@ -78,10 +147,10 @@ const results: { store: string; mode: string; rate: number; baseline: number }[]
     console.error(`PostgreSQL unavailable at ${PG_URL}: ${(err as Error).message}`);
   }
   if (url) {
-    const config: StoreConfig = { kind: 'postgres', url, maxConnections: CONCURRENCY };
-    const store = await openStore(config);
+    const store = await openStore({ kind: 'postgres', url, maxConnections: CONCURRENCY });
     try {
-      for (const r of await benchStore('postgres', config, store)) results.push({ store: 'PostgreSQL', ...r });
+      results.push(...(await benchStore('PostgreSQL', store)));
+      counted = await statementsPerAllocation(url);
     } finally {
       await store.close();
       await admin.unsafe(`drop database if exists "${dbName}" with (force)`);
@@ -90,10 +159,22 @@ const results: { store: string; mode: string; rate: number; baseline: number }[]
   await admin.end();
 }
 
-console.log(`\nallocation benchmark: ${N} allocations per row, lowest-free from a /16 pool`);
-console.log('store       mode            allocations/s   baseline inserts/s   ratio (alloc/baseline)');
+const loadAfter = loadavg();
+console.log(`\nallocation benchmark: ${N} allocations per row, lowest-free from one /16 pool`);
+console.log(`load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} before, ${loadAfter.map((l) => l.toFixed(2)).join(' ')} after`);
+console.log('store       mode                        allocations/s   baseline inserts/s   ratio (alloc/baseline)');
 for (const r of results) {
   console.log(
-    `${r.store.padEnd(11)} ${r.mode.padEnd(15)} ${r.rate.toFixed(0).padStart(13)}   ${r.baseline.toFixed(0).padStart(18)}   ${(r.rate / r.baseline).toFixed(2).padStart(8)}`,
+    `${r.store.padEnd(11)} ${r.mode.padEnd(27)} ${r.rate.toFixed(0).padStart(13)}   ${r.baseline.toFixed(0).padStart(18)}   ${(r.rate / r.baseline).toFixed(2).padStart(8)}`,
+  );
+}
+if (counted) {
+  console.log(`one allocation on PostgreSQL: ${counted.count} statements (BEGIN and COMMIT included)\n  ${counted.statements.join('\n  ')}`);
+}
+const row = results.find((r) => r.store === 'PostgreSQL' && r.mode === `${CONCURRENCY} clients, ${CONCURRENCY} instances`);
+if (row) {
+  console.log(
+    `issue 20 — address allocations/s, one pool, PostgreSQL, ${CONCURRENCY} clients: ${row.rate.toFixed(0)}/s (target ≥ ${TARGET}: ${row.rate >= TARGET ? 'MET' : 'NOT MET'}), ` +
+      `${(row.rate / row.baseline).toFixed(2)} × the bare-insert baseline of the same run`,
   );
 }

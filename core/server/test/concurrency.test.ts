@@ -1,9 +1,11 @@
 /**
  * Allocation under concurrency, in one controller: 200 concurrent requests from a 254-address
  * pool give 200 distinct addresses; requests beyond capacity get POOL_EXHAUSTED; quotas hold
- * exactly. (Two controller processes on one PostgreSQL: replicas.test.ts.)
+ * exactly. (Two controller processes on one PostgreSQL: allocation-replicas.test.ts.)
  */
+import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
+import { rowsOf } from '../src/db/database.js';
 import { ALLOCATE, createNics, createPool } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
@@ -56,5 +58,23 @@ describe.each(backends)('concurrent allocation on $name', (backend) => {
     const ids = new Set(results.map((r) => r.data?.allocateAddress?.address?.id));
     expect(ids.size).toBe(1);
     expect([...ids][0]).toEqual(expect.any(String));
+  });
+
+  it("removes a NIC while 20 allocations to it are in flight, and the owner's usage still equals what they hold", async () => {
+    const poolId = await createPool(ctx.api.admin, { name: 'crm', kind: 'PRIVATE', network: 'br-crm', cidr: '10.5.0.0/24' });
+    const [nicId] = await createNics(ctx.api.admin, ctx.hostId, undefined, 'vm-crm', 'br-crm', 1);
+    const allocations = Array.from({ length: 20 }, () => ctx.api.admin(ALLOCATE, { input: { nicId } }));
+    const removed = await ctx.api.admin(`mutation($id: ID!) { removeNic(input: { nicId: $id }) { __typename } }`, { id: nicId });
+    await Promise.all(allocations);
+    expect(removed.data?.removeNic?.__typename).toBe('RemoveNicPayload');
+    const pool = await ctx.api.admin(`query($id: ID!) { ipPool(id: $id) { utilisation { allocated } } }`, { id: poolId });
+    expect(pool.data!.ipPool.utilisation.allocated).toBe('0');
+    const me = (await ctx.api.admin(`{ me { id } }`)).data!.me.id;
+    const [row] = rowsOf<{ used: number; held: number }>(
+      await ctx.api.store.db.execute(sql`
+        select (select coalesce(sum(used), 0)::int from address_usage where owner_id = ${me}::uuid) as used,
+          (select count(*)::int from ip_allocations where owner_id = ${me}::uuid and kind = 'allocated') as held`),
+    );
+    expect(Number(row!.used)).toBe(Number(row!.held));
   });
 });

@@ -5,6 +5,7 @@
  * Invariants the database itself enforces (so they hold across controller replicas):
  * - an address or delegated prefix is allocated at most once per pool: unique (pool_id, slot);
  * - a retried allocation with the same idempotency key finds the first one: unique (owner_id, idempotency_key);
+ * - no user holds more addresses than their quota: address_usage.used, incremented only while below it;
  * - a MAC address exists once: unique (mac);
  * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
  */
@@ -243,6 +244,28 @@ export const ipAllocations = pgTable(
     index('ip_allocations_nic_idx').on(t.nicId),
     index('ip_allocations_owner_idx').on(t.ownerId),
     check('ip_allocations_nic_check', sql`(${t.kind} = 'allocated') = (${t.nicId} is not null)`),
+  ],
+);
+
+/**
+ * Addresses (IPv4) and addresses or delegated prefixes (IPv6) each user holds, kept in the same
+ * transaction as every allocation and release. A quota is checked by one conditional increment
+ * (`used < quota`) of this row instead of counting the user's allocations under a lock on the user,
+ * so allocations do not serialise on the user row and the check costs the same at any size.
+ */
+export const addressUsage = pgTable(
+  'address_usage',
+  {
+    ownerId: uuid('owner_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    family: integer('family').notNull(),
+    used: integer('used').notNull().default(0),
+  },
+  (t) => [
+    primaryKey({ columns: [t.ownerId, t.family] }),
+    check('address_usage_family_check', sql`${t.family} in (4, 6)`),
+    check('address_usage_used_check', sql`${t.used} >= 0`),
   ],
 );
 

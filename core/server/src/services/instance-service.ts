@@ -15,6 +15,7 @@ import { newId } from '../support/ids.js';
 import type { IpFamily } from '../net/ip.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { generateMac, validId, validIdempotencyKey, validMac, validName, validNetworkName } from '../support/validate.js';
+import { lockNicsForDeletion } from './address-claim.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { loadOwnedInstance, loadOwnedNic, lockOwner, type Instance, type Nic } from './ownership.js';
 import { BandwidthService } from './bandwidth-service.js';
@@ -127,6 +128,7 @@ export class InstanceService {
     requireAdmin(actor, 'deleteInstance');
     return this.audit.transact(actor, async (tx, record) => {
       const instance = await loadOwnedInstance(tx, actor, 'input.instanceId', instanceId, true);
+      await lockNicsForDeletion(tx, { instanceId: instance.id });
       await bumpHostRevision(tx, record, instance.hostId);
       await this.firewall.removeForInstance(tx, record, instance.id, `instance ${instance.id} deleted`);
       await this.bandwidth.removeFor(tx, record, instance.id, null, `instance ${instance.id} deleted`);
@@ -171,6 +173,7 @@ export class InstanceService {
   async removeNic(actor: Actor, nicId: string): Promise<Nic> {
     return this.audit.transact(actor, async (tx, record) => {
       const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', nicId);
+      await lockNicsForDeletion(tx, { nicId: nic.id });
       await bumpHostRevision(tx, record, instance.hostId);
       await this.bandwidth.removeFor(tx, record, instance.id, [nic.id], `NIC ${nic.id} removed`);
       await this.pools.reclaimNics(tx, record, [nic.id], `NIC ${nic.id} removed`);

@@ -1,15 +1,16 @@
 /**
  * IP pools and the addresses taken from them.
  *
- * Allocation is correct under concurrency and across replicas because the database decides:
- * the owner's user row is locked (quota), then the pool row (slot search), and the unique
- * constraint on (pool_id, slot) makes a duplicate impossible even if a lock were skipped.
- * Locks are always taken in that order (owner, then pool), so allocations cannot deadlock.
+ * Allocation is correct under concurrency and across replicas because the database decides: the
+ * unique constraint on (pool_id, slot) makes a duplicate impossible, and the quota is a
+ * conditional increment that cannot pass the limit. Concurrent allocations from one pool do not
+ * wait for each other: each claims a different slot (see address-claim.ts). Lock order:
+ * user, host, address usage, pool row.
  */
-import { and, asc, count, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
+import { and, asc, count, eq, getColumns, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
-import { rowsOf, type Database, type Executor } from '../db/database.js';
+import { type Database, type Executor } from '../db/database.js';
 import { hosts, instances, ipAllocations, ipPools, nics } from '../db/schema.js';
 import { AddressInUseError, ConflictError, NotFoundError, PoolExhaustedError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../support/errors.js';
 import { newId } from '../support/ids.js';
@@ -17,6 +18,7 @@ import { controllerAddressesIn, isControllerAddress } from '../net/controller-ad
 import { formatCidr, formatIp, type IpFamily } from '../net/ip.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, validIdempotencyKey, validIp, validName, validNetworkName, validNote } from '../support/validate.js';
+import { CLAIM_WINDOW, claimSlot, countAddress, finishAllocation, quotaStanding, tryLockSlot, uncountAddresses, type ClaimTemplate } from './address-claim.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import { lockOwner, loadOwnedNic, type Instance, type Nic } from './ownership.js';
 import { PortForwardService } from './port-forward-service.js';
@@ -88,10 +90,24 @@ export interface PoolUtilisation {
   free: bigint;
 }
 
+// how often a search that found only slots other requests are claiming starts over (about 2 s in all)
+const CLAIM_ROUNDS = 12;
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
 const QUOTA_FIELD: Record<IpFamily, 'quotaIpv4Addresses' | 'quotaIpv6Prefixes'> = { 4: 'quotaIpv4Addresses', 6: 'quotaIpv6Prefixes' };
 
 function poolNameTaken(name: unknown): ConflictError {
   return new ConflictError('input.name', name, 'is already the name of another pool');
+}
+
+/** A pool the NIC may take addresses from: same network, and global or scoped to the NIC's host. */
+function checkVisible(field: string, poolId: string, pool: Pool | undefined, nic: Nic, instance: Instance): Pool {
+  if (!pool) throw new NotFoundError(field, poolId, 'IP pool');
+  if (pool.network !== nic.network)
+    throw new ValidationError(field, poolId, `is pool "${pool.name}" on network "${pool.network}", but the NIC is on "${nic.network}"`);
+  if (pool.hostId && pool.hostId !== instance.hostId) throw new ValidationError(field, poolId, `is pool "${pool.name}", scoped to another host`);
+  return pool;
 }
 
 function validDns(values: readonly string[]): string[] {
@@ -221,7 +237,8 @@ export class PoolService {
     requireAdmin(actor, 'deleteIpPool');
     const id = validId('input.poolId', poolId);
     return this.audit.transact(actor, async (tx, record) => {
-      const before = await this.lockPool(tx, 'input.poolId', id);
+      // FOR UPDATE waits for allocations in flight (their inserts hold the pool's key) and keeps new ones out
+      const before = await this.lockPool(tx, 'input.poolId', id, 'update');
       const [used] = await tx
         .select({ n: count() })
         .from(ipAllocations)
@@ -306,9 +323,15 @@ export class PoolService {
   async allocate(actor: Actor, input: AllocateInput): Promise<Allocation> {
     const key = validIdempotencyKey('input.idempotencyKey', input.idempotencyKey);
     const poolId = input.poolId != null ? validId('input.poolId', input.poolId) : null;
+    const nicId = validId('input.nicId', input.nicId);
+    const family = input.family ?? null;
     return this.audit.transact(actor, async (tx, record) => {
-      const { nic, instance } = await loadOwnedNic(tx, actor, 'input.nicId', input.nicId);
-      return this.allocateForNic(tx, record, { nic, instance, poolId, family: input.family ?? null, key, fieldPrefix: 'input' });
+      // one round trip: the pools are read by the NIC's id, and checked against it once both are in
+      const [{ nic, instance }, pools] = await Promise.all([
+        loadOwnedNic(tx, actor, 'input.nicId', input.nicId),
+        this.readCandidatePools(tx, nicId, poolId, family),
+      ]);
+      return this.allocateForNic(tx, record, { nic, instance, poolId, family, key, fieldPrefix: 'input', pools });
     });
   }
 
@@ -341,6 +364,7 @@ export class PoolService {
         .where(eq(nics.id, row.nicId!));
       if (holder) await bumpHostRevision(tx, record, holder.hostId);
       await tx.delete(ipAllocations).where(eq(ipAllocations.id, id));
+      await uncountAddresses(tx, [row]);
       await this.freeSlots(tx, [row]);
       await record({ action: 'address.release', objectType: 'IpAddress', objectId: id, ownerId: row.ownerId, before: row });
       record.proxyChanged({ kind: 'address', action: 'removed', addressId: id });
@@ -348,43 +372,69 @@ export class PoolService {
     });
   }
 
-  /** Allocation inside a running transaction; also used when a NIC is added. */
+  /**
+   * Allocation inside a running transaction; also used when a NIC is added. Statements: the
+   * candidate pools, one claim per window of slots (usually one), the audit entry, and one
+   * statement for the host revision, the quota and the pool's hint.
+   */
   async allocateForNic(
     tx: Tx,
     record: RecordChange,
-    args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; key: string | null; fieldPrefix: string },
+    args: {
+      nic: Nic;
+      instance: Instance;
+      poolId: string | null;
+      family: IpFamily | null;
+      key: string | null;
+      fieldPrefix: string;
+      /** `readCandidatePools` for this NIC, when the caller read it already. */
+      pools?: Pool[];
+    },
   ): Promise<Allocation> {
     const { nic, instance, key, fieldPrefix } = args;
-    const owner = await lockOwner(tx, instance.ownerId);
-    await bumpHostRevision(tx, record, instance.hostId);
     if (key) {
-      const [existing] = await tx
-        .select()
-        .from(ipAllocations)
-        .where(and(eq(ipAllocations.ownerId, owner.id), eq(ipAllocations.idempotencyKey, key)));
-      if (existing) {
-        if (existing.nicId !== nic.id) throw new ConflictError(`${fieldPrefix}.idempotencyKey`, key, 'was already used for an allocation to another NIC');
-        return existing;
-      }
+      const existing = await this.allocationForKey(tx, instance.ownerId, nic, key, fieldPrefix);
+      if (existing) return existing;
     }
-    const candidates = await this.candidatePools(tx, { nic, instance, poolId: args.poolId, family: args.family, fieldPrefix });
+    const read = args.pools ?? (await this.readCandidatePools(tx, nic.id, args.poolId, args.family));
+    const candidates = this.candidatePools(read, { nic, instance, poolId: args.poolId, family: args.family, fieldPrefix });
     const family = candidates[0]!.family as IpFamily;
-    await this.checkQuota(tx, owner, family, `${fieldPrefix}.nicId`, nic.id);
-    let last: Pool | undefined;
-    for (const candidate of candidates) {
-      const pool = await this.lockPool(tx, `${fieldPrefix}.poolId`, candidate.id);
+    for (const pool of candidates) {
       const g = storedGeometry(pool);
-      const slot = await this.firstFreeSlot(tx, pool, g);
-      last = pool;
-      if (slot === undefined) continue;
-      const row = this.allocationRow(pool, g, slot, nic, instance, key);
-      await tx.insert(ipAllocations).values(row);
-      await this.moveHint(tx, pool.id, slot, 'allocated');
-      await record({ action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row });
+      const template: ClaimTemplate = {
+        id: newId(),
+        poolId: pool.id,
+        prefixLength: g.slotPrefixLength,
+        nicId: nic.id,
+        ownerId: instance.ownerId,
+        idempotencyKey: key,
+        createdAt: new Date(),
+      };
+      const claimed = await this.claimFirstFree(tx, pool, g, template);
+      if (claimed === 'key-used') {
+        // a concurrent request with the same key won: answer with its allocation
+        const existing = await this.allocationForKey(tx, instance.ownerId, nic, key!, fieldPrefix);
+        if (existing) return existing;
+        continue;
+      }
+      if (claimed === undefined) continue;
+      const row: Allocation = { ...template, slot: claimed.slot.toString(), address: claimed.address, kind: 'allocated', note: '' };
+      // both in one round trip (the driver pipelines them); the audit entry is written first
+      const [, done] = await Promise.all([
+        record({ action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row }),
+        finishAllocation(tx, { hostId: instance.hostId, ownerId: instance.ownerId, family, poolId: pool.id, slotCount: g.slotCount }),
+      ]);
+      if (done.revision === null) throw new NotFoundError('hostId', instance.hostId, 'host');
+      if (done.used === null) await this.quotaExceeded(tx, instance.ownerId, family, `${fieldPrefix}.nicId`, nic.id);
+      record.hostChanged(instance.hostId, done.revision);
       record.proxyChanged({ kind: 'address', action: 'added', addressId: row.id });
       return row;
     }
-    throw new PoolExhaustedError(args.poolId ? `${fieldPrefix}.poolId` : `${fieldPrefix}.nicId`, last!.id, last!.name);
+    // a request over its quota hears that first, as it would before any slot search
+    const standing = await quotaStanding(tx, instance.ownerId, family);
+    if (standing.limit !== null && standing.used >= standing.limit) await this.quotaExceeded(tx, instance.ownerId, family, `${fieldPrefix}.nicId`, nic.id);
+    const last = candidates[candidates.length - 1]!;
+    throw new PoolExhaustedError(args.poolId ? `${fieldPrefix}.poolId` : `${fieldPrefix}.nicId`, last.id, last.name);
   }
 
   /** Manual assignment inside a running transaction; also used when a NIC is added with addresses. */
@@ -418,7 +468,7 @@ export class PoolService {
       .from(ipAllocations)
       .where(and(eq(ipAllocations.poolId, pool.id), eq(ipAllocations.slot, slot.toString())));
     if (existing?.nicId === nic.id) return existing;
-    await this.checkQuota(tx, owner, g.family, field, args.address);
+    if (!(await countAddress(tx, owner.id, g.family))) await this.quotaExceeded(tx, owner.id, g.family, field, args.address);
     await this.lockPool(tx, field, pool.id);
     await this.ensureSlotFree(tx, pool, slot, field, args.address);
     const row = this.allocationRow(pool, g, slot, nic, instance, null);
@@ -443,6 +493,7 @@ export class PoolService {
       .delete(ipAllocations)
       .where(inArray(ipAllocations.nicId, [...nicIds]))
       .returning();
+    await uncountAddresses(tx, rows);
     await this.freeSlots(tx, rows);
     for (const row of rows) {
       await record({ action: 'address.reclaim', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, before: row, after: { reason } });
@@ -545,101 +596,135 @@ export class PoolService {
       .orderBy(sql`${ipPools.hostId} is null`, asc(ipPools.id));
   }
 
-  private async candidatePools(
-    tx: Executor,
-    args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; fieldPrefix: string },
-  ): Promise<Pool[]> {
+  /**
+   * What an allocation for the NIC may take from, read by the NIC's id alone: the requested pool, or
+   * the pools of the requested family (IPv4 by default) bound to the NIC's network that its host may
+   * use, host-scoped first. `candidatePools` checks the rows against the NIC.
+   */
+  private async readCandidatePools(tx: Executor, nicId: string, poolId: string | null, family: IpFamily | null): Promise<Pool[]> {
+    if (poolId) return tx.select().from(ipPools).where(eq(ipPools.id, poolId));
+    return tx
+      .select(getColumns(ipPools))
+      .from(ipPools)
+      .innerJoin(nics, eq(nics.network, ipPools.network))
+      .innerJoin(instances, eq(instances.id, nics.instanceId))
+      .where(and(eq(nics.id, nicId), eq(ipPools.family, family ?? 4), or(isNull(ipPools.hostId), eq(ipPools.hostId, instances.hostId))))
+      .orderBy(sql`${ipPools.hostId} is null`, asc(ipPools.id));
+  }
+
+  /** The pools `readCandidatePools` found, or why the NIC cannot take an address from them. */
+  private candidatePools(read: Pool[], args: { nic: Nic; instance: Instance; poolId: string | null; family: IpFamily | null; fieldPrefix: string }): Pool[] {
     const { nic, instance, fieldPrefix } = args;
     if (args.poolId) {
-      const pool = await this.visiblePool(tx, `${fieldPrefix}.poolId`, args.poolId, nic, instance);
+      const pool = checkVisible(`${fieldPrefix}.poolId`, args.poolId, read[0], nic, instance);
       if (args.family && pool.family !== args.family) {
         throw new ValidationError(`${fieldPrefix}.family`, `IPV${args.family}`, `does not match pool "${pool.name}", which is IPv${pool.family}`);
       }
       return [pool];
     }
-    const family = args.family ?? 4;
-    const pools = await this.poolsForNic(tx, nic, instance, family);
-    if (pools.length === 0) {
+    if (read.length === 0) {
       throw new ValidationError(
         `${fieldPrefix}.nicId`,
         nic.id,
-        `is on network "${nic.network}", which has no IPv${family} pool available to this instance's host`,
+        `is on network "${nic.network}", which has no IPv${args.family ?? 4} pool available to this instance's host`,
       );
     }
-    return pools;
+    return read;
   }
 
   /** A pool the NIC may take addresses from: same network, and global or scoped to the NIC's host. */
   private async visiblePool(tx: Executor, field: string, poolId: string, nic: Nic, instance: Instance): Promise<Pool> {
     const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, poolId));
-    if (!pool) throw new NotFoundError(field, poolId, 'IP pool');
-    if (pool.network !== nic.network)
-      throw new ValidationError(field, poolId, `is pool "${pool.name}" on network "${pool.network}", but the NIC is on "${nic.network}"`);
-    if (pool.hostId && pool.hostId !== instance.hostId) throw new ValidationError(field, poolId, `is pool "${pool.name}", scoped to another host`);
-    return pool;
+    return checkVisible(field, poolId, pool, nic, instance);
   }
 
-  private async lockPool(tx: Executor, field: string, id: string): Promise<Pool> {
-    const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, id)).for('update');
+  /**
+   * Locks the pool row. NO KEY UPDATE (the default) does not wait for allocations in flight, whose
+   * inserts hold the row's key share; deleting the pool needs UPDATE.
+   */
+  private async lockPool(tx: Executor, field: string, id: string, strength: 'update' | 'no key update' = 'no key update'): Promise<Pool> {
+    const [pool] = await tx.select().from(ipPools).where(eq(ipPools.id, id)).for(strength);
     if (!pool) throw new NotFoundError(field, id, 'IP pool');
     return pool;
   }
 
-  private async checkQuota(
-    tx: Executor,
-    owner: { id: string; name: string; quotaIpv4Addresses: number | null; quotaIpv6Prefixes: number | null },
-    family: IpFamily,
-    field: string,
-    value: string,
-  ): Promise<void> {
-    const quota = QUOTA_FIELD[family];
-    const limit = owner[quota];
-    if (limit === null) return;
-    const [row] = await tx
-      .select({ n: count() })
+  /** Throws QUOTA_EXCEEDED with the owner's limit and usage. */
+  private async quotaExceeded(tx: Executor, ownerId: string, family: IpFamily, field: string, value: string): Promise<never> {
+    const standing = await quotaStanding(tx, ownerId, family);
+    throw new QuotaExceededError(QUOTA_FIELD[family], standing.limit ?? 0, standing.used, field, value);
+  }
+
+  /** The owner's allocation made with this idempotency key, if any; CONFLICT when it went to another NIC. */
+  private async allocationForKey(tx: Executor, ownerId: string, nic: Nic, key: string, fieldPrefix: string): Promise<Allocation | undefined> {
+    const [existing] = await tx
+      .select()
       .from(ipAllocations)
-      .innerJoin(ipPools, eq(ipPools.id, ipAllocations.poolId))
-      .where(and(eq(ipAllocations.ownerId, owner.id), eq(ipAllocations.kind, 'allocated'), eq(ipPools.family, family)));
-    const used = row?.n ?? 0;
-    if (used + 1 > limit) throw new QuotaExceededError(quota, limit, used, field, value);
+      .where(and(eq(ipAllocations.ownerId, ownerId), eq(ipAllocations.idempotencyKey, key)));
+    if (existing && existing.nicId !== nic.id)
+      throw new ConflictError(`${fieldPrefix}.idempotencyKey`, key, 'was already used for an allocation to another NIC');
+    return existing;
   }
 
   /**
-   * Lowest free slot, or undefined when the pool is full. Caller holds the pool lock. Probes from
-   * the pool's hint (every slot below it is taken) in windows of index lookups, so the cost does
-   * not grow with the number of addresses already allocated.
+   * Claims the lowest free slot no concurrent request is claiming, from the pool's hint (every
+   * slot below it is taken) window by window, so the cost does not grow with the addresses already
+   * allocated. Undefined when the pool is full; 'key-used' when a concurrent request inserted an
+   * allocation with the same idempotency key. Free slots that other requests hold are skipped;
+   * when they were the only ones, the search starts over after a short wait, since such a
+   * request may still roll back.
    */
-  private async firstFreeSlot(tx: Executor, pool: Pool, g: PoolGeometry): Promise<bigint | undefined> {
-    const WINDOW = 256n;
-    for (let from = BigInt(pool.freeSlotHint); from < g.slotCount; from += WINDOW) {
-      const to = from + WINDOW - 1n < g.slotCount ? from + WINDOW - 1n : g.slotCount - 1n;
-      const result = await tx.execute(sql`
-        select s::text as slot from generate_series(${from.toString()}::numeric, ${to.toString()}::numeric) as s
-        where not exists (select 1 from ip_allocations a where a.pool_id = ${pool.id} and a.slot = s)
-        order by s limit 1`);
-      const text = rowsOf<{ slot: string }>(result)[0]?.slot;
-      if (text !== undefined) return BigInt(text);
+  private async claimFirstFree(
+    tx: Executor,
+    pool: Pool,
+    g: PoolGeometry,
+    template: ClaimTemplate,
+  ): Promise<{ slot: bigint; address: string } | 'key-used' | undefined> {
+    for (let round = 0; ; round++) {
+      let held = false;
+      for (let from = BigInt(pool.freeSlotHint); from < g.slotCount;) {
+        const r = await claimSlot(tx, g, from, template);
+        if (r.claimed) return r;
+        if (r.picked) {
+          // the locked slot was inserted since this statement's snapshot, or the key was: look again
+          if (template.idempotencyKey !== null && (await this.keyUsed(tx, template))) return 'key-used';
+          continue;
+        }
+        if (r.free > 0) held = true;
+        from += CLAIM_WINDOW;
+      }
+      if (!held || round >= CLAIM_ROUNDS) return undefined;
+      await delay(2 ** Math.min(round, 8));
     }
-    return undefined;
+  }
+
+  private async keyUsed(tx: Executor, template: ClaimTemplate): Promise<boolean> {
+    const [row] = await tx
+      .select({ id: ipAllocations.id })
+      .from(ipAllocations)
+      .where(and(eq(ipAllocations.ownerId, template.ownerId), eq(ipAllocations.idempotencyKey, template.idempotencyKey!)));
+    return row !== undefined;
   }
 
   /**
-   * Keeps "every slot below the hint is taken" true: after the lowest-free allocation at `slot`
-   * the hint moves past it; a chosen slot moves it only when it was the hint itself; a freed slot
-   * below the hint pulls it down.
+   * Keeps "every slot below the hint is taken" true: a chosen slot moves the hint only when it was
+   * the hint itself; a freed slot below the hint pulls it down. (Allocations move it up in
+   * `finishAllocation`.) A freed slot always locks the row, even when the hint stays: an
+   * allocation that is moving the hint past the slot (it saw the slot still taken) holds the row
+   * until it commits, and the least() then applies to the hint it left.
    */
-  private async moveHint(tx: Executor, poolId: string, slot: bigint, event: 'allocated' | 'chosen' | 'freed'): Promise<void> {
+  private async moveHint(tx: Executor, poolId: string, slot: bigint, event: 'chosen' | 'freed'): Promise<void> {
     const s = slot.toString();
-    const [value, condition] =
-      event === 'allocated'
-        ? [(slot + 1n).toString(), undefined]
-        : event === 'chosen'
-          ? [(slot + 1n).toString(), sql`${ipPools.freeSlotHint} = ${s}::numeric`]
-          : [s, sql`${ipPools.freeSlotHint} > ${s}::numeric`];
+    if (event === 'freed') {
+      await tx
+        .update(ipPools)
+        .set({ freeSlotHint: sql`least(${ipPools.freeSlotHint}, ${s}::numeric)` })
+        .where(eq(ipPools.id, poolId));
+      return;
+    }
     await tx
       .update(ipPools)
-      .set({ freeSlotHint: value })
-      .where(and(eq(ipPools.id, poolId), condition));
+      .set({ freeSlotHint: (slot + 1n).toString() })
+      .where(and(eq(ipPools.id, poolId), sql`${ipPools.freeSlotHint} = ${s}::numeric`));
   }
 
   /** Pulls the hints down for freed rows, one pool at a time in id order (a fixed lock order). */
@@ -661,6 +746,8 @@ export class PoolService {
   }
 
   private async ensureSlotFree(tx: Executor, pool: Pool, slot: bigint, field: string, address: string): Promise<void> {
+    // an allocation claiming this slot right now holds its lock: waiting for its insert could deadlock
+    if (!(await tryLockSlot(tx, pool.id, slot))) throw new AddressInUseError(field, address, 'being allocated to a NIC by a concurrent request');
     const [taken] = await tx
       .select()
       .from(ipAllocations)
