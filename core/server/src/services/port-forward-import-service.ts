@@ -106,8 +106,12 @@ const STAGE_STATEMENT_ROWS = 250;
 const PUBLISH_BATCH = 250;
 /** How often a staging transaction refreshes its import's `touchedAt` (an update per batch would pile up row versions). */
 const TOUCH_EVERY_MS = 5_000;
-/** Staged rows removed per transaction when an import is undone. */
+/**
+ * Staged rows removed per transaction when an import is undone; on PGlite fewer, as every request
+ * waits for each (it writes ~100 rows in 10 ms, so 2,000 would hold the store for ~200 ms).
+ */
 const REMOVE_BATCH = 2_000;
+const REMOVE_BATCH_ONE_CONNECTION = 200;
 /** A staged import untouched this long on PostgreSQL belongs to a controller that stopped (each staging transaction touches it). */
 const STALE_IMPORT_MS = 120_000;
 /** Longest a plan may take before the import is refused (50,000 rows plan in well under 2 s). */
@@ -403,9 +407,10 @@ export class PortForwardImportService {
       .returning({ id: portForwardImports.id });
     if (!marked) return;
     // the rows stay hidden throughout: the import row goes last
+    const batch = sharesOneConnection(this.db) ? REMOVE_BATCH_ONE_CONNECTION : REMOVE_BATCH;
     for (const table of [portForwards, auditLog]) {
       for (;;) {
-        const doomed = this.db.select({ id: table.id }).from(table).where(eq(table.importId, importId)).limit(REMOVE_BATCH);
+        const doomed = this.db.select({ id: table.id }).from(table).where(eq(table.importId, importId)).limit(batch);
         const removed = await this.db.delete(table).where(inArray(table.id, doomed)).returning({ id: table.id });
         if (removed.length === 0) break;
         await yieldToOthers();
