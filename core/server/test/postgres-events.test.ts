@@ -63,4 +63,32 @@ describe.skipIf(!available)('PostgreSQL event target', () => {
     await audits.return?.();
     await hosts.return?.();
   });
+
+  it('delivers a burst of events published in one turn (sent as one statement) complete and in order', async () => {
+    const publisher = createEventBus(one.eventTarget);
+    const receiver = createEventBus(two.eventTarget);
+    const audits = receiver.subscribe('audit')[Symbol.asyncIterator]();
+    const sent = Array.from({ length: 2_000 }, (_, i) => ({
+      id: newId(),
+      at: new Date(),
+      requestId: 'burst',
+      actorUserId: null,
+      tokenId: null,
+      action: 'test.burst',
+      objectType: 'Test',
+      objectId: `o${i}`,
+      ownerId: null,
+      before: null,
+      after: { i },
+      importId: null,
+    }));
+    const received = (async () => {
+      const ids: string[] = [];
+      while (ids.length < sent.length) ids.push(((await audits.next()).value as AuditEntry).objectId);
+      return ids;
+    })();
+    for (const entry of sent) publisher.publish('audit', entry);
+    expect(await received).toEqual(sent.map((e) => e.objectId));
+    await audits.return?.();
+  });
 });

@@ -65,6 +65,10 @@ export async function openStore(config: StoreConfig): Promise<Store> {
     // btree_gist backs the exclusion constraint on port forwards
     const client = new PGlite({ dataDir: config.dataDir, extensions: { btree_gist } });
     await client.waitReady;
+    // PGlite runs PostgreSQL on the event loop: zero-filling each new 16 MB WAL segment held it for
+    // 100–400 ms (a large import starts one every few thousand rows); PostgreSQL reads a segment
+    // that was not zero-filled just as safely
+    await client.exec('set wal_init_zero = off');
     const db = drizzlePglite({ client });
     await migratePglite(db, { migrationsFolder: folder });
     return {

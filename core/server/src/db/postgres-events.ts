@@ -54,6 +54,8 @@ export class PostgresEventTarget extends EventTarget {
   private relistening: Promise<void> | undefined;
   private stopped = false;
   private started = false;
+  /** NOTIFY payloads published in this turn of the event loop, sent together. */
+  private unsent: string[] = [];
   /** How many times LISTEN was re-established after its connection closed, and when last (performance.now()). */
   relistens = 0;
   relistenedAt: number | undefined;
@@ -153,12 +155,24 @@ export class PostgresEventTarget extends EventTarget {
       }
       text = JSON.stringify({ topic: event.type, auditRef: id } satisfies Envelope);
     }
-    this.sql`select pg_notify(${CHANNEL}, ${text})`.catch((err: unknown) => {
+    if (this.unsent.push(text) === 1) queueMicrotask(() => this.send());
+    return true;
+  }
+
+  /**
+   * Sends the payloads published in one turn as one statement, in order: a NOTIFY per statement
+   * made the 50,000 audit entries of an import 50,000 transactions, each flushing PostgreSQL's WAL.
+   * (PostgreSQL delivers identical payloads of one transaction once; every receiver of a repeated
+   * event, such as a host's agent status, reads the database back anyway.)
+   */
+  private send(): void {
+    const texts = this.unsent;
+    this.unsent = [];
+    this.sql`select pg_notify(${CHANNEL}, t.text) from unnest(${texts}::text[]) with ordinality as t(text, n) order by t.n`.catch((err: unknown) => {
       this.onError(err);
-      // delivery comes back through NOTIFY: what this one carried is replayed from the database
+      // delivery comes back through NOTIFY: what these carried is replayed from the database
       if (this.listening && !this.stopped) void this.replay();
     });
-    return true;
   }
 
   /** Stops listening and closes the connection. */
