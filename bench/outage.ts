@@ -4,8 +4,9 @@
  *
  * 1. cache: the controller down, the agent restarted onto a flushed ruleset (a reboot): from the
  *    process start, and from when it begins applying its cache, until traffic passes the forward
- *    again. Baseline of the same run: a bare `node --import tsx` doing nothing (what no agent can
- *    go below).
+ *    again; the built command (as installed) and the sources through tsx (as the tests run it).
+ *    Baseline of the same run: a bare `node -e 0` (with `--import tsx` for the sources), what no
+ *    agent can go below.
  * 2. PostgreSQL restart: a controller on a private server (initdb/pg_ctl) that is stopped and
  *    started: from the server being up until the controller LISTENs again, and until its first
  *    mutation succeeds.
@@ -51,11 +52,11 @@ function print(line: string): void {
   console.log(`${line}  [load ${loadavg()[0]!.toFixed(1)} on ${availableParallelism()} cores]`);
 }
 
-/** Milliseconds a bare `node --import tsx -e 0` takes from spawn to exit. */
-function bareNode(): Promise<number> {
+/** Milliseconds a bare `node [flags] -e 0` takes from spawn to exit. */
+function bareNode(flags: string[]): Promise<number> {
   const start = performance.now();
   return new Promise((resolve, reject) =>
-    execFile(process.execPath, ['--import', 'tsx', '-e', '0'], { cwd: REPO }, (err) => (err ? reject(err) : resolve(performance.now() - start))),
+    execFile(process.execPath, [...flags, '-e', '0'], { cwd: REPO }, (err) => (err ? reject(err) : resolve(performance.now() - start))),
   );
 }
 
@@ -101,24 +102,30 @@ async function partitionAndCache(): Promise<void> {
     }
     if (ONLY.has('cache')) {
       await killController(lab.controller);
-      const fromStart: number[] = [];
-      const fromApply: number[] = [];
-      const bare: number[] = [];
-      for (let run = 1; run <= RUNS; run++) {
-        await lab.agent.stop();
-        await lab.flushHost();
-        if ((await lab.through(18080, 300)).startsWith('got:')) throw new Error('the forward still passes after the flush');
-        bare.push(await bareNode());
-        const started = performance.now();
-        const agent = lab.startAgent();
-        const applying = agent.waitFor(/applying the cached desired state revision/, 30_000);
-        const back = await when('traffic from the cache', async () => (await lab.through(18080, 300)) === 'got:hello from vm1', 30_000);
-        fromStart.push(back - started);
-        fromApply.push(back - (await applying).at);
+      // as installed (the built command) and as the tests run it (the sources through tsx)
+      for (const dist of [true, false]) {
+        const fromStart: number[] = [];
+        const toApply: number[] = [];
+        const fromApply: number[] = [];
+        const bare: number[] = [];
+        for (let run = 1; run <= RUNS; run++) {
+          await lab.agent.stop();
+          await lab.flushHost();
+          if ((await lab.through(18080, 300)).startsWith('got:')) throw new Error('the forward still passes after the flush');
+          bare.push(await bareNode(dist ? [] : ['--import', 'tsx']));
+          const started = performance.now();
+          const agent = lab.startAgent({ dist });
+          const applying = agent.waitFor(/applying the cached desired state revision/, 30_000);
+          const back = await when('traffic from the cache', async () => (await lab.through(18080, 300)) === 'got:hello from vm1', 30_000);
+          const { at } = await applying;
+          fromStart.push(back - started);
+          toApply.push(at - started);
+          fromApply.push(back - at);
+        }
+        print(
+          `[outage] cache (${dist ? 'built command, node dist/cli.js' : 'sources through tsx'}), controller down, agent restarted onto a flushed ruleset: traffic again ${summary(fromStart)} from process start; of which start until the cached apply begins ${summary(toApply)}, the apply until traffic passes ${summary(fromApply)}; a bare node${dist ? '' : ' --import tsx'} -e 0 takes ${summary(bare)} (ratio of medians ${(median(fromStart) / median(bare)).toFixed(2)})`,
+        );
       }
-      print(
-        `[outage] cache, controller down, agent restarted onto a flushed ruleset: traffic again ${summary(fromStart)} from process start; ${summary(fromApply)} from the start of the cached apply; a bare node --import tsx takes ${summary(bare)} (ratio of medians ${(median(fromStart) / median(bare)).toFixed(2)})`,
-      );
     }
   } finally {
     await lab.close();
