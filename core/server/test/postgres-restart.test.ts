@@ -5,13 +5,16 @@
  * outage fail at once with `extensions.code: UNAVAILABLE` (none hangs); those before and after
  * succeed; the subscription lives on and delivers the revision that committed last, with every
  * forward created, also those that committed before the controller listened again (replayed from
- * the host's revision, not from NOTIFY). The outage and recovery times are printed.
+ * the host's revision, not from NOTIFY). The outage and recovery times are printed. Audit entries
+ * and object statuses committed while the LISTEN connection was gone reach live subscriptions too
+ * (replayed from the audit log; each audit entry once), and the proxy units are told to resync.
  */
 import { createClient, type Client as WsClient } from 'graphql-ws';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { EVENTS_APPLICATION_NAME } from '../src/db/postgres-events.js';
+import { REPORT_OBJECT_STATUS_MUTATION } from '@gatehouse/agent-protocol';
+import { EVENTS_APPLICATION_NAME, type PostgresEventTarget } from '../src/db/postgres-events.js';
 import { startController, type Controller } from '../src/server.js';
 import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
 import { createHost, createPool } from '../src/testing/fixtures.js';
@@ -36,7 +39,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
   let api: TestApi;
   let ws: WsClient | undefined;
   const logs: string[] = [];
-  const logger = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string, ...rest: unknown[]) => logs.push(`${m} ${rest.join(' ')}`) };
+  const logger = {
+    info: (m: string) => logs.push(m),
+    warn: (m: string) => logs.push(m),
+    error: (m: string, ...rest: unknown[]) => logs.push(`${m} ${rest.join(' ')}`),
+  };
 
   /** A host with one instance on br-pg; returns both ids. */
   const hostWithInstance = async (name: string) => {
@@ -92,7 +99,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
         complete: () => (completed = true),
       },
     );
-    for (let end = Date.now() + 10_000; received.length === 0 && Date.now() < end; ) await sleep(50);
+    for (let end = Date.now() + 10_000; received.length === 0 && Date.now() < end;) await sleep(50);
     expect(received.length).toBe(1);
 
     // a stream of mutations, one after another, for the whole test
@@ -109,7 +116,14 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
         const ms = performance.now() - at;
         const ok = r.data?.createPortForward?.__typename === 'CreatePortForwardPayload';
         const error = r.errors?.[0];
-        outcomes.push({ port, at: at - t0, ms, ok, code: error?.extensions?.code as string | undefined, message: error?.message ?? r.data?.createPortForward?.message });
+        outcomes.push({
+          port,
+          at: at - t0,
+          ms,
+          ok,
+          code: error?.extensions?.code as string | undefined,
+          message: error?.message ?? r.data?.createPortForward?.message,
+        });
         await sleep(ok ? 100 : 50);
       }
     })();
@@ -122,9 +136,14 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
     await pg.start();
     const up = performance.now() - t0;
     // keep mutating past the re-listen (its backoff is at most 5 s)
-    for (let end = Date.now() + 15_000; Date.now() < end; ) {
+    for (let end = Date.now() + 15_000; Date.now() < end;) {
       await sleep(200);
-      if (controller.store.kind === 'postgres' && (controller.store.eventTarget as { relistens?: number }).relistens! > 0 && outcomes.filter((o) => o.ok && o.at > up).length >= 5) break;
+      if (
+        controller.store.kind === 'postgres' &&
+        (controller.store.eventTarget as { relistens?: number }).relistens! > 0 &&
+        outcomes.filter((o) => o.ok && o.at > up).length >= 5
+      )
+        break;
     }
     streaming = false;
     await stream;
@@ -142,7 +161,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
     expect(after.length).toBeGreaterThanOrEqual(5);
     // the subscription lived through it and caught up with the newest revision, holding every forward created
     const { desiredRevision } = (await api.admin(`query($h: ID!) { host(id: $h) { desiredRevision } }`, { h: hostId })).data!.host;
-    for (let end = Date.now() + 10_000; received.at(-1)!.revision < desiredRevision && Date.now() < end; ) await sleep(50);
+    for (let end = Date.now() + 10_000; received.at(-1)!.revision < desiredRevision && Date.now() < end;) await sleep(50);
     expect({ completed, errors }).toEqual({ completed: false, errors: [] });
     expect(received.at(-1)!.revision).toBe(desiredRevision);
     expect(received.at(-1)!.ports.sort()).toEqual(succeeded.map((o) => o.port).sort());
@@ -167,7 +186,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
       { next: (m) => m.data && revisions.push(m.data.hostDesiredState.revision), error: () => {}, complete: () => {} },
     );
     try {
-      for (let end = Date.now() + 10_000; revisions.length === 0 && Date.now() < end; ) await sleep(50);
+      for (let end = Date.now() + 10_000; revisions.length === 0 && Date.now() < end;) await sleep(50);
       const events = (controller.store as { eventTarget?: { relistens: number; relistenedAt?: number } }).eventTarget!;
       const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
       let deafCommits = 0;
@@ -184,7 +203,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
           expect(r.data?.createPortForward.__typename).toBe('CreatePortForwardPayload');
           const committed = performance.now();
           const { desiredRevision } = (await api.admin(`query($h: ID!) { host(id: $h) { desiredRevision } }`, { h: hostId })).data!.host;
-          for (let end = Date.now() + 10_000; (events.relistens === relistens || revisions.at(-1)! < desiredRevision) && Date.now() < end; ) await sleep(20);
+          for (let end = Date.now() + 10_000; (events.relistens === relistens || revisions.at(-1)! < desiredRevision) && Date.now() < end;) await sleep(20);
           expect(events.relistens).toBeGreaterThan(relistens);
           // the subscription has the revision, whether its NOTIFY was heard or not
           expect(revisions.at(-1)).toBe(desiredRevision);
@@ -199,4 +218,85 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('controller through a PostgreSQL 
       await sub.dispose();
     }
   }, 60_000);
+
+  it('replays the audit entries and object statuses committed while LISTEN was gone to live subscriptions, each entry once, and resyncs the proxies', async () => {
+    const { hostId, vm } = await hostWithInstance('replay');
+    const token = (
+      await api.admin(
+        `mutation($h: ID!) { createApiToken(input: { name: "replay-agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } } }`,
+        { h: hostId },
+      )
+    ).data!.createApiToken.created.secret as string;
+    const agent = api.clientFor(token);
+    const sub = socket();
+    const audit: { id: string; action: string; objectId: string }[] = [];
+    const statuses: { objectId: string; status: string; revision: number }[] = [];
+    let ready = 0;
+    sub.subscribe<{ auditLogAdded: { id: string; action: string; objectId: string } }>(
+      { query: 'subscription { auditLogAdded { id action objectId } }' },
+      { next: (m) => m.data && audit.push(m.data.auditLogAdded), error: () => {}, complete: () => {} },
+    );
+    sub.subscribe<{ objectStatusChanged: { objectId: string; status: string; revision: number } }>(
+      { query: 'subscription { objectStatusChanged { objectId status revision } }' },
+      { next: (m) => m.data && statuses.push(m.data.objectStatusChanged), error: () => {}, complete: () => {} },
+    );
+    const events = (controller.store as unknown as { eventTarget: PostgresEventTarget }).eventTarget;
+    const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+    try {
+      // the subscriptions are live once an entry made now reaches them
+      for (let end = Date.now() + 10_000; ready === 0 && Date.now() < end;) {
+        await createHost(api.admin, `replay-probe-${Date.now()}`);
+        await sleep(200);
+        ready = audit.length;
+      }
+      expect(ready).toBeGreaterThan(0);
+      let deaf = 0;
+      for (let attempt = 0; attempt < 5 && deaf === 0; attempt++) {
+        const relistens = events.relistens;
+        const seen = audit.length;
+        const seenStatuses = statuses.length;
+        await admin`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${EVENTS_APPLICATION_NAME}`;
+        // while it cannot hear: a forward (its audit entry) and the agent's report of it (an audit entry, a status)
+        const created = await api.admin(
+          `mutation($i: ID!, $p: String!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: $p, targetPort: "80" }) { ... on CreatePortForwardPayload { portForward { id } } } }`,
+          { i: vm, p: String(22000 + attempt) },
+        );
+        const forwardId = created.data!.createPortForward.portForward.id as string;
+        const { desiredRevision } = (await api.admin(`query($h: ID!) { host(id: $h) { desiredRevision } }`, { h: hostId })).data!.host;
+        const report = await agent(REPORT_OBJECT_STATUS_MUTATION, {
+          input: { hostId, revision: desiredRevision, objects: [{ objectType: 'PORT_FORWARD', objectId: forwardId, status: 'APPLIED', error: null }] },
+        });
+        expect(report.data!.reportObjectStatus.__typename).toBe('ReportObjectStatusPayload');
+        const committed = performance.now();
+        for (
+          let end = Date.now() + 10_000;
+          (events.relistens === relistens || !statuses.slice(seenStatuses).some((x) => x.objectId === forwardId)) && Date.now() < end;
+        )
+          await sleep(20);
+        await sleep(300); // a duplicate would come now
+        expect(events.relistens).toBeGreaterThan(relistens);
+        const mine = audit.slice(seen).filter((e) => e.objectId === forwardId || (e.action === 'host.statusReport' && e.objectId === hostId));
+        expect(mine.map((e) => e.action).sort()).toEqual(['host.statusReport', 'portForward.create'].sort());
+        expect(new Set(mine.map((e) => e.id)).size).toBe(mine.length);
+        expect(
+          statuses
+            .slice(seenStatuses)
+            .filter((x) => x.objectId === forwardId)
+            .at(-1),
+        ).toMatchObject({ status: 'APPLIED', revision: desiredRevision });
+        if (events.relistenedAt! > committed) {
+          deaf++;
+          expect(events.replayed.webProxyChanged).toBe(1);
+          expect(events.replayed.audit).toBeGreaterThanOrEqual(2);
+        }
+      }
+      console.log(
+        `[postgres-restart] audit entries and statuses committed while LISTEN was gone reached the subscriptions by the replay (${JSON.stringify(events.replayed)})`,
+      );
+      expect(deaf).toBe(1);
+    } finally {
+      await admin.end();
+      await sub.dispose();
+    }
+  }, 90_000);
 });

@@ -14,7 +14,7 @@ import { NetnsLab, tcpOutcome, tcpServer, type LabNamespace, type LabServer } fr
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { killController, spawnAgent, spawnController, type AgentProcess, type ControllerProcess } from './processes.js';
+import { killController, linuxAgentArgs, spawnAgent, spawnController, type AgentProcess, type ControllerProcess } from './processes.js';
 
 const CONTROLLER_ADDRESS = '192.0.2.1';
 /** The table the cut lives in (never the agent's `inet gatehouse`). */
@@ -77,30 +77,20 @@ export class PartitionLab {
     await this.converged();
   }
 
-  /** Starts the agent in the host's namespace (its state directory kept across restarts); returns when it is spawned. */
-  startAgent(): AgentProcess {
-    const config = JSON.stringify({ hostNetns: this.host.name, namespacePrefix: `${this.lab.prefix}-vm` });
+  /** Starts the agent in the host's namespace (its state directory kept across restarts; `dist`: the built command); returns when it is spawned. */
+  startAgent({ dist = false }: { dist?: boolean } = {}): AgentProcess {
     this.agent = spawnAgent(
-      [
-        '--controller',
-        this.controller.url,
-        '--plugin',
-        'linux',
-        '--host',
-        this.hostId,
-        '--plugin-config',
-        config,
-        '--drift-interval',
-        '300',
-        '--discover-interval',
-        '1000',
-        '--state-dir',
-        join(this.dir, 'agent'),
-        '--stats-interval',
-        '0',
-      ],
+      linuxAgentArgs({
+        controllers: this.controller.url,
+        hostId: this.hostId,
+        hostNetns: this.host.name,
+        namespacePrefix: `${this.lab.prefix}-vm`,
+        stateDir: join(this.dir, 'agent'),
+        extra: ['--discover-interval', '1000'],
+      }),
       this.token,
       this.host.name,
+      { dist },
     );
     return this.agent;
   }

@@ -67,10 +67,11 @@ export interface AgentProcess {
 
 /**
  * Starts `gatehouse agent` from source with the token in its environment; `netns` runs it inside a
- * network namespace (`ip netns exec`, the agent of a host cut off by the test).
+ * network namespace (`ip netns exec`, the agent of a host cut off by the test); `dist` runs the
+ * built command (`dist/cli.js`, as installed) instead of the sources through tsx.
  */
-export function spawnAgent(args: string[], token: string, netns?: string): AgentProcess {
-  const command = [process.execPath, '--import', 'tsx', 'src/cli.ts', 'agent', ...args];
+export function spawnAgent(args: string[], token: string, netns?: string, { dist = false }: { dist?: boolean } = {}): AgentProcess {
+  const command = [process.execPath, ...(dist ? ['dist/cli.js'] : ['--import', 'tsx', 'src/cli.ts']), 'agent', ...args];
   const child = netns
     ? spawn('ip', ['netns', 'exec', netns, ...command], {
         cwd: CLI_DIR,
@@ -123,4 +124,23 @@ export async function killController(controller: ControllerProcess): Promise<voi
   const gone = new Promise((r) => controller.child.once('exit', r));
   controller.child.kill('SIGKILL');
   await gone;
+}
+
+/**
+ * The arguments of an agent with the Linux plugin on a lab host namespace (instances are the
+ * namespaces named `namespacePrefix…`), checking drift every 300 ms, no traffic reports.
+ */
+export function linuxAgentArgs(o: {
+  controllers: string;
+  hostId: string;
+  hostNetns: string;
+  namespacePrefix: string;
+  stateDir: string;
+  extra?: string[];
+}): string[] {
+  const config = JSON.stringify({ hostNetns: o.hostNetns, namespacePrefix: o.namespacePrefix });
+  return [
+    ...['--controller', o.controllers, '--plugin', 'linux', '--host', o.hostId, '--plugin-config', config],
+    ...['--drift-interval', '300', '--state-dir', o.stateDir, '--stats-interval', '0', ...(o.extra ?? [])],
+  ];
 }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type Store } from '@gatehouse/server';
 import { ERROR_FIELDS, createTestApi, createTestDatabase, post, type TestDatabase } from '@gatehouse/server/testing';
-import { killController, spawnAgent, spawnController, type AgentProcess, type ControllerProcess } from './processes.js';
+import { killController, linuxAgentArgs, spawnAgent, spawnController, type AgentProcess, type ControllerProcess } from './processes.js';
 
 /** The client's view of the host's public address. */
 export const PUBLIC_ADDRESS = '198.51.100.1';
@@ -96,25 +96,14 @@ export class ReplicaLab {
   /** (Re)starts the agent with the replicas' URLs in order and waits until it has applied the desired state. */
   async startAgent(): Promise<AgentProcess> {
     await this.agent?.stop();
-    const config = JSON.stringify({ hostNetns: this.host.name, namespacePrefix: `${this.lab.prefix}-vm` });
-    const urls = this.replicas.map((r) => r.url).join(',');
     this.agent = spawnAgent(
-      [
-        '--controller',
-        urls,
-        '--plugin',
-        'linux',
-        '--host',
-        this.hostId,
-        '--plugin-config',
-        config,
-        '--drift-interval',
-        '300',
-        '--state-dir',
-        this.stateDir,
-        '--stats-interval',
-        '0',
-      ],
+      linuxAgentArgs({
+        controllers: this.replicas.map((r) => r.url).join(','),
+        hostId: this.hostId,
+        hostNetns: this.host.name,
+        namespacePrefix: `${this.lab.prefix}-vm`,
+        stateDir: this.stateDir,
+      }),
       this.token,
     );
     await this.converged(this.replicas[0]!.url);

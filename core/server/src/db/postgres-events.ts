@@ -10,11 +10,21 @@
  * the database, not from NOTIFY: a `hostRevision` (with the committed revision) and a
  * `hostAgentStatus` for every host, dispatched on this replica only. Their subscribers read the
  * database back (desired-state streams push only a revision newer than the one they sent), so a
- * revision committed while this replica was deaf reaches its agents, once. Audit entries, object
- * status changes and proxy changes of that window are not replayed (their readers re-read on
- * reconnect: the audit log and statuses are queries, Caddy is synced on start).
+ * revision committed while this replica was deaf reaches its agents, once. The rest of that window
+ * is replayed too, from what the database keeps:
+ *
+ * - `audit`: the entries written since the connection was lost (less a minute for transactions
+ *   that began before and committed after), except those heard before the loss (their ids are
+ *   remembered while listening), in commit-time order, at most REPLAY_LIMIT of them;
+ * - `objectStatus`: the current status of every object of each host whose agent reported statuses
+ *   in that window (the reports' audit entries say which hosts), and of every web proxy (Caddy's
+ *   sync writes no audit entry): a subscriber may see a status it already had, never miss one;
+ * - `webProxyChanged`: one `{ kind: 'resync' }`, on which the proxy units read the database again.
+ *
+ * An audit entry of a transaction that ran more than a minute before the loss and committed after
+ * it (a staged import's entries are written in the import's transactions) is not replayed.
  */
-import { eq } from 'drizzle-orm';
+import { asc, eq, gte, sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import type { Database } from './database-types.js';
 import { auditLog, hosts } from './schema.js';
@@ -29,6 +39,11 @@ interface Envelope {
   /** Audit entries too large to inline: their id. */
   auditRef?: string;
 }
+
+/** How long before the loss of the connection the audit replay starts (transactions that began before it and committed after). */
+const REPLAY_MARGIN_MS = 60_000;
+/** At most this many audit entries and object statuses are replayed after one outage. */
+export const REPLAY_LIMIT = 50_000;
 
 /** The application_name of the LISTEN connection (pg_stat_activity shows it). */
 export const EVENTS_APPLICATION_NAME = 'gatehouse-events';
@@ -59,6 +74,12 @@ export class PostgresEventTarget extends EventTarget {
   /** How many times LISTEN was re-established after its connection closed, and when last (performance.now()). */
   relistens = 0;
   relistenedAt: number | undefined;
+  /** What the last replay dispatched, by topic. */
+  replayed: Record<'hostRevision' | 'audit' | 'objectStatus' | 'webProxyChanged', number> = { hostRevision: 0, audit: 0, objectStatus: 0, webProxyChanged: 0 };
+  /** Audit entries heard through NOTIFY (id → when), kept REPLAY_MARGIN_MS and more while listening: a replay skips them. */
+  private readonly heard = new Map<string, number>();
+  /** When the LISTEN connection was lost (Date.now()), until the replay after it is done. */
+  private lostAt: number | undefined;
 
   constructor(
     url: string,
@@ -97,6 +118,7 @@ export class PostgresEventTarget extends EventTarget {
   private lost(): void {
     if (this.stopped || !this.started) return;
     this.listening = false;
+    this.lostAt ??= Date.now();
     // one loop at a time; a close just as it ends starts the next one
     this.relistening ??= this.relisten().finally(() => {
       this.relistening = undefined;
@@ -126,20 +148,83 @@ export class PostgresEventTarget extends EventTarget {
     }
   }
 
-  /** Dispatches here (not through NOTIFY) a hostRevision and a hostAgentStatus for every host, read from the database. */
-  private async replay(): Promise<void> {
+  /**
+   * Dispatches here (not through NOTIFY) what the database says about the window in which this
+   * replica could not hear: a hostRevision and a hostAgentStatus for every host, the audit entries
+   * and object statuses of the window, and a proxy resync (see the top of this file). After a
+   * failed NOTIFY of this replica's own (`window` false: still listening, nothing else missed),
+   * only the hosts.
+   */
+  private async replay(window = true): Promise<void> {
     try {
+      const lostAt = this.lostAt ?? Date.now();
       const rows = await this.db.select({ hostId: hosts.id, revision: hosts.desiredRevision }).from(hosts);
+      const since = new Date(lostAt - REPLAY_MARGIN_MS);
+      const entries = window
+        ? (await this.db.select().from(auditLog).where(gte(auditLog.at, since)).orderBy(asc(auditLog.at), asc(auditLog.id)).limit(REPLAY_LIMIT)).filter(
+            (e) => !this.heard.has(e.id),
+          )
+        : [];
+      // hosts whose agents reported statuses meanwhile, with the revision of their last report
+      const reported = new Map<string, number>();
+      for (const e of entries) if (e.action === 'host.statusReport') reported.set(e.objectId, Number((e.after as { revision?: number } | null)?.revision ?? 0));
+      const statuses = window ? await this.objectStatuses([...reported.keys()]) : [];
+      let audits = 0;
       this.queue = this.queue.then(() => {
         for (const row of rows) {
           super.dispatchEvent(new CustomEvent('hostRevision', { detail: row }));
           super.dispatchEvent(new CustomEvent('hostAgentStatus', { detail: { hostId: row.hostId } }));
         }
+        // at most once each: an entry committed just after LISTEN came back may be heard as well as read
+        for (const entry of entries) {
+          if (this.heard.has(entry.id)) continue;
+          this.remember(entry.id);
+          super.dispatchEvent(new CustomEvent('audit', { detail: entry }));
+          audits++;
+        }
+        for (const s of statuses) super.dispatchEvent(new CustomEvent('objectStatus', { detail: { ...s, revision: reported.get(s.hostId) ?? 0 } }));
+        if (window) super.dispatchEvent(new CustomEvent('webProxyChanged', { detail: { kind: 'resync' } }));
       });
       await this.queue;
+      this.replayed = { hostRevision: rows.length, audit: audits, objectStatus: statuses.length, webProxyChanged: window ? 1 : 0 };
+      if (window && this.listening) this.lostAt = undefined;
     } catch (err) {
       // the database went away again: the next close starts over
       this.onError(err);
+    }
+  }
+
+  /** The current status of every object of `hostIds` and of every web proxy (at most REPLAY_LIMIT). */
+  private async objectStatuses(
+    hostIds: string[],
+  ): Promise<{ objectType: string; objectId: string; hostId: string; ownerId: string; status: string; error: string | null }[]> {
+    const ids = sql`${`{${hostIds.join(',')}}`}::uuid[]`;
+    const result = await this.db.execute(sql`
+      select 'port_forward' as "objectType", o.id as "objectId", o.host_id as "hostId", o.owner_id as "ownerId", o.status, o.status_error as error
+        from port_forwards o where o.host_id = any(${ids})
+      union all
+      select 'firewall_rule', o.id, i.host_id, o.owner_id, o.status, o.status_error
+        from firewall_rules o join instances i on i.id = o.instance_id where i.host_id = any(${ids})
+      union all
+      select 'bandwidth_limit', o.id, i.host_id, o.owner_id, o.status, o.status_error
+        from bandwidth_limits o join instances i on i.id = o.instance_id where i.host_id = any(${ids})
+      union all
+      select 'nic', o.id, i.host_id, i.owner_id, o.status, o.status_error
+        from nics o join instances i on i.id = o.instance_id where i.host_id = any(${ids})
+      union all
+      select 'web_proxy', o.id, o.host_id, o.owner_id, o.status, o.status_error from web_proxies o
+      limit ${REPLAY_LIMIT}`);
+    return result as unknown as { objectType: string; objectId: string; hostId: string; ownerId: string; status: string; error: string | null }[];
+  }
+
+  /** Remembers a heard audit entry; forgets those heard long enough ago that no replay window reaches them (only while listening). */
+  private remember(id: string): void {
+    const now = Date.now();
+    this.heard.set(id, now);
+    if (this.lostAt !== undefined) return;
+    for (const [old, at] of this.heard) {
+      if (now - at <= 2 * REPLAY_MARGIN_MS) break;
+      this.heard.delete(old);
     }
   }
 
@@ -171,7 +256,7 @@ export class PostgresEventTarget extends EventTarget {
     this.sql`select pg_notify(${CHANNEL}, t.text) from unnest(${texts}::text[]) with ordinality as t(text, n) order by t.n`.catch((err: unknown) => {
       this.onError(err);
       // delivery comes back through NOTIFY: what these carried is replayed from the database
-      if (this.listening && !this.stopped) void this.replay();
+      if (this.listening && !this.stopped) void this.replay(false);
     });
   }
 
@@ -194,6 +279,11 @@ export class PostgresEventTarget extends EventTarget {
         // dates travel as strings; subscribers get the same shape as in-process
         const entry = payload as { at: string | Date };
         entry.at = new Date(entry.at);
+      }
+      if (envelope.topic === 'audit') {
+        const id = (payload as { id: string }).id;
+        if (this.heard.has(id)) return; // dispatched by a replay already
+        this.remember(id);
       }
       super.dispatchEvent(new CustomEvent(envelope.topic, { detail: payload }));
     } catch (err) {

@@ -24,13 +24,15 @@ export interface EventTopics {
 
 /**
  * A change that can change Caddy's config; small (it travels as one NOTIFY between replicas), the
- * receivers read the database: a proxy created, edited or deleted, a template created or deleted, or an
- * address of an instance given or taken (the sub-domains its owner's templates give it).
+ * receivers read the database: a proxy created, edited or deleted, a template created or deleted, an
+ * address of an instance given or taken (the sub-domains its owner's templates give it), or
+ * `resync`: changes may have been missed (a replica that could not hear NOTIFY), read everything.
  */
 export type WebProxyChange =
   | { kind: 'proxy'; action: 'created' | 'updated' | 'deleted'; proxyId: string }
   | { kind: 'template'; action: 'created' | 'deleted'; templateId: string }
-  | { kind: 'address'; action: 'added' | 'removed'; addressId: string };
+  | { kind: 'address'; action: 'added' | 'removed'; addressId: string }
+  | { kind: 'resync' };
 
 /** How many undelivered events one subscriber may have before it is cut off. */
 export const SUBSCRIBER_BUFFER = 65_536;
