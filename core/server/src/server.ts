@@ -38,6 +38,7 @@ import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
 import { ProxyManager, type ProxyManagerOptions } from './proxy/proxy-manager.js';
 import { TrafficHistory } from './traffic/traffic-history.js';
+import { TrafficQuota } from './traffic/traffic-quota.js';
 import { TrafficLive } from './traffic/traffic-live.js';
 
 export type { Logger } from './support/logger.js';
@@ -119,6 +120,7 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerSingleton(TunnelBroker);
   child.registerSingleton(TrafficLive);
   child.registerSingleton(TrafficHistory);
+  child.registerSingleton(TrafficQuota);
   child.resolve(TrafficLive).start();
   return child;
 }
@@ -285,6 +287,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const container = createContainer(store, { logger, agentPresence: options.agentPresence, clock: options.clock });
   const trafficHistory = container.resolve(TrafficHistory);
   trafficHistory.start();
+  // quotas: checked after each report and every 10 s (a period's end lifts throttles)
+  const trafficQuota = container.resolve(TrafficQuota);
+  trafficQuota.start();
   // an import a stopped controller was writing is all or nothing: its staged rows go
   const leftovers = await container.resolve(PortForwardImportService).removeLeftovers(store.kind);
   if (leftovers > 0) logger.warn(`removed ${leftovers} unfinished port forward import(s) left by a controller that stopped`);
@@ -423,6 +428,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       // ended agent subscriptions mark their agents offline before the store goes away
       await hostAgents.settle();
       await trafficHistory.stop();
+      await trafficQuota.stop();
       await container.resolve(TrafficLive).stop();
       await proxyManager?.stop();
       await caddy?.stop();

@@ -49,6 +49,8 @@ export interface TrafficPeriodTotals {
   quotaBytes: number | null;
   /** Now, or the period's end when it is over. */
   asOf: Date;
+  /** The bandwidth limit whose quota applies, for the current period only (its standing is read from TrafficQuota). */
+  quotaLimitId: string | null;
 }
 
 /** How long each resolution is kept. */
@@ -222,12 +224,12 @@ export class TrafficHistory {
   }
 
   /** The monthly quota that applies: an instance's instance-wide limit, a NIC's own limit; none for forwards and hosts. */
-  private async quota(subject: TrafficSubject): Promise<number | null> {
+  private async quota(subject: TrafficSubject): Promise<{ id: string; quota: number | null } | null> {
     if (subject.kind !== 'instance' && subject.kind !== 'nic') return null;
     const where =
       subject.kind === 'instance' ? and(eq(bandwidthLimits.instanceId, subject.id), isNull(bandwidthLimits.nicId)) : eq(bandwidthLimits.nicId, subject.id);
-    const [limit] = await this.db.select({ quota: bandwidthLimits.monthlyQuotaBytes }).from(bandwidthLimits).where(where);
-    return limit?.quota ?? null;
+    const [limit] = await this.db.select({ id: bandwidthLimits.id, quota: bandwidthLimits.monthlyQuotaBytes }).from(bandwidthLimits).where(where);
+    return limit ?? null;
   }
 
   /** Totals, 95th percentiles and quota of the billing period `offset` periods before the current one. */
@@ -246,6 +248,7 @@ export class TrafficHistory {
     const samples = Math.max(0, Math.ceil((asOf.getTime() - start.getTime()) / P95_SAMPLE_MS));
     const slots = await this.slots(subject, 'five_minute', P95_SAMPLE_MS / 1000, start, end);
     const values = [...slots.values()];
+    const limit = await this.quota(subject);
     return {
       start,
       end,
@@ -259,7 +262,8 @@ export class TrafficHistory {
         values.map((v) => v[1]),
         samples,
       ),
-      quotaBytes: await this.quota(subject),
+      quotaBytes: limit?.quota ?? null,
+      quotaLimitId: offset === 0 && limit?.quota != null ? limit.id : null,
       asOf,
     };
   }
