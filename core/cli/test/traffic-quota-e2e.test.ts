@@ -59,15 +59,15 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('traffic quota enforced on real t
     return body.data!;
   }
   const period = async () =>
-    (await api(`query($id: ID!) { instance(id: $id) { traffic { period { totalBytes quotaState throttled start } } } }`, { id: instanceId })).instance
-      .traffic.period as { totalBytes: number; quotaState: string; throttled: boolean; start: string };
+    (await api(`query($id: ID!) { instance(id: $id) { traffic { period { totalBytes quotaState throttled start } } } }`, { id: instanceId })).instance.traffic
+      .period as { totalBytes: number; quotaState: string; throttled: boolean; start: string };
   /** The agent applied the host's newest desired state, and the limit says APPLIED. */
   const applied = () =>
     until(async () => {
-      const d = await api(
-        `query($h: ID!, $i: ID!) { host(id: $h) { desiredRevision agent { appliedRevision } } instance(id: $i) { bandwidth { status } } }`,
-        { h: hostId, i: instanceId },
-      );
+      const d = await api(`query($h: ID!, $i: ID!) { host(id: $h) { desiredRevision agent { appliedRevision } } instance(id: $i) { bandwidth { status } } }`, {
+        h: hostId,
+        i: instanceId,
+      });
       return d.host.agent.appliedRevision === d.host.desiredRevision && d.instance.bandwidth[0].status === 'APPLIED';
     });
   /** iperf3 from the client to the instance (reverse: the instance sends), bits per second received. */

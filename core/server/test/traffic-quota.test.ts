@@ -172,7 +172,9 @@ describe.each(backends)('traffic quotas on $name', (backend) => {
   async function quotaEntries(): Promise<{ action: string; objectId: string }[]> {
     const r = await admin(`{ auditLog(first: 100) { edges { node { action objectId } } } }`);
     expect(r.errors).toBeUndefined();
-    return r.data.auditLog.edges.map((e: { node: { action: string; objectId: string } }) => e.node).filter((e: { action: string }) => e.action.startsWith('traffic.quota.'));
+    return r.data.auditLog.edges
+      .map((e: { node: { action: string; objectId: string } }) => e.node)
+      .filter((e: { action: string }) => e.action.startsWith('traffic.quota.'));
   }
 
   it('warns at 80 %, throttles every NIC in both directions at 100 % (THROTTLE), and only marks it with NOTIFY', async () => {
@@ -207,7 +209,14 @@ describe.each(backends)('traffic quotas on $name', (backend) => {
     // 10.5 MB: exceeded; the throttle goes into the desired state
     await traffic({ [nicsA[1]!]: 2 * MB });
     await settle(alice, 2);
-    expect(alice[1]).toMatchObject({ level: 'EXCEEDED', previousLevel: 'WARNING', throttled: true, throttleMbps: 2, usedBytes: 10.5 * MB, quotaBytes: 10 * MB });
+    expect(alice[1]).toMatchObject({
+      level: 'EXCEEDED',
+      previousLevel: 'WARNING',
+      throttled: true,
+      throttleMbps: 2,
+      usedBytes: 10.5 * MB,
+      quotaBytes: 10 * MB,
+    });
     expect((await tenantA.client(PERIOD, { id: vmA })).data.instance.traffic.period).toMatchObject({ quotaState: 'EXCEEDED', throttled: true });
     const state = await desired();
     expect(state.revision).toBeGreaterThan(revision);

@@ -12,6 +12,7 @@ import { bandwidthLimits, instances, nics, portForwards, trafficPeriods, traffic
 import { ClockToken, DatabaseToken, LoggerToken, type Clock } from '../di/tokens.js';
 import type { Logger } from '../support/logger.js';
 import { P95_SAMPLE_MS, billingPeriod, percentile95Bps } from './billing-period.js';
+import { PeriodicTask } from './periodic-task.js';
 
 /** Whose traffic: an instance (the sum of its NICs), one NIC, one port forward, or a host (the sum of its NICs). */
 export interface TrafficSubject {
@@ -88,30 +89,24 @@ function subjectFilter(subject: TrafficSubject): SQL {
 /** Rollups, pruning and reads of stored traffic. */
 @injectable()
 export class TrafficHistory {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly task: PeriodicTask;
 
   constructor(
     @inject(DatabaseToken) private readonly db: Database,
-    @inject(LoggerToken) private readonly logger: Logger,
+    @inject(LoggerToken) logger: Logger,
     @inject(ClockToken) private readonly clock: Clock,
-  ) {}
+  ) {
+    this.task = new PeriodicTask('traffic rollup', () => this.maintain(), logger);
+  }
 
   /** Rolls up and prunes every `everyMs` (default a minute) until `stop`. */
   start(everyMs = 60_000): void {
-    this.timer ??= setInterval(() => {
-      this.running ??= this.maintain()
-        .catch((err: unknown) => this.logger.warn(`traffic rollup failed: ${(err as Error).message}`))
-        .finally(() => (this.running = undefined));
-    }, everyMs);
-    this.timer.unref();
+    this.task.start(everyMs);
   }
 
   /** Stops the timer and waits for a rollup in progress. */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+    await this.task.stop();
   }
 
   /** One round: rolls up the finished minutes, then prunes what is past its retention. */

@@ -23,6 +23,7 @@ import { bumpHostRevision } from '../services/revision.js';
 import { newId } from '../support/ids.js';
 import type { Logger } from '../support/logger.js';
 import { billingPeriod } from './billing-period.js';
+import { PeriodicTask } from './periodic-task.js';
 
 /** A quota's level in its period. */
 export type QuotaLevel = TrafficQuotaChange['level'];
@@ -56,8 +57,7 @@ interface Candidate {
 /** Checks quotas and keeps their state; see the file comment. */
 @injectable()
 export class TrafficQuota {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | undefined;
+  private readonly task: PeriodicTask;
 
   constructor(
     @inject(DatabaseToken) private readonly db: Database,
@@ -65,23 +65,18 @@ export class TrafficQuota {
     @inject(LoggerToken) private readonly logger: Logger,
     @inject(ClockToken) private readonly clock: Clock,
     @inject(AuditService) private readonly audit: AuditService,
-  ) {}
+  ) {
+    this.task = new PeriodicTask('traffic quota check', () => this.check(), logger);
+  }
 
   /** Checks every quota every `everyMs` (default 10 s) until `stop`: a period's end lifts throttles within that time. */
   start(everyMs = 10_000): void {
-    this.timer ??= setInterval(() => {
-      this.running ??= this.check()
-        .catch((err: unknown) => this.logger.warn(`traffic quota check failed: ${(err as Error).message}`))
-        .finally(() => (this.running = undefined));
-    }, everyMs);
-    this.timer.unref();
+    this.task.start(everyMs);
   }
 
   /** Stops the timer and waits for a check in progress. */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+    await this.task.stop();
   }
 
   /**
@@ -217,7 +212,9 @@ export class TrafficQuota {
     });
     if (!applied) return undefined;
     if (level !== 'normal')
-      this.logger.warn(`traffic quota of limit ${c.limit.id} (instance ${c.limit.instanceId}) ${level}: ${usedBytes} of ${quotaBytes} bytes${throttled ? ', throttled' : ''}`);
+      this.logger.warn(
+        `traffic quota of limit ${c.limit.id} (instance ${c.limit.instanceId}) ${level}: ${usedBytes} of ${quotaBytes} bytes${throttled ? ', throttled' : ''}`,
+      );
     this.events.publish('trafficQuotaChanged', change);
     return change;
   }

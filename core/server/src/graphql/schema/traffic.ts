@@ -47,7 +47,7 @@ const TrafficPointRef = builder.objectRef<TrafficPoint>('TrafficPoint').implemen
 });
 
 const TrafficQuotaStateEnum = builder.enumType('TrafficQuotaState', {
-  description: "Where a monthly traffic quota stands in its billing period.",
+  description: 'Where a monthly traffic quota stands in its billing period.',
   values: {
     EXCEEDED: { value: 'exceeded', description: '100 % of the quota used: THROTTLE caps the rate until the period ends; NOTIFY only says so.' },
     NORMAL: { value: 'normal', description: 'Below 80 % of the quota.' },
@@ -292,11 +292,12 @@ builder.mutationField('reportTraffic', (t) =>
 );
 
 const TrafficQuotaChangeRef = builder.objectRef<TrafficQuotaChange>('TrafficQuotaChange').implement({
-  description: "A monthly traffic quota changed level: 80 % reached, 100 % reached (THROTTLE: the throttle is put in force), or back to normal (a new billing period or a raised quota; a throttle is lifted).",
+  description:
+    'A monthly traffic quota changed level: 80 % reached, 100 % reached (THROTTLE: the throttle is put in force), or back to normal (a new billing period or a raised quota; a throttle is lifted).',
   fields: (t) => ({
     limitId: t.exposeID('limitId', { description: 'The bandwidth limit (BandwidthLimit.id) holding the quota.' }),
     instanceId: t.exposeID('instanceId', { description: 'Its instance.' }),
-    nicId: t.exposeID('nicId', { nullable: true, description: "The NIC of a per-NIC limit; null: the instance-wide limit." }),
+    nicId: t.exposeID('nicId', { nullable: true, description: 'The NIC of a per-NIC limit; null: the instance-wide limit.' }),
     level: t.field({ type: TrafficQuotaStateEnum, description: 'The level now.', resolve: (c) => c.level }),
     previousLevel: t.field({ type: TrafficQuotaStateEnum, description: 'The level before.', resolve: (c) => c.previousLevel }),
     throttled: t.exposeBoolean('throttled', { description: 'Whether the throttle rate is in force now.' }),
