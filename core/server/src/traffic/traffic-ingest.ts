@@ -63,7 +63,9 @@ interface Item {
 const BOOT_ID = /^[A-Za-z0-9-]{1,64}$/;
 
 function reject(rejected: TrafficRejection[], field: string, value: unknown, message: string): void {
-  rejected.push({ field, value: String(value).slice(0, 200), message: `${field} ${JSON.stringify(value)} ${message}` });
+  // a huge value (a 10 MB epoch) is not echoed back whole
+  const shown = JSON.stringify(value) ?? String(value);
+  rejected.push({ field, value: String(value).slice(0, 200), message: `${field} ${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown} ${message}` });
 }
 
 /** Checks a reading's time and interval (the whole report is refused when they are wrong). */
