@@ -6,7 +6,7 @@
  *   gatehouse serve [--port 4000] [--host 127.0.0.1] [--data-dir .data/pglite] [--database-url URL]
  *                   [--agent-heartbeat-ms 10000] [--agent-offline-after-ms 30000] [--no-sandbox]
  *                   [--web-dir web/dist] [--proxy-http-port 80] [--proxy-https-port 443] [--caddy-admin SOCKET|URL] [--no-proxy] …
- *                   [--ssh-port 2222] [--ssh-host H] [--ssh-host-key FILE] [--no-ssh]
+ *                   [--ssh-port 2222] [--ssh-host H] [--ssh-host-key FILE] [--no-ssh] [--metrics-listen HOST:PORT]
  *   gatehouse agent --controller URL[,URL...] --token T --plugin linux [--host ID] [--plugin-config JSON]
  *   gatehouse renew-certificates --controller URL --token T [--within-days 30]
  *   gatehouse print-schema [--out schema.graphql]
@@ -48,6 +48,10 @@ const USAGE = `usage:
       (GATEHOUSE_GRAPHIQL=on|off overrides). Stops within 5 s of SIGINT/SIGTERM, whatever runs.
       As root, also creates a sandbox host (network namespaces gh-sandbox*, two demo instances)
       with an in-process agent; --no-sandbox (or GATEHOUSE_SANDBOX=off) leaves it out.
+      Prometheus metrics: GET /metrics on the API port with an admin token
+      (Authorization: Bearer <token>); never open there. --metrics-listen HOST:PORT
+      (GATEHOUSE_METRICS_LISTEN) also serves /metrics WITHOUT a token on that address only:
+      use a private address the Prometheus server reaches. Default: no such listener.
   gatehouse agent --controller URL[,URL...] --token T --plugin linux [--host ID] [--plugin-config JSON]
                   [--drift-interval MS] [--stats-interval MS]
       Runs a host agent (token also from GATEHOUSE_AGENT_TOKEN); it reports traffic counters
@@ -96,6 +100,7 @@ async function serve(argv: string[]): Promise<void> {
       'no-sandbox': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_SANDBOX ?? '') },
       graphiql: { type: 'string', default: process.env.GATEHOUSE_GRAPHIQL ?? (graphiqlByDefault() ? 'on' : 'off') },
       'web-dir': { type: 'string', default: process.env.GATEHOUSE_WEB_DIR ?? DEFAULT_WEB_DIR },
+      'metrics-listen': { type: 'string', default: process.env.GATEHOUSE_METRICS_LISTEN },
       ...PROXY_FLAGS,
       ...SSH_FLAGS,
     },
@@ -121,6 +126,7 @@ async function serve(argv: string[]): Promise<void> {
   const proxy = await proxyOptions(values);
   const webAppDir = webAppDirOf(values['web-dir']);
   const ssh = sshOptions(values, resolve(values['data-dir']));
+  const metricsListen = values['metrics-listen'] === undefined ? undefined : hostPort('metrics-listen', values['metrics-listen']);
   const controller = await startController({
     store,
     port,
@@ -131,6 +137,7 @@ async function serve(argv: string[]): Promise<void> {
     ssh,
     graphiql: values.graphiql === 'on',
     webAppDir,
+    metricsListen,
   });
   if (controller.bootstrapSecret) {
     process.stdout.write(
@@ -232,6 +239,14 @@ function sshOptions(values: { [K in keyof typeof SSH_FLAGS]?: string | boolean }
   const port = String(values['ssh-port']) === '0' ? 0 : tcpPort('ssh-port', String(values['ssh-port']));
   const hostKeyPath = values['ssh-host-key'] ? resolve(String(values['ssh-host-key'])) : join(dirname(dataDir), 'ssh', 'ssh_host_ed25519_key');
   return { port, host: String(values['ssh-host'] ?? values.host ?? '127.0.0.1'), hostKeyPath };
+}
+
+/** `HOST:PORT` (`[v6]:PORT` for IPv6; port 0 picks a free one). */
+function hostPort(flag: string, value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw new Error(`--${flag} ${JSON.stringify(value)} must be HOST:PORT (e.g. 10.0.0.5:9464; [::1]:9464 for IPv6)`);
+  return { host: m[1] ?? m[2]!, port };
 }
 
 function tcpPort(flag: string, value: string): number {

@@ -4,7 +4,7 @@
  * and, when configured, the SSH jump server.
  */
 import 'reflect-metadata';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
@@ -38,6 +38,8 @@ import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
 import { ProxyManager, type ProxyManagerOptions } from './proxy/proxy-manager.js';
 import { TrafficHistory } from './traffic/traffic-history.js';
+import { TrafficQuota } from './traffic/traffic-quota.js';
+import { ControllerMetrics, METRICS_PATH } from './traffic/metrics.js';
 import { TrafficLive } from './traffic/traffic-live.js';
 
 export type { Logger } from './support/logger.js';
@@ -62,6 +64,11 @@ export interface ControllerOptions {
   ssh?: JumpServerOptions;
   /** The clock of traffic ingest, rollups and billing periods (default: the system's). */
   clock?: Clock;
+  /**
+   * Also serve `/metrics` without a token on this address (for a Prometheus server on a private
+   * network); on the API port `/metrics` always needs an admin token. Absent: no such listener.
+   */
+  metricsListen?: { host: string; port: number };
 }
 
 /** How the controller drives Caddy. */
@@ -92,6 +99,8 @@ export interface Controller {
   readonly bootstrapPassword?: string;
   /** The SSH jump server, when one was asked for and it listens. */
   readonly ssh?: JumpServer;
+  /** The separate metrics listener's URL (`metricsListen`), when there is one. */
+  readonly metricsUrl?: string;
   close(): Promise<void>;
 }
 
@@ -119,6 +128,8 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerSingleton(TunnelBroker);
   child.registerSingleton(TrafficLive);
   child.registerSingleton(TrafficHistory);
+  child.registerSingleton(TrafficQuota);
+  child.registerSingleton(ControllerMetrics);
   child.resolve(TrafficLive).start();
   return child;
 }
@@ -213,7 +224,11 @@ export function createGatehouseYoga(
           }
         : false,
     logging: false,
-    plugins: [endOnRevocation(revocations), ...((options.graphiql ?? graphiqlByDefault()) ? [] : [introspectionNeedsToken()])],
+    plugins: [
+      endOnRevocation(revocations),
+      container.resolve(ControllerMetrics).yogaPlugin(),
+      ...((options.graphiql ?? graphiqlByDefault()) ? [] : [introspectionNeedsToken()]),
+    ],
     maskedErrors: {
       maskError(error, message) {
         const original = (error as { originalError?: unknown }).originalError;
@@ -285,6 +300,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const container = createContainer(store, { logger, agentPresence: options.agentPresence, clock: options.clock });
   const trafficHistory = container.resolve(TrafficHistory);
   trafficHistory.start();
+  // quotas: checked after each report and every 10 s (a period's end lifts throttles)
+  const trafficQuota = container.resolve(TrafficQuota);
+  trafficQuota.start();
   // an import a stopped controller was writing is all or nothing: its staged rows go
   const leftovers = await container.resolve(PortForwardImportService).removeLeftovers(store.kind);
   if (leftovers > 0) logger.warn(`removed ${leftovers} unfinished port forward import(s) left by a controller that stopped`);
@@ -316,7 +334,23 @@ export async function startController(options: ControllerOptions): Promise<Contr
   const revocations = container.resolve(TokenRevocations);
   const hostAgents = container.resolve(HostAgentService);
   const webApp = options.webAppDir ? createWebAppHandler(options.webAppDir) : undefined;
+  const metrics = container.resolve(ControllerMetrics);
+  metrics.start();
+  const serveMetrics = async (request: IncomingMessage, response: ServerResponse) => {
+    const secret = bearerOf(request.headers.authorization);
+    const actor = secret ? ((await users.authenticate(secret, requestIdOf(request.headers['x-request-id'] as string | undefined))) ?? null) : null;
+    await metrics.serve(actor, response);
+  };
   const httpServer: Server = createServer((request, response) => {
+    metrics.observeHttp(request, response);
+    if (request.method === 'GET' && (request.url ?? '').split('?')[0] === METRICS_PATH) {
+      serveMetrics(request, response).catch((err: unknown) => {
+        logger.error(`/metrics: ${(err as Error).message}`);
+        if (!response.headersSent) response.writeHead(500);
+        response.end();
+      });
+      return;
+    }
     if (webApp && !isApiPath(request.url)) {
       webApp(request, response).catch((err: unknown) => {
         logger.error(`web app: ${request.method} ${request.url}: ${(err as Error).message}`);
@@ -405,9 +439,32 @@ export async function startController(options: ControllerOptions): Promise<Contr
       return undefined;
     });
   }
+  let metricsServer: Server | undefined;
+  let metricsUrl: string | undefined;
+  if (options.metricsListen) {
+    // its own address, no token: for a Prometheus server on a private network; nothing else is served there
+    const server = createServer((request, response) => {
+      if (request.method === 'GET' && (request.url ?? '').split('?')[0] === METRICS_PATH)
+        metrics.serveOpen(response).catch((err: unknown) => {
+          logger.error(`/metrics: ${(err as Error).message}`);
+          if (!response.headersSent) response.writeHead(500);
+          response.end();
+        });
+      else response.writeHead(404, { 'content-type': 'text/plain' }).end(`only ${METRICS_PATH} is served here\n`);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.metricsListen!.port, options.metricsListen!.host, () => resolve());
+    });
+    metricsServer = server;
+    const a = server.address() as AddressInfo;
+    metricsUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}${METRICS_PATH}`;
+    logger.info(`Prometheus metrics without a token on ${metricsUrl}`);
+  }
   let closed = false;
   return {
     url,
+    metricsUrl,
     store,
     container,
     bootstrapSecret: bootstrap?.secret,
@@ -423,6 +480,9 @@ export async function startController(options: ControllerOptions): Promise<Contr
       // ended agent subscriptions mark their agents offline before the store goes away
       await hostAgents.settle();
       await trafficHistory.stop();
+      await trafficQuota.stop();
+      await metrics.stop();
+      if (metricsServer) await new Promise<void>((resolve) => metricsServer!.close(() => resolve()));
       await container.resolve(TrafficLive).stop();
       await proxyManager?.stop();
       await caddy?.stop();

@@ -734,3 +734,24 @@ export const trafficRollups = pgTable('traffic_rollups', {
   /** Minutes before this instant are rolled up. */
   rolledUntil: timestamp('rolled_until', { withTimezone: true, mode: 'date' }).notNull(),
 });
+
+/**
+ * Where each bandwidth limit with a monthly quota stands in its current billing period: the
+ * level reached (80 % warning, 100 % exceeded) and whether its throttle is in the desired state.
+ * Persisted so a restarted controller neither lifts nor re-announces a throttle; a new period
+ * (a different `period_start`) starts again from `normal`.
+ */
+export const trafficQuotaStates = pgTable('traffic_quota_states', {
+  limitId: uuid('limit_id')
+    .primaryKey()
+    .references(() => bandwidthLimits.id, { onDelete: 'cascade' }),
+  instanceId: uuid('instance_id').notNull(),
+  periodStart: timestamp('period_start', { withTimezone: true, mode: 'date' }).notNull(),
+  level: text('level', { enum: ['normal', 'warning', 'exceeded'] }).notNull(),
+  /** The throttle rate is in the host's desired state (THROTTLE and exceeded). */
+  throttled: boolean('throttled').notNull(),
+  /** The period's total (rx + tx) and the quota when the level last changed. */
+  usedBytes: bigint('used_bytes', { mode: 'number' }).notNull(),
+  quotaBytes: bigint('quota_bytes', { mode: 'number' }).notNull(),
+  changedAt: timestamp('changed_at', { withTimezone: true, mode: 'date' }).notNull(),
+});

@@ -21,6 +21,8 @@ export interface HostSnapshot {
   firewallRules: FirewallRule[];
   bandwidth: BandwidthLimit[];
   portForwards: DesiredForwardRow[];
+  /** Limits whose monthly quota is exceeded with THROTTLE this period (traffic_quota_states); absent: none. */
+  throttledLimitIds?: ReadonlySet<string>;
 }
 
 /** The columns of a port forward the document needs (loading all of them costs 5x more at 60,000 rows). */
@@ -41,6 +43,41 @@ function groupBy<T>(rows: readonly T[], key: (row: T) => string | null): Map<str
     else map.set(k, [row]);
   }
   return map;
+}
+
+/**
+ * The throttle rate in force on a limit: its own throttle when its quota is exceeded with THROTTLE,
+ * and the instance-wide limit's throttle on every NIC of the instance when that one is (the
+ * lower of the two when both are); null when none is.
+ */
+function throttleOf(limits: readonly BandwidthLimit[], l: BandwidthLimit, throttled: ReadonlySet<string> | undefined): number | null {
+  if (!throttled || throttled.size === 0) return null;
+  const rates: number[] = [];
+  if (throttled.has(l.id) && l.throttleBps !== null) rates.push(l.throttleBps);
+  const wide = limits.find((x) => x.nicId === null);
+  if (wide && wide !== l && throttled.has(wide.id) && wide.throttleBps !== null) rates.push(wide.throttleBps);
+  return rates.length ? Math.min(...rates) : null;
+}
+
+/** A limit as its document entry: rates in force (a throttle caps both directions), bursts resolved. */
+function desiredBandwidth(l: BandwidthLimit, throttleBps: number | null) {
+  const capped = (bps: number | null) => (throttleBps === null ? bps : Math.min(bps ?? throttleBps, throttleBps));
+  const ingressBps = capped(l.ingressBps);
+  const egressBps = capped(l.egressBps);
+  // a configured burst is kept for the configured rate; a throttled direction gets the automatic one
+  const burst = (bps: number | null, configuredBps: number | null, configured: number | null) =>
+    bps === null ? null : bps === configuredBps && configured !== null ? configured : autoBurstBytes(bps);
+  return {
+    id: l.id,
+    nicId: l.nicId,
+    ingressBps,
+    egressBps,
+    ingressBurstBytes: burst(ingressBps, l.ingressBps, l.ingressBurstBytes),
+    egressBurstBytes: burst(egressBps, l.egressBps, l.egressBurstBytes),
+    monthlyQuotaBytes: l.monthlyQuotaBytes,
+    quotaAction: l.quotaAction,
+    throttleBps: l.throttleBps,
+  };
 }
 
 /** Compiles a host's desired state. */
@@ -96,17 +133,7 @@ export function compileDesiredState(s: HostSnapshot): DesiredState {
         priority: r.priority,
       })),
     },
-    bandwidth: (limitsOf.get(i.id) ?? []).map((l) => ({
-      id: l.id,
-      nicId: l.nicId,
-      ingressBps: l.ingressBps,
-      egressBps: l.egressBps,
-      ingressBurstBytes: l.ingressBps === null ? null : (l.ingressBurstBytes ?? autoBurstBytes(l.ingressBps)),
-      egressBurstBytes: l.egressBps === null ? null : (l.egressBurstBytes ?? autoBurstBytes(l.egressBps)),
-      monthlyQuotaBytes: l.monthlyQuotaBytes,
-      quotaAction: l.quotaAction,
-      throttleBps: l.throttleBps,
-    })),
+    bandwidth: (limitsOf.get(i.id) ?? []).map((l) => desiredBandwidth(l, throttleOf(limitsOf.get(i.id) ?? [], l, s.throttledLimitIds))),
     portForwards: (forwardsOf.get(i.id) ?? []).map((f) => ({
       id: f.id,
       protocol: f.protocol,

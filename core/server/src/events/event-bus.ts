@@ -2,7 +2,7 @@
  * Events the controller publishes after a transaction commits; GraphQL subscriptions read them.
  */
 import { FixedBuffer, Repeater, createPubSub } from 'graphql-yoga';
-import type { AuditEntry, ObjectStatusChange, TrafficRatesMessage } from './event-payloads.js';
+import type { AuditEntry, ObjectStatusChange, TrafficQuotaChange, TrafficRatesMessage } from './event-payloads.js';
 
 /** Topics and their payloads. */
 export interface EventTopics {
@@ -20,6 +20,8 @@ export interface EventTopics {
   webProxyChanged: [WebProxyChange];
   /** A host's live traffic rates for one interval (not stored: counted totals are in the database). */
   trafficRates: [TrafficRatesMessage];
+  /** A monthly traffic quota changed level (committed, with its audit entry). */
+  trafficQuotaChanged: [TrafficQuotaChange];
 }
 
 /**

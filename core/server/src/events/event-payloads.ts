@@ -53,3 +53,28 @@ export interface TrafficRatesMessage {
   host: { rxBps: number; txBps: number };
   instances: InstanceTrafficRates[];
 }
+
+/**
+ * A bandwidth limit's monthly quota changed level in a billing period: 80 % reached (warning),
+ * 100 % reached (exceeded; THROTTLE puts its throttle into the desired state), or a new period
+ * (or a raised quota) brought it back to normal. Times are ms since the epoch.
+ */
+export interface TrafficQuotaChange {
+  limitId: string;
+  instanceId: string;
+  /** The NIC of a per-NIC limit; null: the instance-wide limit. */
+  nicId: string | null;
+  ownerId: string;
+  hostId: string;
+  periodStart: number;
+  periodEnd: number;
+  level: 'normal' | 'warning' | 'exceeded';
+  previousLevel: 'normal' | 'warning' | 'exceeded';
+  action: 'throttle' | 'notify';
+  /** The throttle is in the desired state now. */
+  throttled: boolean;
+  throttleBps: number | null;
+  usedBytes: number;
+  quotaBytes: number;
+  at: number;
+}

@@ -26,6 +26,7 @@ import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 import { TrafficHistory } from '../traffic/traffic-history.js';
+import { TrafficQuota } from '../traffic/traffic-quota.js';
 import { TrafficIngest } from '../traffic/traffic-ingest.js';
 import { TrafficLive } from '../traffic/traffic-live.js';
 
@@ -53,6 +54,7 @@ export interface Services {
   trafficIngest: TrafficIngest;
   /** Stored traffic: history curves and billing periods. */
   trafficHistory: TrafficHistory;
+  trafficQuota: TrafficQuota;
   /** Live rates. */
   trafficLive: TrafficLive;
   /** The reverse proxy manager; absent when this controller drives no Caddy. */
@@ -100,6 +102,7 @@ export function resolveServices(container: DependencyContainer): Services {
     tunnels: container.resolve(TunnelBroker),
     trafficIngest: container.resolve(TrafficIngest),
     trafficHistory: container.resolve(TrafficHistory),
+    trafficQuota: container.resolve(TrafficQuota),
     trafficLive: container.resolve(TrafficLive),
     proxyManager: container.isRegistered(ProxyManagerToken) ? container.resolve(ProxyManagerToken) : undefined,
   };

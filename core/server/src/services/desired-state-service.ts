@@ -10,7 +10,18 @@ import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { bandwidthLimits, firewallRules, forwardIsVisible, hosts, instances, ipAllocations, ipPools, nics, portForwards } from '../db/schema.js';
+import {
+  bandwidthLimits,
+  firewallRules,
+  forwardIsVisible,
+  hosts,
+  instances,
+  ipAllocations,
+  ipPools,
+  nics,
+  portForwards,
+  trafficQuotaStates,
+} from '../db/schema.js';
 import { compileDesiredState } from '../desired-state/compile.js';
 import { ForbiddenError, NotFoundError } from '../support/errors.js';
 import type { EventBus } from '../events/event-bus.js';
@@ -93,8 +104,7 @@ export class DesiredStateService {
         if (value !== undefined) await push(value);
       });
       // the database restarting is no reason to end the stream: read again once it may be back
-      const read = (): void =>
-        void reads.run().catch((err: unknown) => (isStoreUnavailable(err) ? setTimeout(read, UNAVAILABLE_RETRY_MS).unref() : stop(err)));
+      const read = (): void => void reads.run().catch((err: unknown) => (isStoreUnavailable(err) ? setTimeout(read, UNAVAILABLE_RETRY_MS).unref() : stop(err)));
       read();
       void (async () => {
         for (;;) {
@@ -155,6 +165,16 @@ export class DesiredStateService {
       pools: poolIds.length ? await tx.select().from(ipPools).where(inArray(ipPools.id, poolIds)) : [],
       firewallRules: instanceIds.length ? await tx.select().from(firewallRules).where(inArray(firewallRules.instanceId, instanceIds)) : [],
       bandwidth: instanceIds.length ? await tx.select().from(bandwidthLimits).where(inArray(bandwidthLimits.instanceId, instanceIds)) : [],
+      throttledLimitIds: new Set(
+        instanceIds.length
+          ? (
+              await tx
+                .select({ id: trafficQuotaStates.limitId })
+                .from(trafficQuotaStates)
+                .where(and(inArray(trafficQuotaStates.instanceId, instanceIds), eq(trafficQuotaStates.throttled, true)))
+            ).map((r) => r.id)
+          : [],
+      ),
       // only the columns the document needs: all of them cost 5x more at 60,000 rows
       portForwards: await tx
         .select({

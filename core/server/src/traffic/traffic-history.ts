@@ -12,6 +12,7 @@ import { bandwidthLimits, instances, nics, portForwards, trafficPeriods, traffic
 import { ClockToken, DatabaseToken, LoggerToken, type Clock } from '../di/tokens.js';
 import type { Logger } from '../support/logger.js';
 import { P95_SAMPLE_MS, billingPeriod, percentile95Bps } from './billing-period.js';
+import { PeriodicTask } from './periodic-task.js';
 
 /** Whose traffic: an instance (the sum of its NICs), one NIC, one port forward, or a host (the sum of its NICs). */
 export interface TrafficSubject {
@@ -49,6 +50,8 @@ export interface TrafficPeriodTotals {
   quotaBytes: number | null;
   /** Now, or the period's end when it is over. */
   asOf: Date;
+  /** The bandwidth limit whose quota applies, for the current period only (its standing is read from TrafficQuota). */
+  quotaLimitId: string | null;
 }
 
 /** How long each resolution is kept. */
@@ -86,30 +89,24 @@ function subjectFilter(subject: TrafficSubject): SQL {
 /** Rollups, pruning and reads of stored traffic. */
 @injectable()
 export class TrafficHistory {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly task: PeriodicTask;
 
   constructor(
     @inject(DatabaseToken) private readonly db: Database,
-    @inject(LoggerToken) private readonly logger: Logger,
+    @inject(LoggerToken) logger: Logger,
     @inject(ClockToken) private readonly clock: Clock,
-  ) {}
+  ) {
+    this.task = new PeriodicTask('traffic rollup', () => this.maintain(), logger);
+  }
 
   /** Rolls up and prunes every `everyMs` (default a minute) until `stop`. */
   start(everyMs = 60_000): void {
-    this.timer ??= setInterval(() => {
-      this.running ??= this.maintain()
-        .catch((err: unknown) => this.logger.warn(`traffic rollup failed: ${(err as Error).message}`))
-        .finally(() => (this.running = undefined));
-    }, everyMs);
-    this.timer.unref();
+    this.task.start(everyMs);
   }
 
   /** Stops the timer and waits for a rollup in progress. */
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+    await this.task.stop();
   }
 
   /** One round: rolls up the finished minutes, then prunes what is past its retention. */
@@ -222,12 +219,12 @@ export class TrafficHistory {
   }
 
   /** The monthly quota that applies: an instance's instance-wide limit, a NIC's own limit; none for forwards and hosts. */
-  private async quota(subject: TrafficSubject): Promise<number | null> {
+  private async quota(subject: TrafficSubject): Promise<{ id: string; quota: number | null } | null> {
     if (subject.kind !== 'instance' && subject.kind !== 'nic') return null;
     const where =
       subject.kind === 'instance' ? and(eq(bandwidthLimits.instanceId, subject.id), isNull(bandwidthLimits.nicId)) : eq(bandwidthLimits.nicId, subject.id);
-    const [limit] = await this.db.select({ quota: bandwidthLimits.monthlyQuotaBytes }).from(bandwidthLimits).where(where);
-    return limit?.quota ?? null;
+    const [limit] = await this.db.select({ id: bandwidthLimits.id, quota: bandwidthLimits.monthlyQuotaBytes }).from(bandwidthLimits).where(where);
+    return limit ?? null;
   }
 
   /** Totals, 95th percentiles and quota of the billing period `offset` periods before the current one. */
@@ -246,6 +243,7 @@ export class TrafficHistory {
     const samples = Math.max(0, Math.ceil((asOf.getTime() - start.getTime()) / P95_SAMPLE_MS));
     const slots = await this.slots(subject, 'five_minute', P95_SAMPLE_MS / 1000, start, end);
     const values = [...slots.values()];
+    const limit = await this.quota(subject);
     return {
       start,
       end,
@@ -259,7 +257,8 @@ export class TrafficHistory {
         values.map((v) => v[1]),
         samples,
       ),
-      quotaBytes: await this.quota(subject),
+      quotaBytes: limit?.quota ?? null,
+      quotaLimitId: offset === 0 && limit?.quota != null ? limit.id : null,
       asOf,
     };
   }

@@ -30,6 +30,7 @@ import { isId } from '../support/ids.js';
 import type { Logger } from '../support/logger.js';
 import { validId } from '../support/validate.js';
 import { billingPeriod } from './billing-period.js';
+import { TrafficQuota } from './traffic-quota.js';
 import { DEFAULT_TRAFFIC_CAP_BPS, counterDelta, type CounterReading, type CounterValues, type DeltaOutcome } from './counter-delta.js';
 
 /** How far ahead of the controller's clock a reading may be (clocks differ a little). */
@@ -62,7 +63,9 @@ interface Item {
 const BOOT_ID = /^[A-Za-z0-9-]{1,64}$/;
 
 function reject(rejected: TrafficRejection[], field: string, value: unknown, message: string): void {
-  rejected.push({ field, value: String(value).slice(0, 200), message: `${field} ${JSON.stringify(value)} ${message}` });
+  // a huge value (a 10 MB epoch) is not echoed back whole
+  const shown = JSON.stringify(value) ?? String(value);
+  rejected.push({ field, value: String(value).slice(0, 200), message: `${field} ${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown} ${message}` });
 }
 
 /** Checks a reading's time and interval (the whole report is refused when they are wrong). */
@@ -96,6 +99,7 @@ export class TrafficIngest {
     @inject(EventBusToken) private readonly events: EventBus,
     @inject(LoggerToken) private readonly logger: Logger,
     @inject(ClockToken) private readonly clock: Clock,
+    @inject(TrafficQuota) private readonly quota: TrafficQuota,
   ) {}
 
   /** Counts one report of a host's agent (its AGENT token or an admin). */
@@ -286,6 +290,9 @@ export class TrafficIngest {
           .onConflictDoUpdate({ target: [trafficPeriods.objectType, trafficPeriods.objectId, trafficPeriods.periodStart], set: addUp(trafficPeriods) });
     });
     if (rates.size > 0) this.publish(hostId, nicTime.at, nicTime.intervalMs, rates);
+    // the report is counted whatever the quota check says; a failed check is retried by the next report or the timer
+    const counted = [...new Set([...rates.values()].map((r) => r.item.instanceId))];
+    await this.quota.check(counted).catch((err: unknown) => this.logger.warn(`traffic quota check of host ${hostId} failed: ${(err as Error).message}`));
     return { counted: items.length, rejected, outcomes };
   }
 

@@ -8,6 +8,7 @@ import { ForbiddenError, NotFoundError, ValidationError } from '../../support/er
 import { type TrafficPeriodTotals, type TrafficPoint, type TrafficSubject } from '../../traffic/traffic-history.js';
 import type { LiveRate, TrafficUpdate } from '../../traffic/traffic-live.js';
 import type { TrafficReportResult } from '../../traffic/traffic-ingest.js';
+import type { TrafficQuotaChange } from '../../events/event-payloads.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { HostRef } from './hosts.js';
@@ -45,6 +46,15 @@ const TrafficPointRef = builder.objectRef<TrafficPoint>('TrafficPoint').implemen
   }),
 });
 
+const TrafficQuotaStateEnum = builder.enumType('TrafficQuotaState', {
+  description: 'Where a monthly traffic quota stands in its billing period.',
+  values: {
+    EXCEEDED: { value: 'exceeded', description: '100 % of the quota used: THROTTLE caps the rate until the period ends; NOTIFY only says so.' },
+    NORMAL: { value: 'normal', description: 'Below 80 % of the quota.' },
+    WARNING: { value: 'warning', description: '80 % of the quota used.' },
+  } as const,
+});
+
 const TrafficPeriodRef = builder.objectRef<TrafficPeriodTotals>('TrafficPeriod').implement({
   description: 'Traffic of one billing period of the owner (calendar months unless the user has a billing day; hosts: calendar months), UTC.',
   fields: (t) => ({
@@ -71,6 +81,17 @@ const TrafficPeriodRef = builder.objectRef<TrafficPeriodTotals>('TrafficPeriod')
       nullable: true,
       description: 'The share used: totalBytes / quotaBytes (1 = the whole quota used; above 1 when exceeded); null without a quota.',
       resolve: (p) => (p.quotaBytes ? (p.rxBytes + p.txBytes) / p.quotaBytes : null),
+    }),
+    quotaState: t.field({
+      type: TrafficQuotaStateEnum,
+      nullable: true,
+      description:
+        'Where the quota stands in the current period: NORMAL, WARNING (80 % used) or EXCEEDED (100 %; THROTTLE then caps the rate). Null without a quota and for earlier periods.',
+      resolve: async (p, _a, ctx) => (p.quotaLimitId ? (await ctx.services.trafficQuota.standing(p.quotaLimitId)).level : null),
+    }),
+    throttled: t.boolean({
+      description: "Whether the quota's throttle rate is in force now (THROTTLE and exceeded in the current period); lifted when the next period starts.",
+      resolve: async (p, _a, ctx) => (p.quotaLimitId ? (await ctx.services.trafficQuota.standing(p.quotaLimitId)).throttled : false),
     }),
     projectedTotalBytes: t.float({
       description: 'The total extrapolated linearly to the end of the period at the average rate so far, bytes (equals totalBytes for a finished period).',
@@ -267,5 +288,43 @@ builder.mutationField('reportTraffic', (t) =>
     args: { input: t.arg({ type: ReportTrafficInput, required: true, description: 'The report.' }) },
     errors: resultOf('ReportTraffic', 'outcome', [ValidationError, ForbiddenError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.trafficIngest.report(requireActor(ctx, { allowAgent: true }), input as unknown as ReportTrafficWire),
+  }),
+);
+
+const TrafficQuotaChangeRef = builder.objectRef<TrafficQuotaChange>('TrafficQuotaChange').implement({
+  description:
+    'A monthly traffic quota changed level: 80 % reached, 100 % reached (THROTTLE: the throttle is put in force), or back to normal (a new billing period or a raised quota; a throttle is lifted).',
+  fields: (t) => ({
+    limitId: t.exposeID('limitId', { description: 'The bandwidth limit (BandwidthLimit.id) holding the quota.' }),
+    instanceId: t.exposeID('instanceId', { description: 'Its instance.' }),
+    nicId: t.exposeID('nicId', { nullable: true, description: 'The NIC of a per-NIC limit; null: the instance-wide limit.' }),
+    level: t.field({ type: TrafficQuotaStateEnum, description: 'The level now.', resolve: (c) => c.level }),
+    previousLevel: t.field({ type: TrafficQuotaStateEnum, description: 'The level before.', resolve: (c) => c.previousLevel }),
+    throttled: t.exposeBoolean('throttled', { description: 'Whether the throttle rate is in force now.' }),
+    throttleMbps: t.float({
+      nullable: true,
+      description: 'The rate in force while throttled, Mbit/s (both directions, every NIC the limit covers); null when not throttled.',
+      resolve: (c) => (c.throttleBps === null ? null : c.throttleBps / 1e6),
+    }),
+    usedBytes: t.exposeFloat('usedBytes', { description: 'The billing-period total (rx + tx) when the level changed, bytes.' }),
+    quotaBytes: t.exposeFloat('quotaBytes', { description: 'The quota, bytes (0: the quota was removed).' }),
+    periodStart: t.field({ type: 'DateTime', description: 'Start of the billing period.', resolve: (c) => new Date(c.periodStart) }),
+    periodEnd: t.field({ type: 'DateTime', description: 'End of the billing period (when a throttle is lifted).', resolve: (c) => new Date(c.periodEnd) }),
+    at: t.field({ type: 'DateTime', description: 'When the change was made.', resolve: (c) => new Date(c.at) }),
+  }),
+});
+
+builder.subscriptionField('trafficQuotaChanged', (t) =>
+  t.field({
+    type: TrafficQuotaChangeRef,
+    description: 'Monthly traffic quota changes of your own instances (admins: all), as they happen. Ids of instances you may not see give nothing.',
+    args: { instanceIds: t.arg.idList({ description: 'Only these instances (at most 1000); absent: all you may see.' }) },
+    subscribe: (_r, args, ctx) => {
+      const actor = requireActor(ctx);
+      const ids = args.instanceIds?.map(String) ?? null;
+      if (ids && ids.length > 1000) throw new ValidationError('instanceIds', `${ids.length} ids`, 'holds more than 1000 ids');
+      return ctx.services.trafficQuota.watch(actor, ids);
+    },
+    resolve: (change) => change,
   }),
 );
