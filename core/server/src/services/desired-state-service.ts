@@ -167,6 +167,7 @@ export class DesiredStateService {
           targetAddress: portForwards.targetAddress,
           targetPortStart: portForwards.targetPortStart,
           sourceCidrs: portForwards.sourceCidrs,
+          rateLimit: portForwards.rateLimit,
           protoLo: portForwards.protoLo,
         })
         .from(portForwards)
