@@ -76,6 +76,8 @@ export function observeListing(listing: readonly Obj[]): { forwards: ObservedFor
   // source allow-lists: address . protocol . port range → allowed prefixes
   const sources: { address: string; protocol: string; ports: PortRange; cidrs: string[] }[] = [];
   for (const expr of chains.get('fwd_sources') ?? []) {
+    // rate limit rules (a limit, alone or in a set update) say nothing about who may connect
+    if (expr.some((statement) => 'limit' in statement || 'set' in statement)) continue;
     let address: string | undefined;
     let protocol: string | undefined;
     let ports: PortRange | undefined;

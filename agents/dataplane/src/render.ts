@@ -83,6 +83,7 @@ function elementsOf(forwards: readonly DesiredPortForward[], publicAddresses: re
 
 /** Whether two versions of a forward (same id) have the same elements: the fields `elementsOf` reads. */
 function sameForwardElements(a: DesiredPortForward, b: DesiredPortForward): boolean {
+  // (rate limits are rules of fwd_sources, part of the frame: they do not change elements)
   return (
     a.protocol === b.protocol &&
     a.hostAddress === b.hostAddress &&
@@ -225,30 +226,120 @@ function forwardSourceRules(state: DesiredState): NftCommand[] {
     for (const f of instance.portForwards) {
       if (f.sourceCidrs.length === 0) continue;
       const v6 = f.targetAddress.includes(':');
-      const protocol = v6 ? 'ip6' : 'ip';
-      const hostAddresses = f.hostAddress ? [f.hostAddress] : state.publicAddresses.filter((a) => a.includes(':') === v6);
       const allowed = f.sourceCidrs
         .filter((c) => c.includes(':') === v6)
         .map((c) => {
           const [addr, len] = c.split('/');
           return { prefix: { addr, len: Number(len) } };
         });
-      for (const address of hostAddresses) {
-        for (const l4 of f.protocol === 'both' ? ['tcp', 'udp'] : [f.protocol]) {
-          const expr: NftCommand[] = [
-            { match: { op: '==', left: { payload: { protocol, field: 'daddr' } }, right: address } },
-            { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: l4 } },
-            { match: { op: '==', left: { payload: { protocol: 'th', field: 'dport' } }, right: { range: [f.hostPorts.start, f.hostPorts.end] } } },
-          ];
-          // no prefix of this family in the list: nobody of this family may connect
-          if (allowed.length > 0) expr.push({ match: { op: '!=', left: { payload: { protocol, field: 'saddr' } }, right: { set: allowed } } });
-          expr.push({ drop: null });
-          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr } } });
+      for (const { protocol, match } of forwardMatches(state, f)) {
+        const expr = [...match];
+        // no prefix of this family in the list: nobody of this family may connect
+        if (allowed.length > 0) expr.push({ match: { op: '!=', left: { payload: { protocol, field: 'saddr' } }, right: { set: allowed } } });
+        expr.push({ drop: null });
+        commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr } } });
+      }
+    }
+  }
+  return [...commands, ...rateLimitRules(state)];
+}
+
+/** The dynamic sets holding per-source rate limit buckets, keyed on source . host address . protocol . port. */
+export const RATE_LIMIT_SET = { 4: 'fwd4_rl', 6: 'fwd6_rl' } as const;
+// a source's bucket is forgotten a minute after its last new connection
+const RATE_LIMIT_TIMEOUT_S = 60;
+const RATE_LIMIT_SET_SIZE = 65_536;
+
+/** The key of the per-source buckets: a packet's source . destination . protocol . port. */
+function rateLimitKey(family: 4 | 6) {
+  const protocol = family === 6 ? 'ip6' : 'ip';
+  return {
+    concat: [
+      { payload: { protocol, field: 'saddr' } },
+      { payload: { protocol, field: 'daddr' } },
+      { meta: { key: 'l4proto' } },
+      { payload: { protocol: 'th', field: 'dport' } },
+    ],
+  };
+}
+
+/**
+ * The per-source bucket sets, always there (so a forward's first limit is a rule change, not a
+ * table replace), and `fwd_rl_anchor`, a chain no hook or jump reaches whose rules update them:
+ * the kernel lets rules add elements only to a set created as dynamic, nft 1.0.6's JSON cannot say
+ * "dynamic", and nft marks a set so when a rule updating it is in the transaction that creates it.
+ */
+function rateLimitSets(): NftCommand[] {
+  const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'fwd_rl_anchor' } } }];
+  for (const family of [4, 6] as const) {
+    const addr = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
+    const name = RATE_LIMIT_SET[family];
+    commands.push(
+      {
+        add: {
+          set: {
+            ...TABLE,
+            name,
+            type: [addr, addr, 'inet_proto', 'inet_service'],
+            flags: ['timeout'],
+            timeout: RATE_LIMIT_TIMEOUT_S,
+            size: RATE_LIMIT_SET_SIZE,
+          },
+        },
+      },
+      { add: { rule: { ...TABLE, chain: 'fwd_rl_anchor', expr: [{ set: { op: 'update', elem: rateLimitKey(family), set: `@${name}` } }] } } },
+    );
+  }
+  return commands;
+}
+
+/**
+ * New-connection rate limits, after the allow-lists in `fwd_sources`: per forward with a limit,
+ * host address and protocol, a rule per source (a token bucket per source in the dynamic set
+ * `fwd4_rl`/`fwd6_rl`, keyed on source . host address . protocol . port) and a rule for all sources
+ * together (an anonymous limit); a new connection over either is counted (the rule's counter) and
+ * dropped or refused. Established connections do not pass them (`ct state new`).
+ */
+function rateLimitRules(state: DesiredState): NftCommand[] {
+  const commands: NftCommand[] = [];
+  for (const instance of state.instances) {
+    for (const f of instance.portForwards) {
+      const limit = f.rateLimit;
+      if (!limit || (limit.perSource === null && limit.total === null)) continue;
+      const family = f.targetAddress.includes(':') ? 6 : 4;
+      for (const { l4, match: forwarded } of forwardMatches(state, f)) {
+        const match = [...forwarded, { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }];
+        const over = (rate: number) => ({ limit: { rate, burst: limit.burst, per: 'second', inv: true } });
+        const verdict = limit.action === 'drop' ? { drop: null } : l4 === 'tcp' ? TCP_RESET : VERDICT.reject;
+        if (limit.perSource !== null) {
+          const bucket = { set: { op: 'update', elem: rateLimitKey(family), set: `@${RATE_LIMIT_SET[family]}`, stmt: [over(limit.perSource)] } };
+          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, bucket, { counter: null }, verdict] } } });
+        }
+        if (limit.total !== null) {
+          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, over(limit.total), { counter: null }, verdict] } } });
         }
       }
     }
   }
   return commands;
+}
+
+/** Per host address and protocol of a forward: the matches of its packets (destination address, protocol, host ports). */
+function forwardMatches(state: DesiredState, f: DesiredPortForward): { protocol: 'ip' | 'ip6'; l4: string; match: NftCommand[] }[] {
+  const v6 = f.targetAddress.includes(':');
+  const protocol = v6 ? 'ip6' : 'ip';
+  const hostAddresses = f.hostAddress ? [f.hostAddress] : state.publicAddresses.filter((a) => a.includes(':') === v6);
+  return hostAddresses.flatMap((address) =>
+    (f.protocol === 'both' ? ['tcp', 'udp'] : [f.protocol]).map((l4) => ({
+      protocol,
+      l4,
+      match: [
+        { match: { op: '==', left: { payload: { protocol, field: 'daddr' } }, right: address } },
+        { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: l4 } },
+        { match: { op: '==', left: { payload: { protocol: 'th', field: 'dport' } }, right: { range: [f.hostPorts.start, f.hostPorts.end] } } },
+      ],
+    })),
+  );
 }
 
 /** The address families some forward targets. */
@@ -451,6 +542,7 @@ export function renderRuleset(state: DesiredState, options: RenderOptions = {}):
   return [
     ...forwardMaps(4, withElements ? forwardElements(state, 4) : []),
     ...forwardMaps(6, withElements ? forwardElements(state, 6) : []),
+    ...rateLimitSets(),
     // every new connection to the host passes the DNAT chain: none without forwards
     ...(forwardFamilies(state).size > 0
       ? [{ add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } }, dnatRule(4), dnatRule(6)]

@@ -5,7 +5,7 @@
  * take one to the other.
  */
 import type { NftCommand } from './nft.js';
-import { TABLE } from './render.js';
+import { RATE_LIMIT_SET, TABLE } from './render.js';
 
 /** A table's content, comparable across render and listing. */
 export interface TableContent {
@@ -79,18 +79,24 @@ export function contentOfCommands(commands: readonly NftCommand[]): TableContent
   return content;
 }
 
-/** Splits what `nft -j list table` returned (see `listTable`). Rules keep nft's own spelling. */
+// a rule's anonymous counter is listed with its values, rendered without: compare them without
+const withoutCounterValues = (key: string, value: unknown) =>
+  key === 'counter' && value !== null && typeof value === 'object' && 'packets' in value ? null : value;
+
+/** Splits what `nft -j list table` returned (see `listTable`). Rules keep nft's own spelling, anonymous counters lose their values. */
 export function contentOfListing(listing: readonly Record<string, unknown>[]): TableContent {
   const content = emptyContent();
   for (const object of listing) {
     const [kind, body] = Object.entries(object)[0] as [string, Record<string, unknown>];
     if (kind === 'rule') {
       const chain = body.chain as string;
-      content.rules.set(chain, [...(content.rules.get(chain) ?? []), JSON.stringify(body.expr)]);
+      content.rules.set(chain, [...(content.rules.get(chain) ?? []), JSON.stringify(body.expr, withoutCounterValues)]);
     } else if ((DEF_KINDS as readonly string[]).includes(kind)) {
       content.defs.set(`${kind}:${body.name as string}`, pick(body, DEF_FIELDS[kind as DefKind]));
       if (kind === 'chain' && !content.rules.has(body.name as string)) content.rules.set(body.name as string, []);
-      if (kind === 'map' || kind === 'set') addElements(content, body.name as string, (body.elem as unknown[] | undefined) ?? []);
+      // the per-source rate limit buckets are the packet path's state, not Gatehouse's content
+      const runtime = (Object.values(RATE_LIMIT_SET) as string[]).includes(body.name as string);
+      if (kind === 'map' || kind === 'set') addElements(content, body.name as string, runtime ? [] : ((body.elem as unknown[] | undefined) ?? []));
     }
   }
   return content;

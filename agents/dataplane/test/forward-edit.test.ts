@@ -6,9 +6,9 @@
  * answers. Checked on the commands and with real traffic: clients connecting in a loop through
  * the forward while it is edited over and over get no refused connection and no timeout.
  */
-import type { DesiredState } from '@gatehouse/sdk';
 import { NetnsLab, eventually, labAvailable, tcpConnectLoop, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FORWARD, oneForwardState as state, type Forward } from './support/one-forward.js';
 import { Dataplane, incrementalChange } from '../src/dataplane.js';
 import { renderRuleset } from '../src/render.js';
 import { contentOfCommands } from '../src/table.js';
@@ -16,52 +16,11 @@ import { contentOfCommands } from '../src/table.js';
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
 
-type Forward = DesiredState['instances'][number]['portForwards'][number];
-
-const FORWARD: Forward = {
-  id: 'e1000000-0000-4000-8000-000000000001',
-  protocol: 'tcp',
-  hostAddress: null,
-  hostPorts: { start: 10022, end: 10022 },
-  targetAddress: '10.0.0.5',
-  targetPorts: { start: 2222, end: 2222 },
-  sourceCidrs: [],
-};
-
-function state(revision: number, forward: Forward): DesiredState {
-  return {
-    apiVersion: 1,
-    hostId: 'h',
-    hostName: 'lab',
-    revision,
-    publicAddresses: ['198.51.100.1'],
-    instances: [
-      {
-        id: 'e0000000-0000-4000-8000-000000000005',
-        name: 'vm',
-        externalId: null,
-        nics: [
-          {
-            id: 'e0000000-0000-4000-8000-00000000000f',
-            name: 'eth0',
-            mac: '02:00:00:00:00:05',
-            network: 'br',
-            addresses: [{ address: '10.0.0.5', prefixLength: 24, delegated: false, gateway: '10.0.0.1', dns: [] }],
-          },
-        ],
-        firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
-        bandwidth: [],
-        portForwards: [forward],
-      },
-    ],
-  };
-}
-
 /** The commands an incremental apply sends to take the table from one version of the forward to another. */
 function editCommands(from: Forward, to: Forward): Record<string, any>[] {
   const before = state(1, from);
   const after = state(2, to);
-  const frame = (s: DesiredState) => contentOfCommands(renderRuleset(s, { forwardElements: false }));
+  const frame = (s: ReturnType<typeof state>) => contentOfCommands(renderRuleset(s, { forwardElements: false }));
   return incrementalChange({ state: before, content: frame(before) }, after, frame(after))!;
 }
 

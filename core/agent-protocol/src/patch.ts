@@ -63,7 +63,8 @@ function sameForward(a: DesiredPortForward, b: DesiredPortForward): boolean {
     a.targetAddress === b.targetAddress &&
     a.targetPorts.start === b.targetPorts.start &&
     a.targetPorts.end === b.targetPorts.end &&
-    sameList(a.sourceCidrs, b.sourceCidrs, (x, y) => x === y)
+    sameList(a.sourceCidrs, b.sourceCidrs, (x, y) => x === y) &&
+    JSON.stringify(a.rateLimit ?? null) === JSON.stringify(b.rateLimit ?? null)
   );
 }
 

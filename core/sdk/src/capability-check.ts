@@ -4,7 +4,7 @@
  * document to its driver (an object the driver cannot apply is reported failed, never dropped
  * silently). Each check returns the first capability the object needs and the driver lacks.
  */
-import type { DesiredPortForward, DesiredState, FirewallAction, PortRange } from './desired-state.js';
+import type { DesiredPortForward, DesiredRateLimit, DesiredState, FirewallAction, PortRange } from './desired-state.js';
 import type { DriverCapabilities, ObjectResult } from './driver.js';
 
 /** A capability an object needs and the driver does not declare. */
@@ -29,6 +29,8 @@ export interface ForwardNeeds {
   hostPorts: PortRange | null;
   targetPorts: PortRange;
   sourceCidrs: readonly string[];
+  /** Its new-connection rate limits, if any. */
+  rateLimit?: DesiredRateLimit | null;
 }
 
 /** What a firewall rule asks of a driver. */
@@ -71,6 +73,7 @@ export function checkPortForward(caps: DriverCapabilities, f: ForwardNeeds): Cap
   }
   if (f.sourceCidrs.length > 0 && !pf.sourceAllowLists)
     return violation('portForwards.sourceAllowLists', 'source allow-lists', 'sourceCidrs', f.sourceCidrs.join(','));
+  if (f.rateLimit && !pf.rateLimits) return violation('portForwards.rateLimits', 'connection rate limits', 'rateLimit', f.rateLimit);
   return undefined;
 }
 

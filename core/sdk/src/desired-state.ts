@@ -110,4 +110,21 @@ export interface DesiredPortForward {
   targetPorts: PortRange;
   /** Empty: any source. */
   sourceCidrs: string[];
+  /** New-connection rate limits; absent or null: none (a driver without `portForwards.rateLimits` cannot apply one). */
+  rateLimit?: DesiredRateLimit | null;
+}
+
+/**
+ * New-connection rate limits of a forward (DDoS hardening): new connections beyond the rate, after
+ * a burst, are dropped or rejected. Established connections are never limited.
+ */
+export interface DesiredRateLimit {
+  /** New connections per second from one source address; null: no per-source limit. */
+  perSource: number | null;
+  /** New connections per second from all sources together (per host address and protocol); null: no overall limit. */
+  total: number | null;
+  /** New connections allowed at once above the rate (the bucket's depth), 0 or more. */
+  burst: number;
+  /** What an excess connection gets: silently dropped, or refused (TCP reset, ICMP port unreachable). */
+  action: 'drop' | 'reject';
 }

@@ -40,6 +40,8 @@ export interface DriverCapabilities {
     portRanges: boolean;
     ipv6: boolean;
     sourceAllowLists: boolean;
+    /** Whether a forward may carry new-connection rate limits (`DesiredPortForward.rateLimit`); absent: no. */
+    rateLimits?: boolean;
   };
   firewall: null | {
     implementation: Implementation;

@@ -106,6 +106,11 @@ const forward = object(
     targetAddress: ip,
     targetPorts: range,
     sourceCidrs: list(cidr, 256),
+    rateLimit: optional(
+      nullable(
+        object({ perSource: nullable(int(1, 1_000_000)), total: nullable(int(1, 1_000_000)), burst: int(0, 1_000_000), action: oneOf('drop', 'reject') }),
+      ),
+    ),
   },
   (o, p) => {
     const host = o.hostPorts as { start: number; end: number };

@@ -17,7 +17,7 @@ import {
 } from '../src/index.js';
 
 const ALL: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true },
+  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true },
   firewall: {
     implementation: 'dataplane',
     directions: ['inbound', 'outbound'],
@@ -50,6 +50,7 @@ const limit = { ingressBps: 1e6, egressBps: 1e6, ingressBurstBytes: null, egress
 describe('capability checks', () => {
   it('pass everything on a driver that has it all', () => {
     expect(checkPortForward(ALL, { ...forward, protocol: 'both', ipv6: true, targetPorts: { start: 1, end: 9 }, sourceCidrs: ['10.0.0.0/8'] })).toBeUndefined();
+    expect(checkPortForward(ALL, { ...forward, rateLimit: { perSource: 50, total: null, burst: 5, action: 'drop' } })).toBeUndefined();
     expect(checkFirewallRule(ALL, { ...rule, protocol: 'icmp', sourceCidr: '2001:db8::/32' })).toBeUndefined();
     expect(checkFirewallPolicy(ALL, 'outbound', 'reject')).toBeUndefined();
     expect(checkBandwidth(ALL, { ...limit, ingressBurstBytes: 10_000 })).toBeUndefined();
@@ -89,6 +90,15 @@ describe('capability checks', () => {
         { ...forward, sourceCidrs: ['10.0.0.0/8'] },
       ),
       'sourceCidrs',
+    ],
+    [
+      // a driver that does not declare the key (older plugins) has no rate limits
+      'portForwards.rateLimits',
+      checkPortForward(
+        narrow((c) => delete c.portForwards!.rateLimits),
+        { ...forward, rateLimit: { perSource: null, total: 100, burst: 10, action: 'reject' } },
+      ),
+      'rateLimit',
     ],
     ['firewall', checkFirewallRule(NONE, rule), 'direction'],
     [

@@ -106,14 +106,86 @@ describe.each(backends)('editing port forwards on $name', (backend) => {
     await update(ctx.api.admin, { portForwardId: f.id, hostPort: '20081', targetPort: '8080', sourceCidrs: ['198.51.100.0/24'], note: 'web, edited' });
     const csv = (await ctx.api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).data!.exportPortForwards as string;
     const [header, ...rows] = csv.trim().split('\r\n');
-    expect(header).toBe('protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs');
-    expect(rows).toContain('tcp,20081,10.6.0.5,8080,"web, edited",,198.51.100.0/24');
+    expect(header).toBe('protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs,rate_limit');
+    expect(rows).toContain('tcp,20081,10.6.0.5,8080,"web, edited",,198.51.100.0/24,');
     expect(rows.some((r) => r.startsWith('tcp,20080,'))).toBe(false);
     const plan = await ctx.api.admin(
       `mutation($input: ImportPortForwardsInput!) { importPortForwards(input: $input) { ... on ImportPortForwardsPayload { result { created unchanged conflicts invalid } } ${ERROR_FIELDS} } }`,
       { input: { hostId, csv, dryRun: true } },
     );
     expect(plan.data!.importPortForwards.result).toEqual({ created: 0, unchanged: rows.length, conflicts: 0, invalid: 0 });
+  });
+
+  it('carries new-connection rate limits: created, edited, removed, checked, and in the desired state only when set', async () => {
+    const doc = async (id: string) => {
+      const state = await ctx.api.admin(`query($h: ID!) { hostDesiredState(hostId: $h) { document } }`, { h: hostId });
+      return (state.data!.hostDesiredState.document as { instances: { portForwards: Record<string, unknown>[] }[] }).instances
+        .flatMap((i) => i.portForwards)
+        .find((p) => p.id === id)!;
+    };
+    const limited = await ctx.api.admin(
+      `mutation($input: CreatePortForwardInput!) { createPortForward(input: $input) { ... on CreatePortForwardPayload { portForward { id rateLimit { perSource total burst action } } } ${ERROR_FIELDS} } }`,
+      { input: { instanceId: vm.id, protocol: 'TCP', hostPort: '20090', targetPort: '90', rateLimit: { perSource: 50 } } },
+    );
+    const f = limited.data!.createPortForward.portForward;
+    expect(f.rateLimit).toEqual({ perSource: 50, total: null, burst: 5, action: 'DROP' });
+    expect((await doc(f.id)).rateLimit).toEqual({ perSource: 50, total: null, burst: 5, action: 'drop' });
+    const RL = `mutation($input: UpdatePortForwardInput!) { updatePortForward(input: $input) { ... on UpdatePortForwardPayload { portForward { rateLimit { perSource total burst action } status } } ${ERROR_FIELDS} } }`;
+    const edited = await ctx.api.admin(RL, { input: { portForwardId: f.id, rateLimit: { total: 1000, perSource: 20, action: 'REJECT' } } });
+    expect(edited.data!.updatePortForward.portForward).toEqual({ rateLimit: { perSource: 20, total: 1000, burst: 100, action: 'REJECT' }, status: 'PENDING' });
+    // other edits keep the limits
+    expect((await ctx.api.admin(RL, { input: { portForwardId: f.id, note: 'limited' } })).data!.updatePortForward.portForward.rateLimit).toMatchObject({
+      perSource: 20,
+    });
+    for (const [rateLimit, field] of [
+      [{}, 'input.rateLimit'],
+      [{ perSource: 0 }, 'input.rateLimit.perSource'],
+      [{ total: 2_000_000 }, 'input.rateLimit.total'],
+      [{ perSource: 5, burst: -1 }, 'input.rateLimit.burst'],
+    ] as const) {
+      expect((await ctx.api.admin(RL, { input: { portForwardId: f.id, rateLimit } })).data!.updatePortForward, JSON.stringify(rateLimit)).toMatchObject({
+        code: 'VALIDATION_FAILED',
+        field,
+      });
+    }
+    const removed = await ctx.api.admin(RL, { input: { portForwardId: f.id, rateLimit: null } });
+    expect(removed.data!.updatePortForward.portForward.rateLimit).toBeNull();
+    expect(await doc(f.id)).not.toHaveProperty('rateLimit');
+  });
+
+  it('imports and exports rate limits in the optional rate_limit column; the reference format still imports', async () => {
+    const IMPORT = `mutation($input: ImportPortForwardsInput!) { importPortForwards(input: $input) { ... on ImportPortForwardsPayload { result { applied rows { action column reason portForward { hostPorts { start } rateLimit { perSource total burst action } } } } } ${ERROR_FIELDS} } }`;
+    const run = async (csv: string, dryRun = false) =>
+      (await ctx.api.admin(IMPORT, { input: { hostId, csv, dryRun } })).data!.importPortForwards.result as {
+        applied: boolean;
+        rows: { action: string; column: string | null; reason: string | null; portForward: { rateLimit: unknown } | null }[];
+      };
+    const bad = await run(
+      'protocol,host_port,vm_ip,vm_port,rate_limit\ntcp,20170,10.6.0.5,120,per_source=x\ntcp,20171,10.6.0.5,121,total=0\ntcp,20172,10.6.0.5,122,speed=3\n',
+      true,
+    );
+    expect(bad.rows.map((r) => [r.action, r.column])).toEqual([
+      ['INVALID', 'rate_limit'],
+      ['INVALID', 'rate_limit'],
+      ['INVALID', 'rate_limit'],
+    ]);
+    const ok = await run(
+      'protocol,host_port,vm_ip,vm_port,note,rate_limit\ntcp,20173,10.6.0.5,123,limited,per_source=50 total=1000 action=reject\ntcp,20174,10.6.0.5,124,bare,30\n',
+    );
+    expect(ok.applied).toBe(true);
+    expect(ok.rows.map((r) => r.portForward!.rateLimit)).toEqual([
+      { perSource: 50, total: 1000, burst: 100, action: 'REJECT' },
+      { perSource: 30, total: null, burst: 5, action: 'DROP' },
+    ]);
+    // the reference format (five columns) imports as before
+    expect((await run('protocol,host_port,vm_ip,vm_port,note\ntcp,20175,10.6.0.5,125,plain\n')).rows[0]).toMatchObject({
+      action: 'CREATE',
+      portForward: { rateLimit: null },
+    });
+    const csv = (await ctx.api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).data!.exportPortForwards as string;
+    expect(csv).toContain('tcp,20173,10.6.0.5,123,limited,,,per_source=50 total=1000 burst=100 action=reject\r\n');
+    expect(csv).toContain('tcp,20174,10.6.0.5,124,bare,,,per_source=30 burst=5 action=drop\r\n');
+    expect(csv).toContain('tcp,20175,10.6.0.5,125,plain,,,\r\n');
   });
 
   it('goes PENDING → APPLIED when the agent reports the new revision, and ignores a report of the old one', async () => {

@@ -111,6 +111,7 @@ class StateBuilder {
       if (forwards.portRanges)
         portForwards.push(forward(2, { hostPorts: { start: 18500 + host * 10, end: 18502 + host * 10 }, targetPorts: { start: 8100, end: 8102 } }));
       if (forwards.sourceAllowLists) portForwards.push(forward(3, { sourceCidrs: ['203.0.113.0/24'] }));
+      if (forwards.rateLimits) portForwards.push(forward(5, { rateLimit: { perSource: 50, total: 1000, burst: 10, action: 'drop' } }));
       if (v6) portForwards.push(forward(4, { targetAddress: v6, hostAddress: this.publicAddresses.find((a) => a.includes(':')) ?? null }));
     }
     const firewall = this.capabilities.firewall;

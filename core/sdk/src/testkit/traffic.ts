@@ -96,3 +96,30 @@ Promise.all(Array.from({length:${parallel}},loop)).then(()=>console.log(JSON.str
     },
   };
 }
+
+/** What `tcpConnectRate` saw: outcome counts and how long the connections took to start. */
+export interface ConnectRateResult {
+  counts: Record<string, number>;
+  /** Seconds from the first connection's start to the last one's. */
+  seconds: number;
+}
+
+/**
+ * Starts `rate` TCP connections per second from `from` to host:port for `seconds`, paced by the
+ * clock rather than by answers (so a limit that drops connections does not slow the client), each
+ * waiting at most `timeoutMs` (below the SYN retransmission time, so a dropped connection is not
+ * retried), optionally from `localAddress`; counts the outcomes as `tcpConnectLoop` does.
+ */
+export async function tcpConnectRate(
+  from: LabNamespace,
+  host: string,
+  port: number,
+  options: { rate: number; seconds: number; localAddress?: string; timeoutMs?: number },
+): Promise<ConnectRateResult> {
+  const code = `const net=require('net');const total=${Math.round(options.rate * options.seconds)};const c={};let n=0,done=0,last=0;const start=Date.now();
+const finish=k=>{c[k]=(c[k]||0)+1;if(++done===total)console.log(JSON.stringify({counts:c,seconds:(last-start)/1000}))};
+const one=()=>{const s=net.connect({host:${JSON.stringify(host)},port:${port},timeout:${options.timeoutMs ?? 500}${options.localAddress ? `,localAddress:${JSON.stringify(options.localAddress)}` : ''}});let d='';
+s.on('data',b=>d+=b);s.on('end',()=>finish('got:'+d));s.on('timeout',()=>{s.destroy();finish('timeout')});s.on('error',e=>finish(e.code==='ECONNREFUSED'||e.code==='ECONNRESET'||e.code==='EHOSTUNREACH'?'refused':'error:'+e.code))};
+const t=setInterval(()=>{const due=Math.min(total,Math.floor((Date.now()-start)*${options.rate}/1000)+1);while(n<due){n++;last=Date.now();one()}if(n>=total)clearInterval(t)},1);`;
+  return JSON.parse((await from.exec(process.execPath, ['-e', code])).trim()) as ConnectRateResult;
+}

@@ -10,7 +10,7 @@
  * - an address cannot be released by deleting its NIC behind the service's back: nic_id is `restrict`.
  */
 import { sql, type SQL } from 'drizzle-orm';
-import type { DriverCapabilities } from '@gatehouse/sdk';
+import type { DesiredRateLimit, DriverCapabilities } from '@gatehouse/sdk';
 import type { AgentStartSource } from '@gatehouse/agent-protocol';
 import {
   bigint,
@@ -326,6 +326,8 @@ export const portForwards = pgTable(
     targetPortStart: integer('target_port_start').notNull(),
     /** Source prefixes allowed to use the forward; empty: any. */
     sourceCidrs: jsonb('source_cidrs').$type<string[]>().notNull(),
+    /** New-connection rate limits (per source, overall, burst, action); null: none. */
+    rateLimit: jsonb('rate_limit').$type<DesiredRateLimit>(),
     note: text('note').notNull().default(''),
     ...applyStatusColumns(),
     changedRevision: changedRevisionColumn(),

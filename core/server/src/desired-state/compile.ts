@@ -28,7 +28,7 @@ export interface HostSnapshot {
 /** The columns of a port forward the document needs (loading all of them costs 5x more at 60,000 rows). */
 export type DesiredForwardRow = Pick<
   PortForward,
-  'id' | 'instanceId' | 'protocol' | 'hostAddress' | 'hostPortStart' | 'hostPortEnd' | 'targetAddress' | 'targetPortStart' | 'sourceCidrs' | 'protoLo'
+  'id' | 'instanceId' | 'protocol' | 'hostAddress' | 'hostPortStart' | 'hostPortEnd' | 'targetAddress' | 'targetPortStart' | 'sourceCidrs' | 'rateLimit' | 'protoLo'
 >;
 
 const byId = <T extends { id: string }>(a: T, b: T) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -142,6 +142,8 @@ export function compileDesiredState(s: HostSnapshot): DesiredState {
       targetAddress: f.targetAddress,
       targetPorts: { start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) },
       sourceCidrs: f.sourceCidrs,
+      // only when set: documents of forwards without limits stay as agents of older versions know them
+      ...(f.rateLimit ? { rateLimit: f.rateLimit } : {}),
     })),
   }));
 

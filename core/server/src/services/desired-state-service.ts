@@ -187,6 +187,7 @@ export class DesiredStateService {
           targetAddress: portForwards.targetAddress,
           targetPortStart: portForwards.targetPortStart,
           sourceCidrs: portForwards.sourceCidrs,
+          rateLimit: portForwards.rateLimit,
           protoLo: portForwards.protoLo,
         })
         .from(portForwards)

@@ -144,6 +144,7 @@ export function validDriverReport(field: string, value: NonNullable<ReportHostSt
       portRanges: c.portForwards.portRanges,
       ipv6: c.portForwards.ipv6,
       sourceAllowLists: c.portForwards.sourceAllowLists,
+      rateLimits: c.portForwards.rateLimits ?? false,
     },
     firewall: c.firewall && {
       implementation: implementation(`${at}.firewall.implementation`, c.firewall.implementation),

@@ -1,7 +1,9 @@
 /**
  * CSV bulk import and export of port forwards, in the reference format
- * `protocol,host_port,vm_ip,vm_port,note` plus the optional columns `host_address` and
- * `source_cidrs` (prefixes separated by spaces or semicolons). Ports may be ranges ("8000-8010");
+ * `protocol,host_port,vm_ip,vm_port,note` plus the optional columns `host_address`,
+ * `source_cidrs` (prefixes separated by spaces or semicolons) and `rate_limit` (new-connection
+ * limits: `per_source=50 total=1000 burst=10 action=drop`, or a bare number for per_source; empty:
+ * none). Files without the optional columns import as before. Ports may be ranges ("8000-8010");
  * an empty host_port picks the lowest free port(s).
  *
  * The plan is computed in memory against the host's forwards loaded once, so 10,000 rows cost a
@@ -41,8 +43,10 @@ import {
   type ForwardTarget,
   type OverlapKeys,
   type PlacedForward,
+  type RateLimitSpec,
   type SpecField,
 } from './port-forward-spec.js';
+import type { DesiredRateLimit } from '@gatehouse/sdk';
 
 /** What the import does with a row. */
 export type ImportAction = 'create' | 'unchanged' | 'conflict' | 'invalid';
@@ -72,7 +76,7 @@ export const MAX_CSV_BYTES = 8 * 1024 * 1024;
 export const MAX_CSV_ROWS = 50_000;
 
 const REQUIRED_COLUMNS = ['protocol', 'host_port', 'vm_ip', 'vm_port'] as const;
-const OPTIONAL_COLUMNS = ['note', 'host_address', 'source_cidrs'] as const;
+const OPTIONAL_COLUMNS = ['note', 'host_address', 'source_cidrs', 'rate_limit'] as const;
 const COLUMN_OF: Record<SpecField, string> = {
   protocol: 'protocol',
   hostPort: 'host_port',
@@ -80,8 +84,44 @@ const COLUMN_OF: Record<SpecField, string> = {
   targetAddress: 'vm_ip',
   hostAddress: 'host_address',
   sourceCidrs: 'source_cidrs',
+  rateLimit: 'rate_limit',
   note: 'note',
 };
+const RATE_LIMIT_KEYS: Record<string, keyof RateLimitSpec> = { per_source: 'perSource', total: 'total', burst: 'burst', action: 'action' };
+
+/** A `rate_limit` cell: `per_source=50 total=1000 burst=10 action=drop` (spaces or semicolons), or a bare number (per_source); null when empty. */
+export function parseRateLimitCell(text: string): RateLimitSpec | null | { error: string } {
+  if (text === '') return null;
+  if (/^\d+$/.test(text)) return { perSource: Number(text) };
+  const spec: RateLimitSpec = {};
+  for (const part of text.split(/[\s;]+/).filter(Boolean)) {
+    const [key, value, extra] = part.split('=');
+    const field = RATE_LIMIT_KEYS[key ?? ''];
+    if (!field || value === undefined || extra !== undefined) return { error: `"${part}" is not per_source=N, total=N, burst=N or action=drop|reject` };
+    if (field === 'action') {
+      if (value !== 'drop' && value !== 'reject') return { error: `action "${value}" is not drop or reject` };
+      spec.action = value;
+    } else {
+      if (!/^\d+$/.test(value)) return { error: `${key} "${value}" is not a whole number` };
+      spec[field] = Number(value);
+    }
+  }
+  return spec;
+}
+
+/** The `rate_limit` cell of a forward's limits (empty without). */
+export function rateLimitCell(limit: DesiredRateLimit | null): string {
+  if (!limit) return '';
+  return [
+    limit.perSource !== null ? `per_source=${limit.perSource}` : null,
+    limit.total !== null ? `total=${limit.total}` : null,
+    `burst=${limit.burst}`,
+    `action=${limit.action}`,
+  ]
+    .filter(Boolean)
+    .join(' ');
+}
+
 const PROTOCOLS: Record<string, ForwardProtocol> = { tcp: 'tcp', udp: 'udp', both: 'both', 'tcp+udp': 'both' };
 /**
  * On PGlite (one connection) staging transactions aim at this long (ms), so a request waiting for
@@ -516,6 +556,7 @@ export class PortForwardImportService {
           f.note,
           f.hostAddress ?? '',
           f.sourceCidrs.join(' '),
+          rateLimitCell(f.rateLimit),
         ]
           .map(csvCell)
           .join(','),
@@ -608,6 +649,8 @@ export class PortForwardImportService {
     const target = candidates[0]!;
     if (target.controller) return invalid('vm_ip', `${cell('vm_ip')} is an address of the controller itself; traffic may only be sent to instances`);
     const sources = cell('source_cidrs');
+    const rateLimit = parseRateLimitCell(cell('rate_limit'));
+    if (rateLimit && 'error' in rateLimit) return invalid('rate_limit', rateLimit.error);
     let placed: PlacedForward;
     try {
       placed = placeForward(
@@ -617,6 +660,7 @@ export class PortForwardImportService {
           targetPort: cell('vm_port'),
           hostAddress: cell('host_address') === '' ? null : cell('host_address'),
           sourceCidrs: sources === '' ? [] : sources.split(/[\s;]+/).filter(Boolean),
+          rateLimit,
           note: columns.has('note') ? csvCellValue(rec.fields[columns.get('note')!]!) : null,
         },
         host,
@@ -625,7 +669,7 @@ export class PortForwardImportService {
         !isAdmin(actor),
       );
     } catch (err) {
-      if (err instanceof GatehouseError) return invalid(err.field?.replace(/\[\d+\]$/, '') ?? null, err.message);
+      if (err instanceof GatehouseError) return invalid(err.field?.replace(/\[\d+\]$/, '').replace(/^rate_limit\..*$/, 'rate_limit') ?? null, err.message);
       throw err;
     }
     let ports = placed.hostPorts;

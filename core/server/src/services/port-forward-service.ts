@@ -29,6 +29,7 @@ import {
   type ForwardSpec,
   type OverlapKeys,
   type PortForward,
+  type RateLimitSpec,
 } from './port-forward-spec.js';
 
 export type { ForwardProtocol, PortForward } from './port-forward-spec.js';
@@ -73,6 +74,8 @@ export interface UpdatePortForwardInput {
   targetAddress?: string | null;
   hostAddress?: string | null;
   sourceCidrs?: readonly string[] | null;
+  /** New limits; null removes them. */
+  rateLimit?: RateLimitSpec | null;
   note?: string | null;
 }
 
@@ -187,6 +190,7 @@ export class PortForwardService {
         targetPort: input.targetPort ?? portRangeText({ start: before.targetPortStart, end: before.targetPortStart + width }),
         hostAddress: input.hostAddress !== undefined ? input.hostAddress : before.hostAddress,
         sourceCidrs: input.sourceCidrs !== undefined ? input.sourceCidrs : before.sourceCidrs,
+        rateLimit: input.rateLimit !== undefined ? input.rateLimit : before.rateLimit,
         note: input.note !== undefined ? input.note : before.note,
       };
       const placed = placeForward(spec, host, target, inputField, !isAdmin(actor), 'updating port forward');

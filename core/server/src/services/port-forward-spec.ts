@@ -3,7 +3,7 @@
  * into a checked forward for a given host and target, and deciding whether two forwards overlap.
  * `PortForwardService.create` and the CSV import share it, so both refuse exactly the same input.
  */
-import { checkPortForward } from '@gatehouse/sdk';
+import { checkPortForward, type DesiredRateLimit } from '@gatehouse/sdk';
 import type { portForwards } from '../db/schema.js';
 import { ValidationError } from '../support/errors.js';
 import { newId } from '../support/ids.js';
@@ -26,11 +26,41 @@ export interface ForwardSpec {
   targetPort: string;
   hostAddress?: string | null;
   sourceCidrs?: readonly string[] | null;
+  /** New-connection rate limits; absent or null: none. */
+  rateLimit?: RateLimitSpec | null;
   note?: string | null;
 }
 
+/** Rate limits as a client sends them: at least one rate; burst and action have defaults. */
+export interface RateLimitSpec {
+  perSource?: number | null;
+  total?: number | null;
+  burst?: number | null;
+  action?: DesiredRateLimit['action'] | null;
+}
+
+const MAX_RATE = 1_000_000;
+/** Burst when none is given: a tenth of the highest rate, at least 5 connections. */
+export const defaultBurst = (limit: { perSource: number | null; total: number | null }) =>
+  Math.max(5, Math.ceil(Math.max(limit.perSource ?? 0, limit.total ?? 0) / 10));
+
+/** Checks a rate limit spec; null when none is asked for. */
+export function validRateLimit(field: string, spec: RateLimitSpec | null | undefined): DesiredRateLimit | null {
+  if (spec == null) return null;
+  const rate = (key: 'perSource' | 'total' | 'burst', min: number) => {
+    const v = spec[key];
+    if (v == null) return null;
+    if (!Number.isInteger(v) || v < min || v > MAX_RATE) throw new ValidationError(`${field}.${key}`, v, `must be an integer from ${min} to ${MAX_RATE}`);
+    return v;
+  };
+  const perSource = rate('perSource', 1);
+  const total = rate('total', 1);
+  if (perSource === null && total === null) throw new ValidationError(field, spec, 'needs perSource or total (new connections per second)');
+  return { perSource, total, burst: rate('burst', 0) ?? defaultBurst({ perSource, total }), action: spec.action ?? 'drop' };
+}
+
 /** Spec fields, named per boundary (`input.hostPort`, `row 7 host_port`). */
-export type SpecField = 'protocol' | 'hostPort' | 'targetPort' | 'targetAddress' | 'hostAddress' | 'sourceCidrs' | 'note';
+export type SpecField = 'protocol' | 'hostPort' | 'targetPort' | 'targetAddress' | 'hostAddress' | 'sourceCidrs' | 'rateLimit' | 'note';
 /** Maps a spec field to the name the client knows it by. */
 export type FieldNamer = (field: SpecField) => string;
 
@@ -52,6 +82,7 @@ export interface PlacedForward extends OverlapKeys {
   targetPorts: PortRange;
   hostAddress: string | null;
   sourceCidrs: string[];
+  rateLimit: DesiredRateLimit | null;
   note: string;
 }
 
@@ -145,7 +176,8 @@ export function placeForward(
   const [addrLo, addrHi] = addressKey(target.family, hostAddress);
   const [protoLo, protoHi] = PROTOCOL_RANGE[spec.protocol];
   const sourceCidrs = validSourceCidrs(name('sourceCidrs'), spec.sourceCidrs ?? []);
-  const needs = { protocol: spec.protocol, ipv6: target.family === 6, targetAddress: target.address, hostPorts, targetPorts, sourceCidrs };
+  const rateLimit = validRateLimit(name('rateLimit'), spec.rateLimit);
+  const needs = { protocol: spec.protocol, ipv6: target.family === 6, targetAddress: target.address, hostPorts, targetPorts, sourceCidrs, rateLimit };
   requireCapability(
     host,
     action,
@@ -158,6 +190,7 @@ export function placeForward(
     targetPorts,
     hostAddress: hostAddress === null ? null : formatIp({ family: target.family, value: hostAddress }),
     sourceCidrs,
+    rateLimit,
     note: validNote(name('note'), spec.note),
     protoLo,
     protoHi,
@@ -181,6 +214,7 @@ export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: 
     targetAddress: target.address,
     targetPortStart: placed.targetPorts.start,
     sourceCidrs: placed.sourceCidrs,
+    rateLimit: placed.rateLimit,
     note: placed.note,
     status: 'pending',
     statusError: null,

@@ -24,6 +24,10 @@ const PortForwardCapabilitiesRef = builder.objectRef<NonNullable<Caps['portForwa
     portRanges: t.exposeBoolean('portRanges', { description: 'Whether a forward may span a port range.' }),
     ipv6: t.exposeBoolean('ipv6', { description: 'Whether forwards to IPv6 targets are applied.' }),
     sourceAllowLists: t.exposeBoolean('sourceAllowLists', { description: 'Whether a forward may be limited to source prefixes (sourceCidrs).' }),
+    rateLimits: t.boolean({
+      description: 'Whether a forward may carry new-connection rate limits (rateLimit); false for drivers that did not declare it.',
+      resolve: (c) => c.rateLimits ?? false,
+    }),
   }),
 });
 

@@ -132,6 +132,7 @@ const PortForwardCapabilitiesInput = builder.inputType('PortForwardCapabilitiesI
     portRanges: t.boolean({ required: true, description: 'Whether a forward may span a port range.' }),
     ipv6: t.boolean({ required: true, description: 'Whether forwards to IPv6 targets are applied.' }),
     sourceAllowLists: t.boolean({ required: true, description: 'Whether a forward may be limited to source prefixes.' }),
+    rateLimits: t.boolean({ description: 'Whether a forward may carry new-connection rate limits. Absent: false (agents of older versions).' }),
   }),
 });
 

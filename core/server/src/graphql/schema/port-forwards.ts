@@ -20,6 +20,34 @@ export const ForwardProtocolEnum = builder.enumType('ForwardProtocol', {
   } as const,
 });
 
+const RateLimitActionEnum = builder.enumType('RateLimitAction', {
+  description: 'What a new connection over a rate limit gets.',
+  values: {
+    DROP: { value: 'drop', description: 'Silently dropped (the client retries or times out).' },
+    REJECT: { value: 'reject', description: 'Refused at once: a TCP reset, or ICMP port unreachable for UDP.' },
+  } as const,
+});
+
+const PortForwardRateLimitRef = builder.objectRef<NonNullable<PortForward['rateLimit']>>('PortForwardRateLimit').implement({
+  description: 'New-connection rate limits of a forward (DDoS hardening); established connections are never limited.',
+  fields: (t) => ({
+    perSource: t.exposeInt('perSource', { nullable: true, description: 'New connections per second from one source address; null: no per-source limit.' }),
+    total: t.exposeInt('total', { nullable: true, description: 'New connections per second from all sources together; null: no overall limit.' }),
+    burst: t.exposeInt('burst', { description: 'New connections allowed at once above the rate.' }),
+    action: t.field({ type: RateLimitActionEnum, description: 'DROP or REJECT.', resolve: (l) => l.action }),
+  }),
+});
+
+const PortForwardRateLimitInput = builder.inputType('PortForwardRateLimitInput', {
+  description: 'New-connection rate limits: at least one of perSource and total. Needs a driver with PortForwardCapabilities.rateLimits.',
+  fields: (t) => ({
+    perSource: t.int({ description: 'New connections per second from one source address, 1-1000000.' }),
+    total: t.int({ description: 'New connections per second from all sources together (per host address and protocol), 1-1000000.' }),
+    burst: t.int({ description: 'New connections allowed at once above the rate, 0-1000000. Default: a tenth of the highest rate, at least 5.' }),
+    action: t.field({ type: RateLimitActionEnum, description: 'What an excess connection gets. Default DROP.' }),
+  }),
+});
+
 export const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
   description:
     "NAT: connections to a host port (range) on the host's public address are forwarded to an instance's address and port. Applied by the host's agent in nftables maps.",
@@ -49,6 +77,12 @@ export const PortForwardRef = builder.objectRef<PortForward>('PortForward').impl
       resolve: (f) => ({ start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) }),
     }),
     sourceCidrs: t.exposeStringList('sourceCidrs', { description: 'Only these sources may connect; empty: any.' }),
+    rateLimit: t.field({
+      type: PortForwardRateLimitRef,
+      nullable: true,
+      description: 'New-connection rate limits; null: none.',
+      resolve: (f) => f.rateLimit,
+    }),
     note: t.exposeString('note', { description: 'Free text, e.g. "SSH"; empty when none was given.' }),
     status: t.field({ type: ApplyStatusEnum, description: 'Whether the forward is in effect on the host.', resolve: (f) => f.status }),
     statusError: t.exposeString('statusError', { nullable: true, description: "FAILED: the driver's error; null otherwise." }),
@@ -112,6 +146,7 @@ const CreatePortForwardInput = builder.inputType('CreatePortForwardInput', {
     targetAddress: t.string({ description: 'An address of the instance. Absent: its first IPv4 address.' }),
     hostAddress: t.string({ description: "One of the host's public addresses. Absent: all of them." }),
     sourceCidrs: t.stringList({ description: 'Allow only these sources (at most 64), e.g. ["198.51.100.0/24"]. Absent or empty: any source.' }),
+    rateLimit: t.field({ type: PortForwardRateLimitInput, description: 'New-connection rate limits. Absent: none.' }),
     note: t.string({ description: 'Free text, at most 256 characters, e.g. "SSH".' }),
   }),
 });
@@ -129,6 +164,7 @@ const UpdatePortForwardInput = builder.inputType('UpdatePortForwardInput', {
     targetAddress: t.string({ description: "Another address of the forward's instance; null keeps the current one." }),
     hostAddress: t.string({ description: "One of the host's public addresses; null: all of them." }),
     sourceCidrs: t.stringList({ description: 'The new allow-list (at most 64 prefixes); null or empty: any source.' }),
+    rateLimit: t.field({ type: PortForwardRateLimitInput, description: 'New rate limits (replacing the old ones); null removes them.' }),
     note: t.string({ description: 'Free text, at most 256 characters; null clears it.' }),
   }),
 });
@@ -222,7 +258,7 @@ const ImportPortForwardsInput = builder.inputType('ImportPortForwardsInput', {
     csv: t.string({
       required: true,
       description:
-        'A header row, then one forward per row: protocol,host_port,vm_ip,vm_port[,note][,host_address][,source_cidrs], e.g. "tcp,10022,10.0.0.5,22,SSH". Ports may be ranges; an empty host_port picks free ports; source_cidrs are separated by spaces or semicolons. At most 50000 rows and 8 MiB.',
+        'A header row, then one forward per row: protocol,host_port,vm_ip,vm_port[,note][,host_address][,source_cidrs][,rate_limit], e.g. "tcp,10022,10.0.0.5,22,SSH". Ports may be ranges; an empty host_port picks free ports; source_cidrs are separated by spaces or semicolons; rate_limit is "per_source=50 total=1000 burst=10 action=drop" (or a bare number: per_source), empty for none. At most 50000 rows and 8 MiB.',
     }),
     dryRun: t.boolean({ defaultValue: false, description: 'Return the per-row plan and change nothing.' }),
   }),
