@@ -66,8 +66,9 @@ export async function openStore(config: StoreConfig): Promise<Store> {
     const client = new PGlite({ dataDir: config.dataDir, extensions: { btree_gist } });
     await client.waitReady;
     // PGlite runs PostgreSQL on the event loop: zero-filling each new 16 MB WAL segment held it for
-    // 100–400 ms (a large import starts one every few thousand rows); PostgreSQL reads a segment
-    // that was not zero-filled just as safely
+    // 100–400 ms (a large import starts one every few thousand rows). PostgreSQL's option for
+    // copy-on-write filesystems; the trade-off is that a full disk shows when WAL is written into
+    // the segment rather than when it is created, which stops the store either way
     await client.exec('set wal_init_zero = off');
     const db = drizzlePglite({ client });
     await migratePglite(db, { migrationsFolder: folder });

@@ -253,7 +253,8 @@ export class PostgresEventTarget extends EventTarget {
   private send(): void {
     const texts = this.unsent;
     this.unsent = [];
-    this.sql`select pg_notify(${CHANNEL}, t.text) from unnest(${texts}::text[]) with ordinality as t(text, n) order by t.n`.catch((err: unknown) => {
+    // one JSON array, not a text[] parameter: postgres.js escapes array elements in JavaScript, character by character
+    this.sql`select pg_notify(${CHANNEL}, t.text) from json_array_elements_text(${JSON.stringify(texts)}::text::json) with ordinality as t(text, n) order by t.n`.catch((err: unknown) => {
       this.onError(err);
       // delivery comes back through NOTIFY: what these carried is replayed from the database
       if (this.listening && !this.stopped) void this.replay(false);
