@@ -6,6 +6,7 @@
 import { sql } from 'drizzle-orm';
 import { describe, expect, it } from 'vitest';
 import { rowsOf } from '../src/db/database.js';
+import { ERROR_FIELDS } from '../src/testing/api.js';
 import { ALLOCATE, createNics, createPool } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
 import { useStoreApi } from './support/suite.js';
@@ -76,5 +77,35 @@ describe.each(backends)('concurrent allocation on $name', (backend) => {
           (select count(*)::int from ip_allocations where owner_id = ${me}::uuid and kind = 'allocated') as held`),
     );
     expect(Number(row!.used)).toBe(Number(row!.held));
+  });
+
+  // imports lock the owners before the host, as createPortForward does: in the other order an
+  // import and a forward of the same owner on the same host could each hold what the other waits for
+  it("answers CSV imports and forward creations of one owner on one host running side by side, none deadlocked", async () => {
+    const dave = await ctx.api.tenant('dave-imports');
+    await createPool(ctx.api.admin, { name: 'ci', kind: 'PRIVATE', network: 'br-ci', cidr: '10.6.0.0/24' });
+    const made = await ctx.api.admin(
+      `mutation($h: ID!, $o: ID) { createInstance(input: { hostId: $h, name: "vm-ci", ownerId: $o, nics: [{ network: "br-ci", addresses: ["10.6.0.5"] }] }) { ... on CreateInstancePayload { instance { id } } ${ERROR_FIELDS} } }`,
+      { h: ctx.hostId, o: dave.id },
+    );
+    const instanceId = made.data!.createInstance.instance.id as string;
+    const imports = Array.from({ length: 4 }, (_, k) => {
+      const rows = Array.from({ length: 25 }, (_, j) => `tcp,${30_000 + k * 100 + j},10.6.0.5,${1000 + j},import ${k}`);
+      return dave.client(
+        `mutation($input: ImportPortForwardsInput!) { importPortForwards(input: $input) { __typename ... on ImportPortForwardsPayload { result { created } } ${ERROR_FIELDS} } }`,
+        { input: { hostId: ctx.hostId, csv: ['protocol,host_port,vm_ip,vm_port,note', ...rows].join('\n') } },
+      );
+    });
+    const creates = Array.from({ length: 20 }, (_, j) =>
+      dave.client(
+        `mutation($i: ID!, $p: String!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: $p, targetPort: "22" }) { __typename ${ERROR_FIELDS} } }`,
+        { i: instanceId, p: String(31_000 + j) },
+      ),
+    );
+    const results = await Promise.all([...imports, ...creates]);
+    // a deadlock would surface as a GraphQL error (INTERNAL_SERVER_ERROR), not as a payload
+    expect(results.filter((r) => r.errors).map((r) => JSON.stringify(r.errors).slice(0, 300))).toEqual([]);
+    expect(results.slice(0, 4).map((r) => r.data!.importPortForwards.result?.created)).toEqual([25, 25, 25, 25]);
+    expect(results.slice(4).map((r) => r.data!.createPortForward.__typename)).toEqual(Array(20).fill('CreatePortForwardPayload'));
   });
 });

@@ -181,6 +181,11 @@ function totalsByOwner(creates: readonly ImportRow[]): Map<string, { forwards: n
   return new Map([...totals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/** The distinct owners of some forwards. */
+function ownersOf(forwards: readonly PortForward[]): string[] {
+  return [...new Set(forwards.map((f) => f.ownerId))];
+}
+
 /** A forward of the host (`staged` while another import writes it), or one planned by a row of the file. */
 type Indexed = PortForward & { row?: number; staged?: boolean };
 
@@ -312,7 +317,13 @@ export class PortForwardImportService {
     }
 
     const opened = await this.open(actor, hostId, file, planned);
-    if (opened.creates.length > 0) await this.write(actor, hostId, opened.importId, opened.creates.map((r) => r.forward!));
+    if (opened.creates.length > 0)
+      await this.write(
+        actor,
+        hostId,
+        opened.importId,
+        opened.creates.map((r) => r.forward!),
+      );
     return { dryRun, applied: true, rows: opened.rows };
   }
 
@@ -332,6 +343,9 @@ export class PortForwardImportService {
   /**
    * One short transaction: checks the plan (planning again under the host lock only when the host
    * changed since), reserves the owners' quotas and opens a staged import for the creates.
+   * Locks in the controller's order, owners (in id order) before the host: the owners are those of
+   * the plan made before; when the plan made again under the host lock needs an owner not locked,
+   * the transaction is given up and run again with that owner (rare: a target changed hands).
    */
   private async open(
     actor: Actor,
@@ -339,33 +353,45 @@ export class PortForwardImportService {
     file: ParsedFile,
     planned: { rows: ImportRow[]; revision: number },
   ): Promise<{ rows: ImportRow[]; creates: ImportRow[]; importId: string }> {
-    return this.db.transaction(async (tx) => {
-      const [host] = await tx.select().from(hosts).where(eq(hosts.id, hostId)).for('update');
-      if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
-      // any change to the host's forwards or targets bumps its revision: the plan still holds when it did not move
-      const { rows } = host.desiredRevision === planned.revision ? planned : await this.plan(tx, actor, hostId, file);
-      const creates = rows.filter((r) => r.action === 'create');
-      const problems = rows.filter((r) => r.action === 'invalid' || r.action === 'conflict');
-      if (problems.length > 0) {
-        const first = problems.slice(0, 5).map((p) => `row ${p.row}${p.column ? ` ${p.column}` : ''}: ${p.reason}`);
-        throw new ValidationError(
-          'input.csv',
-          `row ${problems[0]!.row}`,
-          `has ${problems.length} invalid or conflicting row(s), nothing was imported (run with dryRun: true for the full plan): ${first.join('; ')}`,
-        );
-      }
-      const importId = newId();
-      if (creates.length === 0) return { rows, creates, importId };
-      const reserved: Record<string, { forwards: number; ports: number }> = {};
-      for (const [ownerId, adding] of totalsByOwner(creates)) {
-        const owner = await lockOwner(tx, ownerId);
-        await this.forwards.checkQuota(tx, owner, adding, 'input.csv', `${creates.length} new forwards`);
-        reserved[ownerId] = adding;
-      }
-      await tx.insert(portForwardImports).values({ id: importId, hostId, actorUserId: actor.userId, state: 'staged', forwards: creates.length, reserved });
-      for (const r of creates) Object.assign(r.forward!, { importId, changedRevision: host.desiredRevision + 1 });
-      return { rows, creates, importId };
-    });
+    let ownerIds = [...totalsByOwner(planned.rows.filter((r) => r.action === 'create')).keys()];
+    for (let attempt = 0; ; attempt++) {
+      type Opened = { rows: ImportRow[]; creates: ImportRow[]; importId: string };
+      const opened = await this.db.transaction(async (tx): Promise<Opened | { relockWith: string[] }> => {
+        const owners = new Map<string, Awaited<ReturnType<typeof lockOwner>>>();
+        for (const ownerId of ownerIds) owners.set(ownerId, await lockOwner(tx, ownerId));
+        const [host] = await tx.select().from(hosts).where(eq(hosts.id, hostId)).for('update');
+        if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
+        // any change to the host's forwards or targets bumps its revision: the plan still holds when it did not move
+        const { rows } = host.desiredRevision === planned.revision ? planned : await this.plan(tx, actor, hostId, file);
+        const creates = rows.filter((r) => r.action === 'create');
+        const problems = rows.filter((r) => r.action === 'invalid' || r.action === 'conflict');
+        if (problems.length > 0) {
+          const first = problems.slice(0, 5).map((p) => `row ${p.row}${p.column ? ` ${p.column}` : ''}: ${p.reason}`);
+          throw new ValidationError(
+            'input.csv',
+            `row ${problems[0]!.row}`,
+            `has ${problems.length} invalid or conflicting row(s), nothing was imported (run with dryRun: true for the full plan): ${first.join('; ')}`,
+          );
+        }
+        const importId = newId();
+        if (creates.length === 0) return { rows, creates, importId };
+        const totals = totalsByOwner(creates);
+        const unlocked = [...totals.keys()].filter((id) => !owners.has(id));
+        if (unlocked.length > 0) return { relockWith: [...new Set([...ownerIds, ...unlocked])].sort() };
+        const reserved: Record<string, { forwards: number; ports: number }> = {};
+        for (const [ownerId, adding] of totals) {
+          await this.forwards.checkQuota(tx, owners.get(ownerId)!, adding, 'input.csv', `${creates.length} new forwards`);
+          reserved[ownerId] = adding;
+        }
+        await tx.insert(portForwardImports).values({ id: importId, hostId, actorUserId: actor.userId, state: 'staged', forwards: creates.length, reserved });
+        for (const r of creates) Object.assign(r.forward!, { importId, changedRevision: host.desiredRevision + 1 });
+        return { rows, creates, importId };
+      });
+      if (!('relockWith' in opened)) return opened;
+      // the owners only grow from one attempt to the next, and a file names finitely many
+      if (attempt >= 3) throw new ConflictError('input.csv', "the targets' owners", 'kept changing while the import was opened; run it again');
+      ownerIds = opened.relockWith;
+    }
   }
 
   /**
@@ -385,17 +411,22 @@ export class PortForwardImportService {
       const oneConnection = sharesOneConnection(this.db);
       let batch = oneConnection ? STAGE_FIRST_BATCH : STAGE_MAX_BATCH;
       let touched = performance.now();
-      for (let i = 0; i < forwards.length; ) {
+      for (let i = 0; i < forwards.length;) {
         const slice = forwards.slice(i, i + batch);
         const started = performance.now();
         await this.db.transaction(async (tx) => {
           // the share lock keeps a removal from starting until this batch is in (it then removes the batch too)
-          const [open] = await tx
-            .select({ state: portForwardImports.state })
-            .from(portForwardImports)
-            .where(eq(portForwardImports.id, importId))
-            .for('share');
+          const [open] = await tx.select({ state: portForwardImports.state }).from(portForwardImports).where(eq(portForwardImports.id, importId)).for('share');
           if (open?.state !== 'staged') throw cancelled();
+          // the inserts' foreign keys take key-share locks on the owners' rows after the host's:
+          // taken first, in id order, they wait for a forward being created by an owner (which holds
+          // its owner's row and then wants the host) before this transaction holds anything it needs
+          await tx
+            .select({ id: users.id })
+            .from(users)
+            .where(inArray(users.id, ownersOf(slice)))
+            .orderBy(users.id)
+            .for('key share');
           if (started - touched > TOUCH_EVERY_MS) {
             await tx.update(portForwardImports).set({ touchedAt: new Date() }).where(eq(portForwardImports.id, importId));
             touched = started;
@@ -485,10 +516,7 @@ export class PortForwardImportService {
     const targets = await this.targetsOn(db, actor, hostId);
     const index = new PortIndex(host);
     // rows of imports still being written hold their ports too
-    const held = await db
-      .select({ forward: portForwards, visible: forwardIsVisible })
-      .from(portForwards)
-      .where(eq(portForwards.hostId, hostId));
+    const held = await db.select({ forward: portForwards, visible: forwardIsVisible }).from(portForwards).where(eq(portForwards.hostId, hostId));
     for (const { forward, visible } of held) index.add(visible ? forward : { ...forward, staged: true });
     const names = new Map(
       (await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
