@@ -7,6 +7,7 @@ import { InstancePage } from './pages/instance/instance-page.js';
 import { InstancesPage } from './pages/instances.js';
 import { LiveStatusProvider } from './live-status.js';
 import { SignInPage } from './pages/sign-in.js';
+import { WebProxiesPage } from './pages/web-proxies.js';
 
 const SignOutMutation = graphql(`
   mutation SignOut {
@@ -37,11 +38,15 @@ interface NavItem {
 }
 
 // Monitoring and Terminal join the instance tabs when their APIs land; nothing links to them before
-const NAV: NavItem[] = [{ href: '/instances', label: 'Instances' }];
+const NAV: NavItem[] = [
+  { href: '/instances', label: 'Instances' },
+  { href: '/proxies', label: 'Web proxies' },
+];
 
 /** The route table: the first pattern that matches renders. */
 function Page({ path, isAdmin }: { path: string; isAdmin: boolean }) {
   if (path === '/' || matchPath('/instances', path)) return <InstancesPage isAdmin={isAdmin} />;
+  if (matchPath('/proxies', path)) return <WebProxiesPage />;
   const instance = matchPath('/instances/:id/:tab?', path);
   if (instance) return <InstancePage id={instance.id!} tab={instance.tab} />;
   return (
