@@ -37,7 +37,6 @@ interface NavItem {
   adminOnly?: boolean;
 }
 
-// Monitoring and Terminal join the instance tabs when their APIs land; nothing links to them before
 const NAV: NavItem[] = [
   { href: '/instances', label: 'Instances' },
   { href: '/proxies', label: 'Web proxies' },

@@ -191,7 +191,7 @@ export function certificateText(proxy: Pick<Proxy, 'tlsMode' | 'certificateStatu
   if (proxy.tlsMode === 'NONE') return 'no TLS';
   const status = proxy.certificateStatus;
   if (status?.notAfter) return `${status.issuer ?? 'unknown issuer'}, expires ${expiry(status.notAfter)}`;
-  if (status?.lastError) return `error: ${status.lastError}`;
+  if (status?.lastError) return `not served yet: ${status.lastError}`;
   if (proxy.certificate) return `uploaded (${proxy.certificate.subject}), expires ${expiry(proxy.certificate.validTo)}; not served yet`;
   return 'waiting for the certificate';
 }
@@ -208,7 +208,8 @@ function healthText(health: Proxy['targetHealth']): string {
 }
 
 function awaitingCertificate(proxy: Proxy): boolean {
-  return proxy.tlsMode !== 'NONE' && !proxy.certificateStatus?.notAfter && !proxy.certificateStatus?.lastError;
+  // an issuance error is often passing (Caddy is still obtaining it): keep asking until one is served
+  return proxy.tlsMode !== 'NONE' && !proxy.certificateStatus?.notAfter;
 }
 
 /** Reads a chosen file into a text field (certificate and key uploads). */

@@ -1,10 +1,11 @@
-/** An instance with its tabs: Network, Port forwards, Firewall, Bandwidth (Monitoring and Terminal join when their APIs land). */
+/** An instance with its tabs: Network, Port forwards, Firewall, Bandwidth, Monitoring (Terminal joins when its API lands). */
 import { useEffect } from 'react';
 import { useQuery } from 'urql';
 import { graphql, type ResultOf } from '../../graphql.js';
 import { Link } from '../../router.js';
 import { BandwidthTab } from './bandwidth-tab.js';
 import { FirewallTab } from './firewall-tab.js';
+import { MonitoringTab } from './monitoring-tab.js';
 import { NetworkTab } from './network-tab.js';
 import { PortForwardsTab } from './port-forwards-tab.js';
 
@@ -96,6 +97,7 @@ const TABS: Tab[] = [
   { slug: 'forwards', label: 'Port forwards', render: (p) => <PortForwardsTab {...p} /> },
   { slug: 'firewall', label: 'Firewall', render: (p) => <FirewallTab {...p} /> },
   { slug: 'bandwidth', label: 'Bandwidth', render: (p) => <BandwidthTab {...p} /> },
+  { slug: 'monitoring', label: 'Monitoring', render: (p) => <MonitoringTab {...p} /> },
 ];
 
 // the first time an instance page shows its data after a page load (Navigation Timing; the browser test reads it)
