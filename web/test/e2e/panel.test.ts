@@ -129,7 +129,62 @@ describe('the web UI in Chromium', () => {
     await expect.poll(() => page.locator('table[aria-label="Port forwards"] tbody tr').count()).toBe(4);
   });
 
+  it('shows the overview, pools with a reservation, the audit log live with diffs, and a token once', async () => {
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await nav.getByRole('link', { name: 'Overview' }).click();
+    const host = page.locator('table[aria-label="Hosts"] tbody tr', { hasText: 'h1' });
+    await host.waitFor();
+    expect(await host.textContent()).toContain('offline');
+    await expect.poll(() => page.locator('.counts').textContent()).toMatch(/Instances1.*Port forwards4.*Web proxies0/);
+    await shot('overview');
+
+    await nav.getByRole('link', { name: 'IP pools' }).click();
+    const poolRow = page.locator('table[aria-label="IP pools"] tbody tr', { hasText: 'private' });
+    const reserved = async () => Number(/(\d+) reserved/.exec((await poolRow.textContent()) ?? '')?.[1]);
+    await expect.poll(reserved).toBeGreaterThanOrEqual(0);
+    const reservedBefore = await reserved();
+    await page.getByRole('button', { name: 'Addresses of private' }).click();
+    await page.getByRole('table', { name: 'Addresses of private' }).getByText('10.77.0.10').waitFor();
+    await page.getByLabel('Address', { exact: true }).fill('10.77.0.99');
+    await page.getByLabel('Reservation note').fill('kept for the router');
+    await page.getByRole('button', { name: 'Reserve', exact: true }).click();
+    await page.getByRole('table', { name: 'Addresses of private' }).getByText('kept for the router').waitFor();
+    await expect.poll(reserved).toBe(reservedBefore + 1);
+    await shot('pools');
+
+    await nav.getByRole('link', { name: 'Audit log' }).click();
+    await page.getByRole('table', { name: 'Audit entries' }).getByText('kept for the router').first().waitFor();
+    // live: a change made elsewhere appears without reload
+    await gql(`mutation($h: ID!) { updateHost(input: { hostId: $h, reservedPorts: ["2222"] }) { __typename } }`, { h: hostId });
+    const hostEntry = page.locator('table[aria-label="Audit entries"] tbody tr', { hasText: 'reservedPorts' }).first();
+    await hostEntry.waitFor();
+    expect(await hostEntry.locator('.diff .added').allTextContents()).toEqual(expect.arrayContaining([expect.stringContaining('2222')]));
+    await shot('audit');
+
+    await nav.getByRole('link', { name: 'Account' }).click();
+    await page.getByLabel('Token name').fill('billing');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const secret = await page.locator('.token-secret').textContent();
+    expect(secret).toMatch(/^gh_/);
+    // the secret works, and once dismissed it is nowhere on the page
+    const me = await graphqlClient(api, secret!)(`{ me { name } }`);
+    expect(me.me.name).toBe('admin');
+    await page.getByRole('button', { name: 'I have copied it' }).click();
+    expect(await page.content()).not.toContain(secret);
+    await page.getByRole('table', { name: 'API tokens' }).getByText('billing').waitFor();
+
+    await nav.getByRole('link', { name: 'Admin' }).click();
+    await page.getByRole('table', { name: 'Users' }).getByText('admin').first().waitFor();
+    await page.getByRole('table', { name: 'Host settings' }).getByText('2222').waitFor();
+    await shot('admin');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot('admin-phone');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
   it('shows the other tabs at a phone width and signs out', async () => {
+    await page.getByRole('link', { name: 'Instances' }).click();
+    await page.getByRole('link', { name: 'web1' }).click();
     await page.getByRole('link', { name: 'Firewall' }).click();
     await page.getByRole('heading', { name: 'Add rule' }).waitFor();
     await page.getByRole('link', { name: 'Network' }).click();
