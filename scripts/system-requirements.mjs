@@ -31,7 +31,7 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
-  { program: 'chromium', package: 'chromium', suites: ['web'], roles: [], startedBy: 'playwright-core', why: 'the web UI end-to-end tests in headless Chromium' },
+  { program: 'chromium', package: 'chromium', suites: ['web', 'bench'], roles: [], startedBy: 'playwright-core', why: 'the web UI end-to-end tests and the chart benchmark in headless Chromium' },
   { program: 'nft', package: 'nftables', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: 'the dataplane: NAT, firewall, counters (nft -j)' },
   { program: 'ip', package: 'iproute2', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'links, addresses, network namespaces' },
   {
