@@ -12,9 +12,9 @@ import net from 'node:net';
 export const SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'caddy-api-client', 'web', 'bench', 'scripts'];
 
 
-// cli: the embedded sandbox (core/cli/src/sandbox) and its test
-const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'bench'];
-const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'bench'];
+// cli: the embedded sandbox (core/cli/src/sandbox) and its test; web: the browser test on that sandbox
+const NAMESPACE_SUITES = ['sdk', 'dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'web', 'bench'];
+const DATAPLANE_SUITES = ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'plugin-esxi', 'server', 'cli', 'web', 'bench'];
 /** Where Debian's golang-github-vmware-govmomi-dev puts the simulator's source, from which the tests build vcsim. */
 export const GOVMOMI_SOURCE = '/usr/share/gocode/src/github.com/vmware/govmomi/simulator';
 const DOCKER_SUITES = ['plugin-docker', 'host-agent'];
@@ -31,13 +31,13 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
  * proxies, the root sandbox).
  */
 export const REQUIREMENTS = [
-  { program: 'chromium', package: 'chromium', suites: ['web'], roles: [], startedBy: 'playwright-core', why: 'the web UI end-to-end test in headless Chromium' },
+  { program: 'chromium', package: 'chromium', suites: ['web', 'bench'], roles: [], startedBy: 'playwright-core', why: 'the web UI end-to-end tests and the chart benchmark in headless Chromium' },
   { program: 'nft', package: 'nftables', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: 'the dataplane: NAT, firewall, counters (nft -j)' },
   { program: 'ip', package: 'iproute2', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'links, addresses, network namespaces' },
   {
     program: 'tc',
     package: 'iproute2',
-    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'cli'],
+    suites: ['dataplane', 'host-agent', 'plugin-linux', 'plugin-docker', 'plugin-lxd', 'plugin-proxmox', 'cli', 'web'],
     roles: ['agent', 'controller'],
     why: 'bandwidth shaping (htb, ifb)',
   },
@@ -70,7 +70,7 @@ export const REQUIREMENTS = [
   {
     program: 'caddy',
     package: 'caddy',
-    suites: ['caddy-api-client', 'server', 'cli', 'bench'],
+    suites: ['caddy-api-client', 'server', 'cli', 'web', 'bench'],
     roles: ['controller'],
     why: 'the reverse proxy the controller drives',
   },

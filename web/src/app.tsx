@@ -7,6 +7,12 @@ import { InstancePage } from './pages/instance/instance-page.js';
 import { InstancesPage } from './pages/instances.js';
 import { LiveStatusProvider } from './live-status.js';
 import { SignInPage } from './pages/sign-in.js';
+import { WebProxiesPage } from './pages/web-proxies.js';
+import { AccountPage } from './pages/account.js';
+import { AdminPage } from './pages/admin.js';
+import { AuditLogPage } from './pages/audit-log.js';
+import { IpPoolsPage } from './pages/ip-pools.js';
+import { OverviewPage } from './pages/overview.js';
 
 const SignOutMutation = graphql(`
   mutation SignOut {
@@ -36,12 +42,25 @@ interface NavItem {
   adminOnly?: boolean;
 }
 
-// Monitoring and Terminal join the instance tabs when their APIs land; nothing links to them before
-const NAV: NavItem[] = [{ href: '/instances', label: 'Instances' }];
+const NAV: NavItem[] = [
+  { href: '/overview', label: 'Overview', adminOnly: true },
+  { href: '/instances', label: 'Instances' },
+  { href: '/proxies', label: 'Web proxies' },
+  { href: '/pools', label: 'IP pools', adminOnly: true },
+  { href: '/audit', label: 'Audit log' },
+  { href: '/admin', label: 'Admin', adminOnly: true },
+  { href: '/account', label: 'Account' },
+];
 
 /** The route table: the first pattern that matches renders. */
 function Page({ path, isAdmin }: { path: string; isAdmin: boolean }) {
   if (path === '/' || matchPath('/instances', path)) return <InstancesPage isAdmin={isAdmin} />;
+  if (matchPath('/proxies', path)) return <WebProxiesPage />;
+  if (matchPath('/audit', path)) return <AuditLogPage />;
+  if (matchPath('/account', path)) return <AccountPage isAdmin={isAdmin} />;
+  if (isAdmin && matchPath('/overview', path)) return <OverviewPage />;
+  if (isAdmin && matchPath('/pools', path)) return <IpPoolsPage />;
+  if (isAdmin && matchPath('/admin', path)) return <AdminPage />;
   const instance = matchPath('/instances/:id/:tab?', path);
   if (instance) return <InstancePage id={instance.id!} tab={instance.tab} />;
   return (

@@ -1,12 +1,13 @@
-/** The instances the user may see (admins: all, with their owner), searchable by name. */
+/** The instances the user may see (admins: all, with their owner), a page at a time, searchable by name within the page. */
 import { useState } from 'react';
 import { useQuery } from 'urql';
 import { graphql } from '../graphql.js';
+import { Pager, useCursorPages } from '../components/pager.js';
 import { Link } from '../router.js';
 
 const InstancesQuery = graphql(`
-  query Instances {
-    instances(first: 100) {
+  query Instances($first: Int!, $after: String) {
+    instances(first: $first, after: $after) {
       edges {
         node {
           id
@@ -28,13 +29,18 @@ const InstancesQuery = graphql(`
           }
         }
       }
+      pageInfo {
+        endCursor
+        hasNextPage
+      }
     }
   }
 `);
 
 /** The instances page. */
 export function InstancesPage({ isAdmin }: { isAdmin: boolean }) {
-  const [{ data, fetching, error }] = useQuery({ query: InstancesQuery });
+  const pages = useCursorPages();
+  const [{ data, fetching, error }] = useQuery({ query: InstancesQuery, variables: pages.variables });
   const [search, setSearch] = useState('');
   const needle = search.trim().toLowerCase();
   const rows = (data?.instances.edges ?? []).map((e) => e.node).filter((i) => !needle || i.name.toLowerCase().includes(needle));
@@ -74,6 +80,7 @@ export function InstancesPage({ isAdmin }: { isAdmin: boolean }) {
           )}
         </tbody>
       </table>
+      <Pager pages={pages} pageInfo={data?.instances.pageInfo} label="Instances" />
     </section>
   );
 }

@@ -5,50 +5,16 @@
  * when the host reports it, see a typed validation error at its field, preview and apply a CSV
  * import, sign out. Screenshots go to GATEHOUSE_UI_SCREENSHOTS (default .test-results/).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { join } from 'node:path';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
-const CLI = join(ROOT, 'core/cli/dist/cli.js');
-const WEB_DIST = join(ROOT, 'web/dist');
-const CHROMIUM = process.env.GATEHOUSE_CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = resolve(process.env.GATEHOUSE_UI_SCREENSHOTS ?? join(ROOT, 'web/.test-results/screenshots'));
-
-/** A `gatehouse serve` process and what it printed. */
-interface Served {
-  proc: ChildProcess;
-  output: () => string;
-}
-
-function serve(dataDir: string): Served {
-  let out = '';
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data-dir', dataDir, '--no-sandbox', '--no-proxy', '--web-dir', WEB_DIST], {
-    env: { ...process.env, GATEHOUSE_SANDBOX: 'off', GATEHOUSE_PROXY: 'off' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  proc.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  proc.stderr!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  return { proc, output: () => out };
-}
-
-async function until<T>(what: string, probe: () => T | undefined, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { ARTIFACTS, bootstrapCredentials, graphqlClient, launchChromium, serve, type Served } from './support.js';
 
 describe('the web UI in Chromium', () => {
   let dataDir: string;
-  let profile: string;
+  let browser: Awaited<ReturnType<typeof launchChromium>>;
   let served: Served;
   let api: string;
   let origin: string;
@@ -59,27 +25,14 @@ describe('the web UI in Chromium', () => {
   let hostId: string;
   let instanceId: string;
 
-  const gql = async (query: string, variables: Record<string, unknown> = {}) => {
-    const response = await fetch(api, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ query, variables }),
-    });
-    const body = (await response.json()) as { data?: any; errors?: unknown[] };
-    if (body.errors) throw new Error(JSON.stringify(body.errors));
-    return body.data;
-  };
-  const shot = (name: string) => page.screenshot({ path: join(SHOTS, `ui-${name}.png`), fullPage: true });
+  let gql: ReturnType<typeof graphqlClient>;
+  const shot = (name: string) => page.screenshot({ path: join(ARTIFACTS, `ui-${name}.png`), fullPage: true });
 
   beforeAll(async () => {
-    mkdirSync(SHOTS, { recursive: true });
     dataDir = mkdtempSync(join(tmpdir(), 'gh-ui-data-'));
-    profile = mkdtempSync(join(tmpdir(), 'gh-ui-profile-'));
-    served = serve(dataDir);
-    api = await until('the controller address', () => /listening on (http:\/\/\S+)/.exec(served.output())?.[1]);
-    origin = new URL(api).origin;
-    token = await until('the admin token', () => /keep it:\s+(gh_\S+)\n/.exec(served.output())?.[1]);
-    password = await until('the admin password', () => /password: (\S+)\n/.exec(served.output())?.[1]);
+    served = serve(dataDir, ['--no-sandbox', '--no-proxy', '--no-ssh'], { GATEHOUSE_SANDBOX: 'off', GATEHOUSE_PROXY: 'off' });
+    ({ api, origin, token, password } = await bootstrapCredentials(served));
+    gql = graphqlClient(api, token);
     // a host, a pool and an instance, through the API
     await gql(`mutation { createIpPool(input: { name: "private", kind: PRIVATE, network: "br0", cidr: "10.77.0.0/24" }) { __typename } }`);
     const host = await gql(`mutation { createHost(input: { name: "h1", backend: "linux" }) { ... on CreateHostPayload { host { id } } } }`);
@@ -90,24 +43,15 @@ describe('the web UI in Chromium', () => {
       { h: hostId },
     );
     instanceId = created.createInstance.instance.id;
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      viewport: { width: 1280, height: 800 },
-    });
+    browser = await launchChromium();
+    context = browser.context;
     page = context.pages()[0] ?? (await context.newPage());
   }, 180_000);
 
   afterAll(async () => {
-    await context?.close();
-    if (served?.proc.exitCode === null) {
-      const exited = new Promise((r) => served.proc.once('exit', r));
-      served.proc.kill('SIGTERM');
-      await exited;
-    }
+    await browser?.close();
+    await served?.stop();
     rmSync(dataDir, { recursive: true, force: true });
-    rmSync(profile, { recursive: true, force: true });
   });
 
   it('shows a wrong password at the password field, then signs in with the printed one', async () => {
@@ -185,7 +129,62 @@ describe('the web UI in Chromium', () => {
     await expect.poll(() => page.locator('table[aria-label="Port forwards"] tbody tr').count()).toBe(4);
   });
 
+  it('shows the overview, pools with a reservation, the audit log live with diffs, and a token once', async () => {
+    const nav = page.getByRole('navigation', { name: 'Main' });
+    await nav.getByRole('link', { name: 'Overview' }).click();
+    const host = page.locator('table[aria-label="Hosts"] tbody tr', { hasText: 'h1' });
+    await host.waitFor();
+    expect(await host.textContent()).toContain('offline');
+    await expect.poll(() => page.locator('.counts').textContent()).toMatch(/Instances1.*Port forwards4.*Web proxies0/);
+    await shot('overview');
+
+    await nav.getByRole('link', { name: 'IP pools' }).click();
+    const poolRow = page.locator('table[aria-label="IP pools"] tbody tr', { hasText: 'private' });
+    const reserved = async () => Number(/(\d+) reserved/.exec((await poolRow.textContent()) ?? '')?.[1]);
+    await expect.poll(reserved).toBeGreaterThanOrEqual(0);
+    const reservedBefore = await reserved();
+    await page.getByRole('button', { name: 'Addresses of private' }).click();
+    await page.getByRole('table', { name: 'Addresses of private' }).getByText('10.77.0.10').waitFor();
+    await page.getByLabel('Address', { exact: true }).fill('10.77.0.99');
+    await page.getByLabel('Reservation note').fill('kept for the router');
+    await page.getByRole('button', { name: 'Reserve', exact: true }).click();
+    await page.getByRole('table', { name: 'Addresses of private' }).getByText('kept for the router').waitFor();
+    await expect.poll(reserved).toBe(reservedBefore + 1);
+    await shot('pools');
+
+    await nav.getByRole('link', { name: 'Audit log' }).click();
+    await page.getByRole('table', { name: 'Audit entries' }).getByText('kept for the router').first().waitFor();
+    // live: a change made elsewhere appears without reload
+    await gql(`mutation($h: ID!) { updateHost(input: { hostId: $h, reservedPorts: ["2222"] }) { __typename } }`, { h: hostId });
+    const hostEntry = page.locator('table[aria-label="Audit entries"] tbody tr', { hasText: 'reservedPorts' }).first();
+    await hostEntry.waitFor();
+    expect(await hostEntry.locator('.diff .added').allTextContents()).toEqual(expect.arrayContaining([expect.stringContaining('2222')]));
+    await shot('audit');
+
+    await nav.getByRole('link', { name: 'Account' }).click();
+    await page.getByLabel('Token name').fill('billing');
+    await page.getByRole('button', { name: 'Create token' }).click();
+    const secret = await page.locator('.token-secret').textContent();
+    expect(secret).toMatch(/^gh_/);
+    // the secret works, and once dismissed it is nowhere on the page
+    const me = await graphqlClient(api, secret!)(`{ me { name } }`);
+    expect(me.me.name).toBe('admin');
+    await page.getByRole('button', { name: 'I have copied it' }).click();
+    expect(await page.content()).not.toContain(secret);
+    await page.getByRole('table', { name: 'API tokens' }).getByText('billing').waitFor();
+
+    await nav.getByRole('link', { name: 'Admin' }).click();
+    await page.getByRole('table', { name: 'Users' }).getByText('admin').first().waitFor();
+    await page.getByRole('table', { name: 'Host settings' }).getByText('2222').waitFor();
+    await shot('admin');
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot('admin-phone');
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
   it('shows the other tabs at a phone width and signs out', async () => {
+    await page.getByRole('link', { name: 'Instances' }).click();
+    await page.getByRole('link', { name: 'web1' }).click();
     await page.getByRole('link', { name: 'Firewall' }).click();
     await page.getByRole('heading', { name: 'Add rule' }).waitFor();
     await page.getByRole('link', { name: 'Network' }).click();

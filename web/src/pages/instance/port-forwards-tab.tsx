@@ -3,14 +3,16 @@ import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
 import { CsvPlan, type PlanRow } from '../../components/csv-plan.js';
 import { FormError, SelectField, TextAreaField, TextField } from '../../components/form.js';
+import { Pager, useCursorPages } from '../../components/pager.js';
 import { ErrorFields, graphql } from '../../graphql.js';
 import { StatusBadge, useForgetStatus } from '../../live-status.js';
+import { rangeText } from '../../text.js';
 import { useFormMutation } from '../../use-form-mutation.js';
 import type { TabProps } from './instance-page.js';
 
 const ForwardsQuery = graphql(`
-  query InstanceForwards($id: ID!) {
-    portForwards(instanceId: $id, first: 200) {
+  query InstanceForwards($id: ID!, $first: Int!, $after: String) {
+    portForwards(instanceId: $id, first: $first, after: $after) {
       edges {
         node {
           id
@@ -30,6 +32,10 @@ const ForwardsQuery = graphql(`
           status
           statusError
         }
+      }
+      pageInfo {
+        endCursor
+        hasNextPage
       }
     }
     commonPorts {
@@ -115,13 +121,10 @@ const FORM_FIELDS = ['protocol', 'hostPort', 'targetAddress', 'targetPort', 'sou
 const PROTOCOLS = ['TCP', 'UDP', 'BOTH'] as const;
 type Protocol = (typeof PROTOCOLS)[number];
 
-function range(r: { start: number; end: number }): string {
-  return r.start === r.end ? String(r.start) : `${r.start}-${r.end}`;
-}
-
 /** The Port forwards tab. */
 export function PortForwardsTab({ instance }: TabProps) {
-  const [{ data, error }, reexecute] = useQuery({ query: ForwardsQuery, variables: { id: instance.id } });
+  const pages = useCursorPages();
+  const [{ data, error }, reexecute] = useQuery({ query: ForwardsQuery, variables: { id: instance.id, ...pages.variables } });
   const refresh = () => reexecute({ requestPolicy: 'network-only' });
   const forget = useForgetStatus();
   const [form, setForm] = useState({ protocol: 'TCP' as Protocol, hostPort: '', targetAddress: '', targetPort: '', sourceCidrs: '', note: '' });
@@ -182,10 +185,10 @@ export function PortForwardsTab({ instance }: TabProps) {
                 <td>{f.protocol}</td>
                 <td>
                   {f.hostAddress ? `${f.hostAddress}:` : ''}
-                  {range(f.hostPorts)}
+                  {rangeText(f.hostPorts)}
                 </td>
                 <td>
-                  {f.targetAddress}:{range(f.targetPorts)}
+                  {f.targetAddress}:{rangeText(f.targetPorts)}
                 </td>
                 <td>{f.sourceCidrs.join(', ') || 'any'}</td>
                 <td>{f.note}</td>
@@ -196,7 +199,7 @@ export function PortForwardsTab({ instance }: TabProps) {
                   <button
                     type="button"
                     className="danger"
-                    aria-label={`Delete forward ${range(f.hostPorts)}/${f.protocol.toLowerCase()}`}
+                    aria-label={`Delete forward ${rangeText(f.hostPorts)}/${f.protocol.toLowerCase()}`}
                     onClick={async () => (await submitDelete({ input: { portForwardId: f.id } })) && refresh()}
                   >
                     Delete
@@ -212,6 +215,7 @@ export function PortForwardsTab({ instance }: TabProps) {
           </tbody>
         </table>
       </div>
+      <Pager pages={pages} pageInfo={data?.portForwards.pageInfo} label="Port forwards" />
 
       <form className="card" onSubmit={add} aria-labelledby="add-forward-title" noValidate>
         <h2 id="add-forward-title">Add port forward</h2>

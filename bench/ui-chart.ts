@@ -1,0 +1,107 @@
+/**
+ * The Monitoring chart's frame time in Chromium (Debian's, through playwright-core): one live
+ * sample per second pushed into the tab's ring buffer and drawn by uPlot, with 50 series against a
+ * baseline of the tab's own 2 series (received, sent) measured in the same run. The page is the
+ * real chart code (web/src/traffic) built by Vite into a temporary directory and served on
+ * loopback. A frame is push + setData + uPlot's draw calls (`script`: what the page's main thread
+ * spends per sample), and the same with the canvas forced to pixels (`raster`, a 1-pixel
+ * getImageData: with --disable-gpu this is a software raster and a readback, far slower than the
+ * compositor's own raster, so it is an upper bound, not what a user sees); each window holds 600
+ * samples (10 minutes at 1 Hz) of random rates, the worst case for path length.
+ *
+ *   npx tsx bench/ui-chart.ts      (chromium at /usr/bin/chromium or GATEHOUSE_CHROMIUM)
+ *     BENCH_CHART_SERIES=50 BENCH_CHART_SAMPLES=600 BENCH_CHART_FRAMES=60 BENCH_CHART_ROUNDS=2
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { loadavg, tmpdir } from 'node:os';
+import { extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { build } from 'vite';
+
+const HERE = fileURLToPath(new URL('./ui-chart/', import.meta.url));
+const SERIES = Number(process.env.BENCH_CHART_SERIES ?? 50);
+const SAMPLES = Number(process.env.BENCH_CHART_SAMPLES ?? 600);
+const FRAMES = Number(process.env.BENCH_CHART_FRAMES ?? 60);
+const ROUNDS = Number(process.env.BENCH_CHART_ROUNDS ?? 2);
+const BASELINE_SERIES = 2;
+const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+const out = mkdtempSync(join(tmpdir(), 'gh-chart-bench-'));
+await build({ root: HERE, logLevel: 'warn', build: { outDir: out, emptyOutDir: true, target: 'es2022' } });
+const server = createServer((req, res) => {
+  const path = normalize(new URL(req.url ?? '/', 'http://x').pathname === '/' ? '/index.html' : new URL(req.url!, 'http://x').pathname);
+  try {
+    const body = readFileSync(join(out, path));
+    res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream' }).end(body);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+const { port } = server.address() as { port: number };
+const profile = mkdtempSync(join(tmpdir(), 'gh-chart-profile-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.GATEHOUSE_CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+  viewport: { width: 1280, height: 800 },
+});
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on('pageerror', (err) => console.error(`page error: ${err.message}`));
+  page.on('console', (m) => console.error(`page console (${m.type()}): ${m.text()}`));
+  await page.goto(`http://127.0.0.1:${port}/`);
+  await page.waitForFunction(() => document.title === 'ready', undefined, { timeout: 30_000 });
+  console.error('page ready; warming up');
+  type Times = { script: number[]; raster: number[] };
+  const run = (series: number) =>
+    page.evaluate(
+      ([s, n, f]) => (window as unknown as { runChartBench(s: number, n: number, f: number): Promise<Times> }).runChartBench(s, n, f),
+      [series, SAMPLES, FRAMES],
+    );
+  const all: Record<number, Times> = { [BASELINE_SERIES]: { script: [], raster: [] }, [SERIES]: { script: [], raster: [] } };
+  await run(SERIES); // warm-up (JIT)
+  for (let round = 0; round < ROUNDS; round++) {
+    // alternate the order so that neither always runs on a warmer page
+    const order = round % 2 === 0 ? [BASELINE_SERIES, SERIES] : [SERIES, BASELINE_SERIES];
+    for (const series of order) {
+      const times = await run(series);
+      all[series]!.script.push(...times.script);
+      all[series]!.raster.push(...times.raster);
+    }
+  }
+  const line = (series: number) => {
+    const t = all[series]!;
+    return `${String(series).padStart(3)} series × ${SAMPLES} samples: script median ${percentile(t.script, 50).toFixed(2)} ms, p95 ${percentile(t.script, 95).toFixed(2)} ms; with raster median ${percentile(t.raster, 50).toFixed(2)} ms, p95 ${percentile(t.raster, 95).toFixed(2)} ms`;
+  };
+  console.log(
+    `chart frame time in Chromium (${ROUNDS} rounds × ${FRAMES} frames each; load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')})`,
+  );
+  console.log(line(BASELINE_SERIES));
+  console.log(line(SERIES));
+  const ratio = percentile(all[SERIES]!.script, 50) / percentile(all[BASELINE_SERIES]!.script, 50);
+  console.log(`ratio ${SERIES} / ${BASELINE_SERIES} series (median script): ${ratio.toFixed(2)}×; target: a frame < 8 ms at ${SERIES} series`);
+} finally {
+  await context.close();
+  server.close();
+  rmSync(profile, { recursive: true, force: true });
+  rmSync(out, { recursive: true, force: true });
+}

@@ -1,0 +1,31 @@
+/** uPlot options for the traffic charts (no React: the chart benchmark builds them too). */
+import type uPlot from 'uplot';
+import { formatBitRate } from './units.js';
+
+/** One line of the chart. */
+export interface ChartSeries {
+  label: string;
+  color: string;
+}
+
+/** The charts' height in CSS pixels. */
+export const CHART_HEIGHT = 220;
+
+/** uPlot's options for rate series on a time axis. */
+export function rateChartOptions(series: readonly ChartSeries[], width: number, title: string, windowSeconds?: number): uPlot.Options {
+  return {
+    title,
+    width,
+    height: CHART_HEIGHT,
+    series: [
+      {},
+      ...series.map((s) => ({ label: s.label, stroke: s.color, width: 1.5, value: (_u: uPlot, v: number | null) => (v === null ? '—' : formatBitRate(v)) })),
+    ],
+    axes: [{}, { size: 80, values: (_u: uPlot, ticks: number[]) => ticks.map(formatBitRate) }],
+    scales: {
+      // a live chart shows a fixed window ending at its latest sample, so that it scrolls rather than stretches
+      ...(windowSeconds ? { x: { range: (_u: uPlot, _min: number, max: number) => [max - windowSeconds, max] } } : {}),
+      y: { range: (_u: uPlot, _min: number, max: number) => [0, Math.max(max, 1000) * 1.1] },
+    },
+  };
+}

@@ -1,0 +1,332 @@
+/**
+ * The guide's walkthrough in a real browser against the real thing: Debian's Chromium (through
+ * playwright-core) on `gatehouse serve` as root — PGlite, the sandbox host with its in-process
+ * agent applying nftables in its namespaces, and the Caddy the controller runs (on free loopback
+ * ports). Signed in with the printed password, the user adds a forward with the HTTP preset and
+ * sees it turn APPLIED without a reload while the test fetches web1's page through it; imports a
+ * 3-row CSV after reading its plan; blocks port 80 with a DROP rule (the fetch fails) and deletes
+ * it (the fetch works); creates a web proxy and sees its certificate; a second user sees none of
+ * it; a wrong password is shown at its field. Screenshots of each page and the measured first
+ * render of the instance page go to ARTIFACTS (gitignored).
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ARTIFACTS,
+  REQUIRE_SYSTEM,
+  bootstrapCredentials,
+  chromiumAvailable,
+  freePort,
+  graphqlClient,
+  launchChromium,
+  serve,
+  until,
+  type Served,
+} from './support.js';
+
+// the sandbox's fixed layout (core/cli/src/sandbox/sandbox-layout.ts; the web package imports no other package)
+const SANDBOX_PUBLIC_ADDRESS = '100.64.89.2';
+const SANDBOX_STATE_FILE = '/run/gatehouse/sandbox.json';
+const isRoot = process.getuid?.() === 0;
+const onPath = (program: string) => (process.env.PATH ?? '').split(':').some((dir) => existsSync(join(dir, program)));
+const runnable = isRoot && chromiumAvailable && onPath('caddy') && onPath('nft');
+
+/** One GET on a new connection, as curl makes it: the body, or `error:<code>`. */
+function httpGet(url: string): Promise<string> {
+  return new Promise((resolve) => {
+    const req = httpRequest(url, { timeout: 2000, agent: false }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(body));
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(`error:${err.code ?? err.message}`));
+    req.end();
+  });
+}
+
+/** GET over HTTPS from Caddy on loopback with `domain` as SNI and Host (its internal CA is not trusted here). */
+function httpsGet(port: number, domain: string): Promise<string> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(
+      { host: '127.0.0.1', port, path: '/', servername: domain, headers: { host: domain }, rejectUnauthorized: false, timeout: 3000, agent: false },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      },
+    );
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(`error:${err.code ?? err.message}`));
+    req.end();
+  });
+}
+
+/** POSTs `chunkBytes` to `url` every `everyMs` until `stop()`: traffic the host counts for the instance behind the forward. */
+function pushTraffic(url: string, chunkBytes: number, everyMs: number): { stop(): Promise<number> } {
+  let running = true;
+  let sent = 0;
+  const body = Buffer.alloc(chunkBytes, 'x');
+  const loop = (async () => {
+    while (running) {
+      await new Promise<void>((resolve) => {
+        const req = httpRequest(url, { method: 'POST', agent: false, timeout: 2000, headers: { 'content-length': body.length } }, (res) => {
+          res.resume();
+          res.on('end', resolve);
+        });
+        req.on('timeout', () => req.destroy());
+        req.on('error', () => resolve());
+        req.end(body, () => (sent += body.length));
+      });
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return sent;
+    },
+  };
+}
+
+const ipCommand = (args: string[]) => new Promise<string>((resolve) => execFile('ip', args, (err, stdout) => resolve(err ? '' : stdout)));
+
+/** After a controller of ours had to be SIGKILLed: removes the sandbox it left (never another controller's). */
+async function removeSandboxOf(pid: number | undefined): Promise<void> {
+  if (pid === undefined || !existsSync(SANDBOX_STATE_FILE)) return;
+  if ((JSON.parse(readFileSync(SANDBOX_STATE_FILE, 'utf8')) as { pid: number }).pid !== pid) return;
+  await ipCommand(['link', 'del', 'gh-sbx-root']);
+  for (const line of (await ipCommand(['netns', 'list'])).split('\n')) {
+    const ns = line.split(' ')[0]!;
+    if (ns === 'gh-sandbox' || ns.startsWith('gh-sandbox-')) await ipCommand(['netns', 'del', ns]);
+  }
+  rmSync(SANDBOX_STATE_FILE, { force: true });
+}
+
+describe.skipIf(!runnable && !REQUIRE_SYSTEM)('the panel in Chromium on the root sandbox (real agent, nftables, Caddy)', () => {
+  let dataDir: string;
+  let caddyDir: string;
+  let served: Served;
+  let browser: Awaited<ReturnType<typeof launchChromium>>;
+  let page: Page;
+  let origin: string;
+  let password: string;
+  let gql: ReturnType<typeof graphqlClient>;
+  let proxyHttpsPort: number;
+  let web1: { id: string; address: string };
+  let web1Hello: string;
+  const figures: Record<string, number> = {};
+  const shot = (name: string, on: Page = page) => on.screenshot({ path: join(ARTIFACTS, `sandbox-${name}.png`), fullPage: true });
+  const forwardRows = () => page.locator('table[aria-label="Port forwards"] tbody tr[data-forward-id]');
+
+  beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), 'gh-ui-sandbox-'));
+    caddyDir = mkdtempSync(join(tmpdir(), 'gh-ui-caddy-'));
+    proxyHttpsPort = await freePort();
+    const proxyHttpPort = await freePort();
+    served = serve(
+      dataDir,
+      [
+        '--no-ssh',
+        '--proxy-listen-host',
+        '127.0.0.1',
+        '--proxy-http-port',
+        String(proxyHttpPort),
+        '--proxy-https-port',
+        String(proxyHttpsPort),
+        '--caddy-dir',
+        caddyDir,
+      ],
+      // the sandbox and the proxy on even where the test runner turns them off for other suites
+      { GATEHOUSE_SANDBOX: 'on', GATEHOUSE_PROXY: 'on', GATEHOUSE_SSH: 'off' },
+    );
+    const credentials = await bootstrapCredentials(served);
+    ({ origin, password } = credentials);
+    gql = graphqlClient(credentials.api, credentials.token);
+    const [ready] = await served.waitFor(/^Stopping the controller.*|^No sandbox host: .*/m);
+    if (ready.startsWith('No sandbox host')) throw new Error(`the controller started without the sandbox:\n${served.output()}`);
+    const [, id, address] = await served.waitFor(/^\s+web1\s+id (\S+)\s+address (\S+)/m);
+    web1 = { id: id!, address: address! };
+    web1Hello = `hello from web1 (${web1.address})\n`;
+    browser = await launchChromium();
+    page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    if (served) {
+      const pid = served.proc.pid;
+      // SIGTERM removes the sandbox; a controller that did not stop in time is killed and its sandbox removed here
+      if ((await served.stop()) !== 0) await removeSandboxOf(pid);
+    }
+    if (figures && Object.keys(figures).length) writeFileSync(join(ARTIFACTS, 'sandbox-figures.json'), JSON.stringify(figures, null, 2));
+    rmSync(dataDir, { recursive: true, force: true });
+    rmSync(caddyDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('shows a wrong password at its field, then signs in with the printed one', async () => {
+    const consoleErrors: string[] = [];
+    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+    await page.goto(`${origin}/`);
+    await page.getByLabel('Username').fill('admin');
+    await page.getByLabel('Password').fill(`${password}x`);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect.poll(() => page.locator('.field-error[data-field="password"]').textContent()).toContain('the username or the password is wrong');
+    await shot('sign-in-error');
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('link', { name: 'web1' }).waitFor();
+    await page.getByRole('link', { name: 'web2' }).waitFor();
+    await shot('instances');
+    expect(consoleErrors).toEqual([]);
+  });
+
+  it('renders the instance page on a fresh load (Navigation Timing)', async () => {
+    await page.goto(`${origin}/instances/${web1.id}/forwards`);
+    await page.getByRole('heading', { name: 'web1', level: 1 }).waitFor();
+    const timing = await page.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming;
+      const rendered = performance.getEntriesByName('gatehouse:instance-rendered')[0];
+      return { responseEnd: nav.responseEnd, domContentLoaded: nav.domContentLoadedEventEnd, instanceRendered: rendered?.startTime };
+    });
+    expect(timing.instanceRendered).toBeGreaterThan(timing.responseEnd);
+    figures.instanceFirstRenderMs = Math.round(timing.instanceRendered!);
+    figures.domContentLoadedMs = Math.round(timing.domContentLoaded);
+    console.log(
+      `first render of the instance page: ${figures.instanceFirstRenderMs} ms after navigation start (DOMContentLoaded ${figures.domContentLoadedMs} ms)`,
+    );
+  });
+
+  it('adds a forward with the HTTP preset; it turns APPLIED without a reload and web1 answers through it', async () => {
+    // a marker a reload would lose
+    await page.evaluate(() => ((window as unknown as { marker: number }).marker = 1));
+    expect(await httpGet(`http://${SANDBOX_PUBLIC_ADDRESS}:8080/`)).toMatch(/^error:/);
+    await page.getByLabel('Preset').selectOption('HTTP');
+    expect(await page.getByLabel('Instance port').inputValue()).toBe('80');
+    await page.getByLabel('Host port').fill('8080');
+    await page.getByRole('button', { name: 'Add port forward' }).click();
+    const row = forwardRows().filter({ hasText: '8080' });
+    await row.waitFor();
+    expect(await row.textContent()).toContain(`${web1.address}:80`);
+    await expect.poll(() => row.locator('.status').textContent(), { timeout: 30_000 }).toBe('APPLIED');
+    expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(1);
+    expect(
+      await until('web1 through the forward', async () => ((await httpGet(`http://${SANDBOX_PUBLIC_ADDRESS}:8080/`)) === web1Hello ? true : undefined), 20_000),
+    ).toBe(true);
+    await shot('port-forwards');
+  });
+
+  it('imports a 3-row CSV after showing its plan, and the imported forwards answer', async () => {
+    const csv = [
+      'protocol,host_port,vm_ip,vm_port,note',
+      `tcp,8081,${web1.address},80,second`,
+      `tcp,8082,${web1.address},80,third`,
+      `udp,8053,${web1.address},53,DNS`,
+    ].join('\n');
+    await page.getByLabel('CSV', { exact: true }).fill(csv);
+    await page.getByRole('button', { name: 'Preview import' }).click();
+    const plan = page.locator('table[aria-label="Import plan"] tbody tr');
+    await expect.poll(() => plan.count()).toBe(3);
+    expect(await plan.allTextContents()).toEqual(Array(3).fill(expect.stringContaining('will be created')));
+    await shot('csv-plan');
+    expect(await forwardRows().count()).toBe(1); // nothing before the user confirms
+    await page.getByRole('button', { name: 'Apply import' }).click();
+    await page.getByText('Imported: 3 port forwards created.').waitFor();
+    await expect.poll(() => forwardRows().count()).toBe(4);
+    await expect.poll(() => forwardRows().locator('.status').allTextContents(), { timeout: 30_000 }).toEqual(Array(4).fill('APPLIED'));
+    expect(await httpGet(`http://${SANDBOX_PUBLIC_ADDRESS}:8082/`)).toBe(web1Hello);
+    await shot('instance-page');
+  });
+
+  it('blocks port 80 with a DROP rule (the fetch fails), then deletes it (the fetch works)', async () => {
+    await page.getByRole('link', { name: 'Firewall' }).click();
+    await page.getByLabel('Protocol').selectOption('TCP');
+    await page.getByLabel('Destination ports').fill('80');
+    await page.getByLabel('Action').selectOption('DROP');
+    await page.getByLabel('Note').fill('block web');
+    await page.getByRole('button', { name: 'Add rule' }).click();
+    const rule = page.locator('table[aria-label="Firewall rules"] tbody tr', { hasText: 'block web' });
+    await rule.waitFor();
+    await expect.poll(() => rule.locator('.status').textContent(), { timeout: 30_000 }).toBe('APPLIED');
+    expect(await httpGet(`http://${SANDBOX_PUBLIC_ADDRESS}:8080/`)).toBe('error:ETIMEDOUT');
+    await shot('firewall');
+    await rule.getByRole('button', { name: 'Delete' }).click();
+    await expect.poll(() => rule.count()).toBe(0);
+    expect(
+      await until(
+        'web1 after the rule is gone',
+        async () => ((await httpGet(`http://${SANDBOX_PUBLIC_ADDRESS}:8080/`)) === web1Hello ? true : undefined),
+        20_000,
+      ),
+    ).toBe(true);
+  });
+
+  it("charts the live rates: the latest point rises while the test pushes traffic through the forward, and shows the period's totals", async () => {
+    await page.getByRole('navigation', { name: 'Instance' }).getByRole('link', { name: 'Monitoring' }).click();
+    await page.getByRole('img', { name: 'Live (last 10 minutes)' }).locator('canvas').waitFor();
+    const now = page.locator('.live-now');
+    const latest = async () => {
+      const [rx, tx] = [await now.getAttribute('data-rx-bps'), await now.getAttribute('data-tx-bps')];
+      return rx === '' || tx === '' || rx === null || tx === null ? undefined : Number(rx) + Number(tx);
+    };
+    // the agent reports every second: the first sample arrives through the subscription
+    const before = await until('a live sample', latest, 20_000);
+    const charts = async () => page.evaluate(() => document.querySelectorAll('.chart').length);
+    expect(await charts()).toBe(2);
+    const pusher = pushTraffic(`http://${SANDBOX_PUBLIC_ADDRESS}:8080/`, 256 * 1024, 50);
+    try {
+      // at least 1 Mbit/s above what was there before (the pusher sends about 20-40 Mbit/s)
+      await expect.poll(latest, { timeout: 30_000, interval: 500 }).toBeGreaterThan(before + 1_000_000);
+    } finally {
+      expect(await pusher.stop()).toBeGreaterThan(0);
+    }
+    await shot('monitoring');
+    const period = page.getByRole('table', { name: 'Billing period' });
+    await expect.poll(async () => (await period.textContent()) ?? '').toMatch(/Received\s*[\d.]+ [kMG]?B/);
+  });
+
+  it('creates a web proxy and shows the certificate Caddy serves for it', async () => {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Web proxies' }).click();
+    await page.getByRole('heading', { name: 'Web proxies', level: 1 }).waitFor();
+    await page.getByLabel('Instance', { exact: true }).selectOption({ label: 'web1 (sandbox)' });
+    await page.getByLabel('Domain', { exact: true }).fill('web1.sandbox.test');
+    await page.getByLabel('TLS', { exact: true }).selectOption('SELF_SIGNED');
+    await page.getByRole('button', { name: 'Add web proxy' }).click();
+    const row = page.locator('table[aria-label="Web proxies"] tbody tr', { hasText: 'web1.sandbox.test' });
+    await row.waitFor();
+    await expect.poll(() => row.locator('.status').textContent(), { timeout: 30_000 }).toBe('APPLIED');
+    // the controller learns the certificate by a handshake; the page shows it without a reload
+    await expect.poll(() => row.locator('.certificate').textContent(), { timeout: 60_000 }).toMatch(/expires/);
+    expect(await row.locator('.certificate').textContent()).toMatch(/^CN=Caddy Local Authority/);
+    expect(await httpsGet(proxyHttpsPort, 'web1.sandbox.test')).toBe(web1Hello);
+    await row.getByRole('button', { name: 'Diagnose web1.sandbox.test' }).click();
+    await expect.poll(() => row.locator('.health').textContent(), { timeout: 20_000 }).toMatch(/^OK/);
+    await shot('web-proxies');
+  });
+
+  it("shows a second user none of the admin's objects", async () => {
+    const created = await gql(`mutation { createUser(input: { name: "tenant2", password: "tenant2-password-1" }) { __typename ... on Error { message } } }`);
+    expect(created.createUser.__typename).toBe('CreateUserPayload');
+    // a new tab: its own session storage, so its own session
+    const other = await browser.context.newPage();
+    await other.goto(`${origin}/`);
+    await other.getByLabel('Username').fill('tenant2');
+    await other.getByLabel('Password').fill('tenant2-password-1');
+    await other.getByRole('button', { name: 'Sign in' }).click();
+    await other.getByRole('heading', { name: 'Instances' }).waitFor();
+    await other.getByText('No instances.').waitFor();
+    await shot('tenant-instances', other);
+    await other.getByRole('link', { name: 'Web proxies' }).click();
+    await other.getByText('No web proxies yet.').waitFor();
+    await other.goto(`${origin}/instances/${web1.id}/forwards`);
+    await other.getByText(`No instance with id ${web1.id} (or it is not yours).`).waitFor();
+    await other.close();
+  });
+});
