@@ -6,6 +6,7 @@ import { BandwidthTab } from './bandwidth-tab.js';
 import { FirewallTab } from './firewall-tab.js';
 import { NetworkTab } from './network-tab.js';
 import { PortForwardsTab } from './port-forwards-tab.js';
+import { TerminalTab } from './terminal-tab.js';
 
 /** The instance query: everything the tabs show. */
 export const InstanceQuery = graphql(`
@@ -95,6 +96,7 @@ const TABS: Tab[] = [
   { slug: 'forwards', label: 'Port forwards', render: (p) => <PortForwardsTab {...p} /> },
   { slug: 'firewall', label: 'Firewall', render: (p) => <FirewallTab {...p} /> },
   { slug: 'bandwidth', label: 'Bandwidth', render: (p) => <BandwidthTab {...p} /> },
+  { slug: 'terminal', label: 'Terminal', render: (p) => <TerminalTab {...p} /> },
 ];
 
 /** The instance page at /instances/:id/:tab. */
