@@ -72,6 +72,17 @@ function started(
   return { child, output: () => out, waitFor };
 }
 
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 /** Echo times (ms) of `count` single bytes through `ssh -tt … cat` on a raw remote pty. */
@@ -275,6 +286,12 @@ async function main(): Promise<void> {
 
     const echo = { direct: [] as number[], through: [] as number[] };
     const bulk = { direct: [] as number[], through: [] as number[] };
+    // where the through path spends CPU: the controller (jump server) and the agent (tunnel), per bulk copy
+    const cpu = { controller: [] as number[], agent: [] as number[] };
+    const agentPid = () => {
+      const children = readFileSync(`/proc/${agent.child.pid}/task/${agent.child.pid}/children`, 'utf8').trim();
+      return children ? Number(children.split(' ')[0]) : agent.child.pid; // ip netns exec runs node in its place
+    };
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? (['direct', 'through'] as const) : (['through', 'direct'] as const);
       for (const path of order) {
@@ -282,10 +299,15 @@ async function main(): Promise<void> {
         const e = make('ssh', echoArgs);
         echo[path].push(...(await echoTimes(e.command, e.args, KEYS)));
         const s = make('scp', scpArgs);
+        const before = { controller: cpuSeconds(controller.child.pid), agent: cpuSeconds(agentPid()) };
         const t0 = process.hrtime.bigint();
         const r = await runProgram(s.command, s.args);
         if (r.code !== 0) throw new Error(`scp (${path}) failed: ${r.stderr}`);
         bulk[path].push(MB / (Number(process.hrtime.bigint() - t0) / 1e9));
+        if (path === 'through') {
+          cpu.controller.push(cpuSeconds(controller.child.pid) - before.controller);
+          cpu.agent.push(cpuSeconds(agentPid()) - before.agent);
+        }
       }
     }
     const stats = (times: number[]) => {

@@ -136,6 +136,8 @@ export async function startJumpServer(deps: JumpServerDeps, options: JumpServerO
       return;
     }
     clients.add(client);
+    // interactive sessions: every keystroke's packet goes out at once
+    (client as Connection & { setNoDelay(noDelay: boolean): void }).setNoDelay(true); // in ssh2, missing from its types
     client.on('close', () => clients.delete(client));
     client.on('error', (err) => deps.logger.warn(`SSH: connection from ${source}: ${err.message}`));
     let user: Authenticated | undefined;
