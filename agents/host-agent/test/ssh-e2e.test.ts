@@ -242,8 +242,16 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     );
     await until(async () => (await vm.exec('ss', ['-ltn'])).includes(':22 '), 10_000);
     await runProgram('nsenter', ['-t', String(sshd.pid), '-u', 'hostname', instanceHostname]);
-    const mounted = await runProgram('nsenter', ['-t', String(sshd.pid), '-m', 'mount', '--bind', join(dir, 'shadow'), '/etc/shadow']);
-    expect(mounted.code, mounted.stderr).toBe(0);
+    // the instance's own root files: its password, and empty shell start-up files (this machine's may wait on its tools' locks)
+    writeFileSync(join(dir, 'empty-rc'), '');
+    for (const [file, over] of [
+      [join(dir, 'shadow'), '/etc/shadow'],
+      [join(dir, 'empty-rc'), '/root/.bashrc'],
+      [join(dir, 'empty-rc'), '/root/.profile'],
+    ] as const) {
+      const mounted = await runProgram('nsenter', ['-t', String(sshd.pid), '-m', 'mount', '--bind', file, over]);
+      expect(mounted.code, mounted.stderr).toBe(0);
+    }
   };
 
   const ssh = (config: string, destination: string, command: string[], extra: string[] = []) =>
