@@ -123,7 +123,7 @@ export const REQUIREMENTS = [
     startedBy: 'unshare',
     why: "the instance's SSH server in the SSH jump-server tests (sshd -D in an instance namespace, its own UTS namespace)",
   },
-  { program: 'ssh', package: 'openssh-client', suites: ['host-agent'], roles: [], why: 'the real client of the SSH jump-server tests (ssh -J)' },
+  { program: 'ssh', package: 'openssh-client', suites: ['host-agent'], roles: ['controller'], why: 'the web terminal runs it under node-pty (ssh -J through the jump server); the real client of the SSH jump-server tests' },
   { program: 'scp', package: 'openssh-client', suites: ['host-agent'], roles: [], why: 'copying a file through the SSH jump server in its tests' },
   { program: 'ssh-keyscan', package: 'openssh-client', suites: ['host-agent'], roles: [], why: "reading the jump server's host key in its tests" },
   { program: 'unshare', package: 'util-linux', suites: ['host-agent'], roles: [], why: "giving the SSH tests' instance its own hostname (UTS namespace)" },

@@ -87,7 +87,8 @@ export class TunnelStreams {
       this.dialBack(request.ticket, refused);
       return;
     }
-    const socket = connect({ host: request.address, port: request.port });
+    // keystrokes go out at once (SSH is interactive), not after Nagle's wait
+    const socket = connect({ host: request.address, port: request.port, noDelay: true });
     const stream: { socket: Socket; ws?: WebSocket } = { socket };
     this.streams.add(stream);
     const timer = setTimeout(

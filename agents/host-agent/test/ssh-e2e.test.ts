@@ -8,11 +8,12 @@
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { gql, startController, until, type Proc } from './support.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
@@ -20,6 +21,7 @@ const available = await labAvailable();
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
 const PLUGIN = join(REPO, 'core/sdk/examples/json-file-plugin.ts');
 const ERR = '... on Error { code message field value }';
+const ROOT_PASSWORD = 'instance-root-password';
 
 interface Run {
   code: number;
@@ -39,6 +41,97 @@ function runProgram(command: string, args: string[], timeoutMs = 60_000): Promis
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
+/** A WebSocket client of the controller's /terminal, as the web UI uses it. */
+class TerminalClient {
+  /** The terminal's output, decoded. */
+  text = '';
+  /** Control messages received. */
+  readonly controls: Record<string, any>[] = [];
+  /** Binary frames that were not whole UTF-8 on their own. */
+  brokenFrames = 0;
+  readonly closed: Promise<{ code: number; reason: string }>;
+  private readonly decoder = new TextDecoder('utf-8', { fatal: true });
+
+  constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary) return void this.controls.push(JSON.parse(data.toString('utf8')));
+      try {
+        this.text += this.decoder.decode(data);
+      } catch {
+        this.brokenFrames++;
+        this.text += data.toString('utf8');
+      }
+    });
+    this.closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  }
+
+  /** Connects to `/terminal` of the controller at `graphqlUrl` and sends `first` (the auth message) when given. */
+  static async connect(graphqlUrl: string, first?: string | Record<string, unknown>): Promise<TerminalClient> {
+    const ws = new WebSocket(graphqlUrl.replace(/^http/, 'ws').replace(/\/graphql$/, '/terminal'));
+    const client = new TerminalClient(ws);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    if (first !== undefined) ws.send(typeof first === 'string' ? first : JSON.stringify(first));
+    return client;
+  }
+
+  type(text: string | Buffer): void {
+    this.ws.send(typeof text === 'string' ? Buffer.from(text, 'utf8') : text);
+  }
+
+  control(message: Record<string, unknown>): void {
+    this.ws.send(JSON.stringify(message));
+  }
+
+  /** Resolves with the match once the output after `from` matches `pattern`. */
+  async waitFor(pattern: RegExp, from = 0, ms = 30_000): Promise<RegExpExecArray> {
+    const found = await until(async () => pattern.exec(this.text.slice(from)) ?? undefined, ms, 20);
+    if (!found) throw new Error(`no ${pattern} in the terminal output:\n${this.text.slice(-2000)}`);
+    return found;
+  }
+
+  async waitForControl(type: string, ms = 30_000): Promise<Record<string, any>> {
+    const found = await until(async () => this.controls.find((c) => c.type === type), ms, 20);
+    if (!found) throw new Error(`no ${type} message; got ${JSON.stringify(this.controls)}; output:\n${this.text.slice(-2000)}`);
+    return found;
+  }
+}
+
+/** The pids of every process below `pid`, with their command names. */
+function descendants(pid: number): { pid: number; comm: string }[] {
+  const out: { pid: number; comm: string }[] = [];
+  const walk = (p: number) => {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return;
+    }
+    for (const task of tasks) {
+      let children: number[] = [];
+      try {
+        children = readFileSync(`/proc/${p}/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      } catch {
+        continue;
+      }
+      for (const child of children) {
+        let comm = '?';
+        try {
+          comm = readFileSync(`/proc/${child}/comm`, 'utf8').trim();
+        } catch {
+          // exited meanwhile
+        }
+        out.push({ pid: child, comm });
+        walk(child);
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}
+
 describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh -J, scp) to an instance behind its host agent', () => {
   const lab = new NetnsLab();
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-ssh-'));
@@ -52,12 +145,14 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
   let sshPort: number;
   let jumpFingerprint: string;
   let hostId: string;
+  let vmId: string;
   let vmAddress: string;
   let bobVmAddress: string;
   let alice: Awaited<ReturnType<typeof makeUser>>;
   let bob: Awaited<ReturnType<typeof makeUser>>;
   let agent: ChildProcess | undefined;
   let sshd: ChildProcess | undefined;
+  let instanceHostKey: string;
   const api = <T = any>(query: string, variables?: Record<string, unknown>, secret = admin) => gql<T>(controller.url, secret, query, variables);
 
   /** A user with a USER token and an ed25519 key (added with addSshKey), and an ssh config using it. */
@@ -101,6 +196,64 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     return { userId, secret, keyId: added.addSshKey.sshKey.id as string, config };
   };
 
+  /** Starts the instance's sshd with this host key (stopping the one running): own UTS and mount namespaces, root's test password. */
+  const startSshd = async (hostKey: string) => {
+    if (sshd && sshd.exitCode === null && sshd.signalCode === null) {
+      const exited = new Promise((resolve) => sshd!.once('exit', resolve));
+      sshd.kill('SIGKILL');
+      await exited;
+    }
+    sshd = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        vm.name,
+        'unshare',
+        '--uts',
+        '--mount',
+        '--propagation',
+        'private',
+        '/usr/sbin/sshd',
+        '-D',
+        '-e',
+        '-f',
+        '/dev/null',
+        '-p',
+        '22',
+        '-h',
+        hostKey,
+        '-o',
+        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+        '-o',
+        'PidFile none',
+        '-o',
+        'StrictModes no',
+        '-o',
+        'UsePAM no',
+        '-o',
+        'PermitRootLogin yes',
+        '-o',
+        'PasswordAuthentication yes',
+        '-o',
+        'Subsystem sftp internal-sftp',
+      ],
+      { stdio: 'ignore' },
+    );
+    await until(async () => (await vm.exec('ss', ['-ltn'])).includes(':22 '), 10_000);
+    await runProgram('nsenter', ['-t', String(sshd.pid), '-u', 'hostname', instanceHostname]);
+    // the instance's own root files: its password, and empty shell start-up files (this machine's may wait on its tools' locks)
+    writeFileSync(join(dir, 'empty-rc'), '');
+    for (const [file, over] of [
+      [join(dir, 'shadow'), '/etc/shadow'],
+      [join(dir, 'empty-rc'), '/root/.bashrc'],
+      [join(dir, 'empty-rc'), '/root/.profile'],
+    ] as const) {
+      const mounted = await runProgram('nsenter', ['-t', String(sshd.pid), '-m', 'mount', '--bind', file, over]);
+      expect(mounted.code, mounted.stderr).toBe(0);
+    }
+  };
+
   const ssh = (config: string, destination: string, command: string[], extra: string[] = []) =>
     runProgram('ssh', ['-F', config, '-J', 'jump', ...extra, `root@${destination}`, '--', ...command]);
 
@@ -130,13 +283,15 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     bob = await makeUser('bob');
     const instance = async (name: string, ownerId: string) => {
       const i = await api(
-        `mutation($h: ID!, $o: ID!, $n: String!) { createInstance(input: { hostId: $h, ownerId: $o, name: $n, nics: [{ network: "br-ssh", allocate: [IPV4] }] }) { ... on CreateInstancePayload { instance { nics { addresses { address } } } } ${ERR} } }`,
+        `mutation($h: ID!, $o: ID!, $n: String!) { createInstance(input: { hostId: $h, ownerId: $o, name: $n, nics: [{ network: "br-ssh", allocate: [IPV4] }] }) { ... on CreateInstancePayload { instance { id nics { addresses { address } } } } ${ERR} } }`,
         { h: hostId, o: ownerId, n: name },
       );
-      return i.createInstance.instance.nics[0].addresses[0].address as string;
+      return { id: i.createInstance.instance.id as string, address: i.createInstance.instance.nics[0].addresses[0].address as string };
     };
-    vmAddress = await instance('vm1', alice.userId);
-    bobVmAddress = await instance('bobvm', bob.userId);
+    const vm1 = await instance('vm1', alice.userId);
+    vmId = vm1.id;
+    vmAddress = vm1.address;
+    bobVmAddress = (await instance('bobvm', bob.userId)).address;
     await lab.link(host, '10.66.0.1/24', vm, `${vmAddress}/24`);
 
     // the instance's sshd: its own UTS namespace (so `hostname` answers for the instance), a test host key, alice's key for root
@@ -147,40 +302,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     writeFileSync(join(dir, 'known_instances'), `vm1,vm1.lab,${vmAddress} ${readFileSync(`${hostKey}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
     writeFileSync(join(dir, 'known_jump'), '');
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-    sshd = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        vm.name,
-        'unshare',
-        '--uts',
-        '/usr/sbin/sshd',
-        '-D',
-        '-e',
-        '-f',
-        '/dev/null',
-        '-p',
-        '22',
-        '-h',
-        hostKey,
-        '-o',
-        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-        '-o',
-        'PidFile none',
-        '-o',
-        'StrictModes no',
-        '-o',
-        'UsePAM no',
-        '-o',
-        'PermitRootLogin prohibit-password',
-        '-o',
-        'Subsystem sftp internal-sftp',
-      ],
-      { stdio: 'ignore' },
-    );
-    await until(async () => (await vm.exec('ss', ['-ltn'])).includes(':22 '), 10_000);
-    await runProgram('nsenter', ['-t', String(sshd.pid), '-u', 'hostname', instanceHostname]);
+    // root's password inside the instance only (the web terminal logs in with it): a shadow file bind-mounted in sshd's mount namespace
+    const hash = (await runProgram('openssl', ['passwd', '-6', ROOT_PASSWORD])).stdout.trim();
+    writeFileSync(join(dir, 'shadow'), `root:${hash}:19000:0:99999:7:::\n`, { mode: 0o600 });
+    instanceHostKey = hostKey;
+    await startSshd(hostKey);
 
     const t = await api(
       `mutation($h: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
@@ -291,6 +417,130 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     expect(shell.stdout + shell.stderr).toContain('it opens no shell and runs no command');
   });
 
+  /** A ticket of alice's for vm1 as `username`. */
+  const ticketFor = async (username = 'root', secret = alice.secret, instanceId = vmId) => {
+    const r = await api(
+      `mutation($i: ID!, $u: String!) { openTerminal(input: { instanceId: $i, username: $u }) { __typename ... on OpenTerminalPayload { terminal { ticket } } ${ERR} } }`,
+      { i: instanceId, u: username },
+      secret,
+    );
+    return r.openTerminal;
+  };
+
+  /** Opens a terminal as root on vm1 and logs in with the password, up to the shell prompt. */
+  const loggedInTerminal = async (cols = 80, rows = 24) => {
+    const ticket = (await ticketFor()).terminal.ticket as string;
+    const term = await TerminalClient.connect(controller.url, { type: 'auth', ticket, cols, rows });
+    expect(await term.waitForControl('ready')).toMatchObject({ instance: { id: vmId, name: 'vm1', address: vmAddress }, username: 'root' });
+    await term.waitFor(/root@vm1's password: $/);
+    let mark = term.text.length;
+    term.type(`${ROOT_PASSWORD}\r`);
+    await term.waitFor(/# $/, mark);
+    // a prompt of its own, so that what follows is read after it
+    mark = term.text.length;
+    term.type(`bind 'set enable-bracketed-paste off'; PS1='gh$ '\r`);
+    await term.waitFor(/gh\$ $/, mark);
+    return { term, ticket };
+  };
+
+  const run = async (term: TerminalClient, command: string | Buffer[], pattern: RegExp) => {
+    const from = term.text.length;
+    if (typeof command === 'string') term.type(`${command}\r`);
+    else for (const part of command) term.type(part);
+    return term.waitFor(pattern, from);
+  };
+
+  const sshKeygenFingerprint = async (publicKeyFile: string) => (await runProgram('ssh-keygen', ['-l', '-f', publicKeyFile])).stdout.split(' ')[1];
+
+  it('web terminal: logs in with a password through ssh -J, runs echo $((6*7)), resizes, keeps UTF-8 whole, and learns the host key', async () => {
+    const hostKeysBefore = await api(`query($i: ID!) { instance(id: $i) { sshHostKeys { fingerprint } } }`, { i: vmId }, alice.secret);
+    expect(hostKeysBefore.instance.sshHostKeys).toEqual([]);
+    const { term, ticket } = await loggedInTerminal();
+    try {
+      expect((await run(term, 'echo $((6*7))', /\r\n(\d+)\r\n/))[1]).toBe('42');
+      expect((await run(term, 'hostname', /\r\n(\S+)\r\n/))[1]).toBe(instanceHostname);
+      expect((await run(term, 'stty size', /\r\n(\d+ \d+)\r\n/))[1]).toBe('24 80');
+      term.control({ type: 'resize', cols: 132, rows: 43 });
+      expect((await run(term, 'stty size', /\r\n(\d+ \d+)\r\n/))[1]).toBe('43 132');
+      // a keystroke split inside a character, across two WebSocket messages; output of 3- and 4-byte characters in many chunks
+      const euro = Buffer.from("printf '%s\\n' X€Y\r", 'utf8');
+      const inside = euro.indexOf(0xe2) + 1;
+      expect((await run(term, [euro.subarray(0, inside), euro.subarray(inside)], /\r\n(X.Y)\r\n/))[1]).toBe('X€Y');
+      await run(term, "for i in $(seq 1 3000); do printf '€😀'; done; echo; echo done", /\r\ndone\r\n/);
+      expect(term.text).toContain('€😀'.repeat(500));
+      expect(term.brokenFrames).toBe(0);
+      term.control({ type: 'ping' });
+      await term.waitForControl('pong');
+      // the instance's key, learned on first use, is the sshd's own
+      const learned = await term.waitForControl('hostKeyLearned');
+      const fingerprint = await sshKeygenFingerprint(`${instanceHostKey}.pub`);
+      expect(learned.hostKeys).toEqual([{ algorithm: 'ssh-ed25519', fingerprint }]);
+      const shown = await api(`query($i: ID!) { instance(id: $i) { sshHostKeys { algorithm fingerprint } } }`, { i: vmId }, alice.secret);
+      expect(shown.instance.sshHostKeys).toEqual([{ algorithm: 'ssh-ed25519', fingerprint }]);
+      term.type('exit\r');
+      expect(await term.waitForControl('exit')).toMatchObject({ code: 0, message: 'the session ended' });
+      expect((await term.closed).code).toBe(1000);
+      // the session went through the jump server and is recorded as the web terminal's
+      const sessions = await api(`{ me { sshSessions(last: 1) { keyFingerprint targetAddress } } }`, {}, alice.secret);
+      expect(sessions.me.sshSessions).toEqual([{ keyFingerprint: 'web-terminal', targetAddress: vmAddress }]);
+    } finally {
+      term.ws.terminate();
+    }
+    // used once: the same ticket again is refused
+    const again = await TerminalClient.connect(controller.url, { type: 'auth', ticket });
+    expect(await again.closed).toEqual({ code: 4401, reason: 'TICKET_INVALID' });
+    expect(again.controls[0]).toMatchObject({ type: 'error', code: 'TICKET_INVALID' });
+  }, 120_000);
+
+  it('web terminal: refuses a bad ticket, a bad first message, and silence, before running anything', async () => {
+    const bad = await TerminalClient.connect(controller.url, { type: 'auth', ticket: `ght_${'x'.repeat(43)}` });
+    expect(await bad.closed).toEqual({ code: 4401, reason: 'TICKET_INVALID' });
+    expect(bad.controls[0]).toMatchObject({ type: 'error', message: expect.stringContaining('unknown, already used or expired') });
+    for (const first of ['not json', JSON.stringify({ type: 'resize', cols: 1, rows: 1 }), JSON.stringify({ type: 'auth', ticket: 'a\u0000'.repeat(5000) })]) {
+      const term = await TerminalClient.connect(controller.url, first);
+      const closed = await term.closed;
+      expect([4400, 4401]).toContain(closed.code);
+    }
+    // a ticket in a binary first message is not an authentication either
+    const ticket = (await ticketFor()).terminal.ticket as string;
+    const binary = await TerminalClient.connect(controller.url);
+    binary.ws.send(Buffer.from(JSON.stringify({ type: 'auth', ticket })));
+    expect((await binary.closed).code).toBe(4400);
+    const silent = await TerminalClient.connect(controller.url);
+    expect(await silent.closed).toEqual({ code: 4408, reason: 'AUTH_TIMEOUT' });
+  }, 60_000);
+
+  it('web terminal: bad input to openTerminal is refused naming the field (1 MB user name, NUL bytes, unknown or foreign instance)', async () => {
+    for (const username of ['a'.repeat(1 << 20), 'ro\u0000ot', '-oProxyCommand=id']) {
+      const r = await ticketFor(username);
+      expect(r).toMatchObject({ __typename: 'ValidationError', code: 'VALIDATION_FAILED', field: 'input.username' });
+    }
+    expect(await ticketFor('root', alice.secret, '00000000-0000-4000-8000-000000000000')).toMatchObject({
+      __typename: 'NotFoundError',
+      field: 'input.instanceId',
+    });
+    expect(await ticketFor('root', bob.secret)).toMatchObject({ __typename: 'NotFoundError', field: 'input.instanceId' });
+  });
+
+  it("web terminal: refuses an instance whose host key changed, with ssh's warning, and keeps the learned key", async () => {
+    const learned = await sshKeygenFingerprint(`${instanceHostKey}.pub`);
+    const otherKey = join(dir, 'ssh_host_ed25519_key_reinstalled');
+    await runProgram('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', otherKey]);
+    await startSshd(otherKey);
+    try {
+      const ticket = (await ticketFor()).terminal.ticket as string;
+      const term = await TerminalClient.connect(controller.url, { type: 'auth', ticket });
+      await term.waitFor(/REMOTE HOST IDENTIFICATION HAS CHANGED/);
+      expect(await term.waitForControl('exit')).toMatchObject({ code: 255 });
+      expect(term.text).toContain('Host key verification failed');
+      expect(term.text).not.toContain('password:');
+      const shown = await api(`query($i: ID!) { instance(id: $i) { sshHostKeys { fingerprint } } }`, { i: vmId }, alice.secret);
+      expect(shown.instance.sshHostKeys).toEqual([{ fingerprint: learned }]);
+    } finally {
+      await startSshd(instanceHostKey);
+    }
+  }, 60_000);
+
   it('ends open sessions when the host agent is killed', async () => {
     const session = spawn('ssh', ['-F', alice.config, '-J', 'jump', 'root@vm1', '--', 'echo', 'up;', 'sleep', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -305,6 +555,26 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
       session.kill('SIGKILL');
     }
   }, 60_000);
+
+  it('web terminal: says the instance cannot be reached while its host agent is away', async () => {
+    const refusal = await until(
+      async () => {
+        const ticket = (await ticketFor()).terminal.ticket as string;
+        const term = await TerminalClient.connect(controller.url, { type: 'auth', ticket });
+        const closed = await term.closed;
+        return closed.code === 4503 ? term.controls[0] : undefined;
+      },
+      30_000,
+      500,
+    );
+    expect(refusal).toEqual({ type: 'error', code: 'UNREACHABLE', message: 'instance vm1 cannot be reached: the agent of host lab is not connected' });
+  }, 60_000);
+
+  it('leaves no ssh process of a web terminal behind', async () => {
+    const sshChildren = () => descendants(controller.proc.child.pid!).filter((p) => p.comm === 'ssh');
+    const left = await until(async () => (sshChildren().length === 0 ? [] : undefined), 10_000);
+    expect(left ?? sshChildren()).toEqual([]);
+  });
 
   it('refuses a key once it is removed', async () => {
     const removed = await api(`mutation($k: ID!) { removeSshKey(input: { keyId: $k }) { __typename ${ERR} } }`, { k: alice.keyId }, alice.secret);

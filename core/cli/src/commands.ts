@@ -78,7 +78,8 @@ const USAGE = `usage:
       --ssh-host H            default the --host address         (GATEHOUSE_SSH_HOST)
       --ssh-host-key FILE     default ssh/ssh_host_ed25519_key beside the data directory, made on first start
                                                                  (GATEHOUSE_SSH_HOST_KEY)
-      --no-ssh                no jump server (GATEHOUSE_SSH=off)`;
+      --no-ssh                no jump server and no web terminal (GATEHOUSE_SSH=off)
+  The web terminal (/terminal, the UI's Terminal tab) runs ssh -J through this jump server; it needs \`ssh\`.`;
 
 function positiveMs(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;

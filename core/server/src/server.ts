@@ -32,6 +32,9 @@ import { TunnelBroker } from './tunnel/tunnel-broker.js';
 import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';
 import { SshAccessService } from './services/ssh-access-service.js';
 import { SshKeyService } from './services/ssh-key-service.js';
+import { TerminalService } from './services/terminal-service.js';
+import { InternalLogins } from './ssh/internal-logins.js';
+import { TERMINAL_PATH, TerminalGateway, type TerminalGatewayOptions } from './ssh/terminal-gateway.js';
 import { isStoreUnavailable, unavailableReason } from './support/unavailable.js';
 import { AgentPresenceToken, ClockToken, DatabaseToken, EventBusToken, LoggerToken, type AgentPresenceOptions, type Clock } from './di/tokens.js';
 import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
@@ -62,6 +65,8 @@ export interface ControllerOptions {
   webAppDir?: string;
   /** The SSH jump server (`ssh -J`); absent: none. A port in use is logged and the controller serves without it. */
   ssh?: JumpServerOptions;
+  /** Web terminal settings (idle timeout, limits); it runs whenever the jump server does. */
+  terminal?: Omit<TerminalGatewayOptions, 'jump'>;
   /** The clock of traffic ingest, rollups and billing periods (default: the system's). */
   clock?: Clock;
   /**
@@ -126,6 +131,8 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   // failed sign-ins are counted per controller, across requests
   child.registerInstance(SignInLimiter, new SignInLimiter());
   child.registerSingleton(TunnelBroker);
+  // whether the web terminal runs is known once the jump server has started
+  child.registerSingleton(TerminalService);
   child.registerSingleton(TrafficLive);
   child.registerSingleton(TrafficHistory);
   child.registerSingleton(TrafficQuota);
@@ -273,6 +280,13 @@ export function createGatehouseYoga(
   });
 }
 
+/** An address this process can connect to for a listening address (a wildcard means loopback). */
+function reachableAddress(listen: string): string {
+  if (listen === '0.0.0.0' || listen === '') return '127.0.0.1';
+  if (listen === '::') return '::1';
+  return listen;
+}
+
 /** Paths the API answers (GraphQL over HTTP and WebSocket, GraphiQL); the web app has every other. */
 function isApiPath(url: string | undefined): boolean {
   const path = (url ?? '/').split('?')[0]!;
@@ -366,12 +380,14 @@ export async function startController(options: ControllerOptions): Promise<Contr
   httpServer.keepAliveTimeout = 65_000;
   httpServer.headersTimeout = 66_000;
   const tunnels = container.resolve(TunnelBroker);
+  let terminal: TerminalGateway | undefined;
   const wsServer = new WebSocketServer({ noServer: true });
   // WebSocket paths: GraphQL (graphql-ws) and agents' tunnel streams; anything else is refused
   httpServer.on('upgrade', (request, socket, head) => {
     const path = new URL(request.url ?? '/', 'http://controller').pathname;
     if (path === yoga.graphqlEndpoint) wsServer.handleUpgrade(request, socket, head, (ws) => wsServer.emit('connection', ws, request));
     else if (path === TUNNEL_STREAM_PATH) tunnels.handleUpgrade(request, socket, head);
+    else if (path === TERMINAL_PATH && terminal) terminal.handleUpgrade(request, socket, head);
     else socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
   });
   const wsHandle = useServer<Record<string, unknown>, WsExtra>(
@@ -433,11 +449,20 @@ export async function startController(options: ControllerOptions): Promise<Contr
   logger.info(`Gatehouse controller listening on ${url} (store: ${store.kind})`);
   let ssh: JumpServer | undefined;
   if (options.ssh) {
-    const deps = { keys: container.resolve(SshKeyService), access: container.resolve(SshAccessService), tunnels, logger };
+    const internal = new InternalLogins();
+    const deps = { keys: container.resolve(SshKeyService), access: container.resolve(SshAccessService), tunnels, logger, internal };
     ssh = await startJumpServer(deps, options.ssh).catch((err: unknown) => {
       logger.error(`the SSH jump server did not start (the controller serves without it): ${(err as Error).message}`);
       return undefined;
     });
+    if (ssh) {
+      const terminals = container.resolve(TerminalService);
+      terminal = new TerminalGateway(
+        { terminals, access: deps.access, tunnels, logins: internal, logger },
+        { jump: { host: reachableAddress(options.ssh.host ?? '127.0.0.1'), port: ssh.port, publicKey: ssh.publicKey }, ...options.terminal },
+      );
+      terminals.gatewayRunning = true;
+    }
   }
   let metricsServer: Server | undefined;
   let metricsUrl: string | undefined;
@@ -473,6 +498,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
     async close() {
       if (closed) return;
       closed = true;
+      await terminal?.close();
       await ssh?.close();
       tunnels.close();
       await wsHandle.dispose();

@@ -115,6 +115,15 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     ValidationError: (w) => ({ client: w.tenant, input: { keyId: BAD_ID } }),
     NotFoundError: (w) => ({ client: w.tenant, input: { keyId: MISSING } }),
   },
+  openTerminal: {
+    // a 1 MB login name and NUL bytes are refused at the boundary, naming input.username
+    ValidationError: (w) => ({ client: w.tenant, input: { instanceId: w.vmId, username: `root\u0000${'a'.repeat(1 << 20)}` } }),
+    NotFoundError: (w) => ({ client: w.tenant, input: { instanceId: w.zeroVmId, username: 'root' } }),
+  },
+  forgetInstanceSshHostKeys: {
+    ValidationError: (w) => ({ client: w.tenant, input: { instanceId: BAD_ID } }),
+    NotFoundError: (w) => ({ client: w.tenant, input: { instanceId: w.vmId } }),
+  },
   createUser: {
     ValidationError: () => ({ input: { name: '' } }),
     ForbiddenError: (w) => ({ client: w.tenant, input: { name: 'someone' } }),

@@ -757,3 +757,48 @@ export const trafficQuotaStates = pgTable('traffic_quota_states', {
   quotaBytes: bigint('quota_bytes', { mode: 'number' }).notNull(),
   changedAt: timestamp('changed_at', { withTimezone: true, mode: 'date' }).notNull(),
 });
+
+/**
+ * A web terminal ticket (`openTerminal`): good once, for a short time, for one user, instance and
+ * login name. Only the SHA-256 of the secret is kept; redeeming deletes the row, so a ticket is
+ * used once across replicas.
+ */
+export const terminalTickets = pgTable(
+  'terminal_tickets',
+  {
+    /** SHA-256 (hex) of the secret the browser sends in its first WebSocket message. */
+    secretHash: text('secret_hash').primaryKey(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id, { onDelete: 'cascade' }),
+    instanceId: uuid('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    /** The login name on the instance. */
+    username: text('username').notNull(),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('terminal_tickets_expires_idx').on(t.expiresAt)],
+);
+
+/**
+ * An instance's SSH host key as the web terminal learned it on first use; a different key later
+ * is refused (as `ssh` does) until the instance's keys are forgotten.
+ */
+export const instanceSshHostKeys = pgTable(
+  'instance_ssh_host_keys',
+  {
+    instanceId: uuid('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    /** Key type as OpenSSH names it (`ssh-ed25519`). */
+    algorithm: text('algorithm').notNull(),
+    /** `type base64`. */
+    publicKey: text('public_key').notNull(),
+    /** `SHA256:…` as `ssh-keygen -l` prints it. */
+    fingerprint: text('fingerprint').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.instanceId, t.algorithm] })],
+);

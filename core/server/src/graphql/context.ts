@@ -22,6 +22,7 @@ import { PortForwardService } from '../services/port-forward-service.js';
 import { SessionService } from '../services/session-service.js';
 import { SshAccessService } from '../services/ssh-access-service.js';
 import { SshKeyService } from '../services/ssh-key-service.js';
+import { TerminalService } from '../services/terminal-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
@@ -48,6 +49,8 @@ export interface Services {
   audit: AuditService;
   sshKeys: SshKeyService;
   sshAccess: SshAccessService;
+  /** Web terminal tickets and instances' learned SSH host keys. */
+  terminals: TerminalService;
   /** Tunnel streams through host agents (one per container: a singleton). */
   tunnels: TunnelBroker;
   /** Agents' traffic reports. */
@@ -99,6 +102,7 @@ export function resolveServices(container: DependencyContainer): Services {
     audit: container.resolve(AuditService),
     sshKeys: container.resolve(SshKeyService),
     sshAccess: container.resolve(SshAccessService),
+    terminals: container.resolve(TerminalService),
     tunnels: container.resolve(TunnelBroker),
     trafficIngest: container.resolve(TrafficIngest),
     trafficHistory: container.resolve(TrafficHistory),

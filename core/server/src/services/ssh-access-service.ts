@@ -5,7 +5,7 @@
  * never reach each other's instance.
  */
 import { isIP } from 'node:net';
-import { and, asc, desc, eq, isNull, or, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull, or, sql, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
@@ -56,7 +56,35 @@ export class SshAccessService {
     if (destination.length === 0 || destination.length > MAX_DESTINATION || /[\u0000-\u0020\u007f]/.test(destination))
       throw new SshTargetError('the destination must be an instance name, name.host, or an address of one of your instances');
     const address = isIP(destination.replace(/^\[|\]$/g, '')) ? canonicalIp(destination.replace(/^\[|\]$/g, '')) : undefined;
-    const rows = await this.db
+    const rows = await this.candidates(
+      and(
+        eq(instances.ownerId, userId),
+        address !== undefined
+          ? eq(ipAllocations.address, address)
+          : or(eq(instances.name, destination), eq(sql`${instances.name} || '.' || ${hosts.name}`, destination)),
+      )!,
+    );
+    if (rows.length === 0) throw new SshTargetError(`${destination} is not one of your instances (by name, name.host or address)`);
+    const instanceIds = new Set(rows.map((r) => r.instanceId));
+    if (instanceIds.size > 1) {
+      const names = [...new Map(rows.map((r) => [r.instanceId, `${r.instanceName}.${r.hostName}`])).values()];
+      throw new SshTargetError(`${destination} names more than one of your instances (${names.join(', ')}): use name.host`);
+    }
+    // by name: the first IPv4 address of the first NIC, else the first IPv6 one
+    const row = address !== undefined ? rows.find((r) => r.address === address)! : rows[0]!;
+    return { instanceId: row.instanceId, instanceName: row.instanceName, hostId: row.hostId, hostName: row.hostName, address: row.address };
+  }
+
+  /** The address a web terminal of the instance goes to (as `resolve` picks one by name); throws `SshTargetError`. */
+  async resolveInstance(instanceId: string): Promise<SshTarget> {
+    const [row] = await this.candidates(eq(instances.id, instanceId));
+    if (!row) throw new SshTargetError('the instance has no address to connect to');
+    return { instanceId: row.instanceId, instanceName: row.instanceName, hostId: row.hostId, hostName: row.hostName, address: row.address };
+  }
+
+  /** Instances' single addresses matching `where`, IPv4 before IPv6, then by NIC and slot. */
+  private candidates(where: SQL) {
+    return this.db
       .select({
         instanceId: instances.id,
         instanceName: instances.name,
@@ -70,24 +98,8 @@ export class SshAccessService {
       .innerJoin(nics, eq(nics.instanceId, instances.id))
       .innerJoin(ipAllocations, eq(ipAllocations.nicId, nics.id))
       .innerJoin(ipPools, and(eq(ipPools.id, ipAllocations.poolId), isNull(ipPools.delegatedPrefixLength)))
-      .where(
-        and(
-          eq(instances.ownerId, userId),
-          address !== undefined
-            ? eq(ipAllocations.address, address)
-            : or(eq(instances.name, destination), eq(sql`${instances.name} || '.' || ${hosts.name}`, destination)),
-        ),
-      )
+      .where(where)
       .orderBy(asc(ipPools.family), asc(nics.createdAt), asc(nics.id), asc(ipAllocations.slot));
-    if (rows.length === 0) throw new SshTargetError(`${destination} is not one of your instances (by name, name.host or address)`);
-    const instanceIds = new Set(rows.map((r) => r.instanceId));
-    if (instanceIds.size > 1) {
-      const names = [...new Map(rows.map((r) => [r.instanceId, `${r.instanceName}.${r.hostName}`])).values()];
-      throw new SshTargetError(`${destination} names more than one of your instances (${names.join(', ')}): use name.host`);
-    }
-    // by name: the first IPv4 address of the first NIC, else the first IPv6 one
-    const row = address !== undefined ? rows.find((r) => r.address === address)! : rows[0]!;
-    return { instanceId: row.instanceId, instanceName: row.instanceName, hostId: row.hostId, hostName: row.hostName, address: row.address };
   }
 
   /** Records a session's start; returns its id. */

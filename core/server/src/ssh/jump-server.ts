@@ -18,6 +18,8 @@ import type { SshAccessService } from '../services/ssh-access-service.js';
 import { SshTargetError } from '../services/ssh-access-service.js';
 import { sshFingerprint, type SshKeyService } from '../services/ssh-key-service.js';
 import { TunnelError, type TunnelBroker } from '../tunnel/tunnel-broker.js';
+import type { InternalLogins } from './internal-logins.js';
+import type { SshTarget } from '../services/ssh-access-service.js';
 
 /** Options of the jump server. */
 export interface JumpServerOptions {
@@ -39,6 +41,8 @@ export interface JumpServerDeps {
   access: SshAccessService;
   tunnels: TunnelBroker;
   logger: Logger;
+  /** The web terminals' one-time logins with the controller's internal key; absent: none accepted. */
+  internal?: InternalLogins;
 }
 
 /** Default port of the jump server. */
@@ -81,7 +85,7 @@ class AuthFailureLimiter {
 }
 
 /** Reads the host key, or generates and stores one (ed25519, mode 0600). */
-export function loadOrCreateHostKey(path: string): { privateKey: string; fingerprint: string; created: boolean } {
+export function loadOrCreateHostKey(path: string): { privateKey: string; publicKey: string; fingerprint: string; created: boolean } {
   let created = false;
   if (!existsSync(path)) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -93,7 +97,7 @@ export function loadOrCreateHostKey(path: string): { privateKey: string; fingerp
   const parsed = ssh2.utils.parseKey(privateKey);
   if (parsed instanceof Error || Array.isArray(parsed))
     throw new Error(`SSH host key ${path} cannot be read: ${parsed instanceof Error ? parsed.message : 'several keys'}`);
-  return { privateKey, fingerprint: sshFingerprint(parsed.getPublicSSH()), created };
+  return { privateKey, publicKey: `${parsed.type} ${parsed.getPublicSSH().toString('base64')}`, fingerprint: sshFingerprint(parsed.getPublicSSH()), created };
 }
 
 /** Who authenticated on a connection. */
@@ -101,13 +105,20 @@ interface Authenticated {
   userId: string;
   userName: string;
   fingerprint: string;
+  /** A web terminal's login: the one address it may reach. */
+  pinned?: SshTarget;
 }
+
+/** What the sessions of web terminals record as their key. */
+export const WEB_TERMINAL_KEY = 'web-terminal';
 
 /** A running jump server. */
 export interface JumpServer {
   readonly port: number;
   /** The host key's SHA256 fingerprint. */
   readonly fingerprint: string;
+  /** The host's public key, `type base64` (what clients of this controller pin). */
+  readonly publicKey: string;
   close(): Promise<void>;
 }
 
@@ -125,6 +136,8 @@ export async function startJumpServer(deps: JumpServerDeps, options: JumpServerO
       return;
     }
     clients.add(client);
+    // interactive sessions: every keystroke's packet goes out at once
+    (client as Connection & { setNoDelay(noDelay: boolean): void }).setNoDelay(true); // in ssh2, missing from its types
     client.on('close', () => clients.delete(client));
     client.on('error', (err) => deps.logger.warn(`SSH: connection from ${source}: ${err.message}`));
     let user: Authenticated | undefined;
@@ -197,6 +210,7 @@ export async function startJumpServer(deps: JumpServerDeps, options: JumpServerO
   return {
     port,
     fingerprint: hostKey.fingerprint,
+    publicKey: hostKey.publicKey,
     close: async () => {
       for (const c of clients) c.end();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -211,6 +225,7 @@ export async function startJumpServer(deps: JumpServerDeps, options: JumpServerO
 async function authenticate(deps: JumpServerDeps, ctx: AuthContext): Promise<Authenticated | 'query' | undefined> {
   if (ctx.method !== 'publickey') return undefined;
   const fingerprint = sshFingerprint(ctx.key.data);
+  if (deps.internal && fingerprint === deps.internal.fingerprint) return authenticateInternal(deps.internal, ctx);
   const found = await deps.keys.byFingerprint(fingerprint);
   if (!found || found.key.algorithm !== ctx.key.algo.replace(/^rsa-sha2-(256|512)$/, 'ssh-rsa')) return undefined;
   if (!ctx.signature) {
@@ -222,6 +237,19 @@ async function authenticate(deps: JumpServerDeps, ctx: AuthContext): Promise<Aut
   if (parsed.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return undefined;
   await deps.keys.touch(found.key.id);
   return { userId: found.key.userId, userName: found.userName, fingerprint };
+}
+
+/** A web terminal's login: the controller's internal key with a registered one-time name. */
+function authenticateInternal(internal: InternalLogins, ctx: AuthContext & { method: 'publickey' }): Authenticated | 'query' | undefined {
+  if (!internal.has(ctx.username)) return undefined;
+  if (!ctx.signature) {
+    ctx.accept();
+    return 'query';
+  }
+  const parsed = ssh2.utils.parseKey(internal.publicKey);
+  if (parsed instanceof Error || Array.isArray(parsed) || parsed.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return undefined;
+  const login = internal.take(ctx.username);
+  return login && { userId: login.userId, userName: login.userName, fingerprint: WEB_TERMINAL_KEY, pinned: login.target };
 }
 
 /**
@@ -256,7 +284,8 @@ async function forward(
   const shown = JSON.stringify(destination.slice(0, 80));
   let target;
   try {
-    target = await deps.access.resolve(user.userId, destination);
+    if (user.pinned && destination.replace(/^\[|\]$/g, '') !== user.pinned.address) throw new SshTargetError(`this login reaches ${user.pinned.address} only`);
+    target = user.pinned ?? (await deps.access.resolve(user.userId, destination));
   } catch (err) {
     if (!(err instanceof SshTargetError)) deps.logger.error(`SSH: resolving ${shown} for ${user.userName} failed: ${(err as Error).message}`);
     deps.logger.info(`SSH: refused ${user.userName} (${user.fingerprint}) from ${source} to ${shown}:${port}: ${(err as Error).message}`);

@@ -8,6 +8,7 @@ import { FirewallTab } from './firewall-tab.js';
 import { MonitoringTab } from './monitoring-tab.js';
 import { NetworkTab } from './network-tab.js';
 import { PortForwardsTab } from './port-forwards-tab.js';
+import { TerminalTab } from './terminal-tab.js';
 
 /** The instance query: everything the tabs show. */
 export const InstanceQuery = graphql(`
@@ -98,6 +99,7 @@ const TABS: Tab[] = [
   { slug: 'firewall', label: 'Firewall', render: (p) => <FirewallTab {...p} /> },
   { slug: 'bandwidth', label: 'Bandwidth', render: (p) => <BandwidthTab {...p} /> },
   { slug: 'monitoring', label: 'Monitoring', render: (p) => <MonitoringTab {...p} /> },
+  { slug: 'terminal', label: 'Terminal', render: (p) => <TerminalTab {...p} /> },
 ];
 
 // the first time an instance page shows its data after a page load (Navigation Timing; the browser test reads it)

@@ -2,6 +2,8 @@
 import type { TunnelRequest } from '@gatehouse/agent-protocol';
 import type { SshSession } from '../../services/ssh-access-service.js';
 import type { SshKey } from '../../services/ssh-key-service.js';
+import type { InstanceSshHostKey, TerminalTicket } from '../../services/terminal-service.js';
+import { InstanceRef } from './instances.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
@@ -33,7 +35,9 @@ const SshSessionRef = builder.objectRef<SshSession>('SshSession').implement({
   description: 'One connection through the SSH jump server to an instance.',
   fields: (t) => ({
     id: t.exposeID('id', { description: 'The session id.' }),
-    keyFingerprint: t.exposeString('keyFingerprint', { description: 'The key the user authenticated with.' }),
+    keyFingerprint: t.exposeString('keyFingerprint', {
+      description: 'The key the user authenticated with, or "web-terminal" for a session of the web terminal (`openTerminal`).',
+    }),
     instanceId: t.exposeID('instanceId', { nullable: true, description: 'Null once the instance is deleted.' }),
     targetAddress: t.exposeString('targetAddress', { description: 'The instance address the session went to, e.g. "10.0.0.5".' }),
     targetPort: t.exposeInt('targetPort', { description: 'The instance port, 22 unless its host allows more.' }),
@@ -113,3 +117,65 @@ builder.subscriptionField('hostTunnelRequests', (t) =>
     resolve: (request) => request,
   }),
 );
+
+const InstanceSshHostKeyRef = builder.objectRef<InstanceSshHostKey>('InstanceSshHostKey').implement({
+  description:
+    'An SSH host key of an instance, as the web terminal learned it on first use. A different key later is refused (as `ssh` does) until it is forgotten with forgetInstanceSshHostKeys.',
+  fields: (t) => ({
+    algorithm: t.exposeString('algorithm', { description: 'The key type, e.g. "ssh-ed25519".' }),
+    publicKey: t.exposeString('publicKey', { description: 'The key as in known_hosts: "type base64".' }),
+    fingerprint: t.exposeString('fingerprint', { description: "SHA256 fingerprint as `ssh-keygen -l` prints it: compare it with the instance console's." }),
+    learnedAt: t.expose('createdAt', { type: 'DateTime', description: 'When the web terminal first saw it.' }),
+  }),
+});
+
+builder.objectField(InstanceRef, 'sshHostKeys', (t) =>
+  t.field({
+    type: [InstanceSshHostKeyRef],
+    description: "The instance's SSH host keys the web terminal learned on first use (empty until its first terminal).",
+    resolve: (instance, _a, ctx) => ctx.services.terminals.hostKeysOf(requireActor(ctx), instance),
+  }),
+);
+
+const TerminalTicketRef = builder.objectRef<TerminalTicket>('TerminalTicket').implement({
+  description:
+    'A ticket for one web terminal: open a WebSocket to /terminal on the controller and send {"type":"auth","ticket":…,"cols":…,"rows":…} as its first message. Good once, for a minute.',
+  fields: (t) => ({
+    ticket: t.exposeString('ticket', { description: 'The secret for the first WebSocket message; never put it in a URL.' }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime', description: 'After this the ticket is refused.' }),
+    instanceId: t.exposeID('instanceId', { description: 'The instance the terminal connects to.' }),
+    username: t.exposeString('username', { description: 'The login name on the instance.' }),
+    path: t.string({ description: 'The WebSocket path on the controller: "/terminal".', resolve: () => '/terminal' }),
+  }),
+});
+
+const OpenTerminalInput = builder.inputType('OpenTerminalInput', {
+  description: 'Which instance, as which login.',
+  fields: (t) => ({
+    instanceId: t.id({ required: true, description: 'One of your instances (any, for an admin).' }),
+    username: t.string({ required: true, description: 'The login name on the instance, e.g. "root": 1-32 letters, digits, "_", "." or "-".' }),
+  }),
+});
+
+const ForgetInstanceSshHostKeysInput = builder.inputType('ForgetInstanceSshHostKeysInput', {
+  description: 'The instance whose learned host keys to forget.',
+  fields: (t) => ({ instanceId: t.id({ required: true, description: 'One of your instances (any, for an admin).' }) }),
+});
+
+builder.mutationFields((t) => ({
+  openTerminal: t.field({
+    type: TerminalTicketRef,
+    description:
+      "A ticket for a web terminal to one of your instances: the controller runs OpenSSH through its own jump server and the host's agent, so the instance needs no public address. You log in to the instance as in any terminal (password prompt).",
+    args: { input: t.arg({ type: OpenTerminalInput, required: true, description: 'The instance and the login name.' }) },
+    errors: resultOf('OpenTerminal', 'terminal', [ValidationError, NotFoundError]),
+    resolve: (_r, { input }, ctx) => ctx.services.terminals.open(requireActor(ctx), String(input.instanceId), input.username),
+  }),
+  forgetInstanceSshHostKeys: t.field({
+    type: [InstanceSshHostKeyRef],
+    description: "Forgets the instance's learned SSH host keys (after it was reinstalled): its next web terminal learns them again.",
+    args: { input: t.arg({ type: ForgetInstanceSshHostKeysInput, required: true, description: 'The instance.' }) },
+    errors: resultOf('ForgetInstanceSshHostKeys', 'forgotten', [ValidationError, NotFoundError]),
+    resolve: (_r, { input }, ctx) => ctx.services.terminals.forgetHostKeys(requireActor(ctx), String(input.instanceId)),
+  }),
+}));

@@ -1,0 +1,357 @@
+/**
+ * SSH through the controller against direct SSH, in the same run, to the same sshd:
+ *
+ *   root ns: bench, controller (jump server) 100.74.0.1 ── veth ── 100.74.0.2 host ns: host agent ── 10.68.0.1 │ 10.68.0.x vm ns: sshd
+ *
+ *  - through: `ssh -J` from the root namespace: client → jump server (controller) → tunnel
+ *    WebSocket → host agent → sshd. Every byte crosses the controller and the agent.
+ *  - direct: the same client program inside the host namespace, straight to the sshd (the hop the
+ *    agent makes itself), so the difference is what the jump server and the tunnel add.
+ *
+ * Measured, alternating direct and through in rounds:
+ *  1. Keystroke echo: one byte written to `ssh -tt` whose remote end is `cat` on a raw pty, timed
+ *     until it comes back; BENCH_SSH_KEYS per round after a warm-up; p50 and p99 of each path and
+ *     what the controller path adds.
+ *  2. Bulk: `scp` of a BENCH_SSH_MB MB file to the instance's /dev/null, MB/s of each path and
+ *     their ratio.
+ * Targets (issue 15): added echo < 2 ms at p99; throughput through ≥ 0.7 × direct.
+ *
+ *   npx tsx bench/ssh.ts     (as root; ssh, scp, sshd, ssh-keygen; npm run build first)
+ *     BENCH_SSH_KEYS=1000 BENCH_SSH_ROUNDS=3 BENCH_SSH_MB=200 BENCH_SSH_JUMP_CIPHER=aes128-gcm@openssh.com (default: the client's choice)
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NetnsLab, labAvailable } from '@gatehouse/sdk/testkit';
+
+const KEYS = Number(process.env.BENCH_SSH_KEYS ?? 1000);
+const ROUNDS = Number(process.env.BENCH_SSH_ROUNDS ?? 3);
+const MB = Number(process.env.BENCH_SSH_MB ?? 200);
+const WARMUP_KEYS = 50;
+/** A cipher for the client's connection to the jump server (a diagnostic: which one the jump server decrypts fastest). */
+const JUMP_CIPHER = process.env.BENCH_SSH_JUMP_CIPHER;
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const CONTROLLER_ADDRESS = '100.74.0.1';
+const HOST_ADDRESS = '100.74.0.2';
+const GATEWAY = '10.68.0.1';
+const ERR = '... on Error { code message }';
+
+function runProgram(command: string, args: string[], timeoutMs = 600_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function must(command: string, args: string[]): Promise<string> {
+  const r = await runProgram(command, args);
+  if (r.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function started(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { child: ChildProcess; output: () => string; waitFor: (re: RegExp) => Promise<RegExpExecArray> } {
+  const child = spawn(command, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const waitFor = async (re: RegExp) => {
+    const end = Date.now() + 60_000;
+    for (;;) {
+      const m = re.exec(out);
+      if (m) return m;
+      if (Date.now() > end || child.exitCode !== null) throw new Error(`no ${re}; output:\n${out.slice(-3000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  return { child, output: () => out, waitFor };
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+/** Echo times (ms) of `count` single bytes through `ssh -tt … cat` on a raw remote pty. */
+async function echoTimes(command: string, args: string[], count: number): Promise<number[]> {
+  const ssh = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let err = '';
+  ssh.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  let waiting: ((chunk: Buffer) => void) | undefined;
+  let pending = '';
+  ssh.stdout!.on('data', (d: Buffer) => {
+    pending += d.toString('latin1');
+    if (waiting) waiting(d);
+  });
+  const byteBack = (byte: string) =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no echo in 10 s; stderr: ${err}`)), 10_000);
+      const check = () => {
+        const at = pending.indexOf(byte);
+        if (at < 0) return;
+        pending = pending.slice(at + 1);
+        clearTimeout(timer);
+        waiting = undefined;
+        resolve();
+      };
+      waiting = check;
+      check();
+    });
+  // the remote side is ready once a first byte comes back
+  ssh.stdin!.write('!');
+  await byteBack('!');
+  const times: number[] = [];
+  for (let i = 0; i < count + WARMUP_KEYS; i++) {
+    const byte = String.fromCharCode(97 + (i % 26));
+    const t0 = process.hrtime.bigint();
+    ssh.stdin!.write(byte);
+    await byteBack(byte);
+    if (i >= WARMUP_KEYS) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  ssh.kill('SIGTERM');
+  return times;
+}
+
+async function main(): Promise<void> {
+  if (!(await labAvailable())) throw new Error('needs root and network namespaces');
+  const lab = new NetnsLab();
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-ssh-'));
+  const rootIf = `${lab.prefix}r`;
+  const children: ChildProcess[] = [];
+  try {
+    const host = await lab.namespace('host');
+    const vm = await lab.namespace('vm');
+    await must('ip', ['link', 'add', rootIf, 'type', 'veth', 'peer', 'name', `${lab.prefix}h`, 'netns', host.name]);
+    await must('ip', ['addr', 'add', `${CONTROLLER_ADDRESS}/30`, 'dev', rootIf]);
+    await must('ip', ['link', 'set', rootIf, 'up']);
+    await host.exec('ip', ['addr', 'add', `${HOST_ADDRESS}/30`, 'dev', `${lab.prefix}h`]);
+    await host.exec('ip', ['link', 'set', `${lab.prefix}h`, 'up']);
+
+    const controller = started(
+      process.execPath,
+      [
+        'core/cli/dist/cli.js',
+        'serve',
+        '--no-sandbox',
+        '--no-proxy',
+        '--port',
+        '0',
+        '--host',
+        CONTROLLER_ADDRESS,
+        '--ssh-port',
+        '0',
+        '--data-dir',
+        join(dir, 'data'),
+      ],
+      { ...process.env, GATEHOUSE_SSH: 'on' },
+    );
+    children.push(controller.child);
+    const [, url] = await controller.waitFor(/listening on (http:\/\/\S+)/);
+    const [, admin] = await controller.waitFor(/keep it:\s+(gh_\S+)\n/);
+    const [, sshPort] = await controller.waitFor(/SSH jump server listening on \S+:(\d+)/);
+    const api = async (query: string, variables: Record<string, unknown> = {}, secret = admin!) => {
+      const response = await fetch(url!, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` },
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await response.json()) as { data?: any; errors?: unknown[] };
+      if (body.errors) throw new Error(JSON.stringify(body.errors));
+      return body.data;
+    };
+    await api(
+      `mutation { createIpPool(input: { name: "bench", kind: PRIVATE, network: "br-bench", cidr: "10.68.0.0/24", gateway: "${GATEWAY}" }) { __typename ${ERR} } }`,
+    );
+    const hostId = (await api(`mutation { createHost(input: { name: "lab", backend: "json-file" }) { ... on CreateHostPayload { host { id } } ${ERR} } }`))
+      .createHost.host.id;
+    const me = (await api(`{ me { id } }`)).me.id;
+    const vmAddress = (
+      await api(
+        `mutation($h: ID!, $o: ID!) { createInstance(input: { hostId: $h, ownerId: $o, name: "vm1", nics: [{ network: "br-bench", allocate: [IPV4] }] }) { ... on CreateInstancePayload { instance { nics { addresses { address } } } } ${ERR} } }`,
+        { h: hostId, o: me },
+      )
+    ).createInstance.instance.nics[0].addresses[0].address as string;
+    await lab.link(host, `${GATEWAY}/24`, vm, `${vmAddress}/24`);
+
+    const key = join(dir, 'id');
+    await must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    await api(`mutation($k: String!) { addSshKey(input: { publicKey: $k }) { __typename ${ERR} } }`, { k: readFileSync(`${key}.pub`, 'utf8') });
+    const hostKey = join(dir, 'ssh_host_ed25519_key');
+    await must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
+    mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
+    const sshd = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        vm.name,
+        '/usr/sbin/sshd',
+        '-D',
+        '-e',
+        '-f',
+        '/dev/null',
+        '-p',
+        '22',
+        '-h',
+        hostKey,
+        '-o',
+        `AuthorizedKeysFile ${key}.pub`,
+        '-o',
+        'PidFile none',
+        '-o',
+        'StrictModes no',
+        '-o',
+        'UsePAM no',
+        '-o',
+        'PermitRootLogin prohibit-password',
+        '-o',
+        'Subsystem sftp internal-sftp',
+      ],
+      { stdio: 'ignore' },
+    );
+    children.push(sshd);
+
+    const agentToken = (
+      await api(
+        `mutation($h: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
+        { h: hostId },
+      )
+    ).createApiToken.created.secret as string;
+    const agent = started(
+      'ip',
+      [
+        'netns',
+        'exec',
+        host.name,
+        process.execPath,
+        '--import',
+        'tsx',
+        'agents/host-agent/src/cli.ts',
+        '--controller',
+        url!,
+        '--plugin',
+        join(REPO, 'core/sdk/examples/json-file-plugin.ts'),
+        '--plugin-config',
+        JSON.stringify({ path: join(dir, 'forwards.json') }),
+        '--state-dir',
+        join(dir, 'agent-state'),
+      ],
+      { ...process.env, GATEHOUSE_AGENT_TOKEN: agentToken },
+    );
+    children.push(agent.child);
+    for (let i = 0; ; i++) {
+      const s = await api(`query($h: ID!) { host(id: $h) { agent { online } } }`, { h: hostId });
+      if (s.host.agent.online) break;
+      if (i > 600) throw new Error(`the agent did not come online:\n${agent.output().slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const config = join(dir, 'config');
+    writeFileSync(
+      config,
+      [
+        'Host jump',
+        `  HostName ${CONTROLLER_ADDRESS}`,
+        `  Port ${sshPort}`,
+        '  User gatehouse',
+        ...(JUMP_CIPHER ? [`  Ciphers ${JUMP_CIPHER}`] : []),
+        'Host *',
+        `  IdentityFile ${key}`,
+        '  IdentitiesOnly yes',
+        '  IdentityAgent none',
+        '  BatchMode yes',
+        '  StrictHostKeyChecking no',
+        '  UserKnownHostsFile /dev/null',
+        '  LogLevel ERROR',
+        '',
+      ].join('\n'),
+    );
+    const through = (program: 'ssh' | 'scp', args: string[]) => ({ command: program, args: ['-F', config, '-J', 'jump', ...args] });
+    const direct = (program: 'ssh' | 'scp', args: string[]) => ({ command: 'ip', args: ['netns', 'exec', host.name, program, '-F', config, ...args] });
+    const echoArgs = ['-tt', `root@${vmAddress}`, 'stty raw -echo; exec cat'];
+    const file = join(dir, 'bulk.bin');
+    await must('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${MB}`, 'status=none']);
+    const scpArgs = ['-q', file, `root@${vmAddress}:/dev/null`];
+
+    const echo = { direct: [] as number[], through: [] as number[] };
+    const bulk = { direct: [] as number[], through: [] as number[] };
+    // where the through path spends CPU: the controller (jump server) and the agent (tunnel), per bulk copy
+    const cpu = { controller: [] as number[], agent: [] as number[] };
+    const agentPid = () => {
+      const children = readFileSync(`/proc/${agent.child.pid}/task/${agent.child.pid}/children`, 'utf8').trim();
+      return children ? Number(children.split(' ')[0]) : agent.child.pid; // ip netns exec runs node in its place
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? (['direct', 'through'] as const) : (['through', 'direct'] as const);
+      for (const path of order) {
+        const make = path === 'direct' ? direct : through;
+        const e = make('ssh', echoArgs);
+        echo[path].push(...(await echoTimes(e.command, e.args, KEYS)));
+        const s = make('scp', scpArgs);
+        const before = { controller: cpuSeconds(controller.child.pid), agent: cpuSeconds(agentPid()) };
+        const t0 = process.hrtime.bigint();
+        const r = await runProgram(s.command, s.args);
+        if (r.code !== 0) throw new Error(`scp (${path}) failed: ${r.stderr}`);
+        bulk[path].push(MB / (Number(process.hrtime.bigint() - t0) / 1e9));
+        if (path === 'through') {
+          cpu.controller.push(cpuSeconds(controller.child.pid) - before.controller);
+          cpu.agent.push(cpuSeconds(agentPid()) - before.agent);
+        }
+      }
+    }
+    const stats = (times: number[]) => {
+      const sorted = [...times].sort((a, b) => a - b);
+      return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+    };
+    const d = stats(echo.direct);
+    const t = stats(echo.through);
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    const rate = { direct: median(bulk.direct), through: median(bulk.through) };
+    const f = (n: number) => n.toFixed(3);
+    console.log(`SSH through the controller vs direct, same sshd, same run (${ROUNDS} rounds, ${KEYS} keystrokes and ${MB} MB scp per path per round)`);
+    console.log(
+      `load average before/after: ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
+    console.log(`keystroke echo  direct:  p50 ${f(d.p50)} ms  p99 ${f(d.p99)} ms`);
+    console.log(`keystroke echo  through: p50 ${f(t.p50)} ms  p99 ${f(t.p99)} ms`);
+    console.log(
+      `added by jump server + tunnel: p50 ${f(t.p50 - d.p50)} ms  p99 ${f(t.p99 - d.p99)} ms  (target < 2 ms at p99: ${t.p99 - d.p99 < 2 ? 'met' : 'NOT met'})`,
+    );
+    console.log(`scp ${MB} MB  direct: ${rate.direct.toFixed(1)} MB/s (rounds ${bulk.direct.map((r) => r.toFixed(1)).join(', ')})`);
+    console.log(`scp ${MB} MB  through: ${rate.through.toFixed(1)} MB/s (rounds ${bulk.through.map((r) => r.toFixed(1)).join(', ')})`);
+    console.log(
+      `CPU per ${MB} MB through: controller (jump server) ${cpu.controller.map((c) => c.toFixed(2)).join(', ')} s, agent (tunnel) ${cpu.agent.map((c) => c.toFixed(2)).join(', ')} s`,
+    );
+    console.log(
+      `throughput ratio through/direct: ${(rate.through / rate.direct).toFixed(2)}  (target ≥ 0.70: ${rate.through / rate.direct >= 0.7 ? 'met' : 'NOT met'})`,
+    );
+  } finally {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await runProgram('ip', ['link', 'del', rootIf]);
+    await lab.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+console.log(
+  `load average at start: ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`,
+);
+await main();
