@@ -73,7 +73,7 @@ try {
   const run = (series: number) =>
     page.evaluate(
       ([s, n, f]) => (window as unknown as { runChartBench(s: number, n: number, f: number): Promise<Times> }).runChartBench(s, n, f),
-      [series, SAMPLES, FRAMES],
+      [series, SAMPLES, FRAMES] as const,
     );
   const all: Record<number, Times> = { [BASELINE_SERIES]: { script: [], raster: [] }, [SERIES]: { script: [], raster: [] } };
   await run(SERIES); // warm-up (JIT)
