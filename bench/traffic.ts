@@ -41,6 +41,7 @@ const CLK_TCK = 100;
 
 interface Controller {
   child: ChildProcess;
+  readyAt: number;
   url: string;
   secret: string;
   rows(): Promise<number>;
@@ -59,6 +60,7 @@ function startControllerProcess(env: Record<string, string>): Promise<Controller
     child.once('message', (m: { type: string; url: string; secret: string }) =>
       resolve({
         child,
+        readyAt: Date.now(),
         url: m.url,
         secret: m.secret,
         rows: () =>
@@ -151,6 +153,8 @@ async function runOn(store: string): Promise<void> {
     // subscribers: subscriber k watches WATCH consecutive instances (spread over every host)
     let measuring = false;
     const latencies: number[] = [];
+    /** The slowest delivery in each second, by seconds since the controller started (its rollup runs each minute from then). */
+    const worstBySecond = new Map<number, number>();
     let messages = 0;
     const wsUrl = controller.url.replace('http://', 'ws://');
     const connected: Promise<void>[] = [];
@@ -172,7 +176,10 @@ async function runOn(store: string): Promise<void> {
             const received = Date.now();
             if (!measuring || !m.data) return;
             messages++;
-            latencies.push(received - Date.parse(m.data.trafficUpdated.at));
+            const latency = received - Date.parse(m.data.trafficUpdated.at);
+            latencies.push(latency);
+            const second = Math.floor((received - controller.readyAt) / 1000);
+            worstBySecond.set(second, Math.max(worstBySecond.get(second) ?? 0, latency));
           },
           error: (e) => console.error(`[traffic ${store}] subscriber ${k}: ${JSON.stringify(e)}`),
           complete: () => {},
@@ -268,6 +275,8 @@ async function runOn(store: string): Promise<void> {
       `[traffic ${store}] report round trip (agent side) p50 ${percentile(reportSorted, 50).toFixed(0)} ms, p99 ${percentile(reportSorted, 99).toFixed(0)} ms; this process (agents + subscribers) ${((benchCpu.user + benchCpu.system) / 1e6 / elapsedS).toFixed(2)} cores`,
     );
     console.log(`[traffic ${store}] delivery latency p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms, max ${sorted.at(-1)?.toFixed(0)} ms`);
+    const slowest = [...worstBySecond].sort((a, b) => b[1] - a[1]).slice(0, 5);
+    console.log(`[traffic ${store}] slowest seconds (since the controller started): ${slowest.map(([t, ms]) => `+${t} s ${ms.toFixed(0)} ms`).join(', ')}`);
     console.log(`[traffic ${store}] controller CPU ${cores.toFixed(2)} cores; RSS start ${mb(start.rss)}, half ${mb(half.rss)}, end ${mb(end.rss)}`);
     console.log(`[traffic ${store}] database rows written ${rowsPerS.toFixed(0)}/s`);
     console.log(`[traffic ${store}] load average ${load.map((l) => l.toFixed(2)).join(' ')}`);
