@@ -31,3 +31,23 @@ it('ends a stalled subscription with SubscriberOverflowError instead of throwing
   expect(error).toBeInstanceOf(SubscriberOverflowError);
   expect(String(error)).toMatch(/hostRevision events fell more than 65536 events behind/);
 });
+
+it('takes a thousand subscribers of one topic without a listener-leak warning, and each gets the event', async () => {
+  const bus = createEventBus();
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  try {
+    const subscribers = Array.from({ length: 1000 }, () => bus.subscribe('hostRevision')[Symbol.asyncIterator]());
+    const firsts = subscribers.map((s) => s.next());
+    await new Promise((r) => setImmediate(r));
+    bus.publish('hostRevision', { hostId: 'h', revision: 7 });
+    const got = await Promise.all(firsts);
+    expect(got.every((r) => r.value?.revision === 7)).toBe(true);
+    await Promise.all(subscribers.map((s) => s.return?.()));
+    await new Promise((r) => setImmediate(r));
+    expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([]);
+  } finally {
+    process.off('warning', onWarning);
+  }
+});

@@ -1,6 +1,7 @@
 /**
  * Events the controller publishes after a transaction commits; GraphQL subscriptions read them.
  */
+import { setMaxListeners } from 'node:events';
 import { FixedBuffer, Repeater, createPubSub } from 'graphql-yoga';
 import type { AuditEntry, ObjectStatusChange, TrafficQuotaChange, TrafficRatesMessage } from './event-payloads.js';
 
@@ -60,6 +61,8 @@ export type EventBus = ReturnType<typeof createEventBus>;
  */
 export function createEventBus(eventTarget?: EventTarget) {
   const target = eventTarget ?? new EventTarget();
+  // every subscription is one listener: 1,000 browsers watching traffic are not a leak (Node warns past 10)
+  setMaxListeners(0, target);
   const pubsub = createPubSub<{ [K in keyof EventTopics]: EventTopics[K] }>({ eventTarget: target as never });
   return {
     publish: pubsub.publish,

@@ -88,6 +88,9 @@ function wrap<R extends GraphQLFieldResolver<unknown, object, object> | undefine
 /** The Pothos plugin applying the checks to every field with arguments. */
 export class ArgumentChecksPlugin<Types extends SchemaTypes> extends BasePlugin<Types> {
   override wrapResolve(resolver: GraphQLFieldResolver<unknown, Types['Context'], object>, fieldConfig: PothosOutputFieldConfig<Types>) {
+    // a subscription's arguments are checked once, in `subscribe`; `resolve` runs for every event
+    // (1,000 trafficUpdated subscribers of 50 ids each: 500,000 id checks a second otherwise)
+    if (fieldConfig.kind === 'Subscription') return resolver;
     return Object.keys(fieldConfig.args).length ? wrap(resolver) : resolver;
   }
 

@@ -1,0 +1,300 @@
+/**
+ * Traffic statistics benchmark (issue 13): BENCH_TRAFFIC_AGENTS simulated agents (default 10)
+ * with BENCH_TRAFFIC_INSTANCES instances between them (default 500, one NIC each) report every
+ * second through the agent protocol's `reportTraffic` mutation over HTTP with their agent tokens
+ * (raw cumulative counters growing by 1–20 Mbit/s per NIC, a sequence and the reading's time),
+ * while BENCH_TRAFFIC_SUBSCRIBERS graphql-ws clients (default 1,000, one connection each) each
+ * watch BENCH_TRAFFIC_WATCH instances (default 50, spread over the hosts) on `trafficUpdated`.
+ * The controller runs in its own process (bench/traffic-controller.ts), on PGlite (data on disk)
+ * and on a fresh database of the PostgreSQL server (DATABASE_URL, default 127.0.0.1:5432), for
+ * BENCH_TRAFFIC_SECONDS (default 60) after a warm-up of BENCH_TRAFFIC_WARMUP_S (default 5).
+ *
+ * Measured over the run: delivery latency from the report's reading time (`at`, set by the agent
+ * just before it sends) to the subscriber's receipt (p50/p99); the controller's CPU (utime+stime
+ * from /proc, in cores); its RSS at the start, at the end of the first half and at the end;
+ * database rows inserted/updated/deleted per second (pg_stat_user_tables). Targets: p99 < 200 ms,
+ * CPU < 1 core, no RSS growth (RSS at the end at most 10 % above RSS at the end of the first half;
+ * a shrink is no growth). Also printed: the agents' report round trip and this process's CPU (the
+ * subscribers and agents share it: if it nears a core, latency is the load generator's too).
+ *
+ *   npx tsx bench/traffic.ts     (BENCH_TRAFFIC_SECONDS=60; BENCH_TRAFFIC_STORES=pglite,postgres)
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createClient, type Client as WsClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { REPORT_TRAFFIC_MUTATION, type ReportTrafficInput } from '@gatehouse/agent-protocol';
+import { createTestDatabase, postgresReachable } from '../core/server/src/testing/stores.js';
+
+const AGENTS = Number(process.env.BENCH_TRAFFIC_AGENTS ?? 10);
+const INSTANCES = Number(process.env.BENCH_TRAFFIC_INSTANCES ?? 500);
+const SUBSCRIBERS = Number(process.env.BENCH_TRAFFIC_SUBSCRIBERS ?? 1000);
+const WATCH = Number(process.env.BENCH_TRAFFIC_WATCH ?? 50);
+const SECONDS = Number(process.env.BENCH_TRAFFIC_SECONDS ?? 60);
+const WARMUP_S = Number(process.env.BENCH_TRAFFIC_WARMUP_S ?? 5);
+const STORES = (process.env.BENCH_TRAFFIC_STORES ?? 'pglite,postgres').split(',');
+const ERR = '... on Error { code message field value }';
+const CLK_TCK = 100;
+
+interface Controller {
+  child: ChildProcess;
+  readyAt: number;
+  url: string;
+  secret: string;
+  rows(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+function startControllerProcess(env: Record<string, string>): Promise<Controller> {
+  const child = fork(join(dirname(fileURLToPath(import.meta.url)), 'traffic-controller.ts'), [], {
+    // BENCH_TRAFFIC_CPU_PROF=<dir>: the controller writes a V8 CPU profile there (open it in Chrome's DevTools)
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_TRAFFIC_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_TRAFFIC_CPU_PROF] : [])],
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`controller exited with ${code}`)));
+    child.once('message', (m: { type: string; url: string; secret: string }) =>
+      resolve({
+        child,
+        readyAt: Date.now(),
+        url: m.url,
+        secret: m.secret,
+        rows: () =>
+          new Promise((res) => {
+            child.once('message', (r: { n: number }) => res(r.n));
+            child.send({ type: 'rows' });
+          }),
+        stop: () =>
+          new Promise((res) => {
+            child.removeAllListeners('exit');
+            child.once('exit', () => res());
+            child.send({ type: 'stop' });
+            setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+          }),
+      }),
+    );
+  });
+}
+
+/** CPU seconds (user + system) and RSS bytes of a process, from /proc. */
+function procStats(pid: number): { cpuS: number; rss: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const cpuS = (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+  return { cpuS, rss };
+}
+
+async function gql<T = any>(url: string, token: string, query: string, variables?: Record<string, unknown>): Promise<T> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await response.json()) as { data?: T; errors?: unknown };
+  if (body.errors) throw new Error(JSON.stringify(body.errors));
+  return body.data!;
+}
+
+const percentile = (sorted: Float64Array, p: number) =>
+  sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MB`;
+const verdict = (ok: boolean) => (ok ? 'MET' : 'NOT MET');
+
+async function runOn(store: string): Promise<void> {
+  let database: { url: string; drop(): Promise<void> } | undefined;
+  let dataDir: string | undefined;
+  if (store === 'postgres') {
+    if (!(await postgresReachable())) {
+      console.log(`[traffic ${store}] PostgreSQL unreachable, skipped`);
+      return;
+    }
+    database = await createTestDatabase();
+  } else dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-traffic-'));
+  const controller = await startControllerProcess(
+    database ? { BENCH_TRAFFIC_STORE: 'postgres', BENCH_TRAFFIC_DB_URL: database.url } : { BENCH_TRAFFIC_STORE: 'pglite', BENCH_TRAFFIC_DATA_DIR: dataDir! },
+  );
+  const subscribers: WsClient[] = [];
+  let stopAgents = false;
+  const agentLoops: Promise<void>[] = [];
+  try {
+    const api = <T = any>(query: string, variables?: Record<string, unknown>) => gql<T>(controller.url, controller.secret, query, variables);
+    // hosts, agent tokens, instances (instance i on host i % AGENTS)
+    const hosts: { id: string; token: string; nics: { nicId: string; rate: number; rx: number; tx: number }[] }[] = [];
+    for (let h = 0; h < AGENTS; h++) {
+      const id = (await api(`mutation { createHost(input: { name: "bench-${h}", backend: LINUX }) { ... on CreateHostPayload { host { id } } ${ERR} } }`))
+        .createHost.host.id as string;
+      const token = (
+        await api(
+          `mutation ($hostId: ID!) { createApiToken(input: { name: "agent-${h}", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
+          { hostId: id },
+        )
+      ).createApiToken.created.secret as string;
+      hosts.push({ id, token, nics: [] });
+    }
+    const instanceIds: string[] = [];
+    const setupStarted = performance.now();
+    for (let i = 0; i < INSTANCES; i++) {
+      const host = hosts[i % AGENTS]!;
+      const r = await api(
+        `mutation($input: CreateInstanceInput!) { createInstance(input: $input) { ... on CreateInstancePayload { instance { id nics { id } } } ${ERR} } }`,
+        { input: { hostId: host.id, name: `vm-${i}`, nics: [{ network: 'br0', allocate: [] }] } },
+      );
+      instanceIds.push(r.createInstance.instance.id);
+      // 1–20 Mbit/s into the instance, a tenth of it out
+      host.nics.push({ nicId: r.createInstance.instance.nics[0].id, rate: (1 + Math.random() * 19) * 125_000, rx: 0, tx: 0 });
+    }
+    console.log(`[traffic ${store}] ${AGENTS} hosts, ${INSTANCES} instances created in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`);
+
+    // subscribers: subscriber k watches WATCH consecutive instances (spread over every host)
+    let measuring = false;
+    const latencies: number[] = [];
+    /** The slowest delivery in each second, by seconds since the controller started (its rollup runs each minute from then). */
+    const worstBySecond = new Map<number, number>();
+    let messages = 0;
+    const wsUrl = controller.url.replace('http://', 'ws://');
+    const connected: Promise<void>[] = [];
+    for (let k = 0; k < SUBSCRIBERS; k++) {
+      const ids = Array.from({ length: WATCH }, (_, j) => instanceIds[(k * WATCH + j) % instanceIds.length]!);
+      const client = createClient({
+        url: wsUrl,
+        webSocketImpl: WebSocket,
+        retryAttempts: 0,
+        lazy: false,
+        connectionParams: { Authorization: `Bearer ${controller.secret}` },
+      });
+      subscribers.push(client);
+      connected.push(new Promise((resolve) => client.on('connected', () => resolve())));
+      client.subscribe<{ trafficUpdated: { at: string } }>(
+        { query: 'subscription($ids: [ID!]) { trafficUpdated(instanceIds: $ids) { at instances { instanceId rxBps txBps } } }', variables: { ids } },
+        {
+          next: (m) => {
+            const received = Date.now();
+            if (!measuring || !m.data) return;
+            messages++;
+            const latency = received - Date.parse(m.data.trafficUpdated.at);
+            latencies.push(latency);
+            const second = Math.floor((received - controller.readyAt) / 1000);
+            worstBySecond.set(second, Math.max(worstBySecond.get(second) ?? 0, latency));
+          },
+          error: (e) => console.error(`[traffic ${store}] subscriber ${k}: ${JSON.stringify(e)}`),
+          complete: () => {},
+        },
+      );
+    }
+    await Promise.all(connected);
+    console.log(`[traffic ${store}] ${SUBSCRIBERS} subscribers connected`);
+
+    // agents: one report per second each, spread over the second
+    let reportErrors = 0;
+    const reportTimes: number[] = [];
+    let reports = 0;
+    for (let h = 0; h < AGENTS; h++) {
+      const host = hosts[h]!;
+      agentLoops.push(
+        (async () => {
+          await new Promise((r) => setTimeout(r, (h * 1000) / AGENTS));
+          let sequence = 0;
+          let next = performance.now();
+          let last = Date.now();
+          while (!stopAgents) {
+            const now = Date.now();
+            const elapsedS = sequence === 0 ? 0 : (now - last) / 1000;
+            last = now;
+            for (const n of host.nics) {
+              const jitter = 0.8 + Math.random() * 0.4;
+              n.rx += Math.round(n.rate * elapsedS * jitter);
+              n.tx += Math.round((n.rate / 10) * elapsedS * jitter);
+            }
+            const input: ReportTrafficInput = {
+              hostId: host.id,
+              bootId: `bench-boot-${h}`,
+              sequence: ++sequence,
+              nics: {
+                at: new Date(now).toISOString(),
+                intervalMs: 1000,
+                counters: host.nics.map((n) => ({
+                  nicId: n.nicId,
+                  epoch: 'if1',
+                  rxBytes: n.rx,
+                  rxPackets: Math.round(n.rx / 1400),
+                  txBytes: n.tx,
+                  txPackets: Math.round(n.tx / 200),
+                })),
+              },
+            };
+            const sent = performance.now();
+            await gql(controller.url, host.token, REPORT_TRAFFIC_MUTATION, { input }).then(
+              () => {
+                reports++;
+                if (measuring) reportTimes.push(performance.now() - sent);
+              },
+              () => reportErrors++,
+            );
+            next += 1000;
+            await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
+          }
+        })(),
+      );
+    }
+    await new Promise((r) => setTimeout(r, WARMUP_S * 1000));
+
+    // the measured run
+    const pid = controller.child.pid!;
+    const rowsStart = await controller.rows();
+    const start = procStats(pid);
+    const benchCpuStart = process.cpuUsage();
+    const startedAt = performance.now();
+    measuring = true;
+    const reportsStart = reports;
+    await new Promise((r) => setTimeout(r, (SECONDS * 1000) / 2));
+    const half = procStats(pid);
+    await new Promise((r) => setTimeout(r, (SECONDS * 1000) / 2));
+    const end = procStats(pid);
+    const elapsedS = (performance.now() - startedAt) / 1000;
+    measuring = false;
+    const benchCpu = process.cpuUsage(benchCpuStart);
+    const rowsEnd = await controller.rows();
+    const load = loadavg();
+
+    const sorted = Float64Array.from(latencies).sort();
+    const p50 = percentile(sorted, 50);
+    const p99 = percentile(sorted, 99);
+    const cores = (end.cpuS - start.cpuS) / elapsedS;
+    const growth = end.rss / half.rss - 1;
+    const reportSorted = Float64Array.from(reportTimes).sort();
+    const rowsPerS = rowsStart >= 0 && rowsEnd >= 0 ? (rowsEnd - rowsStart) / elapsedS : NaN;
+    console.log(
+      `[traffic ${store}] ${elapsedS.toFixed(1)} s: ${reports - reportsStart} reports (${reportErrors} failed), ${messages} messages delivered (${(messages / elapsedS).toFixed(0)}/s)`,
+    );
+    console.log(
+      `[traffic ${store}] report round trip (agent side) p50 ${percentile(reportSorted, 50).toFixed(0)} ms, p99 ${percentile(reportSorted, 99).toFixed(0)} ms; this process (agents + subscribers) ${((benchCpu.user + benchCpu.system) / 1e6 / elapsedS).toFixed(2)} cores`,
+    );
+    console.log(`[traffic ${store}] delivery latency p50 ${p50.toFixed(0)} ms, p99 ${p99.toFixed(0)} ms, max ${sorted.at(-1)?.toFixed(0)} ms`);
+    const slowest = [...worstBySecond].sort((a, b) => b[1] - a[1]).slice(0, 5);
+    console.log(`[traffic ${store}] slowest seconds (since the controller started): ${slowest.map(([t, ms]) => `+${t} s ${ms.toFixed(0)} ms`).join(', ')}`);
+    console.log(`[traffic ${store}] controller CPU ${cores.toFixed(2)} cores; RSS start ${mb(start.rss)}, half ${mb(half.rss)}, end ${mb(end.rss)}`);
+    console.log(`[traffic ${store}] database rows written ${rowsPerS.toFixed(0)}/s`);
+    console.log(`[traffic ${store}] load average ${load.map((l) => l.toFixed(2)).join(' ')}`);
+    console.log(`[traffic ${store}] p99 < 200 ms: ${verdict(p99 < 200)} (${p99.toFixed(0)} ms)`);
+    console.log(`[traffic ${store}] controller CPU < 1 core: ${verdict(cores < 1)} (${cores.toFixed(2)})`);
+    console.log(`[traffic ${store}] no RSS growth (end at most 10 % above half): ${verdict(growth <= 0.1)} (${(growth * 100).toFixed(1)} %)`);
+  } finally {
+    stopAgents = true;
+    await Promise.all(agentLoops);
+    await Promise.all(subscribers.map((c) => c.dispose()));
+    await controller.stop();
+    await database?.drop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+console.log(
+  `traffic bench: ${AGENTS} agents, ${INSTANCES} instances, ${SUBSCRIBERS} subscribers × ${WATCH} instances, ${SECONDS} s (+${WARMUP_S} s warm-up); ${STORES.join(', ')}`,
+);
+for (const store of STORES) await runOn(store);
+process.exit(0);
