@@ -110,7 +110,7 @@ describe('the preflight', () => {
 
   it('in CI, fails naming the missing program, its suites and its package', () => {
     const r = preflight({ GATEHOUSE_REQUIRE_SYSTEM: '1' });
-    expect(iperfLine).toBe('iperf3 not found: the sdk, dataplane, host-agent, plugin-linux, plugin-docker, plugin-lxd, plugin-proxmox, plugin-esxi suites need it; Debian package iperf3');
+    expect(iperfLine).toBe('iperf3 not found: the sdk, dataplane, host-agent, plugin-linux, plugin-docker, plugin-lxd, plugin-proxmox, plugin-esxi, cli suites need it; Debian package iperf3');
     expect(r.stderr).toContain(`[preflight] ${iperfLine}`);
     expect(r.stdout).toMatch(/iperf3 +iperf3 +MISSING/);
     expect(r.status).toBe(1);
