@@ -53,12 +53,19 @@ export const v4 = (address: string) => address.split('.').reduce((n, octet) => n
 /** The selection of `Host.driver` the tests compare with a plugin's capabilities. */
 export const DRIVER_SELECTION = `driver { id apiVersion capabilities {
   nics { max hotplug staticAddressing }
-  portForwards { implementation protocols portRanges ipv6 sourceAllowLists }
+  portForwards { implementation protocols portRanges ipv6 sourceAllowLists rateLimits }
   firewall { implementation directions actions priorities ipv6 icmp }
   shaping { implementation ingress egress burst } } }`;
 
-/** A driver's capabilities as GraphQL shows them: the SDK's lower-case values are the enums' upper-case ones. */
+/**
+ * A driver's capabilities as GraphQL shows them: the SDK's lower-case values are the enums' upper-case
+ * ones, and an optional capability a driver does not declare (rate limits) shows as false.
+ */
 export function capabilitiesInGraphql(capabilities: DriverCapabilities): unknown {
+  return upperCased({ ...capabilities, portForwards: { rateLimits: false, ...capabilities.portForwards } });
+}
+
+function upperCased(capabilities: unknown): unknown {
   const convert = (value: unknown): unknown =>
     typeof value === 'string'
       ? value.toUpperCase()

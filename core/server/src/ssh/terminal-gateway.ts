@@ -255,6 +255,8 @@ class TerminalSession {
   private readonly dir: string;
   private readonly alias: string;
   private carry: Buffer = Buffer.alloc(0);
+  /** The start of a character whose last bytes have not come from the browser yet. */
+  private inputCarry: Buffer = Buffer.alloc(0);
   private idle?: NodeJS.Timeout;
   private ping?: NodeJS.Timeout;
   private learn?: NodeJS.Timeout;
@@ -343,7 +345,13 @@ class TerminalSession {
     if (this.exited) return;
     if (isBinary) {
       this.touch();
-      this.pty.write(Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]));
+      // keystrokes reach the pty as whole characters: a character split across two messages is
+      // held back until its last byte comes (a shell's line editor seeing half of one can misplace it)
+      const bytes = Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]);
+      const chunk = this.inputCarry.length > 0 ? Buffer.concat([this.inputCarry, bytes]) : bytes;
+      const whole = utf8CompletePrefix(chunk);
+      this.inputCarry = Buffer.from(chunk.subarray(whole));
+      if (whole > 0) this.pty.write(chunk.subarray(0, whole));
       return;
     }
     const control = controlOf(data, false);
