@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startController, type Controller } from '@gatehouse/server';
+import { generateEd25519KeyPair, startController, type Controller } from '@gatehouse/server';
 
 const ERR = '... on Error { code message }';
 
@@ -41,9 +41,9 @@ describe('the SSH jump server', () => {
   let controller: Controller;
   let port: number;
   const keys = {
-    alice: ssh2.utils.generateKeyPairSync('ed25519'),
-    bob: ssh2.utils.generateKeyPairSync('ed25519'),
-    stranger: ssh2.utils.generateKeyPairSync('ed25519'),
+    alice: generateEd25519KeyPair(),
+    bob: generateEd25519KeyPair(),
+    stranger: generateEd25519KeyPair(),
   };
   const secrets: Record<string, string> = {};
   let aliceKeyId: string;

@@ -31,3 +31,4 @@ export { PortForwardService } from './services/port-forward-service.js';
 export { rowsOf } from './db/database.js';
 export { TunnelBroker, TunnelError } from './tunnel/tunnel-broker.js';
 export { DEFAULT_SSH_PORT, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';
+export { generateEd25519KeyPair } from './ssh/ed25519.js';

@@ -8,7 +8,7 @@
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { getNamedType, isUnionType, type GraphQLField } from 'graphql';
-import ssh2 from 'ssh2';
+import { generateEd25519KeyPair } from '../src/ssh/ed25519.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
 import { needsCheck } from '../src/graphql/argument-checks.js';
@@ -75,7 +75,7 @@ interface Request {
 }
 
 /** A public key the tenant holds (added in the world). */
-const TENANT_SSH_KEY = ssh2.utils.generateKeyPairSync('ed25519').public;
+const TENANT_SSH_KEY = generateEd25519KeyPair().public;
 /** An id that exists nowhere. */
 const MISSING = newId();
 /** An argument the argument checks refuse (not an id). */

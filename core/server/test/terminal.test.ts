@@ -6,7 +6,7 @@
  */
 import 'reflect-metadata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import ssh2 from 'ssh2';
+import { generateEd25519KeyPair } from '../src/ssh/ed25519.js';
 import { openStore, type Store } from '../src/db/database.js';
 import { createContainer } from '../src/server.js';
 import { TerminalService } from '../src/services/terminal-service.js';
@@ -81,8 +81,8 @@ describe('web terminal tickets and host keys', () => {
   });
 
   it('keeps the first host key of each type, shows it to the owner, and forgets it on request', async () => {
-    const key = ssh2.utils.generateKeyPairSync('ed25519').public.split(' ').slice(0, 2).join(' ');
-    const second = ssh2.utils.generateKeyPairSync('ed25519').public.split(' ').slice(0, 2).join(' ');
+    const key = generateEd25519KeyPair().public.split(' ').slice(0, 2).join(' ');
+    const second = generateEd25519KeyPair().public.split(' ').slice(0, 2).join(' ');
     await terminals.learnHostKeys(vmId, [key, 'not a key line', 'ssh-ed25519 !!!']);
     await terminals.learnHostKeys(vmId, [second]);
     const shown = await tenant(`query($i: ID!) { instance(id: $i) { sshHostKeys { algorithm publicKey fingerprint } } }`, { i: vmId });

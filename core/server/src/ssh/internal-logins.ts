@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import ssh2 from 'ssh2';
 import type { SshTarget } from '../services/ssh-access-service.js';
 import { sshFingerprint } from '../services/ssh-key-service.js';
+import { generateEd25519KeyPair } from './ed25519.js';
 
 /** What a registered login may do: act for this user, towards this instance address only. */
 export interface InternalLogin {
@@ -27,7 +28,7 @@ export class InternalLogins {
   private readonly pending = new Map<string, InternalLogin>();
 
   constructor() {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
+    const pair = generateEd25519KeyPair();
     this.privateKey = pair.private;
     this.publicKey = pair.public;
     const parsed = ssh2.utils.parseKey(pair.public);

@@ -20,6 +20,7 @@ import { sshFingerprint, type SshKeyService } from '../services/ssh-key-service.
 import { TunnelError, type TunnelBroker } from '../tunnel/tunnel-broker.js';
 import type { InternalLogins } from './internal-logins.js';
 import type { SshTarget } from '../services/ssh-access-service.js';
+import { generateEd25519KeyPair } from './ed25519.js';
 
 /** Options of the jump server. */
 export interface JumpServerOptions {
@@ -89,7 +90,7 @@ export function loadOrCreateHostKey(path: string): { privateKey: string; publicK
   let created = false;
   if (!existsSync(path)) {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    writeFileSync(path, ssh2.utils.generateKeyPairSync('ed25519').private, { mode: 0o600, flag: 'wx' });
+    writeFileSync(path, generateEd25519KeyPair().private, { mode: 0o600, flag: 'wx' });
     created = true;
   }
   chmodSync(path, 0o600);
