@@ -438,7 +438,9 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     await term.waitFor(/# $/, mark);
     // a prompt of its own, so that what follows is read after it
     mark = term.text.length;
-    term.type(`bind 'set enable-bracketed-paste off'; PS1='gh$ '\r`);
+    // readline reads 8-bit input as characters whatever the instance's locale (in the C locale it
+    // takes the first byte of a '€' for Meta-b, backward-word: seen in a fresh-clone run)
+    term.type(`bind 'set enable-bracketed-paste off'; bind 'set convert-meta off'; bind 'set input-meta on'; bind 'set output-meta on'; PS1='gh$ '\r`);
     await term.waitFor(/gh\$ $/, mark);
     return { term, ticket };
   };
