@@ -4,6 +4,8 @@
 // whose program is missing is installed with `apt-get install --no-install-recommends` (each needed
 // package is named, recommended ones are not relied on), and the machine's PostgreSQL cluster is
 // started when nothing answers at DATABASE_URL (default 127.0.0.1:5432).
+// Programs found only at run time are rows of that table too, e.g. runuser (util-linux; the tests'
+// private PostgreSQL runs initdb and pg_ctl through it) and ssh (openssh-client; the web terminal).
 //
 // GATEHOUSE_SYSTEM_NO_INSTALL=prog[,prog…] leaves those programs (or packages) alone even when
 // missing — how the preflight's failure is shown on purpose. This script prints what it did and
