@@ -1,7 +1,8 @@
 /**
  * The network-namespace lab: test hosts made of network namespaces joined by veth pairs, with
  * addresses the test chooses. Every name starts with a per-lab prefix, and `cleanup` (also run on
- * process exit) deletes exactly what this lab created, so a failed test leaves nothing behind and
+ * process exit, and on SIGINT or SIGTERM when nothing else in the process handles them) deletes
+ * exactly what this lab created, so a failed or interrupted test or bench leaves nothing behind and
  * never touches the machine's own interfaces or rulesets.
  */
 import { execFileSync } from 'node:child_process';
@@ -26,6 +27,23 @@ export async function labAvailable(): Promise<boolean> {
   }
 }
 
+/**
+ * Node ends a process on SIGINT/SIGTERM without its 'exit' event, so a bench stopped with Ctrl-C
+ * would leave its namespaces. Where the process has no handler of its own for them, the first lab
+ * installs one that exits with the signal's status instead (running every lab's exit clean-up).
+ */
+let signalsHandled = false;
+function exitOnSignals(): void {
+  if (signalsHandled) return;
+  signalsHandled = true;
+  for (const [signal, status] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    if (process.listenerCount(signal) === 0) process.once(signal, () => process.exit(status));
+  }
+}
+
 /** A set of namespaces and links with guaranteed cleanup. */
 export class NetnsLab {
   /** 'gh' + 6 hex characters: short, because interface names have 15 characters at most. */
@@ -36,6 +54,7 @@ export class NetnsLab {
 
   constructor() {
     process.once('exit', this.onExit);
+    exitOnSignals();
   }
 
   /** Creates a namespace with its loopback up and IPv6 duplicate address detection off (addresses usable at once). */
