@@ -1,13 +1,17 @@
 /**
  * What the end-to-end tests of backend plugins (Docker, LXD, Proxmox, ESXi) share: an HTTP probe
  * and an iperf3 rate from a namespace, mutation payloads, a driver's capabilities as GraphQL shows
- * them, and the controller queries they watch (instances of a host, the host's agent status and
- * driver, a forward's status, audit entries).
+ * them, the controller queries they watch (instances of a host, the host's agent status and
+ * driver, a forward's status, audit entries), and the controller and plugin agent of a suite
+ * (`BackendRun`).
  */
 import type { DriverCapabilities } from '@gatehouse/sdk';
 import { eventually, type LabNamespace, type Outcome } from '@gatehouse/sdk/testkit';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect } from 'vitest';
-import { gql, until } from './support.js';
+import { gql, startController, startPluginAgent, until, type Proc } from './support.js';
 
 export const ERR = '... on Error { code message field value }';
 /** The actor of what the controller does on its own (discovery). */
@@ -295,4 +299,60 @@ export async function cleanUpInOrder(steps: (() => Promise<unknown> | unknown)[]
     }
   }
   if (first !== undefined) throw first;
+}
+
+type PoolInput = Parameters<typeof createBackendHost>[3][number];
+
+/**
+ * A backend suite's controller (PGlite in a temporary data directory) and its plugin's agent. The
+ * controller serves no web proxies (no Caddy on the machine's ports 80/443): a proxy the suite
+ * creates stays PENDING, which is all the reclaim needs.
+ */
+export class BackendRun {
+  readonly dataDir: string;
+  controller: { proc: Proc; url: string } | undefined;
+  agent: Proc | undefined;
+  admin = '';
+  hostId = '';
+  poolIds: string[] = [];
+  readonly queries = controllerQueries(() => ({ url: this.controller!.url, secret: this.admin, hostId: this.hostId }));
+  private proxySetting: string | undefined;
+
+  constructor(private readonly backend: string) {
+    this.dataDir = mkdtempSync(join(tmpdir(), `gatehouse-${backend}-e2e-`));
+  }
+
+  /** Starts the controller, creates the host with its pools (the first its default) and an agent token, starts the agent and waits until it has converged. */
+  async start(publicAddress: string, pools: PoolInput[], pluginConfig: Record<string, unknown>, discoverMs: number): Promise<void> {
+    this.proxySetting = process.env.GATEHOUSE_PROXY;
+    process.env.GATEHOUSE_PROXY = 'off';
+    const controller = await startController(this.dataDir);
+    this.controller = controller;
+    this.admin = controller.bootstrapSecret!;
+    const created = await createBackendHost(this.queries.api, this.backend, publicAddress, pools);
+    this.hostId = created.hostId;
+    this.poolIds = created.poolIds;
+    this.agent = startPluginAgent(controller.url, created.token, this.backend, pluginConfig, discoverMs);
+    expect((await this.queries.converged())?.agent).toMatchObject({ online: true, lastError: null });
+  }
+
+  /** With GATEHOUSE_E2E_LOGS set, prints the end of the agent's and the controller's output. */
+  printLogs(): void {
+    if (!process.env.GATEHOUSE_E2E_LOGS) return;
+    console.log(`--- agent\n${this.agent?.output().slice(-6000)}`);
+    console.log(`--- controller\n${this.controller?.proc.output().slice(-6000)}`);
+  }
+
+  /** Clean-up steps that stop the agent, then the controller (before the lab goes). */
+  stopSteps(): (() => unknown)[] {
+    return [() => this.agent?.stop(), () => this.controller?.proc.stop('SIGKILL')];
+  }
+
+  /** Clean-up steps that remove the data directory and restore the environment (after the lab). */
+  removeSteps(): (() => unknown)[] {
+    return [
+      () => rmSync(this.dataDir, { recursive: true, force: true }),
+      () => (this.proxySetting === undefined ? delete process.env.GATEHOUSE_PROXY : (process.env.GATEHOUSE_PROXY = this.proxySetting)),
+    ];
+  }
 }

@@ -23,11 +23,9 @@ import { CAPABILITIES, PORT_GROUP_PREFIX, readVms, shapedPortGroup, type Vm } fr
 import { EsxiLab, LAB_NETWORK, LAB_PUBLIC_V4, vcsimBuildable } from '@gatehouse/plugin-esxi/testing';
 import { eventually, labAvailable, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  BackendRun,
   DRIVER_SELECTION,
   ERR,
   REQUIRE_SYSTEM,
@@ -35,8 +33,6 @@ import {
   checkFirewallBlocks,
   checkReclaimed,
   cleanUpInOrder,
-  controllerQueries,
-  createBackendHost,
   createForward,
   describeRate,
   iperf3Rate,
@@ -45,7 +41,7 @@ import {
   type BackendScenario,
   type InstanceView,
 } from './backend-e2e.js';
-import { startController, startPluginAgent, until, type Proc } from './support.js';
+import { until } from './support.js';
 
 const available = (await labAvailable()) && vcsimBuildable();
 
@@ -57,11 +53,7 @@ const SECOND = { mac: '00:50:56:00:07:01', address: '10.77.0.160' };
 
 describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the ESXi plugin', () => {
   let esxi: EsxiLab | undefined;
-  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-esxi-e2e-'));
-  let controller: { proc: Proc; url: string } | undefined;
-  let agent: Proc | undefined;
-  let admin: string;
-  let hostId: string;
+  const run = new BackendRun('esxi');
   let poolId: string;
   let vm: Vm;
   let vmNs: LabNamespace;
@@ -70,8 +62,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
   let ruleId: string;
   const servers: LabServer[] = [];
   const children: ChildProcess[] = [];
-  let proxySetting: string | undefined;
-  const queries = controllerQueries(() => ({ url: controller!.url, secret: admin, hostId }));
+  const queries = run.queries;
   const { api, instances, hostAgent, converged, forwardStatus, bandwidthStatus } = queries;
   const throughForward = (port = 18080) => tcpOutcome(esxi!.client, LAB_PUBLIC_V4, port);
   const vmNow = async () => (await readVms(esxi!.admin)).find((v) => v.ref.value === vm.ref.value);
@@ -85,45 +76,31 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
   };
 
   beforeAll(async () => {
-    // the controller serves no web proxies here (no Caddy on the machine's ports 80/443); a proxy
-    // created below stays PENDING, which is all the reclaim needs
-    proxySetting = process.env.GATEHOUSE_PROXY;
-    process.env.GATEHOUSE_PROXY = 'off';
     esxi = await EsxiLab.start({ vms: 1 });
     console.log(`[esxi-e2e] vcsim ${esxi.buildMs ? `built in ${esxi.buildMs} ms` : 'cached'}`);
     vm = (await readVms(esxi.admin))[0]!;
-
-    const c = await startController(dataDir);
-    controller = c;
-    admin = c.bootstrapSecret!;
-    const created = await createBackendHost(api, 'esxi', LAB_PUBLIC_V4, [
-      { name: 'esxi-vm-network', network: LAB_NETWORK, cidr: '10.77.0.0/24', start: '10.77.0.100', end: '10.77.0.199', gateway: '10.77.0.1' },
-    ]);
-    hostId = created.hostId;
-    poolId = created.poolIds[0]!;
-    const token = created.token;
-    agent = startPluginAgent(controller.url, token, 'esxi', esxi.config(), DISCOVER_MS);
-    expect((await converged())?.agent).toMatchObject({ online: true, lastError: null });
+    await run.start(
+      LAB_PUBLIC_V4,
+      [{ name: 'esxi-vm-network', network: LAB_NETWORK, cidr: '10.77.0.0/24', start: '10.77.0.100', end: '10.77.0.199', gateway: '10.77.0.1' }],
+      esxi.config(),
+      DISCOVER_MS,
+    );
+    poolId = run.poolIds[0]!;
   }, 600_000);
 
   afterAll(async () => {
-    if (process.env.GATEHOUSE_E2E_LOGS) {
-      console.log(`--- agent\n${agent?.output().slice(-6000)}`);
-      console.log(`--- controller\n${controller?.proc.output().slice(-6000)}`);
-    }
+    run.printLogs();
     await cleanUpInOrder([
       () => servers.forEach((server) => server.stop()),
       () => children.forEach((child) => child.exitCode === null && child.signalCode === null && child.kill('SIGTERM')),
-      () => agent?.stop(),
-      () => controller?.proc.stop('SIGKILL'),
+      ...run.stopSteps(),
       () => esxi?.cleanup(),
-      () => rmSync(dataDir, { recursive: true, force: true }),
-      () => (proxySetting === undefined ? delete process.env.GATEHOUSE_PROXY : (process.env.GATEHOUSE_PROXY = proxySetting)),
+      ...run.removeSteps(),
     ]);
   }, 120_000);
 
   it('the host runs the esxi plugin and shows its capabilities: shaping native, egress only', async () => {
-    const host = (await api(`query ($id: ID!) { host(id: $id) { backend ${DRIVER_SELECTION} } }`, { id: hostId })).host;
+    const host = (await api(`query ($id: ID!) { host(id: $id) { backend ${DRIVER_SELECTION} } }`, { id: run.hostId })).host;
     expect(host).toEqual({ backend: 'esxi', driver: { id: 'esxi', apiVersion: 1, capabilities: capabilitiesInGraphql(CAPABILITIES) } });
     expect(host.driver.capabilities.shaping).toEqual({ implementation: 'NATIVE', ingress: false, egress: true, burst: true });
   });
@@ -131,7 +108,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the E
   it("vcsim's VM appears in GraphQL on its host with its NIC on the port group and an address from the default pool", async () => {
     const started = Date.now();
     instance = await until(registered, 20 * DISCOVER_MS);
-    if (!instance) throw new Error(`VM ${vm.ref.value} was not registered within ${20 * DISCOVER_MS} ms; agent output:\n${agent!.output().slice(-3000)}`);
+    if (!instance) throw new Error(`VM ${vm.ref.value} was not registered within ${20 * DISCOVER_MS} ms; agent output:\n${run.agent!.output().slice(-3000)}`);
     console.log(`[esxi-e2e] VM ${vm.ref.value} (${vm.name}) registered ${Date.now() - started} ms after the agent converged`);
     expect(vm.nics).toHaveLength(1);
     expect(instance).toMatchObject({

@@ -19,11 +19,9 @@
 import { CAPABILITIES, NIC_TAG, OWNER_TAG, guestNics } from '@gatehouse/plugin-proxmox';
 import { LAB_PUBLIC_V4, PveLab, pveLabAvailable } from '@gatehouse/plugin-proxmox/testing';
 import { eventually, tcpOutcome, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  BackendRun,
   DRIVER_SELECTION,
   ERR,
   REQUIRE_SYSTEM,
@@ -31,8 +29,6 @@ import {
   checkFirewallBlocks,
   checkReclaimed,
   cleanUpInOrder,
-  controllerQueries,
-  createBackendHost,
   createForward,
   describeRate,
   iperf3Rate,
@@ -41,7 +37,7 @@ import {
   type BackendScenario,
   type InstanceView,
 } from './backend-e2e.js';
-import { startController, startPluginAgent, until, type Proc } from './support.js';
+import { until } from './support.js';
 
 const available = await pveLabAvailable();
 
@@ -54,11 +50,7 @@ const RATE = 20e6;
 
 describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the Proxmox VE plugin', () => {
   let pve: PveLab | undefined;
-  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-pve-e2e-'));
-  let controller: { proc: Proc; url: string } | undefined;
-  let agent: Proc | undefined;
-  let admin: string;
-  let hostId: string;
+  const run = new BackendRun('proxmox');
   let poolId: string;
   let pool2Id: string;
   let vmid: number;
@@ -68,8 +60,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
   const forwards: string[] = [];
   let ruleId: string;
   const servers: LabServer[] = [];
-  let proxySetting: string | undefined;
-  const queries = controllerQueries(() => ({ url: controller!.url, secret: admin, hostId }));
+  const queries = run.queries;
   const { api, instances, hostAgent, converged, forwardStatus, bandwidthStatus } = queries;
   const throughForward = (port = 18080) => tcpOutcome(pve!.client, LAB_PUBLIC_V4, port);
   const guest = () => pve!.server.guests.get(vmid);
@@ -83,47 +74,30 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
   };
 
   beforeAll(async () => {
-    // the controller serves no web proxies here (no Caddy on the machine's ports 80/443); a proxy
-    // created below stays PENDING, which is all the reclaim needs
-    proxySetting = process.env.GATEHOUSE_PROXY;
-    process.env.GATEHOUSE_PROXY = 'off';
     pve = await PveLab.start();
     // a second bridge on the node, for the second NIC
     await pve.node.exec('ip', ['link', 'add', 'vmbr1', 'type', 'bridge']);
     await pve.node.exec('ip', ['addr', 'add', '10.78.0.1/24', 'dev', 'vmbr1']);
     await pve.node.exec('ip', ['link', 'set', 'vmbr1', 'up']);
-
-    const c = await startController(dataDir);
-    controller = c;
-    admin = c.bootstrapSecret!;
-    const created = await createBackendHost(api, 'proxmox', LAB_PUBLIC_V4, [
-      { name: 'pve-vmbr0', network: 'vmbr0', cidr: '10.77.0.0/24', start: '10.77.0.100', end: '10.77.0.199', gateway: '10.77.0.1' },
-      { name: 'pve-vmbr1', network: 'vmbr1', cidr: '10.78.0.0/24', start: '10.78.0.100', end: '10.78.0.199', gateway: '10.78.0.1' },
-    ]);
-    hostId = created.hostId;
-    [poolId, pool2Id] = created.poolIds as [string, string];
-    const token = created.token;
-    agent = startPluginAgent(controller.url, token, 'proxmox', pve.pluginConfig(), DISCOVER_MS);
-    expect((await converged())?.agent).toMatchObject({ online: true, lastError: null });
+    await run.start(
+      LAB_PUBLIC_V4,
+      [
+        { name: 'pve-vmbr0', network: 'vmbr0', cidr: '10.77.0.0/24', start: '10.77.0.100', end: '10.77.0.199', gateway: '10.77.0.1' },
+        { name: 'pve-vmbr1', network: 'vmbr1', cidr: '10.78.0.0/24', start: '10.78.0.100', end: '10.78.0.199', gateway: '10.78.0.1' },
+      ],
+      pve.pluginConfig(),
+      DISCOVER_MS,
+    );
+    [poolId, pool2Id] = run.poolIds as [string, string];
   }, 180_000);
 
   afterAll(async () => {
-    if (process.env.GATEHOUSE_E2E_LOGS) {
-      console.log(`--- agent\n${agent?.output().slice(-6000)}`);
-      console.log(`--- controller\n${controller?.proc.output().slice(-6000)}`);
-    }
-    await cleanUpInOrder([
-      () => servers.forEach((server) => server.stop()),
-      () => agent?.stop(),
-      () => controller?.proc.stop('SIGKILL'),
-      () => pve?.cleanup(),
-      () => rmSync(dataDir, { recursive: true, force: true }),
-      () => (proxySetting === undefined ? delete process.env.GATEHOUSE_PROXY : (process.env.GATEHOUSE_PROXY = proxySetting)),
-    ]);
+    run.printLogs();
+    await cleanUpInOrder([() => servers.forEach((server) => server.stop()), ...run.stopSteps(), () => pve?.cleanup(), ...run.removeSteps()]);
   }, 120_000);
 
   it('the host runs the proxmox plugin and shows its capabilities', async () => {
-    const host = (await api(`query ($id: ID!) { host(id: $id) { backend ${DRIVER_SELECTION} } }`, { id: hostId })).host;
+    const host = (await api(`query ($id: ID!) { host(id: $id) { backend ${DRIVER_SELECTION} } }`, { id: run.hostId })).host;
     expect(host).toEqual({ backend: 'proxmox', driver: { id: 'proxmox', apiVersion: 1, capabilities: capabilitiesInGraphql(CAPABILITIES) } });
     expect(host.driver.capabilities.shaping).toEqual({ implementation: 'DATAPLANE', ingress: true, egress: true, burst: true });
   });
@@ -138,7 +112,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('host agent end to end with the P
     servers.push(await vm.tcpServer(8080, BODY));
     const started = Date.now();
     instance = await until(registered, 20 * DISCOVER_MS);
-    if (!instance) throw new Error(`VM ${vmid} was not registered within ${20 * DISCOVER_MS} ms; agent output:\n${agent!.output().slice(-3000)}`);
+    if (!instance) throw new Error(`VM ${vmid} was not registered within ${20 * DISCOVER_MS} ms; agent output:\n${run.agent!.output().slice(-3000)}`);
     console.log(`[pve-e2e] VM ${vmid} registered ${Date.now() - started} ms after it was created`);
     expect(instance).toMatchObject({
       name: 'web',
