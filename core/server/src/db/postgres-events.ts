@@ -279,14 +279,17 @@ export class PostgresEventTarget extends EventTarget {
         this.unsent = this.unsent.slice(this.unsentFrom);
         this.unsentFrom = 0;
       }
-      try {
-        // one JSON array, not a text[] parameter: postgres.js escapes array elements in JavaScript, character by character
-        await this.sql`select pg_notify(${CHANNEL}, t.text) from json_array_elements_text(${JSON.stringify(texts)}::text::json) with ordinality as t(text, n) order by t.n`;
-      } catch (err) {
-        this.onError(err);
-        // delivery comes back through NOTIFY: what these carried is replayed from the database
-        if (this.listening && !this.stopped) void this.replay(false);
-      }
+      // one JSON array, not a text[] parameter: postgres.js escapes array elements in JavaScript, character by character
+      const sent = this.sql`select pg_notify(${CHANNEL}, t.text) from json_array_elements_text(${JSON.stringify(texts)}::text::json) with ordinality as t(text, n) order by t.n`.then(
+        () => {},
+        (err: unknown) => {
+          this.onError(err);
+          // delivery comes back through NOTIFY: what these carried is replayed from the database
+          if (this.listening && !this.stopped) void this.replay(false);
+        },
+      );
+      // without the connection (LISTEN is being restored) each goes to the driver at once, as published
+      if (this.listening) await sent;
     }
     this.sending = undefined;
   }
