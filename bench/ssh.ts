@@ -74,14 +74,60 @@ function started(
   return { child, output: () => out, waitFor };
 }
 
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number | undefined): number {
+/** CPU seconds (user + system) a process has used, from /proc; `waited`: those of its children it has waited for. */
+function cpuSeconds(pid: number | undefined | 'self', waited = false): number {
   if (!pid) return 0;
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return waited ? (Number(fields[13]) + Number(fields[14])) / 100 : (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * Where the bytes of a bulk copy wait: every 50 ms, the receive and send queues of the TCP sockets
+ * of each hop (`ss -tn` in the namespace of each end), summed per role. A receive queue that stays
+ * full is a process that does not read fast enough (or paused reading: back-pressure); a send
+ * queue that stays full is a peer that does not take the bytes (its window).
+ */
+class QueueSampler {
+  private readonly sums = new Map<string, { total: number; max: number; samples: number }>();
+  private timer?: NodeJS.Timeout;
+  private busy = false;
+
+  constructor(private readonly sources: { netns?: string; roles: (local: string, peer: string) => { recv?: string; send?: string } }[]) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.busy) return;
+      this.busy = true;
+      void Promise.all(this.sources.map((source) => this.sample(source))).finally(() => (this.busy = false));
+    }, 50);
+  }
+
+  stop(): string {
+    clearInterval(this.timer);
+    return [...this.sums.entries()].map(([role, v]) => `${role} ${(v.total / v.samples / 1024).toFixed(0)}/${(v.max / 1024).toFixed(0)}`).join(', ');
+  }
+
+  private async sample(source: (typeof this.sources)[number]): Promise<void> {
+    const r = await runProgram(source.netns ? 'ip' : 'ss', source.netns ? ['netns', 'exec', source.netns, 'ss', '-tnH'] : ['-tnH']);
+    const seen = new Map<string, number>();
+    for (const line of r.stdout.split('\n')) {
+      const [, recvQ, sendQ, local, peer] = line.trim().split(/\s+/);
+      if (!local || !peer) continue;
+      const roles = source.roles(local, peer);
+      if (roles.recv) seen.set(roles.recv, (seen.get(roles.recv) ?? 0) + Number(recvQ));
+      if (roles.send) seen.set(roles.send, (seen.get(roles.send) ?? 0) + Number(sendQ));
+    }
+    for (const [role, bytes] of seen) {
+      const v = this.sums.get(role) ?? { total: 0, max: 0, samples: 0 };
+      v.total += bytes;
+      v.max = Math.max(v.max, bytes);
+      v.samples++;
+      this.sums.set(role, v);
+    }
   }
 }
 
@@ -123,7 +169,9 @@ async function echoTimes(command: string, args: string[], count: number): Promis
     await byteBack(byte);
     if (i >= WARMUP_KEYS) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
+  const exited = new Promise((resolve) => ssh.once('exit', resolve));
   ssh.kill('SIGTERM');
+  await exited; // reaped before the next measurement counts its children's CPU
   return times;
 }
 
@@ -291,6 +339,35 @@ async function main(): Promise<void> {
     const bulk = { direct: [] as number[], through: [] as number[] };
     // where the through path spends CPU: the controller (jump server) and the agent (tunnel), per bulk copy
     const cpu = { controller: [] as number[], agent: [] as number[] };
+    const httpPort = new URL(url!).port;
+    const queues = { direct: [] as string[], through: [] as string[] };
+    const sampler = (path: 'direct' | 'through') =>
+      new QueueSampler([
+        {
+          roles: (local, peer) =>
+            path === 'direct'
+              ? {}
+              : local === `${CONTROLLER_ADDRESS}:${sshPort}`
+                ? { recv: 'jump-server recv' }
+                : peer === `${CONTROLLER_ADDRESS}:${sshPort}`
+                  ? { send: 'client send' }
+                  : local === `${CONTROLLER_ADDRESS}:${httpPort}`
+                    ? { send: 'controller→agent send' }
+                    : {},
+        },
+        {
+          netns: host.name,
+          roles: (local, peer) =>
+            peer === `${CONTROLLER_ADDRESS}:${httpPort}`
+              ? { recv: 'agent recv' }
+              : peer === `${vmAddress}:22`
+                ? { send: path === 'direct' ? 'client send' : 'agent→sshd send' }
+                : {},
+        },
+        { netns: vm.name, roles: (local) => (local === `${vmAddress}:22` ? { recv: 'sshd recv' } : {}) },
+      ]);
+    // and the ends both paths share: the client (scp and its ssh, and the ProxyJump ssh), waited for by this process, and sshd's sessions
+    const ends = { direct: { client: [] as number[], sshd: [] as number[] }, through: { client: [] as number[], sshd: [] as number[] } };
     const agentPid = () => {
       const children = readFileSync(`/proc/${agent.child.pid}/task/${agent.child.pid}/children`, 'utf8').trim();
       return children ? Number(children.split(' ')[0]) : agent.child.pid; // ip netns exec runs node in its place
@@ -302,11 +379,22 @@ async function main(): Promise<void> {
         const e = make('ssh', echoArgs);
         echo[path].push(...(await echoTimes(e.command, e.args, KEYS)));
         const s = make('scp', scpArgs);
-        const before = { controller: cpuSeconds(controller.child.pid), agent: cpuSeconds(agentPid()) };
+        const before = {
+          controller: cpuSeconds(controller.child.pid),
+          agent: cpuSeconds(agentPid()),
+          client: cpuSeconds('self', true),
+          sshd: cpuSeconds(sshd.pid, true),
+        };
+        const sampling = sampler(path);
+        sampling.start();
         const t0 = process.hrtime.bigint();
         const r = await runProgram(s.command, s.args);
+        queues[path].push(sampling.stop());
         if (r.code !== 0) throw new Error(`scp (${path}) failed: ${r.stderr}`);
         bulk[path].push(MB / (Number(process.hrtime.bigint() - t0) / 1e9));
+        await new Promise((r) => setTimeout(r, 200)); // sshd reaps its session
+        ends[path].client.push(cpuSeconds('self', true) - before.client);
+        ends[path].sshd.push(cpuSeconds(sshd.pid, true) - before.sshd);
         if (path === 'through') {
           cpu.controller.push(cpuSeconds(controller.child.pid) - before.controller);
           cpu.agent.push(cpuSeconds(agentPid()) - before.agent);
@@ -338,6 +426,20 @@ async function main(): Promise<void> {
     console.log(
       `CPU per ${MB} MB through: controller (jump server) ${cpu.controller.map((c) => c.toFixed(2)).join(', ')} s, agent (tunnel) ${cpu.agent.map((c) => c.toFixed(2)).join(', ')} s`,
     );
+    for (const path of ['direct', 'through'] as const)
+      console.log(
+        `CPU per ${MB} MB ${path}: client (scp + ssh) ${ends[path].client.map((c) => c.toFixed(2)).join(', ')} s, sshd ${ends[path].sshd.map((c) => c.toFixed(2)).join(', ')} s`,
+      );
+    const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+    const total = {
+      direct: (sum(ends.direct.client) + sum(ends.direct.sshd)) / ROUNDS,
+      through: (sum(ends.through.client) + sum(ends.through.sshd) + sum(cpu.controller) + sum(cpu.agent)) / ROUNDS,
+    };
+    console.log(
+      `CPU of all processes per ${MB} MB: direct ${total.direct.toFixed(2)} s, through ${total.through.toFixed(2)} s; where the machine's CPU is what limits both (a loaded machine), through/direct ≈ ${(total.direct / total.through).toFixed(2)}`,
+    );
+    for (const path of ['direct', 'through'] as const)
+      for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
     console.log(
       `throughput ratio through/direct: ${(rate.through / rate.direct).toFixed(2)}  (target ≥ 0.70: ${rate.through / rate.direct >= 0.7 ? 'met' : 'NOT met'})`,
     );
