@@ -19,12 +19,13 @@
  *   npx tsx bench/ssh.ts     (as root; ssh, scp, sshd, ssh-keygen; npm run build first)
  *     BENCH_SSH_KEYS=1000 BENCH_SSH_ROUNDS=3 BENCH_SSH_MB=200 BENCH_SSH_JUMP_CIPHER=aes128-gcm@openssh.com (default: the client's choice)
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NetnsLab, labAvailable } from '@gatehouse/sdk/testkit';
+import { jumpClientConfig, labAgentArgs, linkControllerToHost, runProgram, sshdArgs } from '../agents/host-agent/test/ssh-lab.js';
 
 const KEYS = Number(process.env.BENCH_SSH_KEYS ?? 1000);
 const ROUNDS = Number(process.env.BENCH_SSH_ROUNDS ?? 3);
@@ -39,16 +40,8 @@ const HOST_ADDRESS = '100.74.0.2';
 const GATEWAY = '10.68.0.1';
 const ERR = '... on Error { code message }';
 
-function runProgram(command: string, args: string[], timeoutMs = 600_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(command, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1) : 0, stdout, stderr });
-    });
-  });
-}
-
 async function must(command: string, args: string[]): Promise<string> {
-  const r = await runProgram(command, args);
+  const r = await runProgram(command, args, 600_000);
   if (r.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
@@ -184,11 +177,7 @@ async function main(): Promise<void> {
   try {
     const host = await lab.namespace('host');
     const vm = await lab.namespace('vm');
-    await must('ip', ['link', 'add', rootIf, 'type', 'veth', 'peer', 'name', `${lab.prefix}h`, 'netns', host.name]);
-    await must('ip', ['addr', 'add', `${CONTROLLER_ADDRESS}/30`, 'dev', rootIf]);
-    await must('ip', ['link', 'set', rootIf, 'up']);
-    await host.exec('ip', ['addr', 'add', `${HOST_ADDRESS}/30`, 'dev', `${lab.prefix}h`]);
-    await host.exec('ip', ['link', 'set', `${lab.prefix}h`, 'up']);
+    await linkControllerToHost(host, rootIf, `${lab.prefix}h`, CONTROLLER_ADDRESS, HOST_ADDRESS);
 
     const controller = started(
       process.execPath,
@@ -242,36 +231,7 @@ async function main(): Promise<void> {
     const hostKey = join(dir, 'ssh_host_ed25519_key');
     await must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-    const sshd = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        vm.name,
-        '/usr/sbin/sshd',
-        '-D',
-        '-e',
-        '-f',
-        '/dev/null',
-        '-p',
-        '22',
-        '-h',
-        hostKey,
-        '-o',
-        `AuthorizedKeysFile ${key}.pub`,
-        '-o',
-        'PidFile none',
-        '-o',
-        'StrictModes no',
-        '-o',
-        'UsePAM no',
-        '-o',
-        'PermitRootLogin prohibit-password',
-        '-o',
-        'Subsystem sftp internal-sftp',
-      ],
-      { stdio: 'ignore' },
-    );
+    const sshd = spawn('ip', ['netns', 'exec', vm.name, ...sshdArgs(hostKey, `${key}.pub`, ['PermitRootLogin prohibit-password'])], { stdio: 'ignore' });
     children.push(sshd);
 
     const agentToken = (
@@ -280,27 +240,10 @@ async function main(): Promise<void> {
         { h: hostId },
       )
     ).createApiToken.created.secret as string;
-    const agent = started(
-      'ip',
-      [
-        'netns',
-        'exec',
-        host.name,
-        process.execPath,
-        '--import',
-        'tsx',
-        'agents/host-agent/src/cli.ts',
-        '--controller',
-        url!,
-        '--plugin',
-        join(REPO, 'core/sdk/examples/json-file-plugin.ts'),
-        '--plugin-config',
-        JSON.stringify({ path: join(dir, 'forwards.json') }),
-        '--state-dir',
-        join(dir, 'agent-state'),
-      ],
-      { ...process.env, GATEHOUSE_AGENT_TOKEN: agentToken },
-    );
+    const agent = started('ip', labAgentArgs(host, REPO, url!, dir, ['--state-dir', join(dir, 'agent-state')]), {
+      ...process.env,
+      GATEHOUSE_AGENT_TOKEN: agentToken,
+    });
     children.push(agent.child);
     for (let i = 0; ; i++) {
       const s = await api(`query($h: ID!) { host(id: $h) { agent { online } } }`, { h: hostId });
@@ -311,22 +254,13 @@ async function main(): Promise<void> {
     const config = join(dir, 'config');
     writeFileSync(
       config,
-      [
-        'Host jump',
-        `  HostName ${CONTROLLER_ADDRESS}`,
-        `  Port ${sshPort}`,
-        '  User gatehouse',
-        ...(JUMP_CIPHER ? [`  Ciphers ${JUMP_CIPHER}`] : []),
-        'Host *',
-        `  IdentityFile ${key}`,
-        '  IdentitiesOnly yes',
-        '  IdentityAgent none',
-        '  BatchMode yes',
-        '  StrictHostKeyChecking no',
-        '  UserKnownHostsFile /dev/null',
-        '  LogLevel ERROR',
-        '',
-      ].join('\n'),
+      jumpClientConfig({
+        controllerAddress: CONTROLLER_ADDRESS,
+        sshPort: sshPort!,
+        key,
+        jumpOptions: JUMP_CIPHER ? [`Ciphers ${JUMP_CIPHER}`] : [],
+        options: ['LogLevel ERROR'],
+      }),
     );
     const through = (program: 'ssh' | 'scp', args: string[]) => ({ command: program, args: ['-F', config, '-J', 'jump', ...args] });
     const direct = (program: 'ssh' | 'scp', args: string[]) => ({ command: 'ip', args: ['netns', 'exec', host.name, program, '-F', config, ...args] });
