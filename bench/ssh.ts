@@ -372,8 +372,7 @@ async function main(): Promise<void> {
     console.log(
       `CPU of all processes per ${MB} MB: direct ${total.direct.toFixed(2)} s, through ${total.through.toFixed(2)} s; where the machine's CPU is what limits both (a loaded machine), through/direct ≈ ${(total.direct / total.through).toFixed(2)}`,
     );
-    for (const path of ['direct', 'through'] as const)
-      for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
+    for (const path of ['direct', 'through'] as const) for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
     console.log(
       `throughput ratio through/direct: ${(rate.through / rate.direct).toFixed(2)}  (target ≥ 0.70: ${rate.through / rate.direct >= 0.7 ? 'met' : 'NOT met'})`,
     );

@@ -455,12 +455,18 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     expect(listed.me.terminalRecordings).toHaveLength(1);
     const recording = listed.me.terminalRecordings[0];
     expect(recording).toMatchObject({ instanceId: vmId, instanceName: 'vm1', username: 'root', width: 80, height: 24 });
-    const [header, ...events] = (recording.cast as string).trimEnd().split('\n').map((line) => JSON.parse(line));
+    const [header, ...events] = (recording.cast as string)
+      .trimEnd()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     expect(header).toMatchObject({ version: 2, width: 80, height: 24, timestamp: expect.any(Number) });
     for (const event of events) {
       expect(event).toEqual([expect.any(Number), expect.stringMatching(/^[or]$/), expect.any(String)]);
     }
-    const output = events.filter((e) => e[1] === 'o').map((e) => e[2] as string).join('');
+    const output = events
+      .filter((e) => e[1] === 'o')
+      .map((e) => e[2] as string)
+      .join('');
     expect(output).toContain('recorded-42');
     expect(output).toContain('43 132');
     expect(events.filter((e) => e[1] === 'r').map((e) => e[2])).toEqual(['132x43']);
@@ -521,22 +527,26 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     }
   }, 60_000);
 
-  it(`web terminal: closes a terminal without input for the idle timeout (${IDLE_MS / 1000} s here), saying so, and ends its ssh`, async () => {
-    const sshChildren = () => descendants(controller.proc.child.pid!).filter((p) => p.comm === 'ssh');
-    const { term } = await loggedInTerminal();
-    try {
-      expect(sshChildren().length).toBeGreaterThan(0);
-      // no keystroke from here on
-      const idle = await term.waitForControl('error', IDLE_MS + 30_000);
-      expect(idle).toEqual({ type: 'error', code: 'IDLE', message: `no input for ${IDLE_MS / 1000} s: the terminal was closed` });
-      expect(await term.waitForControl('exit')).toMatchObject({ type: 'exit' });
-      expect((await term.closed).code).toBe(1000);
-      const left = await until(async () => (sshChildren().length === 0 ? [] : undefined), 10_000);
-      expect(left ?? sshChildren()).toEqual([]);
-    } finally {
-      term.ws.terminate();
-    }
-  }, IDLE_MS + 120_000);
+  it(
+    `web terminal: closes a terminal without input for the idle timeout (${IDLE_MS / 1000} s here), saying so, and ends its ssh`,
+    async () => {
+      const sshChildren = () => descendants(controller.proc.child.pid!).filter((p) => p.comm === 'ssh');
+      const { term } = await loggedInTerminal();
+      try {
+        expect(sshChildren().length).toBeGreaterThan(0);
+        // no keystroke from here on
+        const idle = await term.waitForControl('error', IDLE_MS + 30_000);
+        expect(idle).toEqual({ type: 'error', code: 'IDLE', message: `no input for ${IDLE_MS / 1000} s: the terminal was closed` });
+        expect(await term.waitForControl('exit')).toMatchObject({ type: 'exit' });
+        expect((await term.closed).code).toBe(1000);
+        const left = await until(async () => (sshChildren().length === 0 ? [] : undefined), 10_000);
+        expect(left ?? sshChildren()).toEqual([]);
+      } finally {
+        term.ws.terminate();
+      }
+    },
+    IDLE_MS + 120_000,
+  );
 
   it('ends open sessions when the host agent is killed', async () => {
     const session = spawn('ssh', ['-F', alice.config, '-J', 'jump', 'root@vm1', '--', 'echo', 'up;', 'sleep', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });

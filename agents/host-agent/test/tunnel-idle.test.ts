@@ -44,7 +44,13 @@ describe('tunnel streams: idle timeout', () => {
     });
     const port = (target.address() as { port: number }).port;
     tunnels = new TunnelStreams(
-      { controllerUrl: `http://127.0.0.1:${(controller.address() as { port: number }).port}/graphql`, token: 'agent-token', logger: quiet, ports: [port], idleMs: IDLE_MS },
+      {
+        controllerUrl: `http://127.0.0.1:${(controller.address() as { port: number }).port}/graphql`,
+        token: 'agent-token',
+        logger: quiet,
+        ports: [port],
+        idleMs: IDLE_MS,
+      },
       () => new Set(['127.0.0.1']),
     );
   });

@@ -10,10 +10,7 @@ function stream() {
     messages.push(data);
     pending.push(() => done());
   };
-  const duplex = coalesceTunnelWrites(
-    new Duplex({ highWaterMark: 1 << 20, read() {}, write: (chunk: Buffer, _e, done) => send(chunk, done) }),
-    send,
-  );
+  const duplex = coalesceTunnelWrites(new Duplex({ highWaterMark: 1 << 20, read() {}, write: (chunk: Buffer, _e, done) => send(chunk, done) }), send);
   /** Completes the sends made so far (not those they lead to). */
   const complete = () => {
     for (const done of pending.splice(0)) done();

@@ -158,7 +158,10 @@ describe('web terminal tickets and host keys', () => {
     expect(mine).toHaveLength(1);
     expect(mine[0]).toMatchObject({ instanceId: vmId, instanceName: 'vm1', username: 'root', width: 100, height: 30 });
     expect(mine[0].bytes).toBeLessThanOrEqual(4096);
-    const lines = (mine[0].cast as string).trimEnd().split('\n').map((l) => JSON.parse(l));
+    const lines = (mine[0].cast as string)
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines[0]).toMatchObject({ version: 2, width: 100, height: 30 });
     expect(typeof lines[0].timestamp).toBe('number');
     expect(lines[1]).toEqual([expect.any(Number), 'o', 'hello €\r\n']);

@@ -205,7 +205,10 @@ export class TerminalGateway {
     const cols = validSize(hello.cols, MAX_COLS, 80);
     const rows = validSize(hello.rows, MAX_ROWS, 24);
     const recorder = await this.deps.recordings
-      ?.recorderFor({ userId: grant.userId, userName: grant.userName, instanceId: instance.id, instanceName: instance.name, username: grant.username }, { cols, rows })
+      ?.recorderFor(
+        { userId: grant.userId, userName: grant.userName, instanceId: instance.id, instanceName: instance.name, username: grant.username },
+        { cols, rows },
+      )
       .catch((err: unknown) => {
         this.deps.logger.error(`terminal: the recording for ${grant.userName} could not be started: ${(err as Error).message}`);
         return undefined;

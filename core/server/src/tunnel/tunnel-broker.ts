@@ -11,13 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import {
-  TUNNEL_CLOSE,
-  TUNNEL_STREAM_HIGH_WATER_MARK,
-  coalesceTunnelWrites,
-  type TunnelRequest,
-  type TunnelStreamHello,
-} from '@gatehouse/agent-protocol';
+import { TUNNEL_CLOSE, TUNNEL_STREAM_HIGH_WATER_MARK, coalesceTunnelWrites, type TunnelRequest, type TunnelStreamHello } from '@gatehouse/agent-protocol';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
