@@ -10,7 +10,8 @@
  * "rows":24}`; then binary messages are keystrokes (bytes), text messages are control:
  * `{"type":"resize","cols":…,"rows":…}`, `{"type":"ping"}`. Server → client: text messages are
  * control (`ready`, `pong`, `hostKeyLearned`, `exit`, `error`), binary messages are terminal output,
- * each ending on a whole UTF-8 character.
+ * each ending on a whole UTF-8 character. `ready` says `"recorded": true` when the session is
+ * recorded (asciicast v2, `TerminalRecordingService`: the user's switch is on).
  *
  * The instance's host keys are learned on first use (`StrictHostKeyChecking accept-new` against a
  * known_hosts file written from the database) and stored; a changed key makes `ssh` refuse with its
