@@ -19,12 +19,13 @@
  *   npx tsx bench/ssh.ts     (as root; ssh, scp, sshd, ssh-keygen; npm run build first)
  *     BENCH_SSH_KEYS=1000 BENCH_SSH_ROUNDS=3 BENCH_SSH_MB=200 BENCH_SSH_JUMP_CIPHER=aes128-gcm@openssh.com (default: the client's choice)
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NetnsLab, labAvailable } from '@gatehouse/sdk/testkit';
+import { jumpClientConfig, labAgentArgs, linkControllerToHost, runProgram, sshdArgs } from '../agents/host-agent/test/ssh-lab.js';
 
 const KEYS = Number(process.env.BENCH_SSH_KEYS ?? 1000);
 const ROUNDS = Number(process.env.BENCH_SSH_ROUNDS ?? 3);
@@ -39,16 +40,8 @@ const HOST_ADDRESS = '100.74.0.2';
 const GATEWAY = '10.68.0.1';
 const ERR = '... on Error { code message }';
 
-function runProgram(command: string, args: string[], timeoutMs = 600_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(command, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1) : 0, stdout, stderr });
-    });
-  });
-}
-
 async function must(command: string, args: string[]): Promise<string> {
-  const r = await runProgram(command, args);
+  const r = await runProgram(command, args, 600_000);
   if (r.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
@@ -74,14 +67,60 @@ function started(
   return { child, output: () => out, waitFor };
 }
 
-/** CPU seconds (user + system) a process has used, from /proc. */
-function cpuSeconds(pid: number | undefined): number {
+/** CPU seconds (user + system) a process has used, from /proc; `waited`: those of its children it has waited for. */
+function cpuSeconds(pid: number | undefined | 'self', waited = false): number {
   if (!pid) return 0;
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return waited ? (Number(fields[13]) + Number(fields[14])) / 100 : (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * Where the bytes of a bulk copy wait: every 50 ms, the receive and send queues of the TCP sockets
+ * of each hop (`ss -tn` in the namespace of each end), summed per role. A receive queue that stays
+ * full is a process that does not read fast enough (or paused reading: back-pressure); a send
+ * queue that stays full is a peer that does not take the bytes (its window).
+ */
+class QueueSampler {
+  private readonly sums = new Map<string, { total: number; max: number; samples: number }>();
+  private timer?: NodeJS.Timeout;
+  private busy = false;
+
+  constructor(private readonly sources: { netns?: string; roles: (local: string, peer: string) => { recv?: string; send?: string } }[]) {}
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (this.busy) return;
+      this.busy = true;
+      void Promise.all(this.sources.map((source) => this.sample(source))).finally(() => (this.busy = false));
+    }, 50);
+  }
+
+  stop(): string {
+    clearInterval(this.timer);
+    return [...this.sums.entries()].map(([role, v]) => `${role} ${(v.total / v.samples / 1024).toFixed(0)}/${(v.max / 1024).toFixed(0)}`).join(', ');
+  }
+
+  private async sample(source: (typeof this.sources)[number]): Promise<void> {
+    const r = await runProgram(source.netns ? 'ip' : 'ss', source.netns ? ['netns', 'exec', source.netns, 'ss', '-tnH'] : ['-tnH']);
+    const seen = new Map<string, number>();
+    for (const line of r.stdout.split('\n')) {
+      const [, recvQ, sendQ, local, peer] = line.trim().split(/\s+/);
+      if (!local || !peer) continue;
+      const roles = source.roles(local, peer);
+      if (roles.recv) seen.set(roles.recv, (seen.get(roles.recv) ?? 0) + Number(recvQ));
+      if (roles.send) seen.set(roles.send, (seen.get(roles.send) ?? 0) + Number(sendQ));
+    }
+    for (const [role, bytes] of seen) {
+      const v = this.sums.get(role) ?? { total: 0, max: 0, samples: 0 };
+      v.total += bytes;
+      v.max = Math.max(v.max, bytes);
+      v.samples++;
+      this.sums.set(role, v);
+    }
   }
 }
 
@@ -123,7 +162,9 @@ async function echoTimes(command: string, args: string[], count: number): Promis
     await byteBack(byte);
     if (i >= WARMUP_KEYS) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
+  const exited = new Promise((resolve) => ssh.once('exit', resolve));
   ssh.kill('SIGTERM');
+  await exited; // reaped before the next measurement counts its children's CPU
   return times;
 }
 
@@ -136,11 +177,7 @@ async function main(): Promise<void> {
   try {
     const host = await lab.namespace('host');
     const vm = await lab.namespace('vm');
-    await must('ip', ['link', 'add', rootIf, 'type', 'veth', 'peer', 'name', `${lab.prefix}h`, 'netns', host.name]);
-    await must('ip', ['addr', 'add', `${CONTROLLER_ADDRESS}/30`, 'dev', rootIf]);
-    await must('ip', ['link', 'set', rootIf, 'up']);
-    await host.exec('ip', ['addr', 'add', `${HOST_ADDRESS}/30`, 'dev', `${lab.prefix}h`]);
-    await host.exec('ip', ['link', 'set', `${lab.prefix}h`, 'up']);
+    await linkControllerToHost(host, rootIf, `${lab.prefix}h`, CONTROLLER_ADDRESS, HOST_ADDRESS);
 
     const controller = started(
       process.execPath,
@@ -194,36 +231,7 @@ async function main(): Promise<void> {
     const hostKey = join(dir, 'ssh_host_ed25519_key');
     await must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-    const sshd = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        vm.name,
-        '/usr/sbin/sshd',
-        '-D',
-        '-e',
-        '-f',
-        '/dev/null',
-        '-p',
-        '22',
-        '-h',
-        hostKey,
-        '-o',
-        `AuthorizedKeysFile ${key}.pub`,
-        '-o',
-        'PidFile none',
-        '-o',
-        'StrictModes no',
-        '-o',
-        'UsePAM no',
-        '-o',
-        'PermitRootLogin prohibit-password',
-        '-o',
-        'Subsystem sftp internal-sftp',
-      ],
-      { stdio: 'ignore' },
-    );
+    const sshd = spawn('ip', ['netns', 'exec', vm.name, ...sshdArgs(hostKey, `${key}.pub`, ['PermitRootLogin prohibit-password'])], { stdio: 'ignore' });
     children.push(sshd);
 
     const agentToken = (
@@ -232,27 +240,10 @@ async function main(): Promise<void> {
         { h: hostId },
       )
     ).createApiToken.created.secret as string;
-    const agent = started(
-      'ip',
-      [
-        'netns',
-        'exec',
-        host.name,
-        process.execPath,
-        '--import',
-        'tsx',
-        'agents/host-agent/src/cli.ts',
-        '--controller',
-        url!,
-        '--plugin',
-        join(REPO, 'core/sdk/examples/json-file-plugin.ts'),
-        '--plugin-config',
-        JSON.stringify({ path: join(dir, 'forwards.json') }),
-        '--state-dir',
-        join(dir, 'agent-state'),
-      ],
-      { ...process.env, GATEHOUSE_AGENT_TOKEN: agentToken },
-    );
+    const agent = started('ip', labAgentArgs(host, REPO, url!, dir, ['--state-dir', join(dir, 'agent-state')]), {
+      ...process.env,
+      GATEHOUSE_AGENT_TOKEN: agentToken,
+    });
     children.push(agent.child);
     for (let i = 0; ; i++) {
       const s = await api(`query($h: ID!) { host(id: $h) { agent { online } } }`, { h: hostId });
@@ -263,22 +254,13 @@ async function main(): Promise<void> {
     const config = join(dir, 'config');
     writeFileSync(
       config,
-      [
-        'Host jump',
-        `  HostName ${CONTROLLER_ADDRESS}`,
-        `  Port ${sshPort}`,
-        '  User gatehouse',
-        ...(JUMP_CIPHER ? [`  Ciphers ${JUMP_CIPHER}`] : []),
-        'Host *',
-        `  IdentityFile ${key}`,
-        '  IdentitiesOnly yes',
-        '  IdentityAgent none',
-        '  BatchMode yes',
-        '  StrictHostKeyChecking no',
-        '  UserKnownHostsFile /dev/null',
-        '  LogLevel ERROR',
-        '',
-      ].join('\n'),
+      jumpClientConfig({
+        controllerAddress: CONTROLLER_ADDRESS,
+        sshPort: sshPort!,
+        key,
+        jumpOptions: JUMP_CIPHER ? [`Ciphers ${JUMP_CIPHER}`] : [],
+        options: ['LogLevel ERROR'],
+      }),
     );
     const through = (program: 'ssh' | 'scp', args: string[]) => ({ command: program, args: ['-F', config, '-J', 'jump', ...args] });
     const direct = (program: 'ssh' | 'scp', args: string[]) => ({ command: 'ip', args: ['netns', 'exec', host.name, program, '-F', config, ...args] });
@@ -291,6 +273,35 @@ async function main(): Promise<void> {
     const bulk = { direct: [] as number[], through: [] as number[] };
     // where the through path spends CPU: the controller (jump server) and the agent (tunnel), per bulk copy
     const cpu = { controller: [] as number[], agent: [] as number[] };
+    const httpPort = new URL(url!).port;
+    const queues = { direct: [] as string[], through: [] as string[] };
+    const sampler = (path: 'direct' | 'through') =>
+      new QueueSampler([
+        {
+          roles: (local, peer) =>
+            path === 'direct'
+              ? {}
+              : local === `${CONTROLLER_ADDRESS}:${sshPort}`
+                ? { recv: 'jump-server recv' }
+                : peer === `${CONTROLLER_ADDRESS}:${sshPort}`
+                  ? { send: 'client send' }
+                  : local === `${CONTROLLER_ADDRESS}:${httpPort}`
+                    ? { send: 'controller→agent send' }
+                    : {},
+        },
+        {
+          netns: host.name,
+          roles: (local, peer) =>
+            peer === `${CONTROLLER_ADDRESS}:${httpPort}`
+              ? { recv: 'agent recv' }
+              : peer === `${vmAddress}:22`
+                ? { send: path === 'direct' ? 'client send' : 'agent→sshd send' }
+                : {},
+        },
+        { netns: vm.name, roles: (local) => (local === `${vmAddress}:22` ? { recv: 'sshd recv' } : {}) },
+      ]);
+    // and the ends both paths share: the client (scp and its ssh, and the ProxyJump ssh), waited for by this process, and sshd's sessions
+    const ends = { direct: { client: [] as number[], sshd: [] as number[] }, through: { client: [] as number[], sshd: [] as number[] } };
     const agentPid = () => {
       const children = readFileSync(`/proc/${agent.child.pid}/task/${agent.child.pid}/children`, 'utf8').trim();
       return children ? Number(children.split(' ')[0]) : agent.child.pid; // ip netns exec runs node in its place
@@ -302,11 +313,22 @@ async function main(): Promise<void> {
         const e = make('ssh', echoArgs);
         echo[path].push(...(await echoTimes(e.command, e.args, KEYS)));
         const s = make('scp', scpArgs);
-        const before = { controller: cpuSeconds(controller.child.pid), agent: cpuSeconds(agentPid()) };
+        const before = {
+          controller: cpuSeconds(controller.child.pid),
+          agent: cpuSeconds(agentPid()),
+          client: cpuSeconds('self', true),
+          sshd: cpuSeconds(sshd.pid, true),
+        };
+        const sampling = sampler(path);
+        sampling.start();
         const t0 = process.hrtime.bigint();
         const r = await runProgram(s.command, s.args);
+        queues[path].push(sampling.stop());
         if (r.code !== 0) throw new Error(`scp (${path}) failed: ${r.stderr}`);
         bulk[path].push(MB / (Number(process.hrtime.bigint() - t0) / 1e9));
+        await new Promise((r) => setTimeout(r, 200)); // sshd reaps its session
+        ends[path].client.push(cpuSeconds('self', true) - before.client);
+        ends[path].sshd.push(cpuSeconds(sshd.pid, true) - before.sshd);
         if (path === 'through') {
           cpu.controller.push(cpuSeconds(controller.child.pid) - before.controller);
           cpu.agent.push(cpuSeconds(agentPid()) - before.agent);
@@ -338,6 +360,19 @@ async function main(): Promise<void> {
     console.log(
       `CPU per ${MB} MB through: controller (jump server) ${cpu.controller.map((c) => c.toFixed(2)).join(', ')} s, agent (tunnel) ${cpu.agent.map((c) => c.toFixed(2)).join(', ')} s`,
     );
+    for (const path of ['direct', 'through'] as const)
+      console.log(
+        `CPU per ${MB} MB ${path}: client (scp + ssh) ${ends[path].client.map((c) => c.toFixed(2)).join(', ')} s, sshd ${ends[path].sshd.map((c) => c.toFixed(2)).join(', ')} s`,
+      );
+    const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+    const total = {
+      direct: (sum(ends.direct.client) + sum(ends.direct.sshd)) / ROUNDS,
+      through: (sum(ends.through.client) + sum(ends.through.sshd) + sum(cpu.controller) + sum(cpu.agent)) / ROUNDS,
+    };
+    console.log(
+      `CPU of all processes per ${MB} MB: direct ${total.direct.toFixed(2)} s, through ${total.through.toFixed(2)} s; where the machine's CPU is what limits both (a loaded machine), through/direct ≈ ${(total.direct / total.through).toFixed(2)}`,
+    );
+    for (const path of ['direct', 'through'] as const) for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
     console.log(
       `throughput ratio through/direct: ${(rate.through / rate.direct).toFixed(2)}  (target ≥ 0.70: ${rate.through / rate.direct >= 0.7 ? 'met' : 'NOT met'})`,
     );

@@ -10,12 +10,21 @@
  *   controller is told why.
  * - Back-pressure both ways: `createWebSocketStream` pauses the WebSocket while the target socket's
  *   buffer is full and waits for each WebSocket send to be written before taking more from the
- *   target.
+ *   target. Both buffers hold `TUNNEL_STREAM_HIGH_WATER_MARK` bytes, and the chunks that queue
+ *   behind a send go out as one message (`coalesceTunnelWrites`).
  * - A stream with no bytes either way for `idleMs` is closed; a close on either side closes the
  *   other; at most `maxStreams` at once; `closeAll` (the agent stopping) ends every stream.
  */
 import { connect, isIP, type Socket } from 'node:net';
-import { DEFAULT_TUNNEL_PORTS, TUNNEL_CLOSE, TUNNEL_STREAM_PATH, type TunnelRequest, type TunnelStreamHello } from '@gatehouse/agent-protocol';
+import {
+  DEFAULT_TUNNEL_PORTS,
+  TUNNEL_CLOSE,
+  TUNNEL_STREAM_HIGH_WATER_MARK,
+  TUNNEL_STREAM_PATH,
+  coalesceTunnelWrites,
+  type TunnelRequest,
+  type TunnelStreamHello,
+} from '@gatehouse/agent-protocol';
 import type { DesiredState } from '@gatehouse/sdk';
 import WebSocket, { createWebSocketStream } from 'ws';
 import { websocketUrl, type AgentLogger, type ControllerConnection } from './controller.js';
@@ -147,7 +156,9 @@ export class TunnelStreams {
     });
     ws.once('message', () => {
       // attached while the accept is being emitted: the next message already reaches the stream
-      const duplex = createWebSocketStream(ws);
+      const duplex = coalesceTunnelWrites(createWebSocketStream(ws, { highWaterMark: TUNNEL_STREAM_HIGH_WATER_MARK }), (data, done) =>
+        ws.send(data, { binary: true }, done),
+      );
       duplex.on('error', () => socket.destroy());
       socket.pipe(duplex).pipe(socket);
     });

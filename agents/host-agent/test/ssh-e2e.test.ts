@@ -6,38 +6,24 @@
  * machine's namespace, which cannot route to the instance: every byte goes through the tunnel.
  */
 import { NetnsLab, labAvailable, type LabNamespace } from '@gatehouse/sdk/testkit';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { jumpClientConfig, labAgentArgs, linkControllerToHost, runProgram, sshdArgs } from './ssh-lab.js';
 import { gql, startController, until, type Proc } from './support.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
 const REPO = fileURLToPath(new URL('../../..', import.meta.url));
-const PLUGIN = join(REPO, 'core/sdk/examples/json-file-plugin.ts');
 const ERR = '... on Error { code message field value }';
 const ROOT_PASSWORD = 'instance-root-password';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a program (argument array) and resolves with its exit code and output, whatever the code. */
-function runProgram(command: string, args: string[], timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(command, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+/** The web terminals' idle timeout here: long enough for a password login on a loaded machine, short enough to wait for. */
+const IDLE_MS = 20_000;
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -138,6 +124,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
   const rootIf = `${lab.prefix}r`;
   const controllerAddress = '100.73.0.1';
   const instanceHostname = `${lab.prefix}-vm1`;
+  const recordingsDir = join(dir, 'recordings');
   let host: LabNamespace;
   let vm: LabNamespace;
   let controller: { proc: Proc; url: string };
@@ -176,22 +163,13 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     const config = join(dir, `${name}.config`);
     writeFileSync(
       config,
-      [
-        'Host jump',
-        `  HostName ${controllerAddress}`,
-        `  Port ${sshPort}`,
-        '  User gatehouse',
-        `  UserKnownHostsFile ${join(dir, 'known_jump')}`,
-        'Host *',
-        `  IdentityFile ${key}`,
-        '  IdentitiesOnly yes',
-        '  IdentityAgent none',
-        '  BatchMode yes',
-        '  StrictHostKeyChecking yes',
-        `  UserKnownHostsFile ${join(dir, 'known_instances')}`,
-        '  ConnectTimeout 20',
-        '',
-      ].join('\n'),
+      jumpClientConfig({
+        controllerAddress,
+        sshPort,
+        key,
+        knownHosts: { jump: join(dir, 'known_jump'), instances: join(dir, 'known_instances') },
+        options: ['ConnectTimeout 20'],
+      }),
     );
     return { userId, secret, keyId: added.addSshKey.sshKey.id as string, config };
   };
@@ -214,29 +192,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
         '--mount',
         '--propagation',
         'private',
-        '/usr/sbin/sshd',
-        '-D',
-        '-e',
-        '-f',
-        '/dev/null',
-        '-p',
-        '22',
-        '-h',
-        hostKey,
-        '-o',
-        `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
-        '-o',
-        'PidFile none',
-        '-o',
-        'StrictModes no',
-        '-o',
-        'UsePAM no',
-        '-o',
-        'PermitRootLogin yes',
-        '-o',
-        'PasswordAuthentication yes',
-        '-o',
-        'Subsystem sftp internal-sftp',
+        ...sshdArgs(hostKey, join(dir, 'authorized_keys'), ['PermitRootLogin yes', 'PasswordAuthentication yes']),
       ],
       { stdio: 'ignore' },
     );
@@ -261,13 +217,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     host = await lab.namespace('host');
     vm = await lab.namespace('vm1');
     // this machine <-> host namespace: the only way from the controller to the host
-    await runProgram('ip', ['link', 'add', rootIf, 'type', 'veth', 'peer', 'name', `${lab.prefix}h`, 'netns', host.name]);
-    await runProgram('ip', ['addr', 'add', `${controllerAddress}/30`, 'dev', rootIf]);
-    await runProgram('ip', ['link', 'set', rootIf, 'up']);
-    await host.exec('ip', ['addr', 'add', '100.73.0.2/30', 'dev', `${lab.prefix}h`]);
-    await host.exec('ip', ['link', 'set', `${lab.prefix}h`, 'up']);
+    await linkControllerToHost(host, rootIf, `${lab.prefix}h`, controllerAddress, '100.73.0.2');
 
-    const c = await startController(join(dir, 'data'), { args: ['--host', controllerAddress, '--ssh-port', '0'] });
+    const c = await startController(join(dir, 'data'), {
+      args: ['--host', controllerAddress, '--ssh-port', '0', '--terminal-idle-timeout-ms', String(IDLE_MS), '--terminal-recordings', recordingsDir],
+    });
     controller = c;
     admin = c.bootstrapSecret!;
     const [, port, fingerprint] = await c.proc.waitFor(/SSH jump server listening on \S+:(\d+), host key (SHA256:\S+)/);
@@ -312,27 +266,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
       `mutation($h: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
       { h: hostId },
     );
-    agent = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        host.name,
-        process.execPath,
-        '--import',
-        'tsx',
-        'agents/host-agent/src/cli.ts',
-        '--controller',
-        controller.url,
-        '--plugin',
-        PLUGIN,
-        '--plugin-config',
-        JSON.stringify({ path: join(dir, 'forwards.json') }),
-        '--tunnel-ports',
-        '22,2200',
-      ],
-      { cwd: REPO, env: { ...process.env, GATEHOUSE_AGENT_TOKEN: t.createApiToken.created.secret }, stdio: 'ignore' },
-    );
+    agent = spawn('ip', labAgentArgs(host, REPO, controller.url, dir, ['--tunnel-ports', '22,2200']), {
+      cwd: REPO,
+      env: { ...process.env, GATEHOUSE_AGENT_TOKEN: t.createApiToken.created.secret },
+      stdio: 'ignore',
+    });
     const applied = await until(async () => {
       const s = await api(`query($h: ID!) { host(id: $h) { desiredRevision agent { online appliedRevision } } }`, { h: hostId });
       return s.host.agent.online && s.host.agent.appliedRevision === s.host.desiredRevision;
@@ -494,6 +432,52 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     expect(again.controls[0]).toMatchObject({ type: 'error', code: 'TICKET_INVALID' });
   }, 120_000);
 
+  it('web terminal: records a session in asciicast v2 once an admin switches recording on (nothing before), for its user and admins only', async () => {
+    // the sessions above ran with recording off (the default): nothing was written
+    expect(existsSync(recordingsDir) ? readdirSync(recordingsDir, { recursive: true }) : []).toEqual([]);
+    const setRecording = `mutation($u: ID!, $e: Boolean!) { setTerminalRecording(input: { userId: $u, enabled: $e }) { __typename ${ERR} } }`;
+    const refused = await api(setRecording, { u: alice.userId, e: true }, alice.secret);
+    expect(refused.setTerminalRecording).toMatchObject({ __typename: 'ForbiddenError', code: 'FORBIDDEN' });
+    expect((await api(setRecording, { u: alice.userId, e: true })).setTerminalRecording.__typename).toBe('SetTerminalRecordingPayload');
+    const { term } = await loggedInTerminal();
+    try {
+      expect(term.controls.find((c) => c.type === 'ready')).toMatchObject({ recorded: true });
+      expect((await run(term, 'echo recorded-$((6*7))', /\r\n(recorded-\d+)\r\n/))[1]).toBe('recorded-42');
+      term.control({ type: 'resize', cols: 132, rows: 43 });
+      expect((await run(term, 'stty size', /\r\n(\d+ \d+)\r\n/))[1]).toBe('43 132');
+      term.type('exit\r');
+      expect(await term.waitForControl('exit')).toMatchObject({ code: 0 });
+    } finally {
+      term.ws.terminate();
+      await api(setRecording, { u: alice.userId, e: false });
+    }
+    const listed = await api(`{ me { terminalRecordings { id instanceId instanceName username width height bytes cast } } }`, {}, alice.secret);
+    expect(listed.me.terminalRecordings).toHaveLength(1);
+    const recording = listed.me.terminalRecordings[0];
+    expect(recording).toMatchObject({ instanceId: vmId, instanceName: 'vm1', username: 'root', width: 80, height: 24 });
+    const [header, ...events] = (recording.cast as string)
+      .trimEnd()
+      .split('\n')
+      .map((line) => JSON.parse(line));
+    expect(header).toMatchObject({ version: 2, width: 80, height: 24, timestamp: expect.any(Number) });
+    for (const event of events) {
+      expect(event).toEqual([expect.any(Number), expect.stringMatching(/^[or]$/), expect.any(String)]);
+    }
+    const output = events
+      .filter((e) => e[1] === 'o')
+      .map((e) => e[2] as string)
+      .join('');
+    expect(output).toContain('recorded-42');
+    expect(output).toContain('43 132');
+    expect(events.filter((e) => e[1] === 'r').map((e) => e[2])).toEqual(['132x43']);
+    const times = events.map((e) => e[0] as number);
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+    // the admin reads it; another user does not
+    expect((await api(`query($i: ID!) { terminalRecording(id: $i) { cast } }`, { i: recording.id })).terminalRecording.cast).toBe(recording.cast);
+    expect((await api(`query($i: ID!) { terminalRecording(id: $i) { cast } }`, { i: recording.id }, bob.secret)).terminalRecording).toBeNull();
+    expect((await api(`{ me { terminalRecordings { id } } }`, {}, bob.secret)).me.terminalRecordings).toEqual([]);
+  }, 120_000);
+
   it('web terminal: refuses a bad ticket, a bad first message, and silence, before running anything', async () => {
     const bad = await TerminalClient.connect(controller.url, { type: 'auth', ticket: `ght_${'x'.repeat(43)}` });
     expect(await bad.closed).toEqual({ code: 4401, reason: 'TICKET_INVALID' });
@@ -542,6 +526,27 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
       await startSshd(instanceHostKey);
     }
   }, 60_000);
+
+  it(
+    `web terminal: closes a terminal without input for the idle timeout (${IDLE_MS / 1000} s here), saying so, and ends its ssh`,
+    async () => {
+      const sshChildren = () => descendants(controller.proc.child.pid!).filter((p) => p.comm === 'ssh');
+      const { term } = await loggedInTerminal();
+      try {
+        expect(sshChildren().length).toBeGreaterThan(0);
+        // no keystroke from here on
+        const idle = await term.waitForControl('error', IDLE_MS + 30_000);
+        expect(idle).toEqual({ type: 'error', code: 'IDLE', message: `no input for ${IDLE_MS / 1000} s: the terminal was closed` });
+        expect(await term.waitForControl('exit')).toMatchObject({ type: 'exit' });
+        expect((await term.closed).code).toBe(1000);
+        const left = await until(async () => (sshChildren().length === 0 ? [] : undefined), 10_000);
+        expect(left ?? sshChildren()).toEqual([]);
+      } finally {
+        term.ws.terminate();
+      }
+    },
+    IDLE_MS + 120_000,
+  );
 
   it('ends open sessions when the host agent is killed', async () => {
     const session = spawn('ssh', ['-F', alice.config, '-J', 'jump', 'root@vm1', '--', 'echo', 'up;', 'sleep', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -79,6 +79,12 @@ const USAGE = `usage:
       --ssh-host-key FILE     default ssh/ssh_host_ed25519_key beside the data directory, made on first start
                                                                  (GATEHOUSE_SSH_HOST_KEY)
       --no-ssh                no jump server and no web terminal (GATEHOUSE_SSH=off)
+      --terminal-idle-timeout-ms MS  close a web terminal after this long without input (default 30 min)
+                                                                 (GATEHOUSE_TERMINAL_IDLE_TIMEOUT_MS)
+      --terminal-recordings DIR      where recorded web terminals go (asciicast v2; recording is off
+                                     until an admin switches it on per user: setTerminalRecording);
+                                     default recordings/ beside the data directory (GATEHOUSE_TERMINAL_RECORDINGS)
+      --terminal-recording-max-mb N  size cap of one recording, default 16 (GATEHOUSE_TERMINAL_RECORDING_MAX_MB)
   The web terminal (/terminal, the UI's Terminal tab) runs ssh -J through this jump server; it needs \`ssh\`.`;
 
 function positiveMs(flag: string, value: string | undefined): number | undefined {
@@ -127,6 +133,7 @@ async function serve(argv: string[]): Promise<void> {
   const proxy = await proxyOptions(values);
   const webAppDir = webAppDirOf(values['web-dir']);
   const ssh = sshOptions(values, resolve(values['data-dir']));
+  const { terminal, recordings } = terminalOptions(values, resolve(values['data-dir']));
   const metricsListen = values['metrics-listen'] === undefined ? undefined : hostPort('metrics-listen', values['metrics-listen']);
   const controller = await startController({
     store,
@@ -136,6 +143,8 @@ async function serve(argv: string[]): Promise<void> {
     agentPresence,
     proxy,
     ssh,
+    terminal,
+    recordings,
     graphiql: values.graphiql === 'on',
     webAppDir,
     metricsListen,
@@ -232,7 +241,23 @@ const SSH_FLAGS = {
   'ssh-host': { type: 'string', default: process.env.GATEHOUSE_SSH_HOST },
   'ssh-host-key': { type: 'string', default: process.env.GATEHOUSE_SSH_HOST_KEY },
   'no-ssh': { type: 'boolean', default: /^(0|off|false|no)$/i.test(process.env.GATEHOUSE_SSH ?? '') },
+  'terminal-idle-timeout-ms': { type: 'string', default: process.env.GATEHOUSE_TERMINAL_IDLE_TIMEOUT_MS },
+  'terminal-recordings': { type: 'string', default: process.env.GATEHOUSE_TERMINAL_RECORDINGS },
+  'terminal-recording-max-mb': { type: 'string', default: process.env.GATEHOUSE_TERMINAL_RECORDING_MAX_MB ?? '16' },
 } as const;
+
+/** The web terminal's idle timeout and where its recordings go, from the serve flags. */
+function terminalOptions(
+  values: { [K in keyof typeof SSH_FLAGS]?: string | boolean },
+  dataDir: string,
+): { terminal: { idleTimeoutMs?: number }; recordings: { dir: string; maxBytes: number } } {
+  const idleTimeoutMs = positiveMs('terminal-idle-timeout-ms', values['terminal-idle-timeout-ms'] as string | undefined);
+  const mb = Number(values['terminal-recording-max-mb']);
+  if (!Number.isInteger(mb) || mb < 1 || mb > 4096)
+    throw new Error(`--terminal-recording-max-mb ${JSON.stringify(values['terminal-recording-max-mb'])} must be a whole number of MB from 1 to 4096`);
+  const dir = values['terminal-recordings'] ? resolve(String(values['terminal-recordings'])) : join(dirname(dataDir), 'recordings');
+  return { terminal: idleTimeoutMs === undefined ? {} : { idleTimeoutMs }, recordings: { dir, maxBytes: mb * 1024 * 1024 } };
+}
 
 /** The jump server's options from the serve flags; undefined with --no-ssh. Port 0 picks a free one. */
 function sshOptions(values: { [K in keyof typeof SSH_FLAGS]?: string | boolean } & { host?: string }, dataDir: string): JumpServerOptions | undefined {

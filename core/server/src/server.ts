@@ -33,6 +33,7 @@ import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/
 import { SshAccessService } from './services/ssh-access-service.js';
 import { SshKeyService } from './services/ssh-key-service.js';
 import { TerminalService } from './services/terminal-service.js';
+import { TerminalRecordingService, type RecordingSettings } from './services/terminal-recording-service.js';
 import { InternalLogins } from './ssh/internal-logins.js';
 import { TERMINAL_PATH, TerminalGateway, type TerminalGatewayOptions } from './ssh/terminal-gateway.js';
 import { isStoreUnavailable, unavailableReason } from './support/unavailable.js';
@@ -67,6 +68,8 @@ export interface ControllerOptions {
   ssh?: JumpServerOptions;
   /** Web terminal settings (idle timeout, limits); it runs whenever the jump server does. */
   terminal?: Omit<TerminalGatewayOptions, 'jump'>;
+  /** Where recordings of web terminals go (users an admin switched recording on for); absent: none are made. */
+  recordings?: RecordingSettings;
   /** The clock of traffic ingest, rollups and billing periods (default: the system's). */
   clock?: Clock;
   /**
@@ -133,6 +136,7 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerSingleton(TunnelBroker);
   // whether the web terminal runs is known once the jump server has started
   child.registerSingleton(TerminalService);
+  child.registerSingleton(TerminalRecordingService);
   child.registerSingleton(TrafficLive);
   child.registerSingleton(TrafficHistory);
   child.registerSingleton(TrafficQuota);
@@ -457,8 +461,10 @@ export async function startController(options: ControllerOptions): Promise<Contr
     });
     if (ssh) {
       const terminals = container.resolve(TerminalService);
+      const recordings = container.resolve(TerminalRecordingService);
+      recordings.settings = options.recordings;
       terminal = new TerminalGateway(
-        { terminals, access: deps.access, tunnels, logins: internal, logger },
+        { terminals, access: deps.access, tunnels, logins: internal, logger, recordings },
         { jump: { host: reachableAddress(options.ssh.host ?? '127.0.0.1'), port: ssh.port, publicKey: ssh.publicKey }, ...options.terminal },
       );
       terminals.gatewayRunning = true;

@@ -134,6 +134,11 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     ForbiddenError: (w) => ({ client: w.tenant, input: { userId: w.tenantId } }),
     NotFoundError: () => ({ input: { userId: MISSING } }),
   },
+  setTerminalRecording: {
+    ValidationError: () => ({ input: { userId: BAD_ID, enabled: true } }),
+    ForbiddenError: (w) => ({ client: w.tenant, input: { userId: w.tenantId, enabled: true } }),
+    NotFoundError: () => ({ input: { userId: MISSING, enabled: true } }),
+  },
   createApiToken: {
     ValidationError: () => ({ input: { name: '' } }),
     ForbiddenError: (w) => ({ client: w.tenant, input: { name: 'mine', scope: 'ADMIN' } }),

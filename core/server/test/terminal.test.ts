@@ -5,11 +5,15 @@
  * agents/host-agent/test/ssh-e2e.test.ts.
  */
 import 'reflect-metadata';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateEd25519KeyPair } from '../src/ssh/ed25519.js';
 import { openStore, type Store } from '../src/db/database.js';
 import { createContainer } from '../src/server.js';
 import { TerminalService } from '../src/services/terminal-service.js';
+import { TerminalRecordingService } from '../src/services/terminal-recording-service.js';
 import { sshFingerprint } from '../src/services/ssh-key-service.js';
 import { utf8CompletePrefix } from '../src/ssh/terminal-gateway.js';
 import { createTestApi, type Client, type TestApi } from '../src/testing/api.js';
@@ -26,13 +30,19 @@ describe('web terminal tickets and host keys', () => {
   let other: Client;
   let vmId: string;
   let now = new Date('2026-12-07T00:00:00Z');
+  let recordings: TerminalRecordingService;
+  let tenantId: string;
+  const recordingsDir = mkdtempSync(join(tmpdir(), 'gatehouse-recordings-'));
 
   beforeAll(async () => {
     store = await openStore({ kind: 'pglite' });
     const container = createContainer(store, { clock: { now: () => now } });
     api = await createTestApi(store, container);
     terminals = container.resolve(TerminalService);
+    recordings = container.resolve(TerminalRecordingService);
+    recordings.settings = { dir: recordingsDir, maxBytes: 4096 };
     const t = await api.tenant('tenant');
+    tenantId = t.id;
     tenant = t.client;
     other = (await api.tenant('other')).client;
     const hostId = await createHost(api.admin, 'h1');
@@ -43,7 +53,10 @@ describe('web terminal tickets and host keys', () => {
     );
     vmId = r.data.createInstance.instance.id;
   }, 60_000);
-  afterAll(async () => store?.close());
+  afterAll(async () => {
+    await store?.close();
+    rmSync(recordingsDir, { recursive: true, force: true });
+  });
 
   it('is refused on a controller without the jump server, saying why', async () => {
     terminals.gatewayRunning = false;
@@ -95,6 +108,77 @@ describe('web terminal tickets and host keys', () => {
       forgotten: [{ fingerprint }],
     });
     expect(await terminals.hostKeys(vmId)).toEqual([]);
+  });
+
+  const SET_RECORDING = `mutation($u: ID!, $e: Boolean!) { setTerminalRecording(input: { userId: $u, enabled: $e }) {
+    __typename ... on SetTerminalRecordingPayload { user { id terminalRecording } } ... on Error { code message field value } } }`;
+  const subject = { userName: 'tenant', instanceName: 'vm1', username: 'root' };
+
+  it('records nothing while recording is off (the default), and a non-admin cannot switch it on', async () => {
+    expect((await tenant(`{ me { terminalRecording } }`)).data.me.terminalRecording).toBe(false);
+    expect(await recordings.recorderFor({ ...subject, userId: tenantId, instanceId: vmId }, { cols: 80, rows: 24 })).toBeUndefined();
+    const refused = await tenant(SET_RECORDING, { u: tenantId, e: true });
+    expect(refused.data.setTerminalRecording).toMatchObject({ __typename: 'ForbiddenError', code: 'FORBIDDEN' });
+    expect((await tenant(`{ me { terminalRecording } }`)).data.me.terminalRecording).toBe(false);
+    expect(await recordings.recorderFor({ ...subject, userId: tenantId, instanceId: vmId }, { cols: 80, rows: 24 })).toBeUndefined();
+    expect(readdirSync(recordingsDir)).toEqual([]);
+  });
+
+  it('refuses bad input naming the field, and changes nothing', async () => {
+    for (const u of ['not-an-id', 'a'.repeat(1 << 20), 'x\u0000']) {
+      const r = await api.admin(SET_RECORDING, { u, e: true });
+      expect(r.data.setTerminalRecording).toMatchObject({ __typename: 'ValidationError', field: 'input.userId' });
+    }
+    const missing = await api.admin(SET_RECORDING, { u: '00000000-0000-4000-8000-000000000000', e: true });
+    expect(missing.data.setTerminalRecording).toMatchObject({ __typename: 'NotFoundError', field: 'input.userId' });
+    const badId = await tenant(`{ terminalRecording(id: "../../etc/passwd") { id } }`);
+    expect(badId.errors?.[0]?.message).toContain('id');
+    expect((await tenant(`{ me { terminalRecording } }`)).data.me.terminalRecording).toBe(false);
+  });
+
+  it('an admin switches it on (audited); the asciicast v2 file is listed to its user and admins only, capped in size', async () => {
+    const on = await api.admin(SET_RECORDING, { u: tenantId, e: true });
+    expect(on.data.setTerminalRecording).toEqual({ __typename: 'SetTerminalRecordingPayload', user: { id: tenantId, terminalRecording: true } });
+    const audit = await api.admin(`query($o: String!) { auditLog(objectType: "User", objectId: $o, first: 5) { edges { node { action before after } } } }`, {
+      o: tenantId,
+    });
+    const entry = audit.data.auditLog.edges.find((e: any) => e.node.action === 'user.setTerminalRecording')?.node;
+    expect(entry).toMatchObject({ before: { terminalRecording: false }, after: { terminalRecording: true } });
+
+    const recorder = (await recordings.recorderFor({ ...subject, userId: tenantId, instanceId: vmId }, { cols: 100, rows: 30 }))!;
+    expect(recorder).toBeDefined();
+    recorder.output(Buffer.from('hello €\r\n'));
+    recorder.resize(120, 40);
+    for (let i = 0; i < 200; i++) recorder.output(Buffer.from(`line ${i} of output\r\n`));
+    expect(recorder.truncated).toBe(true);
+    await recorder.close();
+
+    const list = `query($u: ID!) { user(id: $u) { terminalRecordings { id instanceId instanceName username bytes width height cast } } }`;
+    const mine = (await tenant(list, { u: tenantId })).data.user.terminalRecordings;
+    expect(mine).toHaveLength(1);
+    expect(mine[0]).toMatchObject({ instanceId: vmId, instanceName: 'vm1', username: 'root', width: 100, height: 30 });
+    expect(mine[0].bytes).toBeLessThanOrEqual(4096);
+    const lines = (mine[0].cast as string)
+      .trimEnd()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ version: 2, width: 100, height: 30 });
+    expect(typeof lines[0].timestamp).toBe('number');
+    expect(lines[1]).toEqual([expect.any(Number), 'o', 'hello €\r\n']);
+    expect(lines[2]).toEqual([expect.any(Number), 'r', '120x40']);
+    expect(lines.at(-1)).toEqual([expect.any(Number), 'm', 'recording stopped: the size cap of 4096 bytes was reached']);
+    for (const event of lines.slice(1)) expect(event[0]).toBeGreaterThanOrEqual(0);
+
+    const byId = `query($i: ID!) { terminalRecording(id: $i) { id cast } }`;
+    expect((await api.admin(byId, { i: mine[0].id })).data.terminalRecording.cast).toBe(mine[0].cast);
+    expect((await api.admin(list, { u: tenantId })).data.user.terminalRecordings).toHaveLength(1);
+    expect((await other(byId, { i: mine[0].id })).data.terminalRecording).toBeNull();
+
+    // switched off again: the next terminal writes nothing
+    await api.admin(SET_RECORDING, { u: tenantId, e: false });
+    expect(await recordings.recorderFor({ ...subject, userId: tenantId, instanceId: vmId }, { cols: 80, rows: 24 })).toBeUndefined();
+    expect(readdirSync(join(recordingsDir, tenantId))).toHaveLength(1);
+    expect(existsSync(join(recordingsDir, tenantId, `${mine[0].id}.cast`))).toBe(true);
   });
 });
 

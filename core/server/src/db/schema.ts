@@ -65,6 +65,8 @@ export const users = pgTable('users', {
   passwordHash: text('password_hash'),
   /** Day of the month (1-28) the user's traffic billing periods start on (UTC); null: calendar months. */
   billingDay: integer('billing_day'),
+  /** Whether the user's web terminals are recorded (asciicast v2); an admin switches it, off by default. */
+  terminalRecording: boolean('terminal_recording').notNull().default(false),
   createdAt: createdAt(),
 });
 

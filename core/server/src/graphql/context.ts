@@ -22,6 +22,7 @@ import { PortForwardService } from '../services/port-forward-service.js';
 import { SessionService } from '../services/session-service.js';
 import { SshAccessService } from '../services/ssh-access-service.js';
 import { SshKeyService } from '../services/ssh-key-service.js';
+import { TerminalRecordingService } from '../services/terminal-recording-service.js';
 import { TerminalService } from '../services/terminal-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { UserService } from '../services/user-service.js';
@@ -51,6 +52,8 @@ export interface Services {
   sshAccess: SshAccessService;
   /** Web terminal tickets and instances' learned SSH host keys. */
   terminals: TerminalService;
+  /** Web terminal recordings (asciicast v2) and the per-user switch. */
+  terminalRecordings: TerminalRecordingService;
   /** Tunnel streams through host agents (one per container: a singleton). */
   tunnels: TunnelBroker;
   /** Agents' traffic reports. */
@@ -103,6 +106,7 @@ export function resolveServices(container: DependencyContainer): Services {
     sshKeys: container.resolve(SshKeyService),
     sshAccess: container.resolve(SshAccessService),
     terminals: container.resolve(TerminalService),
+    terminalRecordings: container.resolve(TerminalRecordingService),
     tunnels: container.resolve(TunnelBroker),
     trafficIngest: container.resolve(TrafficIngest),
     trafficHistory: container.resolve(TrafficHistory),

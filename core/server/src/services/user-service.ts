@@ -151,6 +151,7 @@ export class UserService {
           ...quotasOf({}),
           passwordHash,
           billingDay: null,
+          terminalRecording: false,
           createdAt: new Date(),
         };
         await tx.insert(users).values(user);
@@ -176,6 +177,7 @@ export class UserService {
       ...quotasOf(input),
       passwordHash: input.password == null ? null : await hashPassword(validPassword('input.password', input.password)),
       billingDay: null,
+      terminalRecording: false,
       createdAt: new Date(),
     };
     return mapUniqueViolations(

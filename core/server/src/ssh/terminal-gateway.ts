@@ -10,7 +10,8 @@
  * "rows":24}`; then binary messages are keystrokes (bytes), text messages are control:
  * `{"type":"resize","cols":…,"rows":…}`, `{"type":"ping"}`. Server → client: text messages are
  * control (`ready`, `pong`, `hostKeyLearned`, `exit`, `error`), binary messages are terminal output,
- * each ending on a whole UTF-8 character.
+ * each ending on a whole UTF-8 character. `ready` says `"recorded": true` when the session is
+ * recorded (asciicast v2, `TerminalRecordingService`: the user's switch is on).
  *
  * The instance's host keys are learned on first use (`StrictHostKeyChecking accept-new` against a
  * known_hosts file written from the database) and stored; a changed key makes `ssh` refuse with its
@@ -25,6 +26,8 @@ import { spawn as spawnPty, type IPty } from 'node-pty';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { SshAccessService, SshTarget } from '../services/ssh-access-service.js';
 import type { TerminalService, InstanceSshHostKey } from '../services/terminal-service.js';
+import type { TerminalRecordingService } from '../services/terminal-recording-service.js';
+import type { AsciicastRecorder } from './asciicast.js';
 import type { Logger } from '../support/logger.js';
 import type { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import type { InternalLogins } from './internal-logins.js';
@@ -63,6 +66,8 @@ export interface TerminalGatewayDeps {
   tunnels: TunnelBroker;
   logins: InternalLogins;
   logger: Logger;
+  /** Recordings of the terminals of users an admin switched recording on for; absent: none. */
+  recordings?: TerminalRecordingService;
 }
 
 /** Terminal size limits accepted from the browser. */
@@ -198,6 +203,17 @@ export class TerminalGateway {
         `instance ${instance.name} cannot be reached: host ${target.hostName} does not allow SSH to port 22`,
       );
     const knownKeys = await this.deps.terminals.hostKeys(instance.id);
+    const cols = validSize(hello.cols, MAX_COLS, 80);
+    const rows = validSize(hello.rows, MAX_ROWS, 24);
+    const recorder = await this.deps.recordings
+      ?.recorderFor(
+        { userId: grant.userId, userName: grant.userName, instanceId: instance.id, instanceName: instance.name, username: grant.username },
+        { cols, rows },
+      )
+      .catch((err: unknown) => {
+        this.deps.logger.error(`terminal: the recording for ${grant.userName} could not be started: ${(err as Error).message}`);
+        return undefined;
+      });
     const session = new TerminalSession(ws, {
       deps: this.deps,
       options: this.options,
@@ -207,9 +223,10 @@ export class TerminalGateway {
       target,
       username: grant.username,
       knownKeys,
-      cols: validSize(hello.cols, MAX_COLS, 80),
-      rows: validSize(hello.rows, MAX_ROWS, 24),
+      cols,
+      rows,
       from,
+      recorder,
     });
     this.sessions.add(session);
     void session.done.then(() => this.sessions.delete(session));
@@ -218,6 +235,7 @@ export class TerminalGateway {
       instance: { id: instance.id, name: instance.name, address: target.address },
       username: grant.username,
       hostKeys: knownKeys.map((k) => ({ algorithm: k.algorithm, fingerprint: k.fingerprint })),
+      recorded: recorder !== undefined,
     });
     ws.resume();
     this.deps.logger.info(`terminal: ${grant.userName} from ${from} to ${grant.username}@${instance.name} (${target.address})`);
@@ -245,6 +263,8 @@ interface SessionSetup {
   cols: number;
   rows: number;
   from: string;
+  /** Where the session is recorded, when it is. */
+  recorder?: AsciicastRecorder;
 }
 
 /** One terminal: its WebSocket, its ssh under a pty, its files. */
@@ -327,7 +347,9 @@ class TerminalSession {
     const chunk = this.carry.length > 0 ? Buffer.concat([this.carry, data]) : data;
     const cut = utf8CompletePrefix(chunk);
     this.carry = chunk.subarray(cut);
-    if (cut === 0 || this.ws.readyState !== this.ws.OPEN) return;
+    if (cut === 0) return;
+    this.setup.recorder?.output(chunk.subarray(0, cut));
+    if (this.ws.readyState !== this.ws.OPEN) return;
     this.ws.send(chunk.subarray(0, cut), { binary: true });
     if (!this.paused && this.ws.bufferedAmount > HIGH_WATER) {
       this.paused = true;
@@ -358,7 +380,10 @@ class TerminalSession {
     if (control?.type === 'ping') return send(this.ws, { type: 'pong' });
     if (control?.type === 'resize') {
       this.touch();
-      this.pty.resize(validSize(control.cols, MAX_COLS, this.pty.cols), validSize(control.rows, MAX_ROWS, this.pty.rows));
+      const cols = validSize(control.cols, MAX_COLS, this.pty.cols);
+      const rows = validSize(control.rows, MAX_ROWS, this.pty.rows);
+      this.pty.resize(cols, rows);
+      this.setup.recorder?.resize(cols, rows);
       return;
     }
     send(this.ws, { type: 'error', code: 'BAD_REQUEST', message: 'unknown control message: expected {"type":"resize",…} or {"type":"ping"}' });
@@ -398,7 +423,11 @@ class TerminalSession {
       );
     }
     this.setup.deps.logins.forget(this.setup.login);
-    if (this.carry.length > 0 && this.ws.readyState === this.ws.OPEN) this.ws.send(this.carry, { binary: true });
+    if (this.carry.length > 0) {
+      this.setup.recorder?.output(this.carry);
+      if (this.ws.readyState === this.ws.OPEN) this.ws.send(this.carry, { binary: true });
+    }
+    await this.setup.recorder?.close();
     const message =
       exitCode === 0
         ? 'the session ended'

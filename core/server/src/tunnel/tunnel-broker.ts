@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { TUNNEL_CLOSE, type TunnelRequest, type TunnelStreamHello } from '@gatehouse/agent-protocol';
+import { TUNNEL_CLOSE, TUNNEL_STREAM_HIGH_WATER_MARK, coalesceTunnelWrites, type TunnelRequest, type TunnelStreamHello } from '@gatehouse/agent-protocol';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
@@ -180,7 +180,9 @@ export class TunnelBroker {
     }
     if (ws.readyState !== ws.OPEN) return pending.reject(new TunnelError(`the agent of host ${pending.hostId} hung up`));
     ws.send('ok');
-    const stream = createWebSocketStream(ws);
+    const stream = coalesceTunnelWrites(createWebSocketStream(ws, { highWaterMark: TUNNEL_STREAM_HIGH_WATER_MARK }), (data, done) =>
+      ws.send(data, { binary: true }, done),
+    );
     // the agent's side closed (the target hung up, the agent died): once read, the stream closes
     stream.once('end', () => stream.end());
     pending.resolve(stream);

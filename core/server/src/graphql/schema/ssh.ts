@@ -3,8 +3,9 @@ import type { TunnelRequest } from '@gatehouse/agent-protocol';
 import type { SshSession } from '../../services/ssh-access-service.js';
 import type { SshKey } from '../../services/ssh-key-service.js';
 import type { InstanceSshHostKey, TerminalTicket } from '../../services/terminal-service.js';
+import type { TerminalRecording } from '../../services/terminal-recording-service.js';
 import { InstanceRef } from './instances.js';
-import { ConflictError, NotFoundError, ValidationError } from '../../support/errors.js';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { resultOf } from './mutation-result.js';
@@ -177,5 +178,69 @@ builder.mutationFields((t) => ({
     args: { input: t.arg({ type: ForgetInstanceSshHostKeysInput, required: true, description: 'The instance.' }) },
     errors: resultOf('ForgetInstanceSshHostKeys', 'forgotten', [ValidationError, NotFoundError]),
     resolve: (_r, { input }, ctx) => ctx.services.terminals.forgetHostKeys(requireActor(ctx), String(input.instanceId)),
+  }),
+}));
+
+builder.objectField(UserRef, 'terminalRecording', (t) =>
+  t.exposeBoolean('terminalRecording', {
+    description: "Whether the user's web terminals are recorded (asciicast v2) on the controller; off unless an admin switched it on (setTerminalRecording).",
+  }),
+);
+
+const TerminalRecordingRef = builder.objectRef<TerminalRecording>('TerminalRecording').implement({
+  description:
+    'A recorded web terminal session, an asciicast v2 file on the controller that ran it (play it with `asciinema play`). Made only for users an admin switched recording on for.',
+  fields: (t) => ({
+    id: t.exposeID('id', { description: 'The recording id (for the terminalRecording query).' }),
+    instanceId: t.exposeID('instanceId', { description: 'The instance the terminal was connected to.' }),
+    instanceName: t.exposeString('instanceName', { description: 'The instance name at the time of the session.' }),
+    username: t.exposeString('username', { description: 'The login name on the instance.' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime', description: 'When the session started (to the second).' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime', description: 'The last write to the recording (its end, once the session is over).' }),
+    bytes: t.exposeInt('bytes', { description: 'The size of the file; the controller stops a recording at its size cap (a final "m" event says so).' }),
+    width: t.exposeInt('width', { description: 'Terminal columns at the start.' }),
+    height: t.exposeInt('height', { description: 'Terminal rows at the start.' }),
+    cast: t.string({
+      description: 'The whole asciicast v2 text: a JSON header line, then one [seconds, "o" | "r" | "m", data] event a line.',
+      resolve: (recording, _a, ctx) => ctx.services.terminalRecordings.content(requireActor(ctx), recording),
+    }),
+  }),
+});
+
+builder.objectField(UserRef, 'terminalRecordings', (t) =>
+  t.field({
+    type: [TerminalRecordingRef],
+    description: "The user's recorded web terminal sessions on this controller, newest first (the user themself, or an admin; others see none).",
+    args: { last: t.arg.int({ defaultValue: 50, description: '1-500.' }) },
+    resolve: (user, args, ctx) => ctx.services.terminalRecordings.list(requireActor(ctx), user.id, args.last ?? 50),
+  }),
+);
+
+builder.queryField('terminalRecording', (t) =>
+  t.field({
+    type: TerminalRecordingRef,
+    nullable: true,
+    description: 'One recorded web terminal session (its user, or an admin); null when there is none you may see on this controller.',
+    args: { id: t.arg.id({ required: true, description: 'TerminalRecording.id.' }) },
+    resolve: (_r, args, ctx) => ctx.services.terminalRecordings.get(requireActor(ctx), String(args.id)),
+  }),
+);
+
+const SetTerminalRecordingInput = builder.inputType('SetTerminalRecordingInput', {
+  description: "Whether a user's web terminals are recorded.",
+  fields: (t) => ({
+    userId: t.id({ required: true, description: 'The user.' }),
+    enabled: t.boolean({ required: true, description: 'true: record their next web terminals (asciicast v2); false: record none.' }),
+  }),
+});
+
+builder.mutationFields((t) => ({
+  setTerminalRecording: t.field({
+    type: UserRef,
+    description:
+      "Switches the recording of a user's web terminal sessions (admin only; audited). Sessions that start afterwards are recorded in asciicast v2 on the controller, up to its size cap per recording.",
+    args: { input: t.arg({ type: SetTerminalRecordingInput, required: true, description: 'The user and the switch.' }) },
+    errors: resultOf('SetTerminalRecording', 'user', [ValidationError, ForbiddenError, NotFoundError]),
+    resolve: (_r, { input }, ctx) => ctx.services.terminalRecordings.setRecording(requireActor(ctx), { userId: String(input.userId), enabled: input.enabled }),
   }),
 }));

@@ -1,0 +1,1 @@
+ALTER TABLE "users" ADD COLUMN "terminal_recording" boolean DEFAULT false NOT NULL;
