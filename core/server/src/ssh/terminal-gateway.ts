@@ -214,20 +214,29 @@ export class TerminalGateway {
         this.deps.logger.error(`terminal: the recording for ${grant.userName} could not be started: ${(err as Error).message}`);
         return undefined;
       });
-    const session = new TerminalSession(ws, {
-      deps: this.deps,
-      options: this.options,
-      runtimeDir: this.runtimeDir,
-      keyPath: this.keyPath,
-      login: this.deps.logins.register({ userId: grant.userId, userName: grant.userName, target }),
-      target,
-      username: grant.username,
-      knownKeys,
-      cols,
-      rows,
-      from,
-      recorder,
-    });
+    const login = this.deps.logins.register({ userId: grant.userId, userName: grant.userName, target });
+    let session: TerminalSession;
+    try {
+      session = new TerminalSession(ws, {
+        deps: this.deps,
+        options: this.options,
+        runtimeDir: this.runtimeDir,
+        keyPath: this.keyPath,
+        login,
+        target,
+        username: grant.username,
+        knownKeys,
+        cols,
+        rows,
+        from,
+        recorder,
+      });
+    } catch (err) {
+      // ssh could not start (pty, runtime files): nothing may stay open or registered for it
+      this.deps.logins.forget(login);
+      await recorder?.close();
+      throw err;
+    }
     this.sessions.add(session);
     void session.done.then(() => this.sessions.delete(session));
     send(ws, {
@@ -295,14 +304,19 @@ class TerminalSession {
     writeFileSync(knownInstance, setup.knownKeys.map((k) => `${this.alias} ${k.publicKey}\n`).join(''), { mode: 0o600 });
     const config = join(this.dir, 'config');
     writeFileSync(config, sshConfig(setup, this.alias, knownInstance), { mode: 0o600 });
-    this.pty = spawnPty(setup.options.sshBinary ?? 'ssh', ['-F', config, '-J', 'gatehouse-jump', '-l', setup.username, '--', 'gatehouse-instance'], {
-      name: 'xterm-256color',
-      cols: setup.cols,
-      rows: setup.rows,
-      cwd: this.dir,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TERM: 'xterm-256color', HOME: this.dir, LANG: 'C.UTF-8' },
-      encoding: null,
-    });
+    try {
+      this.pty = spawnPty(setup.options.sshBinary ?? 'ssh', ['-F', config, '-J', 'gatehouse-jump', '-l', setup.username, '--', 'gatehouse-instance'], {
+        name: 'xterm-256color',
+        cols: setup.cols,
+        rows: setup.rows,
+        cwd: this.dir,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TERM: 'xterm-256color', HOME: this.dir, LANG: 'C.UTF-8' },
+        encoding: null,
+      });
+    } catch (err) {
+      rmSync(this.dir, { recursive: true, force: true });
+      throw err;
+    }
     this.done = new Promise((resolve) => {
       this.pty.onExit(({ exitCode, signal }) => {
         this.exited = true;
