@@ -9,15 +9,7 @@
  * resolver below them reads the context, the actor or loaders): what a subscriber may see is
  * decided when the event is built, never during execution. Other subscriptions run as before.
  */
-import {
-  createSourceEventStream,
-  execute,
-  getOperationAST,
-  Kind,
-  type DocumentNode,
-  type ExecutionArgs,
-  type ExecutionResult,
-} from 'graphql';
+import { createSourceEventStream, execute, getOperationAST, Kind, type DocumentNode, type ExecutionArgs, type ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 
 /** Subscription fields whose results are shared between subscribers given the same event object. */
