@@ -6,13 +6,14 @@
  * server-sent-events stream while the other token's subscriptions carry on.
  */
 import { REPORT_TRAFFIC_MUTATION, type ReportTrafficInput } from '@gatehouse/agent-protocol';
-import { createClient, type Client as WsClient } from 'graphql-ws';
+import type { Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { startController, type Controller } from '../src/server.js';
 import { createTestApi, type Client, type TestApi } from '../src/testing/api.js';
 import { createHost, createNics } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
+import { TrafficLive } from '../src/traffic/traffic-live.js';
+import { agentSecret, instanceIdsByName, watchWs } from './support/traffic.js';
 
 const backends = await storeBackends();
 
@@ -63,17 +64,10 @@ describe.each(backends)('trafficUpdated fan-out on $name', (backend) => {
     aliceSecond = { id: second.data.createApiToken.created.token.id, secret: second.data.createApiToken.created.secret };
     nicA = (await createNics(api.admin, hostId, alice.id, 'fan-a', 'br0', 1))[0]!;
     nicB = (await createNics(api.admin, hostId, (await api.clientFor(bob.secret)('{ me { id } }')).data.me.id, 'fan-b', 'br0', 1))[0]!;
-    const instances = (await api.admin('{ instances { edges { node { id name } } } }')).data.instances.edges.map(
-      (e: { node: { id: string; name: string } }) => e.node,
-    );
-    vmA = instances.find((i: { name: string }) => i.name === 'fan-a').id;
-    vmB = instances.find((i: { name: string }) => i.name === 'fan-b').id;
-    const adminId = (await api.admin('{ me { id } }')).data.me.id;
-    const token = await api.admin(
-      `mutation($u: ID!, $h: ID!) { createApiToken(input: { userId: $u, name: "agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } } }`,
-      { u: adminId, h: hostId },
-    );
-    agent = api.clientFor(token.data.createApiToken.created.secret);
+    const instances = await instanceIdsByName(api.admin);
+    vmA = instances.get('fan-a')!;
+    vmB = instances.get('fan-b')!;
+    agent = api.clientFor(await agentSecret(api.admin, hostId));
   });
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.dispose()));
@@ -105,24 +99,8 @@ describe.each(backends)('trafficUpdated fan-out on $name', (backend) => {
     return at;
   }
 
-  function watch(secret: string, query: string) {
-    const client = createClient({
-      url: controller.url.replace('http://', 'ws://'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      onNonLazyError: () => {},
-      connectionParams: { Authorization: `Bearer ${secret}` },
-    });
-    clients.push(client);
-    const seen: { trafficUpdated: Record<string, unknown> }[] = [];
-    const closed = new Promise<number>((resolve) => client.on('closed', (e) => resolve((e as { code: number }).code)));
-    client.subscribe<{ trafficUpdated: Record<string, unknown> }>(
-      { query, variables: { ids: [vmA, vmB] } },
-      { next: (m) => m.data && seen.push(m.data), error: () => {}, complete: () => {} },
-    );
-    return { seen, closed };
-  }
+  const watch = (secret: string, query: string) =>
+    watchWs<Record<string, unknown>>({ url: controller.url, secret, query, variables: { ids: [vmA, vmB] }, field: 'trafficUpdated', clients });
 
   /** A server-sent-events subscription: the data lines it received, and whether the stream ended. */
   async function watchSse(secret: string, query: string) {
@@ -160,28 +138,28 @@ describe.each(backends)('trafficUpdated fan-out on $name', (backend) => {
     const small = watch(alice.secret, SMALL); // the same view, another selection
     const bobs = watch(bob.secret, FULL); // another user asking for both instances
     const sse = await watchSse(aliceSecond.secret, FULL);
-    await new Promise((r) => setTimeout(r, 500)); // subscriptions set up
+    const live = controller.container.resolve(TrafficLive);
+    await until(() => live.watching === 5, 'the five subscriptions set up');
 
     const at = await report();
     await until(() => [first, second, small, bobs].every((w) => w.seen.length === 1) && sse.events.length === 1, 'the first update everywhere');
-    const aliceSees = {
-      trafficUpdated: { hostId, at: new Date(at).toISOString(), intervalMs: 1000, instances: [{ instanceId: vmA, rxBps: 8000, txBps: 0 }], host: null },
-    };
+    const aliceSees = { hostId, at: new Date(at).toISOString(), intervalMs: 1000, instances: [{ instanceId: vmA, rxBps: 8000, txBps: 0 }], host: null };
     expect(first.seen).toEqual([aliceSees]);
     expect(second.seen).toEqual([aliceSees]);
-    expect(sse.events).toEqual([{ data: aliceSees }]);
-    expect(small.seen).toEqual([{ trafficUpdated: { hostId, instances: [{ instanceId: vmA }] } }]);
-    expect(bobs.seen).toEqual([{ trafficUpdated: { ...aliceSees.trafficUpdated, instances: [{ instanceId: vmB, rxBps: 16_000, txBps: 0 }] } }]);
+    expect(sse.events).toEqual([{ data: { trafficUpdated: aliceSees } }]);
+    expect(small.seen).toEqual([{ hostId, instances: [{ instanceId: vmA }] }]);
+    expect(bobs.seen).toEqual([{ ...aliceSees, instances: [{ instanceId: vmB, rxBps: 16_000, txBps: 0 }] }]);
 
     // the second token is revoked: its socket closes with 4403 and its event stream ends; the first token's go on
     const revoked = await api.admin(`mutation($id: ID!) { revokeApiToken(input: { tokenId: $id }) { __typename } }`, { id: aliceSecond.id });
     expect(revoked.data.revokeApiToken.__typename).toBe('RevokeApiTokenPayload');
     expect(await second.closed).toBe(4403);
     await until(() => sse.ended, 'the revoked event stream to end');
+    await until(() => live.watching === 3, 'the revoked subscriptions gone');
     await report();
     await until(() => [first, small, bobs].every((w) => w.seen.length === 2), 'the second update');
     await new Promise((r) => setTimeout(r, 300)); // room for a wrongly delivered message
-    expect(first.seen[1]!.trafficUpdated.instances).toEqual([{ instanceId: vmA, rxBps: expect.any(Number), txBps: 0 }]);
+    expect(first.seen[1]!.instances).toEqual([{ instanceId: vmA, rxBps: expect.any(Number), txBps: 0 }]);
     expect(second.seen).toHaveLength(1);
     expect(sse.events).toHaveLength(1);
   });

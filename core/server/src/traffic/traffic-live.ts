@@ -73,6 +73,11 @@ export class TrafficLive {
     return rate;
   }
 
+  /** How many `trafficUpdated` subscribers this replica feeds now. */
+  get watching(): number {
+    return this.watchers.size;
+  }
+
   /**
    * Rates messages for `actor`: its own instances (all for admins), narrowed to `instanceIds` and
    * `hostId` when given; ids of instances it may not see give nothing. Messages left empty are

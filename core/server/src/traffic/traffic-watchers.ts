@@ -49,6 +49,13 @@ export class TrafficWatchers {
   /** Admins' groups without instance ids. */
   private readonly allForAdmin = new Set<WatchGroup>();
 
+  /** How many subscribers are fed now. */
+  get size(): number {
+    let n = 0;
+    for (const group of this.groups.values()) n += group.members.size;
+    return n;
+  }
+
   /** A new subscriber's feed; it leaves the index when the consumer returns (or falls SUBSCRIBER_BUFFER messages behind). */
   add(admin: boolean, userId: string, instanceIds: readonly string[] | null, hostId: string | null): Mailbox<TrafficUpdate> {
     const wanted = instanceIds ? new Set(instanceIds) : null;
