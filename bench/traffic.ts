@@ -38,6 +38,8 @@ const WARMUP_S = Number(process.env.BENCH_TRAFFIC_WARMUP_S ?? 5);
 const STORES = (process.env.BENCH_TRAFFIC_STORES ?? 'pglite,postgres').split(',');
 const ERR = '... on Error { code message field value }';
 const CLK_TCK = 100;
+/** Subscribers connecting at once. */
+const CONNECT_BATCH = 50;
 
 interface Controller {
   child: ChildProcess;
@@ -157,8 +159,13 @@ async function runOn(store: string): Promise<void> {
     const worstBySecond = new Map<number, number>();
     let messages = 0;
     const wsUrl = controller.url.replace('http://', 'ws://');
-    const connected: Promise<void>[] = [];
+    let connecting: Promise<void>[] = [];
     for (let k = 0; k < SUBSCRIBERS; k++) {
+      // connections open CONNECT_BATCH at a time: 1,000 handshakes at once on a busy machine outlast graphql-ws' 3 s init timeout
+      if (connecting.length === CONNECT_BATCH) {
+        await Promise.all(connecting);
+        connecting = [];
+      }
       const ids = Array.from({ length: WATCH }, (_, j) => instanceIds[(k * WATCH + j) % instanceIds.length]!);
       const client = createClient({
         url: wsUrl,
@@ -166,9 +173,19 @@ async function runOn(store: string): Promise<void> {
         retryAttempts: 0,
         lazy: false,
         connectionParams: { Authorization: `Bearer ${controller.secret}` },
+        onNonLazyError: () => {},
       });
       subscribers.push(client);
-      connected.push(new Promise((resolve) => client.on('connected', () => resolve())));
+      connecting.push(
+        new Promise((resolve, reject) => {
+          client.on('connected', () => resolve());
+          client.on('closed', (e) =>
+            reject(
+              new Error(`subscriber ${k} closed before it connected: ${(e as { code?: number; reason?: string }).code} ${(e as { reason?: string }).reason}`),
+            ),
+          );
+        }),
+      );
       client.subscribe<{ trafficUpdated: { at: string } }>(
         { query: 'subscription($ids: [ID!]) { trafficUpdated(instanceIds: $ids) { at instances { instanceId rxBps txBps } } }', variables: { ids } },
         {
@@ -186,7 +203,7 @@ async function runOn(store: string): Promise<void> {
         },
       );
     }
-    await Promise.all(connected);
+    await Promise.all(connecting);
     console.log(`[traffic ${store}] ${SUBSCRIBERS} subscribers connected`);
 
     // agents: one report per second each, spread over the second

@@ -7,17 +7,17 @@
  */
 import { NetnsLab, eventually, labAvailable, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
 import { LinuxDriver } from '@gatehouse/plugin-linux';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostAgent } from '../src/index.js';
 import { gql, startController, until, type Proc } from './support.js';
+import { createTrafficObjects, startByteSink } from './traffic-support.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
-const ERR = '... on Error { code message field value }';
 const BYTES = 50 * 1024 * 1024;
 
 describe.skipIf(!available && !REQUIRE_SYSTEM)('traffic counted end to end', () => {
@@ -46,51 +46,24 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('traffic counted end to end', () 
     await lab.link(client, '198.51.100.2/24', host, '198.51.100.1/24');
     servers.push(tcpServer(vm, 8080, 'hello'));
     // a sink in the instance: counts what it receives, prints the count when the sender closes
-    sink = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        vm.name,
-        process.execPath,
-        '-e',
-        `require('net').createServer(c=>{let n=0;c.on('data',b=>n+=b.length);c.on('end',()=>{console.log('received '+n);c.end()})}).listen(9000)`,
-      ],
-      { stdio: ['ignore', 'pipe', 'ignore'] },
-    );
+    sink = startByteSink(vm);
     controller = await startController(dataDir);
     admin = controller.bootstrapSecret!;
-    await api(
-      `mutation { createIpPool(input: { name: "tr", kind: PRIVATE, network: "${lab.prefix}br", cidr: "10.79.0.0/24", gateway: "10.79.0.1" }) { ... on CreateIpPoolPayload { pool { id } } ${ERR} } }`,
-    );
-    const hostId = (
-      await api(
-        `mutation { createHost(input: { name: "tr-host", backend: LINUX, publicAddresses: ["198.51.100.1"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-      )
-    ).createHost.host.id;
-    instanceId = (
-      await api(
-        `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: $name, nics: [{ network: "${lab.prefix}br" }] }) { ... on CreateInstancePayload { instance { id } } ${ERR} } }`,
-        { hostId, name: vm.name },
-      )
-    ).createInstance.instance.id;
-    forwardId = (
-      await api(
-        `mutation ($id: ID!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: "18090-18091", targetPort: "9000-9001" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
-        { id: instanceId },
-      )
-    ).createPortForward.portForward.id;
-    await api(
-      `mutation ($id: ID!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: "18080", targetPort: "8080" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
-      { id: instanceId },
-    );
-    const token = await api(
-      `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-      { hostId },
-    );
+    const created = await createTrafficObjects(api, {
+      bridge: `${lab.prefix}br`,
+      vm,
+      pool: { name: 'tr', cidr: '10.79.0.0/24', gateway: '10.79.0.1' },
+      hostName: 'tr-host',
+      forwards: [
+        ['18090-18091', '9000-9001'],
+        ['18080', '8080'],
+      ],
+    });
+    instanceId = created.instanceId;
+    forwardId = created.forwardIds[0]!;
     agent = new HostAgent({
       controllerUrl: controller.url,
-      token: token.createApiToken.created.secret,
+      token: created.agentToken,
       driver: new LinuxDriver({ hostNetns: host.name, namespacePrefix: `${lab.prefix}-vm` }),
       logger: { info() {}, warn() {}, error() {} },
       statsIntervalMs: 500,

@@ -9,17 +9,17 @@
  * (nothing lost) and never by a phantom or a double count.
  */
 import { NetnsLab, eventually, labAvailable, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gql, startAgent, startController, until, type Proc } from './support.js';
+import { createTrafficObjects, startByteSink } from './traffic-support.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
-const ERR = '... on Error { code message field value }';
 const MB = 1024 * 1024;
 
 function freePort(): Promise<number> {
@@ -90,51 +90,22 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('traffic totals through failures'
     client = await lab.namespace('cli');
     vm = await lab.namespace('vm1');
     await lab.link(client, '198.51.100.2/24', host, '198.51.100.1/24');
-    sink = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        vm.name,
-        process.execPath,
-        '-e',
-        `require('net').createServer(c=>{let n=0;c.on('data',b=>n+=b.length);c.on('end',()=>{console.log('received '+n);c.end()})}).listen(9000)`,
-      ],
-      { stdio: ['ignore', 'pipe', 'ignore'] },
-    );
+    sink = startByteSink(vm);
     sink.stdout!.on('data', (d: Buffer) => (sinkOut += d.toString()));
     servers.push(tcpServer(vm, 8080, 'hello'));
     port = await freePort();
     controller = await startController(dataDir, { port });
     admin = controller.bootstrapSecret!;
-    await api(
-      `mutation { createIpPool(input: { name: "rb", kind: PRIVATE, network: "${lab.prefix}br", cidr: "10.76.0.0/24", gateway: "10.76.0.1" }) { ... on CreateIpPoolPayload { pool { id } } ${ERR} } }`,
-    );
-    const hostId = (
-      await api(
-        `mutation { createHost(input: { name: "rb-host", backend: LINUX, publicAddresses: ["198.51.100.1"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-      )
-    ).createHost.host.id;
-    instanceId = (
-      await api(
-        `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: $name, nics: [{ network: "${lab.prefix}br" }] }) { ... on CreateInstancePayload { instance { id } } ${ERR} } }`,
-        { hostId, name: vm.name },
-      )
-    ).createInstance.instance.id;
-    for (const [hostPort, targetPort] of [
-      ['18190', '9000'],
-      ['18180', '8080'],
-    ])
-      await api(
-        `mutation ($id: ID!) { createPortForward(input: { instanceId: $id, protocol: TCP, hostPort: "${hostPort}", targetPort: "${targetPort}" }) { ... on CreatePortForwardPayload { portForward { id } } ${ERR} } }`,
-        { id: instanceId },
-      );
-    agentToken = (
-      await api(
-        `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-        { hostId },
-      )
-    ).createApiToken.created.secret;
+    ({ instanceId, agentToken } = await createTrafficObjects(api, {
+      bridge: `${lab.prefix}br`,
+      vm,
+      pool: { name: 'rb', cidr: '10.76.0.0/24', gateway: '10.76.0.1' },
+      hostName: 'rb-host',
+      forwards: [
+        ['18190', '9000'],
+        ['18180', '8080'],
+      ],
+    }));
     agent = startTheAgent();
     expect(await eventually(() => tcpOutcome(client, '198.51.100.1', 18180), 30_000)).toBe('got:hello');
     // counting runs: the NIC has a live rate once two readings were taken

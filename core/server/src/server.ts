@@ -23,6 +23,7 @@ import { openStore, type Store, type StoreConfig } from './db/database.js';
 import { createEventBus } from './events/event-bus.js';
 import { createLoaders, resolveServices, type GraphQLContext } from './graphql/context.js';
 import { gatehouseSchema } from './graphql/schema.js';
+import { sharedSubscriptionResults } from './graphql/shared-subscription-results.js';
 import { newId } from './support/ids.js';
 import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.js';
 import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
@@ -236,6 +237,8 @@ export function createGatehouseYoga(
         : false,
     logging: false,
     plugins: [
+      // trafficUpdated: one execution per event and document, shared by the subscribers given that event
+      sharedSubscriptionResults(),
       endOnRevocation(revocations),
       container.resolve(ControllerMetrics).yogaPlugin(),
       ...((options.graphiql ?? graphiqlByDefault()) ? [] : [introspectionNeedsToken()]),

@@ -2,9 +2,10 @@
  * `/metrics`: refused without a token and with non-admin tokens on the API port, served to an
  * admin token and without one on the separate metrics listener, and parsed by a real Prometheus
  * text-format parser: NIC counters equal to the bytes the controller counted from agent reports,
- * per-host gauges, agents online, revision lag, and the HTTP and GraphQL request counters.
+ * per-host gauges, agents online, revision lag, the apply-latency histogram moving when an agent
+ * reports a revision applied, and the HTTP and GraphQL request counters.
  */
-import { REPORT_TRAFFIC_MUTATION, type NicTrafficInput } from '@gatehouse/agent-protocol';
+import { REPORT_HOST_STATUS_MUTATION, REPORT_TRAFFIC_MUTATION, type NicTrafficInput } from '@gatehouse/agent-protocol';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startController, type Controller } from '../src/server.js';
@@ -14,7 +15,7 @@ import { createHost, createNics } from '../src/testing/fixtures.js';
 interface Family {
   name: string;
   type: string;
-  metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string }[];
+  metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string; sum?: string }[];
 }
 
 describe('/metrics', () => {
@@ -106,6 +107,53 @@ describe('/metrics', () => {
     expect(value(parsed.get('gatehouse_graphql_operations_total'), { type: 'mutation', result: 'ok' })).toBeGreaterThanOrEqual(2);
     expect(value(parsed.get('gatehouse_graphql_operations_total'), { type: 'query', result: 'ok' })).toBeGreaterThanOrEqual(1);
     expect(parsed.get('gatehouse_process_resident_memory_bytes')?.type).toBe('GAUGE');
+  });
+
+  it('observes the apply latency when the agent reports the desired revision applied, and the revision lag drops to 0', async () => {
+    const histogram = async () => {
+      const parsed = families(await (await scrape(api.adminSecret)).text());
+      const family = parsed.get('gatehouse_agent_apply_duration_seconds');
+      expect(family?.type).toBe('HISTOGRAM');
+      const metric = family!.metrics[0]!;
+      return {
+        count: Number(metric.count),
+        sum: Number(metric.sum),
+        // by bound (the parser's object lists integer-like bounds first)
+        buckets: Object.entries(metric.buckets ?? {})
+          .map(([le, n]) => [le, Number(n)] as const)
+          .sort((a, b) => (a[0] === '+Inf' ? Infinity : Number(a[0])) - (b[0] === '+Inf' ? Infinity : Number(b[0]))),
+        lag: value(parsed.get('gatehouse_host_desired_revision_lag'), { host_id: hostId }),
+      };
+    };
+    const before = await histogram();
+    expect(before.lag).toBeGreaterThan(0);
+    // one more change: a revision committed while the metrics listen, then applied by the agent
+    await createNics(api.admin, hostId, (await api.clientFor(tenantSecret)('{ me { id } }')).data.me.id, 'vm-m2', 'br0', 1);
+    const revision = (await api.admin(`query($h: ID!) { host(id: $h) { desiredRevision } }`, { h: hostId })).data.host.desiredRevision as number;
+    await new Promise((r) => setTimeout(r, 50)); // a measurable wait between the commit and the apply
+    const applied = await api.clientFor(agentSecret)(REPORT_HOST_STATUS_MUTATION, {
+      input: { hostId, appliedRevision: revision, agentVersion: '1.0.0', pluginId: 'metrics-test' },
+    });
+    expect(applied.data.reportHostStatus.__typename).toBe('ReportHostStatusPayload');
+
+    const deadline = Date.now() + 10_000;
+    let after = await histogram();
+    while (after.count === before.count && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      after = await histogram();
+    }
+    // every revision committed since the controller started was applied at once: each observed once
+    expect(after.count).toBeGreaterThan(before.count);
+    expect(after.count).toBeLessThanOrEqual(revision);
+    expect(after.sum).toBeGreaterThan(before.sum);
+    const inf = after.buckets.find(([le]) => le === '+Inf');
+    expect(inf?.[1]).toBe(after.count);
+    // cumulative buckets: never decreasing, and the one above 50 ms took the revision that waited 50 ms
+    const counts = after.buckets.map(([, n]) => n);
+    expect(counts).toEqual([...counts].sort((a, b) => a - b));
+    expect(after.buckets.map(([le]) => le)).toEqual(['0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '30', '60', '300', '+Inf']);
+    expect(after.buckets.find(([le]) => le === '0.05')![1]).toBeLessThan(after.count);
+    expect(after.lag).toBe(0);
   });
 
   it('serves the same metrics without a token on the separate listener, and nothing else there', async () => {

@@ -7,18 +7,18 @@
  */
 import { REPORT_TRAFFIC_MUTATION, type NicTrafficInput } from '@gatehouse/agent-protocol';
 import type { DesiredState } from '@gatehouse/sdk';
-import { createClient, type Client as WsClient } from 'graphql-ws';
+import type { Client as WsClient } from 'graphql-ws';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import type { StoreConfig } from '../src/db/database.js';
 import { startController, type Controller } from '../src/server.js';
 import { ERROR_FIELDS, createTestApi, type Client, type GqlResponse } from '../src/testing/api.js';
 import { createHost, createNics } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
 import { TrafficQuota, quotaLevel } from '../src/traffic/traffic-quota.js';
+import { agentSecret, instanceIdsByName, watchWs } from './support/traffic.js';
 
 const backends = await storeBackends();
 const MB = 1_000_000;
@@ -106,17 +106,10 @@ describe.each(backends)('traffic quotas on $name', (backend) => {
     tenantB.client = http(tenantB.secret);
     nicsA = await createNics(api.admin, hostId, tenantA.id, 'vm-a', 'br0', 2);
     nicB = (await createNics(api.admin, hostId, tenantB.id, 'vm-b', 'br0', 1))[0]!;
-    const instances = (await api.admin('{ instances { edges { node { id name } } } }')).data.instances.edges.map(
-      (e: { node: { id: string; name: string } }) => e.node,
-    );
-    vmA = instances.find((i: { name: string }) => i.name === 'vm-a').id;
-    vmB = instances.find((i: { name: string }) => i.name === 'vm-b').id;
-    const adminId = (await api.admin('{ me { id } }')).data.me.id;
-    const token = await api.admin(
-      `mutation($u: ID!, $h: ID!) { createApiToken(input: { userId: $u, name: "agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } } }`,
-      { u: adminId, h: hostId },
-    );
-    agent = http(token.data.createApiToken.created.secret);
+    const instances = await instanceIdsByName(api.admin);
+    vmA = instances.get('vm-a')!;
+    vmB = instances.get('vm-b')!;
+    agent = http(await agentSecret(api.admin, hostId));
     // the first reading of a counter is where it starts: later ones count from it
     await traffic({ [nicsA[0]!]: 0, [nicsA[1]!]: 0, [nicB]: 0 });
   });
@@ -141,21 +134,15 @@ describe.each(backends)('traffic quotas on $name', (backend) => {
     expect(r.data.reportTraffic.outcome.rejected).toEqual([]);
   }
 
-  function watch(secret: string, variables: Record<string, unknown> = {}): Change[] {
-    const client = createClient({
-      url: controller.url.replace('http://', 'ws://'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      connectionParams: { Authorization: `Bearer ${secret}` },
-    });
-    clients.push(client);
-    const seen: Change[] = [];
-    client.subscribe<{ trafficQuotaChanged: Change }>(
-      { query: `subscription($ids: [ID!]) { trafficQuotaChanged(instanceIds: $ids) { ${CHANGE} } }`, variables },
-      { next: (m) => m.data && seen.push(m.data.trafficQuotaChanged), error: () => {}, complete: () => {} },
-    );
-    return seen;
-  }
+  const watch = (secret: string, variables: Record<string, unknown> = {}): Change[] =>
+    watchWs<Change>({
+      url: controller.url,
+      secret,
+      query: `subscription($ids: [ID!]) { trafficQuotaChanged(instanceIds: $ids) { ${CHANGE} } }`,
+      variables,
+      field: 'trafficQuotaChanged',
+      clients,
+    }).seen;
 
   async function settle(seen: Change[], count: number): Promise<void> {
     const deadline = Date.now() + 10_000;

@@ -6,14 +6,14 @@
  * clock, live rates, and tenancy in queries and in the `trafficUpdated` subscription.
  */
 import { REPORT_TRAFFIC_MUTATION, type NicTrafficInput, type ReportTrafficInput } from '@gatehouse/agent-protocol';
-import { createClient, type Client as WsClient } from 'graphql-ws';
+import type { Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { startController, type Controller } from '../src/server.js';
 import { ERROR_FIELDS, createTestApi, type Client, type TestApi } from '../src/testing/api.js';
 import { createHost, createNics } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
 import { TrafficHistory } from '../src/traffic/traffic-history.js';
+import { agentSecret, instanceIdsByName, watchWs } from './support/traffic.js';
 
 const backends = await storeBackends();
 
@@ -52,17 +52,10 @@ describe.each(backends)('traffic statistics on $name', (backend) => {
     nicsA = await createNics(api.admin, hostId, tenantA.id, 'vm-a', 'br0', 2);
     nicB = (await createNics(api.admin, hostId, tenantB.id, 'vm-b', 'br0', 1))[0]!;
     otherHostNic = (await createNics(api.admin, otherHost, tenantA.id, 'vm-c', 'br0', 1))[0]!;
-    const instances = (await api.admin('{ instances { edges { node { id name } } } }')).data.instances.edges.map(
-      (e: { node: { id: string; name: string } }) => e.node,
-    );
-    vmA = instances.find((i: { name: string }) => i.name === 'vm-a').id;
-    vmB = instances.find((i: { name: string }) => i.name === 'vm-b').id;
-    const adminId = (await api.admin('{ me { id } }')).data.me.id;
-    const token = await api.admin(
-      `mutation($u: ID!, $h: ID!) { createApiToken(input: { userId: $u, name: "agent", scope: AGENT, hostId: $h }) { ... on CreateApiTokenPayload { created { secret } } } }`,
-      { u: adminId, h: hostId },
-    );
-    agent = api.clientFor(token.data.createApiToken.created.secret);
+    const instances = await instanceIdsByName(api.admin);
+    vmA = instances.get('vm-a')!;
+    vmB = instances.get('vm-b')!;
+    agent = api.clientFor(await agentSecret(api.admin, hostId));
   });
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.dispose()));
@@ -257,25 +250,16 @@ describe.each(backends)('traffic statistics on $name', (backend) => {
       5100 + 500_120,
     );
 
-    const watch = (secret: string, variables: Record<string, unknown>) => {
-      const client = createClient({
-        url: controller.url.replace('http://', 'ws://'),
-        webSocketImpl: WebSocket,
-        retryAttempts: 0,
-        connectionParams: { Authorization: `Bearer ${secret}` },
-      });
-      clients.push(client);
-      const seen: { instances: { instanceId: string; rxBps: number }[]; host: unknown }[] = [];
-      client.subscribe<{ trafficUpdated: (typeof seen)[number] }>(
-        {
-          query:
-            'subscription($ids: [ID!], $h: ID) { trafficUpdated(instanceIds: $ids, hostId: $h) { hostId instances { instanceId rxBps txBps } host { rxBps } } }',
-          variables,
-        },
-        { next: (m) => m.data && seen.push(m.data.trafficUpdated), error: () => {}, complete: () => {} },
-      );
-      return seen;
-    };
+    const watch = (secret: string, variables: Record<string, unknown>) =>
+      watchWs<{ instances: { instanceId: string; rxBps: number }[]; host: unknown }>({
+        url: controller.url,
+        secret,
+        query:
+          'subscription($ids: [ID!], $h: ID) { trafficUpdated(instanceIds: $ids, hostId: $h) { hostId instances { instanceId rxBps txBps } host { rxBps } } }',
+        variables,
+        field: 'trafficUpdated',
+        clients,
+      }).seen;
     // a reading of nic 0 one second before the one watched: its rate is over that second
     await send(report([nic(nicsA[0]!, 9000, 600, 'if9')]));
     const bobAsksForAlice = watch(tenantB.secret, { ids: [vmA] });

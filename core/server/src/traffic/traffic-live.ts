@@ -9,23 +9,9 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import { ClockToken, EventBusToken, type Clock } from '../di/tokens.js';
 import type { EventBus } from '../events/event-bus.js';
 import type { TrafficRatesMessage } from '../events/event-payloads.js';
+import { TrafficWatchers, type LiveRate, type TrafficUpdate } from './traffic-watchers.js';
 
-/** A live rate, bits per second, as of `at`. */
-export interface LiveRate {
-  rxBps: number;
-  txBps: number;
-  at: Date;
-}
-
-/** One subscriber's message: the rates of the instances it may see on one host, for one interval. */
-export interface TrafficUpdate {
-  hostId: string;
-  at: Date;
-  intervalMs: number;
-  instances: { instanceId: string; rxBps: number; txBps: number }[];
-  /** The host's total (admins only). */
-  host: LiveRate | null;
-}
+export type { LiveRate, TrafficUpdate } from './traffic-watchers.js';
 
 /** A rate older than this is no longer live (its agent stopped reporting). */
 export const LIVE_RATE_MAX_AGE_MS = 10_000;
@@ -36,6 +22,7 @@ export class TrafficLive {
   private readonly rates = new Map<string, LiveRate>();
   private subscription: AsyncGenerator<TrafficRatesMessage> | undefined;
   private taken = 0;
+  private readonly watchers = new TrafficWatchers();
 
   constructor(
     @inject(EventBusToken) private readonly events: EventBus,
@@ -56,10 +43,12 @@ export class TrafficLive {
   async stop(): Promise<void> {
     await this.subscription?.return(undefined);
     this.subscription = undefined;
+    this.watchers.endAll();
   }
 
-  /** Records one message's rates. */
+  /** Records one message's rates and hands it to the watchers. */
   take(message: TrafficRatesMessage): void {
+    this.watchers.dispatch(message);
     const at = new Date(message.at);
     const keep = (id: string, rxBps: number, txBps: number) => {
       const was = this.rates.get(id);
@@ -84,22 +73,26 @@ export class TrafficLive {
     return rate;
   }
 
+  /** How many `trafficUpdated` subscribers this replica feeds now. */
+  get watching(): number {
+    return this.watchers.size;
+  }
+
   /**
    * Rates messages for `actor`: its own instances (all for admins), narrowed to `instanceIds` and
    * `hostId` when given; ids of instances it may not see give nothing. Messages left empty are
-   * skipped (an admin watching a host gets its total still).
+   * skipped (an admin watching a host gets its total still). Visibility is checked on every
+   * message against the instance's owner in it, so an instance given to another user stops
+   * showing at its next interval.
+   *
+   * Subscribers with the same view (admin or the same user, the same `instanceIds` and `hostId`)
+   * form one group and get the same update object for a message: it is built once per group,
+   * and the GraphQL layer executes and shares its result once per group and document
+   * (graphql/shared-subscription-results.ts). Groups are found through an index by instance id,
+   * so a message costs its instances plus the groups it reaches, not one filter per subscriber.
    */
-  async *watch(actor: Actor, filter: { instanceIds: readonly string[] | null; hostId: string | null }): AsyncGenerator<TrafficUpdate> {
-    const admin = isAdmin(actor);
-    const wanted = filter.instanceIds ? new Set(filter.instanceIds) : null;
-    for await (const message of this.events.subscribe('trafficRates')) {
-      if (filter.hostId !== null && message.hostId !== filter.hostId) continue;
-      const instances = message.instances
-        .filter((i) => !i.continued && (admin || i.ownerId === actor.userId) && (!wanted || wanted.has(i.instanceId)))
-        .map((i) => ({ instanceId: i.instanceId, rxBps: i.rxBps, txBps: i.txBps }));
-      const host = admin && !wanted && message.part === 0 ? { rxBps: message.host.rxBps, txBps: message.host.txBps, at: new Date(message.at) } : null;
-      if (instances.length === 0 && !host) continue;
-      yield { hostId: message.hostId, at: new Date(message.at), intervalMs: message.intervalMs, instances, host };
-    }
+  watch(actor: Actor, filter: { instanceIds: readonly string[] | null; hostId: string | null }): AsyncIterableIterator<TrafficUpdate> {
+    this.start();
+    return this.watchers.add(isAdmin(actor), actor.userId, filter.instanceIds, filter.hostId);
   }
 }
