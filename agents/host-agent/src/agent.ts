@@ -40,7 +40,7 @@ import {
   applyDesiredStatePatch,
   type AgentStartSource,
   type DesiredStateEvent,
-  type DiscoveredInstanceInput,
+  type ListeningSocketInput,
   type ReportHostStatusInput,
   type WireObjectStatus,
 } from '@gatehouse/agent-protocol';
@@ -64,6 +64,7 @@ import { ControllerConnection, type AgentLogger, type TokenRefusedError } from '
 import { serveTunnels, type TunnelOptions } from './tunnel.js';
 import { StateCache, StateCacheRefusedError } from './state-cache.js';
 import { TrafficReporter } from './traffic-reporter.js';
+import { readListeningSockets, type ListeningSocketOptions } from './listening-sockets.js';
 
 export interface HostAgentOptions {
   /** The controller's URL, or the URLs of its replicas (tried in turn when a connection is lost). */
@@ -90,6 +91,8 @@ export interface HostAgentOptions {
   stateDir?: string;
   /** How often traffic counters are read and reported (default 1,000 ms; 0: never). */
   statsIntervalMs?: number;
+  /** The port audit: the host's listening sockets are reported with each discovery (default on; false: never). */
+  portAudit?: false | ListeningSocketOptions;
 }
 
 /** Where the agent's first desired state came from in this run: its cache (applied before connecting) or the controller. */
@@ -533,28 +536,41 @@ export class HostAgent extends EventEmitter<{
       driftDetected: drift,
     };
     const discovered = await this.discoverIfDue();
-    if (discovered) input.discoveredInstances = discovered;
+    if (discovered) Object.assign(input, discovered);
     this.reportHost(input);
   }
 
   /**
-   * The host's instances as the controller takes them, when `discoverIntervalMs` has passed since
-   * the last discovery (undefined otherwise, or when the backend cannot be asked).
+   * The host's instances as the controller takes them, and its listening sockets (the port
+   * audit), when `discoverIntervalMs` has passed since the last discovery (undefined otherwise, or
+   * when the backend cannot be asked).
    */
-  private async discoverIfDue(): Promise<DiscoveredInstanceInput[] | undefined> {
+  private async discoverIfDue(): Promise<Pick<ReportHostStatusInput, 'discoveredInstances' | 'listeningSockets'> | undefined> {
     if (Date.now() - this.lastDiscoveredAt < (this.options.discoverIntervalMs ?? 60_000)) return undefined;
     try {
       const { instances } = await this.options.driver.discover(this.ctx(), {});
       this.lastDiscoveredAt = Date.now();
-      return instances.slice(0, 1000).map((i) => ({
+      const discoveredInstances = instances.slice(0, 1000).map((i) => ({
         externalId: i.externalId,
         name: i.name,
         running: i.running,
         nics: i.nics.slice(0, 64).map((n) => ({ name: n.name, ...(n.mac ? { mac: n.mac } : {}), addresses: n.addresses.slice(0, 64) })),
       }));
+      return { discoveredInstances, listeningSockets: await this.listeningSockets() };
     } catch (err) {
       this.logger.warn('discovering instances failed', { error: (err as Error).message });
       return undefined;
+    }
+  }
+
+  /** The host's listening sockets; null (unchanged) when switched off or unreadable. */
+  private async listeningSockets(): Promise<ListeningSocketInput[] | null> {
+    if (this.options.portAudit === false) return null;
+    try {
+      return await readListeningSockets(this.options.portAudit);
+    } catch (err) {
+      this.logger.warn('reading the listening sockets failed', { error: (err as Error).message });
+      return null;
     }
   }
 
@@ -585,7 +601,7 @@ export class HostAgent extends EventEmitter<{
       this.reportHost({
         ...this.hostReport(),
         error: this.state.lastError === null ? null : reportText(this.state.lastError),
-        discoveredInstances: discovered,
+        ...discovered,
       });
     }
     const thorough = this.polls++ % (this.options.thoroughEvery ?? 15) === 0;
