@@ -12,7 +12,7 @@ import { AuditService } from '../services/audit-service.js';
 import { BandwidthService } from '../services/bandwidth-service.js';
 import { DesiredStateService } from '../services/desired-state-service.js';
 import { FirewallService } from '../services/firewall-service.js';
-import { HostAgentService, type HostAgentStatus } from '../services/host-agent-service.js';
+import { HostAgentService, type HostAgentStatus, type HostPortAudit } from '../services/host-agent-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
 import { ObjectStatusService } from '../services/object-status-service.js';
@@ -81,6 +81,7 @@ export interface Loaders {
   addressesOfNic: DataLoader<string, Allocation[]>;
   pool: DataLoader<string, Pool | undefined>;
   hostAgent: DataLoader<string, HostAgentStatus>;
+  portAudit: DataLoader<string, HostPortAudit>;
 }
 
 /** Resolves the services from the container. */
@@ -128,6 +129,7 @@ export function createLoaders(services: Services): Loaders {
     addressesOfNic: new DataLoader(async (ids) => groupBy(ids, await services.pools.addressesOfNics(ids), (a) => a.nicId)),
     pool: new DataLoader(async (ids) => groupBy(ids, await services.pools.getMany(ids), (p) => p.id).map((g) => g[0])),
     hostAgent: new DataLoader((ids) => services.hostAgents.statuses(ids)),
+    portAudit: new DataLoader((ids) => services.hostAgents.portAudits(ids)),
   };
 }
 
