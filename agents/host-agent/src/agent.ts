@@ -35,13 +35,17 @@ import { EventEmitter } from 'node:events';
 import {
   AGENT_HOST_QUERY,
   REPORT_HOST_STATUS_MUTATION,
+  REPORT_DIAGNOSIS_MUTATION,
   REPORT_OBJECT_STATUS_MUTATION,
+  MAX_DIAGNOSIS_FINDINGS,
   STATUS_OBJECT_TYPES,
   applyDesiredStatePatch,
   type AgentStartSource,
   type DesiredStateEvent,
+  type DiagnosisRequest,
   type ListeningSocketInput,
   type ReportHostStatusInput,
+  type ReportPortForwardDiagnosisInput,
   type WireObjectStatus,
 } from '@gatehouse/agent-protocol';
 import {
@@ -167,6 +171,7 @@ export class HostAgent extends EventEmitter<{
   /** Failed subscriptions in a row (reset by a message). */
   private resubscribes = 0;
   private traffic: TrafficReporter | undefined;
+  private stopDiagnoses: (() => void) | undefined;
 
   constructor(private readonly options: HostAgentOptions) {
     super();
@@ -218,6 +223,15 @@ export class HostAgent extends EventEmitter<{
       hostId,
       { ...o.tunnel, controllerUrl: () => this.connection!.url, token: o.token, logger: this.logger },
       () => this.received,
+    );
+    this.stopDiagnoses = this.connection.diagnosisRequests(
+      hostId,
+      (request) => void this.diagnose(request),
+      (error) => {
+        // a controller before forward diagnosis does not know the subscription: nothing to retry
+        const errors = Array.isArray(error) ? error : [error];
+        this.logger.warn('the controller does not take forward diagnoses from this agent', { error: errors.map((e) => String((e as Error)?.message ?? e)).join('; ') });
+      },
     );
     if ((o.statsIntervalMs ?? 1000) > 0) {
       this.traffic = new TrafficReporter(
@@ -284,6 +298,7 @@ export class HostAgent extends EventEmitter<{
     await this.traffic?.stop();
     this.unsubscribe?.();
     this.stopTunnels?.();
+    this.stopDiagnoses?.();
     await this.connection?.close();
     await this.options.driver.close?.();
   }
@@ -572,6 +587,28 @@ export class HostAgent extends EventEmitter<{
       this.logger.warn('reading the listening sockets failed', { error: (err as Error).message });
       return null;
     }
+  }
+
+  /**
+   * Answers one forward diagnosis request with the driver's `diagnoseForward` against the state
+   * applied last (or why there is none: a driver without it, nothing applied yet, a failure).
+   */
+  private async diagnose(request: DiagnosisRequest): Promise<void> {
+    const driver = this.options.driver;
+    const desired = this.last?.desired;
+    const answer: ReportPortForwardDiagnosisInput = { hostId: this.state.hostId!, requestId: request.requestId };
+    if (!driver.diagnoseForward) answer.error = `the ${driver.id} driver cannot diagnose forwards`;
+    else if (!desired) answer.error = 'nothing is applied on this host yet';
+    else {
+      try {
+        const d = await driver.diagnoseForward(this.ctx(desired), { desired, forwardId: request.portForwardId, sourceAddress: request.sourceAddress });
+        answer.verdict = d.verdict;
+        answer.findings = d.findings.slice(0, MAX_DIAGNOSIS_FINDINGS).map((f) => ({ ...f, detail: reportText(f.detail) || f.verdict }));
+      } catch (err) {
+        answer.error = reportText(`diagnosing failed: ${(err as Error).message}`);
+      }
+    }
+    this.report(REPORT_DIAGNOSIS_MUTATION, answer);
   }
 
   /** Sends the host's status (see `report`). */

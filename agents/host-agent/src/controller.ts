@@ -11,7 +11,14 @@
  * connection, and each new attempt gives up after `handshakeTimeoutMs` (5 s) instead of waiting for
  * the kernel's SYN retries (minutes), so the agent is back within one backoff of the cut healing.
  */
-import { DESIRED_STATE_SUBSCRIPTION, TUNNEL_REQUESTS_SUBSCRIPTION, type DesiredStateEvent, type TunnelRequest } from '@gatehouse/agent-protocol';
+import {
+  DESIRED_STATE_SUBSCRIPTION,
+  DIAGNOSIS_REQUESTS_SUBSCRIPTION,
+  TUNNEL_REQUESTS_SUBSCRIPTION,
+  type DesiredStateEvent,
+  type DiagnosisRequest,
+  type TunnelRequest,
+} from '@gatehouse/agent-protocol';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -169,6 +176,21 @@ export class ControllerConnection {
         next: (result) => {
           if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));
           else if (result.data) onRequest(result.data.hostTunnelRequests);
+        },
+        error: onError,
+        complete: () => undefined,
+      },
+    );
+  }
+
+  /** Subscribes to the forward diagnoses the controller asks for. */
+  diagnosisRequests(hostId: string, onRequest: (request: DiagnosisRequest) => void, onError: (error: unknown) => void): () => void {
+    return this.client.subscribe<{ hostDiagnosisRequests: DiagnosisRequest }>(
+      { query: DIAGNOSIS_REQUESTS_SUBSCRIPTION, variables: { hostId } },
+      {
+        next: (result) => {
+          if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));
+          else if (result.data) onRequest(result.data.hostDiagnosisRequests);
         },
         error: onError,
         complete: () => undefined,

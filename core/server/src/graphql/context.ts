@@ -24,6 +24,7 @@ import { SshAccessService } from '../services/ssh-access-service.js';
 import { SshKeyService } from '../services/ssh-key-service.js';
 import { TerminalService } from '../services/terminal-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
+import { DiagnosisBroker } from '../services/diagnosis-broker.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 import { TrafficHistory } from '../traffic/traffic-history.js';
@@ -53,6 +54,7 @@ export interface Services {
   terminals: TerminalService;
   /** Tunnel streams through host agents (one per container: a singleton). */
   tunnels: TunnelBroker;
+  diagnoses: DiagnosisBroker;
   /** Agents' traffic reports. */
   trafficIngest: TrafficIngest;
   /** Stored traffic: history curves and billing periods. */
@@ -105,6 +107,7 @@ export function resolveServices(container: DependencyContainer): Services {
     sshAccess: container.resolve(SshAccessService),
     terminals: container.resolve(TerminalService),
     tunnels: container.resolve(TunnelBroker),
+    diagnoses: container.resolve(DiagnosisBroker),
     trafficIngest: container.resolve(TrafficIngest),
     trafficHistory: container.resolve(TrafficHistory),
     trafficQuota: container.resolve(TrafficQuota),
