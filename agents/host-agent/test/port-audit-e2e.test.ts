@@ -4,7 +4,7 @@
  * listener shows in `Host.listeningPorts` with its process; a forward on its port is refused with
  * PORT_CONFLICT naming the process (create, update and CSV import); a forward made before a
  * service started listening on its port gets `hostPortWarning` once the agent reports the service,
- * and loses it when the service stops.
+ * and loses it when the service stops. The same agent answers forward diagnoses through its driver.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -143,4 +143,32 @@ it('warns on a forward whose port a service started listening on later, and stop
     child.kill();
   });
   expect(await until(async () => (await warning()) === null, 20_000)).toBe(true);
+}, 60_000);
+
+it("answers diagnosePortForward through its driver, or says its driver cannot diagnose (the agent's side of the protocol)", async () => {
+  const made = (await api(CREATE, { input: { instanceId, protocol: 'TCP', hostPort: String(await freePort()), targetPort: '8081' } })).createPortForward;
+  const id = made.portForward.id as string;
+  const DIAG = `mutation ($input: DiagnosePortForwardInput!) { diagnosePortForward(input: $input) { __typename ... on DiagnosePortForwardPayload { diagnosis { portForwardId verdict findings { check severity verdict detail } } } ${ERR} } }`;
+  // the scripted driver has no diagnoseForward: the agent says so, the caller gets it typed
+  const refused = (await api(DIAG, { input: { portForwardId: id } })).diagnosePortForward;
+  expect(refused).toMatchObject({ __typename: 'CapabilityNotSupportedError', field: 'input.portForwardId' });
+  expect(refused.message).toContain('the scripted driver cannot diagnose forwards');
+  // a driver that diagnoses: it gets the state the agent applied (with the forward once applied) and the source address
+  const seen: { forwardId: string; sourceAddress?: string | null; applied: boolean }[] = [];
+  (agent as unknown as { options: { driver: ScriptedDriver & { diagnoseForward?: unknown } } }).options.driver.diagnoseForward = async (
+    _ctx: unknown,
+    input: { desired: { instances: { portForwards: { id: string }[] }[] }; forwardId: string; sourceAddress?: string | null },
+  ) => {
+    const applied = input.desired.instances.some((i) => i.portForwards.some((f) => f.id === input.forwardId));
+    seen.push({ forwardId: input.forwardId, sourceAddress: input.sourceAddress, applied });
+    return applied
+      ? { forwardId: input.forwardId, verdict: 'OK', findings: [{ check: 'forward', severity: 'PASS', verdict: 'OK', detail: 'in the applied state' }] }
+      : { forwardId: input.forwardId, verdict: 'NOT_APPLIED', findings: [{ check: 'forward', severity: 'FAULT', verdict: 'NOT_APPLIED', detail: 'not applied yet' }] };
+  };
+  const answered = await until(async () => {
+    const r = (await api(DIAG, { input: { portForwardId: id, sourceAddress: '203.0.113.4' } })).diagnosePortForward;
+    return r.diagnosis?.verdict === 'OK' ? r : undefined;
+  }, 20_000);
+  expect(answered.diagnosis).toEqual({ portForwardId: id, verdict: 'OK', findings: [{ check: 'forward', severity: 'PASS', verdict: 'OK', detail: 'in the applied state' }] });
+  expect(seen.at(-1)).toEqual({ forwardId: id, sourceAddress: '203.0.113.4', applied: true });
 }, 60_000);
