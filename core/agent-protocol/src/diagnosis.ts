@@ -4,7 +4,7 @@
  * driver's `diagnoseForward` against the state it applied and answers with
  * `reportPortForwardDiagnosis` (the diagnosis, or why it could not make one).
  */
-import type { FindingSeverity, ForwardVerdict } from '@gatehouse/sdk';
+import type { ForwardFinding, ForwardVerdict } from '@gatehouse/sdk';
 
 /** One diagnosis the controller wants. */
 export interface DiagnosisRequest {
@@ -15,16 +15,8 @@ export interface DiagnosisRequest {
   sourceAddress: string | null;
 }
 
-/** A finding as it travels (enums in upper case, as GraphQL has them). */
-export interface WireForwardFinding {
-  check: string;
-  severity: FindingSeverity;
-  verdict: ForwardVerdict;
-  detail: string;
-  rule?: string | null;
-  objectId?: string | null;
-  packets?: number | null;
-}
+/** A finding as it travels: the SDK's `ForwardFinding` (its enums are the GraphQL ones). */
+export type WireForwardFinding = ForwardFinding;
 
 /** Variables of `reportPortForwardDiagnosis` (`input`). */
 export interface ReportPortForwardDiagnosisInput {
