@@ -19,6 +19,8 @@ import {
   sortObservation,
   toDriverError,
   validateDesiredState,
+  type DiagnoseForwardInput,
+  type ForwardDiagnosis,
   type ApplyResult,
   type DesiredInstance,
   type DesiredPortForward,
@@ -35,6 +37,7 @@ import {
   type StatsResult,
 } from '@gatehouse/sdk';
 import { Dataplane } from './dataplane.js';
+import { diagnoseForward, type DiagnosisContext } from './diagnose.js';
 import { nicCounters, observeShaping, shapingDifferences, shapingFor, type NicPlacement } from './nics.js';
 import { applyShaping, type ShapingSpec } from './tc.js';
 
@@ -246,6 +249,27 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
       forwards = [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter, epoch: counters.forwardEpoch }));
     }
     return { nics: input.desired && parts.has('nics') ? await this.nicStats(ctx, input.desired) : [], forwards };
+  }
+
+  /**
+   * The forward diagnosis (diagnose.ts) on this host, with what the backend says of the target
+   * instance: stopped (`discover`'s `running: false`, found by external id, else name) or its NICs
+   * not on the host (`locateNics`).
+   */
+  async diagnoseForward(ctx: DriverContext, input: DiagnoseForwardInput): Promise<ForwardDiagnosis> {
+    const instance = input.desired.instances.find((i) => i.portForwards.some((f) => f.id === input.forwardId));
+    const context: DiagnosisContext = {};
+    if (instance) {
+      const discovered = await this.discover(ctx, {}).then(
+        (d) => d.instances,
+        () => [],
+      );
+      const seen = discovered.find((d) => (instance.externalId ? d.externalId === instance.externalId : d.name === instance.name));
+      if (seen?.running !== undefined) context.instanceRunning = seen.running;
+      const places = await this.locateNics(ctx, { ...input.desired, instances: [instance] }).catch(() => undefined);
+      if (places !== undefined) context.nicsOnHost = places.some((p) => p.instanceId === instance.id);
+    }
+    return diagnoseForward(this.host, input.desired, input.forwardId, input.sourceAddress, context);
   }
 
   /** Removes one instance's table entries and what `releaseHost` takes back; succeeds when already gone. */

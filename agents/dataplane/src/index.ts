@@ -9,3 +9,4 @@ export { TABLE } from './render.js';
 export { deleteLink, hostPeer, linkCidrs, listLinks, removeOrphanIfbs, setAlias, type Link } from './links.js';
 export { nicCounters, shapingFor, type NicPlacement } from './nics.js';
 export { applyShaping, ifbName, readShaping, removeShaping, shapingStats, type ShapingSpec, type ShapingStats } from './tc.js';
+export { cidrContains, diagnoseForward, type DiagnosisContext } from './diagnose.js';

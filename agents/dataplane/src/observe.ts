@@ -34,6 +34,8 @@ function parseFirewallRule(expr: Obj[], direction: 'inbound' | 'outbound'): Obse
   let verdict = false;
   for (const statement of expr) {
     const [kind, body] = Object.entries(statement)[0] as [string, Obj | null];
+    // a refusing rule's counter (its diagnosis evidence) says nothing about what it matches
+    if (kind === 'counter') continue;
     if (kind in ACTIONS) {
       rule.action = ACTIONS[kind]!;
       verdict = true;
@@ -115,10 +117,10 @@ export function observeListing(listing: readonly Obj[]): { forwards: ObservedFor
     const fw = firewalls.get(instanceId) ?? { instanceId, inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [], unrecognized: 0 };
     firewalls.set(instanceId, fw);
     const parsed = rules.map((expr) => parseFirewallRule(expr, direction));
-    // the last rule is the policy: a bare verdict
+    // the last rule is the policy: a bare verdict (counted when it refuses)
     const policy = parsed.at(-1);
     const isPolicy =
-      policy && policy.protocol === 'all' && !policy.sourceCidr && !policy.destinationCidr && policy.ports.length === 0 && rules.at(-1)!.length === 1;
+      policy && policy.protocol === 'all' && !policy.sourceCidr && !policy.destinationCidr && policy.ports.length === 0 && rules.at(-1)!.filter((st) => !('counter' in st)).length === 1;
     if (isPolicy) {
       if (direction === 'inbound') fw.inboundPolicy = policy.action;
       else fw.outboundPolicy = policy.action;

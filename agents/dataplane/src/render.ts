@@ -236,7 +236,8 @@ function forwardSourceRules(state: DesiredState): NftCommand[] {
         const expr = [...match];
         // no prefix of this family in the list: nobody of this family may connect
         if (allowed.length > 0) expr.push({ match: { op: '!=', left: { payload: { protocol, field: 'saddr' } }, right: { set: allowed } } });
-        expr.push({ drop: null });
+        // counted: the forward's diagnosis names what the allow-list dropped
+        expr.push({ counter: null }, { drop: null });
         commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr } } });
       }
     }
@@ -420,6 +421,8 @@ function ruleExpr(rule: Rule): NftCommand[] {
   }
   if (rule.sourceCidr) expr.push(cidrMatch(rule.sourceCidr, 'saddr'));
   if (rule.destinationCidr) expr.push(cidrMatch(rule.destinationCidr, 'daddr'));
+  // a refusing rule counts what it refused (the forward's diagnosis names the rule and its counter)
+  if (rule.action !== 'allow') expr.push({ counter: null });
   expr.push(rule.action === 'reject' && rule.protocol === 'tcp' ? TCP_RESET : VERDICT[rule.action]);
   return expr;
 }
@@ -458,7 +461,7 @@ function firewall(state: DesiredState, instanceCounters: boolean): NftCommand[] 
         commands.push({ add: { rule: { ...TABLE, chain, expr: ruleExpr(rule) } } });
       }
       const policy = direction === 'in' ? instance.firewall.inboundPolicy : instance.firewall.outboundPolicy;
-      commands.push({ add: { rule: { ...TABLE, chain, expr: [VERDICT[policy]] } } });
+      commands.push({ add: { rule: { ...TABLE, chain, expr: policy === 'allow' ? [VERDICT[policy]] : [{ counter: null }, VERDICT[policy]] } } });
       const dispatched = filters(instance, direction);
       for (const family of [4, 6] as const) {
         for (const address of instanceAddresses(instance, family)) {

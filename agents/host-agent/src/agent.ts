@@ -35,13 +35,17 @@ import { EventEmitter } from 'node:events';
 import {
   AGENT_HOST_QUERY,
   REPORT_HOST_STATUS_MUTATION,
+  REPORT_DIAGNOSIS_MUTATION,
   REPORT_OBJECT_STATUS_MUTATION,
+  MAX_DIAGNOSIS_FINDINGS,
   STATUS_OBJECT_TYPES,
   applyDesiredStatePatch,
   type AgentStartSource,
   type DesiredStateEvent,
-  type DiscoveredInstanceInput,
+  type DiagnosisRequest,
+  type ListeningSocketInput,
   type ReportHostStatusInput,
+  type ReportPortForwardDiagnosisInput,
   type WireObjectStatus,
 } from '@gatehouse/agent-protocol';
 import {
@@ -64,6 +68,7 @@ import { ControllerConnection, type AgentLogger, type TokenRefusedError } from '
 import { serveTunnels, type TunnelOptions } from './tunnel.js';
 import { StateCache, StateCacheRefusedError } from './state-cache.js';
 import { TrafficReporter } from './traffic-reporter.js';
+import { readListeningSockets, type ListeningSocketOptions } from './listening-sockets.js';
 
 export interface HostAgentOptions {
   /** The controller's URL, or the URLs of its replicas (tried in turn when a connection is lost). */
@@ -90,6 +95,8 @@ export interface HostAgentOptions {
   stateDir?: string;
   /** How often traffic counters are read and reported (default 1,000 ms; 0: never). */
   statsIntervalMs?: number;
+  /** The port audit: the host's listening sockets are reported with each discovery (default on; false: never). */
+  portAudit?: false | ListeningSocketOptions;
 }
 
 /** Where the agent's first desired state came from in this run: its cache (applied before connecting) or the controller. */
@@ -164,6 +171,7 @@ export class HostAgent extends EventEmitter<{
   /** Failed subscriptions in a row (reset by a message). */
   private resubscribes = 0;
   private traffic: TrafficReporter | undefined;
+  private stopDiagnoses: (() => void) | undefined;
 
   constructor(private readonly options: HostAgentOptions) {
     super();
@@ -215,6 +223,15 @@ export class HostAgent extends EventEmitter<{
       hostId,
       { ...o.tunnel, controllerUrl: () => this.connection!.url, token: o.token, logger: this.logger },
       () => this.received,
+    );
+    this.stopDiagnoses = this.connection.diagnosisRequests(
+      hostId,
+      (request) => void this.diagnose(request),
+      (error) => {
+        // a controller before forward diagnosis does not know the subscription: nothing to retry
+        const errors = Array.isArray(error) ? error : [error];
+        this.logger.warn('the controller does not take forward diagnoses from this agent', { error: errors.map((e) => String((e as Error)?.message ?? e)).join('; ') });
+      },
     );
     if ((o.statsIntervalMs ?? 1000) > 0) {
       this.traffic = new TrafficReporter(
@@ -281,6 +298,7 @@ export class HostAgent extends EventEmitter<{
     await this.traffic?.stop();
     this.unsubscribe?.();
     this.stopTunnels?.();
+    this.stopDiagnoses?.();
     await this.connection?.close();
     await this.options.driver.close?.();
   }
@@ -533,29 +551,64 @@ export class HostAgent extends EventEmitter<{
       driftDetected: drift,
     };
     const discovered = await this.discoverIfDue();
-    if (discovered) input.discoveredInstances = discovered;
+    if (discovered) Object.assign(input, discovered);
     this.reportHost(input);
   }
 
   /**
-   * The host's instances as the controller takes them, when `discoverIntervalMs` has passed since
-   * the last discovery (undefined otherwise, or when the backend cannot be asked).
+   * The host's instances as the controller takes them, and its listening sockets (the port
+   * audit), when `discoverIntervalMs` has passed since the last discovery (undefined otherwise, or
+   * when the backend cannot be asked).
    */
-  private async discoverIfDue(): Promise<DiscoveredInstanceInput[] | undefined> {
+  private async discoverIfDue(): Promise<Pick<ReportHostStatusInput, 'discoveredInstances' | 'listeningSockets'> | undefined> {
     if (Date.now() - this.lastDiscoveredAt < (this.options.discoverIntervalMs ?? 60_000)) return undefined;
     try {
       const { instances } = await this.options.driver.discover(this.ctx(), {});
       this.lastDiscoveredAt = Date.now();
-      return instances.slice(0, 1000).map((i) => ({
+      const discoveredInstances = instances.slice(0, 1000).map((i) => ({
         externalId: i.externalId,
         name: i.name,
         running: i.running,
         nics: i.nics.slice(0, 64).map((n) => ({ name: n.name, ...(n.mac ? { mac: n.mac } : {}), addresses: n.addresses.slice(0, 64) })),
       }));
+      return { discoveredInstances, listeningSockets: await this.listeningSockets() };
     } catch (err) {
       this.logger.warn('discovering instances failed', { error: (err as Error).message });
       return undefined;
     }
+  }
+
+  /** The host's listening sockets; null (unchanged) when switched off or unreadable. */
+  private async listeningSockets(): Promise<ListeningSocketInput[] | null> {
+    if (this.options.portAudit === false) return null;
+    try {
+      return await readListeningSockets(this.options.portAudit);
+    } catch (err) {
+      this.logger.warn('reading the listening sockets failed', { error: (err as Error).message });
+      return null;
+    }
+  }
+
+  /**
+   * Answers one forward diagnosis request with the driver's `diagnoseForward` against the state
+   * applied last (or why there is none: a driver without it, nothing applied yet, a failure).
+   */
+  private async diagnose(request: DiagnosisRequest): Promise<void> {
+    const driver = this.options.driver;
+    const desired = this.last?.desired;
+    const answer: ReportPortForwardDiagnosisInput = { hostId: this.state.hostId!, requestId: request.requestId };
+    if (!driver.diagnoseForward) answer.error = `the ${driver.id} driver cannot diagnose forwards`;
+    else if (!desired) answer.error = 'nothing is applied on this host yet';
+    else {
+      try {
+        const d = await driver.diagnoseForward(this.ctx(desired), { desired, forwardId: request.portForwardId, sourceAddress: request.sourceAddress });
+        answer.verdict = d.verdict;
+        answer.findings = d.findings.slice(0, MAX_DIAGNOSIS_FINDINGS).map((f) => ({ ...f, detail: reportText(f.detail) || f.verdict }));
+      } catch (err) {
+        answer.error = reportText(`diagnosing failed: ${(err as Error).message}`);
+      }
+    }
+    this.report(REPORT_DIAGNOSIS_MUTATION, answer);
   }
 
   /** Sends the host's status (see `report`). */
@@ -585,7 +638,7 @@ export class HostAgent extends EventEmitter<{
       this.reportHost({
         ...this.hostReport(),
         error: this.state.lastError === null ? null : reportText(this.state.lastError),
-        discoveredInstances: discovered,
+        ...discovered,
       });
     }
     const thorough = this.polls++ % (this.options.thoroughEvery ?? 15) === 0;

@@ -11,7 +11,14 @@
  * connection, and each new attempt gives up after `handshakeTimeoutMs` (5 s) instead of waiting for
  * the kernel's SYN retries (minutes), so the agent is back within one backoff of the cut healing.
  */
-import { DESIRED_STATE_SUBSCRIPTION, TUNNEL_REQUESTS_SUBSCRIPTION, type DesiredStateEvent, type TunnelRequest } from '@gatehouse/agent-protocol';
+import {
+  DESIRED_STATE_SUBSCRIPTION,
+  DIAGNOSIS_REQUESTS_SUBSCRIPTION,
+  TUNNEL_REQUESTS_SUBSCRIPTION,
+  type DesiredStateEvent,
+  type DiagnosisRequest,
+  type TunnelRequest,
+} from '@gatehouse/agent-protocol';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -146,14 +153,14 @@ export class ControllerConnection {
     this.options.onRefused?.(new TokenRefusedError(reason));
   }
 
-  /** Subscribes to the host's desired state; `onDocument` gets the full document, then a patch per revision. */
-  desiredState(hostId: string, onDocument: (event: DesiredStateEvent) => void, onError: (error: unknown) => void): () => void {
-    return this.client.subscribe<{ hostDesiredStateChanges: DesiredStateEvent }>(
-      { query: DESIRED_STATE_SUBSCRIPTION, variables: { hostId } },
+  /** Subscribes to one field's events: `onItem` gets each value of `field`, `onError` GraphQL and transport errors. */
+  private subscribeTo<T>(query: string, variables: Record<string, unknown>, field: string, onItem: (item: T) => void, onError: (error: unknown) => void): () => void {
+    return this.client.subscribe<Record<string, T>>(
+      { query, variables },
       {
         next: (result) => {
           if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));
-          else if (result.data) onDocument(result.data.hostDesiredStateChanges);
+          else if (result.data) onItem(result.data[field]!);
         },
         error: onError,
         complete: () => undefined,
@@ -161,19 +168,19 @@ export class ControllerConnection {
     );
   }
 
+  /** Subscribes to the host's desired state; `onDocument` gets the full document, then a patch per revision. */
+  desiredState(hostId: string, onDocument: (event: DesiredStateEvent) => void, onError: (error: unknown) => void): () => void {
+    return this.subscribeTo(DESIRED_STATE_SUBSCRIPTION, { hostId }, 'hostDesiredStateChanges', onDocument, onError);
+  }
+
   /** Subscribes to the tunnel streams the controller asks for, declaring the target ports this agent allows. */
   tunnelRequests(hostId: string, ports: readonly number[], onRequest: (request: TunnelRequest) => void, onError: (error: unknown) => void): () => void {
-    return this.client.subscribe<{ hostTunnelRequests: TunnelRequest }>(
-      { query: TUNNEL_REQUESTS_SUBSCRIPTION, variables: { hostId, ports } },
-      {
-        next: (result) => {
-          if (result.errors?.length) onError(new Error(result.errors.map((e) => e.message).join('; ')));
-          else if (result.data) onRequest(result.data.hostTunnelRequests);
-        },
-        error: onError,
-        complete: () => undefined,
-      },
-    );
+    return this.subscribeTo(TUNNEL_REQUESTS_SUBSCRIPTION, { hostId, ports }, 'hostTunnelRequests', onRequest, onError);
+  }
+
+  /** Subscribes to the forward diagnoses the controller asks for. */
+  diagnosisRequests(hostId: string, onRequest: (request: DiagnosisRequest) => void, onError: (error: unknown) => void): () => void {
+    return this.subscribeTo(DIAGNOSIS_REQUESTS_SUBSCRIPTION, { hostId }, 'hostDiagnosisRequests', onRequest, onError);
   }
 
   /** Runs a query or mutation over the connection (waits for it to be up). */

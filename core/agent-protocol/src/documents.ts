@@ -25,6 +25,16 @@ export const TUNNEL_REQUESTS_SUBSCRIPTION = `subscription TunnelRequests($hostId
 /** Raw traffic counters, once per interval. Variables: `{ input: ReportTrafficInput }`. */
 export const REPORT_TRAFFIC_MUTATION = `mutation ReportTraffic($input: ReportTrafficInput!) { reportTraffic(input: $input) { __typename ... on ReportTrafficPayload { outcome { counted rejected { field message } } } ... on Error { message } } }`;
 
+/**
+ * The forward diagnoses the controller asks the host's agent for (`DiagnosisRequest`s). Variables:
+ * `{ hostId }`. An agent holding this subscription answers each with `REPORT_DIAGNOSIS_MUTATION`;
+ * the controller tells a caller whose host's agent does not hold it that the agent cannot diagnose.
+ */
+export const DIAGNOSIS_REQUESTS_SUBSCRIPTION = `subscription DiagnosisRequests($hostId: ID!) { hostDiagnosisRequests(hostId: $hostId) { requestId portForwardId sourceAddress } }`;
+
+/** The answer to one diagnosis request. Variables: `{ input: ReportPortForwardDiagnosisInput }`. */
+export const REPORT_DIAGNOSIS_MUTATION = `mutation ReportPortForwardDiagnosis($input: ReportPortForwardDiagnosisInput!) { reportPortForwardDiagnosis(input: $input) { __typename ... on Error { message } } }`;
+
 /** Every document of the protocol, by name (what the controller's tests validate). */
 export const AGENT_DOCUMENTS = {
   AGENT_HOST_QUERY,
@@ -33,4 +43,6 @@ export const AGENT_DOCUMENTS = {
   REPORT_HOST_STATUS_MUTATION,
   TUNNEL_REQUESTS_SUBSCRIPTION,
   REPORT_TRAFFIC_MUTATION,
+  DIAGNOSIS_REQUESTS_SUBSCRIPTION,
+  REPORT_DIAGNOSIS_MUTATION,
 } as const;

@@ -12,3 +12,4 @@ export {
   type DesiredStatePatch,
 } from './patch.js';
 export * from './tunnel.js';
+export * from './diagnosis.js';

@@ -76,6 +76,32 @@ export interface ReportHostStatusInput {
   startedFrom?: AgentStartSource | null;
   /** With CACHE: the cached revision the agent applied at start. */
   cachedRevision?: number | null;
+  /**
+   * The host's listening sockets (sent with each discovery); null/absent: unchanged (also agents
+   * before the port audit); an empty list: none.
+   */
+  listeningSockets?: readonly ListeningSocketInput[] | null;
+}
+
+/** Transport protocols of a listening socket, as they travel. */
+export const LISTENING_PROTOCOLS = ['TCP', 'UDP'] as const;
+
+/** Most listening sockets one report may carry. */
+export const MAX_LISTENING_SOCKETS = 4096;
+
+/**
+ * A socket listening on the agent's host (TCP in LISTEN, or a UDP socket bound to a port and
+ * connected to no peer), read from /proc/net: what a forward on the same port would shadow.
+ */
+export interface ListeningSocketInput {
+  protocol: (typeof LISTENING_PROTOCOLS)[number];
+  /** The bound address, canonical (`0.0.0.0` and `::` for every address). */
+  address: string;
+  port: number;
+  /** The owning process's name (`/proc/<pid>/comm`) when readable; null when not. */
+  process?: string | null;
+  /** Its process id when readable. */
+  pid?: number | null;
 }
 
 /** Where an agent's run got its first desired state, as it travels. */

@@ -7,6 +7,7 @@
  */
 import type { DesiredState, FirewallAction, PortRange } from './desired-state.js';
 import { DriverIncompatibleError, type DriverErrorInfo } from './errors.js';
+import type { DiagnoseForwardInput, ForwardDiagnosis } from './diagnosis.js';
 
 /** The contract's version. A plugin declares the version it was built for; the agent refuses others. */
 export const DRIVER_API_VERSION = 1;
@@ -202,6 +203,11 @@ export interface NetworkDriver {
   release(ctx: DriverContext, input: { instanceId: string }): Promise<{ released: boolean }>;
   /** Removes Gatehouse-owned leftovers of instances not in `validInstanceIds`, and nothing else. */
   gc(ctx: DriverContext, input: { validInstanceIds: readonly string[] }): Promise<{ removedInstanceIds: string[] }>;
+  /**
+   * Optional: why connections to one forward of the applied state may fail, checked on the host
+   * (diagnosis.ts). Agents whose driver lacks it answer a diagnosis request with an error.
+   */
+  diagnoseForward?(ctx: DriverContext, input: DiagnoseForwardInput): Promise<ForwardDiagnosis>;
   /** Frees the driver's resources (connections, timers). */
   close?(): Promise<void>;
 }

@@ -2,6 +2,7 @@
 export { CoalescingRunner } from './coalescing-runner.js';
 export * from './desired-state.js';
 export * from './driver.js';
+export * from './diagnosis.js';
 export * from './errors.js';
 export { CommandError, run, type ExecTarget } from './exec.js';
 export * from './observed.js';

@@ -30,6 +30,7 @@ import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-
 import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
 import { TunnelBroker } from './tunnel/tunnel-broker.js';
+import { DiagnosisBroker } from './services/diagnosis-broker.js';
 import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';
 import { SshAccessService } from './services/ssh-access-service.js';
 import { SshKeyService } from './services/ssh-key-service.js';
@@ -135,6 +136,7 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   // failed sign-ins are counted per controller, across requests
   child.registerInstance(SignInLimiter, new SignInLimiter());
   child.registerSingleton(TunnelBroker);
+  child.registerSingleton(DiagnosisBroker);
   // whether the web terminal runs is known once the jump server has started
   child.registerSingleton(TerminalService);
   child.registerSingleton(TerminalRecordingService);
@@ -510,6 +512,7 @@ export async function startController(options: ControllerOptions): Promise<Contr
       await terminal?.close();
       await ssh?.close();
       tunnels.close();
+      container.resolve(DiagnosisBroker).close();
       await wsHandle.dispose();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       // ended agent subscriptions mark their agents offline before the store goes away

@@ -102,6 +102,14 @@ const DRIVEN_ELSEWHERE: Record<string, Record<string, { file: string; expects: s
   // a forward created on a planned port while the import's staged rows are written
   importPortForwards: { ConflictError: { file: './staged-import.test.ts', expects: "toMatchObject({ code: 'CONFLICT', field: 'input.csv' })" } },
   // the sixth attempt after five failures
+  // an agent online without the diagnosis subscription; an answer with a request id the controller never gave
+  diagnosePortForward: {
+    CapabilityNotSupportedError: {
+      file: './port-forward-diagnosis.test.ts',
+      expects: "toMatchObject({ __typename: 'CapabilityNotSupportedError', code: 'CAPABILITY_NOT_SUPPORTED', field: 'input.portForwardId' })",
+    },
+  },
+  reportPortForwardDiagnosis: { NotFoundError: { file: './port-forward-diagnosis.test.ts', expects: "toMatchObject({ code: 'NOT_FOUND', field: 'input.requestId' })" } },
   signIn: { RateLimitedError: { file: './sessions.test.ts', expects: "toMatchObject({ __typename: 'RateLimitedError', code: 'RATE_LIMITED', field: 'input.username' })" } },
 };
 
@@ -291,6 +299,16 @@ const CASES: Record<string, Record<string, (w: World) => Request>> = {
     QuotaExceededError: (w) => ({ client: w.small, input: { portForwardId: w.smallForwardId, protocol: 'BOTH' } }),
     PortConflictError: (w) => ({ client: w.tenant, input: { portForwardId: w.forwardId, hostPort: '2400' } }),
     CapabilityNotSupportedError: (w) => ({ client: w.tenant, input: { portForwardId: w.capsForwardId, protocol: 'UDP' } }),
+  },
+  diagnosePortForward: {
+    ValidationError: (w) => ({ client: w.tenant, input: { portForwardId: w.forwardId, sourceAddress: 'not-an-address' } }),
+    NotFoundError: (w) => ({ client: w.tenant, input: { portForwardId: MISSING } }),
+    // no agent is connected in this world
+    ConflictError: (w) => ({ client: w.tenant, input: { portForwardId: w.forwardId } }),
+  },
+  reportPortForwardDiagnosis: {
+    ValidationError: () => ({ input: { hostId: BAD_ID, requestId: 'x' } }),
+    ForbiddenError: (w) => ({ input: { hostId: w.hostId, requestId: 'x' } }),
   },
   deletePortForward: {
     ValidationError: () => ({ input: { portForwardId: BAD_ID } }),

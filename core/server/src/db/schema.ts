@@ -555,6 +555,17 @@ export const proxyDomainTemplates = pgTable('proxy_domain_templates', {
 });
 
 /** An instance as a host agent discovered it on its host (the backend's view, not Gatehouse's). */
+/** A socket listening on a host, as its agent reported it (the port audit). */
+export interface ListeningSocketJson {
+  protocol: 'TCP' | 'UDP';
+  /** Canonical; `0.0.0.0` or `::` for every address. */
+  address: string;
+  port: number;
+  /** The process holding it, when the agent could read it. */
+  process: string | null;
+  pid: number | null;
+}
+
 export interface DiscoveredInstanceJson {
   /** The backend's own id (container id, VMID, moref, namespace name). */
   externalId: string;
@@ -592,6 +603,9 @@ export const hostAgents = pgTable('host_agents', {
   startedFrom: text('started_from').$type<AgentStartSource>(),
   /** With 'CACHE': the revision the agent applied from its cache at start. */
   cachedRevision: bigint('cached_revision', { mode: 'number' }),
+  /** The port audit: the host's listening sockets as the agent last read them; null until an agent reports them. */
+  listeningSockets: jsonb('listening_sockets').$type<ListeningSocketJson[]>(),
+  listeningSocketsAt: timestamp('listening_sockets_at', { withTimezone: true, mode: 'date' }),
 });
 
 /**

@@ -12,7 +12,7 @@ import { AuditService } from '../services/audit-service.js';
 import { BandwidthService } from '../services/bandwidth-service.js';
 import { DesiredStateService } from '../services/desired-state-service.js';
 import { FirewallService } from '../services/firewall-service.js';
-import { HostAgentService, type HostAgentStatus } from '../services/host-agent-service.js';
+import { HostAgentService, type HostAgentStatus, type HostPortAudit } from '../services/host-agent-service.js';
 import { HostService } from '../services/host-service.js';
 import { InstanceService, type Nic } from '../services/instance-service.js';
 import { ObjectStatusService } from '../services/object-status-service.js';
@@ -25,6 +25,7 @@ import { SshKeyService } from '../services/ssh-key-service.js';
 import { TerminalRecordingService } from '../services/terminal-recording-service.js';
 import { TerminalService } from '../services/terminal-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
+import { DiagnosisBroker } from '../services/diagnosis-broker.js';
 import { UserService } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 import { TrafficHistory } from '../traffic/traffic-history.js';
@@ -56,6 +57,7 @@ export interface Services {
   terminalRecordings: TerminalRecordingService;
   /** Tunnel streams through host agents (one per container: a singleton). */
   tunnels: TunnelBroker;
+  diagnoses: DiagnosisBroker;
   /** Agents' traffic reports. */
   trafficIngest: TrafficIngest;
   /** Stored traffic: history curves and billing periods. */
@@ -84,6 +86,7 @@ export interface Loaders {
   addressesOfNic: DataLoader<string, Allocation[]>;
   pool: DataLoader<string, Pool | undefined>;
   hostAgent: DataLoader<string, HostAgentStatus>;
+  portAudit: DataLoader<string, HostPortAudit>;
 }
 
 /** Resolves the services from the container. */
@@ -108,6 +111,7 @@ export function resolveServices(container: DependencyContainer): Services {
     terminals: container.resolve(TerminalService),
     terminalRecordings: container.resolve(TerminalRecordingService),
     tunnels: container.resolve(TunnelBroker),
+    diagnoses: container.resolve(DiagnosisBroker),
     trafficIngest: container.resolve(TrafficIngest),
     trafficHistory: container.resolve(TrafficHistory),
     trafficQuota: container.resolve(TrafficQuota),
@@ -132,6 +136,7 @@ export function createLoaders(services: Services): Loaders {
     addressesOfNic: new DataLoader(async (ids) => groupBy(ids, await services.pools.addressesOfNics(ids), (a) => a.nicId)),
     pool: new DataLoader(async (ids) => groupBy(ids, await services.pools.getMany(ids), (p) => p.id).map((g) => g[0])),
     hostAgent: new DataLoader((ids) => services.hostAgents.statuses(ids)),
+    portAudit: new DataLoader((ids) => services.hostAgents.portAudits(ids)),
   };
 }
 

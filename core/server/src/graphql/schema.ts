@@ -11,6 +11,7 @@ import './schema/drivers.js';
 import './schema/pools.js';
 import './schema/instances.js';
 import './schema/port-forwards.js';
+import './schema/port-forward-diagnosis.js';
 import './schema/firewall.js';
 import './schema/bandwidth.js';
 import './schema/web-proxies.js';

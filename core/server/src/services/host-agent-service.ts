@@ -33,7 +33,9 @@ import {
   portForwards,
   type DiscoveredInstanceJson,
   type HostDriverJson,
+  type ListeningSocketJson,
 } from '../db/schema.js';
+import { validListeningSockets } from './port-audit.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../support/errors.js';
 import type { EventBus } from '../events/event-bus.js';
 import { newId } from '../support/ids.js';
@@ -48,6 +50,12 @@ import type { ChangeObjectType, ObjectStatusChange } from '../events/event-paylo
 
 /** Production values: refreshed every 10 s, offline 30 s after the last refresh. */
 export const DEFAULT_AGENT_PRESENCE: AgentPresenceOptions = { heartbeatMs: 10_000, offlineAfterMs: 30_000 };
+
+/** What the port audit knows of a host. */
+export interface HostPortAudit {
+  publicAddresses: string[];
+  sockets: ListeningSocketJson[] | null;
+}
 
 /** A host agent's status as admins see it. */
 export interface HostAgentStatus {
@@ -71,6 +79,9 @@ export interface HostAgentStatus {
   startedFrom: AgentStartSource | null;
   /** With CACHE: the revision applied from the agent's cache at start. */
   cachedRevision: number | null;
+  /** The host's listening sockets (the port audit); null until the agent reports them. */
+  listeningSockets: ListeningSocketJson[] | null;
+  listeningSocketsAt: Date | null;
   /** While online: milliseconds until the freshest subscription ages out, when watchers look again. */
   freshForMs: number | null;
 }
@@ -232,6 +243,8 @@ function emptyStatus(hostId: string): HostAgentStatus {
     driftRepairs: 0,
     startedFrom: null,
     cachedRevision: null,
+    listeningSockets: null,
+    listeningSocketsAt: null,
     freshForMs: null,
   };
 }
@@ -284,6 +297,7 @@ export class HostAgentService {
     const drift = input.driftDetected === true;
     const driver = input.driver == null ? null : validDriverReport('input.driver', input.driver);
     const start = validStart(input);
+    const listening = input.listeningSockets == null ? null : validListeningSockets('input.listeningSockets', input.listeningSockets);
 
     let failed: ObjectStatusChange[] = [];
     const accepted = await this.db.transaction(async (tx) => {
@@ -317,6 +331,7 @@ export class HostAgentService {
           agentVersion: input.agentVersion,
           pluginId: input.pluginId,
           ...(discovered !== null ? { discoveredInstances: discovered, discoveredAt: sql`now()` } : {}),
+          ...(listening !== null ? { listeningSockets: listening, listeningSocketsAt: sql`now()` } : {}),
           ...(drift ? { lastDriftAt: sql`now()`, driftRepairs: sql`${hostAgents.driftRepairs} + 1` } : {}),
           ...start,
         })
@@ -379,6 +394,18 @@ export class HostAgentService {
       await tx.update(table).set({ status: 'failed', statusError: change.error }).where(eq(table.id, change.objectId));
     }
     return changes;
+  }
+
+  /** Per host in the order given: its public addresses and listening sockets (null: never reported), for the port audit's warnings (no authorization). */
+  async portAudits(hostIds: readonly string[]): Promise<HostPortAudit[]> {
+    const ids = [...new Set(hostIds)];
+    const rows = await this.db
+      .select({ hostId: hosts.id, publicAddresses: hosts.publicAddresses, sockets: hostAgents.listeningSockets })
+      .from(hosts)
+      .leftJoin(hostAgents, eq(hostAgents.hostId, hosts.id))
+      .where(inArray(hosts.id, ids));
+    const of = new Map(rows.map((r) => [r.hostId, { publicAddresses: r.publicAddresses, sockets: r.sockets ?? null }]));
+    return hostIds.map((id) => of.get(id) ?? { publicAddresses: [], sockets: null });
   }
 
   /** Agent statuses of hosts in the order given (no authorization: callers check `mayActForHostAgent`). */

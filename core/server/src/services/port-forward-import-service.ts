@@ -20,12 +20,13 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import { csvCell, csvCellValue, csvRecords, type CsvRecord, type CsvSyntaxError } from '../support/csv.js';
 import { WorkBudget } from '../support/work-budget.js';
 import { sharesOneConnection, type Database, type Executor } from '../db/database.js';
-import { auditLog, forwardIsVisible, hosts, instances, ipAllocations, nics, portForwardImports, portForwards, users } from '../db/schema.js';
+import { auditLog, forwardIsVisible, hosts, instances, ipAllocations, nics, portForwardImports, portForwards, users, type ListeningSocketJson } from '../db/schema.js';
 import { ConflictError, GatehouseError, NotFoundError, ValidationError, postgresErrorOf } from '../support/errors.js';
 import { newId } from '../support/ids.js';
 import type { Host } from './host-service.js';
 import { controllerAddressCheck } from '../net/controller-addresses.js';
 import { formatIp, parseIp } from '../net/ip.js';
+import { hostListeningSockets, listeningClash, listeningText } from './port-audit.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, type PortRange } from '../support/validate.js';
 import type { AuditEntry } from '../events/event-payloads.js';
@@ -521,10 +522,11 @@ export class PortForwardImportService {
     const names = new Map(
       (await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
     );
+    const listening = await hostListeningSockets(db, hostId);
     const rows: ImportRow[] = file.errors.map((e) => ({ row: e.line, action: 'invalid' as const, reason: e.problem, column: null, forward: null }));
     const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
     for (const rec of file.records) {
-      rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names));
+      rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening));
       await budget.tick();
     }
     rows.sort((a, b) => a.row - b.row);
@@ -655,6 +657,7 @@ export class PortForwardImportService {
     targets: Map<string, (ForwardTarget & { controller: boolean })[]>,
     index: PortIndex,
     names: Map<string, string>,
+    listening: ListeningSocketJson[] | null,
   ): ImportRow {
     const row = rec.line;
     const invalid = (column: string | null, reason: string): ImportRow => ({ row, action: 'invalid', reason, column, forward: null });
@@ -730,6 +733,12 @@ export class PortForwardImportService {
             ? `${where} is held by another import that is being written`
             : `${where} is already forwarded to ${isAdmin(actor) || f.ownerId === actor.userId ? `${names.get(f.instanceId) ?? f.instanceId} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant'}`;
       return { row, action: 'conflict', reason, column: 'host_port', forward: null };
+    }
+    // the port audit: a service on the host listens there (an unchanged row above stays unchanged, with its warning)
+    const service = listeningClash(listening, host.publicAddresses, { protocol: placed.protocol, hostAddress: placed.hostAddress, ports });
+    if (service) {
+      const where = `${portRangeText(ports)}/${placed.protocol} on host "${host.name}"`;
+      return { row, action: 'conflict', reason: `${where} is in use on the host: ${listeningText(service)}`, column: 'host_port', forward: null };
     }
     index.add({ ...forward, row });
     return { row, action: 'create', reason: null, column: null, forward };

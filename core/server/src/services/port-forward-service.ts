@@ -11,7 +11,7 @@ import { and, asc, count, eq, gt, inArray, ne, sql, type SQL } from 'drizzle-orm
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { forwardIsVisible, instances, portForwardImports, portForwards } from '../db/schema.js';
+import { forwardIsVisible, instances, portForwardImports, portForwards, type ListeningSocketJson } from '../db/schema.js';
 import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, postgresErrorOf } from '../support/errors.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, type PortRange } from '../support/validate.js';
@@ -19,6 +19,7 @@ import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import type { Host } from './host-service.js';
 import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
+import { hostListeningSockets, listeningClash, listeningRanges, listeningText, type ForwardClaim } from './port-audit.js';
 import {
   forwardRow,
   heldPorts,
@@ -93,6 +94,12 @@ export const COMMON_PORTS: readonly { service: string; port: number; protocol: F
 
 const inputField: FieldNamer = (field) => `input.${field}`;
 
+/** PORT_CONFLICT naming the process when a service on the host listens on a port the forward would take (the port audit). */
+function checkNotListening(listening: ListeningSocketJson[] | null, host: Host, claim: ForwardClaim): void {
+  const clash = listeningClash(listening, host.publicAddresses, claim);
+  if (clash) throw new PortConflictError('input.hostPort', portRangeText(claim.ports), `/${claim.protocol} on host "${host.name}" is in use on the host: ${listeningText(clash)}`);
+}
+
 /** The SQL condition "overlaps these keys" on port_forwards (the exclusion constraint's test, without ports). */
 function overlapCondition(hostId: string, keys: OverlapKeys): SQL {
   return and(
@@ -130,14 +137,17 @@ export class PortForwardService {
       const placed = placeForward(input, host, target, inputField, !isAdmin(actor));
       await this.checkQuota(tx, owner, { forwards: 1, ports: heldPorts(placed.protocol, placed.targetPorts) }, 'input.instanceId', instance.id);
       const overlapping = overlapCondition(host.id, placed);
+      const listening = await hostListeningSockets(tx, host.id);
       let hostPorts: PortRange;
       if (placed.hostPorts) {
         hostPorts = placed.hostPorts;
         await this.checkFree(tx, actor, host, hostPorts, placed.protocol, overlapping);
+        checkNotListening(listening, host, { protocol: placed.protocol, hostAddress: placed.hostAddress, ports: hostPorts });
       } else {
         const length = placed.targetPorts.end - placed.targetPorts.start;
         const used = await tx.select({ start: portForwards.hostPortStart, end: portForwards.hostPortEnd }).from(portForwards).where(overlapping);
-        const free = lowestFreeBlock(host, length, used);
+        // ports a host service listens on are not free either
+        const free = lowestFreeBlock(host, length, [...used, ...listeningRanges(listening, host.publicAddresses, placed)]);
         if (!free) {
           throw new ConflictError(
             'input.hostPort',
@@ -200,6 +210,7 @@ export class PortForwardService {
       const heldBefore = heldPorts(before.protocol, { start: before.hostPortStart, end: before.hostPortEnd });
       if (held > heldBefore) await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
       await this.checkFree(tx, actor, host, hostPorts, placed.protocol, and(overlapCondition(host.id, placed), ne(portForwards.id, id))!);
+      checkNotListening(await hostListeningSockets(tx, host.id), host, { protocol: placed.protocol, hostAddress: placed.hostAddress, ports: hostPorts });
       const { id: _id, createdAt: _createdAt, importId: _importId, ...changes } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
       let after: PortForward | undefined;
       try {

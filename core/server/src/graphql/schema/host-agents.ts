@@ -1,6 +1,6 @@
 /** Host agents: their status on each host (`Host.agent`), their own reports about themselves, and the live feed of changes for admins. */
 import type { ReportHostStatusInput as ReportHostStatusWire } from '@gatehouse/agent-protocol';
-import type { DiscoveredInstanceJson } from '../../db/schema.js';
+import type { DiscoveredInstanceJson, ListeningSocketJson } from '../../db/schema.js';
 import { mayActForHostAgent, type HostAgentStatus } from '../../services/host-agent-service.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../../support/errors.js';
 import { builder } from '../builder.js';
@@ -187,6 +187,61 @@ const DriverReportInput = builder.inputType('DriverReportInput', {
   }),
 });
 
+const ListeningProtocolEnum = builder.enumType('ListeningProtocol', {
+  description: 'The transport protocol of a listening socket.',
+  values: { TCP: { value: 'TCP', description: 'A TCP socket in LISTEN.' }, UDP: { value: 'UDP', description: 'A UDP socket bound to a port, connected to no peer.' } } as const,
+});
+
+const ListeningSocketInput = builder.inputType('ListeningSocketInput', {
+  description: 'A socket listening on the host, as the agent read it from /proc/net (the port audit).',
+  fields: (t) => ({
+    protocol: t.field({ type: ListeningProtocolEnum, required: true, description: 'TCP or UDP.' }),
+    address: t.string({ required: true, description: 'The bound address; "0.0.0.0" or "::" for every address.' }),
+    port: t.int({ required: true, description: 'The port, 1-65535.' }),
+    process: t.string({ description: "The owning process's name (1-64 characters) when the agent could read it." }),
+    pid: t.int({ description: 'Its process id, when readable.' }),
+  }),
+});
+
+const ListeningPortRef = builder.objectRef<ListeningSocketJson>('ListeningPort').implement({
+  description: 'A port a service on the host itself listens on (the port audit): forwards on it are refused with PORT_CONFLICT.',
+  fields: (t) => ({
+    protocol: t.field({ type: ListeningProtocolEnum, description: 'TCP or UDP.', resolve: (s) => s.protocol }),
+    address: t.exposeString('address', { description: 'The bound address; "0.0.0.0" or "::": every address of the host.' }),
+    port: t.exposeInt('port', { description: 'The port.' }),
+    process: t.exposeString('process', { nullable: true, description: 'The process name (e.g. "sshd"); null when the agent could not read it.' }),
+    pid: t.exposeInt('pid', { nullable: true, description: 'Its process id; null when unreadable.' }),
+  }),
+});
+
+builder.objectFields(HostRef, (t) => ({
+  listeningPorts: t.field({
+    type: [ListeningPortRef],
+    nullable: true,
+    description:
+      "The ports services on the host listen on, as its agent last reported them with its discovery (the port audit); null until an agent reports them. Admins and the host's AGENT token.",
+    resolve: async (host, _a, ctx) => {
+      const actor = requireActor(ctx, { allowAgent: true });
+      if (!mayActForHostAgent(actor, host.id)) {
+        throw new ForbiddenError(`Host.listeningPorts of host ${host.id} is for admins and that host's agent token`, 'hostId', host.id);
+      }
+      return (await ctx.loaders.hostAgent.load(host.id)).listeningSockets;
+    },
+  }),
+  listeningPortsAt: t.field({
+    type: 'DateTime',
+    nullable: true,
+    description: 'When the agent last reported the listening ports; null until it did. Admins and the host\'s AGENT token.',
+    resolve: async (host, _a, ctx) => {
+      const actor = requireActor(ctx, { allowAgent: true });
+      if (!mayActForHostAgent(actor, host.id)) {
+        throw new ForbiddenError(`Host.listeningPortsAt of host ${host.id} is for admins and that host's agent token`, 'hostId', host.id);
+      }
+      return (await ctx.loaders.hostAgent.load(host.id)).listeningSocketsAt;
+    },
+  }),
+}));
+
 const ReportHostStatusInput = builder.inputType('ReportHostStatusInput', {
   description: "An agent's report about itself after an apply.",
   fields: (t) => ({
@@ -216,6 +271,10 @@ const ReportHostStatusInput = builder.inputType('ReportHostStatusInput', {
       description: "Where the agent's current run got its first desired state. Absent or null: unchanged.",
     }),
     cachedRevision: t.int({ description: 'With startedFrom CACHE (required then): the revision applied from the cache at start; null otherwise.' }),
+    listeningSockets: t.field({
+      type: [ListeningSocketInput],
+      description: "The host's listening sockets (at most 4096; Host.listeningPorts). Absent or null: unchanged (agents before the port audit); an empty list: none.",
+    }),
   }),
 });
 

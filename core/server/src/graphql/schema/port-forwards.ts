@@ -2,6 +2,7 @@
 import { CapabilityNotSupportedError, ConflictError, NotFoundError, PortConflictError, QuotaExceededError, ValidationError } from '../../support/errors.js';
 import type { ImportResult, ImportRow } from '../../services/port-forward-import-service.js';
 import { COMMON_PORTS, type PortForward } from '../../services/port-forward-service.js';
+import { listeningClash, listeningText } from '../../services/port-audit.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
@@ -86,6 +87,20 @@ export const PortForwardRef = builder.objectRef<PortForward>('PortForward').impl
     note: t.exposeString('note', { description: 'Free text, e.g. "SSH"; empty when none was given.' }),
     status: t.field({ type: ApplyStatusEnum, description: 'Whether the forward is in effect on the host.', resolve: (f) => f.status }),
     statusError: t.exposeString('statusError', { nullable: true, description: "FAILED: the driver's error; null otherwise." }),
+    hostPortWarning: t.string({
+      nullable: true,
+      description:
+        'Set when a service on the host now listens on a port of this forward (it started after the forward was made; the port audit refuses new ones): e.g. "sshd (pid 812) listens on 0.0.0.0:22/tcp". Connections to the forwarded addresses go to the instance, not to that service. Null: no clash known.',
+      resolve: async (f, _a, ctx) => {
+        const audit = await ctx.loaders.portAudit.load(f.hostId);
+        const clash = listeningClash(audit.sockets, audit.publicAddresses, {
+          protocol: f.protocol,
+          hostAddress: f.hostAddress,
+          ports: { start: f.hostPortStart, end: f.hostPortEnd },
+        });
+        return clash ? listeningText(clash) : null;
+      },
+    }),
     changedRevision: t.exposeInt('changedRevision', {
       description: "The host's desired revision in which this was created or last changed; status reports for older revisions do not apply to it.",
     }),
