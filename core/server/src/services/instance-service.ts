@@ -5,7 +5,7 @@
  * an instance reclaims its addresses in the same transaction.
  */
 import { checkNics } from '@gatehouse/sdk';
-import { and, asc, eq, gt, inArray } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
@@ -194,15 +194,19 @@ export class InstanceService {
     return this.db
       .select()
       .from(instances)
-      .where(
-        and(
-          isAdmin(actor) ? undefined : eq(instances.ownerId, actor.userId),
-          filter.hostId ? eq(instances.hostId, filter.hostId) : undefined,
-          page.after ? gt(instances.id, page.after) : undefined,
-        ),
-      )
+      .where(and(this.listed(actor, filter), page.after ? gt(instances.id, page.after) : undefined))
       .orderBy(asc(instances.id))
       .limit(page.limit);
+  }
+
+  /** How many instances `list` returns over all its pages (one count query). */
+  async count(actor: Actor, filter: { hostId?: string | null }): Promise<number> {
+    const [row] = await this.db.select({ n: count() }).from(instances).where(this.listed(actor, filter));
+    return row?.n ?? 0;
+  }
+
+  private listed(actor: Actor, filter: { hostId?: string | null }): SQL | undefined {
+    return and(isAdmin(actor) ? undefined : eq(instances.ownerId, actor.userId), filter.hostId ? eq(instances.hostId, filter.hostId) : undefined);
   }
 
   /** Whether the host's agent last discovered the instance running. */

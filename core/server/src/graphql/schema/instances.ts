@@ -12,7 +12,8 @@ import {
 import { builder } from '../builder.js';
 import { ApplyStatusEnum } from './apply-status.js';
 import { requireActor } from '../context.js';
-import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
+import { countedConnectionOf, countedPageTypes } from '../counted-connection.js';
+import { connectionComplexity, pageOf } from '../pagination.js';
 import type { Instance, Nic, NicWithAddresses } from '../../services/instance-service.js';
 import { HostRef } from './hosts.js';
 import { AddressFamilyEnum, IpAddressRef } from './pools.js';
@@ -78,10 +79,12 @@ builder.queryFields((t) => ({
       complexity: connectionComplexity,
       resolve: async (_r, args, ctx) => {
         const page = pageOf(args);
-        return connectionOf(await ctx.services.instances.list(requireActor(ctx), { hostId: args.hostId }, page), page);
+        const actor = requireActor(ctx);
+        const filter = { hostId: args.hostId };
+        return countedConnectionOf(await ctx.services.instances.list(actor, filter, page), page, () => ctx.services.instances.count(actor, filter));
       },
     },
-    ...pageTypes('instances'),
+    ...countedPageTypes('instances'),
   ),
 }));
 
