@@ -2,6 +2,7 @@
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
 import { FormError, SelectField, TextField } from '../components/form.js';
+import { Meter } from '../components/meter.js';
 import { Pager, useCursorPages } from '../components/pager.js';
 import { ErrorFields, graphql } from '../graphql.js';
 import { splitList } from '../text.js';
@@ -118,12 +119,9 @@ const UnreserveAddress = graphql(
 export function UtilisationBar({ name, utilisation }: { name: string; utilisation: { size: string; allocated: string; reserved: string; free: string } }) {
   const size = Number(utilisation.size);
   const used = Number(utilisation.allocated) + Number(utilisation.reserved);
-  const share = size > 0 ? used / size : 0;
   return (
     <div className="utilisation">
-      <div className="meter" role="meter" aria-label={`${name} used`} aria-valuemin={0} aria-valuemax={size} aria-valuenow={used}>
-        <span style={{ width: `${Math.min(share * 100, 100)}%` }} />
-      </div>
+      <Meter label={`${name} used`} value={used} max={size} />
       <small>
         {utilisation.allocated} allocated, {utilisation.reserved} reserved, {utilisation.free} free of {utilisation.size}
       </small>

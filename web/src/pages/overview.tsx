@@ -30,35 +30,14 @@ const OverviewQuery = graphql(`
         hasNextPage
       }
     }
-    instances(first: 500) {
-      edges {
-        node {
-          id
-        }
-      }
-      pageInfo {
-        hasNextPage
-      }
+    instances(first: 0) {
+      totalCount
     }
-    portForwards(first: 500) {
-      edges {
-        node {
-          id
-        }
-      }
-      pageInfo {
-        hasNextPage
-      }
+    portForwards(first: 0) {
+      totalCount
     }
-    webProxies(first: 500) {
-      edges {
-        node {
-          id
-        }
-      }
-      pageInfo {
-        hasNextPage
-      }
+    webProxies(first: 0) {
+      totalCount
     }
     ipPools(first: 50) {
       edges {
@@ -87,10 +66,9 @@ const AgentStatusChanged = graphql(`
   }
 `);
 
-/** "12", or "500+" when there are more than one page of ids. */
-function count(connection: { edges: unknown[]; pageInfo: { hasNextPage: boolean } } | undefined): string {
-  if (!connection) return '…';
-  return `${connection.edges.length}${connection.pageInfo.hasNextPage ? '+' : ''}`;
+/** The exact number (the connection's count query), "…" while loading. */
+function count(connection: { totalCount: number } | undefined): string {
+  return connection ? connection.totalCount.toLocaleString('en') : '…';
 }
 
 /** The Overview page. */
