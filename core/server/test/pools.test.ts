@@ -390,6 +390,20 @@ describe.each(backends)('IP pools on $name', (backend) => {
       expect(aliceAudit.data!.auditLog.edges.every((e: { node: { ownerId: string } }) => e.node.ownerId === alice.id)).toBe(true);
     });
 
+    it("names each allocated address's instance and, for admins, its owner; a tenant sees only its own", async () => {
+      const pools = await ctx.api.admin(`{ ipPools(first: 100) { edges { node { id name } } } }`);
+      const poolId = pools.data!.ipPools.edges.find((e: { node: { name: string } }) => e.node.name === 'tenants').node.id;
+      const entries = await ctx.api.admin(
+        `query($id: ID!) { ipPool(id: $id) { entries(first: 50, kinds: [ALLOCATED]) { edges { node { address nicId instance { name owner { name } } } } } } }`,
+        { id: poolId },
+      );
+      const held = entries.data!.ipPool.entries.edges.map((e: { node: unknown }) => e.node);
+      expect(held.length).toBeGreaterThan(0);
+      for (const entry of held) expect(entry).toMatchObject({ nicId: aliceVm.nics[0]!.id, instance: { name: 'alice-vm', owner: { name: 'alice' } } });
+      const mine = await alice.client(`query($id: ID!) { instance(id: $id) { nics { addresses { instance { name } } } } }`, { id: aliceVm.id });
+      expect(mine.data!.instance.nics[0].addresses[0].instance).toEqual({ name: 'alice-vm' });
+    });
+
     it('lets an owner manage NICs of their own instance', async () => {
       const added = await addNic(alice.client, { instanceId: aliceVm.id, network: 'br-t', allocate: [] });
       expect(added.added.nic.name).toBe('eth1');

@@ -14,7 +14,7 @@ import { DesiredStateService } from '../services/desired-state-service.js';
 import { FirewallService } from '../services/firewall-service.js';
 import { HostAgentService, type HostAgentStatus } from '../services/host-agent-service.js';
 import { HostService } from '../services/host-service.js';
-import { InstanceService, type Nic } from '../services/instance-service.js';
+import { InstanceService, type Instance, type Nic } from '../services/instance-service.js';
 import { ObjectStatusService } from '../services/object-status-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
@@ -81,6 +81,8 @@ export interface Loaders {
   addressesOfNic: DataLoader<string, Allocation[]>;
   pool: DataLoader<string, Pool | undefined>;
   hostAgent: DataLoader<string, HostAgentStatus>;
+  /** A NIC's instance (whoever owns it: the field resolving it checks the caller). */
+  instanceOfNic: DataLoader<string, Instance | undefined>;
 }
 
 /** Resolves the services from the container. */
@@ -128,6 +130,10 @@ export function createLoaders(services: Services): Loaders {
     addressesOfNic: new DataLoader(async (ids) => groupBy(ids, await services.pools.addressesOfNics(ids), (a) => a.nicId)),
     pool: new DataLoader(async (ids) => groupBy(ids, await services.pools.getMany(ids), (p) => p.id).map((g) => g[0])),
     hostAgent: new DataLoader((ids) => services.hostAgents.statuses(ids)),
+    instanceOfNic: new DataLoader(async (ids) => {
+      const byNic = new Map((await services.instances.ofNics(ids)).map((row) => [row.nicId, row.instance]));
+      return ids.map((id) => byNic.get(id));
+    }),
   };
 }
 

@@ -216,6 +216,16 @@ export class InstanceService {
     return agent?.discovered.some((d) => d.externalId === instance.externalId && d.running === true) ?? false;
   }
 
+  /** The instances holding these NICs, each with the NIC's id (a NIC of no instance is absent). */
+  async ofNics(nicIds: readonly string[]): Promise<{ nicId: string; instance: Instance }[]> {
+    if (nicIds.length === 0) return [];
+    return this.db
+      .select({ nicId: nics.id, instance: instances })
+      .from(nics)
+      .innerJoin(instances, eq(instances.id, nics.instanceId))
+      .where(inArray(nics.id, [...nicIds]));
+  }
+
   /** NICs of instances, in creation order. */
   async nicsOf(instanceIds: readonly string[]): Promise<Nic[]> {
     if (instanceIds.length === 0) return [];

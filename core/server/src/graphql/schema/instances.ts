@@ -9,6 +9,7 @@ import {
   QuotaExceededError,
   ValidationError,
 } from '../../support/errors.js';
+import { isAdmin } from '../../auth/actor.js';
 import { builder } from '../builder.js';
 import { ApplyStatusEnum } from './apply-status.js';
 import { requireActor } from '../context.js';
@@ -62,6 +63,20 @@ InstanceRef.implement({
     createdAt: t.expose('createdAt', { type: 'DateTime', description: 'When the instance was registered.' }),
   }),
 });
+
+// declared here, not in pools.ts: instances.ts already imports pools.ts
+builder.objectField(IpAddressRef, 'instance', (t) =>
+  t.field({
+    type: InstanceRef,
+    nullable: true,
+    description: 'The instance whose NIC holds it (ALLOCATED), with its name and owner; null for reservations and when it is not yours.',
+    resolve: async (a, _x, ctx) => {
+      const actor = requireActor(ctx);
+      const instance = a.nicId ? await ctx.loaders.instanceOfNic.load(a.nicId) : undefined;
+      return instance && (isAdmin(actor) || instance.ownerId === actor.userId) ? instance : null;
+    },
+  }),
+);
 
 builder.queryFields((t) => ({
   instance: t.field({
