@@ -24,7 +24,7 @@ import { SshAccessService } from '../services/ssh-access-service.js';
 import { SshKeyService } from '../services/ssh-key-service.js';
 import { TerminalService } from '../services/terminal-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
-import { UserService } from '../services/user-service.js';
+import { UserService, type User } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 import { TrafficHistory } from '../traffic/traffic-history.js';
 import { TrafficQuota } from '../traffic/traffic-quota.js';
@@ -83,6 +83,8 @@ export interface Loaders {
   hostAgent: DataLoader<string, HostAgentStatus>;
   /** A NIC's instance (whoever owns it: the field resolving it checks the caller). */
   instanceOfNic: DataLoader<string, Instance | undefined>;
+  /** A user by id (whoever it is: the field resolving it checks the caller). */
+  user: DataLoader<string, User | undefined>;
 }
 
 /** Resolves the services from the container. */
@@ -133,6 +135,10 @@ export function createLoaders(services: Services): Loaders {
     instanceOfNic: new DataLoader(async (ids) => {
       const byNic = new Map((await services.instances.ofNics(ids)).map((row) => [row.nicId, row.instance]));
       return ids.map((id) => byNic.get(id));
+    }),
+    user: new DataLoader(async (ids) => {
+      const byId = new Map((await services.users.getMany(ids)).map((u) => [u.id, u]));
+      return ids.map((id) => byId.get(id));
     }),
   };
 }
