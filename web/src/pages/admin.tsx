@@ -356,7 +356,7 @@ function Hosts() {
           }}
         />
       )}
-      <p className="hint">An agent token for a host: Users → Tokens of an admin, scope “agent”, with the host id.</p>
+      <p className="hint">An agent token for a host: Users → Tokens of an admin, scope “agent”, then choose the host.</p>
     </>
   );
 }

@@ -13,12 +13,25 @@ const AuditEntryFields = graphql(`
     objectType
     objectId
     actorUserId
+    actor {
+      id
+      name
+    }
     tokenId
     requestId
     before
     after
   }
 `);
+
+// work the controller does on its own is recorded with the all-zero user id
+const SYSTEM_USER_ID = '00000000-0000-0000-0000-000000000000';
+
+/** Who made a change: the user's name, "system", or "another user" when the caller may not see who. */
+function actorName(entry: { actorUserId: string | null; actor: { name: string } | null }): string {
+  if (entry.actor) return entry.actor.name;
+  return !entry.actorUserId || entry.actorUserId === SYSTEM_USER_ID ? 'system' : 'another user';
+}
 
 const AuditLogQuery = graphql(
   `
@@ -129,7 +142,7 @@ export function AuditLogPage() {
                 </td>
                 <td>
                   <small>
-                    {e.actorUserId ? `user ${e.actorUserId.slice(0, 8)}` : 'system'}
+                    <span className="actor">{actorName(e)}</span>
                     {e.tokenId ? ` · token ${e.tokenId.slice(0, 8)}` : ''}
                     <br />
                     <span className="hint">request {e.requestId}</span>

@@ -5,6 +5,7 @@ import { FormError, SelectField, TextField } from '../components/form.js';
 import { Meter } from '../components/meter.js';
 import { Pager, useCursorPages } from '../components/pager.js';
 import { ErrorFields, graphql } from '../graphql.js';
+import { Link } from '../router.js';
 import { splitList } from '../text.js';
 import { useFormMutation } from '../use-form-mutation.js';
 
@@ -54,6 +55,14 @@ const PoolEntriesQuery = graphql(`
             address
             kind
             nicId
+            instance {
+              id
+              name
+              owner {
+                id
+                name
+              }
+            }
             note
             createdAt
           }
@@ -292,7 +301,15 @@ function PoolAddresses({ poolId, name, onChanged }: { poolId: string; name: stri
               <td>{a.address}</td>
               <td>
                 {a.kind.toLowerCase()}
-                {a.nicId && <small className="hint"> · NIC {a.nicId}</small>}
+                {a.instance ? (
+                  <>
+                    {' · '}
+                    <Link href={`/instances/${a.instance.id}`}>{a.instance.name}</Link>
+                    {a.instance.owner && <small className="hint"> ({a.instance.owner.name})</small>}
+                  </>
+                ) : (
+                  a.nicId && <small className="hint"> · NIC {a.nicId}</small>
+                )}
               </td>
               <td>{a.note}</td>
               <td>

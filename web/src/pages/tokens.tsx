@@ -81,6 +81,20 @@ const RevokeToken = graphql(
   [ErrorFields],
 );
 
+// an agent token is bound to one host: the admin picks it by name
+const HostChoicesQuery = graphql(`
+  query TokenHostChoices {
+    hosts(first: 500) {
+      edges {
+        node {
+          id
+          name
+        }
+      }
+    }
+  }
+`);
+
 const date = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString() : '—');
 
 /** The tokens of `userId` (an admin managing a user), or of the signed-in user. */
@@ -93,10 +107,13 @@ export function TokenManager({ userId, isAdmin }: { userId?: string; isAdmin: bo
   const [created, setCreated] = useState<{ name: string; secret: string }>();
   const [state, submit] = useFormMutation(CreateToken, ['name', 'scope', 'hostId']);
   const [revoke, submitRevoke] = useFormMutation(RevokeToken, []);
+  const [hostChoices] = useQuery({ query: HostChoicesQuery, pause: !isAdmin });
+  const hosts = hostChoices.data?.hosts.edges.map((e) => e.node) ?? [];
+  const hostName = new Map(hosts.map((h) => [h.id, h.name]));
   const create = async (event: FormEvent) => {
     event.preventDefault();
     const payload = await submit({
-      input: { name: form.name.trim(), scope: form.scope, hostId: form.scope === 'AGENT' ? form.hostId.trim() : null, userId: userId ?? null },
+      input: { name: form.name.trim(), scope: form.scope, hostId: form.scope === 'AGENT' ? form.hostId : null, userId: userId ?? null },
     });
     if (payload) {
       setCreated({ name: payload.created.token.name, secret: payload.created.secret });
@@ -127,6 +144,7 @@ export function TokenManager({ userId, isAdmin }: { userId?: string; isAdmin: bo
                 <td>{t.name}</td>
                 <td>
                   {t.kind.toLowerCase()} · {t.scope.toLowerCase()}
+                  {t.hostId && <small className="hint"> · host {hostName.get(t.hostId) ?? t.hostId}</small>}
                 </td>
                 <td>
                   <code>{t.prefix}…</code>
@@ -189,13 +207,21 @@ export function TokenManager({ userId, isAdmin }: { userId?: string; isAdmin: bo
             </SelectField>
           )}
           {form.scope === 'AGENT' && (
-            <TextField
-              label="Host id"
+            <SelectField
+              label="Host"
               name="hostId"
               errors={state.errors}
               value={form.hostId}
               onChange={(e) => setForm((f) => ({ ...f, hostId: e.target.value }))}
-            />
+              hint={hostChoices.fetching ? 'Loading hosts…' : hosts.length === 0 ? 'No host yet: add one first.' : undefined}
+            >
+              <option value="">Choose a host</option>
+              {hosts.map((h) => (
+                <option key={h.id} value={h.id}>
+                  {h.name}
+                </option>
+              ))}
+            </SelectField>
           )}
         </div>
         <div className="form-actions">

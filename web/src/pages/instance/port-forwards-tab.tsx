@@ -127,16 +127,20 @@ export function PortForwardsTab({ instance }: TabProps) {
   const [{ data, error }, reexecute] = useQuery({ query: ForwardsQuery, variables: { id: instance.id, ...pages.variables } });
   const refresh = () => reexecute({ requestPolicy: 'network-only' });
   const forget = useForgetStatus();
-  const [form, setForm] = useState({ protocol: 'TCP' as Protocol, hostPort: '', targetAddress: '', targetPort: '', sourceCidrs: '', note: '' });
+  const [form, setForm] = useState({ preset: '', protocol: 'TCP' as Protocol, hostPort: '', targetAddress: '', targetPort: '', sourceCidrs: '', note: '' });
   const [create, submitCreate] = useFormMutation(CreateForward, FORM_FIELDS);
   const [remove, submitDelete] = useFormMutation(DeleteForward, []);
   const addresses = instance.nics.flatMap((n) => n.addresses.map((a) => a.address));
   const set = (name: keyof typeof form) => (event: { target: { value: string } }) => setForm((f) => ({ ...f, [name]: event.target.value }));
 
   const applyPreset = (value: string) => {
-    const preset = data?.commonPorts.find((p) => `${p.service}` === value);
-    if (preset) setForm((f) => ({ ...f, targetPort: String(preset.port), protocol: preset.protocol, note: f.note || preset.service }));
+    const preset = data?.commonPorts.find((p) => p.service === value);
+    if (preset) setForm((f) => ({ ...f, preset: value, targetPort: String(preset.port), protocol: preset.protocol, note: f.note || preset.service }));
+    else setForm((f) => ({ ...f, preset: '' }));
   };
+  // the select names a preset only while the form still holds its port and protocol (edited by hand or cleared after a create: Custom)
+  const chosen = data?.commonPorts.find((p) => p.service === form.preset);
+  const presetShown = chosen && String(chosen.port) === form.targetPort.trim() && chosen.protocol === form.protocol ? form.preset : '';
 
   const add = async (event: FormEvent) => {
     event.preventDefault();
@@ -153,7 +157,7 @@ export function PortForwardsTab({ instance }: TabProps) {
     });
     if (payload) {
       forget(payload.portForward.id);
-      setForm((f) => ({ ...f, hostPort: '', targetPort: '', sourceCidrs: '', note: '' }));
+      setForm((f) => ({ ...f, preset: '', hostPort: '', targetPort: '', sourceCidrs: '', note: '' }));
       refresh();
     }
   };
@@ -221,7 +225,7 @@ export function PortForwardsTab({ instance }: TabProps) {
         <h2 id="add-forward-title">Add port forward</h2>
         <FormError errors={create.errors} />
         <div className="form-grid">
-          <SelectField label="Preset" name="preset" errors={create.errors} defaultValue="" onChange={(e) => applyPreset(e.target.value)}>
+          <SelectField label="Preset" name="preset" errors={create.errors} value={presetShown} onChange={(e) => applyPreset(e.target.value)}>
             <option value="">Custom</option>
             {data?.commonPorts.map((p) => (
               <option key={p.service} value={p.service}>
