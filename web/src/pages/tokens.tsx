@@ -1,6 +1,7 @@
 /** API tokens of a user: listed with their use, revoked, and created — the secret is shown once, right after. */
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
+import { DataTable } from '../components/data-table.js';
 import { FormError, SelectField, TextField } from '../components/form.js';
 import { ErrorFields, graphql } from '../graphql.js';
 import { useFormMutation } from '../use-form-mutation.js';
@@ -124,50 +125,34 @@ export function TokenManager({ userId, isAdmin }: { userId?: string; isAdmin: bo
   return (
     <div>
       <FormError errors={revoke.errors} />
-      <div className="table-wrap">
-        <table aria-label="API tokens">
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Kind</th>
-              <th scope="col">Prefix</th>
-              <th scope="col">Last used</th>
-              <th scope="col">Expires / revoked</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {tokens.map((t) => (
-              <tr key={t.id} className={t.revokedAt ? 'disabled' : undefined}>
-                <td>{t.name}</td>
-                <td>
-                  {t.kind.toLowerCase()} · {t.scope.toLowerCase()}
-                  {t.hostId && <small className="hint"> · host {hostName.get(t.hostId) ?? t.hostId}</small>}
-                </td>
-                <td>
-                  <code>{t.prefix}…</code>
-                </td>
-                <td>{date(t.lastUsedAt)}</td>
-                <td>{t.revokedAt ? `revoked ${date(t.revokedAt)}` : date(t.expiresAt)}</td>
-                <td>
-                  {!t.revokedAt && (
-                    <button
-                      type="button"
-                      className="danger"
-                      aria-label={`Revoke ${t.name}`}
-                      onClick={async () => (await submitRevoke({ input: { tokenId: t.id } })) && refresh()}
-                    >
-                      Revoke
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="API tokens" columns={['Name', 'Kind', 'Prefix', 'Last used', 'Expires / revoked']} actions>
+        {tokens.map((t) => (
+          <tr key={t.id} className={t.revokedAt ? 'disabled' : undefined}>
+            <td>{t.name}</td>
+            <td>
+              {t.kind.toLowerCase()} · {t.scope.toLowerCase()}
+              {t.hostId && <small className="hint"> · host {hostName.get(t.hostId) ?? t.hostId}</small>}
+            </td>
+            <td>
+              <code>{t.prefix}…</code>
+            </td>
+            <td>{date(t.lastUsedAt)}</td>
+            <td>{t.revokedAt ? `revoked ${date(t.revokedAt)}` : date(t.expiresAt)}</td>
+            <td>
+              {!t.revokedAt && (
+                <button
+                  type="button"
+                  className="danger"
+                  aria-label={`Revoke ${t.name}`}
+                  onClick={async () => (await submitRevoke({ input: { tokenId: t.id } })) && refresh()}
+                >
+                  Revoke
+                </button>
+              )}
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       {created && (
         <div className="card secret" role="status">
           <p>

@@ -2,6 +2,7 @@
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
 import { CsvPlan, type PlanRow } from '../../components/csv-plan.js';
+import { DataTable } from '../../components/data-table.js';
 import { FormError, SelectField, TextAreaField, TextField } from '../../components/form.js';
 import { Pager, useCursorPages } from '../../components/pager.js';
 import { ErrorFields, graphql } from '../../graphql.js';
@@ -168,57 +169,40 @@ export function PortForwardsTab({ instance }: TabProps) {
       <h2>Port forwards</h2>
       {error && <p className="form-error">{error.message}</p>}
       <FormError errors={remove.errors} />
-      <div className="table-wrap">
-        <table aria-label="Port forwards">
-          <thead>
-            <tr>
-              <th scope="col">Protocol</th>
-              <th scope="col">Host port</th>
-              <th scope="col">Target</th>
-              <th scope="col">Sources</th>
-              <th scope="col">Note</th>
-              <th scope="col">Status</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((f) => (
-              <tr key={f.id} data-forward-id={f.id}>
-                <td>{f.protocol}</td>
-                <td>
-                  {f.hostAddress ? `${f.hostAddress}:` : ''}
-                  {rangeText(f.hostPorts)}
-                </td>
-                <td>
-                  {f.targetAddress}:{rangeText(f.targetPorts)}
-                </td>
-                <td>{f.sourceCidrs.join(', ') || 'any'}</td>
-                <td>{f.note}</td>
-                <td>
-                  <StatusBadge id={f.id} status={f.status} error={f.statusError} />
-                </td>
-                <td>
-                  <button
-                    type="button"
-                    className="danger"
-                    aria-label={`Delete forward ${rangeText(f.hostPorts)}/${f.protocol.toLowerCase()}`}
-                    onClick={async () => (await submitDelete({ input: { portForwardId: f.id } })) && refresh()}
-                  >
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-            {data && rows.length === 0 && (
-              <tr>
-                <td colSpan={7}>No port forwards yet.</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="Port forwards" columns={['Protocol', 'Host port', 'Target', 'Sources', 'Note', 'Status']} actions>
+        {rows.map((f) => (
+          <tr key={f.id} data-forward-id={f.id}>
+            <td>{f.protocol}</td>
+            <td>
+              {f.hostAddress ? `${f.hostAddress}:` : ''}
+              {rangeText(f.hostPorts)}
+            </td>
+            <td>
+              {f.targetAddress}:{rangeText(f.targetPorts)}
+            </td>
+            <td>{f.sourceCidrs.join(', ') || 'any'}</td>
+            <td>{f.note}</td>
+            <td>
+              <StatusBadge id={f.id} status={f.status} error={f.statusError} />
+            </td>
+            <td>
+              <button
+                type="button"
+                className="danger"
+                aria-label={`Delete forward ${rangeText(f.hostPorts)}/${f.protocol.toLowerCase()}`}
+                onClick={async () => (await submitDelete({ input: { portForwardId: f.id } })) && refresh()}
+              >
+                Delete
+              </button>
+            </td>
+          </tr>
+        ))}
+        {data && rows.length === 0 && (
+          <tr>
+            <td colSpan={7}>No port forwards yet.</td>
+          </tr>
+        )}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.portForwards.pageInfo} label="Port forwards" />
 
       <form className="card" onSubmit={add} aria-labelledby="add-forward-title" noValidate>
