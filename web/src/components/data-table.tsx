@@ -4,9 +4,22 @@ import type { ReactNode } from 'react';
 /**
  * `label` names the table for assistive technology (and the browser tests); `columns` are the
  * headers; `actions` adds a last column for row buttons, named only for screen readers; the
- * children are the body's rows.
+ * children are the body's rows; `empty`, when given (not false), is a row across every column
+ * saying the list has none.
  */
-export function DataTable({ label, columns, actions, children }: { label: string; columns: readonly string[]; actions?: boolean; children: ReactNode }) {
+export function DataTable({
+  label,
+  columns,
+  actions,
+  empty,
+  children,
+}: {
+  label: string;
+  columns: readonly string[];
+  actions?: boolean;
+  empty?: ReactNode;
+  children: ReactNode;
+}) {
   return (
     <div className="table-wrap">
       <table aria-label={label}>
@@ -24,7 +37,14 @@ export function DataTable({ label, columns, actions, children }: { label: string
             )}
           </tr>
         </thead>
-        <tbody>{children}</tbody>
+        <tbody>
+          {children}
+          {empty !== undefined && empty !== false && empty !== null && (
+            <tr>
+              <td colSpan={columns.length + (actions ? 1 : 0)}>{empty}</td>
+            </tr>
+          )}
+        </tbody>
       </table>
     </div>
   );

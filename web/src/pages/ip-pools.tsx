@@ -163,7 +163,7 @@ export function IpPoolsPage() {
     <section>
       <h1>IP pools</h1>
       {error && <p className="form-error">{error.message}</p>}
-      <DataTable label="IP pools" columns={['Pool', 'Network', 'Range', 'Utilisation']} actions>
+      <DataTable label="IP pools" columns={['Pool', 'Network', 'Range', 'Utilisation']} actions empty={data && pools.length === 0 && 'No pools yet.'}>
         {pools.map((p) => (
           <tr key={p.id}>
             <td>
@@ -196,11 +196,6 @@ export function IpPoolsPage() {
             </td>
           </tr>
         ))}
-        {data && pools.length === 0 && (
-          <tr>
-            <td colSpan={5}>No pools yet.</td>
-          </tr>
-        )}
       </DataTable>
       <Pager pages={pages} pageInfo={data?.ipPools.pageInfo} label="IP pools" />
       {editing && (
@@ -270,7 +265,12 @@ function PoolAddresses({ poolId, name, onChanged }: { poolId: string; name: stri
       <h2>Addresses of {name}</h2>
       {error && <p className="form-error">{error.message}</p>}
       <FormError errors={unreserve.errors} />
-      <DataTable label={`Addresses of ${name}`} columns={['Address', 'Use', 'Note']} actions>
+      <DataTable
+        label={`Addresses of ${name}`}
+        columns={['Address', 'Use', 'Note']}
+        actions
+        empty={data && entries.length === 0 && 'No address is in use or reserved.'}
+      >
         {entries.map((a) => (
           <tr key={a.id}>
             <td>{a.address}</td>
@@ -301,11 +301,6 @@ function PoolAddresses({ poolId, name, onChanged }: { poolId: string; name: stri
             </td>
           </tr>
         ))}
-        {data && entries.length === 0 && (
-          <tr>
-            <td colSpan={4}>No address is in use or reserved.</td>
-          </tr>
-        )}
       </DataTable>
       <Pager pages={pages} pageInfo={data?.ipPool?.entries.pageInfo} label={`Addresses of ${name}`} />
       <form onSubmit={add} aria-labelledby="reserve-title" noValidate>

@@ -106,7 +106,7 @@ export function OverviewPage() {
         </div>
       </dl>
       <h2>Hosts</h2>
-      <DataTable label="Hosts" columns={['Host', 'Agent', 'Applied revision', 'Drift repairs', 'Last error']}>
+      <DataTable label="Hosts" columns={['Host', 'Agent', 'Applied revision', 'Drift repairs', 'Last error']} empty={data && hosts.length === 0 && 'No hosts.'}>
         {hosts.map((h) => (
           <tr key={h.id} data-host-id={h.id}>
             <td>
@@ -126,11 +126,6 @@ export function OverviewPage() {
             <td>{h.agent.lastError && <span className="status-reason">{h.agent.lastError}</span>}</td>
           </tr>
         ))}
-        {data && hosts.length === 0 && (
-          <tr>
-            <td colSpan={5}>No hosts.</td>
-          </tr>
-        )}
       </DataTable>
       <Pager pages={pages} pageInfo={data?.hosts.pageInfo} label="Hosts" />
       <h2>Pools</h2>

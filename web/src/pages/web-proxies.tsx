@@ -250,7 +250,12 @@ export function WebProxiesPage() {
       {error && <p className="form-error">{error.message}</p>}
       <FormError errors={removal.errors} />
       <FormError errors={diagnosis.errors} />
-      <DataTable label="Web proxies" columns={['Domain', 'Target', 'TLS', 'Certificate', 'Target health', 'Requests', 'Status']} actions>
+      <DataTable
+        label="Web proxies"
+        columns={['Domain', 'Target', 'TLS', 'Certificate', 'Target health', 'Requests', 'Status']}
+        actions
+        empty={data && rows.length === 0 && 'No web proxies yet.'}
+      >
         {rows.map((p) => (
           <tr key={p.id} data-proxy-id={p.id}>
             <td>
@@ -285,11 +290,6 @@ export function WebProxiesPage() {
             </td>
           </tr>
         ))}
-        {data && rows.length === 0 && (
-          <tr>
-            <td colSpan={8}>No web proxies yet.</td>
-          </tr>
-        )}
       </DataTable>
       <Pager pages={pages} pageInfo={data?.webProxies.pageInfo} label="Web proxies" />
       <CreateProxyForm onCreated={refresh} />
@@ -416,7 +416,7 @@ function DomainTemplates() {
     <>
       <h2>Wildcard domain templates</h2>
       <FormError errors={removal.errors} />
-      <DataTable label="Wildcard domain templates" columns={['Pattern', 'Target']} actions>
+      <DataTable label="Wildcard domain templates" columns={['Pattern', 'Target']} actions empty={data && templates.length === 0 && 'No templates.'}>
         {templates.map((t) => (
           <tr key={t.id}>
             <td>{t.pattern}</td>
@@ -435,11 +435,6 @@ function DomainTemplates() {
             </td>
           </tr>
         ))}
-        {data && templates.length === 0 && (
-          <tr>
-            <td colSpan={3}>No templates.</td>
-          </tr>
-        )}
       </DataTable>
       <form className="card" onSubmit={create} aria-labelledby="add-template-title" noValidate>
         <h2 id="add-template-title">Add template</h2>

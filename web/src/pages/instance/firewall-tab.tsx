@@ -198,7 +198,12 @@ export function FirewallTab({ instance, refresh }: TabProps) {
 
       <h2>Rules</h2>
       <FormError errors={other.errors} />
-      <DataTable label="Firewall rules" columns={['Priority', 'Direction', 'Protocol', 'Ports', 'Source', 'Action', 'Note', 'Status']} actions>
+      <DataTable
+        label="Firewall rules"
+        columns={['Priority', 'Direction', 'Protocol', 'Ports', 'Source', 'Action', 'Note', 'Status']}
+        actions
+        empty={rules.length === 0 && 'No rules: the default policies apply.'}
+      >
         {rules.map((rule) => (
           <tr key={rule.id} className={rule.enabled ? undefined : 'disabled'}>
             <td>{rule.priority}</td>
@@ -224,11 +229,6 @@ export function FirewallTab({ instance, refresh }: TabProps) {
             </td>
           </tr>
         ))}
-        {rules.length === 0 && (
-          <tr>
-            <td colSpan={9}>No rules: the default policies apply.</td>
-          </tr>
-        )}
       </DataTable>
 
       <form className="card" onSubmit={submit} aria-labelledby="rule-title" noValidate>

@@ -169,7 +169,12 @@ export function PortForwardsTab({ instance }: TabProps) {
       <h2>Port forwards</h2>
       {error && <p className="form-error">{error.message}</p>}
       <FormError errors={remove.errors} />
-      <DataTable label="Port forwards" columns={['Protocol', 'Host port', 'Target', 'Sources', 'Note', 'Status']} actions>
+      <DataTable
+        label="Port forwards"
+        columns={['Protocol', 'Host port', 'Target', 'Sources', 'Note', 'Status']}
+        actions
+        empty={data && rows.length === 0 && 'No port forwards yet.'}
+      >
         {rows.map((f) => (
           <tr key={f.id} data-forward-id={f.id}>
             <td>{f.protocol}</td>
@@ -197,11 +202,6 @@ export function PortForwardsTab({ instance }: TabProps) {
             </td>
           </tr>
         ))}
-        {data && rows.length === 0 && (
-          <tr>
-            <td colSpan={7}>No port forwards yet.</td>
-          </tr>
-        )}
       </DataTable>
       <Pager pages={pages} pageInfo={data?.portForwards.pageInfo} label="Port forwards" />
 
