@@ -11,8 +11,11 @@
  *
  *   npx tsx bench/ui-chart.ts      (chromium at /usr/bin/chromium or GATEHOUSE_CHROMIUM)
  *     BENCH_CHART_SERIES=50 BENCH_CHART_SAMPLES=600 BENCH_CHART_FRAMES=60 BENCH_CHART_ROUNDS=2
+ *     BENCH_CHART_RASTER=0             skip the raster readback (minutes at 50 series under --disable-gpu)
+ *     BENCH_CHART_PROFILE=out.cpuprofile  a V8 CPU profile of the 50-series rounds (open in Chromium's
+ *                                      DevTools) and the ten functions with the most self time printed
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
@@ -25,8 +28,32 @@ const SERIES = Number(process.env.BENCH_CHART_SERIES ?? 50);
 const SAMPLES = Number(process.env.BENCH_CHART_SAMPLES ?? 600);
 const FRAMES = Number(process.env.BENCH_CHART_FRAMES ?? 60);
 const ROUNDS = Number(process.env.BENCH_CHART_ROUNDS ?? 2);
+const RASTER = process.env.BENCH_CHART_RASTER !== '0';
+const PROFILE = process.env.BENCH_CHART_PROFILE;
 const BASELINE_SERIES = 2;
 const TYPES: Record<string, string> = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+
+/** The part of a V8 CPU profile (CDP Profiler.Profile) read here. */
+interface Profile {
+  nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+  samples?: number[];
+  timeDeltas?: number[];
+}
+
+/** Self time per function (name, url:line) summed over the profiles, largest first. */
+function topSelfTime(profiles: Profile[]): [string, number][] {
+  const totals = new Map<string, number>();
+  for (const profile of profiles) {
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const deltas = profile.timeDeltas ?? [];
+    (profile.samples ?? []).forEach((id, i) => {
+      const frame = byId.get(id)!.callFrame;
+      const name = `${frame.functionName || '(anonymous)'} ${frame.url.split('/').pop()}:${frame.lineNumber + 1}`;
+      totals.set(name, (totals.get(name) ?? 0) + (deltas[i + 1] ?? 0) / 1000);
+    });
+  }
+  return [...totals].sort((a, b) => b[1] - a[1]);
+}
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -72,23 +99,32 @@ try {
   type Times = { script: number[]; raster: number[] };
   const run = (series: number) =>
     page.evaluate(
-      ([s, n, f]) => (window as unknown as { runChartBench(s: number, n: number, f: number): Promise<Times> }).runChartBench(s, n, f),
-      [series, SAMPLES, FRAMES] as const,
+      ([s, n, f, r]) => (window as unknown as { runChartBench(s: number, n: number, f: number, r: boolean): Promise<Times> }).runChartBench(s, n, f, r),
+      [series, SAMPLES, FRAMES, RASTER] as const,
     );
+  const cdp = PROFILE ? await context.newCDPSession(page) : undefined;
+  if (cdp) {
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 100 });
+  }
   const all: Record<number, Times> = { [BASELINE_SERIES]: { script: [], raster: [] }, [SERIES]: { script: [], raster: [] } };
   await run(SERIES); // warm-up (JIT)
+  const profiles: Profile[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     // alternate the order so that neither always runs on a warmer page
     const order = round % 2 === 0 ? [BASELINE_SERIES, SERIES] : [SERIES, BASELINE_SERIES];
     for (const series of order) {
+      const profiled = cdp !== undefined && series === SERIES;
+      if (profiled) await cdp.send('Profiler.start');
       const times = await run(series);
+      if (profiled) profiles.push((await cdp.send('Profiler.stop')).profile as Profile);
       all[series]!.script.push(...times.script);
       all[series]!.raster.push(...times.raster);
     }
   }
   const line = (series: number) => {
     const t = all[series]!;
-    return `${String(series).padStart(3)} series × ${SAMPLES} samples: script median ${percentile(t.script, 50).toFixed(2)} ms, p95 ${percentile(t.script, 95).toFixed(2)} ms; with raster median ${percentile(t.raster, 50).toFixed(2)} ms, p95 ${percentile(t.raster, 95).toFixed(2)} ms`;
+    return `${String(series).padStart(3)} series × ${SAMPLES} samples: script median ${percentile(t.script, 50).toFixed(2)} ms, p95 ${percentile(t.script, 95).toFixed(2)} ms${RASTER ? `; with raster median ${percentile(t.raster, 50).toFixed(2)} ms, p95 ${percentile(t.raster, 95).toFixed(2)} ms` : ''}`;
   };
   console.log(
     `chart frame time in Chromium (${ROUNDS} rounds × ${FRAMES} frames each; load average ${loadavg()
@@ -98,6 +134,11 @@ try {
   console.log(line(BASELINE_SERIES));
   console.log(line(SERIES));
   const ratio = percentile(all[SERIES]!.script, 50) / percentile(all[BASELINE_SERIES]!.script, 50);
+  if (PROFILE && profiles.length > 0) {
+    writeFileSync(PROFILE, JSON.stringify(profiles[0]));
+    console.log(`profile of the ${SERIES}-series rounds written to ${PROFILE}; most self time:`);
+    for (const [name, ms] of topSelfTime(profiles).slice(0, 10)) console.log(`  ${ms.toFixed(1).padStart(8)} ms  ${name}`);
+  }
   console.log(`ratio ${SERIES} / ${BASELINE_SERIES} series (median script): ${ratio.toFixed(2)}×; target: a frame < 8 ms at ${SERIES} series`);
 } finally {
   await context.close();

@@ -13,7 +13,7 @@ interface FrameTimes {
   raster: number[];
 }
 
-async function run(series: number, samples: number, frames: number): Promise<FrameTimes> {
+async function run(series: number, samples: number, frames: number, raster: boolean): Promise<FrameTimes> {
   const element = document.getElementById('chart')!;
   element.replaceChildren();
   const buffer = new SeriesBuffer(series, samples);
@@ -31,7 +31,7 @@ async function run(series: number, samples: number, frames: number): Promise<Fra
     // batch: uPlot commits (and draws) before returning instead of in a microtask
     chart.batch(() => chart.setData(buffer.columns()));
     const drawn = performance.now();
-    pixel.getImageData(0, 0, 1, 1); // makes the canvas rasterise the frame's paths now
+    if (raster) pixel.getImageData(0, 0, 1, 1); // makes the canvas rasterise the frame's paths now
     const rastered = performance.now();
     times.script.push(drawn - start);
     times.raster.push(rastered - start);

@@ -2,14 +2,17 @@
 import { describe, expect, it } from 'vitest';
 import { SeriesBuffer } from '../src/traffic/series-buffer.js';
 
+/** The columns as plain arrays (they are typed-array views). */
+const plain = (buffer: SeriesBuffer) => buffer.columns().map((column) => Array.from(column));
+
 describe('SeriesBuffer', () => {
   it('keeps the last `capacity` samples, oldest first, in uPlot column layout', () => {
     const buffer = new SeriesBuffer(2, 3);
-    expect(buffer.columns()).toEqual([[], [], []]);
+    expect(plain(buffer)).toEqual([[], [], []]);
     expect(buffer.latest()).toBeUndefined();
     for (let t = 1; t <= 5; t++) buffer.push(t, [t * 10, t * 100]);
     expect(buffer.length).toBe(3);
-    expect(buffer.columns()).toEqual([
+    expect(plain(buffer)).toEqual([
       [3, 4, 5],
       [30, 40, 50],
       [300, 400, 500],
@@ -23,7 +26,7 @@ describe('SeriesBuffer', () => {
     buffer.push(11, [2]);
     buffer.push(11, [3]);
     buffer.push(9, [4]);
-    expect(buffer.columns()).toEqual([
+    expect(plain(buffer)).toEqual([
       [10, 11],
       [1, 4],
     ]);
@@ -46,10 +49,20 @@ describe('SeriesBuffer', () => {
       buffer.push(time, values);
       expect(buffer.length).toBe(model.length);
     }
-    const columns = buffer.columns();
+    const columns = plain(buffer);
     expect(columns.length).toBe(4);
     expect(columns[0]).toEqual(model.map((row) => row[0]));
     for (let s = 1; s <= 3; s++) expect(columns[s]).toEqual(model.map((row) => row[s]));
+  });
+
+  it('gives views of its own storage, not copies: the columns of a full buffer share one buffer', () => {
+    const buffer = new SeriesBuffer(2, 4);
+    for (let t = 1; t <= 6; t++) buffer.push(t, [t, -t]);
+    const [times, first] = buffer.columns();
+    expect(Array.from(times!)).toEqual([3, 4, 5, 6]);
+    expect(Array.from(first!)).toEqual([3, 4, 5, 6]);
+    expect(times!.buffer).toBe(buffer.columns()[0]!.buffer);
+    expect(times!.buffer.byteLength).toBe(2 * 4 * Float64Array.BYTES_PER_ELEMENT);
   });
 
   it('refuses a sample with the wrong number of values, and sizes that make no buffer', () => {

@@ -385,9 +385,25 @@ describe.each(backends)('IP pools on $name', (backend) => {
       expect(await ctx.api.snapshot()).toEqual(before);
       const bobAudit = await bob.client(`{ auditLog { edges { node { ownerId } } } }`);
       expect(bobAudit.data!.auditLog.edges.every((e: { node: { ownerId: string } }) => e.node.ownerId === bob.id)).toBe(true);
-      const aliceAudit = await alice.client(`{ auditLog { edges { node { action ownerId } } } }`);
+      const aliceAudit = await alice.client(`{ auditLog { edges { node { action ownerId actorUserId actor { name } } } } }`);
+      // alice's objects were changed by the admin: she sees that a user did it, not who (users are the admin's to see)
+      for (const e of aliceAudit.data!.auditLog.edges) expect(e.node.actor).toEqual(e.node.actorUserId === alice.id ? { name: 'alice' } : null);
       expect(aliceAudit.data!.auditLog.edges.length).toBeGreaterThan(0);
       expect(aliceAudit.data!.auditLog.edges.every((e: { node: { ownerId: string } }) => e.node.ownerId === alice.id)).toBe(true);
+    });
+
+    it("names each allocated address's instance and, for admins, its owner; a tenant sees only its own", async () => {
+      const pools = await ctx.api.admin(`{ ipPools(first: 100) { edges { node { id name } } } }`);
+      const poolId = pools.data!.ipPools.edges.find((e: { node: { name: string } }) => e.node.name === 'tenants').node.id;
+      const entries = await ctx.api.admin(
+        `query($id: ID!) { ipPool(id: $id) { entries(first: 50, kinds: [ALLOCATED]) { edges { node { address nicId instance { name owner { name } } } } } } }`,
+        { id: poolId },
+      );
+      const held = entries.data!.ipPool.entries.edges.map((e: { node: unknown }) => e.node);
+      expect(held.length).toBeGreaterThan(0);
+      for (const entry of held) expect(entry).toMatchObject({ nicId: aliceVm.nics[0]!.id, instance: { name: 'alice-vm', owner: { name: 'alice' } } });
+      const mine = await alice.client(`query($id: ID!) { instance(id: $id) { nics { addresses { instance { name } } } } }`, { id: aliceVm.id });
+      expect(mine.data!.instance.nics[0].addresses[0].instance).toEqual({ name: 'alice-vm' });
     });
 
     it('lets an owner manage NICs of their own instance', async () => {
@@ -403,10 +419,11 @@ describe.each(backends)('IP pools on $name', (backend) => {
     const r = await ctx.api.admin(`mutation { updateHost(input: { hostId: "${ctx.hostId}", portRangeStart: 2000 }) { __typename } }`);
     expect(r.data!.updateHost.__typename).toBe('UpdateHostPayload');
     const audit = await ctx.api.admin(
-      `query($id: String!) { auditLog(first: 1, objectId: $id) { edges { node { action actorUserId tokenId requestId objectType before after } } } }`,
+      `query($id: String!) { auditLog(first: 1, objectId: $id) { edges { node { action actorUserId actor { id name } tokenId requestId objectType before after } } } }`,
       { id: ctx.hostId },
     );
     const entry = audit.data!.auditLog.edges[0].node;
+    expect(entry.actor).toEqual({ id: me.data!.me.id, name: 'admin' });
     expect(entry).toMatchObject({ action: 'host.update', actorUserId: me.data!.me.id, tokenId: me.data!.me.tokens[0].id, objectType: 'Host' });
     expect(entry.requestId).toMatch(/^[0-9a-f-]{36}$/);
     expect(entry.before.portRangeStart).toBe(1024);

@@ -218,6 +218,27 @@ describe.each(backends)('port forwards on $name', (backend) => {
     );
   });
 
+  it('counts every forward and instance a caller sees (totalCount), past one page, per tenant and filter', async () => {
+    const count = async (client: Client, query: string, variables: Record<string, unknown> = {}) => (await client(query, variables)).data!;
+    const all = await count(ctx.api.admin, `query($h: ID!) { portForwards(hostId: $h, first: 500) { totalCount edges { node { id } } pageInfo { hasNextPage } } }`, {
+      h: hostId,
+    });
+    expect(all.portForwards.pageInfo.hasNextPage).toBe(false);
+    expect(all.portForwards.totalCount).toBe(all.portForwards.edges.length);
+    // a page of 1 still counts them all
+    const first = await count(ctx.api.admin, `query($h: ID!) { portForwards(hostId: $h, first: 1) { totalCount edges { node { id } } } }`, { h: hostId });
+    expect(first.portForwards.edges).toHaveLength(1);
+    expect(first.portForwards.totalCount).toBe(all.portForwards.edges.length);
+    expect(all.portForwards.totalCount).toBeGreaterThan(30);
+    // a tenant counts only its own
+    const mine = await count(alice.client, `{ portForwards(first: 1) { totalCount } instances(first: 1) { totalCount } webProxies { totalCount } }`);
+    expect(mine).toEqual({ portForwards: { totalCount: 2 }, instances: { totalCount: 1 }, webProxies: { totalCount: 0 } });
+    const ofVm = await count(ctx.api.admin, `query($i: ID!) { portForwards(instanceId: $i, first: 0) { totalCount edges { node { id } } } }`, { i: aliceVmId });
+    expect(ofVm.portForwards).toEqual({ totalCount: 2, edges: [] });
+    const instances = await count(ctx.api.admin, `query($h: ID!) { instances(hostId: $h, first: 500) { totalCount edges { node { id } } } }`, { h: hostId });
+    expect(instances.instances.totalCount).toBe(instances.instances.edges.length);
+  });
+
   it('lists the common ports for UIs', async () => {
     const r = await ctx.api.admin(`{ commonPorts { service port protocol } }`);
     expect(r.data!.commonPorts).toContainEqual({ service: 'RDP', port: 3389, protocol: 'TCP' });

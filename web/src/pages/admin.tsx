@@ -1,6 +1,7 @@
 /** Admin: users (create, password, quotas, their API tokens) and hosts (port range, reserved ports, public addresses, default pool, agent token). */
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
+import { DataTable } from '../components/data-table.js';
 import { FormError, SelectField, TextField } from '../components/form.js';
 import { Pager, useCursorPages } from '../components/pager.js';
 import { ErrorFields, graphql, type ResultOf } from '../graphql.js';
@@ -133,44 +134,30 @@ function Users() {
     <>
       <h2>Users</h2>
       {error && <p className="form-error">{error.message}</p>}
-      <div className="table-wrap">
-        <table aria-label="Users">
-          <thead>
-            <tr>
-              <th scope="col">User</th>
-              <th scope="col">Password</th>
-              <th scope="col">Quotas</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {users.map((u) => (
-              <tr key={u.id}>
-                <td>
-                  {u.name} <small className="hint">{u.role.toLowerCase()}</small>
-                </td>
-                <td>{u.hasPassword ? 'set' : 'none'}</td>
-                <td>
-                  <small>
-                    {QUOTAS.map(([field, label]) => `${label.toLowerCase()} ${u[field] ?? '∞'}`)
-                      .slice(0, 5)
-                      .join(' · ')}
-                  </small>
-                </td>
-                <td className="row-actions">
-                  {(['password', 'quotas', 'tokens'] as const).map((part) => (
-                    <button key={part} type="button" className="secondary" aria-label={`${part} of ${u.name}`} onClick={() => setSelected({ user: u, part })}>
-                      {part[0]!.toUpperCase() + part.slice(1)}
-                    </button>
-                  ))}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="Users" columns={['User', 'Password', 'Quotas']} actions>
+        {users.map((u) => (
+          <tr key={u.id}>
+            <td>
+              {u.name} <small className="hint">{u.role.toLowerCase()}</small>
+            </td>
+            <td>{u.hasPassword ? 'set' : 'none'}</td>
+            <td>
+              <small>
+                {QUOTAS.map(([field, label]) => `${label.toLowerCase()} ${u[field] ?? '∞'}`)
+                  .slice(0, 5)
+                  .join(' · ')}
+              </small>
+            </td>
+            <td className="row-actions">
+              {(['password', 'quotas', 'tokens'] as const).map((part) => (
+                <button key={part} type="button" className="secondary" aria-label={`${part} of ${u.name}`} onClick={() => setSelected({ user: u, part })}>
+                  {part[0]!.toUpperCase() + part.slice(1)}
+                </button>
+              ))}
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.users.pageInfo} label="Users" />
       {selected?.part === 'password' && <UserPassword key={selected.user.id} user={selected.user} onDone={refresh} />}
       {selected?.part === 'quotas' && <UserQuotas key={selected.user.id} user={selected.user} onDone={refresh} />}
@@ -311,40 +298,25 @@ function Hosts() {
     <>
       <h2>Hosts</h2>
       {error && <p className="form-error">{error.message}</p>}
-      <div className="table-wrap">
-        <table aria-label="Host settings">
-          <thead>
-            <tr>
-              <th scope="col">Host</th>
-              <th scope="col">Allowed ports</th>
-              <th scope="col">Reserved ports</th>
-              <th scope="col">Public addresses</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {hosts.map((h) => (
-              <tr key={h.id}>
-                <td>
-                  {h.name} <small className="hint">{h.backend}</small>
-                  <br />
-                  <small className="hint">{h.id}</small>
-                </td>
-                <td>{ranges([h.portRange])}</td>
-                <td>{ranges(h.reservedPorts) || '—'}</td>
-                <td>{h.publicAddresses.join(', ') || '—'}</td>
-                <td>
-                  <button type="button" className="secondary" aria-label={`Edit host ${h.name}`} onClick={() => setEditing(h)}>
-                    Edit
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="Host settings" columns={['Host', 'Allowed ports', 'Reserved ports', 'Public addresses']} actions>
+        {hosts.map((h) => (
+          <tr key={h.id}>
+            <td>
+              {h.name} <small className="hint">{h.backend}</small>
+              <br />
+              <small className="hint">{h.id}</small>
+            </td>
+            <td>{ranges([h.portRange])}</td>
+            <td>{ranges(h.reservedPorts) || '—'}</td>
+            <td>{h.publicAddresses.join(', ') || '—'}</td>
+            <td>
+              <button type="button" className="secondary" aria-label={`Edit host ${h.name}`} onClick={() => setEditing(h)}>
+                Edit
+              </button>
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.hosts.pageInfo} label="Hosts" />
       {editing && (
         <HostForm
@@ -356,7 +328,7 @@ function Hosts() {
           }}
         />
       )}
-      <p className="hint">An agent token for a host: Users → Tokens of an admin, scope “agent”, with the host id.</p>
+      <p className="hint">An agent token for a host: Users → Tokens of an admin, scope “agent”, then choose the host.</p>
     </>
   );
 }

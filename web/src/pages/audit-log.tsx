@@ -1,6 +1,7 @@
 /** The audit log: newest first, filterable by object type and id, live (`auditLogAdded`), each change's before/after as a diff. */
 import { useState, type FormEvent } from 'react';
 import { useQuery, useSubscription } from 'urql';
+import { DataTable } from '../components/data-table.js';
 import { diffJson } from '../audit/json-diff.js';
 import { Pager, useCursorPages } from '../components/pager.js';
 import { graphql, type ResultOf } from '../graphql.js';
@@ -13,12 +14,25 @@ const AuditEntryFields = graphql(`
     objectType
     objectId
     actorUserId
+    actor {
+      id
+      name
+    }
     tokenId
     requestId
     before
     after
   }
 `);
+
+// work the controller does on its own is recorded with the all-zero user id
+const SYSTEM_USER_ID = '00000000-0000-0000-0000-000000000000';
+
+/** Who made a change: the user's name, "system", or "another user" when the caller may not see who. */
+function actorName(entry: { actorUserId: string | null; actor: { name: string } | null }): string {
+  if (entry.actor) return entry.actor.name;
+  return !entry.actorUserId || entry.actorUserId === SYSTEM_USER_ID ? 'system' : 'another user';
+}
 
 const AuditLogQuery = graphql(
   `
@@ -106,48 +120,35 @@ export function AuditLogPage() {
         </button>
       </form>
       {error && <p className="form-error">{error.message}</p>}
-      <div className="table-wrap">
-        <table aria-label="Audit entries">
-          <thead>
-            <tr>
-              <th scope="col">When</th>
-              <th scope="col">Action</th>
-              <th scope="col">Object</th>
-              <th scope="col">Actor</th>
-              <th scope="col">Change</th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((e) => (
-              <tr key={e.id} data-audit-id={e.id}>
-                <td>{new Date(e.at).toLocaleString()}</td>
-                <td>{e.action}</td>
-                <td>
-                  {e.objectType}
-                  <br />
-                  <small className="hint">{e.objectId}</small>
-                </td>
-                <td>
-                  <small>
-                    {e.actorUserId ? `user ${e.actorUserId.slice(0, 8)}` : 'system'}
-                    {e.tokenId ? ` · token ${e.tokenId.slice(0, 8)}` : ''}
-                    <br />
-                    <span className="hint">request {e.requestId}</span>
-                  </small>
-                </td>
-                <td>
-                  <AuditDiff before={e.before} after={e.after} />
-                </td>
-              </tr>
-            ))}
-            {data && rows.length === 0 && (
-              <tr>
-                <td colSpan={5}>No entries{filter.objectType || filter.objectId ? ' match' : ''}.</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="Audit entries" columns={['When', 'Action', 'Object', 'Actor', 'Change']}>
+        {rows.map((e) => (
+          <tr key={e.id} data-audit-id={e.id}>
+            <td>{new Date(e.at).toLocaleString()}</td>
+            <td>{e.action}</td>
+            <td>
+              {e.objectType}
+              <br />
+              <small className="hint">{e.objectId}</small>
+            </td>
+            <td>
+              <small>
+                <span className="actor">{actorName(e)}</span>
+                {e.tokenId ? ` · token ${e.tokenId.slice(0, 8)}` : ''}
+                <br />
+                <span className="hint">request {e.requestId}</span>
+              </small>
+            </td>
+            <td>
+              <AuditDiff before={e.before} after={e.after} />
+            </td>
+          </tr>
+        ))}
+        {data && rows.length === 0 && (
+          <tr>
+            <td colSpan={5}>No entries{filter.objectType || filter.objectId ? ' match' : ''}.</td>
+          </tr>
+        )}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.auditLog.pageInfo} label="Audit log" />
     </section>
   );

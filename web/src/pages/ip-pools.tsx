@@ -1,9 +1,12 @@
 /** IP pools: list with utilisation bars, create and edit, and one pool's addresses (in use, reserved with notes) with reserve/unreserve. */
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
+import { DataTable } from '../components/data-table.js';
 import { FormError, SelectField, TextField } from '../components/form.js';
+import { Meter } from '../components/meter.js';
 import { Pager, useCursorPages } from '../components/pager.js';
 import { ErrorFields, graphql } from '../graphql.js';
+import { Link } from '../router.js';
 import { splitList } from '../text.js';
 import { useFormMutation } from '../use-form-mutation.js';
 
@@ -53,6 +56,14 @@ const PoolEntriesQuery = graphql(`
             address
             kind
             nicId
+            instance {
+              id
+              name
+              owner {
+                id
+                name
+              }
+            }
             note
             createdAt
           }
@@ -118,12 +129,9 @@ const UnreserveAddress = graphql(
 export function UtilisationBar({ name, utilisation }: { name: string; utilisation: { size: string; allocated: string; reserved: string; free: string } }) {
   const size = Number(utilisation.size);
   const used = Number(utilisation.allocated) + Number(utilisation.reserved);
-  const share = size > 0 ? used / size : 0;
   return (
     <div className="utilisation">
-      <div className="meter" role="meter" aria-label={`${name} used`} aria-valuemin={0} aria-valuemax={size} aria-valuenow={used}>
-        <span style={{ width: `${Math.min(share * 100, 100)}%` }} />
-      </div>
+      <Meter label={`${name} used`} value={used} max={size} />
       <small>
         {utilisation.allocated} allocated, {utilisation.reserved} reserved, {utilisation.free} free of {utilisation.size}
       </small>
@@ -155,60 +163,40 @@ export function IpPoolsPage() {
     <section>
       <h1>IP pools</h1>
       {error && <p className="form-error">{error.message}</p>}
-      <div className="table-wrap">
-        <table aria-label="IP pools">
-          <thead>
-            <tr>
-              <th scope="col">Pool</th>
-              <th scope="col">Network</th>
-              <th scope="col">Range</th>
-              <th scope="col">Utilisation</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {pools.map((p) => (
-              <tr key={p.id}>
-                <td>
-                  {p.name} <small className="hint">{p.kind.toLowerCase()}</small>
-                  {p.host && <small className="hint"> · host {p.host.name}</small>}
-                </td>
-                <td>
-                  {p.network} · {p.subnet}
-                  {p.gateway && <small className="hint"> gw {p.gateway}</small>}
-                  {p.dns.length > 0 && <small className="hint"> dns {p.dns.join(', ')}</small>}
-                </td>
-                <td>
-                  {p.rangeStart} – {p.rangeEnd}
-                </td>
-                <td>
-                  <UtilisationBar name={p.name} utilisation={p.utilisation} />
-                </td>
-                <td className="row-actions">
-                  <button type="button" className="secondary" aria-label={`Addresses of ${p.name}`} onClick={() => setSelected(p.id)}>
-                    Addresses
-                  </button>
-                  <button
-                    type="button"
-                    className="secondary"
-                    aria-label={`Edit ${p.name}`}
-                    onClick={() => setEditing({ id: p.id, name: p.name, kind: p.kind, dns: p.dns.join(', ') })}
-                  >
-                    Edit
-                  </button>
-                </td>
-              </tr>
-            ))}
-            {data && pools.length === 0 && (
-              <tr>
-                <td colSpan={5}>No pools yet.</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="IP pools" columns={['Pool', 'Network', 'Range', 'Utilisation']} actions empty={data && pools.length === 0 && 'No pools yet.'}>
+        {pools.map((p) => (
+          <tr key={p.id}>
+            <td>
+              {p.name} <small className="hint">{p.kind.toLowerCase()}</small>
+              {p.host && <small className="hint"> · host {p.host.name}</small>}
+            </td>
+            <td>
+              {p.network} · {p.subnet}
+              {p.gateway && <small className="hint"> gw {p.gateway}</small>}
+              {p.dns.length > 0 && <small className="hint"> dns {p.dns.join(', ')}</small>}
+            </td>
+            <td>
+              {p.rangeStart} – {p.rangeEnd}
+            </td>
+            <td>
+              <UtilisationBar name={p.name} utilisation={p.utilisation} />
+            </td>
+            <td className="row-actions">
+              <button type="button" className="secondary" aria-label={`Addresses of ${p.name}`} onClick={() => setSelected(p.id)}>
+                Addresses
+              </button>
+              <button
+                type="button"
+                className="secondary"
+                aria-label={`Edit ${p.name}`}
+                onClick={() => setEditing({ id: p.id, name: p.name, kind: p.kind, dns: p.dns.join(', ') })}
+              >
+                Edit
+              </button>
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.ipPools.pageInfo} label="IP pools" />
       {editing && (
         <form className="card" onSubmit={save} aria-labelledby="edit-pool-title" noValidate>
@@ -277,47 +265,43 @@ function PoolAddresses({ poolId, name, onChanged }: { poolId: string; name: stri
       <h2>Addresses of {name}</h2>
       {error && <p className="form-error">{error.message}</p>}
       <FormError errors={unreserve.errors} />
-      <table aria-label={`Addresses of ${name}`}>
-        <thead>
-          <tr>
-            <th scope="col">Address</th>
-            <th scope="col">Use</th>
-            <th scope="col">Note</th>
-            <th scope="col">
-              <span className="visually-hidden">Actions</span>
-            </th>
+      <DataTable
+        label={`Addresses of ${name}`}
+        columns={['Address', 'Use', 'Note']}
+        actions
+        empty={data && entries.length === 0 && 'No address is in use or reserved.'}
+      >
+        {entries.map((a) => (
+          <tr key={a.id}>
+            <td>{a.address}</td>
+            <td>
+              {a.kind.toLowerCase()}
+              {a.instance ? (
+                <>
+                  {' · '}
+                  <Link href={`/instances/${a.instance.id}`}>{a.instance.name}</Link>
+                  {a.instance.owner && <small className="hint"> ({a.instance.owner.name})</small>}
+                </>
+              ) : (
+                a.nicId && <small className="hint"> · NIC {a.nicId}</small>
+              )}
+            </td>
+            <td>{a.note}</td>
+            <td>
+              {a.kind === 'RESERVED' && (
+                <button
+                  type="button"
+                  className="danger"
+                  aria-label={`Unreserve ${a.address}`}
+                  onClick={async () => (await submitUnreserve({ input: { reservationId: a.id } })) && refresh()}
+                >
+                  Unreserve
+                </button>
+              )}
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {entries.map((a) => (
-            <tr key={a.id}>
-              <td>{a.address}</td>
-              <td>
-                {a.kind.toLowerCase()}
-                {a.nicId && <small className="hint"> · NIC {a.nicId}</small>}
-              </td>
-              <td>{a.note}</td>
-              <td>
-                {a.kind === 'RESERVED' && (
-                  <button
-                    type="button"
-                    className="danger"
-                    aria-label={`Unreserve ${a.address}`}
-                    onClick={async () => (await submitUnreserve({ input: { reservationId: a.id } })) && refresh()}
-                  >
-                    Unreserve
-                  </button>
-                )}
-              </td>
-            </tr>
-          ))}
-          {data && entries.length === 0 && (
-            <tr>
-              <td colSpan={4}>No address is in use or reserved.</td>
-            </tr>
-          )}
-        </tbody>
-      </table>
+        ))}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.ipPool?.entries.pageInfo} label={`Addresses of ${name}`} />
       <form onSubmit={add} aria-labelledby="reserve-title" noValidate>
         <h3 id="reserve-title">Reserve an address</h3>

@@ -1,5 +1,6 @@
 /** Overview: hosts with their agent's status, counts of instances, forwards and proxies, the pools' utilisation. */
 import { useQuery, useSubscription } from 'urql';
+import { DataTable } from '../components/data-table.js';
 import { Pager, useCursorPages } from '../components/pager.js';
 import { graphql } from '../graphql.js';
 import { Link } from '../router.js';
@@ -30,35 +31,14 @@ const OverviewQuery = graphql(`
         hasNextPage
       }
     }
-    instances(first: 500) {
-      edges {
-        node {
-          id
-        }
-      }
-      pageInfo {
-        hasNextPage
-      }
+    instances(first: 0) {
+      totalCount
     }
-    portForwards(first: 500) {
-      edges {
-        node {
-          id
-        }
-      }
-      pageInfo {
-        hasNextPage
-      }
+    portForwards(first: 0) {
+      totalCount
     }
-    webProxies(first: 500) {
-      edges {
-        node {
-          id
-        }
-      }
-      pageInfo {
-        hasNextPage
-      }
+    webProxies(first: 0) {
+      totalCount
     }
     ipPools(first: 50) {
       edges {
@@ -87,10 +67,9 @@ const AgentStatusChanged = graphql(`
   }
 `);
 
-/** "12", or "500+" when there are more than one page of ids. */
-function count(connection: { edges: unknown[]; pageInfo: { hasNextPage: boolean } } | undefined): string {
-  if (!connection) return '…';
-  return `${connection.edges.length}${connection.pageInfo.hasNextPage ? '+' : ''}`;
+/** The exact number (the connection's count query), "…" while loading. */
+function count(connection: { totalCount: number } | undefined): string {
+  return connection ? connection.totalCount.toLocaleString('en') : '…';
 }
 
 /** The Overview page. */
@@ -127,45 +106,27 @@ export function OverviewPage() {
         </div>
       </dl>
       <h2>Hosts</h2>
-      <div className="table-wrap">
-        <table aria-label="Hosts">
-          <thead>
-            <tr>
-              <th scope="col">Host</th>
-              <th scope="col">Agent</th>
-              <th scope="col">Applied revision</th>
-              <th scope="col">Drift repairs</th>
-              <th scope="col">Last error</th>
-            </tr>
-          </thead>
-          <tbody>
-            {hosts.map((h) => (
-              <tr key={h.id} data-host-id={h.id}>
-                <td>
-                  {h.name} <small className="hint">{h.backend}</small>
-                  <br />
-                  <small className="hint">{h.publicAddresses.join(', ')}</small>
-                </td>
-                <td>
-                  <span className={`status ${h.agent.online ? 'status-APPLIED' : 'status-PENDING'}`}>{h.agent.online ? 'online' : 'offline'}</span>
-                  {h.agent.agentVersion && <small className="hint"> {h.agent.agentVersion}</small>}
-                  {!h.agent.online && h.agent.lastSeenAt && <small className="hint"> last seen {new Date(h.agent.lastSeenAt).toLocaleString()}</small>}
-                </td>
-                <td>
-                  {h.agent.appliedRevision ?? '—'} / {h.desiredRevision}
-                </td>
-                <td>{h.agent.driftRepairs}</td>
-                <td>{h.agent.lastError && <span className="status-reason">{h.agent.lastError}</span>}</td>
-              </tr>
-            ))}
-            {data && hosts.length === 0 && (
-              <tr>
-                <td colSpan={5}>No hosts.</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="Hosts" columns={['Host', 'Agent', 'Applied revision', 'Drift repairs', 'Last error']} empty={data && hosts.length === 0 && 'No hosts.'}>
+        {hosts.map((h) => (
+          <tr key={h.id} data-host-id={h.id}>
+            <td>
+              {h.name} <small className="hint">{h.backend}</small>
+              <br />
+              <small className="hint">{h.publicAddresses.join(', ')}</small>
+            </td>
+            <td>
+              <span className={`status ${h.agent.online ? 'status-APPLIED' : 'status-PENDING'}`}>{h.agent.online ? 'online' : 'offline'}</span>
+              {h.agent.agentVersion && <small className="hint"> {h.agent.agentVersion}</small>}
+              {!h.agent.online && h.agent.lastSeenAt && <small className="hint"> last seen {new Date(h.agent.lastSeenAt).toLocaleString()}</small>}
+            </td>
+            <td>
+              {h.agent.appliedRevision ?? '—'} / {h.desiredRevision}
+            </td>
+            <td>{h.agent.driftRepairs}</td>
+            <td>{h.agent.lastError && <span className="status-reason">{h.agent.lastError}</span>}</td>
+          </tr>
+        ))}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.hosts.pageInfo} label="Hosts" />
       <h2>Pools</h2>
       <table aria-label="Pool utilisation">

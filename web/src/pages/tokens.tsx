@@ -1,6 +1,7 @@
 /** API tokens of a user: listed with their use, revoked, and created — the secret is shown once, right after. */
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
+import { DataTable } from '../components/data-table.js';
 import { FormError, SelectField, TextField } from '../components/form.js';
 import { ErrorFields, graphql } from '../graphql.js';
 import { useFormMutation } from '../use-form-mutation.js';
@@ -81,6 +82,20 @@ const RevokeToken = graphql(
   [ErrorFields],
 );
 
+// an agent token is bound to one host: the admin picks it by name
+const HostChoicesQuery = graphql(`
+  query TokenHostChoices {
+    hosts(first: 500) {
+      edges {
+        node {
+          id
+          name
+        }
+      }
+    }
+  }
+`);
+
 const date = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString() : '—');
 
 /** The tokens of `userId` (an admin managing a user), or of the signed-in user. */
@@ -93,10 +108,13 @@ export function TokenManager({ userId, isAdmin }: { userId?: string; isAdmin: bo
   const [created, setCreated] = useState<{ name: string; secret: string }>();
   const [state, submit] = useFormMutation(CreateToken, ['name', 'scope', 'hostId']);
   const [revoke, submitRevoke] = useFormMutation(RevokeToken, []);
+  const [hostChoices] = useQuery({ query: HostChoicesQuery, pause: !isAdmin });
+  const hosts = hostChoices.data?.hosts.edges.map((e) => e.node) ?? [];
+  const hostName = new Map(hosts.map((h) => [h.id, h.name]));
   const create = async (event: FormEvent) => {
     event.preventDefault();
     const payload = await submit({
-      input: { name: form.name.trim(), scope: form.scope, hostId: form.scope === 'AGENT' ? form.hostId.trim() : null, userId: userId ?? null },
+      input: { name: form.name.trim(), scope: form.scope, hostId: form.scope === 'AGENT' ? form.hostId : null, userId: userId ?? null },
     });
     if (payload) {
       setCreated({ name: payload.created.token.name, secret: payload.created.secret });
@@ -107,49 +125,34 @@ export function TokenManager({ userId, isAdmin }: { userId?: string; isAdmin: bo
   return (
     <div>
       <FormError errors={revoke.errors} />
-      <div className="table-wrap">
-        <table aria-label="API tokens">
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Kind</th>
-              <th scope="col">Prefix</th>
-              <th scope="col">Last used</th>
-              <th scope="col">Expires / revoked</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {tokens.map((t) => (
-              <tr key={t.id} className={t.revokedAt ? 'disabled' : undefined}>
-                <td>{t.name}</td>
-                <td>
-                  {t.kind.toLowerCase()} · {t.scope.toLowerCase()}
-                </td>
-                <td>
-                  <code>{t.prefix}…</code>
-                </td>
-                <td>{date(t.lastUsedAt)}</td>
-                <td>{t.revokedAt ? `revoked ${date(t.revokedAt)}` : date(t.expiresAt)}</td>
-                <td>
-                  {!t.revokedAt && (
-                    <button
-                      type="button"
-                      className="danger"
-                      aria-label={`Revoke ${t.name}`}
-                      onClick={async () => (await submitRevoke({ input: { tokenId: t.id } })) && refresh()}
-                    >
-                      Revoke
-                    </button>
-                  )}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="API tokens" columns={['Name', 'Kind', 'Prefix', 'Last used', 'Expires / revoked']} actions>
+        {tokens.map((t) => (
+          <tr key={t.id} className={t.revokedAt ? 'disabled' : undefined}>
+            <td>{t.name}</td>
+            <td>
+              {t.kind.toLowerCase()} · {t.scope.toLowerCase()}
+              {t.hostId && <small className="hint"> · host {hostName.get(t.hostId) ?? t.hostId}</small>}
+            </td>
+            <td>
+              <code>{t.prefix}…</code>
+            </td>
+            <td>{date(t.lastUsedAt)}</td>
+            <td>{t.revokedAt ? `revoked ${date(t.revokedAt)}` : date(t.expiresAt)}</td>
+            <td>
+              {!t.revokedAt && (
+                <button
+                  type="button"
+                  className="danger"
+                  aria-label={`Revoke ${t.name}`}
+                  onClick={async () => (await submitRevoke({ input: { tokenId: t.id } })) && refresh()}
+                >
+                  Revoke
+                </button>
+              )}
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       {created && (
         <div className="card secret" role="status">
           <p>
@@ -189,13 +192,21 @@ export function TokenManager({ userId, isAdmin }: { userId?: string; isAdmin: bo
             </SelectField>
           )}
           {form.scope === 'AGENT' && (
-            <TextField
-              label="Host id"
+            <SelectField
+              label="Host"
               name="hostId"
               errors={state.errors}
               value={form.hostId}
               onChange={(e) => setForm((f) => ({ ...f, hostId: e.target.value }))}
-            />
+              hint={hostChoices.fetching ? 'Loading hosts…' : hosts.length === 0 ? 'No host yet: add one first.' : undefined}
+            >
+              <option value="">Choose a host</option>
+              {hosts.map((h) => (
+                <option key={h.id} value={h.id}>
+                  {h.name}
+                </option>
+              ))}
+            </SelectField>
           )}
         </div>
         <div className="form-actions">

@@ -5,6 +5,7 @@
  */
 import { useEffect, useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
+import { DataTable } from '../components/data-table.js';
 import { FormError, SelectField, TextAreaField, TextField } from '../components/form.js';
 import { Pager, useCursorPages } from '../components/pager.js';
 import { ErrorFields, graphql, type ResultOf } from '../graphql.js';
@@ -249,65 +250,47 @@ export function WebProxiesPage() {
       {error && <p className="form-error">{error.message}</p>}
       <FormError errors={removal.errors} />
       <FormError errors={diagnosis.errors} />
-      <div className="table-wrap">
-        <table aria-label="Web proxies">
-          <thead>
-            <tr>
-              <th scope="col">Domain</th>
-              <th scope="col">Target</th>
-              <th scope="col">TLS</th>
-              <th scope="col">Certificate</th>
-              <th scope="col">Target health</th>
-              <th scope="col">Requests</th>
-              <th scope="col">Status</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((p) => (
-              <tr key={p.id} data-proxy-id={p.id}>
-                <td>
-                  {p.domain}
-                  {p.websocket && <small className="hint"> · WebSocket</small>}
-                </td>
-                <td>
-                  <Link href={`/instances/${p.instance.id}`}>{p.instance.name}</Link> {p.targetProtocol.toLowerCase()}://{p.targetAddress}:{p.targetPort}
-                </td>
-                <td>{p.tlsMode}</td>
-                <td className="certificate">{certificateText(p)}</td>
-                <td className="health">{healthText(latest(diagnosed[p.id], p.targetHealth))}</td>
-                <td>
-                  {p.traffic.requests}
-                  {p.traffic.serverErrors !== '0' && <small className="hint"> ({p.traffic.serverErrors} 5xx)</small>}
-                </td>
-                <td>
-                  <StatusBadge id={p.id} status={p.status} error={p.statusError} />
-                </td>
-                <td className="row-actions">
-                  <button type="button" className="secondary" aria-label={`Diagnose ${p.domain}`} onClick={() => diagnose(p.id)}>
-                    Diagnose
-                  </button>
-                  <button
-                    type="button"
-                    className="danger"
-                    aria-label={`Delete ${p.domain}`}
-                    onClick={async () => (await submitDelete({ input: { webProxyId: p.id } })) && refresh()}
-                  >
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-            {data && rows.length === 0 && (
-              <tr>
-                <td colSpan={8}>No web proxies yet.</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        label="Web proxies"
+        columns={['Domain', 'Target', 'TLS', 'Certificate', 'Target health', 'Requests', 'Status']}
+        actions
+        empty={data && rows.length === 0 && 'No web proxies yet.'}
+      >
+        {rows.map((p) => (
+          <tr key={p.id} data-proxy-id={p.id}>
+            <td>
+              {p.domain}
+              {p.websocket && <small className="hint"> · WebSocket</small>}
+            </td>
+            <td>
+              <Link href={`/instances/${p.instance.id}`}>{p.instance.name}</Link> {p.targetProtocol.toLowerCase()}://{p.targetAddress}:{p.targetPort}
+            </td>
+            <td>{p.tlsMode}</td>
+            <td className="certificate">{certificateText(p)}</td>
+            <td className="health">{healthText(latest(diagnosed[p.id], p.targetHealth))}</td>
+            <td>
+              {p.traffic.requests}
+              {p.traffic.serverErrors !== '0' && <small className="hint"> ({p.traffic.serverErrors} 5xx)</small>}
+            </td>
+            <td>
+              <StatusBadge id={p.id} status={p.status} error={p.statusError} />
+            </td>
+            <td className="row-actions">
+              <button type="button" className="secondary" aria-label={`Diagnose ${p.domain}`} onClick={() => diagnose(p.id)}>
+                Diagnose
+              </button>
+              <button
+                type="button"
+                className="danger"
+                aria-label={`Delete ${p.domain}`}
+                onClick={async () => (await submitDelete({ input: { webProxyId: p.id } })) && refresh()}
+              >
+                Delete
+              </button>
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.webProxies.pageInfo} label="Web proxies" />
       <CreateProxyForm onCreated={refresh} />
       <DomainTemplates />
@@ -433,42 +416,26 @@ function DomainTemplates() {
     <>
       <h2>Wildcard domain templates</h2>
       <FormError errors={removal.errors} />
-      <table aria-label="Wildcard domain templates">
-        <thead>
-          <tr>
-            <th scope="col">Pattern</th>
-            <th scope="col">Target</th>
-            <th scope="col">
-              <span className="visually-hidden">Actions</span>
-            </th>
+      <DataTable label="Wildcard domain templates" columns={['Pattern', 'Target']} actions empty={data && templates.length === 0 && 'No templates.'}>
+        {templates.map((t) => (
+          <tr key={t.id}>
+            <td>{t.pattern}</td>
+            <td>
+              {t.targetProtocol.toLowerCase()}, port {t.targetPort}
+            </td>
+            <td>
+              <button
+                type="button"
+                className="danger"
+                aria-label={`Delete template ${t.pattern}`}
+                onClick={async () => (await submitDelete({ input: { templateId: t.id } })) && refresh()}
+              >
+                Delete
+              </button>
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {templates.map((t) => (
-            <tr key={t.id}>
-              <td>{t.pattern}</td>
-              <td>
-                {t.targetProtocol.toLowerCase()}, port {t.targetPort}
-              </td>
-              <td>
-                <button
-                  type="button"
-                  className="danger"
-                  aria-label={`Delete template ${t.pattern}`}
-                  onClick={async () => (await submitDelete({ input: { templateId: t.id } })) && refresh()}
-                >
-                  Delete
-                </button>
-              </td>
-            </tr>
-          ))}
-          {data && templates.length === 0 && (
-            <tr>
-              <td colSpan={3}>No templates.</td>
-            </tr>
-          )}
-        </tbody>
-      </table>
+        ))}
+      </DataTable>
       <form className="card" onSubmit={create} aria-labelledby="add-template-title" noValidate>
         <h2 id="add-template-title">Add template</h2>
         <FormError errors={state.errors} />

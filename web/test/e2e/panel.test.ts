@@ -94,6 +94,9 @@ describe('the web UI in Chromium', () => {
     });
     expect(reported.reportObjectStatus.__typename).toBe('ReportObjectStatusPayload');
     await expect.poll(() => row.locator('.status').textContent(), { timeout: 15_000 }).toBe('APPLIED');
+    // the form is empty again, the preset too (it used to keep showing HTTP)
+    expect(await page.getByLabel('Preset').inputValue()).toBe('');
+    expect(await page.getByLabel('Instance port').inputValue()).toBe('');
     await shot('port-forwards');
   });
 
@@ -129,13 +132,32 @@ describe('the web UI in Chromium', () => {
     await expect.poll(() => page.locator('table[aria-label="Port forwards"] tbody tr').count()).toBe(4);
   });
 
+  it('shows the period\'s traffic against a new quota on the Bandwidth tab', async () => {
+    await page.getByRole('link', { name: 'Bandwidth' }).click();
+    const usage = page.locator('.quota-usage');
+    await expect.poll(() => usage.textContent()).toContain('No monthly quota');
+    await page.getByLabel('Monthly quota (GB)').fill('5');
+    await page.getByLabel('When the quota is used up').selectOption('THROTTLE');
+    await page.getByLabel('Throttle to (Mbps)').fill('2');
+    await page.getByRole('button', { name: 'Save limits' }).click();
+    const meter = page.getByRole('meter', { name: 'Quota used' });
+    await meter.waitFor();
+    expect(await meter.getAttribute('aria-valuemax')).toBe('5000000000');
+    expect(await meter.getAttribute('aria-valuenow')).toBe('0');
+    expect(await usage.textContent()).toContain('0 B of 5 GB · within the quota');
+    expect(await usage.getAttribute('data-quota-state')).toBe('NORMAL');
+    expect(await usage.getAttribute('data-throttled')).toBe('false');
+    await shot('bandwidth');
+  });
+
   it('shows the overview, pools with a reservation, the audit log live with diffs, and a token once', async () => {
     const nav = page.getByRole('navigation', { name: 'Main' });
     await nav.getByRole('link', { name: 'Overview' }).click();
     const host = page.locator('table[aria-label="Hosts"] tbody tr', { hasText: 'h1' });
     await host.waitFor();
     expect(await host.textContent()).toContain('offline');
-    await expect.poll(() => page.locator('.counts').textContent()).toMatch(/Instances1.*Port forwards4.*Web proxies0/);
+    // exact counts (the connections' totalCount), no "+"
+    await expect.poll(() => page.locator('.counts').textContent()).toMatch(/^Instances1Port forwards4Web proxies0/);
     await shot('overview');
 
     await nav.getByRole('link', { name: 'IP pools' }).click();
@@ -144,7 +166,11 @@ describe('the web UI in Chromium', () => {
     await expect.poll(reserved).toBeGreaterThanOrEqual(0);
     const reservedBefore = await reserved();
     await page.getByRole('button', { name: 'Addresses of private' }).click();
-    await page.getByRole('table', { name: 'Addresses of private' }).getByText('10.77.0.10').waitFor();
+    const held = page.getByRole('table', { name: 'Addresses of private' }).getByRole('row', { name: /10\.77\.0\.10/ });
+    await held.waitFor();
+    // the address names its instance (a link) and the instance's owner, not a NIC id
+    expect(await held.textContent()).toMatch(/allocated · web1 \(admin\)/);
+    expect(await held.getByRole('link', { name: 'web1' }).getAttribute('href')).toBe(`/instances/${instanceId}`);
     await page.getByLabel('Address', { exact: true }).fill('10.77.0.99');
     await page.getByLabel('Reservation note').fill('kept for the router');
     await page.getByRole('button', { name: 'Reserve', exact: true }).click();
@@ -159,6 +185,8 @@ describe('the web UI in Chromium', () => {
     const hostEntry = page.locator('table[aria-label="Audit entries"] tbody tr', { hasText: 'reservedPorts' }).first();
     await hostEntry.waitFor();
     expect(await hostEntry.locator('.diff .added').allTextContents()).toEqual(expect.arrayContaining([expect.stringContaining('2222')]));
+    // the actor by name, not by id
+    expect(await hostEntry.locator('.actor').textContent()).toBe('admin');
     await shot('audit');
 
     await nav.getByRole('link', { name: 'Account' }).click();
@@ -172,6 +200,19 @@ describe('the web UI in Chromium', () => {
     await page.getByRole('button', { name: 'I have copied it' }).click();
     expect(await page.content()).not.toContain(secret);
     await page.getByRole('table', { name: 'API tokens' }).getByText('billing').waitFor();
+    // an agent token: the host is chosen by name from the hosts
+    await page.getByLabel('Token name').fill('h1-agent');
+    await page.getByLabel('Scope').selectOption('AGENT');
+    const hostSelect = page.getByLabel('Host', { exact: true });
+    await expect.poll(() => hostSelect.locator('option').allTextContents()).toEqual(['Choose a host', 'h1']);
+    await hostSelect.selectOption({ label: 'h1' });
+    expect(await hostSelect.inputValue()).toBe(hostId);
+    await page.getByRole('button', { name: 'Create token' }).click();
+    await page.locator('.token-secret').waitFor();
+    await shot('agent-token');
+    await page.getByRole('button', { name: 'I have copied it' }).click();
+    const agentRow = page.getByRole('table', { name: 'API tokens' }).getByRole('row', { name: /h1-agent/ });
+    expect(await agentRow.textContent()).toContain('agent · host h1');
 
     await nav.getByRole('link', { name: 'Admin' }).click();
     await page.getByRole('table', { name: 'Users' }).getByText('admin').first().waitFor();

@@ -41,6 +41,9 @@ export const ERROR_CLASSES = [
   RateLimitedError,
 ];
 
+/** The builder's schema types, for helpers that build fields outside a schema file (`countedPageTypes`). */
+export type BuilderTypes = typeof builder extends PothosSchemaTypes.SchemaBuilder<infer Types> ? Types : never;
+
 /** The schema builder. */
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;

@@ -14,7 +14,7 @@ import { DesiredStateService } from '../services/desired-state-service.js';
 import { FirewallService } from '../services/firewall-service.js';
 import { HostAgentService, type HostAgentStatus, type HostPortAudit } from '../services/host-agent-service.js';
 import { HostService } from '../services/host-service.js';
-import { InstanceService, type Nic } from '../services/instance-service.js';
+import { InstanceService, type Instance, type Nic } from '../services/instance-service.js';
 import { ObjectStatusService } from '../services/object-status-service.js';
 import { PoolService, type Allocation, type Pool } from '../services/pool-service.js';
 import { PortForwardImportService } from '../services/port-forward-import-service.js';
@@ -26,7 +26,7 @@ import { TerminalRecordingService } from '../services/terminal-recording-service
 import { TerminalService } from '../services/terminal-service.js';
 import { TunnelBroker } from '../tunnel/tunnel-broker.js';
 import { DiagnosisBroker } from '../services/diagnosis-broker.js';
-import { UserService } from '../services/user-service.js';
+import { UserService, type User } from '../services/user-service.js';
 import { WebProxyService } from '../services/web-proxy-service.js';
 import { TrafficHistory } from '../traffic/traffic-history.js';
 import { TrafficQuota } from '../traffic/traffic-quota.js';
@@ -87,6 +87,10 @@ export interface Loaders {
   pool: DataLoader<string, Pool | undefined>;
   hostAgent: DataLoader<string, HostAgentStatus>;
   portAudit: DataLoader<string, HostPortAudit>;
+  /** A NIC's instance (whoever owns it: the field resolving it checks the caller). */
+  instanceOfNic: DataLoader<string, Instance | undefined>;
+  /** A user by id (whoever it is: the field resolving it checks the caller). */
+  user: DataLoader<string, User | undefined>;
 }
 
 /** Resolves the services from the container. */
@@ -137,6 +141,14 @@ export function createLoaders(services: Services): Loaders {
     pool: new DataLoader(async (ids) => groupBy(ids, await services.pools.getMany(ids), (p) => p.id).map((g) => g[0])),
     hostAgent: new DataLoader((ids) => services.hostAgents.statuses(ids)),
     portAudit: new DataLoader((ids) => services.hostAgents.portAudits(ids)),
+    instanceOfNic: new DataLoader(async (ids) => {
+      const byNic = new Map((await services.instances.ofNics(ids)).map((row) => [row.nicId, row.instance]));
+      return ids.map((id) => byNic.get(id));
+    }),
+    user: new DataLoader(async (ids) => {
+      const byId = new Map((await services.users.getMany(ids)).map((u) => [u.id, u]));
+      return ids.map((id) => byId.get(id));
+    }),
   };
 }
 

@@ -5,7 +5,7 @@
  * an instance reclaims its addresses in the same transaction.
  */
 import { checkNics } from '@gatehouse/sdk';
-import { and, asc, eq, gt, inArray } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
@@ -194,15 +194,19 @@ export class InstanceService {
     return this.db
       .select()
       .from(instances)
-      .where(
-        and(
-          isAdmin(actor) ? undefined : eq(instances.ownerId, actor.userId),
-          filter.hostId ? eq(instances.hostId, filter.hostId) : undefined,
-          page.after ? gt(instances.id, page.after) : undefined,
-        ),
-      )
+      .where(and(this.listed(actor, filter), page.after ? gt(instances.id, page.after) : undefined))
       .orderBy(asc(instances.id))
       .limit(page.limit);
+  }
+
+  /** How many instances `list` returns over all its pages (one count query). */
+  async count(actor: Actor, filter: { hostId?: string | null }): Promise<number> {
+    const [row] = await this.db.select({ n: count() }).from(instances).where(this.listed(actor, filter));
+    return row?.n ?? 0;
+  }
+
+  private listed(actor: Actor, filter: { hostId?: string | null }): SQL | undefined {
+    return and(isAdmin(actor) ? undefined : eq(instances.ownerId, actor.userId), filter.hostId ? eq(instances.hostId, filter.hostId) : undefined);
   }
 
   /** Whether the host's agent last discovered the instance running. */
@@ -210,6 +214,16 @@ export class InstanceService {
     if (instance.externalId === null) return false;
     const [agent] = await tx.select({ discovered: hostAgents.discoveredInstances }).from(hostAgents).where(eq(hostAgents.hostId, instance.hostId));
     return agent?.discovered.some((d) => d.externalId === instance.externalId && d.running === true) ?? false;
+  }
+
+  /** The instances holding these NICs, each with the NIC's id (a NIC of no instance is absent). */
+  async ofNics(nicIds: readonly string[]): Promise<{ nicId: string; instance: Instance }[]> {
+    if (nicIds.length === 0) return [];
+    return this.db
+      .select({ nicId: nics.id, instance: instances })
+      .from(nics)
+      .innerJoin(instances, eq(instances.id, nics.instanceId))
+      .where(inArray(nics.id, [...nicIds]));
   }
 
   /** NICs of instances, in creation order. */

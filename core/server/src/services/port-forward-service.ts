@@ -41,6 +41,9 @@ export type ForwardQuotas = { id: string; quotaPortForwards: number | null; quot
 /** Forwards and the host ports they hold (per protocol). */
 export type ForwardUse = { forwards: number; ports: number };
 
+/** What `list` and `count` narrow the visible forwards to. */
+export type ForwardFilter = { instanceId?: string | null; hostId?: string | null };
+
 /** The first forward quota that `adding` on top of `used` would exceed, with its limit; undefined when both allow it. */
 export function forwardQuotaProblem(
   owner: ForwardQuotas,
@@ -321,21 +324,28 @@ export class PortForwardService {
   }
 
   /** Forwards the actor may see, in creation order, optionally of one instance or host. */
-  async list(actor: Actor, filter: { instanceId?: string | null; hostId?: string | null }, page: { after?: string; limit: number }): Promise<PortForward[]> {
+  async list(actor: Actor, filter: ForwardFilter, page: { after?: string; limit: number }): Promise<PortForward[]> {
     return this.db
       .select()
       .from(portForwards)
-      .where(
-        and(
-          forwardIsVisible,
-          isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId),
-          filter.instanceId ? eq(portForwards.instanceId, filter.instanceId) : undefined,
-          filter.hostId ? eq(portForwards.hostId, filter.hostId) : undefined,
-          page.after ? gt(portForwards.id, page.after) : undefined,
-        ),
-      )
+      .where(and(this.listed(actor, filter), page.after ? gt(portForwards.id, page.after) : undefined))
       .orderBy(asc(portForwards.id))
       .limit(page.limit);
+  }
+
+  /** How many forwards `list` returns over all its pages (one count query). */
+  async count(actor: Actor, filter: ForwardFilter): Promise<number> {
+    const [row] = await this.db.select({ n: count() }).from(portForwards).where(this.listed(actor, filter));
+    return row?.n ?? 0;
+  }
+
+  private listed(actor: Actor, filter: ForwardFilter): SQL | undefined {
+    return and(
+      forwardIsVisible,
+      isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId),
+      filter.instanceId ? eq(portForwards.instanceId, filter.instanceId) : undefined,
+      filter.hostId ? eq(portForwards.hostId, filter.hostId) : undefined,
+    );
   }
 
   /** A visible forward the actor owns (admins: any); NOT_FOUND otherwise. */

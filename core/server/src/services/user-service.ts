@@ -4,7 +4,7 @@
  * exactly once, when it is created.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { and, asc, eq, gt, isNull, or } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, isNull, or } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, systemActor, type Actor } from '../auth/actor.js';
 import { hashPassword, randomPassword, validPassword } from '../auth/passwords.js';
@@ -281,6 +281,12 @@ export class UserService {
     if (!row) return `unknown token ${prefix}…`;
     const state = row.revokedAt ? 'revoked' : 'valid';
     return `${state} ${row.scope} token ${row.prefix}… (token ${row.id}${row.hostId ? `, host ${row.hostId}` : ''})`;
+  }
+
+  /** Users by id, whoever asks (the caller checks who may see them); unknown ids are absent. */
+  async getMany(ids: readonly string[]): Promise<User[]> {
+    if (ids.length === 0) return [];
+    return this.db.select().from(users).where(inArray(users.id, [...ids]));
   }
 
   /** A user by id, if the actor may see it (admins: all; users: themselves). */

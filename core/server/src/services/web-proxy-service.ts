@@ -5,7 +5,7 @@
  * (see the reverse-proxy issue); this service keeps them valid, unique and owned.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { and, asc, count, eq, gt, inArray, like, ne, or, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, like, ne, or, sql, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
@@ -331,15 +331,19 @@ export class WebProxyService {
     return this.db
       .select()
       .from(webProxies)
-      .where(
-        and(
-          isAdmin(actor) ? undefined : eq(webProxies.ownerId, actor.userId),
-          filter.instanceId ? eq(webProxies.instanceId, filter.instanceId) : undefined,
-          page.after ? gt(webProxies.id, page.after) : undefined,
-        ),
-      )
+      .where(and(this.listed(actor, filter), page.after ? gt(webProxies.id, page.after) : undefined))
       .orderBy(asc(webProxies.id))
       .limit(page.limit);
+  }
+
+  /** How many web proxies `list` returns over all its pages (one count query). */
+  async count(actor: Actor, filter: { instanceId?: string | null }): Promise<number> {
+    const [row] = await this.db.select({ n: count() }).from(webProxies).where(this.listed(actor, filter));
+    return row?.n ?? 0;
+  }
+
+  private listed(actor: Actor, filter: { instanceId?: string | null }): SQL | undefined {
+    return and(isAdmin(actor) ? undefined : eq(webProxies.ownerId, actor.userId), filter.instanceId ? eq(webProxies.instanceId, filter.instanceId) : undefined);
   }
 
   /** Requests and bytes through a proxy (zeros before its first request). */

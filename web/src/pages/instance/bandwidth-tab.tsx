@@ -1,8 +1,10 @@
 /** Bandwidth limits of an instance: ingress/egress caps, burst, monthly quota and its action. */
 import { useState, type FormEvent } from 'react';
+import { useQuery } from 'urql';
 import { FormError, SelectField, TextField } from '../../components/form.js';
 import { ErrorFields, graphql } from '../../graphql.js';
 import { StatusBadge, useForgetStatus } from '../../live-status.js';
+import { QuotaUsage } from '../../traffic/quota-usage.js';
 import { useFormMutation } from '../../use-form-mutation.js';
 import type { TabProps } from './instance-page.js';
 
@@ -22,6 +24,24 @@ const SetLimit = graphql(
   `,
   [ErrorFields],
 );
+
+const UsageQuery = graphql(`
+  query BandwidthUsage($id: ID!) {
+    instance(id: $id) {
+      id
+      traffic {
+        period {
+          start
+          end
+          totalBytes
+          quotaBytes
+          quotaState
+          throttled
+        }
+      }
+    }
+  }
+`);
 
 const FIELDS = ['ingressMbps', 'egressMbps', 'ingressBurstKb', 'egressBurstKb', 'monthlyQuotaGb', 'quotaAction', 'throttleMbps'] as const;
 type Field = (typeof FIELDS)[number];
@@ -53,6 +73,8 @@ export function BandwidthTab({ instance, refresh }: TabProps) {
     throttleMbps: current?.throttleMbps?.toString() ?? '',
   });
   const [state, submit] = useFormMutation(SetLimit, FIELDS);
+  const [usage, reloadUsage] = useQuery({ query: UsageQuery, variables: { id: instance.id } });
+  const period = usage.data?.instance?.traffic.period;
   const forget = useForgetStatus();
   const set = (name: Field) => (event: { target: { value: string } }) => setForm((f) => ({ ...f, [name]: event.target.value }));
   const save = async (event: FormEvent) => {
@@ -72,6 +94,8 @@ export function BandwidthTab({ instance, refresh }: TabProps) {
     if (payload) {
       forget(payload.limit.id);
       refresh();
+      // a new quota changes the usage's share and state
+      reloadUsage({ requestPolicy: 'network-only' });
     }
   };
   return (
@@ -82,6 +106,19 @@ export function BandwidthTab({ instance, refresh }: TabProps) {
           Current limit: <StatusBadge id={current.id} status={current.status} error={current.statusError} />
         </p>
       )}
+      <section aria-labelledby="usage-title">
+        <h3 id="usage-title">
+          Traffic this period
+          {period && (
+            <small className="hint">
+              {' '}
+              {new Date(period.start).toLocaleDateString()} – {new Date(period.end).toLocaleDateString()}
+            </small>
+          )}
+        </h3>
+        {usage.error && <p className="form-error">{usage.error.message}</p>}
+        {period ? <QuotaUsage period={period} throttleMbps={current?.throttleMbps} /> : !usage.error && <p>Loading…</p>}
+      </section>
       <FormError errors={state.errors} />
       <div className="form-grid">
         {NUMBER_FIELDS.slice(0, 5).map(({ name, ...labels }) => (

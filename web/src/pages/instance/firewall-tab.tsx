@@ -1,6 +1,7 @@
 /** The instance firewall: rules in priority order (add, edit, enable/disable, delete), default policies, templates. */
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
+import { DataTable } from '../../components/data-table.js';
 import { FormError, SelectField, TextField } from '../../components/form.js';
 import { ErrorFields, graphql } from '../../graphql.js';
 import { StatusBadge, useForgetStatus } from '../../live-status.js';
@@ -197,57 +198,38 @@ export function FirewallTab({ instance, refresh }: TabProps) {
 
       <h2>Rules</h2>
       <FormError errors={other.errors} />
-      <div className="table-wrap">
-        <table aria-label="Firewall rules">
-          <thead>
-            <tr>
-              <th scope="col">Priority</th>
-              <th scope="col">Direction</th>
-              <th scope="col">Protocol</th>
-              <th scope="col">Ports</th>
-              <th scope="col">Source</th>
-              <th scope="col">Action</th>
-              <th scope="col">Note</th>
-              <th scope="col">Status</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {rules.map((rule) => (
-              <tr key={rule.id} className={rule.enabled ? undefined : 'disabled'}>
-                <td>{rule.priority}</td>
-                <td>{rule.direction}</td>
-                <td>{rule.protocol}</td>
-                <td>{portsText(rule) || 'all'}</td>
-                <td>{rule.sourceCidr ?? 'any'}</td>
-                <td>{rule.action}</td>
-                <td>{rule.note}</td>
-                <td>
-                  <StatusBadge id={rule.id} status={rule.status} error={rule.statusError} />
-                </td>
-                <td className="row-actions">
-                  <button type="button" className="secondary" onClick={() => edit(rule)}>
-                    Edit
-                  </button>
-                  <button type="button" className="secondary" onClick={() => toggle(rule)}>
-                    {rule.enabled ? 'Disable' : 'Enable'}
-                  </button>
-                  <button type="button" className="danger" onClick={async () => (await submitDelete({ input: { ruleId: rule.id } })) && refresh()}>
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-            {rules.length === 0 && (
-              <tr>
-                <td colSpan={9}>No rules: the default policies apply.</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        label="Firewall rules"
+        columns={['Priority', 'Direction', 'Protocol', 'Ports', 'Source', 'Action', 'Note', 'Status']}
+        actions
+        empty={rules.length === 0 && 'No rules: the default policies apply.'}
+      >
+        {rules.map((rule) => (
+          <tr key={rule.id} className={rule.enabled ? undefined : 'disabled'}>
+            <td>{rule.priority}</td>
+            <td>{rule.direction}</td>
+            <td>{rule.protocol}</td>
+            <td>{portsText(rule) || 'all'}</td>
+            <td>{rule.sourceCidr ?? 'any'}</td>
+            <td>{rule.action}</td>
+            <td>{rule.note}</td>
+            <td>
+              <StatusBadge id={rule.id} status={rule.status} error={rule.statusError} />
+            </td>
+            <td className="row-actions">
+              <button type="button" className="secondary" onClick={() => edit(rule)}>
+                Edit
+              </button>
+              <button type="button" className="secondary" onClick={() => toggle(rule)}>
+                {rule.enabled ? 'Disable' : 'Enable'}
+              </button>
+              <button type="button" className="danger" onClick={async () => (await submitDelete({ input: { ruleId: rule.id } })) && refresh()}>
+                Delete
+              </button>
+            </td>
+          </tr>
+        ))}
+      </DataTable>
 
       <form className="card" onSubmit={submit} aria-labelledby="rule-title" noValidate>
         <h2 id="rule-title">{editing ? 'Edit rule' : 'Add rule'}</h2>

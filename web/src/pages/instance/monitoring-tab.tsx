@@ -3,11 +3,13 @@
  * buffer of the last minutes), the 24-hour curve, and the billing period's totals with the 95th
  * percentile, all counted on the host side.
  */
-import { useEffect, useMemo, useRef, useState } from 'react';
+import { useEffect, useMemo, useRef } from 'react';
 import { useQuery, useSubscription } from 'urql';
 import { graphql } from '../../graphql.js';
 import { SeriesBuffer } from '../../traffic/series-buffer.js';
 import { TrafficChart, type ChartSeries } from '../../traffic/traffic-chart.js';
+import { useFrameBatch } from '../../traffic/use-frame-batch.js';
+import { QuotaUsage } from '../../traffic/quota-usage.js';
 import { formatBitRate, formatBytes } from '../../traffic/units.js';
 import type { TabProps } from './instance-page.js';
 
@@ -37,7 +39,8 @@ const TrafficQuery = graphql(`
           rxP95Bps
           txP95Bps
           quotaBytes
-          quotaUsed
+          quotaState
+          throttled
         }
       }
     }
@@ -76,24 +79,24 @@ export function MonitoringTab({ instance }: TabProps) {
   }, [reexecute]);
 
   const buffer = useRef(new SeriesBuffer(2, LIVE_SAMPLES));
-  const [version, setVersion] = useState(0);
+  const [version, redraw] = useFrameBatch();
   const live = data?.instance?.traffic.live;
   useEffect(() => {
     // the rate the controller last knew starts the live line
     if (live && buffer.current.length === 0) {
       buffer.current.push(seconds(live.at), [live.rxBps, live.txBps]);
-      setVersion((v) => v + 1);
+      redraw();
     }
-  }, [live]);
+  }, [live, redraw]);
   useSubscription({ query: TrafficSubscription, variables: { ids: [instance.id] } }, (_previous, event) => {
     const rate = event.trafficUpdated.instances.find((i) => i.instanceId === instance.id);
     if (rate) {
       buffer.current.push(seconds(event.trafficUpdated.at), [rate.rxBps, rate.txBps]);
-      setVersion((v) => v + 1);
+      redraw();
     }
     return event;
   });
-  // a new array per sample: the chart redraws on a new `data`
+  // new views (no copy) once per frame with new samples: the chart redraws on a new `data`
   const liveColumns = useMemo(() => buffer.current.columns(), [version]);
   const latest = buffer.current.latest();
 
@@ -143,24 +146,12 @@ export function MonitoringTab({ instance }: TabProps) {
               <th scope="row">95th percentile</th>
               <td>{formatBitRate(period.p95Bps)}</td>
             </tr>
-            {period.quotaBytes !== null && period.quotaBytes !== undefined && (
-              <tr>
-                <th scope="row">Quota</th>
-                <td colSpan={3}>
-                  <div
-                    className="meter"
-                    role="meter"
-                    aria-label="Quota used"
-                    aria-valuemin={0}
-                    aria-valuemax={1}
-                    aria-valuenow={Math.min(period.quotaUsed ?? 0, 1)}
-                  >
-                    <span style={{ width: `${Math.min((period.quotaUsed ?? 0) * 100, 100)}%` }} />
-                  </div>
-                  {formatBytes(period.totalBytes)} of {formatBytes(period.quotaBytes)}
-                </td>
-              </tr>
-            )}
+            <tr>
+              <th scope="row">Quota</th>
+              <td colSpan={3}>
+                <QuotaUsage period={period} />
+              </td>
+            </tr>
           </tbody>
         </table>
       )}

@@ -1,5 +1,6 @@
 /** NICs of an instance with their bridge, MAC and addresses; Add NIC (bridge, MAC or automatic, an address from the pool) and remove. */
 import { useState, type FormEvent } from 'react';
+import { DataTable } from '../../components/data-table.js';
 import { FormError, TextField } from '../../components/form.js';
 import { ErrorFields, graphql } from '../../graphql.js';
 import { StatusBadge, useForgetStatus } from '../../live-status.js';
@@ -70,47 +71,31 @@ export function NetworkTab({ instance, refresh }: TabProps) {
     <div>
       <h2>Network interfaces</h2>
       <FormError errors={remove.errors} />
-      <div className="table-wrap">
-        <table aria-label="Network interfaces">
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Bridge</th>
-              <th scope="col">MAC</th>
-              <th scope="col">Addresses</th>
-              <th scope="col">Status</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {instance.nics.map((nic) => (
-              <tr key={nic.id}>
-                <td>{nic.name}</td>
-                <td>{nic.network}</td>
-                <td>
-                  <code>{nic.mac}</code>
-                </td>
-                <td>{nic.addresses.map((a) => a.cidr).join(', ') || '—'}</td>
-                <td>
-                  <StatusBadge id={nic.id} status={nic.status} error={nic.statusError} />
-                </td>
-                <td>
-                  <button
-                    type="button"
-                    className="danger"
-                    aria-label={`Remove ${nic.name}`}
-                    onClick={async () => (await submitRemove({ input: { nicId: nic.id } })) && refresh()}
-                  >
-                    Remove
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable label="Network interfaces" columns={['Name', 'Bridge', 'MAC', 'Addresses', 'Status']} actions>
+        {instance.nics.map((nic) => (
+          <tr key={nic.id}>
+            <td>{nic.name}</td>
+            <td>{nic.network}</td>
+            <td>
+              <code>{nic.mac}</code>
+            </td>
+            <td>{nic.addresses.map((a) => a.cidr).join(', ') || '—'}</td>
+            <td>
+              <StatusBadge id={nic.id} status={nic.status} error={nic.statusError} />
+            </td>
+            <td>
+              <button
+                type="button"
+                className="danger"
+                aria-label={`Remove ${nic.name}`}
+                onClick={async () => (await submitRemove({ input: { nicId: nic.id } })) && refresh()}
+              >
+                Remove
+              </button>
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       <form className="card" onSubmit={submit} aria-labelledby="add-nic-title" noValidate>
         <h2 id="add-nic-title">Add NIC</h2>
         <FormError errors={add.errors} />

@@ -2,6 +2,7 @@
 import { useState, type FormEvent } from 'react';
 import { useQuery } from 'urql';
 import { CsvPlan, type PlanRow } from '../../components/csv-plan.js';
+import { DataTable } from '../../components/data-table.js';
 import { FormError, SelectField, TextAreaField, TextField } from '../../components/form.js';
 import { Pager, useCursorPages } from '../../components/pager.js';
 import { ErrorFields, graphql } from '../../graphql.js';
@@ -127,16 +128,20 @@ export function PortForwardsTab({ instance }: TabProps) {
   const [{ data, error }, reexecute] = useQuery({ query: ForwardsQuery, variables: { id: instance.id, ...pages.variables } });
   const refresh = () => reexecute({ requestPolicy: 'network-only' });
   const forget = useForgetStatus();
-  const [form, setForm] = useState({ protocol: 'TCP' as Protocol, hostPort: '', targetAddress: '', targetPort: '', sourceCidrs: '', note: '' });
+  const [form, setForm] = useState({ preset: '', protocol: 'TCP' as Protocol, hostPort: '', targetAddress: '', targetPort: '', sourceCidrs: '', note: '' });
   const [create, submitCreate] = useFormMutation(CreateForward, FORM_FIELDS);
   const [remove, submitDelete] = useFormMutation(DeleteForward, []);
   const addresses = instance.nics.flatMap((n) => n.addresses.map((a) => a.address));
   const set = (name: keyof typeof form) => (event: { target: { value: string } }) => setForm((f) => ({ ...f, [name]: event.target.value }));
 
   const applyPreset = (value: string) => {
-    const preset = data?.commonPorts.find((p) => `${p.service}` === value);
-    if (preset) setForm((f) => ({ ...f, targetPort: String(preset.port), protocol: preset.protocol, note: f.note || preset.service }));
+    const preset = data?.commonPorts.find((p) => p.service === value);
+    if (preset) setForm((f) => ({ ...f, preset: value, targetPort: String(preset.port), protocol: preset.protocol, note: f.note || preset.service }));
+    else setForm((f) => ({ ...f, preset: '' }));
   };
+  // the select names a preset only while the form still holds its port and protocol (edited by hand or cleared after a create: Custom)
+  const chosen = data?.commonPorts.find((p) => p.service === form.preset);
+  const presetShown = chosen && String(chosen.port) === form.targetPort.trim() && chosen.protocol === form.protocol ? form.preset : '';
 
   const add = async (event: FormEvent) => {
     event.preventDefault();
@@ -153,7 +158,7 @@ export function PortForwardsTab({ instance }: TabProps) {
     });
     if (payload) {
       forget(payload.portForward.id);
-      setForm((f) => ({ ...f, hostPort: '', targetPort: '', sourceCidrs: '', note: '' }));
+      setForm((f) => ({ ...f, preset: '', hostPort: '', targetPort: '', sourceCidrs: '', note: '' }));
       refresh();
     }
   };
@@ -164,64 +169,47 @@ export function PortForwardsTab({ instance }: TabProps) {
       <h2>Port forwards</h2>
       {error && <p className="form-error">{error.message}</p>}
       <FormError errors={remove.errors} />
-      <div className="table-wrap">
-        <table aria-label="Port forwards">
-          <thead>
-            <tr>
-              <th scope="col">Protocol</th>
-              <th scope="col">Host port</th>
-              <th scope="col">Target</th>
-              <th scope="col">Sources</th>
-              <th scope="col">Note</th>
-              <th scope="col">Status</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((f) => (
-              <tr key={f.id} data-forward-id={f.id}>
-                <td>{f.protocol}</td>
-                <td>
-                  {f.hostAddress ? `${f.hostAddress}:` : ''}
-                  {rangeText(f.hostPorts)}
-                </td>
-                <td>
-                  {f.targetAddress}:{rangeText(f.targetPorts)}
-                </td>
-                <td>{f.sourceCidrs.join(', ') || 'any'}</td>
-                <td>{f.note}</td>
-                <td>
-                  <StatusBadge id={f.id} status={f.status} error={f.statusError} />
-                </td>
-                <td>
-                  <button
-                    type="button"
-                    className="danger"
-                    aria-label={`Delete forward ${rangeText(f.hostPorts)}/${f.protocol.toLowerCase()}`}
-                    onClick={async () => (await submitDelete({ input: { portForwardId: f.id } })) && refresh()}
-                  >
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-            {data && rows.length === 0 && (
-              <tr>
-                <td colSpan={7}>No port forwards yet.</td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        label="Port forwards"
+        columns={['Protocol', 'Host port', 'Target', 'Sources', 'Note', 'Status']}
+        actions
+        empty={data && rows.length === 0 && 'No port forwards yet.'}
+      >
+        {rows.map((f) => (
+          <tr key={f.id} data-forward-id={f.id}>
+            <td>{f.protocol}</td>
+            <td>
+              {f.hostAddress ? `${f.hostAddress}:` : ''}
+              {rangeText(f.hostPorts)}
+            </td>
+            <td>
+              {f.targetAddress}:{rangeText(f.targetPorts)}
+            </td>
+            <td>{f.sourceCidrs.join(', ') || 'any'}</td>
+            <td>{f.note}</td>
+            <td>
+              <StatusBadge id={f.id} status={f.status} error={f.statusError} />
+            </td>
+            <td>
+              <button
+                type="button"
+                className="danger"
+                aria-label={`Delete forward ${rangeText(f.hostPorts)}/${f.protocol.toLowerCase()}`}
+                onClick={async () => (await submitDelete({ input: { portForwardId: f.id } })) && refresh()}
+              >
+                Delete
+              </button>
+            </td>
+          </tr>
+        ))}
+      </DataTable>
       <Pager pages={pages} pageInfo={data?.portForwards.pageInfo} label="Port forwards" />
 
       <form className="card" onSubmit={add} aria-labelledby="add-forward-title" noValidate>
         <h2 id="add-forward-title">Add port forward</h2>
         <FormError errors={create.errors} />
         <div className="form-grid">
-          <SelectField label="Preset" name="preset" errors={create.errors} defaultValue="" onChange={(e) => applyPreset(e.target.value)}>
+          <SelectField label="Preset" name="preset" errors={create.errors} value={presetShown} onChange={(e) => applyPreset(e.target.value)}>
             <option value="">Custom</option>
             {data?.commonPorts.map((p) => (
               <option key={p.service} value={p.service}>

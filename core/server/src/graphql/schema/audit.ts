@@ -2,9 +2,11 @@
 import { filter, pipe } from 'graphql-yoga';
 import type { AuditEntry } from '../../events/event-payloads.js';
 import { validId } from '../../support/validate.js';
+import { isAdmin } from '../../auth/actor.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
 import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
+import { UserRef } from './users.js';
 
 const AuditEntryRef = builder.objectRef<AuditEntry>('AuditEntry').implement({
   description: 'One change to one object: who made it, with which token, in which request, and the object before and after.',
@@ -13,6 +15,16 @@ const AuditEntryRef = builder.objectRef<AuditEntry>('AuditEntry').implement({
     at: t.expose('at', { type: 'DateTime', description: 'When the change committed.' }),
     requestId: t.exposeString('requestId', { description: 'The HTTP request that made it; entries of one mutation share it.' }),
     actorUserId: t.exposeID('actorUserId', { nullable: true, description: 'The user who made it; the all-zero id for work the controller does on its own.' }),
+    actor: t.field({
+      type: UserRef,
+      nullable: true,
+      description: 'The user who made it, by name; null for work the controller does on its own and when the caller may not see that user (admins see all).',
+      resolve: async (e, _a, ctx) => {
+        const caller = requireActor(ctx);
+        if (!e.actorUserId || !(isAdmin(caller) || e.actorUserId === caller.userId)) return null;
+        return (await ctx.loaders.user.load(e.actorUserId)) ?? null;
+      },
+    }),
     tokenId: t.exposeID('tokenId', { nullable: true, description: 'The API token used; the all-zero id for work the controller does on its own.' }),
     action: t.exposeString('action', { description: 'What was done, e.g. "pool.create", "address.allocate".' }),
     objectType: t.exposeString('objectType', { description: 'The kind of object, e.g. "PortForward".' }),

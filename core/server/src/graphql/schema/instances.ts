@@ -9,10 +9,12 @@ import {
   QuotaExceededError,
   ValidationError,
 } from '../../support/errors.js';
+import { isAdmin } from '../../auth/actor.js';
 import { builder } from '../builder.js';
 import { ApplyStatusEnum } from './apply-status.js';
 import { requireActor } from '../context.js';
-import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
+import { countedConnectionOf, countedPageTypes } from '../counted-connection.js';
+import { connectionComplexity, pageOf } from '../pagination.js';
 import type { Instance, Nic, NicWithAddresses } from '../../services/instance-service.js';
 import { HostRef } from './hosts.js';
 import { AddressFamilyEnum, IpAddressRef } from './pools.js';
@@ -62,6 +64,20 @@ InstanceRef.implement({
   }),
 });
 
+// declared here, not in pools.ts: instances.ts already imports pools.ts
+builder.objectField(IpAddressRef, 'instance', (t) =>
+  t.field({
+    type: InstanceRef,
+    nullable: true,
+    description: 'The instance whose NIC holds it (ALLOCATED), with its name and owner; null for reservations and when it is not yours.',
+    resolve: async (a, _x, ctx) => {
+      const actor = requireActor(ctx);
+      const instance = a.nicId ? await ctx.loaders.instanceOfNic.load(a.nicId) : undefined;
+      return instance && (isAdmin(actor) || instance.ownerId === actor.userId) ? instance : null;
+    },
+  }),
+);
+
 builder.queryFields((t) => ({
   instance: t.field({
     type: InstanceRef,
@@ -78,10 +94,12 @@ builder.queryFields((t) => ({
       complexity: connectionComplexity,
       resolve: async (_r, args, ctx) => {
         const page = pageOf(args);
-        return connectionOf(await ctx.services.instances.list(requireActor(ctx), { hostId: args.hostId }, page), page);
+        const actor = requireActor(ctx);
+        const filter = { hostId: args.hostId };
+        return countedConnectionOf(await ctx.services.instances.list(actor, filter, page), page, () => ctx.services.instances.count(actor, filter));
       },
     },
-    ...pageTypes('instances'),
+    ...countedPageTypes('instances'),
   ),
 }));
 

@@ -5,7 +5,8 @@ import { COMMON_PORTS, type PortForward } from '../../services/port-forward-serv
 import { listeningClash, listeningText } from '../../services/port-audit.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
-import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
+import { countedConnectionOf, countedPageTypes } from '../counted-connection.js';
+import { connectionComplexity, pageOf } from '../pagination.js';
 import { HostRef, PortRangeRef } from './hosts.js';
 import { ApplyStatusEnum } from './apply-status.js';
 import { InstanceRef } from './instances.js';
@@ -136,10 +137,12 @@ builder.queryFields((t) => ({
       complexity: connectionComplexity,
       resolve: async (_r, args, ctx) => {
         const page = pageOf(args);
-        return connectionOf(await ctx.services.forwards.list(requireActor(ctx), { instanceId: args.instanceId, hostId: args.hostId }, page), page);
+        const actor = requireActor(ctx);
+        const filter = { instanceId: args.instanceId, hostId: args.hostId };
+        return countedConnectionOf(await ctx.services.forwards.list(actor, filter, page), page, () => ctx.services.forwards.count(actor, filter));
       },
     },
-    ...pageTypes('port forwards'),
+    ...countedPageTypes('port forwards'),
   ),
   commonPorts: t.field({
     type: [CommonPortRef],

@@ -5,7 +5,8 @@ import type { RenewalResult } from '../../proxy/proxy-manager.js';
 import type { DomainTemplate, ProxyTraffic, WebProxy } from '../../services/web-proxy-service.js';
 import { builder } from '../builder.js';
 import { requireActor } from '../context.js';
-import { connectionComplexity, connectionOf, pageOf, pageTypes } from '../pagination.js';
+import { countedConnectionOf, countedPageTypes } from '../counted-connection.js';
+import { connectionComplexity, pageOf } from '../pagination.js';
 import { InstanceRef } from './instances.js';
 import { resultOf } from './mutation-result.js';
 import { ApplyStatusEnum } from './apply-status.js';
@@ -197,10 +198,12 @@ builder.queryFields((t) => ({
       complexity: connectionComplexity,
       resolve: async (_r, args, ctx) => {
         const page = pageOf(args);
-        return connectionOf(await ctx.services.proxies.list(requireActor(ctx), { instanceId: args.instanceId }, page), page);
+        const actor = requireActor(ctx);
+        const filter = { instanceId: args.instanceId };
+        return countedConnectionOf(await ctx.services.proxies.list(actor, filter, page), page, () => ctx.services.proxies.count(actor, filter));
       },
     },
-    ...pageTypes('web proxies'),
+    ...countedPageTypes('web proxies'),
   ),
   proxyDomainTemplates: t.field({
     type: [DomainTemplateRef],
