@@ -145,6 +145,7 @@ export function validDriverReport(field: string, value: NonNullable<ReportHostSt
       ipv6: c.portForwards.ipv6,
       sourceAllowLists: c.portForwards.sourceAllowLists,
       rateLimits: c.portForwards.rateLimits ?? false,
+      multiTarget: c.portForwards.multiTarget ?? false,
     },
     firewall: c.firewall && {
       implementation: implementation(`${at}.firewall.implementation`, c.firewall.implementation),
@@ -286,6 +287,7 @@ export class HostAgentService {
     const start = validStart(input);
 
     let failed: ObjectStatusChange[] = [];
+    let previous: DiscoveredInstanceJson[] = [];
     const accepted = await this.db.transaction(async (tx) => {
       const [host] = await tx.select({ revision: hosts.desiredRevision, name: hosts.name, driver: hosts.driver }).from(hosts).where(eq(hosts.id, hostId));
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
@@ -299,6 +301,7 @@ export class HostAgentService {
       }
       await tx.insert(hostAgents).values({ hostId }).onConflictDoNothing();
       const [before] = await tx.select().from(hostAgents).where(eq(hostAgents.hostId, hostId)).for('update');
+      previous = before!.discoveredInstances;
       // revisions only grow, so a lower one than already reported is a late report of the past
       if (applied !== null && before!.appliedRevision !== null && applied < before!.appliedRevision) {
         // how the agent started is news even in a late report: a restarted agent's first report can be one
@@ -326,7 +329,7 @@ export class HostAgentService {
     for (const change of failed) this.events.publish('objectStatus', change);
     if (accepted) this.events.publish('hostAgentStatus', { hostId });
     // the discovery becomes instances (registered, bound, reclaimed) once the report is stored
-    if (accepted && discovered !== null) await this.discovery.reconcile(hostId, discovered);
+    if (accepted && discovered !== null) await this.discovery.reconcile(hostId, discovered, previous);
     return (await this.statuses([hostId]))[0]!;
   }
 

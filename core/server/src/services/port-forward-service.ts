@@ -12,13 +12,14 @@ import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
 import { forwardIsVisible, instances, portForwardImports, portForwards } from '../db/schema.js';
-import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, postgresErrorOf } from '../support/errors.js';
+import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, ValidationError, postgresErrorOf } from '../support/errors.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, type PortRange } from '../support/validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
 import type { Host } from './host-service.js';
 import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
+import { resolveBalance, type TargetSpec } from './port-forward-balance.js';
 import {
   forwardRow,
   heldPorts,
@@ -58,6 +59,10 @@ export interface CreatePortForwardInput extends ForwardSpec {
   instanceId: string;
   /** An address of the instance; absent: its first IPv4 address (else its first address). */
   targetAddress?: string | null;
+  /** Every target when several share the port (the own target, instanceId/targetAddress, among them); absent: the own target alone. */
+  targets?: readonly TargetSpec[] | null;
+  /** With targets: one client (source address) always reaches the same target. */
+  sourceAffinity?: boolean | null;
 }
 
 /**
@@ -76,7 +81,17 @@ export interface UpdatePortForwardInput {
   sourceCidrs?: readonly string[] | null;
   /** New limits; null removes them. */
   rateLimit?: RateLimitSpec | null;
+  /** Every target (the own one among them), replacing the list; null: the own target alone. */
+  targets?: readonly TargetSpec[] | null;
+  /** Source affinity of the targets; null keeps it. */
+  sourceAffinity?: boolean | null;
   note?: string | null;
+}
+
+/** No target list: no balance, and source affinity cannot be asked for. */
+function noTargets(sourceAffinity: boolean | null | undefined): null {
+  if (sourceAffinity) throw new ValidationError('input.sourceAffinity', true, 'needs targets: two or more');
+  return null;
 }
 
 /** Well-known services a UI offers as presets. */
@@ -127,7 +142,11 @@ export class PortForwardService {
       const owner = await lockOwner(tx, instance.ownerId);
       const host = await bumpHostRevision(tx, record, instance.hostId);
       const target = await instanceTarget(tx, instance, 'input', input.targetAddress);
-      const placed = placeForward(input, host, target, inputField, !isAdmin(actor));
+      const balance =
+        input.targets != null
+          ? await resolveBalance(tx, actor, { instance, target }, input.targets, input.sourceAffinity ?? false, 'input.targets')
+          : noTargets(input.sourceAffinity);
+      const placed = placeForward({ ...input, balance }, host, target, inputField, !isAdmin(actor));
       await this.checkQuota(tx, owner, { forwards: 1, ports: heldPorts(placed.protocol, placed.targetPorts) }, 'input.instanceId', instance.id);
       const overlapping = overlapCondition(host.id, placed);
       let hostPorts: PortRange;
@@ -184,6 +203,11 @@ export class PortForwardService {
       const before = await this.loadVisible(tx, actor, id);
       const target = await instanceTarget(tx, instance, 'input', input.targetAddress ?? before.targetAddress);
       const width = before.hostPortEnd - before.hostPortStart;
+      const affinity = input.sourceAffinity ?? before.balance?.sourceAffinity ?? false;
+      // the kept list is re-checked too (its own target may have changed with targetAddress)
+      const targets =
+        input.targets !== undefined ? input.targets : before.balance?.targets.map((t) => ({ instanceId: t.instanceId, targetAddress: t.address, weight: t.weight }));
+      const balance = targets != null ? await resolveBalance(tx, actor, { instance, target }, targets, affinity, 'input.targets') : noTargets(input.sourceAffinity);
       const spec: ForwardSpec = {
         protocol: input.protocol ?? before.protocol,
         hostPort: input.hostPort ?? portRangeText({ start: before.hostPortStart, end: before.hostPortEnd }),
@@ -191,6 +215,7 @@ export class PortForwardService {
         hostAddress: input.hostAddress !== undefined ? input.hostAddress : before.hostAddress,
         sourceCidrs: input.sourceCidrs !== undefined ? input.sourceCidrs : before.sourceCidrs,
         rateLimit: input.rateLimit !== undefined ? input.rateLimit : before.rateLimit,
+        balance,
         note: input.note !== undefined ? input.note : before.note,
       };
       const placed = placeForward(spec, host, target, inputField, !isAdmin(actor), 'updating port forward');
