@@ -148,6 +148,14 @@ describe.each(backends)('forwards with several targets on $name', (backend) => {
       expect(r).toMatchObject({ __typename: 'CapabilityNotSupportedError', code: 'CAPABILITY_NOT_SUPPORTED', capability: 'portForwards.multiTarget', field: 'input.targets' });
       const one = await gql(ctx.api.admin, CREATE, { instanceId: vms[0]!.id, protocol: 'TCP', hostPort: '21091', targetPort: '91', targets: [{ instanceId: vms[0]!.id }] });
       expect(one.__typename).toBe('CreatePortForwardPayload');
+      // the balanced forward accepted before (test 1, host port 21080) is FAILED now, naming the capability
+      const [balanced] = (
+        await ctx.api.admin(`query($h: ID!) { portForwards(hostId: $h, first: 100) { edges { node { hostPorts { start } status statusError } } } }`, { h: hostId })
+      ).data!.portForwards.edges
+        .map((e: { node: any }) => e.node)
+        .filter((n: { hostPorts: { start: number } }) => n.hostPorts.start === 21080);
+      expect(balanced.status).toBe('FAILED');
+      expect(balanced.statusError).toMatch(/^CAPABILITY_NOT_SUPPORTED: .*\(capabilities\.portForwards\.multiTarget\)$/);
     } finally {
       await report(CAPS);
     }

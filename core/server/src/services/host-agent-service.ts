@@ -363,6 +363,8 @@ export class HostAgentService {
         hostPorts: ports,
         targetPorts,
         sourceCidrs: f.sourceCidrs,
+        rateLimit: f.rateLimit,
+        balance: f.balance,
       };
       fail('port_forward', f.id, f.ownerId, 'applying port forward', (c) => checkPortForward(c, needs));
     }
