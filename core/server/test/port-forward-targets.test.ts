@@ -16,7 +16,15 @@ import { useStoreApi } from './support/suite.js';
 const backends = await storeBackends();
 
 const CAPS: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true, multiTarget: true },
+  portForwards: {
+    implementation: 'dataplane',
+    protocols: ['tcp', 'udp'],
+    portRanges: true,
+    ipv6: true,
+    sourceAllowLists: true,
+    rateLimits: true,
+    multiTarget: true,
+  },
   firewall: null,
   shaping: null,
   nics: { max: 8, hotplug: true, staticAddressing: true },
@@ -50,7 +58,8 @@ describe.each(backends)('forwards with several targets on $name', (backend) => {
       driver: { id: 'lxd', version: '0.1.0', apiVersion: 1, capabilities },
       ...(running ? { discoveredInstances: vms.map((vm, i) => ({ externalId: `vm-t${i}`, name: `vm-t${i}`, running: running[i], nics: [] })) } : {}),
     });
-  const revision = async () => (await ctx.api.admin(`query($id: ID!) { host(id: $id) { desiredRevision } }`, { id: hostId })).data!.host.desiredRevision as number;
+  const revision = async () =>
+    (await ctx.api.admin(`query($id: ID!) { host(id: $id) { desiredRevision } }`, { id: hostId })).data!.host.desiredRevision as number;
   const doc = async (id: string) => {
     const state = await ctx.api.admin(`query($h: ID!) { hostDesiredState(hostId: $h) { document } }`, { h: hostId });
     return (state.data!.hostDesiredState.document as { instances: { portForwards: Record<string, any>[] }[] }).instances
@@ -128,7 +137,12 @@ describe.each(backends)('forwards with several targets on $name', (backend) => {
       expect(await gql(ctx.api.admin, CREATE, { ...base, ...extra }), JSON.stringify(extra)).toMatchObject({ code, field });
     }
     // a tenant cannot name another owner's instance: it does not exist for them
-    const bobs = await gql(bob.client, CREATE, { instanceId: bobVm.id, protocol: 'TCP', targetPort: '90', targets: [{ instanceId: bobVm.id }, { instanceId: vms[1]!.id }] });
+    const bobs = await gql(bob.client, CREATE, {
+      instanceId: bobVm.id,
+      protocol: 'TCP',
+      targetPort: '90',
+      targets: [{ instanceId: bobVm.id }, { instanceId: vms[1]!.id }],
+    });
     expect(bobs).toMatchObject({ code: 'NOT_FOUND', field: 'input.targets[1].instanceId' });
     expect(await revision()).toBe(before);
   });
@@ -145,14 +159,27 @@ describe.each(backends)('forwards with several targets on $name', (backend) => {
         targetPort: '91',
         targets: [{ instanceId: vms[0]!.id }, { instanceId: vms[1]!.id }],
       });
-      expect(r).toMatchObject({ __typename: 'CapabilityNotSupportedError', code: 'CAPABILITY_NOT_SUPPORTED', capability: 'portForwards.multiTarget', field: 'input.targets' });
-      const one = await gql(ctx.api.admin, CREATE, { instanceId: vms[0]!.id, protocol: 'TCP', hostPort: '21091', targetPort: '91', targets: [{ instanceId: vms[0]!.id }] });
+      expect(r).toMatchObject({
+        __typename: 'CapabilityNotSupportedError',
+        code: 'CAPABILITY_NOT_SUPPORTED',
+        capability: 'portForwards.multiTarget',
+        field: 'input.targets',
+      });
+      const one = await gql(ctx.api.admin, CREATE, {
+        instanceId: vms[0]!.id,
+        protocol: 'TCP',
+        hostPort: '21091',
+        targetPort: '91',
+        targets: [{ instanceId: vms[0]!.id }],
+      });
       expect(one.__typename).toBe('CreatePortForwardPayload');
       // the balanced forward accepted before (test 1, host port 21080) is FAILED now, naming the capability
       const [balanced] = (
-        await ctx.api.admin(`query($h: ID!) { portForwards(hostId: $h, first: 100) { edges { node { hostPorts { start } status statusError } } } }`, { h: hostId })
-      ).data!.portForwards.edges
-        .map((e: { node: any }) => e.node)
+        await ctx.api.admin(`query($h: ID!) { portForwards(hostId: $h, first: 100) { edges { node { hostPorts { start } status statusError } } } }`, {
+          h: hostId,
+        })
+      )
+        .data!.portForwards.edges.map((e: { node: any }) => e.node)
         .filter((n: { hostPorts: { start: number } }) => n.hostPorts.start === 21080);
       expect(balanced.status).toBe('FAILED');
       expect(balanced.statusError).toMatch(/^CAPABILITY_NOT_SUPPORTED: .*\(capabilities\.portForwards\.multiTarget\)$/);
@@ -178,7 +205,11 @@ describe.each(backends)('forwards with several targets on $name', (backend) => {
     expect((await gql(ctx.api.admin, UPDATE, { portForwardId: f.id, note: 'web' })).portForward.targets).toHaveLength(2);
     const three = await gql(ctx.api.admin, UPDATE, {
       portForwardId: f.id,
-      targets: [{ instanceId: vms[2]!.id, weight: 5 }, { instanceId: vms[0]!.id, weight: 1 }, { instanceId: vms[1]!.id, weight: 100 }],
+      targets: [
+        { instanceId: vms[2]!.id, weight: 5 },
+        { instanceId: vms[0]!.id, weight: 1 },
+        { instanceId: vms[1]!.id, weight: 100 },
+      ],
     });
     expect(three.portForward.targets.map((t: { weight: number }) => t.weight)).toEqual([5, 1, 100]);
     expect((await doc(f.id)).balance).toMatchObject({ sourceAffinity: true });
@@ -255,6 +286,27 @@ describe.each(backends)('forwards with several targets on $name', (backend) => {
     expect(csv).toContain(`tcp,21162,${a},162,plain,,,,\r\n`);
     const again = await run(csv, true);
     expect(again).toMatchObject({ created: 0, invalid: 0 });
-    expect(again.rows.filter((r: { action: string }) => r.action !== "UNCHANGED"), csv).toEqual([]);
+    expect(
+      again.rows.filter((r: { action: string }) => r.action !== 'UNCHANGED'),
+      csv,
+    ).toEqual([]);
+  });
+
+  it("drops a deleted instance's target: the document leaves it out, and an edit keeps the others", async () => {
+    const extra = await makeVm('vm-gone');
+    const f = (
+      await gql(ctx.api.admin, CREATE, {
+        instanceId: vms[0]!.id,
+        protocol: 'TCP',
+        hostPort: '21190',
+        targetPort: '190',
+        targets: [{ instanceId: vms[0]!.id }, { instanceId: vms[1]!.id }, { instanceId: extra.id }],
+      })
+    ).portForward;
+    const gone = await ctx.api.admin(`mutation($id: ID!) { deleteInstance(input: { instanceId: $id }) { __typename ${ERROR_FIELDS} } }`, { id: extra.id });
+    expect(gone.data!.deleteInstance.__typename).toBe('DeleteInstancePayload');
+    expect((await doc(f.id)).balance.targets.map((t: { address: string }) => t.address)).toEqual([vms[0]!.v4, vms[1]!.v4]);
+    const edited = await gql(ctx.api.admin, UPDATE, { portForwardId: f.id, note: 'after' });
+    expect(edited.portForward.targets.map((t: { targetAddress: string }) => t.targetAddress)).toEqual([vms[0]!.v4, vms[1]!.v4]);
   });
 });

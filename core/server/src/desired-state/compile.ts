@@ -31,7 +31,18 @@ export interface HostSnapshot {
 /** The columns of a port forward the document needs (loading all of them costs 5x more at 60,000 rows). */
 export type DesiredForwardRow = Pick<
   PortForward,
-  'id' | 'instanceId' | 'protocol' | 'hostAddress' | 'hostPortStart' | 'hostPortEnd' | 'targetAddress' | 'targetPortStart' | 'sourceCidrs' | 'rateLimit' | 'balance' | 'protoLo'
+  | 'id'
+  | 'instanceId'
+  | 'protocol'
+  | 'hostAddress'
+  | 'hostPortStart'
+  | 'hostPortEnd'
+  | 'targetAddress'
+  | 'targetPortStart'
+  | 'sourceCidrs'
+  | 'rateLimit'
+  | 'balance'
+  | 'protoLo'
 >;
 
 const byId = <T extends { id: string }>(a: T, b: T) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);

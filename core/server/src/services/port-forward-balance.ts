@@ -81,7 +81,11 @@ export function checkedBalance(own: InstanceTarget, resolved: readonly ResolvedT
   for (const [i, { target, weight }] of resolved.entries()) {
     const at = `${field}[${i}]`;
     if (target.ownerId !== own.ownerId) {
-      throw new ValidationError(`${at}.instanceId`, target.instanceId, `is instance "${target.instanceName}" of another owner than instance "${own.instanceName}"`);
+      throw new ValidationError(
+        `${at}.instanceId`,
+        target.instanceId,
+        `is instance "${target.instanceName}" of another owner than instance "${own.instanceName}"`,
+      );
     }
     if (target.family !== own.family) {
       throw new ValidationError(`${at}.targetAddress`, target.address, `is IPv${target.family} but the forward's target ${own.address} is IPv${own.family}`);
@@ -114,7 +118,8 @@ export function parseTargetsCell(text: string): { entries: { address: string; we
       continue;
     }
     const [address, weight, extra] = part.split('*');
-    if (!address || extra !== undefined || (weight !== undefined && !/^\d+$/.test(weight))) return { error: `"${part}" is not ADDRESS, ADDRESS*WEIGHT or affinity` };
+    if (!address || extra !== undefined || (weight !== undefined && !/^\d+$/.test(weight)))
+      return { error: `"${part}" is not ADDRESS, ADDRESS*WEIGHT or affinity` };
     entries.push({ address, weight: weight === undefined ? null : Number(weight) });
   }
   return { entries, sourceAffinity };

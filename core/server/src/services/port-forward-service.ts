@@ -7,11 +7,11 @@
  * the rest of the transaction (the desired-state revision bump takes it), which also makes the
  * automatic choice of a free port race-free. Locks: owner (quota), then host.
  */
-import { and, asc, count, eq, gt, inArray, ne, sql, type SQL } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, ne, sql, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { forwardIsVisible, instances, portForwardImports, portForwards } from '../db/schema.js';
+import { forwardIsVisible, instances, ipAllocations, portForwardImports, portForwards } from '../db/schema.js';
 import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, ValidationError, postgresErrorOf } from '../support/errors.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, type PortRange } from '../support/validate.js';
@@ -204,10 +204,11 @@ export class PortForwardService {
       const target = await instanceTarget(tx, instance, 'input', input.targetAddress ?? before.targetAddress);
       const width = before.hostPortEnd - before.hostPortStart;
       const affinity = input.sourceAffinity ?? before.balance?.sourceAffinity ?? false;
-      // the kept list is re-checked too (its own target may have changed with targetAddress)
-      const targets =
-        input.targets !== undefined ? input.targets : before.balance?.targets.map((t) => ({ instanceId: t.instanceId, targetAddress: t.address, weight: t.weight }));
-      const balance = targets != null ? await resolveBalance(tx, actor, { instance, target }, targets, affinity, 'input.targets') : noTargets(input.sourceAffinity);
+      // the kept list is re-checked too (its own target may have changed with targetAddress), without
+      // the targets whose address is gone (their NIC or instance was removed)
+      const targets = input.targets !== undefined ? input.targets : await this.keptTargets(tx, before);
+      const balance =
+        targets != null ? await resolveBalance(tx, actor, { instance, target }, targets, affinity, 'input.targets') : noTargets(input.sourceAffinity);
       const spec: ForwardSpec = {
         protocol: input.protocol ?? before.protocol,
         hostPort: input.hostPort ?? portRangeText({ start: before.hostPortStart, end: before.hostPortEnd }),
@@ -223,7 +224,8 @@ export class PortForwardService {
       const held = heldPorts(placed.protocol, placed.targetPorts);
       // holding no more ports than before needs no quota (an owner over a lowered quota may still edit the note)
       const heldBefore = heldPorts(before.protocol, { start: before.hostPortStart, end: before.hostPortEnd });
-      if (held > heldBefore) await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
+      if (held > heldBefore)
+        await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
       await this.checkFree(tx, actor, host, hostPorts, placed.protocol, and(overlapCondition(host.id, placed), ne(portForwards.id, id))!);
       const { id: _id, createdAt: _createdAt, importId: _importId, ...changes } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
       let after: PortForward | undefined;
@@ -238,6 +240,21 @@ export class PortForwardService {
       await record({ action: 'portForward.update', objectType: 'PortForward', objectId: id, ownerId: before.ownerId, before, after });
       return after!;
     });
+  }
+
+  /** A forward's stored targets as a target list, those whose address no instance holds any more left out. */
+  private async keptTargets(tx: Executor, forward: PortForward): Promise<TargetSpec[] | undefined> {
+    if (!forward.balance) return undefined;
+    const ids = forward.balance.targets.map((t) => t.addressId);
+    const held = new Set(
+      (
+        await tx
+          .select({ id: ipAllocations.id })
+          .from(ipAllocations)
+          .where(and(inArray(ipAllocations.id, ids), isNotNull(ipAllocations.nicId)))
+      ).map((r) => r.id),
+    );
+    return forward.balance.targets.filter((t) => held.has(t.addressId)).map((t) => ({ instanceId: t.instanceId, targetAddress: t.address, weight: t.weight }));
   }
 
   /**
@@ -266,7 +283,10 @@ export class PortForwardService {
       .from(portForwards)
       .where(and(eq(portForwards.ownerId, ownerId), forwardIsVisible));
     const use = { forwards: row?.n ?? 0, ports: Number(row?.ports ?? 0) };
-    for (const { reserved } of await tx.select({ reserved: portForwardImports.reserved }).from(portForwardImports).where(eq(portForwardImports.state, 'staged'))) {
+    for (const { reserved } of await tx
+      .select({ reserved: portForwardImports.reserved })
+      .from(portForwardImports)
+      .where(eq(portForwardImports.state, 'staged'))) {
       use.forwards += reserved[ownerId]?.forwards ?? 0;
       use.ports += reserved[ownerId]?.ports ?? 0;
     }
@@ -301,7 +321,12 @@ export class PortForwardService {
       // their imports can no longer be all or nothing: they stop, and remove the rest of their rows
       const imports = [...new Set(staged.map((f) => f.importId!))];
       await tx.update(portForwardImports).set({ state: 'removing' }).where(inArray(portForwardImports.id, imports));
-      await tx.delete(portForwards).where(inArray(portForwards.id, staged.map((f) => f.id)));
+      await tx.delete(portForwards).where(
+        inArray(
+          portForwards.id,
+          staged.map((f) => f.id),
+        ),
+      );
     }
     const doomed = rows.filter((r) => r.visible).map((r) => r.forward);
     for (const hostId of new Set(doomed.map((f) => f.hostId))) await bumpHostRevision(tx, record, hostId);

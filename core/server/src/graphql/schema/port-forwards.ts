@@ -112,7 +112,7 @@ export const PortForwardRef = builder.objectRef<PortForward>('PortForward').impl
     targets: t.field({
       type: [PortForwardTargetRef],
       description:
-        "Every target new connections are balanced over, in the order given; a forward with one target lists its own (weight 1). Targets whose instance is stopped are left out on the host.",
+        'Every target new connections are balanced over, in the order given; a forward with one target lists its own (weight 1). Targets whose instance is stopped are left out on the host.',
       resolve: (f) => f.balance?.targets ?? [{ instanceId: f.instanceId, addressId: f.targetAddressId, address: f.targetAddress, weight: 1 }],
     }),
     sourceAffinity: t.boolean({
@@ -194,8 +194,7 @@ const CreatePortForwardInput = builder.inputType('CreatePortForwardInput', {
 });
 
 const UpdatePortForwardInput = builder.inputType('UpdatePortForwardInput', {
-  description:
-    'The fields of a forward to change; absent fields keep their value. The result is checked exactly as createPortForward checks a new forward.',
+  description: 'The fields of a forward to change; absent fields keep their value. The result is checked exactly as createPortForward checks a new forward.',
   fields: (t) => ({
     portForwardId: t.id({ required: true, description: 'The port forward.' }),
     protocol: t.field({ type: ForwardProtocolEnum, description: 'TCP, UDP or BOTH; null keeps it.' }),
