@@ -43,7 +43,7 @@ import { applyShaping, type ShapingSpec } from './tc.js';
 
 /** What every dataplane-backed driver can do: forwards, firewalls and shaping all through the dataplane. */
 export const DATAPLANE_CAPABILITIES: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true },
+  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true, multiTarget: true },
   firewall: {
     implementation: 'dataplane',
     directions: ['inbound', 'outbound'],

@@ -209,6 +209,49 @@ function dnatRule(family: 4 | 6): NftCommand {
 }
 
 /**
+ * Balanced forwards (`DesiredPortForward.balance`): per forward, host address and protocol a rule
+ * in `prerouting` before the map-driven DNAT rule, whose target address comes from an anonymous
+ * map keyed on `numgen inc` (each new connection the next slot: exact weighted turns) or, with
+ * source affinity, on `jhash` of the source address (one client, one target), modulo the sum of
+ * the weights, each target holding as many slots as its weight. The target port still comes from
+ * `fwd4_port`/`fwd6_port`, and the forward keeps its elements in the maps and counter sets (its
+ * first target in `fwd4_addr`), so counters, allow-lists and rate limits work as for any forward.
+ * A nat statement ends the chain for the packet: the map rule never sees a balanced connection.
+ */
+function balanceRules(state: DesiredState): NftCommand[] {
+  const commands: NftCommand[] = [];
+  for (const instance of state.instances) {
+    for (const f of instance.portForwards) {
+      if (!f.balance || f.balance.targets.length === 0) continue;
+      const family = f.targetAddress.includes(':') ? 6 : 4;
+      const total = f.balance.targets.reduce((sum, t) => sum + t.weight, 0);
+      const slots: [unknown, string][] = [];
+      let next = 0;
+      for (const t of f.balance.targets) {
+        slots.push([t.weight === 1 ? next : { range: [next, next + t.weight - 1] }, t.address]);
+        next += t.weight;
+      }
+      const pick = f.balance.sourceAffinity
+        ? { jhash: { mod: total, seed: BALANCE_SEED, offset: 0, expr: { payload: { protocol: family === 4 ? 'ip' : 'ip6', field: 'saddr' } } } }
+        : { numgen: { mode: 'inc', mod: total, offset: 0 } };
+      for (const { match } of forwardMatches(state, f)) {
+        const dnat = {
+          dnat: {
+            family: family === 4 ? 'ip' : 'ip6',
+            addr: { map: { key: pick, data: { set: slots } } },
+            port: { map: { key: forwardKey(family), data: `@fwd${family}_port` } },
+          },
+        };
+        commands.push({ add: { rule: { ...TABLE, chain: 'prerouting', expr: [...match, dnat] } } });
+      }
+    }
+  }
+  return commands;
+}
+// a fixed seed: a client keeps its target across applies and agent restarts
+const BALANCE_SEED = 0x67617465;
+
+/**
  * The filter chain before DNAT that every packet to the host passes: first the forwards' counters
  * (a lookup in the counter set, per family with forwards), then the source allow-lists, one rule
  * per such forward, host address and protocol, dropping other sources. No chain without forwards.
@@ -362,8 +405,10 @@ function forwardFamilies(state: DesiredState): Set<4 | 6> {
  */
 function hairpinRules(state: DesiredState): NftCommand[] {
   const subnets = new Set<string>();
+  // a balanced forward's other targets can be reached so too
+  const targeted = new Set(state.instances.flatMap((i) => i.portForwards.flatMap((f) => f.balance?.targets.map((t) => t.instanceId) ?? [])));
   for (const instance of state.instances) {
-    if (instance.portForwards.length === 0) continue;
+    if (instance.portForwards.length === 0 && !targeted.has(instance.id)) continue;
     for (const nic of instance.nics) for (const a of nic.addresses) if (!a.delegated) subnets.add(`${a.address}/${a.prefixLength}`);
   }
   if (subnets.size === 0) return [];
@@ -548,7 +593,12 @@ export function renderRuleset(state: DesiredState, options: RenderOptions = {}):
     ...rateLimitSets(),
     // every new connection to the host passes the DNAT chain: none without forwards
     ...(forwardFamilies(state).size > 0
-      ? [{ add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } }, dnatRule(4), dnatRule(6)]
+      ? [
+          { add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
+          ...balanceRules(state),
+          dnatRule(4),
+          dnatRule(6),
+        ]
       : []),
     ...forwardSourceRules(state),
     ...hairpinRules(state),

@@ -57,16 +57,16 @@ export const v4 = (address: string) => address.split('.').reduce((n, octet) => n
 /** The selection of `Host.driver` the tests compare with a plugin's capabilities. */
 export const DRIVER_SELECTION = `driver { id apiVersion capabilities {
   nics { max hotplug staticAddressing }
-  portForwards { implementation protocols portRanges ipv6 sourceAllowLists rateLimits }
+  portForwards { implementation protocols portRanges ipv6 sourceAllowLists rateLimits multiTarget }
   firewall { implementation directions actions priorities ipv6 icmp }
   shaping { implementation ingress egress burst } } }`;
 
 /**
  * A driver's capabilities as GraphQL shows them: the SDK's lower-case values are the enums' upper-case
- * ones, and an optional capability a driver does not declare (rate limits) shows as false.
+ * ones, and an optional capability a driver does not declare (rate limits, several targets) shows as false.
  */
 export function capabilitiesInGraphql(capabilities: DriverCapabilities): unknown {
-  return upperCased({ ...capabilities, portForwards: { rateLimits: false, ...capabilities.portForwards } });
+  return upperCased({ ...capabilities, portForwards: { rateLimits: false, multiTarget: false, ...capabilities.portForwards } });
 }
 
 function upperCased(capabilities: unknown): unknown {

@@ -64,7 +64,8 @@ function sameForward(a: DesiredPortForward, b: DesiredPortForward): boolean {
     a.targetPorts.start === b.targetPorts.start &&
     a.targetPorts.end === b.targetPorts.end &&
     sameList(a.sourceCidrs, b.sourceCidrs, (x, y) => x === y) &&
-    JSON.stringify(a.rateLimit ?? null) === JSON.stringify(b.rateLimit ?? null)
+    JSON.stringify(a.rateLimit ?? null) === JSON.stringify(b.rateLimit ?? null) &&
+    JSON.stringify(a.balance ?? null) === JSON.stringify(b.balance ?? null)
   );
 }
 

@@ -4,7 +4,7 @@
  * document to its driver (an object the driver cannot apply is reported failed, never dropped
  * silently). Each check returns the first capability the object needs and the driver lacks.
  */
-import type { DesiredPortForward, DesiredRateLimit, DesiredState, FirewallAction, PortRange } from './desired-state.js';
+import type { DesiredBalance, DesiredPortForward, DesiredRateLimit, DesiredState, FirewallAction, PortRange } from './desired-state.js';
 import type { DriverCapabilities, ObjectResult } from './driver.js';
 
 /** A capability an object needs and the driver does not declare. */
@@ -31,6 +31,8 @@ export interface ForwardNeeds {
   sourceCidrs: readonly string[];
   /** Its new-connection rate limits, if any. */
   rateLimit?: DesiredRateLimit | null;
+  /** Its targets when it balances over several, if any. */
+  balance?: DesiredBalance | null;
 }
 
 /** What a firewall rule asks of a driver. */
@@ -74,6 +76,8 @@ export function checkPortForward(caps: DriverCapabilities, f: ForwardNeeds): Cap
   if (f.sourceCidrs.length > 0 && !pf.sourceAllowLists)
     return violation('portForwards.sourceAllowLists', 'source allow-lists', 'sourceCidrs', f.sourceCidrs.join(','));
   if (f.rateLimit && !pf.rateLimits) return violation('portForwards.rateLimits', 'connection rate limits', 'rateLimit', f.rateLimit);
+  if (f.balance && !pf.multiTarget)
+    return violation('portForwards.multiTarget', 'forwards to several targets', 'targets', f.balance.targets.map((t) => `${t.address}*${t.weight}`).join(','));
   return undefined;
 }
 

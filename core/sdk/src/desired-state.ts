@@ -112,6 +112,32 @@ export interface DesiredPortForward {
   sourceCidrs: string[];
   /** New-connection rate limits; absent or null: none (a driver without `portForwards.rateLimits` cannot apply one). */
   rateLimit?: DesiredRateLimit | null;
+  /**
+   * Several targets behind the one host port, new connections balanced over them; absent or null:
+   * `targetAddress` alone (a driver without `portForwards.multiTarget` cannot apply one).
+   * `targetAddress` is one of the targets, so a reader that knows only it still sees a valid forward.
+   */
+  balance?: DesiredBalance | null;
+}
+
+/** How a forward's new connections are spread over its targets. */
+export interface DesiredBalance {
+  /** 1 to 16 targets of one address family, each address once; targets whose instance is stopped are left out by the controller. */
+  targets: DesiredForwardTarget[];
+  /**
+   * False: each new connection goes to the next target in weighted turn. True: a hash of the
+   * source address picks the target, so one client keeps reaching the same one.
+   */
+  sourceAffinity: boolean;
+}
+
+/** One target of a balanced forward; every target gets the forward's target port(s). */
+export interface DesiredForwardTarget {
+  /** The instance holding the address (the forward's own instance or another of its owner). */
+  instanceId: string;
+  address: string;
+  /** Share of new connections relative to the other targets' weights, 1 to 100. */
+  weight: number;
 }
 
 /**

@@ -43,6 +43,8 @@ export interface DriverCapabilities {
     sourceAllowLists: boolean;
     /** Whether a forward may carry new-connection rate limits (`DesiredPortForward.rateLimit`); absent: no. */
     rateLimits?: boolean;
+    /** Whether a forward may balance new connections over several targets (`DesiredPortForward.balance`); absent: no. */
+    multiTarget?: boolean;
   };
   firewall: null | {
     implementation: Implementation;

@@ -111,6 +111,7 @@ const forward = object(
         object({ perSource: nullable(int(1, 1_000_000)), total: nullable(int(1, 1_000_000)), burst: int(0, 1_000_000), action: oneOf('drop', 'reject') }),
       ),
     ),
+    balance: optional(nullable(object({ targets: list(object({ instanceId: str, address: ip, weight: int(1, 100) }), 16), sourceAffinity: bool }))),
   },
   (o, p) => {
     const host = o.hostPorts as { start: number; end: number };
@@ -118,8 +119,21 @@ const forward = object(
     if (host.end - host.start !== target.end - target.start) fail(`${p}.targetPorts`, target, `must be as long as hostPorts ${host.start}-${host.end}`);
     if (o.hostAddress !== null && isIP(o.hostAddress as string) !== isIP(o.targetAddress as string))
       fail(`${p}.hostAddress`, o.hostAddress, 'must be of the same family as targetAddress');
+    const balance = o.balance as { targets: { address: string }[] } | null | undefined;
+    if (balance) balanceCheck(balance.targets, o.targetAddress as string, `${p}.balance.targets`);
   },
 );
+// a balanced forward's targets: at least one, one family, each address once, targetAddress among them
+function balanceCheck(targets: { address: string }[], targetAddress: string, p: string): void {
+  if (targets.length === 0) fail(p, targets, 'must list at least one target');
+  const seen = new Set<string>();
+  targets.forEach((t, i) => {
+    if (isIP(t.address) !== isIP(targetAddress)) fail(`${p}[${i}].address`, t.address, `must be of the same family as targetAddress ${targetAddress}`);
+    if (seen.has(t.address)) fail(`${p}[${i}].address`, t.address, 'is listed twice');
+    seen.add(t.address);
+  });
+  if (!seen.has(targetAddress)) fail(p, targets.map((t) => t.address).join(','), `must include targetAddress ${targetAddress}`);
+}
 const headerFields = {
   id: str,
   name: str,

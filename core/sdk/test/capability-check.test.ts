@@ -17,7 +17,7 @@ import {
 } from '../src/index.js';
 
 const ALL: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true },
+  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true, multiTarget: true },
   firewall: {
     implementation: 'dataplane',
     directions: ['inbound', 'outbound'],
@@ -51,6 +51,7 @@ describe('capability checks', () => {
   it('pass everything on a driver that has it all', () => {
     expect(checkPortForward(ALL, { ...forward, protocol: 'both', ipv6: true, targetPorts: { start: 1, end: 9 }, sourceCidrs: ['10.0.0.0/8'] })).toBeUndefined();
     expect(checkPortForward(ALL, { ...forward, rateLimit: { perSource: 50, total: null, burst: 5, action: 'drop' } })).toBeUndefined();
+    expect(checkPortForward(ALL, { ...forward, balance: { targets: [{ instanceId: 'i', address: '10.0.0.2', weight: 1 }], sourceAffinity: true } })).toBeUndefined();
     expect(checkFirewallRule(ALL, { ...rule, protocol: 'icmp', sourceCidr: '2001:db8::/32' })).toBeUndefined();
     expect(checkFirewallPolicy(ALL, 'outbound', 'reject')).toBeUndefined();
     expect(checkBandwidth(ALL, { ...limit, ingressBurstBytes: 10_000 })).toBeUndefined();
@@ -99,6 +100,15 @@ describe('capability checks', () => {
         { ...forward, rateLimit: { perSource: null, total: 100, burst: 10, action: 'reject' } },
       ),
       'rateLimit',
+    ],
+    [
+      // likewise several targets behind one port
+      'portForwards.multiTarget',
+      checkPortForward(
+        narrow((c) => delete c.portForwards!.multiTarget),
+        { ...forward, balance: { targets: [{ instanceId: 'i', address: '10.0.0.2', weight: 2 }], sourceAffinity: false } },
+      ),
+      'targets',
     ],
     ['firewall', checkFirewallRule(NONE, rule), 'direction'],
     [

@@ -106,8 +106,8 @@ describe.each(backends)('editing port forwards on $name', (backend) => {
     await update(ctx.api.admin, { portForwardId: f.id, hostPort: '20081', targetPort: '8080', sourceCidrs: ['198.51.100.0/24'], note: 'web, edited' });
     const csv = (await ctx.api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).data!.exportPortForwards as string;
     const [header, ...rows] = csv.trim().split('\r\n');
-    expect(header).toBe('protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs,rate_limit');
-    expect(rows).toContain('tcp,20081,10.6.0.5,8080,"web, edited",,198.51.100.0/24,');
+    expect(header).toBe('protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs,rate_limit,targets');
+    expect(rows).toContain('tcp,20081,10.6.0.5,8080,"web, edited",,198.51.100.0/24,,');
     expect(rows.some((r) => r.startsWith('tcp,20080,'))).toBe(false);
     const plan = await ctx.api.admin(
       `mutation($input: ImportPortForwardsInput!) { importPortForwards(input: $input) { ... on ImportPortForwardsPayload { result { created unchanged conflicts invalid } } ${ERROR_FIELDS} } }`,
@@ -183,9 +183,9 @@ describe.each(backends)('editing port forwards on $name', (backend) => {
       portForward: { rateLimit: null },
     });
     const csv = (await ctx.api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).data!.exportPortForwards as string;
-    expect(csv).toContain('tcp,20173,10.6.0.5,123,limited,,,per_source=50 total=1000 burst=100 action=reject\r\n');
-    expect(csv).toContain('tcp,20174,10.6.0.5,124,bare,,,per_source=30 burst=5 action=drop\r\n');
-    expect(csv).toContain('tcp,20175,10.6.0.5,125,plain,,,\r\n');
+    expect(csv).toContain('tcp,20173,10.6.0.5,123,limited,,,per_source=50 total=1000 burst=100 action=reject,\r\n');
+    expect(csv).toContain('tcp,20174,10.6.0.5,124,bare,,,per_source=30 burst=5 action=drop,\r\n');
+    expect(csv).toContain('tcp,20175,10.6.0.5,125,plain,,,,\r\n');
   });
 
   it('goes PENDING → APPLIED when the agent reports the new revision, and ignores a report of the old one', async () => {

@@ -128,7 +128,7 @@ describe.each(backends)('CSV import of port forwards on $name', (backend) => {
 
   it('exports CSV that imports back unchanged', async () => {
     const exported = (await ctx.api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).data!.exportPortForwards as string;
-    expect(exported.split('\r\n')[0]).toBe('protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs,rate_limit');
+    expect(exported.split('\r\n')[0]).toBe('protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs,rate_limit,targets');
     expect(exported).toContain('tcp,8080,10.0.0.5,80,Web,,');
     const r = await importCsv(ctx.api.admin, hostId, exported, true);
     expect(r.result).toMatchObject({ created: 0, conflicts: 0, invalid: 0, unchanged: 3 });

@@ -112,6 +112,15 @@ class StateBuilder {
         portForwards.push(forward(2, { hostPorts: { start: 18500 + host * 10, end: 18502 + host * 10 }, targetPorts: { start: 8100, end: 8102 } }));
       if (forwards.sourceAllowLists) portForwards.push(forward(3, { sourceCidrs: ['203.0.113.0/24'] }));
       if (forwards.rateLimits) portForwards.push(forward(5, { rateLimit: { perSource: 50, total: 1000, burst: 10, action: 'drop' } }));
+      if (forwards.multiTarget) {
+        // balanced over both instances: weighted turns on one, source affinity on the other
+        const other = key === 'a' ? 'b' : 'a';
+        const targets = [
+          { instanceId: id, address: v4, weight: 2 },
+          { instanceId: IDS[other], address: `${network.v4Prefix}${key === 'a' ? 11 : 10}`, weight: 1 },
+        ];
+        portForwards.push(forward(6, { balance: { targets, sourceAffinity: key === 'b' } }));
+      }
       if (v6) portForwards.push(forward(4, { targetAddress: v6, hostAddress: this.publicAddresses.find((a) => a.includes(':')) ?? null }));
     }
     const firewall = this.capabilities.firewall;

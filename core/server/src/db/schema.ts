@@ -303,6 +303,13 @@ export const auditLog = pgTable(
  * `port_forward_exclusion`): on one host, two forwards may not share a protocol, an address and a
  * port, where "all addresses" overlaps every address and "both" overlaps TCP and UDP.
  */
+/** A balanced forward's targets as stored: instances of the forward's owner on its host, each address by its allocation. */
+export interface ForwardBalanceJson {
+  sourceAffinity: boolean;
+  /** In the order given; the forward's own target (instanceId, targetAddressId) is one of them. */
+  targets: { instanceId: string; addressId: string; address: string; weight: number }[];
+}
+
 export const portForwards = pgTable(
   'port_forwards',
   {
@@ -330,6 +337,8 @@ export const portForwards = pgTable(
     sourceCidrs: jsonb('source_cidrs').$type<string[]>().notNull(),
     /** New-connection rate limits (per source, overall, burst, action); null: none. */
     rateLimit: jsonb('rate_limit').$type<DesiredRateLimit>(),
+    /** Several targets balanced per connection (the forward's own target among them); null: the target alone. */
+    balance: jsonb('balance').$type<ForwardBalanceJson>(),
     note: text('note').notNull().default(''),
     ...applyStatusColumns(),
     changedRevision: changedRevisionColumn(),

@@ -10,6 +10,7 @@ import type { Host } from '../services/host-service.js';
 import type { Instance, Nic } from '../services/ownership.js';
 import type { Allocation, Pool } from '../services/pool-service.js';
 import type { PortForward } from '../services/port-forward-service.js';
+import { desiredBalance } from '../services/port-forward-balance.js';
 
 /** Everything attached to one host, read in one consistent snapshot. */
 export interface HostSnapshot {
@@ -23,12 +24,25 @@ export interface HostSnapshot {
   portForwards: DesiredForwardRow[];
   /** Limits whose monthly quota is exceeded with THROTTLE this period (traffic_quota_states); absent: none. */
   throttledLimitIds?: ReadonlySet<string>;
+  /** Instances the host's agent last discovered stopped: balanced forwards leave their targets out; absent: none. */
+  stoppedInstanceIds?: ReadonlySet<string>;
 }
 
 /** The columns of a port forward the document needs (loading all of them costs 5x more at 60,000 rows). */
 export type DesiredForwardRow = Pick<
   PortForward,
-  'id' | 'instanceId' | 'protocol' | 'hostAddress' | 'hostPortStart' | 'hostPortEnd' | 'targetAddress' | 'targetPortStart' | 'sourceCidrs' | 'rateLimit' | 'protoLo'
+  | 'id'
+  | 'instanceId'
+  | 'protocol'
+  | 'hostAddress'
+  | 'hostPortStart'
+  | 'hostPortEnd'
+  | 'targetAddress'
+  | 'targetPortStart'
+  | 'sourceCidrs'
+  | 'rateLimit'
+  | 'balance'
+  | 'protoLo'
 >;
 
 const byId = <T extends { id: string }>(a: T, b: T) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -98,6 +112,9 @@ export function compileDesiredState(s: HostSnapshot): DesiredState {
     (f) => f.instanceId,
   );
 
+  const heldAddressIds = new Set(s.addresses.map((a) => a.id));
+  const stopped = s.stoppedInstanceIds ?? new Set<string>();
+
   const instances: DesiredInstance[] = [...s.instances].sort(byId).map((i) => ({
     id: i.id,
     name: i.name,
@@ -134,17 +151,21 @@ export function compileDesiredState(s: HostSnapshot): DesiredState {
       })),
     },
     bandwidth: (limitsOf.get(i.id) ?? []).map((l) => desiredBandwidth(l, throttleOf(limitsOf.get(i.id) ?? [], l, s.throttledLimitIds))),
-    portForwards: (forwardsOf.get(i.id) ?? []).map((f) => ({
-      id: f.id,
-      protocol: f.protocol,
-      hostAddress: f.hostAddress,
-      hostPorts: { start: f.hostPortStart, end: f.hostPortEnd },
-      targetAddress: f.targetAddress,
-      targetPorts: { start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) },
-      sourceCidrs: f.sourceCidrs,
-      // only when set: documents of forwards without limits stay as agents of older versions know them
-      ...(f.rateLimit ? { rateLimit: f.rateLimit } : {}),
-    })),
+    portForwards: (forwardsOf.get(i.id) ?? []).map((f) => {
+      const { targetAddress, balance } = desiredBalance(f.balance, f.targetAddress, heldAddressIds, stopped);
+      return {
+        id: f.id,
+        protocol: f.protocol,
+        hostAddress: f.hostAddress,
+        hostPorts: { start: f.hostPortStart, end: f.hostPortEnd },
+        targetAddress,
+        targetPorts: { start: f.targetPortStart, end: f.targetPortStart + (f.hostPortEnd - f.hostPortStart) },
+        sourceCidrs: f.sourceCidrs,
+        // only when set: documents of forwards without limits or targets stay as agents of older versions know them
+        ...(f.rateLimit ? { rateLimit: f.rateLimit } : {}),
+        ...(balance ? { balance } : {}),
+      };
+    }),
   }));
 
   return {

@@ -14,6 +14,7 @@ import {
   bandwidthLimits,
   firewallRules,
   forwardIsVisible,
+  hostAgents,
   hosts,
   instances,
   ipAllocations,
@@ -175,6 +176,7 @@ export class DesiredStateService {
             ).map((r) => r.id)
           : [],
       ),
+      stoppedInstanceIds: await stoppedInstances(tx, hostId, instanceRows),
       // only the columns the document needs: all of them cost 5x more at 60,000 rows
       portForwards: await tx
         .select({
@@ -188,6 +190,7 @@ export class DesiredStateService {
           targetPortStart: portForwards.targetPortStart,
           sourceCidrs: portForwards.sourceCidrs,
           rateLimit: portForwards.rateLimit,
+          balance: portForwards.balance,
           protoLo: portForwards.protoLo,
         })
         .from(portForwards)
@@ -215,4 +218,11 @@ function patchFromAdded(previous: DesiredState, added: DesiredState): DesiredSta
   const patch = diffDesiredState(headersOnly(previous), headersOnly(added));
   for (const instance of added.instances) for (const forward of instance.portForwards) patch.portForwards.push({ instanceId: instance.id, forward });
   return patch;
+}
+
+/** The host's instances its agent last discovered not running (targets of balanced forwards left out). */
+async function stoppedInstances(tx: Executor, hostId: string, rows: readonly { id: string; externalId: string | null }[]): Promise<Set<string>> {
+  const [agent] = await tx.select({ discovered: hostAgents.discoveredInstances }).from(hostAgents).where(eq(hostAgents.hostId, hostId));
+  const stopped = new Set((agent?.discovered ?? []).filter((d) => d.running === false).map((d) => d.externalId));
+  return new Set(rows.filter((i) => i.externalId !== null && stopped.has(i.externalId)).map((i) => i.id));
 }

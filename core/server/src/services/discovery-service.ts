@@ -13,11 +13,11 @@
  * Runs after an agent's report with a discovery is committed; changes are made as the system
  * actor, in the services' own transactions, so every one is audited like an admin's.
  */
-import { and, asc, eq, inArray, isNull, or } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNotNull, isNull, or } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { systemActor } from '../auth/actor.js';
 import type { Database } from '../db/database.js';
-import { hosts, instances, ipPools, users, type DiscoveredInstanceJson } from '../db/schema.js';
+import { hosts, instances, ipPools, portForwards, users, type DiscoveredInstanceJson } from '../db/schema.js';
 import { AuditService } from './audit-service.js';
 import { GatehouseError } from '../support/errors.js';
 import { newId } from '../support/ids.js';
@@ -48,11 +48,12 @@ export class DiscoveryService {
   ) {}
 
   /** Brings the host's instances in line with a discovery its agent just reported. */
-  async reconcile(hostId: string, discovered: readonly DiscoveredInstanceJson[]): Promise<DiscoveryOutcome> {
+  async reconcile(hostId: string, discovered: readonly DiscoveredInstanceJson[], previous: readonly DiscoveredInstanceJson[] = []): Promise<DiscoveryOutcome> {
     const outcome: DiscoveryOutcome = { registered: [], bound: [], reclaimed: [], skipped: [] };
     const [host] = await this.db.select().from(hosts).where(eq(hosts.id, hostId));
     if (!host) return outcome;
     const actor = systemActor(newId());
+    await this.rebalance(actor, hostId, previous, discovered);
     const existing = await this.db.select().from(instances).where(eq(instances.hostId, hostId));
     const byExternal = new Map(existing.filter((i) => i.externalId !== null).map((i) => [i.externalId!, i]));
     const seen = new Set(discovered.map((d) => d.externalId));
@@ -101,6 +102,44 @@ export class DiscoveryService {
         .where(and(eq(instances.hostId, hostId), inArray(instances.externalId, present.slice(i, i + 1000))));
     }
     return outcome;
+  }
+
+  /**
+   * An instance that stopped or runs again changes the balanced forwards it is a target of (the
+   * desired state leaves a stopped instance's targets out): they get the host's next revision and
+   * are PENDING until the agent applies it.
+   */
+  private async rebalance(
+    actor: ReturnType<typeof systemActor>,
+    hostId: string,
+    previous: readonly DiscoveredInstanceJson[],
+    discovered: readonly DiscoveredInstanceJson[],
+  ): Promise<void> {
+    const wasStopped = new Set(previous.filter((d) => d.running === false).map((d) => d.externalId));
+    const changed = discovered.filter((d) => (d.running === false) !== wasStopped.has(d.externalId)).map((d) => d.externalId);
+    if (changed.length === 0) return;
+    await this.audit.transact(actor, async (tx, record) => {
+      const ids = new Set(
+        (
+          await tx
+            .select({ id: instances.id })
+            .from(instances)
+            .where(and(eq(instances.hostId, hostId), inArray(instances.externalId, changed)))
+        ).map((r) => r.id),
+      );
+      if (ids.size === 0) return;
+      const balanced = await tx
+        .select({ id: portForwards.id, balance: portForwards.balance })
+        .from(portForwards)
+        .where(and(eq(portForwards.hostId, hostId), isNotNull(portForwards.balance)));
+      const affected = balanced.filter((f) => f.balance!.targets.some((t) => ids.has(t.instanceId))).map((f) => f.id);
+      if (affected.length === 0) return;
+      const host = await bumpHostRevision(tx, record, hostId);
+      await tx
+        .update(portForwards)
+        .set({ changedRevision: host.desiredRevision, status: 'pending', statusError: null })
+        .where(inArray(portForwards.id, affected));
+    });
   }
 
   /** Gives a hand-registered instance the backend id discovery found for its name. */

@@ -156,6 +156,7 @@ export function validDriverReport(field: string, value: NonNullable<ReportHostSt
       ipv6: c.portForwards.ipv6,
       sourceAllowLists: c.portForwards.sourceAllowLists,
       rateLimits: c.portForwards.rateLimits ?? false,
+      multiTarget: c.portForwards.multiTarget ?? false,
     },
     firewall: c.firewall && {
       implementation: implementation(`${at}.firewall.implementation`, c.firewall.implementation),
@@ -300,6 +301,7 @@ export class HostAgentService {
     const listening = input.listeningSockets == null ? null : validListeningSockets('input.listeningSockets', input.listeningSockets);
 
     let failed: ObjectStatusChange[] = [];
+    let previous: DiscoveredInstanceJson[] = [];
     const accepted = await this.db.transaction(async (tx) => {
       const [host] = await tx.select({ revision: hosts.desiredRevision, name: hosts.name, driver: hosts.driver }).from(hosts).where(eq(hosts.id, hostId));
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
@@ -313,6 +315,7 @@ export class HostAgentService {
       }
       await tx.insert(hostAgents).values({ hostId }).onConflictDoNothing();
       const [before] = await tx.select().from(hostAgents).where(eq(hostAgents.hostId, hostId)).for('update');
+      previous = before!.discoveredInstances;
       // revisions only grow, so a lower one than already reported is a late report of the past
       if (applied !== null && before!.appliedRevision !== null && applied < before!.appliedRevision) {
         // how the agent started is news even in a late report: a restarted agent's first report can be one
@@ -341,7 +344,7 @@ export class HostAgentService {
     for (const change of failed) this.events.publish('objectStatus', change);
     if (accepted) this.events.publish('hostAgentStatus', { hostId });
     // the discovery becomes instances (registered, bound, reclaimed) once the report is stored
-    if (accepted && discovered !== null) await this.discovery.reconcile(hostId, discovered);
+    if (accepted && discovered !== null) await this.discovery.reconcile(hostId, discovered, previous);
     return (await this.statuses([hostId]))[0]!;
   }
 
@@ -375,6 +378,8 @@ export class HostAgentService {
         hostPorts: ports,
         targetPorts,
         sourceCidrs: f.sourceCidrs,
+        rateLimit: f.rateLimit,
+        balance: f.balance,
       };
       fail('port_forward', f.id, f.ownerId, 'applying port forward', (c) => checkPortForward(c, needs));
     }

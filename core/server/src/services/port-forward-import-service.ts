@@ -1,9 +1,10 @@
 /**
  * CSV bulk import and export of port forwards, in the reference format
  * `protocol,host_port,vm_ip,vm_port,note` plus the optional columns `host_address`,
- * `source_cidrs` (prefixes separated by spaces or semicolons) and `rate_limit` (new-connection
+ * `source_cidrs` (prefixes separated by spaces or semicolons), `rate_limit` (new-connection
  * limits: `per_source=50 total=1000 burst=10 action=drop`, or a bare number for per_source; empty:
- * none). Files without the optional columns import as before. Ports may be ranges ("8000-8010");
+ * none) and `targets` (several targets: `10.0.0.5*2 10.0.0.6*1 affinity`, addresses of instances of
+ * the owner with optional weights and the word `affinity`, vm_ip among them; empty: vm_ip alone). Files without the optional columns import as before. Ports may be ranges ("8000-8010");
  * an empty host_port picks the lowest free port(s).
  *
  * The plan is computed in memory against the host's forwards loaded once, so 10,000 rows cost a
@@ -48,6 +49,8 @@ import {
   type SpecField,
 } from './port-forward-spec.js';
 import type { DesiredRateLimit } from '@gatehouse/sdk';
+import type { ForwardBalanceJson } from '../db/schema.js';
+import { checkedBalance, parseTargetsCell, sameBalance, targetsCell, validWeight, type ResolvedTarget } from './port-forward-balance.js';
 
 /** What the import does with a row. */
 export type ImportAction = 'create' | 'unchanged' | 'conflict' | 'invalid';
@@ -77,7 +80,7 @@ export const MAX_CSV_BYTES = 8 * 1024 * 1024;
 export const MAX_CSV_ROWS = 50_000;
 
 const REQUIRED_COLUMNS = ['protocol', 'host_port', 'vm_ip', 'vm_port'] as const;
-const OPTIONAL_COLUMNS = ['note', 'host_address', 'source_cidrs', 'rate_limit'] as const;
+const OPTIONAL_COLUMNS = ['note', 'host_address', 'source_cidrs', 'rate_limit', 'targets'] as const;
 const COLUMN_OF: Record<SpecField, string> = {
   protocol: 'protocol',
   hostPort: 'host_port',
@@ -86,6 +89,7 @@ const COLUMN_OF: Record<SpecField, string> = {
   hostAddress: 'host_address',
   sourceCidrs: 'source_cidrs',
   rateLimit: 'rate_limit',
+  targets: 'targets',
   note: 'note',
 };
 const RATE_LIMIT_KEYS: Record<string, keyof RateLimitSpec> = { per_source: 'perSource', total: 'total', burst: 'burst', action: 'action' };
@@ -587,6 +591,7 @@ export class PortForwardImportService {
           f.hostAddress ?? '',
           f.sourceCidrs.join(' '),
           rateLimitCell(f.rateLimit),
+          targetsCell(f.balance),
         ]
           .map(csvCell)
           .join(','),
@@ -682,6 +687,28 @@ export class PortForwardImportService {
     const sources = cell('source_cidrs');
     const rateLimit = parseRateLimitCell(cell('rate_limit'));
     if (rateLimit && 'error' in rateLimit) return invalid('rate_limit', rateLimit.error);
+    const listed = parseTargetsCell(cell('targets'));
+    if (listed && 'error' in listed) return invalid('targets', listed.error);
+    let balance: ForwardBalanceJson | null = null;
+    if (listed) {
+      const resolved: ResolvedTarget[] = [];
+      for (const entry of listed.entries) {
+        const address = parseIp(entry.address);
+        if ('error' in address) return invalid('targets', `"${entry.address}" ${address.error}`);
+        const held = targets.get(formatIp(address)) ?? [];
+        if (held.length !== 1 || held[0]!.controller) {
+          return invalid('targets', `${entry.address} is not the address of one instance you own on host "${host.name}"`);
+        }
+        resolved.push({ target: held[0]!, weight: entry.weight ?? 1 });
+      }
+      try {
+        resolved.forEach((r, i) => validWeight(`targets[${i}].weight`, r.weight));
+        balance = checkedBalance(target, resolved, listed.sourceAffinity, 'targets');
+      } catch (err) {
+        if (err instanceof GatehouseError) return invalid('targets', err.message);
+        throw err;
+      }
+    }
     let placed: PlacedForward;
     try {
       placed = placeForward(
@@ -692,6 +719,7 @@ export class PortForwardImportService {
           hostAddress: cell('host_address') === '' ? null : cell('host_address'),
           sourceCidrs: sources === '' ? [] : sources.split(/[\s;]+/).filter(Boolean),
           rateLimit,
+          balance,
           note: columns.has('note') ? csvCellValue(rec.fields[columns.get('note')!]!) : null,
         },
         host,
@@ -720,7 +748,8 @@ export class PortForwardImportService {
         f.hostPortStart === forward.hostPortStart &&
         f.hostPortEnd === forward.hostPortEnd &&
         f.targetAddressId === forward.targetAddressId &&
-        f.targetPortStart === forward.targetPortStart,
+        f.targetPortStart === forward.targetPortStart &&
+        sameBalance(f.balance ?? null, forward.balance),
     );
     if (same && clash.length === 1) return { row, action: 'unchanged', reason: null, column: null, forward: same };
     if (clash.length > 0) {

@@ -7,12 +7,12 @@
  * the rest of the transaction (the desired-state revision bump takes it), which also makes the
  * automatic choice of a free port race-free. Locks: owner (quota), then host.
  */
-import { and, asc, count, eq, gt, inArray, ne, sql, type SQL } from 'drizzle-orm';
+import { and, asc, count, eq, gt, inArray, isNotNull, ne, sql, type SQL } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { forwardIsVisible, instances, portForwardImports, portForwards, type ListeningSocketJson } from '../db/schema.js';
-import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, postgresErrorOf } from '../support/errors.js';
+import { forwardIsVisible, instances, ipAllocations, portForwardImports, portForwards, type ListeningSocketJson } from '../db/schema.js';
+import { ConflictError, NotFoundError, PortConflictError, QuotaExceededError, ValidationError, postgresErrorOf } from '../support/errors.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, type PortRange } from '../support/validate.js';
 import { AuditService, type RecordChange, type Tx } from './audit-service.js';
@@ -20,6 +20,7 @@ import type { Host } from './host-service.js';
 import { instanceTarget, loadOwnedInstance, lockOwner } from './ownership.js';
 import { bumpHostRevision } from './revision.js';
 import { hostListeningSockets, listeningClash, listeningRanges, listeningText, type ForwardClaim } from './port-audit.js';
+import { resolveBalance, type TargetSpec } from './port-forward-balance.js';
 import {
   forwardRow,
   heldPorts,
@@ -62,6 +63,10 @@ export interface CreatePortForwardInput extends ForwardSpec {
   instanceId: string;
   /** An address of the instance; absent: its first IPv4 address (else its first address). */
   targetAddress?: string | null;
+  /** Every target when several share the port (the own target, instanceId/targetAddress, among them); absent: the own target alone. */
+  targets?: readonly TargetSpec[] | null;
+  /** With targets: one client (source address) always reaches the same target. */
+  sourceAffinity?: boolean | null;
 }
 
 /**
@@ -80,7 +85,17 @@ export interface UpdatePortForwardInput {
   sourceCidrs?: readonly string[] | null;
   /** New limits; null removes them. */
   rateLimit?: RateLimitSpec | null;
+  /** Every target (the own one among them), replacing the list; null: the own target alone. */
+  targets?: readonly TargetSpec[] | null;
+  /** Source affinity of the targets; null keeps it. */
+  sourceAffinity?: boolean | null;
   note?: string | null;
+}
+
+/** No target list: no balance, and source affinity cannot be asked for. */
+function noTargets(sourceAffinity: boolean | null | undefined): null {
+  if (sourceAffinity) throw new ValidationError('input.sourceAffinity', true, 'needs targets: two or more');
+  return null;
 }
 
 /** Well-known services a UI offers as presets. */
@@ -137,7 +152,11 @@ export class PortForwardService {
       const owner = await lockOwner(tx, instance.ownerId);
       const host = await bumpHostRevision(tx, record, instance.hostId);
       const target = await instanceTarget(tx, instance, 'input', input.targetAddress);
-      const placed = placeForward(input, host, target, inputField, !isAdmin(actor));
+      const balance =
+        input.targets != null
+          ? await resolveBalance(tx, actor, { instance, target }, input.targets, input.sourceAffinity ?? false, 'input.targets')
+          : noTargets(input.sourceAffinity);
+      const placed = placeForward({ ...input, balance }, host, target, inputField, !isAdmin(actor));
       await this.checkQuota(tx, owner, { forwards: 1, ports: heldPorts(placed.protocol, placed.targetPorts) }, 'input.instanceId', instance.id);
       const overlapping = overlapCondition(host.id, placed);
       const listening = await hostListeningSockets(tx, host.id);
@@ -197,6 +216,12 @@ export class PortForwardService {
       const before = await this.loadVisible(tx, actor, id);
       const target = await instanceTarget(tx, instance, 'input', input.targetAddress ?? before.targetAddress);
       const width = before.hostPortEnd - before.hostPortStart;
+      const affinity = input.sourceAffinity ?? before.balance?.sourceAffinity ?? false;
+      // the kept list is re-checked too (its own target may have changed with targetAddress), without
+      // the targets whose address is gone (their NIC or instance was removed)
+      const targets = input.targets !== undefined ? input.targets : await this.keptTargets(tx, before);
+      const balance =
+        targets != null ? await resolveBalance(tx, actor, { instance, target }, targets, affinity, 'input.targets') : noTargets(input.sourceAffinity);
       const spec: ForwardSpec = {
         protocol: input.protocol ?? before.protocol,
         hostPort: input.hostPort ?? portRangeText({ start: before.hostPortStart, end: before.hostPortEnd }),
@@ -204,6 +229,7 @@ export class PortForwardService {
         hostAddress: input.hostAddress !== undefined ? input.hostAddress : before.hostAddress,
         sourceCidrs: input.sourceCidrs !== undefined ? input.sourceCidrs : before.sourceCidrs,
         rateLimit: input.rateLimit !== undefined ? input.rateLimit : before.rateLimit,
+        balance,
         note: input.note !== undefined ? input.note : before.note,
       };
       const placed = placeForward(spec, host, target, inputField, !isAdmin(actor), 'updating port forward');
@@ -211,7 +237,8 @@ export class PortForwardService {
       const held = heldPorts(placed.protocol, placed.targetPorts);
       // holding no more ports than before needs no quota (an owner over a lowered quota may still edit the note)
       const heldBefore = heldPorts(before.protocol, { start: before.hostPortStart, end: before.hostPortEnd });
-      if (held > heldBefore) await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
+      if (held > heldBefore)
+        await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
       await this.checkFree(tx, actor, host, hostPorts, placed.protocol, and(overlapCondition(host.id, placed), ne(portForwards.id, id))!);
       checkNotListening(await hostListeningSockets(tx, host.id), host, { protocol: placed.protocol, hostAddress: placed.hostAddress, ports: hostPorts });
       const { id: _id, createdAt: _createdAt, importId: _importId, ...changes } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
@@ -227,6 +254,21 @@ export class PortForwardService {
       await record({ action: 'portForward.update', objectType: 'PortForward', objectId: id, ownerId: before.ownerId, before, after });
       return after!;
     });
+  }
+
+  /** A forward's stored targets as a target list, those whose address no instance holds any more left out. */
+  private async keptTargets(tx: Executor, forward: PortForward): Promise<TargetSpec[] | undefined> {
+    if (!forward.balance) return undefined;
+    const ids = forward.balance.targets.map((t) => t.addressId);
+    const held = new Set(
+      (
+        await tx
+          .select({ id: ipAllocations.id })
+          .from(ipAllocations)
+          .where(and(inArray(ipAllocations.id, ids), isNotNull(ipAllocations.nicId)))
+      ).map((r) => r.id),
+    );
+    return forward.balance.targets.filter((t) => held.has(t.addressId)).map((t) => ({ instanceId: t.instanceId, targetAddress: t.address, weight: t.weight }));
   }
 
   /**
@@ -255,7 +297,10 @@ export class PortForwardService {
       .from(portForwards)
       .where(and(eq(portForwards.ownerId, ownerId), forwardIsVisible));
     const use = { forwards: row?.n ?? 0, ports: Number(row?.ports ?? 0) };
-    for (const { reserved } of await tx.select({ reserved: portForwardImports.reserved }).from(portForwardImports).where(eq(portForwardImports.state, 'staged'))) {
+    for (const { reserved } of await tx
+      .select({ reserved: portForwardImports.reserved })
+      .from(portForwardImports)
+      .where(eq(portForwardImports.state, 'staged'))) {
       use.forwards += reserved[ownerId]?.forwards ?? 0;
       use.ports += reserved[ownerId]?.ports ?? 0;
     }
@@ -290,7 +335,12 @@ export class PortForwardService {
       // their imports can no longer be all or nothing: they stop, and remove the rest of their rows
       const imports = [...new Set(staged.map((f) => f.importId!))];
       await tx.update(portForwardImports).set({ state: 'removing' }).where(inArray(portForwardImports.id, imports));
-      await tx.delete(portForwards).where(inArray(portForwards.id, staged.map((f) => f.id)));
+      await tx.delete(portForwards).where(
+        inArray(
+          portForwards.id,
+          staged.map((f) => f.id),
+        ),
+      );
     }
     const doomed = rows.filter((r) => r.visible).map((r) => r.forward);
     for (const hostId of new Set(doomed.map((f) => f.hostId))) await bumpHostRevision(tx, record, hostId);

@@ -4,7 +4,7 @@
  * `PortForwardService.create` and the CSV import share it, so both refuse exactly the same input.
  */
 import { checkPortForward, type DesiredRateLimit } from '@gatehouse/sdk';
-import type { portForwards } from '../db/schema.js';
+import type { ForwardBalanceJson, portForwards } from '../db/schema.js';
 import { ValidationError } from '../support/errors.js';
 import { newId } from '../support/ids.js';
 import { formatIp, parseCidr, type IpFamily } from '../net/ip.js';
@@ -28,6 +28,8 @@ export interface ForwardSpec {
   sourceCidrs?: readonly string[] | null;
   /** New-connection rate limits; absent or null: none. */
   rateLimit?: RateLimitSpec | null;
+  /** Several targets, already resolved (`resolveBalance`); absent or null: the target alone. */
+  balance?: ForwardBalanceJson | null;
   note?: string | null;
 }
 
@@ -60,7 +62,7 @@ export function validRateLimit(field: string, spec: RateLimitSpec | null | undef
 }
 
 /** Spec fields, named per boundary (`input.hostPort`, `row 7 host_port`). */
-export type SpecField = 'protocol' | 'hostPort' | 'targetPort' | 'targetAddress' | 'hostAddress' | 'sourceCidrs' | 'rateLimit' | 'note';
+export type SpecField = 'protocol' | 'hostPort' | 'targetPort' | 'targetAddress' | 'hostAddress' | 'sourceCidrs' | 'rateLimit' | 'targets' | 'note';
 /** Maps a spec field to the name the client knows it by. */
 export type FieldNamer = (field: SpecField) => string;
 
@@ -83,6 +85,7 @@ export interface PlacedForward extends OverlapKeys {
   hostAddress: string | null;
   sourceCidrs: string[];
   rateLimit: DesiredRateLimit | null;
+  balance: ForwardBalanceJson | null;
   note: string;
 }
 
@@ -177,7 +180,8 @@ export function placeForward(
   const [protoLo, protoHi] = PROTOCOL_RANGE[spec.protocol];
   const sourceCidrs = validSourceCidrs(name('sourceCidrs'), spec.sourceCidrs ?? []);
   const rateLimit = validRateLimit(name('rateLimit'), spec.rateLimit);
-  const needs = { protocol: spec.protocol, ipv6: target.family === 6, targetAddress: target.address, hostPorts, targetPorts, sourceCidrs, rateLimit };
+  const balance = spec.balance ?? null;
+  const needs = { protocol: spec.protocol, ipv6: target.family === 6, targetAddress: target.address, hostPorts, targetPorts, sourceCidrs, rateLimit, balance };
   requireCapability(
     host,
     action,
@@ -191,6 +195,7 @@ export function placeForward(
     hostAddress: hostAddress === null ? null : formatIp({ family: target.family, value: hostAddress }),
     sourceCidrs,
     rateLimit,
+    balance,
     note: validNote(name('note'), spec.note),
     protoLo,
     protoHi,
@@ -215,6 +220,7 @@ export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: 
     targetPortStart: placed.targetPorts.start,
     sourceCidrs: placed.sourceCidrs,
     rateLimit: placed.rateLimit,
+    balance: placed.balance,
     note: placed.note,
     status: 'pending',
     statusError: null,

@@ -28,6 +28,10 @@ const PortForwardCapabilitiesRef = builder.objectRef<NonNullable<Caps['portForwa
       description: 'Whether a forward may carry new-connection rate limits (rateLimit); false for drivers that did not declare it.',
       resolve: (c) => c.rateLimits ?? false,
     }),
+    multiTarget: t.boolean({
+      description: 'Whether a forward may balance new connections over several targets (targets); false for drivers that did not declare it.',
+      resolve: (c) => c.multiTarget ?? false,
+    }),
   }),
 });
 

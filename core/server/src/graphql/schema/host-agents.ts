@@ -133,6 +133,7 @@ const PortForwardCapabilitiesInput = builder.inputType('PortForwardCapabilitiesI
     ipv6: t.boolean({ required: true, description: 'Whether forwards to IPv6 targets are applied.' }),
     sourceAllowLists: t.boolean({ required: true, description: 'Whether a forward may be limited to source prefixes.' }),
     rateLimits: t.boolean({ description: 'Whether a forward may carry new-connection rate limits. Absent: false (agents of older versions).' }),
+    multiTarget: t.boolean({ description: 'Whether a forward may balance over several targets. Absent: false (agents of older versions).' }),
   }),
 });
 

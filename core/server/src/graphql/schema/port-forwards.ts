@@ -50,6 +50,32 @@ const PortForwardRateLimitInput = builder.inputType('PortForwardRateLimitInput',
   }),
 });
 
+type StoredTarget = NonNullable<PortForward['balance']>['targets'][number];
+
+const PortForwardTargetRef = builder.objectRef<StoredTarget>('PortForwardTarget').implement({
+  description: "One of a forward's targets: an instance address that gets a share of the forward's new connections.",
+  fields: (t) => ({
+    instanceId: t.exposeID('instanceId', { description: 'The instance holding the address.' }),
+    instance: t.field({
+      type: InstanceRef,
+      nullable: true,
+      description: 'The instance holding the address; null when it is gone (the target is then left out).',
+      resolve: (target, _a, ctx) => ctx.services.instances.get(requireActor(ctx), target.instanceId),
+    }),
+    targetAddress: t.exposeString('address', { description: 'The instance address connections go to.' }),
+    weight: t.exposeInt('weight', { description: "Share of new connections relative to the other targets' weights, 1-100." }),
+  }),
+});
+
+const PortForwardTargetInput = builder.inputType('PortForwardTargetInput', {
+  description: "One target of a forward balanced over several: an address of an instance of the forward's owner on the same host.",
+  fields: (t) => ({
+    instanceId: t.id({ required: true, description: "The instance (the forward's own or another of its owner on the same host)." }),
+    targetAddress: t.string({ description: 'An address of that instance, of the family of the forward. Absent: its first IPv4 address.' }),
+    weight: t.int({ description: 'Share of new connections relative to the others, 1-100. Default 1.' }),
+  }),
+});
+
 export const PortForwardRef = builder.objectRef<PortForward>('PortForward').implement({
   description:
     "NAT: connections to a host port (range) on the host's public address are forwarded to an instance's address and port. Applied by the host's agent in nftables maps.",
@@ -84,6 +110,16 @@ export const PortForwardRef = builder.objectRef<PortForward>('PortForward').impl
       nullable: true,
       description: 'New-connection rate limits; null: none.',
       resolve: (f) => f.rateLimit,
+    }),
+    targets: t.field({
+      type: [PortForwardTargetRef],
+      description:
+        'Every target new connections are balanced over, in the order given; a forward with one target lists its own (weight 1). Targets whose instance is stopped are left out on the host.',
+      resolve: (f) => f.balance?.targets ?? [{ instanceId: f.instanceId, addressId: f.targetAddressId, address: f.targetAddress, weight: 1 }],
+    }),
+    sourceAffinity: t.boolean({
+      description: 'Whether one client (source address) always reaches the same target; false: each new connection goes to the next target in weighted turn.',
+      resolve: (f) => f.balance?.sourceAffinity ?? false,
     }),
     note: t.exposeString('note', { description: 'Free text, e.g. "SSH"; empty when none was given.' }),
     status: t.field({ type: ApplyStatusEnum, description: 'Whether the forward is in effect on the host.', resolve: (f) => f.status }),
@@ -165,13 +201,18 @@ const CreatePortForwardInput = builder.inputType('CreatePortForwardInput', {
     hostAddress: t.string({ description: "One of the host's public addresses. Absent: all of them." }),
     sourceCidrs: t.stringList({ description: 'Allow only these sources (at most 64), e.g. ["198.51.100.0/24"]. Absent or empty: any source.' }),
     rateLimit: t.field({ type: PortForwardRateLimitInput, description: 'New-connection rate limits. Absent: none.' }),
+    targets: t.field({
+      type: [PortForwardTargetInput],
+      description:
+        "Balance new connections over these targets (1-16; the forward's own, instanceId/targetAddress, among them). Needs a driver with PortForwardCapabilities.multiTarget when there are two or more. Absent: the own target alone.",
+    }),
+    sourceAffinity: t.boolean({ description: 'With targets: one client (source address) always reaches the same target. Default false.' }),
     note: t.string({ description: 'Free text, at most 256 characters, e.g. "SSH".' }),
   }),
 });
 
 const UpdatePortForwardInput = builder.inputType('UpdatePortForwardInput', {
-  description:
-    'The fields of a forward to change; absent fields keep their value. The result is checked exactly as createPortForward checks a new forward.',
+  description: 'The fields of a forward to change; absent fields keep their value. The result is checked exactly as createPortForward checks a new forward.',
   fields: (t) => ({
     portForwardId: t.id({ required: true, description: 'The port forward.' }),
     protocol: t.field({ type: ForwardProtocolEnum, description: 'TCP, UDP or BOTH; null keeps it.' }),
@@ -183,6 +224,11 @@ const UpdatePortForwardInput = builder.inputType('UpdatePortForwardInput', {
     hostAddress: t.string({ description: "One of the host's public addresses; null: all of them." }),
     sourceCidrs: t.stringList({ description: 'The new allow-list (at most 64 prefixes); null or empty: any source.' }),
     rateLimit: t.field({ type: PortForwardRateLimitInput, description: 'New rate limits (replacing the old ones); null removes them.' }),
+    targets: t.field({
+      type: [PortForwardTargetInput],
+      description: "Every target (the forward's own among them), replacing the list; null: the own target alone.",
+    }),
+    sourceAffinity: t.boolean({ description: 'Whether one client always reaches the same target; null keeps it.' }),
     note: t.string({ description: 'Free text, at most 256 characters; null clears it.' }),
   }),
 });
@@ -276,7 +322,7 @@ const ImportPortForwardsInput = builder.inputType('ImportPortForwardsInput', {
     csv: t.string({
       required: true,
       description:
-        'A header row, then one forward per row: protocol,host_port,vm_ip,vm_port[,note][,host_address][,source_cidrs][,rate_limit], e.g. "tcp,10022,10.0.0.5,22,SSH". Ports may be ranges; an empty host_port picks free ports; source_cidrs are separated by spaces or semicolons; rate_limit is "per_source=50 total=1000 burst=10 action=drop" (or a bare number: per_source), empty for none. At most 50000 rows and 8 MiB.',
+        'A header row, then one forward per row: protocol,host_port,vm_ip,vm_port[,note][,host_address][,source_cidrs][,rate_limit][,targets], e.g. "tcp,10022,10.0.0.5,22,SSH". Ports may be ranges; an empty host_port picks free ports; source_cidrs are separated by spaces or semicolons; rate_limit is "per_source=50 total=1000 burst=10 action=drop" (or a bare number: per_source), empty for none; targets balances over several instance addresses, vm_ip among them: "10.0.0.5*2 10.0.0.6*1 affinity" (ADDRESS[*WEIGHT], weight 1-100, default 1; affinity: one client, one target), empty for vm_ip alone. At most 50000 rows and 8 MiB.',
     }),
     dryRun: t.boolean({ defaultValue: false, description: 'Return the per-row plan and change nothing.' }),
   }),

@@ -1,0 +1,1 @@
+ALTER TABLE "port_forwards" ADD COLUMN "balance" jsonb;
