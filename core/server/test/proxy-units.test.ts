@@ -23,7 +23,8 @@ const PROXY = 'id status statusError targetHealth { state detail } traffic { req
 /** Caddy's admin API as far as the sync uses it: remembers what it was given; a load can be held. */
 class FakeCaddy {
   loads: CaddyConfig[] = [];
-  routes: string[] = [];
+  /** Each write after the loads: method, where, and the value sent. */
+  writes: { method: string; at: string; body: string }[] = [];
   hold: Promise<void> | undefined;
   loadStarted: (() => void) | undefined;
 
@@ -35,16 +36,18 @@ class FakeCaddy {
   async getById(): Promise<unknown> {
     return {};
   }
-  async getConfig(): Promise<{ value: null; etag: string }> {
-    return { value: null, etag: '' };
+  async patchById(id: string, _subpath: unknown, value: unknown): Promise<void> {
+    this.writes.push({ method: 'PATCH', at: `/id/${id}`, body: JSON.stringify(value) });
   }
-  async upsertById(parent: unknown, id: string): Promise<{ action: 'appended'; attempts: number }> {
-    if (String(parent).includes('routes')) this.routes.push(id);
-    return { action: 'appended', attempts: 1 };
+  async post(path: string[], value: unknown): Promise<void> {
+    this.writes.push({ method: 'POST', at: path.join('/'), body: JSON.stringify(value) });
   }
-  async deleteById(): Promise<void> {}
-  async put(): Promise<void> {}
-  async patch(): Promise<void> {}
+  async patch(path: string[], value: unknown): Promise<void> {
+    this.writes.push({ method: 'PATCH', at: path.join('/'), body: JSON.stringify(value) });
+  }
+  async deleteById(id: string): Promise<void> {
+    this.writes.push({ method: 'DELETE', at: `/id/${id}`, body: '' });
+  }
 }
 
 describe('reverse proxy units on PGlite', () => {
@@ -110,7 +113,11 @@ describe('reverse proxy units on PGlite', () => {
       expect(loaded).toContain('first.units.test');
       expect(loaded).not.toContain('second.units.test');
       await vi.waitFor(async () => expect((await proxy(second)).status).toBe('APPLIED'), { timeout: 5000, interval: 20 });
-      expect(caddy.routes).toEqual([`gh-proxy-${second}`]);
+      // one request: the host table both domains are in, now with the second
+      expect(caddy.writes).toHaveLength(1);
+      expect(caddy.writes[0]).toMatchObject({ method: 'PATCH', at: '/id/gh-hosts-http-0' });
+      expect(caddy.writes[0]!.body).toContain('"second.units.test"');
+      expect(caddy.writes[0]!.body).toContain('"first.units.test"');
       expect(caddy.loads).toHaveLength(1);
       expect((await proxy(first)).status).toBe('APPLIED');
     } finally {

@@ -4,11 +4,13 @@
  *
  * - The whole config is loaded when the sync starts and whenever Caddy is found without it (Caddy
  *   restarted, or was replaced); nothing lives only in Caddy.
- * - After that, a change to one proxy touches only its own objects (route, policy or certificate,
- *   upserted by `@id`; see caddy-routes.ts). Every run reads the database and compares each site
- *   with what was last applied, so change notices may be lost or repeated without harm.
- * - Caddy validates every change and keeps serving its previous config when it refuses one: the
- *   proxy whose change was refused is FAILED with Caddy's message, the others are unaffected.
+ * - After that, every run reads the database, compares each site with what was last applied, and
+ *   sends what changed, all sites of the run together, as the few small patches `CaddyWriter`
+ *   computes (one host table's route for a new exact domain; see caddy-routes.ts). Change notices
+ *   may be lost or repeated without harm, and a burst of them costs two runs (CoalescingRunner).
+ * - Caddy validates every change and keeps serving its previous config when it refuses one: then
+ *   the run's sites are tried one at a time, the proxy whose change was refused is FAILED with
+ *   Caddy's message, the others are unaffected.
  * - When Caddy refuses even the bare proxy server (a port in use), every proxy is FAILED with its
  *   reason and the load is retried after `refusedRetryMs`, on a restarted Caddy when we run it.
  */
@@ -21,23 +23,11 @@ import type { EventBus } from '../events/event-bus.js';
 import type { Logger } from '../support/logger.js';
 import type { ObjectStatusChange } from '../events/event-payloads.js';
 import { templateLabel } from '../net/domain.js';
-import {
-  AUTOMATE_PATH,
-  LOAD_PEM_PATH,
-  POLICIES_PATH,
-  ROUTES_PATH,
-  SERVER_ID,
-  proxyConfig,
-  proxyRoute,
-  proxyRouteId,
-  proxySite,
-  routePosition,
-  type ProxySettings,
-  type ProxySite,
-} from './caddy-routes.js';
+import { SERVER_ID, proxyConfig, proxyRouteId, proxySite, siteObjects, siteRouting, type ProxySettings, type ProxySite } from './caddy-routes.js';
+import { CaddyWriter, type CaddyWriteClient } from './caddy-writer.js';
 
 /** The part of Caddy's admin client the sync uses (a fake in unit tests). */
-export type CaddyConfigClient = Pick<CaddyAdminClient, 'load' | 'getById' | 'getConfig' | 'upsertById' | 'deleteById' | 'put' | 'patch'>;
+export type CaddyConfigClient = Pick<CaddyAdminClient, 'load' | 'getById'> & CaddyWriteClient;
 
 /** A proxy as the sync needs it. */
 export type ProxyRow = Pick<
@@ -83,6 +73,8 @@ export class CaddyConfigSync {
   /** Why Caddy refused even the bare proxy server (a port in use …); null when it runs it. */
   private serverRefused: string | null = null;
   private serverRefusedAt = 0;
+  /** Sends the changes; knows what Caddy holds. */
+  readonly writer: CaddyWriter;
   private readonly runner = new CoalescingRunner(() => this.syncOnce().catch((err: unknown) => this.logger.error('proxy manager: sync failed', err)));
 
   constructor(
@@ -91,7 +83,9 @@ export class CaddyConfigSync {
     private readonly logger: Logger,
     private readonly client: CaddyConfigClient,
     private readonly options: CaddyConfigSyncOptions,
-  ) {}
+  ) {
+    this.writer = new CaddyWriter(client);
+  }
 
   /**
    * Brings Caddy up to date with the database. Concurrent calls share one run; a call made while
@@ -159,7 +153,9 @@ export class CaddyConfigSync {
     const { adminConfig: admin, settings } = this.options;
     this.refused.clear();
     try {
+      this.writer.forget();
       await this.client.load(proxyConfig({ admin, settings, sites }));
+      this.writer.loaded(siteObjects(sites));
       this.applied = new Map(sites.map((s) => [s.key, { site: s, json: JSON.stringify(s) }]));
       if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
       this.serverRefused = null;
@@ -170,6 +166,7 @@ export class CaddyConfigSync {
     }
     try {
       await this.client.load(proxyConfig({ admin, settings, sites: [] }));
+      this.writer.loaded(siteObjects([]));
     } catch (error) {
       if (!(error instanceof CaddyApiError)) throw error;
       // the server itself cannot run (a port in use …): every proxy fails with Caddy's reason, and
@@ -191,73 +188,58 @@ export class CaddyConfigSync {
     await this.applyChanges(sites);
   }
 
-  /** Applies the sites that differ from what was applied; see caddy-routes.ts for the objects of a site. */
+  /**
+   * Applies the sites that differ from what was applied, all in one write; when Caddy refuses it,
+   * one site at a time, so only the refused ones are FAILED (each keeps its previous version).
+   */
   private async applyChanges(sites: ProxySite[]): Promise<void> {
     const applied = this.applied!;
-    const wanted = new Map(sites.map((s) => [s.key, s]));
-    // 1. routes of sites that are gone
-    for (const [key, { site }] of applied) {
+    const wanted = new Set(sites.map((s) => s.key));
+    for (const key of applied.keys()) {
       if (wanted.has(key)) continue;
-      if (site.route) await this.deleteId(key);
       applied.delete(key);
       this.refused.delete(key);
     }
-    // 2. new and changed sites; a refused one keeps its previous version
-    const staleTls = new Set<string>();
+    const changed: { site: ProxySite; json: string }[] = [];
     for (const site of sites) {
       const json = JSON.stringify(site);
-      const previous = applied.get(site.key);
-      if (previous?.json === json) {
-        this.refused.delete(site.key);
-        continue;
+      if (applied.get(site.key)?.json === json) this.refused.delete(site.key);
+      else if (this.refused.get(site.key)?.json !== json) changed.push({ site, json });
+    }
+    /** The applied sites, with `extra`'s new versions, in the database's order. */
+    const target = (extra: ReadonlyMap<string, ProxySite>) =>
+      siteObjects(sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []));
+    const accept = ({ site, json }: { site: ProxySite; json: string }) => {
+      applied.set(site.key, { site, json });
+      this.refused.delete(site.key);
+    };
+    try {
+      await this.writer.write(target(new Map(changed.map((c) => [c.site.key, c.site]))));
+      changed.forEach(accept);
+      return;
+    } catch (error) {
+      if (!(error instanceof CaddyApiError) || changed.length === 0) throw error;
+      if (isUnknownId(error as unknown)) {
+        // Caddy does not hold what the writer remembers (replaced behind our back): load it all again
+        this.logger.warn(`proxy manager: Caddy's config is not what was applied (${error.message}); loading it from the database`);
+        this.applied = undefined;
+        void this.sync();
+        return;
       }
-      if (this.refused.get(site.key)?.json === json) continue;
+      if (changed.length > 1) this.logger.warn(`proxy manager: Caddy refused ${changed.length} changes at once (${error.message}); trying them one at a time`);
+    }
+    for (const c of changed) {
       try {
-        if (site.pem) await this.client.upsertById(LOAD_PEM_PATH, site.pem['@id'], site.pem);
-        if (site.policy) await this.client.upsertById(POLICIES_PATH, site.policy['@id'], site.policy);
-        if (site.route) await this.client.upsertById(ROUTES_PATH, site.key, site.route, { position: routePosition(site.group) });
-        applied.set(site.key, { site, json });
-        this.refused.delete(site.key);
-        if (previous?.site.pem && previous.site.pem['@id'] !== site.pem?.['@id']) staleTls.add(previous.site.pem['@id']);
-        if (previous?.site.policy && previous.site.policy['@id'] !== site.policy?.['@id']) staleTls.add(previous.site.policy['@id']);
+        await this.writer.write(target(new Map([[c.site.key, c.site]])));
+        accept(c);
       } catch (error) {
         if (!(error instanceof CaddyApiError)) throw error;
-        this.refused.set(site.key, { json, message: error.message });
-        this.logger.warn(`proxy manager: Caddy refused ${site.domain}: ${error.message}`);
+        this.refused.set(c.site.key, { json: c.json, message: error.message });
+        this.logger.warn(`proxy manager: Caddy refused ${c.site.domain}: ${error.message}`);
       }
     }
-    // 3. the names Caddy manages: only those whose policy is in place
-    const automate = [...applied.values()].flatMap(({ site }) => (site.automate ? [site.automate] : []));
-    const current = await this.client.getConfig<string[] | null>(AUTOMATE_PATH);
-    // PUT creates (and fails on an existing key), PATCH replaces
-    if (JSON.stringify(current.value ?? []) !== JSON.stringify(automate)) {
-      if (current.value == null) await this.client.put(AUTOMATE_PATH, automate);
-      else await this.client.patch(AUTOMATE_PATH, automate);
-    }
-    // 4. policies and certificates nothing uses any more (after automate no longer names them)
-    const inUse = new Set([...applied.values()].flatMap(({ site }) => [site.pem?.['@id'], site.policy?.['@id']]));
-    for (const key of [...wanted.keys()].filter((k) => !applied.has(k))) inUse.add(key);
-    for (const id of staleTls) if (!inUse.has(id)) await this.deleteId(id);
-    await this.deleteOrphanTls(inUse);
-  }
-
-  /** Removes policies and loaded certificates of this controller that no applied site uses. */
-  private async deleteOrphanTls(inUse: Set<string | undefined>): Promise<void> {
-    for (const path of [POLICIES_PATH, LOAD_PEM_PATH]) {
-      const { value } = await this.client.getConfig<{ '@id'?: string }[] | null>(path);
-      for (const item of value ?? []) {
-        const id = item['@id'];
-        if (id && /^gh-(tls|cert)-/.test(id) && !inUse.has(id)) await this.deleteId(id);
-      }
-    }
-  }
-
-  private async deleteId(id: string): Promise<void> {
-    try {
-      await this.client.deleteById(id);
-    } catch (error) {
-      if (!isUnknownId(error)) throw error;
-    }
+    // a refused write may have been partly applied: Caddy is brought back to the accepted sites
+    await this.writer.write(target(new Map()));
   }
 
   /** Every proxy and template sub-domain as a site, from the database. */
@@ -328,20 +310,8 @@ export class CaddyConfigSync {
           if (!label || taken.has(domain)) continue;
           taken.add(domain);
           const id = `tpl-${template.id}-${t.instanceId}`;
-          sites.push({
-            key: proxyRouteId(id),
-            group: 1,
-            domain,
-            route: proxyRoute({
-              id,
-              domain,
-              targetAddress: t.address,
-              targetPort: template.targetPort,
-              targetProtocol: template.targetProtocol,
-              websocket: true,
-              redirectToHttpsPort: settings.httpsPort,
-            }),
-          });
+          const spec = { id, domain, targetAddress: t.address, targetPort: template.targetPort, targetProtocol: template.targetProtocol, websocket: true };
+          sites.push({ key: proxyRouteId(id), group: 1, domain, ...siteRouting({ ...spec, redirectToHttpsPort: settings.httpsPort }, 1) });
         }
       }
     }
