@@ -4,7 +4,7 @@
  * notices the services publish, the renewal decision, the access-log meter and the target
  * diagnosis. The same units against a real Caddy: proxy-manager.test.ts.
  */
-import type { CaddyConfig } from 'caddy-api-client';
+import { CaddyApiError, type CaddyConfig } from 'caddy-api-client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
 import type { WebProxyChange } from '../src/events/event-bus.js';
@@ -27,6 +27,8 @@ class FakeCaddy {
   writes: { method: string; at: string; body: string }[] = [];
   hold: Promise<void> | undefined;
   loadStarted: (() => void) | undefined;
+  /** A write whose value contains this is refused, as Caddy refuses a config that does not load. */
+  refuse: string | undefined;
 
   async load(config: CaddyConfig): Promise<void> {
     this.loads.push(config);
@@ -36,14 +38,19 @@ class FakeCaddy {
   async getById(): Promise<unknown> {
     return {};
   }
+  private write(method: string, at: string, value: unknown): void {
+    const body = JSON.stringify(value);
+    if (this.refuse !== undefined && body.includes(this.refuse)) throw new CaddyApiError(400, method, at, `loading new config: ${this.refuse} is not wanted`, 'fake');
+    this.writes.push({ method, at, body });
+  }
   async patchById(id: string, _subpath: unknown, value: unknown): Promise<void> {
-    this.writes.push({ method: 'PATCH', at: `/id/${id}`, body: JSON.stringify(value) });
+    this.write('PATCH', `/id/${id}`, value);
   }
   async post(path: string[], value: unknown): Promise<void> {
-    this.writes.push({ method: 'POST', at: path.join('/'), body: JSON.stringify(value) });
+    this.write('POST', path.join('/'), value);
   }
   async patch(path: string[], value: unknown): Promise<void> {
-    this.writes.push({ method: 'PATCH', at: path.join('/'), body: JSON.stringify(value) });
+    this.write('PATCH', path.join('/'), value);
   }
   async deleteById(id: string): Promise<void> {
     this.writes.push({ method: 'DELETE', at: `/id/${id}`, body: '' });
@@ -120,6 +127,48 @@ describe('reverse proxy units on PGlite', () => {
       expect(caddy.writes[0]!.body).toContain('"first.units.test"');
       expect(caddy.loads).toHaveLength(1);
       expect((await proxy(first)).status).toBe('APPLIED');
+    } finally {
+      await changes.return(undefined);
+      await sync.stop();
+    }
+  });
+
+  it('reads only the proxies a notice names, and fails only the proxy whose change Caddy refuses', async () => {
+    const bus = container.resolve(EventBusToken);
+    const caddy = new FakeCaddy();
+    const sync = new CaddyConfigSync(store.db, bus, { info: () => {}, warn: () => {}, error: console.error }, caddy as unknown as CaddyConfigClient, {
+      adminConfig: { listen: 'unix//tmp/unused.sock' },
+      settings: SETTINGS,
+    });
+    // which proxies each run read from the database (undefined: all of them)
+    const reads: (string[] | undefined)[] = [];
+    const internals = sync as unknown as { selectProxies: (ids?: string[]) => Promise<unknown> };
+    const select = internals.selectProxies.bind(sync);
+    internals.selectProxies = (ids?: string[]) => (reads.push(ids), select(ids));
+    const changes = bus.subscribe('webProxyChanged');
+    void (async () => {
+      for await (const change of changes) void sync.changed(change);
+    })();
+    try {
+      await sync.sync();
+      expect(reads).toEqual([undefined]);
+      caddy.refuse = '"refused.units.test"';
+      const burst: string[] = [];
+      for (let i = 0; i < 10; i++) burst.push(await createProxy(`burst-${i}.units.test`));
+      const bad = await createProxy('refused.units.test');
+      burst.push(await createProxy('after.units.test'));
+      await vi.waitFor(async () => expect((await proxy(burst.at(-1)!)).status).toBe('APPLIED'), { timeout: 10_000, interval: 20 });
+      for (const id of burst) expect((await proxy(id)).status).toBe('APPLIED');
+      expect(await proxy(bad)).toMatchObject({ status: 'FAILED', statusError: expect.stringContaining('loading new config: "refused.units.test" is not wanted') });
+      // every run after the first read only the proxies its notices named
+      expect(reads.slice(1).length).toBeGreaterThan(0);
+      expect(reads.slice(1).every((ids) => ids !== undefined && ids.length > 0)).toBe(true);
+      expect(new Set(reads.slice(1).flat())).toEqual(new Set([...burst, bad]));
+      // Caddy holds the burst's domains and not the refused one
+      const table = caddy.writes.filter((w) => w.at.startsWith('/id/gh-hosts-')).at(-1)!.body;
+      for (let i = 0; i < 10; i++) expect(table).toContain(`"burst-${i}.units.test"`);
+      expect(table).toContain('"after.units.test"');
+      expect(table).not.toContain('refused.units.test');
     } finally {
       await changes.return(undefined);
       await sync.stop();

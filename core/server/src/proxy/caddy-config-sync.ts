@@ -19,7 +19,7 @@ import { CoalescingRunner } from '@gatehouse/sdk';
 import { CaddyApiError, CaddyUnreachableError, isUnknownId, type CaddyAdminClient, type CaddyAdminConfig } from 'caddy-api-client';
 import type { Database } from '../db/database.js';
 import { instances, ipAllocations, nics, proxyDomainTemplates, webProxies } from '../db/schema.js';
-import type { EventBus } from '../events/event-bus.js';
+import type { EventBus, WebProxyChange } from '../events/event-bus.js';
 import type { Logger } from '../support/logger.js';
 import type { ObjectStatusChange } from '../events/event-payloads.js';
 import { templateLabel } from '../net/domain.js';
@@ -57,10 +57,22 @@ export interface CaddyConfigSyncOptions {
   restartCaddy?: () => Promise<void>;
   /** How long to wait before loading again after Caddy refused the bare proxy server (default 30 s). */
   refusedRetryMs?: number;
+  /** How often a run reads every proxy again even without a notice saying so (default 60 s; a lost notice waits at most this long). */
+  fullReadMs?: number;
   /** Called in each run with every proxy, as read from the database before Caddy is changed. */
   onProxies?: (rows: readonly ProxyRow[]) => void;
   /** Called after each run with the TLS proxies whose site is new or changed in Caddy (their certificate is to be looked for). */
   onTlsChanged?: (proxyIds: string[]) => void;
+}
+
+/** A site with its JSON (computed once per version, to compare with what was applied). */
+interface SiteEntry {
+  site: ProxySite;
+  json: string;
+}
+
+interface ProxyEntry extends SiteEntry {
+  row: ProxyRow;
 }
 
 /** Rebuilds Caddy's config from the database, on request and when Caddy lost it. */
@@ -73,9 +85,19 @@ export class CaddyConfigSync {
   /** Why Caddy refused even the bare proxy server (a port in use …); null when it runs it. */
   private serverRefused: string | null = null;
   private serverRefusedAt = 0;
+  /** The database as last read: each proxy's row and site (in a stable order), the template sites; undefined: read it all. */
+  private cache: { proxies: Map<string, ProxyEntry>; templates: SiteEntry[]; readAt: number } | undefined;
+  /** Proxies a notice said changed since the last run read them; 'all': the next run reads everything. */
+  private dirty: Set<string> | 'all' = 'all';
   /** Sends the changes; knows what Caddy holds. */
   readonly writer: CaddyWriter;
-  private readonly runner = new CoalescingRunner(() => this.syncOnce().catch((err: unknown) => this.logger.error('proxy manager: sync failed', err)));
+  private readonly runner = new CoalescingRunner(() =>
+    this.syncOnce().catch((err: unknown) => {
+      // what the failed run read or wrote is unsure: the next reads everything
+      this.dirty = 'all';
+      this.logger.error('proxy manager: sync failed', err);
+    }),
+  );
 
   constructor(
     private readonly db: Database,
@@ -88,10 +110,22 @@ export class CaddyConfigSync {
   }
 
   /**
-   * Brings Caddy up to date with the database. Concurrent calls share one run; a call made while
-   * a run is under way gets a further run, so its change is included when it resolves.
+   * Brings Caddy up to date with the whole database. Concurrent calls share one run; a call made
+   * while a run is under way gets a further run, so its change is included when it resolves.
    */
   sync(): Promise<void> {
+    this.dirty = 'all';
+    return this.runner.run();
+  }
+
+  /**
+   * A change notice: a proxy's change makes the next run read only that proxy (as long as the
+   * runs' reads since the last full one are whole); anything else (a template, an address) makes
+   * it read everything. Resolves as `sync`.
+   */
+  changed(change: WebProxyChange): Promise<void> {
+    if (change.kind === 'proxy' && this.dirty !== 'all') this.dirty.add(change.proxyId);
+    else this.dirty = 'all';
     return this.runner.run();
   }
 
@@ -110,7 +144,7 @@ export class CaddyConfigSync {
     if (this.serverRefused !== null && Date.now() - this.serverRefusedAt < (this.options.refusedRetryMs ?? 30_000)) return;
     try {
       await this.client.getById(SERVER_ID);
-      if (this.unreachable !== null) await this.sync();
+      if (this.unreachable !== null || Date.now() - (this.cache?.readAt ?? 0) >= (this.options.fullReadMs ?? 60_000)) await this.sync();
     } catch (error) {
       if (isUnknownId(error) || error instanceof CaddyUnreachableError) {
         // (without a proxy server Caddy refused, there is no config to lose: that is retried quietly)
@@ -123,7 +157,16 @@ export class CaddyConfigSync {
   }
 
   private async syncOnce(): Promise<void> {
-    const { rows, sites } = await this.loadSites();
+    const dirty = this.dirty;
+    this.dirty = new Set();
+    let read: { rows: ProxyRow[]; sites: SiteEntry[] };
+    try {
+      read = await this.loadSites(dirty);
+    } catch (error) {
+      this.dirty = 'all';
+      throw error;
+    }
+    const { rows, sites } = read;
     this.options.onProxies?.(rows);
     const before = new Map(this.applied ?? []);
     try {
@@ -149,14 +192,15 @@ export class CaddyConfigSync {
   }
 
   /** Loads the whole config; when Caddy refuses it, loads the bare server and adds sites one by one. */
-  private async loadAll(sites: ProxySite[]): Promise<void> {
+  private async loadAll(entries: SiteEntry[]): Promise<void> {
+    const sites = entries.map((e) => e.site);
     const { adminConfig: admin, settings } = this.options;
     this.refused.clear();
     try {
       this.writer.forget();
       await this.client.load(proxyConfig({ admin, settings, sites }));
       this.writer.loaded(siteObjects(sites));
-      this.applied = new Map(sites.map((s) => [s.key, { site: s, json: JSON.stringify(s) }]));
+      this.applied = new Map(entries.map((e) => [e.site.key, e]));
       if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
       this.serverRefused = null;
       return;
@@ -178,38 +222,38 @@ export class CaddyConfigSync {
       this.serverRefusedAt = Date.now();
       // the refused start left listeners behind in this Caddy (see restartCaddy): a fresh one for the next attempt
       await this.options.restartCaddy?.().catch((err: unknown) => this.logger.error('proxy manager: restarting Caddy failed', err));
-      for (const s of sites) this.refused.set(s.key, { json: JSON.stringify(s), message: `Caddy refused the proxy server: ${error.message}` });
+      for (const e of entries) this.refused.set(e.site.key, { json: e.json, message: `Caddy refused the proxy server: ${error.message}` });
       this.applied = undefined;
       return;
     }
     if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
     this.serverRefused = null;
     this.applied = new Map();
-    await this.applyChanges(sites);
+    await this.applyChanges(entries);
   }
 
   /**
    * Applies the sites that differ from what was applied, all in one write; when Caddy refuses it,
    * one site at a time, so only the refused ones are FAILED (each keeps its previous version).
    */
-  private async applyChanges(sites: ProxySite[]): Promise<void> {
+  private async applyChanges(entries: SiteEntry[]): Promise<void> {
     const applied = this.applied!;
+    const sites = entries.map((e) => e.site);
     const wanted = new Set(sites.map((s) => s.key));
     for (const key of applied.keys()) {
       if (wanted.has(key)) continue;
       applied.delete(key);
       this.refused.delete(key);
     }
-    const changed: { site: ProxySite; json: string }[] = [];
-    for (const site of sites) {
-      const json = JSON.stringify(site);
+    const changed: SiteEntry[] = [];
+    for (const { site, json } of entries) {
       if (applied.get(site.key)?.json === json) this.refused.delete(site.key);
       else if (this.refused.get(site.key)?.json !== json) changed.push({ site, json });
     }
     /** The applied sites, with `extra`'s new versions, in the database's order. */
     const target = (extra: ReadonlyMap<string, ProxySite>) =>
       siteObjects(sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []));
-    const accept = ({ site, json }: { site: ProxySite; json: string }) => {
+    const accept = ({ site, json }: SiteEntry) => {
       applied.set(site.key, { site, json });
       this.refused.delete(site.key);
     };
@@ -242,10 +286,51 @@ export class CaddyConfigSync {
     await this.writer.write(target(new Map()));
   }
 
-  /** Every proxy and template sub-domain as a site, from the database. */
-  private async loadSites(): Promise<{ rows: ProxyRow[]; sites: ProxySite[] }> {
-    const settings = this.options.settings;
-    const rows: ProxyRow[] = await this.db
+  /**
+   * Every proxy and template sub-domain as a site: `dirty` 'all' (or nothing read yet) reads the
+   * database whole; otherwise only the proxies in `dirty` are read again (a deleted one is gone),
+   * the rest comes from the last read. The proxies keep the order they were first read in, so a
+   * full read after incremental ones changes no table's order.
+   */
+  private async loadSites(dirty: Set<string> | 'all'): Promise<{ rows: ProxyRow[]; sites: SiteEntry[] }> {
+    let cache = this.cache;
+    if (dirty === 'all' || cache === undefined) {
+      const rows = await this.selectProxies();
+      const fresh = new Map(rows.map((r) => [r.id, r]));
+      const proxies = new Map<string, ProxyEntry>();
+      for (const [id, old] of cache?.proxies ?? []) {
+        const row = fresh.get(id);
+        if (row) proxies.set(id, this.proxyEntry(row, old));
+      }
+      for (const row of rows) if (!proxies.has(row.id)) proxies.set(row.id, this.proxyEntry(row));
+      cache = this.cache = { proxies, templates: await this.templateSites(), readAt: Date.now() };
+    } else if (dirty.size > 0) {
+      const ids = [...dirty];
+      const rows: ProxyRow[] = [];
+      for (let i = 0; i < ids.length; i += 1000) rows.push(...(await this.selectProxies(ids.slice(i, i + 1000))));
+      const fresh = new Map(rows.map((r) => [r.id, r]));
+      for (const id of ids) {
+        const row = fresh.get(id);
+        if (row) cache.proxies.set(id, this.proxyEntry(row, cache.proxies.get(id)));
+        else cache.proxies.delete(id);
+      }
+    }
+    const entries = [...cache.proxies.values()];
+    // a domain with its own proxy is not a template's sub-domain
+    const taken = new Set(entries.map((e) => e.row.domain));
+    const templates = cache.templates.filter((t) => t.site.group !== 1 || !t.site.upstream || !taken.has(t.site.domain));
+    return { rows: entries.map((e) => e.row), sites: [...entries, ...templates] };
+  }
+
+  /** A proxy's entry; the previous one's site when the site did not change. */
+  private proxyEntry(row: ProxyRow, previous?: ProxyEntry): ProxyEntry {
+    const site = proxySite(row, this.options.settings);
+    const json = JSON.stringify(site);
+    return previous?.json === json ? { row, site: previous.site, json: previous.json } : { row, site, json };
+  }
+
+  private async selectProxies(ids?: string[]): Promise<ProxyRow[]> {
+    const query = this.db
       .select({
         id: webProxies.id,
         ownerId: webProxies.ownerId,
@@ -262,10 +347,15 @@ export class CaddyConfigSync {
         status: webProxies.status,
         statusError: webProxies.statusError,
       })
-      .from(webProxies)
-      .orderBy(webProxies.id);
-    const sites = rows.map((r) => proxySite(r, settings));
-    const taken = new Set(rows.map((r) => r.domain));
+      .from(webProxies);
+    return ids === undefined ? query.orderBy(webProxies.id) : query.where(inArray(webProxies.id, ids));
+  }
+
+  /** The templates' sites: each one's wildcard policy, and a sub-domain per instance of its owner (the first template naming a domain has it). */
+  private async templateSites(): Promise<SiteEntry[]> {
+    const settings = this.options.settings;
+    const sites: ProxySite[] = [];
+    const taken = new Set<string>();
     const templates = await this.db.select().from(proxyDomainTemplates).orderBy(proxyDomainTemplates.id);
     if (templates.length > 0) {
       const owners = [...new Set(templates.map((t) => t.ownerId))];
@@ -315,7 +405,7 @@ export class CaddyConfigSync {
         }
       }
     }
-    return { rows, sites };
+    return sites.map((site) => ({ site, json: JSON.stringify(site) }));
   }
 
   /** Writes APPLIED / FAILED (Caddy's message) / PENDING (Caddy unreachable) where it changed, and publishes each change (`objectStatusChanged`). */
@@ -336,15 +426,13 @@ export class CaddyConfigSync {
             : this.applied?.has(key)
               ? (['applied', null] as const)
               : (['pending', null] as const);
-      if (status === 'applied' && error === null) {
-        if (row.status !== 'applied' || row.statusError !== null) {
-          applied.push(row.id);
-          change(row, status, null);
-        }
-      } else if (row.status !== status || row.statusError !== error) {
-        await this.db.update(webProxies).set({ status, statusError: error }).where(eq(webProxies.id, row.id));
-        change(row, status, error);
-      }
+      if (row.status === status && row.statusError === error) continue;
+      if (status === 'applied') applied.push(row.id);
+      else await this.db.update(webProxies).set({ status, statusError: error }).where(eq(webProxies.id, row.id));
+      change(row, status, error);
+      // the rows are the sync's cache of the database: they now say what it says
+      row.status = status;
+      row.statusError = error;
     }
     for (let i = 0; i < applied.length; i += 1000) {
       await this.db
