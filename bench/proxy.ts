@@ -650,7 +650,20 @@ async function main(): Promise<void> {
       );
     }
 
-    report({ oneDomainRuns, manyDomainRuns, firstTrials, laterTrials, fullLoads, bulk, bulkCreatedMs, bulkAppliedMs, lastDomain, firstDomain, tables, loadStart });
+    report({
+      oneDomainRuns,
+      manyDomainRuns,
+      firstTrials,
+      laterTrials,
+      fullLoads,
+      bulk,
+      bulkCreatedMs,
+      bulkAppliedMs,
+      lastDomain,
+      firstDomain,
+      tables,
+      loadStart,
+    });
   } finally {
     await prober?.close().catch(() => undefined);
     await manager?.stop().catch((err: unknown) => console.error('proxy: manager.stop failed', err));

@@ -144,12 +144,7 @@ export interface CaddyMatcherSet {
 
 /** Any HTTP handler module; the typed ones are discriminated by `handler`. */
 export type CaddyHandler =
-  | CaddyReverseProxyHandler
-  | CaddySubrouteHandler
-  | CaddyStaticResponseHandler
-  | CaddyHeadersHandler
-  | CaddyMapHandler
-  | CaddyOtherHandler;
+  CaddyReverseProxyHandler | CaddySubrouteHandler | CaddyStaticResponseHandler | CaddyHeadersHandler | CaddyMapHandler | CaddyOtherHandler;
 
 /** A handler module this subset does not type (`file_server`, `encode`, `rewrite` …). */
 export interface CaddyOtherHandler {

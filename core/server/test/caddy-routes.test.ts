@@ -10,7 +10,16 @@ import type { AddressInfo } from 'node:net';
 import { caddyAvailable, freePort, httpGet, startCaddy, type CaddyProcess } from 'caddy-api-client/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { ROUTES_PATH, proxyConfig, proxySite, siteObjects, tableCount, type ProxyRouteSpec, type ProxySettings, type ProxySite } from '../src/proxy/caddy-routes.js';
+import {
+  ROUTES_PATH,
+  proxyConfig,
+  proxySite,
+  siteObjects,
+  tableCount,
+  type ProxyRouteSpec,
+  type ProxySettings,
+  type ProxySite,
+} from '../src/proxy/caddy-routes.js';
 import { CaddyWriter } from '../src/proxy/caddy-writer.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
@@ -132,7 +141,8 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', (
     const tables = (await routes()).filter((r) => r['@id'].startsWith('gh-hosts-'));
     expect(tables).toHaveLength(tableCount(many.length + 1));
     expect(tables.length).toBeGreaterThan(1);
-    for (const i of [0, 1, 299, 598, 599]) expect(await get(`d${i}.many.example.test`)).toMatchObject({ name: targets[i % 2], xhost: `d${i}.many.example.test` });
+    for (const i of [0, 1, 299, 598, 599])
+      expect(await get(`d${i}.many.example.test`)).toMatchObject({ name: targets[i % 2], xhost: `d${i}.many.example.test` });
     const before = writer.requests;
     await upsert(spec('00000000-0000-4000-9000-100000000000', 'one-more.many.example.test', 'b'));
     expect(writer.requests - before).toBe(1);

@@ -40,7 +40,8 @@ class FakeCaddy {
   }
   private write(method: string, at: string, value: unknown): void {
     const body = JSON.stringify(value);
-    if (this.refuse !== undefined && body.includes(this.refuse)) throw new CaddyApiError(400, method, at, `loading new config: ${this.refuse} is not wanted`, 'fake');
+    if (this.refuse !== undefined && body.includes(this.refuse))
+      throw new CaddyApiError(400, method, at, `loading new config: ${this.refuse} is not wanted`, 'fake');
     this.writes.push({ method, at, body });
   }
   async patchById(id: string, _subpath: unknown, value: unknown): Promise<void> {
@@ -159,7 +160,10 @@ describe('reverse proxy units on PGlite', () => {
       burst.push(await createProxy('after.units.test'));
       await vi.waitFor(async () => expect((await proxy(burst.at(-1)!)).status).toBe('APPLIED'), { timeout: 10_000, interval: 20 });
       for (const id of burst) expect((await proxy(id)).status).toBe('APPLIED');
-      expect(await proxy(bad)).toMatchObject({ status: 'FAILED', statusError: expect.stringContaining('loading new config: "refused.units.test" is not wanted') });
+      expect(await proxy(bad)).toMatchObject({
+        status: 'FAILED',
+        statusError: expect.stringContaining('loading new config: "refused.units.test" is not wanted'),
+      });
       // every run after the first read only the proxies its notices named
       expect(reads.slice(1).length).toBeGreaterThan(0);
       expect(reads.slice(1).every((ids) => ids !== undefined && ids.length > 0)).toBe(true);

@@ -251,8 +251,7 @@ export class CaddyConfigSync {
       else if (this.refused.get(site.key)?.json !== json) changed.push({ site, json });
     }
     /** The applied sites, with `extra`'s new versions, in the database's order. */
-    const target = (extra: ReadonlyMap<string, ProxySite>) =>
-      siteObjects(sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []));
+    const target = (extra: ReadonlyMap<string, ProxySite>) => siteObjects(sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []));
     const accept = ({ site, json }: SiteEntry) => {
       applied.set(site.key, { site, json });
       this.refused.delete(site.key);

@@ -41,7 +41,12 @@ export class CaddyWriter {
 
   /** Caddy holds exactly `objects` (after a full load). */
   loaded(objects: SiteObjects): void {
-    this.state = { routes: listState(objects.routes), policies: listState(objects.policies), pems: listState(objects.pems), automate: JSON.stringify(objects.automate) };
+    this.state = {
+      routes: listState(objects.routes),
+      policies: listState(objects.policies),
+      pems: listState(objects.pems),
+      automate: JSON.stringify(objects.automate),
+    };
   }
 
   /** What Caddy holds is unknown (unreachable, or a load under way): `write` refuses until the next `loaded`. */
