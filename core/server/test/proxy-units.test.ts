@@ -94,13 +94,17 @@ describe('reverse proxy units on PGlite', () => {
   });
   afterAll(async () => store?.close());
 
-  it('applies a proxy created while a sync run is loading Caddy, by one more run', async () => {
+  /** A config sync on the test database against a FakeCaddy. */
+  const fakeSync = () => {
     const bus = container.resolve(EventBusToken);
     const caddy = new FakeCaddy();
-    const sync = new CaddyConfigSync(store.db, bus, { info: () => {}, warn: () => {}, error: console.error }, caddy as unknown as CaddyConfigClient, {
-      adminConfig: { listen: 'unix//tmp/unused.sock' },
-      settings: SETTINGS,
-    });
+    const logger = { info: () => {}, warn: () => {}, error: console.error };
+    const options = { adminConfig: { listen: 'unix//tmp/unused.sock' }, settings: SETTINGS };
+    return { bus, caddy, sync: new CaddyConfigSync(store.db, bus, logger, caddy as unknown as CaddyConfigClient, options) };
+  };
+
+  it('applies a proxy created while a sync run is loading Caddy, by one more run', async () => {
+    const { bus, caddy, sync } = fakeSync();
     // the manager's wiring: every change notice asks for a sync
     const changes = bus.subscribe('webProxyChanged');
     void (async () => {
@@ -135,12 +139,7 @@ describe('reverse proxy units on PGlite', () => {
   });
 
   it('reads only the proxies a notice names, and fails only the proxy whose change Caddy refuses', async () => {
-    const bus = container.resolve(EventBusToken);
-    const caddy = new FakeCaddy();
-    const sync = new CaddyConfigSync(store.db, bus, { info: () => {}, warn: () => {}, error: console.error }, caddy as unknown as CaddyConfigClient, {
-      adminConfig: { listen: 'unix//tmp/unused.sock' },
-      settings: SETTINGS,
-    });
+    const { bus, caddy, sync } = fakeSync();
     // which proxies each run read from the database (undefined: all of them)
     const reads: (string[] | undefined)[] = [];
     const internals = sync as unknown as { selectProxies: (ids?: string[]) => Promise<unknown> };
