@@ -10,6 +10,8 @@ import { openStore, type Store } from '../src/db/database.js';
 import type { WebProxyChange } from '../src/events/event-bus.js';
 import { AccessLogMeter, parseCaddyLogLine, proxyOfHost } from '../src/proxy/access-log-meter.js';
 import { CaddyConfigSync, type CaddyConfigClient } from '../src/proxy/caddy-config-sync.js';
+import { proxySite, siteObjects } from '../src/proxy/caddy-routes.js';
+import { CaddyWriter } from '../src/proxy/caddy-writer.js';
 import { DAY_MS, renewalDue, summariseRenewals, type RenewalResult } from '../src/proxy/certificate-monitor.js';
 import { TargetDiagnoser, stoppedInstanceDiagnosis } from '../src/proxy/target-diagnosis.js';
 import { createContainer } from '../src/server.js';
@@ -176,6 +178,36 @@ describe('reverse proxy units on PGlite', () => {
       await changes.return(undefined);
       await sync.stop();
     }
+  });
+
+  it('writes Caddy’s lists with the fewest requests: in place, appended, removed, else the list; policies before automate before their removal', async () => {
+    const caddy = new FakeCaddy();
+    const writer = new CaddyWriter(caddy as unknown as CaddyConfigClient);
+    writer.loaded(siteObjects([]));
+    const site = (id: string, domain: string, tlsMode: 'none' | 'self_signed' = 'none', port = 8080) =>
+      proxySite({ id, domain, targetAddress: '10.0.0.1', targetPort: port, targetProtocol: 'http', websocket: true, tlsMode }, SETTINGS);
+    const write = async (sites: ReturnType<typeof site>[]) => {
+      caddy.writes = [];
+      await writer.write(siteObjects(sites));
+      return caddy.writes.map((w) => `${w.method} ${w.at}`);
+    };
+    const a = site('a', 'a.units.test');
+    const w1 = site('w1', '*.w1.units.test');
+    const w2 = site('w2', '*.w2.units.test');
+    expect(await write([a])).toEqual(['POST apps/http/servers/gatehouse/routes']);
+    expect(await write([a])).toEqual([]);
+    expect(await write([site('a', 'a.units.test', 'none', 9090)])).toEqual(['PATCH /id/gh-hosts-http-0']);
+    expect(await write([a, w1, w2])).toEqual(['PATCH apps/http/servers/gatehouse/routes']);
+    expect(await write([a, w2])).toEqual(['DELETE /id/gh-proxy-w1']);
+    // a TLS site: its policy before the table and automate; dropped after automate no longer names it
+    const t = site('t', 't.units.test', 'self_signed');
+    expect(await write([a, w2, t])).toEqual([
+      'POST apps/tls/automation/policies',
+      'PATCH apps/http/servers/gatehouse/routes',
+      'PATCH apps/tls/certificates/automate',
+    ]);
+    // (its table, the only one of its mode, goes with it)
+    expect(await write([a, w2])).toEqual(['DELETE /id/gh-hosts-http-tls2-0', 'PATCH apps/tls/certificates/automate', 'DELETE /id/gh-tls-t']);
   });
 
   it('announces each change Caddy must follow on webProxyChanged, in a small payload', async () => {
