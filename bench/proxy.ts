@@ -290,6 +290,7 @@ class Recorder {
 function shortPath(path: string): string {
   return path
     .replace(/gh-proxy-[0-9a-f-]{36}/g, 'gh-proxy-<id>')
+    .replace(/gh-hosts-[a-z0-9-]+-\d+/g, 'gh-hosts-<table>')
     .replace(/^\/config\/apps\/http\/servers\/gatehouse\/routes\/0\/handle\/0\/routes$/, '<exact routes>')
     .replace(/^\/config\/apps\/tls\//, 'tls/');
 }
