@@ -143,7 +143,8 @@ export interface CaddyMatcherSet {
 }
 
 /** Any HTTP handler module; the typed ones are discriminated by `handler`. */
-export type CaddyHandler = CaddyReverseProxyHandler | CaddySubrouteHandler | CaddyStaticResponseHandler | CaddyHeadersHandler | CaddyOtherHandler;
+export type CaddyHandler =
+  CaddyReverseProxyHandler | CaddySubrouteHandler | CaddyStaticResponseHandler | CaddyHeadersHandler | CaddyMapHandler | CaddyOtherHandler;
 
 /** A handler module this subset does not type (`file_server`, `encode`, `rewrite` …). */
 export interface CaddyOtherHandler {
@@ -239,6 +240,21 @@ export interface CaddyStaticResponseHandler {
   body?: string;
   close?: boolean;
   abort?: boolean;
+  [key: string]: unknown;
+}
+
+/**
+ * `map`: sets the placeholders named in `destinations` (`{name}`) from the value of `source` (a
+ * placeholder) through `mappings`, evaluated when a destination is first read. Caddy 2.6 tries
+ * the mappings in order (a linear scan, each `input` compared exactly, case included).
+ */
+export interface CaddyMapHandler {
+  handler: 'map';
+  source: string;
+  destinations: string[];
+  mappings?: { input?: string; input_regexp?: string; outputs: (string | null)[] }[];
+  /** One per destination, used when no mapping matches. */
+  defaults?: string[];
   [key: string]: unknown;
 }
 

@@ -1,14 +1,26 @@
 /**
- * Proxy routes against a real Caddy (Debian's 2.6.2): requests by Host reach the right backend
- * with X-Forwarded headers, an exact domain beats a wildcard added before it, WebSocket upgrades
- * pass through, and upserting a proxy twice leaves one route. Backends and Caddy on loopback.
+ * Proxy routes against a real Caddy (Debian's 2.6.2), written as the config sync writes them
+ * (sites → host tables and wildcard routes → CaddyWriter's patches): requests by Host reach the
+ * right backend with X-Forwarded headers, an exact domain beats a wildcard added before it,
+ * WebSocket upgrades pass through (or are stripped), a change to one domain is one request, and
+ * 600 domains over several host tables each reach their own target. Backends and Caddy on loopback.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { caddyAvailable, freePort, httpGet, startCaddy, type CaddyProcess } from 'caddy-api-client/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { ROUTES_PATH, proxyConfig, proxyRoute, proxyRouteId, routePosition, type ProxyRouteSpec } from '../src/proxy/caddy-routes.js';
+import {
+  ROUTES_PATH,
+  proxyConfig,
+  proxySite,
+  siteObjects,
+  tableCount,
+  type ProxyRouteSpec,
+  type ProxySettings,
+  type ProxySite,
+} from '../src/proxy/caddy-routes.js';
+import { CaddyWriter } from '../src/proxy/caddy-writer.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await caddyAvailable();
@@ -51,8 +63,18 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', (
     const r = await httpGet(`http://127.0.0.1:${port}/`, host);
     return r.status === 200 ? (JSON.parse(r.body) as Record<string, string>) : { status: String(r.status) };
   };
-  const upsert = (p: ProxyRouteSpec) =>
-    caddy.client.upsertById(ROUTES_PATH, proxyRouteId(p.id), proxyRoute(p), { position: routePosition(p.domain.startsWith('*.') ? 2 : 0) });
+  let settings: ProxySettings;
+  let writer: CaddyWriter;
+  /** The sites Caddy should hold, in creation order (as the database orders them by id). */
+  const sites = new Map<string, ProxySite>();
+  const upsert = async (p: ProxyRouteSpec) => {
+    sites.set(p.id, proxySite({ ...p, tlsMode: 'none' }, settings));
+    await writer.write(siteObjects([...sites.values()]));
+  };
+  const remove = async (id: string) => {
+    sites.delete(id);
+    await writer.write(siteObjects([...sites.values()]));
+  };
   const routes = async () => (await caddy.client.getConfig<{ '@id': string; match: [{ host: string[] }] }[]>(ROUTES_PATH)).value;
 
   beforeAll(async () => {
@@ -64,12 +86,10 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', (
     ports.ws = (wss.address() as AddressInfo).port;
     port = await freePort();
     caddy = await startCaddy();
-    await caddy.client.load(
-      proxyConfig({
-        admin: caddy.admin,
-        settings: { listenHost: '127.0.0.1', httpPort: port, httpsPort: await freePort(), acme: { directoryUrl: 'https://127.0.0.1:1/dir' } },
-      }),
-    );
+    settings = { listenHost: '127.0.0.1', httpPort: port, httpsPort: await freePort(), acme: { directoryUrl: 'https://127.0.0.1:1/dir' } };
+    await caddy.client.load(proxyConfig({ admin: caddy.admin, settings }));
+    writer = new CaddyWriter(caddy.client);
+    writer.loaded(siteObjects([]));
   }, 60_000);
 
   afterAll(async () => {
@@ -92,18 +112,45 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('proxy routes on a real Caddy', (
     expect((await httpGet(`http://127.0.0.1:${port}/`, 'other.example.test')).body).toBe('');
   });
 
-  it('upserts a proxy in place: twice leaves one route, a new target takes effect, delete removes it', async () => {
+  it('changes a proxy in place with one request (its host table), twice is none, delete removes it', async () => {
     const p = spec('00000000-0000-4000-8000-0000000000a1', 'app.example.test', 'b');
-    expect((await upsert(p)).action).toBe('replaced');
-    expect((await upsert(p)).action).toBe('replaced');
-    expect((await routes()).filter((r) => r['@id'] === proxyRouteId(p.id))).toHaveLength(1);
+    const before = writer.requests;
+    await upsert(p);
+    expect(writer.requests - before).toBe(1);
+    await upsert(p);
+    expect(writer.requests - before).toBe(1);
+    // both exact domains share one host table (same mode); the wildcard has its own route
+    expect((await routes()).map((r) => r['@id'])).toEqual(['gh-hosts-http-0', 'gh-proxy-00000000-0000-4000-8000-0000000000b1']);
     expect(await get('app.example.test')).toMatchObject({ name: 'b' });
-    await caddy.client.deleteById(proxyRouteId(p.id));
+    await remove(p.id);
     expect((await httpGet(`http://127.0.0.1:${port}/`, 'app.example.test')).body).toBe('');
-    // exact domains ahead of the one wildcard, which is last
-    const hosts = (await routes()).map((r) => r.match[0].host[0] ?? '');
+    expect(await get('special.user1.example.test')).toMatchObject({ name: 'a' });
+    // host tables ahead of the one wildcard, which is last
+    const hosts = (await routes()).map((r) => r.match[0].host.at(-1) ?? '');
     expect(hosts.at(-1)).toBe('*.user1.example.test');
     expect(hosts.filter((h) => h.startsWith('*.'))).toHaveLength(1);
+  });
+
+  it('serves 600 domains from several host tables, each to its own target, and adds one more with one request', async () => {
+    const targets = ['a', 'b'];
+    const many = Array.from({ length: 600 }, (_, i) =>
+      spec(`00000000-0000-4000-9000-${String(i).padStart(12, '0')}`, `d${i}.many.example.test`, targets[i % 2]!),
+    );
+    for (const p of many) sites.set(p.id, proxySite({ ...p, tlsMode: 'none' }, settings));
+    await writer.write(siteObjects([...sites.values()]));
+    const tables = (await routes()).filter((r) => r['@id'].startsWith('gh-hosts-'));
+    expect(tables).toHaveLength(tableCount(many.length + 1));
+    expect(tables.length).toBeGreaterThan(1);
+    for (const i of [0, 1, 299, 598, 599])
+      expect(await get(`d${i}.many.example.test`)).toMatchObject({ name: targets[i % 2], xhost: `d${i}.many.example.test` });
+    const before = writer.requests;
+    await upsert(spec('00000000-0000-4000-9000-100000000000', 'one-more.many.example.test', 'b'));
+    expect(writer.requests - before).toBe(1);
+    expect(await get('one-more.many.example.test')).toMatchObject({ name: 'b' });
+    // a name in no table is matched by no route: Caddy's empty 200
+    expect((await httpGet(`http://127.0.0.1:${port}/`, 'other.many.example.test')).body).toBe('');
+    for (const p of many) sites.delete(p.id);
+    await writer.write(siteObjects([...sites.values()]));
   });
 
   it('passes WebSocket upgrades through to the target, and strips them when the proxy says no', async () => {

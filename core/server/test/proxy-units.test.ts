@@ -4,12 +4,14 @@
  * notices the services publish, the renewal decision, the access-log meter and the target
  * diagnosis. The same units against a real Caddy: proxy-manager.test.ts.
  */
-import type { CaddyConfig } from 'caddy-api-client';
+import { CaddyApiError, type CaddyConfig } from 'caddy-api-client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
 import type { WebProxyChange } from '../src/events/event-bus.js';
 import { AccessLogMeter, parseCaddyLogLine, proxyOfHost } from '../src/proxy/access-log-meter.js';
 import { CaddyConfigSync, type CaddyConfigClient } from '../src/proxy/caddy-config-sync.js';
+import { proxySite, siteObjects } from '../src/proxy/caddy-routes.js';
+import { CaddyWriter } from '../src/proxy/caddy-writer.js';
 import { DAY_MS, renewalDue, summariseRenewals, type RenewalResult } from '../src/proxy/certificate-monitor.js';
 import { TargetDiagnoser, stoppedInstanceDiagnosis } from '../src/proxy/target-diagnosis.js';
 import { createContainer } from '../src/server.js';
@@ -23,9 +25,12 @@ const PROXY = 'id status statusError targetHealth { state detail } traffic { req
 /** Caddy's admin API as far as the sync uses it: remembers what it was given; a load can be held. */
 class FakeCaddy {
   loads: CaddyConfig[] = [];
-  routes: string[] = [];
+  /** Each write after the loads: method, where, and the value sent. */
+  writes: { method: string; at: string; body: string }[] = [];
   hold: Promise<void> | undefined;
   loadStarted: (() => void) | undefined;
+  /** A write whose value contains this is refused, as Caddy refuses a config that does not load. */
+  refuse: string | undefined;
 
   async load(config: CaddyConfig): Promise<void> {
     this.loads.push(config);
@@ -35,16 +40,24 @@ class FakeCaddy {
   async getById(): Promise<unknown> {
     return {};
   }
-  async getConfig(): Promise<{ value: null; etag: string }> {
-    return { value: null, etag: '' };
+  private write(method: string, at: string, value: unknown): void {
+    const body = JSON.stringify(value);
+    if (this.refuse !== undefined && body.includes(this.refuse))
+      throw new CaddyApiError(400, method, at, `loading new config: ${this.refuse} is not wanted`, 'fake');
+    this.writes.push({ method, at, body });
   }
-  async upsertById(parent: unknown, id: string): Promise<{ action: 'appended'; attempts: number }> {
-    if (String(parent).includes('routes')) this.routes.push(id);
-    return { action: 'appended', attempts: 1 };
+  async patchById(id: string, _subpath: unknown, value: unknown): Promise<void> {
+    this.write('PATCH', `/id/${id}`, value);
   }
-  async deleteById(): Promise<void> {}
-  async put(): Promise<void> {}
-  async patch(): Promise<void> {}
+  async post(path: string[], value: unknown): Promise<void> {
+    this.write('POST', path.join('/'), value);
+  }
+  async patch(path: string[], value: unknown): Promise<void> {
+    this.write('PATCH', path.join('/'), value);
+  }
+  async deleteById(id: string): Promise<void> {
+    this.writes.push({ method: 'DELETE', at: `/id/${id}`, body: '' });
+  }
 }
 
 describe('reverse proxy units on PGlite', () => {
@@ -83,13 +96,17 @@ describe('reverse proxy units on PGlite', () => {
   });
   afterAll(async () => store?.close());
 
-  it('applies a proxy created while a sync run is loading Caddy, by one more run', async () => {
+  /** A config sync on the test database against a FakeCaddy. */
+  const fakeSync = () => {
     const bus = container.resolve(EventBusToken);
     const caddy = new FakeCaddy();
-    const sync = new CaddyConfigSync(store.db, bus, { info: () => {}, warn: () => {}, error: console.error }, caddy as unknown as CaddyConfigClient, {
-      adminConfig: { listen: 'unix//tmp/unused.sock' },
-      settings: SETTINGS,
-    });
+    const logger = { info: () => {}, warn: () => {}, error: console.error };
+    const options = { adminConfig: { listen: 'unix//tmp/unused.sock' }, settings: SETTINGS };
+    return { bus, caddy, sync: new CaddyConfigSync(store.db, bus, logger, caddy as unknown as CaddyConfigClient, options) };
+  };
+
+  it('applies a proxy created while a sync run is loading Caddy, by one more run', async () => {
+    const { bus, caddy, sync } = fakeSync();
     // the manager's wiring: every change notice asks for a sync
     const changes = bus.subscribe('webProxyChanged');
     void (async () => {
@@ -110,13 +127,87 @@ describe('reverse proxy units on PGlite', () => {
       expect(loaded).toContain('first.units.test');
       expect(loaded).not.toContain('second.units.test');
       await vi.waitFor(async () => expect((await proxy(second)).status).toBe('APPLIED'), { timeout: 5000, interval: 20 });
-      expect(caddy.routes).toEqual([`gh-proxy-${second}`]);
+      // one request: the host table both domains are in, now with the second
+      expect(caddy.writes).toHaveLength(1);
+      expect(caddy.writes[0]).toMatchObject({ method: 'PATCH', at: '/id/gh-hosts-http-0' });
+      expect(caddy.writes[0]!.body).toContain('"second.units.test"');
+      expect(caddy.writes[0]!.body).toContain('"first.units.test"');
       expect(caddy.loads).toHaveLength(1);
       expect((await proxy(first)).status).toBe('APPLIED');
     } finally {
       await changes.return(undefined);
       await sync.stop();
     }
+  });
+
+  it('reads only the proxies a notice names, and fails only the proxy whose change Caddy refuses', async () => {
+    const { bus, caddy, sync } = fakeSync();
+    // which proxies each run read from the database (undefined: all of them)
+    const reads: (string[] | undefined)[] = [];
+    const internals = sync as unknown as { selectProxies: (ids?: string[]) => Promise<unknown> };
+    const select = internals.selectProxies.bind(sync);
+    internals.selectProxies = (ids?: string[]) => (reads.push(ids), select(ids));
+    const changes = bus.subscribe('webProxyChanged');
+    void (async () => {
+      for await (const change of changes) void sync.changed(change);
+    })();
+    try {
+      await sync.sync();
+      expect(reads).toEqual([undefined]);
+      caddy.refuse = '"refused.units.test"';
+      const burst: string[] = [];
+      for (let i = 0; i < 10; i++) burst.push(await createProxy(`burst-${i}.units.test`));
+      const bad = await createProxy('refused.units.test');
+      burst.push(await createProxy('after.units.test'));
+      await vi.waitFor(async () => expect((await proxy(burst.at(-1)!)).status).toBe('APPLIED'), { timeout: 10_000, interval: 20 });
+      for (const id of burst) expect((await proxy(id)).status).toBe('APPLIED');
+      expect(await proxy(bad)).toMatchObject({
+        status: 'FAILED',
+        statusError: expect.stringContaining('loading new config: "refused.units.test" is not wanted'),
+      });
+      // every run after the first read only the proxies its notices named
+      expect(reads.slice(1).length).toBeGreaterThan(0);
+      expect(reads.slice(1).every((ids) => ids !== undefined && ids.length > 0)).toBe(true);
+      expect(new Set(reads.slice(1).flat())).toEqual(new Set([...burst, bad]));
+      // Caddy holds the burst's domains and not the refused one
+      const table = caddy.writes.filter((w) => w.at.startsWith('/id/gh-hosts-')).at(-1)!.body;
+      for (let i = 0; i < 10; i++) expect(table).toContain(`"burst-${i}.units.test"`);
+      expect(table).toContain('"after.units.test"');
+      expect(table).not.toContain('refused.units.test');
+    } finally {
+      await changes.return(undefined);
+      await sync.stop();
+    }
+  });
+
+  it('writes Caddy’s lists with the fewest requests: in place, appended, removed, else the list; policies before automate before their removal', async () => {
+    const caddy = new FakeCaddy();
+    const writer = new CaddyWriter(caddy as unknown as CaddyConfigClient);
+    writer.loaded(siteObjects([]));
+    const site = (id: string, domain: string, tlsMode: 'none' | 'self_signed' = 'none', port = 8080) =>
+      proxySite({ id, domain, targetAddress: '10.0.0.1', targetPort: port, targetProtocol: 'http', websocket: true, tlsMode }, SETTINGS);
+    const write = async (sites: ReturnType<typeof site>[]) => {
+      caddy.writes = [];
+      await writer.write(siteObjects(sites));
+      return caddy.writes.map((w) => `${w.method} ${w.at}`);
+    };
+    const a = site('a', 'a.units.test');
+    const w1 = site('w1', '*.w1.units.test');
+    const w2 = site('w2', '*.w2.units.test');
+    expect(await write([a])).toEqual(['POST apps/http/servers/gatehouse/routes']);
+    expect(await write([a])).toEqual([]);
+    expect(await write([site('a', 'a.units.test', 'none', 9090)])).toEqual(['PATCH /id/gh-hosts-http-0']);
+    expect(await write([a, w1, w2])).toEqual(['PATCH apps/http/servers/gatehouse/routes']);
+    expect(await write([a, w2])).toEqual(['DELETE /id/gh-proxy-w1']);
+    // a TLS site: its policy before the table and automate; dropped after automate no longer names it
+    const t = site('t', 't.units.test', 'self_signed');
+    expect(await write([a, w2, t])).toEqual([
+      'POST apps/tls/automation/policies',
+      'PATCH apps/http/servers/gatehouse/routes',
+      'PATCH apps/tls/certificates/automate',
+    ]);
+    // (its table, the only one of its mode, goes with it)
+    expect(await write([a, w2])).toEqual(['DELETE /id/gh-hosts-http-tls2-0', 'PATCH apps/tls/certificates/automate', 'DELETE /id/gh-tls-t']);
   });
 
   it('announces each change Caddy must follow on webProxyChanged, in a small payload', async () => {

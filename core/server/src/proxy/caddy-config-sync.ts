@@ -4,11 +4,13 @@
  *
  * - The whole config is loaded when the sync starts and whenever Caddy is found without it (Caddy
  *   restarted, or was replaced); nothing lives only in Caddy.
- * - After that, a change to one proxy touches only its own objects (route, policy or certificate,
- *   upserted by `@id`; see caddy-routes.ts). Every run reads the database and compares each site
- *   with what was last applied, so change notices may be lost or repeated without harm.
- * - Caddy validates every change and keeps serving its previous config when it refuses one: the
- *   proxy whose change was refused is FAILED with Caddy's message, the others are unaffected.
+ * - After that, every run reads the database, compares each site with what was last applied, and
+ *   sends what changed, all sites of the run together, as the few small patches `CaddyWriter`
+ *   computes (one host table's route for a new exact domain; see caddy-routes.ts). Change notices
+ *   may be lost or repeated without harm, and a burst of them costs two runs (CoalescingRunner).
+ * - Caddy validates every change and keeps serving its previous config when it refuses one: then
+ *   the run's sites are tried one at a time, the proxy whose change was refused is FAILED with
+ *   Caddy's message, the others are unaffected.
  * - When Caddy refuses even the bare proxy server (a port in use), every proxy is FAILED with its
  *   reason and the load is retried after `refusedRetryMs`, on a restarted Caddy when we run it.
  */
@@ -17,27 +19,15 @@ import { CoalescingRunner } from '@gatehouse/sdk';
 import { CaddyApiError, CaddyUnreachableError, isUnknownId, type CaddyAdminClient, type CaddyAdminConfig } from 'caddy-api-client';
 import type { Database } from '../db/database.js';
 import { instances, ipAllocations, nics, proxyDomainTemplates, webProxies } from '../db/schema.js';
-import type { EventBus } from '../events/event-bus.js';
+import type { EventBus, WebProxyChange } from '../events/event-bus.js';
 import type { Logger } from '../support/logger.js';
 import type { ObjectStatusChange } from '../events/event-payloads.js';
 import { templateLabel } from '../net/domain.js';
-import {
-  AUTOMATE_PATH,
-  LOAD_PEM_PATH,
-  POLICIES_PATH,
-  ROUTES_PATH,
-  SERVER_ID,
-  proxyConfig,
-  proxyRoute,
-  proxyRouteId,
-  proxySite,
-  routePosition,
-  type ProxySettings,
-  type ProxySite,
-} from './caddy-routes.js';
+import { SERVER_ID, proxyConfig, proxyRouteId, proxySite, siteObjects, siteRouting, type ProxySettings, type ProxySite } from './caddy-routes.js';
+import { CaddyWriter, type CaddyWriteClient } from './caddy-writer.js';
 
 /** The part of Caddy's admin client the sync uses (a fake in unit tests). */
-export type CaddyConfigClient = Pick<CaddyAdminClient, 'load' | 'getById' | 'getConfig' | 'upsertById' | 'deleteById' | 'put' | 'patch'>;
+export type CaddyConfigClient = Pick<CaddyAdminClient, 'load' | 'getById'> & CaddyWriteClient;
 
 /** A proxy as the sync needs it. */
 export type ProxyRow = Pick<
@@ -67,10 +57,22 @@ export interface CaddyConfigSyncOptions {
   restartCaddy?: () => Promise<void>;
   /** How long to wait before loading again after Caddy refused the bare proxy server (default 30 s). */
   refusedRetryMs?: number;
+  /** How often a run reads every proxy again even without a notice saying so (default 60 s; a lost notice waits at most this long). */
+  fullReadMs?: number;
   /** Called in each run with every proxy, as read from the database before Caddy is changed. */
   onProxies?: (rows: readonly ProxyRow[]) => void;
   /** Called after each run with the TLS proxies whose site is new or changed in Caddy (their certificate is to be looked for). */
   onTlsChanged?: (proxyIds: string[]) => void;
+}
+
+/** A site with its JSON (computed once per version, to compare with what was applied). */
+interface SiteEntry {
+  site: ProxySite;
+  json: string;
+}
+
+interface ProxyEntry extends SiteEntry {
+  row: ProxyRow;
 }
 
 /** Rebuilds Caddy's config from the database, on request and when Caddy lost it. */
@@ -83,7 +85,19 @@ export class CaddyConfigSync {
   /** Why Caddy refused even the bare proxy server (a port in use …); null when it runs it. */
   private serverRefused: string | null = null;
   private serverRefusedAt = 0;
-  private readonly runner = new CoalescingRunner(() => this.syncOnce().catch((err: unknown) => this.logger.error('proxy manager: sync failed', err)));
+  /** The database as last read: each proxy's row and site (in a stable order), the template sites; undefined: read it all. */
+  private cache: { proxies: Map<string, ProxyEntry>; templates: SiteEntry[]; readAt: number } | undefined;
+  /** Proxies a notice said changed since the last run read them; 'all': the next run reads everything. */
+  private dirty: Set<string> | 'all' = 'all';
+  /** Sends the changes; knows what Caddy holds. */
+  readonly writer: CaddyWriter;
+  private readonly runner = new CoalescingRunner(() =>
+    this.syncOnce().catch((err: unknown) => {
+      // what the failed run read or wrote is unsure: the next reads everything
+      this.dirty = 'all';
+      this.logger.error('proxy manager: sync failed', err);
+    }),
+  );
 
   constructor(
     private readonly db: Database,
@@ -91,13 +105,27 @@ export class CaddyConfigSync {
     private readonly logger: Logger,
     private readonly client: CaddyConfigClient,
     private readonly options: CaddyConfigSyncOptions,
-  ) {}
+  ) {
+    this.writer = new CaddyWriter(client);
+  }
 
   /**
-   * Brings Caddy up to date with the database. Concurrent calls share one run; a call made while
-   * a run is under way gets a further run, so its change is included when it resolves.
+   * Brings Caddy up to date with the whole database. Concurrent calls share one run; a call made
+   * while a run is under way gets a further run, so its change is included when it resolves.
    */
   sync(): Promise<void> {
+    this.dirty = 'all';
+    return this.runner.run();
+  }
+
+  /**
+   * A change notice: a proxy's change makes the next run read only that proxy (as long as the
+   * runs' reads since the last full one are whole); anything else (a template, an address) makes
+   * it read everything. Resolves as `sync`.
+   */
+  changed(change: WebProxyChange): Promise<void> {
+    if (change.kind === 'proxy' && this.dirty !== 'all') this.dirty.add(change.proxyId);
+    else this.dirty = 'all';
     return this.runner.run();
   }
 
@@ -116,7 +144,7 @@ export class CaddyConfigSync {
     if (this.serverRefused !== null && Date.now() - this.serverRefusedAt < (this.options.refusedRetryMs ?? 30_000)) return;
     try {
       await this.client.getById(SERVER_ID);
-      if (this.unreachable !== null) await this.sync();
+      if (this.unreachable !== null || Date.now() - (this.cache?.readAt ?? 0) >= (this.options.fullReadMs ?? 60_000)) await this.sync();
     } catch (error) {
       if (isUnknownId(error) || error instanceof CaddyUnreachableError) {
         // (without a proxy server Caddy refused, there is no config to lose: that is retried quietly)
@@ -129,7 +157,16 @@ export class CaddyConfigSync {
   }
 
   private async syncOnce(): Promise<void> {
-    const { rows, sites } = await this.loadSites();
+    const dirty = this.dirty;
+    this.dirty = new Set();
+    let read: { rows: ProxyRow[]; sites: SiteEntry[] };
+    try {
+      read = await this.loadSites(dirty);
+    } catch (error) {
+      this.dirty = 'all';
+      throw error;
+    }
+    const { rows, sites } = read;
     this.options.onProxies?.(rows);
     const before = new Map(this.applied ?? []);
     try {
@@ -155,12 +192,15 @@ export class CaddyConfigSync {
   }
 
   /** Loads the whole config; when Caddy refuses it, loads the bare server and adds sites one by one. */
-  private async loadAll(sites: ProxySite[]): Promise<void> {
+  private async loadAll(entries: SiteEntry[]): Promise<void> {
+    const sites = entries.map((e) => e.site);
     const { adminConfig: admin, settings } = this.options;
     this.refused.clear();
     try {
+      this.writer.forget();
       await this.client.load(proxyConfig({ admin, settings, sites }));
-      this.applied = new Map(sites.map((s) => [s.key, { site: s, json: JSON.stringify(s) }]));
+      this.writer.loaded(siteObjects(sites));
+      this.applied = new Map(entries.map((e) => [e.site.key, e]));
       if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
       this.serverRefused = null;
       return;
@@ -170,6 +210,7 @@ export class CaddyConfigSync {
     }
     try {
       await this.client.load(proxyConfig({ admin, settings, sites: [] }));
+      this.writer.loaded(siteObjects([]));
     } catch (error) {
       if (!(error instanceof CaddyApiError)) throw error;
       // the server itself cannot run (a port in use …): every proxy fails with Caddy's reason, and
@@ -181,89 +222,114 @@ export class CaddyConfigSync {
       this.serverRefusedAt = Date.now();
       // the refused start left listeners behind in this Caddy (see restartCaddy): a fresh one for the next attempt
       await this.options.restartCaddy?.().catch((err: unknown) => this.logger.error('proxy manager: restarting Caddy failed', err));
-      for (const s of sites) this.refused.set(s.key, { json: JSON.stringify(s), message: `Caddy refused the proxy server: ${error.message}` });
+      for (const e of entries) this.refused.set(e.site.key, { json: e.json, message: `Caddy refused the proxy server: ${error.message}` });
       this.applied = undefined;
       return;
     }
     if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
     this.serverRefused = null;
     this.applied = new Map();
-    await this.applyChanges(sites);
+    await this.applyChanges(entries);
   }
 
-  /** Applies the sites that differ from what was applied; see caddy-routes.ts for the objects of a site. */
-  private async applyChanges(sites: ProxySite[]): Promise<void> {
+  /**
+   * Applies the sites that differ from what was applied, all in one write; when Caddy refuses it,
+   * one site at a time, so only the refused ones are FAILED (each keeps its previous version).
+   */
+  private async applyChanges(entries: SiteEntry[]): Promise<void> {
     const applied = this.applied!;
-    const wanted = new Map(sites.map((s) => [s.key, s]));
-    // 1. routes of sites that are gone
-    for (const [key, { site }] of applied) {
+    const sites = entries.map((e) => e.site);
+    const wanted = new Set(sites.map((s) => s.key));
+    for (const key of applied.keys()) {
       if (wanted.has(key)) continue;
-      if (site.route) await this.deleteId(key);
       applied.delete(key);
       this.refused.delete(key);
     }
-    // 2. new and changed sites; a refused one keeps its previous version
-    const staleTls = new Set<string>();
-    for (const site of sites) {
-      const json = JSON.stringify(site);
-      const previous = applied.get(site.key);
-      if (previous?.json === json) {
-        this.refused.delete(site.key);
-        continue;
+    const changed: SiteEntry[] = [];
+    for (const { site, json } of entries) {
+      if (applied.get(site.key)?.json === json) this.refused.delete(site.key);
+      else if (this.refused.get(site.key)?.json !== json) changed.push({ site, json });
+    }
+    /** The applied sites, with `extra`'s new versions, in the database's order. */
+    const target = (extra: ReadonlyMap<string, ProxySite>) => siteObjects(sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []));
+    const accept = ({ site, json }: SiteEntry) => {
+      applied.set(site.key, { site, json });
+      this.refused.delete(site.key);
+    };
+    try {
+      await this.writer.write(target(new Map(changed.map((c) => [c.site.key, c.site]))));
+      changed.forEach(accept);
+      return;
+    } catch (error) {
+      if (!(error instanceof CaddyApiError) || changed.length === 0) throw error;
+      if (isUnknownId(error as unknown)) {
+        // Caddy does not hold what the writer remembers (replaced behind our back): load it all again
+        this.logger.warn(`proxy manager: Caddy's config is not what was applied (${error.message}); loading it from the database`);
+        this.applied = undefined;
+        void this.sync();
+        return;
       }
-      if (this.refused.get(site.key)?.json === json) continue;
+      if (changed.length > 1) this.logger.warn(`proxy manager: Caddy refused ${changed.length} changes at once (${error.message}); trying them one at a time`);
+    }
+    for (const c of changed) {
       try {
-        if (site.pem) await this.client.upsertById(LOAD_PEM_PATH, site.pem['@id'], site.pem);
-        if (site.policy) await this.client.upsertById(POLICIES_PATH, site.policy['@id'], site.policy);
-        if (site.route) await this.client.upsertById(ROUTES_PATH, site.key, site.route, { position: routePosition(site.group) });
-        applied.set(site.key, { site, json });
-        this.refused.delete(site.key);
-        if (previous?.site.pem && previous.site.pem['@id'] !== site.pem?.['@id']) staleTls.add(previous.site.pem['@id']);
-        if (previous?.site.policy && previous.site.policy['@id'] !== site.policy?.['@id']) staleTls.add(previous.site.policy['@id']);
+        await this.writer.write(target(new Map([[c.site.key, c.site]])));
+        accept(c);
       } catch (error) {
         if (!(error instanceof CaddyApiError)) throw error;
-        this.refused.set(site.key, { json, message: error.message });
-        this.logger.warn(`proxy manager: Caddy refused ${site.domain}: ${error.message}`);
+        this.refused.set(c.site.key, { json: c.json, message: error.message });
+        this.logger.warn(`proxy manager: Caddy refused ${c.site.domain}: ${error.message}`);
       }
     }
-    // 3. the names Caddy manages: only those whose policy is in place
-    const automate = [...applied.values()].flatMap(({ site }) => (site.automate ? [site.automate] : []));
-    const current = await this.client.getConfig<string[] | null>(AUTOMATE_PATH);
-    // PUT creates (and fails on an existing key), PATCH replaces
-    if (JSON.stringify(current.value ?? []) !== JSON.stringify(automate)) {
-      if (current.value == null) await this.client.put(AUTOMATE_PATH, automate);
-      else await this.client.patch(AUTOMATE_PATH, automate);
-    }
-    // 4. policies and certificates nothing uses any more (after automate no longer names them)
-    const inUse = new Set([...applied.values()].flatMap(({ site }) => [site.pem?.['@id'], site.policy?.['@id']]));
-    for (const key of [...wanted.keys()].filter((k) => !applied.has(k))) inUse.add(key);
-    for (const id of staleTls) if (!inUse.has(id)) await this.deleteId(id);
-    await this.deleteOrphanTls(inUse);
+    // a refused write may have been partly applied: Caddy is brought back to the accepted sites
+    await this.writer.write(target(new Map()));
   }
 
-  /** Removes policies and loaded certificates of this controller that no applied site uses. */
-  private async deleteOrphanTls(inUse: Set<string | undefined>): Promise<void> {
-    for (const path of [POLICIES_PATH, LOAD_PEM_PATH]) {
-      const { value } = await this.client.getConfig<{ '@id'?: string }[] | null>(path);
-      for (const item of value ?? []) {
-        const id = item['@id'];
-        if (id && /^gh-(tls|cert)-/.test(id) && !inUse.has(id)) await this.deleteId(id);
+  /**
+   * Every proxy and template sub-domain as a site: `dirty` 'all' (or nothing read yet) reads the
+   * database whole; otherwise only the proxies in `dirty` are read again (a deleted one is gone),
+   * the rest comes from the last read. The proxies keep the order they were first read in, so a
+   * full read after incremental ones changes no table's order.
+   */
+  private async loadSites(dirty: Set<string> | 'all'): Promise<{ rows: ProxyRow[]; sites: SiteEntry[] }> {
+    let cache = this.cache;
+    if (dirty === 'all' || cache === undefined) {
+      const rows = await this.selectProxies();
+      const fresh = new Map(rows.map((r) => [r.id, r]));
+      const proxies = new Map<string, ProxyEntry>();
+      for (const [id, old] of cache?.proxies ?? []) {
+        const row = fresh.get(id);
+        if (row) proxies.set(id, this.proxyEntry(row, old));
+      }
+      for (const row of rows) if (!proxies.has(row.id)) proxies.set(row.id, this.proxyEntry(row));
+      cache = this.cache = { proxies, templates: await this.templateSites(), readAt: Date.now() };
+    } else if (dirty.size > 0) {
+      const ids = [...dirty];
+      const rows: ProxyRow[] = [];
+      for (let i = 0; i < ids.length; i += 1000) rows.push(...(await this.selectProxies(ids.slice(i, i + 1000))));
+      const fresh = new Map(rows.map((r) => [r.id, r]));
+      for (const id of ids) {
+        const row = fresh.get(id);
+        if (row) cache.proxies.set(id, this.proxyEntry(row, cache.proxies.get(id)));
+        else cache.proxies.delete(id);
       }
     }
+    const entries = [...cache.proxies.values()];
+    // a domain with its own proxy is not a template's sub-domain
+    const taken = new Set(entries.map((e) => e.row.domain));
+    const templates = cache.templates.filter((t) => t.site.group !== 1 || !t.site.upstream || !taken.has(t.site.domain));
+    return { rows: entries.map((e) => e.row), sites: [...entries, ...templates] };
   }
 
-  private async deleteId(id: string): Promise<void> {
-    try {
-      await this.client.deleteById(id);
-    } catch (error) {
-      if (!isUnknownId(error)) throw error;
-    }
+  /** A proxy's entry; the previous one's site when the site did not change. */
+  private proxyEntry(row: ProxyRow, previous?: ProxyEntry): ProxyEntry {
+    const site = proxySite(row, this.options.settings);
+    const json = JSON.stringify(site);
+    return previous?.json === json ? { row, site: previous.site, json: previous.json } : { row, site, json };
   }
 
-  /** Every proxy and template sub-domain as a site, from the database. */
-  private async loadSites(): Promise<{ rows: ProxyRow[]; sites: ProxySite[] }> {
-    const settings = this.options.settings;
-    const rows: ProxyRow[] = await this.db
+  private async selectProxies(ids?: string[]): Promise<ProxyRow[]> {
+    const query = this.db
       .select({
         id: webProxies.id,
         ownerId: webProxies.ownerId,
@@ -280,10 +346,15 @@ export class CaddyConfigSync {
         status: webProxies.status,
         statusError: webProxies.statusError,
       })
-      .from(webProxies)
-      .orderBy(webProxies.id);
-    const sites = rows.map((r) => proxySite(r, settings));
-    const taken = new Set(rows.map((r) => r.domain));
+      .from(webProxies);
+    return ids === undefined ? query.orderBy(webProxies.id) : query.where(inArray(webProxies.id, ids));
+  }
+
+  /** The templates' sites: each one's wildcard policy, and a sub-domain per instance of its owner (the first template naming a domain has it). */
+  private async templateSites(): Promise<SiteEntry[]> {
+    const settings = this.options.settings;
+    const sites: ProxySite[] = [];
+    const taken = new Set<string>();
     const templates = await this.db.select().from(proxyDomainTemplates).orderBy(proxyDomainTemplates.id);
     if (templates.length > 0) {
       const owners = [...new Set(templates.map((t) => t.ownerId))];
@@ -328,24 +399,12 @@ export class CaddyConfigSync {
           if (!label || taken.has(domain)) continue;
           taken.add(domain);
           const id = `tpl-${template.id}-${t.instanceId}`;
-          sites.push({
-            key: proxyRouteId(id),
-            group: 1,
-            domain,
-            route: proxyRoute({
-              id,
-              domain,
-              targetAddress: t.address,
-              targetPort: template.targetPort,
-              targetProtocol: template.targetProtocol,
-              websocket: true,
-              redirectToHttpsPort: settings.httpsPort,
-            }),
-          });
+          const spec = { id, domain, targetAddress: t.address, targetPort: template.targetPort, targetProtocol: template.targetProtocol, websocket: true };
+          sites.push({ key: proxyRouteId(id), group: 1, domain, ...siteRouting({ ...spec, redirectToHttpsPort: settings.httpsPort }, 1) });
         }
       }
     }
-    return { rows, sites };
+    return sites.map((site) => ({ site, json: JSON.stringify(site) }));
   }
 
   /** Writes APPLIED / FAILED (Caddy's message) / PENDING (Caddy unreachable) where it changed, and publishes each change (`objectStatusChanged`). */
@@ -366,15 +425,13 @@ export class CaddyConfigSync {
             : this.applied?.has(key)
               ? (['applied', null] as const)
               : (['pending', null] as const);
-      if (status === 'applied' && error === null) {
-        if (row.status !== 'applied' || row.statusError !== null) {
-          applied.push(row.id);
-          change(row, status, null);
-        }
-      } else if (row.status !== status || row.statusError !== error) {
-        await this.db.update(webProxies).set({ status, statusError: error }).where(eq(webProxies.id, row.id));
-        change(row, status, error);
-      }
+      if (row.status === status && row.statusError === error) continue;
+      if (status === 'applied') applied.push(row.id);
+      else await this.db.update(webProxies).set({ status, statusError: error }).where(eq(webProxies.id, row.id));
+      change(row, status, error);
+      // the rows are the sync's cache of the database: they now say what it says
+      row.status = status;
+      row.statusError = error;
     }
     for (let i = 0; i < applied.length; i += 1000) {
       await this.db

@@ -105,7 +105,7 @@ export class ProxyManager {
     void (async () => {
       for await (const change of changes) {
         if (change.kind === 'proxy' && change.action === 'deleted') this.diagnoser.forget(change.proxyId);
-        void this.configSync.sync();
+        void this.configSync.changed(change);
       }
     })().catch((err: unknown) => this.logger.error('proxy manager: change stream ended', err));
     const every = (ms: number, fn: () => Promise<unknown>) => {
@@ -129,7 +129,7 @@ export class ProxyManager {
     await this.meter.close();
   }
 
-  /** Brings Caddy up to date with the database; resolves after a run that started after this call. */
+  /** Brings Caddy up to date with the whole database; resolves after a run that started after this call. */
   sync(): Promise<void> {
     return this.configSync.sync();
   }
