@@ -100,18 +100,24 @@ export class Dataplane {
         }
       }
     }
-    const before = await listTable(TABLE.family, TABLE.table, this.target);
+    // nft 1.0.6 fetches every element for any listing of the table: a table that is not there
+    // (a repair after a flush, a fresh host) is found by its chains alone, and then only the
+    // chains' rules are listed after the replace
+    const before = (await this.chainNames()).length > 0 ? await listTable(TABLE.family, TABLE.table, this.target) : undefined;
     this.applied = undefined;
     this.tableLife = undefined;
     const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state, this.render));
     await applyNft(commands, this.target);
     // a number no earlier replace of this process used: every element's counter starts from zero
     this.tableLife = String(randomInt(1, 2 ** 47));
+    if (before === undefined) {
+      this.applied = { state, content, listedRules: await this.listRules([...content.rules.keys()]) };
+      return { changed: true, mode: 'replace', commands: commands.length };
+    }
     const after = (await listTable(TABLE.family, TABLE.table, this.target)) ?? [];
     const listed = contentOfListing(after);
     this.applied = { state, content, listedRules: listed.rules };
-    const changed = before === undefined || !sameContent(contentOfListing(before), listed);
-    return { changed, mode: 'replace', commands: commands.length };
+    return { changed: !sameContent(contentOfListing(before), listed), mode: 'replace', commands: commands.length };
   }
 
   /**
@@ -239,6 +245,25 @@ export class Dataplane {
       listedRules.set(chain, unchanged ? previous.listedRules.get(chain)! : await this.listChainRules(chain));
     }
     return listedRules;
+  }
+
+  /** The names of the table's chains; none when the table is not there (`list chains` fetches no set elements). */
+  private async chainNames(): Promise<string[]> {
+    const out = JSON.parse(await run('nft', ['-j', 'list', 'chains', TABLE.family], this.target)) as {
+      nftables: { chain?: { table: string; name: string } }[];
+    };
+    return out.nftables.flatMap((o) => (o.chain?.table === TABLE.table ? [o.chain.name] : []));
+  }
+
+  /** Each chain's rules as nft lists them, a few chains at a time. */
+  private async listRules(chains: readonly string[]): Promise<Map<string, string[]>> {
+    const listed = new Map<string, string[]>();
+    const queue = [...chains];
+    const worker = async () => {
+      for (let chain = queue.shift(); chain !== undefined; chain = queue.shift()) listed.set(chain, await this.listChainRules(chain));
+    };
+    await Promise.all(Array.from({ length: 4 }, worker));
+    return new Map(chains.map((c) => [c, listed.get(c)!]));
   }
 
   private async listChainRules(chain: string): Promise<string[]> {
