@@ -100,9 +100,9 @@ export class Dataplane {
         }
       }
     }
-    // nft 1.0.6 fetches every element for any listing of the table: a table that is not there
-    // (a repair after a flush, a fresh host) is found by its chains alone, and then only the
-    // chains' rules are listed after the replace
+    // nft 1.0.6 fetches every element for any listing of the table (also `list chain`): a table
+    // that is not there (a repair after a flush, a fresh host) is found by its chains alone
+    // (`list chains` fetches no elements), and listed once only, after the replace
     const before = (await this.chainNames()).length > 0 ? await listTable(TABLE.family, TABLE.table, this.target) : undefined;
     this.applied = undefined;
     this.tableLife = undefined;
@@ -110,13 +110,10 @@ export class Dataplane {
     await applyNft(commands, this.target);
     // a number no earlier replace of this process used: every element's counter starts from zero
     this.tableLife = String(randomInt(1, 2 ** 47));
-    if (before === undefined) {
-      this.applied = { state, content, listedRules: await this.listRules([...content.rules.keys()]) };
-      return { changed: true, mode: 'replace', commands: commands.length };
-    }
     const after = (await listTable(TABLE.family, TABLE.table, this.target)) ?? [];
     const listed = contentOfListing(after);
     this.applied = { state, content, listedRules: listed.rules };
+    if (before === undefined) return { changed: true, mode: 'replace', commands: commands.length };
     return { changed: !sameContent(contentOfListing(before), listed), mode: 'replace', commands: commands.length };
   }
 
@@ -253,17 +250,6 @@ export class Dataplane {
       nftables: { chain?: { table: string; name: string } }[];
     };
     return out.nftables.flatMap((o) => (o.chain?.table === TABLE.table ? [o.chain.name] : []));
-  }
-
-  /** Each chain's rules as nft lists them, a few chains at a time. */
-  private async listRules(chains: readonly string[]): Promise<Map<string, string[]>> {
-    const listed = new Map<string, string[]>();
-    const queue = [...chains];
-    const worker = async () => {
-      for (let chain = queue.shift(); chain !== undefined; chain = queue.shift()) listed.set(chain, await this.listChainRules(chain));
-    };
-    await Promise.all(Array.from({ length: 4 }, worker));
-    return new Map(chains.map((c) => [c, listed.get(c)!]));
   }
 
   private async listChainRules(chain: string): Promise<string[]> {
