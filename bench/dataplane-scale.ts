@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run } from '@gatehouse/sdk';
 import { NetnsLab, labAvailable } from '@gatehouse/sdk/testkit';
-import { loadAverage, median, timedMs } from './nat-scale/harness.js';
+import { loadAverage, median, sequential, timedMs } from './nat-scale/harness.js';
 import { INSTANCES, instanceAddress, natDesiredState, type Forward } from './nat-scale/state.js';
 import { Dataplane } from '../agents/dataplane/src/dataplane.js';
 import { idFromName } from '../agents/dataplane/src/observe.js';
@@ -133,9 +133,7 @@ async function main(): Promise<void> {
       if (counted !== n) throw new Error(`counters() returned ${counted} forwards of ${n}`);
       const readLoad = await loadAverage();
       const floorMs = median(
-        await Promise.all(
-          [0, 1, 2].map(() => timedMs(() => run('nft', ['-j', 'list', 'set', TABLE.family, TABLE.table, 'fwd4_ctr'], { ...target, timeoutMs: 120_000 }))),
-        ),
+        await sequential(3, () => timedMs(() => run('nft', ['-j', 'list', 'set', TABLE.family, TABLE.table, 'fwd4_ctr'], { ...target, timeoutMs: 120_000 }))),
       );
       let previousMs: number | undefined;
       try {
