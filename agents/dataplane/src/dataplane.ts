@@ -8,9 +8,10 @@
  * table with what was last applied (a flushed ruleset, a deleted rule, a foreign element) so the
  * agent can repair it.
  */
+import { randomInt } from 'node:crypto';
 import { run, type Counter, type DesiredState, type ExecTarget, type ObservedFirewall, type ObservedForward } from '@gatehouse/sdk';
 import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
-import { idFromName, observeListing } from './observe.js';
+import { idFromName, observeListing, scanCounterSet, type ScannedCounterSet } from './observe.js';
 import { TABLE, changedForwards, firewallChainName, instanceCounterName, renderForwardMaps, renderRuleset, type RenderOptions } from './render.js';
 import { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
 
@@ -54,6 +55,10 @@ export interface DataplaneOptions {
 export class Dataplane {
   private applied: Applied | undefined;
   private readonly render: RenderOptions;
+  /** Names the life of the table this process last replaced (the `t` part of the forward epoch); unset when it replaced none. */
+  private tableLife: string | undefined;
+  /** Forward ids by their counter elements' comment, from the last counter read (one regex per new comment only). */
+  private ids = new Map<string, string>();
 
   constructor(
     readonly target: ExecTarget = {},
@@ -95,15 +100,21 @@ export class Dataplane {
         }
       }
     }
-    const before = await listTable(TABLE.family, TABLE.table, this.target);
+    // nft 1.0.6 fetches every element for any listing of the table (also `list chain`): a table
+    // that is not there (a repair after a flush, a fresh host) is found by its chains alone
+    // (`list chains` fetches no elements), and listed once only, after the replace
+    const before = (await this.chainNames()).length > 0 ? await listTable(TABLE.family, TABLE.table, this.target) : undefined;
     this.applied = undefined;
+    this.tableLife = undefined;
     const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state, this.render));
     await applyNft(commands, this.target);
+    // a number no earlier replace of this process used: every element's counter starts from zero
+    this.tableLife = String(randomInt(1, 2 ** 47));
     const after = (await listTable(TABLE.family, TABLE.table, this.target)) ?? [];
     const listed = contentOfListing(after);
     this.applied = { state, content, listedRules: listed.rules };
-    const changed = before === undefined || !sameContent(contentOfListing(before), listed);
-    return { changed, mode: 'replace', commands: commands.length };
+    if (before === undefined) return { changed: true, mode: 'replace', commands: commands.length };
+    return { changed: !sameContent(contentOfListing(before), listed), mode: 'replace', commands: commands.length };
   }
 
   /**
@@ -125,33 +136,40 @@ export class Dataplane {
     return observeListing((await listTable(TABLE.family, TABLE.table, this.target)) ?? []);
   }
 
-  /** The table's counters. */
+  /**
+   * The table's counters. Only what holds them is listed: the counter sets `fwd4_ctr` and
+   * `fwd6_ctr` (nft 1.0.6 fetches every element of the table for `list counters`, `list tables`
+   * and even a terse `list table`, but only the named set's for `list set`), and the named
+   * counters only when instance counters are kept. The sets' listings are scanned, not parsed
+   * (see `scanCounterSet`).
+   */
   async counters(): Promise<DataplaneCounters> {
     const result: DataplaneCounters = { forwards: new Map(), instances: new Map(), forwardEpoch: 'none' };
-    const list = async (...args: string[]) => {
-      const out = await run('nft', ['-j', 'list', ...args], this.target);
-      return (JSON.parse(out) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
-    };
-    let named: Record<string, Record<string, unknown>>[];
-    let sets: Record<string, Record<string, unknown>>[];
+    const list = (...args: string[]) => run('nft', ['-j', 'list', ...args], this.target);
+    let sets: ScannedCounterSet[];
+    const ids = new Map<string, string>();
     try {
-      named = await list('counters', 'table', TABLE.family, TABLE.table);
-      sets = [...(await list('set', TABLE.family, TABLE.table, 'fwd4_ctr')), ...(await list('set', TABLE.family, TABLE.table, 'fwd6_ctr'))];
+      sets = await Promise.all(['fwd4_ctr', 'fwd6_ctr'].map(async (name) => scanCounterSet(await list('set', TABLE.family, TABLE.table, name), this.ids, ids)));
     } catch {
       return result; // no table: no counters
     }
-    // set handles restart with a re-created table, table handles do not: both name the counters' life
-    const table = (await list('tables', TABLE.family)).find((t) => t.table?.name === TABLE.table);
-    result.forwardEpoch = [`t${String(table?.table?.handle ?? '-')}`, ...sets.filter((s) => s.set).map((s) => String(s.set!.handle))].join('.');
-    // a forward's packets are counted on each of its elements (one per address, protocol and port)
-    for (const set of sets) {
-      for (const e of (set.set?.elem as { elem?: { comment?: string; counter?: Counter } }[] | undefined) ?? []) {
-        const fwd = /^fwd_(.+)$/.exec(e.elem?.comment ?? '');
-        if (!fwd || !e.elem?.counter) continue;
-        const id = idFromName(fwd[1]!);
-        const sum = result.forwards.get(id) ?? { packets: 0, bytes: 0 };
-        result.forwards.set(id, { packets: sum.packets + e.elem.counter.packets, bytes: sum.bytes + e.elem.counter.bytes });
-      }
+    // set handles restart with a re-created table, table handles do not: both name the counters' life.
+    // The table's life is remembered from this process's last replace; only a table it did not
+    // write costs a `list tables` (every element of the table).
+    const life = this.tableLife ?? (await this.liveTableHandle(list));
+    result.forwardEpoch = [`t${life}`, ...sets.map((s) => s.handle)].join('.');
+    // a forward's packets are counted on each of its elements (one per address, protocol and port; a
+    // forward's elements are all of one family)
+    const [v4, v6] = sets as [ScannedCounterSet, ScannedCounterSet];
+    result.forwards = v4.forwards;
+    for (const [id, counter] of v6.forwards) result.forwards.set(id, counter);
+    this.ids = ids;
+    if (!this.render.instanceCounters) return result;
+    let named: Record<string, Record<string, unknown>>[];
+    try {
+      named = (JSON.parse(await list('counters', 'table', TABLE.family, TABLE.table)) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
+    } catch {
+      return result;
     }
     for (const object of named) {
       const counter = object.counter as { name: string; packets: number; bytes: number } | undefined;
@@ -166,6 +184,12 @@ export class Dataplane {
       }
     }
     return result;
+  }
+
+  /** The live table's handle, or '-' when it is gone. */
+  private async liveTableHandle(list: (...args: string[]) => Promise<string>): Promise<string> {
+    const tables = (JSON.parse(await list('tables', TABLE.family)) as { nftables: { table?: { name: string; handle: number } }[] }).nftables;
+    return String(tables.find((t) => t.table?.name === TABLE.table)?.table?.handle ?? '-');
   }
 
   /**
@@ -205,6 +229,7 @@ export class Dataplane {
   /** Deletes the whole table; succeeds when it is already gone. */
   async remove(): Promise<void> {
     this.applied = undefined;
+    this.tableLife = undefined;
     await deleteTable(TABLE.family, TABLE.table, this.target);
   }
 
@@ -217,6 +242,14 @@ export class Dataplane {
       listedRules.set(chain, unchanged ? previous.listedRules.get(chain)! : await this.listChainRules(chain));
     }
     return listedRules;
+  }
+
+  /** The names of the table's chains; none when the table is not there (`list chains` fetches no set elements). */
+  private async chainNames(): Promise<string[]> {
+    const out = JSON.parse(await run('nft', ['-j', 'list', 'chains', TABLE.family], this.target)) as {
+      nftables: { chain?: { table: string; name: string } }[];
+    };
+    return out.nftables.flatMap((o) => (o.chain?.table === TABLE.table ? [o.chain.name] : []));
   }
 
   private async listChainRules(chain: string): Promise<string[]> {

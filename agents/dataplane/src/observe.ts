@@ -4,7 +4,15 @@
  * be. Only the rule shapes `render.ts` writes are recognised; anything else in our chains is
  * reported as unrecognised, which counts as drift.
  */
-import { sortObservation, type FirewallAction, type ObservedFirewall, type ObservedFirewallRule, type ObservedForward, type PortRange } from '@gatehouse/sdk';
+import {
+  sortObservation,
+  type Counter,
+  type FirewallAction,
+  type ObservedFirewall,
+  type ObservedFirewallRule,
+  type ObservedForward,
+  type PortRange,
+} from '@gatehouse/sdk';
 
 type Obj = Record<string, unknown>;
 
@@ -136,4 +144,63 @@ export function observeListing(listing: readonly Obj[]): { forwards: ObservedFor
   // inbound rules first, as in the desired state
   for (const fw of sorted.firewalls) fw.rules.sort((a, b) => (a.direction === b.direction ? 0 : a.direction === 'inbound' ? -1 : 1));
   return { forwards: sorted.forwards, firewalls: sorted.firewalls as (ObservedFirewall & { unrecognized: number })[] };
+}
+
+/** A forward counter set as `scanCounterSet` read it. */
+export interface ScannedCounterSet {
+  /** The set's handle (it restarts with a re-created table). */
+  handle: string;
+  /** Packets and bytes per forward id, summed over its elements. */
+  forwards: Map<string, Counter>;
+  /** Whether the listing had to be parsed whole (not nft 1.0.6's spelling). */
+  parsed: boolean;
+  /** Forward ids by their elements' comment (the next scan's `known`; `ids` when given, shared by several scans). */
+  ids: Map<string, string>;
+}
+
+// how nft 1.0.6 prints a counted element of ours (jansson's default separators): only the counter and the comment are read
+const COUNTED_ELEMENT = /"counter": \{"packets": (\d+), "bytes": (\d+)\}, "comment": "fwd_([^"\\]+)"/g;
+const SET_HANDLE =
+  /^\{"nftables": \[\{"metainfo": \{[^{}]*\}\}, \{"set": \{"family": "[^"]*", "name": "[^"]*", "table": "[^"]*", "type": (?:"[^"]*"|\[[^\]]*\]), "handle": (\d+)/;
+
+/**
+ * The counters of one `nft -j list set` of `fwd4_ctr` / `fwd6_ctr`, per forward (the elements'
+ * comment names it). With 250,000 elements the listing is about 30 MB: it is scanned with one
+ * regular expression instead of being parsed into 250,000 objects, and a comment already seen
+ * (`known`) is not converted again. When the text is not as expected (another nft version's
+ * spelling, an element without a counter or comment) it is parsed whole, as before.
+ */
+export function scanCounterSet(text: string, known: ReadonlyMap<string, string> = new Map(), ids = new Map<string, string>()): ScannedCounterSet {
+  const forwards = new Map<string, Counter>();
+  const add = (comment: string, packets: number, bytes: number) => {
+    let id = ids.get(comment);
+    if (id === undefined) {
+      id = known.get(comment) ?? idFromName(comment);
+      ids.set(comment, id);
+    }
+    const sum = forwards.get(id);
+    if (sum) {
+      sum.packets += packets;
+      sum.bytes += bytes;
+    } else forwards.set(id, { packets, bytes });
+  };
+  const handle = SET_HANDLE.exec(text)?.[1];
+  let elements = 0;
+  for (let at = text.indexOf('{"elem": {'); at !== -1; at = text.indexOf('{"elem": {', at + 10)) elements++;
+  let matched = 0;
+  if (handle !== undefined) {
+    for (const m of text.matchAll(COUNTED_ELEMENT)) {
+      matched++;
+      add(m[3]!, Number(m[1]), Number(m[2]));
+    }
+  }
+  if (handle !== undefined && matched === elements) return { handle, forwards, ids, parsed: false };
+  // not the spelling expected: parse it
+  forwards.clear();
+  const set = (JSON.parse(text) as { nftables: { set?: { handle: number; elem?: unknown[] } }[] }).nftables.find((o) => o.set)?.set;
+  for (const e of (set?.elem as { elem?: { comment?: string; counter?: Counter } }[] | undefined) ?? []) {
+    const fwd = /^fwd_(.+)$/.exec(e.elem?.comment ?? '');
+    if (fwd && e.elem?.counter) add(fwd[1]!, e.elem.counter.packets, e.elem.counter.bytes);
+  }
+  return { handle: String(set?.handle ?? '-'), forwards, ids, parsed: true };
 }
