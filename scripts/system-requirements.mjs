@@ -41,7 +41,7 @@ export const REQUIREMENTS = [
     roles: ['agent', 'controller'],
     why: 'bandwidth shaping (htb, ifb)',
   },
-  { program: 'ss', package: 'iproute2', suites: ['dataplane', 'host-agent'], roles: [], why: 'waiting for test servers to listen' },
+  { program: 'ss', package: 'iproute2', suites: ['dataplane', 'host-agent', 'bench'], roles: [], why: 'waiting for test servers to listen; the SSH bench samples each hop\'s TCP queues' },
   { program: 'sysctl', package: 'procps', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'IP forwarding in the host and sandbox namespaces' },
   {
     program: 'iperf3',
@@ -53,11 +53,12 @@ export const REQUIREMENTS = [
   {
     program: 'iptables',
     package: 'iptables',
-    suites: DOCKER_SUITES,
+    suites: [...DOCKER_SUITES, 'dataplane'],
     roles: ['docker'],
     startedBy: 'dockerd',
-    why: "Docker's own rules (and the tests that check we leave them alone)",
+    why: "Docker's own rules (and the tests that check we leave them alone, fail2ban-style chains among them)",
   },
+  { program: 'time', package: 'time', suites: ['bench'], roles: [], at: '/usr/bin/time', why: 'peak memory of nft applying 250,000 forwards (dataplane-scale bench)' },
   { program: 'iptables-legacy', package: 'iptables', suites: ['bench'], roles: [], why: "the nat-scale bench's baseline chain", builtIn: 'bench/nat-scale.ts' },
   {
     program: 'iptables-legacy-restore',
