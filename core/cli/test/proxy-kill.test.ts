@@ -1,10 +1,11 @@
 /**
  * A controller SIGKILLed in the middle of a proxy sync, with the Caddy it runs: 40 proxies are
  * served, then 20 of them are deleted and 40 more created at once and the controller is killed
- * while Caddy has taken only part of that. The Caddy it leaves behind holds a config that is
- * neither before nor after; the next start replaces that Caddy, and its routes are exactly the
- * proxies in the database (none of the deleted ones, every created one), each APPLIED, none left
- * PENDING.
+ * as soon as Caddy has taken the first part of that (exact domains live in host tables, so a
+ * burst reaches Caddy in a few writes). The Caddy it leaves behind holds a config that is neither
+ * before nor after; the next start replaces that Caddy, and the domains its routes serve are
+ * exactly the proxies in the database (none of the deleted ones, every created one), each APPLIED,
+ * none left PENDING.
  */
 import { CaddyAdminClient } from 'caddy-api-client';
 import { caddyAvailable, freePort } from 'caddy-api-client/testing';
@@ -37,7 +38,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('a controller killed during a pro
     };
     const args = ['--data-dir', join(dir, 'pglite'), '--caddy-dir', join(dir, 'caddy'), '--proxy-listen-host', '127.0.0.1'];
     const caddy = new CaddyAdminClient({ socketPath: join(dir, 'caddy', 'admin.sock') });
-    const routeIds = async () => new Set(((await caddy.getConfig<{ '@id'?: string }[] | null>(ROUTES)).value ?? []).map((r) => r['@id']).filter(Boolean));
+    // the domains Caddy serves: the host matchers of the server's routes (host tables and wildcard routes)
+    const servedDomains = async () =>
+      new Set(
+        ((await caddy.getConfig<{ match?: { host?: string[] }[] }[] | null>(ROUTES)).value ?? []).flatMap((r) => r.match?.flatMap((m) => m.host ?? []) ?? []),
+      );
     const first = await spawnController(args, env);
     running.push(first);
     let secret = '';
@@ -77,24 +82,21 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('a controller killed during a pro
     for (let n = 0; n < 40; n++) firstIds.push(await create(first.url, n));
     for (const end = Date.now() + 60_000; (await proxies(first.url)).some((p) => p.status !== 'APPLIED') && Date.now() < end;)
       await new Promise((r) => setTimeout(r, 100));
-    expect((await routeIds()).size).toBe(40);
+    expect((await servedDomains()).size).toBe(40);
+    const firstDomains = new Set(Array.from({ length: 40 }, (_, n) => `p${n}.kill.test`));
+    const newOnes = (served: Set<string>) => [...served].filter((d) => !firstDomains.has(d)).length;
     caddyPids.push(Number(readFileSync(join(dir, 'caddy', 'caddy.pid'), 'utf8')));
 
-    // 20 deleted and 40 created at once; killed once Caddy has taken some of it and not all
+    // 20 deleted and 40 created at once; killed as soon as Caddy has taken some of it
     const burst = Promise.allSettled([
       ...firstIds.slice(0, 20).map((id) => api(first.url, `mutation($id: ID!) { deleteWebProxy(input: { id: $id }) { __typename } }`, { id })),
       ...Array.from({ length: 40 }, (_, k) => create(first.url, 100 + k)),
     ]);
-    let seen = new Set<unknown>();
-    for (const end = Date.now() + 30_000; Date.now() < end;) {
-      seen = await routeIds();
-      const created = [...seen].filter((id) => !firstIds.some((f) => `gh-proxy-${f}` === id)).length;
-      if (created > 0 && created < 40) break;
-    }
+    for (const end = Date.now() + 30_000; Date.now() < end && newOnes(await servedDomains()) === 0;);
     await killController(first);
     running.splice(running.indexOf(first), 1);
     await burst;
-    const leftover = await routeIds();
+    const leftover = await servedDomains();
     const second = await spawnController(args, env);
     running.push(second);
     caddyPids.push(Number(readFileSync(join(dir, 'caddy', 'caddy.pid'), 'utf8')));
@@ -103,11 +105,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('a controller killed during a pro
       inDb = await proxies(second.url);
       if (inDb.every((p) => p.status === 'APPLIED')) break;
     }
-    const routes = await routeIds();
+    const served = await servedDomains();
     console.log(
-      `[proxy-kill] killed with ${leftover.size} routes in Caddy (${[...leftover].filter((id) => !firstIds.some((f) => `gh-proxy-${f}` === id)).length} of the 40 new); after the restart ${routes.size} routes for ${inDb.length} proxies in the database`,
+      `[proxy-kill] killed with ${leftover.size} domains in Caddy (${newOnes(leftover)} of the 40 new, ${[...firstDomains].filter((d) => leftover.has(d)).length} of the 40 first); after the restart ${served.size} domains for ${inDb.length} proxies in the database`,
     );
     expect(inDb.every((p) => p.status === 'APPLIED')).toBe(true);
-    expect([...routes].sort()).toEqual(inDb.map((p) => `gh-proxy-${p.id}`).sort());
+    expect([...served].sort()).toEqual(inDb.map((p) => p.domain).sort());
   }, 240_000);
 });
