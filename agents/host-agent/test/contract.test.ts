@@ -71,6 +71,10 @@ afterEach(async () => {
 
 const objectReport = (revision: number) => (r: Report) => r.mutation === 'reportObjectStatus' && r.input.revision === revision;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Polls `probe` every 20 ms until it holds, for at most 15 s (the assertion after it says what failed). */
+async function until(probe: () => boolean): Promise<void> {
+  for (const end = Date.now() + 15_000; !probe() && Date.now() < end; ) await sleep(20);
+}
 
 it('releases each instance that left the desired state, once', async () => {
   const driver = new ScriptedDriver();
@@ -93,12 +97,15 @@ it('runs gc with the valid instance ids after the first apply, and periodically'
   expect(driver.callsOf('gc')).toEqual([]); // nothing applied yet: nothing is known to be valid
   controller.push(1, state(1, [instance(1), instance(2)]));
   await controller.waitForReport(objectReport(1));
-  await sleep(50);
+  // the first gc follows the apply (not a timer): wait for it rather than a fixed time, which a loaded machine overruns
+  await until(() => driver.callsOf('gc').length >= 1);
   expect(driver.callsOf('gc')[0]).toEqual({ method: 'gc', validInstanceIds: [id('a', 1), id('a', 2)] });
   controller.push(2, state(2, [instance(2)]));
   await controller.waitForReport(objectReport(2));
-  await sleep(1000);
-  const later = driver.callsOf('gc').slice(1);
+  // no further apply calls gc: a later call with the new document's ids comes from the 400 ms timer
+  const afterApply = driver.callsOf('gc').length;
+  await until(() => driver.callsOf('gc').slice(afterApply).some((c) => c.validInstanceIds.length === 1));
+  const later = driver.callsOf('gc').slice(afterApply);
   expect(later.length).toBeGreaterThanOrEqual(1);
   expect(later.at(-1)!.validInstanceIds).toEqual([id('a', 2)]);
 });

@@ -74,6 +74,18 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('traffic totals through failures'
     return received;
   }
 
+  /**
+   * Waits until the agent has said `connected to the controller` more often than `before` times:
+   * after a restart of either side, reports resume only then (the agent's backoff after a refused
+   * connection is up to 30 s), and a total that stops growing before it says nothing.
+   */
+  async function reconnected(before: number, what: string): Promise<void> {
+    const started = Date.now();
+    const count = () => agent!.output().split('connected to the controller').length - 1;
+    expect(await until(async () => count() > before, 60_000, 100)).toBe(true);
+    console.log(`[traffic robustness] ${what}: the agent reports again ${Date.now() - started} ms after the transfer`);
+  }
+
   /** Waits until the total stops growing (the last bytes reported), returns it. */
   async function settled(): Promise<number> {
     let last = -1;
@@ -136,11 +148,13 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('traffic totals through failures'
       agent = startTheAgent();
     });
     expect(received).toBe(40 * MB);
+    await reconnected(0, 'agent killed mid-transfer');
     expectWithin1Percent((await settled()) - before, received, 'agent killed mid-transfer');
   }, 120_000);
 
   it('counts exactly across a controller killed and restarted mid-transfer', async () => {
     const before = await settled();
+    const connects = agent!.output().split('connected to the controller').length - 1;
     const received = await transfer(40 * MB, async () => {
       await new Promise((r) => setTimeout(r, 1500));
       await controller.proc.stop('SIGKILL');
@@ -148,6 +162,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('traffic totals through failures'
       controller = await startController(dataDir, { port, fresh: false });
     });
     expect(received).toBe(40 * MB);
+    await reconnected(connects, 'controller killed mid-transfer');
     expectWithin1Percent((await settled()) - before, received, 'controller killed mid-transfer');
   }, 120_000);
 
