@@ -73,7 +73,7 @@ const objectReport = (revision: number) => (r: Report) => r.mutation === 'report
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Polls `probe` every 20 ms until it holds, for at most 15 s (the assertion after it says what failed). */
 async function until(probe: () => boolean): Promise<void> {
-  for (const end = Date.now() + 15_000; !probe() && Date.now() < end; ) await sleep(20);
+  for (const end = Date.now() + 15_000; !probe() && Date.now() < end;) await sleep(20);
 }
 
 it('releases each instance that left the desired state, once', async () => {
@@ -104,7 +104,12 @@ it('runs gc with the valid instance ids after the first apply, and periodically'
   await controller.waitForReport(objectReport(2));
   // no further apply calls gc: a later call with the new document's ids comes from the 400 ms timer
   const afterApply = driver.callsOf('gc').length;
-  await until(() => driver.callsOf('gc').slice(afterApply).some((c) => c.validInstanceIds.length === 1));
+  await until(() =>
+    driver
+      .callsOf('gc')
+      .slice(afterApply)
+      .some((c) => c.validInstanceIds.length === 1),
+  );
   const later = driver.callsOf('gc').slice(afterApply);
   expect(later.length).toBeGreaterThanOrEqual(1);
   expect(later.at(-1)!.validInstanceIds).toEqual([id('a', 2)]);
