@@ -13,6 +13,7 @@ import { ERROR_FIELDS, createTestApi, type Client, type TestApi } from '../src/t
 import { createHost, createNics } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
 import { TrafficHistory } from '../src/traffic/traffic-history.js';
+import { TrafficLive } from '../src/traffic/traffic-live.js';
 import { agentSecret, instanceIdsByName, watchWs } from './support/traffic.js';
 
 const backends = await storeBackends();
@@ -262,10 +263,15 @@ describe.each(backends)('traffic statistics on $name', (backend) => {
       }).seen;
     // a reading of nic 0 one second before the one watched: its rate is over that second
     await send(report([nic(nicsA[0]!, 9000, 600, 'if9')]));
+    const live = controller.container.resolve(TrafficLive);
+    const watchingBefore = live.watching;
     const bobAsksForAlice = watch(tenantB.secret, { ids: [vmA] });
     const bobAll = watch(tenantB.secret, {});
     const aliceAll = watch(tenantA.secret, { h: hostId });
-    await new Promise((r) => setTimeout(r, 300)); // subscriptions set up
+    // the three subscriptions are registered before the report they must (or must not) see
+    const setUp = Date.now() + 10_000;
+    while (live.watching < watchingBefore + 3 && Date.now() < setUp) await new Promise((r) => setTimeout(r, 20));
+    expect(live.watching).toBe(watchingBefore + 3);
     now += 1000;
     await send(report([nic(nicsA[0]!, 10_000, 600, 'if9'), nic(nicB, 1030, 40)]));
     const deadline = Date.now() + 10_000;
