@@ -5,9 +5,8 @@
  * for admins, stale object status reports, and revocation closing open connections.
  */
 import { sql } from 'drizzle-orm';
-import { createClient, type Client as WsClient } from 'graphql-ws';
+import type { Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { startController, type Controller, type Logger } from '../src/server.js';
 import { rowsOf } from '../src/db/database.js';
 import { newId } from '../src/support/ids.js';
@@ -15,6 +14,7 @@ import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js
 import { createHost, createPool } from '../src/testing/fixtures.js';
 import { post } from '../src/testing/http.js';
 import { storeBackends } from '../src/testing/stores.js';
+import { connectWs } from './support/ws.js';
 
 const backends = await storeBackends();
 
@@ -77,15 +77,7 @@ describe.each(backends)('host agent status on $name', (backend) => {
   }
 
   function ws(secret: string): { client: WsClient; closed: Promise<{ code: number; reason: string }> } {
-    const client = createClient({
-      url: controller.url.replace('http://', 'ws://'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      onNonLazyError: () => {},
-      connectionParams: { Authorization: `Bearer ${secret}` },
-    });
-    clients.push(client);
+    const client = connectWs(controller.url, secret, clients);
     const closed = new Promise<{ code: number; reason: string }>((resolve) =>
       client.on('closed', (event) => resolve(event as { code: number; reason: string })),
     );
@@ -124,7 +116,7 @@ describe.each(backends)('host agent status on $name', (backend) => {
   /** The host's connection rows, live or not (a disconnect deletes its row). */
   const connectionRows = async (hostId: string) => {
     const rows = await controller.store.db.execute(sql`select count(*)::int as n from host_agent_connections where host_id = ${hostId}`);
-    return Number((Array.isArray(rows) ? rows : (rows as { rows: { n: number }[] }).rows)[0]!.n);
+    return Number(rowsOf<{ n: number }>(rows)[0]!.n);
   };
   const agentOf = async (hostId: string) => (await api.admin(HOST_AGENT, { h: hostId })).data!.host.agent;
   const revisionOf = async (hostId: string) => (await api.admin(HOST_AGENT, { h: hostId })).data!.host.desiredRevision as number;

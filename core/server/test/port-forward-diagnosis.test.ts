@@ -7,13 +7,13 @@
  * host's token). The verdicts themselves are the driver's: plugins/linux/test/diagnose.test.ts.
  */
 import { DIAGNOSIS_REQUESTS_SUBSCRIPTION, REPORT_DIAGNOSIS_MUTATION, type DiagnosisRequest } from '@gatehouse/agent-protocol';
-import { createClient, type Client as WsClient } from 'graphql-ws';
+import type { Client as WsClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { startController, type Controller } from '../src/server.js';
 import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
 import { createHost, createPool } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
+import { connectWs } from './support/ws.js';
 
 const backends = (await storeBackends()).filter((b) => b.name === 'pglite');
 
@@ -29,18 +29,7 @@ describe.each(backends)('forward diagnosis through the agent protocol on $name',
   let forwardId: string;
   let agentSecret: string;
 
-  const ws = (secret: string) => {
-    const client = createClient({
-      url: controller.url.replace('http://', 'ws://'),
-      webSocketImpl: WebSocket,
-      retryAttempts: 0,
-      lazy: false,
-      onNonLazyError: () => {},
-      connectionParams: { Authorization: `Bearer ${secret}` },
-    });
-    clients.push(client);
-    return client;
-  };
+  const ws = (secret: string) => connectWs(controller.url, secret, clients);
   /** An agent: its desired-state subscription (online), and optionally the diagnosis one answered by `answer`. */
   const agent = async (answer?: (request: DiagnosisRequest) => Record<string, unknown>) => {
     const client = ws(agentSecret);
@@ -60,7 +49,10 @@ describe.each(backends)('forward diagnosis through the agent protocol on $name',
         },
       );
     }
-    client.subscribe({ query: 'subscription($h: ID!) { hostDesiredState(hostId: $h) { revision } }', variables: { h: hostId } }, { next() {}, error() {}, complete() {} });
+    client.subscribe(
+      { query: 'subscription($h: ID!) { hostDesiredState(hostId: $h) { revision } }', variables: { h: hostId } },
+      { next() {}, error() {}, complete() {} },
+    );
     await online(true);
     return { client, requests };
   };
@@ -76,7 +68,13 @@ describe.each(backends)('forward diagnosis through the agent protocol on $name',
   beforeAll(async () => {
     const opened = await backend.open();
     cleanup = opened.cleanup;
-    controller = await startController({ store: opened.config, port: 0, bootstrap: false, logger: { info() {}, warn() {}, error() {} }, agentPresence: { heartbeatMs: 250, offlineAfterMs: 2000 } });
+    controller = await startController({
+      store: opened.config,
+      port: 0,
+      bootstrap: false,
+      logger: { info() {}, warn() {}, error() {} },
+      agentPresence: { heartbeatMs: 250, offlineAfterMs: 2000 },
+    });
     api = await createTestApi(controller.store, controller.container);
     hostId = await createHost(api.admin, 'diag-host');
     await createPool(api.admin, { name: 'diag', kind: 'PRIVATE', network: 'br-diag', cidr: '10.30.0.0/24' });
@@ -84,9 +82,12 @@ describe.each(backends)('forward diagnosis through the agent protocol on $name',
       `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "vm-diag", nics: [{ network: "br-diag", addresses: ["10.30.0.5"] }] }) { ... on CreateInstancePayload { instance { id } } } }`,
       { h: hostId },
     );
-    const f = await api.admin(`mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "2222", targetPort: "22" }) { ... on CreatePortForwardPayload { portForward { id } } } }`, {
-      i: vm.data!.createInstance.instance.id,
-    });
+    const f = await api.admin(
+      `mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "2222", targetPort: "22" }) { ... on CreatePortForwardPayload { portForward { id } } } }`,
+      {
+        i: vm.data!.createInstance.instance.id,
+      },
+    );
     forwardId = f.data!.createPortForward.portForward.id;
     const me = (await api.admin('{ me { id } }')).data!.me.id;
     const t = await api.admin(
@@ -119,7 +120,15 @@ describe.each(backends)('forward diagnosis through the agent protocol on $name',
   it("hands the request to the agent and its diagnosis back to the caller, with the client's source address", async () => {
     const findings = [
       { check: 'instance', severity: 'PASS', verdict: 'OK', detail: 'instance "vm-diag" runs' },
-      { check: 'firewall', severity: 'FAULT', verdict: 'FIREWALL_DROP', detail: 'rule r1 drops tcp port 22', rule: 'inet gatehouse fw_in_x #1', objectId: 'r1', packets: 7 },
+      {
+        check: 'firewall',
+        severity: 'FAULT',
+        verdict: 'FIREWALL_DROP',
+        detail: 'rule r1 drops tcp port 22',
+        rule: 'inet gatehouse fw_in_x #1',
+        objectId: 'r1',
+        packets: 7,
+      },
     ];
     const a = await agent(() => ({ verdict: 'FIREWALL_DROP', findings }));
     const r = (await api.admin(DIAGNOSE, { input: { portForwardId: forwardId, sourceAddress: '198.51.100.7' } })).data!.diagnosePortForward;
@@ -134,7 +143,8 @@ describe.each(backends)('forward diagnosis through the agent protocol on $name',
     });
     expect(a.requests).toEqual([{ requestId: expect.stringMatching(/^[0-9a-f]{32}$/), portForwardId: forwardId, sourceAddress: '198.51.100.7' }]);
     // a request id is good once: answering it again is NOT_FOUND
-    const again = (await api.clientFor(agentSecret)(REPORT, { input: { hostId, requestId: a.requests[0]!.requestId, verdict: 'OK', findings: [] } })).data!.reportPortForwardDiagnosis;
+    const again = (await api.clientFor(agentSecret)(REPORT, { input: { hostId, requestId: a.requests[0]!.requestId, verdict: 'OK', findings: [] } })).data!
+      .reportPortForwardDiagnosis;
     expect(again).toMatchObject({ code: 'NOT_FOUND', field: 'input.requestId' });
     await a.client.dispose();
     await online(false);
@@ -159,7 +169,14 @@ describe.each(backends)('forward diagnosis through the agent protocol on $name',
     const pending = api.admin(DIAGNOSE, { input: { portForwardId: forwardId } });
     while (a.requests.length === 0) await new Promise((res) => setTimeout(res, 20));
     const refused = (
-      await api.clientFor(agentSecret)(REPORT, { input: { hostId, requestId: a.requests[0]!.requestId, verdict: 'OK', findings: [{ check: 'x', severity: 'PASS', verdict: 'OK', detail: 'd', packets: -1 }] } })
+      await api.clientFor(agentSecret)(REPORT, {
+        input: {
+          hostId,
+          requestId: a.requests[0]!.requestId,
+          verdict: 'OK',
+          findings: [{ check: 'x', severity: 'PASS', verdict: 'OK', detail: 'd', packets: -1 }],
+        },
+      })
     ).data!.reportPortForwardDiagnosis;
     expect(refused).toMatchObject({ code: 'VALIDATION_FAILED', field: 'input.findings[0].packets' });
     await api.clientFor(agentSecret)(REPORT, { input: { hostId, requestId: a.requests[0]!.requestId, verdict: 'OK', findings: [] } });
