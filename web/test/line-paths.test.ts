@@ -79,7 +79,7 @@ describe('traceLine', () => {
 /** A canvas context that records what is stroked: each stroke's style, width, shift and points, and the clip. */
 function fakeContext() {
   const strokes: { style: unknown; width: number; shift: number[]; points: Point[] }[] = [];
-  const clips: number[][] = [];
+  const clips: { rect: number[]; shift: number[] }[] = [];
   let path: Point[] = [];
   let rect: number[] = [];
   let shift = [0, 0];
@@ -97,7 +97,7 @@ function fakeContext() {
     translate: (x: number, y: number) => (shift = [x, y]),
     beginPath: () => (path = []),
     rect: (...r: number[]) => (rect = r),
-    clip: () => clips.push(rect),
+    clip: () => clips.push({ rect, shift }),
     setLineDash: () => undefined,
     moveTo: (x: number, y: number) => path.push({ op: 'moveTo', x, y }),
     lineTo: (x: number, y: number) => path.push({ op: 'lineTo', x, y }),
@@ -138,9 +138,10 @@ describe('directLinePaths', () => {
       { op: 'lineTo', x: 700, y: 160 },
     ]);
     expect(canvas.strokes[1]!.points.at(-1)).toEqual({ op: 'lineTo', x: 700, y: 10 });
+    // the clip is shifted too, so that a line on the plot's edge (the latest point) is drawn whole
     expect(canvas.clips).toEqual([
-      [99.25, 9.25, 601.5, 201.5],
-      [99.25, 9.25, 601.5, 201.5],
+      { rect: [99.25, 9.25, 601.5, 201.5], shift: [0.75, 0.75] },
+      { rect: [99.25, 9.25, 601.5, 201.5], shift: [0.75, 0.75] },
     ]);
     // the context's state is restored after each series (uPlot caches it)
     expect(canvas.depth()).toBe(0);

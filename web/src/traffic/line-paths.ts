@@ -121,11 +121,12 @@ export function directLinePaths(): uPlot.Series.PathBuilder {
     const offset = Number(series.pxAlign ?? 1) === 1 ? (lineWidth % 2) / 2 : 0;
     // uPlot caches the context's style: everything set here is undone by restore()
     ctx.save();
+    // shifted before the clip, as uPlot does, so that a line on the plot's edge keeps its whole width
+    ctx.translate(offset, offset);
     ctx.beginPath();
     // the samples just outside the window (uPlot passes them so that the line reaches the edges) stay outside
     ctx.rect(left - lineWidth / 2, top - lineWidth / 2, width + lineWidth, height + lineWidth);
     ctx.clip();
-    ctx.translate(offset, offset);
     ctx.beginPath();
     traceLine(ctx, xs, u.data[seriesIdx]!, idx0, idx1, yOrigin, yPerUnit);
     const stroke = series.stroke;
