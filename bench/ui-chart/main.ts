@@ -1,6 +1,8 @@
 /**
  * The page of bench/ui-chart.ts: the Monitoring tab's chart code (SeriesBuffer, rateChartOptions,
- * uPlot) with `series` live series, driven one sample per simulated second.
+ * uPlot) with `series` live series, driven one sample per simulated second; `lines` picks the
+ * chart's own line builder (`direct`) or uPlot's stock `linear` one (what the chart used before),
+ * so that both are measured in one run.
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
@@ -13,7 +15,7 @@ interface FrameTimes {
   raster: number[];
 }
 
-async function run(series: number, samples: number, frames: number, raster: boolean): Promise<FrameTimes> {
+async function run(series: number, samples: number, frames: number, raster: boolean, lines: 'direct' | 'linear'): Promise<FrameTimes> {
   const element = document.getElementById('chart')!;
   element.replaceChildren();
   const buffer = new SeriesBuffer(series, samples);
@@ -21,8 +23,10 @@ async function run(series: number, samples: number, frames: number, raster: bool
   // a full window: the steady state of a chart left open for its window's length at 1 Hz
   for (let t = 1; t <= samples; t++) buffer.push(t, rates());
   const labels = Array.from({ length: series }, (_, i) => ({ label: `nic${i}`, color: `hsl(${(i * 137) % 360} 60% 45%)` }));
-  const chart = new uPlot(rateChartOptions(labels, 1200, 'bench', samples), buffer.columns(), element);
-  console.info(`chart of ${series} series made`);
+  const options = rateChartOptions(labels, 1200, 'bench', samples);
+  if (lines === 'linear') for (const s of options.series.slice(1)) s.paths = uPlot.paths.linear!();
+  const chart = new uPlot(options, buffer.columns(), element);
+  console.info(`chart of ${series} series made (${lines} lines)`);
   const pixel = chart.ctx;
   const times: FrameTimes = { script: [], raster: [] };
   for (let f = 0; f < frames; f++) {

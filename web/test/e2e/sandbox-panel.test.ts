@@ -287,6 +287,34 @@ describe.skipIf(!runnable && !REQUIRE_SYSTEM)('the panel in Chromium on the root
     } finally {
       expect(await pusher.stop()).toBeGreaterThan(0);
     }
+    // the chart's own line builder (line-paths.ts) draws up to the latest sample: both colours in the
+    // rightmost 5 % of the plot (the samples since the tab opened are all there), reaching up to the
+    // window's peak (0.91 of the plot's height)
+    const ink = await page.evaluate(() => {
+      const chart = document.querySelector('[aria-label="Live (last 10 minutes)"]')!;
+      const canvas = chart.querySelector('canvas')!;
+      const plot = chart.querySelector('.u-over')!.getBoundingClientRect();
+      const box = canvas.getBoundingClientRect();
+      const px = canvas.width / box.width;
+      const [left, top] = [Math.floor((plot.right - plot.width * 0.05 - box.left) * px), Math.floor((plot.top - box.top) * px)];
+      const [width, height] = [Math.ceil(plot.width * 0.05 * px) + 2, Math.ceil(plot.height * px) + 2];
+      const { data } = canvas.getContext('2d')!.getImageData(left, top, width, height);
+      // the series' colours (monitoring-tab.tsx: Received #1f5fbf, Sent #c2571a)
+      const colours = { received: [0x1f, 0x5f, 0xbf], sent: [0xc2, 0x57, 0x1a] };
+      const found = { received: 0, sent: 0, highest: 0 };
+      for (let i = 0; i < data.length; i += 4) {
+        for (const [name, rgb] of Object.entries(colours) as ['received' | 'sent', number[]][]) {
+          if (data[i + 3]! > 100 && rgb.every((c, k) => Math.abs(data[i + k]! - c) < 40)) {
+            found[name]++;
+            found.highest = Math.max(found.highest, 1 - Math.floor(i / 4 / width) / (plot.height * px));
+          }
+        }
+      }
+      return found;
+    });
+    expect(ink.received).toBeGreaterThan(0);
+    expect(ink.sent).toBeGreaterThan(0);
+    expect(ink.highest).toBeGreaterThan(0.8);
     await shot('monitoring');
     const period = page.getByRole('table', { name: 'Billing period' });
     await expect.poll(async () => (await period.textContent()) ?? '').toMatch(/Received\s*[\d.]+ [kMG]?B/);
