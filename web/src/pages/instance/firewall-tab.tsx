@@ -78,9 +78,28 @@ const Templates = graphql(`
       id
       name
       description
+      builtIn
     }
   }
 `);
+
+const SaveTemplate = graphql(
+  `
+    mutation SaveFirewallTemplate($input: SaveFirewallTemplateInput!) {
+      saveFirewallTemplate(input: $input) {
+        __typename
+        ... on SaveFirewallTemplatePayload {
+          template {
+            id
+            name
+          }
+        }
+        ...ErrorFields
+      }
+    }
+  `,
+  [ErrorFields],
+);
 
 const ApplyTemplate = graphql(
   `
@@ -126,8 +145,11 @@ export function FirewallTab({ instance, refresh }: TabProps) {
   const [other, submitDelete] = useFormMutation(DeleteRule, []);
   const [policy, submitPolicy] = useFormMutation(SetPolicy, ['inbound', 'outbound']);
   const [template, submitTemplate] = useFormMutation(ApplyTemplate, ['templateId']);
-  const [{ data: templates }] = useQuery({ query: Templates });
+  const [saveState, submitSave] = useFormMutation(SaveTemplate, ['name']);
+  const [{ data: templates }, reloadTemplates] = useQuery({ query: Templates });
   const [templateId, setTemplateId] = useState('');
+  const [templateName, setTemplateName] = useState('');
+  const [savedAs, setSavedAs] = useState<string>();
   const forget = useForgetStatus();
   const rules = [...instance.firewall.rules].sort((a, b) => a.priority - b.priority);
   const errors = editing ? update.errors : add.errors;
@@ -294,7 +316,7 @@ export function FirewallTab({ instance, refresh }: TabProps) {
           <option value="">Choose…</option>
           {templates?.firewallTemplates.map((t) => (
             <option key={t.id} value={t.id}>
-              {t.name} — {t.description}
+              {templateLabel(t)}
             </option>
           ))}
         </SelectField>
@@ -304,6 +326,52 @@ export function FirewallTab({ instance, refresh }: TabProps) {
           </button>
         </div>
       </form>
+
+      <form
+        className="card"
+        aria-labelledby="save-template-title"
+        noValidate
+        onSubmit={async (e) => {
+          e.preventDefault();
+          setSavedAs(undefined);
+          const payload = await submitSave({ input: { instanceId: instance.id, name: templateName.trim() } });
+          if (payload) {
+            setSavedAs(`Saved as the template “${payload.template.name}”.`);
+            setTemplateName('');
+            reloadTemplates({ requestPolicy: 'network-only' });
+          }
+        }}
+      >
+        <h2 id="save-template-title">Save as template</h2>
+        <FormError errors={saveState.errors} />
+        <TextField
+          label="Template name"
+          name="name"
+          errors={saveState.errors}
+          value={templateName}
+          onChange={(e) => setTemplateName(e.target.value)}
+          hint={templateContents(rules.length, instance.firewall.inboundPolicy, instance.firewall.outboundPolicy)}
+          required
+        />
+        <div className="form-actions">
+          <button type="submit" disabled={saveState.fetching || templateName.trim() === ''}>
+            Save as template
+          </button>
+        </div>
+        {savedAs && <p role="status">{savedAs}</p>}
+      </form>
     </div>
   );
+}
+
+/** A template in the list to apply: its name, then what it allows (built in) or that it is one of the user's. */
+export function templateLabel(template: { name: string; description: string; builtIn: boolean }): string {
+  if (template.description) return `${template.name} — ${template.description}`;
+  return template.builtIn ? template.name : `${template.name} (saved)`;
+}
+
+/** What saving as a template keeps: the rules shown and the default policies. */
+export function templateContents(ruleCount: number, inbound: string, outbound: string): string {
+  const rules = ruleCount === 0 ? 'No rules, only' : ruleCount === 1 ? 'The rule above and' : `The ${ruleCount} rules above and`;
+  return `${rules} the default policies (inbound ${inbound}, outbound ${outbound}), to apply to other instances.`;
 }

@@ -1,8 +1,10 @@
-/** Port forwards of an instance: list with live status, add (with the common-port presets), delete, CSV import with a dry-run plan. */
+/** Port forwards of an instance: list with live status, add (with the common-port presets), delete, CSV import with a dry-run plan, CSV export. */
 import { useState, type FormEvent } from 'react';
-import { useQuery } from 'urql';
+import { useClient, useQuery } from 'urql';
 import { CsvPlan, type PlanRow } from '../../components/csv-plan.js';
 import { DataTable } from '../../components/data-table.js';
+import { downloadText, exportFileName } from '../../download.js';
+import { errorsFromCombined } from '../../errors.js';
 import { FormError, SelectField, TextAreaField, TextField } from '../../components/form.js';
 import { Pager, useCursorPages } from '../../components/pager.js';
 import { ErrorFields, graphql } from '../../graphql.js';
@@ -117,6 +119,12 @@ const ImportForwards = graphql(
   `,
   [ErrorFields],
 );
+
+const ExportForwards = graphql(`
+  query ExportPortForwards($hostId: ID!) {
+    exportPortForwards(hostId: $hostId)
+  }
+`);
 
 const FORM_FIELDS = ['protocol', 'hostPort', 'targetAddress', 'targetPort', 'sourceCidrs', 'note'] as const;
 const PROTOCOLS = ['TCP', 'UDP', 'BOTH'] as const;
@@ -263,6 +271,7 @@ export function PortForwardsTab({ instance }: TabProps) {
       </form>
 
       <CsvImport hostId={instance.host.id} onApplied={refresh} />
+      <CsvExport host={instance.host} />
     </div>
   );
 }
@@ -326,5 +335,47 @@ function CsvImport({ hostId, onApplied }: { hostId: string; onApplied(): void })
         </>
       )}
     </form>
+  );
+}
+
+/** CSV export: the host's forwards the user may see, in the import format, saved as `port-forwards-<host>.csv`. */
+function CsvExport({ host }: { host: { id: string; name: string } }) {
+  const client = useClient();
+  const [fetching, setFetching] = useState(false);
+  const [error, setError] = useState<string>();
+  const [saved, setSaved] = useState<string>();
+  const run = async () => {
+    setFetching(true);
+    setError(undefined);
+    setSaved(undefined);
+    const result = await client.query(ExportForwards, { hostId: host.id }, { requestPolicy: 'network-only' }).toPromise();
+    setFetching(false);
+    if (result.error || !result.data) {
+      setError(`The export failed: ${result.error ? errorsFromCombined(result.error).form : 'the controller returned no data'}`);
+      return;
+    }
+    const fileName = exportFileName('port-forwards', host.name, 'csv');
+    downloadText(result.data.exportPortForwards, fileName, 'text/csv;charset=utf-8');
+    setSaved(`Saved ${fileName}.`);
+  };
+  return (
+    <section className="card" aria-labelledby="export-title">
+      <h2 id="export-title">Export to CSV</h2>
+      <p className="hint">
+        Every port forward on host {host.name} that you may see, not only this instance's, in the import format (rows already there are planned as unchanged
+        when imported again).
+      </p>
+      {error && (
+        <p className="form-error" role="alert">
+          {error}
+        </p>
+      )}
+      <div className="form-actions">
+        <button type="button" className="secondary" onClick={run} disabled={fetching}>
+          Export CSV
+        </button>
+      </div>
+      {saved && <p role="status">{saved}</p>}
+    </section>
   );
 }
