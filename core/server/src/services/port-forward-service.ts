@@ -115,7 +115,12 @@ const inputField: FieldNamer = (field) => `input.${field}`;
 /** PORT_CONFLICT naming the process when a service on the host listens on a port the forward would take (the port audit). */
 function checkNotListening(listening: ListeningSocketJson[] | null, host: Host, claim: ForwardClaim): void {
   const clash = listeningClash(listening, host.publicAddresses, claim);
-  if (clash) throw new PortConflictError('input.hostPort', portRangeText(claim.ports), `/${claim.protocol} on host "${host.name}" is in use on the host: ${listeningText(clash)}`);
+  if (clash)
+    throw new PortConflictError(
+      'input.hostPort',
+      portRangeText(claim.ports),
+      `/${claim.protocol} on host "${host.name}" is in use on the host: ${listeningText(clash)}`,
+    );
 }
 
 /** The SQL condition "overlaps these keys" on port_forwards (the exclusion constraint's test, without ports). */
@@ -241,7 +246,17 @@ export class PortForwardService {
         await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
       await this.checkFree(tx, actor, host, hostPorts, placed.protocol, and(overlapCondition(host.id, placed), ne(portForwards.id, id))!);
       checkNotListening(await hostListeningSockets(tx, host.id), host, { protocol: placed.protocol, hostAddress: placed.hostAddress, ports: hostPorts });
-      const { id: _id, createdAt: _createdAt, importId: _importId, ...changes } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
+      // what the agent counted (the rate limits' refusals) is not the client's to change
+      const {
+        id: _id,
+        createdAt: _createdAt,
+        importId: _importId,
+        rateLimitedConnections: _connections,
+        rateLimitedSince: _since,
+        rateLimitedEpoch: _epoch,
+        rateLimitedRaw: _raw,
+        ...changes
+      } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
       let after: PortForward | undefined;
       try {
         [after] = await tx.update(portForwards).set(changes).where(eq(portForwards.id, id)).returning();
