@@ -350,15 +350,17 @@ function rateLimitSets(state: DesiredState): NftCommand[] {
   return commands;
 }
 
+/** Whether a forward has a rate limit with a rate (the rules and counter elements are made for those only). */
+const hasRateLimit = (f: DesiredPortForward) => !!f.rateLimit && (f.rateLimit.perSource !== null || f.rateLimit.total !== null);
+
 /**
  * New-connection rate limits, after the allow-lists in `fwd_sources`: per forward with a limit,
  * host address and protocol, a rule per source (a token bucket per source in the dynamic set
  * `fwd4_rl`/`fwd6_rl`, keyed on source . host address . protocol . port) and a rule for all sources
- * together (an anonymous limit); a new connection over either is counted (the rule's counter) and
- * dropped or refused. Established connections do not pass them (`ct state new`).
+ * together (an anonymous limit); a new connection over either is counted (the rule's counter, and
+ * the forward's element of `fwd4_rlc`/`fwd6_rlc`) and dropped or refused. Established connections
+ * do not pass them (`ct state new`).
  */
-const hasRateLimit = (f: DesiredPortForward) => !!f.rateLimit && (f.rateLimit.perSource !== null || f.rateLimit.total !== null);
-
 function rateLimitRules(state: DesiredState): NftCommand[] {
   const commands: NftCommand[] = [];
   for (const instance of state.instances) {
