@@ -170,7 +170,7 @@ describe('incremental commands', () => {
   it("adds a forward's first rate limit as its rules and its counter element, and removes it the same way", async () => {
     const after = forwards();
     after.instances[1]!.portForwards[0] = { ...after.instances[1]!.portForwards[0]!, rateLimit: { perSource: 50, total: 1000, burst: 5, action: 'drop' } };
-    const added = incremental(forwards(), after);
+    const added = incremental(forwards(), after)!;
     await expect(json(added)).toMatchFileSnapshot('golden/incremental-add-rate-limit.json');
     // the refused connections are counted on the forward's element of the rate-limit counter set
     expect(added.filter((c) => 'add' in c && 'element' in (c.add as object))).toEqual([
@@ -183,7 +183,7 @@ describe('incremental commands', () => {
         },
       },
     ]);
-    const removed = incremental(after, forwards());
+    const removed = incremental(after, forwards())!;
     expect(removed.filter((c) => 'delete' in c)).toEqual([{ delete: { element: expect.objectContaining({ name: 'fwd4_rlc' }) } }]);
   });
 
