@@ -12,7 +12,16 @@ import { randomInt } from 'node:crypto';
 import { run, type Counter, type DesiredState, type ExecTarget, type ObservedFirewall, type ObservedForward } from '@gatehouse/sdk';
 import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
 import { idFromName, observeListing, scanCounterSet, type ScannedCounterSet } from './observe.js';
-import { TABLE, changedForwards, firewallChainName, instanceCounterName, renderForwardMaps, renderRuleset, type RenderOptions } from './render.js';
+import {
+  RATE_LIMIT_COUNTER_SET,
+  TABLE,
+  changedForwards,
+  firewallChainName,
+  instanceCounterName,
+  renderForwardMaps,
+  renderRuleset,
+  type RenderOptions,
+} from './render.js';
 import { contentOfCommands, contentOfListing, driftBetween, incrementalCommands, type TableContent } from './table.js';
 
 /** What an apply did. */
@@ -35,6 +44,12 @@ export interface DataplaneCounters {
    * (`t12.3.4`), which change when the table is replaced and every element's counter starts from zero.
    */
   forwardEpoch: string;
+  /**
+   * New connections each rate-limited forward's limits refused (dropped or rejected), by forward
+   * id, counted from zero when the limit first came (its elements in `fwd4_rlc`/`fwd6_rlc`); same
+   * epoch as the forward counters. Empty when no forward applied by this process has a rate limit.
+   */
+  rateLimited: Map<string, number>;
 }
 
 interface Applied {
@@ -144,7 +159,7 @@ export class Dataplane {
    * (see `scanCounterSet`).
    */
   async counters(): Promise<DataplaneCounters> {
-    const result: DataplaneCounters = { forwards: new Map(), instances: new Map(), forwardEpoch: 'none' };
+    const result: DataplaneCounters = { forwards: new Map(), instances: new Map(), forwardEpoch: 'none', rateLimited: new Map() };
     const list = (...args: string[]) => run('nft', ['-j', 'list', ...args], this.target);
     let sets: ScannedCounterSet[];
     const ids = new Map<string, string>();
@@ -164,6 +179,17 @@ export class Dataplane {
     result.forwards = v4.forwards;
     for (const [id, counter] of v6.forwards) result.forwards.set(id, counter);
     this.ids = ids;
+    // only a host with rate limits pays for reading their (small) counter sets
+    if (this.applied?.state.instances.some((i) => i.portForwards.some((f) => f.rateLimit))) {
+      try {
+        const limited = await Promise.all(
+          Object.values(RATE_LIMIT_COUNTER_SET).map(async (name) => scanCounterSet(await list('set', TABLE.family, TABLE.table, name), this.ids)),
+        );
+        for (const set of limited) for (const [id, counter] of set.forwards) result.rateLimited.set(id, counter.packets);
+      } catch {
+        // a table of an older version without the sets: nothing counted yet
+      }
+    }
     if (!this.render.instanceCounters) return result;
     let named: Record<string, Record<string, unknown>>[];
     try {

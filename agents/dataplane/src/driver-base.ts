@@ -43,7 +43,15 @@ import { applyShaping, type ShapingSpec } from './tc.js';
 
 /** What every dataplane-backed driver can do: forwards, firewalls and shaping all through the dataplane. */
 export const DATAPLANE_CAPABILITIES: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true, multiTarget: true },
+  portForwards: {
+    implementation: 'dataplane',
+    protocols: ['tcp', 'udp'],
+    portRanges: true,
+    ipv6: true,
+    sourceAllowLists: true,
+    rateLimits: true,
+    multiTarget: true,
+  },
   firewall: {
     implementation: 'dataplane',
     directions: ['inbound', 'outbound'],
@@ -246,7 +254,10 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
     let forwards: StatsResult['forwards'] = [];
     if (parts.has('forwards')) {
       const counters = await this.dataplane.counters();
-      forwards = [...counters.forwards].map(([forwardId, counter]) => ({ forwardId, counter, epoch: counters.forwardEpoch }));
+      forwards = [...counters.forwards].map(([forwardId, counter]) => {
+        const rateLimited = counters.rateLimited.get(forwardId);
+        return { forwardId, counter, epoch: counters.forwardEpoch, ...(rateLimited !== undefined ? { rateLimited } : {}) };
+      });
     }
     return { nics: input.desired && parts.has('nics') ? await this.nicStats(ctx, input.desired) : [], forwards };
   }

@@ -290,6 +290,13 @@ function forwardSourceRules(state: DesiredState): NftCommand[] {
 
 /** The dynamic sets holding per-source rate limit buckets, keyed on source . host address . protocol . port. */
 export const RATE_LIMIT_SET = { 4: 'fwd4_rl', 6: 'fwd6_rl' } as const;
+/**
+ * The counter sets of the rate limits, keyed like `fwd4_ctr` (host address . protocol . port) and
+ * holding the elements of the forwards with a rate limit (commented with the forward's counter
+ * name): a connection a forward's limits refuse is counted on its element, so the agent reads what
+ * each forward's limits refused with one `list set`, as it reads the forward counters.
+ */
+export const RATE_LIMIT_COUNTER_SET = { 4: 'fwd4_rlc', 6: 'fwd6_rlc' } as const;
 // a source's bucket is forgotten a minute after its last new connection
 const RATE_LIMIT_TIMEOUT_S = 60;
 const RATE_LIMIT_SET_SIZE = 65_536;
@@ -313,11 +320,17 @@ function rateLimitKey(family: 4 | 6) {
  * the kernel lets rules add elements only to a set created as dynamic, nft 1.0.6's JSON cannot say
  * "dynamic", and nft marks a set so when a rule updating it is in the transaction that creates it.
  */
-function rateLimitSets(): NftCommand[] {
+function rateLimitSets(state: DesiredState): NftCommand[] {
   const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'fwd_rl_anchor' } } }];
+  const limited = state.instances.flatMap((i) => i.portForwards.filter(hasRateLimit));
   for (const family of [4, 6] as const) {
     const addr = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
     const name = RATE_LIMIT_SET[family];
+    const counted = RATE_LIMIT_COUNTER_SET[family];
+    const elements = elementsOf(limited, state.publicAddresses, family);
+    commands.push({ add: { set: { ...TABLE, name: counted, type: [addr, 'inet_proto', 'inet_service'], stmt: [{ counter: null }] } } });
+    if (elements.length > 0)
+      commands.push({ add: { element: { ...TABLE, name: counted, elem: elements.map((e) => ({ elem: { val: e.key, comment: e.counter } })) } } });
     commands.push(
       {
         add: {
@@ -337,30 +350,36 @@ function rateLimitSets(): NftCommand[] {
   return commands;
 }
 
+/** Whether a forward has a rate limit with a rate (the rules and counter elements are made for those only). */
+const hasRateLimit = (f: DesiredPortForward) => !!f.rateLimit && (f.rateLimit.perSource !== null || f.rateLimit.total !== null);
+
 /**
  * New-connection rate limits, after the allow-lists in `fwd_sources`: per forward with a limit,
  * host address and protocol, a rule per source (a token bucket per source in the dynamic set
  * `fwd4_rl`/`fwd6_rl`, keyed on source . host address . protocol . port) and a rule for all sources
- * together (an anonymous limit); a new connection over either is counted (the rule's counter) and
- * dropped or refused. Established connections do not pass them (`ct state new`).
+ * together (an anonymous limit); a new connection over either is counted (the rule's counter, and
+ * the forward's element of `fwd4_rlc`/`fwd6_rlc`) and dropped or refused. Established connections
+ * do not pass them (`ct state new`).
  */
 function rateLimitRules(state: DesiredState): NftCommand[] {
   const commands: NftCommand[] = [];
   for (const instance of state.instances) {
     for (const f of instance.portForwards) {
       const limit = f.rateLimit;
-      if (!limit || (limit.perSource === null && limit.total === null)) continue;
+      if (!limit || !hasRateLimit(f)) continue;
       const family = f.targetAddress.includes(':') ? 6 : 4;
+      // the lookup finds the forward's element and counts the refused connection on it
+      const counted = { match: { op: '==', left: forwardKey(family), right: `@${RATE_LIMIT_COUNTER_SET[family]}` } };
       for (const { l4, match: forwarded } of forwardMatches(state, f)) {
         const match = [...forwarded, { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }];
         const over = (rate: number) => ({ limit: { rate, burst: limit.burst, per: 'second', inv: true } });
         const verdict = limit.action === 'drop' ? { drop: null } : l4 === 'tcp' ? TCP_RESET : VERDICT.reject;
         if (limit.perSource !== null) {
           const bucket = { set: { op: 'update', elem: rateLimitKey(family), set: `@${RATE_LIMIT_SET[family]}`, stmt: [over(limit.perSource)] } };
-          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, bucket, { counter: null }, verdict] } } });
+          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, bucket, { counter: null }, counted, verdict] } } });
         }
         if (limit.total !== null) {
-          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, over(limit.total), { counter: null }, verdict] } } });
+          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, over(limit.total), { counter: null }, counted, verdict] } } });
         }
       }
     }
@@ -590,7 +609,7 @@ export function renderRuleset(state: DesiredState, options: RenderOptions = {}):
   return [
     ...forwardMaps(4, withElements ? forwardElements(state, 4) : []),
     ...forwardMaps(6, withElements ? forwardElements(state, 6) : []),
-    ...rateLimitSets(),
+    ...rateLimitSets(state),
     // every new connection to the host passes the DNAT chain: none without forwards
     ...(forwardFamilies(state).size > 0
       ? [

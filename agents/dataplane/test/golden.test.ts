@@ -167,6 +167,26 @@ describe('incremental commands', () => {
     await expect(json(incremental(forwards(), after))).toMatchFileSnapshot('golden/incremental-remove-forward.json');
   });
 
+  it("adds a forward's first rate limit as its rules and its counter element, and removes it the same way", async () => {
+    const after = forwards();
+    after.instances[1]!.portForwards[0] = { ...after.instances[1]!.portForwards[0]!, rateLimit: { perSource: 50, total: 1000, burst: 5, action: 'drop' } };
+    const added = incremental(forwards(), after)!;
+    await expect(json(added)).toMatchFileSnapshot('golden/incremental-add-rate-limit.json');
+    // the refused connections are counted on the forward's element of the rate-limit counter set
+    expect(added.filter((c) => 'add' in c && 'element' in (c.add as object))).toEqual([
+      {
+        add: {
+          element: expect.objectContaining({
+            name: 'fwd4_rlc',
+            elem: [expect.objectContaining({ elem: expect.objectContaining({ comment: expect.stringMatching(/^fwd_/) }) })],
+          }),
+        },
+      },
+    ]);
+    const removed = incremental(after, forwards())!;
+    expect(removed.filter((c) => 'delete' in c)).toEqual([{ delete: { element: expect.objectContaining({ name: 'fwd4_rlc' }) } }]);
+  });
+
   it('rewrites only the firewall chain whose rules changed', async () => {
     const after = firewalls();
     after.instances[0]!.firewall.rules[1]!.action = 'drop';

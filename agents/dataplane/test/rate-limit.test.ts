@@ -56,8 +56,8 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward rate limits under real t
 
   it('lets ~50/s of 500 connections/s from one source through a 50/s per-source limit, and another source is unaffected', async () => {
     const limit = { perSource: 50, total: null, burst: 5, action: 'drop' as const };
-    // the forward's first limit is a rule change of fwd_sources, no table replace
-    expect(await dp.apply(state(2, { ...FORWARD, rateLimit: limit }))).toMatchObject({ mode: 'incremental', commands: 3 });
+    // the forward's first limit is a rule change of fwd_sources and its element of the rate-limit counter set, no table replace
+    expect(await dp.apply(state(2, { ...FORWARD, rateLimit: limit }))).toMatchObject({ mode: 'incremental', commands: 4 });
     expect(await dp.drift()).toEqual([]);
     const [flood, other] = await Promise.all([
       tcpConnectRate(client, '198.51.100.1', 10022, { rate: 500, seconds: SECONDS, localAddress: '198.51.100.2' }),
@@ -71,8 +71,10 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward rate limits under real t
     expect(Math.abs(through - expected) / expected).toBeLessThanOrEqual(0.1);
     expect(flood.counts.timeout).toBe(500 * SECONDS - through);
     expect(other.counts).toEqual({ 'got:vm': 20 * SECONDS });
-    // every excess connection was counted by the limit's rule
+    // every excess connection was counted by the limit's rule, and on the forward's element of
+    // the rate-limit counter set, which the counter read reports per forward
     expect(await limitCounters(host)).toEqual([500 * SECONDS - through]);
+    expect((await dp.counters()).rateLimited).toEqual(new Map([[FORWARD.id, 500 * SECONDS - through]]));
     // the sources' buckets and the rule's counter are the packet path's state: no drift
     expect(await dp.drift()).toEqual([]);
     expect(await dp.apply(state(3, { ...FORWARD, rateLimit: limit }))).toMatchObject({ mode: 'unchanged' });
@@ -82,6 +84,8 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward rate limits under real t
     const limit = { perSource: null, total: 50, burst: 5, action: 'reject' as const };
     expect(await dp.apply(state(4, { ...FORWARD, rateLimit: limit }))).toMatchObject({ mode: 'incremental' });
     await new Promise((r) => setTimeout(r, 200)); // the new bucket fills
+    const prior = (await dp.counters()).rateLimited.get(FORWARD.id);
+    expect(prior).toBeGreaterThan(0);
     const flood = await tcpConnectRate(client, '198.51.100.1', 10022, { rate: 500, seconds: SECONDS, localAddress: '198.51.100.3' });
     const through = flood.counts['got:vm'] ?? 0;
     const expected = limit.total * flood.seconds + limit.burst;
@@ -90,11 +94,15 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward rate limits under real t
     );
     expect(Math.abs(through - expected) / expected).toBeLessThanOrEqual(0.1);
     expect(flood.counts.refused).toBe(500 * SECONDS - through);
+    // the forward's element stayed: its count goes on across the change of limits
+    expect((await dp.counters()).rateLimited.get(FORWARD.id)).toBe(prior! + 500 * SECONDS - through);
   });
 
   it('removes the limit incrementally: the flood gets through again', async () => {
     expect(await dp.apply(state(5, FORWARD))).toMatchObject({ mode: 'incremental' });
     expect(await limitCounters(host)).toEqual([]);
+    // no rate limit, no rate-limit counter read
+    expect((await dp.counters()).rateLimited).toEqual(new Map());
     const flood = await tcpConnectRate(client, '198.51.100.1', 10022, { rate: 200, seconds: 1, localAddress: '198.51.100.2' });
     expect(flood.counts).toEqual({ 'got:vm': 200 });
   });

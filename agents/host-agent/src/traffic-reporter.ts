@@ -91,7 +91,13 @@ export class TrafficReporter {
       this.forwards = {
         at: new Date(now).toISOString(),
         intervalMs: this.lastForwardAt === 0 ? this.intervalMs : now - this.lastForwardAt,
-        counters: stats.forwards.map((f) => ({ forwardId: f.forwardId, epoch: f.epoch ?? 'driver', bytes: f.counter.bytes, packets: f.counter.packets })),
+        counters: stats.forwards.map((f) => ({
+          forwardId: f.forwardId,
+          epoch: f.epoch ?? 'driver',
+          bytes: f.counter.bytes,
+          packets: f.counter.packets,
+          ...(f.rateLimited !== undefined ? { rateLimited: f.rateLimited } : {}),
+        })),
       };
       this.lastForwardAt = now;
     } catch (err) {

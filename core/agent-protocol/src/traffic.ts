@@ -30,6 +30,12 @@ export interface ForwardTrafficInput {
   epoch: string;
   bytes: number;
   packets: number;
+  /**
+   * For a forward with a rate limit: the new connections its limits refused in this epoch
+   * (cumulative, from zero when the limit came; smaller than before: restarted). Absent otherwise
+   * (and from agents of older versions).
+   */
+  rateLimited?: number | null;
 }
 
 /** A group of counters read at one time. */

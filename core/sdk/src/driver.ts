@@ -169,8 +169,12 @@ export interface Counter {
 export interface StatsResult {
   /** Per instance NIC: `rx` is traffic into the instance, `tx` out of it. */
   nics: { instanceId: string; nicId: string; rx: Counter; tx: Counter; epoch?: string }[];
-  /** Per port forward: new connections' packets and bytes through its DNAT. */
-  forwards: { forwardId: string; counter: Counter; epoch?: string }[];
+  /**
+   * Per port forward: new connections' packets and bytes through its DNAT; `rateLimited`, for a
+   * forward with a rate limit, the new connections its limits refused (dropped or rejected) in
+   * this epoch, from zero when the limit came (a smaller value: the counter restarted).
+   */
+  forwards: { forwardId: string; counter: Counter; epoch?: string; rateLimited?: number }[];
 }
 
 /** Which counters a `stats` call should read (both when absent); a driver may return more. */

@@ -306,7 +306,40 @@ describe.each(backends)('forwards with several targets on $name', (backend) => {
     const gone = await ctx.api.admin(`mutation($id: ID!) { deleteInstance(input: { instanceId: $id }) { __typename ${ERROR_FIELDS} } }`, { id: extra.id });
     expect(gone.data!.deleteInstance.__typename).toBe('DeleteInstancePayload');
     expect((await doc(f.id)).balance.targets.map((t: { address: string }) => t.address)).toEqual([vms[0]!.v4, vms[1]!.v4]);
+    // the API lists the remaining targets at once (no target with instance: null), the change audited
+    const listed = async () => (await ctx.api.admin(`query($id: ID!) { portForward(id: $id) { ${FIELDS} } }`, { id: f.id })).data!.portForward;
+    expect((await listed()).targets).toEqual([
+      { instanceId: vms[0]!.id, targetAddress: vms[0]!.v4, weight: 1, instance: { name: 'vm-t0' } },
+      { instanceId: vms[1]!.id, targetAddress: vms[1]!.v4, weight: 1, instance: { name: 'vm-t1' } },
+    ]);
+    const audit = await ctx.api.admin(`query($id: String!) { auditLog(objectId: $id) { edges { node { action } } } }`, { id: f.id });
+    expect(audit.data!.auditLog.edges.map((e: { node: { action: string } }) => e.node.action)).toContain('portForward.update');
     const edited = await gql(ctx.api.admin, UPDATE, { portForwardId: f.id, note: 'after' });
     expect(edited.portForward.targets.map((t: { targetAddress: string }) => t.targetAddress)).toEqual([vms[0]!.v4, vms[1]!.v4]);
+  });
+
+  it('makes a forward whose other targets were all deleted a plain forward again (its own target alone)', async () => {
+    const extra = await makeVm('vm-gone-2');
+    const f = (
+      await gql(ctx.api.admin, CREATE, {
+        instanceId: vms[0]!.id,
+        protocol: 'TCP',
+        hostPort: '21191',
+        targetPort: '191',
+        targets: [{ instanceId: vms[0]!.id, weight: 2 }, { instanceId: extra.id }],
+        sourceAffinity: true,
+      })
+    ).portForward;
+    expect(f.targets).toHaveLength(2);
+    const gone = await ctx.api.admin(`mutation($id: ID!) { deleteInstance(input: { instanceId: $id }) { __typename ${ERROR_FIELDS} } }`, { id: extra.id });
+    expect(gone.data!.deleteInstance.__typename).toBe('DeleteInstancePayload');
+    const after = (await ctx.api.admin(`query($id: ID!) { portForward(id: $id) { ${FIELDS} } }`, { id: f.id })).data!.portForward;
+    expect(after).toMatchObject({
+      sourceAffinity: false,
+      status: 'PENDING',
+      targets: [{ instanceId: vms[0]!.id, targetAddress: vms[0]!.v4, weight: 1, instance: { name: 'vm-t0' } }],
+    });
+    expect(after.changedRevision).toBeGreaterThan(f.changedRevision);
+    expect((await doc(f.id)).balance).toBeUndefined();
   });
 });

@@ -9,6 +9,10 @@
  * - a forward carries TCP and UDP to the right instance and port, and a removed one stops;
  * - firewall allow / reject / drop behave as declared, in priority order;
  * - a shaped instance measures within ±10% of its rate in each direction (iperf3);
+ * - with `portForwards.rateLimits`, a per-source limit lets rate × seconds + burst (±10 %) of a
+ *   flood through and refuses the rest (counted, when the driver reports `rateLimited`);
+ * - with `portForwards.multiTarget`, one public port spreads connections over two targets by
+ *   weight (1:3, ±10 of 50/150), and with source affinity one client stays on one target;
  * - release succeeds twice; gc removes only orphans;
  * - an empty state leaves nothing of the driver's behind and nothing foreign touched.
  */
@@ -18,7 +22,7 @@ import { diffObservation, expectedObservation } from '../observed.js';
 import type { DesiredState } from '../desired-state.js';
 import type { DriverContext, NetworkDriver } from '../driver.js';
 import type { LabNamespace } from './lab.js';
-import { eventually, tcpOutcome, udpOutcome, type LabServer, type Outcome } from './traffic.js';
+import { eventually, tcpConnectRate, tcpOutcome, udpOutcome, type LabServer, type Outcome } from './traffic.js';
 
 /** A NIC the kit asks the harness to give an instance (or that the driver creates from the desired state). */
 export interface HarnessNic {
@@ -283,6 +287,61 @@ export function driverConformance(name: string, makeHarness: () => Promise<Confo
           `[conformance ${name}] ${direction} limit ${rate} bit/s, measured ${Math.round(measured)} bit/s (${((measured / rate - 1) * 100).toFixed(1)}%)`,
         );
         expect(Math.abs(measured / rate - 1)).toBeLessThanOrEqual(0.1);
+      }
+    }, 60_000);
+
+    it('limits new connections per source as declared (rateLimits): ~rate × seconds + burst through, the excess refused and counted', async (t) => {
+      if (!driver.capabilities.portForwards?.rateLimits) return t.skip();
+      const [a, b] = standard();
+      const limit = { perSource: 20, total: null, burst: 4, action: 'reject' as const };
+      const limited = { ...forward('00000000-0000-4000-8000-00000000f0a4', 'tcp', 18090, 'a', 8080), rateLimit: limit };
+      const desired = state([{ ...a!, portForwards: [...a!.portForwards, limited] }, b!]);
+      const result = await driver.apply(ctx(), { desired });
+      expect(result.objects.filter((o) => o.status !== 'applied')).toEqual([]);
+      expect(diffObservation(expectedObservation(desired), (await driver.observe(ctx(), { desired })).state)).toEqual([]);
+      const flood = await tcpConnectRate(h.client, h.publicAddresses.v4, 18090, { rate: 200, seconds: 3 });
+      const through = flood.counts['got:tcp-a-8080'] ?? 0;
+      const expected = limit.perSource * flood.seconds + limit.burst;
+      console.log(
+        `[conformance ${name}] rate limit 20/s per source: ${through} of 600 through in ${flood.seconds} s (expected ${expected.toFixed(0)}): ${JSON.stringify(flood.counts)}`,
+      );
+      expect(Math.abs(through - expected) / expected).toBeLessThanOrEqual(0.1);
+      expect(flood.counts.refused).toBe(600 - through);
+      // a driver that counts what its limits refused reports it with the forward's counter
+      const counted = (await driver.stats(ctx(), { desired, parts: ['forwards'] })).forwards.find((f) => f.forwardId === limited.id);
+      if (counted?.rateLimited !== undefined) expect(Math.abs(counted.rateLimited - (600 - through))).toBeLessThanOrEqual(limit.burst);
+      // another forward is not limited
+      expect(await tcp(18081)).toBe('got:tcp-b-8080');
+    }, 60_000);
+
+    it('balances one public port over several targets by weight, and keeps a client on one target with affinity (multiTarget)', async (t) => {
+      if (!driver.capabilities.portForwards?.multiTarget) return t.skip();
+      const [a, b] = standard();
+      const balanced = (affinity: boolean) => ({
+        ...forward('00000000-0000-4000-8000-00000000f0a5', 'tcp', 18095, 'a', 8080),
+        balance: {
+          sourceAffinity: affinity,
+          targets: [
+            { instanceId: ids.a, address: nic('a').address, weight: 1 },
+            { instanceId: ids.b, address: nic('b').address, weight: 3 },
+          ],
+        },
+      });
+      for (const affinity of [false, true]) {
+        const desired = state([{ ...a!, portForwards: [...a!.portForwards, balanced(affinity)] }, b!]);
+        const result = await driver.apply(ctx(), { desired });
+        expect(result.objects.filter((o) => o.status !== 'applied')).toEqual([]);
+        expect(diffObservation(expectedObservation(desired), (await driver.observe(ctx(), { desired })).state)).toEqual([]);
+        const spread = (await tcpConnectRate(h.client, h.publicAddresses.v4, 18095, { rate: 100, seconds: 2, timeoutMs: 2000 })).counts;
+        console.log(`[conformance ${name}] 200 connections over targets weighted 1:3${affinity ? ' with source affinity' : ''}: ${JSON.stringify(spread)}`);
+        if (affinity) {
+          // one client, one target
+          expect(Object.values(spread)).toEqual([200]);
+          expect(Object.keys(spread)[0]).toMatch(/^got:tcp-[ab]-8080$/);
+        } else {
+          expect(Math.abs((spread['got:tcp-a-8080'] ?? 0) - 50)).toBeLessThanOrEqual(10);
+          expect(Math.abs((spread['got:tcp-b-8080'] ?? 0) - 150)).toBeLessThanOrEqual(10);
+        }
       }
     }, 60_000);
 

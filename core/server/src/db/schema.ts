@@ -337,6 +337,13 @@ export const portForwards = pgTable(
     sourceCidrs: jsonb('source_cidrs').$type<string[]>().notNull(),
     /** New-connection rate limits (per source, overall, burst, action); null: none. */
     rateLimit: jsonb('rate_limit').$type<DesiredRateLimit>(),
+    /** New connections the forward's rate limits refused since `rateLimitedSince` (summed over the agent's counter lives). */
+    rateLimitedConnections: bigint('rate_limited_connections', { mode: 'number' }).notNull().default(0),
+    /** When the agent first reported the forward's rate-limit counter; null: never. */
+    rateLimitedSince: timestamp('rate_limited_since', { withTimezone: true, mode: 'date' }),
+    /** The agent's last raw reading of that counter and its epoch (a new epoch or a smaller value: it restarted). */
+    rateLimitedEpoch: text('rate_limited_epoch'),
+    rateLimitedRaw: bigint('rate_limited_raw', { mode: 'number' }),
     /** Several targets balanced per connection (the forward's own target among them); null: the target alone. */
     balance: jsonb('balance').$type<ForwardBalanceJson>(),
     note: text('note').notNull().default(''),

@@ -115,7 +115,12 @@ const inputField: FieldNamer = (field) => `input.${field}`;
 /** PORT_CONFLICT naming the process when a service on the host listens on a port the forward would take (the port audit). */
 function checkNotListening(listening: ListeningSocketJson[] | null, host: Host, claim: ForwardClaim): void {
   const clash = listeningClash(listening, host.publicAddresses, claim);
-  if (clash) throw new PortConflictError('input.hostPort', portRangeText(claim.ports), `/${claim.protocol} on host "${host.name}" is in use on the host: ${listeningText(clash)}`);
+  if (clash)
+    throw new PortConflictError(
+      'input.hostPort',
+      portRangeText(claim.ports),
+      `/${claim.protocol} on host "${host.name}" is in use on the host: ${listeningText(clash)}`,
+    );
 }
 
 /** The SQL condition "overlaps these keys" on port_forwards (the exclusion constraint's test, without ports). */
@@ -241,7 +246,17 @@ export class PortForwardService {
         await this.checkQuota(tx, owner, { forwards: 1, ports: held }, 'input.hostPort', portRangeText(hostPorts), { forwards: 1, ports: heldBefore });
       await this.checkFree(tx, actor, host, hostPorts, placed.protocol, and(overlapCondition(host.id, placed), ne(portForwards.id, id))!);
       checkNotListening(await hostListeningSockets(tx, host.id), host, { protocol: placed.protocol, hostAddress: placed.hostAddress, ports: hostPorts });
-      const { id: _id, createdAt: _createdAt, importId: _importId, ...changes } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
+      // what the agent counted (the rate limits' refusals) is not the client's to change
+      const {
+        id: _id,
+        createdAt: _createdAt,
+        importId: _importId,
+        rateLimitedConnections: _connections,
+        rateLimitedSince: _since,
+        rateLimitedEpoch: _epoch,
+        rateLimitedRaw: _raw,
+        ...changes
+      } = forwardRow(placed, hostPorts, host.id, target, host.desiredRevision);
       let after: PortForward | undefined;
       try {
         [after] = await tx.update(portForwards).set(changes).where(eq(portForwards.id, id)).returning();
@@ -355,7 +370,55 @@ export class PortForwardService {
         after: { reason },
       });
     }
+    await this.dropTargets(tx, record, allocationIds, reason);
     return doomed;
+  }
+
+  /**
+   * Takes addresses that are going away out of the target lists of the balanced forwards that
+   * keep their own target: the others stay balanced, and a forward left with one target is a plain
+   * forward again (`balance` null). Audited as an update, with the reason.
+   */
+  private async dropTargets(tx: Tx, record: RecordChange, allocationIds: readonly string[], reason: string): Promise<void> {
+    const gone = new Set(allocationIds);
+    const rows = await tx
+      .select({ forward: portForwards, visible: forwardIsVisible })
+      .from(portForwards)
+      .where(
+        and(
+          isNotNull(portForwards.balance),
+          sql`exists (select 1 from jsonb_array_elements(${portForwards.balance}->'targets') t where t->>'addressId' in (${sql.join(
+            [...gone].map((id) => sql`${id}`),
+            sql`, `,
+          )}))`,
+        ),
+      )
+      .orderBy(asc(portForwards.hostId));
+    const revisions = new Map<string, number>();
+    for (const { forward, visible } of rows) {
+      if (gone.has(forward.targetAddressId)) continue; // deleted with its own target
+      const targets = forward.balance!.targets.filter((t) => !gone.has(t.addressId));
+      const balance = targets.length > 1 ? { ...forward.balance!, targets } : null;
+      if (!visible) {
+        await tx.update(portForwards).set({ balance }).where(eq(portForwards.id, forward.id));
+        continue;
+      }
+      let revision = revisions.get(forward.hostId);
+      if (revision === undefined) revisions.set(forward.hostId, (revision = (await bumpHostRevision(tx, record, forward.hostId)).desiredRevision));
+      const [after] = await tx
+        .update(portForwards)
+        .set({ balance, changedRevision: revision, status: 'pending', statusError: null })
+        .where(eq(portForwards.id, forward.id))
+        .returning();
+      await record({
+        action: 'portForward.update',
+        objectType: 'PortForward',
+        objectId: forward.id,
+        ownerId: forward.ownerId,
+        before: forward,
+        after: { ...after, reason },
+      });
+    }
   }
 
   /** Number of forwards targeting an address, counting those of imports being written. */

@@ -252,6 +252,12 @@ export class ControllerMetrics {
       'counter',
     );
     perHost(
+      'gatehouse_host_port_forward_rate_limited_connections_total',
+      "New connections the rate limits of the host's port forwards refused (dropped or rejected), summed over its current forwards (PortForward.rateLimited).",
+      'select h.id as host_id, h.name as host, coalesce(sum(f.rate_limited_connections), 0) as n from hosts h join port_forwards f on f.host_id = h.id where f.rate_limited_since is not null group by h.id, h.name',
+      'counter',
+    );
+    perHost(
       'gatehouse_host_desired_revision_lag',
       'Desired revisions of the host its agent has not applied yet (desired minus applied; the desired revision when it never applied one).',
       'select h.id as host_id, h.name as host, h.desired_revision - coalesce(a.applied_revision, 0) as n from hosts h left join host_agents a on a.host_id = h.id',

@@ -19,7 +19,7 @@ import {
   type TrafficRejection,
 } from '@gatehouse/agent-protocol';
 import type { Actor } from '../auth/actor.js';
-import type { Database } from '../db/database.js';
+import type { Database, Executor } from '../db/database.js';
 import { hosts, instances, nics, portForwards, trafficBuckets, trafficCounters, trafficPeriods, users } from '../db/schema.js';
 import { ClockToken, DatabaseToken, EventBusToken, LoggerToken, type Clock } from '../di/tokens.js';
 import type { EventBus } from '../events/event-bus.js';
@@ -58,6 +58,8 @@ interface Item {
   billingDay: number | null;
   reading: CounterReading;
   intervalMs: number;
+  /** A rate-limited forward's raw count of refused connections (same epoch as its counter). */
+  rateLimited?: number;
 }
 
 const BOOT_ID = /^[A-Za-z0-9-]{1,64}$/;
@@ -139,7 +141,7 @@ export class TrafficIngest {
         reading: { epoch, sequence: input.sequence, at: nicTime.at, values: [c.rxBytes, c.rxPackets, c.txBytes, c.txPackets] },
       });
     });
-    const forwardReadings = new Map<string, { reading: CounterReading; field: string }>();
+    const forwardReadings = new Map<string, { reading: CounterReading; field: string; rateLimited?: number }>();
     input.forwards?.counters.forEach((c, n) => {
       const field = `input.forwards.counters[${n}]`;
       if (typeof c?.forwardId !== 'string' || !isId(c.forwardId)) return reject(rejected, `${field}.forwardId`, c?.forwardId, 'is not a valid id');
@@ -148,24 +150,44 @@ export class TrafficIngest {
         if (!validCount(c[key])) return reject(rejected, `${field}.${key}`, c[key], 'must be a non-negative integer');
       const epoch = epochOf(`${field}.epoch`, c.epoch);
       if (epoch === undefined) return;
+      // the counter still counts when only its rate-limit count is wrong
+      let rateLimited: number | undefined;
+      if (c.rateLimited != null) {
+        if (validCount(c.rateLimited)) rateLimited = c.rateLimited;
+        else reject(rejected, `${field}.rateLimited`, c.rateLimited, 'must be a non-negative integer');
+      }
       // a forward's counter is traffic towards it: into the instance
-      forwardReadings.set(c.forwardId, { field, reading: { epoch, sequence: input.sequence, at: forwardTime!.at, values: [c.bytes, c.packets, 0, 0] } });
+      forwardReadings.set(c.forwardId, {
+        field,
+        rateLimited,
+        reading: { epoch, sequence: input.sequence, at: forwardTime!.at, values: [c.bytes, c.packets, 0, 0] },
+      });
     });
 
     const items: Item[] = [];
     const place = (
       kind: 'nic' | 'port_forward',
-      readings: Map<string, { reading: CounterReading; field: string }>,
+      readings: Map<string, { reading: CounterReading; field: string; rateLimited?: number }>,
       rows: { id: string; hostId: string; instanceId: string; ownerId: string; billingDay: number | null }[],
       intervalMs: number,
     ) => {
       const found = new Map(rows.map((r) => [r.id, r]));
       const idKey = kind === 'nic' ? 'nicId' : 'forwardId';
-      for (const [id, { reading, field }] of readings) {
+      for (const [id, { reading, field, rateLimited }] of readings) {
         const row = found.get(id);
         if (!row) reject(rejected, `${field}.${idKey}`, id, `is not a ${kind === 'nic' ? 'NIC' : 'port forward'} of any instance`);
         else if (row.hostId !== hostId) reject(rejected, `${field}.${idKey}`, id, `belongs to another host (${row.hostId}), not ${hostId}`);
-        else items.push({ objectType: kind, objectId: id, instanceId: row.instanceId, ownerId: row.ownerId, billingDay: row.billingDay, reading, intervalMs });
+        else
+          items.push({
+            objectType: kind,
+            objectId: id,
+            instanceId: row.instanceId,
+            ownerId: row.ownerId,
+            billingDay: row.billingDay,
+            reading,
+            intervalMs,
+            ...(rateLimited !== undefined ? { rateLimited } : {}),
+          });
       }
     };
     if (nicReadings.size > 0) {
@@ -224,10 +246,12 @@ export class TrafficIngest {
         const period = billingPeriod(now, billingDay);
         periodRows.push({ objectType, objectId, periodStart: period.start, periodEnd: period.end, hostId, instanceId, ...totals });
       };
+      const limitReadings: { item: Item; epoch: string; value: number }[] = [];
       for (const item of items) {
         const result = counterDelta(stored.get(`${item.objectType}:${item.objectId}`), item.reading, capBps, item.intervalMs);
         outcomes[result.outcome]++;
         if (result.outcome === 'replay') continue;
+        if (item.rateLimited !== undefined) limitReadings.push({ item, epoch: item.reading.epoch, value: item.rateLimited });
         if (result.outcome === 'discarded')
           this.logger.warn(`discarded an impossible traffic delta of ${item.objectType} ${item.objectId} on host ${hostId} (over ${capBps} bit/s)`, {
             values: item.reading.values,
@@ -252,6 +276,7 @@ export class TrafficIngest {
         if (item.objectType === 'nic') result.delta.forEach((v, i) => (hostSum[i] = hostSum[i]! + v));
       }
       if (hostSum.some((v) => v > 0)) add('host', hostId, null, null, hostSum);
+      await this.countRateLimited(tx, limitReadings, now);
       const addUp = <T extends typeof trafficBuckets | typeof trafficPeriods>(table: T) => ({
         rxBytes: sql`${table.rxBytes} + excluded.rx_bytes`,
         txBytes: sql`${table.txBytes} + excluded.tx_bytes`,
@@ -294,6 +319,42 @@ export class TrafficIngest {
     const counted = [...new Set([...rates.values()].map((r) => r.item.instanceId))];
     await this.quota.check(counted).catch((err: unknown) => this.logger.warn(`traffic quota check of host ${hostId} failed: ${(err as Error).message}`));
     return { counted: items.length, rejected, outcomes };
+  }
+
+  /**
+   * Adds what each rate-limited forward's limits refused since the last reading to its
+   * `rateLimitedConnections`: the difference to the last raw value, or the whole value when the
+   * counter restarted (a new epoch, a smaller value) or is read for the first time (it counts from
+   * zero from when the limit came). Replays do not get here (their forward counter was a replay).
+   */
+  private async countRateLimited(tx: Executor, readings: { item: Item; epoch: string; value: number }[], now: Date): Promise<void> {
+    if (readings.length === 0) return;
+    const rows = await tx
+      .select({ id: portForwards.id, epoch: portForwards.rateLimitedEpoch, raw: portForwards.rateLimitedRaw, since: portForwards.rateLimitedSince })
+      .from(portForwards)
+      .where(
+        inArray(
+          portForwards.id,
+          readings.map((r) => r.item.objectId),
+        ),
+      );
+    const stored = new Map(rows.map((r) => [r.id, r]));
+    for (const { item, epoch, value } of readings) {
+      const before = stored.get(item.objectId);
+      if (!before) continue; // deleted meanwhile
+      if (before.epoch === epoch && before.raw === value) continue;
+      const restarted = before.raw === null || before.epoch !== epoch || value < before.raw;
+      const added = restarted ? value : value - before.raw!;
+      await tx
+        .update(portForwards)
+        .set({
+          rateLimitedConnections: sql`${portForwards.rateLimitedConnections} + ${added}`,
+          rateLimitedSince: before.since ?? now,
+          rateLimitedEpoch: epoch,
+          rateLimitedRaw: value,
+        })
+        .where(eq(portForwards.id, item.objectId));
+    }
   }
 
   /** Publishes the host's rates of this report, in parts small enough for one NOTIFY each. */

@@ -40,6 +40,15 @@ const PortForwardRateLimitRef = builder.objectRef<NonNullable<PortForward['rateL
   }),
 });
 
+const PortForwardRateLimitedRef = builder.objectRef<{ connections: number; since: Date }>('PortForwardRateLimited').implement({
+  description:
+    "New connections a forward's rate limits refused (dropped or rejected), as its host's agent counts them (reported with the traffic counters, every second).",
+  fields: (t) => ({
+    connections: t.exposeFloat('connections', { description: 'Connections refused since `since` (an integer), summed over agent and table restarts.' }),
+    since: t.expose('since', { type: 'DateTime', description: "When the agent first reported the forward's rate-limit counter." }),
+  }),
+});
+
 const PortForwardRateLimitInput = builder.inputType('PortForwardRateLimitInput', {
   description: 'New-connection rate limits: at least one of perSource and total. Needs a driver with PortForwardCapabilities.rateLimits.',
   fields: (t) => ({
@@ -110,6 +119,13 @@ export const PortForwardRef = builder.objectRef<PortForward>('PortForward').impl
       nullable: true,
       description: 'New-connection rate limits; null: none.',
       resolve: (f) => f.rateLimit,
+    }),
+    rateLimited: t.field({
+      type: PortForwardRateLimitedRef,
+      nullable: true,
+      description:
+        'New connections the rate limits refused (DROP: dropped, REJECT: reset or refused) and since when; null while the agent has not reported a rate-limit counter for the forward. Kept when the limit is removed.',
+      resolve: (f) => (f.rateLimitedSince ? { connections: f.rateLimitedConnections, since: f.rateLimitedSince } : null),
     }),
     targets: t.field({
       type: [PortForwardTargetRef],

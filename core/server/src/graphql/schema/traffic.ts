@@ -234,6 +234,10 @@ const ForwardTrafficInput = builder.inputType('ForwardTrafficInput', {
     epoch: t.string({ required: true, description: 'One life of the counter (the handles of the nft table and sets holding it), 1-200 characters.' }),
     bytes: t.float({ required: true, description: 'Bytes since the counter started (a non-negative integer).' }),
     packets: t.float({ required: true, description: 'Packets since the counter started.' }),
+    rateLimited: t.float({
+      description:
+        'For a forward with a rate limit: new connections its limits refused since the counter started (same epoch; a smaller value: it restarted). Absent for forwards without one.',
+    }),
   }),
 });
 
