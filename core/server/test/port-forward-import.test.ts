@@ -135,4 +135,23 @@ describe.each(backends)('CSV import of port forwards on $name', (backend) => {
     const bobs = (await bob.client(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).data!.exportPortForwards as string;
     expect(bobs.trim().split('\r\n')).toHaveLength(1);
   });
+
+  it("exports one instance's forwards with instanceId, the header alone for another tenant's instance, and refuses a malformed id", async () => {
+    const EXPORT = `query($h: ID!, $i: ID) { exportPortForwards(hostId: $h, instanceId: $i) }`;
+    const list = await ctx.api.admin(`query($h: ID!) { instances(hostId: $h, first: 50) { edges { node { id name } } } }`, { h: hostId });
+    const idOf = (name: string) => list.data!.instances.edges.find((e: { node: { name: string } }) => e.node.name === name).node.id as string;
+    const header = 'protocol,host_port,vm_ip,vm_port,note,host_address,source_cidrs,rate_limit,targets';
+
+    const vm5 = (await ctx.api.admin(EXPORT, { h: hostId, i: idOf('vm-5') })).data!.exportPortForwards as string;
+    expect(vm5.trim().split('\r\n')).toEqual([header, 'tcp,8080,10.0.0.5,80,Web,,,,', 'tcp,10022,10.0.0.5,22,SSH,,,,']);
+    const vm6 = (await ctx.api.admin(EXPORT, { h: hostId, i: idOf('vm-6') })).data!.exportPortForwards as string;
+    expect(vm6.trim().split('\r\n')).toEqual([header, 'udp,5353,10.0.0.6,53,DNS,,,,']);
+
+    const notBobs = (await bob.client(EXPORT, { h: hostId, i: idOf('vm-5') })).data!.exportPortForwards as string;
+    expect(notBobs.trim().split('\r\n')).toEqual([header]);
+
+    const bad = await ctx.api.admin(EXPORT, { h: hostId, i: 'not an id' });
+    expect(bad.data).toBeNull();
+    expect(bad.errors?.[0]?.extensions).toMatchObject({ code: 'VALIDATION_FAILED', field: 'instanceId', value: 'not an id' });
+  });
 });

@@ -4,9 +4,9 @@
  * agent applying nftables in its namespaces, and the Caddy the controller runs (on free loopback
  * ports). Signed in with the printed password, the user adds a forward with the HTTP preset and
  * sees it turn APPLIED without a reload while the test fetches web1's page through it; imports a
- * 3-row CSV after reading its plan and exports the forwards as a CSV file; blocks port 80 with a
+ * 3-row CSV after reading its plan and exports web1's forwards as a CSV file; blocks port 80 with a
  * DROP rule (the fetch fails) and deletes it (the fetch works); creates a web proxy and sees its
- * certificate; saves web1's firewall as a template and applies it to web2; a second user sees
+ * certificate; saves web1's firewall as a template, applies it to web2 and deletes it; a second user sees
  * none of it; a wrong password is shown at its field. Screenshots of each page and the measured
  * first render of the instance page go to ARTIFACTS (gitignored).
  */
@@ -246,10 +246,23 @@ describe.skipIf(!runnable && !REQUIRE_SYSTEM)('the panel in Chromium on the root
     await shot('instance-page');
   });
 
-  it('exports the forwards as a CSV file holding the forward added with the preset and the imported ones; a failed export says so', async () => {
-    const host = (await gql(`query($id: ID!) { instance(id: $id) { host { name } } }`, { id: web1.id })).instance.host.name as string;
+  it("exports web1's forwards as a CSV file: the one added with the preset and the imported ones, not web2's on the same host; a failed export says so", async () => {
+    // a forward to web2, on web1's host, that web1's export must leave out
+    const hostId = (await gql(`query($id: ID!) { instance(id: $id) { host { id } } }`, { id: web1.id })).instance.host.id as string;
+    const onHost = (await gql(`query($h: ID!) { instances(hostId: $h, first: 50) { edges { node { id name } } } }`, { h: hostId })).instances.edges as {
+      node: { id: string; name: string };
+    }[];
+    const web2 = onHost.find((e) => e.node.name === 'web2')!.node;
+    const created = await gql(
+      `mutation($i: ID!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: "8090", targetPort: "80", note: "web2 web" }) { __typename ... on Error { message } } }`,
+      { i: web2.id },
+    );
+    expect(created.createPortForward.__typename).toBe('CreatePortForwardPayload');
+    const hostCsv = (await gql(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: hostId })).exportPortForwards as string;
+    expect(hostCsv).toContain(',8090,'); // the host's export has it: the instance's export below must not
+
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export CSV' }).click()]);
-    expect(download.suggestedFilename()).toBe(`port-forwards-${host.toLowerCase().replace(/[^a-z0-9._-]+/g, '-')}.csv`);
+    expect(download.suggestedFilename()).toBe('port-forwards-web1.csv');
     const lines = readFileSync(await download.path(), 'utf8')
       .trimEnd()
       .split('\r\n');
@@ -260,7 +273,8 @@ describe.skipIf(!runnable && !REQUIRE_SYSTEM)('the panel in Chromium on the root
       `tcp,8081,${web1.address},80,second`,
       `tcp,8082,${web1.address},80,third`,
     ]);
-    await page.getByText(`Saved port-forwards-`).waitFor();
+    expect(lines.some((l) => l.includes('8090') || l.includes('web2 web'))).toBe(false);
+    await page.getByText('Saved port-forwards-web1.csv.').waitFor();
     // the controller unreachable for the export: the message says so and names the cause
     // (urql sends a query as a GET within the URL's length limit, with its operationName)
     const exportRequest = (url: URL) => url.pathname === '/graphql' && url.searchParams.get('operationName') === 'ExportPortForwards';
@@ -402,6 +416,41 @@ describe.skipIf(!runnable && !REQUIRE_SYSTEM)('the panel in Chromium on the root
     await stamped.waitFor();
     expect(await stamped.textContent()).toContain('2222');
     await expect.poll(() => stamped.locator('.status').textContent(), { timeout: 30_000 }).toBe('APPLIED');
+  });
+
+  it('deletes the saved template after a confirm step (a failed delete says so); built-in templates have no Delete; rules applied from it stay', async () => {
+    const saved = page.locator('table[aria-label="Saved templates"] tbody tr');
+    const choices = page.getByLabel('Template', { exact: true }).locator('option');
+    // only the user's own template is listed to delete, not the built-in ones offered to apply
+    await expect.poll(() => saved.allTextContents()).toEqual([expect.stringContaining('web1 rules')]);
+    expect(await choices.count()).toBeGreaterThan(2);
+    const row = saved.filter({ hasText: 'web1 rules' });
+    await row.getByRole('button', { name: 'Delete' }).click();
+    await row.getByText('Delete “web1 rules”?').waitFor();
+    // Cancel leaves it; nothing is deleted before the confirm
+    await row.getByRole('button', { name: 'Cancel' }).click();
+    await row.getByRole('button', { name: 'Delete' }).click();
+    // the controller unreachable for the delete: the message says so and the template stays
+    const deleteRequest = (url: URL) => url.pathname === '/graphql';
+    await page.route(deleteRequest, (route) =>
+      (route.request().postDataJSON() as { operationName?: string } | null)?.operationName === 'DeleteFirewallTemplate' ? route.abort() : route.continue(),
+    );
+    try {
+      await row.getByRole('button', { name: 'Confirm delete' }).click();
+      await expect
+        .poll(() => page.locator('section[aria-labelledby="saved-templates-title"] .form-error').textContent())
+        .toMatch(/^The controller did not answer: /);
+    } finally {
+      await page.unroute(deleteRequest);
+    }
+    expect((await gql(`{ firewallTemplates { name builtIn } }`)).firewallTemplates).toContainEqual({ name: 'web1 rules', builtIn: false });
+    await row.getByRole('button', { name: 'Confirm delete' }).click();
+    await page.getByText('Deleted the template “web1 rules”.').waitFor();
+    await expect.poll(() => saved.allTextContents()).toEqual(['No saved templates.']);
+    await expect.poll(() => choices.allTextContents()).not.toContain('web1 rules (saved)');
+    expect((await gql(`{ firewallTemplates { name builtIn } }`)).firewallTemplates).not.toContainEqual({ name: 'web1 rules', builtIn: false });
+    expect(await page.locator('table[aria-label="Firewall rules"] tbody tr', { hasText: 'ssh alt in' }).count()).toBe(1);
+    await shot('firewall-template-deleted');
   });
 
   it("shows a second user none of the admin's objects", async () => {

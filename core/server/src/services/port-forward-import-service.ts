@@ -21,7 +21,18 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import { csvCell, csvCellValue, csvRecords, type CsvRecord, type CsvSyntaxError } from '../support/csv.js';
 import { WorkBudget } from '../support/work-budget.js';
 import { sharesOneConnection, type Database, type Executor } from '../db/database.js';
-import { auditLog, forwardIsVisible, hosts, instances, ipAllocations, nics, portForwardImports, portForwards, users, type ListeningSocketJson } from '../db/schema.js';
+import {
+  auditLog,
+  forwardIsVisible,
+  hosts,
+  instances,
+  ipAllocations,
+  nics,
+  portForwardImports,
+  portForwards,
+  users,
+  type ListeningSocketJson,
+} from '../db/schema.js';
 import { ConflictError, GatehouseError, NotFoundError, ValidationError, postgresErrorOf } from '../support/errors.js';
 import { newId } from '../support/ids.js';
 import type { Host } from './host-service.js';
@@ -570,13 +581,24 @@ export class PortForwardImportService {
     }
   }
 
-  /** The visible forwards of a host as CSV in the import format (ranges as "a-b"; formula-like notes escaped). */
-  async export(actor: Actor, hostId: string): Promise<string> {
+  /**
+   * The visible forwards of a host, or of one instance on it, as CSV in the import format (ranges as "a-b";
+   * formula-like notes escaped). An instance the actor cannot see yields the header row alone.
+   */
+  async export(actor: Actor, hostId: string, instanceId?: string | null): Promise<string> {
     const id = validId('hostId', hostId);
+    const instance = instanceId === null || instanceId === undefined ? null : validId('instanceId', instanceId);
     const rows = await this.db
       .select()
       .from(portForwards)
-      .where(and(eq(portForwards.hostId, id), forwardIsVisible, isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId)))
+      .where(
+        and(
+          eq(portForwards.hostId, id),
+          instance === null ? undefined : eq(portForwards.instanceId, instance),
+          forwardIsVisible,
+          isAdmin(actor) ? undefined : eq(portForwards.ownerId, actor.userId),
+        ),
+      )
       .orderBy(asc(portForwards.hostPortStart), asc(portForwards.protoLo));
     const lines = [[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(',')];
     for (const f of rows) {

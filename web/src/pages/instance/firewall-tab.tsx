@@ -79,6 +79,11 @@ const Templates = graphql(`
       name
       description
       builtIn
+      inboundPolicy
+      outboundPolicy
+      rules {
+        direction
+      }
     }
   }
 `);
@@ -89,6 +94,24 @@ const SaveTemplate = graphql(
       saveFirewallTemplate(input: $input) {
         __typename
         ... on SaveFirewallTemplatePayload {
+          template {
+            id
+            name
+          }
+        }
+        ...ErrorFields
+      }
+    }
+  `,
+  [ErrorFields],
+);
+
+const DeleteTemplate = graphql(
+  `
+    mutation DeleteFirewallTemplate($input: DeleteFirewallTemplateInput!) {
+      deleteFirewallTemplate(input: $input) {
+        __typename
+        ... on DeleteFirewallTemplatePayload {
           template {
             id
             name
@@ -147,6 +170,7 @@ export function FirewallTab({ instance, refresh }: TabProps) {
   const [template, submitTemplate] = useFormMutation(ApplyTemplate, ['templateId']);
   const [saveState, submitSave] = useFormMutation(SaveTemplate, ['name']);
   const [{ data: templates }, reloadTemplates] = useQuery({ query: Templates });
+  const savedTemplates = templates?.firewallTemplates.filter((t) => !t.builtIn) ?? [];
   const [templateId, setTemplateId] = useState('');
   const [templateName, setTemplateName] = useState('');
   const [savedAs, setSavedAs] = useState<string>();
@@ -327,6 +351,14 @@ export function FirewallTab({ instance, refresh }: TabProps) {
         </div>
       </form>
 
+      <SavedTemplates
+        templates={savedTemplates}
+        onDeleted={(id) => {
+          if (id === templateId) setTemplateId('');
+          reloadTemplates({ requestPolicy: 'network-only' });
+        }}
+      />
+
       <form
         className="card"
         aria-labelledby="save-template-title"
@@ -361,6 +393,75 @@ export function FirewallTab({ instance, refresh }: TabProps) {
         {savedAs && <p role="status">{savedAs}</p>}
       </form>
     </div>
+  );
+}
+
+type SavedTemplate = { id: string; name: string; inboundPolicy: string; outboundPolicy: string; rules: readonly unknown[] };
+
+/** The user's own saved templates, each with a Delete that asks first; built-in templates are not listed (they cannot be deleted). */
+function SavedTemplates({ templates, onDeleted }: { templates: SavedTemplate[]; onDeleted(id: string): void }) {
+  const [state, submitDelete, clearErrors] = useFormMutation(DeleteTemplate, []);
+  const [confirming, setConfirming] = useState<string>();
+  const [deleted, setDeleted] = useState<string>();
+  const remove = async (template: SavedTemplate) => {
+    setDeleted(undefined);
+    const payload = await submitDelete({ input: { templateId: template.id } });
+    if (payload) {
+      setConfirming(undefined);
+      setDeleted(`Deleted the template “${payload.template.name}”.`);
+      onDeleted(template.id);
+    }
+  };
+  return (
+    <section className="card" aria-labelledby="saved-templates-title">
+      <h2 id="saved-templates-title">Saved templates</h2>
+      <p className="hint">Deleting a template keeps the rules already applied from it.</p>
+      <FormError errors={state.errors} />
+      <DataTable label="Saved templates" columns={['Name', 'Rules', 'Policies']} actions empty={templates.length === 0 && 'No saved templates.'}>
+        {templates.map((t) => (
+          <tr key={t.id}>
+            <td>{t.name}</td>
+            <td>{t.rules.length}</td>
+            <td>
+              inbound {t.inboundPolicy}, outbound {t.outboundPolicy}
+            </td>
+            <td className="row-actions">
+              {confirming === t.id ? (
+                <>
+                  <span>Delete “{t.name}”?</span>{' '}
+                  <button type="button" className="danger" disabled={state.fetching} onClick={() => remove(t)}>
+                    Confirm delete
+                  </button>
+                  <button
+                    type="button"
+                    className="secondary"
+                    onClick={() => {
+                      setConfirming(undefined);
+                      clearErrors();
+                    }}
+                  >
+                    Cancel
+                  </button>
+                </>
+              ) : (
+                <button
+                  type="button"
+                  className="danger"
+                  onClick={() => {
+                    setConfirming(t.id);
+                    setDeleted(undefined);
+                    clearErrors();
+                  }}
+                >
+                  Delete
+                </button>
+              )}
+            </td>
+          </tr>
+        ))}
+      </DataTable>
+      {deleted && <p role="status">{deleted}</p>}
+    </section>
   );
 }
 

@@ -121,8 +121,8 @@ const ImportForwards = graphql(
 );
 
 const ExportForwards = graphql(`
-  query ExportPortForwards($hostId: ID!) {
-    exportPortForwards(hostId: $hostId)
+  query ExportPortForwards($hostId: ID!, $instanceId: ID) {
+    exportPortForwards(hostId: $hostId, instanceId: $instanceId)
   }
 `);
 
@@ -271,7 +271,7 @@ export function PortForwardsTab({ instance }: TabProps) {
       </form>
 
       <CsvImport hostId={instance.host.id} onApplied={refresh} />
-      <CsvExport host={instance.host} />
+      <CsvExport instance={instance} />
     </div>
   );
 }
@@ -338,8 +338,8 @@ function CsvImport({ hostId, onApplied }: { hostId: string; onApplied(): void })
   );
 }
 
-/** CSV export: the host's forwards the user may see, in the import format, saved as `port-forwards-<host>.csv`. */
-function CsvExport({ host }: { host: { id: string; name: string } }) {
+/** CSV export: this instance's forwards, in the import format, saved as `port-forwards-<instance>.csv`. */
+function CsvExport({ instance }: { instance: { id: string; name: string; host: { id: string; name: string } } }) {
   const client = useClient();
   const [fetching, setFetching] = useState(false);
   const [error, setError] = useState<string>();
@@ -348,13 +348,13 @@ function CsvExport({ host }: { host: { id: string; name: string } }) {
     setFetching(true);
     setError(undefined);
     setSaved(undefined);
-    const result = await client.query(ExportForwards, { hostId: host.id }, { requestPolicy: 'network-only' }).toPromise();
+    const result = await client.query(ExportForwards, { hostId: instance.host.id, instanceId: instance.id }, { requestPolicy: 'network-only' }).toPromise();
     setFetching(false);
     if (result.error || !result.data) {
       setError(`The export failed: ${result.error ? errorsFromCombined(result.error).form : 'the controller returned no data'}`);
       return;
     }
-    const fileName = exportFileName('port-forwards', host.name, 'csv');
+    const fileName = exportFileName('port-forwards', instance.name, 'csv');
     downloadText(result.data.exportPortForwards, fileName, 'text/csv;charset=utf-8');
     setSaved(`Saved ${fileName}.`);
   };
@@ -362,8 +362,8 @@ function CsvExport({ host }: { host: { id: string; name: string } }) {
     <section className="card" aria-labelledby="export-title">
       <h2 id="export-title">Export to CSV</h2>
       <p className="hint">
-        Every port forward on host {host.name} that you may see, not only this instance's, in the import format (rows already there are planned as unchanged
-        when imported again).
+        This instance's port forwards in the import format, ready to import again on host {instance.host.name} (rows already there are planned as unchanged when
+        imported again).
       </p>
       {error && (
         <p className="form-error" role="alert">

@@ -346,9 +346,13 @@ const ImportPortForwardsInput = builder.inputType('ImportPortForwardsInput', {
 
 builder.queryField('exportPortForwards', (t) =>
   t.string({
-    description: 'The forwards of a host you may see, as CSV in the import format.',
-    args: { hostId: t.arg.id({ required: true, description: 'The host.' }) },
-    resolve: (_r, args, ctx) => ctx.services.forwardImport.export(requireActor(ctx), args.hostId),
+    description:
+      'The forwards of a host you may see, or of one instance on it, as CSV in the import format. An instance that is not on the host or not yours yields the header row alone.',
+    args: {
+      hostId: t.arg.id({ required: true, description: 'The host.' }),
+      instanceId: t.arg.id({ required: false, description: 'Only the forwards to this instance; absent: every forward on the host you may see.' }),
+    },
+    resolve: (_r, args, ctx) => ctx.services.forwardImport.export(requireActor(ctx), args.hostId, args.instanceId),
   }),
 );
 
