@@ -18,6 +18,7 @@
  *
  *   npx tsx bench/ssh.ts     (as root; ssh, scp, sshd, ssh-keygen; npm run build first)
  *     BENCH_SSH_KEYS=1000 BENCH_SSH_ROUNDS=3 BENCH_SSH_MB=200 BENCH_SSH_JUMP_CIPHER=aes128-gcm@openssh.com (default: the client's choice)
+ *     BENCH_SSH_OPENSSH_JUMP=on: also measure `ssh -J` through OpenSSH's sshd in the host namespace (a reference: the same jump with a relay written in C)
  *     BENCH_SSH_QUEUES=on: sample where the bytes wait (TCP queues of each hop) during the copies
  *     BENCH_SSH_CPU_PROF=<dir>: the controller and the agent run with `node --cpu-prof` and write their
  *     profiles (.cpuprofile, for Chrome's DevTools or `bench/cpuprofile-top.ts`) there when they stop
@@ -48,6 +49,13 @@ const JUMP_CIPHER = process.env.BENCH_SSH_JUMP_CIPHER;
  * the CPU-bound through path then lacks (it lowered the measured ratio).
  */
 const QUEUES = process.env.BENCH_SSH_QUEUES === 'on';
+/**
+ * A third path for reference: `ssh -J` through OpenSSH's own sshd as the jump host, in the host
+ * namespace (client → sshd (C) → instance's sshd), with the same client options. What any jump
+ * path costs on this machine with a relay much cheaper than ours: the client's second encryption,
+ * its `-W` process, one decryption and one more TCP hop.
+ */
+const OPENSSH_JUMP = process.env.BENCH_SSH_OPENSSH_JUMP === 'on';
 /** Where the controller and the agent write their CPU profiles; absent: not profiled. */
 const CPU_PROF = process.env.BENCH_SSH_CPU_PROF;
 /** Node options for the controller and the agent (a diagnostic, e.g. `--trace-gc`), space-separated. */
@@ -339,6 +347,14 @@ async function main(): Promise<void> {
       detached: true,
     });
     children.push(sshd);
+    // the reference jump host: OpenSSH's sshd on the host namespace's address, root's key as on the instance
+    const opensshJump = OPENSSH_JUMP
+      ? spawn('ip', ['netns', 'exec', host.name, ...sshdArgs(hostKey, `${key}.pub`, ['PermitRootLogin prohibit-password', `ListenAddress ${HOST_ADDRESS}`])], {
+          stdio: 'ignore',
+          detached: true,
+        })
+      : undefined;
+    if (opensshJump) children.push(opensshJump);
 
     const agentToken = (
       await api(
@@ -366,23 +382,26 @@ async function main(): Promise<void> {
         key,
         jumpOptions: JUMP_CIPHER ? [`Ciphers ${JUMP_CIPHER}`] : [],
         options: ['LogLevel ERROR'],
-      }),
+      }) + ['Host opensshjump', `  HostName ${HOST_ADDRESS}`, '  User root', ...(JUMP_CIPHER ? [`  Ciphers ${JUMP_CIPHER}`] : []), ''].join('\n'),
     );
     const through = (program: 'ssh' | 'scp', args: string[]) => ({ command: program, args: ['-F', config, '-J', 'jump', ...args] });
+    const viaOpenssh = (program: 'ssh' | 'scp', args: string[]) => ({ command: program, args: ['-F', config, '-J', 'opensshjump', ...args] });
     const direct = (program: 'ssh' | 'scp', args: string[]) => ({ command: 'ip', args: ['netns', 'exec', host.name, program, '-F', config, ...args] });
     const echoArgs = ['-tt', `root@${vmAddress}`, 'stty raw -echo; exec cat'];
     const file = join(dir, 'bulk.bin');
     await must('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${MB}`, 'status=none']);
     const scpArgs = ['-q', file, `root@${vmAddress}:/dev/null`];
 
-    const echo = { direct: [] as number[], through: [] as number[] };
+    type Path = 'direct' | 'through' | 'openssh-jump';
+    const paths: Path[] = OPENSSH_JUMP ? ['direct', 'through', 'openssh-jump'] : ['direct', 'through'];
+    const echo: Record<Path, number[]> = { direct: [], through: [], 'openssh-jump': [] };
     const scpWindows: [number, number][] = [];
-    const bulk = { direct: [] as number[], through: [] as number[] };
+    const bulk: Record<Path, number[]> = { direct: [], through: [], 'openssh-jump': [] };
     // where the through path spends CPU: the controller (jump server) and the agent (tunnel), per bulk copy
     const cpu = { controller: [] as number[], agent: [] as number[], controllerSystem: [] as number[], agentSystem: [] as number[] };
     const httpPort = new URL(url!).port;
-    const queues = { direct: [] as string[], through: [] as string[] };
-    const sampler = (path: 'direct' | 'through') =>
+    const queues: Record<Path, string[]> = { direct: [], through: [], 'openssh-jump': [] };
+    const sampler = (path: Path) =>
       new QueueSampler([
         {
           roles: (local, peer) =>
@@ -408,16 +427,20 @@ async function main(): Promise<void> {
         { netns: vm.name, roles: (local) => (local === `${vmAddress}:22` ? { recv: 'sshd recv' } : {}) },
       ]);
     // and the ends both paths share: the client (scp and its ssh, and the ProxyJump ssh), waited for by this process, and sshd's sessions
-    const ends = { direct: { client: [] as number[], sshd: [] as number[] }, through: { client: [] as number[], sshd: [] as number[] } };
+    const ends: Record<Path, { client: number[]; sshd: number[]; jump: number[] }> = {
+      direct: { client: [], sshd: [], jump: [] },
+      through: { client: [], sshd: [], jump: [] },
+      'openssh-jump': { client: [], sshd: [], jump: [] },
+    };
     const agentPid = () => {
       const children = readFileSync(`/proc/${agent.child.pid}/task/${agent.child.pid}/children`, 'utf8').trim();
       return children ? Number(children.split(' ')[0]) : agent.child.pid; // ip netns exec runs node in its place
     };
     console.log(`processes: controller ${controller.child.pid}, agent ${agentPid()}, sshd ${sshd.pid}`);
     for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? (['direct', 'through'] as const) : (['through', 'direct'] as const);
+      const order = round % 2 === 0 ? paths : [...paths].reverse();
       for (const path of order) {
-        const make = path === 'direct' ? direct : through;
+        const make = path === 'direct' ? direct : path === 'through' ? through : viaOpenssh;
         const e = make('ssh', echoArgs);
         echo[path].push(...(await echoTimes(e.command, e.args, KEYS)));
         const s = make('scp', scpArgs);
@@ -428,6 +451,7 @@ async function main(): Promise<void> {
           agentSystem: cpuSeconds(agentPid(), false, 'system'),
           client: cpuSeconds('self', true),
           sshd: cpuSeconds(sshd.pid, true),
+          jump: cpuSeconds(opensshJump?.pid, true),
         };
         const sampling = QUEUES ? sampler(path) : undefined;
         sampling?.start();
@@ -441,6 +465,7 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 200)); // sshd reaps its session
         ends[path].client.push(cpuSeconds('self', true) - before.client);
         ends[path].sshd.push(cpuSeconds(sshd.pid, true) - before.sshd);
+        ends[path].jump.push(cpuSeconds(opensshJump?.pid, true) - before.jump);
         if (path === 'through') {
           cpu.controller.push(cpuSeconds(controller.child.pid) - before.controller);
           cpu.agent.push(cpuSeconds(agentPid()) - before.agent);
@@ -474,9 +499,9 @@ async function main(): Promise<void> {
     console.log(
       `CPU per ${MB} MB through: controller (jump server) ${cpu.controller.map((c) => c.toFixed(2)).join(', ')} s (kernel ${cpu.controllerSystem.map((c) => c.toFixed(2)).join(', ')}), agent (tunnel) ${cpu.agent.map((c) => c.toFixed(2)).join(', ')} s (kernel ${cpu.agentSystem.map((c) => c.toFixed(2)).join(', ')})`,
     );
-    for (const path of ['direct', 'through'] as const)
+    for (const path of paths)
       console.log(
-        `CPU per ${MB} MB ${path}: client (scp + ssh) ${ends[path].client.map((c) => c.toFixed(2)).join(', ')} s, sshd ${ends[path].sshd.map((c) => c.toFixed(2)).join(', ')} s`,
+        `CPU per ${MB} MB ${path}: client (scp + ssh) ${ends[path].client.map((c) => c.toFixed(2)).join(', ')} s, sshd ${ends[path].sshd.map((c) => c.toFixed(2)).join(', ')} s${path === 'openssh-jump' ? `, OpenSSH jump host ${ends[path].jump.map((c) => c.toFixed(2)).join(', ')} s` : ''}`,
       );
     const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
     const total = {
@@ -486,7 +511,14 @@ async function main(): Promise<void> {
     console.log(
       `CPU of all processes per ${MB} MB: direct ${total.direct.toFixed(2)} s, through ${total.through.toFixed(2)} s; where the machine's CPU is what limits both (a loaded machine), through/direct ≈ ${(total.direct / total.through).toFixed(2)}`,
     );
-    for (const path of ['direct', 'through'] as const) for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
+    if (OPENSSH_JUMP) {
+      const o = ends['openssh-jump'];
+      const rateOpenssh = median(bulk['openssh-jump']);
+      console.log(
+        `reference, ssh -J through OpenSSH's sshd: ${rateOpenssh.toFixed(1)} MB/s (rounds ${bulk['openssh-jump'].map((r) => r.toFixed(1)).join(', ')}), ratio to direct ${(rateOpenssh / rate.direct).toFixed(2)}; CPU of all its processes per ${MB} MB ${((sum(o.client) + sum(o.sshd) + sum(o.jump)) / ROUNDS).toFixed(2)} s; echo p50 ${f(stats(echo['openssh-jump']).p50)} ms p99 ${f(stats(echo['openssh-jump']).p99)} ms`,
+      );
+    }
+    for (const path of paths) for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
     console.log(
       `throughput ratio through/direct: ${(rate.through / rate.direct).toFixed(2)}  (target ≥ 0.70: ${rate.through / rate.direct >= 0.7 ? 'MET' : 'NOT MET'})`,
     );
