@@ -27,7 +27,7 @@
  *
  * Whatever ends the bench (an error, an uncaught one, Ctrl-C), it kills what it started (the
  * controller, and every process in its namespaces: the agent, sshd and its sessions) and deletes
- * its veth and namespaces.
+ * its veth, namespaces and temporary directory.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -278,12 +278,15 @@ async function main(): Promise<void> {
   const namespaces: string[] = [];
   let rootIf = '';
   // registered before the lab's own 'exit' clean-up (which deletes the namespaces): listeners run in order
-  const onExit = () => killEverythingSync(children, namespaces, rootIf);
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-ssh-'));
+  const onExit = () => {
+    killEverythingSync(children, namespaces, rootIf);
+    rmSync(dir, { recursive: true, force: true });
+  };
   process.once('exit', onExit);
   const lab = new NetnsLab();
   rootIf = `${lab.prefix}r`;
   namespaces.push(`${lab.prefix}-host`, `${lab.prefix}-vm`);
-  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-ssh-'));
   try {
     const host = await lab.namespace('host');
     const vm = await lab.namespace('vm');
