@@ -18,8 +18,18 @@
  *
  *   npx tsx bench/ssh.ts     (as root; ssh, scp, sshd, ssh-keygen; npm run build first)
  *     BENCH_SSH_KEYS=1000 BENCH_SSH_ROUNDS=3 BENCH_SSH_MB=200 BENCH_SSH_JUMP_CIPHER=aes128-gcm@openssh.com (default: the client's choice)
+ *     BENCH_SSH_OPENSSH_JUMP=on: also measure `ssh -J` through OpenSSH's sshd in the host namespace (a reference: the same jump with a relay written in C)
+ *     BENCH_SSH_QUEUES=on: sample where the bytes wait (TCP queues of each hop) during the copies
+ *     BENCH_SSH_CPU_PROF=<dir>: the controller and the agent run with `node --cpu-prof` and write their
+ *     profiles (.cpuprofile, for Chrome's DevTools or `bench/cpuprofile-top.ts`) there when they stop
+ *     BENCH_SSH_NODE_ARGS="--trace-gc …": node options for the controller and the agent
+ *     BENCH_SSH_OUTPUT=<dir>: the controller's and the agent's output are written there at the end
+ *
+ * Whatever ends the bench (an error, an uncaught one, Ctrl-C), it kills what it started (the
+ * controller, and every process in its namespaces: the agent, sshd and its sessions) and deletes
+ * its veth, namespaces and temporary directory.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +43,28 @@ const MB = Number(process.env.BENCH_SSH_MB ?? 200);
 const WARMUP_KEYS = 50;
 /** A cipher for the client's connection to the jump server (a diagnostic: which one the jump server decrypts fastest). */
 const JUMP_CIPHER = process.env.BENCH_SSH_JUMP_CIPHER;
+/**
+ * Sample the TCP queues of each hop during the copies (`ss` 20 times a second in three namespaces).
+ * Off by default: the sampling takes about a fifth of this 2-core machine's CPU while it runs, which
+ * the CPU-bound through path then lacks (it lowered the measured ratio).
+ */
+const QUEUES = process.env.BENCH_SSH_QUEUES === 'on';
+/**
+ * A third path for reference: `ssh -J` through OpenSSH's own sshd as the jump host, in the host
+ * namespace (client → sshd (C) → instance's sshd), with the same client options. What any jump
+ * path costs on this machine with a relay much cheaper than ours: the client's second encryption,
+ * its `-W` process, one decryption and one more TCP hop.
+ */
+const OPENSSH_JUMP = process.env.BENCH_SSH_OPENSSH_JUMP === 'on';
+/** Where the controller and the agent write their CPU profiles; absent: not profiled. */
+const CPU_PROF = process.env.BENCH_SSH_CPU_PROF;
+/** Node options for the controller and the agent (a diagnostic, e.g. `--trace-gc`), space-separated. */
+const NODE_ARGS = (process.env.BENCH_SSH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+for (const arg of NODE_ARGS) if (!arg.startsWith('--')) throw new Error(`BENCH_SSH_NODE_ARGS: ${JSON.stringify(arg)} is not a node option (--name[=value])`);
+/** One directory per process: the agent runs under tsx, whose loader thread writes a profile of its own. */
+const nodeArgs = (name: string): string[] => [...NODE_ARGS, ...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', join(CPU_PROF, name)] : [])];
+/** The monotonic clock in µs, the one CPU profiles' timestamps use, for the windows of the through copies. */
+const monotonicMicros = () => Number(process.hrtime.bigint() / 1000n);
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const CONTROLLER_ADDRESS = '100.74.0.1';
@@ -51,7 +83,8 @@ function started(
   args: string[],
   env: NodeJS.ProcessEnv = process.env,
 ): { child: ChildProcess; output: () => string; waitFor: (re: RegExp) => Promise<RegExpExecArray> } {
-  const child = spawn(command, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // its own process group: `ip netns exec` runs the program as its child, and both go with the group
+  const child = spawn(command, args, { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -67,12 +100,16 @@ function started(
   return { child, output: () => out, waitFor };
 }
 
-/** CPU seconds (user + system) a process has used, from /proc; `waited`: those of its children it has waited for. */
-function cpuSeconds(pid: number | undefined | 'self', waited = false): number {
+/**
+ * CPU seconds (user + system, or only system: the kernel's work for the process, e.g. its socket
+ * reads and writes) a process has used, from /proc; `waited`: those of its children it has waited for.
+ */
+function cpuSeconds(pid: number | undefined | 'self', waited = false, only?: 'system'): number {
   if (!pid) return 0;
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return waited ? (Number(fields[13]) + Number(fields[14])) / 100 : (Number(fields[11]) + Number(fields[12])) / 100;
+    const [user, system] = waited ? [fields[13], fields[14]] : [fields[11], fields[12]];
+    return ((only === 'system' ? 0 : Number(user)) + Number(system)) / 100;
   } catch {
     return 0;
   }
@@ -131,6 +168,16 @@ async function echoTimes(command: string, args: string[], count: number): Promis
   const ssh = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   ssh.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  // ssh that ends early (refused, unreachable) makes the next write fail with EPIPE: the measurement fails with its stderr
+  let failed: Error | undefined;
+  let fail: ((error: Error) => void) | undefined;
+  const failWith = (why: string) => {
+    failed ??= new Error(`${why}; ssh's stderr: ${err.trim() || '(empty)'}`);
+    fail?.(failed);
+  };
+  ssh.stdin!.on('error', (error: Error) => failWith(`writing to ssh failed: ${error.message}`));
+  ssh.on('error', (error: Error) => failWith(`ssh could not run: ${error.message}`));
+  ssh.on('exit', (code, signal) => failWith(`ssh ended (${signal ?? `exit code ${code}`}) before the echo test was over`));
   let waiting: ((chunk: Buffer) => void) | undefined;
   let pending = '';
   ssh.stdout!.on('data', (d: Buffer) => {
@@ -139,41 +186,107 @@ async function echoTimes(command: string, args: string[], count: number): Promis
   });
   const byteBack = (byte: string) =>
     new Promise<void>((resolve, reject) => {
+      if (failed) return reject(failed);
       const timer = setTimeout(() => reject(new Error(`no echo in 10 s; stderr: ${err}`)), 10_000);
+      fail = (error) => {
+        clearTimeout(timer);
+        reject(error);
+      };
       const check = () => {
         const at = pending.indexOf(byte);
         if (at < 0) return;
         pending = pending.slice(at + 1);
         clearTimeout(timer);
         waiting = undefined;
+        fail = undefined;
         resolve();
       };
       waiting = check;
       check();
     });
-  // the remote side is ready once a first byte comes back
-  ssh.stdin!.write('!');
-  await byteBack('!');
   const times: number[] = [];
-  for (let i = 0; i < count + WARMUP_KEYS; i++) {
-    const byte = String.fromCharCode(97 + (i % 26));
-    const t0 = process.hrtime.bigint();
-    ssh.stdin!.write(byte);
-    await byteBack(byte);
-    if (i >= WARMUP_KEYS) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  try {
+    // the remote side is ready once a first byte comes back
+    ssh.stdin!.write('!');
+    await byteBack('!');
+    for (let i = 0; i < count + WARMUP_KEYS; i++) {
+      const byte = String.fromCharCode(97 + (i % 26));
+      const t0 = process.hrtime.bigint();
+      ssh.stdin!.write(byte);
+      await byteBack(byte);
+      if (i >= WARMUP_KEYS) times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  } catch (error) {
+    ssh.kill('SIGKILL');
+    throw error;
   }
   const exited = new Promise((resolve) => ssh.once('exit', resolve));
+  failed = new Error('stopped'); // the exit that follows is ours
   ssh.kill('SIGTERM');
   await exited; // reaped before the next measurement counts its children's CPU
   return times;
 }
 
+/**
+ * Kills what the bench started and deletes its veth, synchronously, so that it also runs from the
+ * 'exit' event (an uncaught error, Ctrl-C): every process in the lab's namespaces (found by
+ * namespace, whoever forked them: the agent, sshd and its sessions, a client still copying), and the
+ * process group of each child started here (the controller). A namespace that still holds a process
+ * outlives `ip netns del` with its veths, hence processes first.
+ */
+function killEverythingSync(children: ChildProcess[], namespaces: string[], rootIf: string): void {
+  for (const ns of namespaces) {
+    let pids: string[] = [];
+    try {
+      pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .split(/\s+/)
+        .filter(Boolean);
+    } catch {
+      // no such namespace (not made yet, or gone)
+    }
+    for (const pid of pids) killQuietly(Number(pid));
+  }
+  for (const child of children) if (child.pid && child.exitCode === null && child.signalCode === null) killQuietly(-child.pid);
+  try {
+    execFileSync('ip', ['link', 'del', rootIf], { stdio: 'ignore' });
+  } catch {
+    // not made, or gone with its peer's namespace
+  }
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** Stops a child started here (SIGTERM to its process group, so it writes its CPU profile) and waits for it, SIGKILL after 10 s. */
+async function stopGently(child: ChildProcess): Promise<void> {
+  if (!child.pid || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  process.kill(-child.pid, 'SIGTERM');
+  const timer = setTimeout(() => killQuietly(-child.pid!), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
 async function main(): Promise<void> {
   if (!(await labAvailable())) throw new Error('needs root and network namespaces');
-  const lab = new NetnsLab();
-  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-ssh-'));
-  const rootIf = `${lab.prefix}r`;
   const children: ChildProcess[] = [];
+  const namespaces: string[] = [];
+  let rootIf = '';
+  // registered before the lab's own 'exit' clean-up (which deletes the namespaces): listeners run in order
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-ssh-'));
+  const onExit = () => {
+    killEverythingSync(children, namespaces, rootIf);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+  const lab = new NetnsLab();
+  rootIf = `${lab.prefix}r`;
+  namespaces.push(`${lab.prefix}-host`, `${lab.prefix}-vm`);
   try {
     const host = await lab.namespace('host');
     const vm = await lab.namespace('vm');
@@ -182,6 +295,7 @@ async function main(): Promise<void> {
     const controller = started(
       process.execPath,
       [
+        ...nodeArgs('controller'),
         'core/cli/dist/cli.js',
         'serve',
         '--no-sandbox',
@@ -231,8 +345,19 @@ async function main(): Promise<void> {
     const hostKey = join(dir, 'ssh_host_ed25519_key');
     await must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', hostKey]);
     mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
-    const sshd = spawn('ip', ['netns', 'exec', vm.name, ...sshdArgs(hostKey, `${key}.pub`, ['PermitRootLogin prohibit-password'])], { stdio: 'ignore' });
+    const sshd = spawn('ip', ['netns', 'exec', vm.name, ...sshdArgs(hostKey, `${key}.pub`, ['PermitRootLogin prohibit-password'])], {
+      stdio: 'ignore',
+      detached: true,
+    });
     children.push(sshd);
+    // the reference jump host: OpenSSH's sshd on the host namespace's address, root's key as on the instance
+    const opensshJump = OPENSSH_JUMP
+      ? spawn('ip', ['netns', 'exec', host.name, ...sshdArgs(hostKey, `${key}.pub`, ['PermitRootLogin prohibit-password', `ListenAddress ${HOST_ADDRESS}`])], {
+          stdio: 'ignore',
+          detached: true,
+        })
+      : undefined;
+    if (opensshJump) children.push(opensshJump);
 
     const agentToken = (
       await api(
@@ -240,7 +365,7 @@ async function main(): Promise<void> {
         { h: hostId },
       )
     ).createApiToken.created.secret as string;
-    const agent = started('ip', labAgentArgs(host, REPO, url!, dir, ['--state-dir', join(dir, 'agent-state')]), {
+    const agent = started('ip', labAgentArgs(host, REPO, url!, dir, ['--state-dir', join(dir, 'agent-state')], nodeArgs('agent')), {
       ...process.env,
       GATEHOUSE_AGENT_TOKEN: agentToken,
     });
@@ -260,22 +385,26 @@ async function main(): Promise<void> {
         key,
         jumpOptions: JUMP_CIPHER ? [`Ciphers ${JUMP_CIPHER}`] : [],
         options: ['LogLevel ERROR'],
-      }),
+      }) + ['Host opensshjump', `  HostName ${HOST_ADDRESS}`, '  User root', ...(JUMP_CIPHER ? [`  Ciphers ${JUMP_CIPHER}`] : []), ''].join('\n'),
     );
     const through = (program: 'ssh' | 'scp', args: string[]) => ({ command: program, args: ['-F', config, '-J', 'jump', ...args] });
+    const viaOpenssh = (program: 'ssh' | 'scp', args: string[]) => ({ command: program, args: ['-F', config, '-J', 'opensshjump', ...args] });
     const direct = (program: 'ssh' | 'scp', args: string[]) => ({ command: 'ip', args: ['netns', 'exec', host.name, program, '-F', config, ...args] });
     const echoArgs = ['-tt', `root@${vmAddress}`, 'stty raw -echo; exec cat'];
     const file = join(dir, 'bulk.bin');
     await must('dd', ['if=/dev/urandom', `of=${file}`, 'bs=1M', `count=${MB}`, 'status=none']);
     const scpArgs = ['-q', file, `root@${vmAddress}:/dev/null`];
 
-    const echo = { direct: [] as number[], through: [] as number[] };
-    const bulk = { direct: [] as number[], through: [] as number[] };
+    type Path = 'direct' | 'through' | 'openssh-jump';
+    const paths: Path[] = OPENSSH_JUMP ? ['direct', 'through', 'openssh-jump'] : ['direct', 'through'];
+    const echo: Record<Path, number[]> = { direct: [], through: [], 'openssh-jump': [] };
+    const scpWindows: [number, number][] = [];
+    const bulk: Record<Path, number[]> = { direct: [], through: [], 'openssh-jump': [] };
     // where the through path spends CPU: the controller (jump server) and the agent (tunnel), per bulk copy
-    const cpu = { controller: [] as number[], agent: [] as number[] };
+    const cpu = { controller: [] as number[], agent: [] as number[], controllerSystem: [] as number[], agentSystem: [] as number[] };
     const httpPort = new URL(url!).port;
-    const queues = { direct: [] as string[], through: [] as string[] };
-    const sampler = (path: 'direct' | 'through') =>
+    const queues: Record<Path, string[]> = { direct: [], through: [], 'openssh-jump': [] };
+    const sampler = (path: Path) =>
       new QueueSampler([
         {
           roles: (local, peer) =>
@@ -301,37 +430,50 @@ async function main(): Promise<void> {
         { netns: vm.name, roles: (local) => (local === `${vmAddress}:22` ? { recv: 'sshd recv' } : {}) },
       ]);
     // and the ends both paths share: the client (scp and its ssh, and the ProxyJump ssh), waited for by this process, and sshd's sessions
-    const ends = { direct: { client: [] as number[], sshd: [] as number[] }, through: { client: [] as number[], sshd: [] as number[] } };
+    const ends: Record<Path, { client: number[]; sshd: number[]; jump: number[] }> = {
+      direct: { client: [], sshd: [], jump: [] },
+      through: { client: [], sshd: [], jump: [] },
+      'openssh-jump': { client: [], sshd: [], jump: [] },
+    };
     const agentPid = () => {
       const children = readFileSync(`/proc/${agent.child.pid}/task/${agent.child.pid}/children`, 'utf8').trim();
       return children ? Number(children.split(' ')[0]) : agent.child.pid; // ip netns exec runs node in its place
     };
+    console.log(`processes: controller ${controller.child.pid}, agent ${agentPid()}, sshd ${sshd.pid}`);
     for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? (['direct', 'through'] as const) : (['through', 'direct'] as const);
+      const order = round % 2 === 0 ? paths : [...paths].reverse();
       for (const path of order) {
-        const make = path === 'direct' ? direct : through;
+        const make = path === 'direct' ? direct : path === 'through' ? through : viaOpenssh;
         const e = make('ssh', echoArgs);
         echo[path].push(...(await echoTimes(e.command, e.args, KEYS)));
         const s = make('scp', scpArgs);
         const before = {
           controller: cpuSeconds(controller.child.pid),
           agent: cpuSeconds(agentPid()),
+          controllerSystem: cpuSeconds(controller.child.pid, false, 'system'),
+          agentSystem: cpuSeconds(agentPid(), false, 'system'),
           client: cpuSeconds('self', true),
           sshd: cpuSeconds(sshd.pid, true),
+          jump: cpuSeconds(opensshJump?.pid, true),
         };
-        const sampling = sampler(path);
-        sampling.start();
+        const sampling = QUEUES ? sampler(path) : undefined;
+        sampling?.start();
         const t0 = process.hrtime.bigint();
+        const from = monotonicMicros();
         const r = await runProgram(s.command, s.args);
-        queues[path].push(sampling.stop());
+        if (path === 'through') scpWindows.push([from, monotonicMicros()]);
+        if (sampling) queues[path].push(sampling.stop());
         if (r.code !== 0) throw new Error(`scp (${path}) failed: ${r.stderr}`);
         bulk[path].push(MB / (Number(process.hrtime.bigint() - t0) / 1e9));
         await new Promise((r) => setTimeout(r, 200)); // sshd reaps its session
         ends[path].client.push(cpuSeconds('self', true) - before.client);
         ends[path].sshd.push(cpuSeconds(sshd.pid, true) - before.sshd);
+        ends[path].jump.push(cpuSeconds(opensshJump?.pid, true) - before.jump);
         if (path === 'through') {
           cpu.controller.push(cpuSeconds(controller.child.pid) - before.controller);
           cpu.agent.push(cpuSeconds(agentPid()) - before.agent);
+          cpu.controllerSystem.push(cpuSeconds(controller.child.pid, false, 'system') - before.controllerSystem);
+          cpu.agentSystem.push(cpuSeconds(agentPid(), false, 'system') - before.agentSystem);
         }
       }
     }
@@ -358,11 +500,11 @@ async function main(): Promise<void> {
     console.log(`scp ${MB} MB  direct: ${rate.direct.toFixed(1)} MB/s (rounds ${bulk.direct.map((r) => r.toFixed(1)).join(', ')})`);
     console.log(`scp ${MB} MB  through: ${rate.through.toFixed(1)} MB/s (rounds ${bulk.through.map((r) => r.toFixed(1)).join(', ')})`);
     console.log(
-      `CPU per ${MB} MB through: controller (jump server) ${cpu.controller.map((c) => c.toFixed(2)).join(', ')} s, agent (tunnel) ${cpu.agent.map((c) => c.toFixed(2)).join(', ')} s`,
+      `CPU per ${MB} MB through: controller (jump server) ${cpu.controller.map((c) => c.toFixed(2)).join(', ')} s (kernel ${cpu.controllerSystem.map((c) => c.toFixed(2)).join(', ')}), agent (tunnel) ${cpu.agent.map((c) => c.toFixed(2)).join(', ')} s (kernel ${cpu.agentSystem.map((c) => c.toFixed(2)).join(', ')})`,
     );
-    for (const path of ['direct', 'through'] as const)
+    for (const path of paths)
       console.log(
-        `CPU per ${MB} MB ${path}: client (scp + ssh) ${ends[path].client.map((c) => c.toFixed(2)).join(', ')} s, sshd ${ends[path].sshd.map((c) => c.toFixed(2)).join(', ')} s`,
+        `CPU per ${MB} MB ${path}: client (scp + ssh) ${ends[path].client.map((c) => c.toFixed(2)).join(', ')} s, sshd ${ends[path].sshd.map((c) => c.toFixed(2)).join(', ')} s${path === 'openssh-jump' ? `, OpenSSH jump host ${ends[path].jump.map((c) => c.toFixed(2)).join(', ')} s` : ''}`,
       );
     const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
     const total = {
@@ -372,13 +514,34 @@ async function main(): Promise<void> {
     console.log(
       `CPU of all processes per ${MB} MB: direct ${total.direct.toFixed(2)} s, through ${total.through.toFixed(2)} s; where the machine's CPU is what limits both (a loaded machine), through/direct ≈ ${(total.direct / total.through).toFixed(2)}`,
     );
-    for (const path of ['direct', 'through'] as const) for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
+    if (OPENSSH_JUMP) {
+      const o = ends['openssh-jump'];
+      const rateOpenssh = median(bulk['openssh-jump']);
+      console.log(
+        `reference, ssh -J through OpenSSH's sshd: ${rateOpenssh.toFixed(1)} MB/s (rounds ${bulk['openssh-jump'].map((r) => r.toFixed(1)).join(', ')}), ratio to direct ${(rateOpenssh / rate.direct).toFixed(2)}; CPU of all its processes per ${MB} MB ${((sum(o.client) + sum(o.sshd) + sum(o.jump)) / ROUNDS).toFixed(2)} s; echo p50 ${f(stats(echo['openssh-jump']).p50)} ms p99 ${f(stats(echo['openssh-jump']).p99)} ms`,
+      );
+    }
+    for (const path of paths) for (const q of queues[path]) console.log(`queued KB (mean/max) during ${path} scp: ${q}`);
     console.log(
       `throughput ratio through/direct: ${(rate.through / rate.direct).toFixed(2)}  (target ≥ 0.70: ${rate.through / rate.direct >= 0.7 ? 'MET' : 'NOT MET'})`,
     );
+    if (process.env.BENCH_SSH_OUTPUT) {
+      writeFileSync(join(process.env.BENCH_SSH_OUTPUT, 'controller.log'), controller.output());
+      writeFileSync(join(process.env.BENCH_SSH_OUTPUT, 'agent.log'), agent.output());
+    }
+    // for profilers of the whole machine (e.g. `perf record -k CLOCK_MONOTONIC -a`): when the through copies ran
+    console.log(`through copies ran (CLOCK_MONOTONIC µs): ${JSON.stringify(scpWindows)}`);
+    if (CPU_PROF) {
+      await stopGently(agent.child);
+      await stopGently(controller.child);
+      writeFileSync(join(CPU_PROF, 'through-scp-windows.json'), JSON.stringify(scpWindows));
+      console.log(
+        `CPU profiles in ${CPU_PROF}/controller and ${CPU_PROF}/agent (the main thread's is the largest file); the through copies' windows: ${CPU_PROF}/through-scp-windows.json (npx tsx bench/cpuprofile-top.ts <profile> --windows <that file>)`,
+      );
+    }
   } finally {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await runProgram('ip', ['link', 'del', rootIf]);
+    killEverythingSync(children, namespaces, rootIf);
+    process.removeListener('exit', onExit);
     await lab.cleanup();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -68,13 +68,17 @@ export function sshdArgs(hostKey: string, authorizedKeys: string, options: strin
   ];
 }
 
-/** `ip netns exec <host> node … host-agent cli` with the json-file plugin (the tunnel does not depend on the backend), run from the repository. */
-export function labAgentArgs(host: LabNamespace, repo: string, controllerUrl: string, dir: string, extra: string[] = []): string[] {
+/**
+ * `ip netns exec <host> node … host-agent cli` with the json-file plugin (the tunnel does not depend
+ * on the backend), run from the repository; `extra`: more agent arguments, `nodeArgs`: node's own.
+ */
+export function labAgentArgs(host: LabNamespace, repo: string, controllerUrl: string, dir: string, extra: string[] = [], nodeArgs: string[] = []): string[] {
   return [
     'netns',
     'exec',
     host.name,
     process.execPath,
+    ...nodeArgs,
     '--import',
     'tsx',
     'agents/host-agent/src/cli.ts',
