@@ -21,7 +21,18 @@ import { isAdmin, type Actor } from '../auth/actor.js';
 import { csvCell, csvCellValue, csvRecords, type CsvRecord, type CsvSyntaxError } from '../support/csv.js';
 import { WorkBudget } from '../support/work-budget.js';
 import { sharesOneConnection, type Database, type Executor } from '../db/database.js';
-import { auditLog, forwardIsVisible, hosts, instances, ipAllocations, nics, portForwardImports, portForwards, users, type ListeningSocketJson } from '../db/schema.js';
+import {
+  auditLog,
+  forwardIsVisible,
+  hosts,
+  instances,
+  ipAllocations,
+  nics,
+  portForwardImports,
+  portForwards,
+  users,
+  type ListeningSocketJson,
+} from '../db/schema.js';
 import { ConflictError, GatehouseError, NotFoundError, ValidationError, postgresErrorOf } from '../support/errors.js';
 import { newId } from '../support/ids.js';
 import type { Host } from './host-service.js';
@@ -189,8 +200,11 @@ function ownersOf(forwards: readonly PortForward[]): string[] {
   return [...new Set(forwards.map((f) => f.ownerId))];
 }
 
-/** A forward of the host (`staged` while another import writes it), or one planned by a row of the file. */
-type Indexed = PortForward & { row?: number; staged?: boolean };
+/**
+ * A forward of the host (`staged` while another import writes it), or one planned by a row of the
+ * file: a planned row is indexed as its own plan (`ImportRow`), not as a copy of its forward.
+ */
+type Indexed = { readonly forward: PortForward; readonly row?: number; readonly staged?: boolean };
 
 /** Lets queued requests run between two staging transactions. */
 const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -213,7 +227,7 @@ class FreePorts {
   }
 
   /** Marks a forward's host ports taken when its keys overlap these. */
-  claim(f: Indexed): void {
+  claim(f: PortForward): void {
     if (keysOverlap(f, this.keys)) this.take({ start: f.hostPortStart, end: f.hostPortEnd });
   }
 
@@ -240,33 +254,48 @@ class FreePorts {
   }
 }
 
-/** Forwards on one host indexed by host port, for overlap checks that cost per port, not per forward. */
+/**
+ * Forwards on one host indexed by host port, for overlap checks that cost per port, not per
+ * forward. A port holds its one forward, or a list when several share it (other protocols or
+ * addresses): a 50,000-row plan keeps no list, map entry or copy per row (what it keeps alive is
+ * copied by every minor garbage collection while the plan runs).
+ */
 class PortIndex {
-  private readonly byPort = new Map<number, Indexed[]>();
+  private readonly byPort: (Indexed | Indexed[] | undefined)[] = new Array(65536);
   private readonly all: Indexed[] = [];
   private readonly searches = new Map<string, FreePorts>();
 
   constructor(private readonly host: Host) {}
 
-  add(forward: Indexed): void {
-    for (let p = forward.hostPortStart; p <= forward.hostPortEnd; p++) {
-      const list = this.byPort.get(p);
-      if (list) list.push(forward);
-      else this.byPort.set(p, [forward]);
+  add(entry: Indexed): void {
+    const { hostPortStart, hostPortEnd } = entry.forward;
+    for (let p = Math.max(hostPortStart, 0); p <= Math.min(hostPortEnd, 65535); p++) {
+      const held = this.byPort[p];
+      if (held === undefined) this.byPort[p] = entry;
+      else if (Array.isArray(held)) held.push(entry);
+      else this.byPort[p] = [held, entry];
     }
-    this.all.push(forward);
-    for (const search of this.searches.values()) search.claim(forward);
+    this.all.push(entry);
+    for (const search of this.searches.values()) search.claim(entry.forward);
   }
 
-  /** Forwards overlapping the keys on any of the ports. */
+  /** Forwards overlapping the keys on any of the ports, each once. */
   overlapping(keys: PlacedForward, ports: PortRange): Indexed[] {
-    const found = new Set<Indexed>();
-    for (let p = ports.start; p <= ports.end; p++) {
-      for (const f of this.byPort.get(p) ?? []) {
-        if (keysOverlap(f, keys)) found.add(f);
-      }
+    const found: Indexed[] = [];
+    // a forward over several ports is met once per port
+    const seen = ports.start === ports.end ? undefined : new Set<Indexed>();
+    const note = (e: Indexed) => {
+      if (seen?.has(e) || !keysOverlap(e.forward, keys)) return;
+      seen?.add(e);
+      found.push(e);
+    };
+    for (let p = Math.max(ports.start, 0); p <= Math.min(ports.end, 65535); p++) {
+      const held = this.byPort[p];
+      if (held === undefined) continue;
+      if (Array.isArray(held)) held.forEach(note);
+      else note(held);
     }
-    return [...found];
+    return found;
   }
 
   /** The lowest free block of `count` host ports for a forward with these keys. */
@@ -275,7 +304,7 @@ class PortIndex {
     let search = this.searches.get(id);
     if (!search) {
       search = new FreePorts(this.host, { protoLo: keys.protoLo, protoHi: keys.protoHi, addrLo: keys.addrLo, addrHi: keys.addrHi });
-      for (const f of this.all) search.claim(f);
+      for (const e of this.all) search.claim(e.forward);
       this.searches.set(id, search);
     }
     return search.lowest(count);
@@ -522,15 +551,17 @@ export class PortForwardImportService {
     const index = new PortIndex(host);
     // rows of imports still being written hold their ports too
     const held = await db.select({ forward: portForwards, visible: forwardIsVisible }).from(portForwards).where(eq(portForwards.hostId, hostId));
-    for (const { forward, visible } of held) index.add(visible ? forward : { ...forward, staged: true });
+    for (const { forward, visible } of held) index.add({ forward, staged: !visible });
     const names = new Map(
       (await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
     );
     const listening = await hostListeningSockets(db, hostId);
     const rows: ImportRow[] = file.errors.map((e) => ({ row: e.line, action: 'invalid' as const, reason: e.problem, column: null, forward: null }));
     const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
+    // one creation time for the file's forwards (and one object, not one per row)
+    const createdAt = new Date();
     for (const rec of file.records) {
-      rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening));
+      rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening, createdAt));
       await budget.tick();
     }
     rows.sort((a, b) => a.row - b.row);
@@ -663,6 +694,7 @@ export class PortForwardImportService {
     index: PortIndex,
     names: Map<string, string>,
     listening: ListeningSocketJson[] | null,
+    createdAt: Date,
   ): ImportRow {
     const row = rec.line;
     const invalid = (column: string | null, reason: string): ImportRow => ({ row, action: 'invalid', reason, column, forward: null });
@@ -737,28 +769,26 @@ export class PortForwardImportService {
       if (!ports) return { row, action: 'conflict', reason: `no free host port left on host "${host.name}"`, column: 'host_port', forward: null };
     }
     const clash = index.overlapping(placed, ports);
-    // the revision the import commits as; set exactly from the bump when it is applied
-    const forward = forwardRow(placed, ports, host.id, target, host.desiredRevision + 1);
     const same = clash.find(
-      (f) =>
-        f.row === undefined &&
-        !f.staged &&
-        f.protocol === forward.protocol &&
-        f.hostAddress === forward.hostAddress &&
-        f.hostPortStart === forward.hostPortStart &&
-        f.hostPortEnd === forward.hostPortEnd &&
-        f.targetAddressId === forward.targetAddressId &&
-        f.targetPortStart === forward.targetPortStart &&
-        sameBalance(f.balance ?? null, forward.balance),
+      ({ forward: f, row: other, staged }) =>
+        other === undefined &&
+        !staged &&
+        f.protocol === placed.protocol &&
+        f.hostAddress === placed.hostAddress &&
+        f.hostPortStart === ports.start &&
+        f.hostPortEnd === ports.end &&
+        f.targetAddressId === target.id &&
+        f.targetPortStart === placed.targetPorts.start &&
+        sameBalance(f.balance ?? null, placed.balance),
     );
-    if (same && clash.length === 1) return { row, action: 'unchanged', reason: null, column: null, forward: same };
+    if (same && clash.length === 1) return { row, action: 'unchanged', reason: null, column: null, forward: same.forward };
     if (clash.length > 0) {
-      const f = clash[0]!;
+      const { forward: f, row: other, staged } = clash[0]!;
       const where = `${portRangeText(ports)}/${placed.protocol} on host "${host.name}"`;
       const reason =
-        f.row !== undefined
-          ? `${where} is already forwarded by row ${f.row} of this file`
-          : f.staged
+        other !== undefined
+          ? `${where} is already forwarded by row ${other} of this file`
+          : staged
             ? `${where} is held by another import that is being written`
             : `${where} is already forwarded to ${isAdmin(actor) || f.ownerId === actor.userId ? `${names.get(f.instanceId) ?? f.instanceId} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant'}`;
       return { row, action: 'conflict', reason, column: 'host_port', forward: null };
@@ -769,7 +799,10 @@ export class PortForwardImportService {
       const where = `${portRangeText(ports)}/${placed.protocol} on host "${host.name}"`;
       return { row, action: 'conflict', reason: `${where} is in use on the host: ${listeningText(service)}`, column: 'host_port', forward: null };
     }
-    index.add({ ...forward, row });
-    return { row, action: 'create', reason: null, column: null, forward };
+    // the revision the import commits as; set exactly from the bump when it is applied
+    const forward = forwardRow(placed, ports, host.id, target, host.desiredRevision + 1, createdAt);
+    const planned = { row, action: 'create' as const, reason: null, column: null, forward };
+    index.add(planned);
+    return planned;
   }
 }
