@@ -171,11 +171,23 @@ const STALE_IMPORT_MS = 120_000;
 /** Longest a plan may take before the import is refused (50,000 rows plan in well under 2 s). */
 const PLAN_BUDGET_MS = 30_000;
 
-/** A parsed file: its records, syntax errors and column positions. */
+/**
+ * A file whose header was read: the text and the column positions. Its rows are read as they are
+ * planned (`dataRecords`), not kept: 50,000 records alive through the plan were copied by every
+ * minor garbage collection while it ran.
+ */
 interface ParsedFile {
-  records: CsvRecord[];
-  errors: CsvSyntaxError[];
+  csv: string;
   columns: Map<string, number>;
+}
+
+/** The records and syntax errors after the header, in file order. */
+function* dataRecords(file: ParsedFile): Generator<CsvRecord | CsvSyntaxError> {
+  let header = true;
+  for (const r of csvRecords(file.csv)) {
+    if (header) header = false;
+    else yield r;
+  }
 }
 
 /** Host ports a forward row holds, per protocol. */
@@ -334,13 +346,10 @@ export class PortForwardImportService {
         `is larger than the ${MAX_CSV_BYTES / 1024 / 1024} MiB limit; split the file`,
       );
     }
-    const { records, errors } = await this.parse(input.csv);
-    const header = records.shift();
-    if (!header || header.line !== 1)
+    const [header] = csvRecords(input.csv);
+    if (!header || 'problem' in header || header.line !== 1)
       throw new ValidationError('input.csv', 'row 1', `needs a header row: ${[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(',')}`);
-    const columns = this.columnsOf(header);
-    if (records.length > MAX_CSV_ROWS) throw new ValidationError('input.csv', `${records.length} rows`, `has more than ${MAX_CSV_ROWS} rows; split the file`);
-    const file = { records, errors, columns };
+    const file = { csv: input.csv, columns: this.columnsOf(header) };
 
     const planned = await this.plan(this.db, actor, hostId, file);
     if (dryRun) {
@@ -357,19 +366,6 @@ export class PortForwardImportService {
         opened.creates.map((r) => r.forward!),
       );
     return { dryRun, applied: true, rows: opened.rows };
-  }
-
-  /** The file's records and syntax errors, yielding to other requests as it goes. */
-  private async parse(csv: string): Promise<{ records: CsvRecord[]; errors: CsvSyntaxError[] }> {
-    const records: CsvRecord[] = [];
-    const errors: CsvSyntaxError[] = [];
-    const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
-    for (const r of csvRecords(csv)) {
-      if ('problem' in r) errors.push(r);
-      else records.push(r);
-      await budget.tick();
-    }
-    return { records, errors };
   }
 
   /**
@@ -556,15 +552,18 @@ export class PortForwardImportService {
       (await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
     );
     const listening = await hostListeningSockets(db, hostId);
-    const rows: ImportRow[] = file.errors.map((e) => ({ row: e.line, action: 'invalid' as const, reason: e.problem, column: null, forward: null }));
+    const rows: ImportRow[] = [];
     const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
     // one creation time for the file's forwards (and one object, not one per row)
     const createdAt = new Date();
-    for (const rec of file.records) {
-      rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening, createdAt));
+    let records = 0;
+    // rows come in file order, syntax errors among them
+    for (const rec of dataRecords(file)) {
+      if ('problem' in rec) rows.push({ row: rec.line, action: 'invalid', reason: rec.problem, column: null, forward: null });
+      else if (++records > MAX_CSV_ROWS) throw new ValidationError('input.csv', `row ${rec.line}`, `has more than ${MAX_CSV_ROWS} rows; split the file`);
+      else rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening, createdAt));
       await budget.tick();
     }
-    rows.sort((a, b) => a.row - b.row);
     return { rows, revision: host.desiredRevision };
   }
 

@@ -8,7 +8,8 @@
  * trips complete during one yield, several in a row. A `{ me }` takes about 8 turns of the event
  * loop (its token, its user, yoga's body and response); yielding by `setImmediate`, it waited for
  * 8 slices of the import (2 ms slices: median 18.8 ms on PostgreSQL on an idle machine), yielding
- * by a timer for 2 (4 ms slices: median 10.9 ms, and the work still gets 77% of the time).
+ * by a timer for 2 (2 ms slices: median 6.7 ms, the work getting 64% of the time; 4 ms slices:
+ * 10.9 ms and 77%).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ValidationError } from './errors.js';
@@ -17,7 +18,7 @@ import { ValidationError } from './errors.js';
  * Default slice of uninterrupted work before yielding. A request waits about one slice for each
  * yield it needs to complete its database round trips (about two for a small query, see above).
  */
-export const WORK_SLICE_MS = 4;
+export const WORK_SLICE_MS = 2;
 /** How long a yield lets the event loop poll for I/O (the shortest timer). */
 const YIELD_MS = 1;
 
