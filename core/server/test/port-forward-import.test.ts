@@ -117,6 +117,30 @@ describe.each(backends)('CSV import of port forwards on $name', (backend) => {
     });
   });
 
+  it('plans rows in file order, syntax errors among them', async () => {
+    const csv = 'protocol,host_port,vm_ip,vm_port,note\ntcp,9300,10.0.0.5,80,a\ntcp,"9301"x,10.0.0.5,80,b\ntcp,9302,10.0.0.5,80,c\n';
+    const r = await importCsv(ctx.api.admin, hostId, csv, true);
+    expect(r.result.rows.map((x: { row: number; action: string }) => [x.row, x.action])).toEqual([
+      [2, 'CREATE'],
+      [3, 'INVALID'],
+      [4, 'CREATE'],
+    ]);
+    expect(r.result.rows[1].reason).toContain('after a closing quote');
+  });
+
+  it('refuses a file of more than 50,000 rows, in a dry run too, and writes nothing', async () => {
+    const before = await ctx.api.snapshot();
+    const csv = `protocol,host_port,vm_ip,vm_port,note\n${'tcp,,10.0.0.5,80,\n'.repeat(50_001)}`;
+    for (const dryRun of [true, false]) {
+      expect(await importCsv(ctx.api.admin, hostId, csv, dryRun)).toMatchObject({
+        code: 'VALIDATION_FAILED',
+        field: 'input.csv',
+        message: expect.stringContaining('more than 50000 rows'),
+      });
+    }
+    expect(await ctx.api.snapshot()).toEqual(before);
+  }, 60_000);
+
   it('picks free host ports for rows without one, and keeps tenants to their own instances', async () => {
     const r = await importCsv(bob.client, hostId, 'protocol,host_port,vm_ip,vm_port\ntcp,,10.0.0.9,22\ntcp,,10.0.0.9,80\ntcp,,10.0.0.5,80\n', true);
     expect(r.result.rows.map((x: { action: string }) => x.action)).toEqual(['CREATE', 'CREATE', 'INVALID']);

@@ -171,11 +171,23 @@ const STALE_IMPORT_MS = 120_000;
 /** Longest a plan may take before the import is refused (50,000 rows plan in well under 2 s). */
 const PLAN_BUDGET_MS = 30_000;
 
-/** A parsed file: its records, syntax errors and column positions. */
+/**
+ * A file whose header was read: the text and the column positions. Its rows are read as they are
+ * planned (`dataRecords`), not kept: 50,000 records alive through the plan were copied by every
+ * minor garbage collection while it ran.
+ */
 interface ParsedFile {
-  records: CsvRecord[];
-  errors: CsvSyntaxError[];
+  csv: string;
   columns: Map<string, number>;
+}
+
+/** The records and syntax errors after the header, in file order. */
+function* dataRecords(file: ParsedFile): Generator<CsvRecord | CsvSyntaxError> {
+  let header = true;
+  for (const r of csvRecords(file.csv)) {
+    if (header) header = false;
+    else yield r;
+  }
 }
 
 /** Host ports a forward row holds, per protocol. */
@@ -195,13 +207,27 @@ function totalsByOwner(creates: readonly ImportRow[]): Map<string, { forwards: n
   return new Map([...totals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/** A plan's creates and its invalid or conflicting rows, in one pass. */
+function sorted(rows: readonly ImportRow[]): { creates: ImportRow[]; problems: ImportRow[] } {
+  const creates: ImportRow[] = [];
+  const problems: ImportRow[] = [];
+  for (const r of rows) {
+    if (r.action === 'create') creates.push(r);
+    else if (r.action === 'invalid' || r.action === 'conflict') problems.push(r);
+  }
+  return { creates, problems };
+}
+
 /** The distinct owners of some forwards. */
 function ownersOf(forwards: readonly PortForward[]): string[] {
   return [...new Set(forwards.map((f) => f.ownerId))];
 }
 
-/** A forward of the host (`staged` while another import writes it), or one planned by a row of the file. */
-type Indexed = PortForward & { row?: number; staged?: boolean };
+/**
+ * A forward of the host (`staged` while another import writes it), or one planned by a row of the
+ * file: a planned row is indexed as its own plan (`ImportRow`), not as a copy of its forward.
+ */
+type Indexed = { readonly forward: PortForward; readonly row?: number; readonly staged?: boolean };
 
 /** Lets queued requests run between two staging transactions. */
 const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -224,7 +250,7 @@ class FreePorts {
   }
 
   /** Marks a forward's host ports taken when its keys overlap these. */
-  claim(f: Indexed): void {
+  claim(f: PortForward): void {
     if (keysOverlap(f, this.keys)) this.take({ start: f.hostPortStart, end: f.hostPortEnd });
   }
 
@@ -251,33 +277,48 @@ class FreePorts {
   }
 }
 
-/** Forwards on one host indexed by host port, for overlap checks that cost per port, not per forward. */
+/**
+ * Forwards on one host indexed by host port, for overlap checks that cost per port, not per
+ * forward. A port holds its one forward, or a list when several share it (other protocols or
+ * addresses): a 50,000-row plan keeps no list, map entry or copy per row (what it keeps alive is
+ * copied by every minor garbage collection while the plan runs).
+ */
 class PortIndex {
-  private readonly byPort = new Map<number, Indexed[]>();
+  private readonly byPort: (Indexed | Indexed[] | undefined)[] = new Array(65536);
   private readonly all: Indexed[] = [];
   private readonly searches = new Map<string, FreePorts>();
 
   constructor(private readonly host: Host) {}
 
-  add(forward: Indexed): void {
-    for (let p = forward.hostPortStart; p <= forward.hostPortEnd; p++) {
-      const list = this.byPort.get(p);
-      if (list) list.push(forward);
-      else this.byPort.set(p, [forward]);
+  add(entry: Indexed): void {
+    const { hostPortStart, hostPortEnd } = entry.forward;
+    for (let p = Math.max(hostPortStart, 0); p <= Math.min(hostPortEnd, 65535); p++) {
+      const held = this.byPort[p];
+      if (held === undefined) this.byPort[p] = entry;
+      else if (Array.isArray(held)) held.push(entry);
+      else this.byPort[p] = [held, entry];
     }
-    this.all.push(forward);
-    for (const search of this.searches.values()) search.claim(forward);
+    this.all.push(entry);
+    for (const search of this.searches.values()) search.claim(entry.forward);
   }
 
-  /** Forwards overlapping the keys on any of the ports. */
+  /** Forwards overlapping the keys on any of the ports, each once. */
   overlapping(keys: PlacedForward, ports: PortRange): Indexed[] {
-    const found = new Set<Indexed>();
-    for (let p = ports.start; p <= ports.end; p++) {
-      for (const f of this.byPort.get(p) ?? []) {
-        if (keysOverlap(f, keys)) found.add(f);
-      }
+    const found: Indexed[] = [];
+    // a forward over several ports is met once per port
+    const seen = ports.start === ports.end ? undefined : new Set<Indexed>();
+    const note = (e: Indexed) => {
+      if (seen?.has(e) || !keysOverlap(e.forward, keys)) return;
+      seen?.add(e);
+      found.push(e);
+    };
+    for (let p = Math.max(ports.start, 0); p <= Math.min(ports.end, 65535); p++) {
+      const held = this.byPort[p];
+      if (held === undefined) continue;
+      if (Array.isArray(held)) held.forEach(note);
+      else note(held);
     }
-    return [...found];
+    return found;
   }
 
   /** The lowest free block of `count` host ports for a forward with these keys. */
@@ -286,7 +327,7 @@ class PortIndex {
     let search = this.searches.get(id);
     if (!search) {
       search = new FreePorts(this.host, { protoLo: keys.protoLo, protoHi: keys.protoHi, addrLo: keys.addrLo, addrHi: keys.addrHi });
-      for (const f of this.all) search.claim(f);
+      for (const e of this.all) search.claim(e.forward);
       this.searches.set(id, search);
     }
     return search.lowest(count);
@@ -316,13 +357,10 @@ export class PortForwardImportService {
         `is larger than the ${MAX_CSV_BYTES / 1024 / 1024} MiB limit; split the file`,
       );
     }
-    const { records, errors } = await this.parse(input.csv);
-    const header = records.shift();
-    if (!header || header.line !== 1)
+    const [header] = csvRecords(input.csv);
+    if (!header || 'problem' in header || header.line !== 1)
       throw new ValidationError('input.csv', 'row 1', `needs a header row: ${[...REQUIRED_COLUMNS, ...OPTIONAL_COLUMNS].join(',')}`);
-    const columns = this.columnsOf(header);
-    if (records.length > MAX_CSV_ROWS) throw new ValidationError('input.csv', `${records.length} rows`, `has more than ${MAX_CSV_ROWS} rows; split the file`);
-    const file = { records, errors, columns };
+    const file = { csv: input.csv, columns: this.columnsOf(header) };
 
     const planned = await this.plan(this.db, actor, hostId, file);
     if (dryRun) {
@@ -341,19 +379,6 @@ export class PortForwardImportService {
     return { dryRun, applied: true, rows: opened.rows };
   }
 
-  /** The file's records and syntax errors, yielding to other requests as it goes. */
-  private async parse(csv: string): Promise<{ records: CsvRecord[]; errors: CsvSyntaxError[] }> {
-    const records: CsvRecord[] = [];
-    const errors: CsvSyntaxError[] = [];
-    const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
-    for (const r of csvRecords(csv)) {
-      if ('problem' in r) errors.push(r);
-      else records.push(r);
-      await budget.tick();
-    }
-    return { records, errors };
-  }
-
   /**
    * One short transaction: checks the plan (planning again under the host lock only when the host
    * changed since), reserves the owners' quotas and opens a staged import for the creates.
@@ -367,18 +392,25 @@ export class PortForwardImportService {
     file: ParsedFile,
     planned: { rows: ImportRow[]; revision: number },
   ): Promise<{ rows: ImportRow[]; creates: ImportRow[]; importId: string }> {
-    let ownerIds = [...totalsByOwner(planned.rows.filter((r) => r.action === 'create')).keys()];
+    // 50,000 rows take a few ms a pass: made once for the plan made before, not again in the transaction
+    const before = sorted(planned.rows);
+    const totalsBefore = totalsByOwner(before.creates);
+    let ownerIds = [...totalsBefore.keys()];
+    // on PGlite a query does not give the event loop a turn (its promises settle at once): each step
+    // of a large import ends with a yield, or the passes over the rows and the transactions after
+    // the plan ran as one (145 ms after a 50,000-row plan)
+    await yieldToOthers();
     for (let attempt = 0; ; attempt++) {
-      type Opened = { rows: ImportRow[]; creates: ImportRow[]; importId: string };
+      type Opened = { rows: ImportRow[]; creates: ImportRow[]; importId: string; revision: number };
       const opened = await this.db.transaction(async (tx): Promise<Opened | { relockWith: string[] }> => {
         const owners = new Map<string, Awaited<ReturnType<typeof lockOwner>>>();
         for (const ownerId of ownerIds) owners.set(ownerId, await lockOwner(tx, ownerId));
         const [host] = await tx.select().from(hosts).where(eq(hosts.id, hostId)).for('update');
         if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
         // any change to the host's forwards or targets bumps its revision: the plan still holds when it did not move
-        const { rows } = host.desiredRevision === planned.revision ? planned : await this.plan(tx, actor, hostId, file);
-        const creates = rows.filter((r) => r.action === 'create');
-        const problems = rows.filter((r) => r.action === 'invalid' || r.action === 'conflict');
+        const holds = host.desiredRevision === planned.revision;
+        const { rows } = holds ? planned : await this.plan(tx, actor, hostId, file);
+        const { creates, problems } = holds ? before : sorted(rows);
         if (problems.length > 0) {
           const first = problems.slice(0, 5).map((p) => `row ${p.row}${p.column ? ` ${p.column}` : ''}: ${p.reason}`);
           throw new ValidationError(
@@ -388,8 +420,9 @@ export class PortForwardImportService {
           );
         }
         const importId = newId();
-        if (creates.length === 0) return { rows, creates, importId };
-        const totals = totalsByOwner(creates);
+        const revision = host.desiredRevision + 1;
+        if (creates.length === 0) return { rows, creates, importId, revision };
+        const totals = holds ? totalsBefore : totalsByOwner(creates);
         const unlocked = [...totals.keys()].filter((id) => !owners.has(id));
         if (unlocked.length > 0) return { relockWith: [...new Set([...ownerIds, ...unlocked])].sort() };
         const reserved: Record<string, { forwards: number; ports: number }> = {};
@@ -398,10 +431,18 @@ export class PortForwardImportService {
           reserved[ownerId] = adding;
         }
         await tx.insert(portForwardImports).values({ id: importId, hostId, actorUserId: actor.userId, state: 'staged', forwards: creates.length, reserved });
-        for (const r of creates) Object.assign(r.forward!, { importId, changedRevision: host.desiredRevision + 1 });
-        return { rows, creates, importId };
+        return { rows, creates, importId, revision };
       });
-      if (!('relockWith' in opened)) return opened;
+      if (!('relockWith' in opened)) {
+        await yieldToOthers();
+        // outside the transaction (on PGlite every request waits for one)
+        for (const r of opened.creates) {
+          r.forward!.importId = opened.importId;
+          r.forward!.changedRevision = opened.revision;
+        }
+        await yieldToOthers();
+        return opened;
+      }
       // the owners only grow from one attempt to the next, and a file names finitely many
       if (attempt >= 3) throw new ConflictError('input.csv', "the targets' owners", 'kept changing while the import was opened; run it again');
       ownerIds = opened.relockWith;
@@ -533,18 +574,23 @@ export class PortForwardImportService {
     const index = new PortIndex(host);
     // rows of imports still being written hold their ports too
     const held = await db.select({ forward: portForwards, visible: forwardIsVisible }).from(portForwards).where(eq(portForwards.hostId, hostId));
-    for (const { forward, visible } of held) index.add(visible ? forward : { ...forward, staged: true });
+    for (const { forward, visible } of held) index.add({ forward, staged: !visible });
     const names = new Map(
       (await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.hostId, hostId))).map((i) => [i.id, i.name]),
     );
     const listening = await hostListeningSockets(db, hostId);
-    const rows: ImportRow[] = file.errors.map((e) => ({ row: e.line, action: 'invalid' as const, reason: e.problem, column: null, forward: null }));
+    const rows: ImportRow[] = [];
     const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
-    for (const rec of file.records) {
-      rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening));
+    // one creation time for the file's forwards (and one object, not one per row)
+    const createdAt = new Date();
+    let records = 0;
+    // rows come in file order, syntax errors among them
+    for (const rec of dataRecords(file)) {
+      if ('problem' in rec) rows.push({ row: rec.line, action: 'invalid', reason: rec.problem, column: null, forward: null });
+      else if (++records > MAX_CSV_ROWS) throw new ValidationError('input.csv', `row ${rec.line}`, `has more than ${MAX_CSV_ROWS} rows; split the file`);
+      else rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening, createdAt));
       await budget.tick();
     }
-    rows.sort((a, b) => a.row - b.row);
     return { rows, revision: host.desiredRevision };
   }
 
@@ -685,6 +731,7 @@ export class PortForwardImportService {
     index: PortIndex,
     names: Map<string, string>,
     listening: ListeningSocketJson[] | null,
+    createdAt: Date,
   ): ImportRow {
     const row = rec.line;
     const invalid = (column: string | null, reason: string): ImportRow => ({ row, action: 'invalid', reason, column, forward: null });
@@ -759,28 +806,26 @@ export class PortForwardImportService {
       if (!ports) return { row, action: 'conflict', reason: `no free host port left on host "${host.name}"`, column: 'host_port', forward: null };
     }
     const clash = index.overlapping(placed, ports);
-    // the revision the import commits as; set exactly from the bump when it is applied
-    const forward = forwardRow(placed, ports, host.id, target, host.desiredRevision + 1);
     const same = clash.find(
-      (f) =>
-        f.row === undefined &&
-        !f.staged &&
-        f.protocol === forward.protocol &&
-        f.hostAddress === forward.hostAddress &&
-        f.hostPortStart === forward.hostPortStart &&
-        f.hostPortEnd === forward.hostPortEnd &&
-        f.targetAddressId === forward.targetAddressId &&
-        f.targetPortStart === forward.targetPortStart &&
-        sameBalance(f.balance ?? null, forward.balance),
+      ({ forward: f, row: other, staged }) =>
+        other === undefined &&
+        !staged &&
+        f.protocol === placed.protocol &&
+        f.hostAddress === placed.hostAddress &&
+        f.hostPortStart === ports.start &&
+        f.hostPortEnd === ports.end &&
+        f.targetAddressId === target.id &&
+        f.targetPortStart === placed.targetPorts.start &&
+        sameBalance(f.balance ?? null, placed.balance),
     );
-    if (same && clash.length === 1) return { row, action: 'unchanged', reason: null, column: null, forward: same };
+    if (same && clash.length === 1) return { row, action: 'unchanged', reason: null, column: null, forward: same.forward };
     if (clash.length > 0) {
-      const f = clash[0]!;
+      const { forward: f, row: other, staged } = clash[0]!;
       const where = `${portRangeText(ports)}/${placed.protocol} on host "${host.name}"`;
       const reason =
-        f.row !== undefined
-          ? `${where} is already forwarded by row ${f.row} of this file`
-          : f.staged
+        other !== undefined
+          ? `${where} is already forwarded by row ${other} of this file`
+          : staged
             ? `${where} is held by another import that is being written`
             : `${where} is already forwarded to ${isAdmin(actor) || f.ownerId === actor.userId ? `${names.get(f.instanceId) ?? f.instanceId} (${f.targetAddress}:${f.targetPortStart})` : 'another tenant'}`;
       return { row, action: 'conflict', reason, column: 'host_port', forward: null };
@@ -791,7 +836,10 @@ export class PortForwardImportService {
       const where = `${portRangeText(ports)}/${placed.protocol} on host "${host.name}"`;
       return { row, action: 'conflict', reason: `${where} is in use on the host: ${listeningText(service)}`, column: 'host_port', forward: null };
     }
-    index.add({ ...forward, row });
-    return { row, action: 'create', reason: null, column: null, forward };
+    // the revision the import commits as; set exactly from the bump when it is applied
+    const forward = forwardRow(placed, ports, host.id, target, host.desiredRevision + 1, createdAt);
+    const planned = { row, action: 'create' as const, reason: null, column: null, forward };
+    index.add(planned);
+    return planned;
   }
 }

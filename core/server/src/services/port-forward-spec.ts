@@ -93,11 +93,14 @@ const MAX_SOURCE_CIDRS = 64;
 const PROTOCOL_RANGE: Record<ForwardProtocol, [number, number]> = { tcp: [1, 1], udp: [2, 2], both: [1, 2] };
 // exclusion keys put IPv6 at [0, 2^128) and IPv4 above it, so the families never overlap
 const IPV4_BASE = 1n << 128n;
+// the keys of every address of a family, as strings once (most forwards have no host address)
+const ANY_IPV6: readonly [string, string] = ['0', ((1n << 128n) - 1n).toString()];
+const ANY_IPV4: readonly [string, string] = [IPV4_BASE.toString(), (IPV4_BASE + (1n << 32n) - 1n).toString()];
 
-function addressKey(family: IpFamily, address: bigint | null): [string, string] {
-  if (address === null) return family === 6 ? ['0', ((1n << 128n) - 1n).toString()] : [IPV4_BASE.toString(), (IPV4_BASE + (1n << 32n) - 1n).toString()];
-  const v = family === 6 ? address : IPV4_BASE + address;
-  return [v.toString(), v.toString()];
+function addressKey(family: IpFamily, address: bigint | null): readonly [string, string] {
+  if (address === null) return family === 6 ? ANY_IPV6 : ANY_IPV4;
+  const v = (family === 6 ? address : IPV4_BASE + address).toString();
+  return [v, v];
 }
 
 /** "22" or "8000-8010". */
@@ -205,7 +208,14 @@ export function placeForward(
 }
 
 /** The row to insert for a placed forward on its final host ports, created in the host's desired revision `changedRevision`. */
-export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: string, target: ForwardTarget, changedRevision: number): PortForward {
+export function forwardRow(
+  placed: PlacedForward,
+  hostPorts: PortRange,
+  hostId: string,
+  target: ForwardTarget,
+  changedRevision: number,
+  createdAt = new Date(),
+): PortForward {
   return {
     id: newId(),
     hostId,
@@ -234,7 +244,7 @@ export function forwardRow(placed: PlacedForward, hostPorts: PortRange, hostId: 
     addrLo: placed.addrLo,
     addrHi: placed.addrHi,
     importId: null,
-    createdAt: new Date(),
+    createdAt,
   };
 }
 
