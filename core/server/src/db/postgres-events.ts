@@ -28,6 +28,7 @@ import { asc, eq, gte, sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import type { Database } from './database-types.js';
 import { auditLog, hosts } from './schema.js';
+import { statusBatches, type ApplyStatus, type ChangeObjectType } from '../events/event-payloads.js';
 
 const CHANNEL = 'gatehouse_events';
 // room for the envelope below PostgreSQL's 8000-byte NOTIFY limit
@@ -192,7 +193,8 @@ export class PostgresEventTarget extends EventTarget {
           super.dispatchEvent(new CustomEvent('audit', { detail: entry }));
           audits++;
         }
-        for (const s of statuses) super.dispatchEvent(new CustomEvent('objectStatus', { detail: { ...s, revision: reported.get(s.hostId) ?? 0 } }));
+        const changes = statuses.map((s) => ({ ...s, revision: reported.get(s.hostId) ?? 0 }));
+        for (const batch of statusBatches(changes)) super.dispatchEvent(new CustomEvent('objectStatus', { detail: batch }));
         if (window) super.dispatchEvent(new CustomEvent('webProxyChanged', { detail: { kind: 'resync' } }));
       });
       await this.queue;
@@ -207,7 +209,7 @@ export class PostgresEventTarget extends EventTarget {
   /** The current status of every object of `hostIds` and of every web proxy (at most REPLAY_LIMIT). */
   private async objectStatuses(
     hostIds: string[],
-  ): Promise<{ objectType: string; objectId: string; hostId: string; ownerId: string; status: string; error: string | null }[]> {
+  ): Promise<{ objectType: ChangeObjectType; objectId: string; hostId: string; ownerId: string; status: ApplyStatus; error: string | null }[]> {
     const ids = sql`${`{${hostIds.join(',')}}`}::uuid[]`;
     const result = await this.db.execute(sql`
       select 'port_forward' as "objectType", o.id as "objectId", o.host_id as "hostId", o.owner_id as "ownerId", o.status, o.status_error as error
@@ -224,7 +226,14 @@ export class PostgresEventTarget extends EventTarget {
       union all
       select 'web_proxy', o.id, o.host_id, o.owner_id, o.status, o.status_error from web_proxies o
       limit ${REPLAY_LIMIT}`);
-    return result as unknown as { objectType: string; objectId: string; hostId: string; ownerId: string; status: string; error: string | null }[];
+    return result as unknown as {
+      objectType: ChangeObjectType;
+      objectId: string;
+      hostId: string;
+      ownerId: string;
+      status: ApplyStatus;
+      error: string | null;
+    }[];
   }
 
   /** Remembers a heard audit entry; forgets those heard long enough ago that no replay window reaches them (only while listening). */
@@ -271,7 +280,8 @@ export class PostgresEventTarget extends EventTarget {
     while (this.unsentFrom < this.unsent.length) {
       let chars = 0;
       let end = this.unsentFrom;
-      while (end < this.unsent.length && (end === this.unsentFrom || chars + this.unsent[end]!.length <= NOTIFY_STATEMENT_CHARS)) chars += this.unsent[end++]!.length;
+      while (end < this.unsent.length && (end === this.unsentFrom || chars + this.unsent[end]!.length <= NOTIFY_STATEMENT_CHARS))
+        chars += this.unsent[end++]!.length;
       const texts = this.unsent.slice(this.unsentFrom, end);
       this.unsentFrom = end;
       // sent payloads are let go of now and then, not one by one (shifting a long array is linear)
@@ -280,7 +290,8 @@ export class PostgresEventTarget extends EventTarget {
         this.unsentFrom = 0;
       }
       // one JSON array, not a text[] parameter: postgres.js escapes array elements in JavaScript, character by character
-      const sent = this.sql`select pg_notify(${CHANNEL}, t.text) from json_array_elements_text(${JSON.stringify(texts)}::text::json) with ordinality as t(text, n) order by t.n`.then(
+      const sent = this
+        .sql`select pg_notify(${CHANNEL}, t.text) from json_array_elements_text(${JSON.stringify(texts)}::text::json) with ordinality as t(text, n) order by t.n`.then(
         () => {},
         (err: unknown) => {
           this.onError(err);

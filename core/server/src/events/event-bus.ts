@@ -3,7 +3,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { FixedBuffer, Repeater, createPubSub } from 'graphql-yoga';
-import type { AuditEntry, ObjectStatusChange, TrafficQuotaChange, TrafficRatesMessage } from './event-payloads.js';
+import type { AuditEntry, ObjectStatusBatch, TrafficQuotaChange, TrafficRatesMessage } from './event-payloads.js';
 
 /** Topics and their payloads. */
 export interface EventTopics {
@@ -11,8 +11,8 @@ export interface EventTopics {
   audit: [AuditEntry];
   /** A host's desired state reached a new revision (committed). */
   hostRevision: [{ hostId: string; revision: number }];
-  /** An agent reported a new apply status for an object (committed). */
-  objectStatus: [ObjectStatusChange];
+  /** Objects' apply status changed (committed): an agent's report, a failure found in a host report, Caddy's sync; many per event (`statusBatches`). */
+  objectStatus: [ObjectStatusBatch];
   /** A host's agent connected, disconnected or reported its status (committed); receivers read the status back. */
   hostAgentStatus: [{ hostId: string }];
   /** An API token was revoked (committed): every replica closes what was authenticated with it. */

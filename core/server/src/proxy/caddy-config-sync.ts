@@ -21,7 +21,7 @@ import type { Database } from '../db/database.js';
 import { instances, ipAllocations, nics, proxyDomainTemplates, webProxies } from '../db/schema.js';
 import type { EventBus, WebProxyChange } from '../events/event-bus.js';
 import type { Logger } from '../support/logger.js';
-import type { ObjectStatusChange } from '../events/event-payloads.js';
+import { statusBatches, type ObjectStatusChange } from '../events/event-payloads.js';
 import { templateLabel } from '../net/domain.js';
 import { SERVER_ID, proxyConfig, proxyRouteId, proxySite, siteObjects, siteRouting, type ProxySettings, type ProxySite } from './caddy-routes.js';
 import { CaddyWriter, type CaddyWriteClient } from './caddy-writer.js';
@@ -439,6 +439,6 @@ export class CaddyConfigSync {
         .set({ status: 'applied', statusError: null })
         .where(inArray(webProxies.id, applied.slice(i, i + 1000)));
     }
-    for (const c of changes) this.bus.publish('objectStatus', c);
+    for (const batch of statusBatches(changes)) this.bus.publish('objectStatus', batch);
   }
 }

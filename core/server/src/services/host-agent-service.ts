@@ -45,8 +45,7 @@ import { AgentPresenceToken, DatabaseToken, EventBusToken, LoggerToken, type Age
 import { relay } from '../support/streams.js';
 import { validId, validIp, validMac } from '../support/validate.js';
 import { capabilityError } from './capability-check.js';
-import type { ChangeObjectType, ObjectStatusChange } from '../events/event-payloads.js';
-
+import { statusBatches, type ChangeObjectType, type ObjectStatusChange } from '../events/event-payloads.js';
 
 /** Production values: refreshed every 10 s, offline 30 s after the last refresh. */
 export const DEFAULT_AGENT_PRESENCE: AgentPresenceOptions = { heartbeatMs: 10_000, offlineAfterMs: 30_000 };
@@ -218,7 +217,8 @@ export function validDiscoveredInstances(field: string, values: readonly Discove
 function validStart(input: ReportHostStatusInput): { startedFrom: AgentStartSource; cachedRevision: number | null } | Record<string, never> {
   if (input.startedFrom == null) return {};
   const startedFrom = input.startedFrom;
-  if (!AGENT_START_SOURCES.includes(startedFrom)) throw new ValidationError('input.startedFrom', startedFrom, `must be one of ${AGENT_START_SOURCES.join(', ')}`);
+  if (!AGENT_START_SOURCES.includes(startedFrom))
+    throw new ValidationError('input.startedFrom', startedFrom, `must be one of ${AGENT_START_SOURCES.join(', ')}`);
   const cached = input.cachedRevision ?? null;
   if (startedFrom === 'CACHE' && (cached === null || !Number.isInteger(cached) || cached < 0))
     throw new ValidationError('input.cachedRevision', cached, 'must be the non-negative revision applied from the cache when startedFrom is CACHE');
@@ -341,7 +341,7 @@ export class HostAgentService {
         .where(eq(hostAgents.hostId, hostId));
       return true;
     });
-    for (const change of failed) this.events.publish('objectStatus', change);
+    for (const batch of statusBatches(failed)) this.events.publish('objectStatus', batch);
     if (accepted) this.events.publish('hostAgentStatus', { hostId });
     // the discovery becomes instances (registered, bound, reclaimed) once the report is stored
     if (accepted && discovered !== null) await this.discovery.reconcile(hostId, discovered, previous);
