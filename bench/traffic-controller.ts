@@ -2,7 +2,8 @@
  * The controller of bench/traffic.ts, in its own process so its CPU and RSS are its own: starts
  * on the store named by BENCH_TRAFFIC_STORE (pglite in BENCH_TRAFFIC_DATA_DIR, or postgres at
  * BENCH_TRAFFIC_DB_URL), sends `{ url, secret }` to the parent over IPC, and answers `rows` with
- * the rows inserted, updated and deleted so far (pg_stat_user_tables).
+ * the rows inserted, updated and deleted so far (pg_stat_user_tables), and `memory` with
+ * `process.memoryUsage()` (what an RSS change is made of: the JS heap, or memory outside it).
  */
 import { sql } from 'drizzle-orm';
 import { startController } from '../core/server/src/index.js';
@@ -29,6 +30,7 @@ process.on('message', (m: { type: string }) => {
       (n) => process.send!({ type: 'rows', n }),
       (e: Error) => process.send!({ type: 'rows', n: -1, error: e.message }),
     );
+  if (m.type === 'memory') process.send!({ type: 'memory', ...process.memoryUsage() });
   if (m.type === 'stop') void controller.close().then(() => process.exit(0));
 });
 process.send!({ type: 'ready', url: controller.url, secret: controller.bootstrapSecret });

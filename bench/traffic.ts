@@ -49,7 +49,22 @@ interface Controller {
   url: string;
   secret: string;
   rows(): Promise<number>;
+  /** The controller's `process.memoryUsage()`. */
+  memory(): Promise<NodeJS.MemoryUsage>;
   stop(): Promise<void>;
+}
+
+/** Sends `{ type }` to the controller and waits for its answer of that type. */
+function ask<T>(child: ChildProcess, type: string): Promise<T> {
+  return new Promise((resolve) => {
+    const listener = (m: { type: string }) => {
+      if (m.type !== type) return;
+      child.off('message', listener);
+      resolve(m as T);
+    };
+    child.on('message', listener);
+    child.send({ type });
+  });
 }
 
 function startControllerProcess(env: Record<string, string>): Promise<Controller> {
@@ -67,11 +82,8 @@ function startControllerProcess(env: Record<string, string>): Promise<Controller
         readyAt: Date.now(),
         url: m.url,
         secret: m.secret,
-        rows: () =>
-          new Promise((res) => {
-            child.once('message', (r: { n: number }) => res(r.n));
-            child.send({ type: 'rows' });
-          }),
+        rows: () => ask<{ n: number }>(child, 'rows').then((r) => r.n),
+        memory: () => ask<NodeJS.MemoryUsage>(child, 'memory'),
         stop: () =>
           new Promise((res) => {
             child.removeAllListeners('exit');
@@ -289,7 +301,11 @@ async function runOn(store: string): Promise<void> {
     measuring = true;
     const reportsStart = reports;
     const rssSamples: { s: number; rss: number }[] = [];
-    const sampler = setInterval(() => rssSamples.push({ s: (performance.now() - startedAt) / 1000, rss: procStats(pid).rss }), 1000);
+    const memorySamples: NodeJS.MemoryUsage[] = [];
+    const sampler = setInterval(() => {
+      rssSamples.push({ s: (performance.now() - startedAt) / 1000, rss: procStats(pid).rss });
+      void controller.memory().then((m) => memorySamples.push(m));
+    }, 1000);
     await new Promise((r) => setTimeout(r, (SECONDS * 1000) / 2));
     const half = procStats(pid);
     await new Promise((r) => setTimeout(r, (SECONDS * 1000) / 2));
@@ -321,6 +337,18 @@ async function runOn(store: string): Promise<void> {
     console.log(
       `[traffic ${store}] RSS over ${rssSamples.length} one-second samples: min ${mb(rss.min)}, max ${mb(rss.max)}, second-quarter median ${mb(rss.early)}, last-quarter median ${mb(rss.late)}, trend ${rss.slopeMbPerMin.toFixed(1)} MB/min`,
     );
+    // what RSS is made of, medians of the same quarters: the JS heap (a leak of objects grows heapUsed) or memory outside it
+    const quarter = (xs: number[], from: number, to: number) => {
+      const part = xs.slice(Math.floor((xs.length * from) / 4), Math.floor((xs.length * to) / 4)).sort((a, b) => a - b);
+      return part[Math.floor(part.length / 2)] ?? NaN;
+    };
+    const breakdown = (['rss', 'heapTotal', 'heapUsed', 'external', 'arrayBuffers'] as const)
+      .map((k) => {
+        const xs = memorySamples.map((m) => m[k]);
+        return `${k} ${mb(quarter(xs, 1, 2))} → ${mb(quarter(xs, 3, 4))}`;
+      })
+      .join(', ');
+    console.log(`[traffic ${store}] memory, second-quarter median → last-quarter median: ${breakdown}`);
     console.log(`[traffic ${store}] database rows written ${rowsPerS.toFixed(0)}/s`);
     console.log(`[traffic ${store}] load average ${load.map((l) => l.toFixed(2)).join(' ')}`);
     console.log(`[traffic ${store}] p99 < 200 ms: ${verdict(p99 < 200)} (${p99.toFixed(0)} ms)`);
