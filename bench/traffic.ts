@@ -51,6 +51,8 @@ interface Controller {
   rows(): Promise<number>;
   /** The controller's `process.memoryUsage()`. */
   memory(): Promise<NodeJS.MemoryUsage>;
+  /** The controller's memory right after each full collection so far. */
+  gcs(): Promise<{ at: number; heapUsed: number; rss: number; external: number }[]>;
   stop(): Promise<void>;
 }
 
@@ -84,6 +86,7 @@ function startControllerProcess(env: Record<string, string>): Promise<Controller
         secret: m.secret,
         rows: () => ask<{ n: number }>(child, 'rows').then((r) => r.n),
         memory: () => ask<NodeJS.MemoryUsage>(child, 'memory'),
+        gcs: () => ask<{ list: { at: number; heapUsed: number; rss: number; external: number }[] }>(child, 'gcs').then((r) => r.list),
         stop: () =>
           new Promise((res) => {
             child.removeAllListeners('exit');
@@ -315,6 +318,8 @@ async function runOn(store: string): Promise<void> {
     measuring = false;
     const benchCpu = process.cpuUsage(benchCpuStart);
     const rowsEnd = await controller.rows();
+    const runStart = Date.now() - elapsedS * 1000;
+    const majorGcs = (await controller.gcs()).filter((g) => g.at >= runStart);
     const load = loadavg();
 
     const sorted = Float64Array.from(latencies).sort();
@@ -348,7 +353,16 @@ async function runOn(store: string): Promise<void> {
         return `${k} ${mb(quarter(xs, 1, 2))} → ${mb(quarter(xs, 3, 4))}`;
       })
       .join(', ');
+    // the lowest heapUsed of a quarter is what the collector left alive in it: a leak raises it, a saw-tooth does not
+    const floor = (from: number, to: number) =>
+      Math.min(...memorySamples.slice(Math.floor((memorySamples.length * from) / 4), Math.floor((memorySamples.length * to) / 4)).map((m) => m.heapUsed));
     console.log(`[traffic ${store}] memory, second-quarter median → last-quarter median: ${breakdown}`);
+    console.log(`[traffic ${store}] heapUsed floor (lowest sample) per quarter: ${[0, 1, 2, 3].map((q) => mb(floor(q, q + 1))).join(', ')}`);
+    console.log(
+      `[traffic ${store}] after each of the ${majorGcs.length} full collections (s into the run: heapUsed / external / RSS): ${majorGcs
+        .map((g) => `${((g.at - runStart) / 1000).toFixed(0)} s: ${mb(g.heapUsed)} / ${mb(g.external)} / ${mb(g.rss)}`)
+        .join('; ')}`,
+    );
     console.log(`[traffic ${store}] database rows written ${rowsPerS.toFixed(0)}/s`);
     console.log(`[traffic ${store}] load average ${load.map((l) => l.toFixed(2)).join(' ')}`);
     console.log(`[traffic ${store}] p99 < 200 ms: ${verdict(p99 < 200)} (${p99.toFixed(0)} ms)`);
