@@ -44,6 +44,7 @@ import { ProxyManagerToken } from './proxy/proxy-manager-token.js';
 import { CaddySupervisor } from './proxy/caddy-process.js';
 import { ProxyManager, type ProxyManagerOptions } from './proxy/proxy-manager.js';
 import { TrafficHistory } from './traffic/traffic-history.js';
+import { TrafficIngest } from './traffic/traffic-ingest.js';
 import { TrafficQuota } from './traffic/traffic-quota.js';
 import { ControllerMetrics, METRICS_PATH } from './traffic/metrics.js';
 import { TrafficLive } from './traffic/traffic-live.js';
@@ -143,6 +144,8 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerSingleton(TrafficLive);
   child.registerSingleton(TrafficHistory);
   child.registerSingleton(TrafficQuota);
+  // one per controller: it batches the reports arriving while a batch is written
+  child.registerSingleton(TrafficIngest);
   child.registerSingleton(ControllerMetrics);
   child.resolve(TrafficLive).start();
   return child;
@@ -527,6 +530,8 @@ export async function startController(options: ControllerOptions): Promise<Contr
       revocations.stop();
       httpServer.closeAllConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      // traffic reports taken before the server closed are written before the store goes away
+      await container.resolve(TrafficIngest).stop();
       await store.close();
     },
   };

@@ -1,14 +1,23 @@
 /**
  * Ingest of agents' traffic reports: checks a report at the boundary, computes each object's delta
  * from the last stored reading (see counter-delta.ts), and adds the deltas to the minute buckets and
- * billing periods in one transaction, with the readings they came from. Then it publishes the
- * host's live rates for the interval on the event bus.
+ * billing periods in one transaction, with the readings they came from. The host's live rates for
+ * the interval go out on the event bus as soon as the deltas are known, before they are written.
  *
- * A report that is wrong as a whole (another host, a future time, too many counters) is refused
- * and nothing is stored; a counter that is wrong on its own (an unknown id, an object of another
- * host, a negative or fractional value) is left out and named in the answer, and the others count.
+ * Reports are written in batches: those arriving while a batch is being written wait and go into
+ * the next one, whatever their hosts, so a batch costs the same few set-based statements
+ * (traffic-write.ts) for one report or ten. Within a batch the readings of each object are taken
+ * in arrival order, each against the reading the one before it left (the stored one for the
+ * first), exactly as if every report had its own transaction: a replay adds 0, a reset counts from
+ * zero, the cap holds per reading; the deltas landing on one bucket or period are summed.
+ *
+ * A report that is wrong as a whole (another host, a future time, too many counters, an unknown
+ * host) is refused and nothing of it is stored; a counter that is wrong on its own (an unknown id,
+ * an object of another host, a negative or fractional value) is left out and named in the answer,
+ * and the others count. A failure of the batch's transaction fails every report in it, and none
+ * of them is counted.
  */
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { eq, inArray, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import {
   MAX_TRAFFIC_EPOCH,
@@ -20,7 +29,7 @@ import {
 } from '@gatehouse/agent-protocol';
 import type { Actor } from '../auth/actor.js';
 import type { Database, Executor } from '../db/database.js';
-import { hosts, instances, nics, portForwards, trafficBuckets, trafficCounters, trafficPeriods, users } from '../db/schema.js';
+import { portForwards } from '../db/schema.js';
 import { ClockToken, DatabaseToken, EventBusToken, LoggerToken, type Clock } from '../di/tokens.js';
 import type { EventBus } from '../events/event-bus.js';
 import type { InstanceTrafficRates, TrafficRatesMessage } from '../events/event-payloads.js';
@@ -32,6 +41,7 @@ import { validId } from '../support/validate.js';
 import { billingPeriod } from './billing-period.js';
 import { TrafficQuota } from './traffic-quota.js';
 import { DEFAULT_TRAFFIC_CAP_BPS, counterDelta, type CounterReading, type CounterValues, type DeltaOutcome } from './counter-delta.js';
+import { lockCounters, lookUp, writeTotals, type CountedType, type CounterRow, type TotalRow } from './traffic-write.js';
 
 /** How far ahead of the controller's clock a reading may be (clocks differ a little). */
 export const MAX_CLOCK_AHEAD_MS = 60_000;
@@ -49,20 +59,60 @@ export interface TrafficReportResult {
   outcomes: Record<DeltaOutcome, number>;
 }
 
-/** A counted object of the report, after its checks. */
-interface Item {
-  objectType: 'nic' | 'port_forward';
+/** A counter of a report that passed its own checks (its id is looked up in the batch). */
+interface Reading {
+  objectType: CountedType;
   objectId: string;
-  instanceId: string;
-  ownerId: string;
-  billingDay: number | null;
+  /** Where it is in the input, for a rejection. */
+  field: string;
   reading: CounterReading;
   intervalMs: number;
   /** A rate-limited forward's raw count of refused connections (same epoch as its counter). */
   rateLimited?: number;
 }
 
+/** A counted object of the report, after its checks. */
+interface Item {
+  objectType: CountedType;
+  objectId: string;
+  instanceId: string;
+  ownerId: string;
+  billingDay: number | null;
+  /** Its instance has a limit the quota check looks at. */
+  quota: boolean;
+  reading: CounterReading;
+  intervalMs: number;
+  /** A rate-limited forward's raw count of refused connections (same epoch as its counter). */
+  rateLimited?: number;
+}
+
+/** A report that passed the checks of the whole, waiting for its batch. */
+interface Pending {
+  hostId: string;
+  /** The controller's time when it arrived (its minute and billing period). */
+  now: Date;
+  /** The NIC reading's time and interval (what its rates message carries). */
+  at: number;
+  intervalMs: number;
+  readings: Reading[];
+  rejected: TrafficRejection[];
+  /** Its rates went out (a batch retried after a deadlock does not send them twice). */
+  published: boolean;
+  resolve(result: TrafficReportResult): void;
+  reject(error: unknown): void;
+}
+
+/** Readings a batch takes at most (more when one report alone has more). */
+const MAX_BATCH_READINGS = 20_000;
+
 const BOOT_ID = /^[A-Za-z0-9-]{1,64}$/;
+
+/** Whether an error is PostgreSQL's deadlock (40P01), also wrapped by drizzle. */
+function isDeadlock(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++)
+    if (e.code === '40P01') return true;
+  return false;
+}
 
 function reject(rejected: TrafficRejection[], field: string, value: unknown, message: string): void {
   // a huge value (a 10 MB epoch) is not echoed back whole
@@ -93,9 +143,12 @@ function rate(bytes: number, seconds: number): number {
   return seconds > 0 ? Math.round((bytes * 8) / seconds) : 0;
 }
 
-/** Takes agents' traffic reports. */
+/** Takes agents' traffic reports (one per controller: it batches them). */
 @injectable()
 export class TrafficIngest {
+  private readonly queue: Pending[] = [];
+  private draining: Promise<void> | undefined;
+
   constructor(
     @inject(DatabaseToken) private readonly db: Database,
     @inject(EventBusToken) private readonly events: EventBus,
@@ -116,36 +169,39 @@ export class TrafficIngest {
     const now = this.clock.now();
     const nicTime = checkReading('input.nics', input.nics, MAX_TRAFFIC_NICS, now);
     const forwardTime = input.forwards ? checkReading('input.forwards', input.forwards, MAX_TRAFFIC_FORWARDS, now) : undefined;
-    const [host] = await this.db.select({ id: hosts.id, capBps: hosts.trafficCapBps }).from(hosts).where(eq(hosts.id, hostId));
-    if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
-    const capBps = host.capBps ?? DEFAULT_TRAFFIC_CAP_BPS;
 
     const rejected: TrafficRejection[] = [];
     const epochOf = (field: string, epoch: unknown): string | undefined => {
-      if (typeof epoch === 'string' && epoch.length >= 1 && epoch.length <= MAX_TRAFFIC_EPOCH) return `${input.bootId}/${epoch}`;
-      reject(rejected, field, epoch, `must be 1-${MAX_TRAFFIC_EPOCH} characters`);
+      // NUL is the one character PostgreSQL's text cannot hold: it would fail the whole batch
+      if (typeof epoch === 'string' && epoch.length >= 1 && epoch.length <= MAX_TRAFFIC_EPOCH && !epoch.includes('\0')) return `${input.bootId}/${epoch}`;
+      reject(rejected, field, epoch, `must be 1-${MAX_TRAFFIC_EPOCH} characters (no NUL)`);
       return undefined;
     };
-    // per-counter checks; ids looked up below
-    const nicReadings = new Map<string, { reading: CounterReading; field: string }>();
+    // per-counter checks; ids are looked up with the batch
+    const readings: Reading[] = [];
+    const nicIds = new Set<string>();
     input.nics.counters.forEach((c, n) => {
       const field = `input.nics.counters[${n}]`;
       if (typeof c?.nicId !== 'string' || !isId(c.nicId)) return reject(rejected, `${field}.nicId`, c?.nicId, 'is not a valid id');
-      if (nicReadings.has(c.nicId)) return reject(rejected, `${field}.nicId`, c.nicId, 'appears twice in the report');
+      if (nicIds.has(c.nicId)) return reject(rejected, `${field}.nicId`, c.nicId, 'appears twice in the report');
       for (const key of ['rxBytes', 'rxPackets', 'txBytes', 'txPackets'] as const)
         if (!validCount(c[key])) return reject(rejected, `${field}.${key}`, c[key], 'must be a non-negative integer');
       const epoch = epochOf(`${field}.epoch`, c.epoch);
       if (epoch === undefined) return;
-      nicReadings.set(c.nicId, {
+      nicIds.add(c.nicId);
+      readings.push({
+        objectType: 'nic',
+        objectId: c.nicId,
         field,
+        intervalMs: nicTime.intervalMs,
         reading: { epoch, sequence: input.sequence, at: nicTime.at, values: [c.rxBytes, c.rxPackets, c.txBytes, c.txPackets] },
       });
     });
-    const forwardReadings = new Map<string, { reading: CounterReading; field: string; rateLimited?: number }>();
+    const forwardIds = new Set<string>();
     input.forwards?.counters.forEach((c, n) => {
       const field = `input.forwards.counters[${n}]`;
       if (typeof c?.forwardId !== 'string' || !isId(c.forwardId)) return reject(rejected, `${field}.forwardId`, c?.forwardId, 'is not a valid id');
-      if (forwardReadings.has(c.forwardId)) return reject(rejected, `${field}.forwardId`, c.forwardId, 'appears twice in the report');
+      if (forwardIds.has(c.forwardId)) return reject(rejected, `${field}.forwardId`, c.forwardId, 'appears twice in the report');
       for (const key of ['bytes', 'packets'] as const)
         if (!validCount(c[key])) return reject(rejected, `${field}.${key}`, c[key], 'must be a non-negative integer');
       const epoch = epochOf(`${field}.epoch`, c.epoch);
@@ -156,169 +212,154 @@ export class TrafficIngest {
         if (validCount(c.rateLimited)) rateLimited = c.rateLimited;
         else reject(rejected, `${field}.rateLimited`, c.rateLimited, 'must be a non-negative integer');
       }
+      forwardIds.add(c.forwardId);
       // a forward's counter is traffic towards it: into the instance
-      forwardReadings.set(c.forwardId, {
+      readings.push({
+        objectType: 'port_forward',
+        objectId: c.forwardId,
         field,
-        rateLimited,
+        intervalMs: forwardTime!.intervalMs,
+        ...(rateLimited !== undefined ? { rateLimited } : {}),
         reading: { epoch, sequence: input.sequence, at: forwardTime!.at, values: [c.bytes, c.packets, 0, 0] },
       });
     });
 
-    const items: Item[] = [];
-    const place = (
-      kind: 'nic' | 'port_forward',
-      readings: Map<string, { reading: CounterReading; field: string; rateLimited?: number }>,
-      rows: { id: string; hostId: string; instanceId: string; ownerId: string; billingDay: number | null }[],
-      intervalMs: number,
-    ) => {
-      const found = new Map(rows.map((r) => [r.id, r]));
-      const idKey = kind === 'nic' ? 'nicId' : 'forwardId';
-      for (const [id, { reading, field, rateLimited }] of readings) {
-        const row = found.get(id);
-        if (!row) reject(rejected, `${field}.${idKey}`, id, `is not a ${kind === 'nic' ? 'NIC' : 'port forward'} of any instance`);
-        else if (row.hostId !== hostId) reject(rejected, `${field}.${idKey}`, id, `belongs to another host (${row.hostId}), not ${hostId}`);
+    return new Promise<TrafficReportResult>((resolve, reject) => {
+      this.queue.push({ hostId, now, at: nicTime.at, intervalMs: nicTime.intervalMs, readings, rejected, published: false, resolve, reject });
+      this.draining ??= this.drain();
+    });
+  }
+
+  /** Waits for the reports taken so far to be written (on shutdown, before the store closes). */
+  async stop(): Promise<void> {
+    await this.draining;
+  }
+
+  /** Writes batches until no report waits. */
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      let size = 0;
+      let n = 0;
+      while (n < this.queue.length && (n === 0 || size + this.queue[n]!.readings.length <= MAX_BATCH_READINGS)) size += this.queue[n++]!.readings.length;
+      const batch = this.queue.splice(0, n);
+      try {
+        const done = await this.db
+          .transaction((tx) => this.count(tx, batch))
+          .catch((err: unknown) => {
+            // transactions lock counters in key order; a deadlock can still come from two replicas' host rows: once more
+            if (!isDeadlock(err)) throw err;
+            return this.db.transaction((tx) => this.count(tx, batch));
+          });
+        // the quotas of the instances counted, once per batch; the reports are counted whatever the check
+        // says (a failed check is retried by the next report or the timer)
+        const counted = [...new Set(done.flatMap((outcome) => (outcome instanceof Error ? [] : outcome.instanceIds)))];
+        await this.quota.check(counted).catch((err: unknown) => this.logger.warn(`traffic quota check failed: ${(err as Error).message}`));
+        batch.forEach((pending, i) => {
+          const outcome = done[i]!;
+          if (outcome instanceof Error) pending.reject(outcome);
+          else pending.resolve(outcome.result);
+        });
+      } catch (err) {
+        for (const pending of batch) pending.reject(err);
+      }
+    }
+    // checked and cleared in the same turn as the last batch ended: a report queued after this starts a new drain
+    this.draining = undefined;
+  }
+
+  /** Counts a batch of reports in one transaction; per report, what it did or why it was refused. */
+  private async count(tx: Executor, batch: Pending[]): Promise<({ result: TrafficReportResult; instanceIds: string[] } | NotFoundError)[]> {
+    // the commit need not wait for its WAL flush: a transaction lost in a crash takes its readings with
+    // it, so the next report's delta, from the reading stored before, counts that traffic (cumulative
+    // counters: nothing lost, nothing twice); the wait would hold every report behind it
+    await tx.execute(sql`set local synchronous_commit = off`);
+    const ids = (type: CountedType) => [...new Set(batch.flatMap((p) => p.readings.filter((r) => r.objectType === type).map((r) => r.objectId)))];
+    const nicIds = ids('nic');
+    const forwardIds = ids('port_forward');
+    const found = await lookUp(tx, [...new Set(batch.map((p) => p.hostId))], nicIds, forwardIds);
+    // only objects of their report's host are locked and counted
+    const items = batch.map((pending) => {
+      if (!found.hosts.has(pending.hostId)) return undefined;
+      const rejected = [...pending.rejected];
+      const counted: Item[] = [];
+      for (const { objectType, objectId, field, reading, intervalMs, rateLimited } of pending.readings) {
+        const object = found.objects.get(`${objectType}:${objectId}`);
+        const idField = `${field}.${objectType === 'nic' ? 'nicId' : 'forwardId'}`;
+        if (!object) reject(rejected, idField, objectId, `is not a ${objectType === 'nic' ? 'NIC' : 'port forward'} of any instance`);
+        else if (object.hostId !== pending.hostId) reject(rejected, idField, objectId, `belongs to another host (${object.hostId}), not ${pending.hostId}`);
         else
-          items.push({
-            objectType: kind,
-            objectId: id,
-            instanceId: row.instanceId,
-            ownerId: row.ownerId,
-            billingDay: row.billingDay,
+          counted.push({
+            objectType,
+            objectId,
+            instanceId: object.instanceId,
+            ownerId: object.ownerId,
+            billingDay: object.billingDay,
+            quota: object.quota,
             reading,
             intervalMs,
             ...(rateLimited !== undefined ? { rateLimited } : {}),
           });
       }
-    };
-    if (nicReadings.size > 0) {
-      const rows = await this.db
-        .select({ id: nics.id, hostId: instances.hostId, instanceId: instances.id, ownerId: instances.ownerId, billingDay: users.billingDay })
-        .from(nics)
-        .innerJoin(instances, eq(instances.id, nics.instanceId))
-        .innerJoin(users, eq(users.id, instances.ownerId))
-        .where(inArray(nics.id, [...nicReadings.keys()]));
-      place('nic', nicReadings, rows, nicTime.intervalMs);
-    }
-    if (forwardReadings.size > 0) {
-      const rows = await this.db
-        .select({
-          id: portForwards.id,
-          hostId: portForwards.hostId,
-          instanceId: portForwards.instanceId,
-          ownerId: portForwards.ownerId,
-          billingDay: users.billingDay,
-        })
-        .from(portForwards)
-        .innerJoin(users, eq(users.id, portForwards.ownerId))
-        .where(inArray(portForwards.id, [...forwardReadings.keys()]));
-      place('port_forward', forwardReadings, rows, forwardTime!.intervalMs);
-    }
+      return { counted, rejected };
+    });
+    const locked = (type: CountedType) => [...new Set(items.flatMap((i) => i?.counted.filter((c) => c.objectType === type).map((c) => c.objectId) ?? []))];
+    const last = await lockCounters(tx, locked('nic'), locked('port_forward'));
 
-    const outcomes: Record<DeltaOutcome, number> = { first: 0, counted: 0, replay: 0, reset: 0, discarded: 0 };
-    const rates = new Map<string, { item: Item; rxBps: number; txBps: number }>();
-    await this.db.transaction(async (tx) => {
-      const stored = new Map<string, CounterReading>();
-      for (const kind of ['nic', 'port_forward'] as const) {
-        const ids = items.filter((i) => i.objectType === kind).map((i) => i.objectId);
-        if (ids.length === 0) continue;
-        // locked: two replicas taking reports of one host (a reconnecting agent) count each delta once
-        const rows = await tx
-          .select()
-          .from(trafficCounters)
-          .where(and(eq(trafficCounters.objectType, kind), inArray(trafficCounters.objectId, ids)))
-          .for('update');
-        for (const r of rows)
-          stored.set(`${kind}:${r.objectId}`, {
-            epoch: r.epoch,
-            sequence: r.sequence,
-            at: r.readAt.getTime(),
-            values: [r.rxBytes, r.rxPackets, r.txBytes, r.txPackets],
-          });
-      }
-      const minute = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
-      const counterRows: (typeof trafficCounters.$inferInsert)[] = [];
-      const bucketRows: (typeof trafficBuckets.$inferInsert)[] = [];
-      const periodRows: (typeof trafficPeriods.$inferInsert)[] = [];
-      const hostSum: [number, number, number, number] = [0, 0, 0, 0];
-      const add = (objectType: 'nic' | 'port_forward' | 'host', objectId: string, instanceId: string | null, billingDay: number | null, d: CounterValues) => {
-        const totals = { rxBytes: d[0], rxPackets: d[1], txBytes: d[2], txPackets: d[3] };
-        bucketRows.push({ resolution: 'minute', objectType, objectId, start: minute, hostId, instanceId, ...totals });
-        const period = billingPeriod(now, billingDay);
-        periodRows.push({ objectType, objectId, periodStart: period.start, periodEnd: period.end, hostId, instanceId, ...totals });
+    const changed = new Map<string, CounterRow>();
+    const buckets = new Map<string, TotalRow>();
+    const periods = new Map<string, TotalRow>();
+    const limitReadings: { item: Item; epoch: string; value: number; now: Date }[] = [];
+    const add = (into: Map<string, TotalRow>, row: Omit<TotalRow, 'values'>, d: CounterValues) => {
+      const key = `${row.objectType}:${row.objectId}:${row.start.getTime()}`;
+      const was = into.get(key);
+      into.set(key, { ...row, values: was ? (was.values.map((v, i) => v + d[i]!) as unknown as CounterValues) : d });
+    };
+    const results = batch.map((pending, p) => {
+      const report = items[p];
+      if (!report) return new NotFoundError('input.hostId', pending.hostId, 'host');
+      const host = found.hosts.get(pending.hostId)!;
+      const capBps = host.capBps ?? DEFAULT_TRAFFIC_CAP_BPS;
+      const minute = new Date(Math.floor(pending.now.getTime() / 60_000) * 60_000);
+      const count = (objectType: TotalRow['objectType'], objectId: string, instanceId: string | null, billingDay: number | null, d: CounterValues) => {
+        const period = billingPeriod(pending.now, billingDay);
+        add(buckets, { objectType, objectId, start: minute, hostId: pending.hostId, instanceId }, d);
+        add(periods, { objectType, objectId, start: period.start, end: period.end, hostId: pending.hostId, instanceId }, d);
       };
-      const limitReadings: { item: Item; epoch: string; value: number }[] = [];
-      for (const item of items) {
-        const result = counterDelta(stored.get(`${item.objectType}:${item.objectId}`), item.reading, capBps, item.intervalMs);
+      const outcomes: Record<DeltaOutcome, number> = { first: 0, counted: 0, replay: 0, reset: 0, discarded: 0 };
+      const rates = new Map<string, { item: Item; rxBps: number; txBps: number }>();
+      const hostSum: [number, number, number, number] = [0, 0, 0, 0];
+      for (const item of report.counted) {
+        const key = `${item.objectType}:${item.objectId}`;
+        const stored = last.get(key);
+        const result = counterDelta(stored, item.reading, capBps, item.intervalMs);
         outcomes[result.outcome]++;
         if (result.outcome === 'replay') continue;
-        if (item.rateLimited !== undefined) limitReadings.push({ item, epoch: item.reading.epoch, value: item.rateLimited });
+        if (item.rateLimited !== undefined) limitReadings.push({ item, epoch: item.reading.epoch, value: item.rateLimited, now: pending.now });
         if (result.outcome === 'discarded')
-          this.logger.warn(`discarded an impossible traffic delta of ${item.objectType} ${item.objectId} on host ${hostId} (over ${capBps} bit/s)`, {
+          this.logger.warn(`discarded an impossible traffic delta of ${item.objectType} ${item.objectId} on host ${pending.hostId} (over ${capBps} bit/s)`, {
             values: item.reading.values,
-            stored: stored.get(`${item.objectType}:${item.objectId}`)?.values,
+            stored: stored?.values,
           });
-        const r = result.next;
-        counterRows.push({
-          objectType: item.objectType,
-          objectId: item.objectId,
-          hostId,
-          epoch: r.epoch,
-          sequence: r.sequence,
-          readAt: new Date(r.at),
-          rxBytes: r.values[0],
-          rxPackets: r.values[1],
-          txBytes: r.values[2],
-          txPackets: r.values[3],
-        });
+        // the next report of this batch counts from here, as if this one had been committed
+        last.set(key, result.next);
+        changed.set(key, { objectType: item.objectType, objectId: item.objectId, hostId: pending.hostId, reading: result.next });
         rates.set(item.objectId, { item, rxBps: rate(result.delta[0], result.seconds), txBps: rate(result.delta[2], result.seconds) });
         if (result.delta.every((v) => v === 0)) continue;
-        add(item.objectType, item.objectId, item.instanceId, item.billingDay, result.delta);
+        count(item.objectType, item.objectId, item.instanceId, item.billingDay, result.delta);
         if (item.objectType === 'nic') result.delta.forEach((v, i) => (hostSum[i] = hostSum[i]! + v));
       }
-      if (hostSum.some((v) => v > 0)) add('host', hostId, null, null, hostSum);
-      await this.countRateLimited(tx, limitReadings, now);
-      const addUp = <T extends typeof trafficBuckets | typeof trafficPeriods>(table: T) => ({
-        rxBytes: sql`${table.rxBytes} + excluded.rx_bytes`,
-        txBytes: sql`${table.txBytes} + excluded.tx_bytes`,
-        rxPackets: sql`${table.rxPackets} + excluded.rx_packets`,
-        txPackets: sql`${table.txPackets} + excluded.tx_packets`,
-      });
-      if (counterRows.length > 0)
-        await tx
-          .insert(trafficCounters)
-          .values(counterRows)
-          .onConflictDoUpdate({
-            target: [trafficCounters.objectType, trafficCounters.objectId],
-            set: {
-              hostId: sql`excluded.host_id`,
-              epoch: sql`excluded.epoch`,
-              sequence: sql`excluded.sequence`,
-              readAt: sql`excluded.read_at`,
-              rxBytes: sql`excluded.rx_bytes`,
-              rxPackets: sql`excluded.rx_packets`,
-              txBytes: sql`excluded.tx_bytes`,
-              txPackets: sql`excluded.tx_packets`,
-            },
-          });
-      if (bucketRows.length > 0)
-        await tx
-          .insert(trafficBuckets)
-          .values(bucketRows)
-          .onConflictDoUpdate({
-            target: [trafficBuckets.resolution, trafficBuckets.objectType, trafficBuckets.objectId, trafficBuckets.start],
-            set: addUp(trafficBuckets),
-          });
-      if (periodRows.length > 0)
-        await tx
-          .insert(trafficPeriods)
-          .values(periodRows)
-          .onConflictDoUpdate({ target: [trafficPeriods.objectType, trafficPeriods.objectId, trafficPeriods.periodStart], set: addUp(trafficPeriods) });
+      if (hostSum.some((v) => v > 0)) count('host', pending.hostId, null, null, hostSum);
+      // live rates are in memory: they go out now, not after the write (a failed write leaves the next
+      // report's delta to cover this interval, so what was shown stays the traffic that passed)
+      if (rates.size > 0 && !pending.published) this.publish(pending.hostId, pending.at, pending.intervalMs, rates);
+      pending.published = true;
+      // quotas are checked for the instances counted that have one (or a level to bring back)
+      const instanceIds = [...new Set([...rates.values()].filter((r) => r.item.quota).map((r) => r.item.instanceId))];
+      return { result: { counted: report.counted.length, rejected: report.rejected, outcomes }, instanceIds };
     });
-    if (rates.size > 0) this.publish(hostId, nicTime.at, nicTime.intervalMs, rates);
-    // the report is counted whatever the quota check says; a failed check is retried by the next report or the timer
-    const counted = [...new Set([...rates.values()].map((r) => r.item.instanceId))];
-    await this.quota.check(counted).catch((err: unknown) => this.logger.warn(`traffic quota check of host ${hostId} failed: ${(err as Error).message}`));
-    return { counted: items.length, rejected, outcomes };
+    await writeTotals(tx, [...changed.values()], [...buckets.values()], [...periods.values()]);
+    await this.countRateLimited(tx, limitReadings);
+    return results;
   }
 
   /**
@@ -327,33 +368,36 @@ export class TrafficIngest {
    * counter restarted (a new epoch, a smaller value) or is read for the first time (it counts from
    * zero from when the limit came). Replays do not get here (their forward counter was a replay).
    */
-  private async countRateLimited(tx: Executor, readings: { item: Item; epoch: string; value: number }[], now: Date): Promise<void> {
+  private async countRateLimited(tx: Executor, readings: { item: Item; epoch: string; value: number; now: Date }[]): Promise<void> {
     if (readings.length === 0) return;
     const rows = await tx
       .select({ id: portForwards.id, epoch: portForwards.rateLimitedEpoch, raw: portForwards.rateLimitedRaw, since: portForwards.rateLimitedSince })
       .from(portForwards)
-      .where(
-        inArray(
-          portForwards.id,
-          readings.map((r) => r.item.objectId),
-        ),
-      );
-    const stored = new Map(rows.map((r) => [r.id, r]));
-    for (const { item, epoch, value } of readings) {
-      const before = stored.get(item.objectId);
-      if (!before) continue; // deleted meanwhile
-      if (before.epoch === epoch && before.raw === value) continue;
-      const restarted = before.raw === null || before.epoch !== epoch || value < before.raw;
-      const added = restarted ? value : value - before.raw!;
+      .where(inArray(portForwards.id, [...new Set(readings.map((r) => r.item.objectId))]));
+    const stored = new Map(rows.map((r) => [r.id, { ...r, added: 0, changed: false }]));
+    // a batch may hold several reports of one forward: each counts from the one before it, in order
+    for (const { item, epoch, value, now } of readings) {
+      const last = stored.get(item.objectId);
+      if (!last) continue; // deleted meanwhile
+      if (last.epoch === epoch && last.raw === value) continue;
+      const restarted = last.raw === null || last.epoch !== epoch || value < last.raw;
+      last.added += restarted ? value : value - last.raw!;
+      last.since ??= now;
+      last.epoch = epoch;
+      last.raw = value;
+      last.changed = true;
+    }
+    for (const [id, last] of stored) {
+      if (!last.changed) continue;
       await tx
         .update(portForwards)
         .set({
-          rateLimitedConnections: sql`${portForwards.rateLimitedConnections} + ${added}`,
-          rateLimitedSince: before.since ?? now,
-          rateLimitedEpoch: epoch,
-          rateLimitedRaw: value,
+          rateLimitedConnections: sql`${portForwards.rateLimitedConnections} + ${last.added}`,
+          rateLimitedSince: last.since,
+          rateLimitedEpoch: last.epoch,
+          rateLimitedRaw: last.raw,
         })
-        .where(eq(portForwards.id, item.objectId));
+        .where(eq(portForwards.id, id));
     }
   }
 
