@@ -6,14 +6,14 @@
  * then a host port move: the new port answers and the old one no longer does. Then NIC apply
  * status (`Nic.status`, `Nic.statusError`) as the agent reports it.
  */
-import { LinuxDriver } from '@gatehouse/plugin-linux';
 import { NetnsLab, eventually, labAvailable, tcpConnectLoop, tcpOutcome, tcpServer, type LabNamespace, type LabServer } from '@gatehouse/sdk/testkit';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HostAgent } from '../src/index.js';
-import { gql, startController, until, type Proc } from './support.js';
+import type { HostAgent } from '../src/index.js';
+import { startLinuxLabHost } from './linux-lab.js';
+import { gql, until, type Proc } from './support.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
@@ -52,34 +52,8 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward edits and NIC status end
     const vm = await lab.namespace('vm1');
     await lab.link(client, '198.51.100.2/24', host, '198.51.100.1/24');
     servers.push(tcpServer(vm, 8080, 'first'), tcpServer(vm, 8081, 'second'));
-    const c = await startController(dataDir);
-    controller = c;
-    admin = c.bootstrapSecret!;
-    await api(
-      `mutation { createIpPool(input: { name: "edit", kind: PRIVATE, network: "${lab.prefix}br", cidr: "10.78.0.0/24", gateway: "10.78.0.1" }) { __typename } }`,
-    );
-    const h = await api(
-      `mutation { createHost(input: { name: "edit-host", backend: LINUX, publicAddresses: ["198.51.100.1"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-    );
-    const hostId = h.createHost.host.id as string;
-    const i = await api(
-      `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: $name, nics: [{ network: "${lab.prefix}br" }] }) { ... on CreateInstancePayload { instance { id } } ${ERR} } }`,
-      { hostId, name: vm.name },
-    );
-    instanceId = i.createInstance.instance.id;
-    const t = await api(
-      `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-      { hostId },
-    );
-    const silent = { info: () => {}, warn: () => {}, error: () => {} };
-    agent = new HostAgent({
-      controllerUrl: controller.url,
-      token: t.createApiToken.created.secret,
-      driver: new LinuxDriver({ hostNetns: host.name, namespacePrefix: `${lab.prefix}-vm` }),
-      logger: silent,
-      backoff: { minMs: 100, maxMs: 1000 },
-    });
-    await agent.start();
+    const l = await startLinuxLabHost({ lab, host, vm, dataDir, name: 'edit', subnet: '10.78.0', publicAddress: '198.51.100.1' });
+    ({ controller, admin, instanceId, agent } = l);
   }, 120_000);
 
   afterAll(async () => {

@@ -7,7 +7,6 @@
  * 20 per second is not limited at all. The connections the limit refused reach the API
  * (`PortForward.rateLimited`): the attempts minus the accepted ones.
  */
-import { LinuxDriver } from '@gatehouse/plugin-linux';
 import { NetnsLab, labAvailable, tcpConnectRate, type LabNamespace } from '@gatehouse/sdk/testkit';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -15,8 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HostAgent } from '../src/index.js';
-import { gql, startController, until, type Proc } from './support.js';
+import type { HostAgent } from '../src/index.js';
+import { startLinuxLabHost } from './linux-lab.js';
+import { gql, until, type Proc } from './support.js';
 
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
@@ -75,34 +75,8 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward rate limits end to end',
     for (const a of ['198.51.100.3/24', '198.51.100.4/24']) await client.exec('ip', ['addr', 'add', a, 'dev', ifA]);
     server = countingServer(vm, 8080);
     await server.ready;
-    const c = await startController(dataDir);
-    controller = c;
-    admin = c.bootstrapSecret!;
-    await api(
-      `mutation { createIpPool(input: { name: "rate", kind: PRIVATE, network: "${lab.prefix}br", cidr: "10.79.0.0/24", gateway: "10.79.0.1" }) { __typename } }`,
-    );
-    const h = await api(
-      `mutation { createHost(input: { name: "rate-host", backend: LINUX, publicAddresses: ["198.51.100.1"] }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-    );
-    const hostId = h.createHost.host.id as string;
-    const i = await api(
-      `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: $name, nics: [{ network: "${lab.prefix}br" }] }) { ... on CreateInstancePayload { instance { id } } ${ERR} } }`,
-      { hostId, name: vm.name },
-    );
-    instanceId = i.createInstance.instance.id;
-    const t = await api(
-      `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-      { hostId },
-    );
-    const silent = { info: () => {}, warn: () => {}, error: () => {} };
-    agent = new HostAgent({
-      controllerUrl: controller.url,
-      token: t.createApiToken.created.secret,
-      driver: new LinuxDriver({ hostNetns: host.name, namespacePrefix: `${lab.prefix}-vm` }),
-      logger: silent,
-      backoff: { minMs: 100, maxMs: 1000 },
-    });
-    await agent.start();
+    const l = await startLinuxLabHost({ lab, host, vm, dataDir, name: 'rate', subnet: '10.79.0', publicAddress: '198.51.100.1' });
+    ({ controller, admin, instanceId, agent } = l);
   }, 120_000);
 
   afterAll(async () => {

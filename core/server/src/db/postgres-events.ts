@@ -28,7 +28,7 @@ import { asc, eq, gte, sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import type { Database } from './database-types.js';
 import { auditLog, hosts } from './schema.js';
-import { statusBatches, type ApplyStatus, type ChangeObjectType } from '../events/event-payloads.js';
+import { statusBatches, type ObjectStatusChange } from '../events/event-payloads.js';
 
 const CHANNEL = 'gatehouse_events';
 // room for the envelope below PostgreSQL's 8000-byte NOTIFY limit
@@ -207,9 +207,7 @@ export class PostgresEventTarget extends EventTarget {
   }
 
   /** The current status of every object of `hostIds` and of every web proxy (at most REPLAY_LIMIT). */
-  private async objectStatuses(
-    hostIds: string[],
-  ): Promise<{ objectType: ChangeObjectType; objectId: string; hostId: string; ownerId: string; status: ApplyStatus; error: string | null }[]> {
+  private async objectStatuses(hostIds: string[]): Promise<Omit<ObjectStatusChange, 'revision'>[]> {
     const ids = sql`${`{${hostIds.join(',')}}`}::uuid[]`;
     const result = await this.db.execute(sql`
       select 'port_forward' as "objectType", o.id as "objectId", o.host_id as "hostId", o.owner_id as "ownerId", o.status, o.status_error as error
@@ -226,14 +224,7 @@ export class PostgresEventTarget extends EventTarget {
       union all
       select 'web_proxy', o.id, o.host_id, o.owner_id, o.status, o.status_error from web_proxies o
       limit ${REPLAY_LIMIT}`);
-    return result as unknown as {
-      objectType: ChangeObjectType;
-      objectId: string;
-      hostId: string;
-      ownerId: string;
-      status: ApplyStatus;
-      error: string | null;
-    }[];
+    return result as unknown as Omit<ObjectStatusChange, 'revision'>[];
   }
 
   /** Remembers a heard audit entry; forgets those heard long enough ago that no replay window reaches them (only while listening). */
