@@ -122,7 +122,10 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
   const lab = new NetnsLab();
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-ssh-'));
   const rootIf = `${lab.prefix}r`;
-  const controllerAddress = '100.73.0.1';
+  // the /30 between this machine and the host comes from the lab's random prefix: two runs on one machine do not share it
+  const [, third, fourth] = /^gh([0-9a-f]{2})([0-9a-f]{2})/.exec(lab.prefix)!;
+  const controllerAddress = `100.73.${parseInt(third!, 16)}.${(parseInt(fourth!, 16) & 0xfc) + 1}`;
+  const hostAddress = `100.73.${parseInt(third!, 16)}.${(parseInt(fourth!, 16) & 0xfc) + 2}`;
   const instanceHostname = `${lab.prefix}-vm1`;
   const recordingsDir = join(dir, 'recordings');
   let host: LabNamespace;
@@ -217,7 +220,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
     host = await lab.namespace('host');
     vm = await lab.namespace('vm1');
     // this machine <-> host namespace: the only way from the controller to the host
-    await linkControllerToHost(host, rootIf, `${lab.prefix}h`, controllerAddress, '100.73.0.2');
+    await linkControllerToHost(host, rootIf, `${lab.prefix}h`, controllerAddress, hostAddress);
 
     const c = await startController(join(dir, 'data'), {
       args: ['--host', controllerAddress, '--ssh-port', '0', '--terminal-idle-timeout-ms', String(IDLE_MS), '--terminal-recordings', recordingsDir],
