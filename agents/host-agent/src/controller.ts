@@ -10,6 +10,9 @@
  * a ping every `keepAliveMs` (10 s) that gets no pong within `pongTimeoutMs` (5 s) ends the
  * connection, and each new attempt gives up after `handshakeTimeoutMs` (5 s) instead of waiting for
  * the kernel's SYN retries (minutes), so the agent is back within one backoff of the cut healing.
+ * The dead connection's socket is destroyed, not closed: a close waits for the controller's close
+ * frame, and graphql-ws would meanwhile pass on what still arrives on it (once the cut heals, TCP
+ * delivers the revisions sent into the cut) to the same subscription on the new connection.
  */
 import {
   DESIRED_STATE_SUBSCRIPTION,
@@ -89,6 +92,8 @@ export class ControllerConnection {
     this.urls = given.map((u) => websocketUrl(u));
     const { keepAliveMs = 10_000, pongTimeoutMs = 5000, handshakeTimeoutMs = 5000 } = options.liveness ?? {};
     let pongDue: NodeJS.Timeout | undefined;
+    /** The socket of the current connection attempt. */
+    let socket: WebSocket | undefined;
     const pongArrived = () => {
       clearTimeout(pongDue);
       pongDue = undefined;
@@ -118,6 +123,9 @@ export class ControllerConnection {
         return !this.refused;
       },
       on: {
+        opened: (opened) => {
+          socket = opened as WebSocket;
+        },
         connected: () => options.onConnected?.(),
         ping: (received) => {
           if (received) return;
@@ -125,6 +133,7 @@ export class ControllerConnection {
           pongArrived();
           pongDue = setTimeout(() => {
             options.logger.warn(`no answer from the controller for ${pongTimeoutMs} ms after a keep-alive ping; reconnecting`, { url: this.url });
+            socket?.terminate();
             this.client.terminate();
           }, pongTimeoutMs);
           pongDue.unref();
@@ -154,7 +163,13 @@ export class ControllerConnection {
   }
 
   /** Subscribes to one field's events: `onItem` gets each value of `field`, `onError` GraphQL and transport errors. */
-  private subscribeTo<T>(query: string, variables: Record<string, unknown>, field: string, onItem: (item: T) => void, onError: (error: unknown) => void): () => void {
+  private subscribeTo<T>(
+    query: string,
+    variables: Record<string, unknown>,
+    field: string,
+    onItem: (item: T) => void,
+    onError: (error: unknown) => void,
+  ): () => void {
     return this.client.subscribe<Record<string, T>>(
       { query, variables },
       {
