@@ -30,7 +30,8 @@ export function rateChartOptions(series: readonly ChartSeries[], width: number, 
         value: (_u: uPlot, v: number | null) => (v === null ? '—' : formatBitRate(v)),
       })),
     ],
-    axes: [{}, { size: 80, values: (_u: uPlot, ticks: number[]) => ticks.map(formatBitRate) }],
+    // time labels ("15:26:30") are about 55 px wide: 80 px between x ticks keeps neighbours apart at any width
+    axes: [{ space: 80 }, { size: 80, values: (_u: uPlot, ticks: number[]) => ticks.map(formatBitRate) }],
     scales: {
       // a live chart shows a fixed window ending at its latest sample, so that it scrolls rather than stretches
       ...(windowSeconds ? { x: { range: (_u: uPlot, _min: number, max: number) => [max - windowSeconds, max] } } : {}),
