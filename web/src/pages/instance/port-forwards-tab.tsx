@@ -9,7 +9,7 @@ import { FormError, SelectField, TextAreaField, TextField } from '../../componen
 import { Pager, useCursorPages } from '../../components/pager.js';
 import { ErrorFields, graphql } from '../../graphql.js';
 import { StatusBadge, useForgetStatus } from '../../live-status.js';
-import { rangeText } from '../../text.js';
+import { rangeText, rateLimitText } from '../../text.js';
 import { useFormMutation } from '../../use-form-mutation.js';
 import type { TabProps } from './instance-page.js';
 
@@ -31,6 +31,15 @@ const ForwardsQuery = graphql(`
             end
           }
           sourceCidrs
+          rateLimit {
+            perSource
+            total
+            burst
+            action
+          }
+          rateLimited {
+            connections
+          }
           note
           status
           statusError
@@ -179,7 +188,7 @@ export function PortForwardsTab({ instance }: TabProps) {
       <FormError errors={remove.errors} />
       <DataTable
         label="Port forwards"
-        columns={['Protocol', 'Host port', 'Target', 'Sources', 'Note', 'Status']}
+        columns={['Protocol', 'Host port', 'Target', 'Sources', 'Rate limit', 'Note', 'Status']}
         actions
         empty={data && rows.length === 0 && 'No port forwards yet.'}
       >
@@ -194,6 +203,7 @@ export function PortForwardsTab({ instance }: TabProps) {
               {f.targetAddress}:{rangeText(f.targetPorts)}
             </td>
             <td>{f.sourceCidrs.join(', ') || 'any'}</td>
+            <td>{rateLimitText(f.rateLimit, f.rateLimited)}</td>
             <td>{f.note}</td>
             <td>
               <StatusBadge id={f.id} status={f.status} error={f.statusError} />
