@@ -231,6 +231,32 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
     expect((await listedObjects(entry!.id))['port_forward:drifted']!.sort()).toEqual(ana.forwards.slice(5, 20).sort());
   });
 
+  it("changes this host's NICs, with their instance's owner, and skips another host's", async () => {
+    const [ana] = owners as [(typeof owners)[0]];
+    const nicOf = async (host: string) =>
+      rowsOf<{ id: string }>(
+        await store.db.execute(sql`select n.id from nics n join instances i on i.id = n.instance_id where i.host_id = ${host}::uuid order by i.name limit 1`),
+      )[0]!.id;
+    const [mine, theirs] = [await nicOf(hostId), await nicOf(otherHostId)];
+    const result = await service.report(admin, {
+      hostId,
+      revision,
+      objects: [
+        { objectType: 'nic', objectId: theirs, status: 'applied' },
+        { objectType: 'nic', objectId: mine, status: 'applied' },
+      ],
+    });
+    expect(result.changes).toEqual([{ objectType: 'nic', objectId: mine, hostId, ownerId: ana.actor.userId, status: 'applied', error: null, revision }]);
+    const nicStatus = rowsOf<{ id: string; status: string }>(
+      await store.db.execute(sql`select id, status from nics where id = any(${`{${mine},${theirs}}`}::uuid[])`),
+    );
+    expect(Object.fromEntries(nicStatus.map((n) => [n.id, n.status]))).toEqual({ [mine]: 'applied', [theirs]: 'pending' });
+    const [entry] = rowsOf<{ id: string }>(
+      await store.db.execute(sql`select id from audit_log where object_id = ${hostId} and action = 'host.statusReport' order by at desc limit 1`),
+    );
+    expect(await listedObjects(entry!.id)).toEqual({ 'nic:applied': [mine] });
+  });
+
   it('refuses bad input naming the field, and changes nothing', async () => {
     const [ana] = owners as [(typeof owners)[0]];
     const ok: ObjectStatusReport = { objectType: 'port_forward', objectId: ana.forwards[100]!, status: 'failed', error: 'x' };
