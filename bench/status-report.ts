@@ -154,7 +154,11 @@ async function benchStore(label: string, store: Store) {
   await eventsArrived(ids.length);
   const total = store.eventTarget ? Number(lastEvent - started) / 1e9 : newApply;
   // the monotonic clock in µs, as CPU profiles' timestamps
-  if (WINDOWS) await writeFile(join(WINDOWS, `${label}-windows.json`), JSON.stringify([[Number(started / 1000n), Number((started + BigInt(Math.round(total * 1e9))) / 1000n)]]));
+  if (WINDOWS)
+    await writeFile(
+      join(WINDOWS, `${label}-windows.json`),
+      JSON.stringify([[Number(started / 1000n), Number((started + BigInt(Math.round(total * 1e9))) / 1000n)]]),
+    );
   store.eventTarget?.removeEventListener('objectStatus', onEvent);
   const [newAgain] = await seconds(() => reportAll(false));
 
