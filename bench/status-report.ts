@@ -14,10 +14,15 @@
  * - both paths re-reporting the same statuses (nothing changes: what an agent sends after every apply).
  *
  *   npx tsx bench/status-report.ts     (BENCH_OBJECTS=60000 BENCH_REPORT=10000)
+ *
+ * For a profile of the measured reports alone: `node --cpu-prof --cpu-prof-dir <dir> --import tsx
+ * bench/status-report.ts` with BENCH_STATUS_WINDOWS=<dir>, which gets each store's window of the
+ * six reports (`<store>-windows.json`, for `bench/cpuprofile-top.ts <profile> --windows <file>`).
  */
 import 'reflect-metadata';
 import { and, eq, inArray, lte, sql } from 'drizzle-orm';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import {
   HostService,
@@ -38,6 +43,7 @@ import { PortForwardService } from '../core/server/src/services/port-forward-ser
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 60_000);
 const REPORT = Number(process.env.BENCH_REPORT ?? 10_000);
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const WINDOWS = process.env.BENCH_STATUS_WINDOWS;
 
 async function seconds<T>(work: () => Promise<T>): Promise<[number, T]> {
   const start = process.hrtime.bigint();
@@ -147,6 +153,12 @@ async function benchStore(label: string, store: Store) {
   await check('set-based', newChanged);
   await eventsArrived(ids.length);
   const total = store.eventTarget ? Number(lastEvent - started) / 1e9 : newApply;
+  // the monotonic clock in µs, as CPU profiles' timestamps
+  if (WINDOWS)
+    await writeFile(
+      join(WINDOWS, `${label}-windows.json`),
+      JSON.stringify([[Number(started / 1000n), Number((started + BigInt(Math.round(total * 1e9))) / 1000n)]]),
+    );
   store.eventTarget?.removeEventListener('objectStatus', onEvent);
   const [newAgain] = await seconds(() => reportAll(false));
 

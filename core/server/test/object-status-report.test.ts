@@ -122,6 +122,16 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
       ),
     ).map((r) => [r.status, Number(r.n)]);
 
+  /** The ids an audit entry lists as changed, by "type:status". */
+  const listedObjects = async (auditId: string) => {
+    const rows = rowsOf<{ objectType: string; status: string; ids: string }>(
+      await store.db.execute(
+        sql`select object_type as "objectType", status, object_ids::text as ids from audit_status_objects where audit_id = ${auditId}::uuid order by object_type, status`,
+      ),
+    );
+    return Object.fromEntries(rows.map((r) => [`${r.objectType}:${r.status}`, r.ids.slice(1, -1).split(',')]));
+  };
+
   /** Collects what a subscription delivers until `count` changes arrived. */
   const collect = (actor: Actor, count: number) => {
     const got: ObjectStatusChange[] = [];
@@ -177,22 +187,30 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
     expect(await statusOf([foreign])).toEqual([['pending', 1]]);
     expect(await statusOf(ana.forwards)).toEqual([['applied', PER_OWNER]]);
 
-    // one compact audit entry, listing the changed objects by type and status
-    const [entry] = rowsOf<{ after: any }>(
-      await store.db.execute(sql`select after from audit_log where object_id = ${hostId} and action = 'host.statusReport' order by at desc limit 1`),
+    // one compact audit entry, with the changed objects' ids beside it by type and status
+    const [entry] = rowsOf<{ id: string; after: any }>(
+      await store.db.execute(sql`select id, after from audit_log where object_id = ${hostId} and action = 'host.statusReport' order by at desc limit 1`),
     );
     expect(entry!.after.changed).toEqual({ applied: 2 * PER_OWNER - PER_OWNER / 10, failed: PER_OWNER / 10 });
-    expect(entry!.after.objects.port_forward.applied).toHaveLength(2 * PER_OWNER - PER_OWNER / 10);
-    expect(entry!.after.objects.port_forward.failed).toEqual(ben.forwards.filter((_, i) => i % 10 === 0));
+    expect(entry!.after.objects).toEqual({ port_forward: { applied: 2 * PER_OWNER - PER_OWNER / 10, failed: PER_OWNER / 10 } });
     expect(entry!.after.failed).toHaveLength(20);
+    expect(entry!.after.failed[0]).toEqual({ objectType: 'port_forward', objectId: ben.forwards[0], error: 'e0' });
     expect(entry!.after.moreFailed).toBe(PER_OWNER / 10 - 20);
+    const listed = await listedObjects(entry!.id);
+    expect(Object.keys(listed)).toEqual(['port_forward:applied', 'port_forward:failed']);
+    expect(listed['port_forward:applied']!.sort()).toEqual([...ana.forwards, ...ben.forwards.filter((_, i) => i % 10 !== 0)].sort());
+    expect(listed['port_forward:failed']!.sort()).toEqual(ben.forwards.filter((_, i) => i % 10 === 0).sort());
+    // small enough to travel in a NOTIFY itself, not by reference (postgres-events.ts)
+    expect(Buffer.byteLength(JSON.stringify(entry!.after))).toBeLessThan(7000);
 
     // the same report again changes nothing, publishes nothing and writes no entry
     const entries = async () =>
       Number(rowsOf<{ n: number }>(await store.db.execute(sql`select count(*)::int as n from audit_log where action = 'host.statusReport'`))[0]!.n);
-    const before = await entries();
+    const lists = async () => Number(rowsOf<{ n: number }>(await store.db.execute(sql`select count(*)::int as n from audit_status_objects`))[0]!.n);
+    const [before, listsBefore] = [await entries(), await lists()];
     expect((await service.report(admin, { hostId, revision, objects })).changes).toEqual([]);
     expect(await entries()).toBe(before);
+    expect(await lists()).toBe(listsBefore);
   });
 
   it('skips objects changed after the reported revision and lists them as stale', async () => {
@@ -205,6 +223,38 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
     expect(result.stale.map((s) => s.objectId)).toEqual(newer);
     expect(result.changes.map((c) => c.objectId)).toEqual(ana.forwards.slice(5, 20));
     expect(await statusOf(newer)).toEqual([['applied', 5]]);
+    // the entry lists only what changed
+    const [entry] = rowsOf<{ id: string; after: any }>(
+      await store.db.execute(sql`select id, after from audit_log where object_id = ${hostId} and action = 'host.statusReport' order by at desc limit 1`),
+    );
+    expect(entry!.after.changed).toEqual({ drifted: 15 });
+    expect((await listedObjects(entry!.id))['port_forward:drifted']!.sort()).toEqual(ana.forwards.slice(5, 20).sort());
+  });
+
+  it("changes this host's NICs, with their instance's owner, and skips another host's", async () => {
+    const [ana] = owners as [(typeof owners)[0]];
+    const nicOf = async (host: string) =>
+      rowsOf<{ id: string }>(
+        await store.db.execute(sql`select n.id from nics n join instances i on i.id = n.instance_id where i.host_id = ${host}::uuid order by i.name limit 1`),
+      )[0]!.id;
+    const [mine, theirs] = [await nicOf(hostId), await nicOf(otherHostId)];
+    const result = await service.report(admin, {
+      hostId,
+      revision,
+      objects: [
+        { objectType: 'nic', objectId: theirs, status: 'applied' },
+        { objectType: 'nic', objectId: mine, status: 'applied' },
+      ],
+    });
+    expect(result.changes).toEqual([{ objectType: 'nic', objectId: mine, hostId, ownerId: ana.actor.userId, status: 'applied', error: null, revision }]);
+    const nicStatus = rowsOf<{ id: string; status: string }>(
+      await store.db.execute(sql`select id, status from nics where id = any(${`{${mine},${theirs}}`}::uuid[])`),
+    );
+    expect(Object.fromEntries(nicStatus.map((n) => [n.id, n.status]))).toEqual({ [mine]: 'applied', [theirs]: 'pending' });
+    const [entry] = rowsOf<{ id: string }>(
+      await store.db.execute(sql`select id from audit_log where object_id = ${hostId} and action = 'host.statusReport' order by at desc limit 1`),
+    );
+    expect(await listedObjects(entry!.id)).toEqual({ 'nic:applied': [mine] });
   });
 
   it('refuses bad input naming the field, and changes nothing', async () => {

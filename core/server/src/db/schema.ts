@@ -298,6 +298,25 @@ export const auditLog = pgTable(
 );
 
 /**
+ * The objects an agent's status report changed, beside the report's `host.statusReport` audit
+ * entry (`audit_id`): their ids by object type and new status, written by the statement that
+ * changed them (a report of 10,000 objects lists 10,000 ids: as a JSON array in the entry they
+ * were built and parsed in JavaScript, stored as jsonb and read back by every replica, since the
+ * entry no longer fitted a NOTIFY). Written in the entry's transaction, just before the entry
+ * (hence no foreign key: the entry's row does not exist yet when the ids are written).
+ */
+export const auditStatusObjects = pgTable(
+  'audit_status_objects',
+  {
+    auditId: uuid('audit_id').notNull(),
+    objectType: text('object_type').notNull(),
+    status: text('status').notNull(),
+    objectIds: uuid('object_ids').array().notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.auditId, t.objectType, t.status] })],
+);
+
+/**
  * A NAT port forward: host port (range) on one or all public addresses of a host, to an address
  * of an instance NIC on that host. Overlaps are excluded by the database (see the migration
  * `port_forward_exclusion`): on one host, two forwards may not share a protocol, an address and a

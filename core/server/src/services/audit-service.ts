@@ -15,6 +15,8 @@ import { DatabaseToken, EventBusToken } from '../di/tokens.js';
 
 /** What a service says about one change. */
 export interface AuditChange {
+  /** The entry's id, when rows written beside it name it before it is recorded; new otherwise. */
+  id?: string;
   action: string;
   objectType: string;
   objectId: string;
@@ -132,7 +134,7 @@ export class AuditService {
 
 function auditEntry(actor: Actor, c: AuditChange, importId: string | null): AuditEntry {
   return {
-    id: newId(),
+    id: c.id ?? newId(),
     at: new Date(),
     requestId: actor.requestId,
     actorUserId: actor.userId,
