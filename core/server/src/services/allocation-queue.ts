@@ -31,6 +31,8 @@ export const MAX_ALLOCATION_BATCH = 64;
 export class AllocationQueue {
   private readonly queue: AllocationRequest<never>[] = [];
   private draining: Promise<void> | undefined;
+  /** Batches run so far, the requests they took, and how many of those were answered one at a time. */
+  readonly stats = { batches: 0, requests: 0, alone: 0 };
 
   /**
    * Queues the request; `run` answers every request of a batch (resolve or reject each) and is
@@ -47,6 +49,8 @@ export class AllocationQueue {
     await Promise.resolve();
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, MAX_ALLOCATION_BATCH);
+      this.stats.batches++;
+      this.stats.requests += batch.length;
       try {
         await run(batch);
       } catch (err) {

@@ -513,6 +513,7 @@ export class PoolService {
       }
     }
     alone.push(...pending);
+    this.queue.stats.alone += alone.length;
     await Promise.all(alone.map((r) => this.allocateAlone(r).then(r.resolve, r.reject)));
   }
 
