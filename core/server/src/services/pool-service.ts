@@ -5,7 +5,9 @@
  * unique constraint on (pool_id, slot) makes a duplicate impossible, and the quota is a
  * conditional increment that cannot pass the limit. Concurrent allocations from one pool do not
  * wait for each other: each claims a different slot (see address-claim.ts). Lock order:
- * user, host, address usage, pool row.
+ * user, host, address usage, pool row. `allocate` requests of one controller are written in
+ * batches (allocation-queue.ts, `allocateBatch`): a batch locks its hosts in id order, then its
+ * owners' usage rows in owner order, so batches of two controllers cannot deadlock on them.
  */
 import { and, asc, count, eq, getColumns, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
