@@ -17,19 +17,28 @@
  * counts the statements (round trips, BEGIN and COMMIT included) of one allocation on PostgreSQL.
  *
  *   npm run bench            (BENCH_ALLOCATIONS=1000 BENCH_CONCURRENCY=16 by default)
+ *
+ * Profiling: BENCH_ALLOCATION_STORES=postgres (or pglite) runs one store only;
+ * BENCH_ALLOCATION_WINDOWS=<file.json> writes the [start, end] (µs, monotonic clock) of every timed
+ * allocation row, for `node --cpu-prof` and `npx tsx bench/cpuprofile-top.ts <profile> --windows <file>`.
  */
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
-import { HostService, InstanceService, PoolService, createContainer, openStore, systemActor, type Store } from '../core/server/src/index.js';
+import { HostService, InstanceService, PoolService, createContainer, openStore, rowsOf, systemActor, type Store } from '../core/server/src/index.js';
 
 const N = Number(process.env.BENCH_ALLOCATIONS ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const TARGET = 1000;
+const STORES = (process.env.BENCH_ALLOCATION_STORES ?? 'pglite,postgres').split(',');
+const WINDOWS_FILE = process.env.BENCH_ALLOCATION_WINDOWS;
+const windows: [number, number][] = [];
+const monotonicMicros = () => Number(process.hrtime.bigint() / 1000n);
 
 async function timed(count: number, workers: readonly ((i: number) => Promise<unknown>)[]): Promise<number> {
   let next = 0;
@@ -48,6 +57,28 @@ interface Row {
   mode: string;
   rate: number;
   baseline: number;
+  /** CPU ms per allocation: this process (PGlite included), and PostgreSQL's backends of the bench database. */
+  nodeCpuMs: number;
+  pgCpuMs: number | null;
+}
+
+const TICKS_PER_S = 100; // USER_HZ on Linux
+
+/** CPU seconds (user + system) the server processes of `database` used so far; null where /proc cannot be read. */
+async function backendCpuSeconds(store: Store, database: string | null): Promise<number | null> {
+  if (database === null) return null;
+  const pids = rowsOf<{ pid: number }>(await store.db.execute(sql`select pid from pg_stat_activity where datname = ${database}`)).map((r) => r.pid);
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      // fields after the command's closing parenthesis: state is the 3rd field, utime the 14th, stime the 15th
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      return null;
+    }
+  }
+  return ticks / TICKS_PER_S;
 }
 
 /** NICs on `network`, one per instance; `spread`: each instance has its own owner and host. */
@@ -71,7 +102,7 @@ async function nicsFor(store: Store, network: string, count: number, spread: boo
   return nics;
 }
 
-async function benchStore(name: string, store: Store): Promise<Row[]> {
+async function benchStore(name: string, store: Store, database: string | null): Promise<Row[]> {
   const container = createContainer(store);
   const actor = systemActor('bench');
   const pools = container.resolve(PoolService);
@@ -93,32 +124,55 @@ async function benchStore(name: string, store: Store): Promise<Row[]> {
       N,
       Array.from({ length: clients }, () => insert),
     );
+    const from = monotonicMicros();
+    const cpuBefore = process.cpuUsage();
+    const pgBefore = await backendCpuSeconds(store, database);
     const rate = await timed(
       N,
       Array.from({ length: clients }, (_, w) => () => pools.allocate(actor, { nicId: nics[w % nics.length]! })),
     );
-    rows.push({ store: name, mode, rate, baseline });
+    const cpu = process.cpuUsage(cpuBefore);
+    const pgAfter = await backendCpuSeconds(store, database);
+    windows.push([from, monotonicMicros()]);
+    rows.push({
+      store: name,
+      mode,
+      rate,
+      baseline,
+      nodeCpuMs: (cpu.user + cpu.system) / 1000 / N,
+      pgCpuMs: pgBefore === null || pgAfter === null ? null : ((pgAfter - pgBefore) * 1000) / N,
+    });
   }
   console.error(`${name}: done`);
   return rows;
 }
 
-/** Statements one allocation sends to PostgreSQL, counted with the driver's debug hook. */
-async function statementsPerAllocation(url: string): Promise<{ count: number; statements: string[] }> {
+/**
+ * Statements one allocation sends to PostgreSQL, counted with the driver's debug hook: one
+ * allocation alone, and the average over a burst of CONCURRENCY clients on as many instances.
+ */
+async function statementsPerAllocation(url: string): Promise<{ count: number; statements: string[]; concurrent: number }> {
   const seen: string[] = [];
-  const client = postgres(url, { max: 1, onnotice: () => {}, debug: (_connection: number, query: string) => void seen.push(query) });
+  const client = postgres(url, { max: CONCURRENCY, onnotice: () => {}, debug: (_connection: number, query: string) => void seen.push(query) });
   const store: Store = { db: drizzle({ client }) as unknown as Store['db'], kind: 'postgres', close: () => client.end() };
   try {
     const container = createContainer(store);
     const actor = systemActor('bench-count');
     const tag = randomUUID().slice(0, 8);
     await container.resolve(PoolService).create(actor, { name: `pool-${tag}`, kind: 'private', network: `br-${tag}`, cidr: '10.129.0.0/16' });
-    const [nicId] = await nicsFor(store, `br-${tag}`, 1, true);
+    const nics = await nicsFor(store, `br-${tag}`, CONCURRENCY, true);
     const pools = container.resolve(PoolService);
-    await pools.allocate(actor, { nicId: nicId! });
+    await pools.allocate(actor, { nicId: nics[0]! });
     seen.length = 0;
-    await pools.allocate(actor, { nicId: nicId! });
-    return { count: seen.length, statements: seen.map((q) => q.replace(/\s+/g, ' ').trim().slice(0, 60)) };
+    await pools.allocate(actor, { nicId: nics[0]! });
+    const single = seen.map((q) => q.replace(/\s+/g, ' ').trim().slice(0, 60));
+    const burst = CONCURRENCY * 20;
+    seen.length = 0;
+    await timed(
+      burst,
+      nics.map((nicId) => () => pools.allocate(actor, { nicId })),
+    );
+    return { count: single.length, statements: single, concurrent: seen.length / burst };
   } finally {
     await store.close();
   }
@@ -128,13 +182,13 @@ const results: Row[] = [];
 const loadBefore = loadavg();
 let counted: Awaited<ReturnType<typeof statementsPerAllocation>> | undefined;
 
-{
+if (STORES.includes('pglite')) {
   const store = await openStore({ kind: 'pglite' });
-  results.push(...(await benchStore('PGlite', store)));
+  results.push(...(await benchStore('PGlite', store, null)));
   await store.close();
 }
 
-{
+if (STORES.includes('postgres')) {
   const dbName = `gatehouse_bench_${process.pid}`;
   const admin = postgres(PG_URL, { max: 1, onnotice: () => {} });
   let url: string | undefined;
@@ -149,7 +203,7 @@ let counted: Awaited<ReturnType<typeof statementsPerAllocation>> | undefined;
   if (url) {
     const store = await openStore({ kind: 'postgres', url, maxConnections: CONCURRENCY });
     try {
-      results.push(...(await benchStore('PostgreSQL', store)));
+      results.push(...(await benchStore('PostgreSQL', store, dbName)));
       counted = await statementsPerAllocation(url);
     } finally {
       await store.close();
@@ -160,16 +214,19 @@ let counted: Awaited<ReturnType<typeof statementsPerAllocation>> | undefined;
 }
 
 const loadAfter = loadavg();
+if (WINDOWS_FILE) writeFileSync(WINDOWS_FILE, JSON.stringify(windows));
 console.log(`\nallocation benchmark: ${N} allocations per row, lowest-free from one /16 pool`);
 console.log(`load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')} before, ${loadAfter.map((l) => l.toFixed(2)).join(' ')} after`);
-console.log('store       mode                        allocations/s   baseline inserts/s   ratio (alloc/baseline)');
+console.log('store       mode                        allocations/s   baseline inserts/s   ratio (alloc/baseline)   CPU ms/allocation: node  PostgreSQL');
 for (const r of results) {
   console.log(
-    `${r.store.padEnd(11)} ${r.mode.padEnd(27)} ${r.rate.toFixed(0).padStart(13)}   ${r.baseline.toFixed(0).padStart(18)}   ${(r.rate / r.baseline).toFixed(2).padStart(8)}`,
+    `${r.store.padEnd(11)} ${r.mode.padEnd(27)} ${r.rate.toFixed(0).padStart(13)}   ${r.baseline.toFixed(0).padStart(18)}   ${(r.rate / r.baseline).toFixed(2).padStart(8)}` +
+      `   ${r.nodeCpuMs.toFixed(2).padStart(28)}  ${r.pgCpuMs === null ? '-' : r.pgCpuMs.toFixed(2).padStart(10)}`,
   );
 }
 if (counted) {
   console.log(`one allocation on PostgreSQL: ${counted.count} statements (BEGIN and COMMIT included)\n  ${counted.statements.join('\n  ')}`);
+  console.log(`${CONCURRENCY} clients on ${CONCURRENCY} instances, PostgreSQL: ${counted.concurrent.toFixed(2)} statements per allocation`);
 }
 const row = results.find((r) => r.store === 'PostgreSQL' && r.mode === `${CONCURRENCY} clients, ${CONCURRENCY} instances`);
 if (row) {

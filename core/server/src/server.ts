@@ -29,6 +29,7 @@ import { UnexpectedErrorLog, quietLogger, type Logger } from './support/logger.j
 import { DEFAULT_AGENT_PRESENCE, HostAgentService } from './services/host-agent-service.js';
 import { MAX_CSV_BYTES, PortForwardImportService } from './services/port-forward-import-service.js';
 import { UserService } from './services/user-service.js';
+import { AllocationQueue } from './services/allocation-queue.js';
 import { TunnelBroker } from './tunnel/tunnel-broker.js';
 import { DiagnosisBroker } from './services/diagnosis-broker.js';
 import { startJumpServer, type JumpServer, type JumpServerOptions } from './ssh/jump-server.js';
@@ -146,6 +147,8 @@ export function createContainer(store: Store, options: ContainerOptions = {}): D
   child.registerSingleton(TrafficQuota);
   // one per controller: it batches the reports arriving while a batch is written
   child.registerSingleton(TrafficIngest);
+  // one per controller: it batches the allocations arriving while a batch is written
+  child.registerSingleton(AllocationQueue);
   child.registerSingleton(ControllerMetrics);
   child.resolve(TrafficLive).start();
   return child;

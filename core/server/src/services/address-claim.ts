@@ -206,3 +206,144 @@ function countUsage(ownerId: string, family: IpFamily, quota: typeof users.quota
 function familyOfAddress(address: string): IpFamily {
   return address.includes(':') ? 6 : 4;
 }
+
+/** One request of a batch claim: the row to insert, less its slot and address (one pool, one createdAt per claim). */
+export interface BatchClaimRow {
+  id: string;
+  nicId: string;
+  ownerId: string;
+  idempotencyKey: string | null;
+}
+
+/** What one batch claim statement did: the rows inserted (by id), and what it saw in its window. */
+export interface BatchClaimResult {
+  claimed: Map<string, { slot: bigint; address: string }>;
+  /** Slots of the window free in the statement's snapshot. */
+  free: number;
+  /** Free slots it locked (at most one per row); more than it inserted when inserts conflicted. */
+  picked: number;
+}
+
+/**
+ * Claims slots for several rows of one pool in one statement: the free slots of
+ * [from, from + window) in address order, the first `rows.length` of them whose advisory lock is
+ * free, paired with the rows in order and inserted (on conflict do nothing: a slot inserted since
+ * the snapshot, or an idempotency key used meanwhile, leaves its row out).
+ */
+export async function claimSlots(
+  tx: Executor,
+  g: PoolGeometry,
+  poolId: string,
+  from: bigint,
+  window: bigint,
+  rows: readonly BatchClaimRow[],
+  createdAt: Date,
+): Promise<BatchClaimResult> {
+  const to = from + window < g.slotCount ? from + window : g.slotCount;
+  const slots: string[] = [];
+  const addresses: string[] = [];
+  for (let s = from; s < to; s++) {
+    slots.push(s.toString());
+    addresses.push(slotAddress(g, s));
+  }
+  const requests = JSON.stringify(rows.map((r, i) => ({ id: r.id, nic_id: r.nicId, owner_id: r.ownerId, idempotency_key: r.idempotencyKey, n: i + 1 })));
+  // as in claimSlot: `free` and `pick` are materialised so that only the slots picked are locked
+  const result = await tx.execute(
+    sql`
+    with free as materialized (
+      select c.slot, c.address
+      from unnest(${`{${slots.join(',')}}`}::numeric[], ${`{${addresses.join(',')}}`}::text[]) with ordinality as c(slot, address, n)
+      where not exists (select 1 from ip_allocations a where a.pool_id = ${poolId}::uuid and a.slot = c.slot)
+      order by c.n
+    ), pick as materialized (
+      select slot, address from free where ${slotLock(poolId, sql`slot`)} limit ${rows.length}::int
+    ), paired as (
+      select r.id, r.nic_id, r.owner_id, r.idempotency_key, p.slot, p.address
+      from (select slot, address, row_number() over () as n from pick) p
+      join jsonb_to_recordset(${requests}::jsonb) as r(id uuid, nic_id uuid, owner_id uuid, idempotency_key text, n int) on r.n = p.n
+    ), ins as (
+      insert into ip_allocations (id, pool_id, slot, address, prefix_length, kind, nic_id, owner_id, note, idempotency_key, created_at)
+      select id, ${poolId}::uuid, slot, address, ${g.slotPrefixLength}::int, 'allocated', nic_id, owner_id, '', idempotency_key, ${createdAt.toISOString()}::timestamptz
+      from paired
+      on conflict do nothing
+      returning id, slot, address
+    )
+    select (select coalesce(json_agg(json_build_object('id', id, 'slot', slot::text, 'address', address)), '[]'::json) from ins) as claimed,
+      (select count(*)::int from free) as free, (select count(*)::int from pick) as picked`.inlineParams(),
+  );
+  const r = rowsOf<{ claimed: unknown; free: number; picked: number }>(result)[0]!;
+  const list = (typeof r.claimed === 'string' ? JSON.parse(r.claimed) : r.claimed) as { id: string; slot: string; address: string }[];
+  return {
+    claimed: new Map(list.map((c) => [c.id, { slot: BigInt(c.slot), address: c.address }])),
+    free: Number(r.free),
+    picked: Number(r.picked),
+  };
+}
+
+/** What `finishBatch` wrote: each host's new revision, each (owner, family) usage that was counted. */
+export interface BatchFinishResult {
+  revisions: Map<string, number>;
+  /** Keys `${ownerId}/${family}` whose whole count fitted below the quota (and was counted). */
+  counted: Set<string>;
+}
+
+/**
+ * The end of a batch of allocations, in one statement and in lock order: bumps the revision of
+ * each host (rows locked in id order, so two batches cannot deadlock on them), counts each owner's
+ * addresses of a family against its quota only if all of them fit (`used + k <= quota`, rows
+ * written in owner order), and moves each pool's hint as `finishAllocation` does. An owner whose
+ * count did not fit is missing from `counted`: the caller rolls the batch back and answers that
+ * owner's requests one at a time.
+ */
+export async function finishBatch(
+  tx: Executor,
+  args: {
+    hostIds: readonly string[];
+    usage: readonly { ownerId: string; family: IpFamily; count: number }[];
+    pools: readonly { poolId: string; slotCount: bigint; window: bigint }[];
+  },
+): Promise<BatchFinishResult> {
+  const hostIds = [...args.hostIds].sort();
+  const usage = JSON.stringify(args.usage.map((u) => ({ owner_id: u.ownerId, family: u.family, k: u.count })));
+  const quota = (alias: string, family: string) => sql.raw(`(case ${family} when 4 then ${alias}.quota_ipv4_addresses else ${alias}.quota_ipv6_prefixes end)`);
+  const hints = args.pools.map(
+    (p, i) => sql`, ${sql.raw(`hint${i}`)} as (
+      update ip_pools p set free_slot_hint = coalesce(
+        (select s from generate_series(p.free_slot_hint, least(p.free_slot_hint + ${p.window.toString()}::numeric, ${(p.slotCount - 1n).toString()}::numeric)) as s
+          where not exists (select 1 from ip_allocations a where a.pool_id = p.id and a.slot = s) order by s limit 1),
+        least(p.free_slot_hint + ${p.window.toString()}::numeric + 1, ${p.slotCount.toString()}::numeric))
+      where p.id = (select id from ip_pools where id = ${p.poolId}::uuid and exists (select 1 from usage) for no key update skip locked)
+      returning 1
+    )`,
+  );
+  const result = await tx.execute(
+    sql`
+    with locked as materialized (
+      select id from hosts where id in (select unnest(${`{${hostIds.join(',')}}`}::uuid[])) order by id for no key update
+    ), host as (
+      update hosts h set desired_revision = h.desired_revision + 1 from locked where h.id = locked.id returning h.id, h.desired_revision
+    ), usage as (
+      insert into address_usage as u (owner_id, family, used)
+      select r.owner_id, r.family, r.k
+      from jsonb_to_recordset(${usage}::jsonb) as r(owner_id uuid, family int, k int)
+        join users on users.id = r.owner_id
+      where exists (select 1 from host) and (${quota('users', 'r.family')} is null or ${quota('users', 'r.family')} >= r.k)
+      order by r.owner_id, r.family
+      on conflict (owner_id, family) do update set used = u.used + excluded.used
+        where u.used + excluded.used <= coalesce((select ${quota('q', 'excluded.family')} from users q where q.id = excluded.owner_id), 2147483647)
+      returning u.owner_id, u.family
+    )${sql.join(hints, sql``)}
+    select (select coalesce(json_agg(json_build_object('id', id, 'revision', desired_revision)), '[]'::json) from host) as hosts,
+      (select coalesce(json_agg(json_build_object('owner', owner_id, 'family', family)), '[]'::json) from usage) as usage
+      ${sql.join(
+        args.pools.map((_, i) => sql.raw(`, (select count(*) from hint${i}) as hinted${i}`)),
+        sql``,
+      )}`.inlineParams(),
+  );
+  const r = rowsOf<{ hosts: unknown; usage: unknown }>(result)[0]!;
+  const parse = <T>(v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v) as T;
+  return {
+    revisions: new Map(parse<{ id: string; revision: number | string }[]>(r.hosts).map((h) => [h.id, Number(h.revision)])),
+    counted: new Set(parse<{ owner: string; family: number }[]>(r.usage).map((u) => `${u.owner}/${u.family}`)),
+  };
+}

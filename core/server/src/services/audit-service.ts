@@ -34,6 +34,17 @@ export type RecordChange = ((change: AuditChange) => Promise<void>) & {
   proxyChanged(change: WebProxyChange): void;
 };
 
+/**
+ * What a transaction that carries the changes of several requests records (`transactBatch`): each
+ * entry names its own actor; entries, host revisions and proxy changes are published after commit.
+ */
+export interface BatchRecorder {
+  /** Writes the entries in bulk (one statement per AUDIT_BATCH rows). */
+  write(changes: readonly { actor: Actor; change: AuditChange }[]): Promise<void>;
+  hostChanged(hostId: string, revision: number): void;
+  proxyChanged(change: WebProxyChange): void;
+}
+
 /** The transaction handle passed to a change. */
 export type Tx = Executor;
 
@@ -85,10 +96,44 @@ export class AuditService {
       );
       return change(tx, record);
     });
+    this.announce(entries, revisions, proxyChanges);
+    return result;
+  }
+
+  /**
+   * Runs the changes of several requests (each with its own actor) in one transaction; publishes
+   * their entries, host revisions and proxy changes after commit. A retried transaction starts over.
+   */
+  async transactBatch<T>(change: (tx: Tx, record: BatchRecorder) => Promise<T>): Promise<T> {
+    const entries: AuditEntry[] = [];
+    const revisions = new Map<string, number>();
+    const proxyChanges: WebProxyChange[] = [];
+    const result = await this.db.transaction(async (tx) => {
+      entries.length = 0;
+      revisions.clear();
+      proxyChanges.length = 0;
+      return change(tx, {
+        async write(changes) {
+          const batch = changes.map(({ actor, change: c }) => auditEntry(actor, c, null));
+          for (let i = 0; i < batch.length; i += AUDIT_BATCH) await tx.insert(auditLog).values(batch.slice(i, i + AUDIT_BATCH));
+          entries.push(...batch);
+        },
+        hostChanged(hostId, revision) {
+          revisions.set(hostId, revision);
+        },
+        proxyChanged(c) {
+          proxyChanges.push(c);
+        },
+      });
+    });
+    this.announce(entries, revisions, proxyChanges);
+    return result;
+  }
+
+  private announce(entries: readonly AuditEntry[], revisions: ReadonlyMap<string, number>, proxyChanges: readonly WebProxyChange[]): void {
     for (const entry of entries) this.events.publish('audit', entry);
     for (const [hostId, revision] of revisions) this.events.publish('hostRevision', { hostId, revision });
     for (const change of proxyChanges) this.events.publish('webProxyChanged', change);
-    return result;
   }
 
   /**

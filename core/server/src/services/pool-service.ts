@@ -5,21 +5,44 @@
  * unique constraint on (pool_id, slot) makes a duplicate impossible, and the quota is a
  * conditional increment that cannot pass the limit. Concurrent allocations from one pool do not
  * wait for each other: each claims a different slot (see address-claim.ts). Lock order:
- * user, host, address usage, pool row.
+ * user, host, address usage, pool row. `allocate` requests of one controller are written in
+ * batches (allocation-queue.ts, `allocateBatch`): a batch locks its hosts in id order, then its
+ * owners' usage rows in owner order, so batches of two controllers cannot deadlock on them.
  */
 import { and, asc, count, eq, getColumns, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
 import { type Database, type Executor } from '../db/database.js';
 import { hosts, instances, ipAllocations, ipPools, nics } from '../db/schema.js';
-import { AddressInUseError, ConflictError, NotFoundError, PoolExhaustedError, QuotaExceededError, ValidationError, mapUniqueViolations } from '../support/errors.js';
+import {
+  AddressInUseError,
+  ConflictError,
+  NotFoundError,
+  PoolExhaustedError,
+  QuotaExceededError,
+  ValidationError,
+  mapUniqueViolations,
+} from '../support/errors.js';
 import { newId } from '../support/ids.js';
 import { controllerAddressesIn, isControllerAddress } from '../net/controller-addresses.js';
 import { formatCidr, formatIp, type IpFamily } from '../net/ip.js';
 import { DatabaseToken } from '../di/tokens.js';
 import { validId, validIdempotencyKey, validIp, validName, validNetworkName, validNote } from '../support/validate.js';
-import { CLAIM_WINDOW, claimSlot, countAddress, finishAllocation, quotaStanding, tryLockSlot, uncountAddresses, type ClaimTemplate } from './address-claim.js';
-import { AuditService, type RecordChange, type Tx } from './audit-service.js';
+import {
+  CLAIM_WINDOW,
+  claimSlot,
+  claimSlots,
+  countAddress,
+  finishAllocation,
+  finishBatch,
+  quotaStanding,
+  tryLockSlot,
+  uncountAddresses,
+  type BatchClaimRow,
+  type ClaimTemplate,
+} from './address-claim.js';
+import { AllocationQueue, type AllocationRequest } from './allocation-queue.js';
+import { AuditService, type BatchRecorder, type RecordChange, type Tx } from './audit-service.js';
 import { lockOwner, loadOwnedNic, type Instance, type Nic } from './ownership.js';
 import { PortForwardService } from './port-forward-service.js';
 import { bumpHostRevision } from './revision.js';
@@ -95,6 +118,25 @@ const CLAIM_ROUNDS = 12;
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+// transactions one batch may take: each one that finds an owner over its quota sets that owner's requests aside
+const BATCH_ATTEMPTS = 3;
+// claim statements per pool in one batch before the requests left go the one-request way
+const BATCH_CLAIM_ROUNDS = 4;
+
+/** A request of a batch, with what its claim inserts. */
+interface BatchMember {
+  request: AllocationRequest<Allocation>;
+  instance: Instance;
+  claim: BatchClaimRow;
+}
+
+/** Thrown inside a batch's transaction to roll it back: these requests are answered alone, the others batched again. */
+class SetAside extends Error {
+  constructor(readonly requests: AllocationRequest<Allocation>[]) {
+    super(`${requests.length} allocation request(s) set aside from their batch`);
+  }
+}
+
 const QUOTA_FIELD: Record<IpFamily, 'quotaIpv4Addresses' | 'quotaIpv6Prefixes'> = { 4: 'quotaIpv4Addresses', 6: 'quotaIpv6Prefixes' };
 
 function poolNameTaken(name: unknown): ConflictError {
@@ -122,6 +164,7 @@ export class PoolService {
     @inject(AuditService) private readonly audit: AuditService,
     @inject(PortForwardService) private readonly forwards: PortForwardService,
     @inject(WebProxyService) private readonly proxies: WebProxyService,
+    @inject(AllocationQueue) private readonly queue: AllocationQueue,
   ) {}
 
   /** Creates a pool and its system reservations (admin only). Overlapping pools on one network are refused. */
@@ -325,14 +368,10 @@ export class PoolService {
     const poolId = input.poolId != null ? validId('input.poolId', input.poolId) : null;
     const nicId = validId('input.nicId', input.nicId);
     const family = input.family ?? null;
-    return this.audit.transact(actor, async (tx, record) => {
-      // one round trip: the pools are read by the NIC's id, and checked against it once both are in
-      const [{ nic, instance }, pools] = await Promise.all([
-        loadOwnedNic(tx, actor, 'input.nicId', input.nicId),
-        this.readCandidatePools(tx, nicId, poolId, family),
-      ]);
-      return this.allocateForNic(tx, record, { nic, instance, poolId, family, key, fieldPrefix: 'input', pools });
-    });
+    // group commit: requests arriving while a batch is written go into the next one (allocation-queue.ts)
+    return new Promise<Allocation>((resolve, reject) =>
+      this.queue.submit({ actor, nicId, poolId, family, key, resolve, reject }, (batch) => this.allocateBatch(batch)),
+    );
   }
 
   /** Assigns a chosen address to a NIC, checked against the pool. Assigning what the NIC already holds returns it. */
@@ -435,6 +474,212 @@ export class PoolService {
     if (standing.limit !== null && standing.used >= standing.limit) await this.quotaExceeded(tx, instance.ownerId, family, `${fieldPrefix}.nicId`, nic.id);
     const last = candidates[candidates.length - 1]!;
     throw new PoolExhaustedError(args.poolId ? `${fieldPrefix}.poolId` : `${fieldPrefix}.nicId`, last.id, last.name);
+  }
+
+  /** One request in its own transaction: what every request took before batching, and what a batch sets aside. */
+  private allocateAlone(r: AllocationRequest<Allocation>): Promise<Allocation> {
+    return this.audit.transact(r.actor, async (tx, record) => {
+      // one round trip: the pools are read by the NIC's id, and checked against it once both are in
+      const [{ nic, instance }, pools] = await Promise.all([
+        loadOwnedNic(tx, r.actor, 'input.nicId', r.nicId),
+        this.readCandidatePools(tx, r.nicId, r.poolId, r.family),
+      ]);
+      return this.allocateForNic(tx, record, { nic, instance, poolId: r.poolId, family: r.family, key: r.key, fieldPrefix: 'input', pools });
+    });
+  }
+
+  /**
+   * Answers every request of a batch: those the batch's transaction decides (allocated, or a typed
+   * error found before anything was written) once it commits; the rest one at a time afterwards.
+   * An owner whose requests do not all fit its quota rolls the batch back, and it runs again
+   * without them (at most BATCH_ATTEMPTS times); any other error of the batch's transaction sends
+   * all its requests down the one-request path, where each meets only its own errors.
+   */
+  private async allocateBatch(batch: AllocationRequest<Allocation>[]): Promise<void> {
+    const alone: AllocationRequest<Allocation>[] = [];
+    let pending = batch;
+    for (let attempt = 0; pending.length > 0 && attempt < BATCH_ATTEMPTS; attempt++) {
+      const requests = pending;
+      try {
+        const { answers, aside } = await this.audit.transactBatch((tx, record) => this.writeBatch(tx, record, requests));
+        for (const [request, answer] of answers) {
+          if (answer instanceof Error) request.reject(answer);
+          else request.resolve(answer);
+        }
+        alone.push(...aside);
+        pending = [];
+      } catch (err) {
+        if (!(err instanceof SetAside)) break;
+        alone.push(...err.requests);
+        pending = requests.filter((r) => !err.requests.includes(r));
+      }
+    }
+    alone.push(...pending);
+    this.queue.stats.alone += alone.length;
+    await Promise.all(alone.map((r) => this.allocateAlone(r).then(r.resolve, r.reject)));
+  }
+
+  /**
+   * A batch's transaction: reads the NICs, their pools and the idempotency keys (three statements
+   * in one round trip), claims the slots of each pool's requests (one statement per pool, usually),
+   * then writes the audit entries and, in one statement, the host revisions, the quotas and the
+   * pools' hints. Statements per batch do not grow with its size.
+   */
+  private async writeBatch(
+    tx: Tx,
+    record: BatchRecorder,
+    requests: AllocationRequest<Allocation>[],
+  ): Promise<{ answers: Map<AllocationRequest<Allocation>, Allocation | Error>; aside: AllocationRequest<Allocation>[] }> {
+    const answers = new Map<AllocationRequest<Allocation>, Allocation | Error>();
+    const aside: AllocationRequest<Allocation>[] = [];
+    const nicIds = [...new Set(requests.map((r) => r.nicId))];
+    const keys = [...new Set(requests.flatMap((r) => (r.key !== null ? [r.key] : [])))];
+    const [held, pools, keyed] = await Promise.all([
+      tx.select({ nic: nics, instance: instances }).from(nics).innerJoin(instances, eq(instances.id, nics.instanceId)).where(inArray(nics.id, nicIds)),
+      tx
+        .select()
+        .from(ipPools)
+        .where(inArray(ipPools.network, tx.select({ network: nics.network }).from(nics).where(inArray(nics.id, nicIds))))
+        .orderBy(sql`${ipPools.hostId} is null`, asc(ipPools.id)),
+      keys.length > 0 ? tx.select().from(ipAllocations).where(inArray(ipAllocations.idempotencyKey, keys)) : Promise.resolve([] as Allocation[]),
+    ]);
+    const byNic = new Map(held.map((h) => [h.nic.id, h]));
+    const keysInBatch = new Set<string>();
+    const groups = new Map<string, { pool: Pool; g: PoolGeometry; members: BatchMember[] }>();
+    for (const request of requests) {
+      const found = byNic.get(request.nicId);
+      if (!found || (!isAdmin(request.actor) && found.instance.ownerId !== request.actor.userId)) {
+        answers.set(request, new NotFoundError('input.nicId', request.nicId, 'NIC'));
+        continue;
+      }
+      const { nic, instance } = found;
+      if (request.key !== null) {
+        // a second request with the same key waits for the first's commit and finds its allocation
+        const ownerKey = `${instance.ownerId}/${request.key}`;
+        if (keysInBatch.has(ownerKey)) {
+          aside.push(request);
+          continue;
+        }
+        keysInBatch.add(ownerKey);
+        const existing = keyed.find((a) => a.ownerId === instance.ownerId && a.idempotencyKey === request.key);
+        if (existing) {
+          answers.set(
+            request,
+            existing.nicId === nic.id ? existing : new ConflictError('input.idempotencyKey', request.key, 'was already used for an allocation to another NIC'),
+          );
+          continue;
+        }
+      }
+      let pool: Pool;
+      try {
+        let read: Pool[];
+        if (request.poolId !== null) {
+          const requested = pools.find((p) => p.id === request.poolId);
+          if (!requested) {
+            // no such pool on these NICs' networks: the one-request path says which error
+            aside.push(request);
+            continue;
+          }
+          read = [requested];
+        } else {
+          const family = request.family ?? 4;
+          read = pools.filter((p) => p.network === nic.network && p.family === family && (p.hostId === null || p.hostId === instance.hostId));
+        }
+        pool = this.candidatePools(read, { nic, instance, poolId: request.poolId, family: request.family, fieldPrefix: 'input' })[0]!;
+      } catch (err) {
+        answers.set(request, err as Error);
+        continue;
+      }
+      let group = groups.get(pool.id);
+      if (!group) groups.set(pool.id, (group = { pool, g: storedGeometry(pool), members: [] }));
+      group.members.push({ request, instance, claim: { id: newId(), nicId: nic.id, ownerId: instance.ownerId, idempotencyKey: request.key } });
+    }
+
+    const claimed: { member: BatchMember; row: Allocation; family: IpFamily }[] = [];
+    const hinted: { poolId: string; slotCount: bigint; window: bigint }[] = [];
+    for (const { pool, g, members } of [...groups.values()].sort((a, b) => (a.pool.id < b.pool.id ? -1 : 1))) {
+      const createdAt = new Date();
+      let remaining = members;
+      let from = BigInt(pool.freeSlotHint);
+      let claimedHere = 0;
+      for (let round = 0; remaining.length > 0 && from < g.slotCount && round < BATCH_CLAIM_ROUNDS; round++) {
+        const window = CLAIM_WINDOW + BigInt(remaining.length);
+        const r = await claimSlots(
+          tx,
+          g,
+          pool.id,
+          from,
+          window,
+          remaining.map((m) => m.claim),
+          createdAt,
+        );
+        const left: BatchMember[] = [];
+        for (const member of remaining) {
+          const slot = r.claimed.get(member.claim.id);
+          if (!slot) {
+            left.push(member);
+            continue;
+          }
+          const { id, nicId, ownerId, idempotencyKey } = member.claim;
+          claimed.push({
+            member,
+            family: g.family,
+            row: {
+              id,
+              poolId: pool.id,
+              slot: slot.slot.toString(),
+              address: slot.address,
+              prefixLength: g.slotPrefixLength,
+              kind: 'allocated',
+              nicId,
+              ownerId,
+              note: '',
+              idempotencyKey,
+              createdAt,
+            },
+          });
+          claimedHere++;
+        }
+        if (r.picked > r.claimed.size) {
+          // an insert conflicted: a slot inserted since the statement's snapshot (look again), or an
+          // idempotency key used meanwhile (answered alone, with the allocation that used it)
+          remaining = left.filter((m) => m.claim.idempotencyKey === null || (aside.push(m.request), false));
+          continue;
+        }
+        remaining = left;
+        from += window;
+      }
+      // a full pool, another candidate pool, slots other requests hold: the one-request path decides
+      aside.push(...remaining.map((m) => m.request));
+      if (claimedHere > 0) hinted.push({ poolId: pool.id, slotCount: g.slotCount, window: CLAIM_WINDOW + BigInt(members.length) });
+    }
+    if (claimed.length === 0) return { answers, aside };
+
+    const usage = new Map<string, { ownerId: string; family: IpFamily; count: number }>();
+    for (const { row, family } of claimed) {
+      const k = `${row.ownerId}/${family}`;
+      const u = usage.get(k);
+      if (u) u.count++;
+      else usage.set(k, { ownerId: row.ownerId!, family, count: 1 });
+    }
+    // both in one round trip; should the batch roll back, so does its audit entries' insert
+    const [, done] = await Promise.all([
+      record.write(
+        claimed.map(({ member, row }) => ({
+          actor: member.request.actor,
+          change: { action: 'address.allocate', objectType: 'IpAddress', objectId: row.id, ownerId: row.ownerId, after: row },
+        })),
+      ),
+      finishBatch(tx, { hostIds: [...new Set(claimed.map((c) => c.member.instance.hostId))], usage: [...usage.values()], pools: hinted }),
+    ]);
+    const failed = claimed.filter((c) => !done.revisions.has(c.member.instance.hostId) || !done.counted.has(`${c.row.ownerId}/${c.family}`));
+    if (failed.length > 0) throw new SetAside(failed.map((c) => c.member.request));
+    for (const [hostId, revision] of done.revisions) record.hostChanged(hostId, revision);
+    for (const { member, row } of claimed) {
+      record.proxyChanged({ kind: 'address', action: 'added', addressId: row.id });
+      answers.set(member.request, row);
+    }
+    return { answers, aside };
   }
 
   /** Manual assignment inside a running transaction; also used when a NIC is added with addresses. */
