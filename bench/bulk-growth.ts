@@ -11,6 +11,9 @@
  * at a time), which holds the event loop for 30–100 ms every few hundred transactions as the tables grow.
  *
  *   npx tsx bench/bulk-growth.ts        (BENCH_STORES=pglite,postgres; BENCH_PART=me or growth for one part)
+ *
+ * BENCH_TRACE=1 lists every stall of the `{ me }` part with its times on the monotonic clock (µs), which
+ * a profile's timestamps use: `BENCH_TRACE=1 npx tsx --cpu-prof --cpu-prof-dir=DIR bench/bulk-growth.ts`.
  */
 import 'reflect-metadata';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -175,6 +178,7 @@ async function meDuringImport(api: TestApi, label: string) {
     const csv = csvOf(Array.from({ length: 50_000 }, () => `tcp,,${big.instances[0]!.address},80,auto`));
     let done = false;
     const started = performance.now();
+    const startedMono = Number(process.hrtime.bigint() / 1000n);
     const importing = api.admin(IMPORT, { input: { hostId: big.hostId, csv, dryRun } }).then((r) => {
       done = true;
       check(r, 'big import');
@@ -231,7 +235,8 @@ async function meDuringImport(api: TestApi, label: string) {
     const longest = [...stalls].sort((a, b) => b.ms - a.ms).slice(0, 5);
     const onCpu = stalls.filter((s) => s.cpuMs >= s.ms / 2).sort((a, b) => b.ms - a.ms);
     const bigGc = gcPauses.filter((d) => d >= 20);
-    const stallText = (xs: typeof stalls) => xs.map((s) => `${s.ms.toFixed(0)} ms (CPU ${s.cpuMs.toFixed(0)} ms) at ${(s.at / 1000).toFixed(1)} s`).join(', ') || 'none';
+    const stallText = (xs: typeof stalls) =>
+      xs.map((s) => `${s.ms.toFixed(0)} ms (CPU ${s.cpuMs.toFixed(0)} ms) at ${(s.at / 1000).toFixed(1)} s`).join(', ') || 'none';
     console.log(
       `${label} (load ${loadavg()[0]!.toFixed(1)}): { me } during a 50,000-row ${what} (${took.toFixed(0)} ms): ${during.length} answered, median ${p(during, 0.5).toFixed(1)} ms, p99 ${p(during, 0.99).toFixed(1)} ms, max ${max.toFixed(1)} ms (asked at ${(slowest.at / 1000).toFixed(1)} s); idle median ${p(idle, 0.5).toFixed(1)} ms (ratio ${(p(during, 0.5) / p(idle, 0.5)).toFixed(1)}×)`,
     );
@@ -242,6 +247,15 @@ async function meDuringImport(api: TestApi, label: string) {
       `  ${onCpu.length} of them mostly on CPU (work, not waiting for a core), longest ${stallText(onCpu.slice(0, 3))}; GC pauses ≥ 20 ms: ${bigGc.length}, longest ${Math.max(0, ...gcPauses).toFixed(0)} ms`,
     );
     console.log(`  ${verdict}`);
+    if (process.env.BENCH_TRACE) {
+      // monotonic µs, the clock of a --cpu-prof profile's timestamps: find what ran in each stall
+      const mono = (at: number) => (startedMono + at * 1000).toFixed(0);
+      console.log(`  slowest { me }: monotonic µs ${mono(slowest.at)}-${mono(slowest.at + slowest.ms)}`);
+      for (const s of stalls)
+        console.log(
+          `  stall ${s.ms.toFixed(0)} ms (CPU ${s.cpuMs.toFixed(0)} ms) at ${(s.at / 1000).toFixed(2)} s: monotonic µs ${mono(s.at)}-${mono(s.at + s.ms)}`,
+        );
+    }
     summary.push(
       `${label} (load ${loadavg()[0]!.toFixed(1)}): ${verdict}; median ${p(during, 0.5).toFixed(1)} ms, p99 ${p(during, 0.99).toFixed(1)} ms; the ${what} took ${(took / 1000).toFixed(1)} s; longest on-CPU stall ${(onCpu[0]?.ms ?? 0).toFixed(0)} ms`,
     );

@@ -139,9 +139,14 @@ export class AuditService {
   /**
    * Writes the entries of a staged import's forwards inside `tx`: hidden from the log until the
    * import commits (removed with it otherwise). Returns them for `publish` after that commit.
+   * `before` and `after` are taken as they are, not copied through JSON as `transact` copies them:
+   * they must be snapshots the caller no longer changes, of JSON values (Dates allowed: stored and
+   * announced as their ISO text). Copying the 50,000 forwards of an import cost ~350 ms of CPU and
+   * kept a second copy of each alive until the import was announced. One `at` for the batch.
    */
   async stage(tx: Tx, actor: Actor, importId: string, changes: readonly AuditChange[]): Promise<AuditEntry[]> {
-    const batch = changes.map((c) => auditEntry(actor, c, importId));
+    const at = new Date();
+    const batch = changes.map((c) => auditEntry(actor, c, importId, at, false));
     for (let i = 0; i < batch.length; i += AUDIT_BATCH) await tx.insert(auditLog).values(batch.slice(i, i + AUDIT_BATCH));
     return batch;
   }
@@ -177,10 +182,10 @@ export class AuditService {
   }
 }
 
-function auditEntry(actor: Actor, c: AuditChange, importId: string | null): AuditEntry {
+function auditEntry(actor: Actor, c: AuditChange, importId: string | null, at = new Date(), copy = true): AuditEntry {
   return {
     id: c.id ?? newId(),
-    at: new Date(),
+    at,
     requestId: actor.requestId,
     actorUserId: actor.userId,
     tokenId: actor.tokenId,
@@ -188,8 +193,8 @@ function auditEntry(actor: Actor, c: AuditChange, importId: string | null): Audi
     objectType: c.objectType,
     objectId: c.objectId,
     ownerId: c.ownerId ?? null,
-    before: toJson(c.before),
-    after: toJson(c.after),
+    before: copy ? toJson(c.before) : (c.before ?? null),
+    after: copy ? toJson(c.after) : (c.after ?? null),
     importId,
   };
 }

@@ -148,16 +148,21 @@ const PROTOCOLS: Record<string, ForwardProtocol> = { tcp: 'tcp', udp: 'udp', bot
  * made the import slower again (36 s).
  */
 const STAGE_TX_TARGET_MS = 10;
-/** Rows in the first staging transaction; later ones are sized from how long the last one took. */
-const STAGE_FIRST_BATCH = 100;
+/**
+ * Rows in the first staging transaction on PGlite; later ones are sized from how long the last one
+ * took. A row costs PGlite ~0.5–0.8 ms (the forward, its exclusion index, its audit entry): a first
+ * batch of 100 held every request for 105 ms (load 10), 20 aim at the target.
+ */
+const STAGE_FIRST_BATCH = 20;
 const STAGE_MIN_BATCH = 20;
 const STAGE_MAX_BATCH = 2_000;
 /**
  * Rows per INSERT statement in a staging transaction: building a statement is synchronous work
- * (one of 2,000 forwards held the event loop for 100–250 ms on a loaded machine), and the round
- * trip between two statements lets other requests run.
+ * (one of 2,000 forwards held the event loop for 100–250 ms on a loaded machine; one of 250 with
+ * their audit entries, binding ~8,000 parameters in postgres.js, 30–50 ms at load 10), and the
+ * round trip between two statements lets other requests run.
  */
-const STAGE_STATEMENT_ROWS = 250;
+const STAGE_STATEMENT_ROWS = 100;
 /** How often a staging transaction refreshes its import's `touchedAt` (an update per batch would pile up row versions). */
 const TOUCH_EVERY_MS = 5_000;
 /**
@@ -188,6 +193,42 @@ function* dataRecords(file: ParsedFile): Generator<CsvRecord | CsvSyntaxError> {
     if (header) header = false;
     else yield r;
   }
+}
+
+/** A data row refused as malformed. */
+function invalidRow(row: number, column: string | null, reason: string): ImportRow {
+  return { row, action: 'invalid', reason, column, forward: null };
+}
+
+/** The value of the column at `i` of a record (trimmed, a formula escape undone); empty when the file lacks the column. */
+function cellAt(fields: readonly string[], i: number | undefined): string {
+  return i === undefined ? '' : csvCellValue(fields[i]!.trim());
+}
+
+/** What a plan looks up once for all its rows; the per-row work allocates no closures (50,000 rows). */
+interface PlanContext {
+  actor: Actor;
+  columns: Map<string, number>;
+  /** Column positions, undefined for a column the file lacks. */
+  at: {
+    protocol?: number;
+    hostPort?: number;
+    vmIp?: number;
+    vmPort?: number;
+    note?: number;
+    hostAddress?: number;
+    sourceCidrs?: number;
+    rateLimit?: number;
+    targets?: number;
+  };
+  host: typeof hosts.$inferSelect;
+  targets: Map<string, (ForwardTarget & { controller: boolean })[]>;
+  /** `targets` by a vm_ip cell as written (files repeat their addresses: parsed once each). */
+  targetsByCell: Map<string, readonly (ForwardTarget & { controller: boolean })[] | { error: string }>;
+  index: PortIndex;
+  names: Map<string, string>;
+  listening: ListeningSocketJson[] | null;
+  createdAt: Date;
 }
 
 /** Host ports a forward row holds, per protocol. */
@@ -228,6 +269,30 @@ function ownersOf(forwards: readonly PortForward[]): string[] {
  * file: a planned row is indexed as its own plan (`ImportRow`), not as a copy of its forward.
  */
 type Indexed = { readonly forward: PortForward; readonly row?: number; readonly staged?: boolean };
+const NONE: readonly Indexed[] = [];
+
+/** The forward of the host that a planned row repeats exactly, among those it clashes with. */
+function sameForward(clash: readonly Indexed[], placed: PlacedForward, ports: PortRange, target: ForwardTarget): Indexed | undefined {
+  for (const e of clash) {
+    const f = e.forward;
+    if (
+      e.row === undefined &&
+      !e.staged &&
+      f.protocol === placed.protocol &&
+      f.hostAddress === placed.hostAddress &&
+      f.hostPortStart === ports.start &&
+      f.hostPortEnd === ports.end &&
+      f.targetAddressId === target.id &&
+      f.targetPortStart === placed.targetPorts.start &&
+      sameBalance(f.balance ?? null, placed.balance)
+    )
+      return e;
+  }
+  return undefined;
+}
+
+/** The column of a spec field, for errors. */
+const columnOf = (field: SpecField) => COLUMN_OF[field];
 
 /** Lets queued requests run between two staging transactions. */
 const yieldToOthers = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -287,6 +352,7 @@ class PortIndex {
   private readonly byPort: (Indexed | Indexed[] | undefined)[] = new Array(65536);
   private readonly all: Indexed[] = [];
   private readonly searches = new Map<string, FreePorts>();
+  private lastSearch: { keys: OverlapKeys; search: FreePorts } | undefined;
 
   constructor(private readonly host: Host) {}
 
@@ -302,34 +368,50 @@ class PortIndex {
     for (const search of this.searches.values()) search.claim(entry.forward);
   }
 
-  /** Forwards overlapping the keys on any of the ports, each once. */
-  overlapping(keys: PlacedForward, ports: PortRange): Indexed[] {
-    const found: Indexed[] = [];
+  /** Forwards overlapping the keys on any of the ports, each once (no array when there are none: most rows of a file). */
+  overlapping(keys: PlacedForward, ports: PortRange): readonly Indexed[] {
+    let found: Indexed[] | undefined;
     // a forward over several ports is met once per port
-    const seen = ports.start === ports.end ? undefined : new Set<Indexed>();
-    const note = (e: Indexed) => {
-      if (seen?.has(e) || !keysOverlap(e.forward, keys)) return;
-      seen?.add(e);
-      found.push(e);
-    };
+    let seen: Set<Indexed> | undefined;
+    const several = ports.start !== ports.end;
     for (let p = Math.max(ports.start, 0); p <= Math.min(ports.end, 65535); p++) {
       const held = this.byPort[p];
       if (held === undefined) continue;
-      if (Array.isArray(held)) held.forEach(note);
-      else note(held);
+      const list = Array.isArray(held) ? held : [held];
+      for (const e of list) {
+        if (!keysOverlap(e.forward, keys)) continue;
+        if (several) {
+          seen ??= new Set();
+          if (seen.has(e)) continue;
+          seen.add(e);
+        }
+        (found ??= []).push(e);
+      }
     }
-    return found;
+    return found ?? NONE;
   }
 
   /** The lowest free block of `count` host ports for a forward with these keys. */
   lowestFree(keys: OverlapKeys, count: number): PortRange | undefined {
+    // the rows of a file mostly share their keys: the last search is reused without building its id
+    const last = this.lastSearch;
+    if (
+      last &&
+      last.keys.protoLo === keys.protoLo &&
+      last.keys.protoHi === keys.protoHi &&
+      last.keys.addrLo === keys.addrLo &&
+      last.keys.addrHi === keys.addrHi
+    )
+      return last.search.lowest(count);
     const id = `${keys.protoLo}/${keys.protoHi}/${keys.addrLo}/${keys.addrHi}`;
     let search = this.searches.get(id);
+    const own = { protoLo: keys.protoLo, protoHi: keys.protoHi, addrLo: keys.addrLo, addrHi: keys.addrHi };
     if (!search) {
-      search = new FreePorts(this.host, { protoLo: keys.protoLo, protoHi: keys.protoHi, addrLo: keys.addrLo, addrHi: keys.addrHi });
+      search = new FreePorts(this.host, own);
       for (const e of this.all) search.claim(e.forward);
       this.searches.set(id, search);
     }
+    this.lastSearch = { keys: own, search };
     return search.lowest(count);
   }
 }
@@ -581,14 +663,36 @@ export class PortForwardImportService {
     const listening = await hostListeningSockets(db, hostId);
     const rows: ImportRow[] = [];
     const budget = new WorkBudget('input.csv', PLAN_BUDGET_MS);
-    // one creation time for the file's forwards (and one object, not one per row)
-    const createdAt = new Date();
+    const c = file.columns;
+    const context: PlanContext = {
+      actor,
+      columns: c,
+      at: {
+        protocol: c.get('protocol'),
+        hostPort: c.get('host_port'),
+        vmIp: c.get('vm_ip'),
+        vmPort: c.get('vm_port'),
+        note: c.get('note'),
+        hostAddress: c.get('host_address'),
+        sourceCidrs: c.get('source_cidrs'),
+        rateLimit: c.get('rate_limit'),
+        targets: c.get('targets'),
+      },
+      host,
+      targets,
+      targetsByCell: new Map(),
+      index,
+      names,
+      listening,
+      // one creation time for the file's forwards (and one object, not one per row)
+      createdAt: new Date(),
+    };
     let records = 0;
     // rows come in file order, syntax errors among them
     for (const rec of dataRecords(file)) {
-      if ('problem' in rec) rows.push({ row: rec.line, action: 'invalid', reason: rec.problem, column: null, forward: null });
+      if ('problem' in rec) rows.push(invalidRow(rec.line, null, rec.problem));
       else if (++records > MAX_CSV_ROWS) throw new ValidationError('input.csv', `row ${rec.line}`, `has more than ${MAX_CSV_ROWS} rows; split the file`);
-      else rows.push(this.planRow(actor, rec, file.columns, host, targets, index, names, listening, createdAt));
+      else rows.push(this.planRow(context, rec));
       await budget.tick();
     }
     return { rows, revision: host.desiredRevision };
@@ -722,51 +826,51 @@ export class PortForwardImportService {
     return map;
   }
 
-  private planRow(
-    actor: Actor,
-    rec: CsvRecord,
-    columns: Map<string, number>,
-    host: typeof hosts.$inferSelect,
-    targets: Map<string, (ForwardTarget & { controller: boolean })[]>,
-    index: PortIndex,
-    names: Map<string, string>,
-    listening: ListeningSocketJson[] | null,
-    createdAt: Date,
-  ): ImportRow {
+  /** The vm_ip cell's candidate targets, or why it names none; looked up once per distinct cell of the file. */
+  private targetsOfCell(context: PlanContext, text: string): readonly (ForwardTarget & { controller: boolean })[] | { error: string } {
+    let found = context.targetsByCell.get(text);
+    if (found === undefined) {
+      const vmIp = parseIp(text);
+      found = 'error' in vmIp ? { error: `"${text}" ${vmIp.error}` } : (context.targets.get(formatIp(vmIp)) ?? []);
+      context.targetsByCell.set(text, found);
+    }
+    return found;
+  }
+
+  private planRow(context: PlanContext, rec: CsvRecord): ImportRow {
+    const { actor, columns, at, host, index, names, listening, createdAt } = context;
     const row = rec.line;
-    const invalid = (column: string | null, reason: string): ImportRow => ({ row, action: 'invalid', reason, column, forward: null });
-    if (rec.fields.length !== columns.size) return invalid(null, `has ${rec.fields.length} columns, the header has ${columns.size}`);
-    const cell = (name: string) => {
-      const i = columns.get(name);
-      return i === undefined ? '' : csvCellValue(rec.fields[i]!.trim());
-    };
-    const protocol = PROTOCOLS[cell('protocol').toLowerCase()];
-    if (!protocol) return invalid('protocol', `"${cell('protocol')}" is not tcp, udp or both`);
-    const vmIp = parseIp(cell('vm_ip'));
-    if ('error' in vmIp) return invalid('vm_ip', `"${cell('vm_ip')}" ${vmIp.error}`);
-    const candidates = targets.get(formatIp(vmIp)) ?? [];
-    if (candidates.length === 0) return invalid('vm_ip', `${cell('vm_ip')} is not an address of an instance you own on host "${host.name}"`);
+    const fields = rec.fields;
+    if (fields.length !== columns.size) return invalidRow(row, null, `has ${fields.length} columns, the header has ${columns.size}`);
+    const protocolCell = cellAt(fields, at.protocol);
+    const protocol = PROTOCOLS[protocolCell.toLowerCase()];
+    if (!protocol) return invalidRow(row, 'protocol', `"${protocolCell}" is not tcp, udp or both`);
+    const vmIpCell = cellAt(fields, at.vmIp);
+    const candidates = this.targetsOfCell(context, vmIpCell);
+    if ('error' in candidates) return invalidRow(row, 'vm_ip', candidates.error);
+    if (candidates.length === 0) return invalidRow(row, 'vm_ip', `${vmIpCell} is not an address of an instance you own on host "${host.name}"`);
     if (candidates.length > 1)
-      return invalid(
+      return invalidRow(
+        row,
         'vm_ip',
-        `${cell('vm_ip')} is held by several instances on host "${host.name}" (on different networks); forward through the API with an instanceId`,
+        `${vmIpCell} is held by several instances on host "${host.name}" (on different networks); forward through the API with an instanceId`,
       );
     const target = candidates[0]!;
-    if (target.controller) return invalid('vm_ip', `${cell('vm_ip')} is an address of the controller itself; traffic may only be sent to instances`);
-    const sources = cell('source_cidrs');
-    const rateLimit = parseRateLimitCell(cell('rate_limit'));
-    if (rateLimit && 'error' in rateLimit) return invalid('rate_limit', rateLimit.error);
-    const listed = parseTargetsCell(cell('targets'));
-    if (listed && 'error' in listed) return invalid('targets', listed.error);
+    if (target.controller) return invalidRow(row, 'vm_ip', `${vmIpCell} is an address of the controller itself; traffic may only be sent to instances`);
+    const sources = cellAt(fields, at.sourceCidrs);
+    const rateLimit = parseRateLimitCell(cellAt(fields, at.rateLimit));
+    if (rateLimit && 'error' in rateLimit) return invalidRow(row, 'rate_limit', rateLimit.error);
+    const listed = parseTargetsCell(cellAt(fields, at.targets));
+    if (listed && 'error' in listed) return invalidRow(row, 'targets', listed.error);
     let balance: ForwardBalanceJson | null = null;
     if (listed) {
       const resolved: ResolvedTarget[] = [];
       for (const entry of listed.entries) {
         const address = parseIp(entry.address);
-        if ('error' in address) return invalid('targets', `"${entry.address}" ${address.error}`);
-        const held = targets.get(formatIp(address)) ?? [];
+        if ('error' in address) return invalidRow(row, 'targets', `"${entry.address}" ${address.error}`);
+        const held = context.targets.get(formatIp(address)) ?? [];
         if (held.length !== 1 || held[0]!.controller) {
-          return invalid('targets', `${entry.address} is not the address of one instance you own on host "${host.name}"`);
+          return invalidRow(row, 'targets', `${entry.address} is not the address of one instance you own on host "${host.name}"`);
         }
         resolved.push({ target: held[0]!, weight: entry.weight ?? 1 });
       }
@@ -774,30 +878,33 @@ export class PortForwardImportService {
         resolved.forEach((r, i) => validWeight(`targets[${i}].weight`, r.weight));
         balance = checkedBalance(target, resolved, listed.sourceAffinity, 'targets');
       } catch (err) {
-        if (err instanceof GatehouseError) return invalid('targets', err.message);
+        if (err instanceof GatehouseError) return invalidRow(row, 'targets', err.message);
         throw err;
       }
     }
     let placed: PlacedForward;
+    const hostPortCell = cellAt(fields, at.hostPort);
+    const hostAddressCell = cellAt(fields, at.hostAddress);
     try {
       placed = placeForward(
         {
           protocol,
-          hostPort: cell('host_port') === '' ? null : cell('host_port'),
-          targetPort: cell('vm_port'),
-          hostAddress: cell('host_address') === '' ? null : cell('host_address'),
+          hostPort: hostPortCell === '' ? null : hostPortCell,
+          targetPort: cellAt(fields, at.vmPort),
+          hostAddress: hostAddressCell === '' ? null : hostAddressCell,
           sourceCidrs: sources === '' ? [] : sources.split(/[\s;]+/).filter(Boolean),
           rateLimit,
           balance,
-          note: columns.has('note') ? csvCellValue(rec.fields[columns.get('note')!]!) : null,
+          note: at.note === undefined ? null : csvCellValue(fields[at.note]!),
         },
         host,
         target,
-        (field) => COLUMN_OF[field],
+        columnOf,
         !isAdmin(actor),
       );
     } catch (err) {
-      if (err instanceof GatehouseError) return invalid(err.field?.replace(/\[\d+\]$/, '').replace(/^rate_limit\..*$/, 'rate_limit') ?? null, err.message);
+      if (err instanceof GatehouseError)
+        return invalidRow(row, err.field?.replace(/\[\d+\]$/, '').replace(/^rate_limit\..*$/, 'rate_limit') ?? null, err.message);
       throw err;
     }
     let ports = placed.hostPorts;
@@ -806,18 +913,7 @@ export class PortForwardImportService {
       if (!ports) return { row, action: 'conflict', reason: `no free host port left on host "${host.name}"`, column: 'host_port', forward: null };
     }
     const clash = index.overlapping(placed, ports);
-    const same = clash.find(
-      ({ forward: f, row: other, staged }) =>
-        other === undefined &&
-        !staged &&
-        f.protocol === placed.protocol &&
-        f.hostAddress === placed.hostAddress &&
-        f.hostPortStart === ports.start &&
-        f.hostPortEnd === ports.end &&
-        f.targetAddressId === target.id &&
-        f.targetPortStart === placed.targetPorts.start &&
-        sameBalance(f.balance ?? null, placed.balance),
-    );
+    const same = clash.length === 0 ? undefined : sameForward(clash, placed, ports, target);
     if (same && clash.length === 1) return { row, action: 'unchanged', reason: null, column: null, forward: same.forward };
     if (clash.length > 0) {
       const { forward: f, row: other, staged } = clash[0]!;

@@ -4,6 +4,9 @@ import { randomFillSync } from 'node:crypto';
 const POOLED_IDS = 256;
 const pool = Buffer.alloc(16 * POOLED_IDS);
 let pooled = POOLED_IDS;
+const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
+/** Where an id's text is written. */
+const text = Buffer.alloc(36);
 
 /**
  * A UUIDv7: time-ordered, so ordering by id is creation order and keyset pagination on the
@@ -23,8 +26,16 @@ export function newId(now: number = Date.now()): string {
   }
   pool[o + 6] = (pool[o + 6]! & 0x0f) | 0x70;
   pool[o + 8] = (pool[o + 8]! & 0x3f) | 0x80;
-  const hex = pool.toString('hex', o, o + 16);
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  // the text is written into a buffer and read out as one flat string: joined from slices of the
+  // hex it was a tree of 9 strings (370 bytes an id, not 56), kept as long as the id (the forwards
+  // and audit entries of a 50,000-row import: 37 MB that every garbage collection walked)
+  let t = 0;
+  for (let b = o; b < o + 16; b++) {
+    if (t === 8 || t === 13 || t === 18 || t === 23) text[t++] = 0x2d;
+    text[t++] = HEX_DIGITS[pool[b]! >> 4]!;
+    text[t++] = HEX_DIGITS[pool[b]! & 15]!;
+  }
+  return text.toString('latin1', 0, 36);
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
