@@ -205,6 +205,26 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(await dp.drift()).toEqual([]);
   });
 
+  it('spells the rules of a replaced table in a scratch table it removes, and a fresh process tells a differing table from an equal one', async () => {
+    const desired = state(8, base());
+    const tables = async () => (await host.exec('nft', ['list', 'tables'])).trim().split('\n');
+    await host.exec('nft', ['flush', 'ruleset']);
+    expect(await dp.apply(desired, { force: true })).toMatchObject({ changed: true, mode: 'replace' });
+    expect(await tables()).toEqual(['table inet gatehouse']);
+    // the rules as the scratch table spelled them are the real table's: drift compares them rule by rule
+    expect(await dp.drift()).toEqual([]);
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');
+
+    // a fresh process (an agent start) over an equal table, then over one with a foreign element
+    expect(await new Dataplane({ netns: host.name }).apply(desired)).toMatchObject({ changed: false, mode: 'replace' });
+    await host.exec('nft', ['add', 'element', 'inet', 'gatehouse', 'fwd4_port', '{ 198.51.100.1 . tcp . 9999 : 22 }']);
+    const fresh = new Dataplane({ netns: host.name });
+    expect(await fresh.apply(desired)).toMatchObject({ changed: true, mode: 'replace' });
+    expect(await fresh.drift()).toEqual([]);
+    expect(await tables()).toEqual(['table inet gatehouse']);
+    await dp.apply(desired, { force: true });
+  });
+
   it('counts packets per forward and per instance', async () => {
     await dp.apply(state(9, base()), { force: true });
     for (let i = 0; i < 3; i++) expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');
