@@ -93,7 +93,8 @@ export class Dataplane {
   async apply(state: DesiredState, options: { force?: boolean } = {}): Promise<DataplaneApplyResult> {
     if (state.instances.length === 0) {
       // nothing to apply: nothing of ours stays behind, not even an empty table
-      const existed = (await listTable(TABLE.family, TABLE.table, this.target, { terse: true })) !== undefined;
+      // (`list chains` fetches no elements: even a terse listing of the table fetches them all)
+      const existed = (await this.chainNames()).length > 0;
       await this.remove();
       return { changed: existed, mode: existed ? 'replace' : 'unchanged', commands: existed ? 2 : 0 };
     }
@@ -119,25 +120,19 @@ export class Dataplane {
       }
     }
     // nft 1.0.6 fetches every element for any listing of the table (also `list chain`; at 250,000
-    // forwards 24 s of CPU, the kernel walking each set from its start for every message): a table
-    // that is not there (a repair after a flush, a fresh host) is found by its chains alone
-    // (`list chains` fetches no elements) and is not listed at all; one that is there is listed
-    // once, before, to say whether the replace changed anything. The rules' spelling that drift
-    // compares comes from the frame alone (`spellRules`).
-    const before = (await this.chainNames()).length > 0 ? await listTable(TABLE.family, TABLE.table, this.target) : undefined;
+    // forwards 24 s of CPU, the kernel walking each set from its start for every message): a
+    // replace lists nothing of the table, before or after. The rules' spelling that drift compares
+    // comes from the frame alone (`spellRules`). A replace always counts as a change: whether the
+    // table there already held the wanted elements would take that listing (an agent start over
+    // its own table at 250,000 forwards spent most of its 39 s there).
     this.applied = undefined;
     this.tableLife = undefined;
-    const full = renderRuleset(state, this.render);
-    const commands = replaceTable(TABLE.family, TABLE.table, full);
+    const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state, this.render));
     await applyNft(commands, this.target);
     // a number no earlier replace of this process used: every element's counter starts from zero
     this.tableLife = String(randomInt(1, 2 ** 47));
-    const listedRules = await this.spellRules(frame);
-    this.applied = { state, content, listedRules };
-    if (before === undefined) return { changed: true, mode: 'replace', commands: commands.length };
-    // what was there against what is now: drift's comparison, elements included
-    const changed = driftBetween(contentOfCommands(full), listedRules, contentOfListing(before), { elements: true }).length > 0;
-    return { changed, mode: 'replace', commands: commands.length };
+    this.applied = { state, content, listedRules: await this.spellRules(frame) };
+    return { changed: true, mode: 'replace', commands: commands.length };
   }
 
   /**
