@@ -69,14 +69,10 @@ export interface CaddyConfigSyncOptions {
    * re-provisions its whole config on every write, so in a burst a write per change would spend
    * each change's share of Caddy's CPU on a reload of everything: the pause gathers the changes
    * of the burst into fewer writes, keeping Caddy busy at most 1 / (1 + pace) of the time. A
-   * change alone (none noticed during the last write) is written at once; the pause is at most
-   * a second, and none follows a failed write.
+   * change alone (none noticed during the last write) is written at once.
    */
   burstPace?: number;
 }
-
-/** The longest pause before a run in a burst (see `burstPace`). */
-const MAX_PACE_MS = 1000;
 
 /** A site with its JSON (computed once per version, to compare with what was applied). */
 interface SiteEntry {
@@ -195,17 +191,11 @@ export class CaddyConfigSync {
     const writeStart = performance.now();
     this.writing = true;
     this.burst = false;
-    this.pacedUntil = 0;
     try {
       if (this.applied === undefined) await this.loadAll(sites);
       else await this.applyChanges(sites);
       if (this.unreachable !== null) this.logger.info('proxy manager: Caddy is reachable again');
       this.unreachable = null;
-      // changes noticed while Caddy reloaded: a burst, gathered into the next write (see `burstPace`);
-      // never after a failed write (its time says nothing of a reload), and never over a second
-      if (this.burst && this.writer.requests > requests) {
-        this.pacedUntil = Date.now() + Math.min(MAX_PACE_MS, (this.options.burstPace ?? 3) * (performance.now() - writeStart));
-      }
     } catch (error) {
       if (!(error instanceof CaddyUnreachableError)) throw error;
       if (this.unreachable === null) this.logger.warn(`proxy manager: ${error.message}`);
@@ -213,6 +203,9 @@ export class CaddyConfigSync {
       this.applied = undefined;
     } finally {
       this.writing = false;
+      // changes noticed while Caddy reloaded: a burst, gathered into the next write (see `burstPace`)
+      const wrote = this.writer.requests > requests;
+      this.pacedUntil = wrote && this.burst ? Date.now() + (this.options.burstPace ?? 3) * (performance.now() - writeStart) : 0;
     }
     await this.recordStatuses(rows);
     // certificates of sites that are new or changed are looked for until Caddy serves them
