@@ -40,26 +40,20 @@ class FakeCaddy {
   async getById(): Promise<unknown> {
     return {};
   }
-  /** While set, each write waits for it (as Caddy takes its time to reload); `writeStarted` is called as one begins. */
-  writeHold: Promise<void> | undefined;
-  writeStarted: (() => void) | undefined;
-
-  private async write(method: string, at: string, value: unknown): Promise<void> {
-    this.writeStarted?.();
-    await this.writeHold;
+  private write(method: string, at: string, value: unknown): void {
     const body = JSON.stringify(value);
     if (this.refuse !== undefined && body.includes(this.refuse))
       throw new CaddyApiError(400, method, at, `loading new config: ${this.refuse} is not wanted`, 'fake');
     this.writes.push({ method, at, body });
   }
   async patchById(id: string, _subpath: unknown, value: unknown): Promise<void> {
-    await this.write('PATCH', `/id/${id}`, value);
+    this.write('PATCH', `/id/${id}`, value);
   }
   async post(path: string[], value: unknown): Promise<void> {
-    await this.write('POST', path.join('/'), value);
+    this.write('POST', path.join('/'), value);
   }
   async patch(path: string[], value: unknown): Promise<void> {
-    await this.write('PATCH', path.join('/'), value);
+    this.write('PATCH', path.join('/'), value);
   }
   async deleteById(id: string): Promise<void> {
     this.writes.push({ method: 'DELETE', at: `/id/${id}`, body: '' });
@@ -180,49 +174,6 @@ describe('reverse proxy units on PGlite', () => {
       for (let i = 0; i < 10; i++) expect(table).toContain(`"burst-${i}.units.test"`);
       expect(table).toContain('"after.units.test"');
       expect(table).not.toContain('refused.units.test');
-    } finally {
-      await changes.return(undefined);
-      await sync.stop();
-    }
-  });
-
-  it('gathers the changes of a burst into one write after a pause as long as the write before, three times; a change alone does not wait', async () => {
-    const { bus, caddy, sync } = fakeSync();
-    const changes = bus.subscribe('webProxyChanged');
-    void (async () => {
-      for await (const change of changes) void sync.changed(change);
-    })();
-    const paced = () => (sync as unknown as { pacedUntil: number }).pacedUntil;
-    try {
-      await sync.sync();
-      // a change alone: written, and the next run need not wait
-      const alone = await createProxy('alone.units.test');
-      await vi.waitFor(async () => expect((await proxy(alone)).status).toBe('APPLIED'), { timeout: 5000, interval: 20 });
-      expect(caddy.writes).toHaveLength(1);
-      expect(paced()).toBe(0);
-
-      // a burst: a change noticed while Caddy takes 300 ms over the write of the first
-      let release!: () => void;
-      caddy.writeHold = new Promise((r) => (release = r));
-      const writing = new Promise<void>((r) => (caddy.writeStarted = r));
-      const first = await createProxy('burst-first.units.test');
-      await writing;
-      caddy.writeStarted = undefined;
-      const second = await createProxy('burst-second.units.test');
-      await new Promise((r) => setTimeout(r, 300));
-      release();
-      caddy.writeHold = undefined;
-      await vi.waitFor(async () => expect((await proxy(first)).status).toBe('APPLIED'), { timeout: 5000, interval: 5 });
-      // the next run waits about 900 ms: what is created meanwhile goes into its one write with the second
-      expect(paced()).toBeGreaterThan(Date.now());
-      const more = [await createProxy('burst-third.units.test'), await createProxy('burst-fourth.units.test')];
-      await vi.waitFor(async () => expect((await proxy(more[1]!)).status).toBe('APPLIED'), { timeout: 5000, interval: 20 });
-      for (const id of [second, ...more]) expect((await proxy(id)).status).toBe('APPLIED');
-      const bodies = caddy.writes.slice(1).map((w) => w.body);
-      expect(bodies).toHaveLength(2);
-      expect(bodies[0]).toContain('"burst-first.units.test"');
-      expect(bodies[0]).not.toContain('"burst-second.units.test"');
-      for (const domain of ['burst-second', 'burst-third', 'burst-fourth']) expect(bodies[1]).toContain(`"${domain}.units.test"`);
     } finally {
       await changes.return(undefined);
       await sync.stop();

@@ -63,15 +63,6 @@ export interface CaddyConfigSyncOptions {
   onProxies?: (rows: readonly ProxyRow[]) => void;
   /** Called after each run with the TLS proxies whose site is new or changed in Caddy (their certificate is to be looked for). */
   onTlsChanged?: (proxyIds: string[]) => void;
-  /**
-   * In a burst (changes noticed while a run wrote to Caddy), the next run waits this many times
-   * as long as that write took before it reads and writes (default 3; 0: no wait). Caddy 2.6
-   * re-provisions its whole config on every write, so in a burst a write per change would spend
-   * each change's share of Caddy's CPU on a reload of everything: the pause gathers the changes
-   * of the burst into fewer writes, keeping Caddy busy at most 1 / (1 + pace) of the time. A
-   * change alone (none noticed during the last write) is written at once.
-   */
-  burstPace?: number;
 }
 
 /** A site with its JSON (computed once per version, to compare with what was applied). */
@@ -98,11 +89,6 @@ export class CaddyConfigSync {
   private cache: { proxies: Map<string, ProxyEntry>; templates: SiteEntry[]; readAt: number } | undefined;
   /** Proxies a notice said changed since the last run read them; 'all': the next run reads everything. */
   private dirty: Set<string> | 'all' = 'all';
-  /** A run is writing to Caddy; `burst`: a change was noticed meanwhile (see `burstPace`). */
-  private writing = false;
-  private burst = false;
-  /** The next run reads nothing before this time (`Date.now()`; see `burstPace`). */
-  private pacedUntil = 0;
   /** Sends the changes; knows what Caddy holds. */
   readonly writer: CaddyWriter;
   private readonly runner = new CoalescingRunner(() =>
@@ -129,7 +115,6 @@ export class CaddyConfigSync {
    */
   sync(): Promise<void> {
     this.dirty = 'all';
-    if (this.writing) this.burst = true;
     return this.runner.run();
   }
 
@@ -141,7 +126,6 @@ export class CaddyConfigSync {
   changed(change: WebProxyChange): Promise<void> {
     if (change.kind === 'proxy' && this.dirty !== 'all') this.dirty.add(change.proxyId);
     else this.dirty = 'all';
-    if (this.writing) this.burst = true;
     return this.runner.run();
   }
 
@@ -173,8 +157,6 @@ export class CaddyConfigSync {
   }
 
   private async syncOnce(): Promise<void> {
-    const pause = this.pacedUntil - Date.now();
-    if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
     const dirty = this.dirty;
     this.dirty = new Set();
     let read: { rows: ProxyRow[]; sites: SiteEntry[] };
@@ -187,10 +169,6 @@ export class CaddyConfigSync {
     const { rows, sites } = read;
     this.options.onProxies?.(rows);
     const before = new Map(this.applied ?? []);
-    const requests = this.writer.requests;
-    const writeStart = performance.now();
-    this.writing = true;
-    this.burst = false;
     try {
       if (this.applied === undefined) await this.loadAll(sites);
       else await this.applyChanges(sites);
@@ -201,11 +179,6 @@ export class CaddyConfigSync {
       if (this.unreachable === null) this.logger.warn(`proxy manager: ${error.message}`);
       this.unreachable = `Caddy's admin API is unreachable: ${error.message}`;
       this.applied = undefined;
-    } finally {
-      this.writing = false;
-      // changes noticed while Caddy reloaded: a burst, gathered into the next write (see `burstPace`)
-      const wrote = this.writer.requests > requests;
-      this.pacedUntil = wrote && this.burst ? Date.now() + (this.options.burstPace ?? 3) * (performance.now() - writeStart) : 0;
     }
     await this.recordStatuses(rows);
     // certificates of sites that are new or changed are looked for until Caddy serves them
