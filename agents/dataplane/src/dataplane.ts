@@ -74,6 +74,8 @@ export class Dataplane {
   private tableLife: string | undefined;
   /** Forward ids by their counter elements' comment, from the last counter read (one regex per new comment only). */
   private ids = new Map<string, string>();
+  /** The rules' spelling of the last frame spelled (`spellRules`). */
+  private spelled: { key: string; rules: Map<string, string[]> } | undefined;
 
   constructor(
     readonly target: ExecTarget = {},
@@ -91,12 +93,14 @@ export class Dataplane {
   async apply(state: DesiredState, options: { force?: boolean } = {}): Promise<DataplaneApplyResult> {
     if (state.instances.length === 0) {
       // nothing to apply: nothing of ours stays behind, not even an empty table
-      const existed = (await listTable(TABLE.family, TABLE.table, this.target, { terse: true })) !== undefined;
+      // (`list chains` fetches no elements: even a terse listing of the table fetches them all)
+      const existed = (await this.chainNames()).length > 0;
       await this.remove();
       return { changed: existed, mode: existed ? 'replace' : 'unchanged', commands: existed ? 2 : 0 };
     }
     // tens of thousands of forward elements are neither rendered nor diffed here unless the table is replaced
-    const content = contentOfCommands(renderRuleset(state, { ...this.render, forwardElements: false }));
+    const frame = renderRuleset(state, { ...this.render, forwardElements: false });
+    const content = contentOfCommands(frame);
     const previous = this.applied;
     if (previous && !options.force) {
       const commands = incrementalChange(previous, state, content, this.render);
@@ -115,21 +119,42 @@ export class Dataplane {
         }
       }
     }
-    // nft 1.0.6 fetches every element for any listing of the table (also `list chain`): a table
-    // that is not there (a repair after a flush, a fresh host) is found by its chains alone
-    // (`list chains` fetches no elements), and listed once only, after the replace
-    const before = (await this.chainNames()).length > 0 ? await listTable(TABLE.family, TABLE.table, this.target) : undefined;
+    // nft 1.0.6 fetches every element for any listing of the table (also `list chain`; at 250,000
+    // forwards 24 s of CPU, the kernel walking each set from its start for every message): a
+    // replace lists nothing of the table, before or after. The rules' spelling that drift compares
+    // comes from the frame alone (`spellRules`). A replace always counts as a change: whether the
+    // table there already held the wanted elements would take that listing (an agent start over
+    // its own table at 250,000 forwards spent most of its 39 s there).
     this.applied = undefined;
     this.tableLife = undefined;
     const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state, this.render));
     await applyNft(commands, this.target);
     // a number no earlier replace of this process used: every element's counter starts from zero
     this.tableLife = String(randomInt(1, 2 ** 47));
-    const after = (await listTable(TABLE.family, TABLE.table, this.target)) ?? [];
-    const listed = contentOfListing(after);
-    this.applied = { state, content, listedRules: listed.rules };
-    if (before === undefined) return { changed: true, mode: 'replace', commands: commands.length };
-    return { changed: !sameContent(contentOfListing(before), listed), mode: 'replace', commands: commands.length };
+    this.applied = { state, content, listedRules: await this.spellRules(frame) };
+    return { changed: true, mode: 'replace', commands: commands.length };
+  }
+
+  /**
+   * Each chain's rules as nft lists them for a table whose frame (the table without its forward
+   * elements) is `frame`. nft respells rules (drift compares listings with listings), and a rule
+   * lists the same in any table of the family, whatever elements its sets hold and whether its
+   * chain has a hook: so the frame goes into a scratch table (`SPELL_TABLE`) with plain chains
+   * (no hook: it sees no packet), is listed there (its few elements only) and deleted, instead
+   * of listing the real table with its hundreds of thousands of forward elements. The same frame
+   * is spelled once per process.
+   */
+  private async spellRules(frame: readonly NftCommand[]): Promise<Map<string, string[]>> {
+    const key = JSON.stringify(frame);
+    if (this.spelled?.key === key) return this.spelled.rules;
+    try {
+      await applyNft(replaceTable(TABLE.family, SPELL_TABLE, frame.map(scratchCommand)), this.target);
+      const rules = contentOfListing((await listTable(TABLE.family, SPELL_TABLE, this.target)) ?? []).rules;
+      this.spelled = { key, rules };
+      return rules;
+    } finally {
+      await deleteTable(TABLE.family, SPELL_TABLE, this.target);
+    }
   }
 
   /**
@@ -256,7 +281,11 @@ export class Dataplane {
   async remove(): Promise<void> {
     this.applied = undefined;
     this.tableLife = undefined;
-    await deleteTable(TABLE.family, TABLE.table, this.target);
+    // with the scratch table a replace killed half-way left behind (`spellRules`)
+    await applyNft(
+      [TABLE.table, SPELL_TABLE].flatMap((name) => [{ add: { table: { family: TABLE.family, name } } }, { delete: { table: { family: TABLE.family, name } } }]),
+      this.target,
+    );
   }
 
   /** Rule listings after an incremental step: re-read only the chains whose rules changed. */
@@ -306,10 +335,15 @@ export function incrementalChange(
   return frame && elements && [...frame, ...elements];
 }
 
-function sameContent(a: TableContent, b: TableContent): boolean {
-  const key = (c: TableContent) =>
-    JSON.stringify([[...c.defs].sort(), [...c.rules].sort(), [...c.elements].map(([m, e]) => [m, [...e].map(([k, [, d]]) => [k, d]).sort()]).sort()]);
-  return key(a) === key(b);
+/** The scratch table where `spellRules` lists a frame's rules (in the family of `TABLE`). */
+export const SPELL_TABLE = 'gatehouse_spell';
+
+/** A frame's command for the scratch table: the same object in `SPELL_TABLE`, a chain without its hook (a plain chain). */
+function scratchCommand(command: NftCommand): NftCommand {
+  const [[verb, objects]] = Object.entries(command) as [[string, Record<string, Record<string, unknown>>]];
+  const [[kind, body]] = Object.entries(objects) as [[string, Record<string, unknown>]];
+  const { type: _type, hook: _hook, prio: _prio, policy: _policy, ...plain } = body;
+  return { [verb]: { [kind]: { ...(kind === 'chain' ? plain : body), table: SPELL_TABLE } } };
 }
 
 /** Instance ids that have firewall chains in a listing. */

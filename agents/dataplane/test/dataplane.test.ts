@@ -121,10 +121,11 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(observed.firewalls.every((f) => f.unrecognized === 0)).toBe(true);
   });
 
-  it('sends nothing when applied again, and a fresh process replaces the table without a change', async () => {
+  it('sends nothing when applied again, and a fresh process replaces the table (a change: it lists none of its elements)', async () => {
     expect(await dp.apply(state(2, base()))).toEqual({ changed: false, mode: 'unchanged', commands: 0 });
     const other = new Dataplane({ netns: host.name });
-    expect(await other.apply(state(2, base()))).toMatchObject({ changed: false, mode: 'replace' });
+    expect(await other.apply(state(2, base()))).toMatchObject({ changed: true, mode: 'replace' });
+    expect(await other.drift()).toEqual([]);
   });
 
   it('adds and removes one forward with a few element commands, however many exist', async () => {
@@ -203,6 +204,25 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(await dp.drift()).toEqual(['map fwd4_port elements differ']);
     await dp.apply(desired, { force: true });
     expect(await dp.drift()).toEqual([]);
+  });
+
+  it('spells the rules of a replaced table in a scratch table it removes, and a fresh process replaces a table with a foreign element', async () => {
+    const desired = state(8, base());
+    const tables = async () => (await host.exec('nft', ['list', 'tables'])).trim().split('\n');
+    await host.exec('nft', ['flush', 'ruleset']);
+    expect(await dp.apply(desired, { force: true })).toMatchObject({ changed: true, mode: 'replace' });
+    expect(await tables()).toEqual(['table inet gatehouse']);
+    // the rules as the scratch table spelled them are the real table's: drift compares them rule by rule
+    expect(await dp.drift()).toEqual([]);
+    expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');
+
+    // a fresh process (an agent start) over a table with a foreign element
+    await host.exec('nft', ['add', 'element', 'inet', 'gatehouse', 'fwd4_port', '{ 198.51.100.1 . tcp . 9999 : 22 }']);
+    const fresh = new Dataplane({ netns: host.name });
+    expect(await fresh.apply(desired)).toMatchObject({ changed: true, mode: 'replace' });
+    expect(await fresh.drift()).toEqual([]);
+    expect(await tables()).toEqual(['table inet gatehouse']);
+    await dp.apply(desired, { force: true });
   });
 
   it('counts packets per forward and per instance', async () => {
