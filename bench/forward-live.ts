@@ -32,7 +32,11 @@
  *
  *   npx tsx bench/forward-live.ts   (as root; under flock /tmp/bench.lock)
  *     BENCH_LIVE_FORWARDS=250000 BENCH_LIVE_TRIALS=20 BENCH_LIVE_BASELINE_TRIALS=5 BENCH_LIVE_IMPORT_ROWS=10000
- *     BENCH_LIVE_STORES=postgres,pglite BENCH_LIVE_CHUNK=25000 BENCH_LIVE_STATS_MS=1000 (the agent's counter reads; 0: off)
+ *     BENCH_LIVE_STORES=postgres,pglite BENCH_LIVE_CHUNK=25000 BENCH_LIVE_STATS_MS=0
+ * BENCH_LIVE_STATS_MS is the agent's counter-read interval, off by default: with the agent's
+ * default (1,000 ms) at 60,000 forwards every read lists all counters for seconds (issue 20's
+ * counters row), back to back, and the nft transactions of the changes wait behind them (a create
+ * was not live within 20 s); set it to measure that. The drift check keeps its default (2 s).
  */
 import 'reflect-metadata';
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -53,7 +57,7 @@ const BASELINE_TRIALS = Number(process.env.BENCH_LIVE_BASELINE_TRIALS ?? 5);
 const IMPORT_ROWS = Number(process.env.BENCH_LIVE_IMPORT_ROWS ?? 10_000);
 const STORES = (process.env.BENCH_LIVE_STORES ?? 'postgres,pglite').split(',') as ('postgres' | 'pglite')[];
 const CHUNK = Number(process.env.BENCH_LIVE_CHUNK ?? 25_000);
-const STATS_MS = Number(process.env.BENCH_LIVE_STATS_MS ?? 1000);
+const STATS_MS = Number(process.env.BENCH_LIVE_STATS_MS ?? 0);
 const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 const TARGET_P99_MS = 50;
@@ -345,8 +349,13 @@ async function runStore(storeKind: 'postgres' | 'pglite'): Promise<StoreResult> 
       await mutation();
       const answered = nowNs();
       const live = await probe.done;
-      if (live === undefined) throw new Error(`port ${port}: no ${want} within 20 s`);
       const event = events.find((e) => e.at >= sent);
+      if (live === undefined) {
+        // a failed trial counts (its figure is infinite): say what the agent did meanwhile, and go on
+        const seen = a.log.filter((e) => e.at >= sent).map((e) => `${ms(sent, e.at).toFixed(0)} ms ${e.message}`);
+        console.error(`  port ${port}: no ${want} within 20 s (revision ${event?.revision}); the agent meanwhile: ${seen.slice(0, 20).join('; ')}`);
+        return { answered: ms(sent, answered), event: event ? ms(sent, event.at) : NaN, applying: NaN, applied: NaN, applyMs: NaN, live: Infinity };
+      }
       const { applying, applied } = await a.applied(sent, event?.revision ?? 0, 20_000);
       return {
         answered: ms(sent, answered),
