@@ -5,7 +5,7 @@
  */
 import { applyDesiredStatePatch, diffDesiredState, type DesiredStateMessage, type DesiredStatePatch } from '@gatehouse/agent-protocol';
 import { CoalescingRunner, type DesiredState } from '@gatehouse/sdk';
-import { and, count, eq, gt, inArray, type SQL } from 'drizzle-orm';
+import { and, eq, gt, inArray, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
@@ -30,6 +30,12 @@ import type { EventBus } from '../events/event-bus.js';
 import { DatabaseToken, EventBusToken } from '../di/tokens.js';
 import { validId } from '../support/validate.js';
 import { isStoreUnavailable } from '../support/unavailable.js';
+
+/**
+ * How long after its last read a stream trusts the tombstones to list every forward deleted since:
+ * half the hour the deletion trigger keeps them (migration forward_removals).
+ */
+const REMOVALS_TRUSTED_MS = 30 * 60_000;
 
 /** How long a desired-state stream waits before reading again after the database was unavailable. */
 const UNAVAILABLE_RETRY_MS = 1000;
@@ -70,9 +76,8 @@ export class DesiredStateService {
    * among 250,000 forwards is a few hundred bytes to send, parse and check rather than the whole
    * document. A patch reads only what changed since the last message: the forwards whose
    * `changed_revision` is newer (created or edited) and the tombstones of those deleted since
-   * (`port_forward_removals`). The host's forward count checks that this adds up (the count sent
-   * plus those created minus those deleted); when it does not (an import made visible rows written
-   * at an older revision, tombstones pruned), the whole state is read and compared.
+   * (`port_forward_removals`). A stream that sent nothing for half the time tombstones are kept
+   * reads the whole state and compares.
    */
   changes(actor: Actor, hostId: string): Repeater<DesiredStateMessage & { hostId: string; revision: number; apiVersion: number }> {
     const id = validId('hostId', hostId);
@@ -134,19 +139,17 @@ export class DesiredStateService {
 
   /**
    * The state at the newest revision with only the forwards created or changed since `sent`, and
-   * the ids of those deleted since (`removed`), when the host's forward count adds up; otherwise
-   * the whole state (`removed` undefined).
+   * the ids of those deleted since (`removed`); the whole state (`removed` undefined) when the
+   * tombstones since then may have been pruned. No forward count is read to check it (at 250,000
+   * forwards that alone costs tens of milliseconds per change): every write of a forward stamps the
+   * host's new revision on it (an import's rows the revision that makes them visible), and every
+   * deletion leaves a tombstone.
    */
   private async loadSince(hostId: string, sent: Sent): Promise<{ state: DesiredState; removed?: string[] }> {
     const revision = sent.state.revision;
     return this.readOnly(async (tx) => {
-      const [row] = await tx
-        .select({ n: count() })
-        .from(portForwards)
-        .where(and(eq(portForwards.hostId, hostId), forwardIsVisible));
+      if (Date.now() - sent.readAt > REMOVALS_TRUSTED_MS) return { state: await this.compile(tx, hostId, eq(portForwards.hostId, hostId)) };
       const state = await this.compile(tx, hostId, and(eq(portForwards.hostId, hostId), gt(portForwards.changedRevision, revision))!);
-      let created = 0;
-      for (const instance of state.instances) for (const f of instance.portForwards) if (!sent.forwardInstance.has(f.id)) created++;
       const removed = (
         await tx
           .select({ id: portForwardRemovals.forwardId })
@@ -155,8 +158,7 @@ export class DesiredStateService {
       )
         .map((r) => r.id)
         .filter((id) => sent.forwardInstance.has(id));
-      if (Number(row?.n ?? 0) === sent.forwardInstance.size + created - removed.length) return { state, removed };
-      return { state: await this.compile(tx, hostId, eq(portForwards.hostId, hostId)) };
+      return { state, removed };
     });
   }
 
@@ -225,12 +227,14 @@ export class DesiredStateService {
 interface Sent {
   state: DesiredState;
   forwardInstance: Map<string, string>;
+  /** When the state was read (Date.now()). */
+  readAt: number;
 }
 
 function sent(state: DesiredState): Sent {
   const forwardInstance = new Map<string, string>();
   for (const instance of state.instances) for (const f of instance.portForwards) forwardInstance.set(f.id, instance.id);
-  return { state, forwardInstance };
+  return { state, forwardInstance, readAt: Date.now() };
 }
 
 /** `before` moved on by `patch` to `state` (the forward map updated in place: only its stream holds it). */
@@ -240,7 +244,7 @@ function advance(before: Sent, state: DesiredState, patch: DesiredStatePatch): S
   if (goneInstances.size > 0) for (const [forward, instance] of map) if (goneInstances.has(instance)) map.delete(forward);
   for (const id of patch.removedPortForwards) map.delete(id);
   for (const { instanceId, forward } of patch.portForwards) map.set(forward.id, instanceId);
-  return { state, forwardInstance: map };
+  return { state, forwardInstance: map, readAt: Date.now() };
 }
 
 /**
