@@ -172,6 +172,8 @@ export class HostAgent extends EventEmitter<{
   /** Whether `gc` ran since start (it runs after the first successful apply). */
   private collected = false;
   private readonly cache: StateCache | undefined;
+  /** Whether a drift check is under way. */
+  private checkingDrift = false;
   /** The newest applied document the cache does not hold yet, and since when one has been waiting. */
   private unsaved: { desired: DesiredState; since: number } | undefined;
   private cacheTimer: NodeJS.Timeout | undefined;
@@ -674,7 +676,18 @@ export class HostAgent extends EventEmitter<{
 
   private async pollDrift(): Promise<void> {
     const last = this.last;
-    if (!last || this.working || this.pending || this.abort.signal.aborted) return;
+    // one check at a time: at 60,000 forwards a listing can take longer than the interval, and
+    // checks started on every tick piled up (a dozen nft processes listing the table at once)
+    if (!last || this.working || this.pending || this.abort.signal.aborted || this.checkingDrift) return;
+    this.checkingDrift = true;
+    try {
+      await this.checkDrift(last);
+    } finally {
+      this.checkingDrift = false;
+    }
+  }
+
+  private async checkDrift(last: NonNullable<HostAgent['last']>): Promise<void> {
     // a quiet host is discovered too: instances created or deleted on the backend reach the controller
     const discovered = await this.discoverIfDue();
     if (discovered) {
