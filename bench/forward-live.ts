@@ -421,7 +421,14 @@ async function runStore(storeKind: 'postgres' | 'pglite'): Promise<StoreResult> 
       console.error(`  seeded ${Math.min(first + CHUNK, rows.length)} forwards (${(ms(seedStarted, nowNs()) / 1000).toFixed(1)} s)`);
     }
     const seedSeconds = ms(seedStarted, nowNs()) / 1000;
-    const seeded = await agent.applied(seedStarted, await desiredRevision(), 600_000);
+    const seedRevision = await desiredRevision();
+    const seeded = await agent.applied(seedStarted, seedRevision, 600_000);
+    // the trials measure a host at rest: on PostgreSQL the seed's audit entries (one per forward) reach
+    // this controller as NOTIFYs, ahead of the seed's last hostRevision event; wait for that event
+    const drained = nowNs();
+    for (let waited = 0; !events.some((e) => e.revision >= seedRevision) && waited < 600_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    console.error(`  the controller heard the seed's last revision ${(ms(drained, nowNs()) / 1000).toFixed(1)} s after the agent had applied it`);
+    await new Promise((r) => setTimeout(r, 2000));
     console.error(
       `  ${FORWARDS} forwards imported in ${seedSeconds.toFixed(1)} s; the agent applied them ${(ms(seedStarted, seeded.applied.at) / 1000).toFixed(1)} s after the first chunk was sent (its last apply ${seeded.applied.fields.ms} ms)`,
     );
