@@ -116,6 +116,20 @@ async function gql<T = any>(url: string, secret: string, query: string, variable
   return body.data as T;
 }
 
+/**
+ * Resolves once this process's event loop (the controller's) has been quiet for 3 s: no timer of
+ * 50 ms fired more than 20 ms late; gives up after 120 s.
+ */
+async function controllerAtRest(): Promise<void> {
+  const end = Date.now() + 120_000;
+  let quietSince = Date.now();
+  while (Date.now() < end && Date.now() - quietSince < 3000) {
+    const asked = Date.now();
+    await new Promise((r) => setTimeout(r, 50));
+    if (Date.now() - asked > 70) quietSince = Date.now();
+  }
+}
+
 /** The prober in the client namespace. */
 class Prober {
   private readonly child: ChildProcess;
@@ -428,7 +442,11 @@ async function runStore(storeKind: 'postgres' | 'pglite'): Promise<StoreResult> 
     const drained = nowNs();
     for (let waited = 0; !events.some((e) => e.revision >= seedRevision) && waited < 600_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
     console.error(`  the controller heard the seed's last revision ${(ms(drained, nowNs()) / 1000).toFixed(1)} s after the agent had applied it`);
-    await new Promise((r) => setTimeout(r, 2000));
+    // and until the controller (this process) is at rest: after an import on PostgreSQL it is busy
+    // with the import's events for tens of seconds (mutations took 0.5-2 s meanwhile, 7-24 ms after)
+    const rest = nowNs();
+    await controllerAtRest();
+    console.error(`  the controller was at rest ${(ms(rest, nowNs()) / 1000).toFixed(1)} s later`);
     console.error(
       `  ${FORWARDS} forwards imported in ${seedSeconds.toFixed(1)} s; the agent applied them ${(ms(seedStarted, seeded.applied.at) / 1000).toFixed(1)} s after the first chunk was sent (its last apply ${seeded.applied.fields.ms} ms)`,
     );
