@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 const HERE = dirname(fileURLToPath(import.meta.url));
 
 /** The benches with target rows (issues 13, 14, 15, 20, 21, 23). */
-const ALL = ['allocation', 'csv-import', 'bulk-growth', 'status-report', 'nat-scale', 'dataplane-scale', 'proxy', 'traffic', 'ssh', 'ui-chart'];
+const ALL = ['allocation', 'csv-import', 'bulk-growth', 'status-report', 'nat-scale', 'forward-live', 'dataplane-scale', 'proxy', 'traffic', 'ssh', 'ui-chart'];
 
 /** A line that gives a verdict: the bench's row. */
 const ROW = /\b(NOT MET|MET)\b/;

@@ -177,3 +177,35 @@ it('hands the driver nothing its capabilities exclude, and reports those objects
   await sleep(1200);
   expect(driver.callsOf('apply')).toHaveLength(1); // not retried: it cannot pass
 });
+
+it('runs one drift check at a time when a check takes longer than the interval', async () => {
+  let inFlight = 0;
+  let most = 0;
+  let checks = 0;
+  class SlowObserver extends ScriptedDriver {
+    override async observe() {
+      checks++;
+      most = Math.max(most, ++inFlight);
+      await sleep(300);
+      inFlight--;
+      return super.observe();
+    }
+  }
+  const driver = new SlowObserver();
+  const controller = await FakeController.start();
+  const agent = new HostAgent({
+    controllerUrl: controller.url,
+    token: 'unused',
+    hostId: HOST_ID,
+    driver,
+    driftIntervalMs: 20,
+    logger: { info() {}, warn() {}, error() {} },
+  });
+  await agent.start();
+  running.push({ agent, controller });
+  controller.push(1, state(1, [instance(1)]));
+  await controller.waitForReport(objectReport(1));
+  await until(() => checks >= 3);
+  expect(checks).toBeGreaterThanOrEqual(3);
+  expect(most).toBe(1);
+});

@@ -5,6 +5,7 @@
  * controller down applies the cached state at once, says it started from the cache, and then
  * converges to the controller's state.
  */
+import { diffDesiredState } from '@gatehouse/agent-protocol';
 import type { DesiredState } from '@gatehouse/sdk';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
@@ -162,12 +163,21 @@ describe('an agent with a state directory', () => {
   const agents: HostAgent[] = [];
   const controllers: FakeController[] = [];
   const agent = (url: string, dir: string, driver: ScriptedDriver, hostId = HOST_ID) => {
-    const a = new HostAgent({ controllerUrl: url, token: 'unused', hostId, driver, logger, stateDir: dir, driftIntervalMs: 200, backoff: { minMs: 50, maxMs: 200 } });
+    const a = new HostAgent({
+      controllerUrl: url,
+      token: 'unused',
+      hostId,
+      driver,
+      logger,
+      stateDir: dir,
+      driftIntervalMs: 200,
+      backoff: { minMs: 50, maxMs: 200 },
+    });
     agents.push(a);
     return a;
   };
   const until = async (check: () => boolean, ms = 10_000) => {
-    for (const end = Date.now() + ms; !check() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    for (const end = Date.now() + ms; !check() && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
     return check();
   };
   /** A loopback port nothing listens on (a controller that is down). */
@@ -226,6 +236,28 @@ describe('an agent with a state directory', () => {
     expect(await until(() => readFileSync(join(dir, STATE_CACHE_FILE), 'utf8').includes('"revision":4'))).toBe(true);
   });
 
+  it('stores a full document before reporting it applied, a patched one once the changes pause, and on stop what it has not stored yet', async () => {
+    const dir = stateDir();
+    const c = await FakeController.start();
+    controllers.push(c);
+    const a = agent(c.url, dir, new ScriptedDriver());
+    await a.start();
+    const applied = (revision: number) => c.waitForReport((r) => r.mutation === 'reportHostStatus' && r.input.appliedRevision === revision);
+    c.push(3, state(3));
+    await applied(3);
+    expect((await new StateCache(dir).load(HOST_ID))?.revision).toBe(3);
+    for (const revision of [4, 5]) {
+      c.pushPatch(revision, diffDesiredState(state(revision - 1), state(revision)));
+      await applied(revision);
+    }
+    expect(await until(() => readFileSync(join(dir, STATE_CACHE_FILE), 'utf8').includes('"revision":5'))).toBe(true);
+    expect((await new StateCache(dir).load(HOST_ID))?.desired).toEqual(state(5));
+    c.pushPatch(6, diffDesiredState(state(5), state(6)));
+    await applied(6);
+    await a.stop();
+    expect((await new StateCache(dir).load(HOST_ID))?.desired).toEqual(state(6));
+  });
+
   it('subscribes again when the controller ends its subscription with an error, keeping what it applied meanwhile', async () => {
     const controller = await FakeController.start();
     controllers.push(controller);
@@ -249,11 +281,16 @@ describe('an agent with a state directory', () => {
     const url = `ws://127.0.0.1:${port}/graphql`;
     const corrupt = stateDir();
     await new StateCache(corrupt).save(state(5));
-    writeFileSync(join(corrupt, STATE_CACHE_FILE), readFileSync(join(corrupt, STATE_CACHE_FILE), 'utf8').replace('"hostPorts":{"start":20000', '"hostPorts":{"start":20001'));
+    writeFileSync(
+      join(corrupt, STATE_CACHE_FILE),
+      readFileSync(join(corrupt, STATE_CACHE_FILE), 'utf8').replace('"hostPorts":{"start":20000', '"hostPorts":{"start":20001'),
+    );
     const driver = new ScriptedDriver();
     const a = agent(url, corrupt, driver);
     await a.start();
-    expect(logs.join('\n')).toMatch(/error refused the cached desired state .*desired-state\.json: has checksum .*corrupt; nothing of it is applied, waiting for the controller/);
+    expect(logs.join('\n')).toMatch(
+      /error refused the cached desired state .*desired-state\.json: has checksum .*corrupt; nothing of it is applied, waiting for the controller/,
+    );
     expect(a.state).toMatchObject({ startedFrom: 'CONTROLLER', cachedRevision: null, appliedRevision: null });
 
     const foreign = stateDir();
@@ -270,7 +307,11 @@ describe('an agent with a state directory', () => {
     controller.push(6, state(6));
     await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && r.input.appliedRevision === 6);
     // both agents stored it, replacing the corrupt file and the foreign one
-    const stored = (dir: string) => new StateCache(dir).load(HOST_ID).then((c) => c?.revision, () => undefined);
+    const stored = (dir: string) =>
+      new StateCache(dir).load(HOST_ID).then(
+        (c) => c?.revision,
+        () => undefined,
+      );
     let revisions: (number | undefined)[] = [];
     for (const end = Date.now() + 5000; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) {
       revisions = [await stored(corrupt), await stored(foreign)];

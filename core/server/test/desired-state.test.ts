@@ -5,9 +5,10 @@
 import { applyDesiredStatePatch, type DesiredStatePatch } from '@gatehouse/agent-protocol';
 import type { DesiredState } from '@gatehouse/sdk';
 import { createClient, type Client as WsClient } from 'graphql-ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
 import { startController, type Controller } from '../src/server.js';
+import { DesiredStateService } from '../src/services/desired-state-service.js';
 import { ERROR_FIELDS, createTestApi, type TestApi } from '../src/testing/api.js';
 import { createHost, createPool } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
@@ -257,6 +258,69 @@ describe('hostDesiredState over graphql-ws', () => {
     );
     await until(() => errors.length > 0, 'an error for the wrong host');
     expect(JSON.stringify(errors)).toContain('FORBIDDEN');
+  });
+
+  it("sends edits and deletions as patches of what changed (tombstones), without reading the host's whole state again", async () => {
+    const tombHost = await createHost(api.admin, 'tombstone-host');
+    const client = createClient({
+      url: controller.url.replace('http://', 'ws://'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { Authorization: `Bearer ${await agentToken(tombHost)}` },
+    });
+    clients.push(client);
+    const messages: { revision: number; full: DesiredState | null; patch: DesiredStatePatch | null }[] = [];
+    client.subscribe<{ hostDesiredStateChanges: (typeof messages)[number] }>(
+      { query: 'subscription($h: ID!) { hostDesiredStateChanges(hostId: $h) { revision full patch } }', variables: { h: tombHost } },
+      { next: (m) => void (m.data && messages.push(m.data.hostDesiredStateChanges)), error: () => {}, complete: () => {} },
+    );
+    await until(() => messages.length === 1, 'the full document');
+    const createVm = async (name: string) =>
+      (
+        await api.admin(
+          `mutation($h: ID!, $n: String!) { createInstance(input: { hostId: $h, name: $n, nics: [{ network: "br-ws" }] }) { ... on CreateInstancePayload { instance { id } } } }`,
+          { h: tombHost, n: name },
+        )
+      ).data!.createInstance.instance.id as string;
+    const vm = await createVm('kept');
+    const doomedVm = await createVm('doomed');
+    const forward = async (instance: string, port: number) =>
+      (
+        await api.admin(
+          `mutation($i: ID!, $p: String!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: $p, targetPort: "80" }) { ... on CreatePortForwardPayload { portForward { id } } } }`,
+          { i: instance, p: String(port) },
+        )
+      ).data!.createPortForward.portForward.id as string;
+    const [edited, deleted, kept, ofDoomed] = [await forward(vm, 25001), await forward(vm, 25002), await forward(vm, 25003), await forward(doomedVm, 25004)];
+    await until(() => messages.at(-1)!.patch?.portForwards.some((f) => f.forward.id === ofDoomed) ?? false, 'the fourth forward');
+
+    const compile = vi.spyOn(DesiredStateService.prototype as unknown as { compile: () => Promise<DesiredState> }, 'compile');
+    try {
+      const seen = messages.length;
+      await api.admin(`mutation($id: ID!) { updatePortForward(input: { portForwardId: $id, targetPort: "8080" }) { __typename } }`, { id: edited });
+      await until(() => messages.at(-1)!.patch?.portForwards.some((f) => f.forward.id === edited) ?? false, 'a patch with the edit');
+      expect(messages.at(-1)!.patch).toMatchObject({
+        portForwards: [{ instanceId: vm, forward: { id: edited, targetPorts: { start: 8080 } } }],
+        removedPortForwards: [],
+      });
+      await api.admin(`mutation($id: ID!) { deletePortForward(input: { portForwardId: $id }) { __typename } }`, { id: deleted });
+      await until(() => messages.at(-1)!.patch?.removedPortForwards.includes(deleted) ?? false, 'a patch removing the deleted forward');
+      expect(messages.at(-1)!.patch).toMatchObject({ portForwards: [], removedPortForwards: [deleted], removedInstances: [] });
+      // an instance deleted with its forward (deleted by the service, not by deletePortForward): the instance goes, its forward with it
+      await api.admin(`mutation($id: ID!) { deleteInstance(input: { instanceId: $id }) { __typename ${ERROR_FIELDS} } }`, { id: doomedVm });
+      await until(() => messages.at(-1)!.patch?.removedInstances.includes(doomedVm) ?? false, 'a patch removing the instance');
+      expect(messages.at(-1)!.patch).toMatchObject({ removedInstances: [doomedVm], removedPortForwards: [] });
+      // each patch read only what changed: one compile of the changed forwards per message, never the whole state again
+      expect(compile.mock.calls.length).toBe(messages.length - seen);
+    } finally {
+      compile.mockRestore();
+    }
+    let state = messages[0]!.full!;
+    for (const m of messages.slice(1)) state = applyDesiredStatePatch(state, m.patch).state;
+    const now = (await api.admin(`query($h: ID!) { hostDesiredState(hostId: $h) { document } }`, { h: tombHost })).data!.hostDesiredState
+      .document as DesiredState;
+    expect(state).toEqual(now);
+    expect(state.instances.flatMap((i) => i.portForwards.map((f) => f.id)).sort()).toEqual([edited, kept].sort());
   });
 
   it("refuses another host's agent and user tokens", async () => {

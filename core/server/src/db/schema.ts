@@ -382,11 +382,33 @@ export const portForwards = pgTable(
     index('port_forwards_import_idx').on(t.importId),
     index('port_forwards_owner_idx').on(t.ownerId),
     index('port_forwards_target_idx').on(t.targetAddressId),
+    // what a desired-state stream reads for each new revision: the host's forwards changed since the last one it sent
+    index('port_forwards_host_revision_idx').on(t.hostId, t.changedRevision),
     check(
       'port_forwards_ports_check',
       sql`${t.hostPortStart} between 1 and ${t.hostPortEnd} and ${t.hostPortEnd} <= 65535 and ${t.targetPortStart} between 1 and 65535 and ${t.targetPortStart} + (${t.hostPortEnd} - ${t.hostPortStart}) <= 65535`,
     ),
   ],
+);
+
+/**
+ * Tombstones of deleted port forwards: the host, the forward and the host's desired revision in
+ * the deleting transaction (which bumps it first). Written by a statement trigger on
+ * `port_forwards` (migration forward_removals), so every way a forward goes (deletePortForward,
+ * its instance or NIC removed, an import rolled back) leaves one; read by the desired-state
+ * streams, which send a deletion as a patch instead of reading the host's whole state again. The
+ * trigger drops a host's tombstones older than an hour; a stream that missed one reads the whole
+ * state (its forward count does not add up).
+ */
+export const portForwardRemovals = pgTable(
+  'port_forward_removals',
+  {
+    hostId: uuid('host_id').notNull(),
+    forwardId: uuid('forward_id').notNull(),
+    revision: bigint('revision', { mode: 'number' }).notNull(),
+    removedAt: timestamp('removed_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.hostId, t.revision, t.forwardId] })],
 );
 
 /**

@@ -5,7 +5,7 @@
  */
 import { applyDesiredStatePatch, diffDesiredState, type DesiredStateMessage, type DesiredStatePatch } from '@gatehouse/agent-protocol';
 import { CoalescingRunner, type DesiredState } from '@gatehouse/sdk';
-import { and, count, eq, gt, inArray, type SQL } from 'drizzle-orm';
+import { and, eq, gt, inArray, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
 import { inject, injectable } from 'tsyringe';
 import { isAdmin, type Actor } from '../auth/actor.js';
@@ -20,6 +20,7 @@ import {
   ipAllocations,
   ipPools,
   nics,
+  portForwardRemovals,
   portForwards,
   trafficQuotaStates,
 } from '../db/schema.js';
@@ -29,6 +30,12 @@ import type { EventBus } from '../events/event-bus.js';
 import { DatabaseToken, EventBusToken } from '../di/tokens.js';
 import { validId } from '../support/validate.js';
 import { isStoreUnavailable } from '../support/unavailable.js';
+
+/**
+ * How long after its last read a stream trusts the tombstones to list every forward deleted since:
+ * half the hour the deletion trigger keeps them (migration forward_removals).
+ */
+const REMOVALS_TRUSTED_MS = 30 * 60_000;
 
 /** How long a desired-state stream waits before reading again after the database was unavailable. */
 const UNAVAILABLE_RETRY_MS = 1000;
@@ -65,30 +72,35 @@ export class DesiredStateService {
 
   /**
    * As `stream`, but after the first full document each revision comes as a patch from the one
-   * sent before (see @gatehouse/sdk patch.ts): what agents subscribe to, so one change among
-   * 60,000 forwards is a few hundred bytes to send, parse and check rather than the whole document.
-   * Port forwards are never updated in place (only created and deleted), so a patch reads only the
-   * forwards created since the last message and their count: when the count shows none was deleted,
-   * the 60,000 others are not read again; otherwise the whole state is read and compared.
+   * sent before (see @gatehouse/agent-protocol patch.ts): what agents subscribe to, so one change
+   * among 250,000 forwards is a few hundred bytes to send, parse and check rather than the whole
+   * document. A patch reads only what changed since the last message: the forwards whose
+   * `changed_revision` is newer (created or edited) and the tombstones of those deleted since
+   * (`port_forward_removals`). A stream that sent nothing for half the time tombstones are kept
+   * reads the whole state and compares.
    */
   changes(actor: Actor, hostId: string): Repeater<DesiredStateMessage & { hostId: string; revision: number; apiVersion: number }> {
     const id = validId('hostId', hostId);
     this.authorize(actor, id);
-    let previous: { state: DesiredState; forwards: number } | undefined;
+    let previous: Sent | undefined;
     return this.watch(id, async () => {
       const before = previous;
       let message: DesiredStateMessage;
       if (!before) {
         const state = await this.load(id);
         message = { full: state };
-        previous = { state, forwards: countForwards(state) };
+        previous = sent(state);
       } else {
-        const read = await this.loadSince(id, before.state.revision, before.forwards);
-        if (read.revision <= before.state.revision) return undefined;
-        const patch = read.added ? patchFromAdded(before.state, read.state) : diffDesiredState(before.state, read.state);
-        const state = read.added ? applyDesiredStatePatch(before.state, patch).state : read.state;
-        message = { patch };
-        previous = { state, forwards: countForwards(state) };
+        const read = await this.loadSince(id, before);
+        if (read.state.revision <= before.state.revision) return undefined;
+        if (read.removed) {
+          const patch = patchFromChanged(before, read.state, read.removed);
+          message = { patch };
+          previous = advance(before, applyDesiredStatePatch(before.state, patch).state, patch);
+        } else {
+          message = { patch: diffDesiredState(before.state, read.state) };
+          previous = sent(read.state);
+        }
       }
       const state = previous.state;
       return { ...message, hostId: state.hostId, revision: state.revision, apiVersion: state.apiVersion };
@@ -126,21 +138,27 @@ export class DesiredStateService {
   }
 
   /**
-   * The state at the newest revision with only the forwards created after `revision`
-   * (`added: true`), when the host still has `forwards + that many` forwards — none deleted;
-   * otherwise the whole state (`added: false`).
+   * The state at the newest revision with only the forwards created or changed since `sent`, and
+   * the ids of those deleted since (`removed`); the whole state (`removed` undefined) when the
+   * tombstones since then may have been pruned. No forward count is read to check it (at 250,000
+   * forwards that alone costs tens of milliseconds per change): every write of a forward stamps the
+   * host's new revision on it (an import's rows the revision that makes them visible), and every
+   * deletion leaves a tombstone.
    */
-  private async loadSince(hostId: string, revision: number, forwards: number): Promise<{ state: DesiredState; revision: number; added: boolean }> {
+  private async loadSince(hostId: string, sent: Sent): Promise<{ state: DesiredState; removed?: string[] }> {
+    const revision = sent.state.revision;
     return this.readOnly(async (tx) => {
-      const [row] = await tx
-        .select({ n: count() })
-        .from(portForwards)
-        .where(and(eq(portForwards.hostId, hostId), forwardIsVisible));
+      if (Date.now() - sent.readAt > REMOVALS_TRUSTED_MS) return { state: await this.compile(tx, hostId, eq(portForwards.hostId, hostId)) };
       const state = await this.compile(tx, hostId, and(eq(portForwards.hostId, hostId), gt(portForwards.changedRevision, revision))!);
-      const added = countForwards(state);
-      if (Number(row?.n ?? 0) === forwards + added) return { state, revision: state.revision, added: true };
-      const whole = await this.compile(tx, hostId, eq(portForwards.hostId, hostId));
-      return { state: whole, revision: whole.revision, added: false };
+      const removed = (
+        await tx
+          .select({ id: portForwardRemovals.forwardId })
+          .from(portForwardRemovals)
+          .where(and(eq(portForwardRemovals.hostId, hostId), gt(portForwardRemovals.revision, revision)))
+      )
+        .map((r) => r.id)
+        .filter((id) => sent.forwardInstance.has(id));
+      return { state, removed };
     });
   }
 
@@ -205,18 +223,41 @@ export class DesiredStateService {
   }
 }
 
-function countForwards(state: DesiredState): number {
-  return state.instances.reduce((n, i) => n + i.portForwards.length, 0);
+/** The document a stream sent last, with the instance of each of its forwards. */
+interface Sent {
+  state: DesiredState;
+  forwardInstance: Map<string, string>;
+  /** When the state was read (Date.now()). */
+  readAt: number;
+}
+
+function sent(state: DesiredState): Sent {
+  const forwardInstance = new Map<string, string>();
+  for (const instance of state.instances) for (const f of instance.portForwards) forwardInstance.set(f.id, instance.id);
+  return { state, forwardInstance, readAt: Date.now() };
+}
+
+/** `before` moved on by `patch` to `state` (the forward map updated in place: only its stream holds it). */
+function advance(before: Sent, state: DesiredState, patch: DesiredStatePatch): Sent {
+  const map = before.forwardInstance;
+  const goneInstances = new Set(patch.removedInstances);
+  if (goneInstances.size > 0) for (const [forward, instance] of map) if (goneInstances.has(instance)) map.delete(forward);
+  for (const id of patch.removedPortForwards) map.delete(id);
+  for (const { instanceId, forward } of patch.portForwards) map.set(forward.id, instanceId);
+  return { state, forwardInstance: map, readAt: Date.now() };
 }
 
 /**
- * The patch from `previous` to a state whose forwards are only those created since (none deleted):
- * instance headers compared with the previous ones, every forward of `added` added.
+ * The patch from what was sent to a state whose forwards are only those created or changed since,
+ * `removed` the forwards deleted since: instance headers compared with the previous ones, every
+ * forward of `changed` added or replaced, the removed ones of instances that stay removed.
  */
-function patchFromAdded(previous: DesiredState, added: DesiredState): DesiredStatePatch {
+function patchFromChanged(before: Sent, changed: DesiredState, removed: readonly string[]): DesiredStatePatch {
   const headersOnly = (state: DesiredState): DesiredState => ({ ...state, instances: state.instances.map((i) => ({ ...i, portForwards: [] })) });
-  const patch = diffDesiredState(headersOnly(previous), headersOnly(added));
-  for (const instance of added.instances) for (const forward of instance.portForwards) patch.portForwards.push({ instanceId: instance.id, forward });
+  const patch = diffDesiredState(headersOnly(before.state), headersOnly(changed));
+  for (const instance of changed.instances) for (const forward of instance.portForwards) patch.portForwards.push({ instanceId: instance.id, forward });
+  const goneInstances = new Set(patch.removedInstances);
+  for (const id of removed) if (!goneInstances.has(before.forwardInstance.get(id)!)) patch.removedPortForwards.push(id);
   return patch;
 }
 

@@ -583,7 +583,13 @@ export class PortForwardImportService {
       await this.audit.transact(actor, async (tx, record) => {
         const [staged] = await tx.select({ state: portForwardImports.state }).from(portForwardImports).where(eq(portForwardImports.id, importId)).for('update');
         if (staged?.state !== 'staged') throw cancelled();
-        await bumpHostRevision(tx, record, hostId);
+        const host = await bumpHostRevision(tx, record, hostId);
+        // the rows carry the revision the import was opened at; when other changes of the host came in
+        // between, they take this one, so desired-state streams find them among the changes since
+        // the revision they sent last (they read no forward count to catch rows they missed)
+        const stamped = forwards[0]?.changedRevision;
+        if (stamped !== undefined && stamped !== host.desiredRevision)
+          await tx.update(portForwards).set({ changedRevision: host.desiredRevision }).where(eq(portForwards.importId, importId));
         await tx.update(portForwardImports).set({ state: 'committed', touchedAt: new Date() }).where(eq(portForwardImports.id, importId));
       });
     } catch (err) {
