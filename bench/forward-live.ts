@@ -48,6 +48,7 @@ import { fileURLToPath } from 'node:url';
 import { NetnsLab, labAvailable, tcpServer, type LabNamespace, type LabServer } from '../core/sdk/src/testkit/index.js';
 import { startController, type Controller } from '../core/server/src/server.js';
 import { EventBusToken } from '../core/server/src/di/tokens.js';
+import { BENCH_PG_URL, createBenchStore, dropBenchDatabase } from './bench-store.js';
 import { loadAverage, median, percentile } from './nat-scale/harness.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -58,7 +59,6 @@ const IMPORT_ROWS = Number(process.env.BENCH_LIVE_IMPORT_ROWS ?? 10_000);
 const STORES = (process.env.BENCH_LIVE_STORES ?? 'postgres,pglite').split(',') as ('postgres' | 'pglite')[];
 const CHUNK = Number(process.env.BENCH_LIVE_CHUNK ?? 25_000);
 const STATS_MS = Number(process.env.BENCH_LIVE_STATS_MS ?? 0);
-const PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 const TARGET_P99_MS = 50;
 const TARGET_IMPORT_S = 3;
@@ -90,7 +90,7 @@ function stopEverythingSync(): void {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   for (const db of databases) {
     try {
-      execFileSync('psql', [PG_URL, '-qc', `drop database if exists ${db} with (force)`], { stdio: 'ignore' });
+      execFileSync('psql', [BENCH_PG_URL, '-qc', `drop database if exists ${db} with (force)`], { stdio: 'ignore' });
     } catch {
       // best effort on the way out
     }
@@ -290,20 +290,10 @@ async function runStore(storeKind: 'postgres' | 'pglite'): Promise<StoreResult> 
     await client.exec('sysctl', ['-qw', 'net.ipv4.ip_local_port_range=1024 65535']);
     servers.push(tcpServer(vm, 8080, 'a'), tcpServer(vm, 8081, 'b'));
     for (const s of servers) track(s.process);
-    let store;
-    if (storeKind === 'postgres') {
-      const { default: postgres } = await import('postgres');
-      dbName = `gatehouse_bench_live_${process.pid}`;
-      databases.add(dbName);
-      const admin = postgres(PG_URL, { max: 1, onnotice: () => {} });
-      await admin.unsafe(`create database ${dbName}`);
-      await admin.end();
-      const url = new URL(PG_URL);
-      url.pathname = `/${dbName}`;
-      store = { kind: 'postgres' as const, url: url.toString() };
-    } else {
-      store = { kind: 'pglite' as const, dataDir };
-    }
+    const created = await createBenchStore(storeKind, 'gatehouse_bench_live', dataDir);
+    dbName = created.database;
+    if (dbName) databases.add(dbName);
+    const store = created.store;
     controller = await startController({ store, port: 0, host: '127.0.0.1', logger: quiet as never });
     const url = controller.url;
     const secret = controller.bootstrapSecret!;
@@ -525,10 +515,7 @@ async function runStore(storeKind: 'postgres' | 'pglite'): Promise<StoreResult> 
     await lab.cleanup();
     rmSync(dataDir, { recursive: true, force: true });
     if (dbName) {
-      const { default: postgres } = await import('postgres');
-      const admin = postgres(PG_URL, { max: 1, onnotice: () => {} });
-      await admin.unsafe(`drop database if exists ${dbName} with (force)`);
-      await admin.end();
+      await dropBenchDatabase(dbName);
       databases.delete(dbName);
     }
   }

@@ -21,6 +21,7 @@ import { HostAgent } from '../../agents/host-agent/src/index.js';
 import { startController } from '../../core/server/src/index.js';
 import { LinuxDriver } from '../../plugins/linux/src/index.js';
 import { NetnsLab, tcpServer } from '../../core/sdk/src/testkit/index.js';
+import { createBenchStore, dropBenchDatabase } from '../bench-store.js';
 
 export interface EndToEndResult {
   forwards: number;
@@ -70,20 +71,9 @@ export async function measureEndToEnd(
     const vm = await lab.namespace('vm1');
     await lab.link(client, '198.51.100.2/24', host, '198.51.100.1/24');
     servers.push(tcpServer(vm, 8080, 'x'));
-    let store;
-    if (storeKind === 'postgres') {
-      const { default: postgres } = await import('postgres');
-      const base = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-      dbName = `gatehouse_bench_e2e_${process.pid}`;
-      const admin = postgres(base, { max: 1, onnotice: () => {} });
-      await admin.unsafe(`create database ${dbName}`);
-      await admin.end();
-      const url = new URL(base);
-      url.pathname = `/${dbName}`;
-      store = { kind: 'postgres' as const, url: url.toString() };
-    } else {
-      store = { kind: 'pglite' as const, dataDir };
-    }
+    const created = await createBenchStore(storeKind, 'gatehouse_bench_e2e', dataDir);
+    dbName = created.database;
+    const store = created.store;
     controller = await startController({ store, port: 0, host: '127.0.0.1', logger: quiet as never });
     const url = controller.url;
     const secret = controller.bootstrapSecret!;
@@ -188,12 +178,7 @@ export async function measureEndToEnd(
     for (const s of servers) s.stop();
     await lab.cleanup();
     rmSync(dataDir, { recursive: true, force: true });
-    if (dbName) {
-      const { default: postgres } = await import('postgres');
-      const admin = postgres(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres', { max: 1, onnotice: () => {} });
-      await admin.unsafe(`drop database if exists ${dbName} with (force)`);
-      await admin.end();
-    }
+    if (dbName) await dropBenchDatabase(dbName);
   }
 }
 

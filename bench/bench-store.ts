@@ -1,0 +1,40 @@
+/**
+ * The store of a bench's controller: PGlite in a directory of the bench's, or a fresh PostgreSQL
+ * database named `<prefix>_<pid>` on DATABASE_URL's server (default 127.0.0.1:5432), which
+ * `dropBenchDatabase` removes again (also with sessions still open).
+ */
+import postgres from 'postgres';
+
+/** The PostgreSQL server the benches create their databases on. */
+export const BENCH_PG_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** What `startController` takes as its store, and the database to drop afterwards (PostgreSQL only). */
+export interface BenchStore {
+  store: { kind: 'postgres'; url: string } | { kind: 'pglite'; dataDir: string };
+  database?: string;
+}
+
+/** Creates the store: for PostgreSQL a new database `<prefix>_<pid>`. */
+export async function createBenchStore(kind: 'postgres' | 'pglite', prefix: string, dataDir: string): Promise<BenchStore> {
+  if (kind === 'pglite') return { store: { kind: 'pglite', dataDir } };
+  const database = `${prefix}_${process.pid}`;
+  const admin = postgres(BENCH_PG_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database ${database}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(BENCH_PG_URL);
+  url.pathname = `/${database}`;
+  return { store: { kind: 'postgres', url: url.toString() }, database };
+}
+
+/** Drops a database `createBenchStore` made; succeeds when it is already gone. */
+export async function dropBenchDatabase(database: string): Promise<void> {
+  const admin = postgres(BENCH_PG_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`drop database if exists ${database} with (force)`);
+  } finally {
+    await admin.end();
+  }
+}
