@@ -145,7 +145,7 @@ export const REQUIREMENTS = [
   { program: 'hostname', package: 'hostname', suites: ['host-agent'], roles: [], startedBy: 'nsenter', why: "setting the SSH tests' instance hostname" },
   { program: 'ssh-keygen', package: 'openssh-client', suites: ['host-agent', 'bench'], roles: [], why: 'test host and user keys of the SSH jump-server tests' },
   { program: 'apt-get', package: 'apt', suites: ['scripts'], roles: [], why: 'ensure-system installs the rest' },
-  { program: 'psql', package: 'postgresql-client', suites: ['scripts'], roles: [], why: 'ensure-system checks the PostgreSQL login' },
+  { program: 'psql', package: 'postgresql-client', suites: ['scripts', 'bench'], roles: [], why: 'ensure-system checks the PostgreSQL login; bench/forward-live drops its database on exit' },
   { program: 'pg_ctlcluster', package: 'postgresql-common', suites: ['scripts'], roles: [], why: "ensure-system starts the machine's PostgreSQL cluster" },
   { program: 'runuser', package: 'util-linux', suites: ['server', 'bench'], roles: [], why: 'running initdb and pg_ctl as the postgres user (initdb refuses root)' },
   {
