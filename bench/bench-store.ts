@@ -1,5 +1,5 @@
 /**
- * The store of a bench's controller: PGlite in a directory of the bench's, or a fresh PostgreSQL
+ * A bench's controller: its GraphQL API over HTTP (`benchGql`), and its store: PGlite in a directory of the bench's, or a fresh PostgreSQL
  * database named `<prefix>_<pid>` on DATABASE_URL's server (default 127.0.0.1:5432), which
  * `dropBenchDatabase` removes again (also with sessions still open).
  */
@@ -37,4 +37,22 @@ export async function dropBenchDatabase(database: string): Promise<void> {
   } finally {
     await admin.end();
   }
+}
+
+/**
+ * One GraphQL request to a bench's controller with a bearer token; throws on GraphQL errors and on
+ * a payload that is one of the API's typed errors (it has a `code` or a `message`), naming them.
+ */
+export async function benchGql<T = any>(url: string, secret: string, query: string, variables?: Record<string, unknown>): Promise<T> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await response.json()) as { data?: any; errors?: { message: string }[] };
+  if (body.errors?.length) throw new Error(body.errors.map((e) => e.message).join('; '));
+  const payload = Object.values(body.data as object)[0] as { message?: string; code?: string; field?: string; value?: string } | null;
+  if (payload?.code) throw new Error(`${payload.code} ${payload.field}=${payload.value}: ${payload.message}`);
+  if (payload?.message) throw new Error(payload.message);
+  return body.data as T;
 }

@@ -48,7 +48,7 @@ import { fileURLToPath } from 'node:url';
 import { NetnsLab, labAvailable, tcpServer, type LabNamespace, type LabServer } from '../core/sdk/src/testkit/index.js';
 import { startController, type Controller } from '../core/server/src/server.js';
 import { EventBusToken } from '../core/server/src/di/tokens.js';
-import { BENCH_PG_URL, createBenchStore, dropBenchDatabase } from './bench-store.js';
+import { BENCH_PG_URL, benchGql, createBenchStore, dropBenchDatabase } from './bench-store.js';
 import { loadAverage, median, percentile } from './nat-scale/harness.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -101,19 +101,6 @@ function track(child: ChildProcess): ChildProcess {
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;
-}
-
-async function gql<T = any>(url: string, secret: string, query: string, variables?: Record<string, unknown>): Promise<T> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await response.json()) as { data?: any; errors?: { message: string }[] };
-  if (body.errors?.length) throw new Error(body.errors.map((e) => e.message).join('; '));
-  const payload = Object.values(body.data as object)[0] as { message?: string; code?: string; field?: string; value?: string };
-  if (payload?.code) throw new Error(`${payload.code} ${payload.field}=${payload.value}: ${payload.message}`);
-  return body.data as T;
 }
 
 /**
@@ -297,7 +284,7 @@ async function runStore(storeKind: 'postgres' | 'pglite'): Promise<StoreResult> 
     controller = await startController({ store, port: 0, host: '127.0.0.1', logger: quiet as never });
     const url = controller.url;
     const secret = controller.bootstrapSecret!;
-    const api = <T = any>(q: string, v?: Record<string, unknown>) => gql<T>(url, secret, q, v);
+    const api = <T = any>(q: string, v?: Record<string, unknown>) => benchGql<T>(url, secret, q, v);
     // the controller's hostRevision events, with the time each arrived
     const events: { at: bigint; revision: number }[] = [];
     const bus = controller.container.resolve(EventBusToken);

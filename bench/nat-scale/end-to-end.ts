@@ -21,7 +21,7 @@ import { HostAgent } from '../../agents/host-agent/src/index.js';
 import { startController } from '../../core/server/src/index.js';
 import { LinuxDriver } from '../../plugins/linux/src/index.js';
 import { NetnsLab, tcpServer } from '../../core/sdk/src/testkit/index.js';
-import { createBenchStore, dropBenchDatabase } from '../bench-store.js';
+import { benchGql, createBenchStore, dropBenchDatabase } from '../bench-store.js';
 
 export interface EndToEndResult {
   forwards: number;
@@ -37,19 +37,6 @@ export interface EndToEndResult {
 }
 
 const quiet = { info() {}, warn() {}, error: (...a: unknown[]) => console.error(...a), debug() {} };
-
-async function gql<T = any>(url: string, secret: string, query: string, variables?: Record<string, unknown>): Promise<T> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${secret}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await response.json()) as { data?: any; errors?: { message: string }[] };
-  if (body.errors?.length) throw new Error(body.errors.map((e) => e.message).join('; '));
-  const payload = Object.values(body.data as object)[0] as { message?: string };
-  if (payload?.message) throw new Error(payload.message);
-  return body.data as T;
-}
 
 export async function measureEndToEnd(
   options: { forwards?: number; samples?: number; store?: 'pglite' | 'postgres'; log?: (line: string) => void } = {},
@@ -77,7 +64,7 @@ export async function measureEndToEnd(
     controller = await startController({ store, port: 0, host: '127.0.0.1', logger: quiet as never });
     const url = controller.url;
     const secret = controller.bootstrapSecret!;
-    const api = <T = any>(q: string, v?: Record<string, unknown>) => gql<T>(url, secret, q, v);
+    const api = <T = any>(q: string, v?: Record<string, unknown>) => benchGql<T>(url, secret, q, v);
     await api(
       `mutation { createIpPool(input: { name: "bench", kind: PRIVATE, network: "${lab.prefix}br", cidr: "10.77.0.0/24", gateway: "10.77.0.1" }) { __typename ... on Error { message } } }`,
     );

@@ -123,9 +123,10 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('SSH through the controller (ssh 
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-ssh-'));
   const rootIf = `${lab.prefix}r`;
   // the /30 between this machine and the host comes from the lab's random prefix: two runs on one machine do not share it
-  const [, third, fourth] = /^gh([0-9a-f]{2})([0-9a-f]{2})/.exec(lab.prefix)!;
-  const controllerAddress = `100.73.${parseInt(third!, 16)}.${(parseInt(fourth!, 16) & 0xfc) + 1}`;
-  const hostAddress = `100.73.${parseInt(third!, 16)}.${(parseInt(fourth!, 16) & 0xfc) + 2}`;
+  const third = parseInt(lab.prefix.slice(2, 4), 16);
+  const base = parseInt(lab.prefix.slice(4, 6), 16) & 0xfc;
+  const controllerAddress = `100.73.${third}.${base + 1}`;
+  const hostAddress = `100.73.${third}.${base + 2}`;
   const instanceHostname = `${lab.prefix}-vm1`;
   const recordingsDir = join(dir, 'recordings');
   let host: LabNamespace;
