@@ -132,7 +132,7 @@ describe('the web UI in Chromium', () => {
     await expect.poll(() => page.locator('table[aria-label="Port forwards"] tbody tr').count()).toBe(4);
   });
 
-  it('shows the period\'s traffic against a new quota on the Bandwidth tab', async () => {
+  it("shows the period's traffic against a new quota on the Bandwidth tab", async () => {
     await page.getByRole('link', { name: 'Bandwidth' }).click();
     const usage = page.locator('.quota-usage');
     await expect.poll(() => usage.textContent()).toContain('No monthly quota');
@@ -182,9 +182,16 @@ describe('the web UI in Chromium', () => {
     await page.getByRole('table', { name: 'Audit entries' }).getByText('kept for the router').first().waitFor();
     // live: a change made elsewhere appears without reload
     await gql(`mutation($h: ID!) { updateHost(input: { hostId: $h, reservedPorts: ["2222"] }) { __typename } }`, { h: hostId });
-    const hostEntry = page.locator('table[aria-label="Audit entries"] tbody tr', { hasText: 'reservedPorts' }).first();
+    // the update's entry, not the host's creation entry (which also lists reservedPorts, as [])
+    const hostEntry = page
+      .locator('table[aria-label="Audit entries"] tbody tr')
+      .filter({ has: page.locator('.diff .added', { hasText: /reservedPorts.*2222/ }) });
     await hostEntry.waitFor();
-    expect(await hostEntry.locator('.diff .added').allTextContents()).toEqual(expect.arrayContaining([expect.stringContaining('2222')]));
+    // a diff against the old value: the old list removed, the new one added
+    expect(await hostEntry.locator('.diff .removed').allTextContents()).toEqual(expect.arrayContaining(['- reservedPorts: []\n']));
+    expect(await hostEntry.locator('.diff .added').allTextContents()).toEqual(
+      expect.arrayContaining(['+ reservedPorts.0.end: 2222\n', '+ reservedPorts.0.start: 2222\n']),
+    );
     // the actor by name, not by id
     expect(await hostEntry.locator('.actor').textContent()).toBe('admin');
     await shot('audit');
