@@ -255,6 +255,14 @@ describe.each(backends)('traffic quotas on $name', (backend) => {
     await new Promise((r) => setTimeout(r, 300));
     const before = await desired();
     now = Date.parse('2026-06-01T00:00:05Z');
+    // until the check lifts it, the throttle is still in force, and the period says so (the new period's level is NORMAL)
+    expect((await tenantA.client(PERIOD, { id: vmA })).data.instance.traffic.period).toMatchObject({
+      totalBytes: 0,
+      quotaState: 'NORMAL',
+      throttled: true,
+      start: '2026-06-01T00:00:00.000Z',
+    });
+    expect(await desired()).toEqual(before);
     // what the controller's timer does every 10 s
     const changes = await controller.container.resolve(TrafficQuota).check();
     expect(changes.map((c) => [c.instanceId, c.level, c.previousLevel, c.throttled])).toEqual(

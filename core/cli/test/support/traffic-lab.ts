@@ -19,13 +19,23 @@ import { join } from 'node:path';
 
 const ERR = '... on Error { code message field value }';
 
-/** Polls `probe` every 200 ms until it gives a value (errors count as not yet). */
-export async function until<T>(probe: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
+/**
+ * Polls `probe` every 200 ms until it gives a value (errors count as not yet). On time-out the
+ * error names what the last probe threw and, with `seen`, what the test last saw.
+ */
+export async function until<T>(probe: () => Promise<T | undefined | false>, ms = 30_000, seen?: () => string): Promise<T> {
   const deadline = Date.now() + ms;
+  let failure: unknown;
   for (;;) {
-    const value = await probe().catch(() => undefined);
+    const value = await probe().catch((err: unknown) => {
+      failure = err;
+      return undefined;
+    });
     if (value) return value;
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    if (Date.now() > deadline) {
+      const threw = failure === undefined ? '' : `; the last failed probe threw: ${(failure as Error).message ?? String(failure)}`;
+      throw new Error(`condition not reached in ${ms} ms${threw}${seen ? `; ${seen()}` : ''}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -48,6 +58,8 @@ export interface TrafficLab {
   applied(): Promise<void>;
   /** iperf3 from the client to the instance (reverse: the instance sends); the run's JSON `end`. */
   iperf(reverse: boolean, args: string[]): Promise<{ sum_received: { bits_per_second: number } }>;
+  /** The last warnings and errors the controller and the agent logged (kept for a failure's message). */
+  log(): string[];
   stop(): Promise<void>;
 }
 
@@ -68,6 +80,12 @@ export async function startTrafficLab(options: {
   let controller: Controller | undefined;
   let agent: HostAgent | undefined;
   let iperfServer: ChildProcess | undefined;
+  const logged: string[] = [];
+  const keep = (who: string) => (message: string) => {
+    logged.push(`${new Date().toISOString().slice(11, 23)} ${who}: ${message}`);
+    if (logged.length > 40) logged.shift();
+  };
+  const quiet = () => {};
   const stop = async () => {
     if (iperfServer?.exitCode === null) iperfServer.kill('SIGTERM');
     await agent?.stop();
@@ -82,7 +100,12 @@ export async function startTrafficLab(options: {
     const vm = await lab.namespace('vm1');
     await lab.link(client, '198.51.100.2/24', host, '198.51.100.1/24');
     servers.push(tcpServer(vm, 8080, 'hello'));
-    const started = await startController({ store: { kind: 'pglite', dataDir }, port: 0, ...(options.clock ? { clock: options.clock } : {}) });
+    const started = await startController({
+      store: { kind: 'pglite', dataDir },
+      port: 0,
+      logger: { info: quiet, warn: keep('controller'), error: keep('controller') },
+      ...(options.clock ? { clock: options.clock } : {}),
+    });
     controller = started;
     const admin = started.bootstrapSecret!;
     const api = async <T = any>(query: string, variables?: Record<string, unknown>): Promise<T> => {
@@ -135,7 +158,7 @@ export async function startTrafficLab(options: {
         controllerUrl: started.url,
         token,
         driver: new LinuxDriver({ hostNetns: host.name, namespacePrefix: `${lab.prefix}-vm` }),
-        logger: { info() {}, warn() {}, error() {} },
+        logger: { info: quiet, warn: keep('agent'), error: keep('agent') },
         statsIntervalMs: 500,
       });
     agent = makeAgent();
@@ -171,6 +194,7 @@ export async function startTrafficLab(options: {
         const out = await client.exec('iperf3', ['-c', '198.51.100.1', '-p', '15201', '-J', ...args, ...(reverse ? ['-R'] : [])], { timeoutMs: 90_000 });
         return (JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } }).end;
       },
+      log: () => [...logged],
       stop,
     };
     return trafficLab;

@@ -219,7 +219,12 @@ export class TrafficQuota {
     return change;
   }
 
-  /** Where a limit's quota stands in the current period (normal when nothing was recorded for it). */
+  /**
+   * Where a limit's quota stands in the current period (normal when nothing was recorded for it).
+   * `throttled` is what is in force: a throttle of an earlier period stays true until the check
+   * lifts it (the next report or the timer, seconds after the period starts), in the same
+   * transaction that puts the lift into the host's desired state.
+   */
   async standing(limitId: string): Promise<QuotaStanding> {
     const [state] = await this.db.select().from(trafficQuotaStates).where(eq(trafficQuotaStates.limitId, limitId));
     const [row] = await this.db
@@ -228,7 +233,8 @@ export class TrafficQuota {
       .innerJoin(users, eq(users.id, bandwidthLimits.ownerId))
       .where(eq(bandwidthLimits.id, limitId));
     const current = billingPeriod(this.clock.now(), row?.billingDay ?? null).start.getTime();
-    if (!state || state.periodStart.getTime() !== current) return { level: 'normal', throttled: false, since: null };
+    if (!state) return { level: 'normal', throttled: false, since: null };
+    if (state.periodStart.getTime() !== current) return { level: 'normal', throttled: state.throttled, since: null };
     return { level: state.level, throttled: state.throttled, since: state.level === 'normal' ? null : state.changedAt };
   }
 

@@ -90,7 +90,8 @@ const TrafficPeriodRef = builder.objectRef<TrafficPeriodTotals>('TrafficPeriod')
       resolve: async (p, _a, ctx) => (p.quotaLimitId ? (await ctx.services.trafficQuota.standing(p.quotaLimitId)).level : null),
     }),
     throttled: t.boolean({
-      description: "Whether the quota's throttle rate is in force now (THROTTLE and exceeded in the current period); lifted when the next period starts.",
+      description:
+        "Whether the quota's throttle rate is in force now (THROTTLE and exceeded): true until it is lifted, which happens within seconds of the next period's start (the next traffic report or the 10 s check), in the same change that gives the host its configured rate back.",
       resolve: async (p, _a, ctx) => (p.quotaLimitId ? (await ctx.services.trafficQuota.standing(p.quotaLimitId)).throttled : false),
     }),
     projectedTotalBytes: t.float({
