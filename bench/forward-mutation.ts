@@ -1,7 +1,7 @@
 /**
  * The controller's part of issue 20's rows "one new forward" and "deleting or editing a forward":
  * the answer time of single createPortForward / updatePortForward / deletePortForward requests
- * (GraphQL over HTTP on loopback, no agent, no namespaces), with BENCH_MUTATION_FORWARDS forwards
+ * (GraphQL over HTTP on loopback, no namespaces), with BENCH_MUTATION_FORWARDS forwards
  * on the same host, seeded through importPortForwards as bench/forward-live.ts seeds them. A
  * mutation's cost should not grow with the forwards already on the host; the baseline trials run
  * before the seed, on the empty host.
