@@ -6,7 +6,9 @@
  * its driver turns out narrower. A host whose agent never connected accepts everything (PENDING).
  */
 import type { DriverCapabilities } from '@gatehouse/sdk';
+import { sql } from 'drizzle-orm';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { rowsOf } from '../src/db/database.js';
 import { ERROR_FIELDS, type Client } from '../src/testing/api.js';
 import { createPool } from '../src/testing/fixtures.js';
 import { storeBackends } from '../src/testing/stores.js';
@@ -252,6 +254,37 @@ describe.each(backends)('driver capabilities on $name', (backend) => {
     const after = await ctx.api.admin(`query($id: ID!) { portForward(id: $id) { status statusError } }`, { id: forward.portForward.id });
     expect(after.data!.portForward.status).toBe('FAILED');
     expect(after.data!.portForward.statusError).toMatch(/^CAPABILITY_NOT_SUPPORTED: .*\(capabilities\.portForwards\.ipv6\)$/);
+  });
+
+  it("leaves the host alone on a report repeating its driver (keys in the agent's order, not the store's), and checks its objects again on a changed one", async () => {
+    const version = async () =>
+      rowsOf<{ xmin: string }>(await ctx.api.store.db.execute(sql`select xmin::text as xmin from hosts where id = ${hostId}`))[0]!.xmin;
+    await report(FULL);
+    const forward = await gql(ctx.api.admin, CREATE_FORWARD, { instanceId: vm.id, protocol: 'TCP', hostPort: '18100', targetPort: '80', targetAddress: vm.v6 });
+    expect(forward.portForward.status).toBe('PENDING');
+    // the store gives the driver back with its keys in another order than reported
+    const stored = rowsOf<{ driver: string }>(await ctx.api.store.db.execute(sql`select driver::text as driver from hosts where id = ${hostId}`))[0]!.driver;
+    expect(Object.keys(JSON.parse(stored).capabilities.portForwards)[0]).not.toBe('implementation');
+    const before = await version();
+    // the same driver, its keys in yet another order: no write to the host row (no lock on it, no check of all its objects)
+    const reversed = (v: unknown): unknown =>
+      v !== null && typeof v === 'object' && !Array.isArray(v)
+        ? Object.fromEntries(
+            Object.entries(v)
+              .reverse()
+              .map(([k, x]) => [k, reversed(x)]),
+          )
+        : v;
+    await report(FULL);
+    await report(reversed(FULL) as DriverCapabilities);
+    expect(await version()).toBe(before);
+    const status = async () =>
+      (await ctx.api.admin(`query($id: ID!) { portForward(id: $id) { status } }`, { id: forward.portForward.id })).data!.portForward.status;
+    expect(await status()).toBe('PENDING');
+    // a narrower one is stored and checked against
+    await report(narrowed((c) => (c.portForwards!.ipv6 = false)));
+    expect(await version()).not.toBe(before);
+    expect(await status()).toBe('FAILED');
   });
 
   it('refuses a backend that is not a plugin id, and takes a third-party one', async () => {

@@ -323,6 +323,69 @@ describe('hostDesiredState over graphql-ws', () => {
     expect(state.instances.flatMap((i) => i.portForwards.map((f) => f.id)).sort()).toEqual([edited, kept].sort());
   });
 
+  it('after half an hour without a message compares the whole state with the one sent, and its patch rebuilds the revision exactly', async () => {
+    const idleHost = await createHost(api.admin, 'idle-host');
+    const client = createClient({
+      url: controller.url.replace('http://', 'ws://'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      connectionParams: { Authorization: `Bearer ${await agentToken(idleHost)}` },
+    });
+    clients.push(client);
+    const messages: { revision: number; full: DesiredState | null; patch: DesiredStatePatch | null }[] = [];
+    client.subscribe<{ hostDesiredStateChanges: (typeof messages)[number] }>(
+      { query: 'subscription($h: ID!) { hostDesiredStateChanges(hostId: $h) { revision full patch } }', variables: { h: idleHost } },
+      { next: (m) => void (m.data && messages.push(m.data.hostDesiredStateChanges)), error: () => {}, complete: () => {} },
+    );
+    await until(() => messages.length === 1, 'the full document');
+    const vm = (
+      await api.admin(
+        `mutation($h: ID!) { createInstance(input: { hostId: $h, name: "idle-vm", nics: [{ network: "br-ws" }] }) { ... on CreateInstancePayload { instance { id } } } }`,
+        { h: idleHost },
+      )
+    ).data!.createInstance.instance.id as string;
+    const forward = async (port: number) =>
+      (
+        await api.admin(
+          `mutation($i: ID!, $p: String!) { createPortForward(input: { instanceId: $i, protocol: TCP, hostPort: $p, targetPort: "80" }) { ... on CreatePortForwardPayload { portForward { id } } } }`,
+          { i: vm, p: String(port) },
+        )
+      ).data!.createPortForward.portForward.id as string;
+    const [edited, deleted, kept] = [await forward(26001), await forward(26002), await forward(26003)];
+    await until(() => messages.at(-1)!.patch?.portForwards.some((f) => f.forward.id === kept) ?? false, 'the third forward');
+    // 31 minutes on: the tombstones are no longer trusted, the stream reads the whole state and diffs
+    const later = Date.now() + 31 * 60_000;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => later);
+    const compile = vi.spyOn(
+      DesiredStateService.prototype as unknown as { compile: (tx: unknown, hostId: string, filter: unknown) => Promise<DesiredState> },
+      'compile',
+    );
+    try {
+      const seen = messages.length;
+      await api.admin(`mutation($id: ID!) { updatePortForward(input: { portForwardId: $id, targetPort: "8080" }) { __typename } }`, { id: edited });
+      await until(() => messages.length > seen, 'the patch after the pause');
+      expect(messages.at(-1)!.patch).toMatchObject({
+        portForwards: [{ instanceId: vm, forward: { id: edited, targetPorts: { start: 8080 } } }],
+        removedPortForwards: [],
+      });
+      // one read, of the whole state (all three forwards), not of the changed one alone
+      expect(compile.mock.calls.length).toBe(1);
+      const read = await (compile.mock.results[0]!.value as Promise<DesiredState>);
+      expect(read.instances.flatMap((i) => i.portForwards)).toHaveLength(3);
+    } finally {
+      clock.mockRestore();
+      compile.mockRestore();
+    }
+    await api.admin(`mutation($id: ID!) { deletePortForward(input: { portForwardId: $id }) { __typename } }`, { id: deleted });
+    await until(() => messages.at(-1)!.patch?.removedPortForwards.includes(deleted) ?? false, 'a patch removing the deleted forward');
+    let state = messages[0]!.full!;
+    for (const m of messages.slice(1)) state = applyDesiredStatePatch(state, m.patch).state;
+    const now = (await api.admin(`query($h: ID!) { hostDesiredState(hostId: $h) { document } }`, { h: idleHost })).data!.hostDesiredState
+      .document as DesiredState;
+    expect(state).toEqual(now);
+    expect(state.instances.flatMap((i) => i.portForwards.map((f) => f.id)).sort()).toEqual([edited, kept].sort());
+  });
+
   it("refuses another host's agent and user tokens", async () => {
     const wrong = subscribe(await agentToken(otherHostId), hostId);
     await until(() => wrong.errors.length > 0, 'an error for the wrong host');

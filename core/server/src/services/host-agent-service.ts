@@ -176,6 +176,25 @@ export function validDriverReport(field: string, value: NonNullable<ReportHostSt
   return { id: value.id, version: value.version ?? null, apiVersion: value.apiVersion, capabilities };
 }
 
+/**
+ * Whether a reported driver (`validDriverReport`) is the one stored: equal as JSON values,
+ * whatever the order of their keys. A jsonb column gives its keys back in its own order (shorter
+ * keys first), never in the order the agent wrote them, so comparing the texts found every report
+ * a new driver: each took the host's row lock and checked all the host's objects against the
+ * capabilities again (`failUnsupported`), ~300 ms at 60,000 forwards, which every forward change
+ * on the host then waited for.
+ */
+export function sameDriver(stored: HostDriverJson | null, reported: HostDriverJson): boolean {
+  return stored !== null && sortedJson(stored) === sortedJson(reported);
+}
+
+/** JSON text with every object's keys in sorted order (what `undefined` leaves out is left out). */
+function sortedJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
+}
+
 /** Checks a discovered-instance list and returns its stored form. */
 export function validDiscoveredInstances(field: string, values: readonly DiscoveredInstanceInput[]): DiscoveredInstanceJson[] {
   if (values.length > MAX_DISCOVERED_INSTANCES) {
@@ -306,7 +325,7 @@ export class HostAgentService {
       const [host] = await tx.select({ revision: hosts.desiredRevision, name: hosts.name, driver: hosts.driver }).from(hosts).where(eq(hosts.id, hostId));
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
       // a new or changed driver: stored, and what it cannot apply is marked failed at once
-      if (driver !== null && JSON.stringify(host.driver) !== JSON.stringify(driver)) {
+      if (driver !== null && !sameDriver(host.driver, driver)) {
         await tx.update(hosts).set({ driver }).where(eq(hosts.id, hostId));
         failed = await this.failUnsupported(tx, hostId, { name: host.name, driver });
       }
