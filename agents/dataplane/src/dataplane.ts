@@ -185,9 +185,7 @@ export class Dataplane {
    */
   async counters(): Promise<DataplaneCounters> {
     const result: DataplaneCounters = { forwards: new Map(), instances: new Map(), forwardEpoch: 'none', rateLimited: new Map() };
-    // `-p`: protocols as numbers — nft 1.0.6 names each element's protocol with getprotobynumber,
-    // which reads /etc/protocols every time (the scan reads only counters and comments)
-    const list = (...args: string[]) => run('nft', ['-j', '-p', 'list', ...args], this.target);
+    const list = (...args: string[]) => run('nft', ['-j', 'list', ...args], this.target);
     let sets: ScannedCounterSet[];
     const ids = new Map<string, string>();
     try {
