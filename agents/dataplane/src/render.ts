@@ -33,11 +33,20 @@ export const TABLE = { family: 'inet', table: 'gatehouse' } as const;
 
 /** One DNAT entry: host address . protocol . port → target address and port, and the forward's counter (its elements' comment). */
 export interface ForwardElement {
-  key: { concat: [string, string, number] };
+  /** The protocol by number (`IP_PROTOCOL`): see there. */
+  key: { concat: [string, number, number] };
   address: string;
   port: number;
   counter: string;
 }
+
+/**
+ * Protocol numbers of the forward keys. nft 1.0.6 resolves a protocol name in an element with
+ * `getprotobyname`, which reads /etc/protocols on every call (about 5 µs): with three elements per
+ * forward that was most of a 250,000-forward install. A number is taken as it is; nft still lists
+ * the names (`canonicalKey` in table.ts compares both spellings).
+ */
+export const IP_PROTOCOL = { tcp: 6, udp: 17 } as const;
 
 /** A Gatehouse object's name inside the table: a prefix and its id without dashes. */
 export function objectName(prefix: string, id: string): string {
@@ -58,26 +67,32 @@ export function forwardElements(state: DesiredState, family: 4 | 6): ForwardElem
   );
 }
 
-function elementsOf(forwards: readonly DesiredPortForward[], publicAddresses: readonly string[], family: 4 | 6): ForwardElement[] {
+/** Calls `visit` for each DNAT entry of `forwards` in one address family (see `elementsOf`). */
+function eachElement(
+  forwards: readonly DesiredPortForward[],
+  publicAddresses: readonly string[],
+  family: 4 | 6,
+  visit: (f: DesiredPortForward, address: string, protocol: number, hostPort: number, targetPort: number) => void,
+): void {
   const isFamily = (address: string) => address.includes(':') === (family === 6);
-  const elements: ForwardElement[] = [];
+  const familyAddresses = publicAddresses.filter(isFamily);
   for (const f of forwards) {
     if (!isFamily(f.targetAddress)) continue;
-    const hostAddresses = f.hostAddress ? [f.hostAddress] : publicAddresses.filter(isFamily);
-    const protocols = f.protocol === 'both' ? ['tcp', 'udp'] : [f.protocol];
+    const hostAddresses = f.hostAddress ? [f.hostAddress] : familyAddresses;
+    const protocols = f.protocol === 'both' ? [IP_PROTOCOL.tcp, IP_PROTOCOL.udp] : [IP_PROTOCOL[f.protocol]];
     for (const address of hostAddresses) {
       for (const protocol of protocols) {
-        for (let i = 0; i <= f.hostPorts.end - f.hostPorts.start; i++) {
-          elements.push({
-            key: { concat: [address, protocol, f.hostPorts.start + i] },
-            address: f.targetAddress,
-            port: f.targetPorts.start + i,
-            counter: forwardCounterName(f.id),
-          });
-        }
+        for (let i = 0; i <= f.hostPorts.end - f.hostPorts.start; i++) visit(f, address, protocol, f.hostPorts.start + i, f.targetPorts.start + i);
       }
     }
   }
+}
+
+function elementsOf(forwards: readonly DesiredPortForward[], publicAddresses: readonly string[], family: 4 | 6): ForwardElement[] {
+  const elements: ForwardElement[] = [];
+  eachElement(forwards, publicAddresses, family, (f, address, protocol, hostPort, port) =>
+    elements.push({ key: { concat: [address, protocol, hostPort] }, address: f.targetAddress, port, counter: forwardCounterName(f.id) }),
+  );
   return elements;
 }
 

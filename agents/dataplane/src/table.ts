@@ -5,7 +5,7 @@
  * take one to the other.
  */
 import type { NftCommand } from './nft.js';
-import { RATE_LIMIT_SET, TABLE } from './render.js';
+import { IP_PROTOCOL, RATE_LIMIT_SET, TABLE } from './render.js';
 
 /** A table's content, comparable across render and listing. */
 export interface TableContent {
@@ -49,11 +49,22 @@ function nftElement(isSet: boolean, key: unknown, data: unknown): unknown {
   return data === null ? key : { elem: { val: key, comment: data } };
 }
 
+/**
+ * A key as Gatehouse renders it: nft lists the protocol of a forward key by name (`"tcp"`), the
+ * renderer writes its number (see `IP_PROTOCOL`); both spell the same element.
+ */
+function canonicalKey(key: unknown): unknown {
+  const concat = (key as { concat?: unknown[] } | null)?.concat;
+  if (!Array.isArray(concat) || !concat.some((part) => part === 'tcp' || part === 'udp')) return key;
+  return { concat: concat.map((part) => (part === 'tcp' || part === 'udp' ? IP_PROTOCOL[part] : part)) };
+}
+
 function addElements(content: TableContent, map: string, elem: unknown[]): void {
   let m = content.elements.get(map);
   if (!m) content.elements.set(map, (m = new Map()));
   for (const e of elem) {
-    const [key, data] = elementOf(e);
+    const [listed, data] = elementOf(e);
+    const key = canonicalKey(listed);
     m.set(JSON.stringify(key), [key, data]);
   }
 }

@@ -26,7 +26,7 @@ function editCommands(from: Forward, to: Forward): Record<string, any>[] {
 
 it('turns a target port edit into one delete and one add of the same map element, in one command list', () => {
   const commands = editCommands(FORWARD, { ...FORWARD, targetPorts: { start: 2223, end: 2223 } });
-  const key = { concat: ['198.51.100.1', 'tcp', 10022] };
+  const key = { concat: ['198.51.100.1', 6, 10022] };
   expect(commands).toEqual([
     { delete: { element: { family: 'inet', table: 'gatehouse', name: 'fwd4_port', elem: [key] } } },
     { add: { element: { family: 'inet', table: 'gatehouse', name: 'fwd4_port', elem: [[key, 2223]] } } },

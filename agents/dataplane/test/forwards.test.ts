@@ -66,8 +66,8 @@ const range = {
 it('expands forwards into one map element per address, protocol and port', () => {
   const elements = forwardElements(stateWith([ssh, range]), 4);
   expect(elements).toHaveLength(1 + 2 * 3);
-  expect(elements[0]).toEqual({ key: { concat: ['198.51.100.1', 'tcp', 10022] }, address: '10.0.0.5', port: 2222, counter: 'fwd_f1' });
-  expect(elements).toContainEqual({ key: { concat: ['198.51.100.1', 'udp', 10102] }, address: '10.0.0.5', port: 3002, counter: 'fwd_f2' });
+  expect(elements[0]).toEqual({ key: { concat: ['198.51.100.1', 6, 10022] }, address: '10.0.0.5', port: 2222, counter: 'fwd_f1' });
+  expect(elements).toContainEqual({ key: { concat: ['198.51.100.1', 17, 10102] }, address: '10.0.0.5', port: 3002, counter: 'fwd_f2' });
   expect(forwardElements(stateWith([ssh]), 6)).toEqual([]);
 });
 
