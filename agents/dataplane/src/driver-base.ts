@@ -306,10 +306,10 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
    * How the host differs from the last apply, in words: the table (map elements only when
    * `thorough`), NICs that moved to other interfaces or appeared, and each NIC's shaping. A
    * backend that cannot be reached is no drift of ours (applies already fail and are retried).
-   * A driver offers it as its `drift` method.
+   * `ctx.signal` stops the table's listing. A driver offers it as its `drift` method.
    */
   protected async driftSinceApply(ctx: DriverContext, input: { desired: DesiredState; thorough: boolean }): Promise<{ differences: string[] }> {
-    const differences = (await this.dataplane.drift({ elements: input.thorough })) ?? [];
+    const differences = (await this.dataplane.drift({ elements: input.thorough, signal: ctx.signal })) ?? [];
     let live: P[];
     try {
       live = await this.locateNics(ctx, input.desired);

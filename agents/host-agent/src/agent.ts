@@ -54,6 +54,7 @@ import {
   diffObservation,
   expectedObservation,
   isRetryable,
+  markValid,
   toDriverError,
   unsupportedObjects,
   validateDesiredState,
@@ -164,6 +165,8 @@ export class HostAgent extends EventEmitter<{
   private received: DesiredState | undefined;
   /** Status last reported per object ("APPLIED" or the error), so unchanged ones are not sent again. */
   private reported = new Map<string, string>();
+  /** The objects last reported with an error (those of `reported` not APPLIED). */
+  private readonly unapplied = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
   private polls = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -174,6 +177,8 @@ export class HostAgent extends EventEmitter<{
   private readonly cache: StateCache | undefined;
   /** Whether a drift check is under way. */
   private checkingDrift = false;
+  /** Stops the drift check under way: a revision to apply came (the check's listing would compete with the apply). */
+  private driftCheck: AbortController | undefined;
   /** The newest applied document the cache does not hold yet, and since when one has been waiting. */
   private unsaved: { desired: DesiredState; since: number } | undefined;
   private cacheTimer: NodeJS.Timeout | undefined;
@@ -395,6 +400,8 @@ export class HostAgent extends EventEmitter<{
         desired = validateDesiredState(event.full, 'document');
         if (desired.hostId !== this.state.hostId)
           throw new DriverConfigError('document.hostId', desired.hostId, `is not this agent's host ${this.state.hostId}`);
+        // checked once: the driver's apply and the first patch's base check trust it (115 ms each at 60,000 forwards)
+        markValid(desired);
         changed = 'all';
       } else if (event.patch != null) {
         if (!this.received) throw new DriverConfigError('patch', event.revision, 'arrived before a full document');
@@ -423,6 +430,9 @@ export class HostAgent extends EventEmitter<{
     this.failures = 0; // a new document starts a new backoff
     // and replaces any retry of an older one (which would otherwise re-apply that older revision)
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    // a drift check under way is of the state this replaces: its listing (at 60,000 forwards a
+    // second of the kernel's time, nft 1.0.6 fetching every element) would only slow the apply
+    this.driftCheck?.abort(new Error('a new revision arrived'));
     void this.work();
   }
 
@@ -569,16 +579,28 @@ export class HostAgent extends EventEmitter<{
    */
   private async reportApplied(revision: number, result: ApplyResult, job: Job): Promise<void> {
     const drift = job.drift.length > 0;
-    if (job.changed === 'all') this.reported.clear();
+    const changed = job.changed;
+    if (changed === 'all') {
+      this.reported.clear();
+      this.unapplied.clear();
+    }
     const objects: WireObjectStatus[] = [];
-    const present = new Set<string>();
+    // the objects the documents changed that are still there (the others went: forgotten below)
+    const seen = new Set<string>();
     for (const o of result.objects) {
       if (!(o.objectType in STATUS_OBJECT_TYPES)) continue;
+      // an applied object the documents did not change was reported applied already (or with its
+      // error, then it is in `unapplied`): one look-up in the few changed ids, not one among all objects
+      if (changed !== 'all') {
+        if (changed.has(o.objectId)) seen.add(o.objectId);
+        else if (o.status === 'applied' && (this.unapplied.size === 0 || !this.unapplied.has(o.objectId))) continue;
+      }
       const error = o.error ? reportText(`${o.error.code}: ${o.error.message}`) : null;
       const key = error ?? 'APPLIED';
-      present.add(o.objectId);
-      if (job.changed !== 'all' && !job.changed.has(o.objectId) && this.reported.get(o.objectId) === key) continue;
+      if (changed !== 'all' && !changed.has(o.objectId) && this.reported.get(o.objectId) === key) continue;
       this.reported.set(o.objectId, key);
+      if (error === null) this.unapplied.delete(o.objectId);
+      else this.unapplied.add(o.objectId);
       objects.push({
         objectType: STATUS_OBJECT_TYPES[o.objectType],
         objectId: o.objectId,
@@ -586,7 +608,13 @@ export class HostAgent extends EventEmitter<{
         error,
       });
     }
-    if (this.reported.size > present.size) for (const id of this.reported.keys()) if (!present.has(id)) this.reported.delete(id);
+    if (changed !== 'all') {
+      for (const id of changed) {
+        if (seen.has(id)) continue;
+        this.reported.delete(id);
+        this.unapplied.delete(id);
+      }
+    }
     for (let i = 0; i < objects.length || i === 0; i += 10_000) {
       if (objects.length > 0) this.report(REPORT_OBJECT_STATUS_MUTATION, { hostId: this.state.hostId!, revision, objects: objects.slice(i, i + 10_000) });
     }
@@ -698,20 +726,26 @@ export class HostAgent extends EventEmitter<{
       });
     }
     const thorough = this.polls++ % (this.options.thoroughEvery ?? 15) === 0;
+    const stop = new AbortController();
+    this.driftCheck = stop;
+    const ctx = { ...this.ctx(last.desired), signal: AbortSignal.any([this.abort.signal, stop.signal]) };
     try {
       const driver = this.options.driver;
       // without the driver's own check, failed objects would look like drift: their retry covers them
       if (!driver.drift && last.failed > 0) return;
       const differences = driver.drift
-        ? (await driver.drift(this.ctx(last.desired), { desired: last.desired, thorough })).differences
-        : diffObservation(expectedObservation(last.desired), (await driver.observe(this.ctx(last.desired), { desired: last.desired })).state);
+        ? (await driver.drift(ctx, { desired: last.desired, thorough })).differences
+        : diffObservation(expectedObservation(last.desired), (await driver.observe(ctx, { desired: last.desired })).state);
       if (differences.length === 0 || this.working || this.pending || this.last !== last) return;
       this.logger.warn('the host drifted from the applied state; repairing', { revision: last.revision, differences: differences.slice(0, 10) });
       this.emit('drift', differences);
       this.pending = { revision: last.revision, desired: last.desired, repair: true, drift: differences, changed: new Set() };
       await this.work();
     } catch (err) {
-      this.logger.warn('drift check failed', { error: (err as Error).message });
+      // stopped for a new revision: the next poll checks the state it makes
+      if (!stop.signal.aborted) this.logger.warn('drift check failed', { error: (err as Error).message });
+    } finally {
+      if (this.driftCheck === stop) this.driftCheck = undefined;
     }
   }
 }
