@@ -161,7 +161,7 @@ export function applyDesiredStatePatch(base: DesiredState, value: unknown, path 
     if (!list) {
       const instance = instances.get(instanceId);
       if (!instance) throw new DriverConfigError(at, instanceId, 'is not an instance of this document');
-      list = [...instance.portForwards];
+      list = instance.portForwards.slice(); // a copy at memory speed (a spread of 250,000 items walks an iterator)
       lists.set(instanceId, list);
     }
     return list;
