@@ -287,3 +287,31 @@ it('stops a drift check under way when a revision arrives, and applies that revi
   expect(stopped).toHaveLength(1);
   expect(warnings.filter((w) => /drift check failed/.test(w))).toEqual([]);
 });
+
+it('rests four times as long as a drift check took before the next one', async () => {
+  const starts: number[] = [];
+  class SlowObserver extends ScriptedDriver {
+    override async observe() {
+      starts.push(Date.now());
+      await sleep(200);
+      return super.observe();
+    }
+  }
+  const controller = await FakeController.start();
+  const agent = new HostAgent({
+    controllerUrl: controller.url,
+    token: 'unused',
+    hostId: HOST_ID,
+    driver: new SlowObserver(),
+    driftIntervalMs: 20,
+    logger: { info() {}, warn() {}, error() {} },
+  });
+  await agent.start();
+  running.push({ agent, controller });
+  controller.push(1, state(1, [instance(1)]));
+  await controller.waitForReport(objectReport(1));
+  await until(() => starts.length >= 3);
+  const gaps = starts.slice(1).map((t, i) => t - starts[i]!);
+  // each check: 200 ms, then a rest of 800 ms (with a tick of 20 ms): about a second apart, not 220 ms
+  expect(Math.min(...gaps)).toBeGreaterThanOrEqual(950);
+});
