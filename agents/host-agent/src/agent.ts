@@ -188,6 +188,8 @@ export class HostAgent extends EventEmitter<{
   private unsaved: { desired: DesiredState; since: number } | undefined;
   private cacheTimer: NodeJS.Timeout | undefined;
   private readonly cacheSaves = new CoalescingRunner(() => this.saveUnsaved());
+  /** Whether an apply waits for the cache write (a full document is stored before its apply is reported). */
+  private savingForApply = false;
   private resubscribeTimer: NodeJS.Timeout | undefined;
   /** Failed subscriptions in a row (reset by a message). */
   private resubscribes = 0;
@@ -197,7 +199,7 @@ export class HostAgent extends EventEmitter<{
   constructor(private readonly options: HostAgentOptions) {
     super();
     this.logger = options.logger ?? consoleLogger;
-    this.cache = options.stateDir === undefined ? undefined : new StateCache(options.stateDir);
+    this.cache = options.stateDir === undefined ? undefined : new StateCache(options.stateDir, { pause: () => this.cachePause() });
   }
 
   /**
@@ -312,13 +314,29 @@ export class HostAgent extends EventEmitter<{
     this.unsaved = { desired, since: this.unsaved?.since ?? performance.now() };
     if (this.cacheTimer) clearTimeout(this.cacheTimer);
     this.cacheTimer = undefined;
-    if (full) return this.cacheSaves.run();
+    if (full) {
+      this.savingForApply = true;
+      try {
+        return await this.cacheSaves.run();
+      } finally {
+        this.savingForApply = false;
+      }
+    }
     const wait = Math.max(0, Math.min(CACHE_DELAY_MS, this.unsaved.since + CACHE_MAX_DELAY_MS - performance.now()));
     this.cacheTimer = setTimeout(() => {
       this.cacheTimer = undefined;
       void this.cacheSaves.run();
     }, wait);
     this.cacheTimer.unref();
+  }
+
+  /**
+   * Between two slices of a cache write: a turn of the event loop, and none of the write's work
+   * while a revision is being applied (unless the write is that apply's own, a full document's).
+   */
+  private async cachePause(): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    while ((this.working || this.pending) && !this.savingForApply && !this.abort.signal.aborted) await new Promise((resolve) => setTimeout(resolve, 2));
   }
 
   /** Stores the newest applied document not stored yet (one write at a time, so an older one never lands last). */
