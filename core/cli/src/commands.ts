@@ -302,6 +302,8 @@ async function proxyOptions(values: { [K in keyof typeof PROXY_FLAGS]?: string |
       httpPort,
       httpsPort,
       acme: { directoryUrl: acmeDirectory, ...(values['acme-email'] ? { email: String(values['acme-email']) } : {}), trustedRootsPemFiles: roots },
+      // exact domains' routing, read by Caddy per request (as it reaches log.sock beside it): adding one sends Caddy nothing
+      hostsDir: join(caddyDir, 'hosts'),
     },
     logSocketPath: join(caddyDir, 'log.sock'),
   };

@@ -106,7 +106,7 @@ export class CaddyConfigSync {
     private readonly client: CaddyConfigClient,
     private readonly options: CaddyConfigSyncOptions,
   ) {
-    this.writer = new CaddyWriter(client);
+    this.writer = new CaddyWriter(client, options.settings.hostsDir);
   }
 
   /**
@@ -198,8 +198,10 @@ export class CaddyConfigSync {
     this.refused.clear();
     try {
       this.writer.forget();
+      const objects = siteObjects(sites, settings);
+      await this.writer.prepareLoad(objects);
       await this.client.load(proxyConfig({ admin, settings, sites }));
-      this.writer.loaded(siteObjects(sites));
+      this.writer.loaded(objects);
       this.applied = new Map(entries.map((e) => [e.site.key, e]));
       if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
       this.serverRefused = null;
@@ -209,8 +211,10 @@ export class CaddyConfigSync {
       if (this.serverRefused === null) this.logger.warn(`proxy manager: Caddy refused the whole config (${error.message}); adding proxies one at a time`);
     }
     try {
+      // (the host directory too: sites are applied one by one below, as Caddy accepts them)
+      await this.writer.prepareLoad(siteObjects([], settings));
       await this.client.load(proxyConfig({ admin, settings, sites: [] }));
-      this.writer.loaded(siteObjects([]));
+      this.writer.loaded(siteObjects([], settings));
     } catch (error) {
       if (!(error instanceof CaddyApiError)) throw error;
       // the server itself cannot run (a port in use …): every proxy fails with Caddy's reason, and
@@ -251,7 +255,11 @@ export class CaddyConfigSync {
       else if (this.refused.get(site.key)?.json !== json) changed.push({ site, json });
     }
     /** The applied sites, with `extra`'s new versions, in the database's order. */
-    const target = (extra: ReadonlyMap<string, ProxySite>) => siteObjects(sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []));
+    const target = (extra: ReadonlyMap<string, ProxySite>) =>
+      siteObjects(
+        sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []),
+        this.options.settings,
+      );
     const accept = ({ site, json }: SiteEntry) => {
       applied.set(site.key, { site, json });
       this.refused.delete(site.key);

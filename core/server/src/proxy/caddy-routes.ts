@@ -18,6 +18,16 @@
  * never shadowed (a `*` label matches exactly one label, so wildcards of different depths never
  * overlap). A change to one domain rewrites one table route (`PATCH /id/<table>`).
  *
+ * Caddy 2.6 re-provisions its whole config on every admin request, so with host tables adding the
+ * 10,001st domain costs a reload of all 10,000 (about 840 KB of JSON). With a **host directory**
+ * (`ProxySettings.hostsDir`, a directory Caddy reads), exact domains are not in the config at all:
+ * each is a directory `<domain>.host` holding one empty file named `<mode>@<dial>`, and one
+ * constant route (`hostsRoute`) finds it per request with Caddy's `file` matcher (a glob in a
+ * one-entry directory: the host is glob-escaped by Caddy, and the suffix keeps an empty or `..`
+ * host from listing the directory itself), then picks the mode's handlers by a regular expression
+ * on the file's name, whose capture is the upstream `reverse_proxy` dials. Adding, editing or
+ * removing a domain is a file operation (`host-directory.ts`) and no admin request.
+ *
  * One server listens on the HTTP and the HTTPS port (Caddy speaks plain HTTP on its `http_port`
  * even when the server has TLS connection policies); a site with TLS redirects plain HTTP to
  * HTTPS, which Caddy's ACME HTTP-01 solver answers before any route.
@@ -52,6 +62,8 @@ export interface ProxySettings {
   };
   /** Caddy sends its access and TLS logs here (`unix//path` or `tcp/host:port`); none: not sent. */
   logAddress?: string;
+  /** A directory Caddy reads, holding one entry per exact domain (see the file comment); none: host tables in the config. */
+  hostsDir?: string;
 }
 
 export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
@@ -187,8 +199,60 @@ export function hostTableRoute(id: string, mode: RouteMode, entries: readonly { 
   };
 }
 
-/** The proxy server's routes for the sites: host tables (by mode, then table number), then the wildcards' routes in site order. */
-export function serverRoutes(sites: readonly ProxySite[]): CaddyRoute[] {
+/** The host directory's route: its `@id`, and the suffix of each domain's directory in it. */
+export const HOSTS_ROUTE_ID = 'gh-hosts';
+export const HOST_ENTRY_SUFFIX = '.host';
+
+/** The name of the one file in a domain's directory of the host directory: its mode, then the upstream its requests dial. */
+export function hostFileName(mode: RouteMode, dial: string): string {
+  return `${modeKey(mode)}@${dial}`;
+}
+
+/** Every mode a site can have with these settings (a plain-HTTP redirect goes to the settings' HTTPS port). */
+function allModes(httpsPort: number): RouteMode[] {
+  const modes: RouteMode[] = [];
+  for (const targetProtocol of ['http', 'https'] as const) {
+    for (const websocket of [true, false]) {
+      for (const redirectToHttpsPort of [undefined, httpsPort])
+        modes.push({ targetProtocol, websocket, ...(redirectToHttpsPort === undefined ? {} : { redirectToHttpsPort }) });
+    }
+  }
+  return modes;
+}
+
+/**
+ * The one route of every exact domain with a host directory: the request's host has a directory
+ * in `dir` holding a file `<mode>@<dial>`; one sub-route per mode (all of them, so the route never
+ * changes) matches the file's name and dials the rest of it.
+ */
+export function hostsRoute(dir: string, httpsPort: number): CaddyRoute {
+  return {
+    '@id': HOSTS_ROUTE_ID,
+    match: [{ file: { root: dir, try_files: [`/{http.request.host}${HOST_ENTRY_SUFFIX}/*`] } }],
+    handle: [
+      {
+        handler: 'subroute',
+        routes: allModes(httpsPort).map((mode) => ({
+          match: [{ vars_regexp: { '{http.matchers.file.relative}': { name: 'gh_host', pattern: `^/[^/]+/${modeKey(mode)}@(.+)$` } } }],
+          handle: proxyHandlers('{http.regexp.gh_host.1}', mode),
+        })),
+      },
+    ],
+    terminal: true,
+  };
+}
+
+/** The host directory's content for the sites: each exact domain and the name of its file (empty without `hostsDir`). */
+export function hostEntries(sites: readonly ProxySite[]): Map<string, string> {
+  return new Map(sites.flatMap((s) => (s.upstream ? [[s.domain, hostFileName(s.upstream.mode, s.upstream.dial)] as const] : [])));
+}
+
+/**
+ * The proxy server's routes for the sites: with a host directory its route, else host tables (by
+ * mode, then table number); then the wildcards' routes in site order.
+ */
+export function serverRoutes(sites: readonly ProxySite[], hosts?: { dir: string; httpsPort: number }): CaddyRoute[] {
+  if (hosts) return [hostsRoute(hosts.dir, hosts.httpsPort), ...sites.flatMap((s) => (s.group === 2 && s.route ? [s.route] : []))];
   const exact = sites.filter((s) => s.upstream);
   const count = tableCount(exact.length);
   const tables = new Map<string, { mode: RouteMode; entries: { domain: string; dial: string }[] }>();
@@ -267,11 +331,16 @@ export interface SiteObjects {
   policies: NonNullable<ProxySite['policy']>[];
   pems: NonNullable<ProxySite['pem']>[];
   automate: string[];
+  /** With a host directory: each exact domain and its file's name (see `hostEntries`). */
+  hosts?: Map<string, string>;
 }
 
-export function siteObjects(sites: readonly ProxySite[]): SiteObjects {
+/** What the sites put into Caddy; with `settings.hostsDir`, exact domains go to the host directory instead of host tables. */
+export function siteObjects(sites: readonly ProxySite[], settings?: Pick<ProxySettings, 'hostsDir' | 'httpsPort'>): SiteObjects {
+  const hosts = settings?.hostsDir === undefined ? undefined : { dir: settings.hostsDir, httpsPort: settings.httpsPort };
   return {
-    routes: serverRoutes(sites),
+    ...(hosts ? { hosts: hostEntries(sites) } : {}),
+    routes: serverRoutes(sites, hosts),
     policies: sites.flatMap((s) => (s.policy ? [s.policy] : [])),
     pems: sites.flatMap((s) => (s.pem ? [s.pem] : [])),
     automate: sites.flatMap((s) => (s.automate ? [s.automate] : [])),
@@ -281,7 +350,7 @@ export function siteObjects(sites: readonly ProxySite[]): SiteObjects {
 /** A whole config for Caddy: the admin endpoint as given, the proxy server, TLS and log routing. */
 export function proxyConfig(options: { admin: CaddyConfig['admin']; settings: ProxySettings; sites?: ProxySite[] }): CaddyConfig {
   const { settings } = options;
-  const objects = siteObjects(options.sites ?? []);
+  const objects = siteObjects(options.sites ?? [], settings);
   const host = settings.listenHost.includes(':') ? `[${settings.listenHost}]` : settings.listenHost;
   const listen = [`${host}:${settings.httpPort}`, `${host}:${settings.httpsPort}`];
   const config: CaddyConfig = {
