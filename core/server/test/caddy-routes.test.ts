@@ -8,6 +8,8 @@
  */
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { caddyAvailable, freePort, httpGet, startCaddy, type CaddyProcess } from 'caddy-api-client/testing';
@@ -99,7 +101,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM).each([{ layout: 'host tables' }, 
         httpPort: port,
         httpsPort: await freePort(),
         acme: { directoryUrl: 'https://127.0.0.1:1/dir' },
-        ...(directory ? { hostsDir: join(caddy.dir, 'hosts') } : {}),
+        ...(directory ? { hostsDir: join(caddy.dir, 'hosts'), askPort: await freePort() } : {}),
       };
       writer = new CaddyWriter(caddy.client, settings.hostsDir);
       await writer.prepareLoad(siteObjects([], settings));
@@ -225,6 +227,41 @@ describe.skipIf(!available && !REQUIRE_SYSTEM).each([{ layout: 'host tables' }, 
         await remove(p.id);
         await remove('00000000-0000-4000-8000-0000000000d2');
         expect(readdirSync(dir).filter((e) => e.startsWith('edit') || e.startsWith('app2'))).toEqual([]);
+      });
+
+    /** An HTTPS GET with `host` as SNI and Host: the reply and the issuer of the certificate served, or the handshake's error. */
+    const httpsGet = (host: string) =>
+      new Promise<{ status: number; body: string; issuer: string } | { error: string }>((resolve) => {
+        const req = httpsRequest(
+          { host: '127.0.0.1', port: settings.httpsPort, servername: host, headers: { host }, rejectUnauthorized: false, agent: false, timeout: 10_000 },
+          (res) => {
+            const issuer = String((res.socket as TLSSocket).getPeerCertificate().issuer?.CN ?? '');
+            let body = '';
+            res.on('data', (d: Buffer) => (body += String(d)));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body, issuer }));
+          },
+        );
+        req.on('error', (error) => resolve({ error: error.message }));
+        req.end();
+      });
+
+    if (directory)
+      it('host directory: a self-signed domain gets its certificate on demand, with no admin request; names without a TLS mode get none', async () => {
+        const before = writer.requests;
+        const p = spec('00000000-0000-4000-8000-0000000000e1', 'tls.example.test', 'a');
+        await upsert(spec('00000000-0000-4000-8000-0000000000e2', 'plain.example.test', 'b'));
+        sites.set(p.id, proxySite({ ...p, tlsMode: 'self_signed' }, settings));
+        await writer.write(siteObjects([...sites.values()], settings));
+        expect(writer.requests - before).toBe(0);
+        const served = await httpsGet('tls.example.test');
+        expect(served).toMatchObject({ status: 200, issuer: expect.stringMatching(/Caddy Local Authority/) });
+        expect(JSON.parse((served as { body: string }).body)).toMatchObject({ name: 'a', proto: 'https' });
+        // Caddy's ask endpoint refuses a domain without a TLS mode and one it does not know: no certificate, the handshake fails
+        expect(await httpsGet('plain.example.test')).toHaveProperty('error');
+        expect(await httpsGet('unknown.example.test')).toHaveProperty('error');
+        await remove(p.id);
+        await remove('00000000-0000-4000-8000-0000000000e2');
+        expect(writer.requests - before).toBe(0);
       });
   },
 );

@@ -253,6 +253,38 @@ describe('reverse proxy units on PGlite', () => {
     expect(await write([a, w2])).toEqual(['DELETE /id/gh-hosts-http-tls2-0', 'PATCH apps/tls/certificates/automate', 'DELETE /id/gh-tls-t']);
   });
 
+  it('with a host directory and on-demand TLS: exact domains, self-signed ones included, cost no request; an ACME policy goes before the on-demand one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-units-ondemand-'));
+    try {
+      const settings = { ...SETTINGS, hostsDir: dir, askPort: 3 };
+      const caddy = new FakeCaddy();
+      const writer = new CaddyWriter(caddy as unknown as CaddyConfigClient, dir);
+      await writer.prepareLoad(siteObjects([], settings));
+      writer.loaded(siteObjects([], settings));
+      const site = (id: string, domain: string, tlsMode: 'none' | 'self_signed' | 'acme') =>
+        proxySite({ id, domain, targetAddress: '10.0.0.1', targetPort: 8080, targetProtocol: 'http', websocket: true, tlsMode }, settings);
+      const write = async (sites: ReturnType<typeof site>[]) => {
+        caddy.writes = [];
+        await writer.write(siteObjects(sites, settings));
+        return caddy.writes.map((w) => `${w.method} ${w.at}`);
+      };
+      const a = site('a', 'a.units.test', 'none');
+      const s = site('s', 's.units.test', 'self_signed');
+      expect(s.policy).toBeUndefined();
+      expect(await write([a, s])).toEqual([]);
+      expect(readdirSync(dir).sort()).toEqual(['a.units.test.host', 's.units.test.host']);
+      expect(readdirSync(join(dir, 's.units.test.host'))).toEqual(['http-tls2@10.0.0.1:8080']);
+      // an ACME domain keeps its own policy (its issuer), placed before the on-demand one, which matches every name
+      const acme = site('m', 'm.units.test', 'acme');
+      expect(await write([a, s, acme])).toEqual(['PATCH apps/tls/automation/policies', 'PATCH apps/tls/certificates/automate']);
+      const policies = JSON.parse(caddy.writes[0]!.body) as { '@id': string }[];
+      expect(policies.map((p) => p['@id'])).toEqual(['gh-tls-m', 'gh-tls-on-demand']);
+      expect(await write([a, s])).toEqual(['PATCH apps/tls/certificates/automate', 'DELETE /id/gh-tls-m']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('announces each change Caddy must follow on webProxyChanged, in a small payload', async () => {
     const bus = container.resolve(EventBusToken);
     const seen: WebProxyChange[] = [];

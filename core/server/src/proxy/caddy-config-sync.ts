@@ -23,7 +23,17 @@ import type { EventBus, WebProxyChange } from '../events/event-bus.js';
 import type { Logger } from '../support/logger.js';
 import { statusBatches, type ObjectStatusChange } from '../events/event-payloads.js';
 import { templateLabel } from '../net/domain.js';
-import { SERVER_ID, proxyConfig, proxyRouteId, proxySite, siteObjects, siteRouting, type ProxySettings, type ProxySite } from './caddy-routes.js';
+import {
+  SERVER_ID,
+  onDemandPolicy,
+  proxyConfig,
+  proxyRouteId,
+  proxySite,
+  siteObjects,
+  siteRouting,
+  type ProxySettings,
+  type ProxySite,
+} from './caddy-routes.js';
 import { CaddyWriter, type CaddyWriteClient } from './caddy-writer.js';
 
 /** The part of Caddy's admin client the sync uses (a fake in unit tests). */
@@ -136,7 +146,9 @@ export class CaddyConfigSync {
 
   /** The TLS automation policy applied for a proxy, if any (the certificate monitor forces renewals through it). */
   appliedPolicy(proxyId: string): ProxySite['policy'] {
-    return this.applied?.get(proxyRouteId(proxyId))?.site.policy;
+    const site = this.applied?.get(proxyRouteId(proxyId))?.site;
+    // an on-demand name renews through the policy they all share
+    return site?.policy ?? (site?.onDemand ? onDemandPolicy() : undefined);
   }
 
   /** Looks whether Caddy still has the config (it loses it on restart) and reloads it if not. */

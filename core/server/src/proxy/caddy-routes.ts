@@ -64,6 +64,12 @@ export interface ProxySettings {
   logAddress?: string;
   /** A directory Caddy reads, holding one entry per exact domain (see the file comment); none: host tables in the config. */
   hostsDir?: string;
+  /**
+   * With `hostsDir`: the loopback port of Caddy's own endpoint that says whether a name may get a
+   * certificate on demand (its directory has a TLS mode), so self-signed exact domains need no
+   * policy or `automate` name of their own; none: a policy each.
+   */
+  askPort?: number;
 }
 
 export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
@@ -99,6 +105,8 @@ export interface ProxySite {
   pem?: { '@id': string; certificate: string; key: string; tags: string[] };
   /** The name Caddy manages a certificate for (policy sites only). */
   automate?: string;
+  /** Self-signed by the on-demand policy (see `ProxySettings.askPort`): no policy or `automate` name of its own. */
+  onDemand?: true;
 }
 
 export function proxyRouteId(proxyId: string): string {
@@ -199,6 +207,43 @@ export function hostTableRoute(id: string, mode: RouteMode, entries: readonly { 
   };
 }
 
+/**
+ * On-demand TLS for self-signed exact domains (with a host directory and `askPort`): one policy
+ * without subjects, last (Caddy takes the first policy whose subjects match, and a policy without
+ * subjects matches every name), obtains a certificate from the internal CA at a name's first
+ * handshake, when Caddy's own ask server (`askServer`) finds the name's directory with a TLS mode.
+ * Caddy 2.6 builds a new certificate cache on every reload and loads every `automate` name's
+ * certificate into it, so names managed this way also make reloads no slower.
+ */
+export const ON_DEMAND_POLICY_ID = 'gh-tls-on-demand';
+export const ASK_SERVER = 'gatehouse_ask';
+
+/** Whether self-signed exact domains are served by on-demand TLS with these settings. */
+export function onDemandTls(settings: Pick<ProxySettings, 'hostsDir' | 'askPort'>): boolean {
+  return settings.hostsDir !== undefined && settings.askPort !== undefined;
+}
+
+/** The on-demand policy (see `ON_DEMAND_POLICY_ID`). */
+export function onDemandPolicy(): CaddyAutomationPolicy & { '@id': string } {
+  return { '@id': ON_DEMAND_POLICY_ID, on_demand: true, issuers: [{ module: 'internal' }] };
+}
+
+/** Caddy's ask endpoint on loopback: 200 when `?domain=` has a directory whose file names a TLS mode (`…-tls<port>@…`), else 404. */
+export function askServer(dir: string, port: number): CaddyHttpServer {
+  return {
+    listen: [`127.0.0.1:${port}`],
+    automatic_https: { disable: true },
+    routes: [
+      {
+        match: [{ file: { root: dir, try_files: [`/{http.request.uri.query.domain}${HOST_ENTRY_SUFFIX}/*-tls*`] } }],
+        handle: [{ handler: 'static_response', status_code: 200 }],
+        terminal: true,
+      },
+      { handle: [{ handler: 'static_response', status_code: 404 }] },
+    ],
+  };
+}
+
 /** The host directory's route: its `@id`, and the suffix of each domain's directory in it. */
 export const HOSTS_ROUTE_ID = 'gh-hosts';
 export const HOST_ENTRY_SUFFIX = '.host';
@@ -293,6 +338,8 @@ export function proxySite(
   const site: ProxySite = { key, group, domain: p.domain, ...siteRouting({ ...p, redirectToHttpsPort: tls ? settings.httpsPort : undefined }, group) };
   if (p.tlsMode === 'uploaded' && p.certificatePem && p.privateKeyPem) {
     site.pem = { '@id': `gh-cert-${p.id}`, certificate: p.certificatePem, key: p.privateKeyPem, tags: [key] };
+  } else if (p.tlsMode === 'self_signed' && group !== 2 && onDemandTls(settings)) {
+    site.onDemand = true;
   } else if (p.tlsMode === 'self_signed' || p.tlsMode === 'acme') {
     site.policy = { '@id': `gh-tls-${p.id}`, subjects: [p.domain], issuers: [p.tlsMode === 'acme' ? acmeIssuer(settings) : { module: 'internal' }] };
     site.automate = p.domain;
@@ -336,12 +383,12 @@ export interface SiteObjects {
 }
 
 /** What the sites put into Caddy; with `settings.hostsDir`, exact domains go to the host directory instead of host tables. */
-export function siteObjects(sites: readonly ProxySite[], settings?: Pick<ProxySettings, 'hostsDir' | 'httpsPort'>): SiteObjects {
+export function siteObjects(sites: readonly ProxySite[], settings?: Pick<ProxySettings, 'hostsDir' | 'httpsPort' | 'askPort'>): SiteObjects {
   const hosts = settings?.hostsDir === undefined ? undefined : { dir: settings.hostsDir, httpsPort: settings.httpsPort };
   return {
     ...(hosts ? { hosts: hostEntries(sites) } : {}),
     routes: serverRoutes(sites, hosts),
-    policies: sites.flatMap((s) => (s.policy ? [s.policy] : [])),
+    policies: [...sites.flatMap((s) => (s.policy ? [s.policy] : [])), ...(settings && onDemandTls(settings) ? [onDemandPolicy()] : [])],
     pems: sites.flatMap((s) => (s.pem ? [s.pem] : [])),
     automate: sites.flatMap((s) => (s.automate ? [s.automate] : [])),
   };
@@ -359,14 +406,20 @@ export function proxyConfig(options: { admin: CaddyConfig['admin']; settings: Pr
       http: {
         http_port: settings.httpPort,
         https_port: settings.httpsPort,
-        servers: { [PROXY_SERVER]: proxyServer(listen, objects.routes, settings.logAddress !== undefined) },
+        servers: {
+          [PROXY_SERVER]: proxyServer(listen, objects.routes, settings.logAddress !== undefined),
+          ...(onDemandTls(settings) ? { [ASK_SERVER]: askServer(settings.hostsDir!, settings.askPort!) } : {}),
+        },
       },
       tls: {
         certificates: {
           automate: objects.automate,
           load_pem: objects.pems,
         },
-        automation: { policies: objects.policies },
+        automation: {
+          policies: objects.policies,
+          ...(onDemandTls(settings) ? { on_demand: { ask: `http://127.0.0.1:${settings.askPort}/` } } : {}),
+        },
       },
       // the internal issuer's CA stays Caddy's own: never installed into this machine's trust store
       pki: { certificate_authorities: { local: { install_trust: false } } },

@@ -14,7 +14,7 @@
  * and certificates nothing uses any more are dropped.
  */
 import type { CaddyAdminClient } from 'caddy-api-client';
-import { AUTOMATE_PATH, LOAD_PEM_PATH, POLICIES_PATH, ROUTES_PATH, type SiteObjects } from './caddy-routes.js';
+import { AUTOMATE_PATH, LOAD_PEM_PATH, ON_DEMAND_POLICY_ID, POLICIES_PATH, ROUTES_PATH, type SiteObjects } from './caddy-routes.js';
 import { HostDirectory } from './host-directory.js';
 
 /** The part of Caddy's admin client the writer uses (a fake in unit tests). */
@@ -79,7 +79,11 @@ export class CaddyWriter {
     if (!state) throw new Error('CaddyWriter.write before loaded: what Caddy holds is unknown');
     const union = (list: ListState, next: readonly Tagged[]) => {
       const byId = new Map(next.map((v) => [v['@id']!, v]));
-      return [...list.ids.map((id) => byId.get(id) ?? list.items.get(id)!.value), ...next.filter((v) => !list.items.has(v['@id']!))];
+      const kept = list.ids.map((id) => byId.get(id) ?? list.items.get(id)!.value);
+      const added = next.filter((v) => !list.items.has(v['@id']!));
+      // the on-demand policy matches every name: it stays last, or it would shadow the new ones
+      const last = kept.at(-1)?.['@id'] === ON_DEMAND_POLICY_ID ? kept.splice(-1) : [];
+      return [...kept, ...added, ...last];
     };
     await this.writeList(POLICIES_PATH, state.policies, union(state.policies, wanted.policies));
     await this.writeList(LOAD_PEM_PATH, state.pems, union(state.pems, wanted.pems));
