@@ -223,9 +223,14 @@ export function onDemandTls(settings: Pick<ProxySettings, 'hostsDir' | 'askPort'
   return settings.hostsDir !== undefined && settings.askPort !== undefined;
 }
 
-/** The on-demand policy (see `ON_DEMAND_POLICY_ID`). */
-export function onDemandPolicy(): CaddyAutomationPolicy & { '@id': string } {
-  return { '@id': ON_DEMAND_POLICY_ID, on_demand: true, issuers: [{ module: 'internal' }] };
+/**
+ * The on-demand policy (see `ON_DEMAND_POLICY_ID`). Its ACME issuer never issues (the internal CA
+ * comes first and does not fail): it is there because Caddy answers an ACME HTTP-01 challenge
+ * through the issuers of the policy matching the request's Host, which carries the port when the
+ * HTTP port is not 80 and so matches no subject — only this policy, which must then know ACME.
+ */
+export function onDemandPolicy(settings: ProxySettings): CaddyAutomationPolicy & { '@id': string } {
+  return { '@id': ON_DEMAND_POLICY_ID, on_demand: true, issuers: [{ module: 'internal' }, acmeIssuer(settings)] };
 }
 
 /** Caddy's ask endpoint on loopback: 200 when `?domain=` has a directory whose file names a TLS mode (`…-tls<port>@…`), else 404. */
@@ -383,12 +388,12 @@ export interface SiteObjects {
 }
 
 /** What the sites put into Caddy; with `settings.hostsDir`, exact domains go to the host directory instead of host tables. */
-export function siteObjects(sites: readonly ProxySite[], settings?: Pick<ProxySettings, 'hostsDir' | 'httpsPort' | 'askPort'>): SiteObjects {
+export function siteObjects(sites: readonly ProxySite[], settings?: ProxySettings): SiteObjects {
   const hosts = settings?.hostsDir === undefined ? undefined : { dir: settings.hostsDir, httpsPort: settings.httpsPort };
   return {
     ...(hosts ? { hosts: hostEntries(sites) } : {}),
     routes: serverRoutes(sites, hosts),
-    policies: [...sites.flatMap((s) => (s.policy ? [s.policy] : [])), ...(settings && onDemandTls(settings) ? [onDemandPolicy()] : [])],
+    policies: [...sites.flatMap((s) => (s.policy ? [s.policy] : [])), ...(settings && onDemandTls(settings) ? [onDemandPolicy(settings)] : [])],
     pems: sites.flatMap((s) => (s.pem ? [s.pem] : [])),
     automate: sites.flatMap((s) => (s.automate ? [s.automate] : [])),
   };

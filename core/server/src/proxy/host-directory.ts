@@ -60,6 +60,22 @@ export class HostDirectory {
     return touched;
   }
 
+  /** Writes only `changes` (domain → file name; undefined: removed), as `write` would for a wanted state that differs from the last in them alone. */
+  async apply(changes: ReadonlyMap<string, string | undefined>): Promise<void> {
+    const state = this.state;
+    if (!state) throw new Error('HostDirectory.apply before reconcile: what the directory holds is unknown');
+    for (const [domain, name] of changes) {
+      const had = state.get(domain);
+      if (had === name) continue;
+      state.delete(domain);
+      if (name === undefined) await rm(this.entry(domain), { recursive: true, force: true });
+      else {
+        await this.put(domain, name, had);
+        state.set(domain, name);
+      }
+    }
+  }
+
   private entry(domain: string): string {
     if (!SAFE_DOMAIN.test(domain)) throw new Error(`Failed writing the host directory: ${JSON.stringify(domain)} is not a domain name`);
     return join(this.dir, `${domain}${HOST_ENTRY_SUFFIX}`);
