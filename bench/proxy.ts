@@ -27,7 +27,6 @@
  *   npx tsx bench/proxy.ts     (as root, `caddy` on PATH; npm run build -w caddy-api-client -w @gatehouse/sdk first)
  *     BENCH_PROXY_CONCURRENCY=32 BENCH_PROXY_WARMUP_S=1 BENCH_PROXY_SECONDS=5 BENCH_PROXY_ROUNDS=3
  *     BENCH_PROXY_DOMAINS=10000 BENCH_PROXY_BULK=1000 BENCH_PROXY_TRIALS=5 BENCH_PROXY_FULL_LOADS=3 BENCH_PROXY_ACCESS_LOG=1 (0: Caddy without the access log)
- *     BENCH_PROXY_HOSTS_DIR=1 (exact domains in the host directory, as `gatehouse serve` runs it; 0: host tables in Caddy's config)
  */
 import 'reflect-metadata';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -64,8 +63,6 @@ const TRIALS = Number(process.env.BENCH_PROXY_TRIALS ?? 5);
 const FULL_LOADS = Number(process.env.BENCH_PROXY_FULL_LOADS ?? 3);
 /** 0: Caddy without the access log the controller counts traffic from (a diagnostic; `gatehouse serve` always has it). */
 const ACCESS_LOG = process.env.BENCH_PROXY_ACCESS_LOG !== '0';
-/** 0: exact domains in host tables in Caddy's config (the layout without a host directory), for comparison. */
-const HOSTS_DIR = process.env.BENCH_PROXY_HOSTS_DIR !== '0';
 
 // a subnet no test uses: the backend's namespace end and the root namespace's end of one veth
 const BACKEND_ADDRESS = '10.253.0.1';
@@ -287,17 +284,6 @@ class Recorder {
         this.spans.push({ name: `caddy ${String(method)} ${shortPath(String(path))}${outcome}`, start, end: nowNs() });
       }
     };
-    // the host directory's writes that changed something, as if they were a request (FILES)
-    const hosts = manager.configSync.writer.hosts;
-    if (hosts) {
-      const write = hosts.write.bind(hosts);
-      hosts.write = async (wanted) => {
-        const start = nowNs();
-        const touched = await write(wanted);
-        if (touched > 0) this.spans.push({ name: `caddy FILES host directory (${touched})`, start, end: nowNs() });
-        return touched;
-      };
-    }
   }
 }
 
@@ -421,14 +407,7 @@ async function main(): Promise<void> {
     while (httpsPort === httpPort) httpsPort = await freePort();
     const options = (logSocketPath: string): Omit<ProxyManagerOptions, 'admin' | 'adminConfig'> => ({
       // tlsMode NONE only: the ACME directory is never asked; a loopback address keeps it so
-      settings: {
-        listenHost: '127.0.0.1',
-        httpPort,
-        httpsPort,
-        acme: { directoryUrl: 'https://127.0.0.1:9/directory' },
-        // one directory for every fresh Caddy, as `gatehouse serve` keeps it in its Caddy directory
-        ...(HOSTS_DIR ? { hostsDir: join(dir, 'hosts') } : {}),
-      },
+      settings: { listenHost: '127.0.0.1', httpPort, httpsPort, acme: { directoryUrl: 'https://127.0.0.1:9/directory' } },
       // as `gatehouse serve` runs it: Caddy's access log into the controller, traffic counted per proxy
       ...(ACCESS_LOG ? { logSocketPath } : {}),
     });
@@ -666,7 +645,7 @@ async function main(): Promise<void> {
     for (let t = 0; t < TRIALS; t++) {
       const trial = await addDomain(`later-${t}.${ZONE}`);
       laterTrials.push(trial);
-      const applying = trial.runs.find((r) => r.caddy.some((c) => /^(POST|PUT|PATCH|FILES) /.test(c.name)));
+      const applying = trial.runs.find((r) => r.caddy.some((c) => /^(POST|PUT|PATCH) /.test(c.name)));
       console.error(
         `  ${trial.domain} (${ordinal(DOMAINS + 1 + t)}): mutation ${trial.mutationMs.toFixed(1)} ms, sync ${trial.syncMs.toFixed(1)} ms (${trial.runs.length} runs), sent→served ${trial.servedMs.toFixed(1)} ms; applying run ${applying ? `${applying.totalMs.toFixed(1)} ms: ${applying.caddy.map((c) => `${c.name} ${c.ms.toFixed(1)}`).join(', ')}` : 'not seen'}`,
       );
@@ -776,9 +755,7 @@ function report(r: {
   rows(r.oneDomainRuns, 'direct');
   rows(r.manyDomainRuns, `direct (again, ${n} domains in Caddy)`);
   console.log(
-    r.tables === 0
-      ? `  exact domains in the host directory (one constant route, a file per domain): ${r.lastDomain} is the last created, ${r.firstDomain} the first.`
-      : `  ${r.tables} host tables (routes matching a set of hosts, each with a map host → upstream): ${r.lastDomain} is the last mapping of the last table, ${r.firstDomain} the first of the first.`,
+    `  ${r.tables} host tables (routes matching a set of hosts, each with a map host → upstream): ${r.lastDomain} is the last mapping of the last table, ${r.firstDomain} the first of the first.`,
   );
 
   console.log(
@@ -804,9 +781,7 @@ function report(r: {
   console.log('  sent→served: mutation sent → first reply of the backend through Caddy for the new domain.');
   console.log('where the time goes in the sync run that applied the new domain (median ms):');
   const breakdown = (label: string, trials: DomainTrial[]) => {
-    const applying = trials
-      .map((t) => t.runs.find((x) => x.caddy.some((c) => /^(POST|PUT|PATCH|FILES) /.test(c.name))))
-      .filter((x): x is SyncRun => x !== undefined);
+    const applying = trials.map((t) => t.runs.find((x) => x.caddy.some((c) => /^(POST|PUT|PATCH) /.test(c.name)))).filter((x): x is SyncRun => x !== undefined);
     if (applying.length === 0) return console.log(`  ${label}: no applying run seen`);
     const m = (f: (x: SyncRun) => number) => median(applying.map(f)).toFixed(1);
     const names = [...new Set(applying.flatMap((x) => x.caddy.map((c) => c.name)))];
@@ -888,8 +863,6 @@ function loadAverage(): string {
 async function routePositions(client: ProxyManager['client']): Promise<{ lastDomain: string; firstDomain: string; tables: number }> {
   type Table = { '@id': string; handle: { handler: string; mappings?: { input: string }[] }[] };
   const routes = (await client.getConfig<Table[]>(ROUTES_PATH)).value.filter((r) => r['@id'].startsWith('gh-hosts-'));
-  // the host directory: every domain is found the same way (the first and the last created)
-  if (routes.length === 0) return { firstDomain: `d1.${ZONE}`, lastDomain: `d${DOMAINS - 1}.${ZONE}`, tables: 0 };
   const inputs = (r: Table) => r.handle.find((h) => h.handler === 'map')!.mappings!.map((m) => m.input);
   return { firstDomain: inputs(routes[0]!)[0]!, lastDomain: inputs(routes.at(-1)!).at(-1)!, tables: routes.length };
 }

@@ -139,10 +139,6 @@ export interface CaddyMatcherSet {
   protocol?: string;
   remote_ip?: { ranges?: string[]; forwarded?: boolean };
   not?: CaddyMatcherSet[];
-  /** Matches when a file exists: `try_files` (placeholders allowed, glob-escaped; globs expanded) under `root`; sets `{http.matchers.file.relative}` and friends. */
-  file?: { root?: string; try_files?: string[]; try_policy?: string; split_path?: string[] };
-  /** Regular expressions on variables or placeholders (`{http.matchers.file.relative}`); captures become `{http.regexp.<name>.<n>}`. */
-  vars_regexp?: Record<string, { name?: string; pattern: string }>;
   [matcher: string]: unknown;
 }
 

@@ -18,7 +18,6 @@
  * socket in .data/caddy) or reaches (--caddy-admin); see core/server/src/proxy/README.md.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -282,18 +281,6 @@ function tcpPort(flag: string, value: string): number {
   return n;
 }
 
-/** A TCP port free on 127.0.0.1 when asked (Caddy binds it at its first load, moments later). */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolvePort(address.port) : reject(new Error('no free loopback port'))));
-    });
-  });
-}
-
 /** The reverse proxy's options from the serve flags; undefined (with the reason printed) when there is none. */
 async function proxyOptions(values: { [K in keyof typeof PROXY_FLAGS]?: string | boolean }): Promise<ControllerProxyOptions | undefined> {
   if (values['no-proxy']) return undefined;
@@ -315,10 +302,6 @@ async function proxyOptions(values: { [K in keyof typeof PROXY_FLAGS]?: string |
       httpPort,
       httpsPort,
       acme: { directoryUrl: acmeDirectory, ...(values['acme-email'] ? { email: String(values['acme-email']) } : {}), trustedRootsPemFiles: roots },
-      // exact domains' routing, read by Caddy per request (as it reaches log.sock beside it): adding one sends Caddy nothing
-      hostsDir: join(caddyDir, 'hosts'),
-      // Caddy's own ask endpoint for on-demand certificates of self-signed domains (loopback only)
-      askPort: await freeLoopbackPort(),
     },
     logSocketPath: join(caddyDir, 'log.sock'),
   };

@@ -186,9 +186,6 @@ describe.skipIf(!ready && !REQUIRE_SYSTEM)('reverse proxy on a real Caddy, with 
           httpPort,
           httpsPort,
           acme: { directoryUrl: pebble.directoryUrl, trustedRootsPemFiles: [pebble.caCertFile] },
-          // as `gatehouse serve` runs it: exact domains in the host directory beside Caddy's files
-          hostsDir: join(dir, 'caddy', 'hosts'),
-          askPort: await freePort(),
         },
         logSocketPath: join(dir, 'caddy-log.sock'),
         checkIntervalMs: 300,

@@ -61,13 +61,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Caddy cannot bind the proxy port
     const manager = new ProxyManager(store.db, container.resolve(EventBusToken), logger, {
       admin: { socketPath: caddy.socketPath },
       adminConfig: caddy.adminConfig,
-      settings: {
-        listenHost: '127.0.0.1',
-        httpPort,
-        httpsPort: await freePort(),
-        acme: { directoryUrl: 'https://127.0.0.1:1/dir' },
-        hostsDir: join(dir, 'caddy', 'hosts'),
-      },
+      settings: { listenHost: '127.0.0.1', httpPort, httpsPort: await freePort(), acme: { directoryUrl: 'https://127.0.0.1:1/dir' } },
       checkIntervalMs: 200,
       refusedRetryMs: 500,
       restartCaddy: () => caddy.restart(),

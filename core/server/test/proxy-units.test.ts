@@ -4,9 +4,6 @@
  * notices the services publish, the renewal decision, the access-log meter and the target
  * diagnosis. The same units against a real Caddy: proxy-manager.test.ts.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { CaddyApiError, type CaddyConfig } from 'caddy-api-client';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openStore, type Store } from '../src/db/database.js';
@@ -99,54 +96,14 @@ describe('reverse proxy units on PGlite', () => {
   });
   afterAll(async () => store?.close());
 
-  /** A config sync on the test database against a FakeCaddy (exact domains in host tables, or in `hostsDir`). */
-  const fakeSync = (hostsDir?: string) => {
+  /** A config sync on the test database against a FakeCaddy. */
+  const fakeSync = () => {
     const bus = container.resolve(EventBusToken);
     const caddy = new FakeCaddy();
     const logger = { info: () => {}, warn: () => {}, error: console.error };
-    const options = { adminConfig: { listen: 'unix//tmp/unused.sock' }, settings: { ...SETTINGS, ...(hostsDir ? { hostsDir } : {}) } };
+    const options = { adminConfig: { listen: 'unix//tmp/unused.sock' }, settings: SETTINGS };
     return { bus, caddy, sync: new CaddyConfigSync(store.db, bus, logger, caddy as unknown as CaddyConfigClient, options) };
   };
-
-  it('with a host directory, applies a new, edited or deleted proxy as a file and no admin request; a full load reads the directory back', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gh-units-hosts-'));
-    const { caddy, sync } = fakeSync(dir);
-    const proxies: string[] = [];
-    try {
-      proxies.push(await createProxy('dir-a.units.test'));
-      await sync.sync();
-      // the loaded config has the host directory's route and no domain; the domain is a file
-      expect(JSON.stringify(caddy.loads[0])).not.toContain('dir-a.units.test');
-      expect(readdirSync(join(dir, 'dir-a.units.test.host'))).toEqual([`http@${vm.address}:8080`]);
-      proxies.push(await createProxy('dir-b.units.test'));
-      await sync.changed({ kind: 'proxy', action: 'created', proxyId: proxies[1]! } as WebProxyChange);
-      expect((await proxy(proxies[1]!)).status).toBe('APPLIED');
-      expect(readdirSync(join(dir, 'dir-b.units.test.host'))).toEqual([`http@${vm.address}:8080`]);
-      const edited = await api.admin(`mutation($id: ID!) { updateWebProxy(input: { webProxyId: $id, targetPort: 9090 }) { __typename ${ERROR_FIELDS} } }`, {
-        id: proxies[1],
-      });
-      expect(edited.data!.updateWebProxy.__typename).toBe('UpdateWebProxyPayload');
-      await sync.changed({ kind: 'proxy', action: 'updated', proxyId: proxies[1]! } as WebProxyChange);
-      expect(readdirSync(join(dir, 'dir-b.units.test.host'))).toEqual([`http@${vm.address}:9090`]);
-      await api.admin(`mutation($id: ID!) { deleteWebProxy(input: { webProxyId: $id }) { __typename } }`, { id: proxies[0] });
-      await sync.changed({ kind: 'proxy', action: 'deleted', proxyId: proxies[0]! } as WebProxyChange);
-      expect(existsSync(join(dir, 'dir-a.units.test.host'))).toBe(false);
-      expect(caddy.writes).toEqual([]);
-      expect(caddy.loads).toHaveLength(1);
-      // a full load (Caddy lost its config) finds a stranger's entry and a missing one, and repairs both
-      rmSync(join(dir, 'dir-b.units.test.host'), { recursive: true });
-      mkdirSync(join(dir, 'gone.units.test.host'));
-      const fresh = fakeSync(dir);
-      await fresh.sync.sync();
-      expect(readdirSync(dir)).toEqual(['dir-b.units.test.host']);
-      expect(fresh.caddy.loads).toHaveLength(1);
-      await fresh.sync.stop();
-    } finally {
-      for (const id of proxies) await api.admin(`mutation($id: ID!) { deleteWebProxy(input: { webProxyId: $id }) { __typename } }`, { id });
-      await sync.stop();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
 
   it('applies a proxy created while a sync run is loading Caddy, by one more run', async () => {
     const { bus, caddy, sync } = fakeSync();
@@ -251,38 +208,6 @@ describe('reverse proxy units on PGlite', () => {
     ]);
     // (its table, the only one of its mode, goes with it)
     expect(await write([a, w2])).toEqual(['DELETE /id/gh-hosts-http-tls2-0', 'PATCH apps/tls/certificates/automate', 'DELETE /id/gh-tls-t']);
-  });
-
-  it('with a host directory and on-demand TLS: exact domains, self-signed ones included, cost no request; an ACME policy goes before the on-demand one', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gh-units-ondemand-'));
-    try {
-      const settings = { ...SETTINGS, hostsDir: dir, askPort: 3 };
-      const caddy = new FakeCaddy();
-      const writer = new CaddyWriter(caddy as unknown as CaddyConfigClient, dir);
-      await writer.prepareLoad(siteObjects([], settings));
-      writer.loaded(siteObjects([], settings));
-      const site = (id: string, domain: string, tlsMode: 'none' | 'self_signed' | 'acme') =>
-        proxySite({ id, domain, targetAddress: '10.0.0.1', targetPort: 8080, targetProtocol: 'http', websocket: true, tlsMode }, settings);
-      const write = async (sites: ReturnType<typeof site>[]) => {
-        caddy.writes = [];
-        await writer.write(siteObjects(sites, settings));
-        return caddy.writes.map((w) => `${w.method} ${w.at}`);
-      };
-      const a = site('a', 'a.units.test', 'none');
-      const s = site('s', 's.units.test', 'self_signed');
-      expect(s.policy).toBeUndefined();
-      expect(await write([a, s])).toEqual([]);
-      expect(readdirSync(dir).sort()).toEqual(['a.units.test.host', 's.units.test.host']);
-      expect(readdirSync(join(dir, 's.units.test.host'))).toEqual(['http-tls2@10.0.0.1:8080']);
-      // an ACME domain keeps its own policy (its issuer), placed before the on-demand one, which matches every name
-      const acme = site('m', 'm.units.test', 'acme');
-      expect(await write([a, s, acme])).toEqual(['PATCH apps/tls/automation/policies', 'PATCH apps/tls/certificates/automate']);
-      const policies = JSON.parse(caddy.writes[0]!.body) as { '@id': string }[];
-      expect(policies.map((p) => p['@id'])).toEqual(['gh-tls-m', 'gh-tls-on-demand']);
-      expect(await write([a, s])).toEqual(['PATCH apps/tls/certificates/automate', 'DELETE /id/gh-tls-m']);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
   });
 
   it('announces each change Caddy must follow on webProxyChanged, in a small payload', async () => {

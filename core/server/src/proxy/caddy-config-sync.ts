@@ -23,18 +23,7 @@ import type { EventBus, WebProxyChange } from '../events/event-bus.js';
 import type { Logger } from '../support/logger.js';
 import { statusBatches, type ObjectStatusChange } from '../events/event-payloads.js';
 import { templateLabel } from '../net/domain.js';
-import {
-  SERVER_ID,
-  hostFileName,
-  onDemandPolicy,
-  proxyConfig,
-  proxyRouteId,
-  proxySite,
-  siteObjects,
-  siteRouting,
-  type ProxySettings,
-  type ProxySite,
-} from './caddy-routes.js';
+import { SERVER_ID, proxyConfig, proxyRouteId, proxySite, siteObjects, siteRouting, type ProxySettings, type ProxySite } from './caddy-routes.js';
 import { CaddyWriter, type CaddyWriteClient } from './caddy-writer.js';
 
 /** The part of Caddy's admin client the sync uses (a fake in unit tests). */
@@ -86,11 +75,6 @@ interface ProxyEntry extends SiteEntry {
   row: ProxyRow;
 }
 
-/** A site that is only an entry of the host directory: an exact domain with no route, policy, certificate or managed name of its own. */
-function hostOnly(site: ProxySite): boolean {
-  return site.upstream !== undefined && !site.route && !site.policy && !site.pem && !site.automate;
-}
-
 /** Rebuilds Caddy's config from the database, on request and when Caddy lost it. */
 export class CaddyConfigSync {
   /** The sites as last applied (by key), and their JSON for comparison; undefined: load everything next time. */
@@ -122,7 +106,7 @@ export class CaddyConfigSync {
     private readonly client: CaddyConfigClient,
     private readonly options: CaddyConfigSyncOptions,
   ) {
-    this.writer = new CaddyWriter(client, options.settings.hostsDir);
+    this.writer = new CaddyWriter(client);
   }
 
   /**
@@ -152,9 +136,7 @@ export class CaddyConfigSync {
 
   /** The TLS automation policy applied for a proxy, if any (the certificate monitor forces renewals through it). */
   appliedPolicy(proxyId: string): ProxySite['policy'] {
-    const site = this.applied?.get(proxyRouteId(proxyId))?.site;
-    // an on-demand name renews through the policy they all share
-    return site?.policy ?? (site?.onDemand ? onDemandPolicy(this.options.settings) : undefined);
+    return this.applied?.get(proxyRouteId(proxyId))?.site.policy;
   }
 
   /** Looks whether Caddy still has the config (it loses it on restart) and reloads it if not. */
@@ -186,11 +168,7 @@ export class CaddyConfigSync {
     }
     const { rows, sites } = read;
     this.options.onProxies?.(rows);
-    // a run for a few notices, on a Caddy whose state is known, can change only their proxies'
-    // statuses and certificates: only those rows are looked at (10,000 rows are not, per notice)
-    const wasKnown = this.applied !== undefined && this.unreachable === null;
-    const noticed = dirty !== 'all' && wasKnown ? rows.filter((r) => dirty.has(r.id)) : rows;
-    const before = new Map(noticed.map((r) => [r.id, this.applied?.get(proxyRouteId(r.id))?.json]));
+    const before = new Map(this.applied ?? []);
     try {
       if (this.applied === undefined) await this.loadAll(sites);
       else await this.applyChanges(sites);
@@ -202,16 +180,13 @@ export class CaddyConfigSync {
       this.unreachable = `Caddy's admin API is unreachable: ${error.message}`;
       this.applied = undefined;
     }
-    // (a run that lost Caddy, or reloaded it, may have changed any status)
-    const stillKnown = this.applied !== undefined && this.unreachable === null;
-    const looked = wasKnown && stillKnown ? noticed : rows;
-    await this.recordStatuses(looked);
+    await this.recordStatuses(rows);
     // certificates of sites that are new or changed are looked for until Caddy serves them
     const changedTls: string[] = [];
-    for (const row of looked) {
+    for (const row of rows) {
       if (row.tlsMode === 'none' || this.applied === undefined) continue;
       const now = this.applied.get(proxyRouteId(row.id))?.json;
-      if (now !== undefined && before.get(row.id) !== now) changedTls.push(row.id);
+      if (now !== undefined && before.get(proxyRouteId(row.id))?.json !== now) changedTls.push(row.id);
     }
     if (changedTls.length > 0) this.options.onTlsChanged?.(changedTls);
   }
@@ -223,10 +198,8 @@ export class CaddyConfigSync {
     this.refused.clear();
     try {
       this.writer.forget();
-      const objects = siteObjects(sites, settings);
-      await this.writer.prepareLoad(objects);
       await this.client.load(proxyConfig({ admin, settings, sites }));
-      this.writer.loaded(objects);
+      this.writer.loaded(siteObjects(sites));
       this.applied = new Map(entries.map((e) => [e.site.key, e]));
       if (this.serverRefused !== null) this.logger.info('proxy manager: Caddy runs the proxy server now');
       this.serverRefused = null;
@@ -236,10 +209,8 @@ export class CaddyConfigSync {
       if (this.serverRefused === null) this.logger.warn(`proxy manager: Caddy refused the whole config (${error.message}); adding proxies one at a time`);
     }
     try {
-      // (the host directory too: sites are applied one by one below, as Caddy accepts them)
-      await this.writer.prepareLoad(siteObjects([], settings));
       await this.client.load(proxyConfig({ admin, settings, sites: [] }));
-      this.writer.loaded(siteObjects([], settings));
+      this.writer.loaded(siteObjects([]));
     } catch (error) {
       if (!(error instanceof CaddyApiError)) throw error;
       // the server itself cannot run (a port in use …): every proxy fails with Caddy's reason, and
@@ -269,43 +240,18 @@ export class CaddyConfigSync {
     const applied = this.applied!;
     const sites = entries.map((e) => e.site);
     const wanted = new Set(sites.map((s) => s.key));
-    const removed: ProxySite[] = [];
-    for (const [key, { site }] of applied) {
+    for (const key of applied.keys()) {
       if (wanted.has(key)) continue;
-      removed.push(site);
       applied.delete(key);
       this.refused.delete(key);
     }
     const changed: SiteEntry[] = [];
-    const replaced: ProxySite[] = [];
     for (const { site, json } of entries) {
-      const was = applied.get(site.key);
-      if (was?.json === json) this.refused.delete(site.key);
-      else if (this.refused.get(site.key)?.json !== json) {
-        changed.push({ site, json });
-        if (was) replaced.push(was.site);
-      }
-    }
-    // only host directory entries changed (exact domains without TLS objects of their own, before and
-    // after): their files are all there is to write, without building every site's objects again
-    const hosts = this.writer.hosts;
-    if (hosts && [...removed, ...replaced, ...changed.map((c) => c.site)].every(hostOnly)) {
-      const writes = new Map<string, string | undefined>(removed.map((s) => [s.domain, undefined]));
-      for (const s of replaced) writes.set(s.domain, undefined);
-      for (const { site } of changed) writes.set(site.domain, hostFileName(site.upstream!.mode, site.upstream!.dial));
-      await hosts.apply(writes);
-      for (const { site, json } of changed) {
-        applied.set(site.key, { site, json });
-        this.refused.delete(site.key);
-      }
-      return;
+      if (applied.get(site.key)?.json === json) this.refused.delete(site.key);
+      else if (this.refused.get(site.key)?.json !== json) changed.push({ site, json });
     }
     /** The applied sites, with `extra`'s new versions, in the database's order. */
-    const target = (extra: ReadonlyMap<string, ProxySite>) =>
-      siteObjects(
-        sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []),
-        this.options.settings,
-      );
+    const target = (extra: ReadonlyMap<string, ProxySite>) => siteObjects(sites.flatMap((s) => extra.get(s.key) ?? applied.get(s.key)?.site ?? []));
     const accept = ({ site, json }: SiteEntry) => {
       applied.set(site.key, { site, json });
       this.refused.delete(site.key);

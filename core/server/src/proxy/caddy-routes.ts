@@ -18,16 +18,6 @@
  * never shadowed (a `*` label matches exactly one label, so wildcards of different depths never
  * overlap). A change to one domain rewrites one table route (`PATCH /id/<table>`).
  *
- * Caddy 2.6 re-provisions its whole config on every admin request, so with host tables adding the
- * 10,001st domain costs a reload of all 10,000 (about 840 KB of JSON). With a **host directory**
- * (`ProxySettings.hostsDir`, a directory Caddy reads), exact domains are not in the config at all:
- * each is a directory `<domain>.host` holding one empty file named `<mode>@<dial>`, and one
- * constant route (`hostsRoute`) finds it per request with Caddy's `file` matcher (a glob in a
- * one-entry directory: the host is glob-escaped by Caddy, and the suffix keeps an empty or `..`
- * host from listing the directory itself), then picks the mode's handlers by a regular expression
- * on the file's name, whose capture is the upstream `reverse_proxy` dials. Adding, editing or
- * removing a domain is a file operation (`host-directory.ts`) and no admin request.
- *
  * One server listens on the HTTP and the HTTPS port (Caddy speaks plain HTTP on its `http_port`
  * even when the server has TLS connection policies); a site with TLS redirects plain HTTP to
  * HTTPS, which Caddy's ACME HTTP-01 solver answers before any route.
@@ -62,14 +52,6 @@ export interface ProxySettings {
   };
   /** Caddy sends its access and TLS logs here (`unix//path` or `tcp/host:port`); none: not sent. */
   logAddress?: string;
-  /** A directory Caddy reads, holding one entry per exact domain (see the file comment); none: host tables in the config. */
-  hostsDir?: string;
-  /**
-   * With `hostsDir`: the loopback port of Caddy's own endpoint that says whether a name may get a
-   * certificate on demand (its directory has a TLS mode), so self-signed exact domains need no
-   * policy or `automate` name of their own; none: a policy each.
-   */
-  askPort?: number;
 }
 
 export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
@@ -105,8 +87,6 @@ export interface ProxySite {
   pem?: { '@id': string; certificate: string; key: string; tags: string[] };
   /** The name Caddy manages a certificate for (policy sites only). */
   automate?: string;
-  /** Self-signed by the on-demand policy (see `ProxySettings.askPort`): no policy or `automate` name of its own. */
-  onDemand?: true;
 }
 
 export function proxyRouteId(proxyId: string): string {
@@ -207,102 +187,8 @@ export function hostTableRoute(id: string, mode: RouteMode, entries: readonly { 
   };
 }
 
-/**
- * On-demand TLS for self-signed exact domains (with a host directory and `askPort`): one policy
- * without subjects, last (Caddy takes the first policy whose subjects match, and a policy without
- * subjects matches every name), obtains a certificate from the internal CA at a name's first
- * handshake, when Caddy's own ask server (`askServer`) finds the name's directory with a TLS mode.
- * Caddy 2.6 builds a new certificate cache on every reload and loads every `automate` name's
- * certificate into it, so names managed this way also make reloads no slower.
- */
-export const ON_DEMAND_POLICY_ID = 'gh-tls-on-demand';
-export const ASK_SERVER = 'gatehouse_ask';
-
-/** Whether self-signed exact domains are served by on-demand TLS with these settings. */
-export function onDemandTls(settings: Pick<ProxySettings, 'hostsDir' | 'askPort'>): boolean {
-  return settings.hostsDir !== undefined && settings.askPort !== undefined;
-}
-
-/**
- * The on-demand policy (see `ON_DEMAND_POLICY_ID`). Its ACME issuer never issues (the internal CA
- * comes first and does not fail): it is there because Caddy answers an ACME HTTP-01 challenge
- * through the issuers of the policy matching the request's Host, which carries the port when the
- * HTTP port is not 80 and so matches no subject — only this policy, which must then know ACME.
- */
-export function onDemandPolicy(settings: ProxySettings): CaddyAutomationPolicy & { '@id': string } {
-  return { '@id': ON_DEMAND_POLICY_ID, on_demand: true, issuers: [{ module: 'internal' }, acmeIssuer(settings)] };
-}
-
-/** Caddy's ask endpoint on loopback: 200 when `?domain=` has a directory whose file names a TLS mode (`…-tls<port>@…`), else 404. */
-export function askServer(dir: string, port: number): CaddyHttpServer {
-  return {
-    listen: [`127.0.0.1:${port}`],
-    automatic_https: { disable: true },
-    routes: [
-      {
-        match: [{ file: { root: dir, try_files: [`/{http.request.uri.query.domain}${HOST_ENTRY_SUFFIX}/*-tls*`] } }],
-        handle: [{ handler: 'static_response', status_code: 200 }],
-        terminal: true,
-      },
-      { handle: [{ handler: 'static_response', status_code: 404 }] },
-    ],
-  };
-}
-
-/** The host directory's route: its `@id`, and the suffix of each domain's directory in it. */
-export const HOSTS_ROUTE_ID = 'gh-hosts';
-export const HOST_ENTRY_SUFFIX = '.host';
-
-/** The name of the one file in a domain's directory of the host directory: its mode, then the upstream its requests dial. */
-export function hostFileName(mode: RouteMode, dial: string): string {
-  return `${modeKey(mode)}@${dial}`;
-}
-
-/** Every mode a site can have with these settings (a plain-HTTP redirect goes to the settings' HTTPS port). */
-function allModes(httpsPort: number): RouteMode[] {
-  const modes: RouteMode[] = [];
-  for (const targetProtocol of ['http', 'https'] as const) {
-    for (const websocket of [true, false]) {
-      for (const redirectToHttpsPort of [undefined, httpsPort])
-        modes.push({ targetProtocol, websocket, ...(redirectToHttpsPort === undefined ? {} : { redirectToHttpsPort }) });
-    }
-  }
-  return modes;
-}
-
-/**
- * The one route of every exact domain with a host directory: the request's host has a directory
- * in `dir` holding a file `<mode>@<dial>`; one sub-route per mode (all of them, so the route never
- * changes) matches the file's name and dials the rest of it.
- */
-export function hostsRoute(dir: string, httpsPort: number): CaddyRoute {
-  return {
-    '@id': HOSTS_ROUTE_ID,
-    match: [{ file: { root: dir, try_files: [`/{http.request.host}${HOST_ENTRY_SUFFIX}/*`] } }],
-    handle: [
-      {
-        handler: 'subroute',
-        routes: allModes(httpsPort).map((mode) => ({
-          match: [{ vars_regexp: { '{http.matchers.file.relative}': { name: 'gh_host', pattern: `^/[^/]+/${modeKey(mode)}@(.+)$` } } }],
-          handle: proxyHandlers('{http.regexp.gh_host.1}', mode),
-        })),
-      },
-    ],
-    terminal: true,
-  };
-}
-
-/** The host directory's content for the sites: each exact domain and the name of its file (empty without `hostsDir`). */
-export function hostEntries(sites: readonly ProxySite[]): Map<string, string> {
-  return new Map(sites.flatMap((s) => (s.upstream ? [[s.domain, hostFileName(s.upstream.mode, s.upstream.dial)] as const] : [])));
-}
-
-/**
- * The proxy server's routes for the sites: with a host directory its route, else host tables (by
- * mode, then table number); then the wildcards' routes in site order.
- */
-export function serverRoutes(sites: readonly ProxySite[], hosts?: { dir: string; httpsPort: number }): CaddyRoute[] {
-  if (hosts) return [hostsRoute(hosts.dir, hosts.httpsPort), ...sites.flatMap((s) => (s.group === 2 && s.route ? [s.route] : []))];
+/** The proxy server's routes for the sites: host tables (by mode, then table number), then the wildcards' routes in site order. */
+export function serverRoutes(sites: readonly ProxySite[]): CaddyRoute[] {
   const exact = sites.filter((s) => s.upstream);
   const count = tableCount(exact.length);
   const tables = new Map<string, { mode: RouteMode; entries: { domain: string; dial: string }[] }>();
@@ -343,8 +229,6 @@ export function proxySite(
   const site: ProxySite = { key, group, domain: p.domain, ...siteRouting({ ...p, redirectToHttpsPort: tls ? settings.httpsPort : undefined }, group) };
   if (p.tlsMode === 'uploaded' && p.certificatePem && p.privateKeyPem) {
     site.pem = { '@id': `gh-cert-${p.id}`, certificate: p.certificatePem, key: p.privateKeyPem, tags: [key] };
-  } else if (p.tlsMode === 'self_signed' && group !== 2 && onDemandTls(settings)) {
-    site.onDemand = true;
   } else if (p.tlsMode === 'self_signed' || p.tlsMode === 'acme') {
     site.policy = { '@id': `gh-tls-${p.id}`, subjects: [p.domain], issuers: [p.tlsMode === 'acme' ? acmeIssuer(settings) : { module: 'internal' }] };
     site.automate = p.domain;
@@ -383,17 +267,12 @@ export interface SiteObjects {
   policies: NonNullable<ProxySite['policy']>[];
   pems: NonNullable<ProxySite['pem']>[];
   automate: string[];
-  /** With a host directory: each exact domain and its file's name (see `hostEntries`). */
-  hosts?: Map<string, string>;
 }
 
-/** What the sites put into Caddy; with `settings.hostsDir`, exact domains go to the host directory instead of host tables. */
-export function siteObjects(sites: readonly ProxySite[], settings?: ProxySettings): SiteObjects {
-  const hosts = settings?.hostsDir === undefined ? undefined : { dir: settings.hostsDir, httpsPort: settings.httpsPort };
+export function siteObjects(sites: readonly ProxySite[]): SiteObjects {
   return {
-    ...(hosts ? { hosts: hostEntries(sites) } : {}),
-    routes: serverRoutes(sites, hosts),
-    policies: [...sites.flatMap((s) => (s.policy ? [s.policy] : [])), ...(settings && onDemandTls(settings) ? [onDemandPolicy(settings)] : [])],
+    routes: serverRoutes(sites),
+    policies: sites.flatMap((s) => (s.policy ? [s.policy] : [])),
     pems: sites.flatMap((s) => (s.pem ? [s.pem] : [])),
     automate: sites.flatMap((s) => (s.automate ? [s.automate] : [])),
   };
@@ -402,7 +281,7 @@ export function siteObjects(sites: readonly ProxySite[], settings?: ProxySetting
 /** A whole config for Caddy: the admin endpoint as given, the proxy server, TLS and log routing. */
 export function proxyConfig(options: { admin: CaddyConfig['admin']; settings: ProxySettings; sites?: ProxySite[] }): CaddyConfig {
   const { settings } = options;
-  const objects = siteObjects(options.sites ?? [], settings);
+  const objects = siteObjects(options.sites ?? []);
   const host = settings.listenHost.includes(':') ? `[${settings.listenHost}]` : settings.listenHost;
   const listen = [`${host}:${settings.httpPort}`, `${host}:${settings.httpsPort}`];
   const config: CaddyConfig = {
@@ -411,20 +290,14 @@ export function proxyConfig(options: { admin: CaddyConfig['admin']; settings: Pr
       http: {
         http_port: settings.httpPort,
         https_port: settings.httpsPort,
-        servers: {
-          [PROXY_SERVER]: proxyServer(listen, objects.routes, settings.logAddress !== undefined),
-          ...(onDemandTls(settings) ? { [ASK_SERVER]: askServer(settings.hostsDir!, settings.askPort!) } : {}),
-        },
+        servers: { [PROXY_SERVER]: proxyServer(listen, objects.routes, settings.logAddress !== undefined) },
       },
       tls: {
         certificates: {
           automate: objects.automate,
           load_pem: objects.pems,
         },
-        automation: {
-          policies: objects.policies,
-          ...(onDemandTls(settings) ? { on_demand: { ask: `http://127.0.0.1:${settings.askPort}/` } } : {}),
-        },
+        automation: { policies: objects.policies },
       },
       // the internal issuer's CA stays Caddy's own: never installed into this machine's trust store
       pki: { certificate_authorities: { local: { install_trust: false } } },

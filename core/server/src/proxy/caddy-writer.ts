@@ -9,13 +9,11 @@
  * → `DELETE /id/<id>`; anything else → the list replaced by one `PATCH`.
  *
  * Order, so Caddy never manages a name without its policy: new and changed policies and
- * certificates first (kept ones stay), then routes, then the host directory's entries (when the
- * exact domains are there rather than in host tables), then the `automate` list, then the policies
+ * certificates first (kept ones stay), then routes, then the `automate` list, then the policies
  * and certificates nothing uses any more are dropped.
  */
 import type { CaddyAdminClient } from 'caddy-api-client';
-import { AUTOMATE_PATH, LOAD_PEM_PATH, ON_DEMAND_POLICY_ID, POLICIES_PATH, ROUTES_PATH, type SiteObjects } from './caddy-routes.js';
-import { HostDirectory } from './host-directory.js';
+import { AUTOMATE_PATH, LOAD_PEM_PATH, POLICIES_PATH, ROUTES_PATH, type SiteObjects } from './caddy-routes.js';
 
 /** The part of Caddy's admin client the writer uses (a fake in unit tests). */
 export type CaddyWriteClient = Pick<CaddyAdminClient, 'patchById' | 'post' | 'patch' | 'deleteById'>;
@@ -39,20 +37,7 @@ export class CaddyWriter {
   /** Admin requests sent since construction (the bench and the tests read it). */
   requests = 0;
 
-  /** The host directory, when the sites' objects carry one (`SiteObjects.hosts`). */
-  readonly hosts: HostDirectory | undefined;
-
-  constructor(
-    private readonly client: CaddyWriteClient,
-    hostsDir?: string,
-  ) {
-    this.hosts = hostsDir === undefined ? undefined : new HostDirectory(hostsDir);
-  }
-
-  /** Before a full load of `objects`: the host directory is made to hold their domains (read back, not remembered). */
-  async prepareLoad(objects: SiteObjects): Promise<void> {
-    if (this.hosts) await this.hosts.reconcile(objects.hosts ?? new Map());
-  }
+  constructor(private readonly client: CaddyWriteClient) {}
 
   /** Caddy holds exactly `objects` (after a full load). */
   loaded(objects: SiteObjects): void {
@@ -79,16 +64,11 @@ export class CaddyWriter {
     if (!state) throw new Error('CaddyWriter.write before loaded: what Caddy holds is unknown');
     const union = (list: ListState, next: readonly Tagged[]) => {
       const byId = new Map(next.map((v) => [v['@id']!, v]));
-      const kept = list.ids.map((id) => byId.get(id) ?? list.items.get(id)!.value);
-      const added = next.filter((v) => !list.items.has(v['@id']!));
-      // the on-demand policy matches every name: it stays last, or it would shadow the new ones
-      const last = kept.at(-1)?.['@id'] === ON_DEMAND_POLICY_ID ? kept.splice(-1) : [];
-      return [...kept, ...added, ...last];
+      return [...list.ids.map((id) => byId.get(id) ?? list.items.get(id)!.value), ...next.filter((v) => !list.items.has(v['@id']!))];
     };
     await this.writeList(POLICIES_PATH, state.policies, union(state.policies, wanted.policies));
     await this.writeList(LOAD_PEM_PATH, state.pems, union(state.pems, wanted.pems));
     await this.writeList(ROUTES_PATH, state.routes, wanted.routes);
-    if (this.hosts) await this.hosts.write(wanted.hosts ?? new Map());
     const automate = JSON.stringify(wanted.automate);
     if (automate !== state.automate) {
       this.requests++;
