@@ -97,14 +97,14 @@ export class ObjectStatusService {
         const reports = [...latest.values()].filter((r) => r.report.objectType === type).sort((a, b) => a.index - b.index);
         if (reports.length === 0) continue;
         const wanted = reports.map(({ report }) => ({ id: report.objectId, status: report.status, error: report.error ?? null }));
-        const { changed, changedSince } = await this.record(tx, type, hostId, input.revision, wanted, auditId);
-        for (const w of wanted) {
-          const ownerId = changed.get(w.id);
+        const { ownerOf, stale: staleAt } = await this.record(tx, type, hostId, input.revision, wanted, auditId);
+        wanted.forEach((w, i) => {
+          const ownerId = ownerOf[i];
           if (ownerId !== undefined)
             out.push({ objectType: type, objectId: w.id, hostId, ownerId, status: w.status, error: w.error, revision: input.revision });
-          else if (changedSince.has(w.id)) stale.push({ objectType: type, objectId: w.id });
           // otherwise: already so, deleted since the agent's revision, or another host's; nothing to mark
-        }
+        });
+        for (const i of staleAt) stale.push({ objectType: type, objectId: wanted[i]!.id });
       }
       // one compact entry per report that changed something, not one per object
       if (out.length > 0)
@@ -140,15 +140,21 @@ export class ObjectStatusService {
    * travel as three array parameters (one text each, so a report of 10,000 objects with as many
    * different errors is still one round trip and one parameter parse).
    *
-   * Every reported object is found by its primary key, one index probe each (a LATERAL subquery
-   * with OFFSET 0 is planned per reported row), never by scanning the host's objects: without
-   * statistics (PGlite never runs ANALYZE) the planner took the host's 60,000 forwards for one and
-   * hash-joined them all, twice per report (the UPDATE and the stale query). The probe also decides
-   * what needs writing: rows already so and stale rows are left out of the UPDATE, which then finds
-   * its rows by primary key too (the transaction's planner settings, see `report`). The UPDATE's
-   * WHERE is evaluated against the row as the UPDATE finds it: a change committing meanwhile wins
-   * over the report. Returns the owners of the objects it changed, by id, and the ids of the stale
-   * ones.
+   * The UPDATE finds every reported object by its primary key, one index probe each (never a scan
+   * of the host's objects, so its cost does not grow with the host: without statistics, as on
+   * PGlite, which never runs ANALYZE, the planner took the host's 60,000 forwards for one and
+   * hash-joined them all; see the transaction's planner settings in `report`; the host and revision
+   * conditions are wrapped in `is true`, which no index serves, so that the host's revision index is
+   * not taken for a way to find a handful of rows), and its WHERE both
+   * decides what needs writing and is evaluated against the row as the UPDATE finds it: a change
+   * committing meanwhile wins over the report. Stale objects are looked for, one probe each, only
+   * when the host's revision (as this statement sees it) is ahead of the reported one: no object
+   * changed after the host's own revision, and an agent mostly reports that revision. (Probing
+   * every object first and updating the rows the probe chose took two probes per change.)
+   *
+   * Returns the owner of each changed object by its index in `wanted`, and the indexes of the
+   * stale ones. The changes come back as one row per owner listing indexes (a text array): 10,000
+   * rows of uuids cost more to send and parse than the UPDATE.
    */
   private async record(
     tx: Executor,
@@ -157,40 +163,40 @@ export class ObjectStatusService {
     revision: number,
     wanted: { id: string; status: ApplyStatus; error: string | null }[],
     auditId: string,
-  ): Promise<{ changed: Map<string, string>; changedSince: Set<string> }> {
+  ): Promise<{ ownerOf: (string | undefined)[]; stale: number[] }> {
     const owner = type === 'nic' ? sql`(select i.owner_id from ${instances} as i where i.id = o.instance_id)` : sql`o.owner_id`;
     const result = await tx.execute(sql`
       with r as (
         select * from unnest(${arrayLiteral(wanted.map((w) => w.id))}::text::uuid[], ${arrayLiteral(wanted.map((w) => w.status))}::text::text[],
-          ${arrayLiteral(wanted.map((w) => w.error))}::text::text[]) as r(id, status, error)
-      ), probed as materialized (
-        select r.id, r.status, r.error, o.stale
-        from r cross join lateral (
-          select ${onHost(type, hostId)} as mine, o.changed_revision > ${revision}::bigint as stale,
-            o.status is distinct from r.status or o.status_error is distinct from r.error as differs
-          from ${TABLES[type]} as o where o.id = r.id offset 0
-        ) as o
-        where o.mine and (o.stale or o.differs)
+          ${arrayLiteral(wanted.map((w) => w.error))}::text::text[]) with ordinality as r(id, status, error, n)
       ), changed as (
-        update ${TABLES[type]} as o set status = p.status, status_error = p.error
-        from probed as p
-        where o.id = p.id and not p.stale and o.changed_revision <= ${revision}::bigint
-          and (o.status is distinct from p.status or o.status_error is distinct from p.error)
-        returning o.id, o.status, ${owner} as "ownerId"
+        update ${TABLES[type]} as o set status = r.status, status_error = r.error
+        from r
+        where o.id = r.id and (${onHost(type, hostId)} and o.changed_revision <= ${revision}::bigint) is true
+          and (o.status is distinct from r.status or o.status_error is distinct from r.error)
+        returning r.n, o.id, o.status, ${owner} as owner_id
       ), listed as (
         insert into ${auditStatusObjects} (audit_id, object_type, status, object_ids)
         select ${auditId}::uuid, ${type}::text, status, array_agg(id) from changed group by status
+      ), stale as (
+        select r.n from r cross join lateral (
+          select from ${TABLES[type]} as o where o.id = r.id and (${onHost(type, hostId)} and o.changed_revision > ${revision}::bigint) is true offset 0
+        ) as o
+        where (select h.desired_revision from ${hosts} as h where h.id = ${hostId}::uuid) > ${revision}::bigint
       )
-      select id, "ownerId", false as stale from changed
+      select owner_id::text as "ownerId", array_agg(n)::text as ns from changed group by owner_id
       union all
-      select id, null, true from probed where stale`);
-    const changed = new Map<string, string>();
-    const changedSince = new Set<string>();
-    for (const row of rowsOf<{ id: string; ownerId: string; stale: boolean }>(result)) {
-      if (row.stale) changedSince.add(row.id);
-      else changed.set(row.id, row.ownerId);
+      select null, array_agg(n)::text from stale having count(*) > 0`);
+    const ownerOf = new Array<string | undefined>(wanted.length);
+    const stale: number[] = [];
+    for (const row of rowsOf<{ ownerId: string | null; ns: string }>(result)) {
+      // "{3,1,2}": ordinalities, from 1
+      const ns = row.ns.slice(1, -1).split(',');
+      if (row.ownerId === null) for (const n of ns) stale.push(Number(n) - 1);
+      else for (const n of ns) ownerOf[Number(n) - 1] = row.ownerId;
     }
-    return { changed, changedSince };
+    stale.sort((a, b) => a - b);
+    return { ownerOf, stale };
   }
 }
 
@@ -231,8 +237,8 @@ function reportSummary(revision: number, changes: readonly ObjectStatusChange[])
 
 /**
  * Whether the object `o` of `type` is on the host: forwards name it, the others through their
- * instance (a host never changes for an object). A value computed for the probed row, not a
- * condition the planner could find rows by.
+ * instance (a host never changes for an object). Checked for a row found by its id (`record`
+ * wraps it so that no index serves it).
  */
 function onHost(type: StatusObjectType, hostId: string): SQL {
   return type === 'port_forward'
