@@ -257,6 +257,27 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
     expect(await listedObjects(entry!.id)).toEqual({ 'nic:applied': [mine] });
   });
 
+  it('counts an object listed twice once, as its last entry says, in the order of that entry', async () => {
+    const [, ben] = owners as [(typeof owners)[0], (typeof owners)[0]];
+    const [a, b, c] = ben.forwards.slice(200, 203) as [string, string, string];
+    const result = await service.report(admin, {
+      hostId,
+      revision,
+      objects: [
+        { objectType: 'port_forward', objectId: a, status: 'drifted' },
+        { objectType: 'port_forward', objectId: b, status: 'drifted' },
+        { objectType: 'port_forward', objectId: a, status: 'failed', error: 'second' },
+        { objectType: 'port_forward', objectId: c, status: 'drifted' },
+        { objectType: 'port_forward', objectId: b, status: 'drifted' },
+      ],
+    });
+    expect(result.changes.map((ch) => [ch.objectId, ch.status, ch.error])).toEqual([
+      [a, 'failed', 'second'],
+      [c, 'drifted', null],
+      [b, 'drifted', null],
+    ]);
+  });
+
   it('refuses bad input naming the field, and changes nothing', async () => {
     const [ana] = owners as [(typeof owners)[0]];
     const ok: ObjectStatusReport = { objectType: 'port_forward', objectId: ana.forwards[100]!, status: 'failed', error: 'x' };

@@ -26,7 +26,7 @@ import { objectStatusChanges, statusBatches, type ApplyStatus, type ObjectStatus
 import { EventBusToken } from '../di/tokens.js';
 import { AuditService } from './audit-service.js';
 import { validId } from '../support/validate.js';
-import { newId } from '../support/ids.js';
+import { isId, newId } from '../support/ids.js';
 
 /** One object's reported status. */
 export interface ObjectStatusReport {
@@ -65,19 +65,28 @@ export class ObjectStatusService {
     if (!Number.isInteger(input.revision) || input.revision < 0) throw new ValidationError('input.revision', input.revision, 'must be a non-negative integer');
     if (input.objects.length > MAX_REPORT)
       throw new ValidationError('input.objects', `${input.objects.length} objects`, `lists more than ${MAX_REPORT} objects; send several reports`);
-    input.objects.forEach((o, i) => {
-      if (!Object.hasOwn(TABLES, o.objectType))
-        throw new ValidationError(`input.objects[${i}].objectType`, String(o.objectType), 'is not an object type agents report');
-      validId(`input.objects[${i}].objectId`, o.objectId);
-      if (!STATUSES.has(o.status)) throw new ValidationError(`input.objects[${i}].status`, String(o.status), 'is not an apply status');
-      if (o.error != null && o.error.includes('\u0000')) throw new ValidationError(`input.objects[${i}].error`, o.error, 'contains a NUL character');
-      if (o.error != null && o.error.length > 2000)
-        throw new ValidationError(`input.objects[${i}].error`, `${o.error.length} characters`, 'is longer than 2000 characters');
-      if (o.status !== 'failed' && o.error != null) throw new ValidationError(`input.objects[${i}].error`, o.error, 'applies only to FAILED objects');
-    });
-    // an object reported twice counts once, as its last report says
-    const latest = new Map<string, { index: number; report: ObjectStatusReport }>();
-    input.objects.forEach((report, index) => latest.set(`${report.objectType}:${report.objectId}`, { index, report }));
+    // a report lists up to 10,000 objects: field names are built for a refusal only
+    const objects = input.objects;
+    for (let i = 0; i < objects.length; i++) {
+      const o = objects[i]!;
+      const field = (name: string) => `input.objects[${i}].${name}`;
+      if (!Object.hasOwn(TABLES, o.objectType)) throw new ValidationError(field('objectType'), String(o.objectType), 'is not an object type agents report');
+      if (typeof o.objectId !== 'string' || !isId(o.objectId)) validId(field('objectId'), o.objectId);
+      if (!STATUSES.has(o.status)) throw new ValidationError(field('status'), String(o.status), 'is not an apply status');
+      if (o.error != null) {
+        if (o.error.includes('\u0000')) throw new ValidationError(field('error'), o.error, 'contains a NUL character');
+        if (o.error.length > 2000) throw new ValidationError(field('error'), `${o.error.length} characters`, 'is longer than 2000 characters');
+        if (o.status !== 'failed') throw new ValidationError(field('error'), o.error, 'applies only to FAILED objects');
+      }
+    }
+    // an object reported twice counts once, as its last report says: the index of its last entry, by type
+    const last = new Map<StatusObjectType, Map<string, number>>();
+    for (let i = 0; i < objects.length; i++) {
+      const o = objects[i]!;
+      let ofType = last.get(o.objectType);
+      if (!ofType) last.set(o.objectType, (ofType = new Map()));
+      ofType.set(o.objectId, i);
+    }
     const stale: ObjectStatusReportResult['stale'] = [];
     // the report's audit entry, named by the rows listing its changed objects before it is written
     const auditId = newId();
@@ -94,9 +103,14 @@ export class ObjectStatusService {
       await tx.execute(sql`select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`);
       const out: ObjectStatusChange[] = [];
       for (const type of Object.keys(TABLES) as StatusObjectType[]) {
-        const reports = [...latest.values()].filter((r) => r.report.objectType === type).sort((a, b) => a.index - b.index);
-        if (reports.length === 0) continue;
-        const wanted = reports.map(({ report }) => ({ id: report.objectId, status: report.status, error: report.error ?? null }));
+        const ofType = last.get(type);
+        if (!ofType) continue;
+        // in the report's order, each object at its last entry
+        const wanted: { id: string; status: ApplyStatus; error: string | null }[] = [];
+        for (let i = 0; i < objects.length; i++) {
+          const o = objects[i]!;
+          if (o.objectType === type && ofType.get(o.objectId) === i) wanted.push({ id: o.objectId, status: o.status, error: o.error ?? null });
+        }
         const { ownerOf, stale: staleAt } = await this.record(tx, type, hostId, input.revision, wanted, auditId);
         wanted.forEach((w, i) => {
           const ownerId = ownerOf[i];
