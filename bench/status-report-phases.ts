@@ -12,7 +12,7 @@ import postgres from 'postgres';
 import { HostService, InstanceService, PoolService, createContainer, openStore, rowsOf, systemActor, type Store } from '../core/server/src/index.js';
 import { ObjectStatusService } from '../core/server/src/services/object-status-service.js';
 import { PortForwardService } from '../core/server/src/services/port-forward-service.js';
-import { statusBatches, type ObjectStatusBatch } from '../core/server/src/events/event-payloads.js';
+import { statusBatchSize, statusBatches, type ObjectStatusBatch } from '../core/server/src/events/event-payloads.js';
 
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 60_000);
 const REPORT = Number(process.env.BENCH_REPORT ?? 10_000);
@@ -57,7 +57,14 @@ async function run(label: string, store: Store) {
           return r;
         },
       };
-      await svc.record(explaining, 'port_forward', host.id, revision, report0.map((id) => ({ id, status: 'applied', error: null })), crypto.randomUUID());
+      await svc.record(
+        explaining,
+        'port_forward',
+        host.id,
+        revision,
+        report0.map((id) => ({ id, status: 'applied', error: null })),
+        crypto.randomUUID(),
+      );
       throw new Error('rollback');
     })
     .catch((err: Error) => {
@@ -66,14 +73,16 @@ async function run(label: string, store: Store) {
 
   // the reports for real, phase by phase: the service's own statements are timed by wrapping execute
   let received = 0;
-  store.eventTarget?.addEventListener('objectStatus', (e) => (received += (e as CustomEvent<ObjectStatusBatch>).detail.changes.length));
+  store.eventTarget?.addEventListener('objectStatus', (e) => (received += statusBatchSize((e as CustomEvent<ObjectStatusBatch>).detail)));
   const started = process.hrtime.bigint();
   for (let i = 0; i < ids.length; i += REPORT) {
     const t0 = process.hrtime.bigint();
     const result = await service.report(actor, { hostId: host.id, revision, objects: objectsOf(ids.slice(i, i + REPORT)) });
     const t1 = process.hrtime.bigint();
     const batches = statusBatches(result.changes);
-    console.log(`${label} report ${i / REPORT + 1}: ${ms(t0)} ms (${result.changes.length} changes, ${batches.length} event batches; statusBatches again ${ms(t1)} ms)`);
+    console.log(
+      `${label} report ${i / REPORT + 1}: ${ms(t0)} ms (${result.changes.length} changes, ${batches.length} event batches; statusBatches again ${ms(t1)} ms)`,
+    );
   }
   const reportsDone = process.hrtime.bigint();
   if (store.eventTarget) {
