@@ -5,14 +5,15 @@
  * hosts, objects deleted since, and objects changed after the reported revision (their
  * `changed_revision` is higher: the agent applied an older version of them, and its report of
  * the newer revision will follow). An object listed twice counts once, as its last entry says.
- * A report costs one statement per object type it lists, however many objects: one index probe
- * per reported object (never a scan of the host's objects, so its cost does not grow with the
- * host), the UPDATE of the rows that change, the list of the stale ones and of the changed ids
- * (`audit_status_objects`) together, plus one compact audit entry, and its changes are published
- * many to an event (`statusBatches`). The tables leave
- * room in each page (fillfactor, see the migration `status_fillfactor`) so that a status change
- * is a HOT update: no new index entries, no exclusion-constraint check, which were 9 of the 10 s
- * a report of 60,000 forwards took.
+ * A report costs one statement per object type it lists, however many objects: one UPDATE that
+ * finds each reported object by its primary key (never a scan of the host's objects, so its cost
+ * does not grow with the host) and writes the rows that change, the changed ids listed under the
+ * report's audit entry (`audit_status_objects`), and, only when the host's revision is ahead of
+ * the reported one, a probe per object for the stale ones; plus one compact audit entry, and its
+ * changes are published many to an event (`statusBatches`). The tables leave room in each page
+ * (fillfactor, see the migration `status_fillfactor`) so that a status change is a HOT update: no
+ * new index entries (status is in no index), no exclusion-constraint check, which were 9 of the
+ * 10 s a report of 60,000 forwards took.
  */
 import { eq, sql, type SQL } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
