@@ -97,11 +97,16 @@ export class ObjectStatusService {
       if (!host) throw new NotFoundError('input.hostId', hostId, 'host');
       if (input.revision > host.revision)
         throw new ValidationError('input.revision', input.revision, `is ahead of the host's desired revision ${host.revision}`);
-      // the UPDATEs below find their rows by primary key, from the probed ones: with hash and merge
-      // joins the planner prefers scanning every object of the table (its cost model takes 10,000
-      // probes of 60,000 rows for dearer than a scan; measured, they are several times cheaper).
-      // Local to this transaction, which runs nothing else.
-      await tx.execute(sql`select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`);
+      // the UPDATEs below find their rows by primary key, one probe per reported object: with hash
+      // and merge joins the planner prefers scanning every object of the table (its cost model
+      // takes 10,000 probes of 60,000 rows for dearer than a scan; measured, they are several times
+      // cheaper), and without statistics (PGlite) it takes the host's objects for a handful and
+      // scans them once into memory to join every reported object against (10,000 x 60,000
+      // comparisons): no sequential scans and no materialized inner sides either. Local to this
+      // transaction, which runs nothing else.
+      await tx.execute(
+        sql`select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true), set_config('enable_material', 'off', true)`,
+      );
       const out: ObjectStatusChange[] = [];
       for (const type of Object.keys(TABLES) as StatusObjectType[]) {
         const ofType = last.get(type);
@@ -158,9 +163,11 @@ export class ObjectStatusService {
    * The UPDATE finds every reported object by its primary key, one index probe each (never a scan
    * of the host's objects, so its cost does not grow with the host: without statistics, as on
    * PGlite, which never runs ANALYZE, the planner took the host's 60,000 forwards for one and
-   * hash-joined them all; see the transaction's planner settings in `report`; the host and revision
-   * conditions are wrapped in `is true`, which no index serves, so that the host's revision index is
-   * not taken for a way to find a handful of rows), and its WHERE both
+   * hash-joined them all, or scanned them once to compare with every reported object; see the
+   * transaction's planner settings in `report`. The host and revision conditions are written as a
+   * condition of the joined pair (the CASE on `r.n`, which is always positive), not of the object
+   * alone: as the latter they served the planner as a way to find a handful of rows by scan or by
+   * the host's revision index), and its WHERE both
    * decides what needs writing and is evaluated against the row as the UPDATE finds it: a change
    * committing meanwhile wins over the report. Stale objects are looked for, one probe each, only
    * when the host's revision (as this statement sees it) is ahead of the reported one: no object
@@ -187,15 +194,15 @@ export class ObjectStatusService {
       ), changed as (
         update ${TABLES[type]} as o set status = r.status, status_error = r.error
         from r
-        where o.id = r.id and (${onHost(type, hostId)} and o.changed_revision <= ${revision}::bigint) is true
-          and (o.status is distinct from r.status or o.status_error is distinct from r.error)
+        where o.id = r.id and (o.status is distinct from r.status or o.status_error is distinct from r.error)
+          and case when r.n > 0 then ${onHost(type, hostId)} and o.changed_revision <= ${revision}::bigint end
         returning r.n, o.id, o.status, ${owner} as owner_id
       ), listed as (
         insert into ${auditStatusObjects} (audit_id, object_type, status, object_ids)
         select ${auditId}::uuid, ${type}::text, status, array_agg(id) from changed group by status
       ), stale as (
         select r.n from r cross join lateral (
-          select from ${TABLES[type]} as o where o.id = r.id and (${onHost(type, hostId)} and o.changed_revision > ${revision}::bigint) is true offset 0
+          select from ${TABLES[type]} as o where o.id = r.id and case when r.n > 0 then ${onHost(type, hostId)} and o.changed_revision > ${revision}::bigint end offset 0
         ) as o
         where (select h.desired_revision from ${hosts} as h where h.id = ${hostId}::uuid) > ${revision}::bigint
       )
