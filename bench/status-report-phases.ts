@@ -54,7 +54,8 @@ async function run(label: string, store: Store) {
           const r = await tx.execute(sql`explain (analyze, buffers, timing off) ${q as ReturnType<typeof sql>}`);
           console.log(`${label} EXPLAIN ANALYZE of the report statement (${REPORT} rows):`);
           for (const row of rowsOf<Record<string, string>>(r)) console.log('  ' + Object.values(row)[0]);
-          return r;
+          // the plan's lines are no result for the service to read
+          return [];
         },
       };
       await svc.record(
