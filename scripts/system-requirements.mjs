@@ -33,6 +33,7 @@ const IMAGE_SUITES = ['plugin-docker', 'plugin-lxd', 'host-agent'];
 export const REQUIREMENTS = [
   { program: 'chromium', package: 'chromium', suites: ['web', 'bench'], roles: [], startedBy: 'playwright-core', why: 'the web UI end-to-end tests and the chart benchmark in headless Chromium' },
   { program: 'nft', package: 'nftables', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: 'the dataplane: NAT, firewall, counters (nft -j)' },
+  { program: 'env', package: 'coreutils', suites: DATAPLANE_SUITES, roles: ['agent', 'controller'], why: "starts nft with glibc malloc tunables for the dataplane's transactions" },
   { program: 'ip', package: 'iproute2', suites: NAMESPACE_SUITES, roles: ['agent', 'controller'], why: 'links, addresses, network namespaces' },
   {
     program: 'tc',
