@@ -160,12 +160,14 @@ export class Dataplane {
   /**
    * How the live table differs from what was last applied, in words; empty when it does not.
    * `elements: false` skips map elements (a terse listing, cheap with tens of thousands of
-   * forwards). Undefined when nothing was applied yet by this process.
+   * forwards). Undefined when nothing was applied yet by this process. `signal` stops the check
+   * (nft 1.0.6 fetches every element for any listing of the table, seconds of the kernel's time at
+   * 250,000 forwards, which an apply arriving meanwhile should not compete with).
    */
-  async drift(options: { elements: boolean } = { elements: true }): Promise<string[] | undefined> {
+  async drift(options: { elements: boolean; signal?: AbortSignal } = { elements: true }): Promise<string[] | undefined> {
     const applied = this.applied;
     if (!applied) return undefined;
-    const listing = await listTable(TABLE.family, TABLE.table, this.target, { terse: !options.elements });
+    const listing = await listTable(TABLE.family, TABLE.table, this.target, { terse: !options.elements, signal: options.signal });
     if (!listing) return [`table ${TABLE.family} ${TABLE.table} is missing`];
     const expected = options.elements ? contentOfCommands(renderRuleset(applied.state, this.render)) : applied.content;
     return driftBetween(expected, applied.listedRules, contentOfListing(listing), options);

@@ -49,16 +49,16 @@ export async function applyNft(commands: readonly NftCommand[], target: ExecTarg
 
 /**
  * The objects of one table as nft lists them (rules, chains, sets, maps, counters), or undefined
- * when absent. `terse` leaves out set and map elements.
+ * when absent. `terse` leaves out set and map elements; `signal` stops the listing (nft killed).
  */
 export async function listTable(
   family: string,
   name: string,
   target: ExecTarget = {},
-  options: { terse?: boolean } = {},
+  options: { terse?: boolean; signal?: AbortSignal } = {},
 ): Promise<Record<string, unknown>[] | undefined> {
   try {
-    const out = await run('nft', ['-j', ...(options.terse ? ['-t'] : []), 'list', 'table', family, name], target);
+    const out = await run('nft', ['-j', ...(options.terse ? ['-t'] : []), 'list', 'table', family, name], { ...target, signal: options.signal });
     const parsed = JSON.parse(out) as { nftables: Record<string, unknown>[] };
     return parsed.nftables.filter((o) => !('metainfo' in o));
   } catch (err) {

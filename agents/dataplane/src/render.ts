@@ -119,36 +119,42 @@ export function changedForwards(from: DesiredState, to: DesiredState): { before:
   if (JSON.stringify(from.publicAddresses) !== JSON.stringify(to.publicAddresses)) return undefined;
   const before: DesiredPortForward[] = [];
   const after: DesiredPortForward[] = [];
-  // most instances keep their forwards in the same order from one revision to the next: compare
-  // those pairwise, and match only the forwards of the other instances by id (a Map of 60,000
-  // forwards alone costs tens of milliseconds)
+  // an instance keeps its forwards in the same order from one revision to the next, and a patched
+  // document (applyDesiredStatePatch) shares the objects of the unchanged ones: the forwards at the
+  // same place at both ends of its list are compared pairwise (a shared object at once), and only
+  // those between, where forwards came or went, are matched by id (a Map of 60,000 forwards alone
+  // costs tens of milliseconds)
   const previous = new Map(from.instances.map((i) => [i.id, i.portForwards]));
   const next = new Map<string, DesiredPortForward>();
   const rest: DesiredPortForward[][] = [];
+  const pair = (a: DesiredPortForward, b: DesiredPortForward): boolean => {
+    if (a === b) return true;
+    if (a.id !== b.id) return false;
+    if (!sameForwardElements(a, b)) {
+      before.push(a);
+      after.push(b);
+    }
+    return true;
+  };
   for (const instance of to.instances) {
     const old = previous.get(instance.id) ?? [];
     previous.delete(instance.id);
     const now = instance.portForwards;
-    if (old.length === now.length && old.every((f, k) => f.id === now[k]!.id)) {
-      for (const [k, f] of old.entries()) {
-        if (sameForwardElements(f, now[k]!)) continue;
-        before.push(f);
-        after.push(now[k]!);
-      }
-    } else {
-      // a patched document (applyDesiredStatePatch) shares the objects of unchanged forwards: only
-      // the others need matching by id
-      const previousObjects = new Set(old);
-      let shared = 0;
-      for (const f of now) {
-        if (previousObjects.has(f)) shared++;
-        else next.set(f.id, f);
-      }
-      if (shared < old.length) {
-        const present = new Set(now);
-        rest.push(old.filter((f) => !present.has(f)));
-      }
+    let start = 0;
+    while (start < old.length && start < now.length && pair(old[start]!, now[start]!)) start++;
+    let endOld = old.length;
+    let endNow = now.length;
+    while (endOld > start && endNow > start && pair(old[endOld - 1]!, now[endNow - 1]!)) {
+      endOld--;
+      endNow--;
     }
+    if (endOld === start && endNow === start) continue;
+    const gone = new Set(old.slice(start, endOld));
+    for (const f of now.slice(start, endNow)) {
+      if (gone.has(f)) gone.delete(f);
+      else next.set(f.id, f);
+    }
+    if (gone.size > 0) rest.push([...gone]);
   }
   for (const old of [...rest, ...previous.values()].flat()) {
     const f = next.get(old.id);
@@ -233,32 +239,30 @@ function dnatRule(family: 4 | 6): NftCommand {
  * first target in `fwd4_addr`), so counters, allow-lists and rate limits work as for any forward.
  * A nat statement ends the chain for the packet: the map rule never sees a balanced connection.
  */
-function balanceRules(state: DesiredState): NftCommand[] {
+function balanceRules(state: DesiredState, ruled: readonly DesiredPortForward[]): NftCommand[] {
   const commands: NftCommand[] = [];
-  for (const instance of state.instances) {
-    for (const f of instance.portForwards) {
-      if (!f.balance || f.balance.targets.length === 0) continue;
-      const family = f.targetAddress.includes(':') ? 6 : 4;
-      const total = f.balance.targets.reduce((sum, t) => sum + t.weight, 0);
-      const slots: [unknown, string][] = [];
-      let next = 0;
-      for (const t of f.balance.targets) {
-        slots.push([t.weight === 1 ? next : { range: [next, next + t.weight - 1] }, t.address]);
-        next += t.weight;
-      }
-      const pick = f.balance.sourceAffinity
-        ? { jhash: { mod: total, seed: BALANCE_SEED, offset: 0, expr: { payload: { protocol: family === 4 ? 'ip' : 'ip6', field: 'saddr' } } } }
-        : { numgen: { mode: 'inc', mod: total, offset: 0 } };
-      for (const { match } of forwardMatches(state, f)) {
-        const dnat = {
-          dnat: {
-            family: family === 4 ? 'ip' : 'ip6',
-            addr: { map: { key: pick, data: { set: slots } } },
-            port: { map: { key: forwardKey(family), data: `@fwd${family}_port` } },
-          },
-        };
-        commands.push({ add: { rule: { ...TABLE, chain: 'prerouting', expr: [...match, dnat] } } });
-      }
+  for (const f of ruled) {
+    if (!f.balance || f.balance.targets.length === 0) continue;
+    const family = f.targetAddress.includes(':') ? 6 : 4;
+    const total = f.balance.targets.reduce((sum, t) => sum + t.weight, 0);
+    const slots: [unknown, string][] = [];
+    let next = 0;
+    for (const t of f.balance.targets) {
+      slots.push([t.weight === 1 ? next : { range: [next, next + t.weight - 1] }, t.address]);
+      next += t.weight;
+    }
+    const pick = f.balance.sourceAffinity
+      ? { jhash: { mod: total, seed: BALANCE_SEED, offset: 0, expr: { payload: { protocol: family === 4 ? 'ip' : 'ip6', field: 'saddr' } } } }
+      : { numgen: { mode: 'inc', mod: total, offset: 0 } };
+    for (const { match } of forwardMatches(state, f)) {
+      const dnat = {
+        dnat: {
+          family: family === 4 ? 'ip' : 'ip6',
+          addr: { map: { key: pick, data: { set: slots } } },
+          port: { map: { key: forwardKey(family), data: `@fwd${family}_port` } },
+        },
+      };
+      commands.push({ add: { rule: { ...TABLE, chain: 'prerouting', expr: [...match, dnat] } } });
     }
   }
   return commands;
@@ -271,8 +275,7 @@ const BALANCE_SEED = 0x67617465;
  * (a lookup in the counter set, per family with forwards), then the source allow-lists, one rule
  * per such forward, host address and protocol, dropping other sources. No chain without forwards.
  */
-function forwardSourceRules(state: DesiredState): NftCommand[] {
-  const families = forwardFamilies(state);
+function forwardSourceRules(state: DesiredState, { families, ruled }: ForwardOutline): NftCommand[] {
   if (families.size === 0) return [];
   const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'fwd_sources', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' } } }];
   const counted = (family: 4 | 6) => ({ match: { op: '==', left: forwardKey(family), right: `@fwd${family}_ctr` } });
@@ -280,27 +283,25 @@ function forwardSourceRules(state: DesiredState): NftCommand[] {
     // a lookup that finds an element updates the element's counter
     commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [nfprotoMatch(family), counted(family)] } } });
   }
-  for (const instance of state.instances) {
-    for (const f of instance.portForwards) {
-      if (f.sourceCidrs.length === 0) continue;
-      const v6 = f.targetAddress.includes(':');
-      const allowed = f.sourceCidrs
-        .filter((c) => c.includes(':') === v6)
-        .map((c) => {
-          const [addr, len] = c.split('/');
-          return { prefix: { addr, len: Number(len) } };
-        });
-      for (const { protocol, match } of forwardMatches(state, f)) {
-        const expr = [...match];
-        // no prefix of this family in the list: nobody of this family may connect
-        if (allowed.length > 0) expr.push({ match: { op: '!=', left: { payload: { protocol, field: 'saddr' } }, right: { set: allowed } } });
-        // counted: the forward's diagnosis names what the allow-list dropped
-        expr.push({ counter: null }, { drop: null });
-        commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr } } });
-      }
+  for (const f of ruled) {
+    if (f.sourceCidrs.length === 0) continue;
+    const v6 = f.targetAddress.includes(':');
+    const allowed = f.sourceCidrs
+      .filter((c) => c.includes(':') === v6)
+      .map((c) => {
+        const [addr, len] = c.split('/');
+        return { prefix: { addr, len: Number(len) } };
+      });
+    for (const { protocol, match } of forwardMatches(state, f)) {
+      const expr = [...match];
+      // no prefix of this family in the list: nobody of this family may connect
+      if (allowed.length > 0) expr.push({ match: { op: '!=', left: { payload: { protocol, field: 'saddr' } }, right: { set: allowed } } });
+      // counted: the forward's diagnosis names what the allow-list dropped
+      expr.push({ counter: null }, { drop: null });
+      commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr } } });
     }
   }
-  return [...commands, ...rateLimitRules(state)];
+  return [...commands, ...rateLimitRules(state, ruled)];
 }
 
 /** The dynamic sets holding per-source rate limit buckets, keyed on source . host address . protocol . port. */
@@ -335,9 +336,9 @@ function rateLimitKey(family: 4 | 6) {
  * the kernel lets rules add elements only to a set created as dynamic, nft 1.0.6's JSON cannot say
  * "dynamic", and nft marks a set so when a rule updating it is in the transaction that creates it.
  */
-function rateLimitSets(state: DesiredState): NftCommand[] {
+function rateLimitSets(state: DesiredState, ruled: readonly DesiredPortForward[]): NftCommand[] {
   const commands: NftCommand[] = [{ add: { chain: { ...TABLE, name: 'fwd_rl_anchor' } } }];
-  const limited = state.instances.flatMap((i) => i.portForwards.filter(hasRateLimit));
+  const limited = ruled.filter(hasRateLimit);
   for (const family of [4, 6] as const) {
     const addr = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
     const name = RATE_LIMIT_SET[family];
@@ -376,26 +377,24 @@ const hasRateLimit = (f: DesiredPortForward) => !!f.rateLimit && (f.rateLimit.pe
  * the forward's element of `fwd4_rlc`/`fwd6_rlc`) and dropped or refused. Established connections
  * do not pass them (`ct state new`).
  */
-function rateLimitRules(state: DesiredState): NftCommand[] {
+function rateLimitRules(state: DesiredState, ruled: readonly DesiredPortForward[]): NftCommand[] {
   const commands: NftCommand[] = [];
-  for (const instance of state.instances) {
-    for (const f of instance.portForwards) {
-      const limit = f.rateLimit;
-      if (!limit || !hasRateLimit(f)) continue;
-      const family = f.targetAddress.includes(':') ? 6 : 4;
-      // the lookup finds the forward's element and counts the refused connection on it
-      const counted = { match: { op: '==', left: forwardKey(family), right: `@${RATE_LIMIT_COUNTER_SET[family]}` } };
-      for (const { l4, match: forwarded } of forwardMatches(state, f)) {
-        const match = [...forwarded, { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }];
-        const over = (rate: number) => ({ limit: { rate, burst: limit.burst, per: 'second', inv: true } });
-        const verdict = limit.action === 'drop' ? { drop: null } : l4 === 'tcp' ? TCP_RESET : VERDICT.reject;
-        if (limit.perSource !== null) {
-          const bucket = { set: { op: 'update', elem: rateLimitKey(family), set: `@${RATE_LIMIT_SET[family]}`, stmt: [over(limit.perSource)] } };
-          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, bucket, { counter: null }, counted, verdict] } } });
-        }
-        if (limit.total !== null) {
-          commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, over(limit.total), { counter: null }, counted, verdict] } } });
-        }
+  for (const f of ruled) {
+    const limit = f.rateLimit;
+    if (!limit || !hasRateLimit(f)) continue;
+    const family = f.targetAddress.includes(':') ? 6 : 4;
+    // the lookup finds the forward's element and counts the refused connection on it
+    const counted = { match: { op: '==', left: forwardKey(family), right: `@${RATE_LIMIT_COUNTER_SET[family]}` } };
+    for (const { l4, match: forwarded } of forwardMatches(state, f)) {
+      const match = [...forwarded, { match: { op: 'in', left: { ct: { key: 'state' } }, right: 'new' } }];
+      const over = (rate: number) => ({ limit: { rate, burst: limit.burst, per: 'second', inv: true } });
+      const verdict = limit.action === 'drop' ? { drop: null } : l4 === 'tcp' ? TCP_RESET : VERDICT.reject;
+      if (limit.perSource !== null) {
+        const bucket = { set: { op: 'update', elem: rateLimitKey(family), set: `@${RATE_LIMIT_SET[family]}`, stmt: [over(limit.perSource)] } };
+        commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, bucket, { counter: null }, counted, verdict] } } });
+      }
+      if (limit.total !== null) {
+        commands.push({ add: { rule: { ...TABLE, chain: 'fwd_sources', expr: [...match, over(limit.total), { counter: null }, counted, verdict] } } });
       }
     }
   }
@@ -420,14 +419,28 @@ function forwardMatches(state: DesiredState, f: DesiredPortForward): { protocol:
   );
 }
 
-/** The address families some forward targets. */
-function forwardFamilies(state: DesiredState): Set<4 | 6> {
+/** What the table's frame needs of the forwards. */
+interface ForwardOutline {
+  /** The address families some forward targets. */
+  families: Set<4 | 6>;
+  /** The forwards with rules of their own (an allow-list, a rate limit, several targets), in document order. */
+  ruled: DesiredPortForward[];
+}
+
+/**
+ * The forwards' outline in one pass over them: every other part of the frame reads only the few
+ * forwards with rules of their own, so a frame among 250,000 plain forwards costs one short loop.
+ */
+function outlineForwards(state: DesiredState): ForwardOutline {
   const families = new Set<4 | 6>();
+  const ruled: DesiredPortForward[] = [];
   for (const instance of state.instances) {
-    for (const f of instance.portForwards) families.add(f.targetAddress.includes(':') ? 6 : 4);
-    if (families.size === 2) break;
+    for (const f of instance.portForwards) {
+      if (families.size < 2) families.add(f.targetAddress.includes(':') ? 6 : 4);
+      if (f.sourceCidrs.length > 0 || f.rateLimit || f.balance) ruled.push(f);
+    }
   }
-  return families;
+  return { families, ruled };
 }
 
 /**
@@ -437,10 +450,10 @@ function forwardFamilies(state: DesiredState): Set<4 | 6> {
  * forward's target can be reached so: the subnets of instances with forwards get a rule, and
  * without forwards there is no chain (every new connection would pass it).
  */
-function hairpinRules(state: DesiredState): NftCommand[] {
+function hairpinRules(state: DesiredState, ruled: readonly DesiredPortForward[]): NftCommand[] {
   const subnets = new Set<string>();
   // a balanced forward's other targets can be reached so too
-  const targeted = new Set(state.instances.flatMap((i) => i.portForwards.flatMap((f) => f.balance?.targets.map((t) => t.instanceId) ?? [])));
+  const targeted = new Set(ruled.flatMap((f) => f.balance?.targets.map((t) => t.instanceId) ?? []));
   for (const instance of state.instances) {
     if (instance.portForwards.length === 0 && !targeted.has(instance.id)) continue;
     for (const nic of instance.nics) for (const a of nic.addresses) if (!a.delegated) subnets.add(`${a.address}/${a.prefixLength}`);
@@ -621,21 +634,22 @@ export interface RenderOptions {
  */
 export function renderRuleset(state: DesiredState, options: RenderOptions = {}): NftCommand[] {
   const withElements = options.forwardElements ?? true;
+  const outline = outlineForwards(state);
   return [
     ...forwardMaps(4, withElements ? forwardElements(state, 4) : []),
     ...forwardMaps(6, withElements ? forwardElements(state, 6) : []),
-    ...rateLimitSets(state),
+    ...rateLimitSets(state, outline.ruled),
     // every new connection to the host passes the DNAT chain: none without forwards
-    ...(forwardFamilies(state).size > 0
+    ...(outline.families.size > 0
       ? [
           { add: { chain: { ...TABLE, name: 'prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
-          ...balanceRules(state),
+          ...balanceRules(state, outline.ruled),
           dnatRule(4),
           dnatRule(6),
         ]
       : []),
-    ...forwardSourceRules(state),
-    ...hairpinRules(state),
+    ...forwardSourceRules(state, outline),
+    ...hairpinRules(state, outline.ruled),
     ...firewall(state, options.instanceCounters ?? true),
   ];
 }

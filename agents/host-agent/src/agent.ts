@@ -9,7 +9,8 @@
  *   revision, last error, discovered instances and drift (`reportHostStatus`).
  * - Polls for drift (the driver's cheap check every `driftIntervalMs`, a thorough one every
  *   `thoroughEvery` polls) and repairs it: an admin's `nft flush ruleset` is undone within
- *   seconds.
+ *   seconds. Checks take at most a fifth of the time (after each, a rest of four times its
+ *   duration), and a revision arriving stops the check under way.
  * - A malformed document is refused (nothing applied, the error reported). A failed apply, or
  *   one where objects failed (`nft` missing, an instance not on the host yet), is tried again
  *   with backoff (0.5 s doubling to 30 s; a new revision starts over) when the error is
@@ -54,6 +55,7 @@ import {
   diffObservation,
   expectedObservation,
   isRetryable,
+  markValid,
   toDriverError,
   unsupportedObjects,
   validateDesiredState,
@@ -124,6 +126,8 @@ interface Job {
   changed: Set<string> | 'all';
 }
 
+/** After a drift check, the agent waits this many times its duration before the next (checks take at most a fifth of the time). */
+const DRIFT_REST_FACTOR = 4;
 /** How long after a patched document's apply the state cache is written, unless another apply comes first. */
 const CACHE_DELAY_MS = 1_000;
 /** The longest an applied document waits for the cache while changes keep coming. */
@@ -164,6 +168,8 @@ export class HostAgent extends EventEmitter<{
   private received: DesiredState | undefined;
   /** Status last reported per object ("APPLIED" or the error), so unchanged ones are not sent again. */
   private reported = new Map<string, string>();
+  /** The objects last reported with an error (those of `reported` not APPLIED). */
+  private readonly unapplied = new Set<string>();
   private timers: NodeJS.Timeout[] = [];
   private polls = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -174,10 +180,16 @@ export class HostAgent extends EventEmitter<{
   private readonly cache: StateCache | undefined;
   /** Whether a drift check is under way. */
   private checkingDrift = false;
+  /** No drift check starts before this time (performance.now()): the last one's duration times DRIFT_REST_FACTOR after it ended. */
+  private driftRest = 0;
+  /** Stops the drift check under way: a revision to apply came (the check's listing would compete with the apply). */
+  private driftCheck: AbortController | undefined;
   /** The newest applied document the cache does not hold yet, and since when one has been waiting. */
   private unsaved: { desired: DesiredState; since: number } | undefined;
   private cacheTimer: NodeJS.Timeout | undefined;
   private readonly cacheSaves = new CoalescingRunner(() => this.saveUnsaved());
+  /** Whether an apply waits for the cache write (a full document is stored before its apply is reported). */
+  private savingForApply = false;
   private resubscribeTimer: NodeJS.Timeout | undefined;
   /** Failed subscriptions in a row (reset by a message). */
   private resubscribes = 0;
@@ -187,7 +199,7 @@ export class HostAgent extends EventEmitter<{
   constructor(private readonly options: HostAgentOptions) {
     super();
     this.logger = options.logger ?? consoleLogger;
-    this.cache = options.stateDir === undefined ? undefined : new StateCache(options.stateDir);
+    this.cache = options.stateDir === undefined ? undefined : new StateCache(options.stateDir, { pause: () => this.cachePause() });
   }
 
   /**
@@ -302,13 +314,29 @@ export class HostAgent extends EventEmitter<{
     this.unsaved = { desired, since: this.unsaved?.since ?? performance.now() };
     if (this.cacheTimer) clearTimeout(this.cacheTimer);
     this.cacheTimer = undefined;
-    if (full) return this.cacheSaves.run();
+    if (full) {
+      this.savingForApply = true;
+      try {
+        return await this.cacheSaves.run();
+      } finally {
+        this.savingForApply = false;
+      }
+    }
     const wait = Math.max(0, Math.min(CACHE_DELAY_MS, this.unsaved.since + CACHE_MAX_DELAY_MS - performance.now()));
     this.cacheTimer = setTimeout(() => {
       this.cacheTimer = undefined;
       void this.cacheSaves.run();
     }, wait);
     this.cacheTimer.unref();
+  }
+
+  /**
+   * Between two slices of a cache write: a turn of the event loop, and none of the write's work
+   * while a revision is being applied (unless the write is that apply's own, a full document's).
+   */
+  private async cachePause(): Promise<void> {
+    await new Promise((resolve) => setImmediate(resolve));
+    while ((this.working || this.pending) && !this.savingForApply && !this.abort.signal.aborted) await new Promise((resolve) => setTimeout(resolve, 2));
   }
 
   /** Stores the newest applied document not stored yet (one write at a time, so an older one never lands last). */
@@ -395,6 +423,8 @@ export class HostAgent extends EventEmitter<{
         desired = validateDesiredState(event.full, 'document');
         if (desired.hostId !== this.state.hostId)
           throw new DriverConfigError('document.hostId', desired.hostId, `is not this agent's host ${this.state.hostId}`);
+        // checked once: the driver's apply and the first patch's base check trust it (115 ms each at 60,000 forwards)
+        markValid(desired);
         changed = 'all';
       } else if (event.patch != null) {
         if (!this.received) throw new DriverConfigError('patch', event.revision, 'arrived before a full document');
@@ -423,6 +453,9 @@ export class HostAgent extends EventEmitter<{
     this.failures = 0; // a new document starts a new backoff
     // and replaces any retry of an older one (which would otherwise re-apply that older revision)
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    // a drift check under way is of the state this replaces: its listing (at 60,000 forwards a
+    // second of the kernel's time, nft 1.0.6 fetching every element) would only slow the apply
+    this.driftCheck?.abort(new Error('a new revision arrived'));
     void this.work();
   }
 
@@ -569,16 +602,28 @@ export class HostAgent extends EventEmitter<{
    */
   private async reportApplied(revision: number, result: ApplyResult, job: Job): Promise<void> {
     const drift = job.drift.length > 0;
-    if (job.changed === 'all') this.reported.clear();
+    const changed = job.changed;
+    if (changed === 'all') {
+      this.reported.clear();
+      this.unapplied.clear();
+    }
     const objects: WireObjectStatus[] = [];
-    const present = new Set<string>();
+    // the objects the documents changed that are still there (the others went: forgotten below)
+    const seen = new Set<string>();
     for (const o of result.objects) {
       if (!(o.objectType in STATUS_OBJECT_TYPES)) continue;
+      // an applied object the documents did not change was reported applied already (or with its
+      // error, then it is in `unapplied`): one look-up in the few changed ids, not one among all objects
+      if (changed !== 'all') {
+        if (changed.has(o.objectId)) seen.add(o.objectId);
+        else if (o.status === 'applied' && (this.unapplied.size === 0 || !this.unapplied.has(o.objectId))) continue;
+      }
       const error = o.error ? reportText(`${o.error.code}: ${o.error.message}`) : null;
       const key = error ?? 'APPLIED';
-      present.add(o.objectId);
-      if (job.changed !== 'all' && !job.changed.has(o.objectId) && this.reported.get(o.objectId) === key) continue;
+      if (changed !== 'all' && !changed.has(o.objectId) && this.reported.get(o.objectId) === key) continue;
       this.reported.set(o.objectId, key);
+      if (error === null) this.unapplied.delete(o.objectId);
+      else this.unapplied.add(o.objectId);
       objects.push({
         objectType: STATUS_OBJECT_TYPES[o.objectType],
         objectId: o.objectId,
@@ -586,7 +631,13 @@ export class HostAgent extends EventEmitter<{
         error,
       });
     }
-    if (this.reported.size > present.size) for (const id of this.reported.keys()) if (!present.has(id)) this.reported.delete(id);
+    if (changed !== 'all') {
+      for (const id of changed) {
+        if (seen.has(id)) continue;
+        this.reported.delete(id);
+        this.unapplied.delete(id);
+      }
+    }
     for (let i = 0; i < objects.length || i === 0; i += 10_000) {
       if (objects.length > 0) this.report(REPORT_OBJECT_STATUS_MUTATION, { hostId: this.state.hostId!, revision, objects: objects.slice(i, i + 10_000) });
     }
@@ -679,11 +730,17 @@ export class HostAgent extends EventEmitter<{
     // one check at a time: at 60,000 forwards a listing can take longer than the interval, and
     // checks started on every tick piled up (a dozen nft processes listing the table at once)
     if (!last || this.working || this.pending || this.abort.signal.aborted || this.checkingDrift) return;
+    // and at most a fifth of the time: with nft 1.0.6 even the cheap check lists every element (3.4 s
+    // at 60,000 forwards, 21 s at 250,000), which every 2 s kept a core busy and slowed each change
+    if (performance.now() < this.driftRest) return;
     this.checkingDrift = true;
+    const started = performance.now();
     try {
       await this.checkDrift(last);
     } finally {
       this.checkingDrift = false;
+      const now = performance.now();
+      this.driftRest = now + DRIFT_REST_FACTOR * (now - started);
     }
   }
 
@@ -698,20 +755,26 @@ export class HostAgent extends EventEmitter<{
       });
     }
     const thorough = this.polls++ % (this.options.thoroughEvery ?? 15) === 0;
+    const stop = new AbortController();
+    this.driftCheck = stop;
+    const ctx = { ...this.ctx(last.desired), signal: AbortSignal.any([this.abort.signal, stop.signal]) };
     try {
       const driver = this.options.driver;
       // without the driver's own check, failed objects would look like drift: their retry covers them
       if (!driver.drift && last.failed > 0) return;
       const differences = driver.drift
-        ? (await driver.drift(this.ctx(last.desired), { desired: last.desired, thorough })).differences
-        : diffObservation(expectedObservation(last.desired), (await driver.observe(this.ctx(last.desired), { desired: last.desired })).state);
+        ? (await driver.drift(ctx, { desired: last.desired, thorough })).differences
+        : diffObservation(expectedObservation(last.desired), (await driver.observe(ctx, { desired: last.desired })).state);
       if (differences.length === 0 || this.working || this.pending || this.last !== last) return;
       this.logger.warn('the host drifted from the applied state; repairing', { revision: last.revision, differences: differences.slice(0, 10) });
       this.emit('drift', differences);
       this.pending = { revision: last.revision, desired: last.desired, repair: true, drift: differences, changed: new Set() };
       await this.work();
     } catch (err) {
-      this.logger.warn('drift check failed', { error: (err as Error).message });
+      // stopped for a new revision: the next poll checks the state it makes
+      if (!stop.signal.aborted) this.logger.warn('drift check failed', { error: (err as Error).message });
+    } finally {
+      if (this.driftCheck === stop) this.driftCheck = undefined;
     }
   }
 }

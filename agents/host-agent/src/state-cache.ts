@@ -14,7 +14,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { validateDesiredState, type DesiredState } from '@gatehouse/sdk';
+import { setImmediate as turn } from 'node:timers/promises';
+import { markValid, validateDesiredState, type DesiredState } from '@gatehouse/sdk';
 
 /** The format of the cache file this agent writes and reads; another one is refused. */
 export const STATE_CACHE_FORMAT = 1;
@@ -59,12 +60,78 @@ function checksumOf(serialised: string): string {
   return `sha256:${createHash('sha256').update(serialised).digest('hex')}`;
 }
 
+/** Forwards serialised in one piece (a few milliseconds of work). */
+const SLICE = 2_000;
+
+/** `JSON.stringify(o)` in pieces, with the members named in `expand` given in pieces by their function. */
+function* objectPieces(o: object, expand: Record<string, (member: never) => Generator<string>>): Generator<string> {
+  let first = true;
+  for (const [key, member] of Object.entries(o)) {
+    // as JSON.stringify: a member without a JSON form is left out
+    if (member === undefined || typeof member === 'function' || typeof member === 'symbol') continue;
+    const head = `${first ? '{' : ','}${JSON.stringify(key)}:`;
+    first = false;
+    const pieces = Object.hasOwn(expand, key) && Array.isArray(member) ? expand[key]!(member as never) : undefined;
+    if (pieces) {
+      yield head;
+      yield* pieces;
+    } else {
+      yield `${head}${JSON.stringify(member)}`;
+    }
+  }
+  yield first ? '{}' : '}';
+}
+
+/** A list in pieces: `each` gives the pieces of one item. */
+function* listPieces<T>(items: readonly T[], each: (item: T) => Generator<string>): Generator<string> {
+  yield '[';
+  for (let i = 0; i < items.length; i++) {
+    if (i > 0) yield ',';
+    yield* each(items[i]!);
+  }
+  yield ']';
+}
+
+/** Forwards SLICE at a time. */
+function* forwardPieces(forwards: readonly unknown[]): Generator<string> {
+  if (forwards.length === 0) yield '[]';
+  for (let i = 0; i < forwards.length; i += SLICE) {
+    const part = JSON.stringify(forwards.slice(i, i + SLICE));
+    yield `${i === 0 ? '[' : ','}${part.slice(1, -1)}${i + SLICE >= forwards.length ? ']' : ''}`;
+  }
+}
+
+/**
+ * `JSON.stringify(desired)` in pieces (joined, exactly that string) of at most SLICE forwards
+ * each, so that a writer can let other work run between them.
+ */
+export function* documentPieces(desired: DesiredState): Generator<string> {
+  const instance = (i: object) => objectPieces(i, { portForwards: forwardPieces });
+  yield* objectPieces(desired, { instances: (instances: object[]) => listPieces(instances, instance) });
+}
+
+/** How much serialised text the cache produces between two turns of the event loop. */
+const CHARS_PER_TURN = 256 * 1024;
+
+/** What a StateCache does besides its directory (tests). */
+export interface StateCacheOptions {
+  /** Lets other work run while a document is serialised (default: one turn of the event loop). */
+  pause?: () => Promise<unknown>;
+}
+
 /** The last applied desired state of one host, in a state directory. */
 export class StateCache {
   /** Checksum of what the file holds (after a save or a load), so an unchanged document is not written again. */
   private stored: string | undefined;
 
-  constructor(readonly dir: string) {}
+  private readonly pause: () => Promise<unknown>;
+
+  constructor(
+    readonly dir: string,
+    options: StateCacheOptions = {},
+  ) {
+    this.pause = options.pause ?? (() => turn());
+  }
 
   /** The cache file's path. */
   get path(): string {
@@ -73,20 +140,47 @@ export class StateCache {
 
   /**
    * Stores `desired` atomically (temp file, fsync, rename, directory fsync), mode 0600 in a 0700
-   * directory; returns false when the file already holds this very document.
+   * directory; returns false when the file already holds this very document. The document is
+   * serialised and hashed a slice at a time with turns of the event loop between (at 250,000
+   * forwards the whole is about a second of work, which a change arriving meanwhile would wait
+   * for); it must not change until the returned promise settles (documents are never changed).
    */
   async save(desired: DesiredState): Promise<boolean> {
-    const serialised = JSON.stringify(desired);
-    const checksum = checksumOf(serialised);
+    const pieces: string[] = [];
+    const hash = createHash('sha256');
+    let sinceTurn = 0;
+    for (const piece of documentPieces(desired)) {
+      pieces.push(piece);
+      hash.update(piece);
+      sinceTurn += piece.length;
+      if (sinceTurn >= CHARS_PER_TURN) {
+        sinceTurn = 0;
+        await this.pause();
+      }
+    }
+    const checksum = `sha256:${hash.digest('hex')}`;
     if (checksum === this.stored) return false;
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const header = { format: STATE_CACHE_FORMAT, hostId: desired.hostId, revision: desired.revision, savedAt: new Date().toISOString(), checksum };
-    // the document goes in as serialised for the checksum: one stringify for both
-    const text = `${JSON.stringify(header).slice(0, -1)},"desired":${serialised}}\n`;
+    // the document goes in as serialised for the checksum, in writes of about CHARS_PER_TURN
+    const text = function* (): Generator<string> {
+      let batch = `${JSON.stringify(header).slice(0, -1)},"desired":`;
+      for (const piece of pieces) {
+        batch += piece;
+        if (batch.length >= CHARS_PER_TURN) {
+          yield batch;
+          batch = '';
+        }
+      }
+      yield `${batch}}\n`;
+    };
     const temp = join(this.dir, `${TEMP_PREFIX}${process.pid}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`);
     const file = await open(temp, 'wx', 0o600);
     try {
-      await file.writeFile(text);
+      for (const batch of text()) {
+        const bytes = Buffer.from(batch);
+        for (let at = 0; at < bytes.length;) at += (await file.write(bytes, at)).bytesWritten;
+      }
       await file.sync();
     } catch (err) {
       await file.close();
@@ -153,6 +247,7 @@ export class StateCache {
     if (expectedHostId !== undefined && desired.hostId !== expectedHostId)
       return refuse(`is for host ${desired.hostId}, this agent manages host ${expectedHostId}`);
     this.stored = actual;
+    markValid(desired); // checked: the driver's apply trusts it
     return { hostId: desired.hostId, revision: desired.revision, savedAt: String(file.savedAt), desired };
   }
 

@@ -5,7 +5,8 @@
  * for a new revision), reports NIC results and its driver's capabilities, and hands the driver
  * nothing its capabilities exclude (reported FAILED instead). A scripted driver, no root needed.
  */
-import { ConflictError, type DesiredInstance, type DesiredState } from '@gatehouse/sdk';
+import { diffDesiredState } from '@gatehouse/agent-protocol';
+import { ConflictError, type DesiredInstance, type DesiredState, type DriverContext } from '@gatehouse/sdk';
 import { afterEach, expect, it } from 'vitest';
 import { HostAgent } from '../src/index.js';
 import { FakeController, type Report } from './fake-controller.js';
@@ -208,4 +209,109 @@ it('runs one drift check at a time when a check takes longer than the interval',
   await until(() => checks >= 3);
   expect(checks).toBeGreaterThanOrEqual(3);
   expect(most).toBe(1);
+});
+
+it('reports an object the documents did not change only when its status changes, and one that went and came back again', async () => {
+  const driver = new ScriptedDriver();
+  driver.outcome = (objectId, revision) =>
+    objectId === id('c', 1) && revision === 2 ? new ConflictError('port 20001 is taken by something else').toJSON() : undefined;
+  const controller = await start(driver);
+  const retargeted = (n: number, port: number) => instance(n, { portForwards: [{ ...instance(n).portForwards[0]!, targetPorts: { start: port, end: port } }] });
+  const docs = [
+    state(1, [instance(1), instance(2)]),
+    state(2, [instance(1), retargeted(2, 81)]),
+    state(3, [instance(1), retargeted(2, 82)]),
+    state(4, [instance(1), instance(2, { portForwards: [] })]),
+    state(5, [instance(1), retargeted(2, 82)]),
+  ];
+  controller.push(1, docs[0]);
+  expect((await controller.waitForReport(objectReport(1))).input.objects).toHaveLength(4);
+  const reported = async (revision: number) => {
+    controller.pushPatch(revision, diffDesiredState(docs[revision - 2]!, docs[revision - 1]!));
+    const objects = (await controller.waitForReport(objectReport(revision))).input.objects as { objectId: string; status: string }[];
+    return Object.fromEntries(objects.map((o) => [o.objectId, o.status]));
+  };
+  // the changed forward, and the unchanged one whose apply failed
+  expect(await reported(2)).toEqual({ [id('c', 2)]: 'APPLIED', [id('c', 1)]: 'FAILED' });
+  // ... which applies again
+  expect(await reported(3)).toEqual({ [id('c', 2)]: 'APPLIED', [id('c', 1)]: 'APPLIED' });
+  // a forward that went and came back is reported again
+  await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && r.input.appliedRevision === 3);
+  controller.pushPatch(4, diffDesiredState(docs[2]!, docs[3]!));
+  await controller.waitForReport((r) => r.mutation === 'reportHostStatus' && r.input.appliedRevision === 4);
+  expect(controller.reports.some(objectReport(4))).toBe(false);
+  expect(await reported(5)).toEqual({ [id('c', 2)]: 'APPLIED' });
+});
+
+it('stops a drift check under way when a revision arrives, and applies that revision without waiting for the check', async () => {
+  const stopped: unknown[] = [];
+  let checking = false;
+  class SlowDrift extends ScriptedDriver {
+    async drift(ctx: DriverContext) {
+      checking = true;
+      // a listing of a large table: ends when stopped, else after 20 s
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 20_000);
+        ctx.signal.addEventListener('abort', () => {
+          stopped.push(ctx.signal.reason);
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      checking = false;
+      if (ctx.signal.aborted) throw ctx.signal.reason;
+      return { differences: [] };
+    }
+  }
+  const driver = new SlowDrift();
+  const warnings: string[] = [];
+  const controller = await FakeController.start();
+  const agent = new HostAgent({
+    controllerUrl: controller.url,
+    token: 'unused',
+    hostId: HOST_ID,
+    driver,
+    driftIntervalMs: 50,
+    logger: { info() {}, warn: (m) => void warnings.push(m), error() {} },
+  });
+  await agent.start();
+  running.push({ agent, controller });
+  controller.push(1, state(1, [instance(1)]));
+  await controller.waitForReport(objectReport(1));
+  await until(() => checking);
+  expect(checking).toBe(true);
+  const sent = Date.now();
+  controller.pushPatch(2, diffDesiredState(state(1, [instance(1)]), state(2, [instance(1), instance(2)])));
+  await controller.waitForReport(objectReport(2));
+  expect(Date.now() - sent).toBeLessThan(5_000);
+  expect(stopped).toHaveLength(1);
+  expect(warnings.filter((w) => /drift check failed/.test(w))).toEqual([]);
+});
+
+it('rests four times as long as a drift check took before the next one', async () => {
+  const starts: number[] = [];
+  class SlowObserver extends ScriptedDriver {
+    override async observe() {
+      starts.push(Date.now());
+      await sleep(200);
+      return super.observe();
+    }
+  }
+  const controller = await FakeController.start();
+  const agent = new HostAgent({
+    controllerUrl: controller.url,
+    token: 'unused',
+    hostId: HOST_ID,
+    driver: new SlowObserver(),
+    driftIntervalMs: 20,
+    logger: { info() {}, warn() {}, error() {} },
+  });
+  await agent.start();
+  running.push({ agent, controller });
+  controller.push(1, state(1, [instance(1)]));
+  await controller.waitForReport(objectReport(1));
+  await until(() => starts.length >= 3);
+  const gaps = starts.slice(1).map((t, i) => t - starts[i]!);
+  // each check: 200 ms, then a rest of 800 ms (with a tick of 20 ms): about a second apart, not 220 ms
+  expect(Math.min(...gaps)).toBeGreaterThanOrEqual(950);
 });

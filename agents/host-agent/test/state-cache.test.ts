@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HostAgent, STATE_CACHE_FILE, StateCache, StateCacheRefusedError } from '../src/index.js';
+import { documentPieces } from '../src/state-cache.js';
 import { FakeController } from './fake-controller.js';
 import { ScriptedDriver } from './scripted-driver.js';
 
@@ -84,6 +85,31 @@ describe('state cache', () => {
     expect(await cache.save(state(7))).toBe(false);
     expect(await cache.save(state(8))).toBe(true);
     expect((await new StateCache(dir).load())?.revision).toBe(8);
+  });
+
+  it('serialises a document in pieces that join to exactly its JSON, at most 2,000 forwards to a piece', () => {
+    const empty: DesiredState = { ...state(1), instances: [] };
+    const noForwards = state(2, 0);
+    const big = state(3, 4001);
+    // optional members left undefined are left out, as JSON.stringify does
+    const optional = state(4, 3);
+    Object.assign(optional.instances[0]!.portForwards[1]!, { rateLimit: undefined, balance: null });
+    Object.assign(optional.instances[0]!, { extra: undefined });
+    const two: DesiredState = { ...big, instances: [big.instances[0]!, { ...noForwards.instances[0]!, id: '00000000-0000-4000-8000-0000000000c2' }] };
+    for (const doc of [empty, noForwards, big, optional, two]) expect([...documentPieces(doc)].join('')).toBe(JSON.stringify(doc));
+    const pieces = [...documentPieces(big)];
+    expect(Math.max(...pieces.map((p) => (p.match(/"hostPorts"/g) ?? []).length))).toBe(2000);
+  });
+
+  it('lets other work run while it serialises a large document, and stores it whole', async () => {
+    const dir = stateDir();
+    let pauses = 0;
+    const cache = new StateCache(dir, { pause: async () => pauses++ });
+    const big = state(9, 20_000); // about 4 MB
+    expect(await cache.save(big)).toBe(true);
+    expect(pauses).toBeGreaterThan(5);
+    expect((await new StateCache(dir).load(HOST_ID))?.desired).toEqual(big);
+    expect(await cache.save(state(9, 20_000))).toBe(false);
   });
 
   it('is written atomically: a reader never sees a partial file, and an interrupted write leaves the previous state', async () => {

@@ -82,10 +82,10 @@ const documentArb = (revision: number, base: DesiredPortForward[], alt: DesiredP
         .sort((a, b) => (a.id < b.id ? -1 : 1)),
     }));
 
-/** Two revisions of one host's document. */
+/** Three revisions of one host's document. */
 const revisionsArb = fc
   .tuple(fc.tuple(...Array.from({ length: FORWARDS }, (_, n) => forwardArb(n))), fc.tuple(...Array.from({ length: FORWARDS }, (_, n) => forwardArb(n))))
-  .chain(([base, alt]) => fc.tuple(documentArb(5, base, alt), documentArb(9, base, alt)));
+  .chain(([base, alt]) => fc.tuple(documentArb(5, base, alt), documentArb(9, base, alt), documentArb(12, base, alt)));
 
 describe('desired-state patches', () => {
   it('turn any document into any other exactly, in the same order', () => {
@@ -99,6 +99,29 @@ describe('desired-state patches', () => {
         for (const i of b.instances) {
           for (const f of i.portForwards) expect(changed.has(f.id)).toBe(before.get(f.id) !== JSON.stringify([i.id, f]));
         }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('apply one after another, each to the document the last one made, and again to a base already patched or refused half-way', () => {
+    fc.assert(
+      fc.property(revisionsArb, ([a, b, c]) => {
+        const wire = (p: unknown) => JSON.parse(JSON.stringify(p)) as unknown;
+        const base = validateDesiredState(a);
+        const first = applyDesiredStatePatch(base, wire(diffDesiredState(a, b))).state;
+        // refused at its last forward (an unknown instance), after the others were folded in
+        const toC = diffDesiredState(b, c);
+        const some = [...b.instances, ...c.instances].flatMap((i) => i.portForwards)[0];
+        if (some) {
+          const bad = { ...toC, portForwards: [...toC.portForwards, { instanceId: id(2, 9), forward: some }] };
+          expect(() => applyDesiredStatePatch(first, wire(bad))).toThrow(DriverConfigError);
+        }
+        const second = applyDesiredStatePatch(first, wire(toC)).state;
+        expect(second).toEqual(c);
+        expect(applyDesiredStatePatch(second, wire(diffDesiredState(c, { ...b, revision: 13 }))).state).toEqual({ ...b, revision: 13 });
+        // the first base once more (its forward index went to the document made from it)
+        expect(applyDesiredStatePatch(base, wire(diffDesiredState(a, c))).state).toEqual(c);
       }),
       { numRuns: 300 },
     );

@@ -22,18 +22,32 @@ export interface ExecTarget {
   netns?: string;
 }
 
-/** Runs a command and returns its stdout; throws CommandError on failure. */
-export function run(command: string, args: readonly string[], options: ExecTarget & { input?: string; timeoutMs?: number } = {}): Promise<string> {
+/**
+ * Runs a command and returns its stdout; throws CommandError on failure. `signal` ends the command
+ * (SIGTERM) when aborted, and the promise rejects with the signal's reason.
+ */
+export function run(
+  command: string,
+  args: readonly string[],
+  options: ExecTarget & { input?: string; timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<string> {
   const [cmd, argv] = options.netns ? ['ip', ['netns', 'exec', options.netns, command, ...args]] : [command, [...args]];
   return new Promise((resolve, reject) => {
-    const child = execFile(cmd, argv, { timeout: options.timeoutMs ?? 30_000, maxBuffer: 256 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) {
-        const code = typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : null;
-        reject(new CommandError(cmd, argv, code, `${stderr}${code === null ? ` ${error.message}` : ''}`));
-      } else {
-        resolve(stdout);
-      }
-    });
+    const child = execFile(
+      cmd,
+      argv,
+      { timeout: options.timeoutMs ?? 30_000, maxBuffer: 256 * 1024 * 1024, signal: options.signal },
+      (error, stdout, stderr) => {
+        if (options.signal?.aborted) {
+          reject(options.signal.reason);
+        } else if (error) {
+          const code = typeof (error as { code?: unknown }).code === 'number' ? (error as { code: number }).code : null;
+          reject(new CommandError(cmd, argv, code, `${stderr}${code === null ? ` ${error.message}` : ''}`));
+        } else {
+          resolve(stdout);
+        }
+      },
+    );
     if (options.input !== undefined) child.stdin!.end(options.input);
   });
 }

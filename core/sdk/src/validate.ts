@@ -142,7 +142,8 @@ const headerFields = {
   firewall: object({ inboundPolicy: action, outboundPolicy: action, rules: list(rule, 10_000) }),
   bandwidth: list(bandwidth, 65),
 };
-const instance = object({ ...headerFields, portForwards: list(forward) });
+// a host may forward 250,000 ports (issue 20), all to one instance
+const instance = object({ ...headerFields, portForwards: list(forward, 1_000_000) });
 const revision = int(0, Number.MAX_SAFE_INTEGER);
 const document = object(
   {

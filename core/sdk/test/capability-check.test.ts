@@ -17,7 +17,15 @@ import {
 } from '../src/index.js';
 
 const ALL: DriverCapabilities = {
-  portForwards: { implementation: 'dataplane', protocols: ['tcp', 'udp'], portRanges: true, ipv6: true, sourceAllowLists: true, rateLimits: true, multiTarget: true },
+  portForwards: {
+    implementation: 'dataplane',
+    protocols: ['tcp', 'udp'],
+    portRanges: true,
+    ipv6: true,
+    sourceAllowLists: true,
+    rateLimits: true,
+    multiTarget: true,
+  },
   firewall: {
     implementation: 'dataplane',
     directions: ['inbound', 'outbound'],
@@ -51,7 +59,9 @@ describe('capability checks', () => {
   it('pass everything on a driver that has it all', () => {
     expect(checkPortForward(ALL, { ...forward, protocol: 'both', ipv6: true, targetPorts: { start: 1, end: 9 }, sourceCidrs: ['10.0.0.0/8'] })).toBeUndefined();
     expect(checkPortForward(ALL, { ...forward, rateLimit: { perSource: 50, total: null, burst: 5, action: 'drop' } })).toBeUndefined();
-    expect(checkPortForward(ALL, { ...forward, balance: { targets: [{ instanceId: 'i', address: '10.0.0.2', weight: 1 }], sourceAffinity: true } })).toBeUndefined();
+    expect(
+      checkPortForward(ALL, { ...forward, balance: { targets: [{ instanceId: 'i', address: '10.0.0.2', weight: 1 }], sourceAffinity: true } }),
+    ).toBeUndefined();
     expect(checkFirewallRule(ALL, { ...rule, protocol: 'icmp', sourceCidr: '2001:db8::/32' })).toBeUndefined();
     expect(checkFirewallPolicy(ALL, 'outbound', 'reject')).toBeUndefined();
     expect(checkBandwidth(ALL, { ...limit, ingressBurstBytes: 10_000 })).toBeUndefined();
@@ -249,5 +259,58 @@ describe('capability checks', () => {
     expect(rest.bandwidth).toEqual([]);
     expect(rest.firewall.rules.map((r) => r.id)).toEqual(['r1']);
     expect(withoutObjects(desired, [])).toBe(desired);
+  });
+
+  it('reports no forward of a driver that takes every kind, and each forward needing what a narrower one lacks', () => {
+    const base = { hostAddress: null, hostPorts: { start: 1, end: 1 }, targetAddress: '10.0.0.2', targetPorts: { start: 1, end: 1 }, sourceCidrs: [] };
+    const asking = {
+      'portForwards.protocols': { ...base, id: 'udp', protocol: 'both' as const },
+      'portForwards.ipv6': { ...base, id: 'v6', protocol: 'tcp' as const, targetAddress: 'fd00::2' },
+      'portForwards.portRanges': { ...base, id: 'range', protocol: 'tcp' as const, hostPorts: { start: 1, end: 9 }, targetPorts: { start: 1, end: 9 } },
+      'portForwards.sourceAllowLists': { ...base, id: 'allow', protocol: 'tcp' as const, sourceCidrs: ['192.0.2.0/24'] },
+      'portForwards.rateLimits': {
+        ...base,
+        id: 'limit',
+        protocol: 'tcp' as const,
+        rateLimit: { perSource: 5, total: null, burst: 0, action: 'drop' as const },
+      },
+      'portForwards.multiTarget': {
+        ...base,
+        id: 'balance',
+        protocol: 'tcp' as const,
+        balance: { targets: [{ instanceId: 'i1', address: '10.0.0.2', weight: 1 }], sourceAffinity: false },
+      },
+    };
+    const desired: DesiredState = {
+      apiVersion: 1,
+      hostId: 'h',
+      hostName: 'h',
+      revision: 1,
+      publicAddresses: [],
+      instances: [
+        {
+          id: 'i1',
+          name: 'vm',
+          externalId: null,
+          nics: [],
+          firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
+          bandwidth: [],
+          portForwards: Object.values(asking),
+        },
+      ],
+    };
+    expect(unsupportedObjects(ALL, desired, 'all')).toEqual([]);
+    const without: Record<keyof typeof asking, (c: DriverCapabilities) => void> = {
+      'portForwards.protocols': (c) => (c.portForwards!.protocols = ['tcp']),
+      'portForwards.ipv6': (c) => (c.portForwards!.ipv6 = false),
+      'portForwards.portRanges': (c) => (c.portForwards!.portRanges = false),
+      'portForwards.sourceAllowLists': (c) => (c.portForwards!.sourceAllowLists = false),
+      'portForwards.rateLimits': (c) => delete c.portForwards!.rateLimits,
+      'portForwards.multiTarget': (c) => (c.portForwards!.multiTarget = false),
+    };
+    for (const [capability, narrowing] of Object.entries(without) as [keyof typeof asking, (c: DriverCapabilities) => void][]) {
+      const failed = unsupportedObjects(narrow(narrowing), desired, 'narrow');
+      expect(failed.map((f) => [f.objectId, f.error?.message])).toEqual([[asking[capability].id, expect.stringContaining(`(capabilities.${capability})`)]]);
+    }
   });
 });
