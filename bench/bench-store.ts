@@ -56,3 +56,51 @@ export async function benchGql<T = any>(url: string, secret: string, query: stri
   if (payload?.message) throw new Error(payload.message);
   return body.data as T;
 }
+
+/** The API's typed error fields, for a mutation's payload selection. */
+export const BENCH_ERR = '... on Error { code message field value }';
+
+/** What `seedBenchHost` made. */
+export interface BenchHost {
+  hostId: string;
+  instanceId: string;
+  /** The instance's first address, drawn from the pool. */
+  instanceAddress: string;
+}
+
+/**
+ * The set-up the forward benches share: a private pool on `network` (`subnet`.0/24, gateway .1), a
+ * Linux host with `addresses` and every port usable, and one instance `vm1` with a NIC on that network.
+ */
+export async function seedBenchHost(
+  api: <T = any>(query: string, variables?: Record<string, unknown>) => Promise<T>,
+  options: { network: string; subnet: string; addresses: readonly string[]; externalId: string },
+): Promise<BenchHost> {
+  const { network, subnet } = options;
+  await api(
+    `mutation { createIpPool(input: { name: "bench", kind: PRIVATE, network: "${network}", cidr: "${subnet}.0/24", gateway: "${subnet}.1" }) { __typename ${BENCH_ERR} } }`,
+  );
+  const hostId = (
+    await api(
+      `mutation ($addresses: [String!]!) { createHost(input: { name: "bench", backend: LINUX, publicAddresses: $addresses, portRangeStart: 1, portRangeEnd: 65535 }) { ... on CreateHostPayload { host { id } } ${BENCH_ERR} } }`,
+      { addresses: options.addresses },
+    )
+  ).createHost.host.id as string;
+  const instance = (
+    await api(
+      `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: $name, nics: [{ network: "${network}" }] }) { ... on CreateInstancePayload { instance { id nics { addresses { address } } } } ${BENCH_ERR} } }`,
+      { hostId, name: options.externalId },
+    )
+  ).createInstance.instance as { id: string; nics: { addresses: { address: string }[] }[] };
+  return { hostId, instanceId: instance.id, instanceAddress: instance.nics[0]!.addresses[0]!.address };
+}
+
+/** A new agent token for `hostId`; its secret. */
+export async function createBenchAgentToken(api: <T = any>(query: string, variables?: Record<string, unknown>) => Promise<T>, hostId: string): Promise<string> {
+  return (
+    await api(
+      `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${BENCH_ERR} } }`,
+      { hostId },
+    )
+  ).createApiToken.created.secret as string;
+}

@@ -48,7 +48,7 @@ import { fileURLToPath } from 'node:url';
 import { NetnsLab, labAvailable, tcpServer, type LabNamespace, type LabServer } from '../core/sdk/src/testkit/index.js';
 import { startController, type Controller } from '../core/server/src/server.js';
 import { EventBusToken } from '../core/server/src/di/tokens.js';
-import { BENCH_PG_URL, benchGql, createBenchStore, dropBenchDatabase } from './bench-store.js';
+import { BENCH_ERR, BENCH_PG_URL, benchGql, createBenchAgentToken, createBenchStore, dropBenchDatabase, seedBenchHost } from './bench-store.js';
 import { loadAverage, median, percentile } from './nat-scale/harness.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -72,7 +72,7 @@ const BASELINE_FIRST_PORT = 61_000;
 const TRIAL_FIRST_PORT = 62_000;
 const SUBNET = '10.77.0';
 const INSTANCE_ADDRESS = `${SUBNET}.2`;
-const ERR = '... on Error { code message field value }';
+const ERR = BENCH_ERR;
 
 if (FORWARDS > SEED_ADDRESSES.length * PORTS_PER_ADDRESS)
   throw new Error(`BENCH_LIVE_FORWARDS ${FORWARDS}: at most ${SEED_ADDRESSES.length * PORTS_PER_ADDRESS}`);
@@ -293,27 +293,13 @@ async function runStore(storeKind: 'postgres' | 'pglite'): Promise<StoreResult> 
       for await (const e of subscription) events.push({ at: nowNs(), revision: e.revision });
     })().catch(() => undefined);
 
-    await api(
-      `mutation { createIpPool(input: { name: "bench", kind: PRIVATE, network: "${lab.prefix}br", cidr: "${SUBNET}.0/24", gateway: "${SUBNET}.1" }) { __typename ${ERR} } }`,
-    );
-    const hostId = (
-      await api(
-        `mutation ($addresses: [String!]!) { createHost(input: { name: "bench", backend: LINUX, publicAddresses: $addresses, portRangeStart: 1, portRangeEnd: 65535 }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-        { addresses: [...SEED_ADDRESSES, TRIAL_ADDRESS] },
-      )
-    ).createHost.host.id as string;
-    const instanceId = (
-      await api(
-        `mutation ($hostId: ID!, $name: String!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: $name, nics: [{ network: "${lab.prefix}br" }] }) { ... on CreateInstancePayload { instance { id nics { addresses { address } } } } ${ERR} } }`,
-        { hostId, name: vm.name },
-      )
-    ).createInstance.instance.id as string;
-    const token = (
-      await api(
-        `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-        { hostId },
-      )
-    ).createApiToken.created.secret as string;
+    const { hostId, instanceId } = await seedBenchHost(api, {
+      network: `${lab.prefix}br`,
+      subnet: SUBNET,
+      addresses: [...SEED_ADDRESSES, TRIAL_ADDRESS],
+      externalId: vm.name,
+    });
+    const token = await createBenchAgentToken(api, hostId);
     const desiredRevision = async () => (await api(`query ($id: ID!) { host(id: $id) { desiredRevision } }`, { id: hostId })).host.desiredRevision as number;
 
     const agentStarted = nowNs();

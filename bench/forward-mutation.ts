@@ -23,7 +23,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { startController, type Controller } from '../core/server/src/server.js';
-import { benchGql, createBenchStore, dropBenchDatabase } from './bench-store.js';
+import { BENCH_ERR, benchGql, createBenchAgentToken, createBenchStore, dropBenchDatabase, seedBenchHost } from './bench-store.js';
 import { loadAverage, median, percentile } from './nat-scale/harness.js';
 
 const FORWARDS = Number(process.env.BENCH_MUTATION_FORWARDS ?? 60_000);
@@ -42,7 +42,7 @@ const PORTS_PER_ADDRESS = 62_500;
 const SEED_FIRST_PORT = 1024;
 const BASELINE_FIRST_PORT = 61_000;
 const TRIAL_FIRST_PORT = 62_000;
-const ERR = '... on Error { code message field value }';
+const ERR = BENCH_ERR;
 const quiet = { info() {}, warn() {}, error: (...a: unknown[]) => console.error(...a), debug() {} };
 
 type Kind = 'create' | 'edit' | 'delete';
@@ -59,23 +59,12 @@ async function runStore(kind: 'postgres' | 'pglite'): Promise<void> {
     const url = controller.url;
     const secret = controller.bootstrapSecret!;
     const api = <T = any>(q: string, v?: Record<string, unknown>) => benchGql<T>(url, secret, q, v);
-    await api(
-      `mutation { createIpPool(input: { name: "bench", kind: PRIVATE, network: "benchbr", cidr: "10.77.0.0/24", gateway: "10.77.0.1" }) { __typename ${ERR} } }`,
-    );
-    const hostId = (
-      await api(
-        `mutation ($addresses: [String!]!) { createHost(input: { name: "bench", backend: LINUX, publicAddresses: $addresses, portRangeStart: 1, portRangeEnd: 65535 }) { ... on CreateHostPayload { host { id } } ${ERR} } }`,
-        { addresses: [...ADDRESSES, TRIAL_ADDRESS] },
-      )
-    ).createHost.host.id as string;
-    const instanceId = (
-      await api(
-        `mutation ($hostId: ID!) { createInstance(input: { hostId: $hostId, name: "vm1", externalId: "vm1", nics: [{ network: "benchbr" }] }) { ... on CreateInstancePayload { instance { id } } ${ERR} } }`,
-        { hostId },
-      )
-    ).createInstance.instance.id as string;
-    const instanceAddress = (await api(`query ($id: ID!) { instance(id: $id) { nics { addresses { address } } } }`, { id: instanceId })).instance.nics[0]
-      .addresses[0].address as string;
+    const { hostId, instanceId, instanceAddress } = await seedBenchHost(api, {
+      network: 'benchbr',
+      subnet: '10.77.0',
+      addresses: [...ADDRESSES, TRIAL_ADDRESS],
+      externalId: 'vm1',
+    });
 
     // with an agent: the revision it applied last, and a wait for a newer one
     let applied = 0;
@@ -94,12 +83,7 @@ async function runStore(kind: 'postgres' | 'pglite'): Promise<void> {
       }
     };
     if (AGENT) {
-      const token = (
-        await api(
-          `mutation ($hostId: ID!) { createApiToken(input: { name: "agent", scope: AGENT, hostId: $hostId }) { ... on CreateApiTokenPayload { created { secret } } ${ERR} } }`,
-          { hostId },
-        )
-      ).createApiToken.created.secret as string;
+      const token = await createBenchAgentToken(api, hostId);
       agent = spawn(process.execPath, [...process.execArgv.filter((a) => !a.startsWith('--cpu-prof')), join(HERE, 'forward-mutation/agent.ts')], {
         env: { ...process.env, GATEHOUSE_BENCH_AGENT: JSON.stringify({ controllerUrl: url, token, hostId }) },
         stdio: ['ignore', 'pipe', 'inherit'],
