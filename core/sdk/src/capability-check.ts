@@ -155,7 +155,7 @@ export function unsupportedObjects(caps: DriverCapabilities, desired: DesiredSta
 }
 
 /** Whether `checkPortForward` passes every forward: each protocol, IPv6, ranges, allow-lists, rate limits and several targets. */
-function takesEveryForward(caps: DriverCapabilities): boolean {
+export function takesEveryForward(caps: DriverCapabilities): boolean {
   const pf = caps.portForwards;
   return (
     !!pf &&

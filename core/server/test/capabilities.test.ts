@@ -287,6 +287,36 @@ describe.each(backends)('driver capabilities on $name', (backend) => {
     expect(await status()).toBe('FAILED');
   });
 
+  it('on a changed driver that takes every kind of forward, fails what it narrowed and leaves the forwards as they were', async () => {
+    const everyForward = narrowed((c) => Object.assign(c.portForwards!, { rateLimits: true, multiTarget: true }));
+    await report(everyForward);
+    const forward = await gql(ctx.api.admin, CREATE_FORWARD, {
+      instanceId: vm.id,
+      protocol: 'UDP',
+      hostPort: '18200-18201',
+      targetPort: '80-81',
+      targetAddress: vm.v6,
+    });
+    expect(forward).toMatchObject({ portForward: { status: 'PENDING' } });
+    const limit = await gql(ctx.api.admin, SET_LIMIT, { instanceId: vm.id, egressMbps: 20 });
+    expect(limit.__typename).toBe('SetBandwidthLimitPayload');
+    // the driver changes (no egress shaping) but still takes every forward: the limit fails, the forward does not
+    const noEgress = structuredClone(everyForward);
+    noEgress.shaping!.egress = false;
+    await report(noEgress);
+    const after = await ctx.api.admin(`query($f: ID!, $i: ID!) { portForward(id: $f) { status } instance(id: $i) { bandwidth { status statusError } } }`, {
+      f: forward.portForward.id,
+      i: vm.id,
+    });
+    expect(after.data!.portForward.status).toBe('PENDING');
+    expect(after.data!.instance.bandwidth).toEqual([
+      { status: 'FAILED', statusError: expect.stringMatching(/^CAPABILITY_NOT_SUPPORTED: .*\(capabilities\.shaping\.egress\)$/) },
+    ]);
+    // the same forward is failed by a driver without UDP
+    await report(narrowed((c) => (c.portForwards!.protocols = ['tcp'])));
+    expect((await ctx.api.admin(`query($f: ID!) { portForward(id: $f) { status } }`, { f: forward.portForward.id })).data!.portForward.status).toBe('FAILED');
+  });
+
   it('refuses a backend that is not a plugin id, and takes a third-party one', async () => {
     const bad = await ctx.api.admin(`mutation { createHost(input: { name: "h-bad", backend: "Not A Plugin" }) { __typename ${ERROR_FIELDS} } }`);
     expect(bad.data!.createHost).toMatchObject({ code: 'VALIDATION_FAILED', field: 'input.backend', value: 'Not A Plugin' });

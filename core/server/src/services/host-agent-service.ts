@@ -15,7 +15,16 @@
  * `hostAgentStatus`, the host id only: receivers read the status back, so it fits in a NOTIFY).
  */
 import { AGENT_START_SOURCES, type AgentStartSource, type DiscoveredInstanceInput, type ReportHostStatusInput } from '@gatehouse/agent-protocol';
-import { checkBandwidth, checkFirewallRule, checkNics, checkPortForward, isIpv6, type CapabilityViolation, type DriverCapabilities } from '@gatehouse/sdk';
+import {
+  checkBandwidth,
+  checkFirewallRule,
+  checkNics,
+  checkPortForward,
+  isIpv6,
+  takesEveryForward,
+  type CapabilityViolation,
+  type DriverCapabilities,
+} from '@gatehouse/sdk';
 import { DiscoveryService } from './discovery-service.js';
 import { and, asc, count, eq, inArray, sql } from 'drizzle-orm';
 import { Repeater } from 'graphql-yoga';
@@ -387,7 +396,26 @@ export class HostAgentService {
       const error = capabilityError(host, doing, check, (f) => f);
       if (error) changes.push({ objectType, objectId, hostId, ownerId, status: 'failed', error: `${error.code}: ${error.message}`, revision: 0 });
     };
-    for (const f of await tx.select().from(portForwards).where(eq(portForwards.hostId, hostId))) {
+    // a driver that takes every kind of forward fails none: its tens of thousands are not read under
+    // the host's row lock; otherwise only the columns the check needs
+    const forwards = takesEveryForward(host.driver.capabilities)
+      ? []
+      : await tx
+          .select({
+            id: portForwards.id,
+            ownerId: portForwards.ownerId,
+            protocol: portForwards.protocol,
+            targetAddress: portForwards.targetAddress,
+            hostPortStart: portForwards.hostPortStart,
+            hostPortEnd: portForwards.hostPortEnd,
+            targetPortStart: portForwards.targetPortStart,
+            sourceCidrs: portForwards.sourceCidrs,
+            rateLimit: portForwards.rateLimit,
+            balance: portForwards.balance,
+          })
+          .from(portForwards)
+          .where(eq(portForwards.hostId, hostId));
+    for (const f of forwards) {
       const ports = { start: f.hostPortStart, end: f.hostPortEnd };
       const targetPorts = { start: f.targetPortStart, end: f.targetPortStart + f.hostPortEnd - f.hostPortStart };
       const needs = {
