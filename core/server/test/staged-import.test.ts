@@ -85,6 +85,8 @@ describe.each(backends)('a staged CSV import on $name', (backend) => {
     adminVm = a.data!.createInstance.instance.id;
   });
 
+  const hostRevision = async () =>
+    Number(rowsOf<{ r: number }>(await ctx.api.store.db.execute(sql`select desired_revision as r from hosts where id = ${ctx.hostId}`))[0]!.r);
   const rowsFrom = (first: number, n: number, address = '10.77.0.5') => csvOf(Array.from({ length: n }, (_, i) => `tcp,${first + i},${address},80,row ${i}`));
 
   it('shows no reader a staged row, holds its port and its quota, and shows everything after the commit', async () => {
@@ -110,6 +112,11 @@ describe.each(backends)('a staged CSV import on $name', (backend) => {
         const r = await carol.client(CREATE, { input: { instanceId: carolVm, protocol: 'TCP', hostPort: String(port), targetPort: '22' } });
         (seen.creates as string[]).push(r.data!.createPortForward.__typename);
       }
+      seen.revisionWhileStaged = await hostRevision();
+      seen.stagedStamps = await count(
+        ctx.api.store,
+        sql`select count(*) as n from port_forwards where id in ${sql.raw(`('${ids.join("','")}')`)} and changed_revision < ${seen.revisionWhileStaged}`,
+      );
     });
     try {
       const r = await carol.client(IMPORT, { input: { hostId: ctx.hostId, csv: rowsFrom(21_000, 1_000) } });
@@ -137,6 +144,17 @@ describe.each(backends)('a staged CSV import on $name', (backend) => {
     const audit = await carol.client(`query($id: String) { auditLog(objectId: $id) { edges { node { action } } } }`, { id: first!.id });
     expect(audit.data!.auditLog.edges).toEqual([{ node: { action: 'portForward.create' } }]);
     expect(await stagedIds(ctx.api.store)).toEqual([]);
+    // the staged rows carried the revision the import opened at, older than the creates made meanwhile;
+    // the commit stamps them with its own, so a stream that sent those creates' revision finds them
+    expect(seen.stagedStamps).toBeGreaterThan(0);
+    const committed = await hostRevision();
+    expect(committed).toBeGreaterThan(seen.revisionWhileStaged as number);
+    expect(
+      await count(
+        ctx.api.store,
+        sql`select count(*) as n from port_forwards where host_port_start between 21000 and 21999 and changed_revision = ${committed}`,
+      ),
+    ).toBe(1_000);
   });
 
   it('leaves nothing when a forward created meanwhile takes a port the import had planned', async () => {
@@ -160,7 +178,12 @@ describe.each(backends)('a staged CSV import on $name', (backend) => {
     // only the concurrent create (and its audit entry) remains
     expect(await count(ctx.api.store, sql`select count(*)::int as n from port_forwards`)).toBe(forwardsBefore + 1);
     expect(await count(ctx.api.store, sql`select count(*)::int as n from audit_log where action = 'portForward.create'`)).toBeLessThanOrEqual(auditBefore + 1);
-    expect(await count(ctx.api.store, sql`select count(*)::int as n from audit_log where import_id is not null and import_id not in (select id from port_forward_imports)`)).toBe(0);
+    expect(
+      await count(
+        ctx.api.store,
+        sql`select count(*)::int as n from audit_log where import_id is not null and import_id not in (select id from port_forward_imports)`,
+      ),
+    ).toBe(0);
     expect(await count(ctx.api.store, sql`select count(*)::int as n from port_forward_imports where state <> 'committed'`)).toBe(0);
     const exported = (await ctx.api.admin(`query($h: ID!) { exportPortForwards(hostId: $h) }`, { h: ctx.hostId })).data!.exportPortForwards as string;
     expect(exported).not.toMatch(/^tcp,40000,/m);
