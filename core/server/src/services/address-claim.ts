@@ -265,6 +265,9 @@ export async function claimSlots(
       insert into ip_allocations (id, pool_id, slot, address, prefix_length, kind, nic_id, owner_id, note, idempotency_key, created_at)
       select id, ${poolId}::uuid, slot, address, ${g.slotPrefixLength}::int, 'allocated', nic_id, owner_id, '', idempotency_key, ${createdAt.toISOString()}::timestamptz
       from paired
+      -- in key order: two batches holding the same keys (a retry sent to another replica) then meet
+      -- at their first common key and the second waits, instead of each holding a key the other wants
+      order by idempotency_key
       on conflict do nothing
       returning id, slot, address
     )
