@@ -82,14 +82,14 @@ describe.skipIf(!reachable)('allocation batches of two controllers with the same
     const admin = postgres(database.url, { max: 1, onnotice: () => {} });
     try {
       for (let i = 0; i < 100; i++) {
-        const [{ n }] = await admin<
+        const left = await admin<
           { n: number }[]
         >`select count(*)::int as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`;
-        if (n === 0) break;
+        if (left[0]!.n === 0) break;
         await new Promise((r) => setTimeout(r, 50));
       }
       await admin`select pg_stat_clear_snapshot()`;
-      const [{ deadlocks }] = await admin<{ deadlocks: number }[]>`select deadlocks::int from pg_stat_database where datname = current_database()`;
+      const deadlocks = (await admin<{ deadlocks: number }[]>`select deadlocks::int from pg_stat_database where datname = current_database()`)[0]!.deadlocks;
       expect(deadlocks).toBe(before);
     } finally {
       await admin.end();
