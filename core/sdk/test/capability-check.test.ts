@@ -16,6 +16,29 @@ import {
   type DriverCapabilities,
 } from '../src/index.js';
 
+/** A document of one instance `i1` with no NICs; its firewall, limits and forwards as given (default none). */
+function oneInstance(parts: Partial<Pick<DesiredState['instances'][number], 'firewall' | 'bandwidth' | 'portForwards'>>): DesiredState {
+  return {
+    apiVersion: 1,
+    hostId: 'h',
+    hostName: 'h',
+    revision: 1,
+    publicAddresses: [],
+    instances: [
+      {
+        id: 'i1',
+        name: 'vm',
+        externalId: null,
+        nics: [],
+        firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
+        bandwidth: [],
+        portForwards: [],
+        ...parts,
+      },
+    ],
+  };
+}
+
 const ALL: DriverCapabilities = {
   portForwards: {
     implementation: 'dataplane',
@@ -194,43 +217,30 @@ describe('capability checks', () => {
   });
 
   it('splits a document into what the driver applies and failed results for the rest', () => {
-    const desired: DesiredState = {
-      apiVersion: 1,
-      hostId: 'h',
-      hostName: 'h',
-      revision: 1,
-      publicAddresses: [],
-      instances: [
+    const desired = oneInstance({
+      firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [{ id: 'r1', priority: 1, ports: [], ...rule }] },
+      bandwidth: [{ id: 'b1', nicId: null, quotaAction: null, throttleBps: null, monthlyQuotaBytes: null, ...limit }],
+      portForwards: [
         {
-          id: 'i1',
-          name: 'vm',
-          externalId: null,
-          nics: [],
-          firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [{ id: 'r1', priority: 1, ports: [], ...rule }] },
-          bandwidth: [{ id: 'b1', nicId: null, quotaAction: null, throttleBps: null, monthlyQuotaBytes: null, ...limit }],
-          portForwards: [
-            {
-              id: 'f4',
-              protocol: 'tcp',
-              hostAddress: null,
-              hostPorts: { start: 1, end: 1 },
-              targetAddress: '10.0.0.2',
-              targetPorts: { start: 1, end: 1 },
-              sourceCidrs: [],
-            },
-            {
-              id: 'f6',
-              protocol: 'tcp',
-              hostAddress: null,
-              hostPorts: { start: 2, end: 2 },
-              targetAddress: 'fd00::2',
-              targetPorts: { start: 2, end: 2 },
-              sourceCidrs: [],
-            },
-          ],
+          id: 'f4',
+          protocol: 'tcp',
+          hostAddress: null,
+          hostPorts: { start: 1, end: 1 },
+          targetAddress: '10.0.0.2',
+          targetPorts: { start: 1, end: 1 },
+          sourceCidrs: [],
+        },
+        {
+          id: 'f6',
+          protocol: 'tcp',
+          hostAddress: null,
+          hostPorts: { start: 2, end: 2 },
+          targetAddress: 'fd00::2',
+          targetPorts: { start: 2, end: 2 },
+          sourceCidrs: [],
         },
       ],
-    };
+    });
     const caps = narrow((c) => {
       c.portForwards!.ipv6 = false;
       c.shaping = null;
@@ -281,24 +291,7 @@ describe('capability checks', () => {
         balance: { targets: [{ instanceId: 'i1', address: '10.0.0.2', weight: 1 }], sourceAffinity: false },
       },
     };
-    const desired: DesiredState = {
-      apiVersion: 1,
-      hostId: 'h',
-      hostName: 'h',
-      revision: 1,
-      publicAddresses: [],
-      instances: [
-        {
-          id: 'i1',
-          name: 'vm',
-          externalId: null,
-          nics: [],
-          firewall: { inboundPolicy: 'allow', outboundPolicy: 'allow', rules: [] },
-          bandwidth: [],
-          portForwards: Object.values(asking),
-        },
-      ],
-    };
+    const desired = oneInstance({ portForwards: Object.values(asking) });
     expect(unsupportedObjects(ALL, desired, 'all')).toEqual([]);
     const without: Record<keyof typeof asking, (c: DriverCapabilities) => void> = {
       'portForwards.protocols': (c) => (c.portForwards!.protocols = ['tcp']),
