@@ -47,16 +47,17 @@ const state = (revision: number, instances: DesiredInstance[]): DesiredState => 
 
 const running: { agent: HostAgent; controller: FakeController }[] = [];
 
-async function start(driver: ScriptedDriver, gcIntervalMs = 600_000) {
+/** Starts an agent with `driver` on a new fake controller (drift checks and gc every 10 minutes unless given); the controller. */
+async function start(driver: ScriptedDriver, options: { gcIntervalMs?: number; driftIntervalMs?: number; warnings?: string[] } = {}) {
   const controller = await FakeController.start();
   const agent = new HostAgent({
     controllerUrl: controller.url,
     token: 'unused',
     hostId: HOST_ID,
     driver,
-    driftIntervalMs: 600_000,
-    gcIntervalMs,
-    logger: { info() {}, warn() {}, error() {} },
+    driftIntervalMs: options.driftIntervalMs ?? 600_000,
+    gcIntervalMs: options.gcIntervalMs ?? 600_000,
+    logger: { info() {}, warn: (m) => void options.warnings?.push(m), error() {} },
   });
   await agent.start();
   running.push({ agent, controller });
@@ -93,7 +94,7 @@ it('releases each instance that left the desired state, once', async () => {
 
 it('runs gc with the valid instance ids after the first apply, and periodically', async () => {
   const driver = new ScriptedDriver();
-  const controller = await start(driver, 400);
+  const controller = await start(driver, { gcIntervalMs: 400 });
   await sleep(600);
   expect(driver.callsOf('gc')).toEqual([]); // nothing applied yet: nothing is known to be valid
   controller.push(1, state(1, [instance(1), instance(2)]));
@@ -193,17 +194,7 @@ it('runs one drift check at a time when a check takes longer than the interval',
     }
   }
   const driver = new SlowObserver();
-  const controller = await FakeController.start();
-  const agent = new HostAgent({
-    controllerUrl: controller.url,
-    token: 'unused',
-    hostId: HOST_ID,
-    driver,
-    driftIntervalMs: 20,
-    logger: { info() {}, warn() {}, error() {} },
-  });
-  await agent.start();
-  running.push({ agent, controller });
+  const controller = await start(driver, { driftIntervalMs: 20 });
   controller.push(1, state(1, [instance(1)]));
   await controller.waitForReport(objectReport(1));
   await until(() => checks >= 3);
@@ -265,17 +256,7 @@ it('stops a drift check under way when a revision arrives, and applies that revi
   }
   const driver = new SlowDrift();
   const warnings: string[] = [];
-  const controller = await FakeController.start();
-  const agent = new HostAgent({
-    controllerUrl: controller.url,
-    token: 'unused',
-    hostId: HOST_ID,
-    driver,
-    driftIntervalMs: 50,
-    logger: { info() {}, warn: (m) => void warnings.push(m), error() {} },
-  });
-  await agent.start();
-  running.push({ agent, controller });
+  const controller = await start(driver, { driftIntervalMs: 50, warnings });
   controller.push(1, state(1, [instance(1)]));
   await controller.waitForReport(objectReport(1));
   await until(() => checking);
@@ -297,17 +278,7 @@ it('rests four times as long as a drift check took before the next one', async (
       return super.observe();
     }
   }
-  const controller = await FakeController.start();
-  const agent = new HostAgent({
-    controllerUrl: controller.url,
-    token: 'unused',
-    hostId: HOST_ID,
-    driver: new SlowObserver(),
-    driftIntervalMs: 20,
-    logger: { info() {}, warn() {}, error() {} },
-  });
-  await agent.start();
-  running.push({ agent, controller });
+  const controller = await start(new SlowObserver(), { driftIntervalMs: 20 });
   controller.push(1, state(1, [instance(1)]));
   await controller.waitForReport(objectReport(1));
   await until(() => starts.length >= 3);
