@@ -9,8 +9,9 @@
  * between "Error: syntax error" and a marker line) ends what belongs to the transaction on stderr.
  *
  * nft reads its input through libedit one byte per read(2), converting each byte to a wide
- * character (some 1.5-2 µs per byte here), so only transactions of a few KiB go through the
- * session; bigger ones (a whole table) keep the one-shot `nft -j -f FILE` of `applyNft`. libedit
+ * character (about 1.2 µs per byte here: a 12 KB line took 15-19 ms, as long as `nft -j -f`), so
+ * only transactions of a few KiB go through the session; bigger ones (a whole table) keep the
+ * one-shot `nft -j -f FILE` of `applyNft`. libedit
  * drops bytes outside ASCII in the C locale: the JSON is sent with `\u` escapes only. It also keeps
  * every line in its history (memory of the process): the process is replaced after some MiB of
  * transactions, and its history file goes nowhere (HOME=/nonexistent).
@@ -25,7 +26,7 @@ import { NFT_MALLOC_TUNABLES, NftError, applyNft, type NftCommand } from './nft.
 
 /** Limits of a session. */
 export interface NftSessionOptions {
-  /** Transactions whose JSON is longer go through `nft -j -f` (the session reads 1.5-2 µs per byte). Default 8 KiB. */
+  /** Transactions whose JSON is longer go through `nft -j -f` (the session reads about 1.2 µs per byte). Default 8 KiB. */
   maxLineBytes?: number;
   /** Time for one transaction before the process is ended and the transaction goes through `nft -j -f`. Default 30 s. */
   timeoutMs?: number;
