@@ -10,7 +10,8 @@
  */
 import { randomInt } from 'node:crypto';
 import { run, type Counter, type DesiredState, type ExecTarget, type ObservedFirewall, type ObservedForward } from '@gatehouse/sdk';
-import { NftError, applyNft, deleteTable, listTable, replaceTable, type NftCommand } from './nft.js';
+import { NftError, deleteTableCommands, listTable, replaceTable, type NftCommand } from './nft.js';
+import { NftSession } from './nft-session.js';
 import { idFromName, observeListing, scanCounterSet, type ScannedCounterSet } from './observe.js';
 import {
   RATE_LIMIT_COUNTER_SET,
@@ -76,12 +77,20 @@ export class Dataplane {
   private ids = new Map<string, string>();
   /** The rules' spelling of the last frame spelled (`spellRules`). */
   private spelled: { key: string; rules: Map<string, string[]> } | undefined;
+  /** Every transaction of this dataplane, in order: small ones through one long-lived `nft -j -i`, whole tables through `nft -j -f`. */
+  private readonly nft: NftSession;
 
   constructor(
     readonly target: ExecTarget = {},
     options: DataplaneOptions = {},
   ) {
     this.render = { instanceCounters: options.instanceCounters ?? true };
+    this.nft = new NftSession(target);
+  }
+
+  /** Ends the dataplane's nft process (none stays behind); later transactions each start their own. Idempotent. */
+  async close(): Promise<void> {
+    await this.nft.close();
   }
 
   /** The state last applied, if any. */
@@ -110,7 +119,7 @@ export class Dataplane {
       }
       if (commands) {
         try {
-          await applyNft(commands, this.target);
+          await this.nft.apply(commands);
           this.applied = { state, content, listedRules: await this.relist(previous, content) };
           return { changed: true, mode: 'incremental', commands: commands.length };
         } catch (err) {
@@ -128,7 +137,7 @@ export class Dataplane {
     this.applied = undefined;
     this.tableLife = undefined;
     const commands = replaceTable(TABLE.family, TABLE.table, renderRuleset(state, this.render));
-    await applyNft(commands, this.target);
+    await this.nft.apply(commands);
     // a number no earlier replace of this process used: every element's counter starts from zero
     this.tableLife = String(randomInt(1, 2 ** 47));
     this.applied = { state, content, listedRules: await this.spellRules(frame) };
@@ -148,12 +157,12 @@ export class Dataplane {
     const key = JSON.stringify(frame);
     if (this.spelled?.key === key) return this.spelled.rules;
     try {
-      await applyNft(replaceTable(TABLE.family, SPELL_TABLE, frame.map(scratchCommand)), this.target);
+      await this.nft.apply(replaceTable(TABLE.family, SPELL_TABLE, frame.map(scratchCommand)));
       const rules = contentOfListing((await listTable(TABLE.family, SPELL_TABLE, this.target)) ?? []).rules;
       this.spelled = { key, rules };
       return rules;
     } finally {
-      await deleteTable(TABLE.family, SPELL_TABLE, this.target);
+      await this.nft.apply(deleteTableCommands(TABLE.family, SPELL_TABLE));
     }
   }
 
@@ -259,7 +268,7 @@ export class Dataplane {
     const listing = await listTable(TABLE.family, TABLE.table, this.target);
     if (!listing) return false;
     const commands = releaseCommands(listing, [instanceId]);
-    await applyNft(commands, this.target);
+    await this.nft.apply(commands);
     return commands.length > 0;
   }
 
@@ -275,7 +284,7 @@ export class Dataplane {
     const listing = await listTable(TABLE.family, TABLE.table, this.target);
     if (!listing) return [];
     const orphans = instancesIn(listing).filter((id) => !valid.has(id));
-    if (orphans.length > 0) await applyNft(releaseCommands(listing, orphans), this.target);
+    if (orphans.length > 0) await this.nft.apply(releaseCommands(listing, orphans));
     return orphans;
   }
 
@@ -284,10 +293,7 @@ export class Dataplane {
     this.applied = undefined;
     this.tableLife = undefined;
     // with the scratch table a replace killed half-way left behind (`spellRules`)
-    await applyNft(
-      [TABLE.table, SPELL_TABLE].flatMap((name) => [{ add: { table: { family: TABLE.family, name } } }, { delete: { table: { family: TABLE.family, name } } }]),
-      this.target,
-    );
+    await this.nft.apply([TABLE.table, SPELL_TABLE].flatMap((name) => deleteTableCommands(TABLE.family, name)));
   }
 
   /** Rule listings after an incremental step: re-read only the chains whose rules changed. */

@@ -312,6 +312,11 @@ export abstract class DataplaneDriver<P extends NicPlacement = NicPlacement> imp
     return { removedInstanceIds: [...removed] };
   }
 
+  /** Ends the dataplane's long-lived nft process; an override frees its own resources and calls this too. */
+  async close(): Promise<void> {
+    await this.dataplane.close();
+  }
+
   /**
    * How the host differs from the last apply, in words: the table (map elements only when
    * `thorough`), NICs that moved to other interfaces or appeared, and each NIC's shaping. A

@@ -11,14 +11,14 @@ import { CommandError, run, type ExecTarget } from '@gatehouse/sdk';
 export type NftCommand = Record<string, unknown>;
 
 /**
- * glibc allocator settings for the nft process of a transaction. nft 1.0.6 allocates some 2 KiB per
+ * glibc allocator settings (the value of GLIBC_TUNABLES) for the nft process of a transaction. nft 1.0.6 allocates some 2 KiB per
  * set element (1.5 GiB for the 750,000 elements of 250,000 forwards), and most of a large install
  * went to glibc's malloc
  * and its page faults: transparent huge pages for the heap, a 256 MiB heap growth step and no
  * fastbins took nft -j -f of the 250,000-forward table from 12.4 to 4.1 CPU-s (same transaction,
  * scratch namespace, load 3-3.5). Passed through `env` (no shell); harmless for small transactions.
  */
-const NFT_MALLOC_TUNABLES = 'GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.top_pad=268435456:glibc.malloc.mxfast=0';
+export const NFT_MALLOC_TUNABLES = 'glibc.malloc.hugetlb=1:glibc.malloc.top_pad=268435456:glibc.malloc.mxfast=0';
 
 /** nft refused a transaction; nothing of it was applied. */
 export class NftError extends Error {
@@ -38,7 +38,7 @@ export async function applyNft(commands: readonly NftCommand[], target: ExecTarg
   try {
     const file = join(dir, 'ruleset.json');
     await writeFile(file, JSON.stringify({ nftables: commands }), { mode: 0o600 });
-    await run('env', [NFT_MALLOC_TUNABLES, 'nft', '-j', '-f', file], target);
+    await run('env', [`GLIBC_TUNABLES=${NFT_MALLOC_TUNABLES}`, 'nft', '-j', '-f', file], target);
   } catch (err) {
     if (err instanceof CommandError) throw new NftError(err.stderr);
     throw err;
@@ -76,7 +76,12 @@ export function replaceTable(family: string, name: string, content: readonly Nft
   return [{ add: { table } }, { delete: { table } }, { add: { table } }, ...content];
 }
 
+/** Commands deleting a table, which succeed when it is already gone. */
+export function deleteTableCommands(family: string, name: string): NftCommand[] {
+  return [{ add: { table: { family, name } } }, { delete: { table: { family, name } } }];
+}
+
 /** Deletes a table; succeeds when it is already gone. */
 export async function deleteTable(family: string, name: string, target: ExecTarget = {}): Promise<void> {
-  await applyNft([{ add: { table: { family, name } } }, { delete: { table: { family, name } } }], target);
+  await applyNft(deleteTableCommands(family, name), target);
 }

@@ -105,6 +105,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('coexistence with foreign ban lis
   });
   afterAll(async () => {
     for (const s of servers) s.stop();
+    await dp?.close();
     await lab.cleanup();
   });
 

@@ -13,6 +13,14 @@ import { TABLE } from '../src/render.js';
 const REQUIRE_SYSTEM = process.env.GATEHOUSE_REQUIRE_SYSTEM === '1';
 const available = await labAvailable();
 
+/** Every Dataplane of this file, closed at the end (each keeps an nft process). */
+const dataplanes: Dataplane[] = [];
+function dataplane(...args: ConstructorParameters<typeof Dataplane>): Dataplane {
+  const made = new Dataplane(...args);
+  dataplanes.push(made);
+  return made;
+}
+
 type Instance = DesiredState['instances'][number];
 type Forward = Instance['portForwards'][number];
 
@@ -98,12 +106,13 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     }
     await host.exec('sysctl', ['-w', 'net.ipv4.ip_forward=1']);
     await host.exec('sysctl', ['-w', 'net.ipv6.conf.all.forwarding=1']);
-    dp = new Dataplane({ netns: host.name });
+    dp = dataplane({ netns: host.name });
     expect(await eventually(() => tcpOutcome(host, '10.0.0.6', 2222))).toBe('got:vm6');
     expect(await eventually(() => tcpOutcome(host, 'fd00::5', 2222))).toBe('got:vm5');
   });
   afterAll(async () => {
     for (const s of servers) s.stop();
+    for (const d of dataplanes) await d.close();
     await lab.cleanup();
   });
 
@@ -123,7 +132,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
 
   it('sends nothing when applied again, and a fresh process replaces the table (a change: it lists none of its elements)', async () => {
     expect(await dp.apply(state(2, base()))).toEqual({ changed: false, mode: 'unchanged', commands: 0 });
-    const other = new Dataplane({ netns: host.name });
+    const other = dataplane({ netns: host.name });
     expect(await other.apply(state(2, base()))).toMatchObject({ changed: true, mode: 'replace' });
     expect(await other.drift()).toEqual([]);
   });
@@ -218,7 +227,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
 
     // a fresh process (an agent start) over a table with a foreign element
     await host.exec('nft', ['add', 'element', 'inet', 'gatehouse', 'fwd4_port', '{ 198.51.100.1 . tcp . 9999 : 22 }']);
-    const fresh = new Dataplane({ netns: host.name });
+    const fresh = dataplane({ netns: host.name });
     expect(await fresh.apply(desired)).toMatchObject({ changed: true, mode: 'replace' });
     expect(await fresh.drift()).toEqual([]);
     expect(await tables()).toEqual(['table inet gatehouse']);
@@ -259,7 +268,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');
 
     await dp.apply(state(11, base()));
-    const fresh = new Dataplane({ netns: host.name });
+    const fresh = dataplane({ netns: host.name });
     expect(await fresh.gc([VM1, VM2])).toEqual([]);
     expect(await fresh.gc([VM1])).toEqual([VM2]);
     expect(await tcpOutcome(client, '198.51.100.1', 10023)).toBe('refused');
@@ -273,7 +282,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
   it('without instance counters or firewalls no packet passes a forward chain; the first firewall rule brings it in incrementally', async () => {
     await dp.remove();
     // as the driver base keeps the table: no per-instance counters
-    const lean = new Dataplane({ netns: host.name }, { instanceCounters: false });
+    const lean = dataplane({ netns: host.name }, { instanceCounters: false });
     const chains = async () =>
       (await listTable(TABLE.family, TABLE.table, { netns: host.name }))!.flatMap((o) => ('chain' in o ? [(o.chain as { name: string }).name] : []));
     expect(await lean.apply(state(20, base()))).toMatchObject({ mode: 'replace' });
@@ -311,7 +320,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('Dataplane', () => {
     expect(diffObservation(expectedObservation(state(22, allowing)), { ...(await lean.observe()), shaping: [] })).toEqual([]);
 
     // a process that applied nothing still finds an instance's forwards without dispatch or counter entries
-    const fresh = new Dataplane({ netns: host.name }, { instanceCounters: false });
+    const fresh = dataplane({ netns: host.name }, { instanceCounters: false });
     expect(await fresh.release(VM2)).toBe(true);
     expect(await tcpOutcome(client, '198.51.100.1', 10023)).toBe('refused');
     expect(await tcpOutcome(client, '198.51.100.1', 10022)).toBe('got:vm5');

@@ -75,6 +75,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward edits under traffic', ()
   });
   afterAll(async () => {
     for (const s of servers) s.stop();
+    await dp?.close();
     await lab.cleanup();
   });
 

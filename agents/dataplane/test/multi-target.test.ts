@@ -100,6 +100,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('a forward balanced over several 
   });
   afterAll(async () => {
     for (const s of servers) s.stop();
+    await dp?.close();
     await lab.cleanup();
   });
 

@@ -51,6 +51,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward rate limits under real t
   });
   afterAll(async () => {
     for (const s of servers) s.stop();
+    await dp?.close();
     await lab.cleanup();
   });
 

@@ -109,7 +109,9 @@ export async function runAgent(argv: string[]): Promise<void> {
     stateDir,
     statsIntervalMs,
   });
+  let refused = false;
   agent.on('refused', () => {
+    refused = true;
     void agent.stop().finally(() => process.exit(3));
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -118,7 +120,14 @@ export async function runAgent(argv: string[]): Promise<void> {
       void agent.stop().finally(() => process.exit(0));
     });
   }
-  await agent.start();
+  try {
+    await agent.start();
+  } catch (err) {
+    // a refused token also fails the start's first request: the stop under way exits with 3
+    // (stopping ends the driver's nft process, which takes longer than that failure)
+    if (refused) return;
+    throw err;
+  }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

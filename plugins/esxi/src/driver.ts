@@ -122,9 +122,10 @@ export class EsxiDriver extends DataplaneDriver<EsxiPlace> {
     return { state: sortObservation({ ...state, shaping }) };
   }
 
-  /** Logs out of vSphere. */
-  async close(): Promise<void> {
+  /** Logs out of vSphere and ends the gateway's nft process. */
+  override async close(): Promise<void> {
     await this.client.logout().catch(() => undefined);
+    await super.close();
   }
 
   protected async placeNics(ctx: DriverContext, desired: DesiredState): Promise<HostSide<EsxiPlace>> {

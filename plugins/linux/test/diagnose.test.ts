@@ -84,6 +84,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward diagnosis against faults
   }, 60_000);
   afterAll(async () => {
     for (const s of servers) s.stop();
+    await driver?.close();
     await lab.cleanup();
   });
 
