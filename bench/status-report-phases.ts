@@ -10,7 +10,7 @@ import 'reflect-metadata';
 import { sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import { HostService, InstanceService, PoolService, createContainer, openStore, rowsOf, systemActor, type Store } from '../core/server/src/index.js';
-import { ObjectStatusService } from '../core/server/src/services/object-status-service.js';
+import { ObjectStatusService, REPORT_PLANNER_SETTINGS, reportStatement } from '../core/server/src/services/object-status-service.js';
 import { PortForwardService } from '../core/server/src/services/port-forward-service.js';
 import { statusBatchSize, statusBatches, type ObjectStatusBatch } from '../core/server/src/events/event-payloads.js';
 
@@ -43,29 +43,21 @@ async function run(label: string, store: Store) {
   const service = container.resolve(ObjectStatusService);
   const objectsOf = (slice: string[]) => slice.map((objectId) => ({ objectType: 'port_forward' as const, objectId, status: 'applied' as const }));
 
-  // the statement's plan and server time, rolled back
-  const svc = service as unknown as { record: (...a: unknown[]) => Promise<unknown> };
+  // the statement's plan and server time, rolled back: the service's statement under its planner settings
   const report0 = ids.slice(0, REPORT);
   await store.db
     .transaction(async (tx) => {
-      await tx.execute(sql`select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`);
-      const explaining = {
-        execute: async (q: unknown) => {
-          const r = await tx.execute(sql`explain (analyze, buffers, timing off) ${q as ReturnType<typeof sql>}`);
-          console.log(`${label} EXPLAIN ANALYZE of the report statement (${REPORT} rows):`);
-          for (const row of rowsOf<Record<string, string>>(r)) console.log('  ' + Object.values(row)[0]);
-          // the plan's lines are no result for the service to read
-          return [];
-        },
-      };
-      await svc.record(
-        explaining,
+      await tx.execute(REPORT_PLANNER_SETTINGS);
+      const statement = reportStatement(
         'port_forward',
         host.id,
         revision,
-        report0.map((id) => ({ id, status: 'applied', error: null })),
+        report0.map((id) => ({ id, status: 'applied' as const, error: null })),
         crypto.randomUUID(),
       );
+      const r = await tx.execute(sql`explain (analyze, buffers, timing off) ${statement}`);
+      console.log(`${label} EXPLAIN ANALYZE of the report statement (${REPORT} rows):`);
+      for (const row of rowsOf<Record<string, string>>(r)) console.log('  ' + Object.values(row)[0]);
       throw new Error('rollback');
     })
     .catch((err: Error) => {

@@ -104,9 +104,7 @@ export class ObjectStatusService {
       // scans them once into memory to join every reported object against (10,000 x 60,000
       // comparisons): no sequential scans and no materialized inner sides either. Local to this
       // transaction, which runs nothing else.
-      await tx.execute(
-        sql`select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true), set_config('enable_material', 'off', true)`,
-      );
+      await tx.execute(REPORT_PLANNER_SETTINGS);
       const out: ObjectStatusChange[] = [];
       for (const type of Object.keys(TABLES) as StatusObjectType[]) {
         const ofType = last.get(type);
@@ -186,29 +184,7 @@ export class ObjectStatusService {
     wanted: { id: string; status: ApplyStatus; error: string | null }[],
     auditId: string,
   ): Promise<{ ownerOf: (string | undefined)[]; stale: number[] }> {
-    const owner = type === 'nic' ? sql`(select i.owner_id from ${instances} as i where i.id = o.instance_id)` : sql`o.owner_id`;
-    const result = await tx.execute(sql`
-      with r as (
-        select * from unnest(${arrayLiteral(wanted.map((w) => w.id))}::text::uuid[], ${arrayLiteral(wanted.map((w) => w.status))}::text::text[],
-          ${arrayLiteral(wanted.map((w) => w.error))}::text::text[]) with ordinality as r(id, status, error, n)
-      ), changed as (
-        update ${TABLES[type]} as o set status = r.status, status_error = r.error
-        from r
-        where o.id = r.id and (o.status is distinct from r.status or o.status_error is distinct from r.error)
-          and case when r.n > 0 then ${onHost(type, hostId)} and o.changed_revision <= ${revision}::bigint end
-        returning r.n, o.id, o.status, ${owner} as owner_id
-      ), listed as (
-        insert into ${auditStatusObjects} (audit_id, object_type, status, object_ids)
-        select ${auditId}::uuid, ${type}::text, status, array_agg(id) from changed group by status
-      ), stale as (
-        select r.n from r cross join lateral (
-          select from ${TABLES[type]} as o where o.id = r.id and case when r.n > 0 then ${onHost(type, hostId)} and o.changed_revision > ${revision}::bigint end offset 0
-        ) as o
-        where (select h.desired_revision from ${hosts} as h where h.id = ${hostId}::uuid) > ${revision}::bigint
-      )
-      select owner_id::text as "ownerId", array_agg(n)::text as ns from changed group by owner_id
-      union all
-      select null, array_agg(n)::text from stale having count(*) > 0`);
+    const result = await tx.execute(reportStatement(type, hostId, revision, wanted, auditId));
     const ownerOf = new Array<string | undefined>(wanted.length);
     const stale: number[] = [];
     for (const row of rowsOf<{ ownerId: string | null; ns: string }>(result)) {
@@ -220,6 +196,49 @@ export class ObjectStatusService {
     stale.sort((a, b) => a - b);
     return { ownerOf, stale };
   }
+}
+
+/**
+ * The planner settings a report's transaction runs under (transaction-local; see `report`): no hash
+ * or merge joins, no sequential scans, no materialized inner sides.
+ */
+export const REPORT_PLANNER_SETTINGS = sql`select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), set_config('enable_seqscan', 'off', true), set_config('enable_material', 'off', true)`;
+
+/**
+ * The one statement of a report per object type (`ObjectStatusService.record` says what it does),
+ * to run after REPORT_PLANNER_SETTINGS in the same transaction. Exported for the plan guard
+ * (test/object-status-plan.test.ts) and bench/status-report-phases.ts.
+ */
+export function reportStatement(
+  type: StatusObjectType,
+  hostId: string,
+  revision: number,
+  wanted: readonly { id: string; status: ApplyStatus; error: string | null }[],
+  auditId: string,
+): SQL {
+  const owner = type === 'nic' ? sql`(select i.owner_id from ${instances} as i where i.id = o.instance_id)` : sql`o.owner_id`;
+  return sql`
+    with r as (
+      select * from unnest(${arrayLiteral(wanted.map((w) => w.id))}::text::uuid[], ${arrayLiteral(wanted.map((w) => w.status))}::text::text[],
+        ${arrayLiteral(wanted.map((w) => w.error))}::text::text[]) with ordinality as r(id, status, error, n)
+    ), changed as (
+      update ${TABLES[type]} as o set status = r.status, status_error = r.error
+      from r
+      where o.id = r.id and (o.status is distinct from r.status or o.status_error is distinct from r.error)
+        and case when r.n > 0 then ${onHost(type, hostId)} and o.changed_revision <= ${revision}::bigint end
+      returning r.n, o.id, o.status, ${owner} as owner_id
+    ), listed as (
+      insert into ${auditStatusObjects} (audit_id, object_type, status, object_ids)
+      select ${auditId}::uuid, ${type}::text, status, array_agg(id) from changed group by status
+    ), stale as (
+      select r.n from r cross join lateral (
+        select from ${TABLES[type]} as o where o.id = r.id and case when r.n > 0 then ${onHost(type, hostId)} and o.changed_revision > ${revision}::bigint end offset 0
+      ) as o
+      where (select h.desired_revision from ${hosts} as h where h.id = ${hostId}::uuid) > ${revision}::bigint
+    )
+    select owner_id::text as "ownerId", array_agg(n)::text as ns from changed group by owner_id
+    union all
+    select null, array_agg(n)::text from stale having count(*) > 0`;
 }
 
 /**
