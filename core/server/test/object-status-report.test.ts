@@ -299,6 +299,31 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
     ]);
   });
 
+  it('skips objects that do not exist, of every type, also when it looks for stale ones', async () => {
+    const [ana] = owners as [(typeof owners)[0]];
+    const entries = async () =>
+      Number(rowsOf<{ n: number }>(await store.db.execute(sql`select count(*)::int as n from audit_log where action = 'host.statusReport'`))[0]!.n);
+    const before = await entries();
+    const missing: ObjectStatusReport[] = (['port_forward', 'firewall_rule', 'bandwidth_limit', 'nic'] as const).map((objectType) => ({
+      objectType,
+      objectId: newId(),
+      status: 'failed',
+      error: 'gone',
+    }));
+    const host = Number(rowsOf<{ r: number }>(await store.db.execute(sql`select desired_revision as r from hosts where id = ${hostId}::uuid`))[0]!.r);
+    // at the host's revision, and one behind it (where stale objects are looked for)
+    for (const at of [host, host - 1]) expect(await service.report(admin, { hostId, revision: at, objects: missing })).toEqual({ changes: [], stale: [] });
+    expect(await entries()).toBe(before);
+    // beside an existing object, only that one changes
+    const result = await service.report(admin, {
+      hostId,
+      revision: host,
+      objects: [...missing, { objectType: 'port_forward', objectId: ana.forwards[300]!, status: 'drifted' }],
+    });
+    expect(result.changes.map((c) => c.objectId)).toEqual([ana.forwards[300]]);
+    expect(result.stale).toEqual([]);
+  });
+
   it('refuses bad input naming the field, and changes nothing', async () => {
     const [ana] = owners as [(typeof owners)[0]];
     const ok: ObjectStatusReport = { objectType: 'port_forward', objectId: ana.forwards[100]!, status: 'failed', error: 'x' };
