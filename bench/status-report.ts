@@ -37,7 +37,7 @@ import {
 } from '../core/server/src/index.js';
 import { portForwards } from '../core/server/src/db/schema.js';
 import { ObjectStatusService } from '../core/server/src/services/object-status-service.js';
-import type { ObjectStatusBatch } from '../core/server/src/events/event-payloads.js';
+import { statusBatchSize, type ObjectStatusBatch } from '../core/server/src/events/event-payloads.js';
 import { PortForwardService } from '../core/server/src/services/port-forward-service.js';
 
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 60_000);
@@ -138,7 +138,7 @@ async function benchStore(label: string, store: Store) {
   let received = 0;
   let lastEvent = process.hrtime.bigint();
   const onEvent = (event: Event) => {
-    received += (event as CustomEvent<ObjectStatusBatch>).detail.changes.length;
+    received += statusBatchSize((event as CustomEvent<ObjectStatusBatch>).detail);
     lastEvent = process.hrtime.bigint();
   };
   store.eventTarget?.addEventListener('objectStatus', onEvent);

@@ -9,7 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Actor } from '../src/auth/actor.js';
 import { systemActor } from '../src/auth/actor.js';
 import { rowsOf, type Store } from '../src/db/database.js';
-import { STATUS_BATCH_BYTES, objectStatusChanges, statusBatches, type ObjectStatusBatch, type ObjectStatusChange } from '../src/events/event-payloads.js';
+import {
+  STATUS_BATCH_BYTES,
+  objectStatusChanges,
+  statusBatchSize,
+  statusBatches,
+  type ObjectStatusBatch,
+  type ObjectStatusChange,
+} from '../src/events/event-payloads.js';
 import { EventBusToken } from '../src/di/tokens.js';
 import type { EventBus } from '../src/events/event-bus.js';
 import { createContainer } from '../src/server.js';
@@ -40,12 +47,26 @@ describe('statusBatches', () => {
     const changes = Array.from({ length: 10_000 }, (_, i) => change(i));
     const batches = statusBatches(changes);
     for (const b of batches) expect(Buffer.byteLength(JSON.stringify(b))).toBeLessThanOrEqual(STATUS_BATCH_BYTES);
-    // ~75 bytes a change: 10,000 changes in well under 200 batches (one each was 10,000 events)
+    // ~75 bytes a change as tuples: 10,000 changes took ~110 batches (one each was 10,000 events);
+    // these interleave hosts, owners and statuses, so their runs are short
     expect(batches.length).toBeLessThan(200);
+    expect(batches.reduce((n, b) => n + statusBatchSize(b), 0)).toBe(changes.length);
     for (const host of new Set(changes.map((c) => c.hostId))) {
       const mine = batches.filter((b) => b.hostId === host).flatMap(objectStatusChanges);
       expect(mine).toEqual(changes.filter((c) => c.hostId === host));
     }
+  });
+
+  it("packs a report's changes of one owner and status as runs of ids, ~37 bytes a change", () => {
+    const changes = Array.from({ length: 10_000 }, (_, i) =>
+      change(i, { hostId: 'aaaaaaaa-0000-4000-8000-000000000001', ownerId: 'bbbbbbbb-0000-4000-8000-000000000001', status: 'applied', error: null }),
+    );
+    const batches = statusBatches(changes);
+    for (const b of batches) expect(Buffer.byteLength(JSON.stringify(b))).toBeLessThanOrEqual(STATUS_BATCH_BYTES);
+    expect(batches.length).toBeLessThanOrEqual(Math.ceil((10_000 * 37) / (STATUS_BATCH_BYTES - 200)));
+    expect(batches.every((b) => b.runs.length === 1)).toBe(true);
+    expect(batches.map(statusBatchSize).reduce((a, b) => a + b)).toBe(changes.length);
+    expect(batches.flatMap(objectStatusChanges)).toEqual(changes);
   });
 
   it('keeps a batch within the budget whatever an error holds, shortening only an error too long for it alone', () => {
@@ -158,7 +179,7 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
       while (n < objects.length) {
         const b = (await all.next()).value as ObjectStatusBatch;
         batches.push(b);
-        n += b.changes.length;
+        n += statusBatchSize(b);
       }
       await all.return?.();
     })();
@@ -255,6 +276,52 @@ describe.each(backends)('status reports on $name', (backend: StoreBackend) => {
       await store.db.execute(sql`select id from audit_log where object_id = ${hostId} and action = 'host.statusReport' order by at desc limit 1`),
     );
     expect(await listedObjects(entry!.id)).toEqual({ 'nic:applied': [mine] });
+  });
+
+  it('counts an object listed twice once, as its last entry says, in the order of that entry', async () => {
+    const [, ben] = owners as [(typeof owners)[0], (typeof owners)[0]];
+    const [a, b, c] = ben.forwards.slice(200, 203) as [string, string, string];
+    const result = await service.report(admin, {
+      hostId,
+      revision,
+      objects: [
+        { objectType: 'port_forward', objectId: a, status: 'drifted' },
+        { objectType: 'port_forward', objectId: b, status: 'drifted' },
+        { objectType: 'port_forward', objectId: a, status: 'failed', error: 'second' },
+        { objectType: 'port_forward', objectId: c, status: 'drifted' },
+        { objectType: 'port_forward', objectId: b, status: 'drifted' },
+      ],
+    });
+    expect(result.changes.map((ch) => [ch.objectId, ch.status, ch.error])).toEqual([
+      [a, 'failed', 'second'],
+      [c, 'drifted', null],
+      [b, 'drifted', null],
+    ]);
+  });
+
+  it('skips objects that do not exist, of every type, also when it looks for stale ones', async () => {
+    const [ana] = owners as [(typeof owners)[0]];
+    const entries = async () =>
+      Number(rowsOf<{ n: number }>(await store.db.execute(sql`select count(*)::int as n from audit_log where action = 'host.statusReport'`))[0]!.n);
+    const before = await entries();
+    const missing: ObjectStatusReport[] = (['port_forward', 'firewall_rule', 'bandwidth_limit', 'nic'] as const).map((objectType) => ({
+      objectType,
+      objectId: newId(),
+      status: 'failed',
+      error: 'gone',
+    }));
+    const host = Number(rowsOf<{ r: number }>(await store.db.execute(sql`select desired_revision as r from hosts where id = ${hostId}::uuid`))[0]!.r);
+    // at the host's revision, and one behind it (where stale objects are looked for)
+    for (const at of [host, host - 1]) expect(await service.report(admin, { hostId, revision: at, objects: missing })).toEqual({ changes: [], stale: [] });
+    expect(await entries()).toBe(before);
+    // beside an existing object, only that one changes
+    const result = await service.report(admin, {
+      hostId,
+      revision: host,
+      objects: [...missing, { objectType: 'port_forward', objectId: ana.forwards[300]!, status: 'drifted' }],
+    });
+    expect(result.changes.map((c) => c.objectId)).toEqual([ana.forwards[300]]);
+    expect(result.stale).toEqual([]);
   });
 
   it('refuses bad input naming the field, and changes nothing', async () => {

@@ -29,15 +29,18 @@ export interface ObjectStatusChange {
 /**
  * Status changes of one host at one revision, published together: on PostgreSQL one NOTIFY (each
  * below 8000 bytes) carries many of them, where one each made a report of 10,000 changes as many
- * notifications, each parsed and dispatched by every replica. `changes` holds
- * `[objectType, objectId, owner (index into owners), status, error]`; `objectStatusChanges`
- * turns a batch back into changes. Built by `statusBatches`.
+ * notifications, each parsed and dispatched by every replica. `runs` holds consecutive changes
+ * that share an object type, owner (index into `owners`), status and error as
+ * `[objectType, owner, status, error, ids]`, `ids` their object ids joined by commas: a report's
+ * changes are mostly one run, about 37 bytes a change where a tuple each took about 75 (twice the
+ * NOTIFYs, each built, sent, parsed and dispatched). `objectStatusChanges` turns a batch back into
+ * changes, `statusBatchSize` counts them. Built by `statusBatches`.
  */
 export interface ObjectStatusBatch {
   hostId: string;
   revision: number;
   owners: string[];
-  changes: [ChangeObjectType, string, number, ApplyStatus, string | null][];
+  runs: [ChangeObjectType, number, ApplyStatus, string | null, string][];
 }
 
 /** Most bytes of one batch's JSON: with the event's envelope (`{"topic":"objectStatus","payload":…}`) it stays within what one NOTIFY carries inline (db/postgres-events.ts). */
@@ -49,27 +52,52 @@ export const STATUS_BATCH_BYTES = 6900;
  */
 const STATUS_ERROR_BYTES = 6200;
 
+interface OpenBatch {
+  batch: ObjectStatusBatch;
+  bytes: number;
+  owners: Map<string, number>;
+  /** The last run and its ids so far (joined when the batch is done). */
+  run: ObjectStatusBatch['runs'][number] | undefined;
+  ids: string[];
+}
+
 /**
  * Packs changes into batches per host and revision, each at most STATUS_BATCH_BYTES as JSON, in
- * the order given (a host's changes keep their order). Linear in the changes.
+ * the order given (a host's changes keep their order). Object ids, types and statuses are ASCII
+ * without commas or characters JSON escapes (validated ids). Linear in the changes.
  */
 export function statusBatches(changes: Iterable<ObjectStatusChange>): ObjectStatusBatch[] {
   const batches: ObjectStatusBatch[] = [];
-  const open = new Map<string, { batch: ObjectStatusBatch; bytes: number; owners: Map<string, number> }>();
+  const all: OpenBatch[] = [];
+  const open = new Map<string, OpenBatch>();
+  let last: { hostId: string; revision: number; key: string } | undefined;
+  const close = (o: OpenBatch) => {
+    if (o.run) o.run[4] = o.ids.join(',');
+  };
   for (const c of changes) {
-    const key = `${c.hostId}:${c.revision}`;
+    // a report's changes share host and revision: one key string per run of them, not per change
+    if (!last || last.hostId !== c.hostId || last.revision !== c.revision) last = { hostId: c.hostId, revision: c.revision, key: `${c.hostId}:${c.revision}` };
     const error = c.error === null ? null : fitError(c.error);
-    // ids, types and statuses are ASCII: 4 quotes, 4 commas, brackets, the owner index (< 10^6) and the error
-    const entryBytes = c.objectType.length + c.objectId.length + c.status.length + 16 + (error === null ? 4 : Buffer.byteLength(JSON.stringify(error)));
-    let current = open.get(key);
-    const ownerBytes = current?.owners.has(c.ownerId) ? 0 : c.ownerId.length + 3;
-    if (current && current.batch.changes.length > 0 && current.bytes + entryBytes + ownerBytes > STATUS_BATCH_BYTES) current = undefined;
+    let current = open.get(last.key);
+    const extendsRun = (o: OpenBatch | undefined) =>
+      o?.run !== undefined && o.run[0] === c.objectType && o.batch.owners[o.run[1]] === c.ownerId && o.run[2] === c.status && o.run[3] === error;
+    // a new run: brackets, 6 quotes, 4 commas, the owner index (< 10^6), the error, and a comma before the next run
+    const runBytes = () => c.objectType.length + c.status.length + 20 + (error === null ? 4 : Buffer.byteLength(JSON.stringify(error)));
+    if (current) {
+      const ownerBytes = current.owners.has(c.ownerId) ? 0 : c.ownerId.length + 3;
+      const added = c.objectId.length + 1 + (extendsRun(current) ? 0 : runBytes()) + ownerBytes;
+      if (current.bytes + added > STATUS_BATCH_BYTES) {
+        close(current);
+        current = undefined;
+      }
+    }
     if (!current) {
-      const batch: ObjectStatusBatch = { hostId: c.hostId, revision: c.revision, owners: [], changes: [] };
-      // {"hostId":"…","revision":…,"owners":[],"changes":[]}
-      current = { batch, bytes: 70 + c.hostId.length, owners: new Map() };
-      open.set(key, current);
+      const batch: ObjectStatusBatch = { hostId: c.hostId, revision: c.revision, owners: [], runs: [] };
+      // {"hostId":"…","revision":…,"owners":[],"runs":[]}
+      current = { batch, bytes: 70 + c.hostId.length, owners: new Map(), run: undefined, ids: [] };
+      open.set(last.key, current);
       batches.push(batch);
+      all.push(current);
     }
     let owner = current.owners.get(c.ownerId);
     if (owner === undefined) {
@@ -77,9 +105,17 @@ export function statusBatches(changes: Iterable<ObjectStatusChange>): ObjectStat
       current.owners.set(c.ownerId, owner);
       current.bytes += c.ownerId.length + 3;
     }
-    current.batch.changes.push([c.objectType, c.objectId, owner, c.status, error]);
-    current.bytes += entryBytes;
+    if (!extendsRun(current)) {
+      close(current);
+      current.bytes += runBytes();
+      current.run = [c.objectType, owner, c.status, error, ''];
+      current.ids = [];
+      current.batch.runs.push(current.run);
+    }
+    current.ids.push(c.objectId);
+    current.bytes += c.objectId.length + 1;
   }
+  for (const o of all) close(o);
   return batches;
 }
 
@@ -92,15 +128,22 @@ function fitError(error: string): string {
 
 /** The changes a batch carries, in order. */
 export function objectStatusChanges(batch: ObjectStatusBatch): ObjectStatusChange[] {
-  return batch.changes.map(([objectType, objectId, owner, status, error]) => ({
-    objectType,
-    objectId,
-    hostId: batch.hostId,
-    ownerId: batch.owners[owner]!,
-    status,
-    error,
-    revision: batch.revision,
-  }));
+  const changes: ObjectStatusChange[] = [];
+  for (const [objectType, owner, status, error, ids] of batch.runs) {
+    const ownerId = batch.owners[owner]!;
+    for (const objectId of ids.split(',')) changes.push({ objectType, objectId, hostId: batch.hostId, ownerId, status, error, revision: batch.revision });
+  }
+  return changes;
+}
+
+/** How many changes a batch carries. */
+export function statusBatchSize(batch: ObjectStatusBatch): number {
+  let n = 0;
+  for (const run of batch.runs) {
+    n++;
+    for (let i = run[4].indexOf(','); i !== -1; i = run[4].indexOf(',', i + 1)) n++;
+  }
+  return n;
 }
 
 /** Live rates of one instance in a traffic message, bits per second: `[id, rxBps, txBps]` per NIC and forward. */
