@@ -69,6 +69,40 @@ describe('statusBatches', () => {
     expect(batches.flatMap(objectStatusChanges)).toEqual(changes);
   });
 
+  it("reads a batch of the previous version's format (one tuple per change), as a replica not yet upgraded publishes it", () => {
+    const owner = 'bbbbbbbb-0000-4000-8000-000000000001';
+    const old = {
+      hostId: 'aaaaaaaa-0000-4000-8000-000000000001',
+      revision: 9,
+      owners: [owner],
+      changes: [
+        ['port_forward', 'cccccccc-0000-4000-8000-000000000001', 0, 'applied', null],
+        ['nic', 'cccccccc-0000-4000-8000-000000000002', 0, 'failed', 'no such device'],
+      ],
+    } as unknown as Parameters<typeof objectStatusChanges>[0];
+    expect(statusBatchSize(old)).toBe(2);
+    expect(objectStatusChanges(old)).toEqual([
+      {
+        objectType: 'port_forward',
+        objectId: 'cccccccc-0000-4000-8000-000000000001',
+        hostId: old.hostId,
+        ownerId: owner,
+        status: 'applied',
+        error: null,
+        revision: 9,
+      },
+      {
+        objectType: 'nic',
+        objectId: 'cccccccc-0000-4000-8000-000000000002',
+        hostId: old.hostId,
+        ownerId: owner,
+        status: 'failed',
+        error: 'no such device',
+        revision: 9,
+      },
+    ]);
+  });
+
   it('keeps a batch within the budget whatever an error holds, shortening only an error too long for it alone', () => {
     const one = (i: number, error: string) => change(i, { hostId: 'aaaaaaaa-0000-4000-8000-000000000001', status: 'failed', error });
     const nasty = [

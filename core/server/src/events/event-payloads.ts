@@ -41,6 +41,11 @@ export interface ObjectStatusBatch {
   revision: number;
   owners: string[];
   runs: [ChangeObjectType, number, ApplyStatus, string | null, string][];
+  /**
+   * A batch of a replica of the previous version (one tuple per change, no `runs`): read as well, so
+   * that during a rolling upgrade the upgraded replicas still show what the others publish.
+   */
+  changes?: [ChangeObjectType, string, number, ApplyStatus, string | null][];
 }
 
 /** Most bytes of one batch's JSON: with the event's envelope (`{"topic":"objectStatus","payload":…}`) it stays within what one NOTIFY carries inline (db/postgres-events.ts). */
@@ -129,7 +134,9 @@ function fitError(error: string): string {
 /** The changes a batch carries, in order. */
 export function objectStatusChanges(batch: ObjectStatusBatch): ObjectStatusChange[] {
   const changes: ObjectStatusChange[] = [];
-  for (const [objectType, owner, status, error, ids] of batch.runs) {
+  for (const [objectType, objectId, owner, status, error] of batch.changes ?? [])
+    changes.push({ objectType, objectId, hostId: batch.hostId, ownerId: batch.owners[owner]!, status, error, revision: batch.revision });
+  for (const [objectType, owner, status, error, ids] of batch.runs ?? []) {
     const ownerId = batch.owners[owner]!;
     for (const objectId of ids.split(',')) changes.push({ objectType, objectId, hostId: batch.hostId, ownerId, status, error, revision: batch.revision });
   }
@@ -138,8 +145,8 @@ export function objectStatusChanges(batch: ObjectStatusBatch): ObjectStatusChang
 
 /** How many changes a batch carries. */
 export function statusBatchSize(batch: ObjectStatusBatch): number {
-  let n = 0;
-  for (const run of batch.runs) {
+  let n = batch.changes?.length ?? 0;
+  for (const run of batch.runs ?? []) {
     n++;
     for (let i = run[4].indexOf(','); i !== -1; i = run[4].indexOf(',', i + 1)) n++;
   }
