@@ -9,9 +9,9 @@
 import 'reflect-metadata';
 import { sql } from 'drizzle-orm';
 import postgres from 'postgres';
-import { HostService, InstanceService, PoolService, createContainer, openStore, rowsOf, systemActor, type Store } from '../core/server/src/index.js';
+import { openStore, rowsOf, type Store } from '../core/server/src/index.js';
+import { seedForwards } from '../core/server/src/testing/seed.js';
 import { ObjectStatusService, REPORT_PLANNER_SETTINGS, reportStatement } from '../core/server/src/services/object-status-service.js';
-import { PortForwardService } from '../core/server/src/services/port-forward-service.js';
 import { statusBatchSize, statusBatches, type ObjectStatusBatch } from '../core/server/src/events/event-payloads.js';
 
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 60_000);
@@ -22,21 +22,14 @@ const which = process.argv[2] ?? 'pglite';
 const ms = (start: bigint) => (Number(process.hrtime.bigint() - start) / 1e6).toFixed(1);
 
 async function run(label: string, store: Store) {
-  const container = createContainer(store);
-  const actor = systemActor('bench');
-  await store.db.execute(sql`insert into users (id, name, role) values (${actor.userId}, 'bench-system', 'admin') on conflict do nothing`);
-  const host = await container.resolve(HostService).create(actor, { name: `bench-${label}`, backend: 'linux', portRangeStart: 1024, portRangeEnd: 65535 });
-  await container.resolve(PoolService).create(actor, { name: `bench-${label}`, kind: 'private', network: 'br-bench', cidr: '10.200.0.0/16' });
-  const vm = await container.resolve(InstanceService).create(actor, { hostId: host.id, name: 'vm-0', nics: [{ network: 'br-bench' }] });
-  const first = await container.resolve(PortForwardService).create(actor, { instanceId: vm.id, protocol: 'tcp', hostPort: '2000', targetPort: '22' });
-  const cloned = await store.db.execute(sql`
-    insert into port_forwards (id, host_id, instance_id, owner_id, protocol, host_address, host_port_start, host_port_end, target_address_id,
-      target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi)
-    select gen_random_uuid(), host_id, instance_id, owner_id, protocol, host_address, 2000 + g, 2000 + g, target_address_id,
-      target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi
-    from port_forwards, generate_series(1, ${OBJECTS - 1}::int) as g where id = ${first.id}::uuid
-    returning id`);
-  const ids = [first.id, ...rowsOf<{ id: string }>(cloned).map((r) => r.id)];
+  // the rest copied from the first in one statement, one host port each
+  const {
+    container,
+    actor,
+    hostId,
+    forwardIds: ids,
+  } = await seedForwards(store, { label: `bench-${label}`, network: 'br-bench', cidr: '10.200.0.0/16', count: OBJECTS });
+  const host = { id: hostId };
   const [{ revision }] = rowsOf<{ revision: number }>(
     await store.db.execute(sql`select desired_revision::int as revision from hosts where id = ${host.id}::uuid`),
   ) as [{ revision: number }];

@@ -24,21 +24,11 @@ import { and, eq, inArray, lte, sql } from 'drizzle-orm';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import postgres from 'postgres';
-import {
-  HostService,
-  InstanceService,
-  PoolService,
-  createContainer,
-  openStore,
-  rowsOf,
-  systemActor,
-  type Database,
-  type Store,
-} from '../core/server/src/index.js';
+import { openStore, rowsOf, type Database, type Store } from '../core/server/src/index.js';
+import { seedForwards } from '../core/server/src/testing/seed.js';
 import { portForwards } from '../core/server/src/db/schema.js';
 import { ObjectStatusService } from '../core/server/src/services/object-status-service.js';
 import { statusBatchSize, type ObjectStatusBatch } from '../core/server/src/events/event-payloads.js';
-import { PortForwardService } from '../core/server/src/services/port-forward-service.js';
 
 const OBJECTS = Number(process.env.BENCH_OBJECTS ?? 60_000);
 const REPORT = Number(process.env.BENCH_REPORT ?? 10_000);
@@ -81,22 +71,14 @@ async function reportPerRow(db: Database, hostId: string, revision: number, ids:
 }
 
 async function benchStore(label: string, store: Store) {
-  const container = createContainer(store);
-  const actor = systemActor('bench');
-  await store.db.execute(sql`insert into users (id, name, role) values (${actor.userId}, 'bench-system', 'admin') on conflict do nothing`);
-  const host = await container.resolve(HostService).create(actor, { name: `bench-${label}`, backend: 'linux', portRangeStart: 1024, portRangeEnd: 65535 });
-  await container.resolve(PoolService).create(actor, { name: `bench-${label}`, kind: 'private', network: 'br-bench', cidr: '10.200.0.0/16' });
-  const vm = await container.resolve(InstanceService).create(actor, { hostId: host.id, name: 'vm-0', nics: [{ network: 'br-bench' }] });
-  const first = await container.resolve(PortForwardService).create(actor, { instanceId: vm.id, protocol: 'tcp', hostPort: '2000', targetPort: '22' });
   // the rest copied from the first in one statement, one host port each
-  const cloned = await store.db.execute(sql`
-    insert into port_forwards (id, host_id, instance_id, owner_id, protocol, host_address, host_port_start, host_port_end, target_address_id,
-      target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi)
-    select gen_random_uuid(), host_id, instance_id, owner_id, protocol, host_address, 2000 + g, 2000 + g, target_address_id,
-      target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi
-    from port_forwards, generate_series(1, ${OBJECTS - 1}::int) as g where id = ${first.id}::uuid
-    returning id`);
-  const ids = [first.id, ...rowsOf<{ id: string }>(cloned).map((r) => r.id)];
+  const {
+    container,
+    actor,
+    hostId,
+    forwardIds: ids,
+  } = await seedForwards(store, { label: `bench-${label}`, network: 'br-bench', cidr: '10.200.0.0/16', count: OBJECTS });
+  const host = { id: hostId };
   const reports: string[][] = [];
   for (let i = 0; i < ids.length; i += REPORT) reports.push(ids.slice(i, i + REPORT));
   const [{ revision }] = rowsOf<{ revision: number }>(

@@ -17,16 +17,11 @@
  */
 import { sql, type SQL } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemActor } from '../src/auth/actor.js';
 import { rowsOf, type Store } from '../src/db/database.js';
 import type { StatusObjectType } from '../src/events/event-payloads.js';
-import { createContainer } from '../src/server.js';
-import { HostService } from '../src/services/host-service.js';
-import { InstanceService } from '../src/services/instance-service.js';
 import { REPORT_PLANNER_SETTINGS, reportStatement } from '../src/services/object-status-service.js';
-import { PoolService } from '../src/services/pool-service.js';
-import { PortForwardService } from '../src/services/port-forward-service.js';
 import { newId } from '../src/support/ids.js';
+import { seedForwards } from '../src/testing/seed.js';
 import { storeBackends, type StoreBackend } from '../src/testing/stores.js';
 
 /** Objects of each type on the host: well above what the largest report may read (REPORTS). */
@@ -71,36 +66,31 @@ const backends = await storeBackends();
 describe.each(backends)('status report plans on $name', (backend: StoreBackend) => {
   let store: Store;
   let cleanup: () => Promise<void>;
-  const admin = systemActor('test');
   let hostId: string;
   let revision: number;
   const ids: Record<'port_forward' | 'nic', string[]> = { port_forward: [], nic: [] };
 
   beforeAll(async () => {
     ({ store, cleanup } = await backend.open());
-    const container = createContainer(store);
-    await store.db.execute(sql`insert into users (id, name, role) values (${admin.userId}, 'system', 'admin') on conflict do nothing`);
-    hostId = (await container.resolve(HostService).create(admin, { name: 'h-plan', backend: 'linux', portRangeStart: 1024, portRangeEnd: 65535 })).id;
-    await container.resolve(PoolService).create(admin, { name: 'p-plan', kind: 'private', network: 'br-plan', cidr: '10.202.0.0/16' });
-    const vm = await container.resolve(InstanceService).create(admin, { hostId, name: 'vm-0', nics: [{ network: 'br-plan' }] });
-    const first = await container.resolve(PortForwardService).create(admin, { instanceId: vm.id, protocol: 'tcp', hostPort: '2000', targetPort: '22' });
-    // no statistics until the test runs ANALYZE, on PostgreSQL as on PGlite
-    if (backend.name === 'postgres')
-      for (const table of ['port_forwards', 'instances', 'nics', 'hosts'])
-        await store.db.execute(sql`alter table ${sql.identifier(table)} set (autovacuum_enabled = false)`);
-    // the rest in bulk: forwards copied from the first, one host port each; instances with one NIC each
-    const forwards = await store.db.execute(sql`
-      insert into port_forwards (id, host_id, instance_id, owner_id, protocol, host_address, host_port_start, host_port_end, target_address_id,
-        target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi)
-      select gen_random_uuid(), host_id, instance_id, owner_id, protocol, host_address, 2000 + g, 2000 + g, target_address_id,
-        target_address, target_port_start, source_cidrs, note, changed_revision, proto_lo, proto_hi, addr_lo, addr_hi
-      from port_forwards, generate_series(1, ${OBJECTS - 1}::int) as g where id = ${first.id}::uuid
-      returning id`);
-    ids.port_forward = [first.id, ...rowsOf<{ id: string }>(forwards).map((r) => r.id)];
+    // no statistics until the test runs ANALYZE, on PostgreSQL as on PGlite; the rest in bulk:
+    // forwards copied from the first, one host port each; instances with one NIC each
+    const seeded = await seedForwards(store, {
+      label: 'plan',
+      network: 'br-plan',
+      cidr: '10.202.0.0/16',
+      count: OBJECTS,
+      beforeCopies: async () => {
+        if (backend.name === 'postgres')
+          for (const table of ['port_forwards', 'instances', 'nics', 'hosts'])
+            await store.db.execute(sql`alter table ${sql.identifier(table)} set (autovacuum_enabled = false)`);
+      },
+    });
+    hostId = seeded.hostId;
+    ids.port_forward = seeded.forwardIds;
     const nics = await store.db.execute(sql`
       with vms as (
         insert into instances (id, host_id, owner_id, name)
-        select gen_random_uuid(), ${hostId}::uuid, ${admin.userId}::uuid, 'vm-' || g from generate_series(1, ${OBJECTS}::int) as g
+        select gen_random_uuid(), ${hostId}::uuid, ${seeded.actor.userId}::uuid, 'vm-' || g from generate_series(1, ${OBJECTS}::int) as g
         returning id, name
       )
       insert into nics (id, instance_id, name, mac, network)

@@ -93,7 +93,17 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward diagnosis against faults
     const d = await diagnose();
     expect(d.findings.filter((f) => f.severity !== 'PASS')).toEqual([]);
     expect(d.verdict).toBe('OK');
-    expect(d.findings.map((f) => f.check)).toEqual(['instance', 'forward', 'ipForwarding', 'foreignRules', 'sourceAllowList', 'firewall', 'target', 'rateLimit', 'replyPath']);
+    expect(d.findings.map((f) => f.check)).toEqual([
+      'instance',
+      'forward',
+      'ipForwarding',
+      'foreignRules',
+      'sourceAllowList',
+      'firewall',
+      'target',
+      'rateLimit',
+      'replyPath',
+    ]);
   });
 
   it('TARGET_NOT_LISTENING: the host is refused on the target port', async () => {
@@ -124,7 +134,18 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('forward diagnosis against faults
       state([FORWARD], {
         inboundPolicy: 'allow',
         outboundPolicy: 'allow',
-        rules: [{ id: RULE, direction: 'inbound', protocol: 'tcp', sourceCidr: null, destinationCidr: null, ports: [{ start: 8080, end: 8080 }], action: 'drop', priority: 100 }],
+        rules: [
+          {
+            id: RULE,
+            direction: 'inbound',
+            protocol: 'tcp',
+            sourceCidr: null,
+            destinationCidr: null,
+            ports: [{ start: 8080, end: 8080 }],
+            action: 'drop',
+            priority: 100,
+          },
+        ],
       }),
     );
     expect(await tryForward()).toBe('timeout');

@@ -8,3 +8,4 @@ export * from './fixtures.js';
 export * from './http.js';
 export * from './stores.js';
 export * from './postgres-server.js';
+export * from './seed.js';
