@@ -31,7 +31,7 @@ import { HostAgent } from '../agents/host-agent/src/index.js';
 import { LinuxDriver } from '../plugins/linux/src/index.js';
 import { applyNft } from '../agents/dataplane/src/nft.js';
 import { TABLE } from '../agents/dataplane/src/render.js';
-import { loadAverage, median, percentile } from './nat-scale/harness.js';
+import { loadAverage, median, timeStats } from './nat-scale/harness.js';
 
 const SIZES = (process.env.BENCH_AA_SIZES ?? '1,60000,250000').split(',').map(Number);
 const CHANGES = Number(process.env.BENCH_AA_CHANGES ?? 20);
@@ -246,8 +246,7 @@ async function measure(n: number, lab: NetnsLab, hostNs: string, instanceNs: str
   }
 }
 
-const f1 = (x: number) => x.toFixed(1);
-const stats = (xs: number[]) => `median ${f1(median(xs))}, p99 ${f1(percentile(xs, 99))}, max ${f1(Math.max(...xs))}`;
+const stats = timeStats;
 
 async function main(): Promise<void> {
   if (!(await labAvailable())) {

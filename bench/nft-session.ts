@@ -19,7 +19,7 @@ import { Dataplane } from '../agents/dataplane/src/dataplane.js';
 import { applyNft, type NftCommand } from '../agents/dataplane/src/nft.js';
 import { NftSession } from '../agents/dataplane/src/nft-session.js';
 import { TABLE } from '../agents/dataplane/src/render.js';
-import { loadAverage, median, percentile } from './nat-scale/harness.js';
+import { loadAverage, median, timeStats } from './nat-scale/harness.js';
 
 const SIZES = (process.env.BENCH_NS_SIZES ?? '1,60000,250000').split(',').map(Number);
 const CHANGES = Number(process.env.BENCH_NS_CHANGES ?? 100);
@@ -91,7 +91,7 @@ async function memoryOf(pid: number | undefined): Promise<string> {
 }
 
 const f1 = (x: number) => x.toFixed(1);
-const stats = (xs: number[]) => `median ${f1(median(xs))}, p99 ${f1(percentile(xs, 99))}, max ${f1(Math.max(...xs))}`;
+const stats = timeStats;
 
 async function main(): Promise<void> {
   if (!(await labAvailable())) {

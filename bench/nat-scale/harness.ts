@@ -43,6 +43,11 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
+/** "median 1.2, p99 3.4, max 5.6" of times in ms. */
+export function timeStats(values: readonly number[]): string {
+  return `median ${median(values).toFixed(1)}, p99 ${percentile(values, 99).toFixed(1)}, max ${Math.max(...values).toFixed(1)}`;
+}
+
 /** Child processes this benchmark started; stopped by PID on exit, failure or Ctrl-C. */
 const children = new Set<ChildProcess>();
 
