@@ -99,6 +99,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('docker plugin: faults', () => {
     try {
       if (driver && d?.pid !== undefined) await driver.apply(ctx(), { desired: state([]) });
     } finally {
+      await driver?.close();
       await d?.cleanup();
     }
   });

@@ -67,9 +67,17 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('lxd: faults', () => {
   const statuses = (objects: { objectType: string; status: string; error?: { code: string } }[]) =>
     objects.map((o) => `${o.objectType}:${o.status}${o.error ? `:${o.error.code}` : ''}`).sort();
 
+  // every driver the tests make, closed (its nft process ended) before the lab goes
+  const opened: { close?(): Promise<void> }[] = [];
+  const open = async (config: { socket: string; hostNetns: string }) => {
+    const made = await plugin.createDriver(config, ctx());
+    opened.push(made);
+    return made;
+  };
+
   beforeAll(async () => {
     lxd = await LxdLab.start();
-    driver = await plugin.createDriver({ socket: lxd.client.socketPath, hostNetns: lxd.host.name }, ctx());
+    driver = await open({ socket: lxd.client.socketPath, hostNetns: lxd.host.name });
     for (const key of ['a', 'b'] as const) {
       const inst = await lxd.createInstance(`fault-${key}`, [
         { name: 'eth0', mac: mac[key], network: lxd.network, address: address[key], prefixLength: 24, gateway: `${LAB_V4_PREFIX}1` },
@@ -83,6 +91,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('lxd: faults', () => {
     try {
       if (driver) await driver.apply(ctx(), { desired: state([]) });
     } finally {
+      for (const made of opened.splice(0)) await made.close?.();
       await lxd?.cleanup();
     }
   }, 120_000);
@@ -126,7 +135,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('lxd: faults', () => {
   it('fails the objects of an instance LXD loses in the middle of an apply, and converges on the next one', async () => {
     // a relay in front of LXD's socket that dies as the driver starts changing the instance
     const relay = await cutOnFirstChange(lxd.client.socketPath, join(lxd.dir, 'relay.socket'));
-    const cut = await plugin.createDriver({ socket: relay.path, hostNetns: lxd.host.name }, ctx());
+    const cut = await open({ socket: relay.path, hostNetns: lxd.host.name });
     const network2 = await lxd.addNetwork('10.78.0.1/24');
     const second = {
       id: '00000000-0000-4000-8000-0000000000c9',
@@ -250,7 +259,7 @@ describe.skipIf(!available && !REQUIRE_SYSTEM)('lxd: faults', () => {
     expect((await driver.discover(ctx(), {})).instances.map((i) => i.externalId)).toEqual(['fault-a']);
 
     // a new process (nothing in memory) finds the orphan by its tags
-    const fresh = await plugin.createDriver({ socket: lxd.client.socketPath, hostNetns: lxd.host.name }, ctx());
+    const fresh = await open({ socket: lxd.client.socketPath, hostNetns: lxd.host.name });
     expect((await fresh.gc(ctx(), { validInstanceIds: [ids.a] })).removedInstanceIds).toEqual([ids.b]);
     const observed = (await fresh.observe(ctx(), {})).state;
     expect(observed.forwards.map((f) => f.hostPort)).toEqual([18080]);
