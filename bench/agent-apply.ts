@@ -246,8 +246,6 @@ async function measure(n: number, lab: NetnsLab, hostNs: string, instanceNs: str
   }
 }
 
-const stats = timeStats;
-
 async function main(): Promise<void> {
   if (!(await labAvailable())) {
     console.error('agent-apply: needs root and `ip netns`; nothing was measured');
@@ -269,11 +267,11 @@ async function main(): Promise<void> {
       const of = (kind: Trial['kind']) => all.filter((t) => t.kind === kind);
       rows.push(
         `N=${n}: ${all.length} changes (${CHANGES} each of add, edit, delete), ${GAP_MS} ms apart; full install ${r.installMs.toFixed(0)} ms; RSS ${(r.rss / 2 ** 20).toFixed(0)} MiB; load ${r.load}`,
-        `  arrival → work done (reports sent): all ${stats(all.map((t) => t.doneMs))}`,
-        ...(['add', 'edit', 'delete'] as const).map((k) => `    ${k.padEnd(6)} ${stats(of(k).map((t) => t.doneMs))}`),
-        `  arrival → patch folded in ${stats(all.map((t) => t.patchMs))}; → applied event ${stats(all.map((t) => t.appliedMs))}; agent's "applied ms" ${stats(all.map((t) => t.convergeMs))}`,
+        `  arrival → work done (reports sent): all ${timeStats(all.map((t) => t.doneMs))}`,
+        ...(['add', 'edit', 'delete'] as const).map((k) => `    ${k.padEnd(6)} ${timeStats(of(k).map((t) => t.doneMs))}`),
+        `  arrival → patch folded in ${timeStats(all.map((t) => t.patchMs))}; → applied event ${timeStats(all.map((t) => t.appliedMs))}; agent's "applied ms" ${timeStats(all.map((t) => t.convergeMs))}`,
         `  report bytes per change: median ${median(all.map((t) => t.reportBytes))}, max ${Math.max(...all.map((t) => t.reportBytes))}`,
-        `  nft alone (ip netns exec nft -j -f, 3 elements): add ${stats(r.nftAdd)}, delete ${stats(r.nftDelete)}; ip netns exec nft --version ${stats(r.spawnMs)}; load ${r.nftLoad}`,
+        `  nft alone (ip netns exec nft -j -f, 3 elements): add ${timeStats(r.nftAdd)}, delete ${timeStats(r.nftDelete)}; ip netns exec nft --version ${timeStats(r.spawnMs)}; load ${r.nftLoad}`,
         `  the drift poll's listings: terse ${r.terseMs.toFixed(0)} ms, with elements ${r.fullMs.toFixed(0)} ms`,
       );
       console.error(rows.slice(-8).join('\n'));

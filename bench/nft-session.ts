@@ -91,7 +91,6 @@ async function memoryOf(pid: number | undefined): Promise<string> {
 }
 
 const f1 = (x: number) => x.toFixed(1);
-const stats = timeStats;
 
 async function main(): Promise<void> {
   if (!(await labAvailable())) {
@@ -165,8 +164,8 @@ async function main(): Promise<void> {
         }
         rows.push(
           `N=${n}: ${CHANGES} adds and ${CHANGES} deletes of 3 elements, alternating one-shot and session; load ${load}`,
-          `  nft -j -f (ip netns exec env nft): ${stats(oneShot)}`,
-          `  session (nft -j -i):               ${stats(viaSession)}; its first transaction (process start) ${f1(firstMs)} ms`,
+          `  nft -j -f (ip netns exec env nft): ${timeStats(oneShot)}`,
+          `  session (nft -j -i):               ${timeStats(viaSession)}; its first transaction (process start) ${f1(firstMs)} ms`,
           `  session process: ${memory.join('; ')}; ${JSON.stringify(session.stats)}`,
           `  line size (median of 10 adds): ${perSize.join('; ')}; load ${await loadAverage()}`,
         );

@@ -71,23 +71,24 @@ async function reportPerRow(db: Database, hostId: string, revision: number, ids:
 }
 
 async function benchStore(label: string, store: Store) {
-  // the rest copied from the first in one statement, one host port each
   const {
     container,
     actor,
     hostId,
     forwardIds: ids,
-  } = await seedForwards(store, { label: `bench-${label}`, network: 'br-bench', cidr: '10.200.0.0/16', count: OBJECTS });
-  const host = { id: hostId };
+    revision,
+  } = await seedForwards(store, {
+    label: `bench-${label}`,
+    network: 'br-bench',
+    cidr: '10.200.0.0/16',
+    count: OBJECTS,
+  });
   const reports: string[][] = [];
   for (let i = 0; i < ids.length; i += REPORT) reports.push(ids.slice(i, i + REPORT));
-  const [{ revision }] = rowsOf<{ revision: number }>(
-    await store.db.execute(sql`select desired_revision::int as revision from hosts where id = ${host.id}::uuid`),
-  ) as [{ revision: number }];
   const applied = async () =>
     Number(
       rowsOf<{ n: number }>(
-        await store.db.execute(sql`select count(*)::int as n from port_forwards where host_id = ${host.id}::uuid and status = 'applied'`),
+        await store.db.execute(sql`select count(*)::int as n from port_forwards where host_id = ${hostId}::uuid and status = 'applied'`),
       )[0]!.n,
     );
   const check = async (what: string, changed: number) => {
@@ -100,7 +101,7 @@ async function benchStore(label: string, store: Store) {
     let n = 0;
     for (const report of reports) {
       const result = await service.report(actor, {
-        hostId: host.id,
+        hostId: hostId,
         revision,
         objects: report.map((objectId) => ({ objectType: 'port_forward' as const, objectId, status: 'applied' as const })),
       });
@@ -110,7 +111,7 @@ async function benchStore(label: string, store: Store) {
     return n;
   };
   const resetPending = async () => {
-    await store.db.execute(sql`update port_forwards set status = 'pending', status_error = null where host_id = ${host.id}::uuid`);
+    await store.db.execute(sql`update port_forwards set status = 'pending', status_error = null where host_id = ${hostId}::uuid`);
     await store.db.execute(sql`vacuum full port_forwards`);
   };
 
@@ -149,12 +150,12 @@ async function benchStore(label: string, store: Store) {
   await resetPending();
   const [oldApply, oldChanged] = await seconds(async () => {
     let n = 0;
-    for (const report of reports) n += await reportPerRow(store.db, host.id, revision, report);
+    for (const report of reports) n += await reportPerRow(store.db, hostId, revision, report);
     return n;
   });
   await check('per-row', oldChanged);
   const [oldAgain] = await seconds(async () => {
-    for (const report of reports) await reportPerRow(store.db, host.id, revision, report);
+    for (const report of reports) await reportPerRow(store.db, hostId, revision, report);
   });
   await resetPending();
   const [packedApply, packedChanged] = await seconds(() => reportAll(true));

@@ -16,6 +16,8 @@ export interface SeededForwards {
   instanceId: string;
   /** The forwards' ids, host ports 2000, 2001, … in order. */
   forwardIds: string[];
+  /** The host's desired revision once they are in. */
+  revision: number;
 }
 
 /**
@@ -44,5 +46,8 @@ export async function seedForwards(
     from port_forwards, generate_series(1, ${options.count - 1}::int) as g where id = ${first.id}::uuid
     order by g
     returning id`);
-  return { container, actor, hostId: host.id, instanceId: vm.id, forwardIds: [first.id, ...rowsOf<{ id: string }>(copies).map((r) => r.id)] };
+  const [{ revision }] = rowsOf<{ revision: number }>(
+    await store.db.execute(sql`select desired_revision::int as revision from hosts where id = ${host.id}::uuid`),
+  ) as [{ revision: number }];
+  return { container, actor, hostId: host.id, instanceId: vm.id, forwardIds: [first.id, ...rowsOf<{ id: string }>(copies).map((r) => r.id)], revision };
 }
